@@ -1,0 +1,16 @@
+//! Wire and domain types of remaudit: the orchestration audit record, its
+//! validation, phase ranking and event identity. No IO lives here.
+
+mod audit;
+mod phase;
+mod validate;
+
+pub use audit::{
+    CrdStatusSnapshot, EventRecord, NewAudit, RemediationOrchestrationAudit, ServiceCrdStatuses,
+    StoredAudit, derive_event_id,
+};
+pub use phase::{Phase, PhaseRank, TERMINAL_PHASES, supersedes};
+pub use validate::{FieldError, Limits, ValidationErrors};
+
+/// Namespace used when a record does not name one.
+pub const DEFAULT_NAMESPACE: &str = "default";

@@ -1,0 +1,589 @@
+//! Validation of incoming records. Every rule names the field it checks and
+//! says what is wrong in words an operator can act on.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::DEFAULT_NAMESPACE;
+use crate::audit::{NewAudit, RemediationOrchestrationAudit, derive_event_id};
+use crate::phase::Phase;
+
+/// Size bounds applied to records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest `failure_reason`, in bytes.
+    pub max_failure_reason_bytes: usize,
+    /// Largest serialised `service_crd_statuses`, in bytes.
+    pub max_crd_statuses_bytes: usize,
+    /// How far ahead of the server's clock a timestamp may be.
+    pub max_clock_skew: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_failure_reason_bytes: 16 * 1024,
+            max_crd_statuses_bytes: 64 * 1024,
+            max_clock_skew: Duration::hours(1),
+        }
+    }
+}
+
+/// One broken rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FieldError {
+    /// The JSON field, e.g. `alert_fingerprint`.
+    pub field: String,
+    /// A stable rule name, e.g. `max_length`.
+    pub rule: String,
+    /// What is wrong, for people.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A broken rule on a field.
+    #[must_use]
+    pub fn new(field: impl Into<String>, rule: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            rule: rule.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Every rule a record broke.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid record: {}", .0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; "))]
+pub struct ValidationErrors(pub Vec<FieldError>);
+
+/// Collects the errors of one record.
+#[derive(Default)]
+struct Checker(Vec<FieldError>);
+
+const MIN_YEAR: i32 = 2000;
+
+impl Checker {
+    fn push(&mut self, field: &str, rule: &str, message: String) {
+        self.0.push(FieldError::new(field, rule, message));
+    }
+
+    /// A name-like string: no control characters and at most `max` characters.
+    fn text(&mut self, field: &str, value: &str, max: usize) {
+        let len = value.chars().count();
+        if len > max {
+            self.push(
+                field,
+                "max_length",
+                format!("must be at most {max} characters, got {len}"),
+            );
+        }
+        if let Some(c) = value.chars().find(|c| c.is_control()) {
+            self.push(
+                field,
+                "no_control_characters",
+                format!(
+                    "must not contain control characters, found U+{:04X}",
+                    u32::from(c)
+                ),
+            );
+        }
+    }
+
+    fn required(&mut self, field: &str, value: &str, max: usize) {
+        if value.is_empty() {
+            self.push(field, "required", "must not be empty".to_owned());
+        } else {
+            self.text(field, value, max);
+        }
+    }
+
+    fn phase(&mut self, field: &str, value: &str) {
+        self.text(field, value, 50);
+        if !value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        {
+            self.push(
+                field,
+                "lower_case",
+                format!("must be lower-case letters, digits, '-' or '_', got {value:?}"),
+            );
+        }
+    }
+
+    fn timestamp(
+        &mut self,
+        field: &str,
+        value: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limits: &Limits,
+    ) {
+        let floor = Utc
+            .with_ymd_and_hms(MIN_YEAR, 1, 1, 0, 0, 0)
+            .single()
+            .expect("a valid constant date");
+        if value < floor {
+            self.push(
+                field,
+                "time_range",
+                format!("must be in {MIN_YEAR} or later, got {}", value.to_rfc3339()),
+            );
+        } else if value > now + limits.max_clock_skew {
+            self.push(
+                field,
+                "time_range",
+                format!(
+                    "must not be more than {} minutes ahead of the server's clock ({}), got {}",
+                    limits.max_clock_skew.num_minutes(),
+                    now.to_rfc3339(),
+                    value.to_rfc3339()
+                ),
+            );
+        }
+    }
+}
+
+/// Treats the empty string the way Go's `omitempty` does: as absent.
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|s| !s.is_empty())
+}
+
+fn is_dns_label(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+}
+
+impl RemediationOrchestrationAudit {
+    /// Checks every rule and, when all hold, normalises the record for storage.
+    ///
+    /// `raw` is the record as received; `now` is the server's clock.
+    ///
+    /// # Errors
+    /// Every broken rule, each naming its field.
+    pub fn validate(
+        self,
+        raw: serde_json::Value,
+        now: DateTime<Utc>,
+        limits: &Limits,
+    ) -> Result<NewAudit, ValidationErrors> {
+        let mut c = Checker::default();
+        c.required("alert_fingerprint", &self.alert_fingerprint, 64);
+        c.required("remediation_name", &self.remediation_name, 255);
+        if self.overall_phase.is_empty() {
+            c.push("overall_phase", "required", "must not be empty".to_owned());
+        } else {
+            c.phase("overall_phase", &self.overall_phase);
+        }
+
+        let namespace = non_empty(self.namespace).unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+        if !is_dns_label(&namespace) {
+            c.push(
+                "namespace",
+                "dns_label",
+                format!(
+                    "must be a Kubernetes namespace name (lower-case letters, digits and '-', at most 63 characters), got {namespace:?}"
+                ),
+            );
+        }
+
+        let processing = non_empty(self.remediation_processing_name);
+        let alias = non_empty(self.alert_processing_name);
+        let remediation_processing_name = match (processing, alias) {
+            (Some(a), Some(b)) if a != b => {
+                c.push(
+                    "alert_processing_name",
+                    "conflict",
+                    format!(
+                        "is an alias of remediation_processing_name and must match it when both are given ({b:?} vs {a:?})"
+                    ),
+                );
+                Some(a)
+            }
+            (a, b) => a.or(b),
+        };
+        let ai_analysis_name = non_empty(self.ai_analysis_name);
+        let workflow_execution_name = non_empty(self.workflow_execution_name);
+        let kubernetes_execution_name = non_empty(self.kubernetes_execution_name);
+        for (field, value) in [
+            ("remediation_processing_name", &remediation_processing_name),
+            ("ai_analysis_name", &ai_analysis_name),
+            ("workflow_execution_name", &workflow_execution_name),
+            ("kubernetes_execution_name", &kubernetes_execution_name),
+        ] {
+            if let Some(v) = value {
+                c.text(field, v, 255);
+            }
+        }
+
+        let timeout_phase = non_empty(self.timeout_phase);
+        let failure_phase = non_empty(self.failure_phase);
+        for (field, value) in [
+            ("timeout_phase", &timeout_phase),
+            ("failure_phase", &failure_phase),
+        ] {
+            if let Some(v) = value {
+                c.phase(field, v);
+            }
+        }
+        let failure_reason = non_empty(self.failure_reason);
+        if let Some(reason) = &failure_reason
+            && reason.len() > limits.max_failure_reason_bytes
+        {
+            c.push(
+                "failure_reason",
+                "max_size",
+                format!(
+                    "must be at most {} bytes, got {}",
+                    limits.max_failure_reason_bytes,
+                    reason.len()
+                ),
+            );
+        }
+
+        let service_crd_statuses = self.service_crd_statuses.filter(|v| !v.is_null());
+        if let Some(statuses) = &service_crd_statuses {
+            if statuses.is_object() {
+                let size = statuses.to_string().len();
+                if size > limits.max_crd_statuses_bytes {
+                    c.push(
+                        "service_crd_statuses",
+                        "max_size",
+                        format!(
+                            "must serialise to at most {} bytes, got {size}",
+                            limits.max_crd_statuses_bytes
+                        ),
+                    );
+                }
+            } else {
+                c.push(
+                    "service_crd_statuses",
+                    "type",
+                    "must be a JSON object keyed by remediationProcessing, aiAnalysis and workflowExecution".to_owned(),
+                );
+            }
+        }
+
+        c.timestamp("start_time", self.start_time, now, limits);
+        for (field, value) in [
+            ("completion_time", self.completion_time),
+            ("timeout_time", self.timeout_time),
+            ("last_duplicate_time", self.last_duplicate_time),
+            ("event_time", self.event_time),
+        ] {
+            if let Some(v) = value {
+                c.timestamp(field, v, now, limits);
+            }
+        }
+        if let Some(done) = self.completion_time
+            && done < self.start_time
+        {
+            c.push(
+                "completion_time",
+                "not_before_start",
+                format!(
+                    "must not be before start_time ({}), got {}",
+                    self.start_time.to_rfc3339(),
+                    done.to_rfc3339()
+                ),
+            );
+        }
+
+        let duplicate_count = match i32::try_from(self.duplicate_count) {
+            Ok(n) if n >= 0 => n,
+            _ if self.duplicate_count < 0 => {
+                c.push(
+                    "duplicate_count",
+                    "minimum",
+                    format!("must be 0 or more, got {}", self.duplicate_count),
+                );
+                0
+            }
+            _ => {
+                c.push(
+                    "duplicate_count",
+                    "maximum",
+                    format!("must be at most {}, got {}", i32::MAX, self.duplicate_count),
+                );
+                0
+            }
+        };
+
+        if !c.0.is_empty() {
+            return Err(ValidationErrors(c.0));
+        }
+
+        let event_id = self.event_id.unwrap_or_else(|| {
+            derive_event_id(
+                &namespace,
+                &self.remediation_name,
+                self.start_time,
+                &self.overall_phase,
+                self.event_time,
+            )
+        });
+        Ok(NewAudit {
+            event_id,
+            phase_rank: Phase::parse(&self.overall_phase).rank(),
+            event_time: self.event_time.unwrap_or(now),
+            namespace,
+            alert_fingerprint: self.alert_fingerprint,
+            remediation_name: self.remediation_name,
+            overall_phase: self.overall_phase,
+            start_time: self.start_time,
+            completion_time: self.completion_time,
+            remediation_processing_name,
+            ai_analysis_name,
+            workflow_execution_name,
+            kubernetes_execution_name,
+            service_crd_statuses,
+            timeout_phase,
+            timeout_time: self.timeout_time,
+            failure_phase,
+            failure_reason,
+            duplicate_count,
+            last_duplicate_time: self.last_duplicate_time,
+            raw,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn now() -> DateTime<Utc> {
+        "2026-11-26T12:00:00Z".parse().expect("valid time")
+    }
+
+    fn valid() -> serde_json::Value {
+        json!({
+            "id": 0,
+            "alert_fingerprint": "mem-pressure-prod-123",
+            "remediation_name": "rr-1",
+            "overall_phase": "processing",
+            "start_time": "2026-11-26T11:00:00Z",
+            "duplicate_count": 0,
+            "created_at": "0001-01-01T00:00:00Z",
+            "updated_at": "0001-01-01T00:00:00Z"
+        })
+    }
+
+    fn check(patch: serde_json::Value) -> Result<NewAudit, ValidationErrors> {
+        let mut raw = valid();
+        for (k, v) in patch.as_object().expect("object patch") {
+            raw[k] = v.clone();
+        }
+        let record: RemediationOrchestrationAudit =
+            serde_json::from_value(raw.clone()).expect("well-typed");
+        record.validate(raw, now(), &Limits::default())
+    }
+
+    fn rules(patch: serde_json::Value) -> Vec<(String, String)> {
+        check(patch)
+            .expect_err("should be invalid")
+            .0
+            .into_iter()
+            .map(|e| (e.field, e.rule))
+            .collect()
+    }
+
+    fn one(field: &str, rule: &str) -> Vec<(String, String)> {
+        vec![(field.to_owned(), rule.to_owned())]
+    }
+
+    #[test]
+    fn go_client_record_is_accepted_with_defaults() {
+        let audit = check(json!({})).expect("valid");
+        assert_eq!(audit.namespace, "default");
+        assert_eq!(audit.event_time, now());
+        assert_eq!(
+            audit.event_id,
+            derive_event_id("default", "rr-1", audit.start_time, "processing", None)
+        );
+    }
+
+    #[test]
+    fn derived_event_id_depends_on_phase_and_event_time() {
+        let start = now();
+        let a = derive_event_id("ns", "rr", start, "processing", None);
+        assert_eq!(a, derive_event_id("ns", "rr", start, "processing", None));
+        assert_ne!(a, derive_event_id("ns", "rr", start, "analyzing", None));
+        assert_ne!(
+            a,
+            derive_event_id("ns", "rr", start, "processing", Some(start))
+        );
+        assert_ne!(a, derive_event_id("other", "rr", start, "processing", None));
+    }
+
+    #[test]
+    fn required_fields_must_not_be_empty() {
+        assert_eq!(
+            rules(json!({"alert_fingerprint": ""})),
+            one("alert_fingerprint", "required")
+        );
+        assert_eq!(
+            rules(json!({"remediation_name": ""})),
+            one("remediation_name", "required")
+        );
+        assert_eq!(
+            rules(json!({"overall_phase": ""})),
+            one("overall_phase", "required")
+        );
+    }
+
+    #[test]
+    fn column_lengths_are_enforced() {
+        assert!(check(json!({"alert_fingerprint": "f".repeat(64)})).is_ok());
+        assert_eq!(
+            rules(json!({"alert_fingerprint": "f".repeat(65)})),
+            one("alert_fingerprint", "max_length")
+        );
+        assert_eq!(
+            rules(json!({"remediation_name": "n".repeat(256)})),
+            one("remediation_name", "max_length")
+        );
+        assert_eq!(
+            rules(json!({"ai_analysis_name": "n".repeat(256)})),
+            one("ai_analysis_name", "max_length")
+        );
+        assert_eq!(
+            rules(json!({"failure_phase": "p".repeat(51)})),
+            one("failure_phase", "max_length")
+        );
+    }
+
+    #[test]
+    fn length_counts_characters_not_bytes() {
+        assert!(check(json!({"alert_fingerprint": "é".repeat(64)})).is_ok());
+    }
+
+    #[test]
+    fn phases_are_lower_case() {
+        assert_eq!(
+            rules(json!({"overall_phase": "Completed"})),
+            one("overall_phase", "lower_case")
+        );
+        assert!(
+            check(json!({"overall_phase": "verifying"})).is_ok(),
+            "unknown phases are kept"
+        );
+    }
+
+    #[test]
+    fn control_characters_are_rejected_in_names() {
+        assert_eq!(
+            rules(json!({"remediation_name": "rr\n1"})),
+            one("remediation_name", "no_control_characters")
+        );
+        assert_eq!(
+            rules(json!({"alert_fingerprint": "a\u{0}b"})),
+            one("alert_fingerprint", "no_control_characters")
+        );
+    }
+
+    #[test]
+    fn timestamps_are_range_checked() {
+        assert_eq!(
+            rules(json!({"start_time": "1999-12-31T23:59:59Z"})),
+            one("start_time", "time_range")
+        );
+        assert_eq!(
+            rules(json!({"start_time": "0001-01-01T00:00:00Z"})),
+            one("start_time", "time_range")
+        );
+        assert_eq!(
+            rules(json!({"event_time": "2026-11-26T13:00:01Z"})),
+            one("event_time", "time_range")
+        );
+        assert!(check(json!({"event_time": "2026-11-26T13:00:00Z"})).is_ok());
+        assert!(
+            check(json!({"start_time": "2001-01-01T00:00:00Z"})).is_ok(),
+            "backfills are accepted"
+        );
+    }
+
+    #[test]
+    fn completion_must_not_precede_start() {
+        assert_eq!(
+            rules(json!({"completion_time": "2026-11-26T10:59:59Z"})),
+            one("completion_time", "not_before_start")
+        );
+    }
+
+    #[test]
+    fn duplicate_count_is_not_negative() {
+        assert_eq!(
+            rules(json!({"duplicate_count": -1})),
+            one("duplicate_count", "minimum")
+        );
+        assert_eq!(
+            rules(json!({"duplicate_count": 1_i64 << 40})),
+            one("duplicate_count", "maximum")
+        );
+    }
+
+    #[test]
+    fn sizes_are_bounded() {
+        assert_eq!(
+            rules(json!({"failure_reason": "x".repeat(16 * 1024 + 1)})),
+            one("failure_reason", "max_size")
+        );
+        assert_eq!(
+            rules(
+                json!({"service_crd_statuses": {"aiAnalysis": {"error": "x".repeat(64 * 1024)}}})
+            ),
+            one("service_crd_statuses", "max_size")
+        );
+        assert_eq!(
+            rules(json!({"service_crd_statuses": [1]})),
+            one("service_crd_statuses", "type")
+        );
+    }
+
+    #[test]
+    fn namespace_must_be_a_label() {
+        assert_eq!(
+            rules(json!({"namespace": "Prod"})),
+            one("namespace", "dns_label")
+        );
+        assert_eq!(
+            check(json!({"namespace": "prod-1"}))
+                .expect("valid")
+                .namespace,
+            "prod-1"
+        );
+    }
+
+    #[test]
+    fn processing_alias_is_merged_and_conflicts_are_reported() {
+        let audit = check(json!({"alert_processing_name": "rp-1"})).expect("valid");
+        assert_eq!(audit.remediation_processing_name.as_deref(), Some("rp-1"));
+        assert_eq!(
+            rules(json!({"alert_processing_name": "rp-1", "remediation_processing_name": "rp-2"})),
+            one("alert_processing_name", "conflict")
+        );
+    }
+
+    #[test]
+    fn every_broken_rule_is_reported() {
+        let errors =
+            rules(json!({"alert_fingerprint": "", "overall_phase": "X", "duplicate_count": -3}));
+        assert_eq!(errors.len(), 3, "{errors:?}");
+    }
+
+    #[test]
+    fn empty_optional_strings_are_absent() {
+        let audit = check(json!({"failure_phase": "", "failure_reason": ""})).expect("valid");
+        assert_eq!(audit.failure_phase, None);
+        assert_eq!(audit.failure_reason, None);
+    }
+}
