@@ -161,6 +161,24 @@ fn is_dns_label(value: &str) -> bool {
         && bytes[bytes.len() - 1].is_ascii_alphanumeric()
 }
 
+/// The top-level field of `raw` whose value or keys hold a NUL character, if any.
+fn field_with_nul(raw: &serde_json::Value) -> Option<String> {
+    fn has_nul(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::String(s) => s.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().any(has_nul),
+            serde_json::Value::Object(map) => {
+                map.iter().any(|(k, v)| k.contains('\0') || has_nul(v))
+            }
+            _ => false,
+        }
+    }
+    raw.as_object()?
+        .iter()
+        .find(|(k, v)| k.contains('\0') || has_nul(v))
+        .map(|(k, _)| k.clone())
+}
+
 impl RemediationOrchestrationAudit {
     /// Checks every rule and, when all hold, normalises the record for storage.
     ///
@@ -315,6 +333,15 @@ impl RemediationOrchestrationAudit {
                 0
             }
         };
+
+        if let Some(field) = field_with_nul(&raw) {
+            c.push(
+                &field,
+                "no_nul",
+                "must not contain the NUL character (\\u0000), which the database cannot store"
+                    .to_owned(),
+            );
+        }
 
         if !c.0.is_empty() {
             return Err(ValidationErrors(c.0));
@@ -485,9 +512,22 @@ mod tests {
             one("remediation_name", "no_control_characters")
         );
         assert_eq!(
-            rules(json!({"alert_fingerprint": "a\u{0}b"})),
+            rules(json!({"alert_fingerprint": "a\u{1}b"})),
             one("alert_fingerprint", "no_control_characters")
         );
+    }
+
+    #[test]
+    fn nul_is_rejected_anywhere() {
+        assert_eq!(
+            rules(json!({"failure_reason": "a\u{0}b"})),
+            one("failure_reason", "no_nul")
+        );
+        assert_eq!(
+            rules(json!({"service_crd_statuses": {"aiAnalysis": {"error": "x\u{0}"}}})),
+            one("service_crd_statuses", "no_nul")
+        );
+        assert!(check(json!({"failure_reason": "line one\nline two\ttab"})).is_ok());
     }
 
     #[test]

@@ -1,1 +1,14 @@
-//! placeholder
+//! Storage of remediation audit records: the [`Store`] trait and its
+//! PostgreSQL and SQLite implementations, each with its own migrations.
+
+mod error;
+mod postgres;
+mod sqlite;
+mod store;
+
+pub use error::StoreError;
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+pub use store::{
+    Cursor, InsertOutcome, ListQuery, Page, PoolSettings, PoolStats, Store, Timeline, connect,
+};

@@ -1,0 +1,72 @@
+//! Errors of the store, classified by what the caller should do about them.
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or is overloaded; retrying later may succeed.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The database URL or settings are unusable.
+    #[error("{0}")]
+    Config(String),
+    /// Migrations could not be applied, or the schema is behind this build.
+    #[error("database schema: {0}")]
+    Schema(String),
+    /// Any other database failure.
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+}
+
+impl StoreError {
+    /// Whether a retry may succeed.
+    #[must_use]
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// PostgreSQL SQLSTATE classes and codes that mean "try again later".
+fn is_transient_code(code: &str) -> bool {
+    code.starts_with("08") // connection exception
+        || matches!(
+            code,
+            "40001" // serialization failure
+                | "40P01" // deadlock detected
+                | "53300" // too many connections
+                | "57P01" // admin shutdown
+                | "57P02" // crash shutdown
+                | "57P03" // cannot connect now
+                | "5" // SQLITE_BUSY
+                | "6" // SQLITE_LOCKED
+                | "261" // SQLITE_BUSY_RECOVERY
+                | "517" // SQLITE_BUSY_SNAPSHOT
+        )
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => Self::Unavailable(err.to_string()),
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| is_transient_code(&c)) => {
+                Self::Unavailable(err.to_string())
+            }
+            _ => Self::Database(err),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(err: sqlx::migrate::MigrateError) -> Self {
+        match err {
+            sqlx::migrate::MigrateError::Execute(e) => match Self::from(e) {
+                Self::Database(e) => Self::Schema(e.to_string()),
+                other => other,
+            },
+            other => Self::Schema(other.to_string()),
+        }
+    }
+}

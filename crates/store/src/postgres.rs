@@ -1,0 +1,268 @@
+//! The PostgreSQL store: the production backend.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::sync::LazyLock;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use remaudit_model::{EventRecord, NewAudit, StoredAudit};
+use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use tracing::instrument;
+use uuid::Uuid;
+
+use crate::store::{
+    SUMMARY_COLUMNS, check_schema, first_occurrences, list_sql, outcomes, page, pool_stats, redact,
+};
+use crate::{InsertOutcome, ListQuery, Page, PoolSettings, PoolStats, Store, StoreError, Timeline};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// When a candidate record replaces the summary row (see `supersedes` in the model).
+const WINS: &str = "(ra.phase_rank < 9 AND (EXCLUDED.phase_rank > ra.phase_rank \
+    OR (EXCLUDED.phase_rank = ra.phase_rank AND EXCLUDED.event_time > ra.event_time)))";
+
+static INSERT_SQL: LazyLock<String> =
+    LazyLock::new(|| include_str!("postgres/insert.sql").replace("__WINS__", WINS));
+
+/// Remediation audit records in PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects, then applies pending migrations.
+    ///
+    /// # Errors
+    /// When the URL is malformed, the server unreachable or a migration fails.
+    pub async fn connect(url: &str, settings: PoolSettings) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url).map_err(|e| {
+            StoreError::Config(format!("invalid PostgreSQL URL {:?}: {e}", redact(url)))
+        })?;
+        let where_ = format!("{}:{}", options.get_host(), options.get_port());
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(|e| match StoreError::from(e) {
+                StoreError::Unavailable(msg) => StoreError::Unavailable(format!(
+                    "cannot reach PostgreSQL at {where_}: {msg}; is it running, and is the URL right? (--database-url / REMAUDIT_DATABASE_URL)"
+                )),
+                other => other,
+            })?;
+        Self::from_pool(pool).await
+    }
+
+    /// Wraps an existing pool, applying pending migrations.
+    ///
+    /// # Errors
+    /// When a migration fails.
+    pub async fn from_pool(pool: PgPool) -> Result<Self, StoreError> {
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// The underlying pool, for tools that run their own SQL.
+    #[must_use]
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+fn summary_from_row(row: &PgRow) -> Result<StoredAudit, sqlx::Error> {
+    Ok(StoredAudit {
+        id: row.try_get("id")?,
+        namespace: row.try_get("namespace")?,
+        alert_fingerprint: row.try_get("alert_fingerprint")?,
+        remediation_name: row.try_get("remediation_name")?,
+        overall_phase: row.try_get("overall_phase")?,
+        start_time: row.try_get("start_time")?,
+        completion_time: row.try_get("completion_time")?,
+        remediation_processing_name: row.try_get("remediation_processing_name")?,
+        ai_analysis_name: row.try_get("ai_analysis_name")?,
+        workflow_execution_name: row.try_get("workflow_execution_name")?,
+        kubernetes_execution_name: row.try_get("kubernetes_execution_name")?,
+        service_crd_statuses: row.try_get("service_crd_statuses")?,
+        timeout_phase: row.try_get("timeout_phase")?,
+        timeout_time: row.try_get("timeout_time")?,
+        failure_phase: row.try_get("failure_phase")?,
+        failure_reason: row.try_get("failure_reason")?,
+        duplicate_count: row.try_get("duplicate_count")?,
+        last_duplicate_time: row.try_get("last_duplicate_time")?,
+        retention_expiry_time: row.try_get("retention_expiry_time")?,
+        event_id: row.try_get("event_id")?,
+        event_time: row.try_get("event_time")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// The batch as column arrays, the shape `insert.sql` unnests.
+#[derive(Default)]
+struct Columns {
+    event_id: Vec<Uuid>,
+    namespace: Vec<String>,
+    alert_fingerprint: Vec<String>,
+    remediation_name: Vec<String>,
+    overall_phase: Vec<String>,
+    phase_rank: Vec<i16>,
+    start_time: Vec<DateTime<Utc>>,
+    completion_time: Vec<Option<DateTime<Utc>>>,
+    remediation_processing_name: Vec<Option<String>>,
+    ai_analysis_name: Vec<Option<String>>,
+    workflow_execution_name: Vec<Option<String>>,
+    kubernetes_execution_name: Vec<Option<String>>,
+    service_crd_statuses: Vec<Option<String>>,
+    timeout_phase: Vec<Option<String>>,
+    timeout_time: Vec<Option<DateTime<Utc>>>,
+    failure_phase: Vec<Option<String>>,
+    failure_reason: Vec<Option<String>>,
+    duplicate_count: Vec<i32>,
+    last_duplicate_time: Vec<Option<DateTime<Utc>>>,
+    event_time: Vec<DateTime<Utc>>,
+    record: Vec<String>,
+}
+
+impl Columns {
+    fn push(&mut self, r: &NewAudit) {
+        self.event_id.push(r.event_id);
+        self.namespace.push(r.namespace.clone());
+        self.alert_fingerprint.push(r.alert_fingerprint.clone());
+        self.remediation_name.push(r.remediation_name.clone());
+        self.overall_phase.push(r.overall_phase.clone());
+        self.phase_rank.push(r.phase_rank.0);
+        self.start_time.push(r.start_time);
+        self.completion_time.push(r.completion_time);
+        self.remediation_processing_name
+            .push(r.remediation_processing_name.clone());
+        self.ai_analysis_name.push(r.ai_analysis_name.clone());
+        self.workflow_execution_name
+            .push(r.workflow_execution_name.clone());
+        self.kubernetes_execution_name
+            .push(r.kubernetes_execution_name.clone());
+        self.service_crd_statuses
+            .push(r.service_crd_statuses.as_ref().map(ToString::to_string));
+        self.timeout_phase.push(r.timeout_phase.clone());
+        self.timeout_time.push(r.timeout_time);
+        self.failure_phase.push(r.failure_phase.clone());
+        self.failure_reason.push(r.failure_reason.clone());
+        self.duplicate_count.push(r.duplicate_count);
+        self.last_duplicate_time.push(r.last_duplicate_time);
+        self.event_time.push(r.event_time);
+        self.record.push(r.raw.to_string());
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    #[instrument(skip_all, fields(records = records.len()), err)]
+    async fn insert(&self, records: &[NewAudit]) -> Result<Vec<InsertOutcome>, StoreError> {
+        let written = first_occurrences(records);
+        let mut c = Columns::default();
+        for &i in &written {
+            c.push(&records[i]);
+        }
+        let created: HashSet<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(INSERT_SQL.as_str()))
+            .bind(c.event_id)
+            .bind(c.namespace)
+            .bind(c.alert_fingerprint)
+            .bind(c.remediation_name)
+            .bind(c.overall_phase)
+            .bind(c.phase_rank)
+            .bind(c.start_time)
+            .bind(c.completion_time)
+            .bind(c.remediation_processing_name)
+            .bind(c.ai_analysis_name)
+            .bind(c.workflow_execution_name)
+            .bind(c.kubernetes_execution_name)
+            .bind(c.service_crd_statuses)
+            .bind(c.timeout_phase)
+            .bind(c.timeout_time)
+            .bind(c.failure_phase)
+            .bind(c.failure_reason)
+            .bind(c.duplicate_count)
+            .bind(c.last_duplicate_time)
+            .bind(c.event_time)
+            .bind(c.record)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .collect();
+        Ok(outcomes(records, &written, &created))
+    }
+
+    #[instrument(skip_all, err)]
+    async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
+        let mut qb = list_sql(query, |t| t);
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        let items = rows
+            .iter()
+            .map(summary_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(page(items, query.limit))
+    }
+
+    #[instrument(skip_all, fields(id), err)]
+    async fn timeline(&self, id: i64) -> Result<Option<Timeline>, StoreError> {
+        let sql = format!(
+            "SELECT {SUMMARY_COLUMNS} FROM remediation_audit WHERE id = $1 AND deleted_at IS NULL"
+        );
+        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let remediation = summary_from_row(&row)?;
+        let events = sqlx::query(
+            "SELECT event_id, overall_phase, event_time, received_at, record \
+             FROM remediation_audit_events \
+             WHERE namespace = $1 AND remediation_name = $2 AND start_time = $3 \
+             ORDER BY event_time, id",
+        )
+        .bind(&remediation.namespace)
+        .bind(&remediation.remediation_name)
+        .bind(remediation.start_time)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(EventRecord {
+                event_id: row.try_get("event_id")?,
+                overall_phase: row.try_get("overall_phase")?,
+                event_time: row.try_get("event_time")?,
+                received_at: row.try_get("received_at")?,
+                record: row.try_get("record")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(Some(Timeline {
+            remediation,
+            events,
+        }))
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await?;
+        check_schema(applied, &MIGRATOR)
+    }
+
+    fn pool_stats(&self) -> PoolStats {
+        pool_stats(&self.pool)
+    }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

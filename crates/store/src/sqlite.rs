@@ -1,0 +1,286 @@
+//! The SQLite store: the embedded default, for a quick start and small
+//! installations. One process writes at a time; writes are serialised here.
+
+use std::str::FromStr;
+use std::sync::LazyLock;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use remaudit_model::{EventRecord, NewAudit, StoredAudit};
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use tokio::sync::Mutex;
+use tracing::instrument;
+use uuid::Uuid;
+
+use crate::store::{
+    SUMMARY_COLUMNS, check_schema, first_occurrences, list_sql, page, pool_stats, redact,
+};
+use crate::{InsertOutcome, ListQuery, Page, PoolSettings, PoolStats, Store, StoreError, Timeline};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// When a candidate record replaces the summary row (see `supersedes` in the model).
+const WINS: &str = "(ra.phase_rank < 9 AND (excluded.phase_rank > ra.phase_rank \
+    OR (excluded.phase_rank = ra.phase_rank AND excluded.event_time > ra.event_time)))";
+
+static UPSERT_SQL: LazyLock<String> =
+    LazyLock::new(|| include_str!("sqlite/upsert.sql").replace("__WINS__", WINS));
+
+/// The one text form of timestamps in SQLite; fixed width, so text order is time order.
+pub(crate) fn encode_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn decode_time(s: &str) -> Result<DateTime<Utc>, sqlx::Error> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| sqlx::Error::Decode(format!("bad timestamp {s:?} in SQLite: {e}").into()))
+}
+
+fn time_column(row: &SqliteRow, column: &str) -> Result<DateTime<Utc>, sqlx::Error> {
+    decode_time(&row.try_get::<String, _>(column)?)
+}
+
+fn optional_time_column(
+    row: &SqliteRow,
+    column: &str,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    row.try_get::<Option<String>, _>(column)?
+        .as_deref()
+        .map(decode_time)
+        .transpose()
+}
+
+fn json_column(row: &SqliteRow, column: &str) -> Result<Option<serde_json::Value>, sqlx::Error> {
+    row.try_get::<Option<String>, _>(column)?
+        .map(|s| serde_json::from_str(&s))
+        .transpose()
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+fn uuid_column(row: &SqliteRow, column: &str) -> Result<Uuid, sqlx::Error> {
+    Uuid::parse_str(&row.try_get::<String, _>(column)?)
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+fn summary_from_row(row: &SqliteRow) -> Result<StoredAudit, sqlx::Error> {
+    Ok(StoredAudit {
+        id: row.try_get("id")?,
+        namespace: row.try_get("namespace")?,
+        alert_fingerprint: row.try_get("alert_fingerprint")?,
+        remediation_name: row.try_get("remediation_name")?,
+        overall_phase: row.try_get("overall_phase")?,
+        start_time: time_column(row, "start_time")?,
+        completion_time: optional_time_column(row, "completion_time")?,
+        remediation_processing_name: row.try_get("remediation_processing_name")?,
+        ai_analysis_name: row.try_get("ai_analysis_name")?,
+        workflow_execution_name: row.try_get("workflow_execution_name")?,
+        kubernetes_execution_name: row.try_get("kubernetes_execution_name")?,
+        service_crd_statuses: json_column(row, "service_crd_statuses")?,
+        timeout_phase: row.try_get("timeout_phase")?,
+        timeout_time: optional_time_column(row, "timeout_time")?,
+        failure_phase: row.try_get("failure_phase")?,
+        failure_reason: row.try_get("failure_reason")?,
+        duplicate_count: row.try_get("duplicate_count")?,
+        last_duplicate_time: optional_time_column(row, "last_duplicate_time")?,
+        retention_expiry_time: optional_time_column(row, "retention_expiry_time")?,
+        event_id: uuid_column(row, "event_id")?,
+        event_time: time_column(row, "event_time")?,
+        created_at: time_column(row, "created_at")?,
+        updated_at: time_column(row, "updated_at")?,
+    })
+}
+
+/// Remediation audit records in a SQLite file.
+#[derive(Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    /// SQLite has one writer; taking turns here avoids busy errors.
+    writer: Mutex<()>,
+}
+
+impl SqliteStore {
+    /// Opens (creating it when missing) the database file, then applies pending migrations.
+    ///
+    /// # Errors
+    /// When the URL is malformed, the file cannot be opened or a migration fails.
+    pub async fn connect(url: &str, settings: PoolSettings) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Config(format!("invalid SQLite URL {:?}: {e}", redact(url))))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // An acknowledged record must survive a power cut.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(settings.acquire_timeout);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(|e| {
+                StoreError::Config(format!(
+                    "cannot open SQLite database {:?}: {e}; check that the directory exists and is writable",
+                    redact(url)
+                ))
+            })?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self {
+            pool,
+            writer: Mutex::new(()),
+        })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    #[instrument(skip_all, fields(records = records.len()), err)]
+    async fn insert(&self, records: &[NewAudit]) -> Result<Vec<InsertOutcome>, StoreError> {
+        let written = first_occurrences(records);
+        let mut result = vec![InsertOutcome::Duplicate; records.len()];
+        let _turn = self.writer.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let now = encode_time(Utc::now());
+        for &i in &written {
+            let r = &records[i];
+            let start_time = encode_time(r.start_time);
+            let event_time = encode_time(r.event_time);
+            let inserted = sqlx::query(
+                "INSERT INTO remediation_audit_events \
+                 (event_id, namespace, remediation_name, start_time, overall_phase, event_time, received_at, record) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (event_id) DO NOTHING",
+            )
+            .bind(r.event_id.to_string())
+            .bind(&r.namespace)
+            .bind(&r.remediation_name)
+            .bind(&start_time)
+            .bind(&r.overall_phase)
+            .bind(&event_time)
+            .bind(&now)
+            .bind(r.raw.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                continue;
+            }
+            result[i] = InsertOutcome::Created;
+            sqlx::query(sqlx::AssertSqlSafe(UPSERT_SQL.as_str()))
+                .bind(&r.namespace)
+                .bind(&r.alert_fingerprint)
+                .bind(&r.remediation_name)
+                .bind(&r.overall_phase)
+                .bind(r.phase_rank.0)
+                .bind(&start_time)
+                .bind(r.completion_time.map(encode_time))
+                .bind(&r.remediation_processing_name)
+                .bind(&r.ai_analysis_name)
+                .bind(&r.workflow_execution_name)
+                .bind(&r.kubernetes_execution_name)
+                .bind(r.service_crd_statuses.as_ref().map(ToString::to_string))
+                .bind(&r.timeout_phase)
+                .bind(r.timeout_time.map(encode_time))
+                .bind(&r.failure_phase)
+                .bind(&r.failure_reason)
+                .bind(r.duplicate_count)
+                .bind(r.last_duplicate_time.map(encode_time))
+                .bind(r.event_id.to_string())
+                .bind(&event_time)
+                .bind(&now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    #[instrument(skip_all, err)]
+    async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
+        let mut qb = list_sql(query, encode_time);
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        let items = rows
+            .iter()
+            .map(summary_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(page(items, query.limit))
+    }
+
+    #[instrument(skip_all, fields(id), err)]
+    async fn timeline(&self, id: i64) -> Result<Option<Timeline>, StoreError> {
+        let sql = format!(
+            "SELECT {SUMMARY_COLUMNS} FROM remediation_audit WHERE id = ?1 AND deleted_at IS NULL"
+        );
+        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let remediation = summary_from_row(&row)?;
+        let events = sqlx::query(
+            "SELECT event_id, overall_phase, event_time, received_at, record \
+             FROM remediation_audit_events \
+             WHERE namespace = ?1 AND remediation_name = ?2 AND start_time = ?3 \
+             ORDER BY event_time, id",
+        )
+        .bind(&remediation.namespace)
+        .bind(&remediation.remediation_name)
+        .bind(encode_time(remediation.start_time))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(EventRecord {
+                event_id: uuid_column(row, "event_id")?,
+                overall_phase: row.try_get("overall_phase")?,
+                event_time: time_column(row, "event_time")?,
+                received_at: time_column(row, "received_at")?,
+                record: json_column(row, "record")?.unwrap_or_default(),
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(Some(Timeline {
+            remediation,
+            events,
+        }))
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await?;
+        check_schema(applied, &MIGRATOR)
+    }
+
+    fn pool_stats(&self) -> PoolStats {
+        pool_stats(&self.pool)
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoded_times_sort_as_instants() {
+        let a: DateTime<Utc> = "2026-01-02T03:04:05.000001Z".parse().expect("valid");
+        let b: DateTime<Utc> = "2026-01-02T03:04:05.1Z".parse().expect("valid");
+        assert!(encode_time(a) < encode_time(b));
+        assert_eq!(encode_time(a), "2026-01-02T03:04:05.000001Z");
+        assert_eq!(decode_time(&encode_time(b)).expect("round trip"), b);
+    }
+}

@@ -1,0 +1,323 @@
+//! The storage contract shared by both backends.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use remaudit_model::{EventRecord, NewAudit, StoredAudit};
+
+use sqlx::{Database, Encode, QueryBuilder, Type};
+
+use crate::{PgStore, SqliteStore, StoreError};
+
+/// What happened to one record of a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// The record was new and is now stored.
+    Created,
+    /// A record with the same `event_id` was already stored; nothing changed.
+    Duplicate,
+}
+
+/// Position in a listing: the last row of the previous page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// `start_time` of that row.
+    pub start_time: DateTime<Utc>,
+    /// `id` of that row.
+    pub id: i64,
+}
+
+impl Cursor {
+    /// Renders the cursor as an opaque URL-safe token.
+    #[must_use]
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!(
+            "{}:{}",
+            self.start_time.timestamp_micros(),
+            self.id
+        ))
+    }
+
+    /// Reads a token made by [`Cursor::encode`]; `None` when it is not one.
+    #[must_use]
+    pub fn decode(token: &str) -> Option<Self> {
+        let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
+        let text = String::from_utf8(bytes).ok()?;
+        let (micros, id) = text.split_once(':')?;
+        Some(Self {
+            start_time: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+            id: id.parse().ok()?,
+        })
+    }
+}
+
+/// Filters and paging of a listing; newest `start_time` first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Only this alert.
+    pub alert_fingerprint: Option<String>,
+    /// Only remediations whose current phase is this one.
+    pub overall_phase: Option<String>,
+    /// Only this namespace.
+    pub namespace: Option<String>,
+    /// Only remediations with this name.
+    pub remediation_name: Option<String>,
+    /// Only remediations that started at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only remediations that started before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Continue after this row.
+    pub after: Option<Cursor>,
+    /// Page size.
+    pub limit: u32,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// The rows.
+    pub items: Vec<StoredAudit>,
+    /// Where the next page starts, when there may be one.
+    pub next: Option<Cursor>,
+}
+
+/// A remediation and every transition recorded for it, oldest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timeline {
+    /// The summary row.
+    pub remediation: StoredAudit,
+    /// The transitions, by event time.
+    pub events: Vec<EventRecord>,
+}
+
+/// Connection pool figures, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Open connections.
+    pub size: u32,
+    /// Open connections not in use.
+    pub idle: u32,
+    /// The most connections the pool may open.
+    pub max: u32,
+}
+
+/// Connection pool settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Most connections.
+    pub max_connections: u32,
+    /// How long a request waits for a connection before the database counts as unavailable.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Where remediation audit records live.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores records: each one's event once, and the summary of its
+    /// remediation, which never moves backwards. One outcome per record, in
+    /// order. Records repeating an `event_id` (in the batch or before) are
+    /// duplicates. The whole batch is one transaction.
+    async fn insert(&self, records: &[NewAudit]) -> Result<Vec<InsertOutcome>, StoreError>;
+
+    /// Lists summary rows, newest first.
+    async fn list(&self, query: &ListQuery) -> Result<Page, StoreError>;
+
+    /// One remediation by id, with its timeline.
+    async fn timeline(&self, id: i64) -> Result<Option<Timeline>, StoreError>;
+
+    /// Succeeds when the database answers and its schema is current.
+    async fn ready(&self) -> Result<(), StoreError>;
+
+    /// Connection pool figures.
+    fn pool_stats(&self) -> PoolStats;
+
+    /// `postgres` or `sqlite`.
+    fn backend(&self) -> &'static str;
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    async fn close(&self);
+}
+
+/// Opens the store a URL names (`postgres://`, `postgresql://` or `sqlite://`)
+/// and applies its migrations.
+///
+/// # Errors
+/// [`StoreError::Config`] for an unknown scheme, [`StoreError::Unavailable`]
+/// when the database cannot be reached, [`StoreError::Schema`] when migrations fail.
+pub async fn connect(url: &str, pool: PoolSettings) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::connect(url, pool).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url, pool).await?))
+    } else {
+        Err(StoreError::Config(format!(
+            "unsupported database URL {:?}: use postgres://USER@HOST:PORT/DB or sqlite://PATH",
+            redact(url)
+        )))
+    }
+}
+
+/// A URL with any password replaced, fit for messages and logs.
+#[must_use]
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The first occurrence of each `event_id`: indices to write, in order.
+pub(crate) fn first_occurrences(records: &[NewAudit]) -> Vec<usize> {
+    let mut seen = HashSet::with_capacity(records.len());
+    (0..records.len())
+        .filter(|&i| seen.insert(records[i].event_id))
+        .collect()
+}
+
+/// Maps the set of created event ids back onto every record of the batch.
+pub(crate) fn outcomes(
+    records: &[NewAudit],
+    written: &[usize],
+    created: &HashSet<uuid::Uuid>,
+) -> Vec<InsertOutcome> {
+    let mut result = vec![InsertOutcome::Duplicate; records.len()];
+    for &i in written {
+        if created.contains(&records[i].event_id) {
+            result[i] = InsertOutcome::Created;
+        }
+    }
+    result
+}
+
+/// Columns of `remediation_audit` that make a [`StoredAudit`].
+pub(crate) const SUMMARY_COLUMNS: &str = "id, namespace, alert_fingerprint, remediation_name, overall_phase, \
+    start_time, completion_time, remediation_processing_name, ai_analysis_name, \
+    workflow_execution_name, kubernetes_execution_name, service_crd_statuses, timeout_phase, \
+    timeout_time, failure_phase, failure_reason, duplicate_count, last_duplicate_time, \
+    retention_expiry_time, event_id, event_time, created_at, updated_at";
+
+/// The listing query for `query`, with timestamps bound through `time`.
+pub(crate) fn list_sql<DB, T>(
+    query: &ListQuery,
+    time: impl Fn(DateTime<Utc>) -> T,
+) -> QueryBuilder<DB>
+where
+    DB: Database,
+    DB::Arguments: Default,
+    String: for<'t> Encode<'t, DB> + Type<DB>,
+    i64: for<'t> Encode<'t, DB> + Type<DB>,
+    T: for<'t> Encode<'t, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new(format!(
+        "SELECT {SUMMARY_COLUMNS} FROM remediation_audit WHERE deleted_at IS NULL"
+    ));
+    for (column, value) in [
+        ("alert_fingerprint", &query.alert_fingerprint),
+        ("overall_phase", &query.overall_phase),
+        ("namespace", &query.namespace),
+        ("remediation_name", &query.remediation_name),
+    ] {
+        if let Some(v) = value {
+            qb.push(format_args!(" AND {column} = "))
+                .push_bind(v.clone());
+        }
+    }
+    if let Some(v) = query.since {
+        qb.push(" AND start_time >= ").push_bind(time(v));
+    }
+    if let Some(v) = query.until {
+        qb.push(" AND start_time < ").push_bind(time(v));
+    }
+    if let Some(cursor) = query.after {
+        qb.push(" AND (start_time, id) < (")
+            .push_bind(time(cursor.start_time))
+            .push(", ")
+            .push_bind(cursor.id)
+            .push(")");
+    }
+    qb.push(" ORDER BY start_time DESC, id DESC LIMIT ")
+        .push_bind(i64::from(query.limit));
+    qb
+}
+
+/// Cuts a page fetched with `LIMIT limit` into items and the next cursor.
+pub(crate) fn page(items: Vec<StoredAudit>, limit: u32) -> Page {
+    let full = u32::try_from(items.len()).is_ok_and(|n| n == limit) && limit > 0;
+    let next = if full {
+        items.last().map(|last| Cursor {
+            start_time: last.start_time,
+            id: last.id,
+        })
+    } else {
+        None
+    };
+    Page { items, next }
+}
+
+/// Fails when the database's schema is behind this build.
+pub(crate) fn check_schema(
+    applied: Option<i64>,
+    migrator: &sqlx::migrate::Migrator,
+) -> Result<(), StoreError> {
+    let expected = migrator.iter().map(|m| m.version).max();
+    if applied < expected {
+        return Err(StoreError::Schema(format!(
+            "migrations not applied: database at {applied:?}, this build expects {expected:?}; run `remaudit migrate`"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn pool_stats<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> PoolStats {
+    PoolStats {
+        size: pool.size(),
+        idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+        max: pool.options().get_max_connections(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_rejects_garbage() {
+        let cursor = Cursor {
+            start_time: DateTime::from_timestamp_micros(1_764_000_000_123_456).expect("valid"),
+            id: 42,
+        };
+        assert_eq!(Cursor::decode(&cursor.encode()), Some(cursor));
+        assert_eq!(Cursor::decode("not a cursor!"), None);
+        assert_eq!(Cursor::decode(&URL_SAFE_NO_PAD.encode("1:x")), None);
+    }
+
+    #[test]
+    fn redact_hides_passwords_only() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite://a.db"), "sqlite://a.db");
+    }
+}
