@@ -1,1 +1,179 @@
-fn main() {}
+//! `remaudit`: the audit service and its tools.
+
+use std::io::IsTerminal as _;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use remaudit_server::{AppState, ServerSettings};
+use remaudit_store::PoolSettings;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// Used when no database URL is given: a SQLite file in the working directory.
+const DEFAULT_DATABASE_URL: &str = "sqlite://remaudit.db";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "remaudit",
+    version,
+    about = "Audit trail of Kubernetes remediation orchestration"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, env = "REMAUDIT_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct DatabaseArgs {
+    /// `postgres://USER@HOST:PORT/DB` or `sqlite://PATH` (created on first run).
+    #[arg(long, env = "REMAUDIT_DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+    database_url: String,
+    /// Most database connections.
+    #[arg(long, env = "REMAUDIT_DB_MAX_CONNECTIONS", default_value_t = 10)]
+    db_max_connections: u32,
+    /// Seconds a request waits for a database connection before answering 503.
+    #[arg(long, env = "REMAUDIT_DB_ACQUIRE_TIMEOUT_SECS", default_value_t = 3)]
+    db_acquire_timeout_secs: u64,
+}
+
+impl DatabaseArgs {
+    fn pool(&self) -> PoolSettings {
+        PoolSettings {
+            max_connections: self.db_max_connections,
+            acquire_timeout: Duration::from_secs(self.db_acquire_timeout_secs),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the audit service.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "REMAUDIT_LISTEN", default_value = "127.0.0.1:8085")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// Largest request body, in bytes.
+        #[arg(long, env = "REMAUDIT_MAX_BODY_BYTES", default_value_t = ServerSettings::default().max_body_bytes)]
+        max_body_bytes: usize,
+        /// Most records in one batch.
+        #[arg(long, env = "REMAUDIT_MAX_BATCH_RECORDS", default_value_t = ServerSettings::default().max_batch_records)]
+        max_batch_records: usize,
+        /// Seconds a request may take before it is answered 503.
+        #[arg(long, env = "REMAUDIT_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+        request_timeout_secs: u64,
+    },
+    /// Apply database migrations, then exit.
+    Migrate {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+fn init_logging(format: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve {
+            listen,
+            database,
+            max_body_bytes,
+            max_batch_records,
+            request_timeout_secs,
+        } => {
+            let store = remaudit_store::connect(&database.database_url, database.pool())
+                .await
+                .context("cannot open the database")?;
+            let settings = ServerSettings {
+                max_body_bytes,
+                max_batch_records,
+                request_timeout: Duration::from_secs(request_timeout_secs),
+                ..ServerSettings::default()
+            };
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}: is another process using it? set --listen / REMAUDIT_LISTEN"))?;
+            tracing::info!(
+                address = %listener.local_addr()?,
+                database = store.backend(),
+                "remaudit listening"
+            );
+            let shutdown = CancellationToken::new();
+            tokio::spawn({
+                let shutdown = shutdown.clone();
+                async move {
+                    shutdown_signal().await;
+                    tracing::info!("shutting down: finishing in-flight requests");
+                    shutdown.cancel();
+                }
+            });
+            let state = AppState::new(store.clone(), settings);
+            remaudit_server::serve(listener, state, shutdown).await?;
+            store.close().await;
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Command::Migrate { database } => {
+            let store = remaudit_store::connect(&database.database_url, database.pool())
+                .await
+                .context("cannot migrate the database")?;
+            store.close().await;
+            println!("migrations applied ({})", store.backend());
+            Ok(())
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("remaudit: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,14 @@
-//! placeholder
+//! The remaudit HTTP service: ingestion, reads, health, metrics and the
+//! OpenAPI document, over any [`remaudit_store::Store`].
+
+mod error;
+mod openapi;
+mod routes;
+mod settings;
+mod startup;
+pub mod telemetry;
+
+pub use error::{ApiError, PROBLEM_JSON};
+pub use openapi::ApiDoc;
+pub use settings::ServerSettings;
+pub use startup::{AppState, router, serve};

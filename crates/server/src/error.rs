@@ -1,0 +1,166 @@
+//! The one error type of the API, rendered as `application/problem+json`
+//! (RFC 9457). Internal detail goes to the log, never to the client.
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use remaudit_model::FieldError;
+use remaudit_store::StoreError;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Media type of error bodies.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An error body: what went wrong, and for invalid input, which field broke which rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Problem {
+    /// A stable identifier of the kind of problem, e.g. `urn:remaudit:problem:invalid-record`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short summary of the kind.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What happened this time.
+    pub detail: String,
+    /// The broken rules, for invalid input.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+/// Why a request failed.
+#[derive(Debug)]
+pub enum ApiError {
+    /// The body is not JSON.
+    MalformedJson(String),
+    /// The query string is unusable.
+    InvalidQuery(Vec<FieldError>),
+    /// The record (or batch) breaks rules.
+    InvalidRecord(Vec<FieldError>),
+    /// The body is larger than allowed.
+    PayloadTooLarge(String),
+    /// The body is not declared as JSON.
+    UnsupportedMediaType(String),
+    /// Nothing at this address.
+    NotFound(String),
+    /// The database is unreachable; try again after the delay.
+    Unavailable(Duration),
+    /// The request took longer than the server allows.
+    Timeout(Duration),
+    /// A fault of the server; details are in its log.
+    Internal,
+}
+
+impl ApiError {
+    /// Maps a store failure, logging what the client will not see.
+    pub fn from_store(err: &StoreError, retry_after: Duration) -> Self {
+        if err.is_unavailable() {
+            tracing::warn!(error = %err, "database unavailable");
+            Self::Unavailable(retry_after)
+        } else {
+            tracing::error!(error = %err, "store failure");
+            Self::Internal
+        }
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, &'static str, String) {
+        match self {
+            Self::MalformedJson(d) => (
+                StatusCode::BAD_REQUEST,
+                "malformed-json",
+                "Malformed JSON",
+                d.clone(),
+            ),
+            Self::InvalidQuery(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid-query",
+                "Invalid query parameters",
+                "one or more query parameters are invalid; see errors".to_owned(),
+            ),
+            Self::InvalidRecord(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-record",
+                "Invalid audit record",
+                "the request breaks one or more rules; see errors. Do not retry it unchanged"
+                    .to_owned(),
+            ),
+            Self::PayloadTooLarge(d) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload too large",
+                d.clone(),
+            ),
+            Self::UnsupportedMediaType(d) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                d.clone(),
+            ),
+            Self::NotFound(d) => (StatusCode::NOT_FOUND, "not-found", "Not found", d.clone()),
+            Self::Unavailable(after) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database-unavailable",
+                "Database unavailable",
+                format!(
+                    "the audit database cannot be reached; nothing was stored. Retry after {} s",
+                    after.as_secs()
+                ),
+            ),
+            Self::Timeout(limit) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "Request timed out",
+                format!(
+                    "the request took longer than {} s; it may or may not have been stored, and retrying it is safe",
+                    limit.as_secs()
+                ),
+            ),
+            Self::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+                "the server failed; the cause is in its log".to_owned(),
+            ),
+        }
+    }
+
+    /// The body this error renders.
+    #[must_use]
+    pub fn problem(&self) -> Problem {
+        let (status, kind, title, detail) = self.parts();
+        let errors = match self {
+            Self::InvalidQuery(e) | Self::InvalidRecord(e) => e.clone(),
+            _ => Vec::new(),
+        };
+        Problem {
+            kind: format!("urn:remaudit:problem:{kind}"),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail,
+            errors,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = self.problem();
+        let status =
+            StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Self::Unavailable(after) | Self::Timeout(after) = &self {
+            let secs = if matches!(self, Self::Timeout(_)) {
+                1
+            } else {
+                after.as_secs().max(1)
+            };
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}

@@ -1,0 +1,4 @@
+//! HTTP routes, one module per resource.
+
+pub(crate) mod audit;
+pub(crate) mod health;

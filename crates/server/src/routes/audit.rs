@@ -1,0 +1,504 @@
+//! `/api/v1/audit/remediation-orchestration`: ingestion and reads.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use chrono::{DateTime, Utc};
+use remaudit_model::{
+    EventRecord, FieldError, NewAudit, RemediationOrchestrationAudit, StoredAudit,
+};
+use remaudit_store::{Cursor, InsertOutcome, ListQuery};
+use serde::{Deserialize, Serialize};
+use tracing::instrument;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::error::{ApiError, Problem};
+use crate::startup::AppState;
+
+/// Largest page a listing returns.
+pub(crate) const MAX_PAGE: u32 = 1000;
+/// Page size when none is asked for.
+pub(crate) const DEFAULT_PAGE: u32 = 100;
+
+/// What happened to a stored record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemStatus {
+    /// Stored now.
+    Created,
+    /// Already stored earlier (same `event_id`); nothing changed.
+    Duplicate,
+    /// Invalid; not stored. Do not retry it unchanged.
+    Rejected,
+}
+
+impl From<InsertOutcome> for ItemStatus {
+    fn from(outcome: InsertOutcome) -> Self {
+        match outcome {
+            InsertOutcome::Created => Self::Created,
+            InsertOutcome::Duplicate => Self::Duplicate,
+        }
+    }
+}
+
+/// The answer to a single record.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StoreResult {
+    /// The record's idempotency key, given or derived.
+    pub event_id: Uuid,
+    /// `created` or `duplicate`.
+    pub status: ItemStatus,
+}
+
+/// The answer for one record of a batch.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BatchItem {
+    /// Position in the request array, from 0.
+    pub index: usize,
+    /// What happened to it.
+    pub status: ItemStatus,
+    /// Its idempotency key, when it was valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<Uuid>,
+    /// Why it was rejected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+/// The answer to a batch: counts, and one item per record in request order.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BatchResponse {
+    /// Records stored now.
+    pub created: usize,
+    /// Records that were already stored.
+    pub duplicates: usize,
+    /// Invalid records, not stored.
+    pub rejected: usize,
+    /// One entry per record.
+    pub items: Vec<BatchItem>,
+}
+
+/// A page of remediations, newest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ListResponse {
+    /// The remediations.
+    pub items: Vec<StoredAudit>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// One remediation and its timeline.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TimelineResponse {
+    /// The summary row.
+    pub remediation: StoredAudit,
+    /// Every accepted transition, oldest first.
+    pub timeline: Vec<EventRecord>,
+}
+
+/// Filters and paging of the listing.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Only this alert.
+    alert_fingerprint: Option<String>,
+    /// Only remediations whose current phase is this one.
+    overall_phase: Option<String>,
+    /// Only this namespace.
+    namespace: Option<String>,
+    /// Only remediations with this name.
+    remediation_name: Option<String>,
+    /// Started at or after this RFC 3339 time.
+    since: Option<String>,
+    /// Started before this RFC 3339 time.
+    until: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+fn time_param(
+    field: &str,
+    value: Option<&str>,
+    errors: &mut Vec<FieldError>,
+) -> Option<DateTime<Utc>> {
+    let value = value?;
+    match DateTime::parse_from_rfc3339(value) {
+        Ok(t) => Some(t.with_timezone(&Utc)),
+        Err(e) => {
+            errors.push(FieldError::new(
+                field,
+                "rfc3339",
+                format!(
+                    "must be an RFC 3339 time such as 2026-01-02T03:04:05Z, got {value:?} ({e})"
+                ),
+            ));
+            None
+        }
+    }
+}
+
+impl ListParams {
+    fn into_query(self) -> Result<ListQuery, ApiError> {
+        let mut errors = Vec::new();
+        let since = time_param("since", self.since.as_deref(), &mut errors);
+        let until = time_param("until", self.until.as_deref(), &mut errors);
+        if let (Some(s), Some(u)) = (since, until)
+            && s >= u
+        {
+            errors.push(FieldError::new(
+                "since",
+                "before_until",
+                format!(
+                    "must be before until ({}), got {}",
+                    u.to_rfc3339(),
+                    s.to_rfc3339()
+                ),
+            ));
+        }
+        let limit = match self.limit.as_deref().map(str::parse::<u32>) {
+            None => DEFAULT_PAGE,
+            Some(Ok(n)) if (1..=MAX_PAGE).contains(&n) => n,
+            Some(_) => {
+                errors.push(FieldError::new(
+                    "limit",
+                    "range",
+                    format!(
+                        "must be a whole number from 1 to {MAX_PAGE}, got {:?}",
+                        self.limit.as_deref().unwrap_or_default()
+                    ),
+                ));
+                DEFAULT_PAGE
+            }
+        };
+        let after = match self.cursor.as_deref() {
+            None => None,
+            Some(token) => {
+                let cursor = Cursor::decode(token);
+                if cursor.is_none() {
+                    errors.push(FieldError::new(
+                        "cursor",
+                        "cursor",
+                        "is not a cursor this server issued; pass next_cursor from the previous page unchanged",
+                    ));
+                }
+                cursor
+            }
+        };
+        if !errors.is_empty() {
+            return Err(ApiError::InvalidQuery(errors));
+        }
+        Ok(ListQuery {
+            alert_fingerprint: self.alert_fingerprint,
+            overall_phase: self.overall_phase,
+            namespace: self.namespace,
+            remediation_name: self.remediation_name,
+            since,
+            until,
+            after,
+            limit,
+        })
+    }
+}
+
+/// Whether an error (or any of its sources) says the body was over the limit.
+fn is_length_limit(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// Reads a JSON body of at most `max` bytes.
+async fn read_json(
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+) -> Result<serde_json::Value, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if !(essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json")))
+    {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "the body must be JSON with Content-Type: application/json, got {content_type:?}"
+        )));
+    }
+    let too_large = || {
+        ApiError::PayloadTooLarge(format!(
+            "the body must be at most {max} bytes; send fewer records per batch"
+        ))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > max) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, max).await.map_err(|e| {
+        if is_length_limit(&e) {
+            too_large()
+        } else {
+            ApiError::MalformedJson(format!("the body could not be read: {e}"))
+        }
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::MalformedJson(format!("the body is not valid JSON: {e}")))
+}
+
+/// Turns one JSON record into a validated record, or the rules it broke.
+fn parse_record(
+    value: serde_json::Value,
+    state: &AppState,
+    now: DateTime<Utc>,
+) -> Result<NewAudit, Vec<FieldError>> {
+    if !value.is_object() {
+        return Err(vec![FieldError::new(
+            "",
+            "type",
+            "each record must be a JSON object",
+        )]);
+    }
+    let audit: RemediationOrchestrationAudit =
+        serde_path_to_error::deserialize(&value).map_err(|e| {
+            let message = e.inner().to_string();
+            let error = match message
+                .strip_prefix("missing field `")
+                .and_then(|m| m.split('`').next())
+            {
+                Some(field) => FieldError::new(field, "required", "is required"),
+                None => FieldError::new(
+                    e.path().to_string(),
+                    "type",
+                    format!("has the wrong type or format: {message}"),
+                ),
+            };
+            vec![error]
+        })?;
+    audit
+        .validate(value, now, &state.settings.limits)
+        .map_err(|e| e.0)
+}
+
+fn count(outcome: ItemStatus, n: usize) {
+    let outcome = match outcome {
+        ItemStatus::Created => "created",
+        ItemStatus::Duplicate => "duplicate",
+        ItemStatus::Rejected => "rejected",
+    };
+    metrics::counter!("remaudit_audit_records_total", "outcome" => outcome).increment(n as u64);
+}
+
+/// Stores one transition record.
+#[utoipa::path(
+    post,
+    path = "/api/v1/audit/remediation-orchestration",
+    tag = "audit",
+    request_body = RemediationOrchestrationAudit,
+    responses(
+        (status = 201, description = "Stored, or already stored (a replay)", body = StoreResult),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The record breaks rules", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable or request timed out; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[instrument(skip_all)]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<StoreResult>), ApiError> {
+    let value = read_json(&headers, body, state.settings.max_body_bytes).await?;
+    let record = parse_record(value, &state, Utc::now()).map_err(|errors| {
+        count(ItemStatus::Rejected, 1);
+        ApiError::InvalidRecord(errors)
+    })?;
+    let event_id = record.event_id;
+    let outcome = state
+        .store
+        .insert(std::slice::from_ref(&record))
+        .await
+        .map_err(|e| ApiError::from_store(&e, state.settings.retry_after))?;
+    let status = ItemStatus::from(outcome[0]);
+    count(status, 1);
+    Ok((StatusCode::CREATED, Json(StoreResult { event_id, status })))
+}
+
+/// Stores up to 1000 records; valid ones are stored even when others are invalid.
+#[utoipa::path(
+    post,
+    path = "/api/v1/audit/remediation-orchestration/batch",
+    tag = "audit",
+    request_body = Vec<RemediationOrchestrationAudit>,
+    responses(
+        (status = 200, description = "Processed; see each item", body = BatchResponse),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large or too many records", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not an array, or an empty one", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable or request timed out; nothing was stored; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[instrument(skip_all)]
+pub(crate) async fn create_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<BatchResponse>, ApiError> {
+    let value = read_json(&headers, body, state.settings.max_body_bytes).await?;
+    let serde_json::Value::Array(values) = value else {
+        return Err(ApiError::InvalidRecord(vec![FieldError::new(
+            "",
+            "type",
+            "the body must be a JSON array of records",
+        )]));
+    };
+    let max = state.settings.max_batch_records;
+    if values.is_empty() {
+        return Err(ApiError::InvalidRecord(vec![FieldError::new(
+            "",
+            "min_items",
+            "the batch must hold at least one record",
+        )]));
+    }
+    if values.len() > max {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "a batch holds at most {max} records, got {}; split it",
+            values.len()
+        )));
+    }
+    let now = Utc::now();
+    let mut items = Vec::with_capacity(values.len());
+    let mut valid = Vec::with_capacity(values.len());
+    let mut valid_index = Vec::with_capacity(values.len());
+    for (index, value) in values.into_iter().enumerate() {
+        match parse_record(value, &state, now) {
+            Ok(record) => {
+                items.push(BatchItem {
+                    index,
+                    status: ItemStatus::Created,
+                    event_id: Some(record.event_id),
+                    errors: Vec::new(),
+                });
+                valid_index.push(index);
+                valid.push(record);
+            }
+            Err(errors) => items.push(BatchItem {
+                index,
+                status: ItemStatus::Rejected,
+                event_id: None,
+                errors,
+            }),
+        }
+    }
+    if !valid.is_empty() {
+        let outcomes = state
+            .store
+            .insert(&valid)
+            .await
+            .map_err(|e| ApiError::from_store(&e, state.settings.retry_after))?;
+        for (index, outcome) in valid_index.into_iter().zip(outcomes) {
+            items[index].status = outcome.into();
+        }
+    }
+    let tally = |s: ItemStatus| items.iter().filter(|i| i.status == s).count();
+    let (created, duplicates, rejected) = (
+        tally(ItemStatus::Created),
+        tally(ItemStatus::Duplicate),
+        tally(ItemStatus::Rejected),
+    );
+    count(ItemStatus::Created, created);
+    count(ItemStatus::Duplicate, duplicates);
+    count(ItemStatus::Rejected, rejected);
+    Ok(Json(BatchResponse {
+        created,
+        duplicates,
+        rejected,
+        items,
+    }))
+}
+
+/// Lists remediations, newest start first, with keyset pagination.
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit/remediation-orchestration",
+    tag = "audit",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of remediations", body = ListResponse),
+        (status = 400, description = "Invalid query parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[instrument(skip_all)]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<ListResponse>, ApiError> {
+    let Query(params) = params
+        .map_err(|e| ApiError::InvalidQuery(vec![FieldError::new("", "query", e.body_text())]))?;
+    let query = params.into_query()?;
+    let page = state
+        .store
+        .list(&query)
+        .await
+        .map_err(|e| ApiError::from_store(&e, state.settings.retry_after))?;
+    Ok(Json(ListResponse {
+        items: page.items,
+        next_cursor: page.next.map(|c| c.encode()),
+    }))
+}
+
+/// One remediation with its full timeline.
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit/remediation-orchestration/{id}",
+    tag = "audit",
+    params(("id" = i64, Path, description = "The remediation's id, as listings return it")),
+    responses(
+        (status = 200, description = "The remediation and its timeline", body = TimelineResponse),
+        (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such remediation", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[instrument(skip_all)]
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<TimelineResponse>, ApiError> {
+    let Path(id) = id.map_err(|e| {
+        ApiError::InvalidQuery(vec![FieldError::new("id", "integer", e.body_text())])
+    })?;
+    let timeline = state
+        .store
+        .timeline(id)
+        .await
+        .map_err(|e| ApiError::from_store(&e, state.settings.retry_after))?
+        .ok_or_else(|| ApiError::NotFound(format!("no remediation with id {id}")))?;
+    Ok(Json(TimelineResponse {
+        remediation: timeline.remediation,
+        timeline: timeline.events,
+    }))
+}

@@ -1,0 +1,74 @@
+//! Liveness, readiness and metrics.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, Problem};
+use crate::startup::AppState;
+
+/// The answer of the health endpoints.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok` or `ready`.
+    pub status: String,
+    /// `postgres` or `sqlite` (readiness only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
+pub(crate) async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".to_owned(),
+        database: None,
+    })
+}
+
+/// The database answers and its schema is current.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, body = Health),
+        (status = 503, description = "Not ready; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+    let retry_after = state.settings.retry_after;
+    match tokio::time::timeout(Duration::from_secs(2), state.store.ready()).await {
+        Ok(Ok(())) => Ok(Json(Health {
+            status: "ready".to_owned(),
+            database: Some(state.store.backend().to_owned()),
+        })),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "not ready");
+            Err(ApiError::Unavailable(retry_after))
+        }
+        Err(_) => {
+            tracing::warn!("not ready: database did not answer within 2 s");
+            Err(ApiError::Unavailable(retry_after))
+        }
+    }
+}
+
+/// Prometheus metrics of the service.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, content_type = "text/plain", body = String)))]
+pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let stats = state.store.pool_stats();
+    metrics::gauge!("remaudit_db_pool_connections", "state" => "idle").set(f64::from(stats.idle));
+    metrics::gauge!("remaudit_db_pool_connections", "state" => "in_use")
+        .set(f64::from(stats.size.saturating_sub(stats.idle)));
+    metrics::gauge!("remaudit_db_pool_max_connections").set(f64::from(stats.max));
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}

@@ -1,0 +1,75 @@
+//! Metrics of the service: the Prometheus recorder and the per-request
+//! latency histogram (its `_count` is the request count; no separate counter).
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Name of the request latency histogram.
+pub const HTTP_DURATION: &str = "remaudit_http_request_duration_seconds";
+
+const HTTP_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// The process-wide Prometheus recorder, installed on first use.
+///
+/// # Panics
+/// When the bucket list is empty (it is a non-empty constant).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.to_owned()), &HTTP_BUCKETS)
+                .expect("non-empty buckets");
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+            }
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_histogram!(
+        HTTP_DURATION,
+        metrics::Unit::Seconds,
+        "HTTP request latency by method, route and status; _count counts requests"
+    );
+    metrics::describe_counter!(
+        "remaudit_audit_records_total",
+        "Audit records received, by outcome (created, duplicate, rejected)"
+    );
+    metrics::describe_gauge!(
+        "remaudit_db_pool_connections",
+        "Database connections by state (idle, in_use)"
+    );
+    metrics::describe_gauge!(
+        "remaudit_db_pool_max_connections",
+        "Most database connections the pool may open"
+    );
+}
+
+/// Records each request's latency by method, matched route and status.
+pub(crate) async fn track(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    // The route template, never the raw path: labels stay bounded.
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!(HTTP_DURATION, "method" => method, "route" => route, "status" => status)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
