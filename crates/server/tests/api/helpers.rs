@@ -1,0 +1,185 @@
+//! Spawning the service on a free port, and a small typed client for tests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use remaudit_server::{AppState, PROBLEM_JSON, ServerSettings};
+use remaudit_store::Store;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A running service on 127.0.0.1 and a client for it.
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub http: reqwest::Client,
+    pub store: Arc<dyn Store>,
+    pub shutdown: CancellationToken,
+    pub server: JoinHandle<std::io::Result<()>>,
+}
+
+/// Starts the service over `store` on a free port.
+pub async fn spawn_app(store: Arc<dyn Store>) -> TestApp {
+    spawn_app_with(store, ServerSettings::default()).await
+}
+
+/// Starts the service with custom settings.
+pub async fn spawn_app_with(store: Arc<dyn Store>, settings: ServerSettings) -> TestApp {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let shutdown = CancellationToken::new();
+    let state = AppState::new(store.clone(), settings);
+    let server = tokio::spawn(remaudit_server::serve(listener, state, shutdown.clone()));
+    TestApp {
+        address,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client"),
+        store,
+        shutdown,
+        server,
+    }
+}
+
+/// A response read whole: status, headers and body as JSON (`Null` when empty).
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    async fn read(response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("body is not JSON ({e}): {text}"))
+        };
+        Self { status, headers, body }
+    }
+
+    /// Asserts a problem+json answer of this status and type; returns its `(field, rule)` pairs.
+    pub fn assert_problem(&self, status: u16, kind: &str) -> Vec<(String, String)> {
+        assert_eq!(self.status, status, "body: {}", self.body);
+        assert_eq!(
+            self.headers.get("content-type").and_then(|v| v.to_str().ok()),
+            Some(PROBLEM_JSON)
+        );
+        assert_eq!(self.body["type"], format!("urn:remaudit:problem:{kind}"), "{}", self.body);
+        assert_eq!(self.body["status"], status);
+        assert!(self.body["title"].is_string() && self.body["detail"].is_string());
+        self.body["errors"]
+            .as_array()
+            .map(|errors| {
+                errors
+                    .iter()
+                    .map(|e| {
+                        assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{e}");
+                        (
+                            e["field"].as_str().unwrap_or_default().to_owned(),
+                            e["rule"].as_str().unwrap_or_default().to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// POSTs raw bytes with a content type.
+    pub async fn post_raw(&self, path: &str, content_type: Option<&str>, body: Vec<u8>) -> Answer {
+        let mut request = self.http.post(self.url(path)).body(body);
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        Answer::read(request.send().await.expect("request")).await
+    }
+
+    /// POSTs JSON.
+    pub async fn post(&self, path: &str, body: &Value) -> Answer {
+        self.post_raw(path, Some("application/json"), serde_json::to_vec(body).expect("json"))
+            .await
+    }
+
+    /// POSTs one record.
+    pub async fn post_record(&self, record: &Value) -> Answer {
+        self.post("/api/v1/audit/remediation-orchestration", record).await
+    }
+
+    /// POSTs a batch.
+    pub async fn post_batch(&self, records: &[Value]) -> Answer {
+        self.post("/api/v1/audit/remediation-orchestration/batch", &Value::from(records.to_vec()))
+            .await
+    }
+
+    /// GETs a path.
+    pub async fn get(&self, path: &str) -> Answer {
+        Answer::read(self.http.get(self.url(path)).send().await.expect("request")).await
+    }
+
+    /// Every remediation the listing returns (all pages).
+    pub async fn list_all(&self) -> Vec<Value> {
+        let mut items = Vec::new();
+        let mut path = "/api/v1/audit/remediation-orchestration?limit=1000".to_owned();
+        loop {
+            let answer = self.get(&path).await;
+            assert_eq!(answer.status, 200, "{}", answer.body);
+            items.extend(answer.body["items"].as_array().expect("items").iter().cloned());
+            match answer.body["next_cursor"].as_str() {
+                Some(c) => path = format!("/api/v1/audit/remediation-orchestration?limit=1000&cursor={c}"),
+                None => return items,
+            }
+        }
+    }
+}
+
+/// A record as the design's Go client marshals it, with zero server fields.
+pub fn go_record(name: &str, fingerprint: &str, phase: &str, start: &str) -> Value {
+    serde_json::json!({
+        "id": 0,
+        "alert_fingerprint": fingerprint,
+        "remediation_name": name,
+        "overall_phase": phase,
+        "start_time": start,
+        "duplicate_count": 0,
+        "created_at": "0001-01-01T00:00:00Z",
+        "updated_at": "0001-01-01T00:00:00Z",
+    })
+}
+
+/// Generates one test per backend for each listed case in `$module`.
+#[macro_export]
+macro_rules! both_backends {
+    ($module:ident: $($case:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let db = remaudit_testkit::PgDb::create().await;
+                    let app = $crate::helpers::spawn_app(db.store().await).await;
+                    $crate::$module::$case(&app).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let db = remaudit_testkit::SqliteDb::create();
+                    let app = $crate::helpers::spawn_app(db.store().await).await;
+                    $crate::$module::$case(&app).await;
+                }
+            )*
+        }
+    };
+}

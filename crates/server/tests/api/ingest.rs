@@ -1,0 +1,229 @@
+//! Ingestion: the design's client, replays, batches and hostile input.
+
+use remaudit_model::RemediationOrchestrationAudit;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, go_record};
+
+crate::both_backends!(ingest:
+    go_client_stores_and_replays,
+    replayed_record_and_batch_are_stored_once,
+    hostile_records_are_rejected_and_nothing_is_stored,
+    oversized_and_malformed_bodies_are_rejected,
+    batch_bounds_are_enforced,
+    batch_keeps_valid_records_and_reports_invalid_ones,
+    sql_metacharacters_in_every_field_are_stored_verbatim,
+);
+
+const SINGLE: &str = "/api/v1/audit/remediation-orchestration";
+const BATCH: &str = "/api/v1/audit/remediation-orchestration/batch";
+
+fn minutes_ago(m: i64) -> String {
+    (chrono::Utc::now() - chrono::Duration::minutes(m)).to_rfc3339()
+}
+
+pub async fn go_client_stores_and_replays(app: &TestApp) {
+    let client = remaudit_client::AuditStorageClient::new(&app.url("")).expect("client");
+    let start = minutes_ago(10);
+    let mut audit: RemediationOrchestrationAudit =
+        serde_json::from_value(go_record("rr-go", "test-alert-123", "completed", &start)).expect("record");
+    audit.completion_time = Some(chrono::Utc::now());
+    client.store_remediation_orchestration_audit(&audit).await.expect("first store");
+    client.store_remediation_orchestration_audit(&audit).await.expect("replay answers 201 too");
+
+    let items = app.list_all().await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["overall_phase"], "completed");
+    assert_eq!(items[0]["alert_fingerprint"], "test-alert-123");
+    let id = items[0]["id"].as_i64().expect("id");
+    let timeline = app.get(&format!("{SINGLE}/{id}")).await;
+    assert_eq!(timeline.body["timeline"].as_array().expect("timeline").len(), 1);
+    // What the server answers decodes as the design's record again.
+    let _: RemediationOrchestrationAudit =
+        serde_json::from_value(timeline.body["remediation"].clone()).expect("Go-shaped answer");
+}
+
+pub async fn replayed_record_and_batch_are_stored_once(app: &TestApp) {
+    let start = minutes_ago(5);
+    let record = go_record("rr-replay", "fp", "processing", &start);
+    let first = app.post_record(&record).await;
+    assert_eq!(first.status, 201);
+    assert_eq!(first.body["status"], "created");
+    let second = app.post_record(&record).await;
+    assert_eq!(second.status, 201);
+    assert_eq!(second.body["status"], "duplicate");
+    assert_eq!(second.body["event_id"], first.body["event_id"]);
+
+    let batch: Vec<Value> = ["pending", "processing", "analyzing"]
+        .iter()
+        .map(|p| go_record("rr-batch", "fp", p, &start))
+        .collect();
+    let once = app.post_batch(&batch).await;
+    assert_eq!(once.status, 200);
+    assert_eq!((once.body["created"].clone(), once.body["duplicates"].clone()), (json!(3), json!(0)));
+    let again = app.post_batch(&batch).await;
+    assert_eq!(again.status, 200);
+    assert_eq!((again.body["created"].clone(), again.body["duplicates"].clone()), (json!(0), json!(3)));
+
+    let items = app.list_all().await;
+    assert_eq!(items.len(), 2);
+    for item in items {
+        let timeline = app.get(&format!("{SINGLE}/{}", item["id"])).await;
+        let expected = if item["remediation_name"] == "rr-batch" { 3 } else { 1 };
+        assert_eq!(timeline.body["timeline"].as_array().expect("timeline").len(), expected);
+    }
+}
+
+/// Patches a valid record.
+fn with(patch: Value) -> Value {
+    let mut record = go_record("rr-bad", "fp-bad", "failed", &minutes_ago(30));
+    for (k, v) in patch.as_object().expect("object") {
+        if v.is_null() {
+            record.as_object_mut().expect("object").remove(k);
+        } else {
+            record[k] = v.clone();
+        }
+    }
+    record
+}
+
+pub async fn hostile_records_are_rejected_and_nothing_is_stored(app: &TestApp) {
+    let cases: Vec<(&str, Value, &str, &str)> = vec![
+        ("wrong type", with(json!({"start_time": 5})), "start_time", "type"),
+        ("string count", with(json!({"duplicate_count": "1"})), "duplicate_count", "type"),
+        ("missing name", with(json!({"remediation_name": null})), "remediation_name", "required"),
+        ("missing start", with(json!({"start_time": null})), "start_time", "required"),
+        ("empty fingerprint", with(json!({"alert_fingerprint": ""})), "alert_fingerprint", "required"),
+        ("65-char fingerprint", with(json!({"alert_fingerprint": "f".repeat(65)})), "alert_fingerprint", "max_length"),
+        ("256-char name", with(json!({"remediation_name": "n".repeat(256)})), "remediation_name", "max_length"),
+        ("51-char phase", with(json!({"overall_phase": "p".repeat(51)})), "overall_phase", "max_length"),
+        ("upper-case phase", with(json!({"overall_phase": "Failed"})), "overall_phase", "lower_case"),
+        ("bad timestamp", with(json!({"start_time": "yesterday"})), "start_time", "type"),
+        ("year 1999", with(json!({"start_time": "1999-06-01T00:00:00Z"})), "start_time", "time_range"),
+        ("future", with(json!({"event_time": (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339()})), "event_time", "time_range"),
+        ("completion before start", with(json!({"completion_time": minutes_ago(60)})), "completion_time", "not_before_start"),
+        ("negative duplicates", with(json!({"duplicate_count": -1})), "duplicate_count", "minimum"),
+        ("control character", with(json!({"remediation_name": "rr\u{7}"})), "remediation_name", "no_control_characters"),
+        ("huge reason", with(json!({"failure_reason": "x".repeat(17 * 1024)})), "failure_reason", "max_size"),
+        ("statuses not an object", with(json!({"service_crd_statuses": "ok"})), "service_crd_statuses", "type"),
+        ("bad event id", with(json!({"event_id": "not-a-uuid"})), "event_id", "type"),
+        ("bad namespace", with(json!({"namespace": "Not_A_Namespace"})), "namespace", "dns_label"),
+        ("not an object", json!([1, 2]), "", "type"),
+    ];
+    for (name, record, field, rule) in cases {
+        let answer = app.post_record(&record).await;
+        let errors = answer.assert_problem(422, "invalid-record");
+        assert_eq!(errors, vec![(field.to_owned(), rule.to_owned())], "case {name}: {}", answer.body);
+    }
+    assert!(app.list_all().await.is_empty(), "nothing invalid was stored");
+}
+
+pub async fn oversized_and_malformed_bodies_are_rejected(app: &TestApp) {
+    let malformed = app
+        .post_raw(SINGLE, Some("application/json"), br#"{"alert_fingerprint": "#.to_vec())
+        .await;
+    malformed.assert_problem(400, "malformed-json");
+
+    let not_json = app.post_raw(SINGLE, Some("text/plain"), b"{}".to_vec()).await;
+    not_json.assert_problem(415, "unsupported-media-type");
+    let no_type = app.post_raw(SINGLE, None, b"{}".to_vec()).await;
+    no_type.assert_problem(415, "unsupported-media-type");
+
+    // A 10 MB body: a valid record padded with a huge string.
+    let mut huge = with(json!({}));
+    huge["failure_reason"] = json!("x".repeat(10 * 1024 * 1024));
+    let too_large = app.post_record(&huge).await;
+    too_large.assert_problem(413, "payload-too-large");
+    let too_large_batch = app.post_batch(&[huge]).await;
+    too_large_batch.assert_problem(413, "payload-too-large");
+
+    assert!(app.list_all().await.is_empty());
+}
+
+pub async fn batch_bounds_are_enforced(app: &TestApp) {
+    app.post_batch(&[]).await.assert_problem(422, "invalid-record");
+    let not_array = app.post(BATCH, &with(json!({}))).await;
+    assert_eq!(not_array.assert_problem(422, "invalid-record"), vec![(String::new(), "type".to_owned())]);
+
+    let too_many: Vec<Value> = (0..1001)
+        .map(|i| go_record(&format!("rr-{i}"), "fp", "pending", &minutes_ago(5)))
+        .collect();
+    app.post_batch(&too_many).await.assert_problem(413, "payload-too-large");
+    assert!(app.list_all().await.is_empty());
+
+    let most = &too_many[..1000];
+    let answer = app.post_batch(most).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body["created"], 1000);
+    assert_eq!(app.list_all().await.len(), 1000);
+}
+
+pub async fn batch_keeps_valid_records_and_reports_invalid_ones(app: &TestApp) {
+    let batch = vec![
+        go_record("rr-a", "fp", "pending", &minutes_ago(5)),
+        with(json!({"alert_fingerprint": "f".repeat(65)})),
+        go_record("rr-b", "fp", "processing", &minutes_ago(5)),
+        json!("not a record"),
+        go_record("rr-c", "fp", "completed", &minutes_ago(5)),
+    ];
+    let answer = app.post_batch(&batch).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["created"], 3);
+    assert_eq!(answer.body["rejected"], 2);
+    let items = answer.body["items"].as_array().expect("items");
+    let statuses: Vec<_> = items.iter().map(|i| i["status"].as_str().expect("status")).collect();
+    assert_eq!(statuses, ["created", "rejected", "created", "rejected", "created"]);
+    assert_eq!(items[1]["errors"][0]["field"], "alert_fingerprint");
+    assert_eq!(items[1]["errors"][0]["rule"], "max_length");
+    assert_eq!(items[3]["errors"][0]["rule"], "type");
+    assert!(items[1].get("event_id").is_none());
+
+    let mut names: Vec<_> = app
+        .list_all()
+        .await
+        .iter()
+        .map(|i| i["remediation_name"].as_str().expect("name").to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["rr-a", "rr-b", "rr-c"]);
+}
+
+pub async fn sql_metacharacters_in_every_field_are_stored_verbatim(app: &TestApp) {
+    let nasty = "a'b\"c;--%_\\ $1 ?2 /* */ DROP TABLE remediation_audit;";
+    let record = with(json!({
+        "alert_fingerprint": "fp'%_\"--",
+        "remediation_name": nasty,
+        "overall_phase": "failed",
+        "remediation_processing_name": nasty,
+        "alert_processing_name": nasty,
+        "ai_analysis_name": nasty,
+        "workflow_execution_name": nasty,
+        "kubernetes_execution_name": nasty,
+        "failure_phase": "executing",
+        "failure_reason": nasty,
+        "timeout_phase": "executing",
+        "service_crd_statuses": {"workflowExecution": {"phase": nasty, "startTime": minutes_ago(20), "success": false, "error": nasty}},
+    }));
+    let answer = app.post_record(&record).await;
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    let items = app.list_all().await;
+    assert_eq!(items.len(), 1);
+    let row = &items[0];
+    for field in [
+        "remediation_name",
+        "remediation_processing_name",
+        "ai_analysis_name",
+        "workflow_execution_name",
+        "kubernetes_execution_name",
+        "failure_reason",
+    ] {
+        assert_eq!(row[field], nasty, "{field}");
+    }
+    assert_eq!(row["alert_fingerprint"], "fp'%_\"--");
+    assert_eq!(row["service_crd_statuses"], record["service_crd_statuses"]);
+    let query = format!(
+        "/api/v1/audit/remediation-orchestration?alert_fingerprint={}",
+        "fp%27%25_%22--"
+    );
+    assert_eq!(app.get(&query).await.body["items"].as_array().expect("items").len(), 1);
+}

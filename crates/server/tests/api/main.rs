@@ -1,0 +1,9 @@
+//! The HTTP API over real loopback sockets, against PostgreSQL and SQLite.
+
+mod design_sql;
+mod helpers;
+mod ingest;
+mod openapi;
+mod outage;
+mod reads;
+mod shutdown;

@@ -1,0 +1,29 @@
+//! The OpenAPI document is generated from the code and kept under snapshot.
+
+use utoipa::OpenApi as _;
+
+use crate::helpers::spawn_app;
+
+#[test]
+fn openapi_document_matches_snapshot() {
+    let doc = serde_json::to_value(remaudit_server::ApiDoc::openapi()).expect("serialise");
+    insta::assert_json_snapshot!("openapi", doc);
+}
+
+#[tokio::test]
+async fn served_document_is_the_generated_one() {
+    let db = remaudit_testkit::SqliteDb::create();
+    let app = spawn_app(db.store().await).await;
+    let served = app.get("/api/v1/openapi.json").await;
+    assert_eq!(served.status, 200);
+    let generated = serde_json::to_value(remaudit_server::ApiDoc::openapi()).expect("serialise");
+    assert_eq!(served.body, generated);
+    for path in [
+        "/api/v1/audit/remediation-orchestration",
+        "/api/v1/audit/remediation-orchestration/batch",
+        "/api/v1/audit/remediation-orchestration/{id}",
+        "/readyz",
+    ] {
+        assert!(served.body["paths"].get(path).is_some(), "{path} is documented");
+    }
+}

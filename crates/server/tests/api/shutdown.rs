@@ -1,0 +1,81 @@
+//! Shutdown lets requests in flight finish before the server returns.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use remaudit_model::NewAudit;
+use remaudit_store::{InsertOutcome, ListQuery, Page, PoolStats, Store, StoreError, Timeline};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::helpers::{go_record, spawn_app};
+
+/// A real store whose writes wait at a gate the test opens.
+struct GatedStore {
+    inner: Arc<dyn Store>,
+    reached: Notify,
+    gate: Semaphore,
+}
+
+#[async_trait]
+impl Store for GatedStore {
+    async fn insert(&self, records: &[NewAudit]) -> Result<Vec<InsertOutcome>, StoreError> {
+        self.reached.notify_one();
+        let _permit = self.gate.acquire().await.expect("gate open");
+        self.inner.insert(records).await
+    }
+    async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
+        self.inner.list(query).await
+    }
+    async fn timeline(&self, id: i64) -> Result<Option<Timeline>, StoreError> {
+        self.inner.timeline(id).await
+    }
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.inner.ready().await
+    }
+    fn pool_stats(&self) -> PoolStats {
+        self.inner.pool_stats()
+    }
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn close(&self) {
+        self.inner.close().await;
+    }
+}
+
+#[tokio::test]
+async fn in_flight_request_finishes_after_shutdown_begins() {
+    let db = remaudit_testkit::SqliteDb::create();
+    let inner = db.store().await;
+    let gated = Arc::new(GatedStore { inner: inner.clone(), reached: Notify::new(), gate: Semaphore::new(0) });
+    let app = spawn_app(gated.clone()).await;
+
+    let start = (chrono::Utc::now() - chrono::Duration::minutes(1)).to_rfc3339();
+    let request = {
+        let (http, url) = (app.http.clone(), app.url("/api/v1/audit/remediation-orchestration"));
+        let record = go_record("rr-inflight", "fp", "completed", &start);
+        tokio::spawn(async move { http.post(url).json(&record).send().await })
+    };
+    tokio::time::timeout(Duration::from_secs(10), gated.reached.notified())
+        .await
+        .expect("the request reached the store");
+
+    app.shutdown.cancel();
+    assert!(!app.server.is_finished(), "the server waits for the request in flight");
+    gated.gate.add_permits(1);
+
+    let response = tokio::time::timeout(Duration::from_secs(10), request)
+        .await
+        .expect("answered in time")
+        .expect("task")
+        .expect("response");
+    assert_eq!(response.status(), 201);
+    tokio::time::timeout(Duration::from_secs(10), app.server)
+        .await
+        .expect("server stopped")
+        .expect("task")
+        .expect("clean exit");
+    let stored = inner.list(&ListQuery { limit: 10, ..ListQuery::default() }).await.expect("list");
+    assert_eq!(stored.items.len(), 1, "the in-flight record was stored");
+}
