@@ -15,7 +15,7 @@ use sqlx::{Connection, PgConnection};
 pub const ADMIN_URL_VAR: &str = "REMAUDIT_TEST_DATABASE_URL";
 
 /// Used when [`ADMIN_URL_VAR`] is not set: the machine's local server.
-pub const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const DEFAULT_ADMIN_URL: &str = "postgres://remaudit:remaudit@127.0.0.1:5432/remaudit";
 
 /// Prefix of every database the tests create; the test script drops leftovers.
 pub const TEST_DB_PREFIX: &str = "remaudit_test_";

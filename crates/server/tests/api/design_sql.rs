@@ -15,7 +15,13 @@ use sqlx::{PgPool, Row};
 
 use crate::helpers::spawn_app;
 
-const FINGERPRINTS: [&str; 5] = ["mem-pressure-prod-123", "cpu-hot-1", "disk-full-2", "oom-3", "net-4"];
+const FINGERPRINTS: [&str; 5] = [
+    "mem-pressure-prod-123",
+    "cpu-hot-1",
+    "disk-full-2",
+    "oom-3",
+    "net-4",
+];
 
 /// One simulated remediation and what it must look like in the database.
 struct Sim {
@@ -31,16 +37,22 @@ struct Sim {
 fn simulate(now: DateTime<Utc>) -> Vec<Sim> {
     let mut sims: Vec<Sim> = (0..40_i64)
         .map(|i| {
-            let phase = ["completed", "completed", "failed", "timeout", "executing"][usize::try_from(i % 5).expect("small")];
+            let phase = ["completed", "completed", "failed", "timeout", "executing"]
+                [usize::try_from(i % 5).expect("small")];
             let terminal = phase != "executing";
             Sim {
                 name: format!("rr-{i:02}"),
-                fingerprint: FINGERPRINTS[usize::try_from(i % 5 + i % 3).expect("small") % 5].to_owned(),
+                fingerprint: FINGERPRINTS[usize::try_from(i % 5 + i % 3).expect("small") % 5]
+                    .to_owned(),
                 phase,
                 start: now - Duration::hours(3) + Duration::minutes(2 * i),
                 duration: terminal.then_some(60 + 7 * i),
                 failure: (phase == "failed").then(|| {
-                    (["processing", "analyzing", "executing"][usize::try_from(i % 3).expect("small")], format!("reason {}", i % 4))
+                    (
+                        ["processing", "analyzing", "executing"]
+                            [usize::try_from(i % 3).expect("small")],
+                        format!("reason {}", i % 4),
+                    )
                 }),
             }
         })
@@ -82,7 +94,10 @@ async fn publish(client: &AuditStorageClient, sim: &Sim) {
             }
         }
         let audit: RemediationOrchestrationAudit = serde_json::from_value(record).expect("record");
-        client.store_remediation_orchestration_audit(&audit).await.expect("stored");
+        client
+            .store_remediation_orchestration_audit(&audit)
+            .await
+            .expect("stored");
     }
 }
 
@@ -93,12 +108,19 @@ async fn run(pool: &PgPool, sql: &'static str) -> Vec<Vec<Option<String>>> {
         .await
         .unwrap_or_else(|e| panic!("design SQL failed: {e}\n{sql}"))
         .iter()
-        .map(|row| (0..row.len()).map(|i| row.try_get_unchecked::<Option<String>, _>(i).expect("text")).collect())
+        .map(|row| {
+            (0..row.len())
+                .map(|i| row.try_get_unchecked::<Option<String>, _>(i).expect("text"))
+                .collect()
+        })
         .collect()
 }
 
 fn num(v: &Option<String>) -> f64 {
-    v.as_deref().expect("a number").parse().expect("numeric text")
+    v.as_deref()
+        .expect("a number")
+        .parse()
+        .expect("numeric text")
 }
 
 /// Parses a one-dimensional PostgreSQL array literal of simple values.
@@ -122,7 +144,11 @@ fn array(v: &Option<String>) -> Vec<String> {
 
 /// `PERCENTILE_CONT`: linear interpolation between the closest ranks.
 fn percentile_cont(sorted: &[f64], p: f64) -> f64 {
-    #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
     let (pos, lower) = {
         let pos = p * (sorted.len() - 1) as f64;
         (pos, pos.floor() as usize)
@@ -152,7 +178,9 @@ async fn design_use_case_queries_run_unchanged_and_agree_with_the_data() {
     let live: Vec<&Sim> = sims.iter().filter(|s| s.fingerprint != "fp-old").collect();
 
     // Post-mortem: all attempts for one alert.
-    let rows = run(&pool, "SELECT
+    let rows = run(
+        &pool,
+        "SELECT
     remediation_name,
     overall_phase,
     start_time,
@@ -163,8 +191,13 @@ async fn design_use_case_queries_run_unchanged_and_agree_with_the_data() {
 FROM remediation_audit
 WHERE alert_fingerprint = 'mem-pressure-prod-123'
 ORDER BY start_time DESC
-LIMIT 10;").await;
-    let mut expected: Vec<&&Sim> = live.iter().filter(|s| s.fingerprint == "mem-pressure-prod-123").collect();
+LIMIT 10;",
+    )
+    .await;
+    let mut expected: Vec<&&Sim> = live
+        .iter()
+        .filter(|s| s.fingerprint == "mem-pressure-prod-123")
+        .collect();
     expected.sort_by_key(|s| std::cmp::Reverse(s.start));
     expected.truncate(10);
     assert_eq!(rows.len(), expected.len());
@@ -178,7 +211,10 @@ LIMIT 10;").await;
             None => assert_eq!(row[4], None),
         }
         assert_eq!(row[5].as_deref(), sim.failure.as_ref().map(|f| f.0));
-        assert_eq!(row[6].as_deref(), sim.failure.as_ref().map(|f| f.1.as_str()));
+        assert_eq!(
+            row[6].as_deref(),
+            sim.failure.as_ref().map(|f| f.1.as_str())
+        );
     }
 
     // Success rate, grouped by phase as the design writes it.
@@ -202,8 +238,18 @@ GROUP BY overall_phase;").await;
         assert_eq!(row[1], Some(total.to_string()), "{phase}");
         let successful = if phase == "completed" { total } else { 0 };
         assert_eq!(row[2], Some(successful.to_string()));
-        assert_eq!(row[3], Some(if phase == "failed" { total } else { 0 }.to_string()));
-        assert_eq!(row[4].as_deref(), Some(if phase == "completed" { "100.00" } else { "0.00" }));
+        assert_eq!(
+            row[3],
+            Some(if phase == "failed" { total } else { 0 }.to_string())
+        );
+        assert_eq!(
+            row[4].as_deref(),
+            Some(if phase == "completed" {
+                "100.00"
+            } else {
+                "0.00"
+            })
+        );
     }
 
     // Average, p50 and p95 duration by phase.
@@ -233,12 +279,20 @@ GROUP BY overall_phase;").await;
         let avg = values.iter().sum::<f64>() / values.len() as f64;
         assert_eq!(row[1], Some(values.len().to_string()));
         assert!(close(num(&row[2]), avg), "{phase} avg");
-        assert!(close(num(&row[3]), percentile_cont(&values, 0.5)), "{phase} p50");
-        assert!(close(num(&row[4]), percentile_cont(&values, 0.95)), "{phase} p95");
+        assert!(
+            close(num(&row[3]), percentile_cont(&values, 0.5)),
+            "{phase} p50"
+        );
+        assert!(
+            close(num(&row[4]), percentile_cont(&values, 0.95)),
+            "{phase} p95"
+        );
     }
 
     // Slowest orchestrations.
-    let rows = run(&pool, "SELECT
+    let rows = run(
+        &pool,
+        "SELECT
     remediation_name,
     alert_fingerprint,
     overall_phase,
@@ -250,7 +304,9 @@ FROM remediation_audit
 WHERE completion_time IS NOT NULL
   AND created_at > NOW() - INTERVAL '24 hours'
 ORDER BY duration_seconds DESC
-LIMIT 20;").await;
+LIMIT 20;",
+    )
+    .await;
     let mut slowest: Vec<&Sim> = sims.iter().filter(|s| s.duration.is_some()).collect();
     slowest.sort_by_key(|s| std::cmp::Reverse(s.duration));
     slowest.truncate(20);
@@ -259,7 +315,9 @@ LIMIT 20;").await;
     assert_eq!(got, want);
 
     // Most common failure phases.
-    let rows = run(&pool, "SELECT
+    let rows = run(
+        &pool,
+        "SELECT
     failure_phase,
     COUNT(*) as failure_count,
     COUNT(DISTINCT alert_fingerprint) as unique_alerts_affected,
@@ -268,7 +326,9 @@ FROM remediation_audit
 WHERE failure_phase IS NOT NULL
   AND created_at > NOW() - INTERVAL '7 days'
 GROUP BY failure_phase
-ORDER BY failure_count DESC;").await;
+ORDER BY failure_count DESC;",
+    )
+    .await;
     let mut failures: BTreeMap<&str, (usize, BTreeSet<&str>, BTreeSet<&str>)> = BTreeMap::new();
     for sim in &sims {
         if let Some((phase, reason)) = &sim.failure {
@@ -291,7 +351,9 @@ ORDER BY failure_count DESC;").await;
     }
 
     // Retry analysis: alerts remediated more than once.
-    let rows = run(&pool, "SELECT
+    let rows = run(
+        &pool,
+        "SELECT
     alert_fingerprint,
     COUNT(*) as retry_count,
     MAX(created_at) as last_attempt,
@@ -301,10 +363,15 @@ FROM remediation_audit
 WHERE created_at > NOW() - INTERVAL '24 hours'
 GROUP BY alert_fingerprint
 HAVING COUNT(*) > 1
-ORDER BY retry_count DESC;").await;
+ORDER BY retry_count DESC;",
+    )
+    .await;
     let mut by_fingerprint: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for sim in &sims {
-        by_fingerprint.entry(&sim.fingerprint).or_default().push(sim.phase);
+        by_fingerprint
+            .entry(&sim.fingerprint)
+            .or_default()
+            .push(sim.phase);
     }
     by_fingerprint.retain(|_, phases| phases.len() > 1);
     assert_eq!(rows.len(), by_fingerprint.len());
@@ -312,7 +379,11 @@ ORDER BY retry_count DESC;").await;
         let phases = &by_fingerprint[row[0].as_deref().expect("fingerprint")];
         assert_eq!(row[1], Some(phases.len().to_string()));
         assert!(row[2].is_some());
-        assert_eq!(array(&row[3]), *phases, "in the order they were first stored");
+        assert_eq!(
+            array(&row[3]),
+            *phases,
+            "in the order they were first stored"
+        );
         let successful = phases.contains(&"completed");
         assert_eq!(row[4].as_deref(), Some(if successful { "t" } else { "f" }));
     }
@@ -322,14 +393,19 @@ ORDER BY retry_count DESC;").await;
         .execute(&pool)
         .await
         .expect("backdate");
-    run(&pool, "INSERT INTO remediation_audit_archive
+    run(
+        &pool,
+        "INSERT INTO remediation_audit_archive
 SELECT * FROM remediation_audit
-WHERE created_at < NOW() - INTERVAL '90 days';").await;
-    let archived: Vec<serde_json::Value> =
-        sqlx::query_scalar("SELECT to_jsonb(a) - 'archived_at' FROM remediation_audit_archive a ORDER BY id")
-            .fetch_all(&pool)
-            .await
-            .expect("archive");
+WHERE created_at < NOW() - INTERVAL '90 days';",
+    )
+    .await;
+    let archived: Vec<serde_json::Value> = sqlx::query_scalar(
+        "SELECT to_jsonb(a) - 'archived_at' FROM remediation_audit_archive a ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("archive");
     let originals: Vec<serde_json::Value> =
         sqlx::query_scalar("SELECT to_jsonb(r) FROM remediation_audit r WHERE alert_fingerprint = 'fp-old' ORDER BY id")
             .fetch_all(&pool)
@@ -337,9 +413,16 @@ WHERE created_at < NOW() - INTERVAL '90 days';").await;
             .expect("originals");
     assert_eq!(archived.len(), 3);
     assert_eq!(archived, originals, "every column archived as it was");
-    run(&pool, "DELETE FROM remediation_audit
+    run(
+        &pool,
+        "DELETE FROM remediation_audit
 WHERE created_at < NOW() - INTERVAL '90 days'
-  AND overall_phase IN ('completed', 'failed');").await;
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM remediation_audit").fetch_one(&pool).await.expect("count");
+  AND overall_phase IN ('completed', 'failed');",
+    )
+    .await;
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM remediation_audit")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
     assert_eq!(left, i64::try_from(live.len()).expect("small"));
 }

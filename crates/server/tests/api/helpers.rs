@@ -26,7 +26,9 @@ pub async fn spawn_app(store: Arc<dyn Store>) -> TestApp {
 
 /// Starts the service with custom settings.
 pub async fn spawn_app_with(store: Arc<dyn Store>, settings: ServerSettings) -> TestApp {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let address = listener.local_addr().expect("address");
     let shutdown = CancellationToken::new();
     let state = AppState::new(store.clone(), settings);
@@ -60,17 +62,28 @@ impl Answer {
         } else {
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("body is not JSON ({e}): {text}"))
         };
-        Self { status, headers, body }
+        Self {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// Asserts a problem+json answer of this status and type; returns its `(field, rule)` pairs.
     pub fn assert_problem(&self, status: u16, kind: &str) -> Vec<(String, String)> {
         assert_eq!(self.status, status, "body: {}", self.body);
         assert_eq!(
-            self.headers.get("content-type").and_then(|v| v.to_str().ok()),
+            self.headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
             Some(PROBLEM_JSON)
         );
-        assert_eq!(self.body["type"], format!("urn:remaudit:problem:{kind}"), "{}", self.body);
+        assert_eq!(
+            self.body["type"],
+            format!("urn:remaudit:problem:{kind}"),
+            "{}",
+            self.body
+        );
         assert_eq!(self.body["status"], status);
         assert!(self.body["title"].is_string() && self.body["detail"].is_string());
         self.body["errors"]
@@ -107,19 +120,27 @@ impl TestApp {
 
     /// POSTs JSON.
     pub async fn post(&self, path: &str, body: &Value) -> Answer {
-        self.post_raw(path, Some("application/json"), serde_json::to_vec(body).expect("json"))
-            .await
+        self.post_raw(
+            path,
+            Some("application/json"),
+            serde_json::to_vec(body).expect("json"),
+        )
+        .await
     }
 
     /// POSTs one record.
     pub async fn post_record(&self, record: &Value) -> Answer {
-        self.post("/api/v1/audit/remediation-orchestration", record).await
+        self.post("/api/v1/audit/remediation-orchestration", record)
+            .await
     }
 
     /// POSTs a batch.
     pub async fn post_batch(&self, records: &[Value]) -> Answer {
-        self.post("/api/v1/audit/remediation-orchestration/batch", &Value::from(records.to_vec()))
-            .await
+        self.post(
+            "/api/v1/audit/remediation-orchestration/batch",
+            &Value::from(records.to_vec()),
+        )
+        .await
     }
 
     /// GETs a path.
@@ -134,9 +155,17 @@ impl TestApp {
         loop {
             let answer = self.get(&path).await;
             assert_eq!(answer.status, 200, "{}", answer.body);
-            items.extend(answer.body["items"].as_array().expect("items").iter().cloned());
+            items.extend(
+                answer.body["items"]
+                    .as_array()
+                    .expect("items")
+                    .iter()
+                    .cloned(),
+            );
             match answer.body["next_cursor"].as_str() {
-                Some(c) => path = format!("/api/v1/audit/remediation-orchestration?limit=1000&cursor={c}"),
+                Some(c) => {
+                    path = format!("/api/v1/audit/remediation-orchestration?limit=1000&cursor={c}")
+                }
                 None => return items,
             }
         }

@@ -26,10 +26,17 @@ pub async fn go_client_stores_and_replays(app: &TestApp) {
     let client = remaudit_client::AuditStorageClient::new(&app.url("")).expect("client");
     let start = minutes_ago(10);
     let mut audit: RemediationOrchestrationAudit =
-        serde_json::from_value(go_record("rr-go", "test-alert-123", "completed", &start)).expect("record");
+        serde_json::from_value(go_record("rr-go", "test-alert-123", "completed", &start))
+            .expect("record");
     audit.completion_time = Some(chrono::Utc::now());
-    client.store_remediation_orchestration_audit(&audit).await.expect("first store");
-    client.store_remediation_orchestration_audit(&audit).await.expect("replay answers 201 too");
+    client
+        .store_remediation_orchestration_audit(&audit)
+        .await
+        .expect("first store");
+    client
+        .store_remediation_orchestration_audit(&audit)
+        .await
+        .expect("replay answers 201 too");
 
     let items = app.list_all().await;
     assert_eq!(items.len(), 1);
@@ -37,7 +44,13 @@ pub async fn go_client_stores_and_replays(app: &TestApp) {
     assert_eq!(items[0]["alert_fingerprint"], "test-alert-123");
     let id = items[0]["id"].as_i64().expect("id");
     let timeline = app.get(&format!("{SINGLE}/{id}")).await;
-    assert_eq!(timeline.body["timeline"].as_array().expect("timeline").len(), 1);
+    assert_eq!(
+        timeline.body["timeline"]
+            .as_array()
+            .expect("timeline")
+            .len(),
+        1
+    );
     // What the server answers decodes as the design's record again.
     let _: RemediationOrchestrationAudit =
         serde_json::from_value(timeline.body["remediation"].clone()).expect("Go-shaped answer");
@@ -60,17 +73,39 @@ pub async fn replayed_record_and_batch_are_stored_once(app: &TestApp) {
         .collect();
     let once = app.post_batch(&batch).await;
     assert_eq!(once.status, 200);
-    assert_eq!((once.body["created"].clone(), once.body["duplicates"].clone()), (json!(3), json!(0)));
+    assert_eq!(
+        (
+            once.body["created"].clone(),
+            once.body["duplicates"].clone()
+        ),
+        (json!(3), json!(0))
+    );
     let again = app.post_batch(&batch).await;
     assert_eq!(again.status, 200);
-    assert_eq!((again.body["created"].clone(), again.body["duplicates"].clone()), (json!(0), json!(3)));
+    assert_eq!(
+        (
+            again.body["created"].clone(),
+            again.body["duplicates"].clone()
+        ),
+        (json!(0), json!(3))
+    );
 
     let items = app.list_all().await;
     assert_eq!(items.len(), 2);
     for item in items {
         let timeline = app.get(&format!("{SINGLE}/{}", item["id"])).await;
-        let expected = if item["remediation_name"] == "rr-batch" { 3 } else { 1 };
-        assert_eq!(timeline.body["timeline"].as_array().expect("timeline").len(), expected);
+        let expected = if item["remediation_name"] == "rr-batch" {
+            3
+        } else {
+            1
+        };
+        assert_eq!(
+            timeline.body["timeline"]
+                .as_array()
+                .expect("timeline")
+                .len(),
+            expected
+        );
     }
 }
 
@@ -89,42 +124,153 @@ fn with(patch: Value) -> Value {
 
 pub async fn hostile_records_are_rejected_and_nothing_is_stored(app: &TestApp) {
     let cases: Vec<(&str, Value, &str, &str)> = vec![
-        ("wrong type", with(json!({"start_time": 5})), "start_time", "type"),
-        ("string count", with(json!({"duplicate_count": "1"})), "duplicate_count", "type"),
-        ("missing name", with(json!({"remediation_name": null})), "remediation_name", "required"),
-        ("missing start", with(json!({"start_time": null})), "start_time", "required"),
-        ("empty fingerprint", with(json!({"alert_fingerprint": ""})), "alert_fingerprint", "required"),
-        ("65-char fingerprint", with(json!({"alert_fingerprint": "f".repeat(65)})), "alert_fingerprint", "max_length"),
-        ("256-char name", with(json!({"remediation_name": "n".repeat(256)})), "remediation_name", "max_length"),
-        ("51-char phase", with(json!({"overall_phase": "p".repeat(51)})), "overall_phase", "max_length"),
-        ("upper-case phase", with(json!({"overall_phase": "Failed"})), "overall_phase", "lower_case"),
-        ("bad timestamp", with(json!({"start_time": "yesterday"})), "start_time", "type"),
-        ("year 1999", with(json!({"start_time": "1999-06-01T00:00:00Z"})), "start_time", "time_range"),
-        ("future", with(json!({"event_time": (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339()})), "event_time", "time_range"),
-        ("completion before start", with(json!({"completion_time": minutes_ago(60)})), "completion_time", "not_before_start"),
-        ("negative duplicates", with(json!({"duplicate_count": -1})), "duplicate_count", "minimum"),
-        ("control character", with(json!({"remediation_name": "rr\u{7}"})), "remediation_name", "no_control_characters"),
-        ("huge reason", with(json!({"failure_reason": "x".repeat(17 * 1024)})), "failure_reason", "max_size"),
-        ("statuses not an object", with(json!({"service_crd_statuses": "ok"})), "service_crd_statuses", "type"),
-        ("bad event id", with(json!({"event_id": "not-a-uuid"})), "event_id", "type"),
-        ("bad namespace", with(json!({"namespace": "Not_A_Namespace"})), "namespace", "dns_label"),
+        (
+            "wrong type",
+            with(json!({"start_time": 5})),
+            "start_time",
+            "type",
+        ),
+        (
+            "string count",
+            with(json!({"duplicate_count": "1"})),
+            "duplicate_count",
+            "type",
+        ),
+        (
+            "missing name",
+            with(json!({"remediation_name": null})),
+            "remediation_name",
+            "required",
+        ),
+        (
+            "missing start",
+            with(json!({"start_time": null})),
+            "start_time",
+            "required",
+        ),
+        (
+            "empty fingerprint",
+            with(json!({"alert_fingerprint": ""})),
+            "alert_fingerprint",
+            "required",
+        ),
+        (
+            "65-char fingerprint",
+            with(json!({"alert_fingerprint": "f".repeat(65)})),
+            "alert_fingerprint",
+            "max_length",
+        ),
+        (
+            "256-char name",
+            with(json!({"remediation_name": "n".repeat(256)})),
+            "remediation_name",
+            "max_length",
+        ),
+        (
+            "51-char phase",
+            with(json!({"overall_phase": "p".repeat(51)})),
+            "overall_phase",
+            "max_length",
+        ),
+        (
+            "upper-case phase",
+            with(json!({"overall_phase": "Failed"})),
+            "overall_phase",
+            "lower_case",
+        ),
+        (
+            "bad timestamp",
+            with(json!({"start_time": "yesterday"})),
+            "start_time",
+            "type",
+        ),
+        (
+            "year 1999",
+            with(json!({"start_time": "1999-06-01T00:00:00Z"})),
+            "start_time",
+            "time_range",
+        ),
+        (
+            "future",
+            with(
+                json!({"event_time": (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339()}),
+            ),
+            "event_time",
+            "time_range",
+        ),
+        (
+            "completion before start",
+            with(json!({"completion_time": minutes_ago(60)})),
+            "completion_time",
+            "not_before_start",
+        ),
+        (
+            "negative duplicates",
+            with(json!({"duplicate_count": -1})),
+            "duplicate_count",
+            "minimum",
+        ),
+        (
+            "control character",
+            with(json!({"remediation_name": "rr\u{7}"})),
+            "remediation_name",
+            "no_control_characters",
+        ),
+        (
+            "huge reason",
+            with(json!({"failure_reason": "x".repeat(17 * 1024)})),
+            "failure_reason",
+            "max_size",
+        ),
+        (
+            "statuses not an object",
+            with(json!({"service_crd_statuses": "ok"})),
+            "service_crd_statuses",
+            "type",
+        ),
+        (
+            "bad event id",
+            with(json!({"event_id": "not-a-uuid"})),
+            "event_id",
+            "type",
+        ),
+        (
+            "bad namespace",
+            with(json!({"namespace": "Not_A_Namespace"})),
+            "namespace",
+            "dns_label",
+        ),
         ("not an object", json!([1, 2]), "", "type"),
     ];
     for (name, record, field, rule) in cases {
         let answer = app.post_record(&record).await;
         let errors = answer.assert_problem(422, "invalid-record");
-        assert_eq!(errors, vec![(field.to_owned(), rule.to_owned())], "case {name}: {}", answer.body);
+        assert_eq!(
+            errors,
+            vec![(field.to_owned(), rule.to_owned())],
+            "case {name}: {}",
+            answer.body
+        );
     }
-    assert!(app.list_all().await.is_empty(), "nothing invalid was stored");
+    assert!(
+        app.list_all().await.is_empty(),
+        "nothing invalid was stored"
+    );
 }
 
 pub async fn oversized_and_malformed_bodies_are_rejected(app: &TestApp) {
     let malformed = app
-        .post_raw(SINGLE, Some("application/json"), br#"{"alert_fingerprint": "#.to_vec())
+        .post_raw(
+            SINGLE,
+            Some("application/json"),
+            br#"{"alert_fingerprint": "#.to_vec(),
+        )
         .await;
     malformed.assert_problem(400, "malformed-json");
 
-    let not_json = app.post_raw(SINGLE, Some("text/plain"), b"{}".to_vec()).await;
+    let not_json = app
+        .post_raw(SINGLE, Some("text/plain"), b"{}".to_vec())
+        .await;
     not_json.assert_problem(415, "unsupported-media-type");
     let no_type = app.post_raw(SINGLE, None, b"{}".to_vec()).await;
     no_type.assert_problem(415, "unsupported-media-type");
@@ -141,14 +287,21 @@ pub async fn oversized_and_malformed_bodies_are_rejected(app: &TestApp) {
 }
 
 pub async fn batch_bounds_are_enforced(app: &TestApp) {
-    app.post_batch(&[]).await.assert_problem(422, "invalid-record");
+    app.post_batch(&[])
+        .await
+        .assert_problem(422, "invalid-record");
     let not_array = app.post(BATCH, &with(json!({}))).await;
-    assert_eq!(not_array.assert_problem(422, "invalid-record"), vec![(String::new(), "type".to_owned())]);
+    assert_eq!(
+        not_array.assert_problem(422, "invalid-record"),
+        vec![(String::new(), "type".to_owned())]
+    );
 
     let too_many: Vec<Value> = (0..1001)
         .map(|i| go_record(&format!("rr-{i}"), "fp", "pending", &minutes_ago(5)))
         .collect();
-    app.post_batch(&too_many).await.assert_problem(413, "payload-too-large");
+    app.post_batch(&too_many)
+        .await
+        .assert_problem(413, "payload-too-large");
     assert!(app.list_all().await.is_empty());
 
     let most = &too_many[..1000];
@@ -171,8 +324,14 @@ pub async fn batch_keeps_valid_records_and_reports_invalid_ones(app: &TestApp) {
     assert_eq!(answer.body["created"], 3);
     assert_eq!(answer.body["rejected"], 2);
     let items = answer.body["items"].as_array().expect("items");
-    let statuses: Vec<_> = items.iter().map(|i| i["status"].as_str().expect("status")).collect();
-    assert_eq!(statuses, ["created", "rejected", "created", "rejected", "created"]);
+    let statuses: Vec<_> = items
+        .iter()
+        .map(|i| i["status"].as_str().expect("status"))
+        .collect();
+    assert_eq!(
+        statuses,
+        ["created", "rejected", "created", "rejected", "created"]
+    );
     assert_eq!(items[1]["errors"][0]["field"], "alert_fingerprint");
     assert_eq!(items[1]["errors"][0]["rule"], "max_length");
     assert_eq!(items[3]["errors"][0]["rule"], "type");
@@ -225,5 +384,11 @@ pub async fn sql_metacharacters_in_every_field_are_stored_verbatim(app: &TestApp
         "/api/v1/audit/remediation-orchestration?alert_fingerprint={}",
         "fp%27%25_%22--"
     );
-    assert_eq!(app.get(&query).await.body["items"].as_array().expect("items").len(), 1);
+    assert_eq!(
+        app.get(&query).await.body["items"]
+            .as_array()
+            .expect("items")
+            .len(),
+        1
+    );
 }

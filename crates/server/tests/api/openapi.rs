@@ -24,6 +24,9 @@ async fn served_document_is_the_generated_one() {
         "/api/v1/audit/remediation-orchestration/{id}",
         "/readyz",
     ] {
-        assert!(served.body["paths"].get(path).is_some(), "{path} is documented");
+        assert!(
+            served.body["paths"].get(path).is_some(),
+            "{path} is documented"
+        );
     }
 }

@@ -38,7 +38,9 @@ impl Proxy {
                 }
                 let mut cut = accept_generation.subscribe();
                 tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(upstream).await else { return };
+                    let Ok(mut server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
                         _ = cut.changed() => {}
@@ -46,7 +48,11 @@ impl Proxy {
                 });
             }
         });
-        Self { address, open, generation }
+        Self {
+            address,
+            open,
+            generation,
+        }
     }
 
     /// Drops every connection and refuses new ones.
@@ -64,42 +70,75 @@ impl Proxy {
 async fn service_answers_503_while_the_database_is_away_and_recovers_without_restart() {
     let db = remaudit_testkit::PgDb::create().await;
     let url = reqwest::Url::parse(db.url()).expect("url");
-    let upstream: SocketAddr = format!("{}:{}", url.host_str().expect("host"), url.port().unwrap_or(5432))
-        .parse()
-        .expect("PostgreSQL on an IP address");
+    let upstream: SocketAddr = format!(
+        "{}:{}",
+        url.host_str().expect("host"),
+        url.port().unwrap_or(5432)
+    )
+    .parse()
+    .expect("PostgreSQL on an IP address");
     let proxy = Proxy::start(upstream).await;
     let mut via_proxy = url.clone();
     via_proxy.set_host(Some("127.0.0.1")).expect("host");
-    via_proxy.set_port(Some(proxy.address.port())).expect("port");
+    via_proxy
+        .set_port(Some(proxy.address.port()))
+        .expect("port");
     let store = remaudit_store::connect(
         via_proxy.as_str(),
-        PoolSettings { max_connections: 4, acquire_timeout: Duration::from_secs(1) },
+        PoolSettings {
+            max_connections: 4,
+            acquire_timeout: Duration::from_secs(1),
+        },
     )
     .await
     .expect("store through proxy");
     let app = spawn_app(store).await;
     let start = (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339();
 
-    assert_eq!(app.post_record(&go_record("rr-before", "fp", "pending", &start)).await.status, 201);
+    assert_eq!(
+        app.post_record(&go_record("rr-before", "fp", "pending", &start))
+            .await
+            .status,
+        201
+    );
 
     proxy.cut();
-    let refused = app.post_record(&go_record("rr-during", "fp", "pending", &start)).await;
+    let refused = app
+        .post_record(&go_record("rr-during", "fp", "pending", &start))
+        .await;
     refused.assert_problem(503, "database-unavailable");
-    let retry_after: u64 = refused.headers["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+    let retry_after: u64 = refused.headers["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
     assert!(retry_after >= 1);
     let ready = app.get("/readyz").await;
     ready.assert_problem(503, "database-unavailable");
     assert!(ready.headers.contains_key("retry-after"));
-    app.get("/api/v1/audit/remediation-orchestration").await.assert_problem(503, "database-unavailable");
-    assert_eq!(app.get("/healthz").await.status, 200, "the process itself stays up");
+    app.get("/api/v1/audit/remediation-orchestration")
+        .await
+        .assert_problem(503, "database-unavailable");
+    assert_eq!(
+        app.get("/healthz").await.status,
+        200,
+        "the process itself stays up"
+    );
 
     proxy.restore();
-    wait_for("readiness after the database returns", Duration::from_secs(30), || async {
-        (app.get("/readyz").await.status == 200).then_some(())
-    })
+    wait_for(
+        "readiness after the database returns",
+        Duration::from_secs(30),
+        || async { (app.get("/readyz").await.status == 200).then_some(()) },
+    )
     .await;
     // The record refused during the outage is sent again, as a client would.
-    assert_eq!(app.post_record(&go_record("rr-during", "fp", "pending", &start)).await.status, 201);
+    assert_eq!(
+        app.post_record(&go_record("rr-during", "fp", "pending", &start))
+            .await
+            .status,
+        201
+    );
     let mut names: Vec<_> = app
         .list_all()
         .await

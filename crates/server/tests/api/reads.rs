@@ -24,7 +24,12 @@ fn start(i: i64) -> String {
 pub async fn listing_pages_through_everything_with_filters(app: &TestApp) {
     let records: Vec<_> = (0..25_i64)
         .map(|i| {
-            let mut r = go_record(&format!("rr-{i:02}"), &format!("fp-{}", i % 2), ["completed", "failed"][usize::try_from(i % 2).expect("small")], &start(i));
+            let mut r = go_record(
+                &format!("rr-{i:02}"),
+                &format!("fp-{}", i % 2),
+                ["completed", "failed"][usize::try_from(i % 2).expect("small")],
+                &start(i),
+            );
             r["namespace"] = json!(if i < 10 { "team-a" } else { "team-b" });
             r
         })
@@ -38,18 +43,37 @@ pub async fn listing_pages_through_everything_with_filters(app: &TestApp) {
         assert_eq!(page.status, 200);
         let items = page.body["items"].as_array().expect("items");
         assert!(items.len() <= 7);
-        names.extend(items.iter().map(|i| i["remediation_name"].as_str().expect("name").to_owned()));
+        names.extend(
+            items
+                .iter()
+                .map(|i| i["remediation_name"].as_str().expect("name").to_owned()),
+        );
         match page.body["next_cursor"].as_str() {
             Some(c) => path = format!("{LIST}?limit=7&alert_fingerprint=fp-0&cursor={c}"),
             None => break,
         }
     }
-    let expected: Vec<_> = (0..25_i64).rev().filter(|i| i % 2 == 0).map(|i| format!("rr-{i:02}")).collect();
+    let expected: Vec<_> = (0..25_i64)
+        .rev()
+        .filter(|i| i % 2 == 0)
+        .map(|i| format!("rr-{i:02}"))
+        .collect();
     assert_eq!(names, expected, "newest first, each once");
 
-    let team_a = app.get(&format!("{LIST}?namespace=team-a&overall_phase=failed")).await;
-    let got: Vec<_> = team_a.body["items"].as_array().expect("items").iter().map(|i| i["remediation_name"].clone()).collect();
-    let want: Vec<_> = (0..10_i64).rev().filter(|i| i % 2 == 1).map(|i| json!(format!("rr-{i:02}"))).collect();
+    let team_a = app
+        .get(&format!("{LIST}?namespace=team-a&overall_phase=failed"))
+        .await;
+    let got: Vec<_> = team_a.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["remediation_name"].clone())
+        .collect();
+    let want: Vec<_> = (0..10_i64)
+        .rev()
+        .filter(|i| i % 2 == 1)
+        .map(|i| json!(format!("rr-{i:02}")))
+        .collect();
     assert_eq!(got, want);
 
     let window = app
@@ -59,7 +83,12 @@ pub async fn listing_pages_through_everything_with_filters(app: &TestApp) {
             urlencode(&start(8))
         ))
         .await;
-    let got: Vec<_> = window.body["items"].as_array().expect("items").iter().map(|i| i["remediation_name"].clone()).collect();
+    let got: Vec<_> = window.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["remediation_name"].clone())
+        .collect();
     assert_eq!(got, vec![json!("rr-07"), json!("rr-06"), json!("rr-05")]);
 }
 
@@ -69,22 +98,40 @@ fn urlencode(s: &str) -> String {
 
 pub async fn timeline_shows_every_transition_in_order(app: &TestApp) {
     let s = start(0);
-    let phases = ["pending", "processing", "analyzing", "executing", "completed"];
+    let phases = [
+        "pending",
+        "processing",
+        "analyzing",
+        "executing",
+        "completed",
+    ];
     // Sent newest first: the timeline orders by event time all the same.
     for (i, phase) in phases.iter().enumerate().rev() {
         let mut r = go_record("rr-t", "fp-t", phase, &s);
-        r["event_time"] = json!((chrono::Utc::now() - chrono::Duration::minutes(60 - i64::try_from(i).expect("small"))).to_rfc3339());
+        r["event_time"] = json!(
+            (chrono::Utc::now() - chrono::Duration::minutes(60 - i64::try_from(i).expect("small")))
+                .to_rfc3339()
+        );
         assert_eq!(app.post_record(&r).await.status, 201);
     }
     let id = app.list_all().await[0]["id"].clone();
     let answer = app.get(&format!("{LIST}/{id}")).await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.body["remediation"]["overall_phase"], "completed");
-    let got: Vec<_> = answer.body["timeline"].as_array().expect("timeline").iter().map(|e| e["overall_phase"].clone()).collect();
+    let got: Vec<_> = answer.body["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .map(|e| e["overall_phase"].clone())
+        .collect();
     assert_eq!(got, phases.iter().map(|p| json!(p)).collect::<Vec<_>>());
 
-    app.get(&format!("{LIST}/999999")).await.assert_problem(404, "not-found");
-    app.get("/no/such/route").await.assert_problem(404, "not-found");
+    app.get(&format!("{LIST}/999999"))
+        .await
+        .assert_problem(404, "not-found");
+    app.get("/no/such/route")
+        .await
+        .assert_problem(404, "not-found");
 }
 
 pub async fn bad_query_input_gets_precise_errors(app: &TestApp) {
@@ -94,7 +141,11 @@ pub async fn bad_query_input_gets_precise_errors(app: &TestApp) {
         ("limit=ten", "limit", "range"),
         ("since=yesterday", "since", "rfc3339"),
         ("until=2026-13-01T00:00:00Z", "until", "rfc3339"),
-        ("since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z", "since", "before_until"),
+        (
+            "since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z",
+            "since",
+            "before_until",
+        ),
         ("cursor=garbage!", "cursor", "cursor"),
         ("colour=blue", "", "query"),
     ];
@@ -107,7 +158,9 @@ pub async fn bad_query_input_gets_precise_errors(app: &TestApp) {
             answer.body
         );
     }
-    app.get(&format!("{LIST}/not-a-number")).await.assert_problem(400, "invalid-query");
+    app.get(&format!("{LIST}/not-a-number"))
+        .await
+        .assert_problem(400, "invalid-query");
 }
 
 pub async fn health_and_metrics_answer(app: &TestApp) {
@@ -115,8 +168,21 @@ pub async fn health_and_metrics_answer(app: &TestApp) {
     let ready = app.get("/readyz").await;
     assert_eq!(ready.status, 200);
     assert_eq!(ready.body["database"], app.store.backend());
-    assert_eq!(app.post_record(&go_record("rr-m", "fp", "pending", &start(0))).await.status, 201);
-    let metrics = app.http.get(app.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert_eq!(
+        app.post_record(&go_record("rr-m", "fp", "pending", &start(0)))
+            .await
+            .status,
+        201
+    );
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
     for needle in [
         "remaudit_http_request_duration_seconds_count{method=\"POST\",route=\"/api/v1/audit/remediation-orchestration\",status=\"201\"}",
         "remaudit_audit_records_total{outcome=\"created\"}",

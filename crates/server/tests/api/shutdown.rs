@@ -48,12 +48,19 @@ impl Store for GatedStore {
 async fn in_flight_request_finishes_after_shutdown_begins() {
     let db = remaudit_testkit::SqliteDb::create();
     let inner = db.store().await;
-    let gated = Arc::new(GatedStore { inner: inner.clone(), reached: Notify::new(), gate: Semaphore::new(0) });
+    let gated = Arc::new(GatedStore {
+        inner: inner.clone(),
+        reached: Notify::new(),
+        gate: Semaphore::new(0),
+    });
     let app = spawn_app(gated.clone()).await;
 
     let start = (chrono::Utc::now() - chrono::Duration::minutes(1)).to_rfc3339();
     let request = {
-        let (http, url) = (app.http.clone(), app.url("/api/v1/audit/remediation-orchestration"));
+        let (http, url) = (
+            app.http.clone(),
+            app.url("/api/v1/audit/remediation-orchestration"),
+        );
         let record = go_record("rr-inflight", "fp", "completed", &start);
         tokio::spawn(async move { http.post(url).json(&record).send().await })
     };
@@ -62,7 +69,10 @@ async fn in_flight_request_finishes_after_shutdown_begins() {
         .expect("the request reached the store");
 
     app.shutdown.cancel();
-    assert!(!app.server.is_finished(), "the server waits for the request in flight");
+    assert!(
+        !app.server.is_finished(),
+        "the server waits for the request in flight"
+    );
     gated.gate.add_permits(1);
 
     let response = tokio::time::timeout(Duration::from_secs(10), request)
@@ -76,6 +86,12 @@ async fn in_flight_request_finishes_after_shutdown_begins() {
         .expect("server stopped")
         .expect("task")
         .expect("clean exit");
-    let stored = inner.list(&ListQuery { limit: 10, ..ListQuery::default() }).await.expect("list");
+    let stored = inner
+        .list(&ListQuery {
+            limit: 10,
+            ..ListQuery::default()
+        })
+        .await
+        .expect("list");
     assert_eq!(stored.items.len(), 1, "the in-flight record was stored");
 }
