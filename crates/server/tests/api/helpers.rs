@@ -148,6 +148,18 @@ impl TestApp {
         Answer::read(self.http.get(self.url(path)).send().await.expect("request")).await
     }
 
+    /// The names of every stored remediation, sorted.
+    pub async fn names(&self) -> Vec<String> {
+        let mut names: Vec<_> = self
+            .list_all()
+            .await
+            .iter()
+            .map(|i| i["remediation_name"].as_str().expect("name").to_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Every remediation the listing returns (all pages).
     pub async fn list_all(&self) -> Vec<Value> {
         let mut items = Vec::new();
