@@ -13,6 +13,7 @@ crate::both_backends!(ingest:
     batch_bounds_are_enforced,
     batch_keeps_valid_records_and_reports_invalid_ones,
     sql_metacharacters_in_every_field_are_stored_verbatim,
+    shuffled_transitions_end_in_the_same_summary_and_terminal_is_final,
 );
 
 const SINGLE: &str = "/api/v1/audit/remediation-orchestration";
@@ -384,4 +385,67 @@ pub async fn sql_metacharacters_in_every_field_are_stored_verbatim(app: &TestApp
             .len(),
         1
     );
+}
+
+/// The transitions of one remediation, as the orchestrator sends them.
+fn transitions(namespace: &str, start: chrono::DateTime<chrono::Utc>) -> Vec<Value> {
+    let at = |m: i64| (start + chrono::Duration::minutes(m)).to_rfc3339();
+    let mut records: Vec<Value> = ["pending", "processing", "analyzing", "executing", "failed"]
+        .iter()
+        .enumerate()
+        .map(|(i, phase)| {
+            let mut r = go_record("rr-order", "fp-order", phase, &start.to_rfc3339());
+            r["namespace"] = json!(namespace);
+            r["event_time"] = json!(at(5 + 5 * i64::try_from(i).expect("small")));
+            if i >= 1 {
+                r["remediation_processing_name"] = json!("rr-order-rp");
+            }
+            if i >= 2 {
+                r["ai_analysis_name"] = json!("rr-order-ai");
+            }
+            r
+        })
+        .collect();
+    let failed = records.last_mut().expect("terminal");
+    failed["completion_time"] = json!(at(25));
+    failed["failure_phase"] = json!("executing");
+    failed["failure_reason"] = json!("rollout stuck");
+    records
+}
+
+pub async fn shuffled_transitions_end_in_the_same_summary_and_terminal_is_final(app: &TestApp) {
+    let start = chrono::Utc::now() - chrono::Duration::minutes(55);
+    for r in transitions("in-order", start) {
+        assert_eq!(app.post_record(&r).await.status, 201);
+    }
+    // Terminal first, then the rest newest first, one by one.
+    let mut shuffled = transitions("shuffled", start);
+    shuffled.reverse();
+    for r in &shuffled {
+        assert_eq!(app.post_record(r).await.status, 201);
+    }
+    // A straggler after the end changes nothing but the timeline.
+    let mut late = go_record("rr-order", "fp-order", "executing", &start.to_rfc3339());
+    late["namespace"] = json!("shuffled");
+    late["event_time"] = json!(minutes_ago(1));
+    assert_eq!(app.post_record(&late).await.status, 201);
+
+    let items = app.list_all().await;
+    assert_eq!(items.len(), 2);
+    let summary = |ns: &str| {
+        let mut row = items
+            .iter()
+            .find(|i| i["namespace"] == ns)
+            .expect("row")
+            .clone();
+        for server_owned in ["id", "namespace", "event_id", "created_at", "updated_at"] {
+            row.as_object_mut().expect("object").remove(server_owned);
+        }
+        row
+    };
+    let in_order = summary("in-order");
+    assert_eq!(in_order["overall_phase"], "failed");
+    assert_eq!(in_order["failure_reason"], "rollout stuck");
+    assert_eq!(in_order["remediation_processing_name"], "rr-order-rp");
+    assert_eq!(summary("shuffled"), in_order);
 }

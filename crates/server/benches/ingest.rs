@@ -1,0 +1,298 @@
+//! Ingest throughput: 100,000 records posted in batches of 500 to the service
+//! on PostgreSQL, against the same rows written straight to PostgreSQL in the
+//! same run.
+//!
+//! Three figures, all over loopback on this machine:
+//! - **http**: `POST .../batch` through the service (JSON parsing, validation,
+//!   idempotent event insert and summary upsert);
+//! - **store**: the same batches through `PgStore::insert` without HTTP;
+//! - **raw**: a plain multi-row `INSERT ... SELECT FROM UNNEST` of the same
+//!   events into a table of the same columns with no constraints, the floor
+//!   of what PostgreSQL itself costs here.
+//!
+//! Run with `scripts/bench-ingest` (it prepares PostgreSQL), or
+//! `cargo bench -p remaudit-server --bench ingest`. Knobs: `BENCH_RECORDS`,
+//! `BENCH_BATCH`, `BENCH_CONCURRENCY`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use remaudit_model::{Limits, NewAudit, RemediationOrchestrationAudit};
+use remaudit_server::{AppState, ServerSettings};
+use remaudit_store::{PgStore, PoolSettings, Store};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+fn knob(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Records as the orchestrator sends them: five transitions per remediation.
+fn records(count: usize, now: DateTime<Utc>) -> Vec<Value> {
+    let phases = [
+        "pending",
+        "processing",
+        "analyzing",
+        "executing",
+        "completed",
+    ];
+    (0..count)
+        .map(|i| {
+            let remediation = i / phases.len();
+            let phase = phases[i % phases.len()];
+            let start = now - chrono::Duration::hours(2) + chrono::Duration::milliseconds(i64::try_from(remediation).unwrap_or(0));
+            let mut r = json!({
+                "id": 0,
+                "alert_fingerprint": format!("alert-{:05}", remediation % 5000),
+                "remediation_name": format!("rr-{remediation:07}"),
+                "namespace": "prod",
+                "overall_phase": phase,
+                "start_time": start.to_rfc3339(),
+                "duplicate_count": 0,
+                "remediation_processing_name": format!("rr-{remediation:07}-rp"),
+                "ai_analysis_name": format!("rr-{remediation:07}-ai"),
+                "service_crd_statuses": {
+                    "remediationProcessing": {"phase": "completed", "startTime": start.to_rfc3339(), "success": true},
+                    "aiAnalysis": {"phase": "completed", "startTime": start.to_rfc3339(), "success": true},
+                },
+                "created_at": "0001-01-01T00:00:00Z",
+                "updated_at": "0001-01-01T00:00:00Z",
+            });
+            if phase == "completed" {
+                r["completion_time"] = json!((start + chrono::Duration::seconds(95)).to_rfc3339());
+            }
+            r
+        })
+        .collect()
+}
+
+fn validated(batch: &[Value], now: DateTime<Utc>) -> Vec<NewAudit> {
+    batch
+        .iter()
+        .map(|v| {
+            let r: RemediationOrchestrationAudit =
+                serde_json::from_value(v.clone()).expect("record");
+            r.validate(v.clone(), now, &Limits::default())
+                .expect("valid")
+        })
+        .collect()
+}
+
+struct Run {
+    seconds: f64,
+    latencies: Vec<Duration>,
+}
+
+impl Run {
+    #[allow(clippy::cast_precision_loss)]
+    fn rate(&self, records: usize) -> f64 {
+        records as f64 / self.seconds
+    }
+
+    fn percentile(&self, p: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let index = ((sorted.len() - 1) as f64 * p).round() as usize;
+        sorted[index]
+    }
+}
+
+/// Runs `work` over every batch with `concurrency` workers; times each call.
+async fn drive<T, F, Fut>(batches: Arc<Vec<T>>, concurrency: usize, work: F) -> Run
+where
+    T: Send + Sync + 'static,
+    F: Fn(Arc<Vec<T>>, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (batches, next, work) = (batches.clone(), next.clone(), work.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= batches.len() {
+                        return latencies;
+                    }
+                    let t = Instant::now();
+                    work(batches.clone(), i).await;
+                    latencies.push(t.elapsed());
+                }
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for w in workers {
+        latencies.extend(w.await.expect("worker"));
+    }
+    Run {
+        seconds: started.elapsed().as_secs_f64(),
+        latencies,
+    }
+}
+
+async fn count(pool: &sqlx::PgPool, table: &'static str) -> i64 {
+    let sql = format!("SELECT count(*) FROM {table}");
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_one(pool)
+        .await
+        .expect("count")
+}
+
+#[allow(clippy::too_many_lines)]
+async fn bench() -> anyhow::Result<()> {
+    let total = knob("BENCH_RECORDS", 100_000);
+    let batch = knob("BENCH_BATCH", 500);
+    let concurrency = knob("BENCH_CONCURRENCY", 4);
+    let now = Utc::now();
+    let all = records(total, now);
+    println!(
+        "ingest: {total} records, batches of {batch}, {concurrency} concurrent senders, PostgreSQL on loopback"
+    );
+
+    // Through the service.
+    let db = remaudit_testkit::PgDb::create().await;
+    let pool_settings = PoolSettings {
+        max_connections: 10,
+        ..PoolSettings::default()
+    };
+    let store = remaudit_store::connect(db.url(), pool_settings).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!(
+        "http://{}/api/v1/audit/remediation-orchestration/batch",
+        listener.local_addr()?
+    );
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(remaudit_server::serve(
+        listener,
+        AppState::new(store.clone(), ServerSettings::default()),
+        shutdown.clone(),
+    ));
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        all.chunks(batch)
+            .map(|c| serde_json::to_vec(c).expect("json"))
+            .collect(),
+    );
+    let bytes: usize = bodies.iter().map(Vec::len).sum();
+    let http = reqwest::Client::new();
+    let http_run = drive(bodies.clone(), concurrency, move |bodies, i| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let response = http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(bodies[i].clone())
+                .send()
+                .await
+                .expect("post");
+            assert_eq!(response.status(), 200);
+            let body: Value = response.json().await.expect("json");
+            assert_eq!(body["rejected"], 0);
+        }
+    })
+    .await;
+    let pool = db.pool().await;
+    assert_eq!(
+        count(&pool, "remediation_audit_events").await,
+        i64::try_from(total)?
+    );
+    shutdown.cancel();
+    server.await??;
+    store.close().await;
+
+    // Straight into the store, no HTTP.
+    let db2 = remaudit_testkit::PgDb::create().await;
+    let pg = Arc::new(PgStore::connect(db2.url(), pool_settings).await?);
+    let prepared: Arc<Vec<Vec<NewAudit>>> =
+        Arc::new(all.chunks(batch).map(|c| validated(c, now)).collect());
+    let store_run = {
+        let pg = pg.clone();
+        drive(prepared.clone(), concurrency, move |batches, i| {
+            let pg = pg.clone();
+            async move {
+                pg.insert(&batches[i]).await.expect("insert");
+            }
+        })
+        .await
+    };
+    assert_eq!(
+        count(pg.pool(), "remediation_audit_events").await,
+        i64::try_from(total)?
+    );
+
+    // Raw PostgreSQL: the same events into an unconstrained table.
+    sqlx::query(
+        "CREATE TABLE raw_events (event_id uuid, namespace text, remediation_name text, \
+         start_time timestamptz, overall_phase text, event_time timestamptz, record jsonb)",
+    )
+    .execute(pg.pool())
+    .await?;
+    let raw_run = {
+        let pool = pg.pool().clone();
+        drive(prepared.clone(), concurrency, move |batches, i| {
+            let pool = pool.clone();
+            async move {
+                let b = &batches[i];
+                sqlx::query(
+                    "INSERT INTO raw_events SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], \
+                     $4::timestamptz[], $5::text[], $6::timestamptz[], $7::text[]::jsonb[])",
+                )
+                .bind(b.iter().map(|r| r.event_id).collect::<Vec<_>>())
+                .bind(b.iter().map(|r| r.namespace.clone()).collect::<Vec<_>>())
+                .bind(b.iter().map(|r| r.remediation_name.clone()).collect::<Vec<_>>())
+                .bind(b.iter().map(|r| r.start_time).collect::<Vec<_>>())
+                .bind(b.iter().map(|r| r.overall_phase.clone()).collect::<Vec<_>>())
+                .bind(b.iter().map(|r| r.event_time).collect::<Vec<_>>())
+                .bind(b.iter().map(|r| r.raw.to_string()).collect::<Vec<_>>())
+                .execute(&pool)
+                .await
+                .expect("raw insert");
+            }
+        })
+        .await
+    };
+    assert_eq!(count(pg.pool(), "raw_events").await, i64::try_from(total)?);
+
+    let line = |name: &str, run: &Run| {
+        println!(
+            "{name:<6} {:>9.0} records/s  {:>6.2} s  batch p50 {:>7.1} ms  p99 {:>7.1} ms",
+            run.rate(total),
+            run.seconds,
+            run.percentile(0.50).as_secs_f64() * 1e3,
+            run.percentile(0.99).as_secs_f64() * 1e3,
+        );
+    };
+    line("http", &http_run);
+    line("store", &store_run);
+    line("raw", &raw_run);
+    #[allow(clippy::cast_precision_loss)]
+    let mib = bytes as f64 / (1024.0 * 1024.0);
+    println!("request bodies: {mib:.1} MiB in all");
+    println!(
+        "ratio: http/raw {:.2}, store/raw {:.2}, http/store {:.2}",
+        http_run.rate(total) / raw_run.rate(total),
+        store_run.rate(total) / raw_run.rate(total),
+        http_run.rate(total) / store_run.rate(total),
+    );
+    pg.close().await;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(bench())
+}
