@@ -12,6 +12,8 @@ use remaudit_store::PoolSettings;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+mod publish;
+
 /// Used when no database URL is given: a SQLite file in the working directory.
 const DEFAULT_DATABASE_URL: &str = "sqlite://remaudit.db";
 
@@ -75,6 +77,12 @@ enum Command {
         #[command(flatten)]
         database: DatabaseArgs,
     },
+    /// Send records (JSON lines on standard input) through the publisher.
+    ///
+    /// Exits 0 once every record is acknowledged, 1 when lines were invalid or
+    /// rejected (the others still go), 3 when the deadline passed with records
+    /// left in the spool. A later run with the same spool sends those first.
+    Publish(publish::PublishArgs),
 }
 
 fn init_logging(format: &str) {
@@ -113,7 +121,7 @@ async fn shutdown_signal() {
     let _ = interrupt.await;
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Serve {
             listen,
@@ -148,11 +156,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     shutdown.cancel();
                 }
             });
+            // Installed before anything records, with the publisher's buckets too.
+            remaudit_server::telemetry::metrics_handle_with(&[(
+                remaudit_client::metrics::PUBLISH_DURATION,
+                &remaudit_client::metrics::PUBLISH_DURATION_BUCKETS,
+            )]);
             let state = AppState::new(store.clone(), settings);
             remaudit_server::serve(listener, state, shutdown).await?;
             store.close().await;
             tracing::info!("stopped");
-            Ok(())
+            Ok(0)
         }
         Command::Migrate { database } => {
             let store = remaudit_store::connect(&database.database_url, database.pool())
@@ -160,8 +173,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("cannot migrate the database")?;
             store.close().await;
             println!("migrations applied ({})", store.backend());
-            Ok(())
+            Ok(0)
         }
+        Command::Publish(args) => publish::run(args).await,
     }
 }
 
@@ -170,7 +184,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
     match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("remaudit: {err:#}");
             ExitCode::FAILURE

@@ -17,16 +17,29 @@ const HTTP_BUCKETS: [f64; 12] = [
 ];
 
 /// The process-wide Prometheus recorder, installed on first use.
+pub fn metrics_handle() -> PrometheusHandle {
+    metrics_handle_with(&[])
+}
+
+/// The process-wide Prometheus recorder, installed on first use with the
+/// request histogram's buckets and `buckets` for other histograms (a binary
+/// that also publishes passes the publisher's here). Later calls return the
+/// recorder the first call installed.
 ///
 /// # Panics
-/// When the bucket list is empty (it is a non-empty constant).
-pub fn metrics_handle() -> PrometheusHandle {
+/// When a bucket list is empty.
+pub fn metrics_handle_with(buckets: &[(&str, &[f64])]) -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
+            let mut builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.to_owned()), &HTTP_BUCKETS)
                 .expect("non-empty buckets");
+            for (name, values) in buckets {
+                builder = builder
+                    .set_buckets_for_metric(Matcher::Full((*name).to_owned()), values)
+                    .expect("non-empty buckets");
+            }
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {

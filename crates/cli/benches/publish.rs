@@ -1,0 +1,176 @@
+//! Publisher figures: the cost of `publish()` on the caller's thread, with
+//! the service reachable and with it down (every record spooled), and the
+//! end-to-end rate from `publish()` to rows in PostgreSQL against posting the
+//! same batches straight to the service in the same run.
+//!
+//! Run with `scripts/bench-publish` (it prepares PostgreSQL), or
+//! `cargo bench -p remaudit-cli --bench publish`. `BENCH_RECORDS` sets the count.
+
+use std::time::{Duration, Instant};
+
+use remaudit_client::{Publisher, PublisherConfig, with_identity};
+use remaudit_model::RemediationOrchestrationAudit;
+use remaudit_server::{AppState, ServerSettings};
+use tokio_util::sync::CancellationToken;
+
+fn records(run: &str, count: usize) -> Vec<RemediationOrchestrationAudit> {
+    let phases = [
+        "pending",
+        "processing",
+        "analyzing",
+        "executing",
+        "completed",
+    ];
+    let start = chrono::Utc::now() - chrono::Duration::hours(1);
+    (0..count)
+        .map(|i| {
+            let remediation = i / phases.len();
+            let mut r: RemediationOrchestrationAudit = serde_json::from_value(serde_json::json!({
+                "alert_fingerprint": format!("alert-{:05}", remediation % 5000),
+                "remediation_name": format!("{run}-{remediation:07}"),
+                "namespace": "prod",
+                "overall_phase": phases[i % phases.len()],
+                "start_time": start.to_rfc3339(),
+                "remediation_processing_name": format!("{run}-{remediation:07}-rp"),
+                "ai_analysis_name": format!("{run}-{remediation:07}-ai"),
+                "service_crd_statuses": {
+                    "remediationProcessing": {"phase": "completed", "startTime": start.to_rfc3339(), "success": true},
+                    "aiAnalysis": {"phase": "completed", "startTime": start.to_rfc3339(), "success": true},
+                },
+            }))
+            .expect("record");
+            r = with_identity(r);
+            r
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> u128 {
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i].as_nanos()
+}
+
+/// Publishes every record, timing each call; returns the sorted timings.
+fn publish_all(
+    publisher: &Publisher,
+    records: Vec<RemediationOrchestrationAudit>,
+) -> Vec<Duration> {
+    let mut timings = Vec::with_capacity(records.len());
+    for r in records {
+        let t = Instant::now();
+        publisher.publish(r).expect("accepted");
+        timings.push(t.elapsed());
+    }
+    timings.sort();
+    timings
+}
+
+async fn count(db: &remaudit_testkit::PgDb) -> i64 {
+    let pool = db.pool().await;
+    let n = sqlx::query_scalar("SELECT count(*) FROM remediation_audit_events")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    pool.close().await;
+    n
+}
+
+async fn bench() -> anyhow::Result<()> {
+    let total: usize = std::env::var("BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    println!(
+        "publish: {total} records, default publisher settings, spool on local disk, PostgreSQL on loopback"
+    );
+
+    // Baseline: the same batches posted straight to the service, one request at a time.
+    let db = remaudit_testkit::PgDb::create().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(remaudit_server::serve(
+        listener,
+        AppState::new(db.store().await, ServerSettings::default()),
+        shutdown.clone(),
+    ));
+    let http = reqwest::Client::new();
+    let direct = records("direct", total);
+    let bodies: Vec<Vec<u8>> = direct
+        .chunks(500)
+        .map(|c| serde_json::to_vec(c).expect("json"))
+        .collect();
+    let t = Instant::now();
+    for body in bodies {
+        let answer = http
+            .post(format!(
+                "{url}/api/v1/audit/remediation-orchestration/batch"
+            ))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        assert_eq!(answer.status(), 200);
+    }
+    let direct_secs = t.elapsed().as_secs_f64();
+
+    // Through the publisher, service reachable.
+    let spool = tempfile::tempdir()?;
+    let publisher = Publisher::start(PublisherConfig {
+        url: url.clone(),
+        spool_dir: Some(spool.path().to_path_buf()),
+        ..PublisherConfig::default()
+    })?;
+    let batch = records("published", total);
+    let t = Instant::now();
+    let up = publish_all(&publisher, batch);
+    publisher.flush().await;
+    let e2e_secs = t.elapsed().as_secs_f64();
+    publisher.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(count(&db).await, i64::try_from(2 * total)?);
+
+    // Service down: every record goes to the spool only.
+    let down_spool = tempfile::tempdir()?;
+    let down = Publisher::start(PublisherConfig {
+        url: "http://127.0.0.1:9".to_owned(),
+        spool_dir: Some(down_spool.path().to_path_buf()),
+        ..PublisherConfig::default()
+    })?;
+    let spooled = publish_all(&down, records("spooled", total));
+    let report = down.shutdown(Duration::ZERO).await;
+    assert_eq!(report.left_in_spool, u64::try_from(total)?);
+    shutdown.cancel();
+
+    for (name, timings) in [("reachable", &up), ("down", &spooled)] {
+        println!(
+            "publish() with the service {name:<9}: p50 {:>6} ns  p99 {:>7} ns  p99.9 {:>8} ns",
+            percentile(timings, 0.50),
+            percentile(timings, 0.99),
+            percentile(timings, 0.999)
+        );
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let rate = |secs: f64| total as f64 / secs;
+    println!(
+        "direct batches of 500, one at a time: {:>8.0} records/s",
+        rate(direct_secs)
+    );
+    println!(
+        "publish() to rows in PostgreSQL:      {:>8.0} records/s",
+        rate(e2e_secs)
+    );
+    println!("ratio publisher/direct: {:.2}", direct_secs / e2e_secs);
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(bench())
+}

@@ -1,0 +1,120 @@
+//! `remaudit publish`: records as JSON lines on standard input, sent through
+//! the publisher, for backfills, replays and scripts.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::Utc;
+use remaudit_client::{PublishError, Publisher, PublisherConfig, with_identity};
+use remaudit_model::{Limits, RemediationOrchestrationAudit};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+/// Exit status when the deadline passed with records still unsent.
+pub const EXIT_DEADLINE: u8 = 3;
+/// Exit status when some lines were invalid or the service rejected records.
+pub const EXIT_INVALID: u8 = 1;
+
+/// Settings of one `publish` run.
+#[derive(Debug, clap::Args)]
+pub struct PublishArgs {
+    /// Base URL of the remaudit service.
+    #[arg(long, env = "REMAUDIT_URL", default_value = "http://127.0.0.1:8085")]
+    url: String,
+    /// Directory of the spool; records not yet acknowledged wait here between runs.
+    /// Without it, records not delivered by the deadline are lost.
+    #[arg(long, env = "REMAUDIT_SPOOL_DIR")]
+    spool_dir: Option<PathBuf>,
+    /// Seconds to deliver everything before leaving the rest in the spool.
+    #[arg(long, env = "REMAUDIT_PUBLISH_DEADLINE_SECS", default_value_t = 300)]
+    deadline: u64,
+    /// Print `accepted N` on standard output after every N-th record handed to the publisher.
+    #[arg(long, value_name = "N")]
+    progress: Option<u64>,
+}
+
+/// Why one line was not published.
+fn parse_line(line: &str) -> Result<RemediationOrchestrationAudit, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+    let record: RemediationOrchestrationAudit = serde_path_to_error::deserialize(&value)
+        .map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
+    record
+        .clone()
+        .validate(value, Utc::now(), &Limits::default())
+        .map_err(|e| e.to_string())?;
+    Ok(record)
+}
+
+/// Runs the command; returns the exit status.
+///
+/// # Errors
+/// When the publisher cannot start (an unusable spool directory, say).
+pub async fn run(args: PublishArgs) -> anyhow::Result<u8> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.deadline);
+    let mut config = PublisherConfig::from_env()?;
+    config.url = args.url;
+    config.spool_dir = args.spool_dir;
+    let publisher = Publisher::start(config)?;
+
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let (mut line_no, mut accepted, mut invalid, mut dropped) = (0_u64, 0_u64, 0_u64, 0_u64);
+    let mut stdout = std::io::stdout();
+    loop {
+        let line = tokio::select! {
+            line = lines.next_line() => line?,
+            () = tokio::time::sleep_until(deadline) => break,
+        };
+        let Some(line) = line else { break };
+        line_no += 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match parse_line(&line) {
+            Ok(record) => match publisher.publish(with_identity(record)) {
+                Ok(()) => {
+                    accepted += 1;
+                    if args.progress.is_some_and(|n| n > 0 && accepted % n == 0) {
+                        writeln!(stdout, "accepted {accepted}")?;
+                        stdout.flush()?;
+                    }
+                }
+                Err(PublishError::Dropped) => {
+                    dropped += 1;
+                    eprintln!("line {line_no}: dropped: the memory queue and the spool are full");
+                }
+                Err(e) => {
+                    invalid += 1;
+                    eprintln!("line {line_no}: {e}");
+                }
+            },
+            Err(why) => {
+                invalid += 1;
+                eprintln!("line {line_no}: invalid record: {why}");
+            }
+        }
+    }
+
+    let delivered = tokio::time::timeout_at(deadline, publisher.flush())
+        .await
+        .is_ok();
+    let report = publisher.shutdown(Duration::ZERO).await;
+    let stats = publisher.stats();
+    writeln!(
+        stdout,
+        "published {accepted} records from standard input; acknowledged {} (created {}, duplicates {}, rejected {}); invalid lines {invalid}; dropped {dropped}",
+        report.acknowledged, stats.created, stats.duplicates, stats.rejected,
+    )?;
+    if !delivered || report.left_in_spool > 0 || report.lost > 0 {
+        writeln!(
+            stdout,
+            "deadline passed: {} records left in the spool for the next run, {} lost",
+            report.left_in_spool, report.lost
+        )?;
+        return Ok(EXIT_DEADLINE);
+    }
+    if invalid > 0 || dropped > 0 || stats.rejected > 0 {
+        return Ok(EXIT_INVALID);
+    }
+    Ok(0)
+}

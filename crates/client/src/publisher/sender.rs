@@ -1,0 +1,412 @@
+//! The background task: batches, sends, retries, acknowledges, and keeps
+//! the spool synced.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::Deserialize;
+
+use super::{Entry, Shared, ShutdownReport, State};
+use crate::metrics as m;
+use crate::spool::SpoolReader;
+
+/// Path of the batch endpoint.
+const BATCH_PATH: &str = "/api/v1/audit/remediation-orchestration/batch";
+
+/// Longest `Retry-After` honoured; a larger one is capped here.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+#[derive(Deserialize)]
+struct BatchAnswer {
+    items: Vec<ItemAnswer>,
+}
+
+#[derive(Deserialize)]
+struct ItemAnswer {
+    index: usize,
+    status: String,
+    #[serde(default)]
+    errors: serde_json::Value,
+}
+
+/// What one request achieved.
+enum Sent {
+    /// The service answered for every record.
+    Answered {
+        created: u64,
+        duplicates: u64,
+        rejected: u64,
+    },
+    /// The batch was too large: send it in halves.
+    Split,
+    /// Try again later, not before `retry_after` when the service said so.
+    Retry {
+        retry_after: Option<Duration>,
+        why: String,
+    },
+}
+
+fn json_array(entries: &[Entry]) -> Bytes {
+    let size = entries.iter().map(|e| e.body.len() + 1).sum::<usize>() + 2;
+    let mut body = BytesMut::with_capacity(size);
+    body.put_u8(b'[');
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 {
+            body.put_u8(b',');
+        }
+        body.put_slice(&e.body);
+    }
+    body.put_u8(b']');
+    body.freeze()
+}
+
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER))
+}
+
+async fn post(http: &reqwest::Client, url: &str, entries: &[Entry]) -> Sent {
+    let response = match http
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(json_array(entries))
+        .send()
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            return Sent::Retry {
+                retry_after: None,
+                why: e.to_string(),
+            };
+        }
+    };
+    let status = response.status().as_u16();
+    let after = retry_after(response.headers());
+    match status {
+        200..=299 => match response.json::<BatchAnswer>().await {
+            Ok(answer) => {
+                let (mut created, mut duplicates, mut rejected) = (0, 0, 0);
+                for item in answer.items {
+                    match item.status.as_str() {
+                        "created" => created += 1,
+                        "duplicate" => duplicates += 1,
+                        _ => {
+                            rejected += 1;
+                            tracing::warn!(
+                                index = item.index,
+                                errors = %item.errors,
+                                "the audit service rejected a record as invalid; it will not be retried"
+                            );
+                        }
+                    }
+                }
+                Sent::Answered {
+                    created,
+                    duplicates,
+                    rejected,
+                }
+            }
+            Err(e) => Sent::Retry {
+                retry_after: after,
+                why: format!("unreadable answer: {e}"),
+            },
+        },
+        413 if entries.len() > 1 => Sent::Split,
+        400 | 413 | 422 => {
+            let body = response.text().await.unwrap_or_default();
+            tracing::error!(status, %body, records = entries.len(), "the audit service refused a whole batch; it will not be retried");
+            Sent::Answered {
+                created: 0,
+                duplicates: 0,
+                rejected: entries.len() as u64,
+            }
+        }
+        _ => Sent::Retry {
+            retry_after: after,
+            why: format!("status {status}"),
+        },
+    }
+}
+
+/// Sends `entries` until every record is answered for, or `stop` fires.
+/// Returns how many records were answered for.
+async fn deliver(
+    shared: &Shared,
+    http: &reqwest::Client,
+    url: &str,
+    entries: &[Entry],
+) -> Option<u64> {
+    let mut drain = shared.drain.subscribe();
+    let mut work: Vec<&[Entry]> = vec![entries];
+    let mut answered = 0;
+    while let Some(part) = work.pop() {
+        let mut backoff = ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(shared.config.min_backoff)
+            .with_max_delay(shared.config.max_backoff)
+            .without_max_times()
+            .build();
+        loop {
+            let deadline = *drain.borrow_and_update();
+            let started = Instant::now();
+            #[allow(clippy::cast_precision_loss)]
+            metrics::histogram!(m::BATCH_RECORDS).record(part.len() as f64);
+            let sent = match deadline {
+                Some(at) => match tokio::time::timeout_at(at, post(http, url, part)).await {
+                    Ok(sent) => sent,
+                    Err(_) => return None,
+                },
+                None => post(http, url, part).await,
+            };
+            metrics::histogram!(m::PUBLISH_DURATION).record(started.elapsed().as_secs_f64());
+            match sent {
+                Sent::Answered {
+                    created,
+                    duplicates,
+                    rejected,
+                } => {
+                    metrics::counter!(m::PUBLISH_ATTEMPTS, "status" => "success").increment(1);
+                    metrics::counter!(m::RECORDS, "outcome" => "created").increment(created);
+                    metrics::counter!(m::RECORDS, "outcome" => "duplicate").increment(duplicates);
+                    metrics::counter!(m::RECORDS, "outcome" => "rejected").increment(rejected);
+                    metrics::counter!(m::PUBLISH_FAILURES).increment(rejected);
+                    let c = &shared.counters;
+                    c.created.fetch_add(created, Ordering::Relaxed);
+                    c.duplicates.fetch_add(duplicates, Ordering::Relaxed);
+                    c.rejected.fetch_add(rejected, Ordering::Relaxed);
+                    answered += part.len() as u64;
+                    break;
+                }
+                Sent::Split => {
+                    metrics::counter!(m::PUBLISH_ATTEMPTS, "status" => "error").increment(1);
+                    let (a, b) = part.split_at(part.len() / 2);
+                    work.push(b);
+                    work.push(a);
+                    break;
+                }
+                Sent::Retry { retry_after, why } => {
+                    metrics::counter!(m::PUBLISH_ATTEMPTS, "status" => "error").increment(1);
+                    metrics::counter!(m::RETRIES).increment(1);
+                    shared.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    let delay = backoff.next().unwrap_or(shared.config.max_backoff);
+                    let delay = retry_after.map_or(delay, |after| after.max(delay));
+                    tracing::debug!(%why, ?delay, records = part.len(), "audit batch not stored; retrying");
+                    let wake = tokio::time::Instant::now() + delay;
+                    loop {
+                        let deadline = *drain.borrow_and_update();
+                        if deadline.is_some_and(|d| d <= wake) {
+                            // Retrying would pass the shutdown deadline.
+                            tokio::time::sleep_until(deadline.unwrap_or(wake)).await;
+                            return None;
+                        }
+                        tokio::select! {
+                            () = tokio::time::sleep_until(wake) => break,
+                            _ = drain.changed() => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Some(answered)
+}
+
+/// Takes the next batch: from memory first, else from the disk backlog.
+async fn take_batch(shared: &Arc<Shared>, reader: &mut Option<SpoolReader>) -> Vec<Entry> {
+    let (max_records, max_bytes) = (shared.config.batch_records, shared.config.batch_bytes);
+    let (from, until) = {
+        let mut st = shared.lock();
+        if !st.memory.is_empty() {
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            while let Some(front) = st.memory.front() {
+                if batch.len() >= max_records
+                    || (!batch.is_empty() && bytes + front.body.len() > max_bytes)
+                {
+                    break;
+                }
+                bytes += front.body.len();
+                batch.extend(st.memory.pop_front());
+            }
+            st.in_flight = batch.len();
+            return batch;
+        }
+        match (st.backlog_from, &st.spool) {
+            (Some(from), Some(spool)) => (from, spool.next_seq()),
+            _ => return Vec::new(),
+        }
+    };
+    let Some(mut r) = reader.take() else {
+        return Vec::new();
+    };
+    let (r, read, corrupt) = tokio::task::spawn_blocking(move || {
+        let before = r.corrupt_records();
+        let read = r.read(from, until, max_records, max_bytes);
+        let corrupt = r.corrupt_records() - before;
+        (r, read, corrupt)
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    *reader = Some(r);
+    if corrupt > 0 {
+        metrics::counter!(m::SPOOL_CORRUPT).increment(corrupt);
+        tracing::warn!(records = corrupt, "damaged spool records skipped");
+    }
+    let records = match read {
+        Ok(records) => records,
+        Err(e) => {
+            metrics::counter!(m::SPOOL_ERRORS).increment(1);
+            tracing::error!(error = %e, "cannot read the spool; retrying");
+            return Vec::new();
+        }
+    };
+    let mut st = shared.lock();
+    let next = records.last().map_or(until, |(seq, _)| seq + 1);
+    let end = st.spool.as_ref().map_or(next, |s| s.next_seq());
+    st.backlog_from = (next < end).then_some(next);
+    st.in_flight = records.len();
+    // Damaged or deleted records may have shrunk the backlog without a send.
+    shared.report_pending(&st);
+    records
+        .into_iter()
+        .map(|(seq, body)| Entry {
+            seq: Some(seq),
+            body: Bytes::from(body),
+        })
+        .collect()
+}
+
+/// Marks a batch answered for: acknowledges its spooled records.
+fn acknowledge(shared: &Shared, batch: &[Entry]) {
+    let mut st = shared.lock();
+    st.in_flight = 0;
+    if let (Some(spool), Some(last)) = (st.spool.as_mut(), batch.iter().filter_map(|e| e.seq).max())
+        && let Err(e) = spool.ack_through(last)
+    {
+        metrics::counter!(m::SPOOL_ERRORS).increment(1);
+        tracing::error!(error = %e, "cannot record acknowledgement in the spool; records may be sent again after a restart");
+    }
+    if let Some(spool) = &st.spool {
+        #[allow(clippy::cast_precision_loss)]
+        metrics::gauge!(m::SPOOL_BYTES).set(spool.disk_bytes() as f64);
+    }
+    shared.report_pending(&st);
+}
+
+fn sync_spool(st: &mut State) {
+    if let Some(spool) = st.spool.as_mut()
+        && let Err(e) = spool.sync()
+    {
+        metrics::counter!(m::SPOOL_ERRORS).increment(1);
+        tracing::error!(error = %e, "cannot fsync the spool");
+    }
+}
+
+/// Spools what only memory holds, syncs, and reports.
+fn finish(shared: &Shared, unsent: Vec<Entry>, acknowledged: u64) -> ShutdownReport {
+    let mut st = shared.lock();
+    st.in_flight = 0;
+    let memory_only: Vec<Entry> = unsent
+        .into_iter()
+        .chain(std::mem::take(&mut st.memory))
+        .filter(|e| e.seq.is_none())
+        .collect();
+    let mut lost = 0;
+    for entry in memory_only {
+        let spooled = st
+            .spool
+            .as_mut()
+            .is_some_and(|s| s.append(&entry.body).is_ok());
+        if !spooled {
+            lost += 1;
+        }
+    }
+    if lost > 0 {
+        shared.count_drops("shutdown", lost);
+        tracing::warn!(
+            records = lost,
+            "audit records lost at shutdown: no room to spool them"
+        );
+    }
+    sync_spool(&mut st);
+    let left_in_spool = st
+        .spool
+        .as_ref()
+        .map_or(0, crate::spool::Spool::pending_records);
+    // Closing the spool releases its directory for the next run.
+    st.spool = None;
+    st.backlog_from = None;
+    shared.report_pending(&st);
+    ShutdownReport {
+        acknowledged,
+        left_in_spool,
+        lost,
+    }
+}
+
+/// The sender loop; ends after shutdown with a report.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    http: reqwest::Client,
+    mut reader: Option<SpoolReader>,
+) -> ShutdownReport {
+    let url = format!("{}{BATCH_PATH}", shared.config.url.trim_end_matches('/'));
+    let mut drain = shared.drain.subscribe();
+    let mut fsync =
+        tokio::time::interval(shared.config.fsync_interval.max(Duration::from_millis(1)));
+    fsync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut acknowledged = 0;
+    let mut synced = Instant::now();
+    loop {
+        if synced.elapsed() >= shared.config.fsync_interval {
+            sync_spool(&mut shared.lock());
+            synced = Instant::now();
+        }
+        let draining = drain.borrow_and_update().is_some();
+        let pending = shared.lock().pending();
+        if pending == 0 {
+            if draining {
+                return finish(&shared, Vec::new(), acknowledged);
+            }
+            tokio::select! {
+                () = shared.wake.notified() => {}
+                _ = drain.changed() => {}
+                _ = fsync.tick() => { sync_spool(&mut shared.lock()); }
+            }
+            continue;
+        }
+        if !draining && pending < shared.config.batch_records as u64 {
+            // Let a partial batch fill for a moment.
+            tokio::select! {
+                () = tokio::time::sleep(shared.config.linger) => {}
+                _ = drain.changed() => {}
+            }
+        }
+        let batch = take_batch(&shared, &mut reader).await;
+        if batch.is_empty() {
+            tokio::select! {
+                () = shared.wake.notified() => {}
+                _ = drain.changed() => {}
+                _ = fsync.tick() => { sync_spool(&mut shared.lock()); }
+            }
+            continue;
+        }
+        match deliver(&shared, &http, &url, &batch).await {
+            Some(n) => {
+                acknowledged += n;
+                acknowledge(&shared, &batch);
+            }
+            None => return finish(&shared, batch, acknowledged),
+        }
+    }
+}
