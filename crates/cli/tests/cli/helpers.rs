@@ -166,6 +166,8 @@ pub enum Fault {
 pub struct Seen {
     pub at: Instant,
     pub refused: bool,
+    /// The request body: a retried batch is sent byte for byte again.
+    pub body: Bytes,
 }
 
 struct ProxyState {
@@ -195,6 +197,7 @@ async fn relay(
     state.seen.lock().expect("seen").push(Seen {
         at: Instant::now(),
         refused: refuse,
+        body: body.clone(),
     });
     if refuse {
         let status = if state.rng.lock().expect("rng").random_bool(0.5) {

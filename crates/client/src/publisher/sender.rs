@@ -1,6 +1,7 @@
 //! The background task: batches, sends, retries, acknowledges, and keeps
 //! the spool synced.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
+use tokio::task::JoinSet;
 
 use super::{Entry, Shared, ShutdownReport, State};
 use crate::metrics as m;
@@ -238,7 +240,7 @@ async fn take_batch(shared: &Arc<Shared>, reader: &mut Option<SpoolReader>) -> V
                 bytes += front.body.len();
                 batch.extend(st.memory.pop_front());
             }
-            st.in_flight = batch.len();
+            st.in_flight += batch.len();
             return batch;
         }
         match (st.backlog_from, &st.spool) {
@@ -274,7 +276,7 @@ async fn take_batch(shared: &Arc<Shared>, reader: &mut Option<SpoolReader>) -> V
     let next = records.last().map_or(until, |(seq, _)| seq + 1);
     let end = st.spool.as_ref().map_or(next, |s| s.next_seq());
     st.backlog_from = (next < end).then_some(next);
-    st.in_flight = records.len();
+    st.in_flight += records.len();
     // Damaged or deleted records may have shrunk the backlog without a send.
     shared.report_pending(&st);
     records
@@ -286,34 +288,75 @@ async fn take_batch(shared: &Arc<Shared>, reader: &mut Option<SpoolReader>) -> V
         .collect()
 }
 
-/// Marks a batch answered for: acknowledges its spooled records.
-fn acknowledge(shared: &Shared, batch: &[Entry]) {
-    let mut st = shared.lock();
-    st.in_flight = 0;
-    if let (Some(spool), Some(last)) = (st.spool.as_mut(), batch.iter().filter_map(|e| e.seq).max())
-        && let Err(e) = spool.ack_through(last)
-    {
-        metrics::counter!(m::SPOOL_ERRORS).increment(1);
-        tracing::error!(error = %e, "cannot record acknowledgement in the spool; records may be sent again after a restart");
-    }
-    if let Some(spool) = &st.spool {
-        #[allow(clippy::cast_precision_loss)]
-        metrics::gauge!(m::SPOOL_BYTES).set(spool.disk_bytes() as f64);
-    }
-    shared.report_pending(&st);
+/// Batches in flight, in the order they were taken. Spooled sequence
+/// numbers grow in that order, so the answered prefix can be acknowledged.
+#[derive(Default)]
+struct Window {
+    /// (batch id, highest spooled seq in it, answered)
+    batches: VecDeque<(u64, Option<u64>, bool)>,
+    next_id: u64,
+    /// Everything at or below this was answered for.
+    answered_through: Option<u64>,
+    /// What the spool's ledger holds.
+    persisted_through: Option<u64>,
 }
 
-fn sync_spool(st: &mut State) {
-    if let Some(spool) = st.spool.as_mut()
-        && let Err(e) = spool.sync()
-    {
+impl Window {
+    fn open(&mut self, batch: &[Entry]) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.batches
+            .push_back((id, batch.iter().filter_map(|e| e.seq).max(), false));
+        id
+    }
+
+    fn answered(&mut self, id: u64) {
+        if let Some(b) = self.batches.iter_mut().find(|b| b.0 == id) {
+            b.2 = true;
+        }
+        while self.batches.front().is_some_and(|b| b.2) {
+            if let Some((_, Some(seq), _)) = self.batches.pop_front() {
+                self.answered_through = Some(self.answered_through.map_or(seq, |a| a.max(seq)));
+            }
+        }
+    }
+}
+
+/// Syncs the spool and records in its ledger what was answered for. Done on
+/// a cadence rather than per batch: the ledger write costs two fsyncs, and a
+/// crash before it only means some records are sent again (and deduplicated).
+fn maintain(shared: &Shared, window: &mut Window) {
+    let mut st = shared.lock();
+    let Some(spool) = st.spool.as_mut() else {
+        return;
+    };
+    if let Err(e) = spool.sync() {
         metrics::counter!(m::SPOOL_ERRORS).increment(1);
         tracing::error!(error = %e, "cannot fsync the spool");
     }
+    if let Some(seq) = window.answered_through
+        && window.persisted_through < Some(seq)
+    {
+        match spool.ack_through(seq) {
+            Ok(()) => window.persisted_through = Some(seq),
+            Err(e) => {
+                metrics::counter!(m::SPOOL_ERRORS).increment(1);
+                tracing::error!(error = %e, "cannot record acknowledgements in the spool; records may be sent again after a restart");
+            }
+        }
+    }
+    #[allow(clippy::cast_precision_loss)]
+    metrics::gauge!(m::SPOOL_BYTES).set(spool.disk_bytes() as f64);
 }
 
 /// Spools what only memory holds, syncs, and reports.
-fn finish(shared: &Shared, unsent: Vec<Entry>, acknowledged: u64) -> ShutdownReport {
+fn finish(
+    shared: &Shared,
+    window: &mut Window,
+    unsent: Vec<Entry>,
+    acknowledged: u64,
+) -> ShutdownReport {
+    maintain(shared, window);
     let mut st = shared.lock();
     st.in_flight = 0;
     let memory_only: Vec<Entry> = unsent
@@ -338,7 +381,12 @@ fn finish(shared: &Shared, unsent: Vec<Entry>, acknowledged: u64) -> ShutdownRep
             "audit records lost at shutdown: no room to spool them"
         );
     }
-    sync_spool(&mut st);
+    if let Some(spool) = st.spool.as_mut()
+        && let Err(e) = spool.sync()
+    {
+        metrics::counter!(m::SPOOL_ERRORS).increment(1);
+        tracing::error!(error = %e, "cannot fsync the spool");
+    }
     let left_in_spool = st
         .spool
         .as_ref()
@@ -354,59 +402,77 @@ fn finish(shared: &Shared, unsent: Vec<Entry>, acknowledged: u64) -> ShutdownRep
     }
 }
 
-/// The sender loop; ends after shutdown with a report.
+/// Records taken by no batch yet.
+fn untaken(st: &State) -> u64 {
+    st.pending() - st.in_flight as u64
+}
+
+/// The sender loop: keeps up to `max_in_flight` batches in flight; ends after
+/// shutdown with a report.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     http: reqwest::Client,
     mut reader: Option<SpoolReader>,
 ) -> ShutdownReport {
-    let url = format!("{}{BATCH_PATH}", shared.config.url.trim_end_matches('/'));
+    let url: Arc<str> = format!("{}{BATCH_PATH}", shared.config.url.trim_end_matches('/')).into();
+    let max_in_flight = shared.config.max_in_flight.max(1);
     let mut drain = shared.drain.subscribe();
-    let mut fsync =
+    let mut tick =
         tokio::time::interval(shared.config.fsync_interval.max(Duration::from_millis(1)));
-    fsync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tasks: JoinSet<(u64, Vec<Entry>, Option<u64>)> = JoinSet::new();
+    let mut window = Window::default();
+    let mut unsent: Vec<Entry> = Vec::new();
+    let mut stopping = false;
     let mut acknowledged = 0;
-    let mut synced = Instant::now();
     loop {
-        if synced.elapsed() >= shared.config.fsync_interval {
-            sync_spool(&mut shared.lock());
-            synced = Instant::now();
-        }
         let draining = drain.borrow_and_update().is_some();
-        let pending = shared.lock().pending();
-        if pending == 0 {
-            if draining {
-                return finish(&shared, Vec::new(), acknowledged);
+        while !stopping && tasks.len() < max_in_flight {
+            let waiting = untaken(&shared.lock());
+            if waiting == 0 {
+                break;
             }
-            tokio::select! {
-                () = shared.wake.notified() => {}
-                _ = drain.changed() => {}
-                _ = fsync.tick() => { sync_spool(&mut shared.lock()); }
+            if tasks.is_empty() && !draining && waiting < shared.config.batch_records as u64 {
+                // Let a partial batch fill for a moment.
+                tokio::select! {
+                    () = tokio::time::sleep(shared.config.linger) => {}
+                    _ = drain.changed() => {}
+                }
             }
-            continue;
+            let batch = take_batch(&shared, &mut reader).await;
+            if batch.is_empty() {
+                break;
+            }
+            let id = window.open(&batch);
+            let (shared, http, url) = (shared.clone(), http.clone(), url.clone());
+            tasks.spawn(async move {
+                let answered = deliver(&shared, &http, &url, &batch).await;
+                (id, batch, answered)
+            });
         }
-        if !draining && pending < shared.config.batch_records as u64 {
-            // Let a partial batch fill for a moment.
-            tokio::select! {
-                () = tokio::time::sleep(shared.config.linger) => {}
-                _ = drain.changed() => {}
-            }
+        if tasks.is_empty() && (stopping || (draining && untaken(&shared.lock()) == 0)) {
+            return finish(&shared, &mut window, unsent, acknowledged);
         }
-        let batch = take_batch(&shared, &mut reader).await;
-        if batch.is_empty() {
-            tokio::select! {
-                () = shared.wake.notified() => {}
-                _ = drain.changed() => {}
-                _ = fsync.tick() => { sync_spool(&mut shared.lock()); }
+        tokio::select! {
+            Some(done) = tasks.join_next() => {
+                let (id, batch, answered) = done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+                let mut st = shared.lock();
+                st.in_flight -= batch.len();
+                match answered {
+                    Some(n) => {
+                        acknowledged += n;
+                        window.answered(id);
+                    }
+                    None => {
+                        stopping = true;
+                        unsent.extend(batch);
+                    }
+                }
+                shared.report_pending(&st);
             }
-            continue;
-        }
-        match deliver(&shared, &http, &url, &batch).await {
-            Some(n) => {
-                acknowledged += n;
-                acknowledge(&shared, &batch);
-            }
-            None => return finish(&shared, batch, acknowledged),
+            () = shared.wake.notified(), if tasks.len() < max_in_flight => {}
+            _ = drain.changed() => {}
+            _ = tick.tick() => maintain(&shared, &mut window),
         }
     }
 }
