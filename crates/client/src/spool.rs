@@ -415,6 +415,34 @@ impl Spool {
         self.sync_dir_if_dirty()
     }
 
+    /// Takes what [`Spool::sync`] would flush, so the caller can flush it with
+    /// [`SyncWork::run`] without holding the lock that guards the spool:
+    /// appends go on meanwhile. Everything appended before this call is
+    /// durable once `run` succeeds.
+    ///
+    /// # Errors
+    /// When the active segment's handle cannot be duplicated.
+    pub fn sync_work(&mut self) -> Result<SyncWork, SpoolError> {
+        let mut files: Vec<(PathBuf, File)> = self
+            .unsynced
+            .drain(..)
+            .map(|(base, file)| (segment_path(&self.options.dir, base), file))
+            .collect();
+        if self.active_dirty
+            && let Some(file) = &self.active
+        {
+            let base = self.segments.back().map_or(0, |s| s.base);
+            let path = segment_path(&self.options.dir, base);
+            let clone = file
+                .try_clone()
+                .map_err(SpoolError::io("duplicating the handle of", path.clone()))?;
+            files.push((path, clone));
+            self.active_dirty = false;
+        }
+        let dir = std::mem::take(&mut self.dir_dirty).then(|| self.options.dir.clone());
+        Ok(SyncWork { files, dir })
+    }
+
     /// Marks every record with seq <= `seq` acknowledged, persists that in
     /// the ledger, and deletes segment files holding only acknowledged
     /// records. An older `seq` than already acknowledged changes nothing;
@@ -595,6 +623,37 @@ impl Spool {
                 .and_then(|d| d.sync_all())
                 .map_err(SpoolError::io("syncing directory", dir.clone()))?;
             self.dir_dirty = false;
+        }
+        Ok(())
+    }
+}
+
+/// Flushes taken by [`Spool::sync_work`], to run without the spool's lock.
+#[derive(Debug)]
+pub struct SyncWork {
+    files: Vec<(PathBuf, File)>,
+    dir: Option<PathBuf>,
+}
+
+impl SyncWork {
+    /// Whether there is nothing to flush.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.dir.is_none()
+    }
+
+    /// Flushes the segments' data, then the directory when files came or went.
+    ///
+    /// # Errors
+    /// When a flush fails; the records may then not survive a power cut.
+    pub fn run(self) -> Result<(), SpoolError> {
+        for (path, file) in self.files {
+            file.sync_data().map_err(SpoolError::io("syncing", path))?;
+        }
+        if let Some(dir) = self.dir {
+            File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(SpoolError::io("syncing directory", dir))?;
         }
         Ok(())
     }
@@ -1260,6 +1319,26 @@ mod tests {
             fs::read(dir.path().join("12.seg")).unwrap(),
             b"not a segment"
         );
+    }
+
+    #[test]
+    fn sync_work_taken_under_the_lock_flushes_outside_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut options = SpoolOptions::new(dir.path());
+        options.segment_bytes = 64;
+        let (mut spool, _) = Spool::open(options).expect("open");
+        for i in 0..5_u8 {
+            spool.append(&[i; 40]).expect("append");
+        }
+        let work = spool.sync_work().expect("work");
+        assert!(!work.is_empty());
+        assert!(spool.unsynced.is_empty() && !spool.active_dirty && !spool.dir_dirty);
+        // Appends go on while the taken work runs.
+        spool.append(&[9; 40]).expect("append");
+        work.run().expect("flushed");
+        assert!(spool.active_dirty, "the later append still needs a flush");
+        assert!(spool.sync_work().expect("work").run().is_ok());
+        assert!(spool.sync_work().expect("work").is_empty());
     }
 
     #[test]

@@ -325,38 +325,49 @@ impl Window {
 /// Syncs the spool and records in its ledger what was answered for. Done on
 /// a cadence rather than per batch: the ledger write costs two fsyncs, and a
 /// crash before it only means some records are sent again (and deduplicated).
-fn maintain(shared: &Shared, window: &mut Window) {
-    let mut st = shared.lock();
-    let Some(spool) = st.spool.as_mut() else {
-        return;
+/// The data flush runs off the lock, so `publish` is not held up by it.
+async fn maintain(shared: &Shared, window: &mut Window) {
+    let work = {
+        let mut st = shared.lock();
+        let Some(spool) = st.spool.as_mut() else {
+            return;
+        };
+        if let Some(seq) = window.answered_through
+            && window.persisted_through < Some(seq)
+        {
+            match spool.ack_through(seq) {
+                Ok(()) => window.persisted_through = Some(seq),
+                Err(e) => {
+                    metrics::counter!(m::SPOOL_ERRORS).increment(1);
+                    tracing::error!(error = %e, "cannot record acknowledgements in the spool; records may be sent again after a restart");
+                }
+            }
+        }
+        #[allow(clippy::cast_precision_loss)]
+        metrics::gauge!(m::SPOOL_BYTES).set(spool.disk_bytes() as f64);
+        spool.sync_work()
     };
-    if let Err(e) = spool.sync() {
+    let flushed = match work {
+        Ok(work) if work.is_empty() => Ok(()),
+        Ok(work) => tokio::task::spawn_blocking(move || work.run())
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = flushed {
         metrics::counter!(m::SPOOL_ERRORS).increment(1);
         tracing::error!(error = %e, "cannot fsync the spool");
     }
-    if let Some(seq) = window.answered_through
-        && window.persisted_through < Some(seq)
-    {
-        match spool.ack_through(seq) {
-            Ok(()) => window.persisted_through = Some(seq),
-            Err(e) => {
-                metrics::counter!(m::SPOOL_ERRORS).increment(1);
-                tracing::error!(error = %e, "cannot record acknowledgements in the spool; records may be sent again after a restart");
-            }
-        }
-    }
-    #[allow(clippy::cast_precision_loss)]
-    metrics::gauge!(m::SPOOL_BYTES).set(spool.disk_bytes() as f64);
 }
 
 /// Spools what only memory holds, syncs, and reports.
-fn finish(
+async fn finish(
     shared: &Shared,
     window: &mut Window,
     unsent: Vec<Entry>,
     acknowledged: u64,
 ) -> ShutdownReport {
-    maintain(shared, window);
+    maintain(shared, window).await;
     let mut st = shared.lock();
     st.in_flight = 0;
     let memory_only: Vec<Entry> = unsent
@@ -451,7 +462,7 @@ pub(crate) async fn run(
             });
         }
         if tasks.is_empty() && (stopping || (draining && untaken(&shared.lock()) == 0)) {
-            return finish(&shared, &mut window, unsent, acknowledged);
+            return finish(&shared, &mut window, unsent, acknowledged).await;
         }
         tokio::select! {
             Some(done) = tasks.join_next() => {
@@ -472,7 +483,7 @@ pub(crate) async fn run(
             }
             () = shared.wake.notified(), if tasks.len() < max_in_flight => {}
             _ = drain.changed() => {}
-            _ = tick.tick() => maintain(&shared, &mut window),
+            _ = tick.tick() => maintain(&shared, &mut window).await,
         }
     }
 }
