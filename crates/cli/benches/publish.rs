@@ -4,7 +4,8 @@
 //! same batches straight to the service in the same run.
 //!
 //! Run with `scripts/bench-publish` (it prepares PostgreSQL), or
-//! `cargo bench -p remaudit-cli --bench publish`. `BENCH_RECORDS` sets the count.
+//! `cargo bench -p remaudit-cli --bench publish`. `BENCH_RECORDS` sets the
+//! count; the publisher's `REMAUDIT_*` variables tune it.
 
 use std::time::{Duration, Instant};
 
@@ -149,7 +150,7 @@ async fn bench() -> anyhow::Result<()> {
     let publisher = Publisher::start(PublisherConfig {
         url: url.clone(),
         spool_dir: Some(spool.path().to_path_buf()),
-        ..PublisherConfig::default()
+        ..PublisherConfig::from_env()?
     })?;
     let batch = records("published", total);
     let t = Instant::now();
@@ -164,7 +165,7 @@ async fn bench() -> anyhow::Result<()> {
     let down = Publisher::start(PublisherConfig {
         url: "http://127.0.0.1:9".to_owned(),
         spool_dir: Some(down_spool.path().to_path_buf()),
-        ..PublisherConfig::default()
+        ..PublisherConfig::from_env()?
     })?;
     let spooled = publish_all(&down, records("spooled", total));
     let report = down.shutdown(Duration::ZERO).await;
