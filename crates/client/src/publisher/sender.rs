@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::{Entry, Shared, ShutdownReport, State};
@@ -140,6 +141,21 @@ async fn post(http: &reqwest::Client, url: &str, entries: &[Entry]) -> Sent {
     }
 }
 
+/// Resolves once shutdown has begun and its deadline has passed.
+async fn deadline_passed(drain: &mut watch::Receiver<Option<tokio::time::Instant>>) {
+    loop {
+        let deadline = *drain.borrow_and_update();
+        match deadline {
+            Some(at) => return tokio::time::sleep_until(at).await,
+            None => {
+                if drain.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+        }
+    }
+}
+
 /// Sends `entries` until every record is answered for, or `stop` fires.
 /// Returns how many records were answered for.
 async fn deliver(
@@ -159,16 +175,12 @@ async fn deliver(
             .without_max_times()
             .build();
         loop {
-            let deadline = *drain.borrow_and_update();
             let started = Instant::now();
             #[allow(clippy::cast_precision_loss)]
             metrics::histogram!(m::BATCH_RECORDS).record(part.len() as f64);
-            let sent = match deadline {
-                Some(at) => match tokio::time::timeout_at(at, post(http, url, part)).await {
-                    Ok(sent) => sent,
-                    Err(_) => return None,
-                },
-                None => post(http, url, part).await,
+            let sent = tokio::select! {
+                sent = post(http, url, part) => sent,
+                () = deadline_passed(&mut drain) => return None,
             };
             metrics::histogram!(m::PUBLISH_DURATION).record(started.elapsed().as_secs_f64());
             match sent {
@@ -203,18 +215,9 @@ async fn deliver(
                     let delay = backoff.next().unwrap_or(shared.config.max_backoff);
                     let delay = retry_after.map_or(delay, |after| after.max(delay));
                     tracing::debug!(%why, ?delay, records = part.len(), "audit batch not stored; retrying");
-                    let wake = tokio::time::Instant::now() + delay;
-                    loop {
-                        let deadline = *drain.borrow_and_update();
-                        if deadline.is_some_and(|d| d <= wake) {
-                            // Retrying would pass the shutdown deadline.
-                            tokio::time::sleep_until(deadline.unwrap_or(wake)).await;
-                            return None;
-                        }
-                        tokio::select! {
-                            () = tokio::time::sleep_until(wake) => break,
-                            _ = drain.changed() => {}
-                        }
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = deadline_passed(&mut drain) => return None,
                     }
                 }
             }
