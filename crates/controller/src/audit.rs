@@ -1,0 +1,208 @@
+//! The audit record of a phase transition, built as the design's
+//! `publishAuditRecord` builds it, plus the idempotency key and the
+//! bookkeeping that finds transitions not yet handed to the publisher.
+
+use remaudit_model::{CrdStatusSnapshot, RemediationOrchestrationAudit, ServiceCrdStatuses};
+use uuid::Uuid;
+
+use crate::crd::{
+    ChildPhase, RemediationPhase, RemediationRequest, RemediationRequestStatus, Transition,
+};
+use crate::orchestrate::{ChildView, Children, Stage};
+use crate::time::to_chrono;
+
+/// Namespace of the v5 UUIDs that name transitions (fixed for good: changing
+/// it would make replays of old transitions count twice).
+const TRANSITION_ID_NAMESPACE: Uuid = Uuid::from_u128(0x3b7e_91c4_0d52_4f6a_8a13_e6c0_5f29_d174);
+
+/// The audit `event_id` of one transition of the request with this uid: a
+/// UUID v5 over the uid, the phase entered and the transition's sequence
+/// number. Deciding the same transition again (after a crash or a lost status
+/// write) gives the same id, so the server stores it once.
+#[must_use]
+pub fn transition_event_id(uid: &str, transition: &Transition) -> Uuid {
+    let name = format!(
+        "{uid}\n{}\n{}",
+        transition.phase.as_str(),
+        transition.sequence
+    );
+    Uuid::new_v5(&TRANSITION_ID_NAMESPACE, name.as_bytes())
+}
+
+/// The transition recorded in `status` that has not been handed to the
+/// publisher yet: `lastTransition` when it differs from `lastAuditedTransition`.
+///
+/// The reconcile loop publishes it (with [`audit_record`]) before deciding
+/// anything new, then marks it with [`mark_audited`]; that is how a crash
+/// between a status write and a publish is caught up.
+#[must_use]
+pub fn unaudited_transition(status: &RemediationRequestStatus) -> Option<&Transition> {
+    status
+        .last_transition
+        .as_ref()
+        .filter(|t| status.last_audited_transition.as_ref() != Some(*t))
+}
+
+/// Records that `transition` was handed to the publisher.
+pub fn mark_audited(status: &mut RemediationRequestStatus, transition: &Transition) {
+    status.last_audited_transition = Some(transition.clone());
+}
+
+/// The audit record of `transition` of `request`.
+///
+/// `request` must carry the status the transition produced (for a fresh
+/// decision, [`crate::Decision::applied_to`]); `children` are the observed
+/// children. Fields follow the design:
+/// - fingerprint, name, namespace, `overall_phase` = the phase entered,
+///   `start_time` = the request's creation time;
+/// - child names from the status refs, and a snapshot of every observed child
+///   (phase, its creation time, `completedAt`, success = completed, error);
+/// - `completion_time` for `completed`, `failed` and `timeout`; failure fields
+///   for `failed`; timeout fields for `timeout`; the duplicate counters;
+/// - `event_time` = when the transition happened, `event_id` from
+///   [`transition_event_id`]. A request without a uid (never the case for an
+///   object read from the API server) gets no `event_id`: the server derives one.
+#[must_use]
+pub fn audit_record(
+    request: &RemediationRequest,
+    children: &Children,
+    transition: &Transition,
+) -> RemediationOrchestrationAudit {
+    let status = request.status.clone().unwrap_or_default();
+    let phase = transition.phase;
+    let start_time = request
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .and_then(to_chrono)
+        .or(status.start_time)
+        .unwrap_or(transition.time);
+    let snapshot = |stage| {
+        children
+            .view(stage)
+            .map(|child| snapshot(&child, transition))
+    };
+    let statuses = ServiceCrdStatuses {
+        remediation_processing: snapshot(Stage::Processing),
+        ai_analysis: snapshot(Stage::Analyzing),
+        workflow_execution: snapshot(Stage::Executing),
+    };
+    let child_name = |stage: Stage| stage.child_ref(&status).map(|r| r.name.clone());
+    let failed = phase == RemediationPhase::Failed;
+    let timed_out = phase == RemediationPhase::Timeout;
+
+    RemediationOrchestrationAudit {
+        alert_fingerprint: request.spec.signal_fingerprint.clone(),
+        remediation_name: request.metadata.name.clone().unwrap_or_default(),
+        namespace: request.metadata.namespace.clone(),
+        overall_phase: phase.as_str().to_owned(),
+        start_time,
+        completion_time: phase
+            .is_terminal()
+            .then(|| status.completion_time.unwrap_or(transition.time)),
+        remediation_processing_name: child_name(Stage::Processing),
+        ai_analysis_name: child_name(Stage::Analyzing),
+        workflow_execution_name: child_name(Stage::Executing),
+        // The Go client always sends the (possibly empty) object.
+        service_crd_statuses: Some(
+            serde_json::to_value(statuses).unwrap_or_else(|_| serde_json::json!({})),
+        ),
+        timeout_phase: timed_out
+            .then(|| status.timeout_phase.map(|p| p.as_str().to_owned()))
+            .flatten(),
+        timeout_time: timed_out.then(|| status.timeout_time.unwrap_or(transition.time)),
+        failure_phase: failed
+            .then(|| status.failed_phase.map(|p| p.as_str().to_owned()))
+            .flatten(),
+        failure_reason: failed.then(|| status.error_message.clone()).flatten(),
+        duplicate_count: status.duplicate_count,
+        last_duplicate_time: status.last_duplicate_time,
+        event_time: Some(transition.time),
+        event_id: request
+            .metadata
+            .uid
+            .as_deref()
+            .filter(|uid| !uid.is_empty())
+            .map(|uid| transition_event_id(uid, transition)),
+        ..RemediationOrchestrationAudit::default()
+    }
+}
+
+/// One child's snapshot. The API server always sets a creation time; a child
+/// without one (only seen in tests) is dated at the transition.
+fn snapshot(child: &ChildView<'_>, transition: &Transition) -> CrdStatusSnapshot {
+    let phase = child.phase();
+    CrdStatusSnapshot {
+        phase: phase.as_str().to_owned(),
+        start_time: child.created().unwrap_or(transition.time),
+        completion_time: child.status.and_then(|s| s.completed_at),
+        success: phase == ChildPhase::Completed,
+        error: child.error().map(str::to_owned),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, Utc};
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_764_000_000 + seconds, 0).expect("in range")
+    }
+
+    fn transition(phase: RemediationPhase, sequence: u32) -> Transition {
+        Transition {
+            phase,
+            sequence,
+            time: at(i64::from(sequence)),
+        }
+    }
+
+    #[test]
+    fn event_id_is_stable_and_ignores_the_decision_time() {
+        let t = transition(RemediationPhase::Processing, 1);
+        let later = Transition {
+            time: at(999),
+            ..t.clone()
+        };
+        assert_eq!(
+            transition_event_id("uid-1", &t),
+            transition_event_id("uid-1", &t)
+        );
+        assert_eq!(
+            transition_event_id("uid-1", &t),
+            transition_event_id("uid-1", &later),
+            "re-deciding the same transition later keeps its id"
+        );
+    }
+
+    #[test]
+    fn event_id_differs_between_transitions_and_uids() {
+        let mut ids = std::collections::HashSet::new();
+        for uid in ["uid-1", "uid-2"] {
+            for (i, phase) in RemediationPhase::ALL.into_iter().enumerate() {
+                for sequence in [1, 2] {
+                    let seq = sequence + u32::try_from(i).expect("small");
+                    assert!(
+                        ids.insert(transition_event_id(uid, &transition(phase, seq))),
+                        "{uid} {phase} {seq}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_latest_transition_is_unaudited_until_marked() {
+        let mut status = RemediationRequestStatus::default();
+        assert_eq!(unaudited_transition(&status), None);
+        let first = transition(RemediationPhase::Processing, 1);
+        status.last_transition = Some(first.clone());
+        assert_eq!(unaudited_transition(&status), Some(&first));
+        mark_audited(&mut status, &first);
+        assert_eq!(unaudited_transition(&status), None);
+        let second = transition(RemediationPhase::Analyzing, 2);
+        status.last_transition = Some(second.clone());
+        assert_eq!(unaudited_transition(&status), Some(&second));
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests of the controller's pure parts: the state machine, the
+//! audit records and the CustomResourceDefinitions.
+
+mod audit;
+mod crds;
+mod decide;
+mod helpers;
+mod props;
