@@ -12,7 +12,9 @@ use remaudit_store::PoolSettings;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+mod controller;
 mod publish;
+mod simulate;
 
 /// Used when no database URL is given: a SQLite file in the working directory.
 const DEFAULT_DATABASE_URL: &str = "sqlite://remaudit.db";
@@ -83,6 +85,13 @@ enum Command {
     /// rejected (the others still go), 3 when the deadline passed with records
     /// left in the spool. A later run with the same spool sends those first.
     Publish(publish::PublishArgs),
+    /// Simulate remediations through the orchestrator's state machine and the
+    /// publisher, against a running service; exits 0 once every record is acknowledged.
+    Simulate(simulate::SimulateArgs),
+    /// Print the CustomResourceDefinitions of the orchestrator as YAML.
+    Crdgen,
+    /// Run the remediation orchestrator (leader-elected), auditing every phase transition.
+    Controller(controller::ControllerArgs),
 }
 
 fn init_logging(format: &str) {
@@ -176,11 +185,32 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Publish(args) => publish::run(args).await,
+        Command::Simulate(args) => simulate::run(args).await,
+        Command::Controller(args) => {
+            let shutdown = CancellationToken::new();
+            tokio::spawn({
+                let shutdown = shutdown.clone();
+                async move {
+                    shutdown_signal().await;
+                    tracing::info!(
+                        "shutting down: stopping the controller, flushing audit records"
+                    );
+                    shutdown.cancel();
+                }
+            });
+            controller::run(args, shutdown).await
+        }
+        Command::Crdgen => {
+            print!("{}", remaudit_controller::try_crds_yaml()?);
+            Ok(0)
+        }
     }
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // One TLS crypto provider for kube and reqwest alike.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     init_logging(&cli.log_format);
     match run(cli).await {

@@ -1,13 +1,18 @@
-//! The remediation orchestrator's pure parts: its custom resources, the phase
-//! state machine (`decide`) and the audit record of each phase transition.
+//! The remediation orchestrator: its custom resources, the phase state
+//! machine (`decide`), the audit record of each phase transition, the
+//! reconcile loop and leader election that carry it out against the API
+//! server, and a simulation that drives it without one.
 //!
-//! Nothing here talks to the API server; the reconcile loop built on top
-//! feeds `decide` what it observes and carries out what it returns.
+//! `decide` and `audit_record` are pure; [`reconcile`] feeds `decide` what it
+//! observes and carries out what it returns.
 
 mod audit;
 mod crd;
 mod error;
+pub mod leader;
 mod orchestrate;
+pub mod reconcile;
+pub mod simulation;
 mod time;
 
 pub use audit::{audit_record, mark_audited, transition_event_id, unaudited_transition};

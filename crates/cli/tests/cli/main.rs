@@ -4,3 +4,4 @@
 mod helpers;
 mod publish;
 mod serve;
+mod simulate;

@@ -129,3 +129,22 @@ fn bad_flags_are_usage_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
 }
+
+#[test]
+fn controller_without_a_cluster_says_how_to_configure_one() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = remaudit()
+        .args(["controller", "--metrics-listen", "127.0.0.1:0"])
+        .env("HOME", home.path())
+        .env("KUBECONFIG", home.path().join("missing-kubeconfig"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no Kubernetes configuration found") && stderr.contains("KUBECONFIG"),
+        "{stderr}"
+    );
+}

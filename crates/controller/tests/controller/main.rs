@@ -5,4 +5,6 @@ mod audit;
 mod crds;
 mod decide;
 mod helpers;
+mod leader;
 mod props;
+mod reconcile;
