@@ -213,3 +213,31 @@ fn crdgen_prints_the_four_custom_resource_definitions() {
     }
     assert_eq!(yaml, remaudit_controller::crds_yaml());
 }
+
+#[test]
+fn crdgen_output_passes_kubernetes_validate_in_strict_mode() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("crds.yaml");
+    let out = remaudit().arg("crdgen").output().expect("run");
+    std::fs::write(&file, &out.stdout).expect("write");
+    let check = std::process::Command::new("kubernetes-validate")
+        .args(["-k", "1.33.0", "--strict"])
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("kubernetes-validate is needed (pip install kubernetes-validate; scripts/test installs it): {e}")
+        });
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(check.status.success(), "{report}");
+    assert_eq!(
+        report
+            .matches(" passed for resource customresourcedefinition/")
+            .count(),
+        4,
+        "{report}"
+    );
+}
