@@ -122,13 +122,17 @@ pub(crate) enum Step {
 pub(crate) fn read_header(file: &File, offset: u64, max_len: usize) -> io::Result<Step> {
     let mut bytes = [0; HEADER_LEN];
     let n = read_full_at(file, &mut bytes, offset)?;
-    Ok(if n == 0 {
-        Step::End
-    } else if n < HEADER_LEN {
-        Step::Partial
-    } else {
-        decode_header(&bytes, max_len).map_or(Step::BadHeader, Step::Header)
-    })
+    Ok(header_step(&bytes[..n], max_len))
+}
+
+/// What `bytes`, read from an offset of a segment file up to at most the
+/// file's end, show at that offset.
+pub(crate) fn header_step(bytes: &[u8], max_len: usize) -> Step {
+    match bytes.first_chunk::<HEADER_LEN>() {
+        Some(header) => decode_header(header, max_len).map_or(Step::BadHeader, Step::Header),
+        None if bytes.is_empty() => Step::End,
+        None => Step::Partial,
+    }
 }
 
 /// The state of a record's payload.
@@ -152,14 +156,24 @@ pub(crate) fn read_payload(
     out.clear();
     out.resize(header.len as usize, 0);
     let n = read_full_at(file, out, offset + HEADER_LEN as u64)?;
-    Ok(if n < out.len() {
+    out.truncate(n);
+    let state = payload_state(header, out);
+    if state == Payload::Partial {
         out.clear();
-        Payload::Partial
-    } else if payload_crc(header.seq, header.len, out) == header.crc {
-        Payload::Intact
-    } else {
-        Payload::Damaged
-    })
+    }
+    Ok(state)
+}
+
+/// The state of the payload of `header`'s record, given `bytes`: what was
+/// read from the file right after the header, up to at most the file's end.
+pub(crate) fn payload_state(header: &Header, bytes: &[u8]) -> Payload {
+    match bytes.get(..header.len as usize) {
+        None => Payload::Partial,
+        Some(payload) if payload_crc(header.seq, header.len, payload) == header.crc => {
+            Payload::Intact
+        }
+        Some(_) => Payload::Damaged,
+    }
 }
 
 /// Finds the first offset at or after `start` holding a valid header with a
