@@ -173,6 +173,27 @@ pub fn at(minutes: i64) -> DateTime<Utc> {
     base + chrono::Duration::minutes(minutes)
 }
 
+/// Runs SQL as written, through the simple-query protocol, and returns every
+/// value as text (`None` for NULL): the design's queries run unchanged and no
+/// numeric decoding is needed.
+///
+/// # Panics
+/// When the SQL fails; the message shows it.
+pub async fn text_rows(pool: &sqlx::PgPool, sql: &str) -> Vec<Vec<Option<String>>> {
+    use sqlx::Row as _;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_all(pool)
+        .await
+        .unwrap_or_else(|e| panic!("SQL failed: {e}\n{sql}"))
+        .iter()
+        .map(|row| {
+            (0..row.len())
+                .map(|i| row.try_get_unchecked::<Option<String>, _>(i).expect("text"))
+                .collect()
+        })
+        .collect()
+}
+
 /// Polls `check` until it returns `Some`, or panics after `timeout`.
 ///
 /// # Panics

@@ -9,23 +9,11 @@ use std::time::Duration;
 use remaudit_client::{Publisher, PublisherConfig};
 use remaudit_controller::RemediationPhase;
 use remaudit_controller::simulation::{self, SimulationConfig};
-use sqlx::Row as _;
 
 use crate::helpers::{Service, remaudit};
 
-/// Runs SQL as written and returns every value as text (NULL as `None`).
 async fn run_sql(pool: &sqlx::PgPool, sql: String) -> Vec<Vec<Option<String>>> {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-        .fetch_all(pool)
-        .await
-        .expect("design SQL runs")
-        .iter()
-        .map(|row| {
-            (0..row.len())
-                .map(|i| row.try_get_unchecked::<Option<String>, _>(i).expect("text"))
-                .collect()
-        })
-        .collect()
+    remaudit_testkit::text_rows(pool, &sql).await
 }
 
 #[tokio::test]

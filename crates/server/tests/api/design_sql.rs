@@ -11,7 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 use remaudit_client::AuditStorageClient;
 use remaudit_model::RemediationOrchestrationAudit;
 use serde_json::json;
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
 use crate::helpers::spawn_app;
 
@@ -101,19 +101,8 @@ async fn publish(client: &AuditStorageClient, sim: &Sim) {
     }
 }
 
-/// Runs SQL as written and returns every value as text (NULL as `None`).
-async fn run(pool: &PgPool, sql: &'static str) -> Vec<Vec<Option<String>>> {
-    sqlx::raw_sql(sql)
-        .fetch_all(pool)
-        .await
-        .unwrap_or_else(|e| panic!("design SQL failed: {e}\n{sql}"))
-        .iter()
-        .map(|row| {
-            (0..row.len())
-                .map(|i| row.try_get_unchecked::<Option<String>, _>(i).expect("text"))
-                .collect()
-        })
-        .collect()
+async fn run(pool: &PgPool, sql: &str) -> Vec<Vec<Option<String>>> {
+    remaudit_testkit::text_rows(pool, sql).await
 }
 
 fn num(v: &Option<String>) -> f64 {
