@@ -443,6 +443,45 @@ impl Spool {
         Ok(SyncWork { files, dir })
     }
 
+    /// Marks every record with seq <= `seq` acknowledged in memory and returns
+    /// the ledger write for [`AckWork::run`] to make without the lock that
+    /// guards the spool. Segments are deleted only up to the acknowledgement
+    /// the previous call recorded, so no file goes before the ledger says it
+    /// may. A failed `run` only means those records are sent again after a
+    /// restart; call [`Spool::ledger_unwritten`] so the next call writes again.
+    pub fn ack_work(&mut self, seq: u64) -> AckWork {
+        self.delete_acked_segments();
+        let seq = seq.min(self.next_seq - 1);
+        if seq > self.acked {
+            self.acked = seq;
+            while let Some(hole) = self.holes.front_mut() {
+                if hole.1 <= seq + 1 {
+                    self.holes.pop_front();
+                } else {
+                    hole.0 = hole.0.max(seq + 1);
+                    break;
+                }
+            }
+        }
+        let ledger = Ledger {
+            acked: self.acked,
+            floor: self.next_seq,
+        };
+        let write = (ledger != self.ledger).then(|| {
+            self.ledger = ledger;
+            ledger
+        });
+        AckWork {
+            dir: self.options.dir.clone(),
+            ledger: write,
+        }
+    }
+
+    /// Forgets that the ledger was written, after an [`AckWork::run`] failed.
+    pub fn ledger_unwritten(&mut self) {
+        self.ledger = Ledger { acked: 0, floor: 0 };
+    }
+
     /// Marks every record with seq <= `seq` acknowledged, persists that in
     /// the ledger, and deletes segment files holding only acknowledged
     /// records. An older `seq` than already acknowledged changes nothing;
@@ -625,6 +664,42 @@ impl Spool {
             self.dir_dirty = false;
         }
         Ok(())
+    }
+}
+
+/// A ledger write taken by [`Spool::ack_work`], to run without the spool's lock.
+#[derive(Debug)]
+pub struct AckWork {
+    dir: PathBuf,
+    ledger: Option<Ledger>,
+}
+
+impl AckWork {
+    /// Whether the ledger already says this.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.ledger.is_none()
+    }
+
+    /// Replaces the ledger durably: temp file, fsync, rename, fsync of the directory.
+    ///
+    /// # Errors
+    /// When a step fails; the old ledger then stays in place.
+    pub fn run(self) -> Result<(), SpoolError> {
+        let Some(ledger) = self.ledger else {
+            return Ok(());
+        };
+        let tmp = self.dir.join(LEDGER_TMP_FILE);
+        let mut file = File::create(&tmp).map_err(SpoolError::io("creating", tmp.clone()))?;
+        file.write_all(&format::encode_ledger(ledger))
+            .and_then(|()| file.sync_all())
+            .map_err(SpoolError::io("writing", tmp.clone()))?;
+        drop(file);
+        let path = self.dir.join(LEDGER_FILE);
+        fs::rename(&tmp, &path).map_err(SpoolError::io("replacing", path))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(SpoolError::io("syncing directory", self.dir.clone()))
     }
 }
 
@@ -1319,6 +1394,43 @@ mod tests {
             fs::read(dir.path().join("12.seg")).unwrap(),
             b"not a segment"
         );
+    }
+
+    #[test]
+    fn ack_work_records_acks_outside_the_lock_and_deletes_segments_a_round_later() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut options = SpoolOptions::new(dir.path());
+        options.segment_bytes = 64;
+        let (mut spool, _) = Spool::open(options.clone()).expect("open");
+        for i in 0..6_u8 {
+            spool.append(&[i; 40]).expect("append");
+        }
+        let segments = spool.segment_count();
+        let work = spool.ack_work(4);
+        assert!(!work.is_empty());
+        assert_eq!(spool.first_unacked(), 5);
+        assert_eq!(
+            spool.segment_count(),
+            segments,
+            "nothing deleted before the ledger is written"
+        );
+        spool.append(&[9; 40]).expect("appends go on meanwhile");
+        work.run().expect("ledger written");
+        // The ledger now also carries the higher seq floor of that append.
+        let again = spool.ack_work(4);
+        assert!(
+            spool.segment_count() < segments,
+            "acknowledged segments go on the next round"
+        );
+        again.run().expect("ledger written");
+        assert!(
+            spool.ack_work(4).is_empty(),
+            "the ledger already says all this"
+        );
+        drop(spool);
+        let (spool, recovery) = Spool::open(options).expect("reopen");
+        assert_eq!(recovery.records, 3, "records 5, 6 and 7 are left");
+        assert_eq!(spool.first_unacked(), 5);
     }
 
     #[test]

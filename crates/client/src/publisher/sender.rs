@@ -328,38 +328,43 @@ impl Window {
 /// Syncs the spool and records in its ledger what was answered for. Done on
 /// a cadence rather than per batch: the ledger write costs two fsyncs, and a
 /// crash before it only means some records are sent again (and deduplicated).
-/// The data flush runs off the lock, so `publish` is not held up by it.
+/// The flush and the ledger write run off the lock, so `publish` is not held up by them.
 async fn maintain(shared: &Shared, window: &mut Window) {
-    let work = {
+    let (ack, sync) = {
         let mut st = shared.lock();
         let Some(spool) = st.spool.as_mut() else {
             return;
         };
-        if let Some(seq) = window.answered_through
-            && window.persisted_through < Some(seq)
-        {
-            match spool.ack_through(seq) {
-                Ok(()) => window.persisted_through = Some(seq),
-                Err(e) => {
-                    metrics::counter!(m::SPOOL_ERRORS).increment(1);
-                    tracing::error!(error = %e, "cannot record acknowledgements in the spool; records may be sent again after a restart");
-                }
-            }
-        }
+        let ack = window
+            .answered_through
+            .filter(|seq| window.persisted_through < Some(*seq))
+            .map(|seq| (seq, spool.ack_work(seq)));
         #[allow(clippy::cast_precision_loss)]
         metrics::gauge!(m::SPOOL_BYTES).set(spool.disk_bytes() as f64);
-        spool.sync_work()
+        (ack, spool.sync_work())
     };
-    let flushed = match work {
-        Ok(work) if work.is_empty() => Ok(()),
-        Ok(work) => tokio::task::spawn_blocking(move || work.run())
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = flushed {
+    // Data first, then the ledger that lets it go; both off the lock.
+    let (synced, acked) = tokio::task::spawn_blocking(move || {
+        let synced = sync.and_then(crate::spool::SyncWork::run);
+        let acked = ack.map(|(seq, work)| work.run().map(|()| seq));
+        (synced, acked)
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    if let Err(e) = synced {
         metrics::counter!(m::SPOOL_ERRORS).increment(1);
         tracing::error!(error = %e, "cannot fsync the spool");
+    }
+    match acked {
+        Some(Ok(seq)) => window.persisted_through = Some(seq),
+        Some(Err(e)) => {
+            if let Some(spool) = shared.lock().spool.as_mut() {
+                spool.ledger_unwritten();
+            }
+            metrics::counter!(m::SPOOL_ERRORS).increment(1);
+            tracing::error!(error = %e, "cannot record acknowledgements in the spool; records may be sent again after a restart");
+        }
+        None => {}
     }
 }
 
