@@ -64,9 +64,8 @@ const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(5 * 60);
 /// The field manager the controller's writes are recorded under.
 pub const FIELD_MANAGER: &str = "remaudit-controller";
 
-/// Reconciles, counted by `result` (`ok` or `error`).
-pub const RECONCILES_TOTAL: &str = "remaudit_controller_reconciles_total";
-/// How long each reconcile took, in seconds.
+/// How long each reconcile took, in seconds, by `result` (`ok` or `error`);
+/// its `_count` is the number of reconciles.
 pub const RECONCILE_DURATION_SECONDS: &str = "remaudit_controller_reconcile_duration_seconds";
 /// Audit failures, counted by `reason`: `publish` (the publisher refused the
 /// record) or `mark_audited` (the `lastAuditedTransition` patch failed).
@@ -195,14 +194,10 @@ impl Context {
 }
 
 fn describe_metrics() {
-    metrics::describe_counter!(
-        RECONCILES_TOTAL,
-        "RemediationRequest reconciles, by result (ok or error)"
-    );
     metrics::describe_histogram!(
         RECONCILE_DURATION_SECONDS,
         metrics::Unit::Seconds,
-        "How long one RemediationRequest reconcile took"
+        "How long one RemediationRequest reconcile took, by result (ok or error); _count counts reconciles"
     );
     metrics::describe_counter!(
         AUDIT_FAILURES_TOTAL,
@@ -231,9 +226,9 @@ pub async fn reconcile(
 ) -> Result<Action, Error> {
     let started = Instant::now();
     let result = reconcile_request(&request, &ctx).await;
-    metrics::histogram!(RECONCILE_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
     let label = if result.is_ok() { "ok" } else { "error" };
-    metrics::counter!(RECONCILES_TOTAL, "result" => label).increment(1);
+    metrics::histogram!(RECONCILE_DURATION_SECONDS, "result" => label)
+        .record(started.elapsed().as_secs_f64());
     if result.is_ok() {
         ctx.failures().remove(&key(&request));
     }

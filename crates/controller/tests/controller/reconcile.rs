@@ -451,16 +451,19 @@ fn counters(snapshotter: &Snapshotter) -> Vec<Count> {
         .snapshot()
         .into_vec()
         .into_iter()
-        .filter_map(|(key, .., value)| match value {
-            DebugValue::Counter(n) => Some((
-                key.key().name().to_owned(),
-                key.key()
-                    .labels()
-                    .map(|l| (l.key().to_owned(), l.value().to_owned()))
-                    .collect(),
-                n,
-            )),
-            _ => None,
+        .filter_map(|(key, .., value)| {
+            let n = match value {
+                DebugValue::Counter(n) => n,
+                // A histogram counts its samples.
+                DebugValue::Histogram(samples) => samples.len() as u64,
+                DebugValue::Gauge(_) => return None,
+            };
+            let labels = key
+                .key()
+                .labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect();
+            Some((key.key().name().to_owned(), labels, n))
         })
         .collect()
 }
@@ -884,7 +887,11 @@ async fn with_the_storage_service_down_the_record_waits_in_the_spool_and_reconci
         0
     );
     assert_eq!(
-        counter(&counts, reconcile::RECONCILES_TOTAL, ("result", "ok")),
+        counter(
+            &counts,
+            reconcile::RECONCILE_DURATION_SECONDS,
+            ("result", "ok")
+        ),
         1
     );
     let report = publisher.shutdown(Duration::ZERO).await;
@@ -930,7 +937,11 @@ async fn a_publisher_that_refuses_is_counted_and_reconcile_still_succeeds() {
         1
     );
     assert_eq!(
-        counter(&counts, reconcile::RECONCILES_TOTAL, ("result", "ok")),
+        counter(
+            &counts,
+            reconcile::RECONCILE_DURATION_SECONDS,
+            ("result", "ok")
+        ),
         1
     );
 }
