@@ -81,7 +81,9 @@ async fn records_published_during_an_outage_all_arrive_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_publisher_loses_nothing_it_accepted() {
     let service = Service::start().await;
-    let slow = Proxy::start(service.url(), Fault::Slow(Duration::from_millis(100))).await;
+    // One slow batch at a time (at most 1,000 records a second), so the kill
+    // lands with most accepted records still unsent even on a loaded machine.
+    let slow = Proxy::start(service.url(), Fault::Slow(Duration::from_millis(500))).await;
     let spool = tempfile::tempdir().expect("tempdir");
     let records: Vec<_> = (0..5_000).map(|i| record("crash", i)).collect();
     let lines: Vec<String> = records
@@ -92,6 +94,7 @@ async fn a_killed_publisher_loses_nothing_it_accepted() {
     let mut child = Running(
         remaudit()
             .args(["publish", "--url", &slow.url(), "--progress", "250"])
+            .env("REMAUDIT_PUBLISHER_MAX_IN_FLIGHT", "1")
             .arg("--spool-dir")
             .arg(spool.path())
             .stdin(Stdio::piped())
