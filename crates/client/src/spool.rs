@@ -451,18 +451,7 @@ impl Spool {
     /// restart; call [`Spool::ledger_unwritten`] so the next call writes again.
     pub fn ack_work(&mut self, seq: u64) -> AckWork {
         self.delete_acked_segments();
-        let seq = seq.min(self.next_seq - 1);
-        if seq > self.acked {
-            self.acked = seq;
-            while let Some(hole) = self.holes.front_mut() {
-                if hole.1 <= seq + 1 {
-                    self.holes.pop_front();
-                } else {
-                    hole.0 = hole.0.max(seq + 1);
-                    break;
-                }
-            }
-        }
+        self.advance_ack(seq);
         let ledger = Ledger {
             acked: self.acked,
             floor: self.next_seq,
@@ -491,21 +480,30 @@ impl Spool {
     /// [`SpoolError::Io`] when the ledger cannot be written. Failing to
     /// delete a segment file is only logged; it is retried on later acks.
     pub fn ack_through(&mut self, seq: u64) -> Result<(), SpoolError> {
-        let seq = seq.min(self.next_seq - 1);
-        if seq > self.acked {
-            self.acked = seq;
-            while let Some(hole) = self.holes.front_mut() {
-                if hole.1 <= seq + 1 {
-                    self.holes.pop_front();
-                } else {
-                    hole.0 = hole.0.max(seq + 1);
-                    break;
-                }
-            }
+        if self.advance_ack(seq) {
             self.write_ledger()?;
         }
         self.delete_acked_segments();
         self.sync_dir_if_dirty()
+    }
+
+    /// Moves the acknowledgement up to `seq` (never past what was handed
+    /// out, never backwards) and drops the holes it passes; says whether it moved.
+    fn advance_ack(&mut self, seq: u64) -> bool {
+        let seq = seq.min(self.next_seq - 1);
+        if seq <= self.acked {
+            return false;
+        }
+        self.acked = seq;
+        while let Some(hole) = self.holes.front_mut() {
+            if hole.1 <= seq + 1 {
+                self.holes.pop_front();
+            } else {
+                hole.0 = hole.0.max(seq + 1);
+                break;
+            }
+        }
+        true
     }
 
     /// Sequence number of the oldest unacknowledged record (== next_seq()
@@ -639,15 +637,7 @@ impl Spool {
         if ledger == self.ledger {
             return Ok(());
         }
-        let dir = &self.options.dir;
-        let tmp = dir.join(LEDGER_TMP_FILE);
-        let mut file = File::create(&tmp).map_err(SpoolError::io("creating", tmp.clone()))?;
-        file.write_all(&format::encode_ledger(ledger))
-            .and_then(|()| file.sync_all())
-            .map_err(SpoolError::io("writing", tmp.clone()))?;
-        drop(file);
-        let path = dir.join(LEDGER_FILE);
-        fs::rename(&tmp, &path).map_err(SpoolError::io("replacing", path))?;
+        replace_ledger_file(&self.options.dir, ledger)?;
         self.ledger = ledger;
         self.dir_dirty = true;
         self.sync_dir_if_dirty()
@@ -689,14 +679,7 @@ impl AckWork {
         let Some(ledger) = self.ledger else {
             return Ok(());
         };
-        let tmp = self.dir.join(LEDGER_TMP_FILE);
-        let mut file = File::create(&tmp).map_err(SpoolError::io("creating", tmp.clone()))?;
-        file.write_all(&format::encode_ledger(ledger))
-            .and_then(|()| file.sync_all())
-            .map_err(SpoolError::io("writing", tmp.clone()))?;
-        drop(file);
-        let path = self.dir.join(LEDGER_FILE);
-        fs::rename(&tmp, &path).map_err(SpoolError::io("replacing", path))?;
+        replace_ledger_file(&self.dir, ledger)?;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(SpoolError::io("syncing directory", self.dir.clone()))
@@ -827,6 +810,19 @@ fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
 }
 
 /// Deletes a segment file; one already gone is fine.
+/// Writes `ledger` to a temp file, fsyncs it and renames it over the ledger
+/// (the caller fsyncs the directory).
+fn replace_ledger_file(dir: &Path, ledger: Ledger) -> Result<(), SpoolError> {
+    let tmp = dir.join(LEDGER_TMP_FILE);
+    let mut file = File::create(&tmp).map_err(SpoolError::io("creating", tmp.clone()))?;
+    file.write_all(&format::encode_ledger(ledger))
+        .and_then(|()| file.sync_all())
+        .map_err(SpoolError::io("writing", tmp.clone()))?;
+    drop(file);
+    let path = dir.join(LEDGER_FILE);
+    fs::rename(&tmp, &path).map_err(SpoolError::io("replacing", path))
+}
+
 fn remove_segment(dir: &Path, base: u64) -> Result<(), SpoolError> {
     let path = segment_path(dir, base);
     match fs::remove_file(&path) {
