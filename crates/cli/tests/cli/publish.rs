@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use remaudit_client::{Publisher, PublisherConfig};
 use remaudit_testkit::wait_for;
 
-use crate::helpers::{Fault, Proxy, Running, Service, free_port, metrics, record, remaudit};
+use crate::helpers::{
+    Fault, Proxy, Running, Service, free_port, metrics, output_with_stdin, record, remaudit,
+};
 
 fn config(url: String, spool: Option<&std::path::Path>) -> PublisherConfig {
     PublisherConfig {
@@ -316,20 +318,12 @@ fn publish_reports_bad_lines_by_number_and_sends_the_rest() {
         good(1),
         good(2)
     );
-    let mut child = remaudit()
-        .args(["publish", "--url", &service.url(), "--deadline", "60"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("wait");
+    let out = output_with_stdin(
+        remaudit()
+            .args(["publish", "--url", &service.url(), "--deadline", "60"])
+            .stderr(Stdio::piped()),
+        &input,
+    );
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -356,28 +350,20 @@ fn publish_leaves_the_rest_in_the_spool_at_the_deadline_and_the_next_run_sends_i
         .map(|i| serde_json::to_string(&record("deadline", i)).expect("json") + "\n")
         .collect();
     let run = |stdin: &str, deadline: &str| {
-        let mut child = remaudit()
-            .args([
-                "publish",
-                "--url",
-                &format!("http://127.0.0.1:{port}"),
-                "--deadline",
-                deadline,
-            ])
-            .arg("--spool-dir")
-            .arg(spool.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(stdin.as_bytes())
-            .expect("write");
-        child.wait_with_output().expect("wait")
+        output_with_stdin(
+            remaudit()
+                .args([
+                    "publish",
+                    "--url",
+                    &format!("http://127.0.0.1:{port}"),
+                    "--deadline",
+                    deadline,
+                ])
+                .arg("--spool-dir")
+                .arg(spool.path())
+                .stderr(Stdio::null()),
+            stdin,
+        )
     };
     let out = run(&input, "1");
     assert_eq!(out.status.code(), Some(3));
