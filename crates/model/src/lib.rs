@@ -1,7 +1,9 @@
 //! Wire and domain types of remaudit: the orchestration audit record, its
 //! validation, phase ranking and event identity. No IO lives here.
 
+pub mod analytics;
 mod audit;
+pub mod histogram;
 mod phase;
 mod validate;
 
