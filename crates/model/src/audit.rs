@@ -198,6 +198,13 @@ impl NewAudit {
     pub fn is_terminal(&self) -> bool {
         Phase::parse(&self.overall_phase).is_terminal()
     }
+
+    /// `completion_time - start_time` in microseconds, when the record has a completion time.
+    #[must_use]
+    pub fn duration_micros(&self) -> Option<i64> {
+        self.completion_time
+            .and_then(|end| (end - self.start_time).num_microseconds())
+    }
 }
 
 /// Namespace of the v5 UUIDs derived for records that carry no `event_id`.

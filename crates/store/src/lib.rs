@@ -1,11 +1,13 @@
 //! Storage of remediation audit records: the [`Store`] trait and its
 //! PostgreSQL and SQLite implementations, each with its own migrations.
 
+pub mod analytics;
 mod error;
 mod postgres;
 mod sqlite;
 mod store;
 
+pub use analytics::AnalyticsQuery;
 pub use error::StoreError;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;

@@ -5,7 +5,12 @@ use std::str::FromStr;
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
+use remaudit_model::analytics::{
+    DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport,
+};
+use crate::AnalyticsQuery;
 use chrono::{DateTime, Utc};
+use remaudit_model::histogram::duration_bin;
 use remaudit_model::{EventRecord, NewAudit, StoredAudit};
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -16,6 +21,8 @@ use crate::store::{
     SUMMARY_COLUMNS, check_schema, first_occurrences, list_sql, outcomes, page, pool_stats, redact,
 };
 use crate::{InsertOutcome, ListQuery, Page, PoolSettings, PoolStats, Store, StoreError, Timeline};
+
+mod analytics;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -124,6 +131,8 @@ struct Columns {
     last_duplicate_time: Vec<Option<DateTime<Utc>>>,
     event_time: Vec<DateTime<Utc>>,
     record: Vec<String>,
+    duration_us: Vec<Option<i64>>,
+    duration_bin: Vec<Option<i32>>,
 }
 
 impl Columns {
@@ -153,6 +162,9 @@ impl Columns {
         self.last_duplicate_time.push(r.last_duplicate_time);
         self.event_time.push(r.event_time);
         self.record.push(r.raw.to_string());
+        let duration = r.duration_micros();
+        self.duration_us.push(duration);
+        self.duration_bin.push(duration.map(duration_bin));
     }
 }
 
@@ -187,6 +199,8 @@ impl Store for PgStore {
             .bind(c.last_duplicate_time)
             .bind(c.event_time)
             .bind(c.record)
+            .bind(c.duration_us)
+            .bind(c.duration_bin)
             .fetch_all(&self.pool)
             .await?
             .into_iter()
@@ -244,6 +258,30 @@ impl Store for PgStore {
             remediation,
             events,
         }))
+    }
+
+    async fn postmortem(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
+        analytics::postmortem(&self.pool, query).await
+    }
+
+    async fn slowest(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
+        analytics::slowest(&self.pool, query).await
+    }
+
+    async fn success_rate(&self, query: &AnalyticsQuery) -> Result<SuccessRateReport, StoreError> {
+        analytics::success_rate_report(&self.pool, query).await
+    }
+
+    async fn durations(&self, query: &AnalyticsQuery) -> Result<DurationsReport, StoreError> {
+        analytics::durations_report(&self.pool, query).await
+    }
+
+    async fn failures(&self, query: &AnalyticsQuery) -> Result<FailuresReport, StoreError> {
+        analytics::failures_report(&self.pool, query).await
+    }
+
+    async fn retries(&self, query: &AnalyticsQuery) -> Result<RetriesReport, StoreError> {
+        analytics::retries_report(&self.pool, query).await
     }
 
     async fn ready(&self) -> Result<(), StoreError> {

@@ -5,7 +5,12 @@ use std::str::FromStr;
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
+use remaudit_model::analytics::{
+    DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport,
+};
+use crate::AnalyticsQuery;
 use chrono::{DateTime, Utc};
+use remaudit_model::histogram::duration_bin;
 use remaudit_model::{EventRecord, NewAudit, StoredAudit};
 use sqlx::Row;
 use sqlx::sqlite::{
@@ -21,6 +26,8 @@ use crate::store::{
 };
 use crate::{InsertOutcome, ListQuery, Page, PoolSettings, PoolStats, Store, StoreError, Timeline};
 
+mod analytics;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// When a candidate record replaces the summary row (see `supersedes` in the model).
@@ -35,17 +42,17 @@ pub(crate) fn encode_time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
-fn decode_time(s: &str) -> Result<DateTime<Utc>, sqlx::Error> {
+pub(crate) fn decode_time(s: &str) -> Result<DateTime<Utc>, sqlx::Error> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| sqlx::Error::Decode(format!("bad timestamp {s:?} in SQLite: {e}").into()))
 }
 
-fn time_column(row: &SqliteRow, column: &str) -> Result<DateTime<Utc>, sqlx::Error> {
+pub(crate) fn time_column(row: &SqliteRow, column: &str) -> Result<DateTime<Utc>, sqlx::Error> {
     decode_time(&row.try_get::<String, _>(column)?)
 }
 
-fn optional_time_column(
+pub(crate) fn optional_time_column(
     row: &SqliteRow,
     column: &str,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
@@ -55,7 +62,7 @@ fn optional_time_column(
         .transpose()
 }
 
-fn json_column(row: &SqliteRow, column: &str) -> Result<Option<serde_json::Value>, sqlx::Error> {
+pub(crate) fn json_column(row: &SqliteRow, column: &str) -> Result<Option<serde_json::Value>, sqlx::Error> {
     row.try_get::<Option<String>, _>(column)?
         .map(|s| serde_json::from_str(&s))
         .transpose()
@@ -129,11 +136,39 @@ impl SqliteStore {
                 ))
             })?;
         MIGRATOR.run(&pool).await?;
+        backfill_durations(&pool).await?;
         Ok(Self {
             pool,
             writer: Mutex::new(()),
         })
     }
+}
+
+/// Gives rows stored before durations were kept their duration and bin.
+async fn backfill_durations(pool: &SqlitePool) -> Result<(), StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, start_time, completion_time FROM remediation_audit \
+         WHERE completion_time IS NOT NULL AND duration_us IS NULL",
+    )
+    .fetch_all(pool)
+    .await?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut tx = pool.begin().await?;
+    for row in &rows {
+        let id: i64 = row.try_get("id")?;
+        let micros = (time_column(row, "completion_time")? - time_column(row, "start_time")?)
+            .num_microseconds();
+        sqlx::query("UPDATE remediation_audit SET duration_us = ?1, duration_bin = ?2 WHERE id = ?3")
+            .bind(micros)
+            .bind(micros.map(duration_bin))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 #[async_trait]
@@ -191,6 +226,8 @@ impl Store for SqliteStore {
                 .bind(r.event_id.to_string())
                 .bind(&event_time)
                 .bind(&now)
+                .bind(r.duration_micros())
+                .bind(r.duration_micros().map(duration_bin))
                 .execute(&mut *tx)
                 .await?;
         }
@@ -248,6 +285,30 @@ impl Store for SqliteStore {
             remediation,
             events,
         }))
+    }
+
+    async fn postmortem(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
+        analytics::postmortem(&self.pool, query).await
+    }
+
+    async fn slowest(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
+        analytics::slowest(&self.pool, query).await
+    }
+
+    async fn success_rate(&self, query: &AnalyticsQuery) -> Result<SuccessRateReport, StoreError> {
+        analytics::success_rate_report(&self.pool, query).await
+    }
+
+    async fn durations(&self, query: &AnalyticsQuery) -> Result<DurationsReport, StoreError> {
+        analytics::durations_report(&self.pool, query).await
+    }
+
+    async fn failures(&self, query: &AnalyticsQuery) -> Result<FailuresReport, StoreError> {
+        analytics::failures_report(&self.pool, query).await
+    }
+
+    async fn retries(&self, query: &AnalyticsQuery) -> Result<RetriesReport, StoreError> {
+        analytics::retries_report(&self.pool, query).await
     }
 
     async fn ready(&self) -> Result<(), StoreError> {

@@ -8,10 +8,14 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
+use remaudit_model::analytics::{
+    DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport,
+};
 use remaudit_model::{EventRecord, NewAudit, StoredAudit};
 
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
+use crate::analytics::AnalyticsQuery;
 use crate::{PgStore, SqliteStore, StoreError};
 
 /// What happened to one record of a write.
@@ -138,6 +142,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// One remediation by id, with its timeline.
     async fn timeline(&self, id: i64) -> Result<Option<Timeline>, StoreError>;
+
+    /// Every remediation of one alert in the window, newest first.
+    async fn postmortem(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError>;
+
+    /// The remediations that took longest, longest first.
+    async fn slowest(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError>;
+
+    /// Outcome counts and success rate, overall and, with a bucket, as a series.
+    async fn success_rate(&self, query: &AnalyticsQuery) -> Result<SuccessRateReport, StoreError>;
+
+    /// Duration figures by final phase.
+    async fn durations(&self, query: &AnalyticsQuery) -> Result<DurationsReport, StoreError>;
+
+    /// Failures and timeouts by the phase where they happened, most common first.
+    async fn failures(&self, query: &AnalyticsQuery) -> Result<FailuresReport, StoreError>;
+
+    /// Alerts remediated more than once, most attempts first.
+    async fn retries(&self, query: &AnalyticsQuery) -> Result<RetriesReport, StoreError>;
 
     /// Succeeds when the database answers and its schema is current.
     async fn ready(&self) -> Result<(), StoreError>;

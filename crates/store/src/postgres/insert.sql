@@ -12,13 +12,14 @@ WITH input AS (
         $1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int2[],
         $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::text[],
         $12::text[], $13::text[], $14::text[], $15::timestamptz[], $16::text[],
-        $17::text[], $18::int4[], $19::timestamptz[], $20::timestamptz[], $21::text[]
+        $17::text[], $18::int4[], $19::timestamptz[], $20::timestamptz[], $21::text[],
+        $22::int8[], $23::int4[]
     ) WITH ORDINALITY AS t(
         event_id, namespace, alert_fingerprint, remediation_name, overall_phase, phase_rank,
         start_time, completion_time, remediation_processing_name, ai_analysis_name,
         workflow_execution_name, kubernetes_execution_name, service_crd_statuses,
         timeout_phase, timeout_time, failure_phase, failure_reason, duplicate_count,
-        last_duplicate_time, event_time, record, ord
+        last_duplicate_time, event_time, record, duration_us, duration_bin, ord
     )
 ),
 inserted AS (
@@ -60,21 +61,22 @@ upserted AS (
         start_time, completion_time, remediation_processing_name, ai_analysis_name,
         workflow_execution_name, kubernetes_execution_name, service_crd_statuses,
         timeout_phase, timeout_time, failure_phase, failure_reason, duplicate_count,
-        last_duplicate_time, event_id, event_time
+        last_duplicate_time, event_id, event_time, duration_us, duration_bin
     )
     SELECT
         namespace, alert_fingerprint, remediation_name, overall_phase, phase_rank,
         start_time, completion_time, fill_remediation_processing_name, fill_ai_analysis_name,
         fill_workflow_execution_name, fill_kubernetes_execution_name, fill_service_crd_statuses::jsonb,
         timeout_phase, timeout_time, failure_phase, failure_reason, max_duplicate_count,
-        max_last_duplicate_time, event_id, event_time
+        max_last_duplicate_time, event_id, event_time, duration_us, duration_bin
     FROM best
     ORDER BY namespace, remediation_name, start_time
     ON CONFLICT (namespace, remediation_name, start_time) DO UPDATE SET
-        alert_fingerprint = CASE WHEN __WINS__ THEN EXCLUDED.alert_fingerprint ELSE ra.alert_fingerprint END,
         overall_phase = CASE WHEN __WINS__ THEN EXCLUDED.overall_phase ELSE ra.overall_phase END,
         phase_rank = CASE WHEN __WINS__ THEN EXCLUDED.phase_rank ELSE ra.phase_rank END,
         completion_time = CASE WHEN __WINS__ THEN COALESCE(EXCLUDED.completion_time, ra.completion_time) ELSE ra.completion_time END,
+        duration_us = CASE WHEN __WINS__ AND EXCLUDED.completion_time IS NOT NULL THEN EXCLUDED.duration_us ELSE ra.duration_us END,
+        duration_bin = CASE WHEN __WINS__ AND EXCLUDED.completion_time IS NOT NULL THEN EXCLUDED.duration_bin ELSE ra.duration_bin END,
         remediation_processing_name = CASE WHEN __WINS__ THEN COALESCE(EXCLUDED.remediation_processing_name, ra.remediation_processing_name) ELSE COALESCE(ra.remediation_processing_name, EXCLUDED.remediation_processing_name) END,
         ai_analysis_name = CASE WHEN __WINS__ THEN COALESCE(EXCLUDED.ai_analysis_name, ra.ai_analysis_name) ELSE COALESCE(ra.ai_analysis_name, EXCLUDED.ai_analysis_name) END,
         workflow_execution_name = CASE WHEN __WINS__ THEN COALESCE(EXCLUDED.workflow_execution_name, ra.workflow_execution_name) ELSE COALESCE(ra.workflow_execution_name, EXCLUDED.workflow_execution_name) END,
@@ -89,6 +91,80 @@ upserted AS (
         duplicate_count = GREATEST(ra.duplicate_count, EXCLUDED.duplicate_count),
         last_duplicate_time = GREATEST(ra.last_duplicate_time, EXCLUDED.last_duplicate_time),
         updated_at = now()
-    RETURNING 1
+    RETURNING ra.namespace, ra.remediation_name, ra.start_time, ra.alert_fingerprint,
+        ra.overall_phase, ra.phase_rank, ra.event_id, ra.duration_us, ra.duration_bin,
+        ra.failure_phase, ra.timeout_phase, (ra.xmax = 0) AS fresh
+),
+-- What this statement changed: `fresh` rows are new remediations; `finished`
+-- ones became terminal through a record of this batch (the row's event is the
+-- batch's winner, which can happen only once per remediation, since a
+-- terminal row is final and every event is stored once).
+changed AS (
+    SELECT u.*, (u.phase_rank = 9 AND u.event_id = b.event_id) AS finished
+    FROM upserted u
+    JOIN best b USING (namespace, remediation_name, start_time)
+),
+-- The rollups (see migrations/postgres/0002_analytics.sql), each upserted in
+-- key order so that concurrent batches take row locks in the same order.
+rollup_outcomes AS (
+    INSERT INTO remediation_rollup_outcomes AS r (bucket, namespace, final_phase, remediations)
+    SELECT date_trunc('hour', c.start_time, 'UTC'), s.ns, c.overall_phase, count(*)
+    FROM changed c, LATERAL (VALUES (''::varchar), (c.namespace)) AS s(ns)
+    WHERE c.finished
+    GROUP BY 2, 1, 3
+    ORDER BY 2, 1, 3
+    ON CONFLICT (namespace, bucket, final_phase) DO UPDATE SET
+        remediations = r.remediations + EXCLUDED.remediations
+),
+rollup_durations AS (
+    INSERT INTO remediation_rollup_durations AS r
+        (bucket_hours, namespace, bucket, final_phase, bin, remediations, duration_us)
+    SELECT g.hours, g.ns, g.bucket, c.overall_phase, c.duration_bin, count(*), sum(c.duration_us)
+    FROM changed c, LATERAL (VALUES
+        (1::int2, ''::varchar, date_trunc('hour', c.start_time, 'UTC')),
+        (24::int2, ''::varchar, date_trunc('day', c.start_time, 'UTC')),
+        (24::int2, c.namespace, date_trunc('day', c.start_time, 'UTC'))
+    ) AS g(hours, ns, bucket)
+    WHERE c.finished AND c.duration_bin IS NOT NULL
+    GROUP BY 1, 2, 3, 4, 5
+    ORDER BY 1, 2, 3, 4, 5
+    ON CONFLICT (bucket_hours, namespace, bucket, final_phase, bin) DO UPDATE SET
+        remediations = r.remediations + EXCLUDED.remediations,
+        duration_us = r.duration_us + EXCLUDED.duration_us
+),
+rollup_alerts AS (
+    INSERT INTO remediation_rollup_alerts AS r
+        (day, namespace, alert_fingerprint, attempts, completed, failed, timed_out, last_start)
+    SELECT date_trunc('day', c.start_time, 'UTC'), c.namespace, c.alert_fingerprint,
+        count(*) FILTER (WHERE c.fresh),
+        count(*) FILTER (WHERE c.finished AND c.overall_phase = 'completed'),
+        count(*) FILTER (WHERE c.finished AND c.overall_phase = 'failed'),
+        count(*) FILTER (WHERE c.finished AND c.overall_phase NOT IN ('completed', 'failed')),
+        max(c.start_time)
+    FROM changed c
+    WHERE c.fresh OR c.finished
+    GROUP BY 1, 2, 3
+    ORDER BY 1, 2, 3
+    ON CONFLICT (day, namespace, alert_fingerprint) DO UPDATE SET
+        attempts = r.attempts + EXCLUDED.attempts,
+        completed = r.completed + EXCLUDED.completed,
+        failed = r.failed + EXCLUDED.failed,
+        timed_out = r.timed_out + EXCLUDED.timed_out,
+        last_start = GREATEST(r.last_start, EXCLUDED.last_start)
+),
+rollup_failures AS (
+    INSERT INTO remediation_rollup_failures AS r
+        (day, outcome, phase, namespace, alert_fingerprint, failures)
+    SELECT date_trunc('day', c.start_time, 'UTC'), f.outcome, COALESCE(f.phase, ''),
+        c.namespace, c.alert_fingerprint, count(*)
+    FROM changed c, LATERAL (SELECT
+        CASE WHEN c.overall_phase = 'failed' THEN 'failed' ELSE 'timeout' END,
+        CASE WHEN c.overall_phase = 'failed' THEN c.failure_phase ELSE c.timeout_phase END
+    ) AS f(outcome, phase)
+    WHERE c.finished AND c.overall_phase <> 'completed'
+    GROUP BY 1, 2, 3, 4, 5
+    ORDER BY 1, 2, 3, 4, 5
+    ON CONFLICT (day, outcome, phase, namespace, alert_fingerprint) DO UPDATE SET
+        failures = r.failures + EXCLUDED.failures
 )
 SELECT event_id FROM inserted

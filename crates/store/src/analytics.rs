@@ -1,0 +1,451 @@
+//! Analytics shared by both backends: the query, which source answers it,
+//! and how rows (from rollups or from the remediations) become answers.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use remaudit_model::analytics::{
+    Alignment, DurationsReport, FailureGroup, OutcomeCounts, PhaseDurations, QueryEcho,
+    RemediationBrief, RetryGroup, SeriesPoint, Window,
+};
+use remaudit_model::histogram::{Histogram, RELATIVE_ERROR, percentile_cont};
+use sqlx::{Database, Encode, QueryBuilder, Type};
+
+/// Most buckets a success-rate series may have.
+pub const MAX_SERIES_BUCKETS: i64 = 5000;
+
+/// Most phases listed in a retry's progression: the latest attempts.
+pub const MAX_PROGRESSION: usize = 100;
+
+/// Distinct reasons listed per failure group.
+pub const SAMPLE_REASONS: usize = 5;
+
+/// Failures read per group to find the sample reasons.
+pub(crate) const SAMPLE_SCAN: i64 = 500;
+
+/// One analytics question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnalyticsQuery {
+    /// The remediations by `start_time`; exact when not aligned.
+    pub window: Window,
+    /// Only this namespace.
+    pub namespace: Option<String>,
+    /// Only this alert.
+    pub alert_fingerprint: Option<String>,
+    /// Most items in a list.
+    pub limit: u32,
+    /// Bucket size of a success-rate series, a whole number of hours.
+    pub bucket: Option<Duration>,
+}
+
+impl AnalyticsQuery {
+    /// A query over `window` with no filters and a limit of 20.
+    #[must_use]
+    pub fn new(window: Window) -> Self {
+        Self {
+            window,
+            namespace: None,
+            alert_fingerprint: None,
+            limit: 20,
+            bucket: None,
+        }
+    }
+
+    /// Whether percentiles and counts must come from the remediations themselves.
+    pub(crate) fn exact(&self) -> bool {
+        self.window.aligned_to == Alignment::None
+    }
+
+    /// The echo of this query, answered from `source`.
+    pub(crate) fn echo(&self, source: Source, limit: bool) -> QueryEcho {
+        QueryEcho {
+            window: self.window,
+            namespace: self.namespace.clone(),
+            alert_fingerprint: self.alert_fingerprint.clone(),
+            limit: limit.then_some(self.limit),
+            source: source.name().to_owned(),
+        }
+    }
+
+    /// The rollup namespace key: `''` stands for every namespace.
+    pub(crate) fn scope(&self) -> &str {
+        self.namespace.as_deref().unwrap_or("")
+    }
+
+    /// Whether hourly outcome rollups can answer (success rate).
+    pub(crate) fn outcomes_from_rollup(&self) -> bool {
+        !self.exact() && self.alert_fingerprint.is_none()
+    }
+
+    /// The duration rollup grain (hours per bucket) that can answer, if any.
+    pub(crate) fn durations_rollup(&self) -> Option<i16> {
+        if self.alert_fingerprint.is_some() {
+            return None;
+        }
+        match self.window.aligned_to {
+            Alignment::Day => Some(24),
+            Alignment::Hour if self.namespace.is_none() => Some(1),
+            _ => None,
+        }
+    }
+
+    /// Whether daily per-alert rollups can answer (failures, retries).
+    pub(crate) fn alerts_from_rollup(&self) -> bool {
+        self.alert_fingerprint.is_none() && self.window.aligned_to == Alignment::Day
+    }
+}
+
+/// Where an answer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Rollups kept as remediations finish.
+    Rollup,
+    /// The remediations themselves.
+    Rows,
+}
+
+impl Source {
+    /// The name echoed in answers.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Rollup => "rollup",
+            Self::Rows => "rows",
+        }
+    }
+}
+
+/// Appends the window and filters of `q` to a `WHERE` clause over `remediation_audit`.
+pub(crate) fn push_filters<DB, T>(
+    qb: &mut QueryBuilder<DB>,
+    q: &AnalyticsQuery,
+    time: impl Fn(DateTime<Utc>) -> T,
+) where
+    DB: Database,
+    DB::Arguments: Default,
+    String: for<'t> Encode<'t, DB> + Type<DB>,
+    T: for<'t> Encode<'t, DB> + Type<DB> + 'static,
+{
+    qb.push(" AND deleted_at IS NULL AND start_time >= ")
+        .push_bind(time(q.window.since))
+        .push(" AND start_time < ")
+        .push_bind(time(q.window.until));
+    if let Some(ns) = &q.namespace {
+        qb.push(" AND namespace = ").push_bind(ns.clone());
+    }
+    if let Some(fp) = &q.alert_fingerprint {
+        qb.push(" AND alert_fingerprint = ").push_bind(fp.clone());
+    }
+}
+
+/// Remediations of one hour with one outcome (`None`: still in progress).
+#[derive(Debug, Clone)]
+pub(crate) struct OutcomeRow {
+    pub hour: DateTime<Utc>,
+    pub phase: Option<String>,
+    pub count: i64,
+}
+
+fn unsigned(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// The totals and, when a bucket was asked for, the series of a success-rate answer.
+pub(crate) fn success_rate(
+    q: &AnalyticsQuery,
+    rows: &[OutcomeRow],
+) -> (OutcomeCounts, Vec<SeriesPoint>) {
+    let mut totals = OutcomeCounts::default();
+    for row in rows {
+        totals.add(row.phase.as_deref(), unsigned(row.count));
+    }
+    let Some(bucket) = q.bucket else {
+        return (totals.with_rate(), Vec::new());
+    };
+    let size = bucket.num_seconds().max(1);
+    let index = |t: DateTime<Utc>| t.timestamp().div_euclid(size);
+    let first = index(q.window.since);
+    let last = index(q.window.until - Duration::microseconds(1));
+    let mut counts = vec![OutcomeCounts::default(); usize::try_from(last - first + 1).unwrap_or(0)];
+    for row in rows {
+        let i = usize::try_from(index(row.hour) - first).unwrap_or(0);
+        if let Some(c) = counts.get_mut(i) {
+            c.add(row.phase.as_deref(), unsigned(row.count));
+        }
+    }
+    let at = |i: i64| Utc.timestamp_opt(i * size, 0).single().unwrap_or(q.window.since);
+    let series = counts
+        .into_iter()
+        .zip(first..)
+        .map(|(c, i)| SeriesPoint {
+            since: at(i).max(q.window.since),
+            until: at(i + 1).min(q.window.until),
+            counts: c.with_rate(),
+        })
+        .collect();
+    (totals.with_rate(), series)
+}
+
+/// Duration bins of one final phase, summed.
+#[derive(Debug, Clone)]
+pub(crate) struct BinRow {
+    pub phase: String,
+    pub bin: i32,
+    pub count: i64,
+    pub sum_micros: i64,
+}
+
+/// Output order of phases: the terminal ones first, then the rest by name.
+fn phase_order(phase: &str) -> (usize, String) {
+    let rank = ["completed", "failed", "timeout"]
+        .iter()
+        .position(|p| *p == phase)
+        .unwrap_or(3);
+    (rank, phase.to_owned())
+}
+
+/// Durations per final phase and overall, read off merged histograms.
+pub(crate) fn durations_from_bins(q: &AnalyticsQuery, source: Source, rows: &[BinRow]) -> DurationsReport {
+    let mut by_phase: BTreeMap<(usize, String), Histogram> = BTreeMap::new();
+    let mut all = Histogram::new();
+    for row in rows {
+        let h = by_phase.entry(phase_order(&row.phase)).or_default();
+        h.add_bin(row.bin, unsigned(row.count), i128::from(row.sum_micros));
+        all.add_bin(row.bin, unsigned(row.count), i128::from(row.sum_micros));
+    }
+    let figures = |name: String, h: &Histogram| PhaseDurations {
+        final_phase: name,
+        count: h.count(),
+        avg_seconds: h.mean_seconds().unwrap_or(0.0),
+        p50_seconds: h.quantile(0.5).unwrap_or(0.0),
+        p95_seconds: h.quantile(0.95).unwrap_or(0.0),
+        p99_seconds: h.quantile(0.99).unwrap_or(0.0),
+    };
+    let mut phases: Vec<PhaseDurations> =
+        by_phase.iter().map(|((_, name), h)| figures(name.clone(), h)).collect();
+    if all.count() > 0 {
+        phases.push(figures("all".to_owned(), &all));
+    }
+    DurationsReport {
+        query: q.echo(source, false),
+        relative_error: RELATIVE_ERROR,
+        phases,
+    }
+}
+
+/// Exact durations per final phase and overall from `(phase, micros)` rows.
+pub(crate) fn durations_from_values(q: &AnalyticsQuery, rows: Vec<(String, i64)>) -> DurationsReport {
+    let mut by_phase: BTreeMap<(usize, String), Vec<i64>> = BTreeMap::new();
+    for (phase, micros) in rows {
+        by_phase.entry(phase_order(&phase)).or_default().push(micros);
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let figures = |name: String, mut values: Vec<i64>| {
+        values.sort_unstable();
+        let seconds: Vec<f64> = values.iter().map(|&v| v as f64 / 1e6).collect();
+        let sum: i128 = values.iter().map(|&v| i128::from(v)).sum();
+        PhaseDurations {
+            final_phase: name,
+            count: values.len() as u64,
+            avg_seconds: sum as f64 / values.len() as f64 / 1e6,
+            p50_seconds: percentile_cont(&seconds, 0.5).unwrap_or(0.0),
+            p95_seconds: percentile_cont(&seconds, 0.95).unwrap_or(0.0),
+            p99_seconds: percentile_cont(&seconds, 0.99).unwrap_or(0.0),
+        }
+    };
+    let all: Vec<i64> = by_phase.values().flatten().copied().collect();
+    let mut phases: Vec<PhaseDurations> =
+        by_phase.into_iter().map(|((_, name), v)| figures(name, v)).collect();
+    if !all.is_empty() {
+        phases.push(figures("all".to_owned(), all));
+    }
+    DurationsReport {
+        query: q.echo(Source::Rows, false),
+        relative_error: 0.0,
+        phases,
+    }
+}
+
+/// Puts exact per-phase figures in the answer's order, `all` last.
+pub(crate) fn order_phases(mut phases: Vec<PhaseDurations>) -> Vec<PhaseDurations> {
+    phases.sort_by_key(|p| {
+        if p.final_phase == "all" {
+            (usize::MAX, String::new())
+        } else {
+            phase_order(&p.final_phase)
+        }
+    });
+    phases
+}
+
+/// A failure group before its sample reasons are read.
+#[derive(Debug, Clone)]
+pub(crate) struct FailureRow {
+    pub outcome: String,
+    pub phase: String,
+    pub count: i64,
+    pub unique_alerts: i64,
+}
+
+impl FailureRow {
+    /// The group, with its reasons.
+    pub(crate) fn into_group(self, sample_reasons: Vec<String>) -> FailureGroup {
+        FailureGroup {
+            outcome: self.outcome,
+            phase: (!self.phase.is_empty()).then_some(self.phase),
+            count: unsigned(self.count),
+            unique_alerts: unsigned(self.unique_alerts),
+            sample_reasons,
+        }
+    }
+}
+
+/// The first [`SAMPLE_REASONS`] distinct reasons of `reasons`, in order.
+pub(crate) fn distinct_reasons(reasons: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in reasons {
+        if out.len() == SAMPLE_REASONS {
+            break;
+        }
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// One alert's attempts in the window.
+#[derive(Debug, Clone)]
+pub(crate) struct AlertRow {
+    pub alert_fingerprint: String,
+    pub attempts: i64,
+    pub completed: i64,
+    pub failed: i64,
+    pub timed_out: i64,
+    pub last_start: DateTime<Utc>,
+}
+
+impl AlertRow {
+    /// The retry entry, with the phases of its latest attempts (newest first in `latest`).
+    pub(crate) fn into_group(self, mut latest: Vec<String>) -> RetryGroup {
+        latest.reverse();
+        let finished = self.completed + self.failed + self.timed_out;
+        RetryGroup {
+            alert_fingerprint: self.alert_fingerprint,
+            attempts: unsigned(self.attempts),
+            completed: unsigned(self.completed),
+            failed: unsigned(self.failed),
+            timed_out: unsigned(self.timed_out),
+            in_progress: unsigned(self.attempts - finished),
+            last_attempt: self.last_start,
+            eventually_successful: self.completed > 0,
+            phase_progression: latest,
+        }
+    }
+}
+
+/// Columns of a [`RemediationBrief`] in `remediation_audit`.
+pub(crate) const BRIEF_COLUMNS: &str = "id, namespace, alert_fingerprint, remediation_name, overall_phase, \
+    start_time, completion_time, duration_us, failure_phase, failure_reason, timeout_phase, timeout_time";
+
+/// The parts of a brief a backend decodes; the rest is derived.
+pub(crate) struct BriefRow {
+    pub id: i64,
+    pub namespace: String,
+    pub alert_fingerprint: String,
+    pub remediation_name: String,
+    pub overall_phase: String,
+    pub start_time: DateTime<Utc>,
+    pub completion_time: Option<DateTime<Utc>>,
+    pub duration_us: Option<i64>,
+    pub failure_phase: Option<String>,
+    pub failure_reason: Option<String>,
+    pub timeout_phase: Option<String>,
+    pub timeout_time: Option<DateTime<Utc>>,
+    pub service_crd_statuses: Option<serde_json::Value>,
+}
+
+impl From<BriefRow> for RemediationBrief {
+    #[allow(clippy::cast_precision_loss)]
+    fn from(r: BriefRow) -> Self {
+        Self {
+            id: r.id,
+            timeline: Self::timeline_path(r.id),
+            namespace: r.namespace,
+            alert_fingerprint: r.alert_fingerprint,
+            remediation_name: r.remediation_name,
+            overall_phase: r.overall_phase,
+            start_time: r.start_time,
+            completion_time: r.completion_time,
+            duration_seconds: r.duration_us.map(|us| us as f64 / 1e6),
+            failure_phase: r.failure_phase,
+            failure_reason: r.failure_reason,
+            timeout_phase: r.timeout_phase,
+            timeout_time: r.timeout_time,
+            service_crd_statuses: r.service_crd_statuses,
+        }
+    }
+}
+
+/// SQL of the raw per-group retry figures; `{where}` takes the filters.
+pub(crate) const ALERT_GROUP_SQL: &str = "SELECT alert_fingerprint, count(*) AS attempts, \
+    sum(CASE WHEN phase_rank = 9 AND overall_phase = 'completed' THEN 1 ELSE 0 END) AS completed, \
+    sum(CASE WHEN phase_rank = 9 AND overall_phase = 'failed' THEN 1 ELSE 0 END) AS failed, \
+    sum(CASE WHEN phase_rank = 9 AND overall_phase NOT IN ('completed', 'failed') THEN 1 ELSE 0 END) AS timed_out, \
+    max(start_time) AS last_start FROM remediation_audit WHERE 1 = 1";
+
+/// SQL of the raw failure groups (before filters, grouping and order).
+pub(crate) const FAILURE_GROUP_SQL: &str = "SELECT overall_phase AS outcome, \
+    COALESCE(CASE WHEN overall_phase = 'failed' THEN failure_phase ELSE timeout_phase END, '') AS phase, \
+    count(*) AS failures, count(DISTINCT alert_fingerprint) AS unique_alerts \
+    FROM remediation_audit WHERE phase_rank = 9 AND overall_phase <> 'completed'";
+
+/// Appends the condition selecting one failure group's remediations.
+pub(crate) fn push_failure_group<DB>(qb: &mut QueryBuilder<DB>, group: &FailureRow)
+where
+    DB: Database,
+    DB::Arguments: Default,
+    String: for<'t> Encode<'t, DB> + Type<DB>,
+{
+    qb.push(" AND overall_phase = ").push_bind(group.outcome.clone());
+    let column = if group.outcome == "failed" { "failure_phase" } else { "timeout_phase" };
+    if group.phase.is_empty() {
+        qb.push(format_args!(" AND {column} IS NULL"));
+    } else {
+        qb.push(format_args!(" AND {column} = ")).push_bind(group.phase.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().expect("time")
+    }
+
+    #[test]
+    fn series_buckets_cover_the_window_and_count_each_hour_once() {
+        let window = Window::new(t("2026-11-20T00:00:00Z"), t("2026-11-20T06:00:00Z"), false).unwrap();
+        let mut q = AnalyticsQuery::new(window);
+        q.bucket = Some(Duration::hours(2));
+        let rows = vec![
+            OutcomeRow { hour: t("2026-11-20T00:00:00Z"), phase: Some("completed".into()), count: 3 },
+            OutcomeRow { hour: t("2026-11-20T01:00:00Z"), phase: Some("failed".into()), count: 1 },
+            OutcomeRow { hour: t("2026-11-20T05:00:00Z"), phase: None, count: 2 },
+        ];
+        let (totals, series) = success_rate(&q, &rows);
+        assert_eq!((totals.started, totals.completed, totals.in_progress), (6, 3, 2));
+        assert_eq!(series.len(), 3);
+        assert_eq!(series[0].counts.success_rate, Some(0.75));
+        assert_eq!(series[1].counts.started, 0);
+        assert_eq!((series[2].since, series[2].until), (t("2026-11-20T04:00:00Z"), t("2026-11-20T06:00:00Z")));
+        assert_eq!(series[2].counts.in_progress, 2);
+    }
+
+    #[test]
+    fn reasons_are_distinct_and_few() {
+        let reasons = ["a", "b", "a", "c", "d", "e", "f"].map(String::from);
+        assert_eq!(distinct_reasons(reasons), ["a", "b", "c", "d", "e"]);
+    }
+}

@@ -1,0 +1,370 @@
+//! Analytics on PostgreSQL: rollups where they can answer, the remediations otherwise.
+
+use chrono::{DateTime, Utc};
+use remaudit_model::analytics::{
+    DurationsReport, FailuresReport, RemediationBrief, RemediationList, RetriesReport,
+    SuccessRateReport,
+};
+use sqlx::postgres::{PgPool, PgRow};
+use sqlx::{Postgres, QueryBuilder, Row};
+
+use crate::StoreError;
+use crate::analytics::{
+    ALERT_GROUP_SQL, AlertRow, AnalyticsQuery, BRIEF_COLUMNS, BinRow, BriefRow, FAILURE_GROUP_SQL,
+    FailureRow, MAX_PROGRESSION, OutcomeRow, SAMPLE_SCAN, Source, distinct_reasons,
+    durations_from_bins, order_phases, push_failure_group, push_filters, success_rate,
+};
+use remaudit_model::analytics::PhaseDurations;
+
+type Qb = QueryBuilder<Postgres>;
+
+fn filtered(head: &str, q: &AnalyticsQuery) -> Qb {
+    let mut qb = QueryBuilder::new(head.to_owned());
+    push_filters(&mut qb, q, |t| t);
+    qb
+}
+
+fn brief(row: &PgRow, with_statuses: bool) -> Result<BriefRow, sqlx::Error> {
+    Ok(BriefRow {
+        id: row.try_get("id")?,
+        namespace: row.try_get("namespace")?,
+        alert_fingerprint: row.try_get("alert_fingerprint")?,
+        remediation_name: row.try_get("remediation_name")?,
+        overall_phase: row.try_get("overall_phase")?,
+        start_time: row.try_get("start_time")?,
+        completion_time: row.try_get("completion_time")?,
+        duration_us: row.try_get("duration_us")?,
+        failure_phase: row.try_get("failure_phase")?,
+        failure_reason: row.try_get("failure_reason")?,
+        timeout_phase: row.try_get("timeout_phase")?,
+        timeout_time: row.try_get("timeout_time")?,
+        service_crd_statuses: if with_statuses {
+            row.try_get("service_crd_statuses")?
+        } else {
+            None
+        },
+    })
+}
+
+fn alert_row(row: &PgRow) -> Result<AlertRow, sqlx::Error> {
+    Ok(AlertRow {
+        alert_fingerprint: row.try_get("alert_fingerprint")?,
+        attempts: row.try_get("attempts")?,
+        completed: row.try_get("completed")?,
+        failed: row.try_get("failed")?,
+        timed_out: row.try_get("timed_out")?,
+        last_start: row.try_get("last_start")?,
+    })
+}
+
+async fn briefs(pool: &PgPool, mut qb: Qb, statuses: bool) -> Result<Vec<RemediationBrief>, StoreError> {
+    let rows = qb.build().fetch_all(pool).await?;
+    Ok(rows
+        .iter()
+        .map(|r| brief(r, statuses).map(RemediationBrief::from))
+        .collect::<Result<_, _>>()?)
+}
+
+pub(crate) async fn postmortem(pool: &PgPool, q: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
+    let mut qb = filtered(&format!("SELECT {BRIEF_COLUMNS} FROM remediation_audit WHERE 1 = 1"), q);
+    qb.push(" ORDER BY start_time DESC, id DESC LIMIT ").push_bind(i64::from(q.limit));
+    Ok(RemediationList {
+        query: q.echo(Source::Rows, true),
+        items: briefs(pool, qb, false).await?,
+    })
+}
+
+pub(crate) async fn slowest(pool: &PgPool, q: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
+    let mut qb = filtered(
+        &format!(
+            "SELECT {BRIEF_COLUMNS}, service_crd_statuses FROM remediation_audit WHERE duration_us IS NOT NULL"
+        ),
+        q,
+    );
+    qb.push(" ORDER BY duration_us DESC, start_time DESC, id DESC LIMIT ")
+        .push_bind(i64::from(q.limit));
+    Ok(RemediationList {
+        query: q.echo(Source::Rows, true),
+        items: briefs(pool, qb, true).await?,
+    })
+}
+
+fn outcome_rows(rows: &[PgRow]) -> Result<Vec<OutcomeRow>, sqlx::Error> {
+    rows.iter()
+        .map(|r| {
+            Ok(OutcomeRow {
+                hour: r.try_get("hour")?,
+                phase: r.try_get("phase")?,
+                count: r.try_get("n")?,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn success_rate_report(
+    pool: &PgPool,
+    q: &AnalyticsQuery,
+) -> Result<SuccessRateReport, StoreError> {
+    let (source, rows) = if q.outcomes_from_rollup() {
+        let mut finished: Qb = QueryBuilder::new(
+            "SELECT bucket AS hour, final_phase AS phase, remediations AS n \
+             FROM remediation_rollup_outcomes WHERE namespace = ",
+        );
+        finished
+            .push_bind(q.scope().to_owned())
+            .push(" AND bucket >= ")
+            .push_bind(q.window.since)
+            .push(" AND bucket < ")
+            .push_bind(q.window.until);
+        let mut running = filtered(
+            "SELECT date_trunc('hour', start_time, 'UTC') AS hour, NULL::text AS phase, count(*) AS n \
+             FROM remediation_audit WHERE phase_rank < 9",
+            q,
+        );
+        running.push(" GROUP BY 1");
+        let mut rows = outcome_rows(&finished.build().fetch_all(pool).await?)?;
+        rows.extend(outcome_rows(&running.build().fetch_all(pool).await?)?);
+        (Source::Rollup, rows)
+    } else {
+        let mut qb = filtered(
+            "SELECT date_trunc('hour', start_time, 'UTC') AS hour, \
+             CASE WHEN phase_rank = 9 THEN overall_phase END AS phase, count(*) AS n \
+             FROM remediation_audit WHERE 1 = 1",
+            q,
+        );
+        qb.push(" GROUP BY 1, 2");
+        (Source::Rows, outcome_rows(&qb.build().fetch_all(pool).await?)?)
+    };
+    let (totals, series) = success_rate(q, &rows);
+    Ok(SuccessRateReport {
+        query: q.echo(source, false),
+        totals,
+        bucket_seconds: q.bucket.map(|b| b.num_seconds()),
+        series,
+    })
+}
+
+pub(crate) async fn durations_report(
+    pool: &PgPool,
+    q: &AnalyticsQuery,
+) -> Result<DurationsReport, StoreError> {
+    if q.exact() {
+        let mut qb = filtered(
+            "SELECT COALESCE(overall_phase, 'all') AS phase, count(*) AS n, \
+             (avg(duration_us) / 1e6)::float8 AS avg, \
+             percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_us) / 1e6 AS p50, \
+             percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_us) / 1e6 AS p95, \
+             percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_us) / 1e6 AS p99 \
+             FROM remediation_audit WHERE phase_rank = 9 AND duration_us IS NOT NULL",
+            q,
+        );
+        qb.push(" GROUP BY GROUPING SETS ((overall_phase), ())");
+        let phases = qb
+            .build()
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(PhaseDurations {
+                    final_phase: r.try_get("phase")?,
+                    count: u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0),
+                    avg_seconds: r.try_get::<Option<f64>, _>("avg")?.unwrap_or(0.0),
+                    p50_seconds: r.try_get::<Option<f64>, _>("p50")?.unwrap_or(0.0),
+                    p95_seconds: r.try_get::<Option<f64>, _>("p95")?.unwrap_or(0.0),
+                    p99_seconds: r.try_get::<Option<f64>, _>("p99")?.unwrap_or(0.0),
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?
+            .into_iter()
+            .filter(|p| p.count > 0)
+            .collect();
+        return Ok(DurationsReport {
+            query: q.echo(Source::Rows, false),
+            relative_error: 0.0,
+            phases: order_phases(phases),
+        });
+    }
+    let (source, mut qb) = if let Some(hours) = q.durations_rollup() {
+        let mut qb: Qb = QueryBuilder::new(
+            "SELECT final_phase AS phase, bin, sum(remediations)::int8 AS n, sum(duration_us)::int8 AS total \
+             FROM remediation_rollup_durations WHERE bucket_hours = ",
+        );
+        qb.push_bind(hours)
+            .push(" AND namespace = ")
+            .push_bind(q.scope().to_owned())
+            .push(" AND bucket >= ")
+            .push_bind(q.window.since)
+            .push(" AND bucket < ")
+            .push_bind(q.window.until);
+        (Source::Rollup, qb)
+    } else {
+        let qb = filtered(
+            "SELECT overall_phase AS phase, duration_bin AS bin, count(*) AS n, sum(duration_us)::int8 AS total \
+             FROM remediation_audit WHERE phase_rank = 9 AND duration_bin IS NOT NULL",
+            q,
+        );
+        (Source::Rows, qb)
+    };
+    qb.push(" GROUP BY 1, 2");
+    let rows = qb
+        .build()
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(BinRow {
+                phase: r.try_get("phase")?,
+                bin: r.try_get("bin")?,
+                count: r.try_get("n")?,
+                sum_micros: r.try_get("total")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(durations_from_bins(q, source, &rows))
+}
+
+pub(crate) async fn failures_report(
+    pool: &PgPool,
+    q: &AnalyticsQuery,
+) -> Result<FailuresReport, StoreError> {
+    let (source, mut qb) = if q.alerts_from_rollup() {
+        let mut qb: Qb = QueryBuilder::new(
+            "SELECT outcome, phase, sum(failures)::int8 AS failures, \
+             count(DISTINCT alert_fingerprint) AS unique_alerts \
+             FROM remediation_rollup_failures WHERE day >= ",
+        );
+        qb.push_bind(q.window.since)
+            .push(" AND day < ")
+            .push_bind(q.window.until);
+        if let Some(ns) = &q.namespace {
+            qb.push(" AND namespace = ").push_bind(ns.clone());
+        }
+        (Source::Rollup, qb)
+    } else {
+        (Source::Rows, filtered(FAILURE_GROUP_SQL, q))
+    };
+    qb.push(" GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT ")
+        .push_bind(i64::from(q.limit));
+    let groups = qb
+        .build()
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(FailureRow {
+                outcome: r.try_get("outcome")?,
+                phase: r.try_get("phase")?,
+                count: r.try_get("failures")?,
+                unique_alerts: r.try_get("unique_alerts")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let mut items = Vec::with_capacity(groups.len());
+    for group in groups {
+        let mut qb = filtered(
+            "SELECT substr(failure_reason, 1, 100) AS reason FROM remediation_audit \
+             WHERE failure_reason IS NOT NULL",
+            q,
+        );
+        push_failure_group(&mut qb, &group);
+        qb.push(" ORDER BY start_time DESC, id DESC LIMIT ").push_bind(SAMPLE_SCAN);
+        let reasons: Vec<String> = qb
+            .build_query_scalar()
+            .fetch_all(pool)
+            .await?;
+        items.push(group.into_group(distinct_reasons(reasons)));
+    }
+    Ok(FailuresReport {
+        query: q.echo(source, true),
+        items,
+    })
+}
+
+pub(crate) async fn retries_report(
+    pool: &PgPool,
+    q: &AnalyticsQuery,
+) -> Result<RetriesReport, StoreError> {
+    let (source, mut qb) = if q.alerts_from_rollup() {
+        let mut qb: Qb = QueryBuilder::new(
+            "WITH g AS (SELECT alert_fingerprint, sum(attempts)::int8 AS attempts, \
+             sum(completed)::int8 AS completed, sum(failed)::int8 AS failed, \
+             sum(timed_out)::int8 AS timed_out, max(last_start) AS last_start \
+             FROM remediation_rollup_alerts WHERE day >= ",
+        );
+        qb.push_bind(q.window.since)
+            .push(" AND day < ")
+            .push_bind(q.window.until);
+        if let Some(ns) = &q.namespace {
+            qb.push(" AND namespace = ").push_bind(ns.clone());
+        }
+        (Source::Rollup, qb)
+    } else {
+        let mut qb = QueryBuilder::new(format!("WITH g AS ({ALERT_GROUP_SQL}"));
+        push_filters(&mut qb, q, |t| t);
+        (Source::Rows, qb)
+    };
+    // One pass over the groups gives the totals (on every row) and the top list.
+    qb.push(
+        " GROUP BY alert_fingerprint), \
+         totals AS (SELECT count(*) AS alerts, count(*) FILTER (WHERE attempts > 1) AS retried, \
+         COALESCE(sum(attempts), 0)::int8 AS total FROM g), \
+         top AS (SELECT * FROM g WHERE attempts > 1 \
+         ORDER BY attempts DESC, last_start DESC, alert_fingerprint LIMIT ",
+    )
+    .push_bind(i64::from(q.limit))
+    .push(
+        ") SELECT totals.*, top.alert_fingerprint, top.attempts::int8, top.completed::int8, \
+         top.failed::int8, top.timed_out::int8, top.last_start \
+         FROM totals LEFT JOIN top ON true \
+         ORDER BY top.attempts DESC, top.last_start DESC, top.alert_fingerprint",
+    );
+    let rows = qb.build().fetch_all(pool).await?;
+    let total = |column: &str| -> Result<u64, sqlx::Error> {
+        Ok(match rows.first() {
+            Some(r) => u64::try_from(r.try_get::<i64, _>(column)?).unwrap_or(0),
+            None => 0,
+        })
+    };
+    let (alerts, alerts_retried, attempts) = (total("alerts")?, total("retried")?, total("total")?);
+    let mut groups = Vec::new();
+    for r in &rows {
+        if r.try_get::<Option<String>, _>("alert_fingerprint")?.is_some() {
+            groups.push(alert_row(r)?);
+        }
+    }
+    let fingerprints: Vec<String> = groups.iter().map(|g| g.alert_fingerprint.clone()).collect();
+    let mut latest: Qb = QueryBuilder::new("SELECT f.fp, p.overall_phase FROM unnest(");
+    latest
+        .push_bind(fingerprints)
+        .push("::text[]) AS f(fp), LATERAL (SELECT overall_phase FROM remediation_audit WHERE alert_fingerprint = f.fp");
+    let unfiltered = AnalyticsQuery {
+        alert_fingerprint: None,
+        ..q.clone()
+    };
+    push_filters(&mut latest, &unfiltered, |t: DateTime<Utc>| t);
+    latest
+        .push(" ORDER BY start_time DESC, id DESC LIMIT ")
+        .push_bind(i64::try_from(MAX_PROGRESSION).unwrap_or(100))
+        .push(") AS p");
+    let mut phases: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+    for r in latest.build().fetch_all(pool).await? {
+        phases
+            .entry(r.try_get("fp")?)
+            .or_default()
+            .push(r.try_get("overall_phase")?);
+    }
+    let items = groups
+        .into_iter()
+        .map(|g| {
+            let latest = phases.remove(&g.alert_fingerprint).unwrap_or_default();
+            g.into_group(latest)
+        })
+        .collect();
+    Ok(RetriesReport {
+        query: q.echo(source, true),
+        alerts,
+        alerts_retried,
+        attempts,
+        items,
+    })
+}
