@@ -3,7 +3,7 @@
 use utoipa::OpenApi;
 
 use crate::error::Problem;
-use crate::routes::{audit, health};
+use crate::routes::{analytics, audit, health};
 
 /// remaudit's OpenAPI 3.1 document.
 #[derive(OpenApi)]
@@ -17,6 +17,12 @@ use crate::routes::{audit, health};
         audit::create_batch,
         audit::list,
         audit::get,
+        analytics::postmortem,
+        analytics::success_rate,
+        analytics::durations,
+        analytics::slowest,
+        analytics::failures,
+        analytics::retries,
         health::healthz,
         health::readyz,
         health::metrics,
@@ -24,6 +30,7 @@ use crate::routes::{audit, health};
     components(schemas(Problem, remaudit_model::FieldError, remaudit_model::CrdStatusSnapshot)),
     tags(
         (name = "audit", description = "Store and read remediation audit records"),
+        (name = "analytics", description = "Post-mortems, success rates, durations, failures and retries"),
         (name = "health", description = "Liveness, readiness and metrics"),
     )
 )]

@@ -1,4 +1,5 @@
 //! HTTP routes, one module per resource.
 
+pub(crate) mod analytics;
 pub(crate) mod audit;
 pub(crate) mod health;

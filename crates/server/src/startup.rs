@@ -17,7 +17,7 @@ use utoipa::OpenApi;
 
 use crate::error::ApiError;
 use crate::openapi::ApiDoc;
-use crate::routes::{audit, health};
+use crate::routes::{analytics, audit, health};
 use crate::settings::ServerSettings;
 use crate::telemetry;
 
@@ -83,6 +83,21 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/audit/remediation-orchestration/{id}",
             get(audit::get),
         )
+        .route(
+            "/api/v1/audit/analytics/postmortem",
+            get(analytics::postmortem),
+        )
+        .route(
+            "/api/v1/audit/analytics/success-rate",
+            get(analytics::success_rate),
+        )
+        .route(
+            "/api/v1/audit/analytics/durations",
+            get(analytics::durations),
+        )
+        .route("/api/v1/audit/analytics/slowest", get(analytics::slowest))
+        .route("/api/v1/audit/analytics/failures", get(analytics::failures))
+        .route("/api/v1/audit/analytics/retries", get(analytics::retries))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

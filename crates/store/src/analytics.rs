@@ -173,7 +173,11 @@ pub(crate) fn success_rate(
             c.add(row.phase.as_deref(), unsigned(row.count));
         }
     }
-    let at = |i: i64| Utc.timestamp_opt(i * size, 0).single().unwrap_or(q.window.since);
+    let at = |i: i64| {
+        Utc.timestamp_opt(i * size, 0)
+            .single()
+            .unwrap_or(q.window.since)
+    };
     let series = counts
         .into_iter()
         .zip(first..)
@@ -205,7 +209,11 @@ fn phase_order(phase: &str) -> (usize, String) {
 }
 
 /// Durations per final phase and overall, read off merged histograms.
-pub(crate) fn durations_from_bins(q: &AnalyticsQuery, source: Source, rows: &[BinRow]) -> DurationsReport {
+pub(crate) fn durations_from_bins(
+    q: &AnalyticsQuery,
+    source: Source,
+    rows: &[BinRow],
+) -> DurationsReport {
     let mut by_phase: BTreeMap<(usize, String), Histogram> = BTreeMap::new();
     let mut all = Histogram::new();
     for row in rows {
@@ -221,8 +229,10 @@ pub(crate) fn durations_from_bins(q: &AnalyticsQuery, source: Source, rows: &[Bi
         p95_seconds: h.quantile(0.95).unwrap_or(0.0),
         p99_seconds: h.quantile(0.99).unwrap_or(0.0),
     };
-    let mut phases: Vec<PhaseDurations> =
-        by_phase.iter().map(|((_, name), h)| figures(name.clone(), h)).collect();
+    let mut phases: Vec<PhaseDurations> = by_phase
+        .iter()
+        .map(|((_, name), h)| figures(name.clone(), h))
+        .collect();
     if all.count() > 0 {
         phases.push(figures("all".to_owned(), &all));
     }
@@ -234,10 +244,16 @@ pub(crate) fn durations_from_bins(q: &AnalyticsQuery, source: Source, rows: &[Bi
 }
 
 /// Exact durations per final phase and overall from `(phase, micros)` rows.
-pub(crate) fn durations_from_values(q: &AnalyticsQuery, rows: Vec<(String, i64)>) -> DurationsReport {
+pub(crate) fn durations_from_values(
+    q: &AnalyticsQuery,
+    rows: Vec<(String, i64)>,
+) -> DurationsReport {
     let mut by_phase: BTreeMap<(usize, String), Vec<i64>> = BTreeMap::new();
     for (phase, micros) in rows {
-        by_phase.entry(phase_order(&phase)).or_default().push(micros);
+        by_phase
+            .entry(phase_order(&phase))
+            .or_default()
+            .push(micros);
     }
     #[allow(clippy::cast_precision_loss)]
     let figures = |name: String, mut values: Vec<i64>| {
@@ -254,8 +270,10 @@ pub(crate) fn durations_from_values(q: &AnalyticsQuery, rows: Vec<(String, i64)>
         }
     };
     let all: Vec<i64> = by_phase.values().flatten().copied().collect();
-    let mut phases: Vec<PhaseDurations> =
-        by_phase.into_iter().map(|((_, name), v)| figures(name, v)).collect();
+    let mut phases: Vec<PhaseDurations> = by_phase
+        .into_iter()
+        .map(|((_, name), v)| figures(name, v))
+        .collect();
     if !all.is_empty() {
         phases.push(figures("all".to_owned(), all));
     }
@@ -407,12 +425,18 @@ where
     DB::Arguments: Default,
     String: for<'t> Encode<'t, DB> + Type<DB>,
 {
-    qb.push(" AND overall_phase = ").push_bind(group.outcome.clone());
-    let column = if group.outcome == "failed" { "failure_phase" } else { "timeout_phase" };
+    qb.push(" AND overall_phase = ")
+        .push_bind(group.outcome.clone());
+    let column = if group.outcome == "failed" {
+        "failure_phase"
+    } else {
+        "timeout_phase"
+    };
     if group.phase.is_empty() {
         qb.push(format_args!(" AND {column} IS NULL"));
     } else {
-        qb.push(format_args!(" AND {column} = ")).push_bind(group.phase.clone());
+        qb.push(format_args!(" AND {column} = "))
+            .push_bind(group.phase.clone());
     }
 }
 
@@ -426,20 +450,39 @@ mod tests {
 
     #[test]
     fn series_buckets_cover_the_window_and_count_each_hour_once() {
-        let window = Window::new(t("2026-11-20T00:00:00Z"), t("2026-11-20T06:00:00Z"), false).unwrap();
+        let window =
+            Window::new(t("2026-11-20T00:00:00Z"), t("2026-11-20T06:00:00Z"), false).unwrap();
         let mut q = AnalyticsQuery::new(window);
         q.bucket = Some(Duration::hours(2));
         let rows = vec![
-            OutcomeRow { hour: t("2026-11-20T00:00:00Z"), phase: Some("completed".into()), count: 3 },
-            OutcomeRow { hour: t("2026-11-20T01:00:00Z"), phase: Some("failed".into()), count: 1 },
-            OutcomeRow { hour: t("2026-11-20T05:00:00Z"), phase: None, count: 2 },
+            OutcomeRow {
+                hour: t("2026-11-20T00:00:00Z"),
+                phase: Some("completed".into()),
+                count: 3,
+            },
+            OutcomeRow {
+                hour: t("2026-11-20T01:00:00Z"),
+                phase: Some("failed".into()),
+                count: 1,
+            },
+            OutcomeRow {
+                hour: t("2026-11-20T05:00:00Z"),
+                phase: None,
+                count: 2,
+            },
         ];
         let (totals, series) = success_rate(&q, &rows);
-        assert_eq!((totals.started, totals.completed, totals.in_progress), (6, 3, 2));
+        assert_eq!(
+            (totals.started, totals.completed, totals.in_progress),
+            (6, 3, 2)
+        );
         assert_eq!(series.len(), 3);
         assert_eq!(series[0].counts.success_rate, Some(0.75));
         assert_eq!(series[1].counts.started, 0);
-        assert_eq!((series[2].since, series[2].until), (t("2026-11-20T04:00:00Z"), t("2026-11-20T06:00:00Z")));
+        assert_eq!(
+            (series[2].since, series[2].until),
+            (t("2026-11-20T04:00:00Z"), t("2026-11-20T06:00:00Z"))
+        );
         assert_eq!(series[2].counts.in_progress, 2);
     }
 

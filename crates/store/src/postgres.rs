@@ -4,12 +4,12 @@ use std::collections::HashSet;
 use std::str::FromStr;
 use std::sync::LazyLock;
 
+use crate::AnalyticsQuery;
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use remaudit_model::analytics::{
     DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport,
 };
-use crate::AnalyticsQuery;
-use chrono::{DateTime, Utc};
 use remaudit_model::histogram::duration_bin;
 use remaudit_model::{EventRecord, NewAudit, StoredAudit};
 use sqlx::Row;

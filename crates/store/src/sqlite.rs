@@ -4,12 +4,12 @@
 use std::str::FromStr;
 use std::sync::LazyLock;
 
+use crate::AnalyticsQuery;
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use remaudit_model::analytics::{
     DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport,
 };
-use crate::AnalyticsQuery;
-use chrono::{DateTime, Utc};
 use remaudit_model::histogram::duration_bin;
 use remaudit_model::{EventRecord, NewAudit, StoredAudit};
 use sqlx::Row;
@@ -62,7 +62,10 @@ pub(crate) fn optional_time_column(
         .transpose()
 }
 
-pub(crate) fn json_column(row: &SqliteRow, column: &str) -> Result<Option<serde_json::Value>, sqlx::Error> {
+pub(crate) fn json_column(
+    row: &SqliteRow,
+    column: &str,
+) -> Result<Option<serde_json::Value>, sqlx::Error> {
     row.try_get::<Option<String>, _>(column)?
         .map(|s| serde_json::from_str(&s))
         .transpose()
@@ -160,12 +163,14 @@ async fn backfill_durations(pool: &SqlitePool) -> Result<(), StoreError> {
         let id: i64 = row.try_get("id")?;
         let micros = (time_column(row, "completion_time")? - time_column(row, "start_time")?)
             .num_microseconds();
-        sqlx::query("UPDATE remediation_audit SET duration_us = ?1, duration_bin = ?2 WHERE id = ?3")
-            .bind(micros)
-            .bind(micros.map(duration_bin))
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE remediation_audit SET duration_us = ?1, duration_bin = ?2 WHERE id = ?3",
+        )
+        .bind(micros)
+        .bind(micros.map(duration_bin))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     Ok(())

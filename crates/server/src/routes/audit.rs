@@ -123,7 +123,7 @@ pub struct ListParams {
     cursor: Option<String>,
 }
 
-fn time_param(
+pub(crate) fn time_param(
     field: &str,
     value: Option<&str>,
     errors: &mut Vec<FieldError>,

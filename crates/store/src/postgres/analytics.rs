@@ -57,7 +57,11 @@ fn alert_row(row: &PgRow) -> Result<AlertRow, sqlx::Error> {
     })
 }
 
-async fn briefs(pool: &PgPool, mut qb: Qb, statuses: bool) -> Result<Vec<RemediationBrief>, StoreError> {
+async fn briefs(
+    pool: &PgPool,
+    mut qb: Qb,
+    statuses: bool,
+) -> Result<Vec<RemediationBrief>, StoreError> {
     let rows = qb.build().fetch_all(pool).await?;
     Ok(rows
         .iter()
@@ -65,16 +69,26 @@ async fn briefs(pool: &PgPool, mut qb: Qb, statuses: bool) -> Result<Vec<Remedia
         .collect::<Result<_, _>>()?)
 }
 
-pub(crate) async fn postmortem(pool: &PgPool, q: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
-    let mut qb = filtered(&format!("SELECT {BRIEF_COLUMNS} FROM remediation_audit WHERE 1 = 1"), q);
-    qb.push(" ORDER BY start_time DESC, id DESC LIMIT ").push_bind(i64::from(q.limit));
+pub(crate) async fn postmortem(
+    pool: &PgPool,
+    q: &AnalyticsQuery,
+) -> Result<RemediationList, StoreError> {
+    let mut qb = filtered(
+        &format!("SELECT {BRIEF_COLUMNS} FROM remediation_audit WHERE 1 = 1"),
+        q,
+    );
+    qb.push(" ORDER BY start_time DESC, id DESC LIMIT ")
+        .push_bind(i64::from(q.limit));
     Ok(RemediationList {
         query: q.echo(Source::Rows, true),
         items: briefs(pool, qb, false).await?,
     })
 }
 
-pub(crate) async fn slowest(pool: &PgPool, q: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
+pub(crate) async fn slowest(
+    pool: &PgPool,
+    q: &AnalyticsQuery,
+) -> Result<RemediationList, StoreError> {
     let mut qb = filtered(
         &format!(
             "SELECT {BRIEF_COLUMNS}, service_crd_statuses FROM remediation_audit WHERE duration_us IS NOT NULL"
@@ -133,7 +147,10 @@ pub(crate) async fn success_rate_report(
             q,
         );
         qb.push(" GROUP BY 1, 2");
-        (Source::Rows, outcome_rows(&qb.build().fetch_all(pool).await?)?)
+        (
+            Source::Rows,
+            outcome_rows(&qb.build().fetch_all(pool).await?)?,
+        )
     };
     let (totals, series) = success_rate(q, &rows);
     Ok(SuccessRateReport {
@@ -267,11 +284,9 @@ pub(crate) async fn failures_report(
             q,
         );
         push_failure_group(&mut qb, &group);
-        qb.push(" ORDER BY start_time DESC, id DESC LIMIT ").push_bind(SAMPLE_SCAN);
-        let reasons: Vec<String> = qb
-            .build_query_scalar()
-            .fetch_all(pool)
-            .await?;
+        qb.push(" ORDER BY start_time DESC, id DESC LIMIT ")
+            .push_bind(SAMPLE_SCAN);
+        let reasons: Vec<String> = qb.build_query_scalar().fetch_all(pool).await?;
         items.push(group.into_group(distinct_reasons(reasons)));
     }
     Ok(FailuresReport {
@@ -328,7 +343,9 @@ pub(crate) async fn retries_report(
     let (alerts, alerts_retried, attempts) = (total("alerts")?, total("retried")?, total("total")?);
     let mut groups = Vec::new();
     for r in &rows {
-        if r.try_get::<Option<String>, _>("alert_fingerprint")?.is_some() {
+        if r.try_get::<Option<String>, _>("alert_fingerprint")?
+            .is_some()
+        {
             groups.push(alert_row(r)?);
         }
     }
@@ -346,7 +363,8 @@ pub(crate) async fn retries_report(
         .push(" ORDER BY start_time DESC, id DESC LIMIT ")
         .push_bind(i64::try_from(MAX_PROGRESSION).unwrap_or(100))
         .push(") AS p");
-    let mut phases: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+    let mut phases: std::collections::HashMap<String, Vec<String>> =
+        std::collections::HashMap::new();
     for r in latest.build().fetch_all(pool).await? {
         phases
             .entry(r.try_get("fp")?)

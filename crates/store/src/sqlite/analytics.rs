@@ -47,7 +47,11 @@ fn brief(row: &SqliteRow, with_statuses: bool) -> Result<BriefRow, sqlx::Error> 
     })
 }
 
-async fn briefs(pool: &SqlitePool, mut qb: Qb, statuses: bool) -> Result<Vec<RemediationBrief>, StoreError> {
+async fn briefs(
+    pool: &SqlitePool,
+    mut qb: Qb,
+    statuses: bool,
+) -> Result<Vec<RemediationBrief>, StoreError> {
     let rows = qb.build().fetch_all(pool).await?;
     Ok(rows
         .iter()
@@ -55,16 +59,26 @@ async fn briefs(pool: &SqlitePool, mut qb: Qb, statuses: bool) -> Result<Vec<Rem
         .collect::<Result<_, _>>()?)
 }
 
-pub(crate) async fn postmortem(pool: &SqlitePool, q: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
-    let mut qb = filtered(&format!("SELECT {BRIEF_COLUMNS} FROM remediation_audit WHERE 1 = 1"), q);
-    qb.push(" ORDER BY start_time DESC, id DESC LIMIT ").push_bind(i64::from(q.limit));
+pub(crate) async fn postmortem(
+    pool: &SqlitePool,
+    q: &AnalyticsQuery,
+) -> Result<RemediationList, StoreError> {
+    let mut qb = filtered(
+        &format!("SELECT {BRIEF_COLUMNS} FROM remediation_audit WHERE 1 = 1"),
+        q,
+    );
+    qb.push(" ORDER BY start_time DESC, id DESC LIMIT ")
+        .push_bind(i64::from(q.limit));
     Ok(RemediationList {
         query: q.echo(Source::Rows, true),
         items: briefs(pool, qb, false).await?,
     })
 }
 
-pub(crate) async fn slowest(pool: &SqlitePool, q: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
+pub(crate) async fn slowest(
+    pool: &SqlitePool,
+    q: &AnalyticsQuery,
+) -> Result<RemediationList, StoreError> {
     let mut qb = filtered(
         &format!(
             "SELECT {BRIEF_COLUMNS}, service_crd_statuses FROM remediation_audit WHERE duration_us IS NOT NULL"
@@ -183,7 +197,8 @@ pub(crate) async fn failures_report(
             q,
         );
         push_failure_group(&mut qb, &group);
-        qb.push(" ORDER BY start_time DESC, id DESC LIMIT ").push_bind(SAMPLE_SCAN);
+        qb.push(" ORDER BY start_time DESC, id DESC LIMIT ")
+            .push_bind(SAMPLE_SCAN);
         let reasons: Vec<String> = qb.build_query_scalar().fetch_all(pool).await?;
         items.push(group.into_group(distinct_reasons(reasons)));
     }
@@ -239,7 +254,10 @@ pub(crate) async fn retries_report(
             alert_fingerprint: Some(group.alert_fingerprint.clone()),
             ..q.clone()
         };
-        let mut qb = filtered("SELECT overall_phase FROM remediation_audit WHERE 1 = 1", &one);
+        let mut qb = filtered(
+            "SELECT overall_phase FROM remediation_audit WHERE 1 = 1",
+            &one,
+        );
         qb.push(" ORDER BY start_time DESC, id DESC LIMIT ")
             .push_bind(i64::try_from(MAX_PROGRESSION).unwrap_or(100));
         let latest: Vec<String> = qb.build_query_scalar().fetch_all(pool).await?;

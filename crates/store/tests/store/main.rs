@@ -1,5 +1,6 @@
 //! The store conformance suite: every case runs against PostgreSQL and SQLite.
 
+mod analytics;
 mod cases;
 
 /// Generates one test per case and backend.
@@ -13,6 +14,16 @@ macro_rules! conformance {
                     crate::cases::$case(db.store().await).await;
                 }
             )*
+            #[tokio::test]
+            async fn analytics_answers_match_the_generated_truth() {
+                let db = remaudit_testkit::PgDb::create().await;
+                crate::analytics::analytics_answers_match_the_generated_truth(db.store().await).await;
+            }
+            #[tokio::test]
+            async fn analytics_of_an_empty_store_are_empty() {
+                let db = remaudit_testkit::PgDb::create().await;
+                crate::analytics::analytics_of_an_empty_store_are_empty(db.store().await).await;
+            }
         }
         mod sqlite {
             $(
@@ -22,6 +33,16 @@ macro_rules! conformance {
                     crate::cases::$case(db.store().await).await;
                 }
             )*
+            #[tokio::test]
+            async fn analytics_answers_match_the_generated_truth() {
+                let db = remaudit_testkit::SqliteDb::create();
+                crate::analytics::analytics_answers_match_the_generated_truth(db.store().await).await;
+            }
+            #[tokio::test]
+            async fn analytics_of_an_empty_store_are_empty() {
+                let db = remaudit_testkit::SqliteDb::create();
+                crate::analytics::analytics_of_an_empty_store_are_empty(db.store().await).await;
+            }
         }
     };
 }
@@ -38,3 +59,144 @@ conformance!(
     sql_metacharacters_are_stored_verbatim,
     fresh_store_is_ready,
 );
+
+/// Checks that only PostgreSQL's rollups need.
+mod rollups {
+    use remaudit_model::histogram::duration_bin;
+    use remaudit_testkit::{PgDb, SqliteDb, text_rows};
+    use serde_json::Value;
+
+    use crate::analytics::{generate, load, questions};
+
+    const ROLLUPS: [&str; 4] = [
+        "SELECT * FROM remediation_rollup_outcomes ORDER BY 1, 2, 3",
+        "SELECT * FROM remediation_rollup_durations ORDER BY 1, 2, 3, 4, 5",
+        "SELECT * FROM remediation_rollup_alerts ORDER BY 1, 2, 3",
+        "SELECT * FROM remediation_rollup_failures ORDER BY 1, 2, 3, 4, 5",
+    ];
+
+    #[tokio::test]
+    async fn rollups_kept_on_write_equal_a_rebuild_from_the_rows() {
+        let db = PgDb::create().await;
+        let store = db.store().await;
+        load(&*store, &generate(5, 700)).await;
+        let pool = db.pool().await;
+        let mut kept = Vec::new();
+        for sql in ROLLUPS {
+            let rows = text_rows(&pool, sql).await;
+            assert!(!rows.is_empty(), "{sql} is empty");
+            kept.push(rows);
+        }
+        text_rows(&pool, "SELECT remaudit_rebuild_rollups()").await;
+        for (sql, before) in ROLLUPS.iter().zip(kept) {
+            assert_eq!(text_rows(&pool, sql).await, before, "{sql}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_sql_bin_function_agrees_with_the_model() {
+        let db = PgDb::create().await;
+        let _migrated = db.store().await;
+        let pool = db.pool().await;
+        let mut micros: Vec<i64> = vec![0, 999, 1_000, 1_001, 1_000_000, 3_600_000_000];
+        let mut x = 1_000.0_f64;
+        while x < 1e13 {
+            micros.extend([x as i64 - 1, x as i64, x as i64 + 1]);
+            x *= 1.003_7;
+        }
+        let list = micros
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let rows = text_rows(&pool, &format!("SELECT remaudit_duration_bin(m) FROM unnest(ARRAY[{list}]::int8[]) WITH ORDINALITY AS t(m, o) ORDER BY o")).await;
+        for (m, row) in micros.iter().zip(rows) {
+            assert_eq!(
+                row[0].as_deref(),
+                Some(duration_bin(*m).to_string().as_str()),
+                "{m} µs"
+            );
+        }
+    }
+
+    /// Everything but the source, which differs by design.
+    fn essence<T: serde::Serialize>(report: &T) -> Value {
+        let mut v = serde_json::to_value(report).expect("json");
+        v["query"]["source"] = Value::Null;
+        v
+    }
+
+    /// Equal, but for the last bits of floating point: exact percentiles are
+    /// computed by PostgreSQL on one side and in Rust on the other.
+    fn same(a: &Value, b: &Value) -> bool {
+        match (a, b) {
+            (Value::Number(x), Value::Number(y)) => {
+                let (x, y) = (
+                    x.as_f64().unwrap_or(f64::NAN),
+                    y.as_f64().unwrap_or(f64::NAN),
+                );
+                (x - y).abs() <= 1e-12 * x.abs().max(y.abs()).max(1.0)
+            }
+            (Value::Array(x), Value::Array(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y))
+            }
+            (Value::Object(x), Value::Object(y)) => {
+                x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+            }
+            _ => a == b,
+        }
+    }
+
+    #[tokio::test]
+    async fn both_backends_give_the_same_answers() {
+        let truths = generate(9, 800);
+        let (pg, lite) = (PgDb::create().await, SqliteDb::create());
+        let (pg, lite) = (pg.store().await, lite.store().await);
+        load(&*pg, &truths).await;
+        load(&*lite, &truths).await;
+        for q in questions(&truths) {
+            let ids_free = |mut v: Value| {
+                for item in v["items"].as_array_mut().into_iter().flatten() {
+                    item["id"] = Value::Null;
+                    item["timeline"] = Value::Null;
+                }
+                v
+            };
+            assert!(
+                same(
+                    &essence(&pg.success_rate(&q).await.unwrap()),
+                    &essence(&lite.success_rate(&q).await.unwrap())
+                ),
+                "{q:?}"
+            );
+            assert!(
+                same(
+                    &essence(&pg.durations(&q).await.unwrap()),
+                    &essence(&lite.durations(&q).await.unwrap())
+                ),
+                "{q:?}"
+            );
+            assert!(
+                same(
+                    &ids_free(essence(&pg.slowest(&q).await.unwrap())),
+                    &ids_free(essence(&lite.slowest(&q).await.unwrap()))
+                ),
+                "{q:?}"
+            );
+            assert!(
+                same(
+                    &essence(&pg.failures(&q).await.unwrap()),
+                    &essence(&lite.failures(&q).await.unwrap())
+                ),
+                "{q:?}"
+            );
+            assert!(
+                same(
+                    &essence(&pg.retries(&q).await.unwrap()),
+                    &essence(&lite.retries(&q).await.unwrap())
+                ),
+                "{q:?}"
+            );
+        }
+    }
+}

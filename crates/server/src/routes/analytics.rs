@@ -1,0 +1,365 @@
+//! `/api/v1/audit/analytics/…`: the post-mortem and analytics questions.
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use chrono::{DateTime, Duration, Utc};
+use remaudit_model::FieldError;
+use remaudit_model::analytics::{
+    DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport, Window,
+    WindowError, parse_window,
+};
+use remaudit_store::AnalyticsQuery;
+use remaudit_store::analytics::MAX_SERIES_BUCKETS;
+use serde::Deserialize;
+use tracing::instrument;
+use utoipa::IntoParams;
+
+use crate::error::ApiError;
+use crate::routes::audit::{MAX_PAGE, time_param};
+use crate::startup::AppState;
+
+/// The window, filters and options every analytics endpoint takes.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AnalyticsParams {
+    /// Start of the window (RFC 3339), on `start_time`.
+    since: Option<String>,
+    /// End of the window (RFC 3339, excluded); default now.
+    until: Option<String>,
+    /// Length of the window, such as `24h`, `7d` or `2w` (units m, h, d, w); with `since` or `until`, or alone (ending now). At most 90 days.
+    window: Option<String>,
+    /// Only this namespace.
+    namespace: Option<String>,
+    /// Only this alert (required by the post-mortem).
+    alert_fingerprint: Option<String>,
+    /// `true` to compute from the remediations with the exact window and exact percentiles (slower); by default windows are aligned to hours (days from 48 h on) and rollups answer.
+    exact: Option<String>,
+    /// Most items listed, 1 to 1000 (lists only).
+    limit: Option<String>,
+    /// Series bucket size, a whole number of hours such as `1h` or `1d` (success rate only).
+    bucket: Option<String>,
+}
+
+/// What one endpoint takes beyond the window.
+struct Spec {
+    default_window: Duration,
+    limit: Option<u32>,
+    bucket: bool,
+    requires_fingerprint: bool,
+}
+
+impl Spec {
+    const fn summary() -> Self {
+        Self {
+            default_window: Duration::days(7),
+            limit: None,
+            bucket: false,
+            requires_fingerprint: false,
+        }
+    }
+
+    const fn list(limit: u32) -> Self {
+        Self {
+            limit: Some(limit),
+            ..Self::summary()
+        }
+    }
+}
+
+fn text_param(
+    field: &str,
+    value: Option<String>,
+    max: usize,
+    errors: &mut Vec<FieldError>,
+) -> Option<String> {
+    let value = value?;
+    if value.is_empty() || value.chars().count() > max || value.chars().any(char::is_control) {
+        errors.push(FieldError::new(
+            field,
+            "text",
+            format!("must be 1 to {max} characters without control characters"),
+        ));
+        return None;
+    }
+    Some(value)
+}
+
+fn length_param(
+    field: &str,
+    value: Option<&str>,
+    errors: &mut Vec<FieldError>,
+) -> Option<Duration> {
+    match parse_window(value?) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            errors.push(FieldError::new(field, "duration", e.to_string()));
+            None
+        }
+    }
+}
+
+fn unexpected(field: &str, given: bool, errors: &mut Vec<FieldError>) {
+    if given {
+        errors.push(FieldError::new(
+            field,
+            "unexpected",
+            "is not a parameter of this endpoint",
+        ));
+    }
+}
+
+/// The ends of the window the parameters ask for.
+fn ends(
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    window: Option<Duration>,
+    default: Duration,
+    now: DateTime<Utc>,
+    errors: &mut Vec<FieldError>,
+) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    Some(match (since, until, window) {
+        (Some(_), Some(_), Some(_)) => {
+            errors.push(FieldError::new(
+                "window",
+                "conflict",
+                "give at most two of since, until and window",
+            ));
+            return None;
+        }
+        (Some(s), Some(u), None) => (s, u),
+        (Some(s), None, w) => (s, w.map_or(now, |w| s + w)),
+        (None, Some(u), w) => (u - w.unwrap_or(default), u),
+        (None, None, w) => (now - w.unwrap_or(default), now),
+    })
+}
+
+impl AnalyticsParams {
+    fn into_query(self, spec: &Spec, now: DateTime<Utc>) -> Result<AnalyticsQuery, ApiError> {
+        let mut errors = Vec::new();
+        let since = time_param("since", self.since.as_deref(), &mut errors);
+        let until = time_param("until", self.until.as_deref(), &mut errors);
+        let length = length_param("window", self.window.as_deref(), &mut errors);
+        let exact = match self.exact.as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                errors.push(FieldError::new(
+                    "exact",
+                    "boolean",
+                    format!("must be true or false, got {other:?}"),
+                ));
+                false
+            }
+        };
+        let namespace = text_param("namespace", self.namespace, 63, &mut errors);
+        let alert_fingerprint =
+            text_param("alert_fingerprint", self.alert_fingerprint, 64, &mut errors);
+        if spec.requires_fingerprint
+            && alert_fingerprint.is_none()
+            && !errors.iter().any(|e| e.field == "alert_fingerprint")
+        {
+            errors.push(FieldError::new(
+                "alert_fingerprint",
+                "required",
+                "is required",
+            ));
+        }
+        let limit = match (spec.limit, self.limit.as_deref()) {
+            (None, given) => {
+                unexpected("limit", given.is_some(), &mut errors);
+                0
+            }
+            (Some(default), None) => default,
+            (Some(default), Some(text)) => match text.parse::<u32>() {
+                Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+                _ => {
+                    errors.push(FieldError::new(
+                        "limit",
+                        "range",
+                        format!("must be a whole number from 1 to {MAX_PAGE}, got {text:?}"),
+                    ));
+                    default
+                }
+            },
+        };
+        if !spec.bucket {
+            unexpected("bucket", self.bucket.is_some(), &mut errors);
+        }
+        let bucket = length_param("bucket", self.bucket.as_deref(), &mut errors);
+        let window =
+            ends(since, until, length, spec.default_window, now, &mut errors).and_then(|(s, u)| {
+                match Window::new(s, u, exact) {
+                    Ok(w) => Some(w),
+                    Err(e) => {
+                        let (field, rule) = match e {
+                            WindowError::Reversed { .. } => ("since", "before_until"),
+                            WindowError::TooLong(_) => ("window", "max_retention"),
+                            WindowError::Syntax(_) => ("window", "duration"),
+                        };
+                        errors.push(FieldError::new(field, rule, e.to_string()));
+                        None
+                    }
+                }
+            });
+        if let (Some(b), Some(w)) = (bucket, window) {
+            if b.num_seconds() % 3600 != 0 {
+                errors.push(FieldError::new(
+                    "bucket",
+                    "whole_hours",
+                    "must be a whole number of hours, such as 1h, 6h or 1d",
+                ));
+            } else if (w.until - w.since).num_seconds() / b.num_seconds() > MAX_SERIES_BUCKETS {
+                errors.push(FieldError::new(
+                    "bucket",
+                    "max_buckets",
+                    format!("gives more than {MAX_SERIES_BUCKETS} buckets over this window; choose a larger bucket"),
+                ));
+            }
+        }
+        match window {
+            Some(window) if errors.is_empty() => Ok(AnalyticsQuery {
+                window,
+                namespace,
+                alert_fingerprint,
+                limit,
+                bucket,
+            }),
+            _ => Err(ApiError::InvalidQuery(errors)),
+        }
+    }
+}
+
+fn parse(
+    params: Result<Query<AnalyticsParams>, QueryRejection>,
+    spec: &Spec,
+) -> Result<AnalyticsQuery, ApiError> {
+    let Query(params) = params
+        .map_err(|e| ApiError::InvalidQuery(vec![FieldError::new("", "query", e.body_text())]))?;
+    params.into_query(spec, Utc::now())
+}
+
+macro_rules! endpoint {
+    ($name:ident, $path:literal, $summary:literal, $body:ty, $spec:expr, $method:ident) => {
+        #[doc = $summary]
+        #[utoipa::path(
+            get,
+            path = $path,
+            tag = "analytics",
+            params(AnalyticsParams),
+            responses(
+                (status = 200, description = $summary, body = $body),
+                (status = 400, description = "Invalid window, filter or limit", body = crate::error::Problem, content_type = "application/problem+json"),
+                (status = 503, description = "Database unavailable", body = crate::error::Problem, content_type = "application/problem+json"),
+            )
+        )]
+        #[instrument(skip_all)]
+        pub(crate) async fn $name(
+            State(state): State<AppState>,
+            params: Result<Query<AnalyticsParams>, QueryRejection>,
+        ) -> Result<Json<$body>, ApiError> {
+            let query = parse(params, &$spec)?;
+            let report = state
+                .store
+                .$method(&query)
+                .await
+                .map_err(|e| ApiError::from_store(&e, state.settings.retry_after))?;
+            Ok(Json(report))
+        }
+    };
+}
+
+endpoint!(
+    postmortem,
+    "/api/v1/audit/analytics/postmortem",
+    "Every remediation of one alert in the window, newest first, with durations, failure details and timeline links.",
+    RemediationList,
+    Spec {
+        default_window: Duration::days(90),
+        requires_fingerprint: true,
+        ..Spec::list(10)
+    },
+    postmortem
+);
+endpoint!(
+    success_rate,
+    "/api/v1/audit/analytics/success-rate",
+    "Remediations started in the window by outcome, and completed ÷ finished; with `bucket`, also as a series.",
+    SuccessRateReport,
+    Spec {
+        bucket: true,
+        ..Spec::summary()
+    },
+    success_rate
+);
+endpoint!(
+    durations,
+    "/api/v1/audit/analytics/durations",
+    "Count, mean, p50, p95 and p99 of durations by final phase.",
+    DurationsReport,
+    Spec::summary(),
+    durations
+);
+endpoint!(
+    slowest,
+    "/api/v1/audit/analytics/slowest",
+    "The remediations that took longest, longest first.",
+    RemediationList,
+    Spec::list(20),
+    slowest
+);
+endpoint!(
+    failures,
+    "/api/v1/audit/analytics/failures",
+    "Failures and timeouts by the phase where they happened, with affected alerts and sample reasons.",
+    FailuresReport,
+    Spec::list(20),
+    failures
+);
+endpoint!(
+    retries,
+    "/api/v1/audit/analytics/retries",
+    "Alerts remediated more than once, most attempts first, with their outcomes.",
+    RetriesReport,
+    Spec::list(20),
+    retries
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(params: AnalyticsParams, spec: &Spec) -> Result<AnalyticsQuery, Vec<FieldError>> {
+        let now = "2026-11-30T12:34:56Z".parse().expect("time");
+        params.into_query(spec, now).map_err(|e| e.problem().errors)
+    }
+
+    #[test]
+    fn defaults_cover_the_last_week_aligned_to_days() {
+        let q = query(AnalyticsParams::default(), &Spec::summary()).expect("valid");
+        assert_eq!(
+            q.window.since,
+            "2026-11-23T00:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        assert_eq!(
+            q.window.until,
+            "2026-12-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+    }
+
+    #[test]
+    fn limit_and_bucket_belong_to_their_endpoints() {
+        let params = AnalyticsParams {
+            limit: Some("5".into()),
+            bucket: Some("1h".into()),
+            ..AnalyticsParams::default()
+        };
+        let errors = query(params, &Spec::summary()).expect_err("invalid");
+        let fields: Vec<_> = errors
+            .iter()
+            .map(|e| (e.field.as_str(), e.rule.as_str()))
+            .collect();
+        assert_eq!(fields, [("limit", "unexpected"), ("bucket", "unexpected")]);
+    }
+}
