@@ -1,5 +1,6 @@
 //! The HTTP API over real loopback sockets, against PostgreSQL and SQLite.
 
+mod analytics;
 mod design_sql;
 mod helpers;
 mod ingest;

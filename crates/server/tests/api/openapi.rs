@@ -23,6 +23,12 @@ async fn served_document_is_the_generated_one() {
         "/api/v1/audit/remediation-orchestration/batch",
         "/api/v1/audit/remediation-orchestration/{id}",
         "/readyz",
+        "/api/v1/audit/analytics/postmortem",
+        "/api/v1/audit/analytics/success-rate",
+        "/api/v1/audit/analytics/durations",
+        "/api/v1/audit/analytics/slowest",
+        "/api/v1/audit/analytics/failures",
+        "/api/v1/audit/analytics/retries",
     ] {
         assert!(
             served.body["paths"].get(path).is_some(),

@@ -5,7 +5,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use remaudit_model::NewAudit;
-use remaudit_store::{InsertOutcome, ListQuery, Page, PoolStats, Store, StoreError, Timeline};
+use remaudit_model::analytics::{
+    DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport,
+};
+use remaudit_store::{
+    AnalyticsQuery, InsertOutcome, ListQuery, Page, PoolStats, Store, StoreError, Timeline,
+};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::helpers::{go_record, spawn_app};
@@ -29,6 +34,24 @@ impl Store for GatedStore {
     }
     async fn timeline(&self, id: i64) -> Result<Option<Timeline>, StoreError> {
         self.inner.timeline(id).await
+    }
+    async fn postmortem(&self, q: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
+        self.inner.postmortem(q).await
+    }
+    async fn slowest(&self, q: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
+        self.inner.slowest(q).await
+    }
+    async fn success_rate(&self, q: &AnalyticsQuery) -> Result<SuccessRateReport, StoreError> {
+        self.inner.success_rate(q).await
+    }
+    async fn durations(&self, q: &AnalyticsQuery) -> Result<DurationsReport, StoreError> {
+        self.inner.durations(q).await
+    }
+    async fn failures(&self, q: &AnalyticsQuery) -> Result<FailuresReport, StoreError> {
+        self.inner.failures(q).await
+    }
+    async fn retries(&self, q: &AnalyticsQuery) -> Result<RetriesReport, StoreError> {
+        self.inner.retries(q).await
     }
     async fn ready(&self) -> Result<(), StoreError> {
         self.inner.ready().await
