@@ -199,4 +199,48 @@ mod rollups {
             );
         }
     }
+
+    #[tokio::test]
+    async fn rollup_percentiles_are_within_the_stated_error_of_percentile_cont() {
+        use remaudit_model::analytics::Window;
+        use remaudit_model::histogram::RELATIVE_ERROR;
+        let truths = generate(11, 900);
+        let db = PgDb::create().await;
+        let store = db.store().await;
+        load(&*store, &truths).await;
+        let mut compared = 0;
+        for q in questions(&truths) {
+            let approx = store.durations(&q).await.expect("rollup");
+            if approx.query.source != "rollup" {
+                continue;
+            }
+            let exact_window = Window::new(q.window.since, q.window.until, true).expect("window");
+            let exact = store
+                .durations(&remaudit_store::AnalyticsQuery {
+                    window: exact_window,
+                    ..q.clone()
+                })
+                .await
+                .expect("exact");
+            assert_eq!(exact.query.source, "rows");
+            assert_eq!(approx.phases.len(), exact.phases.len());
+            for (a, e) in approx.phases.iter().zip(&exact.phases) {
+                assert_eq!((&a.final_phase, a.count), (&e.final_phase, e.count));
+                assert!((a.avg_seconds - e.avg_seconds).abs() <= 1e-9 * e.avg_seconds);
+                for (x, y) in [
+                    (a.p50_seconds, e.p50_seconds),
+                    (a.p95_seconds, e.p95_seconds),
+                    (a.p99_seconds, e.p99_seconds),
+                ] {
+                    assert!(
+                        (x - y).abs() <= RELATIVE_ERROR * y * (1.0 + 1e-9),
+                        "{}: {x} vs PERCENTILE_CONT {y}",
+                        a.final_phase
+                    );
+                }
+                compared += 1;
+            }
+        }
+        assert!(compared >= 8, "rollups answered {compared} phase figures");
+    }
 }
