@@ -14,6 +14,7 @@ use tracing_subscriber::EnvFilter;
 
 mod controller;
 mod publish;
+mod query;
 mod simulate;
 
 /// Used when no database URL is given: a SQLite file in the working directory.
@@ -92,6 +93,9 @@ enum Command {
     Crdgen,
     /// Run the remediation orchestrator (leader-elected), auditing every phase transition.
     Controller(controller::ControllerArgs),
+    /// Ask a running service analytics questions (post-mortems, success rates,
+    /// durations, failures, retries, timelines).
+    Query(query::QueryArgs),
 }
 
 fn init_logging(format: &str) {
@@ -186,6 +190,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Publish(args) => publish::run(args).await,
         Command::Simulate(args) => simulate::run(args).await,
+        Command::Query(args) => query::run(args).await,
         Command::Controller(args) => {
             let shutdown = CancellationToken::new();
             tokio::spawn({

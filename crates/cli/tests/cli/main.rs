@@ -3,5 +3,6 @@
 
 mod helpers;
 mod publish;
+mod query;
 mod serve;
 mod simulate;
