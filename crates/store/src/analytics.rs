@@ -21,7 +21,7 @@ pub const MAX_PROGRESSION: usize = 100;
 pub const SAMPLE_REASONS: usize = 5;
 
 /// Failures read per group to find the sample reasons.
-pub(crate) const SAMPLE_SCAN: i64 = 500;
+const SAMPLE_SCAN: i64 = 500;
 
 /// One analytics question.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +136,143 @@ pub(crate) fn push_filters<DB, T>(
     if let Some(fp) = &q.alert_fingerprint {
         qb.push(" AND alert_fingerprint = ").push_bind(fp.clone());
     }
+}
+
+/// A query over `remediation_audit` that starts with `head` (which ends in a
+/// `WHERE` condition) and adds the window and filters of `q`.
+pub(crate) fn filtered<DB, T>(
+    head: &str,
+    q: &AnalyticsQuery,
+    time: impl Fn(DateTime<Utc>) -> T,
+) -> QueryBuilder<DB>
+where
+    DB: Database,
+    DB::Arguments: Default,
+    String: for<'t> Encode<'t, DB> + Type<DB>,
+    T: for<'t> Encode<'t, DB> + Type<DB> + 'static,
+{
+    let mut qb = QueryBuilder::new(head.to_owned());
+    push_filters(&mut qb, q, time);
+    qb
+}
+
+/// The post-mortem list: one alert's remediations, newest first.
+pub(crate) fn postmortem_sql<DB, T>(
+    q: &AnalyticsQuery,
+    time: impl Fn(DateTime<Utc>) -> T,
+) -> QueryBuilder<DB>
+where
+    DB: Database,
+    DB::Arguments: Default,
+    String: for<'t> Encode<'t, DB> + Type<DB>,
+    i64: for<'t> Encode<'t, DB> + Type<DB>,
+    T: for<'t> Encode<'t, DB> + Type<DB> + 'static,
+{
+    let mut qb = filtered(
+        &format!("SELECT {BRIEF_COLUMNS} FROM remediation_audit WHERE 1 = 1"),
+        q,
+        time,
+    );
+    qb.push(" ORDER BY start_time DESC, id DESC LIMIT ")
+        .push_bind(i64::from(q.limit));
+    qb
+}
+
+/// The slowest list: finished remediations by duration, longest first.
+pub(crate) fn slowest_sql<DB, T>(
+    q: &AnalyticsQuery,
+    time: impl Fn(DateTime<Utc>) -> T,
+) -> QueryBuilder<DB>
+where
+    DB: Database,
+    DB::Arguments: Default,
+    String: for<'t> Encode<'t, DB> + Type<DB>,
+    i64: for<'t> Encode<'t, DB> + Type<DB>,
+    T: for<'t> Encode<'t, DB> + Type<DB> + 'static,
+{
+    let mut qb = filtered(
+        &format!(
+            "SELECT {BRIEF_COLUMNS}, service_crd_statuses FROM remediation_audit WHERE duration_us IS NOT NULL"
+        ),
+        q,
+        time,
+    );
+    qb.push(" ORDER BY duration_us DESC, start_time DESC, id DESC LIMIT ")
+        .push_bind(i64::from(q.limit));
+    qb
+}
+
+/// Failure groups computed from the remediations, most common first.
+pub(crate) fn failure_groups_sql<DB, T>(
+    q: &AnalyticsQuery,
+    time: impl Fn(DateTime<Utc>) -> T,
+) -> QueryBuilder<DB>
+where
+    DB: Database,
+    DB::Arguments: Default,
+    String: for<'t> Encode<'t, DB> + Type<DB>,
+    i64: for<'t> Encode<'t, DB> + Type<DB>,
+    T: for<'t> Encode<'t, DB> + Type<DB> + 'static,
+{
+    let mut qb = filtered(FAILURE_GROUP_SQL, q, time);
+    push_failure_order(&mut qb, q);
+    qb
+}
+
+/// Groups, orders and limits failure groups (rows or rollup alike).
+pub(crate) fn push_failure_order<DB>(qb: &mut QueryBuilder<DB>, q: &AnalyticsQuery)
+where
+    DB: Database,
+    DB::Arguments: Default,
+    i64: for<'t> Encode<'t, DB> + Type<DB>,
+{
+    qb.push(" GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT ")
+        .push_bind(i64::from(q.limit));
+}
+
+/// The latest failures of one group, whose distinct reasons are the samples.
+pub(crate) fn failure_samples_sql<DB, T>(
+    q: &AnalyticsQuery,
+    group: &FailureRow,
+    time: impl Fn(DateTime<Utc>) -> T,
+) -> QueryBuilder<DB>
+where
+    DB: Database,
+    DB::Arguments: Default,
+    String: for<'t> Encode<'t, DB> + Type<DB>,
+    i64: for<'t> Encode<'t, DB> + Type<DB>,
+    T: for<'t> Encode<'t, DB> + Type<DB> + 'static,
+{
+    let mut qb = filtered(
+        "SELECT substr(failure_reason, 1, 100) AS reason FROM remediation_audit WHERE failure_reason IS NOT NULL",
+        q,
+        time,
+    );
+    push_failure_group(&mut qb, group);
+    qb.push(" ORDER BY start_time DESC, id DESC LIMIT ")
+        .push_bind(SAMPLE_SCAN);
+    qb
+}
+
+/// Duration bins computed from the remediations.
+pub(crate) fn bins_sql<DB, T>(
+    q: &AnalyticsQuery,
+    time: impl Fn(DateTime<Utc>) -> T,
+) -> QueryBuilder<DB>
+where
+    DB: Database,
+    DB::Arguments: Default,
+    String: for<'t> Encode<'t, DB> + Type<DB>,
+    T: for<'t> Encode<'t, DB> + Type<DB> + 'static,
+{
+    let mut qb = filtered(
+        "SELECT overall_phase AS phase, duration_bin AS bin, count(*) AS n, CAST(sum(duration_us) AS BIGINT) AS total \
+         FROM remediation_audit WHERE phase_rank = 9 AND duration_bin IS NOT NULL",
+        q,
+        time,
+    );
+    qb.push(" GROUP BY 1, 2");
+    qb
 }
 
 /// Remediations of one hour with one outcome (`None`: still in progress).
@@ -413,13 +550,13 @@ pub(crate) const ALERT_GROUP_SQL: &str = "SELECT alert_fingerprint, count(*) AS 
     max(start_time) AS last_start FROM remediation_audit WHERE 1 = 1";
 
 /// SQL of the raw failure groups (before filters, grouping and order).
-pub(crate) const FAILURE_GROUP_SQL: &str = "SELECT overall_phase AS outcome, \
+const FAILURE_GROUP_SQL: &str = "SELECT overall_phase AS outcome, \
     COALESCE(CASE WHEN overall_phase = 'failed' THEN failure_phase ELSE timeout_phase END, '') AS phase, \
     count(*) AS failures, count(DISTINCT alert_fingerprint) AS unique_alerts \
     FROM remediation_audit WHERE phase_rank = 9 AND overall_phase <> 'completed'";
 
 /// Appends the condition selecting one failure group's remediations.
-pub(crate) fn push_failure_group<DB>(qb: &mut QueryBuilder<DB>, group: &FailureRow)
+fn push_failure_group<DB>(qb: &mut QueryBuilder<DB>, group: &FailureRow)
 where
     DB: Database,
     DB::Arguments: Default,

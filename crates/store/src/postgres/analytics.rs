@@ -10,18 +10,17 @@ use sqlx::{Postgres, QueryBuilder, Row};
 
 use crate::StoreError;
 use crate::analytics::{
-    ALERT_GROUP_SQL, AlertRow, AnalyticsQuery, BRIEF_COLUMNS, BinRow, BriefRow, FAILURE_GROUP_SQL,
-    FailureRow, MAX_PROGRESSION, OutcomeRow, SAMPLE_SCAN, Source, distinct_reasons,
-    durations_from_bins, order_phases, push_failure_group, push_filters, success_rate,
+    self, ALERT_GROUP_SQL, AlertRow, AnalyticsQuery, BinRow, BriefRow, FailureRow, MAX_PROGRESSION,
+    OutcomeRow, Source, bins_sql, distinct_reasons, durations_from_bins, failure_groups_sql,
+    failure_samples_sql, order_phases, postmortem_sql, push_failure_order, push_filters,
+    slowest_sql, success_rate,
 };
 use remaudit_model::analytics::PhaseDurations;
 
 type Qb = QueryBuilder<Postgres>;
 
 fn filtered(head: &str, q: &AnalyticsQuery) -> Qb {
-    let mut qb = QueryBuilder::new(head.to_owned());
-    push_filters(&mut qb, q, |t| t);
-    qb
+    analytics::filtered(head, q, |t| t)
 }
 
 fn brief(row: &PgRow, with_statuses: bool) -> Result<BriefRow, sqlx::Error> {
@@ -73,15 +72,9 @@ pub(crate) async fn postmortem(
     pool: &PgPool,
     q: &AnalyticsQuery,
 ) -> Result<RemediationList, StoreError> {
-    let mut qb = filtered(
-        &format!("SELECT {BRIEF_COLUMNS} FROM remediation_audit WHERE 1 = 1"),
-        q,
-    );
-    qb.push(" ORDER BY start_time DESC, id DESC LIMIT ")
-        .push_bind(i64::from(q.limit));
     Ok(RemediationList {
         query: q.echo(Source::Rows, true),
-        items: briefs(pool, qb, false).await?,
+        items: briefs(pool, postmortem_sql(q, |t| t), false).await?,
     })
 }
 
@@ -89,17 +82,9 @@ pub(crate) async fn slowest(
     pool: &PgPool,
     q: &AnalyticsQuery,
 ) -> Result<RemediationList, StoreError> {
-    let mut qb = filtered(
-        &format!(
-            "SELECT {BRIEF_COLUMNS}, service_crd_statuses FROM remediation_audit WHERE duration_us IS NOT NULL"
-        ),
-        q,
-    );
-    qb.push(" ORDER BY duration_us DESC, start_time DESC, id DESC LIMIT ")
-        .push_bind(i64::from(q.limit));
     Ok(RemediationList {
         query: q.echo(Source::Rows, true),
-        items: briefs(pool, qb, true).await?,
+        items: briefs(pool, slowest_sql(q, |t| t), true).await?,
     })
 }
 
@@ -201,7 +186,7 @@ pub(crate) async fn durations_report(
             phases: order_phases(phases),
         });
     }
-    let (source, mut qb) = if let Some(hours) = q.durations_rollup() {
+    let (source, qb) = if let Some(hours) = q.durations_rollup() {
         let mut qb: Qb = QueryBuilder::new(
             "SELECT final_phase AS phase, bin, sum(remediations)::int8 AS n, sum(duration_us)::int8 AS total \
              FROM remediation_rollup_durations WHERE bucket_hours = ",
@@ -212,17 +197,13 @@ pub(crate) async fn durations_report(
             .push(" AND bucket >= ")
             .push_bind(q.window.since)
             .push(" AND bucket < ")
-            .push_bind(q.window.until);
+            .push_bind(q.window.until)
+            .push(" GROUP BY 1, 2");
         (Source::Rollup, qb)
     } else {
-        let qb = filtered(
-            "SELECT overall_phase AS phase, duration_bin AS bin, count(*) AS n, sum(duration_us)::int8 AS total \
-             FROM remediation_audit WHERE phase_rank = 9 AND duration_bin IS NOT NULL",
-            q,
-        );
-        (Source::Rows, qb)
+        (Source::Rows, bins_sql(q, |t| t))
     };
-    qb.push(" GROUP BY 1, 2");
+    let mut qb = qb;
     let rows = qb
         .build()
         .fetch_all(pool)
@@ -256,12 +237,11 @@ pub(crate) async fn failures_report(
         if let Some(ns) = &q.namespace {
             qb.push(" AND namespace = ").push_bind(ns.clone());
         }
+        push_failure_order(&mut qb, q);
         (Source::Rollup, qb)
     } else {
-        (Source::Rows, filtered(FAILURE_GROUP_SQL, q))
+        (Source::Rows, failure_groups_sql(q, |t| t))
     };
-    qb.push(" GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT ")
-        .push_bind(i64::from(q.limit));
     let groups = qb
         .build()
         .fetch_all(pool)
@@ -278,15 +258,10 @@ pub(crate) async fn failures_report(
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
     let mut items = Vec::with_capacity(groups.len());
     for group in groups {
-        let mut qb = filtered(
-            "SELECT substr(failure_reason, 1, 100) AS reason FROM remediation_audit \
-             WHERE failure_reason IS NOT NULL",
-            q,
-        );
-        push_failure_group(&mut qb, &group);
-        qb.push(" ORDER BY start_time DESC, id DESC LIMIT ")
-            .push_bind(SAMPLE_SCAN);
-        let reasons: Vec<String> = qb.build_query_scalar().fetch_all(pool).await?;
+        let reasons: Vec<String> = failure_samples_sql(q, &group, |t| t)
+            .build_query_scalar()
+            .fetch_all(pool)
+            .await?;
         items.push(group.into_group(distinct_reasons(reasons)));
     }
     Ok(FailuresReport {

@@ -12,17 +12,16 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use super::{decode_time, encode_time, json_column, optional_time_column, time_column};
 use crate::StoreError;
 use crate::analytics::{
-    ALERT_GROUP_SQL, AlertRow, AnalyticsQuery, BRIEF_COLUMNS, BinRow, BriefRow, FAILURE_GROUP_SQL,
-    FailureRow, MAX_PROGRESSION, OutcomeRow, SAMPLE_SCAN, Source, distinct_reasons,
-    durations_from_bins, durations_from_values, push_failure_group, push_filters, success_rate,
+    self, ALERT_GROUP_SQL, AlertRow, AnalyticsQuery, BinRow, BriefRow, FailureRow, MAX_PROGRESSION,
+    OutcomeRow, Source, bins_sql, distinct_reasons, durations_from_bins, durations_from_values,
+    failure_groups_sql, failure_samples_sql, postmortem_sql, push_filters, slowest_sql,
+    success_rate,
 };
 
 type Qb = QueryBuilder<Sqlite>;
 
 fn filtered(head: &str, q: &AnalyticsQuery) -> Qb {
-    let mut qb = QueryBuilder::new(head.to_owned());
-    push_filters(&mut qb, q, encode_time);
-    qb
+    analytics::filtered(head, q, encode_time)
 }
 
 fn brief(row: &SqliteRow, with_statuses: bool) -> Result<BriefRow, sqlx::Error> {
@@ -63,15 +62,9 @@ pub(crate) async fn postmortem(
     pool: &SqlitePool,
     q: &AnalyticsQuery,
 ) -> Result<RemediationList, StoreError> {
-    let mut qb = filtered(
-        &format!("SELECT {BRIEF_COLUMNS} FROM remediation_audit WHERE 1 = 1"),
-        q,
-    );
-    qb.push(" ORDER BY start_time DESC, id DESC LIMIT ")
-        .push_bind(i64::from(q.limit));
     Ok(RemediationList {
         query: q.echo(Source::Rows, true),
-        items: briefs(pool, qb, false).await?,
+        items: briefs(pool, postmortem_sql(q, encode_time), false).await?,
     })
 }
 
@@ -79,17 +72,9 @@ pub(crate) async fn slowest(
     pool: &SqlitePool,
     q: &AnalyticsQuery,
 ) -> Result<RemediationList, StoreError> {
-    let mut qb = filtered(
-        &format!(
-            "SELECT {BRIEF_COLUMNS}, service_crd_statuses FROM remediation_audit WHERE duration_us IS NOT NULL"
-        ),
-        q,
-    );
-    qb.push(" ORDER BY duration_us DESC, start_time DESC, id DESC LIMIT ")
-        .push_bind(i64::from(q.limit));
     Ok(RemediationList {
         query: q.echo(Source::Rows, true),
-        items: briefs(pool, qb, true).await?,
+        items: briefs(pool, slowest_sql(q, encode_time), true).await?,
     })
 }
 
@@ -145,13 +130,7 @@ pub(crate) async fn durations_report(
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
         return Ok(durations_from_values(q, rows));
     }
-    let mut qb = filtered(
-        "SELECT overall_phase AS phase, duration_bin AS bin, count(*) AS n, sum(duration_us) AS total \
-         FROM remediation_audit WHERE phase_rank = 9 AND duration_bin IS NOT NULL",
-        q,
-    );
-    qb.push(" GROUP BY 1, 2");
-    let rows = qb
+    let rows = bins_sql(q, encode_time)
         .build()
         .fetch_all(pool)
         .await?
@@ -172,10 +151,7 @@ pub(crate) async fn failures_report(
     pool: &SqlitePool,
     q: &AnalyticsQuery,
 ) -> Result<FailuresReport, StoreError> {
-    let mut qb = filtered(FAILURE_GROUP_SQL, q);
-    qb.push(" GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT ")
-        .push_bind(i64::from(q.limit));
-    let groups = qb
+    let groups = failure_groups_sql(q, encode_time)
         .build()
         .fetch_all(pool)
         .await?
@@ -191,15 +167,10 @@ pub(crate) async fn failures_report(
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
     let mut items = Vec::with_capacity(groups.len());
     for group in groups {
-        let mut qb = filtered(
-            "SELECT substr(failure_reason, 1, 100) AS reason FROM remediation_audit \
-             WHERE failure_reason IS NOT NULL",
-            q,
-        );
-        push_failure_group(&mut qb, &group);
-        qb.push(" ORDER BY start_time DESC, id DESC LIMIT ")
-            .push_bind(SAMPLE_SCAN);
-        let reasons: Vec<String> = qb.build_query_scalar().fetch_all(pool).await?;
+        let reasons: Vec<String> = failure_samples_sql(q, &group, encode_time)
+            .build_query_scalar()
+            .fetch_all(pool)
+            .await?;
         items.push(group.into_group(distinct_reasons(reasons)));
     }
     Ok(FailuresReport {
