@@ -562,13 +562,15 @@ where
     DB::Arguments: Default,
     String: for<'t> Encode<'t, DB> + Type<DB>,
 {
-    qb.push(" AND overall_phase = ")
-        .push_bind(group.outcome.clone());
-    let column = if group.outcome == "failed" {
-        "failure_phase"
+    // Literals, not parameters, so that PostgreSQL can match the partial
+    // indexes on reasons (idx_failure_reasons, idx_timeout_reasons) in a
+    // generic plan too.
+    let (outcome, column) = if group.outcome == "failed" {
+        ("failed", "failure_phase")
     } else {
-        "timeout_phase"
+        ("timeout", "timeout_phase")
     };
+    qb.push(format_args!(" AND overall_phase = '{outcome}'"));
     if group.phase.is_empty() {
         qb.push(format_args!(" AND {column} IS NULL"));
     } else {

@@ -142,4 +142,9 @@ SELECT remaudit_rebuild_rollups();
 CREATE INDEX idx_in_progress ON remediation_audit (start_time) WHERE phase_rank < 9;
 CREATE INDEX idx_duration ON remediation_audit (duration_us DESC) WHERE duration_us IS NOT NULL;
 CREATE INDEX idx_namespace_start_time ON remediation_audit (namespace, start_time);
-CREATE INDEX idx_failure_phase ON remediation_audit (failure_phase, start_time) WHERE failure_phase IS NOT NULL;
+-- The latest reasons of one failure group, found without reading the groups
+-- that have none (timeouts rarely carry a reason).
+CREATE INDEX idx_failure_reasons ON remediation_audit (failure_phase, start_time DESC, id DESC)
+    WHERE failure_reason IS NOT NULL AND overall_phase = 'failed';
+CREATE INDEX idx_timeout_reasons ON remediation_audit (timeout_phase, start_time DESC, id DESC)
+    WHERE failure_reason IS NOT NULL AND overall_phase = 'timeout';
