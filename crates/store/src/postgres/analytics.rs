@@ -56,12 +56,24 @@ fn alert_row(row: &PgRow) -> Result<AlertRow, sqlx::Error> {
     })
 }
 
-async fn briefs(
-    pool: &PgPool,
-    mut qb: Qb,
-    statuses: bool,
-) -> Result<Vec<RemediationBrief>, StoreError> {
-    let rows = qb.build().fetch_all(pool).await?;
+/// Runs a query that reads one alert's latest remediations in index order.
+///
+/// The planner estimates every alert at the average row count, so for a busy
+/// alert (or a parameter it cannot see, as in a lateral join) it would
+/// rather collect all the alert's rows with a bitmap scan and sort them than
+/// walk `idx_alert_fingerprint` and stop after `LIMIT` rows. Bitmap scans
+/// are turned off for this one transaction.
+async fn latest_of_alert(pool: &PgPool, mut qb: Qb) -> Result<Vec<PgRow>, StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL enable_bitmapscan = off")
+        .execute(&mut *tx)
+        .await?;
+    let rows = qb.build().fetch_all(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+fn briefs(rows: &[PgRow], statuses: bool) -> Result<Vec<RemediationBrief>, StoreError> {
     Ok(rows
         .iter()
         .map(|r| brief(r, statuses).map(RemediationBrief::from))
@@ -74,7 +86,10 @@ pub(crate) async fn postmortem(
 ) -> Result<RemediationList, StoreError> {
     Ok(RemediationList {
         query: q.echo(Source::Rows, true),
-        items: briefs(pool, postmortem_sql(q, |t| t), false).await?,
+        items: briefs(
+            &latest_of_alert(pool, postmortem_sql(q, |t| t)).await?,
+            false,
+        )?,
     })
 }
 
@@ -84,7 +99,7 @@ pub(crate) async fn slowest(
 ) -> Result<RemediationList, StoreError> {
     Ok(RemediationList {
         query: q.echo(Source::Rows, true),
-        items: briefs(pool, slowest_sql(q, |t| t), true).await?,
+        items: briefs(&slowest_sql(q, |t| t).build().fetch_all(pool).await?, true)?,
     })
 }
 
@@ -340,7 +355,7 @@ pub(crate) async fn retries_report(
         .push(") AS p");
     let mut phases: std::collections::HashMap<String, Vec<String>> =
         std::collections::HashMap::new();
-    for r in latest.build().fetch_all(pool).await? {
+    for r in latest_of_alert(pool, latest).await? {
         phases
             .entry(r.try_get("fp")?)
             .or_default()
