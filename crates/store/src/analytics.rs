@@ -275,6 +275,29 @@ where
     qb
 }
 
+/// The whole weeks (counted from the Unix epoch, as the weekly rollups are)
+/// inside `[since, until)`, as `[first, end)`; an empty range at `until`
+/// when there is none.
+pub(crate) fn whole_weeks(
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> (DateTime<Utc>, DateTime<Utc>) {
+    const WEEK: i64 = 7 * 86_400;
+    let at = |s: i64| Utc.timestamp_opt(s, 0).single().unwrap_or(until);
+    let first = at(since.timestamp().div_euclid(WEEK) * WEEK
+        + if since.timestamp().rem_euclid(WEEK) == 0 {
+            0
+        } else {
+            WEEK
+        });
+    let end = at(until.timestamp().div_euclid(WEEK) * WEEK);
+    if first < end {
+        (first, end)
+    } else {
+        (until, until)
+    }
+}
+
 /// Remediations of one hour with one outcome (`None`: still in progress).
 #[derive(Debug, Clone)]
 pub(crate) struct OutcomeRow {
@@ -623,6 +646,26 @@ mod tests {
             (t("2026-11-20T04:00:00Z"), t("2026-11-20T06:00:00Z"))
         );
         assert_eq!(series[2].counts.in_progress, 2);
+    }
+
+    #[test]
+    fn whole_weeks_are_epoch_weeks_inside_the_window() {
+        // 1970-01-01 was a Thursday, so epoch weeks start on Thursdays.
+        let (a, b) = whole_weeks(t("2026-11-02T00:00:00Z"), t("2026-11-21T00:00:00Z"));
+        assert_eq!(
+            (a, b),
+            (t("2026-11-05T00:00:00Z"), t("2026-11-19T00:00:00Z"))
+        );
+        let (a, b) = whole_weeks(t("2026-11-05T00:00:00Z"), t("2026-11-12T00:00:00Z"));
+        assert_eq!(
+            (a, b),
+            (t("2026-11-05T00:00:00Z"), t("2026-11-12T00:00:00Z"))
+        );
+        let until = t("2026-11-10T00:00:00Z");
+        assert_eq!(
+            whole_weeks(t("2026-11-02T00:00:00Z"), until),
+            (until, until)
+        );
     }
 
     #[test]

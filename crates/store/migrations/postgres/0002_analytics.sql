@@ -69,10 +69,12 @@ CREATE TABLE remediation_rollup_durations (
     PRIMARY KEY (bucket_hours, namespace, bucket, final_phase, bin)
 );
 
--- Remediations per alert and day of start_time: started, and how the
--- finished ones ended.
+-- Remediations per alert and day (bucket_days 1) or week (bucket_days 7,
+-- weeks counted from the Unix epoch) of start_time: started, and how the
+-- finished ones ended. Long windows read whole weeks where they can.
 CREATE TABLE remediation_rollup_alerts (
-    day TIMESTAMPTZ NOT NULL,
+    bucket_days SMALLINT NOT NULL,
+    bucket TIMESTAMPTZ NOT NULL,
     namespace VARCHAR(63) NOT NULL,
     alert_fingerprint VARCHAR(64) NOT NULL,
     attempts BIGINT NOT NULL DEFAULT 0,
@@ -80,19 +82,20 @@ CREATE TABLE remediation_rollup_alerts (
     failed BIGINT NOT NULL DEFAULT 0,
     timed_out BIGINT NOT NULL DEFAULT 0,
     last_start TIMESTAMPTZ NOT NULL,
-    PRIMARY KEY (day, namespace, alert_fingerprint)
+    PRIMARY KEY (bucket_days, bucket, namespace, alert_fingerprint)
 );
 
--- Failed and timed-out remediations per day, phase where it happened ('' when
--- the record did not say) and alert.
+-- Failed and timed-out remediations per day or week (as above), phase where
+-- it happened ('' when the record did not say) and alert.
 CREATE TABLE remediation_rollup_failures (
-    day TIMESTAMPTZ NOT NULL,
+    bucket_days SMALLINT NOT NULL,
+    bucket TIMESTAMPTZ NOT NULL,
     outcome VARCHAR(10) NOT NULL,
     phase VARCHAR(50) NOT NULL,
     namespace VARCHAR(63) NOT NULL,
     alert_fingerprint VARCHAR(64) NOT NULL,
     failures BIGINT NOT NULL,
-    PRIMARY KEY (day, outcome, phase, namespace, alert_fingerprint)
+    PRIMARY KEY (bucket_days, bucket, outcome, phase, namespace, alert_fingerprint)
 );
 
 -- Rebuilds every rollup from remediation_audit (bulk loads, repairs); the
@@ -119,21 +122,21 @@ BEGIN
     WHERE phase_rank = 9 AND duration_bin IS NOT NULL
     GROUP BY 2, 3, 4, 5;
     INSERT INTO remediation_rollup_alerts
-    SELECT date_trunc('day', start_time, 'UTC'), namespace, alert_fingerprint, count(*),
+    SELECT g.days, date_bin(g.width, start_time, TIMESTAMPTZ 'epoch'), namespace, alert_fingerprint, count(*),
            count(*) FILTER (WHERE phase_rank = 9 AND overall_phase = 'completed'),
            count(*) FILTER (WHERE phase_rank = 9 AND overall_phase = 'failed'),
            count(*) FILTER (WHERE phase_rank = 9 AND overall_phase NOT IN ('completed', 'failed')),
            max(start_time)
-    FROM remediation_audit
-    GROUP BY 1, 2, 3;
+    FROM remediation_audit, LATERAL (VALUES (1::int2, INTERVAL '1 day'), (7::int2, INTERVAL '7 days')) AS g(days, width)
+    GROUP BY 1, 2, 3, 4;
     INSERT INTO remediation_rollup_failures
-    SELECT date_trunc('day', start_time, 'UTC'),
+    SELECT g.days, date_bin(g.width, start_time, TIMESTAMPTZ 'epoch'),
            CASE WHEN overall_phase = 'failed' THEN 'failed' ELSE 'timeout' END,
            COALESCE(CASE WHEN overall_phase = 'failed' THEN failure_phase ELSE timeout_phase END, ''),
            namespace, alert_fingerprint, count(*)
-    FROM remediation_audit
+    FROM remediation_audit, LATERAL (VALUES (1::int2, INTERVAL '1 day'), (7::int2, INTERVAL '7 days')) AS g(days, width)
     WHERE phase_rank = 9 AND overall_phase <> 'completed'
-    GROUP BY 1, 2, 3, 4, 5;
+    GROUP BY 1, 2, 3, 4, 5, 6;
 END
 $$;
 

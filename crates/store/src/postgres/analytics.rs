@@ -13,7 +13,7 @@ use crate::analytics::{
     self, ALERT_GROUP_SQL, AlertRow, AnalyticsQuery, BinRow, BriefRow, FailureRow, MAX_PROGRESSION,
     OutcomeRow, Source, bins_sql, distinct_reasons, durations_from_bins, failure_groups_sql,
     failure_samples_sql, order_phases, postmortem_sql, push_failure_order, push_filters,
-    slowest_sql, success_rate,
+    slowest_sql, success_rate, whole_weeks,
 };
 use remaudit_model::analytics::PhaseDurations;
 
@@ -21,6 +21,29 @@ type Qb = QueryBuilder<Postgres>;
 
 fn filtered(head: &str, q: &AnalyticsQuery) -> Qb {
     analytics::filtered(head, q, |t| t)
+}
+
+/// Selects the daily and weekly rollup rows that tile the (day-aligned)
+/// window: whole weeks inside it, whole days around them.
+fn push_day_buckets(qb: &mut Qb, q: &AnalyticsQuery) {
+    let (since, until) = (q.window.since, q.window.until);
+    let (first_week, end_of_weeks) = whole_weeks(since, until);
+    qb.push(" WHERE ((bucket_days = 1 AND bucket >= ")
+        .push_bind(since)
+        .push(" AND bucket < ")
+        .push_bind(first_week)
+        .push(") OR (bucket_days = 7 AND bucket >= ")
+        .push_bind(first_week)
+        .push(" AND bucket < ")
+        .push_bind(end_of_weeks)
+        .push(") OR (bucket_days = 1 AND bucket >= ")
+        .push_bind(end_of_weeks)
+        .push(" AND bucket < ")
+        .push_bind(until)
+        .push("))");
+    if let Some(ns) = &q.namespace {
+        qb.push(" AND namespace = ").push_bind(ns.clone());
+    }
 }
 
 fn brief(row: &PgRow, with_statuses: bool) -> Result<BriefRow, sqlx::Error> {
@@ -244,14 +267,9 @@ pub(crate) async fn failures_report(
         let mut qb: Qb = QueryBuilder::new(
             "SELECT outcome, phase, sum(failures)::int8 AS failures, \
              count(DISTINCT alert_fingerprint) AS unique_alerts \
-             FROM remediation_rollup_failures WHERE day >= ",
+             FROM remediation_rollup_failures",
         );
-        qb.push_bind(q.window.since)
-            .push(" AND day < ")
-            .push_bind(q.window.until);
-        if let Some(ns) = &q.namespace {
-            qb.push(" AND namespace = ").push_bind(ns.clone());
-        }
+        push_day_buckets(&mut qb, q);
         push_failure_order(&mut qb, q);
         (Source::Rollup, qb)
     } else {
@@ -294,14 +312,9 @@ pub(crate) async fn retries_report(
             "WITH g AS (SELECT alert_fingerprint, sum(attempts)::int8 AS attempts, \
              sum(completed)::int8 AS completed, sum(failed)::int8 AS failed, \
              sum(timed_out)::int8 AS timed_out, max(last_start) AS last_start \
-             FROM remediation_rollup_alerts WHERE day >= ",
+             FROM remediation_rollup_alerts",
         );
-        qb.push_bind(q.window.since)
-            .push(" AND day < ")
-            .push_bind(q.window.until);
-        if let Some(ns) = &q.namespace {
-            qb.push(" AND namespace = ").push_bind(ns.clone());
-        }
+        push_day_buckets(&mut qb, q);
         (Source::Rollup, qb)
     } else {
         let mut qb = QueryBuilder::new(format!("WITH g AS ({ALERT_GROUP_SQL}"));

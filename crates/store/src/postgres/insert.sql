@@ -134,18 +134,18 @@ rollup_durations AS (
 ),
 rollup_alerts AS (
     INSERT INTO remediation_rollup_alerts AS r
-        (day, namespace, alert_fingerprint, attempts, completed, failed, timed_out, last_start)
-    SELECT date_trunc('day', c.start_time, 'UTC'), c.namespace, c.alert_fingerprint,
+        (bucket_days, bucket, namespace, alert_fingerprint, attempts, completed, failed, timed_out, last_start)
+    SELECT g.days, date_bin(g.width, c.start_time, TIMESTAMPTZ 'epoch'), c.namespace, c.alert_fingerprint,
         count(*) FILTER (WHERE c.fresh),
         count(*) FILTER (WHERE c.finished AND c.overall_phase = 'completed'),
         count(*) FILTER (WHERE c.finished AND c.overall_phase = 'failed'),
         count(*) FILTER (WHERE c.finished AND c.overall_phase NOT IN ('completed', 'failed')),
         max(c.start_time)
-    FROM changed c
+    FROM changed c, LATERAL (VALUES (1::int2, INTERVAL '1 day'), (7::int2, INTERVAL '7 days')) AS g(days, width)
     WHERE c.fresh OR c.finished
-    GROUP BY 1, 2, 3
-    ORDER BY 1, 2, 3
-    ON CONFLICT (day, namespace, alert_fingerprint) DO UPDATE SET
+    GROUP BY 1, 2, 3, 4
+    ORDER BY 1, 2, 3, 4
+    ON CONFLICT (bucket_days, bucket, namespace, alert_fingerprint) DO UPDATE SET
         attempts = r.attempts + EXCLUDED.attempts,
         completed = r.completed + EXCLUDED.completed,
         failed = r.failed + EXCLUDED.failed,
@@ -154,17 +154,19 @@ rollup_alerts AS (
 ),
 rollup_failures AS (
     INSERT INTO remediation_rollup_failures AS r
-        (day, outcome, phase, namespace, alert_fingerprint, failures)
-    SELECT date_trunc('day', c.start_time, 'UTC'), f.outcome, COALESCE(f.phase, ''),
+        (bucket_days, bucket, outcome, phase, namespace, alert_fingerprint, failures)
+    SELECT g.days, date_bin(g.width, c.start_time, TIMESTAMPTZ 'epoch'), f.outcome, COALESCE(f.phase, ''),
         c.namespace, c.alert_fingerprint, count(*)
-    FROM changed c, LATERAL (SELECT
+    FROM changed c,
+    LATERAL (VALUES (1::int2, INTERVAL '1 day'), (7::int2, INTERVAL '7 days')) AS g(days, width),
+    LATERAL (SELECT
         CASE WHEN c.overall_phase = 'failed' THEN 'failed' ELSE 'timeout' END,
         CASE WHEN c.overall_phase = 'failed' THEN c.failure_phase ELSE c.timeout_phase END
     ) AS f(outcome, phase)
     WHERE c.finished AND c.overall_phase <> 'completed'
-    GROUP BY 1, 2, 3, 4, 5
-    ORDER BY 1, 2, 3, 4, 5
-    ON CONFLICT (day, outcome, phase, namespace, alert_fingerprint) DO UPDATE SET
+    GROUP BY 1, 2, 3, 4, 5, 6
+    ORDER BY 1, 2, 3, 4, 5, 6
+    ON CONFLICT (bucket_days, bucket, outcome, phase, namespace, alert_fingerprint) DO UPDATE SET
         failures = r.failures + EXCLUDED.failures
 )
 SELECT event_id FROM inserted

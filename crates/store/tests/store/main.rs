@@ -71,8 +71,8 @@ mod rollups {
     const ROLLUPS: [&str; 4] = [
         "SELECT * FROM remediation_rollup_outcomes ORDER BY 1, 2, 3",
         "SELECT * FROM remediation_rollup_durations ORDER BY 1, 2, 3, 4, 5",
-        "SELECT * FROM remediation_rollup_alerts ORDER BY 1, 2, 3",
-        "SELECT * FROM remediation_rollup_failures ORDER BY 1, 2, 3, 4, 5",
+        "SELECT * FROM remediation_rollup_alerts ORDER BY 1, 2, 3, 4",
+        "SELECT * FROM remediation_rollup_failures ORDER BY 1, 2, 3, 4, 5, 6",
     ];
 
     #[tokio::test]
