@@ -350,12 +350,14 @@ pub(crate) fn success_rate(
     (totals.with_rate(), series)
 }
 
-/// Duration bins of one final phase, summed.
-#[derive(Debug, Clone)]
+/// Duration bins of one final phase, summed; decoded alike on both backends.
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct BinRow {
     pub phase: String,
     pub bin: i32,
+    #[sqlx(rename = "n")]
     pub count: i64,
+    #[sqlx(rename = "total")]
     pub sum_micros: i64,
 }
 
@@ -456,11 +458,12 @@ pub(crate) fn order_phases(mut phases: Vec<PhaseDurations>) -> Vec<PhaseDuration
     phases
 }
 
-/// A failure group before its sample reasons are read.
-#[derive(Debug, Clone)]
+/// A failure group before its sample reasons are read; decoded alike on both backends.
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct FailureRow {
     pub outcome: String,
     pub phase: String,
+    #[sqlx(rename = "failures")]
     pub count: i64,
     pub unique_alerts: i64,
 }

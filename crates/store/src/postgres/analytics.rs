@@ -242,20 +242,7 @@ pub(crate) async fn durations_report(
         (Source::Rows, bins_sql(q, |t| t))
     };
     let mut qb = qb;
-    let rows = qb
-        .build()
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(BinRow {
-                phase: r.try_get("phase")?,
-                bin: r.try_get("bin")?,
-                count: r.try_get("n")?,
-                sum_micros: r.try_get("total")?,
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let rows = qb.build_query_as::<BinRow>().fetch_all(pool).await?;
     Ok(durations_from_bins(q, source, &rows))
 }
 
@@ -278,20 +265,7 @@ pub(crate) async fn failures_report(
     } else {
         (Source::Rows, failure_groups_sql(q, |t| t))
     };
-    let groups = qb
-        .build()
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(FailureRow {
-                outcome: r.try_get("outcome")?,
-                phase: r.try_get("phase")?,
-                count: r.try_get("failures")?,
-                unique_alerts: r.try_get("unique_alerts")?,
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let groups = qb.build_query_as::<FailureRow>().fetch_all(pool).await?;
     let mut items = Vec::with_capacity(groups.len());
     for group in groups {
         let reasons: Vec<String> = failure_samples_sql(q, &group, |t| t)

@@ -131,19 +131,9 @@ pub(crate) async fn durations_report(
         return Ok(durations_from_values(q, rows));
     }
     let rows = bins_sql(q, encode_time)
-        .build()
+        .build_query_as::<BinRow>()
         .fetch_all(pool)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(BinRow {
-                phase: r.try_get("phase")?,
-                bin: r.try_get("bin")?,
-                count: r.try_get("n")?,
-                sum_micros: r.try_get("total")?,
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        .await?;
     Ok(durations_from_bins(q, Source::Rows, &rows))
 }
 
@@ -152,19 +142,9 @@ pub(crate) async fn failures_report(
     q: &AnalyticsQuery,
 ) -> Result<FailuresReport, StoreError> {
     let groups = failure_groups_sql(q, encode_time)
-        .build()
+        .build_query_as::<FailureRow>()
         .fetch_all(pool)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(FailureRow {
-                outcome: r.try_get("outcome")?,
-                phase: r.try_get("phase")?,
-                count: r.try_get("failures")?,
-                unique_alerts: r.try_get("unique_alerts")?,
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        .await?;
     let mut items = Vec::with_capacity(groups.len());
     for group in groups {
         let reasons: Vec<String> = failure_samples_sql(q, &group, encode_time)
