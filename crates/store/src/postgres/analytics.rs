@@ -224,7 +224,7 @@ pub(crate) async fn durations_report(
             phases: order_phases(phases),
         });
     }
-    let (source, qb) = if let Some(hours) = q.durations_rollup() {
+    let (source, mut qb) = if let Some(hours) = q.durations_rollup() {
         let mut qb: Qb = QueryBuilder::new(
             "SELECT final_phase AS phase, bin, sum(remediations)::int8 AS n, sum(duration_us)::int8 AS total \
              FROM remediation_rollup_durations WHERE bucket_hours = ",
@@ -241,7 +241,6 @@ pub(crate) async fn durations_report(
     } else {
         (Source::Rows, bins_sql(q, |t| t))
     };
-    let mut qb = qb;
     let rows = qb.build_query_as::<BinRow>().fetch_all(pool).await?;
     Ok(durations_from_bins(q, source, &rows))
 }
