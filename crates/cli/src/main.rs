@@ -15,6 +15,7 @@ use tracing_subscriber::EnvFilter;
 mod controller;
 mod publish;
 mod query;
+mod retention;
 mod simulate;
 
 /// Used when no database URL is given: a SQLite file in the working directory.
@@ -74,6 +75,11 @@ enum Command {
         /// Seconds a request may take before it is answered 503.
         #[arg(long, env = "REMAUDIT_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
         request_timeout_secs: u64,
+        #[command(flatten)]
+        retention: retention::PolicyArgs,
+        /// Seconds between retention runs (one also runs at start-up); 0 turns the job off.
+        #[arg(long, env = "REMAUDIT_RETENTION_INTERVAL_SECS", default_value_t = 3600)]
+        retention_interval_secs: u64,
     },
     /// Apply database migrations, then exit.
     Migrate {
@@ -93,6 +99,8 @@ enum Command {
     Crdgen,
     /// Run the remediation orchestrator (leader-elected), auditing every phase transition.
     Controller(controller::ControllerArgs),
+    /// Archive and remove expired audit rows, or verify the archive.
+    Retention(retention::RetentionArgs),
     /// Ask a running service analytics questions (post-mortems, success rates,
     /// durations, failures, retries, timelines).
     Query(query::QueryArgs),
@@ -142,10 +150,19 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             max_body_bytes,
             max_batch_records,
             request_timeout_secs,
+            retention,
+            retention_interval_secs,
         } => {
-            let store = remaudit_store::connect(&database.database_url, database.pool())
-                .await
-                .context("cannot open the database")?;
+            let archive = (retention_interval_secs > 0)
+                .then(|| retention.archive(&database.database_url))
+                .transpose()?;
+            let store = remaudit_store::connect_with(
+                &database.database_url,
+                database.pool(),
+                retention.policy(),
+            )
+            .await
+            .context("cannot open the database")?;
             let settings = ServerSettings {
                 max_body_bytes,
                 max_batch_records,
@@ -174,8 +191,25 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 remaudit_client::metrics::PUBLISH_DURATION,
                 &remaudit_client::metrics::PUBLISH_DURATION_BUCKETS,
             )]);
+            let job = archive.map(|archive| {
+                tracing::info!(
+                    archive = archive.url(),
+                    every_secs = retention_interval_secs,
+                    "retention job scheduled"
+                );
+                remaudit_retention::spawn(
+                    store.clone(),
+                    archive,
+                    retention.settings(Duration::from_secs(retention_interval_secs)),
+                    shutdown.clone(),
+                )
+            });
             let state = AppState::new(store.clone(), settings);
-            remaudit_server::serve(listener, state, shutdown).await?;
+            remaudit_server::serve(listener, state, shutdown.clone()).await?;
+            shutdown.cancel();
+            if let Some(job) = job {
+                let _ = job.await;
+            }
             store.close().await;
             tracing::info!("stopped");
             Ok(0)
@@ -191,6 +225,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Publish(args) => publish::run(args).await,
         Command::Simulate(args) => simulate::run(args).await,
         Command::Query(args) => query::run(args).await,
+        Command::Retention(args) => retention::run(args).await,
         Command::Controller(args) => {
             let shutdown = CancellationToken::new();
             tokio::spawn({

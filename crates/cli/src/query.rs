@@ -1711,6 +1711,7 @@ mod tests {
                 duplicate_count: 0,
                 last_duplicate_time: None,
                 retention_expiry_time: None,
+                legal_hold: false,
                 event_id: uuid::Uuid::from_u128(4),
                 event_time: t("2026-11-20T09:21:30Z"),
                 created_at: t("2026-11-20T09:10:00Z"),

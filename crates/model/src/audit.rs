@@ -287,6 +287,9 @@ pub struct StoredAudit {
     /// When retention may archive the row.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_expiry_time: Option<DateTime<Utc>>,
+    /// Whether a legal hold keeps the row from retention.
+    #[serde(default)]
+    pub legal_hold: bool,
     /// The event that set the current state.
     pub event_id: Uuid,
     /// When that event happened.

@@ -4,13 +4,16 @@
 pub mod analytics;
 mod error;
 mod postgres;
+pub mod retention;
 mod sqlite;
 mod store;
 
 pub use analytics::AnalyticsQuery;
 pub use error::StoreError;
 pub use postgres::PgStore;
+pub use retention::{DeleteOutcome, RetentionPolicy, RetireRequest};
 pub use sqlite::SqliteStore;
 pub use store::{
     Cursor, InsertOutcome, ListQuery, Page, PoolSettings, PoolStats, Store, Timeline, connect,
+    connect_with,
 };

@@ -17,12 +17,21 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use tracing::instrument;
 use uuid::Uuid;
 
+use crate::retention::{
+    ArchiveSink, BatchIds, BatchPlaces, BatchRecord, BatchReport, DayCount, DeleteOutcome,
+    PendingBatch, RetentionLock, RetentionPolicy, RetireRequest,
+};
 use crate::store::{
     SUMMARY_COLUMNS, check_schema, first_occurrences, list_sql, outcomes, page, pool_stats, redact,
 };
 use crate::{InsertOutcome, ListQuery, Page, PoolSettings, PoolStats, Store, StoreError, Timeline};
 
 mod analytics;
+mod retention;
+
+/// Hides a row (`$1` id, `$2` time) and takes it out of every rollup it was
+/// counted in, the way `insert.sql` counted it; the caller selects from `gone`.
+const SOFT_DELETE_SQL: &str = include_str!("postgres/soft_delete.sql");
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -37,6 +46,7 @@ static INSERT_SQL: LazyLock<String> =
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    policy: RetentionPolicy,
 }
 
 impl PgStore {
@@ -69,7 +79,17 @@ impl PgStore {
     /// When a migration fails.
     pub async fn from_pool(pool: PgPool) -> Result<Self, StoreError> {
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            policy: RetentionPolicy::default(),
+        })
+    }
+
+    /// The same store, writing expiry times by `policy`.
+    #[must_use]
+    pub fn with_policy(mut self, policy: RetentionPolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// The underlying pool, for tools that run their own SQL.
@@ -100,6 +120,7 @@ fn summary_from_row(row: &PgRow) -> Result<StoredAudit, sqlx::Error> {
         duplicate_count: row.try_get("duplicate_count")?,
         last_duplicate_time: row.try_get("last_duplicate_time")?,
         retention_expiry_time: row.try_get("retention_expiry_time")?,
+        legal_hold: row.try_get("legal_hold")?,
         event_id: row.try_get("event_id")?,
         event_time: row.try_get("event_time")?,
         created_at: row.try_get("created_at")?,
@@ -133,10 +154,12 @@ struct Columns {
     record: Vec<String>,
     duration_us: Vec<Option<i64>>,
     duration_bin: Vec<Option<i32>>,
+    retention_expiry_time: Vec<Option<DateTime<Utc>>>,
 }
 
 impl Columns {
-    fn push(&mut self, r: &NewAudit) {
+    fn push(&mut self, r: &NewAudit, policy: &RetentionPolicy) {
+        self.retention_expiry_time.push(policy.expiry(r));
         self.event_id.push(r.event_id);
         self.namespace.push(r.namespace.clone());
         self.alert_fingerprint.push(r.alert_fingerprint.clone());
@@ -175,7 +198,7 @@ impl Store for PgStore {
         let written = first_occurrences(records);
         let mut c = Columns::default();
         for &i in &written {
-            c.push(&records[i]);
+            c.push(&records[i], &self.policy);
         }
         let created: HashSet<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(INSERT_SQL.as_str()))
             .bind(c.event_id)
@@ -201,6 +224,7 @@ impl Store for PgStore {
             .bind(c.record)
             .bind(c.duration_us)
             .bind(c.duration_bin)
+            .bind(c.retention_expiry_time)
             .fetch_all(&self.pool)
             .await?
             .into_iter()
@@ -282,6 +306,92 @@ impl Store for PgStore {
 
     async fn retries(&self, query: &AnalyticsQuery) -> Result<RetriesReport, StoreError> {
         analytics::retries_report(&self.pool, query).await
+    }
+
+    async fn set_legal_hold(&self, id: i64, hold: bool) -> Result<Option<StoredAudit>, StoreError> {
+        let sql = format!(
+            "UPDATE remediation_audit SET legal_hold = $2, updated_at = now() \
+             WHERE id = $1 AND deleted_at IS NULL RETURNING {SUMMARY_COLUMNS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(hold)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(summary_from_row).transpose()?)
+    }
+
+    async fn soft_delete(&self, id: i64, at: DateTime<Utc>) -> Result<DeleteOutcome, StoreError> {
+        let sql = format!("{} SELECT {SUMMARY_COLUMNS} FROM gone", SOFT_DELETE_SQL);
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(at)
+            .fetch_optional(&self.pool)
+            .await?;
+        if let Some(row) = row {
+            return Ok(DeleteOutcome::Deleted(Box::new(summary_from_row(&row)?)));
+        }
+        let held: Option<bool> = sqlx::query_scalar(
+            "SELECT legal_hold FROM remediation_audit WHERE id = $1 AND deleted_at IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match held {
+            Some(true) => DeleteOutcome::Held,
+            _ => DeleteOutcome::NotFound,
+        })
+    }
+
+    async fn ensure_partitions(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<u32, StoreError> {
+        retention::ensure_partitions(&self.pool, from, to).await
+    }
+
+    async fn retention_lock(&self) -> Result<Option<RetentionLock>, StoreError> {
+        Ok(retention::lock(&self.pool).await?.map(RetentionLock::new))
+    }
+
+    async fn retention_preview(
+        &self,
+        request: &RetireRequest,
+    ) -> Result<Vec<DayCount>, StoreError> {
+        retention::preview(&self.pool, request).await
+    }
+
+    async fn retire_next(
+        &self,
+        request: &RetireRequest,
+        sink: &dyn ArchiveSink,
+    ) -> Result<Option<BatchReport>, StoreError> {
+        retention::retire_next(&self.pool, request, sink).await
+    }
+
+    async fn pending_batches(&self) -> Result<Vec<PendingBatch>, StoreError> {
+        retention::pending_batches(&self.pool).await
+    }
+
+    async fn forget_batch(&self, batch: i64) -> Result<(), StoreError> {
+        retention::forget_batch(&self.pool, batch).await
+    }
+
+    async fn finished_batches(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<BatchRecord>, StoreError> {
+        retention::finished_batches(&self.pool, from, to).await
+    }
+
+    async fn batch_places(&self, batch: i64) -> Result<BatchPlaces, StoreError> {
+        retention::batch_places(&self.pool, batch).await
+    }
+
+    async fn batch_ids(&self, batch: i64) -> Result<BatchIds, StoreError> {
+        retention::batch_ids(&self.pool, batch).await
     }
 
     async fn ready(&self) -> Result<(), StoreError> {

@@ -2,6 +2,7 @@
 //! installations. One process writes at a time; writes are serialised here.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::LazyLock;
 
 use crate::AnalyticsQuery;
@@ -21,12 +22,17 @@ use tokio::sync::Mutex;
 use tracing::instrument;
 use uuid::Uuid;
 
+use crate::retention::{
+    ArchiveSink, BatchIds, BatchPlaces, BatchRecord, BatchReport, DayCount, DeleteOutcome,
+    PendingBatch, RetentionLock, RetentionPolicy, RetireRequest,
+};
 use crate::store::{
     SUMMARY_COLUMNS, check_schema, first_occurrences, list_sql, page, pool_stats, redact,
 };
 use crate::{InsertOutcome, ListQuery, Page, PoolSettings, PoolStats, Store, StoreError, Timeline};
 
 mod analytics;
+mod retention;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -98,6 +104,7 @@ fn summary_from_row(row: &SqliteRow) -> Result<StoredAudit, sqlx::Error> {
         duplicate_count: row.try_get("duplicate_count")?,
         last_duplicate_time: optional_time_column(row, "last_duplicate_time")?,
         retention_expiry_time: optional_time_column(row, "retention_expiry_time")?,
+        legal_hold: row.try_get("legal_hold")?,
         event_id: uuid_column(row, "event_id")?,
         event_time: time_column(row, "event_time")?,
         created_at: time_column(row, "created_at")?,
@@ -111,6 +118,9 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// SQLite has one writer; taking turns here avoids busy errors.
     writer: Mutex<()>,
+    policy: RetentionPolicy,
+    /// One retention run at a time in this process (a lock file guards across processes).
+    retention: Arc<Mutex<()>>,
 }
 
 impl SqliteStore {
@@ -143,7 +153,16 @@ impl SqliteStore {
         Ok(Self {
             pool,
             writer: Mutex::new(()),
+            policy: RetentionPolicy::default(),
+            retention: Arc::new(Mutex::new(())),
         })
+    }
+
+    /// The same store, writing expiry times by `policy`.
+    #[must_use]
+    pub fn with_policy(mut self, policy: RetentionPolicy) -> Self {
+        self.policy = policy;
+        self
     }
 }
 
@@ -233,6 +252,7 @@ impl Store for SqliteStore {
                 .bind(&now)
                 .bind(r.duration_micros())
                 .bind(r.duration_micros().map(duration_bin))
+                .bind(self.policy.expiry(r).map(encode_time))
                 .execute(&mut *tx)
                 .await?;
         }
@@ -314,6 +334,127 @@ impl Store for SqliteStore {
 
     async fn retries(&self, query: &AnalyticsQuery) -> Result<RetriesReport, StoreError> {
         analytics::retries_report(&self.pool, query).await
+    }
+
+    async fn set_legal_hold(&self, id: i64, hold: bool) -> Result<Option<StoredAudit>, StoreError> {
+        let sql = format!(
+            "UPDATE remediation_audit SET legal_hold = ?2, updated_at = ?3 \
+             WHERE id = ?1 AND deleted_at IS NULL RETURNING {SUMMARY_COLUMNS}"
+        );
+        let _turn = self.writer.lock().await;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(hold)
+            .bind(encode_time(Utc::now()))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(summary_from_row).transpose()?)
+    }
+
+    async fn soft_delete(&self, id: i64, at: DateTime<Utc>) -> Result<DeleteOutcome, StoreError> {
+        let sql = format!(
+            "UPDATE remediation_audit SET deleted_at = ?2, updated_at = ?2 \
+             WHERE id = ?1 AND deleted_at IS NULL AND NOT legal_hold RETURNING {SUMMARY_COLUMNS}"
+        );
+        let _turn = self.writer.lock().await;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(encode_time(at))
+            .fetch_optional(&self.pool)
+            .await?;
+        if let Some(row) = row {
+            return Ok(DeleteOutcome::Deleted(Box::new(summary_from_row(&row)?)));
+        }
+        let held: Option<bool> = sqlx::query_scalar(
+            "SELECT legal_hold FROM remediation_audit WHERE id = ?1 AND deleted_at IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match held {
+            Some(true) => DeleteOutcome::Held,
+            _ => DeleteOutcome::NotFound,
+        })
+    }
+
+    async fn ensure_partitions(
+        &self,
+        _from: DateTime<Utc>,
+        _to: DateTime<Utc>,
+    ) -> Result<u32, StoreError> {
+        Ok(0)
+    }
+
+    async fn retention_lock(&self) -> Result<Option<RetentionLock>, StoreError> {
+        let Ok(turn) = Arc::clone(&self.retention).try_lock_owned() else {
+            return Ok(None);
+        };
+        let path = self.pool.connect_options().get_filename().to_owned();
+        if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" {
+            return Ok(Some(RetentionLock::new(turn)));
+        }
+        let mut lock_path = path.into_os_string();
+        lock_path.push(".retention-lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| {
+                StoreError::Config(format!(
+                    "cannot open the retention lock file {}: {e}",
+                    std::path::Path::new(&lock_path).display()
+                ))
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(RetentionLock::new((turn, file)))),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Config(format!(
+                "cannot lock {}: {e}",
+                std::path::Path::new(&lock_path).display()
+            ))),
+        }
+    }
+
+    async fn retention_preview(
+        &self,
+        request: &RetireRequest,
+    ) -> Result<Vec<DayCount>, StoreError> {
+        retention::preview(&self.pool, request).await
+    }
+
+    async fn retire_next(
+        &self,
+        request: &RetireRequest,
+        sink: &dyn ArchiveSink,
+    ) -> Result<Option<BatchReport>, StoreError> {
+        let _turn = self.writer.lock().await;
+        retention::retire_next(&self.pool, request, sink).await
+    }
+
+    async fn pending_batches(&self) -> Result<Vec<PendingBatch>, StoreError> {
+        retention::pending_batches(&self.pool).await
+    }
+
+    async fn forget_batch(&self, batch: i64) -> Result<(), StoreError> {
+        let _turn = self.writer.lock().await;
+        retention::forget_batch(&self.pool, batch).await
+    }
+
+    async fn finished_batches(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<BatchRecord>, StoreError> {
+        retention::finished_batches(&self.pool, from, to).await
+    }
+
+    async fn batch_places(&self, batch: i64) -> Result<BatchPlaces, StoreError> {
+        retention::batch_places(&self.pool, batch).await
+    }
+
+    async fn batch_ids(&self, batch: i64) -> Result<BatchIds, StoreError> {
+        retention::batch_ids(&self.pool, batch).await
     }
 
     async fn ready(&self) -> Result<(), StoreError> {

@@ -16,7 +16,11 @@ use remaudit_model::{EventRecord, NewAudit, StoredAudit};
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use crate::analytics::AnalyticsQuery;
-use crate::{PgStore, SqliteStore, StoreError};
+use crate::retention::{
+    ArchiveSink, BatchIds, BatchPlaces, BatchRecord, BatchReport, DayCount, DeleteOutcome,
+    PendingBatch, RetentionLock, RetireRequest,
+};
+use crate::{PgStore, RetentionPolicy, SqliteStore, StoreError};
 
 /// What happened to one record of a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +165,52 @@ pub trait Store: Send + Sync + 'static {
     /// Alerts remediated more than once, most attempts first.
     async fn retries(&self, query: &AnalyticsQuery) -> Result<RetriesReport, StoreError>;
 
+    /// Sets or clears the legal hold of a remediation; `None` when there is no such (live) row.
+    async fn set_legal_hold(&self, id: i64, hold: bool) -> Result<Option<StoredAudit>, StoreError>;
+
+    /// Soft-deletes a remediation: hidden from every read at once, archived by the next retention run.
+    async fn soft_delete(&self, id: i64, at: DateTime<Utc>) -> Result<DeleteOutcome, StoreError>;
+
+    /// Creates the partitions that cover `[from, to)` (PostgreSQL; nothing on SQLite).
+    async fn ensure_partitions(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<u32, StoreError>;
+
+    /// Takes the lock that keeps retention runs from overlapping; `None` when another run holds it.
+    async fn retention_lock(&self) -> Result<Option<RetentionLock>, StoreError>;
+
+    /// Rows a retention run would move, per start day; changes nothing.
+    async fn retention_preview(&self, request: &RetireRequest)
+    -> Result<Vec<DayCount>, StoreError>;
+
+    /// Moves the next batch of due rows to the archive; `None` when nothing is due.
+    async fn retire_next(
+        &self,
+        request: &RetireRequest,
+        sink: &dyn ArchiveSink,
+    ) -> Result<Option<BatchReport>, StoreError>;
+
+    /// Batches that an interrupted run left pending.
+    async fn pending_batches(&self) -> Result<Vec<PendingBatch>, StoreError>;
+
+    /// Drops the journal entry of a pending batch whose files are removed.
+    async fn forget_batch(&self, batch: i64) -> Result<(), StoreError>;
+
+    /// Finished batches with rows that started in `[from, to)`.
+    async fn finished_batches(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<BatchRecord>, StoreError>;
+
+    /// Where a finished batch's rows are now.
+    async fn batch_places(&self, batch: i64) -> Result<BatchPlaces, StoreError>;
+
+    /// Ids of a finished batch's archived rows.
+    async fn batch_ids(&self, batch: i64) -> Result<BatchIds, StoreError>;
+
     /// Succeeds when the database answers and its schema is current.
     async fn ready(&self) -> Result<(), StoreError>;
 
@@ -181,10 +231,26 @@ pub trait Store: Send + Sync + 'static {
 /// [`StoreError::Config`] for an unknown scheme, [`StoreError::Unavailable`]
 /// when the database cannot be reached, [`StoreError::Schema`] when migrations fail.
 pub async fn connect(url: &str, pool: PoolSettings) -> Result<Arc<dyn Store>, StoreError> {
+    connect_with(url, pool, RetentionPolicy::default()).await
+}
+
+/// [`connect`], with the retention policy that sets each row's expiry.
+///
+/// # Errors
+/// As [`connect`].
+pub async fn connect_with(
+    url: &str,
+    pool: PoolSettings,
+    policy: RetentionPolicy,
+) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PgStore::connect(url, pool).await?))
+        Ok(Arc::new(
+            PgStore::connect(url, pool).await?.with_policy(policy),
+        ))
     } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url, pool).await?))
+        Ok(Arc::new(
+            SqliteStore::connect(url, pool).await?.with_policy(policy),
+        ))
     } else {
         Err(StoreError::Config(format!(
             "unsupported database URL {:?}: use postgres://USER@HOST:PORT/DB or sqlite://PATH",
@@ -236,7 +302,7 @@ pub(crate) const SUMMARY_COLUMNS: &str = "id, namespace, alert_fingerprint, reme
     start_time, completion_time, remediation_processing_name, ai_analysis_name, \
     workflow_execution_name, kubernetes_execution_name, service_crd_statuses, timeout_phase, \
     timeout_time, failure_phase, failure_reason, duplicate_count, last_duplicate_time, \
-    retention_expiry_time, event_id, event_time, created_at, updated_at";
+    retention_expiry_time, legal_hold, event_id, event_time, created_at, updated_at";
 
 /// The listing query for `query`, with timestamps bound through `time`.
 pub(crate) fn list_sql<DB, T>(

@@ -11,6 +11,9 @@ use remaudit_model::{Limits, NewAudit, RemediationOrchestrationAudit};
 use remaudit_store::{PoolSettings, Store};
 use sqlx::{Connection, PgConnection};
 
+/// A local S3-compatible server (moto, from `scripts/moto-prepare`) for object-store tests.
+pub mod s3;
+
 /// Environment variable naming the PostgreSQL server tests may create databases on.
 pub const ADMIN_URL_VAR: &str = "REMAUDIT_TEST_DATABASE_URL";
 

@@ -390,7 +390,7 @@ WHERE created_at < NOW() - INTERVAL '90 days';",
     )
     .await;
     let archived: Vec<serde_json::Value> = sqlx::query_scalar(
-        "SELECT to_jsonb(a) - 'archived_at' FROM remediation_audit_archive a ORDER BY id",
+        "SELECT to_jsonb(a) - 'archived_at' - 'archive_batch' FROM remediation_audit_archive a ORDER BY id",
     )
     .fetch_all(&pool)
     .await

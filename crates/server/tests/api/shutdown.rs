@@ -4,12 +4,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use remaudit_model::NewAudit;
+use remaudit_model::StoredAudit;
 use remaudit_model::analytics::{
     DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport,
 };
+use remaudit_store::retention::{
+    ArchiveSink, BatchIds, BatchPlaces, BatchRecord, BatchReport, DayCount, PendingBatch,
+    RetentionLock,
+};
 use remaudit_store::{
-    AnalyticsQuery, InsertOutcome, ListQuery, Page, PoolStats, Store, StoreError, Timeline,
+    AnalyticsQuery, DeleteOutcome, InsertOutcome, ListQuery, Page, PoolStats, RetireRequest, Store,
+    StoreError, Timeline,
 };
 use tokio::sync::{Notify, Semaphore};
 
@@ -52,6 +59,51 @@ impl Store for GatedStore {
     }
     async fn retries(&self, q: &AnalyticsQuery) -> Result<RetriesReport, StoreError> {
         self.inner.retries(q).await
+    }
+    async fn set_legal_hold(&self, id: i64, hold: bool) -> Result<Option<StoredAudit>, StoreError> {
+        self.inner.set_legal_hold(id, hold).await
+    }
+    async fn soft_delete(&self, id: i64, at: DateTime<Utc>) -> Result<DeleteOutcome, StoreError> {
+        self.inner.soft_delete(id, at).await
+    }
+    async fn ensure_partitions(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<u32, StoreError> {
+        self.inner.ensure_partitions(from, to).await
+    }
+    async fn retention_lock(&self) -> Result<Option<RetentionLock>, StoreError> {
+        self.inner.retention_lock().await
+    }
+    async fn retention_preview(&self, r: &RetireRequest) -> Result<Vec<DayCount>, StoreError> {
+        self.inner.retention_preview(r).await
+    }
+    async fn retire_next(
+        &self,
+        r: &RetireRequest,
+        sink: &dyn ArchiveSink,
+    ) -> Result<Option<BatchReport>, StoreError> {
+        self.inner.retire_next(r, sink).await
+    }
+    async fn pending_batches(&self) -> Result<Vec<PendingBatch>, StoreError> {
+        self.inner.pending_batches().await
+    }
+    async fn forget_batch(&self, batch: i64) -> Result<(), StoreError> {
+        self.inner.forget_batch(batch).await
+    }
+    async fn finished_batches(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<BatchRecord>, StoreError> {
+        self.inner.finished_batches(from, to).await
+    }
+    async fn batch_places(&self, batch: i64) -> Result<BatchPlaces, StoreError> {
+        self.inner.batch_places(batch).await
+    }
+    async fn batch_ids(&self, batch: i64) -> Result<BatchIds, StoreError> {
+        self.inner.batch_ids(batch).await
     }
     async fn ready(&self) -> Result<(), StoreError> {
         self.inner.ready().await

@@ -1,4 +1,5 @@
--- Stores a batch in one statement: each event once (by event_id), then the
+-- Stores a batch in one statement: each event once (by event_id and
+-- start_time, the key partitioning allows), then the
 -- best record of each remediation in the batch upserted into the summary.
 -- The summary rule mirrors remaudit_model::supersedes: a terminal row is
 -- final; otherwise a higher rank wins, then a strictly later event. The
@@ -13,13 +14,13 @@ WITH input AS (
         $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::text[],
         $12::text[], $13::text[], $14::text[], $15::timestamptz[], $16::text[],
         $17::text[], $18::int4[], $19::timestamptz[], $20::timestamptz[], $21::text[],
-        $22::int8[], $23::int4[]
+        $22::int8[], $23::int4[], $24::timestamptz[]
     ) WITH ORDINALITY AS t(
         event_id, namespace, alert_fingerprint, remediation_name, overall_phase, phase_rank,
         start_time, completion_time, remediation_processing_name, ai_analysis_name,
         workflow_execution_name, kubernetes_execution_name, service_crd_statuses,
         timeout_phase, timeout_time, failure_phase, failure_reason, duplicate_count,
-        last_duplicate_time, event_time, record, duration_us, duration_bin, ord
+        last_duplicate_time, event_time, record, duration_us, duration_bin, retention_expiry_time, ord
     )
 ),
 inserted AS (
@@ -28,7 +29,7 @@ inserted AS (
     SELECT event_id, namespace, remediation_name, start_time, overall_phase, event_time, record::jsonb
     FROM input
     ORDER BY event_id
-    ON CONFLICT (event_id) DO NOTHING
+    ON CONFLICT (event_id, start_time) DO NOTHING
     RETURNING event_id
 ),
 best AS (
@@ -61,14 +62,14 @@ upserted AS (
         start_time, completion_time, remediation_processing_name, ai_analysis_name,
         workflow_execution_name, kubernetes_execution_name, service_crd_statuses,
         timeout_phase, timeout_time, failure_phase, failure_reason, duplicate_count,
-        last_duplicate_time, event_id, event_time, duration_us, duration_bin
+        last_duplicate_time, event_id, event_time, duration_us, duration_bin, retention_expiry_time
     )
     SELECT
         namespace, alert_fingerprint, remediation_name, overall_phase, phase_rank,
         start_time, completion_time, fill_remediation_processing_name, fill_ai_analysis_name,
         fill_workflow_execution_name, fill_kubernetes_execution_name, fill_service_crd_statuses::jsonb,
         timeout_phase, timeout_time, failure_phase, failure_reason, max_duplicate_count,
-        max_last_duplicate_time, event_id, event_time, duration_us, duration_bin
+        max_last_duplicate_time, event_id, event_time, duration_us, duration_bin, retention_expiry_time
     FROM best
     ORDER BY namespace, remediation_name, start_time
     ON CONFLICT (namespace, remediation_name, start_time) DO UPDATE SET
@@ -77,6 +78,7 @@ upserted AS (
         completion_time = CASE WHEN __WINS__ THEN COALESCE(EXCLUDED.completion_time, ra.completion_time) ELSE ra.completion_time END,
         duration_us = CASE WHEN __WINS__ AND EXCLUDED.completion_time IS NOT NULL THEN EXCLUDED.duration_us ELSE ra.duration_us END,
         duration_bin = CASE WHEN __WINS__ AND EXCLUDED.completion_time IS NOT NULL THEN EXCLUDED.duration_bin ELSE ra.duration_bin END,
+        retention_expiry_time = CASE WHEN __WINS__ THEN EXCLUDED.retention_expiry_time ELSE ra.retention_expiry_time END,
         remediation_processing_name = CASE WHEN __WINS__ THEN COALESCE(EXCLUDED.remediation_processing_name, ra.remediation_processing_name) ELSE COALESCE(ra.remediation_processing_name, EXCLUDED.remediation_processing_name) END,
         ai_analysis_name = CASE WHEN __WINS__ THEN COALESCE(EXCLUDED.ai_analysis_name, ra.ai_analysis_name) ELSE COALESCE(ra.ai_analysis_name, EXCLUDED.ai_analysis_name) END,
         workflow_execution_name = CASE WHEN __WINS__ THEN COALESCE(EXCLUDED.workflow_execution_name, ra.workflow_execution_name) ELSE COALESCE(ra.workflow_execution_name, EXCLUDED.workflow_execution_name) END,
@@ -93,16 +95,18 @@ upserted AS (
         updated_at = now()
     RETURNING ra.namespace, ra.remediation_name, ra.start_time, ra.alert_fingerprint,
         ra.overall_phase, ra.phase_rank, ra.event_id, ra.duration_us, ra.duration_bin,
-        ra.failure_phase, ra.timeout_phase, (ra.xmax = 0) AS fresh
+        ra.failure_phase, ra.timeout_phase, ra.deleted_at, (ra.created_xid = pg_current_xact_id()) AS fresh
 ),
 -- What this statement changed: `fresh` rows are new remediations; `finished`
 -- ones became terminal through a record of this batch (the row's event is the
 -- batch's winner, which can happen only once per remediation, since a
--- terminal row is final and every event is stored once).
+-- terminal row is final and every event is stored once). Soft-deleted rows
+-- left the rollups when they were deleted and stay out of them.
 changed AS (
     SELECT u.*, (u.phase_rank = 9 AND u.event_id = b.event_id) AS finished
     FROM upserted u
     JOIN best b USING (namespace, remediation_name, start_time)
+    WHERE u.deleted_at IS NULL
 ),
 -- The rollups (see migrations/postgres/0002_analytics.sql), each upserted in
 -- key order so that concurrent batches take row locks in the same order.

@@ -1,0 +1,227 @@
+//! `remaudit retention run | verify`, and the retention settings that
+//! `remaudit serve` shares.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, TimeDelta, Utc};
+use remaudit_retention::{Archive, Settings};
+use remaudit_store::RetentionPolicy;
+
+use crate::DatabaseArgs;
+
+/// The retention policy and job settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PolicyArgs {
+    /// Days a finished remediation is kept, counted from its completion (or its start).
+    #[arg(long, env = "REMAUDIT_RETENTION_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    retention_days: u32,
+    /// Let remediations that never finished expire too, counted from their start.
+    #[arg(long, env = "REMAUDIT_RETENTION_INCLUDE_UNFINISHED")]
+    retention_include_unfinished: bool,
+    /// Most rows one row-wise archive batch moves.
+    #[arg(long, env = "REMAUDIT_RETENTION_BATCH_ROWS", default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    retention_batch_rows: u32,
+    /// On PostgreSQL, also move due rows of weeks not yet wholly due, row by
+    /// row, instead of waiting to drop their week's partition.
+    #[arg(long, env = "REMAUDIT_RETENTION_EXACT")]
+    retention_exact: bool,
+    /// Where archive files go: file:///dir or s3://bucket/prefix (AWS_* variables
+    /// configure S3). Default: remaudit-archive beside a SQLite file, or in the
+    /// working directory.
+    #[arg(long, env = "REMAUDIT_ARCHIVE_URL")]
+    archive_url: Option<String>,
+}
+
+impl PolicyArgs {
+    /// The store's policy.
+    pub fn policy(&self) -> RetentionPolicy {
+        RetentionPolicy {
+            age: TimeDelta::days(i64::from(self.retention_days)),
+            terminal_only: !self.retention_include_unfinished,
+        }
+    }
+
+    /// The job's settings, with `interval` between scheduled runs.
+    pub fn settings(&self, interval: Duration) -> Settings {
+        Settings {
+            policy: self.policy(),
+            interval,
+            batch_rows: self.retention_batch_rows,
+            exact: self.retention_exact,
+            ..Settings::default()
+        }
+    }
+
+    /// Opens the archive, the default one for `database_url` when none is set.
+    pub fn archive(&self, database_url: &str) -> anyhow::Result<Archive> {
+        let url = self
+            .archive_url
+            .clone()
+            .unwrap_or_else(|| Archive::default_url(database_url));
+        let crash = remaudit_retention::crash_step_from_env()?;
+        Ok(Archive::open(&url)?.crash_at(crash))
+    }
+}
+
+/// `remaudit retention`.
+#[derive(Debug, clap::Args)]
+pub struct RetentionArgs {
+    #[command(subcommand)]
+    command: RetentionCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum RetentionCommand {
+    /// Archive every due row (and its events) to the archive tables and files, then remove it.
+    ///
+    /// Exits 0 when the run finished (or another run held the lock), 1 on failure;
+    /// a failed or killed run is safe to repeat.
+    Run {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// Say how many rows per day would move, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The clock of the run, RFC 3339 (tests and backfills); default now.
+        #[arg(long, value_parser = parse_time)]
+        now: Option<DateTime<Utc>>,
+    },
+    /// Check that every archived row of a time range is in the archive tables
+    /// and in files whose checksums match, and in no live table.
+    ///
+    /// Exits 0 when all is well, 1 when something is missing, doubled or damaged.
+    Verify {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// Where archive files are (see `retention run`).
+        #[arg(long, env = "REMAUDIT_ARCHIVE_URL")]
+        archive_url: Option<String>,
+        /// Check batches with remediations that started at or after this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<DateTime<Utc>>,
+        /// ... and before this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        until: Option<DateTime<Utc>>,
+    },
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time such as 2026-09-01T00:00:00Z: {e}"))
+}
+
+/// Runs `remaudit retention ...`; the exit code.
+pub async fn run(args: RetentionArgs) -> anyhow::Result<u8> {
+    match args.command {
+        RetentionCommand::Run {
+            database,
+            policy,
+            dry_run,
+            now,
+        } => {
+            let archive = policy.archive(&database.database_url)?;
+            let store = remaudit_store::connect_with(
+                &database.database_url,
+                database.pool(),
+                policy.policy(),
+            )
+            .await
+            .context("cannot open the database")?;
+            let now = now.unwrap_or_else(Utc::now);
+            let settings = policy.settings(Duration::ZERO);
+            let report =
+                remaudit_retention::run_once(store.as_ref(), &archive, &settings, now, dry_run)
+                    .await
+                    .context("retention run failed; running it again is safe")?;
+            store.close().await;
+            if dry_run {
+                let (mut rows, mut events) = (0, 0);
+                println!("dry run at {}: nothing changed", now.to_rfc3339());
+                println!(
+                    "{:<12} {:>12} {:>12}",
+                    "start day", "remediations", "events"
+                );
+                for day in &report.preview {
+                    println!(
+                        "{:<12} {:>12} {:>12}",
+                        day.day, day.remediations, day.events
+                    );
+                    rows += day.remediations;
+                    events += day.events;
+                }
+                println!("{:<12} {rows:>12} {events:>12}", "total");
+            } else if !report.ran {
+                println!("another retention run holds the lock; nothing done");
+            } else {
+                for batch in &report.cleaned {
+                    println!("removed the files of interrupted batch {batch}");
+                }
+                for b in &report.batches {
+                    println!(
+                        "batch {} ({}): {} remediations, {} events, {} bytes{}",
+                        b.batch,
+                        b.source,
+                        b.remediations,
+                        b.events,
+                        b.bytes,
+                        if b.kept > 0 {
+                            format!(", {} rows kept live", b.kept)
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+                println!(
+                    "archived and removed {} remediations and {} events in {} batches to {} (clock {})",
+                    report.remediations(),
+                    report.events(),
+                    report.batches.len(),
+                    archive.url(),
+                    now.to_rfc3339()
+                );
+            }
+            Ok(0)
+        }
+        RetentionCommand::Verify {
+            database,
+            archive_url,
+            since,
+            until,
+        } => {
+            let url = archive_url.unwrap_or_else(|| Archive::default_url(&database.database_url));
+            let archive = Archive::open(&url)?;
+            let store = remaudit_store::connect(&database.database_url, database.pool())
+                .await
+                .context("cannot open the database")?;
+            let (first, last) = remaudit_retention::all_time();
+            let from = since.unwrap_or(first).max(first);
+            let to = until.unwrap_or(last).min(last);
+            let report = remaudit_retention::verify(store.as_ref(), &archive, from, to).await?;
+            store.close().await;
+            for batch in &report.pending {
+                println!("batch {batch} was interrupted; the next run removes its files");
+            }
+            for problem in &report.problems {
+                println!("PROBLEM {problem}");
+            }
+            if report.ok() {
+                println!(
+                    "verified {} batches ({} remediations, {} events): each row is in the archive tables and in a file whose SHA-256 matches, and in no live table",
+                    report.batches, report.remediations, report.events
+                );
+                Ok(0)
+            } else {
+                println!(
+                    "{} problems in {} batches",
+                    report.problems.len(),
+                    report.batches
+                );
+                Ok(1)
+            }
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The retention job: archives expired and soft-deleted remediation audit
+//! rows (summary rows and their timeline events) to the archive tables and
+//! to compressed files in object storage, then removes them from the live
+//! tables. It runs inside `remaudit serve` on a schedule, and on demand as
+//! `remaudit retention run`; `remaudit retention verify` checks its work.
+
+mod archive;
+mod verify;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use remaudit_store::retention::{BatchReport, DayCount, Step};
+use remaudit_store::{RetentionPolicy, RetireRequest, Store, StoreError};
+use tokio_util::sync::CancellationToken;
+
+pub use archive::Archive;
+pub use verify::{VerifyReport, all_time, verify};
+
+/// The environment variable that stops a run at a step (crash tests only):
+/// `archive-inserted`, `file-written` or `before-delete`.
+pub const CRASH_AT_VAR: &str = "REMAUDIT_RETENTION_CRASH_AT";
+
+/// What went wrong in a retention run.
+#[derive(Debug, thiserror::Error)]
+pub enum RetentionError {
+    /// A setting or URL is unusable.
+    #[error("{0}")]
+    Config(String),
+    /// The object store failed.
+    #[error("archive: {0}")]
+    Archive(String),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How the job runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// Which rows expire and when.
+    pub policy: RetentionPolicy,
+    /// Time between scheduled runs inside `remaudit serve`.
+    pub interval: Duration,
+    /// Most rows a row-wise batch moves.
+    pub batch_rows: u32,
+    /// Move due rows row by row even where their week is not wholly due (PostgreSQL).
+    pub exact: bool,
+    /// Weeks of partitions kept ready ahead of the clock (PostgreSQL).
+    pub weeks_ahead: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            policy: RetentionPolicy::default(),
+            interval: Duration::from_secs(3600),
+            batch_rows: 5000,
+            exact: false,
+            weeks_ahead: 4,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunReport {
+    /// The clock the run used.
+    pub now: Option<DateTime<Utc>>,
+    /// False when another run held the lock and this one did nothing.
+    pub ran: bool,
+    /// Rows that would move, per start day (dry runs only).
+    pub preview: Vec<DayCount>,
+    /// Batches moved.
+    pub batches: Vec<BatchReport>,
+    /// Interrupted batches whose files were removed before the run.
+    pub cleaned: Vec<i64>,
+    /// Partitions created ahead.
+    pub partitions_created: u32,
+}
+
+impl RunReport {
+    /// Summary rows moved.
+    #[must_use]
+    pub fn remediations(&self) -> u64 {
+        self.batches.iter().map(|b| b.remediations).sum()
+    }
+
+    /// Events moved.
+    #[must_use]
+    pub fn events(&self) -> u64 {
+        self.batches.iter().map(|b| b.events).sum()
+    }
+
+    /// Bytes of archive files written.
+    #[must_use]
+    pub fn bytes(&self) -> u64 {
+        self.batches.iter().map(|b| b.bytes).sum()
+    }
+}
+
+/// The step `REMAUDIT_RETENTION_CRASH_AT` names, if any.
+///
+/// # Errors
+/// When the variable holds something else.
+pub fn crash_step_from_env() -> Result<Option<Step>, RetentionError> {
+    match std::env::var(CRASH_AT_VAR).ok().as_deref() {
+        None | Some("") => Ok(None),
+        Some("archive-inserted") => Ok(Some(Step::ArchiveInserted)),
+        Some("file-written") => Ok(Some(Step::FileWritten)),
+        Some("before-delete") => Ok(Some(Step::BeforeDelete)),
+        Some(other) => Err(RetentionError::Config(format!(
+            "{CRASH_AT_VAR}={other:?}: use archive-inserted, file-written or before-delete"
+        ))),
+    }
+}
+
+/// One retention run at `now`: partitions ahead, then (unless `dry_run`)
+/// clean-up of interrupted batches and every due batch.
+///
+/// # Errors
+/// When the database or the object store fails; what was moved before the
+/// failure stays moved, and the next run carries on.
+pub async fn run_once(
+    store: &dyn Store,
+    archive: &Archive,
+    settings: &Settings,
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<RunReport, RetentionError> {
+    let started = Instant::now();
+    let result = run_locked(store, archive, settings, now, dry_run).await;
+    let outcome = match &result {
+        Ok(report) if !report.ran => "skipped",
+        Ok(_) => "ok",
+        Err(_) => "error",
+    };
+    metrics::counter!("remaudit_retention_runs_total", "outcome" => outcome).increment(1);
+    if let Ok(report) = &result
+        && report.ran
+        && !dry_run
+    {
+        metrics::histogram!("remaudit_retention_run_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        #[allow(clippy::cast_precision_loss)]
+        metrics::gauge!("remaudit_retention_last_success_timestamp_seconds")
+            .set(Utc::now().timestamp_millis() as f64 / 1000.0);
+    }
+    result
+}
+
+async fn run_locked(
+    store: &dyn Store,
+    archive: &Archive,
+    settings: &Settings,
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<RunReport, RetentionError> {
+    let mut report = RunReport {
+        now: Some(now),
+        ..RunReport::default()
+    };
+    let request = RetireRequest {
+        now,
+        age: settings.policy.age,
+        batch_rows: settings.batch_rows,
+        exact: settings.exact,
+    };
+    if dry_run {
+        report.ran = true;
+        report.preview = store.retention_preview(&request).await?;
+        return Ok(report);
+    }
+    let Some(_lock) = store.retention_lock().await? else {
+        tracing::info!("another retention run holds the lock; skipping this one");
+        return Ok(report);
+    };
+    report.ran = true;
+    let ahead = TimeDelta::weeks(i64::from(settings.weeks_ahead) + 1);
+    report.partitions_created = store
+        .ensure_partitions(now - TimeDelta::weeks(1), now + ahead)
+        .await?;
+    for pending in store.pending_batches().await? {
+        let removed = archive.remove(&pending.location).await?;
+        store.forget_batch(pending.batch).await?;
+        tracing::warn!(
+            batch = pending.batch,
+            files = removed,
+            "removed the files of a batch an earlier run did not finish"
+        );
+        report.cleaned.push(pending.batch);
+    }
+    while let Some(batch) = store.retire_next(&request, archive).await? {
+        record(&batch);
+        tracing::info!(
+            batch = batch.batch,
+            source = %batch.source,
+            remediations = batch.remediations,
+            events = batch.events,
+            bytes = batch.bytes,
+            kept = batch.kept,
+            "archived and removed a batch"
+        );
+        report.batches.push(batch);
+    }
+    Ok(report)
+}
+
+fn record(batch: &BatchReport) {
+    for (table, rows) in [
+        ("remediation_audit", batch.remediations),
+        ("remediation_audit_events", batch.events),
+    ] {
+        metrics::counter!("remaudit_retention_rows_archived_total", "table" => table)
+            .increment(rows);
+        metrics::counter!("remaudit_retention_rows_deleted_total", "table" => table)
+            .increment(rows);
+    }
+    metrics::counter!("remaudit_retention_bytes_written_total").increment(batch.bytes);
+    if batch.source.starts_with("remediation_audit_w") {
+        metrics::counter!("remaudit_retention_partitions_dropped_total").increment(1);
+    }
+}
+
+/// Runs the job now and then every `settings.interval` until `shutdown`;
+/// failures are logged and the schedule goes on.
+pub fn spawn(
+    store: Arc<dyn Store>,
+    archive: Archive,
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(settings.interval);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = every.tick() => {}
+            }
+            let run = run_once(store.as_ref(), &archive, &settings, Utc::now(), false);
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                result = run => match result {
+                    Ok(report) => tracing::info!(
+                        remediations = report.remediations(),
+                        events = report.events(),
+                        batches = report.batches.len(),
+                        "retention run finished"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "retention run failed; the next one carries on"),
+                },
+            }
+        }
+    })
+}

@@ -1,0 +1,358 @@
+//! The retention job against real PostgreSQL and SQLite, with archive files
+//! in a real directory: 120 days of remediations under a fixed clock.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use remaudit_model::NewAudit;
+use remaudit_retention::{Archive, Settings};
+use remaudit_store::{ListQuery, Store};
+use remaudit_testkit::{PgDb, SqliteDb, record};
+use serde_json::json;
+
+/// The run's clock: a Tuesday.
+pub fn now() -> DateTime<Utc> {
+    "2026-09-01T06:00:00Z".parse().expect("time")
+}
+
+/// What the generator wrote.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Written {
+    /// Remediations (summary rows).
+    pub remediations: i64,
+    /// Records (timeline events).
+    pub events: i64,
+}
+
+/// Per day for 120 days before [`now`]: a completed, a failed and a timed-out
+/// remediation (three records each) and one that never finished (two).
+pub fn history() -> (Vec<NewAudit>, Written) {
+    let mut records = Vec::new();
+    let mut written = Written::default();
+    for day in 0..120 {
+        let start = now() - TimeDelta::days(120 - day) + TimeDelta::minutes(day * 7 % 600);
+        for (n, end) in ["completed", "failed", "timeout", "running"]
+            .iter()
+            .enumerate()
+        {
+            let name = format!("rr-{day}-{n}");
+            let base = json!({
+                "alert_fingerprint": format!("fp-{}", day % 9),
+                "remediation_name": name,
+                "namespace": if n % 2 == 0 { "prod" } else { "staging" },
+                "start_time": start.to_rfc3339(),
+                "duplicate_count": 0,
+            });
+            let mut phases = vec![("processing", 1)];
+            phases.push(("executing", 3));
+            if *end != "running" {
+                phases.push((end, 20));
+            }
+            for (phase, minutes) in phases {
+                let mut r = base.clone();
+                r["overall_phase"] = json!(phase);
+                r["event_time"] = json!((start + TimeDelta::minutes(minutes)).to_rfc3339());
+                match phase {
+                    "completed" | "failed" => {
+                        r["completion_time"] =
+                            json!((start + TimeDelta::minutes(minutes)).to_rfc3339());
+                    }
+                    "timeout" => {
+                        r["timeout_phase"] = json!("executing");
+                        r["timeout_time"] =
+                            json!((start + TimeDelta::minutes(minutes)).to_rfc3339());
+                    }
+                    _ => {}
+                }
+                if phase == "failed" {
+                    r["failure_phase"] = json!("executing");
+                    r["failure_reason"] = json!("pod OOMKilled");
+                }
+                records.push(record(r));
+                written.events += 1;
+            }
+            written.remediations += 1;
+        }
+    }
+    (records, written)
+}
+
+/// Stores the history in batches, the way the service receives it.
+pub async fn load(store: &dyn Store) -> Written {
+    let (records, written) = history();
+    for chunk in records.chunks(500) {
+        store.insert(chunk).await.expect("insert history");
+    }
+    written
+}
+
+/// Every live summary row, through the store's reads.
+pub async fn live_rows(store: &dyn Store) -> Vec<remaudit_model::StoredAudit> {
+    let mut rows = Vec::new();
+    let mut query = ListQuery {
+        limit: 1000,
+        ..ListQuery::default()
+    };
+    loop {
+        let page = store.list(&query).await.expect("list");
+        rows.extend(page.items);
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => return rows,
+        }
+    }
+}
+
+/// Counts by SQL that reads the same on both backends.
+pub enum Counter {
+    /// PostgreSQL.
+    Pg(sqlx::PgPool),
+    /// SQLite.
+    Sqlite(sqlx::SqlitePool),
+}
+
+impl Counter {
+    /// The single count `sql` selects.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match self {
+            Self::Pg(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+            Self::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+        }
+        .expect("count")
+    }
+
+    /// (live summary rows, archived summary rows, live events, archived events).
+    pub async fn places(&self) -> (i64, i64, i64, i64) {
+        (
+            self.count("SELECT count(*) FROM remediation_audit").await,
+            self.count("SELECT count(*) FROM remediation_audit_archive")
+                .await,
+            self.count("SELECT count(*) FROM remediation_audit_events")
+                .await,
+            self.count("SELECT count(*) FROM remediation_audit_events_archive")
+                .await,
+        )
+    }
+
+    /// Rows in both a live and an archive table (must be 0).
+    pub async fn doubled(&self) -> i64 {
+        self.count(
+            "SELECT (SELECT count(*) FROM remediation_audit r JOIN remediation_audit_archive a ON a.id = r.id) \
+             + (SELECT count(*) FROM remediation_audit_events e JOIN remediation_audit_events_archive a ON a.id = e.id)",
+        )
+        .await
+    }
+}
+
+/// The scenario on either backend: history, a hold, a soft delete, one run.
+async fn scenario(store: Arc<dyn Store>, counter: Counter, exact: bool, partitioned: bool) {
+    let written = load(store.as_ref()).await;
+    if partitioned {
+        // As if the service had run all along, creating weeks ahead: the rows
+        // that landed in the default partition move into their weeks.
+        let created = store
+            .ensure_partitions(now() - TimeDelta::days(130), now() + TimeDelta::days(35))
+            .await
+            .expect("partitions");
+        assert!(created > 0);
+        assert_eq!(
+            counter
+                .count("SELECT count(*) FROM remediation_audit_default")
+                .await,
+            0,
+            "every generated row has a week"
+        );
+    }
+    let rows = live_rows(store.as_ref()).await;
+    assert_eq!(rows.len() as i64, written.remediations);
+    // Expiry is computed at write time: 90 days after completion, or after
+    // the start when a terminal record has no completion; none while running.
+    for row in &rows {
+        let expected = match row.overall_phase.as_str() {
+            "completed" | "failed" => row.completion_time.map(|t| t + TimeDelta::days(90)),
+            "timeout" => Some(row.start_time + TimeDelta::days(90)),
+            _ => None,
+        };
+        assert_eq!(
+            row.retention_expiry_time, expected,
+            "{}",
+            row.remediation_name
+        );
+    }
+    let held = rows
+        .iter()
+        .find(|r| r.overall_phase == "completed" && r.start_time < now() - TimeDelta::days(110))
+        .expect("an old completed row");
+    assert!(
+        store
+            .set_legal_hold(held.id, true)
+            .await
+            .expect("hold")
+            .is_some()
+    );
+    let deleted = rows
+        .iter()
+        .find(|r| r.overall_phase == "failed" && r.start_time > now() - TimeDelta::days(10))
+        .expect("a recent failed row");
+    store
+        .soft_delete(deleted.id, now())
+        .await
+        .expect("soft delete");
+    assert!(store.timeline(deleted.id).await.expect("read").is_none());
+
+    let dir = tempfile::tempdir().expect("dir");
+    let archive = Archive::open(&format!("file://{}", dir.path().display())).expect("archive");
+    let settings = Settings {
+        exact,
+        batch_rows: 100,
+        ..Settings::default()
+    };
+    let preview = remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), true)
+        .await
+        .expect("dry run");
+    let previewed: u64 = preview.preview.iter().map(|d| d.remediations).sum();
+    assert_eq!(
+        counter.places().await.0,
+        written.remediations,
+        "a dry run moves nothing"
+    );
+
+    let report = remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), false)
+        .await
+        .expect("run");
+    assert!(report.ran);
+    assert_eq!(
+        report.remediations(),
+        previewed,
+        "the dry run said what would move"
+    );
+
+    // Nothing is lost or doubled.
+    let (live, archived, live_events, archived_events) = counter.places().await;
+    assert_eq!(live + archived, written.remediations);
+    assert_eq!(live_events + archived_events, written.events);
+    assert_eq!(counter.doubled().await, 0);
+    assert_eq!(archived as u64, report.remediations());
+    assert_eq!(archived_events as u64, report.events());
+
+    // What is left live: rows not due, the held row, and (when whole weeks
+    // are the unit) due rows of a week whose end is not yet 90 days old.
+    let left = live_rows(store.as_ref()).await;
+    for row in &left {
+        let due = row.retention_expiry_time.is_some_and(|t| t <= now());
+        if due && !row.legal_hold {
+            assert!(!exact, "exact runs leave nothing due: {row:?}");
+            let week_start = row
+                .start_time
+                .date_naive()
+                .week(chrono::Weekday::Mon)
+                .first_day();
+            let week_end =
+                week_start.and_hms_opt(0, 0, 0).expect("midnight").and_utc() + TimeDelta::days(7);
+            assert!(
+                week_end + TimeDelta::days(90) > now(),
+                "a due week was left: {row:?}"
+            );
+        }
+    }
+    assert!(
+        left.iter().any(|r| r.id == held.id && r.legal_hold),
+        "the held row stays"
+    );
+    assert!(
+        left.iter().all(|r| r.id != deleted.id),
+        "the soft-deleted row is gone"
+    );
+    assert_eq!(
+        counter
+            .count(&format!("SELECT count(*) FROM remediation_audit_archive WHERE id = {} AND deleted_at IS NOT NULL", deleted.id))
+            .await,
+        1,
+        "the soft-deleted row is archived, marked deleted"
+    );
+    let unfinished_old = left
+        .iter()
+        .filter(|r| r.overall_phase == "executing" && r.start_time < now() - TimeDelta::days(100))
+        .count();
+    assert!(
+        unfinished_old >= 19,
+        "unfinished rows stay: {unfinished_old}"
+    );
+
+    // Every archived row is in a file whose checksum matches.
+    let (first, last) = remaudit_retention::all_time();
+    let verified = remaudit_retention::verify(store.as_ref(), &archive, first, last)
+        .await
+        .expect("verify");
+    assert!(verified.ok(), "{:?}", verified.problems);
+    assert_eq!(verified.remediations, report.remediations());
+    assert_eq!(verified.events, report.events());
+
+    // A second run finds nothing to do, and the hold survives it.
+    let again = remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), false)
+        .await
+        .expect("second run");
+    assert_eq!(again.remediations(), 0);
+    let held_now = store
+        .timeline(held.id)
+        .await
+        .expect("read")
+        .expect("held row");
+    assert!(held_now.remediation.legal_hold);
+    assert!(!held_now.events.is_empty(), "its events stay too");
+
+    // Cleared, the hold lets the row go at the next run.
+    store.set_legal_hold(held.id, false).await.expect("clear");
+    let third = remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), false)
+        .await
+        .expect("third run");
+    assert_eq!(third.remediations(), 1);
+    assert!(store.timeline(held.id).await.expect("read").is_none());
+}
+
+#[tokio::test]
+async fn postgres_whole_weeks_leave_and_nothing_is_lost() {
+    let db = PgDb::create().await;
+    scenario(db.store().await, Counter::Pg(db.pool().await), false, true).await;
+    let pool = db.pool().await;
+    let weeks: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'remediation_audit'::regclass \
+         AND inhrelid::regclass::text ~ '_w[0-9]{8}$' AND inhrelid::regclass::text < 'remediation_audit_w20260601'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("weeks");
+    assert_eq!(
+        weeks, 0,
+        "every week that ended 90 days before the clock is dropped"
+    );
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM remediation_audit_default")
+        .fetch_one(&pool)
+        .await
+        .expect("default");
+    assert!(
+        kept > 0,
+        "unfinished rows of dropped weeks live on in the default partition"
+    );
+}
+
+#[tokio::test]
+async fn postgres_exact_runs_leave_nothing_older_than_the_policy() {
+    let db = PgDb::create().await;
+    scenario(db.store().await, Counter::Pg(db.pool().await), true, true).await;
+}
+
+#[tokio::test]
+async fn postgres_rows_outside_every_partition_are_retired_row_by_row() {
+    let db = PgDb::create().await;
+    scenario(db.store().await, Counter::Pg(db.pool().await), false, false).await;
+}
+
+#[tokio::test]
+async fn sqlite_rows_are_retired_row_by_row_and_nothing_is_lost() {
+    let db = SqliteDb::create();
+    let store = db.store().await;
+    let pool = sqlx::SqlitePool::connect(&db.url()).await.expect("pool");
+    scenario(store, Counter::Sqlite(pool), true, false).await;
+}

@@ -1,0 +1,580 @@
+//! Retention on PostgreSQL: whole weekly partitions where a week is due,
+//! row-wise batches for the default partition and soft-deleted rows.
+
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use futures::TryStreamExt as _;
+use sqlx::postgres::{PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, Row as _};
+
+use crate::StoreError;
+use crate::retention::{
+    ArchiveSink, ArchivedFile, BatchIds, BatchPlaces, BatchRecord, BatchReport, DayCount,
+    MANIFEST_FORMAT, Manifest, PendingBatch, RetireRequest, Step,
+};
+
+/// Key of the advisory lock one retention run holds at a time.
+const LOCK_KEY: i64 = 0x7265_6d61_7564_6974;
+
+/// Rows retention moves at the clock `$1`: soft-deleted or expired, and not held.
+const DUE: &str = "NOT legal_hold AND (deleted_at IS NOT NULL OR retention_expiry_time <= $1)";
+/// The exact complement of [`DUE`], with the clock as `$1`.
+const KEEP: &str = "legal_hold OR (deleted_at IS NULL AND (retention_expiry_time IS NULL OR retention_expiry_time > $1))";
+
+/// A held advisory lock: the connection that holds it; dropping it closes
+/// the connection, which releases the lock.
+pub(crate) struct PgLock(#[allow(dead_code)] PgConnection);
+
+pub(super) async fn lock(pool: &PgPool) -> Result<Option<PgLock>, StoreError> {
+    let mut conn = pool.acquire().await?.detach();
+    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(LOCK_KEY)
+        .fetch_one(&mut conn)
+        .await?;
+    Ok(got.then_some(PgLock(conn)))
+}
+
+pub(super) async fn ensure_partitions(
+    pool: &PgPool,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<u32, StoreError> {
+    let created: i32 = sqlx::query_scalar("SELECT remaudit_ensure_partitions($1, $2)")
+        .bind(from)
+        .bind(to)
+        .fetch_one(pool)
+        .await?;
+    Ok(u32::try_from(created).unwrap_or(0))
+}
+
+/// The Monday a weekly partition's name (`remediation_audit_wYYYYMMDD`) starts on.
+fn week_of(name: &str) -> Option<NaiveDate> {
+    let digits = name.rsplit_once("_w")?.1;
+    NaiveDate::parse_from_str(digits, "%Y%m%d").ok()
+}
+
+fn week_due(week: NaiveDate, request: &RetireRequest) -> bool {
+    let end = week
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc() + TimeDelta::days(7));
+    end.and_then(|end| end.checked_add_signed(request.age))
+        .is_some_and(|due| due <= request.now)
+}
+
+/// Attached weekly partitions of the summary table, oldest first.
+async fn attached_weeks(pool: &PgPool) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = 'remediation_audit'::regclass \
+           AND c.relname ~ '^remediation_audit_w[0-9]{8}$' ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// A weekly table an earlier run detached and did not finish.
+async fn detached_week(pool: &PgPool) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT relname::text FROM pg_class \
+         WHERE relkind = 'r' AND NOT relispartition AND relname ~ '^remediation_audit_w[0-9]{8}$' \
+         ORDER BY 1 LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?)
+}
+
+fn events_table(week_table: &str) -> String {
+    week_table.replacen("remediation_audit_", "remediation_audit_events_", 1)
+}
+
+/// Moves a detached week's rows that are not due back into the live table
+/// (they land in the default partition); returns how many summary rows.
+async fn keep_rows(
+    conn: &mut PgConnection,
+    table: &str,
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let kept = sqlx::query(AssertSqlSafe(format!(
+        "WITH kept AS (DELETE FROM {table} WHERE {KEEP} RETURNING *) \
+         INSERT INTO remediation_audit SELECT * FROM kept"
+    )))
+    .bind(now)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    let events = events_table(table);
+    if kept > 0 {
+        sqlx::query(AssertSqlSafe(format!(
+            "WITH kept AS (DELETE FROM {events} e USING remediation_audit_default d \
+               WHERE e.namespace = d.namespace AND e.remediation_name = d.remediation_name \
+                 AND e.start_time = d.start_time RETURNING e.*) \
+             INSERT INTO remediation_audit_events SELECT * FROM kept"
+        )))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(kept)
+}
+
+/// Detaches a due week from both tables and moves its rows that are not
+/// due back into the live tables, in one short transaction.
+async fn detach_week(pool: &PgPool, table: &str, now: DateTime<Utc>) -> Result<u64, StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL lock_timeout = '5s'")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "ALTER TABLE remediation_audit DETACH PARTITION {table}"
+    )))
+    .execute(&mut *tx)
+    .await?;
+    let events = events_table(table);
+    let attached: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1))",
+    )
+    .bind(&events)
+    .fetch_one(&mut *tx)
+    .await?;
+    if attached {
+        sqlx::query(AssertSqlSafe(format!(
+            "ALTER TABLE remediation_audit_events DETACH PARTITION {events}"
+        )))
+        .execute(&mut *tx)
+        .await?;
+    }
+    let kept = keep_rows(&mut tx, table, now).await?;
+    tx.commit().await?;
+    Ok(kept)
+}
+
+/// Records a pending batch in its own commit; returns its number and location.
+async fn begin_batch(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    source: &str,
+    sink: &dyn ArchiveSink,
+) -> Result<(i64, String), StoreError> {
+    let id: i64 = sqlx::query_scalar(
+        "SELECT nextval(pg_get_serial_sequence('remediation_retention_batches', 'id'))",
+    )
+    .fetch_one(pool)
+    .await?;
+    let location = sink.location(id);
+    sqlx::query(
+        "INSERT INTO remediation_retention_batches (id, run_now, source, location) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(id)
+    .bind(now)
+    .bind(source)
+    .bind(&location)
+    .execute(pool)
+    .await?;
+    Ok((id, location))
+}
+
+/// Writes the batch's files from the archive tables (as this transaction
+/// sees them), then its manifest; marks the batch done. Returns the bytes.
+async fn write_and_finish(
+    conn: &mut PgConnection,
+    sink: &dyn ArchiveSink,
+    batch: i64,
+    location: &str,
+    source: &str,
+    now: DateTime<Utc>,
+) -> Result<(u64, u64, u64), StoreError> {
+    let mut files: Vec<ArchivedFile> = Vec::with_capacity(2);
+    for table in [
+        "remediation_audit_archive",
+        "remediation_audit_events_archive",
+    ] {
+        let lines = sqlx::query_scalar::<_, String>(AssertSqlSafe(format!(
+            "SELECT row_to_json(a)::text FROM {table} a WHERE archive_batch = $1 ORDER BY id"
+        )))
+        .bind(batch)
+        .fetch(&mut *conn)
+        .map_err(StoreError::from);
+        files.push(sink.write_file(location, table, Box::pin(lines)).await?);
+    }
+    let row = sqlx::query(
+        "SELECT min(start_time) AS lo, max(start_time) AS hi FROM remediation_audit_archive WHERE archive_batch = $1",
+    )
+    .bind(batch)
+    .fetch_one(&mut *conn)
+    .await?;
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT.to_owned(),
+        batch,
+        source: source.to_owned(),
+        run_now: now,
+        start_time_min: row.try_get("lo")?,
+        start_time_max: row.try_get("hi")?,
+        files,
+    };
+    let sha = sink.write_manifest(location, &manifest).await?;
+    sink.checkpoint(Step::FileWritten);
+    let remediations = manifest.files[0].rows;
+    let events = manifest.files[1].rows;
+    let bytes = manifest.files.iter().map(|f| f.bytes).sum::<u64>();
+    sqlx::query(
+        "UPDATE remediation_retention_batches SET state = 'done', finished_at = now(), \
+         remediations = $2, events = $3, bytes = $4, start_time_min = $5, start_time_max = $6, \
+         manifest_sha256 = $7 WHERE id = $1",
+    )
+    .bind(batch)
+    .bind(i64::try_from(remediations).unwrap_or(i64::MAX))
+    .bind(i64::try_from(events).unwrap_or(i64::MAX))
+    .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
+    .bind(manifest.start_time_min)
+    .bind(manifest.start_time_max)
+    .bind(sha)
+    .execute(&mut *conn)
+    .await?;
+    Ok((remediations, events, bytes))
+}
+
+/// Archives every row of a detached week, writes its files, drops the week.
+async fn retire_week(
+    pool: &PgPool,
+    request: &RetireRequest,
+    sink: &dyn ArchiveSink,
+    table: &str,
+) -> Result<BatchReport, StoreError> {
+    let events = events_table(table);
+    let rows: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT (SELECT count(*) FROM {table}) + (SELECT count(*) FROM {events})"
+    )))
+    .fetch_one(pool)
+    .await?;
+    let mut report = BatchReport {
+        batch: 0,
+        source: table.to_owned(),
+        remediations: 0,
+        events: 0,
+        bytes: 0,
+        kept: 0,
+        location: String::new(),
+    };
+    let (batch, location) = if rows > 0 {
+        begin_batch(pool, request.now, table, sink).await?
+    } else {
+        (0, String::new())
+    };
+    let mut tx = pool.begin().await?;
+    report.kept = keep_rows(&mut tx, table, request.now).await?;
+    if batch > 0 {
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO remediation_audit_archive SELECT *, now(), $1 FROM {table}"
+        )))
+        .bind(batch)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO remediation_audit_events_archive SELECT *, now(), $1 FROM {events}"
+        )))
+        .bind(batch)
+        .execute(&mut *tx)
+        .await?;
+        sink.checkpoint(Step::ArchiveInserted);
+        let (remediations, events, bytes) =
+            write_and_finish(&mut tx, sink, batch, &location, table, request.now).await?;
+        report.batch = batch;
+        report.remediations = remediations;
+        report.events = events;
+        report.bytes = bytes;
+        report.location = location;
+    }
+    sink.checkpoint(Step::BeforeDelete);
+    sqlx::query(AssertSqlSafe(format!(
+        "DROP TABLE IF EXISTS {table}, {events}"
+    )))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(report)
+}
+
+/// Where row-wise batches take rows from.
+#[derive(Clone, Copy)]
+enum RowSource {
+    /// Due rows anywhere (SQLite's way; PostgreSQL's with `exact`).
+    Everywhere,
+    /// Due rows in the default partition.
+    Default,
+    /// Soft-deleted rows anywhere.
+    Deleted,
+}
+
+impl RowSource {
+    fn table_and_condition(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Everywhere => ("remediation_audit", DUE),
+            Self::Default => ("remediation_audit_default", DUE),
+            Self::Deleted => (
+                "remediation_audit",
+                "NOT legal_hold AND deleted_at IS NOT NULL AND $1 IS NOT NULL",
+            ),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Everywhere | Self::Default => "rows",
+            Self::Deleted => "deleted",
+        }
+    }
+}
+
+async fn retire_rows(
+    pool: &PgPool,
+    request: &RetireRequest,
+    sink: &dyn ArchiveSink,
+    source: RowSource,
+) -> Result<Option<BatchReport>, StoreError> {
+    let (table, condition) = source.table_and_condition();
+    let any: bool = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT EXISTS (SELECT 1 FROM {table} WHERE {condition})"
+    )))
+    .bind(request.now)
+    .fetch_one(pool)
+    .await?;
+    if !any {
+        return Ok(None);
+    }
+    let (batch, location) = begin_batch(pool, request.now, source.name(), sink).await?;
+    let mut tx = pool.begin().await?;
+    let moved = sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO remediation_audit_archive \
+         SELECT *, now(), $2 FROM {table} WHERE {condition} \
+         ORDER BY start_time, id LIMIT $3 FOR UPDATE"
+    )))
+    .bind(request.now)
+    .bind(batch)
+    .bind(i64::from(request.batch_rows.max(1)))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if moved == 0 {
+        tx.rollback().await?;
+        forget_batch(pool, batch).await?;
+        return Ok(None);
+    }
+    sqlx::query(
+        "INSERT INTO remediation_audit_events_archive \
+         SELECT e.*, now(), $1 FROM remediation_audit_events e \
+         JOIN remediation_audit_archive a ON a.namespace = e.namespace \
+          AND a.remediation_name = e.remediation_name AND a.start_time = e.start_time \
+         WHERE a.archive_batch = $1",
+    )
+    .bind(batch)
+    .execute(&mut *tx)
+    .await?;
+    sink.checkpoint(Step::ArchiveInserted);
+    let (remediations, events, bytes) =
+        write_and_finish(&mut tx, sink, batch, &location, source.name(), request.now).await?;
+    sink.checkpoint(Step::BeforeDelete);
+    sqlx::query(
+        "DELETE FROM remediation_audit_events e USING remediation_audit_events_archive a \
+         WHERE a.archive_batch = $1 AND e.id = a.id AND e.start_time = a.start_time",
+    )
+    .bind(batch)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "DELETE FROM remediation_audit r USING remediation_audit_archive a \
+         WHERE a.archive_batch = $1 AND r.id = a.id AND r.start_time = a.start_time",
+    )
+    .bind(batch)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(BatchReport {
+        batch,
+        source: source.name().to_owned(),
+        remediations,
+        events,
+        bytes,
+        kept: 0,
+        location,
+    }))
+}
+
+pub(super) async fn retire_next(
+    pool: &PgPool,
+    request: &RetireRequest,
+    sink: &dyn ArchiveSink,
+) -> Result<Option<BatchReport>, StoreError> {
+    if let Some(table) = detached_week(pool).await? {
+        return retire_week(pool, request, sink, &table).await.map(Some);
+    }
+    let due = attached_weeks(pool)
+        .await?
+        .into_iter()
+        .find(|t| week_of(t).is_some_and(|w| week_due(w, request)));
+    if let Some(table) = due {
+        detach_week(pool, &table, request.now).await?;
+        return retire_week(pool, request, sink, &table).await.map(Some);
+    }
+    let sources: &[RowSource] = if request.exact {
+        &[RowSource::Everywhere]
+    } else {
+        &[RowSource::Default, RowSource::Deleted]
+    };
+    for &source in sources {
+        if let Some(report) = retire_rows(pool, request, sink, source).await? {
+            return Ok(Some(report));
+        }
+    }
+    Ok(None)
+}
+
+pub(super) async fn preview(
+    pool: &PgPool,
+    request: &RetireRequest,
+) -> Result<Vec<DayCount>, StoreError> {
+    // A row moves when it is due and either the run is exact, it sits in the
+    // default partition, it is soft-deleted, or its whole week is due.
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "WITH due AS ( \
+           SELECT namespace, remediation_name, start_time FROM remediation_audit \
+           WHERE ({DUE}) AND ($2 OR deleted_at IS NOT NULL \
+             OR tableoid = 'remediation_audit_default'::regclass \
+             OR date_trunc('week', start_time, 'UTC') + INTERVAL '7 days' + $3 <= $1)) \
+         SELECT (date_trunc('day', d.start_time, 'UTC') AT TIME ZONE 'UTC')::date AS day, \
+                count(DISTINCT (d.namespace, d.remediation_name, d.start_time)) AS remediations, \
+                count(e.id) AS events \
+         FROM due d LEFT JOIN remediation_audit_events e ON e.namespace = d.namespace \
+           AND e.remediation_name = d.remediation_name AND e.start_time = d.start_time \
+         GROUP BY 1 ORDER BY 1"
+    )))
+    .bind(request.now)
+    .bind(request.exact)
+    .bind(request.age)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(DayCount {
+                day: row.try_get("day")?,
+                remediations: u64::try_from(row.try_get::<i64, _>("remediations")?).unwrap_or(0),
+                events: u64::try_from(row.try_get::<i64, _>("events")?).unwrap_or(0),
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}
+
+pub(super) async fn pending_batches(pool: &PgPool) -> Result<Vec<PendingBatch>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, location FROM remediation_retention_batches WHERE state = 'pending' ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(PendingBatch {
+                batch: row.try_get("id")?,
+                location: row.try_get("location")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}
+
+pub(super) async fn forget_batch(pool: &PgPool, batch: i64) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM remediation_retention_batches WHERE id = $1 AND state = 'pending'")
+        .bind(batch)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn finished_batches(
+    pool: &PgPool,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<BatchRecord>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, location, remediations, events, manifest_sha256 FROM remediation_retention_batches \
+         WHERE state = 'done' AND start_time_max >= $1 AND start_time_min < $2 ORDER BY id",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(BatchRecord {
+                batch: row.try_get("id")?,
+                location: row.try_get("location")?,
+                remediations: u64::try_from(row.try_get::<i64, _>("remediations")?).unwrap_or(0),
+                events: u64::try_from(row.try_get::<i64, _>("events")?).unwrap_or(0),
+                manifest_sha256: row.try_get("manifest_sha256")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}
+
+pub(super) async fn batch_places(pool: &PgPool, batch: i64) -> Result<BatchPlaces, StoreError> {
+    let row = sqlx::query(
+        "SELECT \
+           (SELECT count(*) FROM remediation_audit_archive WHERE archive_batch = $1) AS ar, \
+           (SELECT count(*) FROM remediation_audit_events_archive WHERE archive_batch = $1) AS ae, \
+           (SELECT count(*) FROM remediation_audit r JOIN remediation_audit_archive a \
+              ON r.id = a.id AND r.start_time = a.start_time WHERE a.archive_batch = $1) AS lr, \
+           (SELECT count(*) FROM remediation_audit_events e JOIN remediation_audit_events_archive a \
+              ON e.id = a.id AND e.start_time = a.start_time WHERE a.archive_batch = $1) AS le",
+    )
+    .bind(batch)
+    .fetch_one(pool)
+    .await?;
+    let get = |c: &str| -> Result<u64, StoreError> {
+        Ok(u64::try_from(row.try_get::<i64, _>(c)?).unwrap_or(0))
+    };
+    Ok(BatchPlaces {
+        archived_remediations: get("ar")?,
+        archived_events: get("ae")?,
+        live_remediations: get("lr")?,
+        live_events: get("le")?,
+    })
+}
+
+pub(super) async fn batch_ids(pool: &PgPool, batch: i64) -> Result<BatchIds, StoreError> {
+    let remediations = sqlx::query_scalar(
+        "SELECT id FROM remediation_audit_archive WHERE archive_batch = $1 ORDER BY id",
+    )
+    .bind(batch)
+    .fetch_all(pool)
+    .await?;
+    let events = sqlx::query_scalar(
+        "SELECT id FROM remediation_audit_events_archive WHERE archive_batch = $1 ORDER BY id",
+    )
+    .bind(batch)
+    .fetch_all(pool)
+    .await?;
+    Ok(BatchIds {
+        remediations,
+        events,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_week_is_due_when_its_last_day_is_older_than_the_age() {
+        let week = week_of("remediation_audit_w20260817").expect("a week");
+        assert_eq!(week, NaiveDate::from_ymd_opt(2026, 8, 17).expect("date"));
+        let at = |s: &str| s.parse::<DateTime<Utc>>().expect("time");
+        let request = |now| RetireRequest {
+            now: at(now),
+            age: TimeDelta::days(90),
+            batch_rows: 10,
+            exact: false,
+        };
+        // The week ends 2026-08-24; 90 days later is 2026-11-22.
+        assert!(!week_due(week, &request("2026-11-21T23:59:59Z")));
+        assert!(week_due(week, &request("2026-11-22T00:00:00Z")));
+        assert_eq!(week_of("remediation_audit_default"), None);
+    }
+}

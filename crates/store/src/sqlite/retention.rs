@@ -1,0 +1,313 @@
+//! Retention on SQLite: row-wise batches, one transaction each.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use futures::TryStreamExt as _;
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use sqlx::{AssertSqlSafe, Row as _};
+
+use super::{decode_time, encode_time};
+use crate::StoreError;
+use crate::retention::{
+    ArchiveSink, ArchivedFile, BatchIds, BatchPlaces, BatchRecord, BatchReport, DayCount,
+    MANIFEST_FORMAT, Manifest, PendingBatch, RetireRequest, Step,
+};
+
+/// Due rows, with the clock as `?1`.
+const DUE: &str = "NOT legal_hold AND (deleted_at IS NOT NULL OR retention_expiry_time <= ?1)";
+
+/// One archived summary row as a JSON object, the shape PostgreSQL's
+/// `row_to_json` gives.
+const SUMMARY_JSON: &str = "json_object('id', id, 'alert_fingerprint', alert_fingerprint, \
+    'remediation_name', remediation_name, 'overall_phase', overall_phase, 'start_time', start_time, \
+    'completion_time', completion_time, 'remediation_processing_name', remediation_processing_name, \
+    'ai_analysis_name', ai_analysis_name, 'workflow_execution_name', workflow_execution_name, \
+    'kubernetes_execution_name', kubernetes_execution_name, \
+    'service_crd_statuses', json(service_crd_statuses), 'timeout_phase', timeout_phase, \
+    'timeout_time', timeout_time, 'failure_phase', failure_phase, 'failure_reason', failure_reason, \
+    'duplicate_count', duplicate_count, 'last_duplicate_time', last_duplicate_time, \
+    'retention_expiry_time', retention_expiry_time, 'deleted_at', deleted_at, \
+    'created_at', created_at, 'updated_at', updated_at, 'namespace', namespace, \
+    'phase_rank', phase_rank, 'event_id', event_id, 'event_time', event_time, \
+    'duration_us', duration_us, 'duration_bin', duration_bin, \
+    'legal_hold', json(CASE WHEN legal_hold THEN 'true' ELSE 'false' END), \
+    'archived_at', archived_at, 'archive_batch', archive_batch)";
+
+/// One archived event as a JSON object.
+const EVENT_JSON: &str = "json_object('id', id, 'event_id', event_id, 'namespace', namespace, \
+    'remediation_name', remediation_name, 'start_time', start_time, 'overall_phase', overall_phase, \
+    'event_time', event_time, 'received_at', received_at, 'record', json(record), \
+    'archived_at', archived_at, 'archive_batch', archive_batch)";
+
+async fn begin_batch(
+    conn: &mut SqliteConnection,
+    now: DateTime<Utc>,
+    sink: &dyn ArchiveSink,
+) -> Result<(i64, String), StoreError> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO remediation_retention_batches (run_now, source, location) VALUES (?1, 'rows', '') RETURNING id",
+    )
+    .bind(encode_time(now))
+    .fetch_one(&mut *conn)
+    .await?;
+    let location = sink.location(id);
+    sqlx::query("UPDATE remediation_retention_batches SET location = ?2 WHERE id = ?1")
+        .bind(id)
+        .bind(&location)
+        .execute(&mut *conn)
+        .await?;
+    Ok((id, location))
+}
+
+pub(super) async fn retire_next(
+    pool: &SqlitePool,
+    request: &RetireRequest,
+    sink: &dyn ArchiveSink,
+) -> Result<Option<BatchReport>, StoreError> {
+    let now = encode_time(request.now);
+    let any: bool = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT EXISTS (SELECT 1 FROM remediation_audit WHERE {DUE})"
+    )))
+    .bind(&now)
+    .fetch_one(pool)
+    .await?;
+    if !any {
+        return Ok(None);
+    }
+    let (batch, location) = begin_batch(&mut *pool.acquire().await?, request.now, sink).await?;
+    let archived_at = encode_time(Utc::now());
+    let mut tx = pool.begin().await?;
+    let moved = sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO remediation_audit_archive \
+         SELECT *, ?2, ?3 FROM remediation_audit WHERE {DUE} ORDER BY start_time, id LIMIT ?4"
+    )))
+    .bind(&now)
+    .bind(&archived_at)
+    .bind(batch)
+    .bind(i64::from(request.batch_rows.max(1)))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if moved == 0 {
+        tx.rollback().await?;
+        forget_batch(pool, batch).await?;
+        return Ok(None);
+    }
+    sqlx::query(
+        "INSERT INTO remediation_audit_events_archive \
+         SELECT e.*, ?2, ?1 FROM remediation_audit_events e \
+         JOIN remediation_audit_archive a ON a.namespace = e.namespace \
+          AND a.remediation_name = e.remediation_name AND a.start_time = e.start_time \
+         WHERE a.archive_batch = ?1",
+    )
+    .bind(batch)
+    .bind(&archived_at)
+    .execute(&mut *tx)
+    .await?;
+    sink.checkpoint(Step::ArchiveInserted);
+
+    let mut files: Vec<ArchivedFile> = Vec::with_capacity(2);
+    for (table, json) in [
+        ("remediation_audit_archive", SUMMARY_JSON),
+        ("remediation_audit_events_archive", EVENT_JSON),
+    ] {
+        let lines = sqlx::query_scalar::<_, String>(AssertSqlSafe(format!(
+            "SELECT {json} FROM {table} WHERE archive_batch = ?1 ORDER BY id"
+        )))
+        .bind(batch)
+        .fetch(&mut *tx)
+        .map_err(StoreError::from);
+        files.push(sink.write_file(&location, table, Box::pin(lines)).await?);
+    }
+    let row = sqlx::query(
+        "SELECT min(start_time) AS lo, max(start_time) AS hi FROM remediation_audit_archive WHERE archive_batch = ?1",
+    )
+    .bind(batch)
+    .fetch_one(&mut *tx)
+    .await?;
+    let time = |c: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(row
+            .try_get::<Option<String>, _>(c)?
+            .as_deref()
+            .map(decode_time)
+            .transpose()?)
+    };
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT.to_owned(),
+        batch,
+        source: "rows".to_owned(),
+        run_now: request.now,
+        start_time_min: time("lo")?,
+        start_time_max: time("hi")?,
+        files,
+    };
+    let sha = sink.write_manifest(&location, &manifest).await?;
+    sink.checkpoint(Step::FileWritten);
+    let remediations = manifest.files[0].rows;
+    let events = manifest.files[1].rows;
+    let bytes = manifest.files.iter().map(|f| f.bytes).sum::<u64>();
+
+    sink.checkpoint(Step::BeforeDelete);
+    sqlx::query(
+        "DELETE FROM remediation_audit_events WHERE id IN \
+         (SELECT id FROM remediation_audit_events_archive WHERE archive_batch = ?1)",
+    )
+    .bind(batch)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "DELETE FROM remediation_audit WHERE id IN \
+         (SELECT id FROM remediation_audit_archive WHERE archive_batch = ?1)",
+    )
+    .bind(batch)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE remediation_retention_batches SET state = 'done', finished_at = ?2, \
+         remediations = ?3, events = ?4, bytes = ?5, start_time_min = ?6, start_time_max = ?7, \
+         manifest_sha256 = ?8 WHERE id = ?1",
+    )
+    .bind(batch)
+    .bind(&archived_at)
+    .bind(i64::try_from(remediations).unwrap_or(i64::MAX))
+    .bind(i64::try_from(events).unwrap_or(i64::MAX))
+    .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
+    .bind(manifest.start_time_min.map(encode_time))
+    .bind(manifest.start_time_max.map(encode_time))
+    .bind(sha)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(BatchReport {
+        batch,
+        source: "rows".to_owned(),
+        remediations,
+        events,
+        bytes,
+        kept: 0,
+        location,
+    }))
+}
+
+pub(super) async fn preview(
+    pool: &SqlitePool,
+    request: &RetireRequest,
+) -> Result<Vec<DayCount>, StoreError> {
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT substr(d.start_time, 1, 10) AS day, count(DISTINCT d.id) AS remediations, \
+                count(e.id) AS events \
+         FROM remediation_audit d LEFT JOIN remediation_audit_events e \
+           ON e.namespace = d.namespace AND e.remediation_name = d.remediation_name \
+          AND e.start_time = d.start_time \
+         WHERE {DUE} GROUP BY 1 ORDER BY 1"
+    )))
+    .bind(encode_time(request.now))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let day: String = row.try_get("day")?;
+            Ok(DayCount {
+                day: NaiveDate::parse_from_str(&day, "%Y-%m-%d")
+                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                remediations: u64::try_from(row.try_get::<i64, _>("remediations")?).unwrap_or(0),
+                events: u64::try_from(row.try_get::<i64, _>("events")?).unwrap_or(0),
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}
+
+pub(super) async fn pending_batches(pool: &SqlitePool) -> Result<Vec<PendingBatch>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, location FROM remediation_retention_batches WHERE state = 'pending' ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(PendingBatch {
+                batch: row.try_get("id")?,
+                location: row.try_get("location")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}
+
+pub(super) async fn forget_batch(pool: &SqlitePool, batch: i64) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM remediation_retention_batches WHERE id = ?1 AND state = 'pending'")
+        .bind(batch)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn finished_batches(
+    pool: &SqlitePool,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<BatchRecord>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, location, remediations, events, manifest_sha256 FROM remediation_retention_batches \
+         WHERE state = 'done' AND start_time_max >= ?1 AND start_time_min < ?2 ORDER BY id",
+    )
+    .bind(encode_time(from))
+    .bind(encode_time(to))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(BatchRecord {
+                batch: row.try_get("id")?,
+                location: row.try_get("location")?,
+                remediations: u64::try_from(row.try_get::<i64, _>("remediations")?).unwrap_or(0),
+                events: u64::try_from(row.try_get::<i64, _>("events")?).unwrap_or(0),
+                manifest_sha256: row.try_get("manifest_sha256")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}
+
+pub(super) async fn batch_places(pool: &SqlitePool, batch: i64) -> Result<BatchPlaces, StoreError> {
+    let row = sqlx::query(
+        "SELECT \
+           (SELECT count(*) FROM remediation_audit_archive WHERE archive_batch = ?1) AS ar, \
+           (SELECT count(*) FROM remediation_audit_events_archive WHERE archive_batch = ?1) AS ae, \
+           (SELECT count(*) FROM remediation_audit WHERE id IN \
+              (SELECT id FROM remediation_audit_archive WHERE archive_batch = ?1)) AS lr, \
+           (SELECT count(*) FROM remediation_audit_events WHERE id IN \
+              (SELECT id FROM remediation_audit_events_archive WHERE archive_batch = ?1)) AS le",
+    )
+    .bind(batch)
+    .fetch_one(pool)
+    .await?;
+    let get = |c: &str| -> Result<u64, StoreError> {
+        Ok(u64::try_from(row.try_get::<i64, _>(c)?).unwrap_or(0))
+    };
+    Ok(BatchPlaces {
+        archived_remediations: get("ar")?,
+        archived_events: get("ae")?,
+        live_remediations: get("lr")?,
+        live_events: get("le")?,
+    })
+}
+
+pub(super) async fn batch_ids(pool: &SqlitePool, batch: i64) -> Result<BatchIds, StoreError> {
+    let remediations = sqlx::query_scalar(
+        "SELECT id FROM remediation_audit_archive WHERE archive_batch = ?1 ORDER BY id",
+    )
+    .bind(batch)
+    .fetch_all(pool)
+    .await?;
+    let events = sqlx::query_scalar(
+        "SELECT id FROM remediation_audit_events_archive WHERE archive_batch = ?1 ORDER BY id",
+    )
+    .bind(batch)
+    .fetch_all(pool)
+    .await?;
+    Ok(BatchIds {
+        remediations,
+        events,
+    })
+}
