@@ -45,6 +45,8 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     /// Nothing at this address.
     NotFound(String),
+    /// The resource's state forbids the request.
+    Conflict(String),
     /// The database is unreachable; try again after the delay.
     Unavailable(Duration),
     /// The request took longer than the server allows.
@@ -99,6 +101,7 @@ impl ApiError {
                 d.clone(),
             ),
             Self::NotFound(d) => (StatusCode::NOT_FOUND, "not-found", "Not found", d.clone()),
+            Self::Conflict(d) => (StatusCode::CONFLICT, "conflict", "Conflict", d.clone()),
             Self::Unavailable(after) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "database-unavailable",

@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use remaudit_store::Store;
@@ -81,7 +81,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/api/v1/audit/remediation-orchestration/{id}",
-            get(audit::get),
+            get(audit::get).delete(audit::delete),
+        )
+        .route(
+            "/api/v1/audit/remediation-orchestration/{id}/legal-hold",
+            put(audit::hold).delete(audit::release),
         )
         .route(
             "/api/v1/audit/analytics/postmortem",

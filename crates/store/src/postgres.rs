@@ -33,6 +33,19 @@ mod retention;
 /// counted in, the way `insert.sql` counted it; the caller selects from `gone`.
 const SOFT_DELETE_SQL: &str = include_str!("postgres/soft_delete.sql");
 
+/// Removes the rollup rows a soft delete (`$1` start time, `$2` namespace)
+/// brought to zero, so that reads show no empty groups.
+const EMPTY_ROLLUPS_SQL: &str = "WITH o AS (DELETE FROM remediation_rollup_outcomes \
+      WHERE namespace IN ('', $2) AND bucket = date_trunc('hour', $1, 'UTC') AND remediations <= 0), \
+    d AS (DELETE FROM remediation_rollup_durations WHERE bucket_hours IN (1, 24) AND namespace IN ('', $2) \
+      AND bucket IN (date_trunc('hour', $1, 'UTC'), date_trunc('day', $1, 'UTC')) AND remediations <= 0), \
+    a AS (DELETE FROM remediation_rollup_alerts WHERE bucket_days IN (1, 7) \
+      AND bucket IN (date_bin('1 day', $1, TIMESTAMPTZ 'epoch'), date_bin('7 days', $1, TIMESTAMPTZ 'epoch')) \
+      AND namespace = $2 AND attempts <= 0) \
+    DELETE FROM remediation_rollup_failures WHERE bucket_days IN (1, 7) \
+      AND bucket IN (date_bin('1 day', $1, TIMESTAMPTZ 'epoch'), date_bin('7 days', $1, TIMESTAMPTZ 'epoch')) \
+      AND namespace = $2 AND failures <= 0";
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// When a candidate record replaces the summary row (see `supersedes` in the model).
@@ -322,15 +335,24 @@ impl Store for PgStore {
     }
 
     async fn soft_delete(&self, id: i64, at: DateTime<Utc>) -> Result<DeleteOutcome, StoreError> {
-        let sql = format!("{} SELECT {SUMMARY_COLUMNS} FROM gone", SOFT_DELETE_SQL);
+        let sql = format!("{SOFT_DELETE_SQL} SELECT {SUMMARY_COLUMNS} FROM gone");
+        let mut tx = self.pool.begin().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .bind(at)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
         if let Some(row) = row {
-            return Ok(DeleteOutcome::Deleted(Box::new(summary_from_row(&row)?)));
+            let gone = summary_from_row(&row)?;
+            sqlx::query(EMPTY_ROLLUPS_SQL)
+                .bind(gone.start_time)
+                .bind(&gone.namespace)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            return Ok(DeleteOutcome::Deleted(Box::new(gone)));
         }
+        tx.rollback().await?;
         let held: Option<bool> = sqlx::query_scalar(
             "SELECT legal_hold FROM remediation_audit WHERE id = $1 AND deleted_at IS NULL",
         )

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use remaudit_model::{
     EventRecord, FieldError, NewAudit, RemediationOrchestrationAudit, StoredAudit,
 };
-use remaudit_store::{Cursor, InsertOutcome, ListQuery};
+use remaudit_store::{Cursor, DeleteOutcome, InsertOutcome, ListQuery};
 use serde::{Deserialize, Serialize};
 use tracing::instrument;
 use utoipa::{IntoParams, ToSchema};
@@ -501,4 +501,105 @@ pub(crate) async fn get(
         remediation: timeline.remediation,
         timeline: timeline.events,
     }))
+}
+
+fn path_id(id: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {
+    id.map(|Path(id)| id)
+        .map_err(|e| ApiError::InvalidQuery(vec![FieldError::new("id", "integer", e.body_text())]))
+}
+
+async fn set_hold(state: &AppState, id: i64, hold: bool) -> Result<Json<StoredAudit>, ApiError> {
+    state
+        .store
+        .set_legal_hold(id, hold)
+        .await
+        .map_err(|e| ApiError::from_store(&e, state.settings.retry_after))?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no remediation with id {id}")))
+}
+
+/// Puts a remediation under legal hold: retention never archives or deletes it.
+#[utoipa::path(
+    put,
+    path = "/api/v1/audit/remediation-orchestration/{id}/legal-hold",
+    tag = "audit",
+    params(("id" = i64, Path, description = "The remediation's id")),
+    responses(
+        (status = 200, description = "The remediation, now held", body = StoredAudit),
+        (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such remediation", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[instrument(skip_all)]
+pub(crate) async fn hold(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<StoredAudit>, ApiError> {
+    let id = path_id(id)?;
+    let held = set_hold(&state, id, true).await?;
+    tracing::info!(id, "legal hold set");
+    Ok(held)
+}
+
+/// Clears a remediation's legal hold; retention treats it by the policy again.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/audit/remediation-orchestration/{id}/legal-hold",
+    tag = "audit",
+    params(("id" = i64, Path, description = "The remediation's id")),
+    responses(
+        (status = 200, description = "The remediation, no longer held", body = StoredAudit),
+        (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such remediation", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[instrument(skip_all)]
+pub(crate) async fn release(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<StoredAudit>, ApiError> {
+    let id = path_id(id)?;
+    let released = set_hold(&state, id, false).await?;
+    tracing::info!(id, "legal hold cleared");
+    Ok(released)
+}
+
+/// Soft-deletes a remediation: every read hides it at once, and the next
+/// retention run moves it (marked deleted) to the archive.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/audit/remediation-orchestration/{id}",
+    tag = "audit",
+    params(("id" = i64, Path, description = "The remediation's id")),
+    responses(
+        (status = 204, description = "Deleted: hidden from reads, archived by the next retention run"),
+        (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such remediation, or already deleted", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Under legal hold; clear the hold first", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[instrument(skip_all)]
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let id = path_id(id)?;
+    match state
+        .store
+        .soft_delete(id, chrono::Utc::now())
+        .await
+        .map_err(|e| ApiError::from_store(&e, state.settings.retry_after))?
+    {
+        DeleteOutcome::Deleted(_) => {
+            tracing::info!(id, "remediation soft-deleted");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        DeleteOutcome::Held => Err(ApiError::Conflict(format!(
+            "remediation {id} is under legal hold; clear the hold (DELETE .../{id}/legal-hold) before deleting it"
+        ))),
+        DeleteOutcome::NotFound => Err(ApiError::NotFound(format!("no remediation with id {id}"))),
+    }
 }

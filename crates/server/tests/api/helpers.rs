@@ -148,6 +148,18 @@ impl TestApp {
         Answer::read(self.http.get(self.url(path)).send().await.expect("request")).await
     }
 
+    /// Sends a request without a body.
+    pub async fn call(&self, method: reqwest::Method, path: &str) -> Answer {
+        Answer::read(
+            self.http
+                .request(method, self.url(path))
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await
+    }
+
     /// The names of every stored remediation, sorted.
     pub async fn names(&self) -> Vec<String> {
         let mut names: Vec<_> = self

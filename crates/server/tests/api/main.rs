@@ -7,4 +7,5 @@ mod ingest;
 mod openapi;
 mod outage;
 mod reads;
+mod retention;
 mod shutdown;
