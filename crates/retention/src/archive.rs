@@ -34,6 +34,8 @@ pub struct Archive {
     store: Arc<dyn ObjectStore>,
     prefix: Path,
     url: String,
+    /// The directory of a `file://` archive.
+    local_root: Option<std::path::PathBuf>,
     crash_at: Option<Step>,
 }
 
@@ -46,6 +48,7 @@ impl Archive {
     /// # Errors
     /// [`RetentionError::Config`] for an unknown scheme or an unusable location.
     pub fn open(url: &str) -> Result<Self, RetentionError> {
+        let mut local_root = None;
         let (store, prefix): (Arc<dyn ObjectStore>, &str) = if let Some(dir) =
             url.strip_prefix("file://")
         {
@@ -57,9 +60,15 @@ impl Archive {
             std::fs::create_dir_all(dir).map_err(|e| {
                 RetentionError::Config(format!("cannot create the archive directory {dir:?}: {e}"))
             })?;
-            let fs = LocalFileSystem::new_with_prefix(dir).map_err(|e| {
-                RetentionError::Config(format!("cannot open the archive directory {dir:?}: {e}"))
-            })?;
+            let fs = LocalFileSystem::new_with_prefix(dir)
+                .map_err(|e| {
+                    RetentionError::Config(format!(
+                        "cannot open the archive directory {dir:?}: {e}"
+                    ))
+                })?
+                // A file is on disk before the rows it holds leave the database.
+                .with_fsync(true);
+            local_root = Some(std::path::PathBuf::from(dir));
             (Arc::new(fs), "")
         } else if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -84,6 +93,7 @@ impl Archive {
             store,
             prefix: Path::from(prefix.trim_matches('/')),
             url: url.to_owned(),
+            local_root,
             crash_at: None,
         })
     }
@@ -141,6 +151,20 @@ impl Archive {
             match self.store.delete(path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(RetentionError::Archive(format!("deleting {path}: {e}"))),
+            }
+        }
+        if let Some(root) = &self.local_root {
+            // Object stores have no directories; a local one leaves them behind.
+            let dir = prefix.parts().fold(root.clone(), |d, p| d.join(p.as_ref()));
+            match std::fs::remove_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(RetentionError::Archive(format!(
+                        "removing {}: {e}",
+                        dir.display()
+                    )));
+                }
             }
         }
         Ok(paths.len() as u64)
@@ -268,6 +292,38 @@ mod tests {
         let url = Archive::default_url("sqlite:///var/lib/remaudit/audit.db?mode=rwc");
         assert_eq!(url, "file:///var/lib/remaudit/remaudit-archive");
         assert!(Archive::default_url("postgres://h/db").ends_with("/remaudit-archive"));
+    }
+
+    #[tokio::test]
+    async fn a_written_batch_reads_back_and_removing_it_leaves_no_directory() {
+        let dir = tempfile::tempdir().expect("dir");
+        let archive = Archive::open(&format!("file://{}", dir.path().display())).expect("open");
+        let location = archive.location(7);
+        let lines: Vec<Result<String, StoreError>> =
+            (0..3).map(|i| Ok(format!("{{\"id\":{i}}}"))).collect();
+        let file = archive
+            .write_file(
+                &location,
+                "remediation_audit_archive",
+                Box::pin(futures::stream::iter(lines)),
+            )
+            .await
+            .expect("write");
+        assert_eq!((file.rows, file.table.as_str()), (3, "remediation_audit"));
+        let bytes = archive
+            .read(&file.path)
+            .await
+            .expect("read")
+            .expect("exists");
+        assert_eq!(hex_sha256(&bytes), file.sha256);
+        assert_eq!(bytes.len() as u64, file.bytes);
+        assert_eq!(archive.remove(&location).await.expect("remove"), 1);
+        assert!(archive.read(&file.path).await.expect("read").is_none());
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        assert!(left.is_empty(), "the batch directory is gone: {left:?}");
     }
 
     #[test]

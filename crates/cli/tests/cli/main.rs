@@ -4,5 +4,6 @@
 mod helpers;
 mod publish;
 mod query;
+mod retention;
 mod serve;
 mod simulate;

@@ -4,86 +4,14 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use remaudit_model::NewAudit;
 use remaudit_retention::{Archive, Settings};
 use remaudit_store::{ListQuery, Store};
-use remaudit_testkit::{PgDb, SqliteDb, record};
-use serde_json::json;
+use remaudit_testkit::history::load;
+use remaudit_testkit::{PgDb, SqliteDb};
 
 /// The run's clock: a Tuesday.
 pub fn now() -> DateTime<Utc> {
-    "2026-09-01T06:00:00Z".parse().expect("time")
-}
-
-/// What the generator wrote.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Written {
-    /// Remediations (summary rows).
-    pub remediations: i64,
-    /// Records (timeline events).
-    pub events: i64,
-}
-
-/// Per day for 120 days before [`now`]: a completed, a failed and a timed-out
-/// remediation (three records each) and one that never finished (two).
-pub fn history() -> (Vec<NewAudit>, Written) {
-    let mut records = Vec::new();
-    let mut written = Written::default();
-    for day in 0..120 {
-        let start = now() - TimeDelta::days(120 - day) + TimeDelta::minutes(day * 7 % 600);
-        for (n, end) in ["completed", "failed", "timeout", "running"]
-            .iter()
-            .enumerate()
-        {
-            let name = format!("rr-{day}-{n}");
-            let base = json!({
-                "alert_fingerprint": format!("fp-{}", day % 9),
-                "remediation_name": name,
-                "namespace": if n % 2 == 0 { "prod" } else { "staging" },
-                "start_time": start.to_rfc3339(),
-                "duplicate_count": 0,
-            });
-            let mut phases = vec![("processing", 1)];
-            phases.push(("executing", 3));
-            if *end != "running" {
-                phases.push((end, 20));
-            }
-            for (phase, minutes) in phases {
-                let mut r = base.clone();
-                r["overall_phase"] = json!(phase);
-                r["event_time"] = json!((start + TimeDelta::minutes(minutes)).to_rfc3339());
-                match phase {
-                    "completed" | "failed" => {
-                        r["completion_time"] =
-                            json!((start + TimeDelta::minutes(minutes)).to_rfc3339());
-                    }
-                    "timeout" => {
-                        r["timeout_phase"] = json!("executing");
-                        r["timeout_time"] =
-                            json!((start + TimeDelta::minutes(minutes)).to_rfc3339());
-                    }
-                    _ => {}
-                }
-                if phase == "failed" {
-                    r["failure_phase"] = json!("executing");
-                    r["failure_reason"] = json!("pod OOMKilled");
-                }
-                records.push(record(r));
-                written.events += 1;
-            }
-            written.remediations += 1;
-        }
-    }
-    (records, written)
-}
-
-/// Stores the history in batches, the way the service receives it.
-pub async fn load(store: &dyn Store) -> Written {
-    let (records, written) = history();
-    for chunk in records.chunks(500) {
-        store.insert(chunk).await.expect("insert history");
-    }
-    written
+    remaudit_testkit::history::clock()
 }
 
 /// Every live summary row, through the store's reads.
@@ -147,7 +75,7 @@ impl Counter {
 
 /// The scenario on either backend: history, a hold, a soft delete, one run.
 async fn scenario(store: Arc<dyn Store>, counter: Counter, exact: bool, partitioned: bool) {
-    let written = load(store.as_ref()).await;
+    let written = load(store.as_ref(), now()).await;
     if partitioned {
         // As if the service had run all along, creating weeks ahead: the rows
         // that landed in the default partition move into their weeks.
