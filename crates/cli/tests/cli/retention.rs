@@ -377,3 +377,85 @@ fn bad_retention_input_fails_with_a_clear_message() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("archive-inserted"), "{}", text(&out));
 }
+
+#[tokio::test]
+async fn serve_runs_retention_at_start_up_and_reports_it_in_metrics() {
+    let db = SqliteDb::create();
+    let store = db.store().await;
+    let now = chrono::Utc::now();
+    let written = load(store.as_ref(), now).await;
+    store.close().await;
+    let port = crate::helpers::free_port();
+    let cwd = tempfile::tempdir().expect("dir");
+    let _child = crate::helpers::Running(
+        remaudit()
+            .current_dir(cwd.path())
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--database-url", &db.url()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    crate::helpers::wait_healthy(port).await;
+    let http = reqwest::Client::new();
+    let metrics = remaudit_testkit::wait_for(
+        "the start-up retention run to finish",
+        std::time::Duration::from_secs(30),
+        || {
+            let http = http.clone();
+            async move {
+                let text = http
+                    .get(format!("http://127.0.0.1:{port}/metrics"))
+                    .send()
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                text.contains("remaudit_retention_last_success_timestamp_seconds")
+                    .then_some(text)
+            }
+        },
+    )
+    .await;
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    let archived = value("remaudit_retention_rows_archived_total{table=\"remediation_audit\"}");
+    assert!(
+        archived >= 90.0,
+        "30 days of three finished remediations: {archived}"
+    );
+    assert!(value("remaudit_retention_bytes_written_total") > 0.0);
+    assert!(value("remaudit_retention_last_success_timestamp_seconds") >= now.timestamp() as f64);
+    let listed = http
+        .get(format!(
+            "http://127.0.0.1:{port}/api/v1/audit/remediation-orchestration?limit=1000"
+        ))
+        .send()
+        .await
+        .expect("list")
+        .json::<serde_json::Value>()
+        .await
+        .expect("json");
+    let left = listed["items"].as_array().map_or(0, Vec::len) as f64;
+    assert_eq!(
+        left + archived,
+        written.remediations as f64,
+        "moved, not lost"
+    );
+    assert!(
+        db.url()
+            .strip_prefix("sqlite://")
+            .map(std::path::Path::new)
+            .and_then(std::path::Path::parent)
+            .is_some_and(|d| d.join("remaudit-archive").is_dir()),
+        "the archive sits beside the database"
+    );
+}
