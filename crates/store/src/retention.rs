@@ -161,9 +161,10 @@ pub struct BatchReport {
 }
 
 /// A batch that did not finish, whose files must go.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct PendingBatch {
     /// Batch number.
+    #[sqlx(rename = "id")]
     pub batch: i64,
     /// Where its files may be.
     pub location: String,
@@ -245,5 +246,52 @@ impl RetentionLock {
 impl std::fmt::Debug for RetentionLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("RetentionLock")
+    }
+}
+
+/// Selects the pending batches; the same text on both backends.
+pub(crate) const PENDING_SQL: &str =
+    "SELECT id, location FROM remediation_retention_batches WHERE state = 'pending' ORDER BY id";
+
+/// A finished batch's journal row, as both backends store it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct JournalRow {
+    id: i64,
+    location: String,
+    remediations: i64,
+    events: i64,
+    manifest_sha256: Option<String>,
+}
+
+impl From<JournalRow> for BatchRecord {
+    fn from(row: JournalRow) -> Self {
+        Self {
+            batch: row.id,
+            location: row.location,
+            remediations: u64::try_from(row.remediations).unwrap_or(0),
+            events: u64::try_from(row.events).unwrap_or(0),
+            manifest_sha256: row.manifest_sha256,
+        }
+    }
+}
+
+/// The four counts of [`BatchPlaces`], as both backends select them.
+#[derive(sqlx::FromRow)]
+pub(crate) struct PlacesRow {
+    ar: i64,
+    ae: i64,
+    lr: i64,
+    le: i64,
+}
+
+impl From<PlacesRow> for BatchPlaces {
+    fn from(row: PlacesRow) -> Self {
+        let n = |v: i64| u64::try_from(v).unwrap_or(0);
+        Self {
+            archived_remediations: n(row.ar),
+            archived_events: n(row.ae),
+            live_remediations: n(row.lr),
+            live_events: n(row.le),
+        }
     }
 }

@@ -9,7 +9,8 @@ use sqlx::{AssertSqlSafe, Row as _};
 use crate::StoreError;
 use crate::retention::{
     ArchiveSink, ArchivedFile, BatchIds, BatchPlaces, BatchRecord, BatchReport, DayCount,
-    MANIFEST_FORMAT, Manifest, PendingBatch, RetireRequest, Step,
+    JournalRow, MANIFEST_FORMAT, Manifest, PENDING_SQL, PendingBatch, PlacesRow, RetireRequest,
+    Step,
 };
 
 /// Key of the advisory lock one retention run holds at a time.
@@ -463,20 +464,7 @@ pub(super) async fn preview(
 }
 
 pub(super) async fn pending_batches(pool: &PgPool) -> Result<Vec<PendingBatch>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT id, location FROM remediation_retention_batches WHERE state = 'pending' ORDER BY id",
-    )
-    .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(PendingBatch {
-                batch: row.try_get("id")?,
-                location: row.try_get("location")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StoreError::from)
+    Ok(sqlx::query_as(PENDING_SQL).fetch_all(pool).await?)
 }
 
 pub(super) async fn forget_batch(pool: &PgPool, batch: i64) -> Result<(), StoreError> {
@@ -492,7 +480,7 @@ pub(super) async fn finished_batches(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<BatchRecord>, StoreError> {
-    let rows = sqlx::query(
+    let rows: Vec<JournalRow> = sqlx::query_as(
         "SELECT id, location, remediations, events, manifest_sha256 FROM remediation_retention_batches \
          WHERE state = 'done' AND start_time_max >= $1 AND start_time_min < $2 ORDER BY id",
     )
@@ -500,22 +488,11 @@ pub(super) async fn finished_batches(
     .bind(to)
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(BatchRecord {
-                batch: row.try_get("id")?,
-                location: row.try_get("location")?,
-                remediations: u64::try_from(row.try_get::<i64, _>("remediations")?).unwrap_or(0),
-                events: u64::try_from(row.try_get::<i64, _>("events")?).unwrap_or(0),
-                manifest_sha256: row.try_get("manifest_sha256")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StoreError::from)
+    Ok(rows.into_iter().map(Into::into).collect())
 }
 
 pub(super) async fn batch_places(pool: &PgPool, batch: i64) -> Result<BatchPlaces, StoreError> {
-    let row = sqlx::query(
+    let row: PlacesRow = sqlx::query_as(
         "SELECT \
            (SELECT count(*) FROM remediation_audit_archive WHERE archive_batch = $1) AS ar, \
            (SELECT count(*) FROM remediation_audit_events_archive WHERE archive_batch = $1) AS ae, \
@@ -527,15 +504,7 @@ pub(super) async fn batch_places(pool: &PgPool, batch: i64) -> Result<BatchPlace
     .bind(batch)
     .fetch_one(pool)
     .await?;
-    let get = |c: &str| -> Result<u64, StoreError> {
-        Ok(u64::try_from(row.try_get::<i64, _>(c)?).unwrap_or(0))
-    };
-    Ok(BatchPlaces {
-        archived_remediations: get("ar")?,
-        archived_events: get("ae")?,
-        live_remediations: get("lr")?,
-        live_events: get("le")?,
-    })
+    Ok(row.into())
 }
 
 pub(super) async fn batch_ids(pool: &PgPool, batch: i64) -> Result<BatchIds, StoreError> {

@@ -9,7 +9,8 @@ use super::{decode_time, encode_time};
 use crate::StoreError;
 use crate::retention::{
     ArchiveSink, ArchivedFile, BatchIds, BatchPlaces, BatchRecord, BatchReport, DayCount,
-    MANIFEST_FORMAT, Manifest, PendingBatch, RetireRequest, Step,
+    JournalRow, MANIFEST_FORMAT, Manifest, PENDING_SQL, PendingBatch, PlacesRow, RetireRequest,
+    Step,
 };
 
 /// Due rows, with the clock as `?1`.
@@ -218,20 +219,7 @@ pub(super) async fn preview(
 }
 
 pub(super) async fn pending_batches(pool: &SqlitePool) -> Result<Vec<PendingBatch>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT id, location FROM remediation_retention_batches WHERE state = 'pending' ORDER BY id",
-    )
-    .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(PendingBatch {
-                batch: row.try_get("id")?,
-                location: row.try_get("location")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StoreError::from)
+    Ok(sqlx::query_as(PENDING_SQL).fetch_all(pool).await?)
 }
 
 pub(super) async fn forget_batch(pool: &SqlitePool, batch: i64) -> Result<(), StoreError> {
@@ -247,7 +235,7 @@ pub(super) async fn finished_batches(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<BatchRecord>, StoreError> {
-    let rows = sqlx::query(
+    let rows: Vec<JournalRow> = sqlx::query_as(
         "SELECT id, location, remediations, events, manifest_sha256 FROM remediation_retention_batches \
          WHERE state = 'done' AND start_time_max >= ?1 AND start_time_min < ?2 ORDER BY id",
     )
@@ -255,22 +243,11 @@ pub(super) async fn finished_batches(
     .bind(encode_time(to))
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(BatchRecord {
-                batch: row.try_get("id")?,
-                location: row.try_get("location")?,
-                remediations: u64::try_from(row.try_get::<i64, _>("remediations")?).unwrap_or(0),
-                events: u64::try_from(row.try_get::<i64, _>("events")?).unwrap_or(0),
-                manifest_sha256: row.try_get("manifest_sha256")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StoreError::from)
+    Ok(rows.into_iter().map(Into::into).collect())
 }
 
 pub(super) async fn batch_places(pool: &SqlitePool, batch: i64) -> Result<BatchPlaces, StoreError> {
-    let row = sqlx::query(
+    let row: PlacesRow = sqlx::query_as(
         "SELECT \
            (SELECT count(*) FROM remediation_audit_archive WHERE archive_batch = ?1) AS ar, \
            (SELECT count(*) FROM remediation_audit_events_archive WHERE archive_batch = ?1) AS ae, \
@@ -282,15 +259,7 @@ pub(super) async fn batch_places(pool: &SqlitePool, batch: i64) -> Result<BatchP
     .bind(batch)
     .fetch_one(pool)
     .await?;
-    let get = |c: &str| -> Result<u64, StoreError> {
-        Ok(u64::try_from(row.try_get::<i64, _>(c)?).unwrap_or(0))
-    };
-    Ok(BatchPlaces {
-        archived_remediations: get("ar")?,
-        archived_events: get("ae")?,
-        live_remediations: get("lr")?,
-        live_events: get("le")?,
-    })
+    Ok(row.into())
 }
 
 pub(super) async fn batch_ids(pool: &SqlitePool, batch: i64) -> Result<BatchIds, StoreError> {
