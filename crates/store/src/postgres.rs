@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 
 use crate::AnalyticsQuery;
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use remaudit_model::analytics::{
     DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport,
 };
@@ -86,12 +86,17 @@ impl PgStore {
         Self::from_pool(pool).await
     }
 
-    /// Wraps an existing pool, applying pending migrations.
+    /// Wraps an existing pool, applying pending migrations and creating the
+    /// weekly partitions around now.
     ///
     /// # Errors
     /// When a migration fails.
     pub async fn from_pool(pool: PgPool) -> Result<Self, StoreError> {
         MIGRATOR.run(&pool).await?;
+        // Weeks ahead exist even when no retention job runs here.
+        let now = Utc::now();
+        retention::ensure_partitions(&pool, now - TimeDelta::weeks(1), now + TimeDelta::weeks(5))
+            .await?;
         Ok(Self {
             pool,
             policy: RetentionPolicy::default(),

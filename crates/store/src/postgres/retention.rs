@@ -116,13 +116,43 @@ async fn keep_rows(
     Ok(kept)
 }
 
+/// How long one attempt to detach a week waits for the table lock. Ingest
+/// queues behind a waiting detach, so the wait is kept short and retried.
+const DETACH_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '200ms'";
+/// Attempts to detach a week before the run gives up until the next one.
+const DETACH_ATTEMPTS: u32 = 20;
+
 /// Detaches a due week from both tables and moves its rows that are not
-/// due back into the live tables, in one short transaction.
+/// due back into the live tables, in one short transaction; retried while
+/// the lock is busy.
 async fn detach_week(pool: &PgPool, table: &str, now: DateTime<Utc>) -> Result<u64, StoreError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match try_detach_week(pool, table, now).await {
+            Err(StoreError::Database(sqlx::Error::Database(e)))
+                if e.code().as_deref() == Some("55P03") && attempt < DETACH_ATTEMPTS =>
+            {
+                tracing::debug!(
+                    table,
+                    attempt,
+                    "the table lock is busy; detaching again soon"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(250 * u64::from(attempt)))
+                    .await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn try_detach_week(
+    pool: &PgPool,
+    table: &str,
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
     let mut tx = pool.begin().await?;
-    sqlx::query("SET LOCAL lock_timeout = '5s'")
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(DETACH_LOCK_TIMEOUT).execute(&mut *tx).await?;
     sqlx::query(AssertSqlSafe(format!(
         "ALTER TABLE remediation_audit DETACH PARTITION {table}"
     )))
