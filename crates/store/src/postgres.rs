@@ -33,18 +33,26 @@ mod retention;
 /// counted in, the way `insert.sql` counted it; the caller selects from `gone`.
 const SOFT_DELETE_SQL: &str = include_str!("postgres/soft_delete.sql");
 
-/// Removes the rollup rows a soft delete (`$1` start time, `$2` namespace)
-/// brought to zero, so that reads show no empty groups.
+/// After a soft delete (`$1` start time, `$2` namespace, `$3` alert):
+/// removes the rollup rows it brought to zero, so that reads show no empty
+/// groups, and recomputes the alert's latest start in its buckets.
 const EMPTY_ROLLUPS_SQL: &str = "WITH o AS (DELETE FROM remediation_rollup_outcomes \
       WHERE namespace IN ('', $2) AND bucket = date_trunc('hour', $1, 'UTC') AND remediations <= 0), \
     d AS (DELETE FROM remediation_rollup_durations WHERE bucket_hours IN (1, 24) AND namespace IN ('', $2) \
       AND bucket IN (date_trunc('hour', $1, 'UTC'), date_trunc('day', $1, 'UTC')) AND remediations <= 0), \
     a AS (DELETE FROM remediation_rollup_alerts WHERE bucket_days IN (1, 7) \
       AND bucket IN (date_bin('1 day', $1, TIMESTAMPTZ 'epoch'), date_bin('7 days', $1, TIMESTAMPTZ 'epoch')) \
-      AND namespace = $2 AND attempts <= 0) \
+      AND namespace = $2 AND alert_fingerprint = $3 AND attempts <= 0), \
+    l AS (UPDATE remediation_rollup_alerts r SET last_start = COALESCE((SELECT max(x.start_time) \
+        FROM remediation_audit x WHERE x.alert_fingerprint = $3 AND x.namespace = $2 \
+          AND x.deleted_at IS NULL AND x.start_time >= r.bucket \
+          AND x.start_time < r.bucket + make_interval(days => r.bucket_days)), r.last_start) \
+      WHERE bucket_days IN (1, 7) \
+      AND bucket IN (date_bin('1 day', $1, TIMESTAMPTZ 'epoch'), date_bin('7 days', $1, TIMESTAMPTZ 'epoch')) \
+      AND namespace = $2 AND alert_fingerprint = $3 AND attempts > 0) \
     DELETE FROM remediation_rollup_failures WHERE bucket_days IN (1, 7) \
       AND bucket IN (date_bin('1 day', $1, TIMESTAMPTZ 'epoch'), date_bin('7 days', $1, TIMESTAMPTZ 'epoch')) \
-      AND namespace = $2 AND failures <= 0";
+      AND namespace = $2 AND alert_fingerprint = $3 AND failures <= 0";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -352,6 +360,7 @@ impl Store for PgStore {
             sqlx::query(EMPTY_ROLLUPS_SQL)
                 .bind(gone.start_time)
                 .bind(&gone.namespace)
+                .bind(&gone.alert_fingerprint)
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;

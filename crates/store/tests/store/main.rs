@@ -94,6 +94,41 @@ mod rollups {
     }
 
     #[tokio::test]
+    async fn soft_deletes_leave_the_rollups_equal_to_a_rebuild_without_them() {
+        let db = PgDb::create().await;
+        let store = db.store().await;
+        load(&*store, &generate(5, 700)).await;
+        let pool = db.pool().await;
+        // One row of each outcome, running ones too, and the last of its group.
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT ON (overall_phase, phase_rank = 9) id FROM remediation_audit \
+             ORDER BY overall_phase, phase_rank = 9, id",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("ids");
+        assert!(ids.len() >= 4, "{ids:?}");
+        for &id in &ids {
+            let outcome = store
+                .soft_delete(id, chrono::Utc::now())
+                .await
+                .expect("delete");
+            assert!(
+                matches!(outcome, remaudit_store::DeleteOutcome::Deleted(_)),
+                "{id}"
+            );
+        }
+        let mut kept = Vec::new();
+        for sql in ROLLUPS {
+            kept.push(text_rows(&pool, sql).await);
+        }
+        text_rows(&pool, "SELECT remaudit_rebuild_rollups()").await;
+        for (sql, before) in ROLLUPS.iter().zip(kept) {
+            assert_eq!(text_rows(&pool, sql).await, before, "{sql}");
+        }
+    }
+
+    #[tokio::test]
     async fn the_sql_bin_function_agrees_with_the_model() {
         let db = PgDb::create().await;
         let _migrated = db.store().await;
