@@ -104,15 +104,19 @@ CREATE INDEX idx_events_remediation
     ON remediation_audit_events (namespace, remediation_name, start_time, event_time);
 
 -- The archive keeps remediation_audit's columns in order, then archived_at,
--- then the batch that archived the row; rebuilt for the new columns.
+-- then the batch that archived the row; rebuilt for the new columns. It is
+-- partitioned like the live tables: retention turns a retired week's live
+-- partition into the archive's partition for that week, without copying a
+-- row; rows archived one by one land in the default partition.
 ALTER TABLE remediation_audit_archive RENAME TO remediation_audit_archive_0002;
 ALTER TABLE remediation_audit_archive_0002 DROP CONSTRAINT remediation_audit_archive_pkey;
 CREATE TABLE remediation_audit_archive (
     LIKE remediation_audit,
     archived_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     archive_batch BIGINT,
-    PRIMARY KEY (id)
-);
+    PRIMARY KEY (id, start_time)
+) PARTITION BY RANGE (start_time);
+CREATE TABLE remediation_audit_archive_default PARTITION OF remediation_audit_archive DEFAULT;
 INSERT INTO remediation_audit_archive
 SELECT id, alert_fingerprint, remediation_name, overall_phase, start_time, completion_time,
        remediation_processing_name, ai_analysis_name, workflow_execution_name,
@@ -130,8 +134,9 @@ CREATE TABLE remediation_audit_events_archive (
     LIKE remediation_audit_events,
     archived_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     archive_batch BIGINT,
-    PRIMARY KEY (id)
-);
+    PRIMARY KEY (id, start_time)
+) PARTITION BY RANGE (start_time);
+CREATE TABLE remediation_audit_events_archive_default PARTITION OF remediation_audit_events_archive DEFAULT;
 CREATE INDEX idx_events_archive_batch ON remediation_audit_events_archive (archive_batch);
 CREATE INDEX idx_events_archive_remediation
     ON remediation_audit_events_archive (namespace, remediation_name, start_time);

@@ -118,7 +118,7 @@ async fn keep_rows(
 
 /// How long one attempt to detach a week waits for the table lock. Ingest
 /// queues behind a waiting detach, so the wait is kept short and retried.
-const DETACH_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '200ms'";
+const DETACH_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '300ms'";
 /// Attempts to detach a week before the run gives up until the next one.
 const DETACH_ATTEMPTS: u32 = 20;
 
@@ -153,11 +153,12 @@ async fn try_detach_week(
 ) -> Result<u64, StoreError> {
     let mut tx = pool.begin().await?;
     sqlx::query(DETACH_LOCK_TIMEOUT).execute(&mut *tx).await?;
-    sqlx::query(AssertSqlSafe(format!(
-        "ALTER TABLE remediation_audit DETACH PARTITION {table}"
-    )))
-    .execute(&mut *tx)
-    .await?;
+    // Both locks first, in the order the batch insert takes them (events,
+    // then summary): holding the summary table while waiting for the events
+    // table would wait on inserts that wait on us.
+    sqlx::query("LOCK TABLE remediation_audit_events, remediation_audit IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await?;
     let events = events_table(table);
     let attached: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1))",
@@ -172,6 +173,11 @@ async fn try_detach_week(
         .execute(&mut *tx)
         .await?;
     }
+    sqlx::query(AssertSqlSafe(format!(
+        "ALTER TABLE remediation_audit DETACH PARTITION {table}"
+    )))
+    .execute(&mut *tx)
+    .await?;
     let kept = keep_rows(&mut tx, table, now).await?;
     tx.commit().await?;
     Ok(kept)
@@ -291,19 +297,47 @@ async fn retire_week(
     };
     let mut tx = pool.begin().await?;
     report.kept = keep_rows(&mut tx, table, request.now).await?;
+    let archives = [
+        archive_table(table, "remediation_audit_archive"),
+        archive_table(table, "remediation_audit_events_archive"),
+    ];
+    let mut whole = true;
+    for name in &archives {
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+        whole &= !exists;
+    }
     if batch > 0 {
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO remediation_audit_archive SELECT *, now(), $1 FROM {table}"
-        )))
-        .bind(batch)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO remediation_audit_events_archive SELECT *, now(), $1 FROM {events}"
-        )))
-        .bind(batch)
-        .execute(&mut *tx)
-        .await?;
+        if whole {
+            // The detached tables become the archive's partitions for the week:
+            // no row is copied.
+            let start = week_of(table)
+                .and_then(|w| w.and_hms_opt(0, 0, 0))
+                .map(|t| t.and_utc())
+                .ok_or_else(|| StoreError::Config(format!("{table} is not a weekly partition")))?;
+            for (live, parent) in [
+                (table, "remediation_audit_archive"),
+                (events.as_str(), "remediation_audit_events_archive"),
+            ] {
+                attach_to_archive(&mut tx, live, parent, batch, start).await?;
+            }
+        } else {
+            // The week was archived before (its rows came back): copy these.
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO remediation_audit_archive SELECT *, now(), $1 FROM {table}"
+            )))
+            .bind(batch)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO remediation_audit_events_archive SELECT *, now(), $1 FROM {events}"
+            )))
+            .bind(batch)
+            .execute(&mut *tx)
+            .await?;
+        }
         sink.checkpoint(Step::ArchiveInserted);
         let (remediations, events, bytes) =
             write_and_finish(&mut tx, sink, batch, &location, table, request.now).await?;
@@ -314,13 +348,79 @@ async fn retire_week(
         report.location = location;
     }
     sink.checkpoint(Step::BeforeDelete);
-    sqlx::query(AssertSqlSafe(format!(
-        "DROP TABLE IF EXISTS {table}, {events}"
-    )))
-    .execute(&mut *tx)
-    .await?;
+    if batch == 0 || !whole {
+        sqlx::query(AssertSqlSafe(format!(
+            "DROP TABLE IF EXISTS {table}, {events}"
+        )))
+        .execute(&mut *tx)
+        .await?;
+    }
     tx.commit().await?;
     Ok(report)
+}
+
+/// The archive partition's name for a live week's table.
+fn archive_table(live: &str, parent: &str) -> String {
+    let digits = live.rsplit_once("_w").map_or("", |(_, d)| d);
+    format!("{parent}_w{digits}")
+}
+
+/// Turns a detached week's table into the archive's partition for that
+/// week: drops its unique keys (the archive is keyed by id), adds the
+/// archive's two columns (a catalog change: no row is rewritten), takes in
+/// the rows of that week already in the archive's default partition, and
+/// attaches it under the archive's name.
+async fn attach_to_archive(
+    conn: &mut PgConnection,
+    live: &str,
+    parent: &str,
+    batch: i64,
+    start: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let drops: Vec<String> = sqlx::query_scalar(
+        "SELECT format('ALTER TABLE %I DROP CONSTRAINT %I', $1::text, conname) \
+         FROM pg_constraint WHERE conrelid = to_regclass($1) AND contype = 'u'",
+    )
+    .bind(live)
+    .fetch_all(&mut *conn)
+    .await?;
+    for drop in drops {
+        sqlx::query(AssertSqlSafe(drop)).execute(&mut *conn).await?;
+    }
+    sqlx::query(AssertSqlSafe(format!(
+        "ALTER TABLE {live} ADD COLUMN archived_at TIMESTAMPTZ NOT NULL DEFAULT now(), \
+         ADD COLUMN archive_batch BIGINT DEFAULT {batch}"
+    )))
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "ALTER TABLE {live} ALTER COLUMN archive_batch DROP DEFAULT"
+    )))
+    .execute(&mut *conn)
+    .await?;
+    let end = start + TimeDelta::days(7);
+    sqlx::query(AssertSqlSafe(format!(
+        "WITH moved AS (DELETE FROM {parent}_default WHERE start_time >= $1 AND start_time < $2 RETURNING *) \
+         INSERT INTO {live} SELECT * FROM moved"
+    )))
+    .bind(start)
+    .bind(end)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "ALTER TABLE {parent} ATTACH PARTITION {live} FOR VALUES FROM ('{}') TO ('{}')",
+        start.to_rfc3339(),
+        end.to_rfc3339()
+    )))
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "ALTER TABLE {live} RENAME TO {}",
+        archive_table(live, parent)
+    )))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Where row-wise batches take rows from.
@@ -441,8 +541,10 @@ pub(super) async fn retire_next(
         .into_iter()
         .find(|t| week_of(t).is_some_and(|w| week_due(w, request)));
     if let Some(table) = due {
-        detach_week(pool, &table, request.now).await?;
-        return retire_week(pool, request, sink, &table).await.map(Some);
+        let kept = detach_week(pool, &table, request.now).await?;
+        let mut report = retire_week(pool, request, sink, &table).await?;
+        report.kept += kept;
+        return Ok(Some(report));
     }
     let sources: &[RowSource] = if request.exact {
         &[RowSource::Everywhere]
