@@ -210,6 +210,14 @@ async fn begin_batch(
 
 /// Writes the batch's files from the archive tables (as this transaction
 /// sees them), then its manifest; marks the batch done. Returns the bytes.
+/// The rows of a row-wise batch, as it archived them: the files read them
+/// by id rather than by batch, which keeps every read an index probe.
+struct Moved {
+    remediations: Vec<i64>,
+    events: Vec<i64>,
+    start_times: Vec<DateTime<Utc>>,
+}
+
 async fn write_and_finish(
     conn: &mut PgConnection,
     sink: &dyn ArchiveSink,
@@ -217,33 +225,49 @@ async fn write_and_finish(
     location: &str,
     source: &str,
     now: DateTime<Utc>,
+    moved: Option<&Moved>,
 ) -> Result<(u64, u64, u64), StoreError> {
     let mut files: Vec<ArchivedFile> = Vec::with_capacity(2);
-    for table in [
-        "remediation_audit_archive",
-        "remediation_audit_events_archive",
+    for (table, ids) in [
+        ("remediation_audit_archive", moved.map(|m| &m.remediations)),
+        ("remediation_audit_events_archive", moved.map(|m| &m.events)),
     ] {
+        let by_id = if ids.is_some() {
+            " AND id = ANY($2)"
+        } else {
+            ""
+        };
         let lines = sqlx::query_scalar::<_, String>(AssertSqlSafe(format!(
-            "SELECT row_to_json(a)::text FROM {table} a WHERE archive_batch = $1 ORDER BY id"
+            "SELECT row_to_json(a)::text FROM {table} a WHERE archive_batch = $1{by_id} ORDER BY id"
         )))
         .bind(batch)
+        .bind(ids.cloned().unwrap_or_default())
         .fetch(&mut *conn)
         .map_err(StoreError::from);
         files.push(sink.write_file(location, table, Box::pin(lines)).await?);
     }
-    let row = sqlx::query(
-        "SELECT min(start_time) AS lo, max(start_time) AS hi FROM remediation_audit_archive WHERE archive_batch = $1",
-    )
-    .bind(batch)
-    .fetch_one(&mut *conn)
-    .await?;
+    let (lo, hi) = match moved {
+        Some(m) => (
+            m.start_times.iter().min().copied(),
+            m.start_times.iter().max().copied(),
+        ),
+        None => {
+            let row = sqlx::query(
+                "SELECT min(start_time) AS lo, max(start_time) AS hi FROM remediation_audit_archive WHERE archive_batch = $1",
+            )
+            .bind(batch)
+            .fetch_one(&mut *conn)
+            .await?;
+            (row.try_get("lo")?, row.try_get("hi")?)
+        }
+    };
     let manifest = Manifest {
         format: MANIFEST_FORMAT.to_owned(),
         batch,
         source: source.to_owned(),
         run_now: now,
-        start_time_min: row.try_get("lo")?,
-        start_time_max: row.try_get("hi")?,
+        start_time_min: lo,
+        start_time_max: hi,
         files,
     };
     let sha = sink.write_manifest(location, &manifest).await?;
@@ -340,7 +364,7 @@ async fn retire_week(
         }
         sink.checkpoint(Step::ArchiveInserted);
         let (remediations, events, bytes) =
-            write_and_finish(&mut tx, sink, batch, &location, table, request.now).await?;
+            write_and_finish(&mut tx, sink, batch, &location, table, request.now, None).await?;
         report.batch = batch;
         report.remediations = remediations;
         report.events = events;
@@ -426,22 +450,30 @@ async fn attach_to_archive(
 /// Where row-wise batches take rows from.
 #[derive(Clone, Copy)]
 enum RowSource {
-    /// Due rows anywhere (SQLite's way; PostgreSQL's with `exact`).
+    /// Expired rows anywhere (with `exact`).
     Everywhere,
-    /// Due rows in the default partition.
+    /// Expired rows in the default partition.
     Default,
     /// Soft-deleted rows anywhere.
     Deleted,
 }
 
 impl RowSource {
-    fn table_and_condition(self) -> (&'static str, &'static str) {
+    /// The table, the condition (clock `$1`) and an order its indexes serve:
+    /// expired rows through the expiry index, deleted ones through theirs.
+    fn query_parts(self) -> (&'static str, &'static str, &'static str) {
+        const EXPIRED: &str = "NOT legal_hold AND retention_expiry_time <= $1";
         match self {
-            Self::Everywhere => ("remediation_audit", DUE),
-            Self::Default => ("remediation_audit_default", DUE),
+            Self::Everywhere => ("remediation_audit", EXPIRED, "retention_expiry_time, id"),
+            Self::Default => (
+                "remediation_audit_default",
+                EXPIRED,
+                "retention_expiry_time, id",
+            ),
             Self::Deleted => (
                 "remediation_audit",
                 "NOT legal_hold AND deleted_at IS NOT NULL AND $1 IS NOT NULL",
+                "deleted_at, id",
             ),
         }
     }
@@ -460,7 +492,7 @@ async fn retire_rows(
     sink: &dyn ArchiveSink,
     source: RowSource,
 ) -> Result<Option<BatchReport>, StoreError> {
-    let (table, condition) = source.table_and_condition();
+    let (table, condition, order) = source.query_parts();
     let any: bool = sqlx::query_scalar(AssertSqlSafe(format!(
         "SELECT EXISTS (SELECT 1 FROM {table} WHERE {condition})"
     )))
@@ -472,48 +504,80 @@ async fn retire_rows(
     }
     let (batch, location) = begin_batch(pool, request.now, source.name(), sink).await?;
     let mut tx = pool.begin().await?;
-    let moved = sqlx::query(AssertSqlSafe(format!(
+    let rows = sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO remediation_audit_archive \
          SELECT *, now(), $2 FROM {table} WHERE {condition} \
-         ORDER BY start_time, id LIMIT $3 FOR UPDATE"
+         ORDER BY {order} LIMIT $3 FOR UPDATE \
+         RETURNING id, start_time, namespace, remediation_name"
     )))
     .bind(request.now)
     .bind(batch)
     .bind(i64::from(request.batch_rows.max(1)))
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if moved == 0 {
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.is_empty() {
         tx.rollback().await?;
         forget_batch(pool, batch).await?;
         return Ok(None);
     }
-    sqlx::query(
+    let mut moved = Moved {
+        remediations: Vec::with_capacity(rows.len()),
+        events: Vec::new(),
+        start_times: Vec::with_capacity(rows.len()),
+    };
+    let (mut namespaces, mut names) = (Vec::<String>::new(), Vec::<String>::new());
+    for row in &rows {
+        moved.remediations.push(row.try_get("id")?);
+        moved.start_times.push(row.try_get("start_time")?);
+        namespaces.push(row.try_get("namespace")?);
+        names.push(row.try_get("remediation_name")?);
+    }
+    let events = sqlx::query(
         "INSERT INTO remediation_audit_events_archive \
-         SELECT e.*, now(), $1 FROM remediation_audit_events e \
-         JOIN remediation_audit_archive a ON a.namespace = e.namespace \
-          AND a.remediation_name = e.remediation_name AND a.start_time = e.start_time \
-         WHERE a.archive_batch = $1",
+         SELECT e.*, now(), $1 FROM UNNEST($2::text[], $3::text[], $4::timestamptz[]) AS k(ns, name, st) \
+         JOIN remediation_audit_events e ON e.namespace = k.ns \
+          AND e.remediation_name = k.name AND e.start_time = k.st \
+         RETURNING id, start_time",
     )
     .bind(batch)
-    .execute(&mut *tx)
+    .bind(&namespaces)
+    .bind(&names)
+    .bind(&moved.start_times)
+    .fetch_all(&mut *tx)
     .await?;
+    let mut event_times = Vec::with_capacity(events.len());
+    for row in &events {
+        moved.events.push(row.try_get("id")?);
+        event_times.push(row.try_get::<DateTime<Utc>, _>("start_time")?);
+    }
     sink.checkpoint(Step::ArchiveInserted);
-    let (remediations, events, bytes) =
-        write_and_finish(&mut tx, sink, batch, &location, source.name(), request.now).await?;
+    let (remediations, events, bytes) = write_and_finish(
+        &mut tx,
+        sink,
+        batch,
+        &location,
+        source.name(),
+        request.now,
+        Some(&moved),
+    )
+    .await?;
     sink.checkpoint(Step::BeforeDelete);
     sqlx::query(
-        "DELETE FROM remediation_audit_events e USING remediation_audit_events_archive a \
-         WHERE a.archive_batch = $1 AND e.id = a.id AND e.start_time = a.start_time",
+        "DELETE FROM remediation_audit_events e \
+         USING UNNEST($1::bigint[], $2::timestamptz[]) AS k(id, st) \
+         WHERE e.id = k.id AND e.start_time = k.st",
     )
-    .bind(batch)
+    .bind(&moved.events)
+    .bind(&event_times)
     .execute(&mut *tx)
     .await?;
     sqlx::query(
-        "DELETE FROM remediation_audit r USING remediation_audit_archive a \
-         WHERE a.archive_batch = $1 AND r.id = a.id AND r.start_time = a.start_time",
+        "DELETE FROM remediation_audit r \
+         USING UNNEST($1::bigint[], $2::timestamptz[]) AS k(id, st) \
+         WHERE r.id = k.id AND r.start_time = k.st",
     )
-    .bind(batch)
+    .bind(&moved.remediations)
+    .bind(&moved.start_times)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -547,7 +611,7 @@ pub(super) async fn retire_next(
         return Ok(Some(report));
     }
     let sources: &[RowSource] = if request.exact {
-        &[RowSource::Everywhere]
+        &[RowSource::Everywhere, RowSource::Deleted]
     } else {
         &[RowSource::Default, RowSource::Deleted]
     };
