@@ -253,6 +253,13 @@ impl std::fmt::Debug for RetentionLock {
 pub(crate) const PENDING_SQL: &str =
     "SELECT id, location FROM remediation_retention_batches WHERE state = 'pending' ORDER BY id";
 
+/// The ids of a batch's archived summary rows and events, `$1` the batch;
+/// the same text on both backends.
+pub(crate) const BATCH_IDS_SQL: [&str; 2] = [
+    "SELECT id FROM remediation_audit_archive WHERE archive_batch = $1 ORDER BY id",
+    "SELECT id FROM remediation_audit_events_archive WHERE archive_batch = $1 ORDER BY id",
+];
+
 /// A finished batch's journal row, as both backends store it.
 #[derive(sqlx::FromRow)]
 pub(crate) struct JournalRow {

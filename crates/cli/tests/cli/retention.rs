@@ -4,6 +4,7 @@
 use std::process::Output;
 
 use chrono::TimeDelta;
+use remaudit_retention::CRASH_AT_VAR;
 use remaudit_testkit::history::{Written, clock, load};
 use remaudit_testkit::s3::MotoServer;
 use remaudit_testkit::{PgDb, SqliteDb};
@@ -28,15 +29,11 @@ fn retention(args: &[&str], env: &[(String, String)]) -> Output {
         .arg("retention")
         .args(args)
         .env_remove("REMAUDIT_ARCHIVE_URL");
-    cmd.env_remove(remaudit_retention_var());
+    cmd.env_remove(CRASH_AT_VAR);
     for (k, v) in env {
         cmd.env(k, v);
     }
     cmd.output().expect("run remaudit")
-}
-
-fn remaudit_retention_var() -> &'static str {
-    "REMAUDIT_RETENTION_CRASH_AT"
 }
 
 async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
@@ -148,7 +145,7 @@ async fn crash_and_rerun(partitioned: bool) {
         "50",
     ];
     for step in STEPS {
-        let crash = [(remaudit_retention_var().to_owned(), step.to_owned())];
+        let crash = [(CRASH_AT_VAR.to_owned(), step.to_owned())];
         let out = retention(&args, &crash);
         assert!(
             !out.status.success(),
@@ -372,7 +369,7 @@ fn bad_retention_input_fails_with_a_clear_message() {
     }
     let out = retention(
         &["run", "--dry-run"],
-        &[(remaudit_retention_var().to_owned(), "sometimes".to_owned())],
+        &[(CRASH_AT_VAR.to_owned(), "sometimes".to_owned())],
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("archive-inserted"), "{}", text(&out));

@@ -8,9 +8,9 @@ use sqlx::{AssertSqlSafe, Row as _};
 
 use crate::StoreError;
 use crate::retention::{
-    ArchiveSink, ArchivedFile, BatchIds, BatchPlaces, BatchRecord, BatchReport, DayCount,
-    JournalRow, MANIFEST_FORMAT, Manifest, PENDING_SQL, PendingBatch, PlacesRow, RetireRequest,
-    Step,
+    ArchiveSink, ArchivedFile, BATCH_IDS_SQL, BatchIds, BatchPlaces, BatchRecord, BatchReport,
+    DayCount, JournalRow, MANIFEST_FORMAT, Manifest, PENDING_SQL, PendingBatch, PlacesRow,
+    RetireRequest, Step,
 };
 
 /// Key of the advisory lock one retention run holds at a time.
@@ -704,21 +704,16 @@ pub(super) async fn batch_places(pool: &PgPool, batch: i64) -> Result<BatchPlace
 }
 
 pub(super) async fn batch_ids(pool: &PgPool, batch: i64) -> Result<BatchIds, StoreError> {
-    let remediations = sqlx::query_scalar(
-        "SELECT id FROM remediation_audit_archive WHERE archive_batch = $1 ORDER BY id",
-    )
-    .bind(batch)
-    .fetch_all(pool)
-    .await?;
-    let events = sqlx::query_scalar(
-        "SELECT id FROM remediation_audit_events_archive WHERE archive_batch = $1 ORDER BY id",
-    )
-    .bind(batch)
-    .fetch_all(pool)
-    .await?;
+    let [remediations, events] = BATCH_IDS_SQL;
     Ok(BatchIds {
-        remediations,
-        events,
+        remediations: sqlx::query_scalar(remediations)
+            .bind(batch)
+            .fetch_all(pool)
+            .await?,
+        events: sqlx::query_scalar(events)
+            .bind(batch)
+            .fetch_all(pool)
+            .await?,
     })
 }
 

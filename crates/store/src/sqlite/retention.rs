@@ -8,9 +8,9 @@ use sqlx::{AssertSqlSafe, Row as _};
 use super::{decode_time, encode_time};
 use crate::StoreError;
 use crate::retention::{
-    ArchiveSink, ArchivedFile, BatchIds, BatchPlaces, BatchRecord, BatchReport, DayCount,
-    JournalRow, MANIFEST_FORMAT, Manifest, PENDING_SQL, PendingBatch, PlacesRow, RetireRequest,
-    Step,
+    ArchiveSink, ArchivedFile, BATCH_IDS_SQL, BatchIds, BatchPlaces, BatchRecord, BatchReport,
+    DayCount, JournalRow, MANIFEST_FORMAT, Manifest, PENDING_SQL, PendingBatch, PlacesRow,
+    RetireRequest, Step,
 };
 
 /// Due rows, with the clock as `?1`.
@@ -263,20 +263,15 @@ pub(super) async fn batch_places(pool: &SqlitePool, batch: i64) -> Result<BatchP
 }
 
 pub(super) async fn batch_ids(pool: &SqlitePool, batch: i64) -> Result<BatchIds, StoreError> {
-    let remediations = sqlx::query_scalar(
-        "SELECT id FROM remediation_audit_archive WHERE archive_batch = ?1 ORDER BY id",
-    )
-    .bind(batch)
-    .fetch_all(pool)
-    .await?;
-    let events = sqlx::query_scalar(
-        "SELECT id FROM remediation_audit_events_archive WHERE archive_batch = ?1 ORDER BY id",
-    )
-    .bind(batch)
-    .fetch_all(pool)
-    .await?;
+    let [remediations, events] = BATCH_IDS_SQL;
     Ok(BatchIds {
-        remediations,
-        events,
+        remediations: sqlx::query_scalar(remediations)
+            .bind(batch)
+            .fetch_all(pool)
+            .await?,
+        events: sqlx::query_scalar(events)
+            .bind(batch)
+            .fetch_all(pool)
+            .await?,
     })
 }
