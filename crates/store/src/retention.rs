@@ -302,3 +302,57 @@ impl From<PlacesRow> for BatchPlaces {
         }
     }
 }
+
+/// What a batch's files hold: summary rows, events, compressed bytes.
+pub(crate) struct Totals {
+    pub(crate) remediations: u64,
+    pub(crate) events: u64,
+    pub(crate) bytes: u64,
+}
+
+/// Writes a batch's manifest over its two written files (summary rows
+/// first), passes the `FileWritten` step, and returns the manifest's SHA-256
+/// with the batch's totals; the same on both backends.
+pub(crate) async fn write_manifest(
+    sink: &dyn ArchiveSink,
+    location: &str,
+    mut manifest: Manifest,
+    files: Vec<ArchivedFile>,
+) -> Result<(String, Totals), StoreError> {
+    manifest.files = files;
+    let sha = sink.write_manifest(location, &manifest).await?;
+    sink.checkpoint(Step::FileWritten);
+    let rows = |i: usize| manifest.files.get(i).map_or(0, |f| f.rows);
+    let totals = Totals {
+        remediations: rows(0),
+        events: rows(1),
+        bytes: manifest.files.iter().map(|f| f.bytes).sum(),
+    };
+    Ok((sha, totals))
+}
+
+impl Manifest {
+    /// A manifest of batch `batch` whose files are still to be written.
+    pub(crate) fn new(
+        batch: i64,
+        source: &str,
+        run_now: DateTime<Utc>,
+        start_time_min: Option<DateTime<Utc>>,
+        start_time_max: Option<DateTime<Utc>>,
+    ) -> Self {
+        Self {
+            format: MANIFEST_FORMAT.to_owned(),
+            batch,
+            source: source.to_owned(),
+            run_now,
+            start_time_min,
+            start_time_max,
+            files: Vec::new(),
+        }
+    }
+}
+
+/// A count as the journal's BIGINT.
+pub(crate) fn journal_count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}

@@ -9,8 +9,8 @@ use sqlx::{AssertSqlSafe, Row as _};
 use crate::StoreError;
 use crate::retention::{
     ArchiveSink, ArchivedFile, BATCH_IDS_SQL, BatchIds, BatchPlaces, BatchRecord, BatchReport,
-    DayCount, JournalRow, MANIFEST_FORMAT, Manifest, PENDING_SQL, PendingBatch, PlacesRow,
-    RetireRequest, Step,
+    DayCount, JournalRow, Manifest, PENDING_SQL, PendingBatch, PlacesRow, RetireRequest, Step,
+    journal_count, write_manifest,
 };
 
 /// Key of the advisory lock one retention run holds at a time.
@@ -261,35 +261,28 @@ async fn write_and_finish(
             (row.try_get("lo")?, row.try_get("hi")?)
         }
     };
-    let manifest = Manifest {
-        format: MANIFEST_FORMAT.to_owned(),
-        batch,
-        source: source.to_owned(),
-        run_now: now,
-        start_time_min: lo,
-        start_time_max: hi,
+    let (sha, totals) = write_manifest(
+        sink,
+        location,
+        Manifest::new(batch, source, now, lo, hi),
         files,
-    };
-    let sha = sink.write_manifest(location, &manifest).await?;
-    sink.checkpoint(Step::FileWritten);
-    let remediations = manifest.files[0].rows;
-    let events = manifest.files[1].rows;
-    let bytes = manifest.files.iter().map(|f| f.bytes).sum::<u64>();
+    )
+    .await?;
     sqlx::query(
         "UPDATE remediation_retention_batches SET state = 'done', finished_at = now(), \
          remediations = $2, events = $3, bytes = $4, start_time_min = $5, start_time_max = $6, \
          manifest_sha256 = $7 WHERE id = $1",
     )
     .bind(batch)
-    .bind(i64::try_from(remediations).unwrap_or(i64::MAX))
-    .bind(i64::try_from(events).unwrap_or(i64::MAX))
-    .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
-    .bind(manifest.start_time_min)
-    .bind(manifest.start_time_max)
+    .bind(journal_count(totals.remediations))
+    .bind(journal_count(totals.events))
+    .bind(journal_count(totals.bytes))
+    .bind(lo)
+    .bind(hi)
     .bind(sha)
     .execute(&mut *conn)
     .await?;
-    Ok((remediations, events, bytes))
+    Ok((totals.remediations, totals.events, totals.bytes))
 }
 
 /// Archives every row of a detached week, writes its files, drops the week.

@@ -9,8 +9,8 @@ use super::{decode_time, encode_time};
 use crate::StoreError;
 use crate::retention::{
     ArchiveSink, ArchivedFile, BATCH_IDS_SQL, BatchIds, BatchPlaces, BatchRecord, BatchReport,
-    DayCount, JournalRow, MANIFEST_FORMAT, Manifest, PENDING_SQL, PendingBatch, PlacesRow,
-    RetireRequest, Step,
+    DayCount, JournalRow, Manifest, PENDING_SQL, PendingBatch, PlacesRow, RetireRequest, Step,
+    journal_count, write_manifest,
 };
 
 /// Due rows, with the clock as `?1`.
@@ -132,20 +132,14 @@ pub(super) async fn retire_next(
             .map(decode_time)
             .transpose()?)
     };
-    let manifest = Manifest {
-        format: MANIFEST_FORMAT.to_owned(),
-        batch,
-        source: "rows".to_owned(),
-        run_now: request.now,
-        start_time_min: time("lo")?,
-        start_time_max: time("hi")?,
+    let (lo, hi) = (time("lo")?, time("hi")?);
+    let (sha, totals) = write_manifest(
+        sink,
+        &location,
+        Manifest::new(batch, "rows", request.now, lo, hi),
         files,
-    };
-    let sha = sink.write_manifest(&location, &manifest).await?;
-    sink.checkpoint(Step::FileWritten);
-    let remediations = manifest.files[0].rows;
-    let events = manifest.files[1].rows;
-    let bytes = manifest.files.iter().map(|f| f.bytes).sum::<u64>();
+    )
+    .await?;
 
     sink.checkpoint(Step::BeforeDelete);
     sqlx::query(
@@ -169,11 +163,11 @@ pub(super) async fn retire_next(
     )
     .bind(batch)
     .bind(&archived_at)
-    .bind(i64::try_from(remediations).unwrap_or(i64::MAX))
-    .bind(i64::try_from(events).unwrap_or(i64::MAX))
-    .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
-    .bind(manifest.start_time_min.map(encode_time))
-    .bind(manifest.start_time_max.map(encode_time))
+    .bind(journal_count(totals.remediations))
+    .bind(journal_count(totals.events))
+    .bind(journal_count(totals.bytes))
+    .bind(lo.map(encode_time))
+    .bind(hi.map(encode_time))
     .bind(sha)
     .execute(&mut *tx)
     .await?;
@@ -181,9 +175,9 @@ pub(super) async fn retire_next(
     Ok(Some(BatchReport {
         batch,
         source: "rows".to_owned(),
-        remediations,
-        events,
-        bytes,
+        remediations: totals.remediations,
+        events: totals.events,
+        bytes: totals.bytes,
         kept: 0,
         location,
     }))
