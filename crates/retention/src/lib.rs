@@ -19,7 +19,7 @@ pub use archive::Archive;
 pub use verify::{VerifyReport, all_time, verify};
 
 /// The environment variable that stops a run at a step (crash tests only):
-/// `archive-inserted`, `file-written` or `before-delete`.
+/// `batch-numbered`, `archive-inserted`, `file-written` or `before-delete`.
 pub const CRASH_AT_VAR: &str = "REMAUDIT_RETENTION_CRASH_AT";
 
 /// What went wrong in a retention run.
@@ -107,11 +107,12 @@ impl RunReport {
 pub fn crash_step_from_env() -> Result<Option<Step>, RetentionError> {
     match std::env::var(CRASH_AT_VAR).ok().as_deref() {
         None | Some("") => Ok(None),
+        Some("batch-numbered") => Ok(Some(Step::BatchNumbered)),
         Some("archive-inserted") => Ok(Some(Step::ArchiveInserted)),
         Some("file-written") => Ok(Some(Step::FileWritten)),
         Some("before-delete") => Ok(Some(Step::BeforeDelete)),
         Some(other) => Err(RetentionError::Config(format!(
-            "{CRASH_AT_VAR}={other:?}: use archive-inserted, file-written or before-delete"
+            "{CRASH_AT_VAR}={other:?}: use batch-numbered, archive-inserted, file-written or before-delete"
         ))),
     }
 }
@@ -182,7 +183,13 @@ async fn run_locked(
         .ensure_partitions(now - TimeDelta::weeks(1), now + ahead)
         .await?;
     for pending in store.pending_batches().await? {
-        let removed = archive.remove(&pending.location).await?;
+        // A journal row written before the location went in with it, cut
+        // off before it got one: the batch wrote no file.
+        let removed = if pending.location.is_empty() {
+            0
+        } else {
+            archive.remove(&pending).await?
+        };
         store.forget_batch(pending.batch).await?;
         tracing::warn!(
             batch = pending.batch,
