@@ -2,12 +2,16 @@
 //! directory per batch with a manifest of row counts and SHA-256 sums.
 //!
 //! Layout under the archive URL's prefix, `{installation}` being the
-//! database's installation id (a UUID):
-//! `{installation}/batch-000000000042/remediation_audit.jsonl.gz`,
-//! `{installation}/batch-000000000042/remediation_audit_events.jsonl.gz`,
-//! `{installation}/batch-000000000042/manifest.json`.
-//! Batches written before installation ids sit at `batch-000000000042/…`;
-//! the journal records each batch's location, so they are read where they are.
+//! database's installation id (a UUID) and `{tag}` eight random hex digits
+//! drawn for the batch:
+//! `{installation}/batch-000000000042-{tag}/remediation_audit.jsonl.gz`,
+//! `{installation}/batch-000000000042-{tag}/remediation_audit_events.jsonl.gz`,
+//! `{installation}/batch-000000000042-{tag}/manifest.json`.
+//! The installation id keeps databases apart; the tag keeps apart two
+//! histories of one database (a copy of its file, a restored backup), which
+//! share its id and number their batches alike. Batches written before
+//! installation ids sit at `batch-000000000042/…`; the journal records each
+//! batch's location, so they are read and cleaned up where they are.
 //!
 //! Every object is written create-only: a name already taken fails the batch
 //! rather than being overwritten. A local archive's directories are 0700 and
@@ -44,6 +48,25 @@ pub struct Archive {
     /// The directory of a `file://` archive.
     local_root: Option<std::path::PathBuf>,
     crash_at: Option<Step>,
+    /// What this process wrote for the batch it writes now.
+    claims: Arc<std::sync::Mutex<Claims>>,
+}
+
+/// The names this process created for one batch's location, and whether a
+/// name there was already taken.
+#[derive(Debug, Default)]
+struct Claims {
+    location: String,
+    own: Vec<Path>,
+    taken: bool,
+}
+
+/// A batch that stopped because one of its names was taken: its location,
+/// and the objects this process created there before that.
+#[derive(Debug)]
+pub(crate) struct Collision {
+    pub(crate) location: String,
+    own: Vec<Path>,
 }
 
 impl Archive {
@@ -102,6 +125,7 @@ impl Archive {
             url: url.to_owned(),
             local_root,
             crash_at: None,
+            claims: Arc::default(),
         })
     }
 
@@ -223,33 +247,40 @@ fn sink_error(what: String) -> StoreError {
     StoreError::Unavailable(format!("archive: {what}"))
 }
 
-/// The name of batch `batch`'s directory.
+/// The name of batch `batch`'s directory before installation ids, and the
+/// start of its name after them (followed by `-{tag}`).
 fn batch_dir(batch: i64) -> String {
     format!("batch-{batch:012}")
 }
 
-/// Checks that a pending batch's recorded location is one of the two names
-/// that batch can have: `{installation}/batch-{id}` for this database's
-/// installation, or `batch-{id}` from before installation ids.
+/// Hex digits in a batch's tag.
+const TAG_LEN: usize = 8;
+
+/// Checks that a pending batch's recorded location is a name that batch can
+/// have: `{installation}/batch-{id}-{tag}` under this database's
+/// installation id, or `batch-{id}` from before installation ids.
 fn own_location(pending: &PendingBatch) -> Result<(), RetentionError> {
     let legacy = batch_dir(pending.batch);
     let current = pending
         .installation
         .as_deref()
         .filter(|i| uuid::Uuid::try_parse(i).is_ok())
-        .map(|i| format!("{i}/{legacy}"));
-    if pending.batch > 0
-        && (pending.location == legacy || current.as_deref() == Some(pending.location.as_str()))
-    {
+        .map(|i| format!("{i}/{legacy}-"));
+    let tagged = current.as_deref().is_some_and(|start| {
+        pending.location.strip_prefix(start).is_some_and(|tag| {
+            tag.len() == TAG_LEN && tag.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        })
+    });
+    if pending.batch > 0 && (pending.location == legacy || tagged) {
         return Ok(());
     }
     Err(RetentionError::Archive(format!(
-        "interrupted batch {} records the location {:?}, which is not that batch's own \
+        "interrupted batch {} records the location {:?}, which is not a name of that batch \
          ({}); nothing was deleted: check the archive and remove the journal row \
          (remediation_retention_batches id {}) by hand",
         pending.batch,
         pending.location,
-        current.as_deref().unwrap_or(&legacy),
+        current.map_or(legacy, |start| format!("{start}{}", "x".repeat(TAG_LEN))),
         pending.batch
     )))
 }
@@ -361,15 +392,73 @@ impl Archive {
         Ok(())
     }
 
+    /// Creates `path` under a batch's `location` with `body`, failing when
+    /// the name is taken; remembers what it created.
+    async fn put_new(
+        &self,
+        location: &str,
+        path: &Path,
+        body: PutPayload,
+    ) -> Result<(), StoreError> {
+        self.prepare(location)?;
+        let put = self
+            .store
+            .put_opts(path, body, PutMode::Create.into())
+            .await;
+        let mut claims = self
+            .claims
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if claims.location != location {
+            *claims = Claims {
+                location: location.to_owned(),
+                ..Claims::default()
+            };
+        }
+        match put {
+            Ok(_) => {
+                claims.own.push(path.clone());
+                Ok(())
+            }
+            Err(e) => {
+                claims.taken |= matches!(e, object_store::Error::AlreadyExists { .. });
+                Err(put_error(path, e))
+            }
+        }
+    }
+
     /// Takes a file's name, create-only: an empty object the upload then
     /// replaces. A name already taken fails here, before any byte is
     /// written, since multipart uploads cannot be made create-only.
     async fn claim(&self, location: &str, path: &Path) -> Result<(), StoreError> {
-        self.prepare(location)?;
-        self.store
-            .put_opts(path, PutPayload::new(), PutMode::Create.into())
-            .await
-            .map_err(|e| put_error(path, e))?;
+        self.put_new(location, path, PutPayload::new()).await
+    }
+
+    /// The batch that stopped because a name was taken, if the last one did.
+    pub(crate) fn take_collision(&self) -> Option<Collision> {
+        let mut claims = self
+            .claims
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !claims.taken {
+            return None;
+        }
+        let claims = std::mem::take(&mut *claims);
+        Some(Collision {
+            location: claims.location,
+            own: claims.own,
+        })
+    }
+
+    /// Deletes the objects this process created for a batch whose name
+    /// was taken; the object that was there first is not touched.
+    pub(crate) async fn remove_own(&self, collision: &Collision) -> Result<(), RetentionError> {
+        for path in &collision.own {
+            match self.store.delete(path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(RetentionError::Archive(format!("deleting {path}: {e}"))),
+            }
+        }
         Ok(())
     }
 
@@ -386,7 +475,8 @@ impl Archive {
 #[async_trait::async_trait]
 impl ArchiveSink for Archive {
     fn location(&self, installation: &str, batch: i64) -> String {
-        format!("{installation}/{}", batch_dir(batch))
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        format!("{installation}/{}-{}", batch_dir(batch), &tag[..TAG_LEN])
     }
 
     async fn write_file(
@@ -472,11 +562,7 @@ impl ArchiveSink for Archive {
         let sha = hex_sha256(&body);
         let relative = manifest_path(location);
         let path = self.path(&relative);
-        self.prepare(location)?;
-        self.store
-            .put_opts(&path, body.into(), PutMode::Create.into())
-            .await
-            .map_err(|e| put_error(&path, e))?;
+        self.put_new(location, &path, body.into()).await?;
         self.seal(&relative)?;
         Ok(sha)
     }
@@ -547,7 +633,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let archive = local(dir.path());
         let location = archive.location(INSTALLATION, 7);
-        assert_eq!(location, format!("{INSTALLATION}/batch-000000000007"));
+        let tag = location
+            .strip_prefix(&format!("{INSTALLATION}/batch-000000000007-"))
+            .expect("installation, then batch, then tag");
+        assert_eq!(tag.len(), TAG_LEN, "{location}");
+        assert_ne!(
+            location,
+            archive.location(INSTALLATION, 7),
+            "a fresh tag each time"
+        );
         let file = write(&archive, &location, "remediation_audit_archive").await;
         assert_eq!((file.rows, file.table.as_str()), (3, "remediation_audit"));
         let bytes = archive
@@ -581,8 +675,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let archive = local(dir.path());
         let mut written = Vec::new();
+        let mut locations = Vec::new();
         for batch in [1, 2] {
             let location = archive.location(INSTALLATION, batch);
+            locations.push(location.clone());
             written.push(
                 write(&archive, &location, "remediation_audit_archive")
                     .await
@@ -608,38 +704,62 @@ mod tests {
         );
         let before = files(dir.path());
         assert_eq!(before.len(), written.len());
+        let one = locations[0].as_str();
+        let tag = &one[one.len() - TAG_LEN..];
         let refused = [
-            (1, ""),
-            (1, "/"),
-            (1, "."),
-            (1, ".."),
-            (1, "*"),
-            (1, "batch-"),
-            (1, INSTALLATION),
-            (1, &format!("{INSTALLATION}/")),
-            (1, &format!("{INSTALLATION}/batch-")),
-            (1, &format!("{INSTALLATION}/batch-000000000002")),
-            (1, &format!("{INSTALLATION}/batch-000000000001/..")),
+            (1, format!("{INSTALLATION}/batch-000000000001")),
+            (1, format!("{INSTALLATION}/batch-000000000001-")),
             (
                 1,
-                &format!("{INSTALLATION}/batch-000000000001/remediation_audit.jsonl.gz"),
+                format!("{INSTALLATION}/batch-000000000001-{}", &tag[1..]),
             ),
+            (1, format!("{INSTALLATION}/batch-000000000001-{tag}0")),
             (
                 1,
-                &format!("{INSTALLATION}/../{INSTALLATION}/batch-000000000001"),
+                format!(
+                    "{INSTALLATION}/batch-000000000001-{}",
+                    tag.to_uppercase()
+                        .replace(|c: char| c.is_ascii_digit(), "A")
+                ),
             ),
-            (1, &format!("/{INSTALLATION}/batch-000000000001")),
-            (1, "batch-1"),
-            (1, "batch-000000000002"),
-            (1, &format!("{other}/batch-000000000001")),
-            (
-                1,
-                &format!("{}/batch-000000000001", INSTALLATION.to_uppercase()),
-            ),
-            (0, &format!("{INSTALLATION}/batch-000000000000")),
-            (-1, &format!("{INSTALLATION}/batch--00000000001")),
+            (1, format!("{INSTALLATION}/batch-000000000001-../../x")),
+            (1, format!("{INSTALLATION}/batch-000000000001-{tag}/..")),
+            (1, format!("{INSTALLATION}/batch-000000000001-*")),
+            (2, one.to_owned()),
         ];
-        for (batch, location) in refused {
+        let more: [(i64, String); 20] = [
+            (1, "".to_owned()),
+            (1, "/".to_owned()),
+            (1, ".".to_owned()),
+            (1, "..".to_owned()),
+            (1, "*".to_owned()),
+            (1, "batch-".to_owned()),
+            (1, INSTALLATION.to_owned()),
+            (1, format!("{INSTALLATION}/")),
+            (1, format!("{INSTALLATION}/batch-")),
+            (1, format!("{INSTALLATION}/batch-000000000002")),
+            (1, format!("{INSTALLATION}/batch-000000000001/..")),
+            (
+                1,
+                format!("{INSTALLATION}/batch-000000000001/remediation_audit.jsonl.gz"),
+            ),
+            (
+                1,
+                format!("{INSTALLATION}/../{INSTALLATION}/batch-000000000001"),
+            ),
+            (1, format!("/{INSTALLATION}/batch-000000000001")),
+            (1, "batch-1".to_owned()),
+            (1, "batch-000000000002".to_owned()),
+            (1, format!("{other}/batch-000000000001")),
+            (
+                1,
+                format!("{}/batch-000000000001", INSTALLATION.to_uppercase()),
+            ),
+            (0, format!("{INSTALLATION}/batch-000000000000")),
+            (-1, format!("{INSTALLATION}/batch--00000000001")),
+        ];
+        for (batch, location) in refused.iter().chain(&more) {
+            let (batch, location) = (*batch, location.as_str());
             let err = archive
                 .remove(&pending(batch, location))
                 .await
@@ -657,8 +777,13 @@ mod tests {
         assert_eq!(files(dir.path()), before);
 
         // Its own names remove its files only.
-        let own = archive.location(INSTALLATION, 2);
-        assert_eq!(archive.remove(&pending(2, &own)).await.expect("own"), 1);
+        assert_eq!(
+            archive
+                .remove(&pending(2, &locations[1]))
+                .await
+                .expect("own"),
+            1
+        );
         assert_eq!(
             archive
                 .remove(&pending(3, "batch-000000000003"))
@@ -669,7 +794,7 @@ mod tests {
         let left = files(dir.path());
         assert_eq!(left.len(), 2, "{left:?}");
         assert!(
-            left.iter().all(|f| f.contains("batch-000000000001/")),
+            left.iter().all(|f| f.contains("/batch-000000000001")),
             "{left:?}"
         );
     }

@@ -198,7 +198,23 @@ async fn run_locked(
         );
         report.cleaned.push(pending.batch);
     }
-    while let Some(batch) = store.retire_next(&request, archive).await? {
+    loop {
+        let batch = match store.retire_next(&request, archive).await {
+            Ok(Some(batch)) => batch,
+            Ok(None) => break,
+            Err(e) => {
+                if let Some(collision) = archive.take_collision()
+                    && let Err(settle) = settle(store, archive, &collision).await
+                {
+                    tracing::error!(
+                        location = %collision.location,
+                        error = %settle,
+                        "could not forget a batch whose file name was taken"
+                    );
+                }
+                return Err(e.into());
+            }
+        };
         record(&batch);
         tracing::info!(
             batch = batch.batch,
@@ -212,6 +228,28 @@ async fn run_locked(
         report.batches.push(batch);
     }
     Ok(report)
+}
+
+/// After a batch stopped because one of its file names was already taken
+/// (its rows stayed live): forgets the batch first, so that no later clean-up
+/// deletes by that name the object that was there, then deletes what this
+/// process wrote for it.
+async fn settle(
+    store: &dyn Store,
+    archive: &Archive,
+    collision: &archive::Collision,
+) -> Result<(), RetentionError> {
+    for pending in store.pending_batches().await? {
+        if pending.location == collision.location {
+            store.forget_batch(pending.batch).await?;
+            tracing::warn!(
+                batch = pending.batch,
+                location = %pending.location,
+                "a file name of the batch was taken; the batch is forgotten and its rows stay live"
+            );
+        }
+    }
+    archive.remove_own(collision).await
 }
 
 fn record(batch: &BatchReport) {
