@@ -129,6 +129,20 @@ impl Archive {
         })
     }
 
+    /// An archive over an object store made elsewhere, under `prefix`;
+    /// `url` names it in messages.
+    #[must_use]
+    pub fn with_object_store(store: Arc<dyn ObjectStore>, prefix: &str, url: &str) -> Self {
+        Self {
+            store,
+            prefix: Path::from(prefix.trim_matches('/')),
+            url: url.to_owned(),
+            local_root: None,
+            crash_at: None,
+            claims: Arc::default(),
+        }
+    }
+
     /// The archive URL a database uses when none is given: a directory
     /// beside a SQLite file, or `remaudit-archive` in the working directory.
     #[must_use]
