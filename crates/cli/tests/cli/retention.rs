@@ -292,6 +292,37 @@ async fn archives_to_an_s3_compatible_server_and_verifies() {
     assert!(verified.status.success(), "{}", text(&verified));
     assert!(text(&verified).contains(&format!("({archived} remediations")));
 
+    // A second installation on the same prefix numbers its batches alike,
+    // and neither overwrites the other's objects.
+    let other = PgDb::create().await;
+    let other_written = load(other.store().await.as_ref(), clock()).await;
+    let out = retention(
+        &[
+            "run",
+            "--database-url",
+            other.url(),
+            "--archive-url",
+            url,
+            "--now",
+            &now,
+        ],
+        &env,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_each_row_in_one_place(
+        &other.pool().await,
+        other_written,
+        "the second installation",
+    )
+    .await;
+    for db_url in [db.url(), other.url()] {
+        let verified = retention(
+            &["verify", "--database-url", db_url, "--archive-url", url],
+            &env,
+        );
+        assert!(verified.status.success(), "{}", text(&verified));
+    }
+
     // A damaged file is found: replace one with other bytes.
     let location: String = sqlx::query_scalar(
         "SELECT location FROM remediation_retention_batches WHERE state = 'done' ORDER BY id LIMIT 1",
@@ -311,6 +342,19 @@ async fn archives_to_an_s3_compatible_server_and_verifies() {
     let path = object_store::path::Path::from(format!(
         "remaudit/prod/{location}/remediation_audit.jsonl.gz"
     ));
+    // The server refuses a create-only write to a taken name, as every
+    // archive write is: nothing the job writes can replace an object.
+    let again = object_store::ObjectStore::put_opts(
+        &s3,
+        &path,
+        "again".into(),
+        object_store::PutMode::Create.into(),
+    )
+    .await;
+    assert!(
+        matches!(again, Err(object_store::Error::AlreadyExists { .. })),
+        "{again:?}"
+    );
     object_store::ObjectStoreExt::put(&s3, &path, "not gzip".into())
         .await
         .expect("overwrite a file");
