@@ -6,9 +6,9 @@
 //! One batch moves in one database transaction: copy the rows and their
 //! events into the archive tables, write the batch's files, then remove the
 //! rows from the live tables and mark the batch done. The batch is recorded as
-//! `pending` (in its own commit) before any file is written, so a crash at any
-//! point leaves the rows live and at most some files of a pending batch, which
-//! the next run removes before it starts.
+//! `pending`, with its location, in its own commit before any file is
+//! written, so a crash at any point leaves the rows live and at most some
+//! files of a pending batch, which the next run removes before it starts.
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use futures::stream::BoxStream;
