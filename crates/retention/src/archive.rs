@@ -181,10 +181,12 @@ impl Archive {
 
     /// Removes the files an interrupted batch can have written, and nothing
     /// else: its two data files and its manifest, by name, under its own
-    /// location (`{installation}/batch-{id}`, or `batch-{id}` from before
-    /// installation ids). Any other location (empty, a bare prefix, another
-    /// batch's or another installation's name, `..`) is refused before
-    /// anything is deleted. Returns how many files were there.
+    /// location (`{installation}/batch-{id}-{tag}`, or `batch-{id}` from
+    /// before installation ids), and the staging files a cut-short local
+    /// upload of those names leaves. Any other location (empty, a bare
+    /// prefix, another batch's or another installation's name, `..`) is
+    /// refused before anything is deleted; nothing is ever deleted by
+    /// prefix. Returns how many files were there.
     ///
     /// # Errors
     /// [`RetentionError::Archive`] when the location is not the batch's own,
@@ -387,10 +389,9 @@ pub(crate) fn hex_sha256(bytes: &[u8]) -> String {
 fn put_error(path: &Path, e: object_store::Error) -> StoreError {
     match e {
         object_store::Error::AlreadyExists { .. } => sink_error(format!(
-            "{path} already exists and is not overwritten; the batch stops and its rows stay live. \
-             Another database writing to this archive under the same installation id (a copy \
-             of this database?) can cause this: give each database its own archive, or move \
-             the object aside after checking it"
+            "{path} already exists and is not overwritten: the batch stops, its rows stay live \
+             and the next run writes under a new name. Names are unique to this database and \
+             batch, so something else writes into this archive: find it"
         )),
         e => sink_error(format!("writing {path}: {e}")),
     }

@@ -55,12 +55,15 @@ async fn begin_batch(
     now: DateTime<Utc>,
     sink: &dyn ArchiveSink,
 ) -> Result<Begun, StoreError> {
-    let mut tx = pool.begin().await?;
+    // Read before the transaction, whose first statement then writes: a
+    // transaction that read first could not always upgrade to a write
+    // while ingest commits beside it.
     let installation = installation(
         sqlx::query_scalar(INSTALLATION_SQL)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(pool)
             .await?,
     )?;
+    let mut tx = pool.begin().await?;
     let batch: i64 = sqlx::query_scalar(
         "INSERT INTO remediation_retention_batches (run_now, source, location) VALUES (?1, 'rows', '') RETURNING id",
     )
