@@ -874,3 +874,41 @@ async fn two_sqlite_databases_in_one_directory_share_the_default_archive_without
         }
     }
 }
+
+#[tokio::test]
+async fn a_copy_of_a_sqlite_database_beside_it_shares_its_installation_id_but_no_file_name() {
+    let dir = tempfile::tempdir().expect("dir");
+    let original = format!("sqlite://{}/audit.db", dir.path().display());
+    let store = remaudit_store::connect(&original, remaudit_store::PoolSettings::default())
+        .await
+        .expect("open");
+    let written = load(store.as_ref(), clock()).await;
+    store.close().await;
+    // The operator copies the file (a test instance, a backup put back).
+    std::fs::copy(dir.path().join("audit.db"), dir.path().join("copy.db")).expect("copy");
+    let copy = format!("sqlite://{}/copy.db", dir.path().display());
+    let ids = |url: String| async move {
+        Db::sqlite(&url)
+            .await
+            .text("SELECT id FROM remaudit_installation")
+            .await
+    };
+    assert_eq!(ids(original.clone()).await, ids(copy.clone()).await);
+
+    let archive = dir.path().join("remaudit-archive");
+    let out = run_at(&original, None, clock(), None);
+    assert!(out.status.success(), "{}", text(&out));
+    let first = archive_files(&archive);
+    // The copy numbers its batches as the original did.
+    let out = run_at(&copy, None, clock(), None);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_intact(&archive, &first, "after the copy's run");
+    assert_eq!(archive_files(&archive).len(), 2 * first.len());
+    for url in [&original, &copy] {
+        verify_ok(url, None);
+        Db::sqlite(url)
+            .await
+            .assert_each_row_in_one_place(written, url)
+            .await;
+    }
+}
