@@ -509,3 +509,99 @@ async fn postgres_a_taken_file_name_stops_the_batch_and_overwrites_nothing() {
     let db = PgDb::create().await;
     a_taken_name_stops_the_batch(db.store().await, Counter::Pg(db.pool().await)).await;
 }
+
+#[tokio::test]
+async fn batches_archived_before_installation_ids_stay_where_they_are_and_verify() {
+    use sha2::Digest as _;
+    let db = SqliteDb::create();
+    let store = db.store().await;
+    let pool = sqlx::SqlitePool::connect(&db.url()).await.expect("pool");
+    let written = load(store.as_ref(), now()).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let archive = Archive::open(&format!("file://{}", dir.path().display())).expect("archive");
+    let settings = Settings {
+        batch_rows: 20,
+        ..Settings::default()
+    };
+    let early = now() - TimeDelta::days(14);
+    let report = remaudit_retention::run_once(store.as_ref(), &archive, &settings, early, false)
+        .await
+        .expect("run");
+    assert!(report.batches.len() >= 2);
+    // Rewrite every finished batch as a version without installation ids
+    // wrote it: `batch-{id}/…` at the top of the archive, its manifest
+    // naming those paths, the journal recording that location.
+    for batch in &report.batches {
+        let old = format!("batch-{:012}", batch.batch);
+        let new_dir = dir.path().join(&batch.location);
+        std::fs::create_dir(dir.path().join(&old)).expect("old dir");
+        for file in [
+            "remediation_audit.jsonl.gz",
+            "remediation_audit_events.jsonl.gz",
+        ] {
+            std::fs::rename(new_dir.join(file), dir.path().join(&old).join(file)).expect("move");
+        }
+        let manifest = std::fs::read_to_string(new_dir.join("manifest.json")).expect("manifest");
+        let mut manifest: serde_json::Value = serde_json::from_str(&manifest).expect("json");
+        manifest
+            .as_object_mut()
+            .expect("object")
+            .remove("installation");
+        for file in manifest["files"].as_array_mut().expect("files") {
+            let path = file["path"]
+                .as_str()
+                .expect("path")
+                .replace(&batch.location, &old);
+            file["path"] = path.into();
+        }
+        let body = serde_json::to_vec_pretty(&manifest).expect("encode");
+        std::fs::write(dir.path().join(&old).join("manifest.json"), &body).expect("write");
+        std::fs::remove_dir_all(&new_dir).expect("remove the new layout");
+        sqlx::query(
+            "UPDATE remediation_retention_batches SET location = ?2, manifest_sha256 = ?3 WHERE id = ?1",
+        )
+        .bind(batch.batch)
+        .bind(&old)
+        .bind(format!("{:x}", sha2::Sha256::digest(&body)))
+        .execute(&pool)
+        .await
+        .expect("journal");
+    }
+    let before: Vec<(String, Vec<u8>)> = files_under(dir.path())
+        .into_iter()
+        .map(|f| {
+            let bytes = std::fs::read(dir.path().join(&f)).expect("read");
+            (f, bytes)
+        })
+        .collect();
+    assert!(
+        before.iter().all(|(f, _)| f.starts_with("batch-")),
+        "{before:?}"
+    );
+    let (first, last) = remaudit_retention::all_time();
+    let verified = remaudit_retention::verify(store.as_ref(), &archive, first, last)
+        .await
+        .expect("verify");
+    assert!(verified.ok(), "{:?}", verified.problems);
+
+    // The upgraded job writes beside them under its installation id.
+    let report = remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), false)
+        .await
+        .expect("run after the upgrade");
+    assert!(report.remediations() > 0);
+    for (file, bytes) in &before {
+        assert_eq!(
+            std::fs::read(dir.path().join(file)).ok().as_ref(),
+            Some(bytes),
+            "{file}"
+        );
+    }
+    let verified = remaudit_retention::verify(store.as_ref(), &archive, first, last)
+        .await
+        .expect("verify");
+    assert!(verified.ok(), "{:?}", verified.problems);
+    let counter = Counter::Sqlite(pool);
+    let (live, archived, live_events, archived_events) = counter.places().await;
+    assert_eq!(live + archived, written.remediations);
+    assert_eq!(live_events + archived_events, written.events);
+}
