@@ -259,9 +259,10 @@ mod tests {
 
     #[test]
     fn split_skips_elements_deeper_than_serde_json_allows_in_one_document() {
-        // 125 levels inside an array of records is past serde_json's limit of
-        // 128 for the batch as one document, and 5,000 is far past it.
-        for levels in [125, 5_000] {
+        // 126 objects under a record: 127 levels, inside serde_json's limit
+        // (128) alone, past it inside an array. 5,000 is past it either way.
+        assert!(serde_json::from_str::<serde_json::Value>(&nested(126)).is_ok());
+        for levels in [126, 5_000] {
             let deep = nested(levels);
             let body = format!(r#"[{{"a":1}}, {deep}, {{"b":2}}]"#);
             assert!(serde_json::from_str::<serde_json::Value>(&body).is_err());
