@@ -276,10 +276,11 @@ fn count(outcome: ItemStatus, n: usize) {
     responses(
         (status = 201, description = "Stored, or already stored (a replay)", body = StoreResult),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body stalled; retry", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The record breaks rules", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable or request timed out; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable, request timed out, or too many requests in progress; see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[instrument(skip_all)]
@@ -289,7 +290,11 @@ pub(crate) async fn create(
     body: Body,
 ) -> Result<(StatusCode, Json<StoreResult>), ApiError> {
     let bytes = read_body(&state, &headers, body).await?;
-    let value = body::parse_document(&bytes)?;
+    let value = body::parse_document(&bytes).inspect_err(|e| {
+        if let ApiError::InvalidRecord(_) = e {
+            count(ItemStatus::Rejected, 1);
+        }
+    })?;
     let record = parse_record(value, &state, Utc::now()).map_err(|errors| {
         count(ItemStatus::Rejected, 1);
         ApiError::InvalidRecord(errors)
@@ -314,10 +319,11 @@ pub(crate) async fn create(
     responses(
         (status = 200, description = "Processed; see each item", body = BatchResponse),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body stalled; retry", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large or too many records", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not an array, or an empty one", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable or request timed out; nothing was stored; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable, request timed out, or too many requests in progress; nothing was stored; see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[instrument(skip_all)]

@@ -22,6 +22,9 @@ use crate::error::ApiError;
 /// envelopes that reads wrap around it (timeline, archive).
 pub(crate) const MAX_RECORD_DEPTH: usize = 32;
 
+/// Most bytes reserved for a body before they arrive.
+const PREALLOCATE: usize = 64 * 1024;
+
 /// Reads a JSON body of at most `max` bytes, answering 408 when the client
 /// pauses longer than `pause` between two pieces of it.
 pub(crate) async fn read_json_body(
@@ -60,7 +63,9 @@ pub(crate) async fn read_json_body(
         return Err(too_large());
     }
     let mut body = body;
-    let mut bytes = Vec::with_capacity(declared.unwrap_or(0));
+    // A declared length is a hint, not a promise: reserve little up front so
+    // that a client cannot make the server hold memory it never sends.
+    let mut bytes = Vec::with_capacity(declared.unwrap_or(0).min(PREALLOCATE));
     loop {
         let frame = match tokio::time::timeout(pause, body.frame()).await {
             Err(_) => return Err(ApiError::BodyTimeout(pause)),
