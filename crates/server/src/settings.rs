@@ -29,7 +29,7 @@ pub struct ServerSettings {
     /// one closes.
     pub max_connections: usize,
     /// Most requests handled at once; further ones are answered 503 with
-    /// `Retry-After` (health and metrics are not counted).
+    /// `Retry-After` (`/healthz` and `/metrics` are not counted).
     pub max_concurrent_requests: usize,
     /// After shutdown begins, how long requests in flight may take before
     /// their connections are dropped.

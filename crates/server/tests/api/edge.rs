@@ -166,7 +166,8 @@ async fn past_the_request_limit_requests_are_answered_503_with_retry_after() {
             .and_then(|v| v.to_str().ok()),
         Some("5")
     );
-    // Probes and metrics do not count against the limit.
+    // Readiness asks the database and counts; liveness and metrics do not.
+    app.get("/readyz").await.assert_problem(503, "overloaded");
     assert_eq!(app.get("/healthz").await.status, 200);
     let metrics = app.http.get(app.url("/metrics")).send().await;
     assert_eq!(metrics.expect("metrics").status(), 200);
