@@ -160,7 +160,8 @@ pub fn router(state: AppState) -> Router {
 /// `shutdown_grace` to finish before dropping their connections.
 ///
 /// HTTP/1.1 only. Each connection must send a request's headers within
-/// `header_read_timeout` (also the keep-alive idle limit); at most
+/// `header_read_timeout` (also the keep-alive idle limit), and loses its
+/// connection when it stops reading an answer for `idle_timeout`; at most
 /// `max_connections` are open at once, and further ones wait in the listen
 /// backlog until one closes.
 ///
@@ -190,8 +191,8 @@ pub async fn serve(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
-        // Bounds what a connection buffers while its headers arrive.
-        .max_buf_size(MAX_HEADER_BUFFER);
+        // Bounds what a connection buffers from the socket (headers, body chunks).
+        .max_buf_size(MAX_READ_BUFFER);
     let builder = Arc::new(builder);
     // One permit per open connection; when shutting down, holding them all
     // means every connection has closed.
@@ -243,8 +244,9 @@ pub async fn serve(
     Ok(())
 }
 
-/// Largest buffer a connection keeps for request headers (and body reads).
-const MAX_HEADER_BUFFER: usize = 64 * 1024;
+/// Largest buffer a connection keeps for what it reads: 1,024 connections
+/// sending headers slowly hold at most 64 MiB.
+const MAX_READ_BUFFER: usize = 64 * 1024;
 
 /// Waits out an accept error: at once for errors of one connection, a
 /// second for the others (out of file descriptors) so the loop does not spin.
