@@ -51,6 +51,10 @@ pub enum ApiError {
     Unavailable(Duration),
     /// The request took longer than the server allows.
     Timeout(Duration),
+    /// The service is handling as many requests as it may; try again after the delay.
+    Overloaded(Duration),
+    /// The client paused longer than allowed while sending the body.
+    BodyTimeout(Duration),
     /// A fault of the server; details are in its log.
     Internal,
 }
@@ -120,6 +124,24 @@ impl ApiError {
                     limit.as_secs()
                 ),
             ),
+            Self::Overloaded(after) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "Too many requests in progress",
+                format!(
+                    "the server is handling as many requests as it may; nothing was stored. Retry after {} s",
+                    after.as_secs().max(1)
+                ),
+            ),
+            Self::BodyTimeout(limit) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "body-timeout",
+                "Request body too slow",
+                format!(
+                    "no part of the body arrived for {} ms; nothing was stored. Send the body without pauses and retry",
+                    limit.as_millis()
+                ),
+            ),
             Self::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -156,7 +178,11 @@ impl IntoResponse for ApiError {
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if let Self::Unavailable(after) | Self::Timeout(after) = &self {
+        if let Self::BodyTimeout(_) = &self {
+            // The rest of the body is not read, so the connection cannot be reused.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let Self::Unavailable(after) | Self::Timeout(after) | Self::Overloaded(after) = &self {
             let secs = if matches!(self, Self::Timeout(_)) {
                 1
             } else {
