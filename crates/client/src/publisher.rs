@@ -15,6 +15,8 @@
 
 mod config;
 mod sender;
+#[cfg(test)]
+mod tests;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};

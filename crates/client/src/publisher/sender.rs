@@ -17,7 +17,7 @@ use crate::metrics as m;
 use crate::spool::SpoolReader;
 
 /// Path of the batch endpoint.
-const BATCH_PATH: &str = "/api/v1/audit/remediation-orchestration/batch";
+pub(super) const BATCH_PATH: &str = "/api/v1/audit/remediation-orchestration/batch";
 
 #[derive(Deserialize)]
 struct BatchAnswer {
