@@ -466,7 +466,7 @@ async fn finish(
         );
     }
     if let Some(spool) = st.spool.as_mut()
-        && let Err(e) = spool.sync()
+        && let Err(e) = spool.sync_work().and_then(crate::spool::SyncWork::run)
     {
         metrics::counter!(m::SPOOL_ERRORS).increment(1);
         tracing::error!(error = %e, "cannot fsync the spool");

@@ -29,6 +29,9 @@ enum Reply {
 
 type Script = dyn Fn(usize, &[u64]) -> Reply + Send + Sync;
 
+/// The server's state: its script and what it received.
+type ServerState = (Arc<Script>, Arc<Mutex<Vec<Seen>>>);
+
 /// One request the server received: when, and the `n` of each record.
 #[derive(Debug, Clone)]
 struct Seen {
@@ -78,10 +81,7 @@ impl Drop for Scripted {
 }
 
 async fn answer(
-    axum::extract::State((script, seen)): axum::extract::State<(
-        Arc<Script>,
-        Arc<Mutex<Vec<Seen>>>,
-    )>,
+    axum::extract::State((script, seen)): axum::extract::State<ServerState>,
     body: Bytes,
 ) -> Response {
     let records: Vec<Value> = serde_json::from_slice(&body).expect("a JSON array");
