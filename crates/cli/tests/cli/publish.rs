@@ -50,9 +50,11 @@ async fn records_published_during_an_outage_all_arrive_once() {
         publisher.publish(r).expect("accepted");
     }
     // The service stays down through several retries of the publisher.
-    wait_for("an outage of five retries", Duration::from_secs(120), || async {
-        (publisher.stats().retries >= 5).then_some(())
-    })
+    wait_for(
+        "an outage of five retries",
+        Duration::from_secs(120),
+        || async { (publisher.stats().retries >= 5).then_some(()) },
+    )
     .await;
     assert_eq!(
         publisher.pending(),
