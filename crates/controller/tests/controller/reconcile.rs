@@ -662,6 +662,8 @@ async fn a_failure_with_a_megabyte_error_message_is_still_audited() {
     let done = json!({ "phase": "completed", "completedAt": at(20) });
     let failed = json!({ "phase": "failed", "completedAt": at(80), "errorMessage": message });
 
+    // The status carries the message cut as the record does.
+    let written = Mutex::new(String::new());
     let answer = request.clone();
     reconcile_with(request, ctx, &mut server, async |server| {
         children(
@@ -682,12 +684,25 @@ async fn a_failure_with_a_megabyte_error_message_is_still_audited() {
                 "phaseStartTime": now,
                 "completionTime": now,
                 "failedPhase": "analyzing",
-                "errorMessage": message,
                 "lastTransition": t3,
                 "lastAuditedTransition": audited,
             }),
         );
-        write_status(server, &answer, &status).await;
+        let call = server
+            .expect(Method::PATCH, &format!("{RR_PATH}/status{QUERY}"))
+            .await;
+        let sent = call.body["status"]["errorMessage"]
+            .as_str()
+            .expect("an error message")
+            .to_owned();
+        status["errorMessage"] = json!(sent);
+        assert_eq!(
+            call.body,
+            json!({ "metadata": { "resourceVersion": "100" }, "status": status }),
+            "the status write"
+        );
+        answer_patch(call, &answer);
+        *written.lock().expect("lock") = sent;
         mark_audited(server, &answer, &t3).await;
     })
     .await
@@ -699,6 +714,11 @@ async fn a_failure_with_a_megabyte_error_message_is_still_audited() {
     let record = records.into_iter().next().expect("one");
     let limits = remaudit_model::Limits::default();
     let reason = record.failure_reason.clone().expect("a failure reason");
+    assert_eq!(
+        reason,
+        *written.lock().expect("lock"),
+        "the status and the record say the same"
+    );
     assert!(reason.len() <= limits.max_failure_reason_bytes);
     assert!(
         reason.contains("[truncated "),
