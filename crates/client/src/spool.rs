@@ -352,8 +352,8 @@ impl Spool {
     /// increasing, never reused, survives reopen).
     ///
     /// The record reaches the OS before this returns, so killing the
-    /// process loses nothing appended; only [`Spool::sync`] makes it survive
-    /// a machine crash.
+    /// process loses nothing appended; only a flush ([`Spool::sync_work`])
+    /// makes it survive a machine crash.
     ///
     /// # Errors
     /// [`SpoolError::TooLarge`] past the record size limit,
