@@ -96,11 +96,10 @@ fn retry_after(headers: &reqwest::header::HeaderMap, cap: Duration) -> Option<Du
 }
 
 /// Counts the per-record answers of a batch of `records`, or says why the
-/// answer cannot be trusted for every record.
+/// answer cannot be trusted for every record (then nothing is logged as final).
 fn tally(answer: BatchAnswer, records: usize) -> Result<Tally, String> {
     let mut seen = vec![false; records];
-    let mut tally = Tally::default();
-    for item in answer.items {
+    for item in &answer.items {
         match seen.get_mut(item.index) {
             Some(seen) if !*seen => *seen = true,
             Some(_) => return Err(format!("record {} answered twice", item.index)),
@@ -111,6 +110,12 @@ fn tally(answer: BatchAnswer, records: usize) -> Result<Tally, String> {
                 ));
             }
         }
+    }
+    if let Some(missing) = seen.iter().position(|s| !s) {
+        return Err(format!("no answer for record {missing}"));
+    }
+    let mut tally = Tally::default();
+    for item in answer.items {
         match item.status {
             ItemStatus::Created => tally.created += 1,
             ItemStatus::Duplicate => tally.duplicates += 1,
@@ -131,10 +136,7 @@ fn tally(answer: BatchAnswer, records: usize) -> Result<Tally, String> {
             }
         }
     }
-    match seen.iter().position(|s| !s) {
-        Some(missing) => Err(format!("no answer for record {missing}")),
-        None => Ok(tally),
-    }
+    Ok(tally)
 }
 
 async fn post(http: &reqwest::Client, url: &str, entries: &[Entry], cap: Duration) -> Sent {
