@@ -17,6 +17,12 @@ pub struct ServerSettings {
     pub retry_after: Duration,
     /// Bounds on record fields.
     pub limits: Limits,
+    /// Most timeline events one remediation may have; records past it are refused (422, rule `max_events`).
+    pub max_events_per_remediation: u32,
+    /// When set, a record that would start a new live remediation older than
+    /// this is refused (422, rule `retention`): retention would archive it at
+    /// once. `remaudit serve` sets it to the retention age.
+    pub refuse_new_older_than: Option<chrono::TimeDelta>,
 }
 
 impl Default for ServerSettings {
@@ -27,6 +33,8 @@ impl Default for ServerSettings {
             request_timeout: Duration::from_secs(30),
             retry_after: Duration::from_secs(5),
             limits: Limits::default(),
+            max_events_per_remediation: remaudit_store::DEFAULT_MAX_EVENTS_PER_REMEDIATION,
+            refuse_new_older_than: None,
         }
     }
 }
