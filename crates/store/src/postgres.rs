@@ -361,7 +361,7 @@ impl Store for PgStore {
             .bind(remediation_locks(records))
             .execute(&mut *tx)
             .await?;
-        let stored = stored_events(&mut tx, records, &candidates).await?;
+        let mut stored = stored_events(&mut tx, records, &candidates).await?;
         let mut remediations = stored_remediations(&mut tx, records, rules).await?;
         let verdicts = judge(records, &candidates, &stored, &mut remediations, rules);
 
@@ -417,36 +417,27 @@ impl Store for PgStore {
         let winners = stored_events(&mut tx, records, &lost).await?;
         tx.commit().await?;
 
-        let mut lost_verdicts = lost.iter().zip(winners).map(|(&i, stored)| {
-            let same = stored
-                .live
-                .flatten()
-                .is_none_or(|h| h.as_slice() == records[i].content_hash.as_slice());
-            (
-                i,
-                if same {
-                    InsertOutcome::Duplicate
-                } else {
-                    InsertOutcome::Conflict
-                },
-            )
-        });
-        let mut next_lost = lost_verdicts.next();
-        let first: Vec<InsertOutcome> = candidates
-            .iter()
-            .zip(verdicts)
-            .map(|(&i, verdict)| match verdict {
-                Some(outcome) => outcome,
-                None => match next_lost {
-                    Some((j, outcome)) if j == i => {
-                        next_lost = lost_verdicts.next();
-                        outcome
+        let mut winners: HashMap<usize, StoredEvent> = lost.into_iter().zip(winners).collect();
+        let mut first = Vec::with_capacity(candidates.len());
+        for ((&i, verdict), event) in candidates.iter().zip(verdicts).zip(&mut stored) {
+            first.push(match (verdict, winners.remove(&i)) {
+                (Some(outcome), _) => outcome,
+                (None, None) => InsertOutcome::Created,
+                (None, Some(winner)) => {
+                    let same = winner.live.as_ref().is_none_or(|h| {
+                        h.as_ref()
+                            .is_none_or(|h| h.as_slice() == records[i].content_hash.as_slice())
+                    });
+                    *event = winner;
+                    if same {
+                        InsertOutcome::Duplicate
+                    } else {
+                        InsertOutcome::Conflict
                     }
-                    _ => InsertOutcome::Created,
-                },
-            })
-            .collect();
-        Ok(outcomes(records, &candidates, &first))
+                }
+            });
+        }
+        Ok(outcomes(records, &candidates, &first, &stored))
     }
 
     #[instrument(skip_all, err)]

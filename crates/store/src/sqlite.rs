@@ -333,7 +333,7 @@ impl Store for SqliteStore {
             .into_iter()
             .map(|v| v.unwrap_or(InsertOutcome::Created))
             .collect();
-        Ok(outcomes(records, &candidates, &first))
+        Ok(outcomes(records, &candidates, &first, &stored))
     }
 
     #[instrument(skip_all, err)]

@@ -536,25 +536,34 @@ pub(crate) fn judge(
     verdicts
 }
 
-/// Every record's outcome: first occurrences as `first` says, each later
-/// occurrence of a key like its first when the content is the same (a
-/// `duplicate` where the first was created), a `conflict` when it is not.
+/// Every record's outcome: first occurrences as `first` says; each later
+/// occurrence of a key is judged against the stored event when there is one
+/// (`stored`, as for its first), else against its first: the same content
+/// is a `duplicate` (or refused as its first was), other content a `conflict`.
 pub(crate) fn outcomes(
     records: &[NewAudit],
     candidates: &[usize],
     first: &[InsertOutcome],
+    stored: &[StoredEvent],
 ) -> Vec<InsertOutcome> {
-    let mut by_key: HashMap<EventKey, (usize, InsertOutcome)> = HashMap::new();
-    for (&i, &outcome) in candidates.iter().zip(first) {
-        by_key.insert(event_key(&records[i]), (i, outcome));
+    let mut by_key: HashMap<EventKey, (usize, InsertOutcome, &StoredEvent)> = HashMap::new();
+    for ((&i, &outcome), event) in candidates.iter().zip(first).zip(stored) {
+        by_key.insert(event_key(&records[i]), (i, outcome, event));
     }
     records
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let (j, outcome) = by_key[&event_key(r)];
+            let (j, outcome, event) = by_key[&event_key(r)];
+            let kept = event.live.as_ref().or(event.archived.as_ref());
             if i == j {
                 outcome
+            } else if let Some(hash) = kept {
+                if same_content(r, hash.as_ref()) {
+                    InsertOutcome::Duplicate
+                } else {
+                    InsertOutcome::Conflict
+                }
             } else if r.content_hash != records[j].content_hash {
                 InsertOutcome::Conflict
             } else if outcome == InsertOutcome::Created {
