@@ -2,6 +2,7 @@
 
 mod analytics;
 mod cases;
+mod upgrade;
 
 /// Generates one test per case and backend.
 macro_rules! conformance {
