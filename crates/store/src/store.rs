@@ -444,15 +444,22 @@ pub(crate) type EventKey = (uuid::Uuid, DateTime<Utc>);
 /// The identity of a remediation: namespace, name, start time.
 pub(crate) type RemediationKey = (String, String, DateTime<Utc>);
 
-pub(crate) fn event_key(r: &NewAudit) -> EventKey {
-    (r.event_id, r.start_time)
+/// `t` as both databases store it: to the microsecond.
+pub(crate) fn stored_time(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
+/// A record's event key as stored (start time to the microsecond).
+pub(crate) fn event_key(r: &NewAudit) -> EventKey {
+    (r.event_id, stored_time(r.start_time))
+}
+
+/// A record's remediation key as stored (start time to the microsecond).
 pub(crate) fn remediation_key(r: &NewAudit) -> RemediationKey {
     (
         r.namespace.clone(),
         r.remediation_name.clone(),
-        r.start_time,
+        stored_time(r.start_time),
     )
 }
 

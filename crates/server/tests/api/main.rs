@@ -4,6 +4,7 @@ mod analytics;
 mod design_sql;
 mod helpers;
 mod ingest;
+mod integrity;
 mod openapi;
 mod outage;
 mod reads;
