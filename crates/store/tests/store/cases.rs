@@ -502,7 +502,10 @@ pub async fn same_key_with_other_content_is_a_conflict(store: Arc<dyn Store>) {
     // must not make a replay a conflict.
     let first = one("rr-key", &json!({}));
     assert_eq!(
-        store.insert(&[first.clone()]).await.expect("insert"),
+        store
+            .insert(std::slice::from_ref(&first))
+            .await
+            .expect("insert"),
         [Created]
     );
     let replay = one("rr-key", &json!({}));
