@@ -95,6 +95,9 @@ enum Command {
         /// Seconds a request may take before it is answered 503.
         #[arg(long, env = "REMAUDIT_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
         request_timeout_secs: u64,
+        /// Most timeline events one remediation may have; records past it are refused (422).
+        #[arg(long, env = "REMAUDIT_MAX_EVENTS_PER_REMEDIATION", default_value_t = ServerSettings::default().max_events_per_remediation, value_parser = clap::value_parser!(u32).range(1..))]
+        max_events_per_remediation: u32,
         #[command(flatten)]
         limits: ConnectionArgs,
         #[command(flatten)]
@@ -173,6 +176,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             max_batch_records,
             request_timeout_secs,
             limits,
+            max_events_per_remediation,
             retention,
             retention_interval_secs,
         } => {
@@ -195,6 +199,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 max_connections: limits.max_connections as usize,
                 max_concurrent_requests: limits.max_concurrent_requests as usize,
                 shutdown_grace: Duration::from_secs(limits.shutdown_grace_secs),
+                max_events_per_remediation,
+                // A record older than the retention age that would start a new
+                // remediation is refused: retention would archive it at once.
+                refuse_new_older_than: Some(retention.policy().age),
                 ..ServerSettings::default()
             };
             let listener = tokio::net::TcpListener::bind(listen)

@@ -42,7 +42,7 @@ fn parse_line(line: &str) -> Result<RemediationOrchestrationAudit, String> {
         .map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
     record
         .clone()
-        .validate(value, Utc::now(), &Limits::default())
+        .validate(Utc::now(), &Limits::default())
         .map_err(|e| e.to_string())?;
     Ok(record)
 }

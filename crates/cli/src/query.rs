@@ -244,7 +244,18 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
                 "no remediation with id {id} at {}; the other queries list the ids",
                 api.base
             );
-            let report: Timeline = api.get(&path, &[], &not_found).await?;
+            // The service answers the timeline a page at a time.
+            let page = |cursor: Option<String>| {
+                let mut params = vec![("limit", "1000".to_owned())];
+                params.extend(cursor.map(|c| ("cursor", c)));
+                params
+            };
+            let mut report: Timeline = api.get(&path, &page(None), &not_found).await?;
+            while let Some(cursor) = report.next_cursor.take() {
+                let next: Timeline = api.get(&path, &page(Some(cursor)), &not_found).await?;
+                report.timeline.extend(next.timeline);
+                report.next_cursor = next.next_cursor;
+            }
             render(&report, output)?
         }
     };
@@ -457,6 +468,9 @@ pub struct Timeline {
     pub remediation: StoredAudit,
     /// Every accepted transition, oldest first.
     pub timeline: Vec<EventRecord>,
+    /// Where the service's next page of the timeline starts; followed to the end before rendering.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// A timestamp in RFC 3339, UTC, to the second.
@@ -1723,6 +1737,7 @@ mod tests {
                 event(3, "executing", "2026-11-20T09:12:40Z"),
                 event(4, "failed", "2026-11-20T09:21:30Z"),
             ],
+            next_cursor: None,
         };
         all_formats("timeline", &report);
     }

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use crate::DEFAULT_NAMESPACE;
@@ -18,6 +19,8 @@ pub struct Limits {
     pub max_crd_statuses_bytes: usize,
     /// How far ahead of the server's clock a timestamp may be.
     pub max_clock_skew: Duration,
+    /// Largest stored record (its known fields, serialised), in bytes.
+    pub max_record_bytes: usize,
 }
 
 impl Default for Limits {
@@ -26,6 +29,11 @@ impl Default for Limits {
             max_failure_reason_bytes: 16 * 1024,
             max_crd_statuses_bytes: 64 * 1024,
             max_clock_skew: Duration::hours(1),
+            // Above the field limits together (64 KiB of statuses, 16 KiB of
+            // failure reason, a few KiB of names), so that a record every
+            // field rule accepts is stored; what it bounds is escaping (a
+            // reason of control characters serialises six times larger).
+            max_record_bytes: 128 * 1024,
         }
     }
 }
@@ -161,6 +169,28 @@ fn is_dns_label(value: &str) -> bool {
         && bytes[bytes.len() - 1].is_ascii_alphanumeric()
 }
 
+/// `value` with every object's keys in sorted order, whatever order they came
+/// in (and whether or not serde_json keeps insertion order), so that its
+/// serialisation is one canonical text per content.
+fn canonical(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<_> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, canonical(v)))
+                    .collect(),
+            )
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(canonical).collect())
+        }
+        other => other,
+    }
+}
+
 /// The top-level field of `raw` whose value or keys hold a NUL character, if any.
 fn field_with_nul(raw: &serde_json::Value) -> Option<String> {
     fn has_nul(v: &serde_json::Value) -> bool {
@@ -182,17 +212,35 @@ fn field_with_nul(raw: &serde_json::Value) -> Option<String> {
 impl RemediationOrchestrationAudit {
     /// Checks every rule and, when all hold, normalises the record for storage.
     ///
-    /// `raw` is the record as received; `now` is the server's clock.
+    /// Only the known fields are kept: the stored record (`raw`) and its
+    /// content hash are rebuilt from them as the caller sent them, before any
+    /// default is applied, and fields this version does not know are dropped
+    /// rather than refused, so that a newer orchestrator adding a field loses
+    /// no record. `now` is the server's clock.
     ///
     /// # Errors
     /// Every broken rule, each naming its field.
     pub fn validate(
         self,
-        raw: serde_json::Value,
         now: DateTime<Utc>,
         limits: &Limits,
     ) -> Result<NewAudit, ValidationErrors> {
         let mut c = Checker::default();
+        // Serialising a struct of strings, numbers, times and a JSON value cannot fail.
+        let raw = canonical(serde_json::to_value(&self).unwrap_or_default());
+        let text = raw.to_string();
+        if text.len() > limits.max_record_bytes {
+            c.push(
+                "record",
+                "max_size",
+                format!(
+                    "must serialise to at most {} bytes (its known fields), got {}",
+                    limits.max_record_bytes,
+                    text.len()
+                ),
+            );
+        }
+        let content_hash: [u8; 32] = Sha256::digest(text.as_bytes()).into();
         c.required("alert_fingerprint", &self.alert_fingerprint, 64);
         c.required("remediation_name", &self.remediation_name, 255);
         if self.overall_phase.is_empty() {
@@ -378,6 +426,7 @@ impl RemediationOrchestrationAudit {
             duplicate_count,
             last_duplicate_time: self.last_duplicate_time,
             raw,
+            content_hash,
         })
     }
 }
@@ -410,8 +459,8 @@ mod tests {
             raw[k] = v.clone();
         }
         let record: RemediationOrchestrationAudit =
-            serde_json::from_value(raw.clone()).expect("well-typed");
-        record.validate(raw, now(), &Limits::default())
+            serde_json::from_value(raw).expect("well-typed");
+        record.validate(now(), &Limits::default())
     }
 
     fn rules(patch: serde_json::Value) -> Vec<(String, String)> {
@@ -625,5 +674,93 @@ mod tests {
         let audit = check(json!({"failure_phase": "", "failure_reason": ""})).expect("valid");
         assert_eq!(audit.failure_phase, None);
         assert_eq!(audit.failure_reason, None);
+    }
+    #[test]
+    fn unknown_fields_are_dropped_not_refused() {
+        let audit = check(json!({"junk": "x".repeat(3_900_000), "future_field": {"a": 1}}))
+            .expect("a record with fields this version does not know is kept");
+        let stored = audit.raw.as_object().expect("object");
+        assert!(!stored.contains_key("junk") && !stored.contains_key("future_field"));
+        assert!(audit.raw.to_string().len() < 1024, "{}", audit.raw);
+        // Server-owned fields the Go client sends are not kept either.
+        assert!(!stored.contains_key("id") && !stored.contains_key("created_at"));
+        assert_eq!(audit.raw["remediation_name"], "rr-1");
+    }
+
+    #[test]
+    fn the_stored_record_is_capped() {
+        let limits = Limits {
+            max_record_bytes: 300,
+            ..Limits::default()
+        };
+        let mut raw = valid();
+        raw["failure_reason"] = json!("r".repeat(400));
+        let record: RemediationOrchestrationAudit =
+            serde_json::from_value(raw).expect("well-typed");
+        let errors = record.validate(now(), &limits).expect_err("too large").0;
+        assert_eq!(
+            errors
+                .iter()
+                .map(|e| (e.field.as_str(), e.rule.as_str()))
+                .collect::<Vec<_>>(),
+            [("record", "max_size")]
+        );
+        // Escaping counts: control characters serialise as \u00XX.
+        // 16 KiB of reason (96 KiB escaped) and 40 KiB of statuses pass their own rules.
+        let escaped = "\u{1}".repeat(16 * 1024);
+        let statuses = json!({"aiAnalysis": {"error": "e".repeat(40 * 1024)}});
+        assert_eq!(
+            rules(json!({"failure_reason": escaped, "service_crd_statuses": statuses})),
+            one("record", "max_size")
+        );
+    }
+
+    #[test]
+    fn content_hash_is_taken_before_defaults_and_ignores_key_order() {
+        // No event_time: the server defaults it, at a different time on a replay.
+        let first = check(json!({})).expect("valid");
+        let mut raw = valid();
+        raw["overall_phase"] = json!("processing");
+        let record: RemediationOrchestrationAudit =
+            serde_json::from_value(raw).expect("well-typed");
+        let later = record
+            .validate(now() + Duration::minutes(5), &Limits::default())
+            .expect("valid");
+        assert_ne!(first.event_time, later.event_time);
+        assert_eq!(first.event_id, later.event_id);
+        assert_eq!(first.content_hash, later.content_hash);
+
+        // The same content, keys in another order and times spelt another way.
+        let a = check(json!({"service_crd_statuses": {"aiAnalysis": {"phase": "x", "success": true, "startTime": "2026-11-26T11:00:00Z"}}}))
+            .expect("valid");
+        let b = check(json!({"start_time": "2026-11-26T12:00:00+01:00", "service_crd_statuses": {"aiAnalysis": {"startTime": "2026-11-26T11:00:00Z", "success": true, "phase": "x"}}}))
+            .expect("valid");
+        assert_eq!(a.content_hash, b.content_hash);
+        assert_eq!(a.raw.to_string(), b.raw.to_string());
+
+        // Other content, same key.
+        let c = check(json!({"failure_reason": "other"})).expect("valid");
+        assert_eq!(c.event_id, first.event_id);
+        assert_ne!(c.content_hash, first.content_hash);
+    }
+
+    /// Known answer: the stored text and hash of a record. A change to either
+    /// would turn every replay of a record stored before it into a conflict.
+    #[test]
+    fn content_hash_matches_a_known_answer() {
+        let audit = check(json!({})).expect("valid");
+        assert_eq!(
+            audit.raw.to_string(),
+            r#"{"alert_fingerprint":"mem-pressure-prod-123","duplicate_count":0,"overall_phase":"processing","remediation_name":"rr-1","start_time":"2026-11-26T11:00:00Z"}"#
+        );
+        let hex: String = audit
+            .content_hash
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hex,
+            "86d2cf098374a077b7aee01b36699c3565c6d9acac49881756a926d0e1084817"
+        );
     }
 }

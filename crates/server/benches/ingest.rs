@@ -77,8 +77,7 @@ fn validated(batch: &[Value], now: DateTime<Utc>) -> Vec<NewAudit> {
         .map(|v| {
             let r: RemediationOrchestrationAudit =
                 serde_json::from_value(v.clone()).expect("record");
-            r.validate(v.clone(), now, &Limits::default())
-                .expect("valid")
+            r.validate(now, &Limits::default()).expect("valid")
         })
         .collect()
 }

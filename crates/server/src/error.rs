@@ -47,6 +47,8 @@ pub enum ApiError {
     NotFound(String),
     /// The resource's state forbids the request.
     Conflict(String),
+    /// The record reuses a stored key with other content.
+    RecordConflict(Vec<FieldError>),
     /// The database is unreachable; try again after the delay.
     Unavailable(Duration),
     /// The request took longer than the server allows.
@@ -106,6 +108,12 @@ impl ApiError {
             ),
             Self::NotFound(d) => (StatusCode::NOT_FOUND, "not-found", "Not found", d.clone()),
             Self::Conflict(d) => (StatusCode::CONFLICT, "conflict", "Conflict", d.clone()),
+            Self::RecordConflict(_) => (
+                StatusCode::CONFLICT,
+                "conflict",
+                "Conflict",
+                "another record with this event_id and start_time is stored; nothing was stored. Do not retry it unchanged".to_owned(),
+            ),
             Self::Unavailable(after) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "database-unavailable",
@@ -156,7 +164,7 @@ impl ApiError {
     pub fn problem(&self) -> Problem {
         let (status, kind, title, detail) = self.parts();
         let errors = match self {
-            Self::InvalidQuery(e) | Self::InvalidRecord(e) => e.clone(),
+            Self::InvalidQuery(e) | Self::InvalidRecord(e) | Self::RecordConflict(e) => e.clone(),
             _ => Vec::new(),
         };
         Problem {

@@ -34,6 +34,12 @@ pub struct ServerSettings {
     /// After shutdown begins, how long requests in flight may take before
     /// their connections are dropped.
     pub shutdown_grace: Duration,
+    /// Most timeline events one remediation may have; records past it are refused (422, rule `max_events`).
+    pub max_events_per_remediation: u32,
+    /// When set, a record that would start a new live remediation older than
+    /// this is refused (422, rule `retention`): retention would archive it at
+    /// once. `remaudit serve` sets it to the retention age.
+    pub refuse_new_older_than: Option<chrono::TimeDelta>,
 }
 
 impl Default for ServerSettings {
@@ -49,6 +55,8 @@ impl Default for ServerSettings {
             max_connections: 1024,
             max_concurrent_requests: 64,
             shutdown_grace: Duration::from_secs(10),
+            max_events_per_remediation: remaudit_store::DEFAULT_MAX_EVENTS_PER_REMEDIATION,
+            refuse_new_older_than: None,
         }
     }
 }

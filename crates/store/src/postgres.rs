@@ -1,12 +1,13 @@
 //! The PostgreSQL store: the production backend.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::LazyLock;
 
 use crate::AnalyticsQuery;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
+use futures::TryStreamExt;
 use remaudit_model::analytics::{
     DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport,
 };
@@ -22,9 +23,14 @@ use crate::retention::{
     PendingBatch, RetentionLock, RetentionPolicy, RetireRequest,
 };
 use crate::store::{
-    SUMMARY_COLUMNS, check_schema, first_occurrences, list_sql, outcomes, page, pool_stats, redact,
+    EventKey, RemediationKey, SUMMARY_COLUMNS, StoredEvent, StoredRemediation, TimelinePage,
+    check_schema, event_key, first_occurrences, judge, list_sql, outcomes, page, pool_stats,
+    redact, remediation_key,
 };
-use crate::{InsertOutcome, ListQuery, Page, PoolSettings, PoolStats, Store, StoreError, Timeline};
+use crate::{
+    InsertOutcome, InsertRules, ListQuery, Page, PoolSettings, PoolStats, Store, StoreError,
+    Timeline, TimelineQuery,
+};
 
 mod analytics;
 mod retention;
@@ -181,10 +187,12 @@ struct Columns {
     duration_us: Vec<Option<i64>>,
     duration_bin: Vec<Option<i32>>,
     retention_expiry_time: Vec<Option<DateTime<Utc>>>,
+    content_hash: Vec<Vec<u8>>,
 }
 
 impl Columns {
     fn push(&mut self, r: &NewAudit, policy: &RetentionPolicy) {
+        self.content_hash.push(r.content_hash.to_vec());
         self.retention_expiry_time.push(policy.expiry(r));
         self.event_id.push(r.event_id);
         self.namespace.push(r.namespace.clone());
@@ -217,45 +225,219 @@ impl Columns {
     }
 }
 
+/// The first key of the advisory locks that serialise writers of one
+/// remediation (the two-key form, apart from retention's one-key lock).
+const REMEDIATION_LOCK_CLASS: i32 = 0x5241_5544;
+
+/// The second keys of the batch's remediation locks, sorted so that every
+/// writer takes them in the same order. Two remediations may share a key:
+/// that only makes their writers take turns.
+fn remediation_locks(records: &[NewAudit]) -> Vec<i32> {
+    let mut keys: Vec<i32> = records
+        .iter()
+        .map(|r| {
+            // FNV-1a: the same key in every process and version.
+            let mut h: u32 = 0x811c_9dc5;
+            let micros = r.start_time.timestamp_micros().to_le_bytes();
+            for part in [
+                r.namespace.as_bytes(),
+                r.remediation_name.as_bytes(),
+                &micros,
+            ] {
+                for &b in part.iter().chain(&[0xff]) {
+                    h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+                }
+            }
+            i32::from_ne_bytes(h.to_ne_bytes())
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// What the live and archived events hold for the records at `indices`.
+async fn stored_events(
+    conn: &mut sqlx::PgConnection,
+    records: &[NewAudit],
+    indices: &[usize],
+) -> Result<Vec<StoredEvent>, StoreError> {
+    if indices.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pick = |f: &dyn Fn(&NewAudit) -> String| {
+        indices.iter().map(|&i| f(&records[i])).collect::<Vec<_>>()
+    };
+    let ids: Vec<Uuid> = indices.iter().map(|&i| records[i].event_id).collect();
+    let starts: Vec<DateTime<Utc>> = indices.iter().map(|&i| records[i].start_time).collect();
+    // An empty hash stands for an event stored before hashes were kept.
+    let rows = sqlx::query(
+        "SELECT (SELECT coalesce(e.content_hash, '\\x'::bytea) FROM remediation_audit_events e \
+                 WHERE e.event_id = i.event_id AND e.start_time = i.start_time) AS live, \
+                (SELECT coalesce(a.content_hash, '\\x'::bytea) FROM remediation_audit_events_archive a \
+                 WHERE a.namespace = i.namespace AND a.remediation_name = i.remediation_name \
+                   AND a.start_time = i.start_time AND a.event_id = i.event_id LIMIT 1) AS archived \
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[]) WITH ORDINALITY \
+              AS i(event_id, namespace, remediation_name, start_time, ord) \
+         ORDER BY i.ord",
+    )
+    .bind(ids)
+    .bind(pick(&|r| r.namespace.clone()))
+    .bind(pick(&|r| r.remediation_name.clone()))
+    .bind(starts)
+    .fetch_all(&mut *conn)
+    .await?;
+    let hash = |h: Option<Vec<u8>>| h.map(|h| Some(h).filter(|h| !h.is_empty()));
+    rows.iter()
+        .map(|row| {
+            Ok(StoredEvent {
+                live: hash(row.try_get("live")?),
+                archived: hash(row.try_get("archived")?),
+            })
+        })
+        .collect()
+}
+
+/// What is stored about each remediation of the batch; event counts stop
+/// at the cap, which is all the judgement needs.
+async fn stored_remediations(
+    conn: &mut sqlx::PgConnection,
+    records: &[NewAudit],
+    rules: &InsertRules,
+) -> Result<HashMap<RemediationKey, StoredRemediation>, StoreError> {
+    let keys: Vec<RemediationKey> = records
+        .iter()
+        .map(remediation_key)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let rows = sqlx::query(
+        "SELECT EXISTS (SELECT 1 FROM remediation_audit r WHERE r.namespace = k.namespace \
+                  AND r.remediation_name = k.remediation_name AND r.start_time = k.start_time) AS live, \
+                EXISTS (SELECT 1 FROM remediation_audit_archive a WHERE a.namespace = k.namespace \
+                  AND a.remediation_name = k.remediation_name AND a.start_time = k.start_time) AS archived, \
+                (SELECT count(*) FROM (SELECT 1 FROM remediation_audit_events e \
+                  WHERE e.namespace = k.namespace AND e.remediation_name = k.remediation_name \
+                    AND e.start_time = k.start_time LIMIT $4) AS capped) AS events \
+         FROM UNNEST($1::text[], $2::text[], $3::timestamptz[]) WITH ORDINALITY \
+              AS k(namespace, remediation_name, start_time, ord) \
+         ORDER BY k.ord",
+    )
+    .bind(keys.iter().map(|k| k.0.clone()).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.1.clone()).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.2).collect::<Vec<_>>())
+    .bind(i64::from(rules.max_events_per_remediation))
+    .fetch_all(&mut *conn)
+    .await?;
+    keys.into_iter()
+        .zip(&rows)
+        .map(|(key, row)| {
+            Ok((
+                key,
+                StoredRemediation {
+                    live: row.try_get("live")?,
+                    archived: row.try_get("archived")?,
+                    events: u64::try_from(row.try_get::<i64, _>("events")?).unwrap_or(0),
+                },
+            ))
+        })
+        .collect()
+}
+
 #[async_trait]
 impl Store for PgStore {
     #[instrument(skip_all, fields(records = records.len()), err)]
-    async fn insert(&self, records: &[NewAudit]) -> Result<Vec<InsertOutcome>, StoreError> {
-        let written = first_occurrences(records);
+    async fn insert_with(
+        &self,
+        records: &[NewAudit],
+        rules: &InsertRules,
+    ) -> Result<Vec<InsertOutcome>, StoreError> {
+        let candidates = first_occurrences(records);
+        let mut tx = self.pool.begin().await?;
+        // One writer per remediation at a time, new ones included, so that
+        // the event count below stays true until this transaction commits.
+        sqlx::query("SELECT pg_advisory_xact_lock($1, k) FROM UNNEST($2::int4[]) AS k")
+            .bind(REMEDIATION_LOCK_CLASS)
+            .bind(remediation_locks(records))
+            .execute(&mut *tx)
+            .await?;
+        let mut stored = stored_events(&mut tx, records, &candidates).await?;
+        let mut remediations = stored_remediations(&mut tx, records, rules).await?;
+        let verdicts = judge(records, &candidates, &stored, &mut remediations, rules);
+
         let mut c = Columns::default();
-        for &i in &written {
-            c.push(&records[i], &self.policy);
+        let mut written = Vec::new();
+        for (&i, verdict) in candidates.iter().zip(&verdicts) {
+            if verdict.is_none() {
+                c.push(&records[i], &self.policy);
+                written.push(i);
+            }
         }
-        let created: HashSet<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(INSERT_SQL.as_str()))
-            .bind(c.event_id)
-            .bind(c.namespace)
-            .bind(c.alert_fingerprint)
-            .bind(c.remediation_name)
-            .bind(c.overall_phase)
-            .bind(c.phase_rank)
-            .bind(c.start_time)
-            .bind(c.completion_time)
-            .bind(c.remediation_processing_name)
-            .bind(c.ai_analysis_name)
-            .bind(c.workflow_execution_name)
-            .bind(c.kubernetes_execution_name)
-            .bind(c.service_crd_statuses)
-            .bind(c.timeout_phase)
-            .bind(c.timeout_time)
-            .bind(c.failure_phase)
-            .bind(c.failure_reason)
-            .bind(c.duplicate_count)
-            .bind(c.last_duplicate_time)
-            .bind(c.event_time)
-            .bind(c.record)
-            .bind(c.duration_us)
-            .bind(c.duration_bin)
-            .bind(c.retention_expiry_time)
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
+        let created: HashSet<EventKey> = if written.is_empty() {
+            HashSet::new()
+        } else {
+            sqlx::query_as::<_, EventKey>(sqlx::AssertSqlSafe(INSERT_SQL.as_str()))
+                .bind(c.event_id)
+                .bind(c.namespace)
+                .bind(c.alert_fingerprint)
+                .bind(c.remediation_name)
+                .bind(c.overall_phase)
+                .bind(c.phase_rank)
+                .bind(c.start_time)
+                .bind(c.completion_time)
+                .bind(c.remediation_processing_name)
+                .bind(c.ai_analysis_name)
+                .bind(c.workflow_execution_name)
+                .bind(c.kubernetes_execution_name)
+                .bind(c.service_crd_statuses)
+                .bind(c.timeout_phase)
+                .bind(c.timeout_time)
+                .bind(c.failure_phase)
+                .bind(c.failure_reason)
+                .bind(c.duplicate_count)
+                .bind(c.last_duplicate_time)
+                .bind(c.event_time)
+                .bind(c.record)
+                .bind(c.duration_us)
+                .bind(c.duration_bin)
+                .bind(c.retention_expiry_time)
+                .bind(c.content_hash)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect()
+        };
+        // A key taken meanwhile by a record of another remediation (only an
+        // explicit event_id can do that) is judged against what won.
+        let lost: Vec<usize> = written
+            .iter()
+            .copied()
+            .filter(|&i| !created.contains(&event_key(&records[i])))
             .collect();
-        Ok(outcomes(records, &written, &created))
+        let winners = stored_events(&mut tx, records, &lost).await?;
+        tx.commit().await?;
+
+        let mut winners: HashMap<usize, StoredEvent> = lost.into_iter().zip(winners).collect();
+        let mut first = Vec::with_capacity(candidates.len());
+        for ((&i, verdict), event) in candidates.iter().zip(verdicts).zip(&mut stored) {
+            first.push(match (verdict, winners.remove(&i)) {
+                (Some(outcome), _) => outcome,
+                (None, None) => InsertOutcome::Created,
+                (None, Some(winner)) => {
+                    let same = winner.live.as_ref().is_none_or(|h| {
+                        h.as_ref()
+                            .is_none_or(|h| h.as_slice() == records[i].content_hash.as_slice())
+                    });
+                    *event = winner;
+                    if same {
+                        InsertOutcome::Duplicate
+                    } else {
+                        InsertOutcome::Conflict
+                    }
+                }
+            });
+        }
+        Ok(outcomes(records, &candidates, &first, &stored))
     }
 
     #[instrument(skip_all, err)]
@@ -270,7 +452,11 @@ impl Store for PgStore {
     }
 
     #[instrument(skip_all, fields(id), err)]
-    async fn timeline(&self, id: i64) -> Result<Option<Timeline>, StoreError> {
+    async fn timeline_page(
+        &self,
+        id: i64,
+        query: &TimelineQuery,
+    ) -> Result<Option<Timeline>, StoreError> {
         let sql = format!(
             "SELECT {SUMMARY_COLUMNS} FROM remediation_audit WHERE id = $1 AND deleted_at IS NULL"
         );
@@ -282,31 +468,40 @@ impl Store for PgStore {
             return Ok(None);
         };
         let remediation = summary_from_row(&row)?;
-        let events = sqlx::query(
-            "SELECT event_id, overall_phase, event_time, received_at, record \
+        let mut rows = sqlx::query(
+            "SELECT id, event_id, overall_phase, event_time, received_at, record::text AS record \
              FROM remediation_audit_events \
              WHERE namespace = $1 AND remediation_name = $2 AND start_time = $3 \
-             ORDER BY event_time, id",
+               AND ($4::timestamptz IS NULL OR (event_time, id) > ($4, $5)) \
+             ORDER BY event_time, id LIMIT $6",
         )
         .bind(&remediation.namespace)
         .bind(&remediation.remediation_name)
         .bind(remediation.start_time)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|row| {
-            Ok(EventRecord {
+        .bind(query.after.map(|c| c.event_time))
+        .bind(query.after.map_or(0, |c| c.id))
+        .bind(i64::from(query.limit) + 1)
+        .fetch(&self.pool);
+        let mut page = TimelinePage::new(query.limit);
+        while let Some(row) = rows.try_next().await? {
+            let record: String = row.try_get("record")?;
+            let event = EventRecord {
                 event_id: row.try_get("event_id")?,
                 overall_phase: row.try_get("overall_phase")?,
                 event_time: row.try_get("event_time")?,
                 received_at: row.try_get("received_at")?,
-                record: row.try_get("record")?,
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+                record: serde_json::from_str(&record)
+                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            };
+            if !page.push(row.try_get("id")?, event, record.len()) {
+                break;
+            }
+        }
+        let (events, next) = page.finish();
         Ok(Some(Timeline {
             remediation,
             events,
+            next,
         }))
     }
 

@@ -1,6 +1,7 @@
 //! The SQLite store: the embedded default, for a quick start and small
 //! installations. One process writes at a time; writes are serialised here.
 
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::LazyLock;
@@ -8,6 +9,7 @@ use std::sync::LazyLock;
 use crate::AnalyticsQuery;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
 use remaudit_model::analytics::{
     DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport,
 };
@@ -27,9 +29,13 @@ use crate::retention::{
     PendingBatch, RetentionLock, RetentionPolicy, RetireRequest,
 };
 use crate::store::{
-    SUMMARY_COLUMNS, check_schema, first_occurrences, list_sql, page, pool_stats, redact,
+    RemediationKey, SUMMARY_COLUMNS, StoredEvent, StoredRemediation, TimelinePage, check_schema,
+    first_occurrences, judge, list_sql, outcomes, page, pool_stats, redact, remediation_key,
 };
-use crate::{InsertOutcome, ListQuery, Page, PoolSettings, PoolStats, Store, StoreError, Timeline};
+use crate::{
+    InsertOutcome, InsertRules, ListQuery, Page, PoolSettings, PoolStats, Store, StoreError,
+    Timeline, TimelineQuery,
+};
 
 mod analytics;
 mod retention;
@@ -195,23 +201,93 @@ async fn backfill_durations(pool: &SqlitePool) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// What the live and archived events hold for `r`'s key.
+async fn stored_event(
+    conn: &mut sqlx::SqliteConnection,
+    r: &NewAudit,
+) -> Result<StoredEvent, StoreError> {
+    let start_time = encode_time(r.start_time);
+    let live: Option<Option<Vec<u8>>> = sqlx::query_scalar(
+        "SELECT content_hash FROM remediation_audit_events WHERE event_id = ?1 AND start_time = ?2",
+    )
+    .bind(r.event_id.to_string())
+    .bind(&start_time)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let archived: Option<Option<Vec<u8>>> = sqlx::query_scalar(
+        "SELECT content_hash FROM remediation_audit_events_archive \
+         WHERE namespace = ?1 AND remediation_name = ?2 AND start_time = ?3 AND event_id = ?4 LIMIT 1",
+    )
+    .bind(&r.namespace)
+    .bind(&r.remediation_name)
+    .bind(&start_time)
+    .bind(r.event_id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(StoredEvent { live, archived })
+}
+
+/// What is stored about one remediation; the event count stops at the cap.
+async fn stored_remediation(
+    conn: &mut sqlx::SqliteConnection,
+    key: &RemediationKey,
+    rules: &InsertRules,
+) -> Result<StoredRemediation, StoreError> {
+    let row = sqlx::query(
+        "SELECT EXISTS (SELECT 1 FROM remediation_audit \
+                  WHERE namespace = ?1 AND remediation_name = ?2 AND start_time = ?3) AS live, \
+                EXISTS (SELECT 1 FROM remediation_audit_archive \
+                  WHERE namespace = ?1 AND remediation_name = ?2 AND start_time = ?3) AS archived, \
+                (SELECT count(*) FROM (SELECT 1 FROM remediation_audit_events \
+                  WHERE namespace = ?1 AND remediation_name = ?2 AND start_time = ?3 LIMIT ?4)) AS events",
+    )
+    .bind(&key.0)
+    .bind(&key.1)
+    .bind(encode_time(key.2))
+    .bind(i64::from(rules.max_events_per_remediation))
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(StoredRemediation {
+        live: row.try_get("live")?,
+        archived: row.try_get("archived")?,
+        events: u64::try_from(row.try_get::<i64, _>("events")?).unwrap_or(0),
+    })
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     #[instrument(skip_all, fields(records = records.len()), err)]
-    async fn insert(&self, records: &[NewAudit]) -> Result<Vec<InsertOutcome>, StoreError> {
-        let written = first_occurrences(records);
-        let mut result = vec![InsertOutcome::Duplicate; records.len()];
+    async fn insert_with(
+        &self,
+        records: &[NewAudit],
+        rules: &InsertRules,
+    ) -> Result<Vec<InsertOutcome>, StoreError> {
+        let candidates = first_occurrences(records);
         let _turn = self.writer.lock().await;
-        let mut tx = self.pool.begin().await?;
+        // The write lock from the start: what is read below stays true until commit.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut stored = Vec::with_capacity(candidates.len());
+        for &i in &candidates {
+            stored.push(stored_event(&mut tx, &records[i]).await?);
+        }
+        let mut remediations = HashMap::new();
+        for key in records.iter().map(remediation_key).collect::<HashSet<_>>() {
+            let state = stored_remediation(&mut tx, &key, rules).await?;
+            remediations.insert(key, state);
+        }
+        let verdicts = judge(records, &candidates, &stored, &mut remediations, rules);
         let now = encode_time(Utc::now());
-        for &i in &written {
+        for (&i, verdict) in candidates.iter().zip(&verdicts) {
+            if verdict.is_some() {
+                continue;
+            }
             let r = &records[i];
             let start_time = encode_time(r.start_time);
             let event_time = encode_time(r.event_time);
-            let inserted = sqlx::query(
+            sqlx::query(
                 "INSERT INTO remediation_audit_events \
-                 (event_id, namespace, remediation_name, start_time, overall_phase, event_time, received_at, record) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (event_id) DO NOTHING",
+                 (event_id, namespace, remediation_name, start_time, overall_phase, event_time, received_at, record, content_hash) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )
             .bind(r.event_id.to_string())
             .bind(&r.namespace)
@@ -221,13 +297,9 @@ impl Store for SqliteStore {
             .bind(&event_time)
             .bind(&now)
             .bind(r.raw.to_string())
+            .bind(r.content_hash.as_slice())
             .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
-                continue;
-            }
-            result[i] = InsertOutcome::Created;
+            .await?;
             sqlx::query(sqlx::AssertSqlSafe(UPSERT_SQL.as_str()))
                 .bind(&r.namespace)
                 .bind(&r.alert_fingerprint)
@@ -257,7 +329,11 @@ impl Store for SqliteStore {
                 .await?;
         }
         tx.commit().await?;
-        Ok(result)
+        let first: Vec<InsertOutcome> = verdicts
+            .into_iter()
+            .map(|v| v.unwrap_or(InsertOutcome::Created))
+            .collect();
+        Ok(outcomes(records, &candidates, &first, &stored))
     }
 
     #[instrument(skip_all, err)]
@@ -272,7 +348,11 @@ impl Store for SqliteStore {
     }
 
     #[instrument(skip_all, fields(id), err)]
-    async fn timeline(&self, id: i64) -> Result<Option<Timeline>, StoreError> {
+    async fn timeline_page(
+        &self,
+        id: i64,
+        query: &TimelineQuery,
+    ) -> Result<Option<Timeline>, StoreError> {
         let sql = format!(
             "SELECT {SUMMARY_COLUMNS} FROM remediation_audit WHERE id = ?1 AND deleted_at IS NULL"
         );
@@ -284,31 +364,40 @@ impl Store for SqliteStore {
             return Ok(None);
         };
         let remediation = summary_from_row(&row)?;
-        let events = sqlx::query(
-            "SELECT event_id, overall_phase, event_time, received_at, record \
+        let mut rows = sqlx::query(
+            "SELECT id, event_id, overall_phase, event_time, received_at, record \
              FROM remediation_audit_events \
              WHERE namespace = ?1 AND remediation_name = ?2 AND start_time = ?3 \
-             ORDER BY event_time, id",
+               AND (?4 IS NULL OR (event_time, id) > (?4, ?5)) \
+             ORDER BY event_time, id LIMIT ?6",
         )
         .bind(&remediation.namespace)
         .bind(&remediation.remediation_name)
         .bind(encode_time(remediation.start_time))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|row| {
-            Ok(EventRecord {
-                event_id: uuid_column(row, "event_id")?,
+        .bind(query.after.map(|c| encode_time(c.event_time)))
+        .bind(query.after.map_or(0, |c| c.id))
+        .bind(i64::from(query.limit) + 1)
+        .fetch(&self.pool);
+        let mut page = TimelinePage::new(query.limit);
+        while let Some(row) = rows.try_next().await? {
+            let record: String = row.try_get("record")?;
+            let event = EventRecord {
+                event_id: uuid_column(&row, "event_id")?,
                 overall_phase: row.try_get("overall_phase")?,
-                event_time: time_column(row, "event_time")?,
-                received_at: time_column(row, "received_at")?,
-                record: json_column(row, "record")?.unwrap_or_default(),
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+                event_time: time_column(&row, "event_time")?,
+                received_at: time_column(&row, "received_at")?,
+                record: serde_json::from_str(&record)
+                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            };
+            if !page.push(row.try_get("id")?, event, record.len()) {
+                break;
+            }
+        }
+        let (events, next) = page.finish();
         Ok(Some(Timeline {
             remediation,
             events,
+            next,
         }))
     }
 

@@ -1,6 +1,6 @@
 //! The storage contract shared by both backends.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,8 +27,52 @@ use crate::{PgStore, RetentionPolicy, SqliteStore, StoreError};
 pub enum InsertOutcome {
     /// The record was new and is now stored.
     Created,
-    /// A record with the same `event_id` was already stored; nothing changed.
+    /// A record with the same `(event_id, start_time)` and the same content
+    /// was already stored (or came earlier in the batch); nothing changed.
     Duplicate,
+    /// A record with the same `(event_id, start_time)` but other content was
+    /// already stored (or came earlier in the batch); this one was not stored.
+    Conflict,
+    /// The record breaks a rule that depends on what is stored; not stored.
+    Refused(Refusal),
+}
+
+/// Why the store refused a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its remediation was archived by retention; it would come back as a
+    /// new live row that never expires.
+    Archived,
+    /// It would start a new live row for a remediation older than
+    /// [`InsertRules::refuse_new_before`].
+    Retention,
+    /// Its remediation already has [`InsertRules::max_events_per_remediation`] events.
+    MaxEvents,
+}
+
+/// Most timeline events one remediation may have, unless configured otherwise.
+pub const DEFAULT_MAX_EVENTS_PER_REMEDIATION: u32 = 1000;
+
+/// Rules of a write that depend on what is already stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InsertRules {
+    /// Most events one remediation may have; records past it are refused
+    /// ([`Refusal::MaxEvents`]). Checked while the remediation is locked, so
+    /// concurrent writes cannot overshoot it.
+    pub max_events_per_remediation: u32,
+    /// When set, a record that would create a new live row and started
+    /// before this instant is refused ([`Refusal::Retention`]): retention
+    /// would find it already due. Records of live rows are not affected.
+    pub refuse_new_before: Option<DateTime<Utc>>,
+}
+
+impl Default for InsertRules {
+    fn default() -> Self {
+        Self {
+            max_events_per_remediation: DEFAULT_MAX_EVENTS_PER_REMEDIATION,
+            refuse_new_before: None,
+        }
+    }
 }
 
 /// Position in a listing: the last row of the previous page.
@@ -94,13 +138,111 @@ pub struct Page {
     pub next: Option<Cursor>,
 }
 
-/// A remediation and every transition recorded for it, oldest first.
+/// Position in a timeline: the last event of the previous page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimelineCursor {
+    /// `event_time` of that event.
+    pub event_time: DateTime<Utc>,
+    /// Row id of that event.
+    pub id: i64,
+}
+
+impl TimelineCursor {
+    /// Renders the cursor as an opaque URL-safe token.
+    #[must_use]
+    pub fn encode(&self) -> String {
+        Cursor {
+            start_time: self.event_time,
+            id: self.id,
+        }
+        .encode()
+    }
+
+    /// Reads a token made by [`TimelineCursor::encode`]; `None` when it is not one.
+    #[must_use]
+    pub fn decode(token: &str) -> Option<Self> {
+        Cursor::decode(token).map(|c| Self {
+            event_time: c.start_time,
+            id: c.id,
+        })
+    }
+}
+
+/// Which page of a timeline to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimelineQuery {
+    /// Continue after this event.
+    pub after: Option<TimelineCursor>,
+    /// Most events on the page.
+    pub limit: u32,
+}
+
+impl Default for TimelineQuery {
+    fn default() -> Self {
+        Self {
+            after: None,
+            limit: 100,
+        }
+    }
+}
+
+/// Most bytes of stored records one timeline page carries: a page ends early
+/// (with a cursor) rather than pass it, though it always holds one event.
+pub const TIMELINE_PAGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// A remediation and one page of the transitions recorded for it, oldest first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Timeline {
     /// The summary row.
     pub remediation: StoredAudit,
     /// The transitions, by event time.
     pub events: Vec<EventRecord>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<TimelineCursor>,
+}
+
+/// Collects one timeline page from events read in order, `limit + 1` at most.
+pub(crate) struct TimelinePage {
+    limit: usize,
+    events: Vec<EventRecord>,
+    last_id: i64,
+    bytes: usize,
+    next: Option<TimelineCursor>,
+}
+
+impl TimelinePage {
+    pub(crate) fn new(limit: u32) -> Self {
+        Self {
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            events: Vec::new(),
+            last_id: 0,
+            bytes: 0,
+            next: None,
+        }
+    }
+
+    /// Adds the next event (row `id`, its record `bytes` long); `false` when
+    /// the page is full, so that reading stops: the event is left for the
+    /// next page, which the cursor now points to.
+    pub(crate) fn push(&mut self, id: i64, event: EventRecord, bytes: usize) -> bool {
+        let full = self.events.len() >= self.limit
+            || (!self.events.is_empty() && self.bytes + bytes > TIMELINE_PAGE_BYTES);
+        if full {
+            self.next = self.events.last().map(|last| TimelineCursor {
+                event_time: last.event_time,
+                id: self.last_id,
+            });
+            return false;
+        }
+        self.bytes += bytes;
+        self.last_id = id;
+        self.events.push(event);
+        true
+    }
+
+    pub(crate) fn finish(self) -> (Vec<EventRecord>, Option<TimelineCursor>) {
+        (self.events, self.next)
+    }
 }
 
 /// Connection pool figures, for metrics.
@@ -135,17 +277,39 @@ impl Default for PoolSettings {
 /// Where remediation audit records live.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// [`Store::insert_with`] under the default [`InsertRules`].
+    async fn insert(&self, records: &[NewAudit]) -> Result<Vec<InsertOutcome>, StoreError> {
+        self.insert_with(records, &InsertRules::default()).await
+    }
+
     /// Stores records: each one's event once, and the summary of its
     /// remediation, which never moves backwards. One outcome per record, in
-    /// order. Records repeating an `event_id` (in the batch or before) are
-    /// duplicates. The whole batch is one transaction.
-    async fn insert(&self, records: &[NewAudit]) -> Result<Vec<InsertOutcome>, StoreError>;
+    /// order. An event is identified by `(event_id, start_time)`: a record
+    /// repeating a stored (or earlier in the batch) key is a duplicate when
+    /// its content hash matches (or the stored event has none), a conflict
+    /// otherwise. A record that would bring back an archived remediation, or
+    /// breaks `rules`, is refused. The whole batch is one transaction.
+    async fn insert_with(
+        &self,
+        records: &[NewAudit],
+        rules: &InsertRules,
+    ) -> Result<Vec<InsertOutcome>, StoreError>;
 
     /// Lists summary rows, newest first.
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError>;
 
-    /// One remediation by id, with its timeline.
-    async fn timeline(&self, id: i64) -> Result<Option<Timeline>, StoreError>;
+    /// One remediation by id, with the first page of its timeline.
+    async fn timeline(&self, id: i64) -> Result<Option<Timeline>, StoreError> {
+        self.timeline_page(id, &TimelineQuery::default()).await
+    }
+
+    /// One remediation by id, with one page of its timeline (at most
+    /// `query.limit` events and about [`TIMELINE_PAGE_BYTES`] of records).
+    async fn timeline_page(
+        &self,
+        id: i64,
+        query: &TimelineQuery,
+    ) -> Result<Option<Timeline>, StoreError>;
 
     /// Every remediation of one alert in the window, newest first.
     async fn postmortem(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError>;
@@ -274,27 +438,148 @@ pub(crate) fn redact(url: &str) -> String {
     }
 }
 
-/// The first occurrence of each `event_id`: indices to write, in order.
+/// The identity of an event.
+pub(crate) type EventKey = (uuid::Uuid, DateTime<Utc>);
+
+/// The identity of a remediation: namespace, name, start time.
+pub(crate) type RemediationKey = (String, String, DateTime<Utc>);
+
+/// `t` as both databases store it: to the microsecond.
+pub(crate) fn stored_time(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+/// A record's event key as stored (start time to the microsecond).
+pub(crate) fn event_key(r: &NewAudit) -> EventKey {
+    (r.event_id, stored_time(r.start_time))
+}
+
+/// A record's remediation key as stored (start time to the microsecond).
+pub(crate) fn remediation_key(r: &NewAudit) -> RemediationKey {
+    (
+        r.namespace.clone(),
+        r.remediation_name.clone(),
+        stored_time(r.start_time),
+    )
+}
+
+/// The first occurrence of each `(event_id, start_time)`: indices to judge
+/// against the database, in order; every later occurrence follows its first.
 pub(crate) fn first_occurrences(records: &[NewAudit]) -> Vec<usize> {
     let mut seen = HashSet::with_capacity(records.len());
     (0..records.len())
-        .filter(|&i| seen.insert(records[i].event_id))
+        .filter(|&i| seen.insert(event_key(&records[i])))
         .collect()
 }
 
-/// Maps the set of created event ids back onto every record of the batch.
+/// What the database holds about one record's event.
+#[derive(Debug, Default)]
+pub(crate) struct StoredEvent {
+    /// The live event with the record's key: its hash, `None` when it predates hashes.
+    pub live: Option<Option<Vec<u8>>>,
+    /// An archived event of the record's remediation with its `event_id`.
+    pub archived: Option<Option<Vec<u8>>>,
+}
+
+/// What the database holds about one remediation.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct StoredRemediation {
+    /// A live summary row exists (soft-deleted ones included).
+    pub live: bool,
+    /// An archived summary row exists.
+    pub archived: bool,
+    /// Live events.
+    pub events: u64,
+}
+
+/// Whether a record's content matches a stored hash; events stored before
+/// hashes were kept match anything, as they did before.
+fn same_content(record: &NewAudit, stored: Option<&Vec<u8>>) -> bool {
+    stored.is_none_or(|h| h.as_slice() == record.content_hash.as_slice())
+}
+
+/// Judges each first occurrence (`candidates`, with what the database holds
+/// for it in `stored`) in order: `Some(outcome)` when it is not to be
+/// written, `None` when it is. `remediations` is updated as records are
+/// accepted, so that the event cap counts the batch's own records too.
+pub(crate) fn judge(
+    records: &[NewAudit],
+    candidates: &[usize],
+    stored: &[StoredEvent],
+    remediations: &mut HashMap<RemediationKey, StoredRemediation>,
+    rules: &InsertRules,
+) -> Vec<Option<InsertOutcome>> {
+    let mut verdicts = Vec::with_capacity(candidates.len());
+    for (&i, event) in candidates.iter().zip(stored) {
+        let r = &records[i];
+        let state = remediations.entry(remediation_key(r)).or_default();
+        let verdict = if let Some(hash) = &event.live {
+            Some(if same_content(r, hash.as_ref()) {
+                InsertOutcome::Duplicate
+            } else {
+                InsertOutcome::Conflict
+            })
+        } else if !state.live && event.archived.is_some() {
+            Some(
+                if same_content(r, event.archived.as_ref().and_then(Option::as_ref)) {
+                    InsertOutcome::Duplicate
+                } else {
+                    InsertOutcome::Conflict
+                },
+            )
+        } else if !state.live && state.archived {
+            Some(InsertOutcome::Refused(Refusal::Archived))
+        } else if !state.live && rules.refuse_new_before.is_some_and(|t| r.start_time < t) {
+            Some(InsertOutcome::Refused(Refusal::Retention))
+        } else if state.events >= u64::from(rules.max_events_per_remediation) {
+            Some(InsertOutcome::Refused(Refusal::MaxEvents))
+        } else {
+            state.live = true;
+            state.events += 1;
+            None
+        };
+        verdicts.push(verdict);
+    }
+    verdicts
+}
+
+/// Every record's outcome: first occurrences as `first` says; each later
+/// occurrence of a key is judged against the stored event when there is one
+/// (`stored`, as for its first), else against its first: the same content
+/// is a `duplicate` (or refused as its first was), other content a `conflict`.
 pub(crate) fn outcomes(
     records: &[NewAudit],
-    written: &[usize],
-    created: &HashSet<uuid::Uuid>,
+    candidates: &[usize],
+    first: &[InsertOutcome],
+    stored: &[StoredEvent],
 ) -> Vec<InsertOutcome> {
-    let mut result = vec![InsertOutcome::Duplicate; records.len()];
-    for &i in written {
-        if created.contains(&records[i].event_id) {
-            result[i] = InsertOutcome::Created;
-        }
+    let mut by_key: HashMap<EventKey, (usize, InsertOutcome, &StoredEvent)> = HashMap::new();
+    for ((&i, &outcome), event) in candidates.iter().zip(first).zip(stored) {
+        by_key.insert(event_key(&records[i]), (i, outcome, event));
     }
-    result
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let (j, outcome, event) = by_key[&event_key(r)];
+            let kept = event.live.as_ref().or(event.archived.as_ref());
+            if i == j {
+                outcome
+            } else if let Some(hash) = kept {
+                if same_content(r, hash.as_ref()) {
+                    InsertOutcome::Duplicate
+                } else {
+                    InsertOutcome::Conflict
+                }
+            } else if r.content_hash != records[j].content_hash {
+                InsertOutcome::Conflict
+            } else if outcome == InsertOutcome::Created {
+                InsertOutcome::Duplicate
+            } else {
+                outcome
+            }
+        })
+        .collect()
 }
 
 /// Columns of `remediation_audit` that make a [`StoredAudit`].

@@ -159,9 +159,9 @@ impl SqliteDb {
 #[must_use]
 pub fn record(json: serde_json::Value) -> NewAudit {
     let audit: RemediationOrchestrationAudit =
-        serde_json::from_value(json.clone()).expect("well-typed fixture");
+        serde_json::from_value(json).expect("well-typed fixture");
     audit
-        .validate(json, Utc::now(), &Limits::default())
+        .validate(Utc::now(), &Limits::default())
         .expect("valid fixture")
 }
 

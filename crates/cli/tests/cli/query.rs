@@ -195,6 +195,10 @@ impl Fixture {
                     &format!("127.0.0.1:{port}"),
                     "--database-url",
                     &database,
+                    // The data set has fixed dates: keep them younger than
+                    // the retention age, which refuses older new remediations.
+                    "--retention-days",
+                    "36500",
                 ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -382,6 +386,71 @@ async fn timeline_of_one_remediation() {
         "{stderr}"
     );
     assert!(out.stdout.is_empty());
+}
+
+/// The service answers a timeline a page at a time (a page carries at most
+/// 8 MiB of records); the command follows the pages and shows every event.
+#[tokio::test]
+async fn a_timeline_longer_than_one_page_is_shown_whole() {
+    let f = Fixture::start().await;
+    let start = (chrono::Utc::now() - chrono::Duration::hours(2)).to_rfc3339();
+    let statuses = json!({"aiAnalysis": {"phase": "failed", "startTime": start, "success": false,
+                          "error": "e".repeat(60_000)}});
+    let records: Vec<Value> = (0..160)
+        .map(|m| {
+            let at = (chrono::Utc::now() - chrono::Duration::minutes(100 - m)).to_rfc3339();
+            let record = event("rr-long", "fp-long", "prod", &start, "processing", &at);
+            with(record, "service_crd_statuses", statuses.clone())
+        })
+        .collect();
+    let http = reqwest::Client::new();
+    for chunk in records.chunks(40) {
+        let answer: Value = http
+            .post(format!(
+                "{}/api/v1/audit/remediation-orchestration/batch",
+                f.url
+            ))
+            .json(chunk)
+            .send()
+            .await
+            .expect("post batch")
+            .json()
+            .await
+            .expect("batch answer");
+        assert_eq!(answer["created"], json!(40), "{answer}");
+    }
+    let listing: Value = http
+        .get(format!(
+            "{}/api/v1/audit/remediation-orchestration?remediation_name=rr-long",
+            f.url
+        ))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("listing");
+    let id = listing["items"][0]["id"].as_i64().expect("id").to_string();
+    let first: Value = http
+        .get(format!(
+            "{}/api/v1/audit/remediation-orchestration/{id}?limit=1000",
+            f.url
+        ))
+        .send()
+        .await
+        .expect("page")
+        .json()
+        .await
+        .expect("page answer");
+    assert!(
+        first["next_cursor"].is_string(),
+        "one page does not hold it all"
+    );
+
+    let shown: Value = serde_json::from_str(&f.stdout(&["--output", "json", "timeline", &id]))
+        .expect("JSON output");
+    assert_eq!(shown["timeline"].as_array().map(Vec::len), Some(160));
+    assert!(shown.get("next_cursor").is_none());
 }
 
 #[tokio::test]

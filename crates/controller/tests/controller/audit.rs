@@ -126,10 +126,9 @@ fn assert_common(
 
     // The server accepts it.
     let raw = serde_json::to_value(record).expect("serialises");
-    let parsed: RemediationOrchestrationAudit =
-        serde_json::from_value(raw.clone()).expect("round trip");
+    let parsed: RemediationOrchestrationAudit = serde_json::from_value(raw).expect("round trip");
     parsed
-        .validate(raw, transition.time, &Limits::default())
+        .validate(transition.time, &Limits::default())
         .expect("the server's rules hold");
 }
 

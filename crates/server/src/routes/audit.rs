@@ -9,12 +9,16 @@ use chrono::{DateTime, Utc};
 use remaudit_model::{
     EventRecord, FieldError, NewAudit, RemediationOrchestrationAudit, StoredAudit,
 };
-use remaudit_store::{Cursor, DeleteOutcome, InsertOutcome, ListQuery};
+use remaudit_store::{
+    Cursor, DeleteOutcome, InsertOutcome, InsertRules, ListQuery, Refusal, TimelineCursor,
+    TimelineQuery,
+};
 use serde::{Deserialize, Serialize};
 use tracing::instrument;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::ServerSettings;
 use crate::error::{ApiError, Problem};
 use crate::routes::body;
 use crate::startup::AppState;
@@ -30,18 +34,87 @@ pub(crate) const DEFAULT_PAGE: u32 = 100;
 pub enum ItemStatus {
     /// Stored now.
     Created,
-    /// Already stored earlier (same `event_id`); nothing changed.
+    /// Already stored earlier (same `event_id` and `start_time`, same content); nothing changed.
     Duplicate,
-    /// Invalid; not stored. Do not retry it unchanged.
+    /// Invalid, or refused by a rule of what is stored; not stored. Do not retry it unchanged.
     Rejected,
+    /// Another record with the same `event_id` and `start_time` but other
+    /// content is stored; this one was not. Do not retry it unchanged.
+    Conflict,
 }
 
-impl From<InsertOutcome> for ItemStatus {
-    fn from(outcome: InsertOutcome) -> Self {
-        match outcome {
-            InsertOutcome::Created => Self::Created,
-            InsertOutcome::Duplicate => Self::Duplicate,
-        }
+/// The status of a record the store judged, and the rule it broke, if any.
+fn judged(
+    outcome: InsertOutcome,
+    record: &NewAudit,
+    settings: &ServerSettings,
+) -> (ItemStatus, Vec<FieldError>) {
+    let at = || record.start_time.to_rfc3339();
+    let remediation = || format!("{}/{}", record.namespace, record.remediation_name);
+    match outcome {
+        InsertOutcome::Created => (ItemStatus::Created, Vec::new()),
+        InsertOutcome::Duplicate => (ItemStatus::Duplicate, Vec::new()),
+        InsertOutcome::Conflict => (
+            ItemStatus::Conflict,
+            vec![FieldError::new(
+                "event_id",
+                "conflict",
+                format!(
+                    "{} with start_time {} is already stored with other content; a replay must repeat the record unchanged, and a new transition needs a new event_id",
+                    record.event_id,
+                    at()
+                ),
+            )],
+        ),
+        InsertOutcome::Refused(Refusal::Archived) => (
+            ItemStatus::Rejected,
+            vec![FieldError::new(
+                "start_time",
+                "archived",
+                format!(
+                    "remediation {} that started at {} was archived by retention; records of it are no longer taken",
+                    remediation(),
+                    at()
+                ),
+            )],
+        ),
+        InsertOutcome::Refused(Refusal::Retention) => (
+            ItemStatus::Rejected,
+            vec![FieldError::new(
+                "start_time",
+                "retention",
+                format!(
+                    "is older than the retention age ({} days) and no live remediation {} has it: retention would archive it at once",
+                    settings
+                        .refuse_new_older_than
+                        .map_or(0, |age| age.num_days()),
+                    remediation()
+                ),
+            )],
+        ),
+        InsertOutcome::Refused(Refusal::MaxEvents) => (
+            ItemStatus::Rejected,
+            vec![FieldError::new(
+                "remediation_name",
+                "max_events",
+                format!(
+                    "remediation {} that started at {} already has {} events, the most one may have (--max-events-per-remediation)",
+                    remediation(),
+                    at(),
+                    settings.max_events_per_remediation
+                ),
+            )],
+        ),
+    }
+}
+
+/// The store's rules for a write received at `now`.
+fn insert_rules(settings: &ServerSettings, now: DateTime<Utc>) -> InsertRules {
+    InsertRules {
+        max_events_per_remediation: settings.max_events_per_remediation,
+        refuse_new_before: settings
+            .refuse_new_older_than
+            .and_then(|age| now.checked_sub_signed(age)),
     }
 }
 
@@ -50,7 +123,7 @@ impl From<InsertOutcome> for ItemStatus {
 pub struct StoreResult {
     /// The record's idempotency key, given or derived.
     pub event_id: Uuid,
-    /// `created` or `duplicate`.
+    /// `created` or `duplicate` (a conflict is answered 409, a refusal 422).
     pub status: ItemStatus,
 }
 
@@ -64,7 +137,7 @@ pub struct BatchItem {
     /// Its idempotency key, when it was valid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<Uuid>,
-    /// Why it was rejected.
+    /// Why it was rejected, or what it conflicts with.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
 }
@@ -76,8 +149,11 @@ pub struct BatchResponse {
     pub created: usize,
     /// Records that were already stored.
     pub duplicates: usize,
-    /// Invalid records, not stored.
+    /// Invalid or refused records, not stored.
     pub rejected: usize,
+    /// Records that reuse a stored key with other content, not stored.
+    #[serde(default)]
+    pub conflicts: usize,
     /// One entry per record.
     pub items: Vec<BatchItem>,
 }
@@ -92,13 +168,73 @@ pub struct ListResponse {
     pub next_cursor: Option<String>,
 }
 
-/// One remediation and its timeline.
+/// One remediation and one page of its timeline.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TimelineResponse {
     /// The summary row.
     pub remediation: StoredAudit,
-    /// Every accepted transition, oldest first.
+    /// Accepted transitions, oldest first: one page of them.
     pub timeline: Vec<EventRecord>,
+    /// Pass as `cursor` to get the next page of the timeline; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// Paging of a timeline.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TimelineParams {
+    /// Most events on the page, 1 to 1000 (default 100). A page also ends
+    /// early rather than carry more than 8 MiB of records.
+    limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+impl TimelineParams {
+    fn into_query(self) -> Result<TimelineQuery, ApiError> {
+        let mut errors = Vec::new();
+        let limit = page_limit(self.limit.as_deref(), &mut errors);
+        let after = self.cursor.as_deref().and_then(|token| {
+            let cursor = TimelineCursor::decode(token);
+            if cursor.is_none() {
+                errors.push(bad_cursor());
+            }
+            cursor
+        });
+        if !errors.is_empty() {
+            return Err(ApiError::InvalidQuery(errors));
+        }
+        Ok(TimelineQuery { after, limit })
+    }
+}
+
+/// A page size from the `limit` parameter, 1 to [`MAX_PAGE`].
+fn page_limit(limit: Option<&str>, errors: &mut Vec<FieldError>) -> u32 {
+    match limit.map(str::parse::<u32>) {
+        None => DEFAULT_PAGE,
+        Some(Ok(n)) if (1..=MAX_PAGE).contains(&n) => n,
+        Some(_) => {
+            errors.push(FieldError::new(
+                "limit",
+                "range",
+                format!(
+                    "must be a whole number from 1 to {MAX_PAGE}, got {:?}",
+                    limit.unwrap_or_default()
+                ),
+            ));
+            DEFAULT_PAGE
+        }
+    }
+}
+
+fn bad_cursor() -> FieldError {
+    FieldError::new(
+        "cursor",
+        "cursor",
+        "is not a cursor this server issued; pass next_cursor from the previous page unchanged",
+    )
 }
 
 /// Filters and paging of the listing.
@@ -163,35 +299,14 @@ impl ListParams {
                 ),
             ));
         }
-        let limit = match self.limit.as_deref().map(str::parse::<u32>) {
-            None => DEFAULT_PAGE,
-            Some(Ok(n)) if (1..=MAX_PAGE).contains(&n) => n,
-            Some(_) => {
-                errors.push(FieldError::new(
-                    "limit",
-                    "range",
-                    format!(
-                        "must be a whole number from 1 to {MAX_PAGE}, got {:?}",
-                        self.limit.as_deref().unwrap_or_default()
-                    ),
-                ));
-                DEFAULT_PAGE
+        let limit = page_limit(self.limit.as_deref(), &mut errors);
+        let after = self.cursor.as_deref().and_then(|token| {
+            let cursor = Cursor::decode(token);
+            if cursor.is_none() {
+                errors.push(bad_cursor());
             }
-        };
-        let after = match self.cursor.as_deref() {
-            None => None,
-            Some(token) => {
-                let cursor = Cursor::decode(token);
-                if cursor.is_none() {
-                    errors.push(FieldError::new(
-                        "cursor",
-                        "cursor",
-                        "is not a cursor this server issued; pass next_cursor from the previous page unchanged",
-                    ));
-                }
-                cursor
-            }
-        };
+            cursor
+        });
         if !errors.is_empty() {
             return Err(ApiError::InvalidQuery(errors));
         }
@@ -253,9 +368,7 @@ fn parse_record(
             };
             vec![error]
         })?;
-    audit
-        .validate(value, now, &state.settings.limits)
-        .map_err(|e| e.0)
+    audit.validate(now, &state.settings.limits).map_err(|e| e.0)
 }
 
 fn count(outcome: ItemStatus, n: usize) {
@@ -263,6 +376,7 @@ fn count(outcome: ItemStatus, n: usize) {
         ItemStatus::Created => "created",
         ItemStatus::Duplicate => "duplicate",
         ItemStatus::Rejected => "rejected",
+        ItemStatus::Conflict => "conflict",
     };
     metrics::counter!("remaudit_audit_records_total", "outcome" => outcome).increment(n as u64);
 }
@@ -277,9 +391,10 @@ fn count(outcome: ItemStatus, n: usize) {
         (status = 201, description = "Stored, or already stored (a replay)", body = StoreResult),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 408, description = "The body stalled; retry", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another record with this event_id and start_time is stored (type conflict); not stored", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The record breaks rules", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The record breaks rules (field rules, or archived, retention, max_events)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable, request timed out, or too many requests in progress; see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -295,19 +410,29 @@ pub(crate) async fn create(
             count(ItemStatus::Rejected, 1);
         }
     })?;
-    let record = parse_record(value, &state, Utc::now()).map_err(|errors| {
+    let now = Utc::now();
+    let record = parse_record(value, &state, now).map_err(|errors| {
         count(ItemStatus::Rejected, 1);
         ApiError::InvalidRecord(errors)
     })?;
     let event_id = record.event_id;
     let outcome = state
         .store
-        .insert(std::slice::from_ref(&record))
+        .insert_with(
+            std::slice::from_ref(&record),
+            &insert_rules(&state.settings, now),
+        )
         .await
         .map_err(|e| ApiError::from_store(&e, state.settings.retry_after))?;
-    let status = ItemStatus::from(outcome[0]);
+    let (status, errors) = judged(outcome[0], &record, &state.settings);
     count(status, 1);
-    Ok((StatusCode::CREATED, Json(StoreResult { event_id, status })))
+    match status {
+        ItemStatus::Conflict => Err(ApiError::RecordConflict(errors)),
+        ItemStatus::Rejected => Err(ApiError::InvalidRecord(errors)),
+        ItemStatus::Created | ItemStatus::Duplicate => {
+            Ok((StatusCode::CREATED, Json(StoreResult { event_id, status })))
+        }
+    }
 }
 
 /// Stores up to 1000 records; valid ones are stored even when others are invalid.
@@ -364,26 +489,29 @@ pub(crate) async fn create_batch(
     if !valid.is_empty() {
         let outcomes = state
             .store
-            .insert(&valid)
+            .insert_with(&valid, &insert_rules(&state.settings, now))
             .await
             .map_err(|e| ApiError::from_store(&e, state.settings.retry_after))?;
-        for (index, outcome) in valid_index.into_iter().zip(outcomes) {
-            items[index].status = outcome.into();
+        for ((index, outcome), record) in valid_index.into_iter().zip(outcomes).zip(&valid) {
+            (items[index].status, items[index].errors) = judged(outcome, record, &state.settings);
         }
     }
     let tally = |s: ItemStatus| items.iter().filter(|i| i.status == s).count();
-    let (created, duplicates, rejected) = (
+    let (created, duplicates, rejected, conflicts) = (
         tally(ItemStatus::Created),
         tally(ItemStatus::Duplicate),
         tally(ItemStatus::Rejected),
+        tally(ItemStatus::Conflict),
     );
     count(ItemStatus::Created, created);
     count(ItemStatus::Duplicate, duplicates);
     count(ItemStatus::Rejected, rejected);
+    count(ItemStatus::Conflict, conflicts);
     Ok(Json(BatchResponse {
         created,
         duplicates,
         rejected,
+        conflicts,
         items,
     }))
 }
@@ -419,15 +547,15 @@ pub(crate) async fn list(
     }))
 }
 
-/// One remediation with its full timeline.
+/// One remediation with one page of its timeline, oldest event first.
 #[utoipa::path(
     get,
     path = "/api/v1/audit/remediation-orchestration/{id}",
     tag = "audit",
-    params(("id" = i64, Path, description = "The remediation's id, as listings return it")),
+    params(("id" = i64, Path, description = "The remediation's id, as listings return it"), TimelineParams),
     responses(
-        (status = 200, description = "The remediation and its timeline", body = TimelineResponse),
-        (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The remediation and a page of its timeline; follow next_cursor for the rest", body = TimelineResponse),
+        (status = 400, description = "The id is not a number, or the paging parameters are invalid", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such remediation", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     )
@@ -436,19 +564,24 @@ pub(crate) async fn list(
 pub(crate) async fn get(
     State(state): State<AppState>,
     id: Result<Path<i64>, PathRejection>,
+    params: Result<Query<TimelineParams>, QueryRejection>,
 ) -> Result<Json<TimelineResponse>, ApiError> {
     let Path(id) = id.map_err(|e| {
         ApiError::InvalidQuery(vec![FieldError::new("id", "integer", e.body_text())])
     })?;
+    let Query(params) = params
+        .map_err(|e| ApiError::InvalidQuery(vec![FieldError::new("", "query", e.body_text())]))?;
+    let query = params.into_query()?;
     let timeline = state
         .store
-        .timeline(id)
+        .timeline_page(id, &query)
         .await
         .map_err(|e| ApiError::from_store(&e, state.settings.retry_after))?
         .ok_or_else(|| ApiError::NotFound(format!("no remediation with id {id}")))?;
     Ok(Json(TimelineResponse {
         remediation: timeline.remediation,
         timeline: timeline.events,
+        next_cursor: timeline.next.map(|c| c.encode()),
     }))
 }
 

@@ -5,6 +5,7 @@ mod design_sql;
 mod edge;
 mod helpers;
 mod ingest;
+mod integrity;
 mod limits;
 mod openapi;
 mod outage;

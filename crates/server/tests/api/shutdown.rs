@@ -15,8 +15,8 @@ use remaudit_store::retention::{
     RetentionLock,
 };
 use remaudit_store::{
-    AnalyticsQuery, DeleteOutcome, InsertOutcome, ListQuery, Page, PoolStats, RetireRequest, Store,
-    StoreError, Timeline,
+    AnalyticsQuery, DeleteOutcome, InsertOutcome, InsertRules, ListQuery, Page, PoolStats,
+    RetireRequest, Store, StoreError, Timeline, TimelineQuery,
 };
 use tokio::sync::{Notify, Semaphore};
 
@@ -31,16 +31,24 @@ pub(crate) struct GatedStore {
 
 #[async_trait]
 impl Store for GatedStore {
-    async fn insert(&self, records: &[NewAudit]) -> Result<Vec<InsertOutcome>, StoreError> {
+    async fn insert_with(
+        &self,
+        records: &[NewAudit],
+        rules: &InsertRules,
+    ) -> Result<Vec<InsertOutcome>, StoreError> {
         self.reached.notify_one();
         let _permit = self.gate.acquire().await.expect("gate open");
-        self.inner.insert(records).await
+        self.inner.insert_with(records, rules).await
     }
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
         self.inner.list(query).await
     }
-    async fn timeline(&self, id: i64) -> Result<Option<Timeline>, StoreError> {
-        self.inner.timeline(id).await
+    async fn timeline_page(
+        &self,
+        id: i64,
+        query: &TimelineQuery,
+    ) -> Result<Option<Timeline>, StoreError> {
+        self.inner.timeline_page(id, query).await
     }
     async fn postmortem(&self, q: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
         self.inner.postmortem(q).await

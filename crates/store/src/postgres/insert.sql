@@ -1,5 +1,5 @@
 -- Stores a batch in one statement: each event once (by event_id and
--- start_time, the key partitioning allows), then the
+-- start_time, the key partitioning allows, with its content hash), then the
 -- best record of each remediation in the batch upserted into the summary.
 -- The summary rule mirrors remaudit_model::supersedes: a terminal row is
 -- final; otherwise a higher rank wins, then a strictly later event. The
@@ -14,23 +14,24 @@ WITH input AS (
         $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::text[],
         $12::text[], $13::text[], $14::text[], $15::timestamptz[], $16::text[],
         $17::text[], $18::int4[], $19::timestamptz[], $20::timestamptz[], $21::text[],
-        $22::int8[], $23::int4[], $24::timestamptz[]
+        $22::int8[], $23::int4[], $24::timestamptz[], $25::bytea[]
     ) WITH ORDINALITY AS t(
         event_id, namespace, alert_fingerprint, remediation_name, overall_phase, phase_rank,
         start_time, completion_time, remediation_processing_name, ai_analysis_name,
         workflow_execution_name, kubernetes_execution_name, service_crd_statuses,
         timeout_phase, timeout_time, failure_phase, failure_reason, duplicate_count,
-        last_duplicate_time, event_time, record, duration_us, duration_bin, retention_expiry_time, ord
+        last_duplicate_time, event_time, record, duration_us, duration_bin, retention_expiry_time,
+        content_hash, ord
     )
 ),
 inserted AS (
     INSERT INTO remediation_audit_events
-        (event_id, namespace, remediation_name, start_time, overall_phase, event_time, record)
-    SELECT event_id, namespace, remediation_name, start_time, overall_phase, event_time, record::jsonb
+        (event_id, namespace, remediation_name, start_time, overall_phase, event_time, record, content_hash)
+    SELECT event_id, namespace, remediation_name, start_time, overall_phase, event_time, record::jsonb, content_hash
     FROM input
     ORDER BY event_id
     ON CONFLICT (event_id, start_time) DO NOTHING
-    RETURNING event_id
+    RETURNING event_id, start_time
 ),
 best AS (
     SELECT DISTINCT ON (i.namespace, i.remediation_name, i.start_time)
@@ -48,7 +49,7 @@ best AS (
         first_value(i.service_crd_statuses) OVER (PARTITION BY i.namespace, i.remediation_name, i.start_time
             ORDER BY i.service_crd_statuses IS NULL, i.phase_rank DESC, i.event_time DESC) AS fill_service_crd_statuses
     FROM input i
-    JOIN inserted USING (event_id)
+    JOIN inserted USING (event_id, start_time)
     WINDOW w AS (PARTITION BY i.namespace, i.remediation_name, i.start_time)
     ORDER BY i.namespace, i.remediation_name, i.start_time,
         i.phase_rank DESC,
@@ -173,4 +174,4 @@ rollup_failures AS (
     ON CONFLICT (bucket_days, bucket, outcome, phase, namespace, alert_fingerprint) DO UPDATE SET
         failures = r.failures + EXCLUDED.failures
 )
-SELECT event_id FROM inserted
+SELECT event_id, start_time FROM inserted

@@ -483,3 +483,267 @@ pub async fn fresh_store_is_ready(store: Arc<dyn Store>) {
     let stats = store.pool_stats();
     assert!(stats.max >= 1 && stats.size <= stats.max, "{stats:?}");
 }
+
+/// One record of remediation `name` (started at `at(0)`), with `extra` fields.
+fn one(name: &str, extra: &serde_json::Value) -> NewAudit {
+    let mut v = json!({
+        "namespace": "keys", "remediation_name": name, "alert_fingerprint": "fp",
+        "start_time": at(0).to_rfc3339(), "overall_phase": "processing",
+    });
+    for (k, val) in extra.as_object().expect("object") {
+        v[k] = val.clone();
+    }
+    record(v)
+}
+
+pub async fn same_key_with_other_content_is_a_conflict(store: Arc<dyn Store>) {
+    use InsertOutcome::Conflict;
+    // No event_time: the server's default differs on every delivery, and
+    // must not make a replay a conflict.
+    let first = one("rr-key", &json!({}));
+    assert_eq!(
+        store
+            .insert(std::slice::from_ref(&first))
+            .await
+            .expect("insert"),
+        [Created]
+    );
+    let replay = one("rr-key", &json!({}));
+    assert_ne!(first.event_time, replay.event_time);
+    assert_eq!(store.insert(&[replay]).await.expect("replay"), [Duplicate]);
+
+    // The same key (given id, same start) with other content is refused.
+    let id = first.event_id.to_string();
+    let other = one(
+        "rr-key",
+        &json!({"event_id": id, "failure_reason": "rewritten"}),
+    );
+    assert_eq!(other.event_id, first.event_id);
+    assert_eq!(store.insert(&[other]).await.expect("insert"), [Conflict]);
+    // The same event id with another start time is another event (SQLite
+    // used to key on event_id alone and drop it as a duplicate).
+    let later = record(json!({
+        "namespace": "keys", "remediation_name": "rr-key", "alert_fingerprint": "fp",
+        "start_time": at(1).to_rfc3339(), "overall_phase": "processing", "event_id": id,
+    }));
+    assert_eq!(store.insert(&[later]).await.expect("insert"), [Created]);
+
+    // Within one batch: identical repeats are duplicates, changed ones conflicts,
+    // whether the first of the key is new or already stored.
+    let a = one("rr-batch", &json!({"event_time": at(2).to_rfc3339()}));
+    let a_changed = one(
+        "rr-batch",
+        &json!({"event_time": at(2).to_rfc3339(), "event_id": a.event_id.to_string(), "remediation_processing_name": "rp"}),
+    );
+    assert_eq!(
+        store
+            .insert(&[a.clone(), a.clone(), a_changed.clone()])
+            .await
+            .expect("insert"),
+        [Created, Duplicate, Conflict]
+    );
+    assert_eq!(
+        store
+            .insert(&[a_changed.clone(), a.clone(), a_changed])
+            .await
+            .expect("insert"),
+        [Conflict, Duplicate, Conflict]
+    );
+
+    let rows = all_rows(&*store).await;
+    let key_row = rows
+        .iter()
+        .find(|r| r.remediation_name == "rr-key" && r.start_time == at(0))
+        .expect("row");
+    let events = store
+        .timeline(key_row.id)
+        .await
+        .expect("timeline")
+        .expect("exists")
+        .events;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].record, first.raw, "the first content is kept");
+    let batch_row = rows
+        .iter()
+        .find(|r| r.remediation_name == "rr-batch")
+        .expect("row");
+    assert_eq!(batch_row.remediation_processing_name, None);
+}
+
+pub async fn unknown_fields_are_not_stored(store: Arc<dyn Store>) {
+    let junk = "j".repeat(3_900_000);
+    let r = one("rr-junk", &json!({"junk": junk, "newer_field": [1, 2, 3]}));
+    assert_eq!(store.insert(&[r]).await.expect("insert"), [Created]);
+    let row = all_rows(&*store).await.remove(0);
+    let event = store
+        .timeline(row.id)
+        .await
+        .expect("timeline")
+        .expect("exists")
+        .events
+        .remove(0);
+    let stored = event.record.as_object().expect("object");
+    assert!(!stored.contains_key("junk") && !stored.contains_key("newer_field"));
+    assert!(event.record.to_string().len() < 1024, "{}", event.record);
+}
+
+pub async fn events_past_the_cap_are_refused(store: Arc<dyn Store>) {
+    use remaudit_store::{InsertRules, Refusal};
+    let rules = InsertRules {
+        max_events_per_remediation: 5,
+        ..InsertRules::default()
+    };
+    let events = |name: &str, from: i64, n: i64| -> Vec<NewAudit> {
+        (from..from + n)
+            .map(|m| one(name, &json!({"event_time": at(m).to_rfc3339()})))
+            .collect()
+    };
+    let capped = InsertOutcome::Refused(Refusal::MaxEvents);
+    let first = events("rr-cap", 0, 7);
+    assert_eq!(
+        store.insert_with(&first, &rules).await.expect("insert"),
+        [Created, Created, Created, Created, Created, capped, capped]
+    );
+    // Later batches: still refused; replays of stored events stay duplicates;
+    // other remediations are not affected.
+    let mut next = events("rr-cap", 10, 1);
+    next.push(first[0].clone());
+    next.extend(events("rr-other", 0, 1));
+    assert_eq!(
+        store.insert_with(&next, &rules).await.expect("insert"),
+        [capped, Duplicate, Created]
+    );
+    let row = all_rows(&*store)
+        .await
+        .into_iter()
+        .find(|r| r.remediation_name == "rr-cap")
+        .expect("row");
+    let timeline = store.timeline(row.id).await.expect("read").expect("exists");
+    assert_eq!(timeline.events.len(), 5);
+    assert_eq!(timeline.next, None);
+}
+
+pub async fn concurrent_batches_do_not_overshoot_the_cap(store: Arc<dyn Store>) {
+    use remaudit_store::InsertRules;
+    let rules = InsertRules {
+        max_events_per_remediation: 25,
+        ..InsertRules::default()
+    };
+    // Eight writers of ten events each race for a remediation that does not exist yet.
+    let writers: Vec<_> = (0..8_i64)
+        .map(|w| {
+            let store = Arc::clone(&store);
+            let batch: Vec<NewAudit> = (0..10)
+                .map(|m| {
+                    one(
+                        "rr-race",
+                        &json!({"event_time": at(w * 10 + m).to_rfc3339()}),
+                    )
+                })
+                .collect();
+            tokio::spawn(async move { store.insert_with(&batch, &rules).await })
+        })
+        .collect();
+    let mut created = 0;
+    for writer in writers {
+        let outcomes = writer.await.expect("joined").expect("insert");
+        created += outcomes.iter().filter(|o| **o == Created).count();
+    }
+    assert_eq!(created, 25);
+    let row = all_rows(&*store).await.remove(0);
+    let query = remaudit_store::TimelineQuery {
+        after: None,
+        limit: 1000,
+    };
+    let timeline = store
+        .timeline_page(row.id, &query)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(timeline.events.len(), 25);
+}
+
+/// Reads a whole timeline page by page; returns the pages' sizes too.
+async fn read_pages(
+    store: &dyn Store,
+    id: i64,
+    limit: u32,
+) -> (Vec<remaudit_model::EventRecord>, Vec<usize>) {
+    let mut query = remaudit_store::TimelineQuery { after: None, limit };
+    let (mut events, mut sizes) = (Vec::new(), Vec::new());
+    loop {
+        let page = store
+            .timeline_page(id, &query)
+            .await
+            .expect("read")
+            .expect("exists");
+        sizes.push(page.events.len());
+        events.extend(page.events);
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => return (events, sizes),
+        }
+        assert!(sizes.len() < 1000, "paging does not end");
+    }
+}
+
+pub async fn timeline_pages_visit_every_event_once_in_order(store: Arc<dyn Store>) {
+    // 23 events, three of them at one instant, stored in shuffled batches.
+    let mut records: Vec<NewAudit> = (0..20)
+        .map(|m| one("rr-pages", &json!({"event_time": at(m).to_rfc3339()})))
+        .collect();
+    for phase in ["verifying", "checking", "waiting"] {
+        records.push(one(
+            "rr-pages",
+            &json!({"event_time": at(7).to_rfc3339(), "overall_phase": phase}),
+        ));
+    }
+    let mut shuffled = records.clone();
+    shuffled.shuffle(&mut rand::rngs::StdRng::seed_from_u64(11));
+    for chunk in shuffled.chunks(4) {
+        store.insert(chunk).await.expect("insert");
+    }
+    let id = all_rows(&*store).await.remove(0).id;
+    let (whole, _) = read_pages(&*store, id, 1000).await;
+    assert_eq!(whole.len(), 23);
+    let (paged, sizes) = read_pages(&*store, id, 5).await;
+    assert_eq!(sizes, [5, 5, 5, 5, 3]);
+    assert_eq!(paged, whole, "every event once, in the same order");
+    let times: Vec<_> = paged.iter().map(|e| e.event_time).collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted, "oldest first");
+    let mut ids: Vec<_> = paged.iter().map(|e| e.event_id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 23);
+}
+
+pub async fn large_events_page_without_one_huge_answer(store: Arc<dyn Store>) {
+    use remaudit_store::TIMELINE_PAGE_BYTES;
+    // 160 events of about 60 KB: some 9.6 MB, more than one page may carry.
+    let statuses = json!({"aiAnalysis": {"phase": "failed", "startTime": at(0).to_rfc3339(),
+                          "success": false, "error": "e".repeat(60_000)}});
+    let records: Vec<NewAudit> = (0..160)
+        .map(|m| {
+            one(
+                "rr-large",
+                &json!({"event_time": at(m).to_rfc3339(), "service_crd_statuses": statuses}),
+            )
+        })
+        .collect();
+    for chunk in records.chunks(40) {
+        store.insert(chunk).await.expect("insert");
+    }
+    let id = all_rows(&*store).await.remove(0).id;
+    let (events, sizes) = read_pages(&*store, id, 1000).await;
+    assert_eq!(events.len(), 160, "every event once");
+    assert!(sizes.len() >= 2, "{sizes:?}");
+    let per_event = records[0].raw.to_string().len();
+    for &n in &sizes {
+        assert!(
+            n * per_event <= TIMELINE_PAGE_BYTES + per_event,
+            "{sizes:?}"
+        );
+    }
+}

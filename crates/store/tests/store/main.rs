@@ -2,6 +2,7 @@
 
 mod analytics;
 mod cases;
+mod upgrade;
 
 /// Generates one test per case and backend.
 macro_rules! conformance {
@@ -58,6 +59,12 @@ conformance!(
     keyset_pagination_visits_every_row_once,
     sql_metacharacters_are_stored_verbatim,
     fresh_store_is_ready,
+    same_key_with_other_content_is_a_conflict,
+    unknown_fields_are_not_stored,
+    events_past_the_cap_are_refused,
+    concurrent_batches_do_not_overshoot_the_cap,
+    timeline_pages_visit_every_event_once_in_order,
+    large_events_page_without_one_huge_answer,
 );
 
 /// Checks that only PostgreSQL's rollups need.

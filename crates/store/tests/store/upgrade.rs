@@ -1,0 +1,189 @@
+//! Databases written before events kept a content hash (migration 0005):
+//! their events are kept, answer replays as duplicates, and retention's
+//! copies (`SELECT *` into the archive, `RETURNING *` out of its default
+//! partition) still line up column for column.
+
+use std::path::Path;
+
+use remaudit_model::NewAudit;
+use remaudit_store::{InsertOutcome, PgStore, PoolSettings, SqliteStore, Store};
+use remaudit_testkit::{PgDb, SqliteDb, at, record};
+use serde_json::json;
+
+/// The migrations of `backend` before 0005, in a directory of their own.
+fn before_0005(backend: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    for entry in std::fs::read_dir(from).expect("migrations") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        if name.as_str() < "0005" {
+            std::fs::copy(&path, dir.path().join(&name)).expect("copy");
+        }
+    }
+    dir
+}
+
+fn legacy(name: &str, reason: &str) -> NewAudit {
+    record(json!({
+        "namespace": "old", "remediation_name": name, "alert_fingerprint": "fp",
+        "start_time": at(0).to_rfc3339(), "overall_phase": "failed",
+        "event_time": at(1).to_rfc3339(), "completion_time": at(1).to_rfc3339(),
+        "failure_phase": "executing", "failure_reason": reason,
+    }))
+}
+
+#[tokio::test]
+async fn postgres_events_stored_before_hashes_are_kept_and_match_replays() {
+    let db = PgDb::create().await;
+    let pool = db.pool().await;
+    let dir = before_0005("postgres");
+    sqlx::migrate::Migrator::new(dir.path())
+        .await
+        .expect("old migrations")
+        .run(&pool)
+        .await
+        .expect("apply");
+    let old = legacy("rr-old", "as first sent");
+    sqlx::query(
+        "INSERT INTO remediation_audit_events \
+         (event_id, namespace, remediation_name, start_time, overall_phase, event_time, record) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(old.event_id)
+    .bind(&old.namespace)
+    .bind(&old.remediation_name)
+    .bind(old.start_time)
+    .bind(&old.overall_phase)
+    .bind(old.event_time)
+    .bind(&old.raw)
+    .execute(&pool)
+    .await
+    .expect("old event");
+    // Archived events in a weekly partition and in the default one.
+    sqlx::raw_sql(
+        "CREATE TABLE remediation_audit_events_archive_w20200106 PARTITION OF \
+           remediation_audit_events_archive FOR VALUES FROM ('2020-01-06') TO ('2020-01-13'); \
+         INSERT INTO remediation_audit_events_archive \
+           (id, event_id, namespace, remediation_name, start_time, overall_phase, event_time, received_at, record, archive_batch) \
+         VALUES (900001, gen_random_uuid(), 'old', 'rr-week', '2020-01-07', 'completed', '2020-01-07', now(), '{}', 1), \
+                (900002, gen_random_uuid(), 'old', 'rr-default', '2019-01-07', 'completed', '2019-01-07', now(), '{}', 2);",
+    )
+    .execute(&pool)
+    .await
+    .expect("old archive");
+
+    let store = PgStore::from_pool(pool.clone())
+        .await
+        .expect("migrate to now");
+    let archived: i64 = sqlx::query_scalar("SELECT count(*) FROM remediation_audit_events_archive")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(archived, 2, "archived events survive the rebuild");
+    // The old event has no hash: a replay, even one that differs, is a duplicate.
+    let changed = legacy("rr-old", "sent again, worded otherwise");
+    assert_eq!(changed.event_id, old.event_id);
+    assert_eq!(
+        store.insert(&[old.clone(), changed]).await.expect("insert"),
+        [InsertOutcome::Duplicate, InsertOutcome::Duplicate]
+    );
+    // Retention's copies still line up.
+    let mut tx = pool.begin().await.expect("tx");
+    sqlx::query(
+        "INSERT INTO remediation_audit_events_archive SELECT *, now(), 3 FROM remediation_audit_events",
+    )
+    .execute(&mut *tx)
+    .await
+    .expect("live events copy into the archive");
+    sqlx::raw_sql(
+        "CREATE TABLE w (LIKE remediation_audit_events_archive); \
+         WITH moved AS (DELETE FROM remediation_audit_events_archive_default RETURNING *) \
+         INSERT INTO w SELECT * FROM moved",
+    )
+    .execute(&mut *tx)
+    .await
+    .expect("the default partition's rows copy in the parent's order");
+    tx.rollback().await.expect("rollback");
+}
+
+#[tokio::test]
+async fn sqlite_events_stored_before_hashes_are_kept_and_match_replays() {
+    let db = SqliteDb::create();
+    let url = db.url();
+    {
+        let options: sqlx::sqlite::SqliteConnectOptions = url.parse().expect("url");
+        let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true))
+            .await
+            .expect("open");
+        let dir = before_0005("sqlite");
+        sqlx::migrate::Migrator::new(dir.path())
+            .await
+            .expect("old migrations")
+            .run(&pool)
+            .await
+            .expect("apply");
+        let old = legacy("rr-old", "as first sent");
+        sqlx::query(
+            "INSERT INTO remediation_audit_events \
+             (id, event_id, namespace, remediation_name, start_time, overall_phase, event_time, received_at, record) \
+             VALUES (7, ?1, 'old', 'rr-old', ?2, 'failed', ?2, ?2, ?3)",
+        )
+        .bind(old.event_id.to_string())
+        .bind(old.start_time.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+        .bind(old.raw.to_string())
+        .execute(&pool)
+        .await
+        .expect("old event");
+        // An event archived with a higher id than any live one.
+        sqlx::query(
+            "INSERT INTO remediation_audit_events_archive \
+             (id, event_id, namespace, remediation_name, start_time, overall_phase, event_time, received_at, record, archive_batch) \
+             VALUES (50, 'x', 'old', 'rr-gone', 's', 'completed', 'e', 'r', '{}', 1)",
+        )
+        .execute(&pool)
+        .await
+        .expect("old archive");
+        pool.close().await;
+    }
+    let store = SqliteStore::connect(&url, PoolSettings::default())
+        .await
+        .expect("migrate to now");
+    let old = legacy("rr-old", "as first sent");
+    let changed = legacy("rr-old", "sent again, worded otherwise");
+    let fresh = record(json!({
+        "namespace": "old", "remediation_name": "rr-new", "alert_fingerprint": "fp",
+        "start_time": at(0).to_rfc3339(), "overall_phase": "pending",
+    }));
+    assert_eq!(
+        store.insert(&[old, changed, fresh]).await.expect("insert"),
+        [
+            InsertOutcome::Duplicate,
+            InsertOutcome::Duplicate,
+            InsertOutcome::Created
+        ]
+    );
+    let options: sqlx::sqlite::SqliteConnectOptions = url.parse().expect("url");
+    let pool = sqlx::SqlitePool::connect_with(options).await.expect("open");
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM remediation_audit_events ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .expect("ids");
+    assert_eq!(ids.len(), 2);
+    assert!(
+        ids[1] > 50,
+        "no archived event's id is handed out again: {ids:?}"
+    );
+    sqlx::query(
+        "INSERT INTO remediation_audit_events_archive SELECT e.*, 'now', 9 FROM remediation_audit_events e",
+    )
+    .execute(&pool)
+    .await
+    .expect("live events copy into the archive");
+}
