@@ -51,6 +51,8 @@ pub enum ApiError {
     Unavailable(Duration),
     /// The request took longer than the server allows.
     Timeout(Duration),
+    /// The database cancelled a read that ran past its statement timeout; try again after the delay.
+    QueryTimeout(Duration),
     /// A fault of the server; details are in its log.
     Internal,
 }
@@ -61,6 +63,9 @@ impl ApiError {
         if err.is_unavailable() {
             tracing::warn!(error = %err, "database unavailable");
             Self::Unavailable(retry_after)
+        } else if err.is_timeout() {
+            tracing::warn!(error = %err, "read cancelled by its statement timeout");
+            Self::QueryTimeout(retry_after)
         } else {
             tracing::error!(error = %err, "store failure");
             Self::Internal
@@ -120,6 +125,15 @@ impl ApiError {
                     limit.as_secs()
                 ),
             ),
+            Self::QueryTimeout(after) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "query-timeout",
+                "Query took too long",
+                format!(
+                    "the database stopped this read when it ran past the analytics statement timeout; narrow it (a shorter window, or an aligned one instead of exact=true) or retry after {} s",
+                    after.as_secs()
+                ),
+            ),
             Self::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -156,7 +170,7 @@ impl IntoResponse for ApiError {
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if let Self::Unavailable(after) | Self::Timeout(after) = &self {
+        if let Self::Unavailable(after) | Self::Timeout(after) | Self::QueryTimeout(after) = &self {
             let secs = if matches!(self, Self::Timeout(_)) {
                 1
             } else {

@@ -792,7 +792,11 @@ mod tests {
         let rows = [(0, "a"), (2, "b"), (0, "c"), (7, "ignored")].map(|(i, r)| (i, r.to_owned()));
         assert_eq!(
             samples_by_group(3, rows),
-            [vec!["a".to_owned(), "c".to_owned()], vec![], vec!["b".to_owned()]]
+            [
+                vec!["a".to_owned(), "c".to_owned()],
+                vec![],
+                vec!["b".to_owned()]
+            ]
         );
     }
 }

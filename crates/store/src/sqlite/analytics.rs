@@ -2,12 +2,12 @@
 //! answers are the ones PostgreSQL gives from its rollups: the same bins, the
 //! same counts.
 
+use futures::TryStreamExt as _;
 use remaudit_model::analytics::{
     DurationsReport, FailuresReport, RemediationBrief, RemediationList, RetriesReport,
     SuccessRateReport,
 };
 use sqlx::sqlite::{SqlitePool, SqliteRow};
-use futures::TryStreamExt as _;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{decode_time, encode_time, json_column, optional_time_column, time_column};
@@ -154,9 +154,13 @@ async fn exact_durations(
     pool: &SqlitePool,
     q: &AnalyticsQuery,
 ) -> Result<DurationsReport, StoreError> {
-    const FINISHED: &str = "FROM remediation_audit WHERE phase_rank = 9 AND duration_us IS NOT NULL";
+    const FINISHED: &str =
+        "FROM remediation_audit WHERE phase_rank = 9 AND duration_us IS NOT NULL";
     let mut tx = pool.begin().await?;
-    let mut counts = filtered(&format!("SELECT overall_phase, count(*) AS n {FINISHED}"), q);
+    let mut counts = filtered(
+        &format!("SELECT overall_phase, count(*) AS n {FINISHED}"),
+        q,
+    );
     counts.push(" GROUP BY overall_phase");
     let counts = counts
         .build()
@@ -166,10 +170,7 @@ async fn exact_durations(
         .map(|r| Ok((r.try_get("overall_phase")?, r.try_get("n")?)))
         .collect::<Result<Vec<(String, i64)>, sqlx::Error>>()?;
     let mut exact = ExactDurations::new(counts);
-    let mut stream = filtered(
-        &format!("SELECT overall_phase, duration_us {FINISHED}"),
-        q,
-    );
+    let mut stream = filtered(&format!("SELECT overall_phase, duration_us {FINISHED}"), q);
     stream.push(" ORDER BY duration_us");
     {
         let mut rows = stream.build().fetch(&mut *tx);
@@ -197,9 +198,12 @@ async fn sample_reasons(
         if i > 0 {
             qb.push(", ");
         }
-        qb.push(format_args!("({i}, '{}', ", failure_phase_column(&group.outcome).0))
-            .push_bind(group.phase.clone())
-            .push(")");
+        qb.push(format_args!(
+            "({i}, '{}', ",
+            failure_phase_column(&group.outcome).0
+        ))
+        .push_bind(group.phase.clone())
+        .push(")");
     }
     qb.push(
         "), f AS (SELECT overall_phase AS outcome, \

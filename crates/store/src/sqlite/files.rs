@@ -88,3 +88,62 @@ fn warn_if_shared(path: &Path) {
         );
     }
 }
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use crate::{PoolSettings, SqliteStore, Store as _};
+
+    fn mode(path: &std::path::Path) -> u32 {
+        std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    #[tokio::test]
+    async fn the_database_and_its_wal_files_are_private() {
+        let dir = tempfile::tempdir().expect("directory");
+        // Whatever the umask lets through, the files are made 0600.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let path = dir.path().join("audit.db");
+        let store = SqliteStore::connect(
+            &format!("sqlite://{}", path.display()),
+            PoolSettings::default(),
+        )
+        .await
+        .expect("store");
+        // The -wal and -shm files exist while connections are open.
+        store
+            .list(&crate::ListQuery {
+                limit: 1,
+                ..crate::ListQuery::default()
+            })
+            .await
+            .expect("read");
+        for file in [
+            path.clone(),
+            super::companion(&path, "-wal"),
+            super::companion(&path, "-shm"),
+        ] {
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn companions_of_a_private_database_are_tightened() {
+        let dir = tempfile::tempdir().expect("directory");
+        let path = dir.path().join("audit.db");
+        std::fs::write(&path, b"").expect("create");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let wal = super::companion(&path, "-wal");
+        std::fs::write(&wal, b"").expect("create");
+        std::fs::set_permissions(&wal, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        super::tighten_companions(&path);
+        assert_eq!(mode(&wal), 0o600);
+    }
+}
