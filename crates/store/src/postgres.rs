@@ -23,6 +23,7 @@ use crate::retention::{
 };
 use crate::store::{
     SUMMARY_COLUMNS, check_schema, first_occurrences, list_sql, outcomes, page, pool_stats, redact,
+    refuse_unknown_password_params,
 };
 use crate::{InsertOutcome, ListQuery, Page, PoolSettings, PoolStats, Store, StoreError, Timeline};
 
@@ -79,6 +80,7 @@ impl PgStore {
     /// # Errors
     /// When the URL is malformed, the server unreachable or a migration fails.
     pub async fn connect(url: &str, settings: PoolSettings) -> Result<Self, StoreError> {
+        refuse_unknown_password_params(url)?;
         let options = PgConnectOptions::from_str(url).map_err(|e| {
             StoreError::Config(format!("invalid PostgreSQL URL {:?}: {e}", redact(url)))
         })?;

@@ -331,6 +331,26 @@ pub(crate) fn redact(url: &str) -> String {
     out
 }
 
+/// Refuses query parameters that look like a password but that the driver
+/// does not take (`Password`, `sslpassword`): it would log them, value and
+/// all, as unrecognised.
+pub(crate) fn refuse_unknown_password_params(url: &str) -> Result<(), StoreError> {
+    let Some((_, query)) = url.split_once('?') else {
+        return Ok(());
+    };
+    let query = query.split('#').next().unwrap_or(query);
+    for param in query.split('&') {
+        let name = param.split('=').next().unwrap_or(param);
+        if name != "password" && name.to_ascii_lowercase().ends_with("password") {
+            return Err(StoreError::Config(format!(
+                "database URL {:?} has a parameter {name:?} that is not supported: give the password as `password` (lower case) or in the user information (postgres://USER:PASSWORD@HOST/DB)",
+                redact(url)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The first occurrence of each `event_id`: indices to write, in order.
 pub(crate) fn first_occurrences(records: &[NewAudit]) -> Vec<usize> {
     let mut seen = HashSet::with_capacity(records.len());
@@ -499,6 +519,23 @@ mod tests {
             let got = redact(url);
             assert_eq!(got, want, "{url}");
             assert!(!got.contains("secret"), "{got}");
+        }
+    }
+
+    #[test]
+    fn password_parameters_the_driver_would_log_are_refused() {
+        assert!(
+            refuse_unknown_password_params("postgres://h/db?password=x&sslmode=disable").is_ok()
+        );
+        assert!(refuse_unknown_password_params("postgres://u:p@h/db").is_ok());
+        for url in [
+            "postgres://h/db?Password=secret",
+            "postgres://h/db?sslmode=disable&sslpassword=secret",
+        ] {
+            let err = refuse_unknown_password_params(url)
+                .expect_err(url)
+                .to_string();
+            assert!(!err.contains("secret") && err.contains("=***"), "{err}");
         }
     }
 
