@@ -43,10 +43,11 @@ pub(super) fn tighten_companions(path: &Path) {
     }
     for suffix in COMPANIONS {
         let companion = companion(path, suffix);
-        if companion.exists() && shared(&companion) {
-            if let Err(e) = restrict(&companion) {
-                tracing::warn!(file = %companion.display(), error = %e, "cannot make the file private (mode 0600)");
-            }
+        if companion.exists()
+            && shared(&companion)
+            && let Err(e) = restrict(&companion)
+        {
+            tracing::warn!(file = %companion.display(), error = %e, "cannot make the file private (mode 0600)");
         }
     }
 }
