@@ -63,6 +63,26 @@ impl DatabaseArgs {
     }
 }
 
+/// Connection and request limits of `serve`.
+#[derive(Debug, clap::Args)]
+struct ConnectionArgs {
+    /// Seconds a client may take to send a request's headers (also how long an idle connection stays open).
+    #[arg(long, env = "REMAUDIT_HEADER_READ_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    header_read_timeout_secs: u64,
+    /// Seconds a request body, or the client's reading of an answer, may stall.
+    #[arg(long, env = "REMAUDIT_IDLE_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout_secs: u64,
+    /// Most open connections; more wait in the listen backlog.
+    #[arg(long, env = "REMAUDIT_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Most requests handled at once; more are answered 503 with Retry-After.
+    #[arg(long, env = "REMAUDIT_MAX_CONCURRENT_REQUESTS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    max_concurrent_requests: u32,
+    /// Seconds requests in flight may take after SIGTERM before connections are dropped.
+    #[arg(long, env = "REMAUDIT_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    shutdown_grace_secs: u64,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the audit service.
@@ -86,6 +106,8 @@ enum Command {
         /// request timeout, 0 for no limit.
         #[arg(long, env = "REMAUDIT_ANALYTICS_STATEMENT_TIMEOUT_SECS")]
         analytics_statement_timeout_secs: Option<u64>,
+        #[command(flatten)]
+        limits: ConnectionArgs,
         #[command(flatten)]
         retention: retention::PolicyArgs,
         /// Seconds between retention runs (one also runs at start-up); 0 turns the job off.
@@ -162,6 +184,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             max_batch_records,
             request_timeout_secs,
             analytics_statement_timeout_secs,
+            limits,
             retention,
             retention_interval_secs,
         } => {
@@ -183,6 +206,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 max_body_bytes,
                 max_batch_records,
                 request_timeout: Duration::from_secs(request_timeout_secs),
+                header_read_timeout: Duration::from_secs(limits.header_read_timeout_secs),
+                idle_timeout: Duration::from_secs(limits.idle_timeout_secs),
+                max_connections: limits.max_connections as usize,
+                max_concurrent_requests: limits.max_concurrent_requests as usize,
+                shutdown_grace: Duration::from_secs(limits.shutdown_grace_secs),
                 ..ServerSettings::default()
             };
             let listener = tokio::net::TcpListener::bind(listen)

@@ -12,7 +12,8 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 /// Exit status when the deadline passed with records still unsent.
 pub const EXIT_DEADLINE: u8 = 3;
-/// Exit status when some lines were invalid or the service rejected records.
+/// Exit status when some lines were invalid, or the service rejected records
+/// or refused them as conflicts with different stored records.
 pub const EXIT_INVALID: u8 = 1;
 
 /// Settings of one `publish` run.
@@ -102,8 +103,8 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<u8> {
     let stats = publisher.stats();
     writeln!(
         stdout,
-        "published {accepted} records from standard input; acknowledged {} (created {}, duplicates {}, rejected {}); invalid lines {invalid}; dropped {dropped}",
-        report.acknowledged, stats.created, stats.duplicates, stats.rejected,
+        "published {accepted} records from standard input; acknowledged {} (created {}, duplicates {}, conflicts {}, rejected {}); invalid lines {invalid}; dropped {dropped}",
+        report.acknowledged, stats.created, stats.duplicates, stats.conflicts, stats.rejected,
     )?;
     if !delivered || report.left_in_spool > 0 || report.lost > 0 {
         writeln!(
@@ -113,7 +114,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<u8> {
         )?;
         return Ok(EXIT_DEADLINE);
     }
-    if invalid > 0 || dropped > 0 || stats.rejected > 0 {
+    if invalid > 0 || dropped > 0 || stats.rejected > 0 || stats.conflicts > 0 {
         return Ok(EXIT_INVALID);
     }
     Ok(0)

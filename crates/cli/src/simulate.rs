@@ -92,8 +92,8 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<u8> {
     )?;
     writeln!(
         out,
-        "sent {records} audit records: {} stored, {} already stored, {} rejected, {refused} refused by the publisher",
-        stats.created, stats.duplicates, stats.rejected
+        "sent {records} audit records: {} stored, {} already stored, {} conflicts, {} rejected, {refused} refused by the publisher",
+        stats.created, stats.duplicates, stats.conflicts, stats.rejected
     )?;
     if !acknowledged || report.left_in_spool > 0 || report.lost > 0 {
         writeln!(
@@ -103,9 +103,11 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<u8> {
         )?;
         return Ok(EXIT_DEADLINE);
     }
-    Ok(if refused > 0 || stats.rejected > 0 {
-        1
-    } else {
-        0
-    })
+    Ok(
+        if refused > 0 || stats.rejected > 0 || stats.conflicts > 0 {
+            1
+        } else {
+            0
+        },
+    )
 }

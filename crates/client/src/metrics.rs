@@ -4,7 +4,8 @@
 /// Requests sent to the service, by `status` (`success` or `error`); one
 /// attempt is one batch request, and retries count again.
 pub const PUBLISH_ATTEMPTS: &str = "kubernaut_orchestrator_audit_publish_attempts_total";
-/// Records that will never be stored: rejected by the service as invalid, or dropped.
+/// Records that will never be stored: rejected by the service as invalid or
+/// as a conflict, or dropped.
 pub const PUBLISH_FAILURES: &str = "kubernaut_orchestrator_audit_publish_failures_total";
 /// Duration of each batch request.
 pub const PUBLISH_DURATION: &str = "kubernaut_orchestrator_audit_publish_duration_seconds";
@@ -13,7 +14,8 @@ pub const PENDING_RECORDS: &str = "kubernaut_orchestrator_pending_audit_records"
 /// Buckets of [`PUBLISH_DURATION`], as the design sets them.
 pub const PUBLISH_DURATION_BUCKETS: [f64; 7] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0];
 
-/// Records acknowledged by the service, by `outcome` (`created`, `duplicate`, `rejected`).
+/// Records acknowledged by the service, by `outcome` (`created`, `duplicate`,
+/// `conflict`, `rejected`).
 pub const RECORDS: &str = "remaudit_publisher_records_total";
 /// Records dropped, by `reason`.
 pub const DROPPED: &str = "remaudit_publisher_dropped_total";
@@ -36,7 +38,7 @@ pub fn describe() {
     );
     metrics::describe_counter!(
         PUBLISH_FAILURES,
-        "Audit records that will never be stored: rejected as invalid, or dropped"
+        "Audit records that will never be stored: rejected (invalid or conflict), or dropped"
     );
     metrics::describe_histogram!(
         PUBLISH_DURATION,

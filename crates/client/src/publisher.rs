@@ -8,11 +8,15 @@
 //! (from memory, or from disk when memory overflowed or after a restart),
 //! sends them to the batch endpoint, retries what may succeed later, and
 //! acknowledges what the service answered for. A record leaves the spool only
-//! after the service stored it, said it already had it, or rejected it as
-//! invalid.
+//! after the service stored it, said it already had it, refused it as a
+//! conflict with a different stored record, or rejected it as invalid. A
+//! batch the service refuses as a whole is sent again in halves, down to
+//! single records, so one bad record never costs the others.
 
 mod config;
 mod sender;
+#[cfg(test)]
+mod tests;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,7 +62,7 @@ pub enum StartError {
 /// What a shutdown left behind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ShutdownReport {
-    /// Records the service acknowledged (stored, already stored or rejected) during this run.
+    /// Records the service answered for (stored, already stored, conflict or rejected) during this run.
     pub acknowledged: u64,
     /// Records left in the spool for the next start.
     pub left_in_spool: u64,
@@ -71,6 +75,7 @@ pub struct ShutdownReport {
 pub(crate) struct Counters {
     pub created: AtomicU64,
     pub duplicates: AtomicU64,
+    pub conflicts: AtomicU64,
     pub rejected: AtomicU64,
     pub dropped: AtomicU64,
     pub retries: AtomicU64,
@@ -83,6 +88,9 @@ pub struct PublisherStats {
     pub created: u64,
     /// Records the service already had (replays).
     pub duplicates: u64,
+    /// Records the service refused because it holds a different record under
+    /// the same idempotency key (`event_id`, `start_time`); never retried.
+    pub conflicts: u64,
     /// Records the service rejected as invalid; never retried.
     pub rejected: u64,
     /// Records dropped because the memory queue and the spool were full.
@@ -342,6 +350,7 @@ impl Publisher {
         PublisherStats {
             created: c.created.load(Ordering::Relaxed),
             duplicates: c.duplicates.load(Ordering::Relaxed),
+            conflicts: c.conflicts.load(Ordering::Relaxed),
             rejected: c.rejected.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
             retries: c.retries.load(Ordering::Relaxed),

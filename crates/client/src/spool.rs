@@ -20,7 +20,8 @@
 //! - `lock`: held (`flock`) while a [`Spool`] is open, so two processes
 //!   cannot write the same directory.
 //!
-//! Other files are ignored.
+//! Other files are ignored. The directory, when the spool creates it, is
+//! readable by its owner only (0700), and so is every file (0600).
 //!
 //! # Recovery
 //!
@@ -37,13 +38,14 @@ mod format;
 mod reader;
 
 use std::collections::VecDeque;
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 pub use reader::SpoolReader;
 
-use format::{Ledger, Payload, Step};
+use format::{Ledger, MAX_SEQ, Payload, Step};
 
 /// Default for [`SpoolOptions::max_bytes`]: 1 GiB.
 pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
@@ -58,6 +60,11 @@ const LEDGER_FILE: &str = "ledger";
 const LEDGER_TMP_FILE: &str = "ledger.tmp";
 const LOCK_FILE: &str = "lock";
 const SEGMENT_SUFFIX: &str = ".seg";
+/// Mode of the spool directory when the spool creates it: audit records are
+/// for the owner only.
+const DIR_MODE: u32 = 0o700;
+/// Mode of every file the spool creates.
+const FILE_MODE: u32 = 0o600;
 
 /// Settings of a spool.
 #[derive(Debug, Clone)]
@@ -154,6 +161,16 @@ pub enum SpoolError {
         /// Largest payload accepted.
         max: usize,
     },
+    /// Every sequence number has been handed out: only damaged or crafted
+    /// spool files can get here.
+    #[error(
+        "spool {} has run out of sequence numbers; its files are damaged: move the directory aside and start with an empty one",
+        dir.display()
+    )]
+    Exhausted {
+        /// The directory.
+        dir: PathBuf,
+    },
     /// A file operation failed.
     #[error(
         "spool I/O failed while {action} {}: {source}; check free space, permissions and health of the disk holding the spool",
@@ -214,8 +231,15 @@ pub struct Spool {
     /// lost), as sorted, disjoint `start..end` ranges.
     holes: VecDeque<(u64, u64)>,
     disk_bytes: u64,
-    /// The ledger as last written.
+    /// The ledger as last written, or handed out by [`Spool::ack_work`] to
+    /// be written.
     ledger: Ledger,
+    /// The acknowledgement a ledger on disk is known to hold. Segment files
+    /// go only up to it, so none goes before the ledger says it may.
+    written_acked: u64,
+    /// Whether `ledger` was handed out by [`Spool::ack_work`] and no failure
+    /// of that write has been reported since.
+    ledger_handed_out: bool,
     /// Reused buffer for encoding a record.
     frame: Vec<u8>,
     /// Held for as long as the spool is open.
@@ -232,10 +256,14 @@ impl Spool {
     pub fn open(options: SpoolOptions) -> Result<(Spool, Recovery), SpoolError> {
         validate(&options)?;
         let dir = options.dir.clone();
-        fs::create_dir_all(&dir).map_err(|source| SpoolError::CreateDir {
-            dir: dir.clone(),
-            source,
-        })?;
+        DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(&dir)
+            .map_err(|source| SpoolError::CreateDir {
+                dir: dir.clone(),
+                source,
+            })?;
         let lock = lock_dir(&dir)?;
         check_writable(&dir)?;
 
@@ -279,6 +307,8 @@ impl Spool {
             holes,
             disk_bytes: 0,
             ledger,
+            written_acked: ledger.acked,
+            ledger_handed_out: false,
             frame: Vec::new(),
             _lock: lock,
         };
@@ -322,8 +352,8 @@ impl Spool {
     /// increasing, never reused, survives reopen).
     ///
     /// The record reaches the OS before this returns, so killing the
-    /// process loses nothing appended; only [`Spool::sync`] makes it survive
-    /// a machine crash.
+    /// process loses nothing appended; only a flush ([`Spool::sync_work`])
+    /// makes it survive a machine crash.
     ///
     /// # Errors
     /// [`SpoolError::TooLarge`] past the record size limit,
@@ -346,6 +376,11 @@ impl Spool {
             });
         }
         let seq = self.next_seq;
+        if seq > MAX_SEQ {
+            return Err(SpoolError::Exhausted {
+                dir: self.options.dir.clone(),
+            });
+        }
         if self.active.is_some()
             && let Some(last) = self.segments.back()
             && last.bytes > 0
@@ -388,37 +423,13 @@ impl Spool {
         Ok(seq)
     }
 
-    /// Makes everything appended so far durable: fdatasyncs segment files
-    /// written since the last sync and fsyncs the directory if segment files
-    /// were created or deleted. Does nothing when nothing changed.
-    ///
-    /// # Errors
-    /// [`SpoolError::Io`] when a sync fails.
-    pub fn sync(&mut self) -> Result<(), SpoolError> {
-        while let Some((base, file)) = self.unsynced.last() {
-            file.sync_data().map_err(SpoolError::io(
-                "syncing",
-                segment_path(&self.options.dir, *base),
-            ))?;
-            self.unsynced.pop();
-        }
-        if self.active_dirty
-            && let Some(file) = &self.active
-        {
-            let base = self.segments.back().map_or(0, |s| s.base);
-            file.sync_data().map_err(SpoolError::io(
-                "syncing",
-                segment_path(&self.options.dir, base),
-            ))?;
-            self.active_dirty = false;
-        }
-        self.sync_dir_if_dirty()
-    }
-
-    /// Takes what [`Spool::sync`] would flush, so the caller can flush it with
+    /// Takes what must be flushed to make everything appended so far durable
+    /// (segment files written since the last flush, and the directory if
+    /// segment files came or went), so the caller can flush it with
     /// [`SyncWork::run`] without holding the lock that guards the spool:
     /// appends go on meanwhile. Everything appended before this call is
-    /// durable once `run` succeeds.
+    /// durable once `run` succeeds. On failure the records may not survive a
+    /// power cut; the next call flushes only what was written since.
     ///
     /// # Errors
     /// When the active segment's handle cannot be duplicated.
@@ -445,11 +456,16 @@ impl Spool {
 
     /// Marks every record with seq <= `seq` acknowledged in memory and returns
     /// the ledger write for [`AckWork::run`] to make without the lock that
-    /// guards the spool. Segments are deleted only up to the acknowledgement
-    /// the previous call recorded, so no file goes before the ledger says it
-    /// may. A failed `run` only means those records are sent again after a
-    /// restart; call [`Spool::ledger_unwritten`] so the next call writes again.
+    /// guards the spool. Run it before the next call. Segments are deleted
+    /// only up to the acknowledgement of the last ledger written, so no file
+    /// goes before the ledger says it may. A failed `run` only means those
+    /// records are sent again after a restart; call
+    /// [`Spool::ledger_unwritten`] so the next call writes again.
     pub fn ack_work(&mut self, seq: u64) -> AckWork {
+        if self.ledger_handed_out {
+            // The previous write ran, and no failure was reported.
+            self.written_acked = self.written_acked.max(self.ledger.acked);
+        }
         self.delete_acked_segments();
         self.advance_ack(seq);
         let ledger = Ledger {
@@ -458,6 +474,7 @@ impl Spool {
         };
         let write = (ledger != self.ledger).then(|| {
             self.ledger = ledger;
+            self.ledger_handed_out = true;
             ledger
         });
         AckWork {
@@ -469,22 +486,7 @@ impl Spool {
     /// Forgets that the ledger was written, after an [`AckWork::run`] failed.
     pub fn ledger_unwritten(&mut self) {
         self.ledger = Ledger { acked: 0, floor: 0 };
-    }
-
-    /// Marks every record with seq <= `seq` acknowledged, persists that in
-    /// the ledger, and deletes segment files holding only acknowledged
-    /// records. An older `seq` than already acknowledged changes nothing;
-    /// seqs not yet handed out are not acknowledged.
-    ///
-    /// # Errors
-    /// [`SpoolError::Io`] when the ledger cannot be written. Failing to
-    /// delete a segment file is only logged; it is retried on later acks.
-    pub fn ack_through(&mut self, seq: u64) -> Result<(), SpoolError> {
-        if self.advance_ack(seq) {
-            self.write_ledger()?;
-        }
-        self.delete_acked_segments();
-        self.sync_dir_if_dirty()
+        self.ledger_handed_out = false;
     }
 
     /// Moves the acknowledgement up to `seq` (never past what was handed
@@ -571,6 +573,7 @@ impl Spool {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(FILE_MODE)
             .open(&path)
             .map_err(SpoolError::io("creating segment", path.clone()))?;
         match self.segments.back() {
@@ -601,10 +604,11 @@ impl Spool {
         self.active_dirty = false;
     }
 
-    /// Deletes the oldest segment files while they hold no unacknowledged
-    /// readable record. A failed deletion is logged and retried later.
+    /// Deletes the oldest segment files while they hold no record that is
+    /// unacknowledged, or acknowledged but not yet so in a written ledger. A
+    /// failed deletion is logged and retried later.
     fn delete_acked_segments(&mut self) {
-        let first = self.first_unacked();
+        let first = self.first_unacked().min(self.written_acked + 1);
         while let Some(oldest) = self.segments.front().copied() {
             let end = self.segments.get(1).map_or(self.next_seq, |s| s.base);
             if end > first {
@@ -639,6 +643,7 @@ impl Spool {
         }
         replace_ledger_file(&self.options.dir, ledger)?;
         self.ledger = ledger;
+        self.written_acked = ledger.acked;
         self.dir_dirty = true;
         self.sync_dir_if_dirty()
     }
@@ -745,6 +750,7 @@ fn lock_dir(dir: &Path) -> Result<File, SpoolError> {
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(FILE_MODE)
         .open(&path)
         .map_err(|source| SpoolError::NotWritable {
             dir: dir.to_path_buf(),
@@ -762,12 +768,28 @@ fn lock_dir(dir: &Path) -> Result<File, SpoolError> {
 /// Checks that files can be created in the directory.
 fn check_writable(dir: &Path) -> Result<(), SpoolError> {
     let probe = dir.join(LEDGER_TMP_FILE);
-    File::create(&probe)
+    create_fresh(&probe)
         .and_then(|_| fs::remove_file(&probe))
         .map_err(|source| SpoolError::NotWritable {
             dir: dir.to_path_buf(),
             source,
         })
+}
+
+/// Creates `path` as a new, empty file readable by the owner only, after
+/// removing whatever was there. Never follows a symlink planted at `path`:
+/// the link itself is removed, and an exclusive create fails rather than
+/// open something that appeared in between.
+fn create_fresh(path: &Path) -> io::Result<File> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path)
 }
 
 /// The ledger, or nothing acknowledged if there is none yet.
@@ -801,6 +823,7 @@ fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
         if digits.len() == 20
             && digits.bytes().all(|b| b.is_ascii_digit())
             && let Ok(base) = digits.parse()
+            && base <= MAX_SEQ
         {
             bases.push(base);
         }
@@ -809,12 +832,11 @@ fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(bases)
 }
 
-/// Deletes a segment file; one already gone is fine.
 /// Writes `ledger` to a temp file, fsyncs it and renames it over the ledger
 /// (the caller fsyncs the directory).
 fn replace_ledger_file(dir: &Path, ledger: Ledger) -> Result<(), SpoolError> {
     let tmp = dir.join(LEDGER_TMP_FILE);
-    let mut file = File::create(&tmp).map_err(SpoolError::io("creating", tmp.clone()))?;
+    let mut file = create_fresh(&tmp).map_err(SpoolError::io("creating", tmp.clone()))?;
     file.write_all(&format::encode_ledger(ledger))
         .and_then(|()| file.sync_all())
         .map_err(SpoolError::io("writing", tmp.clone()))?;
@@ -823,6 +845,7 @@ fn replace_ledger_file(dir: &Path, ledger: Ledger) -> Result<(), SpoolError> {
     fs::rename(&tmp, &path).map_err(SpoolError::io("replacing", path))
 }
 
+/// Deletes a segment file; one already gone is fine.
 fn remove_segment(dir: &Path, base: u64) -> Result<(), SpoolError> {
     let path = segment_path(dir, base);
     match fs::remove_file(&path) {
@@ -995,6 +1018,20 @@ mod tests {
             .collect()
     }
 
+    /// Acknowledges through `seq` as the publisher does: the ledger write
+    /// taken and run, then a second round, which deletes the segments the
+    /// first one's ledger lets go.
+    fn ack(spool: &mut Spool, seq: u64) {
+        for _ in 0..2 {
+            spool.ack_work(seq).run().unwrap();
+        }
+    }
+
+    /// Flushes as the publisher does.
+    fn sync(spool: &mut Spool) {
+        spool.sync_work().unwrap().run().unwrap();
+    }
+
     fn open(options: &SpoolOptions) -> (Spool, Recovery) {
         Spool::open(options.clone()).expect("open spool")
     }
@@ -1089,7 +1126,7 @@ mod tests {
         assert!(reader.read(5, 5, 10, 1 << 20).unwrap().is_empty());
 
         // Acking through 7 frees the first two segments (1-3, 4-6) only.
-        spool.ack_through(7).unwrap();
+        ack(&mut spool, 7);
         assert_eq!(spool.first_unacked(), 8);
         assert_eq!(spool.pending_records(), 13);
         assert_eq!(segment_files(dir.path()).len(), 5);
@@ -1101,7 +1138,7 @@ mod tests {
         );
 
         // Acking everything frees every segment, the one being written too.
-        spool.ack_through(20).unwrap();
+        ack(&mut spool, 20);
         assert_eq!(segment_files(dir.path()).len(), 0);
         assert_eq!(spool.disk_bytes(), 0);
         assert_eq!(spool.pending_records(), 0);
@@ -1119,7 +1156,7 @@ mod tests {
         for seq in 1..=10 {
             spool.append(&payload(seq, 40)).unwrap();
         }
-        spool.ack_through(4).unwrap();
+        ack(&mut spool, 4);
         drop(spool);
 
         let (mut spool, recovery) = open(&opts);
@@ -1140,7 +1177,7 @@ mod tests {
 
         // With everything acknowledged and every segment gone, seqs still
         // carry on from the ledger.
-        spool.ack_through(11).unwrap();
+        ack(&mut spool, 11);
         assert_eq!(segment_files(dir.path()).len(), 0);
         drop(spool);
         let (mut spool, recovery) = open(&opts);
@@ -1310,7 +1347,7 @@ mod tests {
         // The refused record took no seq.
         assert_eq!(spool.next_seq(), 6);
 
-        spool.ack_through(2).unwrap();
+        ack(&mut spool, 2);
         assert_eq!(spool.disk_bytes(), 180);
         assert_eq!(bytes_on_disk(dir.path()), 180);
         assert_eq!(spool.append(&payload(6, 36)).unwrap(), 6);
@@ -1371,6 +1408,133 @@ mod tests {
         open(&opts);
     }
 
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_spool_is_readable_by_its_owner_only() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("a").join("spool");
+        let (mut spool, _) = open(&options(&dir, 64, 1 << 20));
+        for i in 0..4 {
+            spool.append(&payload(i, 40)).unwrap();
+        }
+        ack(&mut spool, 1);
+        assert_eq!(mode(&dir), 0o700, "the spool directory");
+        assert_eq!(
+            mode(&parent.path().join("a")),
+            0o700,
+            "a directory made for it"
+        );
+        let files: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(files.iter().any(|f| f.ends_with(LEDGER_FILE)));
+        assert!(files.iter().any(|f| f.ends_with(LOCK_FILE)));
+        assert!(!segment_files(&dir).is_empty());
+        for file in files {
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+    }
+
+    #[test]
+    fn a_symlink_planted_at_the_temporary_ledger_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let target = elsewhere.path().join("precious");
+        fs::write(&target, b"keep me").unwrap();
+        let link = dir.path().join(LEDGER_TMP_FILE);
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        // Opening probes the directory and writes the ledger.
+        let (mut spool, _) = open(&options(dir.path(), 1 << 20, 1 << 20));
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        spool.append(b"one").unwrap();
+        ack(&mut spool, 1);
+        assert_eq!(fs::read(&target).unwrap(), b"keep me");
+        assert!(
+            !link.exists(),
+            "the link itself was replaced and renamed away"
+        );
+        drop(spool);
+        let (spool, recovery) = open(&options(dir.path(), 1 << 20, 1 << 20));
+        assert_eq!(
+            (spool.first_unacked(), recovery.records),
+            (2, 0),
+            "the ack held"
+        );
+    }
+
+    #[test]
+    fn seqs_at_the_top_of_the_range_are_damage_not_an_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = options(dir.path(), 1 << 20, 1 << 20);
+        let (mut spool, _) = open(&opts);
+        spool.append(b"one").unwrap();
+        drop(spool);
+        // A record with intact checksums and seq u64::MAX, then a good one.
+        let segment = segment_files(dir.path()).pop().unwrap();
+        let mut frame = Vec::new();
+        let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
+        format::encode_record(u64::MAX, b"crafted", &mut frame);
+        file.write_all(&frame).unwrap();
+        format::encode_record(2, b"two", &mut frame);
+        file.write_all(&frame).unwrap();
+        drop(file);
+        // A segment named for the top seq, and a ledger with the top floor.
+        fs::write(
+            dir.path().join(format!("{}{SEGMENT_SUFFIX}", u64::MAX)),
+            &frame,
+        )
+        .unwrap();
+        let (mut spool, recovery) = open(&opts);
+        assert_eq!(recovery.records, 2, "the crafted record is skipped");
+        assert_eq!(spool.next_seq(), 3);
+        assert_eq!(spool.append(b"three").unwrap(), 3);
+        let mut reader = spool.reader();
+        let got = read_all(&spool, &mut reader, 1);
+        assert_eq!(seqs(&got), vec![1, 2, 3]);
+        drop(spool);
+
+        fs::write(
+            dir.path().join(LEDGER_FILE),
+            format::encode_ledger(Ledger {
+                acked: 0,
+                floor: u64::MAX,
+            }),
+        )
+        .unwrap();
+        let (spool, recovery) = open(&opts);
+        assert_eq!(
+            recovery.records, 3,
+            "a ledger out of range counts as damaged"
+        );
+        assert_eq!(spool.next_seq(), 4);
+    }
+
+    #[test]
+    fn a_spool_out_of_seqs_refuses_appends_with_advice() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = options(dir.path(), 1 << 20, 1 << 20);
+        fs::write(
+            dir.path().join(LEDGER_FILE),
+            format::encode_ledger(Ledger {
+                acked: MAX_SEQ,
+                floor: MAX_SEQ + 1,
+            }),
+        )
+        .unwrap();
+        let (mut spool, _) = open(&opts);
+        let err = spool.append(b"one").unwrap_err();
+        assert!(matches!(err, SpoolError::Exhausted { .. }), "{err}");
+        assert!(
+            err.to_string().contains("move the directory aside"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn unrelated_files_in_the_directory_are_left_alone() {
         let dir = tempfile::tempdir().unwrap();
@@ -1380,7 +1544,7 @@ mod tests {
         let (mut spool, recovery) = open(&opts);
         assert_eq!(recovery, Recovery::default());
         spool.append(b"one").unwrap();
-        spool.ack_through(1).unwrap();
+        ack(&mut spool, 1);
         drop(spool);
         let (spool, recovery) = open(&opts);
         assert_eq!(recovery, Recovery::default());
@@ -1457,10 +1621,10 @@ mod tests {
         for seq in 1..=10 {
             spool.append(&payload(seq, 40)).unwrap();
         }
-        spool.sync().unwrap();
+        sync(&mut spool);
         assert!(spool.unsynced.is_empty());
         assert!(!spool.active_dirty && !spool.dir_dirty);
-        spool.sync().unwrap();
+        sync(&mut spool);
     }
 
     #[test]
@@ -1487,7 +1651,7 @@ mod tests {
                     from = last + 1;
                     got.extend(batch);
                     // Acknowledge as delivered, deleting segments under the reader.
-                    spool.lock().unwrap().ack_through(last).unwrap();
+                    ack(&mut spool.lock().unwrap(), last);
                 }
                 (got, reader.corrupt_records())
             })
@@ -1519,8 +1683,15 @@ mod tests {
             max_records: usize,
             max_bytes: usize,
         },
-        /// Ack through the pending record picked by the number, or an old seq.
-        Ack(usize),
+        /// Ack through the pending record picked by the number, or an old
+        /// seq, as the publisher does: the ledger write is taken, the
+        /// segments are flushed, then the write runs. With `fail`, the write
+        /// fails (a directory planted where the temporary ledger goes).
+        Ack {
+            pick: usize,
+            fail: bool,
+        },
+        /// Flush as the publisher does.
         Sync,
         /// Drop (as in a crash: nothing synced) and open again.
         Reopen,
@@ -1535,7 +1706,8 @@ mod tests {
             5 => proptest::collection::vec(any::<u8>(), 0..300).prop_map(Op::Append),
             3 => (1..8usize, 0..1200usize)
                 .prop_map(|(max_records, max_bytes)| Op::Read { max_records, max_bytes }),
-            2 => any::<usize>().prop_map(Op::Ack),
+            2 => any::<usize>().prop_map(|pick| Op::Ack { pick, fail: false }),
+            1 => any::<usize>().prop_map(|pick| Op::Ack { pick, fail: true }),
             1 => Just(Op::Sync),
             1 => Just(Op::Reopen),
             1 => any::<usize>().prop_map(Op::TornReopen),
@@ -1549,8 +1721,12 @@ mod tests {
         opts: SpoolOptions,
         spool: Option<Spool>,
         reader: SpoolReader,
-        /// Unacknowledged records, oldest first.
+        /// Records the ledger on disk does not acknowledge, oldest first:
+        /// what a crash brings back.
         model: VecDeque<(u64, Vec<u8>)>,
+        /// Every seq up to this one is acknowledged in memory; records of
+        /// `model` up to it are pending no more until a crash.
+        acked: u64,
         /// Seq the next append must get.
         next_seq: u64,
         /// Where the next batch read starts.
@@ -1575,6 +1751,7 @@ mod tests {
                 spool: Some(spool),
                 reader,
                 model: VecDeque::new(),
+                acked: 0,
                 next_seq: 1,
                 cursor: 1,
                 last_appended: None,
@@ -1585,8 +1762,13 @@ mod tests {
             self.spool.as_mut().unwrap()
         }
 
+        /// Records not acknowledged, oldest first.
+        fn pending(&self) -> impl Iterator<Item = &(u64, Vec<u8>)> {
+            self.model.iter().filter(|r| r.0 > self.acked)
+        }
+
         fn model_first_unacked(&self) -> u64 {
-            self.model.front().map_or(self.next_seq, |r| r.0)
+            self.pending().next().map_or(self.next_seq, |r| r.0)
         }
 
         fn reopen(&mut self, expected: Recovery) {
@@ -1594,6 +1776,8 @@ mod tests {
             let (spool, recovery) = open(&self.opts);
             assert_eq!(recovery, expected);
             self.spool = Some(spool);
+            // What the ledger did not acknowledge comes back.
+            self.acked = self.model.front().map_or(self.next_seq, |r| r.0) - 1;
             // A restarted publisher reads from the oldest pending record.
             self.cursor = self.model_first_unacked();
         }
@@ -1618,7 +1802,7 @@ mod tests {
                         .unwrap();
                     let mut expected = Vec::new();
                     let mut bytes = 0;
-                    for record in self.model.iter().filter(|r| r.0 >= self.cursor) {
+                    for record in self.pending().filter(|r| r.0 >= self.cursor) {
                         if expected.len() == max_records
                             || (!expected.is_empty() && bytes + record.1.len() > max_bytes)
                         {
@@ -1632,21 +1816,46 @@ mod tests {
                         self.cursor = last.0 + 1;
                     }
                 }
-                Op::Ack(pick) => {
-                    let seq = if self.model.is_empty() || pick % 5 == 0 {
+                Op::Ack { pick, fail } => {
+                    let pending: Vec<u64> = self.pending().map(|r| r.0).collect();
+                    let seq = if pending.is_empty() || pick % 5 == 0 {
                         // Old or (with nothing pending) everything: no change.
                         (pick as u64) % self.model_first_unacked()
                     } else {
-                        self.model[pick % self.model.len()].0
+                        pending[pick % pending.len()]
                     };
-                    self.spool().ack_through(seq).unwrap();
-                    while self.model.front().is_some_and(|r| r.0 <= seq) {
-                        self.model.pop_front();
+                    let tmp = self.dir.path().join(LEDGER_TMP_FILE);
+                    let work = self.spool().ack_work(seq);
+                    let sync = self.spool().sync_work().unwrap();
+                    sync.run().unwrap();
+                    let written = work.ledger;
+                    if fail {
+                        fs::create_dir(&tmp).unwrap();
                     }
+                    let ran = work.run();
+                    if fail {
+                        fs::remove_dir(&tmp).unwrap();
+                    }
+                    match (ran, written) {
+                        (Ok(()), Some(ledger)) => {
+                            assert!(!fail || written.is_none(), "an injected failure fails");
+                            // The ledger on disk now acknowledges these.
+                            while self.model.front().is_some_and(|r| r.0 <= ledger.acked) {
+                                self.model.pop_front();
+                            }
+                        }
+                        (Ok(()), None) => {}
+                        (Err(e), _) => {
+                            assert!(fail, "{e}");
+                            self.spool().ledger_unwritten();
+                        }
+                    }
+                    self.acked = self.acked.max(seq.min(self.next_seq - 1));
                     self.cursor = self.cursor.max(self.model_first_unacked());
                 }
-                Op::Sync => self.spool().sync().unwrap(),
+                Op::Sync => sync(self.spool()),
                 Op::Reopen => {
+                    // Records acknowledged only in memory come back.
                     let records = self.model.len() as u64;
                     self.reopen(Recovery {
                         records,
@@ -1683,7 +1892,8 @@ mod tests {
         /// Checks the spool agrees with the model.
         fn check(&mut self) {
             let first = self.model_first_unacked();
-            let (next_seq, model_len) = (self.next_seq, self.model.len() as u64);
+            let pending: Vec<(u64, Vec<u8>)> = self.pending().cloned().collect();
+            let (next_seq, model_len) = (self.next_seq, pending.len() as u64);
             let spool = self.spool.as_ref().unwrap();
             assert_eq!(spool.next_seq(), next_seq);
             assert_eq!(spool.first_unacked(), first);
@@ -1692,7 +1902,11 @@ mod tests {
             assert_eq!(spool.segment_count(), segment_files(self.dir.path()).len());
             let mut fresh = spool.reader();
             let all = read_all(spool, &mut fresh, first);
-            assert!(all.iter().eq(self.model.iter()));
+            assert_eq!(all, pending);
+            assert!(
+                spool.written_acked < self.model.front().map_or(self.next_seq, |r| r.0),
+                "segments go only up to what a written ledger acknowledges"
+            );
             assert_eq!(fresh.corrupt_records(), 0);
         }
     }
@@ -1701,7 +1915,7 @@ mod tests {
         #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
         #[test]
-        fn spool_behaves_like_a_queue_through_crashes_and_torn_writes(
+        fn spool_behaves_like_a_queue_through_crashes_torn_writes_and_failed_ledger_writes(
             ops in proptest::collection::vec(op(), 1..80)
         ) {
             let mut harness = Harness::new();

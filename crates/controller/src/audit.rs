@@ -2,7 +2,11 @@
 //! `publishAuditRecord` builds it, plus the idempotency key and the
 //! bookkeeping that finds transitions not yet handed to the publisher.
 
-use remaudit_model::{CrdStatusSnapshot, RemediationOrchestrationAudit, ServiceCrdStatuses};
+use std::borrow::Cow;
+
+use remaudit_model::{
+    CrdStatusSnapshot, Limits, RemediationOrchestrationAudit, ServiceCrdStatuses,
+};
 use uuid::Uuid;
 
 use crate::crd::{
@@ -114,7 +118,9 @@ pub fn audit_record(
         failure_phase: failed
             .then(|| status.failed_phase.map(|p| p.as_str().to_owned()))
             .flatten(),
-        failure_reason: failed.then(|| status.error_message.clone()).flatten(),
+        failure_reason: failed
+            .then(|| status.error_message.as_deref().map(failure_reason))
+            .flatten(),
         duplicate_count: status.duplicate_count,
         last_duplicate_time: status.last_duplicate_time,
         event_time: Some(transition.time),
@@ -137,8 +143,74 @@ fn snapshot(child: &ChildView<'_>, transition: &Transition) -> CrdStatusSnapshot
         start_time: child.created().unwrap_or(transition.time),
         completion_time: child.status.and_then(|s| s.completed_at),
         success: phase == ChildPhase::Completed,
-        error: child.error().map(str::to_owned),
+        error: child.error().map(snapshot_error),
     }
+}
+
+/// How a text that was cut short ends: the marker and the bytes left out.
+fn marker(cut: usize) -> String {
+    format!("… [truncated {cut} bytes]")
+}
+
+/// `text` made fit for the audit service: NUL characters (which it refuses
+/// anywhere in a record) replaced by U+FFFD, then, when `width` of the whole
+/// is over `max`, cut on a character boundary and ended with [`marker`], so
+/// that the result is at most `max` wide. `width` measures one character as
+/// the service measures the field.
+pub(crate) fn fit(text: &str, max: usize, width: impl Fn(char) -> usize) -> Cow<'_, str> {
+    let text = if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(text)
+    };
+    if text.chars().map(&width).sum::<usize>() <= max {
+        return text;
+    }
+    // The marker is widest when everything is cut.
+    let room = max.saturating_sub(marker(text.len()).chars().map(&width).sum());
+    let mut used = 0;
+    let mut keep = 0;
+    for (at, c) in text.char_indices() {
+        used += width(c);
+        if used > room {
+            break;
+        }
+        keep = at + c.len_utf8();
+    }
+    Cow::Owned(format!("{}{}", &text[..keep], marker(text.len() - keep)))
+}
+
+/// Bytes a character takes inside a JSON string, as `serde_json` writes it.
+fn json_width(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if u32::from(c) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// A child's error message as the record's `failure_reason`: at most the
+/// service's limit on that field, in bytes. A longer one would have the
+/// record refused for good, and the remediation's end never audited.
+pub(crate) fn failure_reason(message: &str) -> String {
+    fit(
+        message,
+        Limits::default().max_failure_reason_bytes,
+        char::len_utf8,
+    )
+    .into_owned()
+}
+
+/// A child's error message inside the record's `service_crd_statuses`, which
+/// the service measures as serialised JSON: each of the three snapshots may
+/// take a quarter of that limit, leaving room for the rest of them.
+pub(crate) fn snapshot_error(message: &str) -> String {
+    fit(
+        message,
+        Limits::default().max_crd_statuses_bytes / 4,
+        json_width,
+    )
+    .into_owned()
 }
 
 #[cfg(test)]
@@ -204,5 +276,53 @@ mod tests {
         let second = transition(RemediationPhase::Analyzing, 2);
         status.last_transition = Some(second.clone());
         assert_eq!(unaudited_transition(&status), Some(&second));
+    }
+
+    /// A 1 MiB message whose characters take 1 to 4 bytes, so the cut lands
+    /// inside or beside a multi-byte character depending on the limit.
+    fn long_message() -> String {
+        "aé€😀\"\n"
+            .chars()
+            .cycle()
+            .take(600_000)
+            .collect::<String>()
+            + "end"
+    }
+
+    #[test]
+    fn long_error_messages_are_cut_on_a_character_boundary_with_a_marker() {
+        let message = long_message();
+        assert!(message.len() >= 1 << 20);
+        let limits = Limits::default();
+        for max in [limits.max_failure_reason_bytes, 100, 101, 102, 103] {
+            let fitted = fit(&message, max, char::len_utf8);
+            assert!(fitted.len() <= max, "{max}: {} bytes", fitted.len());
+            let (kept, tail) = fitted.split_once("… [truncated ").expect("marked");
+            assert!(message.starts_with(kept), "{max}: a prefix is kept");
+            assert!(max - fitted.len() < 4, "{max}: at most one character short");
+            let cut: usize = tail
+                .strip_suffix(" bytes]")
+                .expect("marker")
+                .parse()
+                .expect("n");
+            assert_eq!(kept.len() + cut, message.len(), "{max}: the count is exact");
+        }
+        let reason = failure_reason(&message);
+        assert!(reason.len() <= limits.max_failure_reason_bytes);
+        let error = snapshot_error(&message);
+        assert!(
+            serde_json::to_string(&error).expect("json").len() - 2
+                <= limits.max_crd_statuses_bytes / 4,
+            "measured as the service measures it: escaped JSON"
+        );
+    }
+
+    #[test]
+    fn short_messages_are_kept_and_nul_is_replaced() {
+        assert_eq!(failure_reason("model unavailable"), "model unavailable");
+        let exact = "é".repeat(Limits::default().max_failure_reason_bytes / 2);
+        assert_eq!(failure_reason(&exact), exact, "exactly at the limit");
+        assert_eq!(failure_reason("a\0b"), "a\u{FFFD}b");
+        assert_eq!(snapshot_error("a\0b"), "a\u{FFFD}b");
     }
 }

@@ -366,12 +366,14 @@ pub fn decide(request: &RemediationRequest, children: &Children, now: DateTime<U
                     }
                 },
                 Some(ChildPhase::Failed) => {
+                    // Bounded as the audit record's `failure_reason` is, so the
+                    // status does not carry a child's error of any size either.
                     let reason = observed.as_ref().and_then(ChildView::error).map_or_else(
                         || {
                             let name = observed.as_ref().map(ChildView::name).unwrap_or_default();
                             format!("{} {name} failed without an error message", stage.kind())
                         },
-                        str::to_owned,
+                        crate::audit::failure_reason,
                     );
                     plan.enter(RemediationPhase::Failed);
                     plan.status.failed_phase = Some(stage.phase());

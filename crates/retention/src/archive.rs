@@ -1,10 +1,21 @@
 //! The archive files: gzip-compressed JSON Lines in object storage, one
 //! directory per batch with a manifest of row counts and SHA-256 sums.
 //!
-//! Layout under the archive URL's prefix:
-//! `batch-000000000042/remediation_audit.jsonl.gz`,
-//! `batch-000000000042/remediation_audit_events.jsonl.gz`,
-//! `batch-000000000042/manifest.json`.
+//! Layout under the archive URL's prefix, `{installation}` being the
+//! database's installation id (a UUID) and `{tag}` eight random hex digits
+//! drawn for the batch:
+//! `{installation}/batch-000000000042-{tag}/remediation_audit.jsonl.gz`,
+//! `{installation}/batch-000000000042-{tag}/remediation_audit_events.jsonl.gz`,
+//! `{installation}/batch-000000000042-{tag}/manifest.json`.
+//! The installation id keeps databases apart; the tag keeps apart two
+//! histories of one database (a copy of its file, a restored backup), which
+//! share its id and number their batches alike. Batches written before
+//! installation ids sit at `batch-000000000042/…`; the journal records each
+//! batch's location, so they are read and cleaned up where they are.
+//!
+//! Every object is written create-only: a name already taken fails the batch
+//! rather than being overwritten. A local archive's directories are 0700 and
+//! its files 0600.
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -12,14 +23,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use futures::{StreamExt as _, TryStreamExt as _};
+use futures::StreamExt as _;
 use object_store::aws::AmazonS3Builder;
 use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt as _};
+use object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutPayload};
 use remaudit_store::StoreError;
-use remaudit_store::retention::{ArchiveSink, ArchivedFile, Lines, Manifest, Step};
+use remaudit_store::retention::{ArchiveSink, ArchivedFile, Lines, Manifest, PendingBatch, Step};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
 
@@ -37,6 +48,25 @@ pub struct Archive {
     /// The directory of a `file://` archive.
     local_root: Option<std::path::PathBuf>,
     crash_at: Option<Step>,
+    /// What this process wrote for the batch it writes now.
+    claims: Arc<std::sync::Mutex<Claims>>,
+}
+
+/// The names this process created for one batch's location, and whether a
+/// name there was already taken.
+#[derive(Debug, Default)]
+struct Claims {
+    location: String,
+    own: Vec<Path>,
+    taken: bool,
+}
+
+/// A batch that stopped because one of its names was taken: its location,
+/// and the objects this process created there before that.
+#[derive(Debug)]
+pub(crate) struct Collision {
+    pub(crate) location: String,
+    own: Vec<Path>,
 }
 
 impl Archive {
@@ -57,7 +87,7 @@ impl Archive {
                     "archive URL {url:?} names no directory: use file:///absolute/dir"
                 )));
             }
-            std::fs::create_dir_all(dir).map_err(|e| {
+            private_dirs(std::path::Path::new(dir)).map_err(|e| {
                 RetentionError::Config(format!("cannot create the archive directory {dir:?}: {e}"))
             })?;
             let fs = LocalFileSystem::new_with_prefix(dir)
@@ -95,7 +125,22 @@ impl Archive {
             url: url.to_owned(),
             local_root,
             crash_at: None,
+            claims: Arc::default(),
         })
+    }
+
+    /// An archive over an object store made elsewhere, under `prefix`;
+    /// `url` names it in messages.
+    #[must_use]
+    pub fn with_object_store(store: Arc<dyn ObjectStore>, prefix: &str, url: &str) -> Self {
+        Self {
+            store,
+            prefix: Path::from(prefix.trim_matches('/')),
+            url: url.to_owned(),
+            local_root: None,
+            crash_at: None,
+            claims: Arc::default(),
+        }
     }
 
     /// The archive URL a database uses when none is given: a directory
@@ -134,40 +179,68 @@ impl Archive {
         Path::from_iter(self.prefix.parts().chain(Path::from(relative).parts()))
     }
 
-    /// Removes every file under a batch's location.
+    /// Removes the files an interrupted batch can have written, and nothing
+    /// else: its two data files and its manifest, by name, under its own
+    /// location (`{installation}/batch-{id}-{tag}`, or `batch-{id}` from
+    /// before installation ids), and the staging files a cut-short local
+    /// upload of those names leaves. Any other location (empty, a bare
+    /// prefix, another batch's or another installation's name, `..`) is
+    /// refused before anything is deleted; nothing is ever deleted by
+    /// prefix. Returns how many files were there.
     ///
     /// # Errors
-    /// When the object store fails.
-    pub async fn remove(&self, location: &str) -> Result<u64, RetentionError> {
-        let prefix = self.path(location);
-        let paths: Vec<Path> = self
-            .store
-            .list(Some(&prefix))
-            .map_ok(|meta| meta.location)
-            .try_collect()
-            .await
-            .map_err(|e| RetentionError::Archive(format!("listing {prefix}: {e}")))?;
-        for path in &paths {
-            match self.store.delete(path).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(RetentionError::Archive(format!("deleting {path}: {e}"))),
-            }
-        }
-        if let Some(root) = &self.local_root {
-            // Object stores have no directories; a local one leaves them behind.
-            let dir = prefix.parts().fold(root.clone(), |d, p| d.join(p.as_ref()));
-            match std::fs::remove_dir(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
+    /// [`RetentionError::Archive`] when the location is not the batch's own,
+    /// when its manifest lists a file outside the batch, or when the object
+    /// store fails.
+    pub async fn remove(&self, pending: &PendingBatch) -> Result<u64, RetentionError> {
+        let location = pending.location.as_str();
+        own_location(pending)?;
+        if let Some(body) = self.read(&manifest_path(location)).await? {
+            // What the manifest lists must be this batch's own data files;
+            // a manifest that does not parse is a partial one: the fixed
+            // names below cover everything the batch writes.
+            if let Ok(manifest) = serde_json::from_slice::<Manifest>(&body) {
+                let own = data_files(location);
+                if let Some(stray) = manifest.files.iter().find(|f| !own.contains(&f.path)) {
                     return Err(RetentionError::Archive(format!(
-                        "removing {}: {e}",
-                        dir.display()
+                        "the manifest of interrupted batch {} lists {:?}, outside {location}; \
+                         nothing was deleted: check the archive and remove the journal row \
+                         (remediation_retention_batches id {}) by hand",
+                        pending.batch, stray.path, pending.batch
                     )));
                 }
             }
         }
-        Ok(paths.len() as u64)
+        let mut removed = 0;
+        for relative in data_files(location)
+            .into_iter()
+            .chain([manifest_path(location)])
+        {
+            let path = self.path(&relative);
+            match self.store.head(&path).await {
+                Ok(_) => removed += 1,
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(RetentionError::Archive(format!("reading {path}: {e}"))),
+            }
+            match self.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(RetentionError::Archive(format!("deleting {path}: {e}"))),
+            }
+        }
+        if let Some(dir) = self.local_path(location) {
+            removed += remove_local_leftovers(&dir)?;
+        }
+        Ok(removed)
+    }
+
+    /// Where `relative` is on disk, for a local archive.
+    fn local_path(&self, relative: &str) -> Option<std::path::PathBuf> {
+        let root = self.local_root.as_ref()?;
+        Some(
+            self.path(relative)
+                .parts()
+                .fold(root.clone(), |d, p| d.join(p.as_ref())),
+        )
     }
 
     /// Reads one object whole; `None` when it does not exist.
@@ -190,6 +263,113 @@ fn sink_error(what: String) -> StoreError {
     StoreError::Unavailable(format!("archive: {what}"))
 }
 
+/// The name of batch `batch`'s directory before installation ids, and the
+/// start of its name after them (followed by `-{tag}`).
+fn batch_dir(batch: i64) -> String {
+    format!("batch-{batch:012}")
+}
+
+/// Hex digits in a batch's tag.
+const TAG_LEN: usize = 8;
+
+/// Checks that a pending batch's recorded location is a name that batch can
+/// have: `{installation}/batch-{id}-{tag}` under this database's
+/// installation id, or `batch-{id}` from before installation ids.
+fn own_location(pending: &PendingBatch) -> Result<(), RetentionError> {
+    let legacy = batch_dir(pending.batch);
+    let current = pending
+        .installation
+        .as_deref()
+        .filter(|i| uuid::Uuid::try_parse(i).is_ok())
+        .map(|i| format!("{i}/{legacy}-"));
+    let tagged = current.as_deref().is_some_and(|start| {
+        pending.location.strip_prefix(start).is_some_and(|tag| {
+            tag.len() == TAG_LEN && tag.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        })
+    });
+    if pending.batch > 0 && (pending.location == legacy || tagged) {
+        return Ok(());
+    }
+    Err(RetentionError::Archive(format!(
+        "interrupted batch {} records the location {:?}, which is not a name of that batch \
+         ({}); nothing was deleted: check the archive and remove the journal row \
+         (remediation_retention_batches id {}) by hand",
+        pending.batch,
+        pending.location,
+        current.map_or(legacy, |start| format!("{start}{}", "x".repeat(TAG_LEN))),
+        pending.batch
+    )))
+}
+
+/// The data files a batch writes under `location`, summary rows first.
+fn data_files(location: &str) -> [String; 2] {
+    ["remediation_audit", "remediation_audit_events"]
+        .map(|t| format!("{location}/{}", file_name(t)))
+}
+
+/// Creates `dir` and its missing parents, readable by the owner only.
+fn private_dirs(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Makes a written local file readable and writable by the owner only.
+fn private_file(file: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    std::fs::set_permissions(file, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    #[cfg(not(unix))]
+    let _ = file;
+    Ok(())
+}
+
+/// Removes what a local upload that was cut short leaves in a batch's
+/// directory (`{file}#{n}` staging files of the batch's own file names),
+/// then the directory when it is empty; returns how many files went.
+fn remove_local_leftovers(dir: &std::path::Path) -> Result<u64, RetentionError> {
+    let failed =
+        |e: std::io::Error| RetentionError::Archive(format!("cleaning {}: {e}", dir.display()));
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(failed(e)),
+    };
+    let own = ["remediation_audit", "remediation_audit_events"]
+        .map(file_name)
+        .into_iter()
+        .chain(["manifest.json".to_owned()])
+        .collect::<Vec<_>>();
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(failed)?;
+        let name = entry.file_name();
+        let staged = name
+            .to_str()
+            .and_then(|n| n.rsplit_once('#'))
+            .is_some_and(|(base, n)| {
+                own.iter().any(|o| o == base)
+                    && !n.is_empty()
+                    && n.bytes().all(|b| b.is_ascii_digit())
+            });
+        if staged && entry.file_type().map_err(failed)?.is_file() {
+            std::fs::remove_file(entry.path()).map_err(failed)?;
+            removed += 1;
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => tracing::warn!(
+            dir = %dir.display(),
+            "an interrupted batch's directory holds files it did not write; left in place"
+        ),
+        Err(e) => return Err(failed(e)),
+    }
+    Ok(removed)
+}
+
 /// The file name of a table's rows: the live table's name.
 pub(crate) fn file_name(table: &str) -> String {
     format!("{}.jsonl.gz", table.trim_end_matches("_archive"))
@@ -205,10 +385,113 @@ pub(crate) fn hex_sha256(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
 }
 
+/// The error of a create-only write.
+fn put_error(path: &Path, e: object_store::Error) -> StoreError {
+    match e {
+        object_store::Error::AlreadyExists { .. } => sink_error(format!(
+            "{path} already exists and is not overwritten: the batch stops, its rows stay live \
+             and the next run writes under a new name. Names are unique to this database and \
+             batch, so something else writes into this archive: find it"
+        )),
+        e => sink_error(format!("writing {path}: {e}")),
+    }
+}
+
+impl Archive {
+    /// A local batch directory, made owner-only before any file is in it.
+    fn prepare(&self, location: &str) -> Result<(), StoreError> {
+        if let Some(dir) = self.local_path(location) {
+            private_dirs(&dir)
+                .map_err(|e| sink_error(format!("creating {}: {e}", dir.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Creates `path` under a batch's `location` with `body`, failing when
+    /// the name is taken; remembers what it created.
+    async fn put_new(
+        &self,
+        location: &str,
+        path: &Path,
+        body: PutPayload,
+    ) -> Result<(), StoreError> {
+        self.prepare(location)?;
+        let put = self
+            .store
+            .put_opts(path, body, PutMode::Create.into())
+            .await;
+        let mut claims = self
+            .claims
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if claims.location != location {
+            *claims = Claims {
+                location: location.to_owned(),
+                ..Claims::default()
+            };
+        }
+        match put {
+            Ok(_) => {
+                claims.own.push(path.clone());
+                Ok(())
+            }
+            Err(e) => {
+                claims.taken |= matches!(e, object_store::Error::AlreadyExists { .. });
+                Err(put_error(path, e))
+            }
+        }
+    }
+
+    /// Takes a file's name, create-only: an empty object the upload then
+    /// replaces. A name already taken fails here, before any byte is
+    /// written, since multipart uploads cannot be made create-only.
+    async fn claim(&self, location: &str, path: &Path) -> Result<(), StoreError> {
+        self.put_new(location, path, PutPayload::new()).await
+    }
+
+    /// The batch that stopped because a name was taken, if the last one did.
+    pub(crate) fn take_collision(&self) -> Option<Collision> {
+        let mut claims = self
+            .claims
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !claims.taken {
+            return None;
+        }
+        let claims = std::mem::take(&mut *claims);
+        Some(Collision {
+            location: claims.location,
+            own: claims.own,
+        })
+    }
+
+    /// Deletes the objects this process created for a batch whose name
+    /// was taken; the object that was there first is not touched.
+    pub(crate) async fn remove_own(&self, collision: &Collision) -> Result<(), RetentionError> {
+        for path in &collision.own {
+            match self.store.delete(path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(RetentionError::Archive(format!("deleting {path}: {e}"))),
+            }
+        }
+        Ok(())
+    }
+
+    /// A written local file, made owner-only.
+    fn seal(&self, relative: &str) -> Result<(), StoreError> {
+        if let Some(file) = self.local_path(relative) {
+            private_file(&file)
+                .map_err(|e| sink_error(format!("restricting {}: {e}", file.display())))?;
+        }
+        Ok(())
+    }
+}
+
 #[async_trait::async_trait]
 impl ArchiveSink for Archive {
-    fn location(&self, batch: i64) -> String {
-        format!("batch-{batch:012}")
+    fn location(&self, installation: &str, batch: i64) -> String {
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        format!("{installation}/{}-{}", batch_dir(batch), &tag[..TAG_LEN])
     }
 
     async fn write_file(
@@ -219,6 +502,7 @@ impl ArchiveSink for Archive {
     ) -> Result<ArchivedFile, StoreError> {
         let relative = format!("{location}/{}", file_name(table));
         let path = self.path(&relative);
+        self.claim(location, &path).await?;
         let mut upload = BufWriter::new(Arc::clone(&self.store), path.clone());
         // The fastest level: the job shares the machine with ingest, and JSON
         // Lines still shrink several times at it. Compression runs on the
@@ -273,6 +557,7 @@ impl ArchiveSink for Archive {
             .shutdown()
             .await
             .map_err(|e| sink_error(format!("finishing {path}: {e}")))?;
+        self.seal(&relative)?;
         Ok(ArchivedFile {
             table: table.trim_end_matches("_archive").to_owned(),
             path: relative,
@@ -290,11 +575,10 @@ impl ArchiveSink for Archive {
         let body = serde_json::to_vec_pretty(manifest)
             .map_err(|e| sink_error(format!("encoding the manifest: {e}")))?;
         let sha = hex_sha256(&body);
-        let path = self.path(&manifest_path(location));
-        self.store
-            .put(&path, body.into())
-            .await
-            .map_err(|e| sink_error(format!("writing {path}: {e}")))?;
+        let relative = manifest_path(location);
+        let path = self.path(&relative);
+        self.put_new(location, &path, body.into()).await?;
+        self.seal(&relative)?;
         Ok(sha)
     }
 
@@ -317,21 +601,63 @@ mod tests {
         assert!(Archive::default_url("postgres://h/db").ends_with("/remaudit-archive"));
     }
 
+    const INSTALLATION: &str = "6ed23026-a60f-46a1-accd-2b00f2e430bc";
+
+    fn local(dir: &std::path::Path) -> Archive {
+        Archive::open(&format!("file://{}", dir.display())).expect("open")
+    }
+
+    fn pending(batch: i64, location: &str) -> PendingBatch {
+        PendingBatch {
+            batch,
+            location: location.to_owned(),
+            installation: Some(INSTALLATION.to_owned()),
+        }
+    }
+
+    async fn write(archive: &Archive, location: &str, table: &str) -> ArchivedFile {
+        let lines: Vec<Result<String, StoreError>> =
+            (0..3).map(|i| Ok(format!("{{\"id\":{i}}}"))).collect();
+        archive
+            .write_file(location, table, Box::pin(futures::stream::iter(lines)))
+            .await
+            .expect("write")
+    }
+
+    /// Every file under `dir`, relative, sorted.
+    fn files(dir: &std::path::Path) -> Vec<String> {
+        fn walk(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).expect("dir") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    walk(root, &path, out);
+                } else {
+                    let relative = path.strip_prefix(root).expect("under root");
+                    out.push(relative.display().to_string());
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(dir, dir, &mut out);
+        out.sort();
+        out
+    }
+
     #[tokio::test]
     async fn a_written_batch_reads_back_and_removing_it_leaves_no_directory() {
         let dir = tempfile::tempdir().expect("dir");
-        let archive = Archive::open(&format!("file://{}", dir.path().display())).expect("open");
-        let location = archive.location(7);
-        let lines: Vec<Result<String, StoreError>> =
-            (0..3).map(|i| Ok(format!("{{\"id\":{i}}}"))).collect();
-        let file = archive
-            .write_file(
-                &location,
-                "remediation_audit_archive",
-                Box::pin(futures::stream::iter(lines)),
-            )
-            .await
-            .expect("write");
+        let archive = local(dir.path());
+        let location = archive.location(INSTALLATION, 7);
+        let tag = location
+            .strip_prefix(&format!("{INSTALLATION}/batch-000000000007-"))
+            .expect("installation, then batch, then tag");
+        assert_eq!(tag.len(), TAG_LEN, "{location}");
+        assert_ne!(
+            location,
+            archive.location(INSTALLATION, 7),
+            "a fresh tag each time"
+        );
+        let file = write(&archive, &location, "remediation_audit_archive").await;
         assert_eq!((file.rows, file.table.as_str()), (3, "remediation_audit"));
         let bytes = archive
             .read(&file.path)
@@ -340,13 +666,244 @@ mod tests {
             .expect("exists");
         assert_eq!(hex_sha256(&bytes), file.sha256);
         assert_eq!(bytes.len() as u64, file.bytes);
-        assert_eq!(archive.remove(&location).await.expect("remove"), 1);
+        // An upload cut short leaves a staging file beside the batch's files.
+        let batch_dir = dir.path().join(&location);
+        std::fs::write(
+            batch_dir.join("remediation_audit_events.jsonl.gz#1"),
+            b"part",
+        )
+        .expect("staging");
+        assert_eq!(
+            archive
+                .remove(&pending(7, &location))
+                .await
+                .expect("remove"),
+            2
+        );
         assert!(archive.read(&file.path).await.expect("read").is_none());
-        let left: Vec<_> = std::fs::read_dir(dir.path())
-            .expect("dir")
-            .map(|e| e.expect("entry").path())
-            .collect();
-        assert!(left.is_empty(), "the batch directory is gone: {left:?}");
+        assert!(!batch_dir.exists(), "the batch directory is gone");
+        assert!(files(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn remove_refuses_every_name_but_the_batch_own_and_deletes_nothing() {
+        let dir = tempfile::tempdir().expect("dir");
+        let archive = local(dir.path());
+        let mut written = Vec::new();
+        let mut locations = Vec::new();
+        for batch in [1, 2] {
+            let location = archive.location(INSTALLATION, batch);
+            locations.push(location.clone());
+            written.push(
+                write(&archive, &location, "remediation_audit_archive")
+                    .await
+                    .path,
+            );
+        }
+        // A batch from before installation ids, at the top of the archive.
+        written.push(
+            write(&archive, "batch-000000000003", "remediation_audit_archive")
+                .await
+                .path,
+        );
+        // Another database's batch 1 in the same archive.
+        let other = "0d6e4a4e-6cfe-4a1b-9e0e-2f1c0bb7a9d1";
+        written.push(
+            write(
+                &archive,
+                &format!("{other}/batch-000000000001"),
+                "remediation_audit_archive",
+            )
+            .await
+            .path,
+        );
+        let before = files(dir.path());
+        assert_eq!(before.len(), written.len());
+        let one = locations[0].as_str();
+        let tag = &one[one.len() - TAG_LEN..];
+        let refused = [
+            (1, format!("{INSTALLATION}/batch-000000000001")),
+            (1, format!("{INSTALLATION}/batch-000000000001-")),
+            (
+                1,
+                format!("{INSTALLATION}/batch-000000000001-{}", &tag[1..]),
+            ),
+            (1, format!("{INSTALLATION}/batch-000000000001-{tag}0")),
+            (
+                1,
+                format!(
+                    "{INSTALLATION}/batch-000000000001-{}",
+                    tag.to_uppercase()
+                        .replace(|c: char| c.is_ascii_digit(), "A")
+                ),
+            ),
+            (1, format!("{INSTALLATION}/batch-000000000001-../../x")),
+            (1, format!("{INSTALLATION}/batch-000000000001-{tag}/..")),
+            (1, format!("{INSTALLATION}/batch-000000000001-*")),
+            (2, one.to_owned()),
+        ];
+        let more: [(i64, String); 20] = [
+            (1, "".to_owned()),
+            (1, "/".to_owned()),
+            (1, ".".to_owned()),
+            (1, "..".to_owned()),
+            (1, "*".to_owned()),
+            (1, "batch-".to_owned()),
+            (1, INSTALLATION.to_owned()),
+            (1, format!("{INSTALLATION}/")),
+            (1, format!("{INSTALLATION}/batch-")),
+            (1, format!("{INSTALLATION}/batch-000000000002")),
+            (1, format!("{INSTALLATION}/batch-000000000001/..")),
+            (
+                1,
+                format!("{INSTALLATION}/batch-000000000001/remediation_audit.jsonl.gz"),
+            ),
+            (
+                1,
+                format!("{INSTALLATION}/../{INSTALLATION}/batch-000000000001"),
+            ),
+            (1, format!("/{INSTALLATION}/batch-000000000001")),
+            (1, "batch-1".to_owned()),
+            (1, "batch-000000000002".to_owned()),
+            (1, format!("{other}/batch-000000000001")),
+            (
+                1,
+                format!("{}/batch-000000000001", INSTALLATION.to_uppercase()),
+            ),
+            (0, format!("{INSTALLATION}/batch-000000000000")),
+            (-1, format!("{INSTALLATION}/batch--00000000001")),
+        ];
+        for (batch, location) in refused.iter().chain(&more) {
+            let (batch, location) = (*batch, location.as_str());
+            let err = archive
+                .remove(&pending(batch, location))
+                .await
+                .expect_err(location)
+                .to_string();
+            assert!(err.contains("nothing was deleted"), "{location:?}: {err}");
+            assert_eq!(files(dir.path()), before, "{location:?} deleted something");
+        }
+        // Without an installation id only the old name is the batch's own.
+        let unknown = PendingBatch {
+            installation: None,
+            ..pending(1, &format!("{INSTALLATION}/batch-000000000001"))
+        };
+        archive.remove(&unknown).await.expect_err("no installation");
+        assert_eq!(files(dir.path()), before);
+
+        // Its own names remove its files only.
+        assert_eq!(
+            archive
+                .remove(&pending(2, &locations[1]))
+                .await
+                .expect("own"),
+            1
+        );
+        assert_eq!(
+            archive
+                .remove(&pending(3, "batch-000000000003"))
+                .await
+                .expect("old"),
+            1
+        );
+        let left = files(dir.path());
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(
+            left.iter().all(|f| f.contains("/batch-000000000001")),
+            "{left:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_manifest_that_lists_a_file_outside_its_batch_stops_the_removal() {
+        let dir = tempfile::tempdir().expect("dir");
+        let archive = local(dir.path());
+        let keep = write(
+            &archive,
+            &archive.location(INSTALLATION, 1),
+            "remediation_audit_archive",
+        )
+        .await;
+        let location = archive.location(INSTALLATION, 2);
+        let own = write(&archive, &location, "remediation_audit_archive").await;
+        let manifest = Manifest {
+            format: remaudit_store::retention::MANIFEST_FORMAT.to_owned(),
+            batch: 2,
+            installation: Some(INSTALLATION.to_owned()),
+            source: "rows".to_owned(),
+            run_now: chrono::Utc::now(),
+            start_time_min: None,
+            start_time_max: None,
+            files: vec![own, keep.clone()],
+        };
+        archive
+            .write_manifest(&location, &manifest)
+            .await
+            .expect("manifest");
+        let before = files(dir.path());
+        let err = archive
+            .remove(&pending(2, &location))
+            .await
+            .expect_err("stray")
+            .to_string();
+        assert!(err.contains(&keep.path), "{err}");
+        assert_eq!(files(dir.path()), before);
+    }
+
+    #[tokio::test]
+    async fn writes_are_create_only_and_local_files_are_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("dir");
+        let root = dir.path().join("archive");
+        let archive = local(&root);
+        let location = archive.location(INSTALLATION, 4);
+        let file = write(&archive, &location, "remediation_audit_events_archive").await;
+        let manifest = Manifest {
+            format: remaudit_store::retention::MANIFEST_FORMAT.to_owned(),
+            batch: 4,
+            installation: Some(INSTALLATION.to_owned()),
+            source: "rows".to_owned(),
+            run_now: chrono::Utc::now(),
+            start_time_min: None,
+            start_time_max: None,
+            files: vec![file.clone()],
+        };
+        archive
+            .write_manifest(&location, &manifest)
+            .await
+            .expect("manifest");
+        let mode =
+            |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        for d in [root.clone(), root.join(INSTALLATION), root.join(&location)] {
+            assert_eq!(mode(&d), 0o700, "{}", d.display());
+        }
+        for f in [root.join(&file.path), root.join(manifest_path(&location))] {
+            assert_eq!(mode(&f), 0o600, "{}", f.display());
+        }
+        // Writing either again fails and leaves the first bytes.
+        let first = archive
+            .read(&file.path)
+            .await
+            .expect("read")
+            .expect("there");
+        let lines: Vec<Result<String, StoreError>> = vec![Ok("{\"id\":9}".to_owned())];
+        let err = archive
+            .write_file(
+                &location,
+                "remediation_audit_events_archive",
+                Box::pin(futures::stream::iter(lines)),
+            )
+            .await
+            .expect_err("exists")
+            .to_string();
+        assert!(err.contains("already exists"), "{err}");
+        assert_eq!(archive.read(&file.path).await.expect("read"), Some(first));
+        let err = archive
+            .write_manifest(&location, &manifest)
+            .await
+            .expect_err("exists")
+            .to_string();
+        assert!(err.contains("already exists"), "{err}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub use archive::Archive;
 pub use verify::{VerifyReport, all_time, verify};
 
 /// The environment variable that stops a run at a step (crash tests only):
-/// `archive-inserted`, `file-written` or `before-delete`.
+/// `batch-numbered`, `archive-inserted`, `file-written` or `before-delete`.
 pub const CRASH_AT_VAR: &str = "REMAUDIT_RETENTION_CRASH_AT";
 
 /// What went wrong in a retention run.
@@ -107,11 +107,12 @@ impl RunReport {
 pub fn crash_step_from_env() -> Result<Option<Step>, RetentionError> {
     match std::env::var(CRASH_AT_VAR).ok().as_deref() {
         None | Some("") => Ok(None),
+        Some("batch-numbered") => Ok(Some(Step::BatchNumbered)),
         Some("archive-inserted") => Ok(Some(Step::ArchiveInserted)),
         Some("file-written") => Ok(Some(Step::FileWritten)),
         Some("before-delete") => Ok(Some(Step::BeforeDelete)),
         Some(other) => Err(RetentionError::Config(format!(
-            "{CRASH_AT_VAR}={other:?}: use archive-inserted, file-written or before-delete"
+            "{CRASH_AT_VAR}={other:?}: use batch-numbered, archive-inserted, file-written or before-delete"
         ))),
     }
 }
@@ -182,7 +183,13 @@ async fn run_locked(
         .ensure_partitions(now - TimeDelta::weeks(1), now + ahead)
         .await?;
     for pending in store.pending_batches().await? {
-        let removed = archive.remove(&pending.location).await?;
+        // A journal row written before the location went in with it, cut
+        // off before it got one: the batch wrote no file.
+        let removed = if pending.location.is_empty() {
+            0
+        } else {
+            archive.remove(&pending).await?
+        };
         store.forget_batch(pending.batch).await?;
         tracing::warn!(
             batch = pending.batch,
@@ -191,7 +198,23 @@ async fn run_locked(
         );
         report.cleaned.push(pending.batch);
     }
-    while let Some(batch) = store.retire_next(&request, archive).await? {
+    loop {
+        let batch = match store.retire_next(&request, archive).await {
+            Ok(Some(batch)) => batch,
+            Ok(None) => break,
+            Err(e) => {
+                if let Some(collision) = archive.take_collision()
+                    && let Err(settle) = settle(store, archive, &collision).await
+                {
+                    tracing::error!(
+                        location = %collision.location,
+                        error = %settle,
+                        "could not forget a batch whose file name was taken"
+                    );
+                }
+                return Err(e.into());
+            }
+        };
         record(&batch);
         tracing::info!(
             batch = batch.batch,
@@ -205,6 +228,28 @@ async fn run_locked(
         report.batches.push(batch);
     }
     Ok(report)
+}
+
+/// After a batch stopped because one of its file names was already taken
+/// (its rows stayed live): forgets the batch first, so that no later clean-up
+/// deletes by that name the object that was there, then deletes what this
+/// process wrote for it.
+async fn settle(
+    store: &dyn Store,
+    archive: &Archive,
+    collision: &archive::Collision,
+) -> Result<(), RetentionError> {
+    for pending in store.pending_batches().await? {
+        if pending.location == collision.location {
+            store.forget_batch(pending.batch).await?;
+            tracing::warn!(
+                batch = pending.batch,
+                location = %pending.location,
+                "a file name of the batch was taken; the batch is forgotten and its rows stay live"
+            );
+        }
+    }
+    archive.remove_own(collision).await
 }
 
 fn record(batch: &BatchReport) {

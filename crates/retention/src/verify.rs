@@ -87,6 +87,13 @@ pub async fn verify(
                 continue;
             }
         };
+        if manifest.batch != id {
+            problems.push(format!(
+                "batch {id}: the manifest at {} is batch {}'s",
+                manifest_path(&batch.location),
+                manifest.batch
+            ));
+        }
         let ids = store.batch_ids(id).await?;
         for file in &manifest.files {
             let Some(bytes) = archive.read(&file.path).await? else {

@@ -53,6 +53,10 @@ pub enum ApiError {
     Timeout(Duration),
     /// The database cancelled a read that ran past its statement timeout; try again after the delay.
     QueryTimeout(Duration),
+    /// The service is handling as many requests as it may; try again after the delay.
+    Overloaded(Duration),
+    /// The client paused longer than allowed while sending the body.
+    BodyTimeout(Duration),
     /// A fault of the server; details are in its log.
     Internal,
 }
@@ -134,6 +138,24 @@ impl ApiError {
                     after.as_secs()
                 ),
             ),
+            Self::Overloaded(after) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "Too many requests in progress",
+                format!(
+                    "the server is handling as many requests as it may; nothing was stored. Retry after {} s",
+                    after.as_secs().max(1)
+                ),
+            ),
+            Self::BodyTimeout(limit) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "body-timeout",
+                "Request body too slow",
+                format!(
+                    "no part of the body arrived for {} ms; nothing was stored. Send the body without pauses and retry",
+                    limit.as_millis()
+                ),
+            ),
             Self::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -170,7 +192,15 @@ impl IntoResponse for ApiError {
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if let Self::Unavailable(after) | Self::Timeout(after) | Self::QueryTimeout(after) = &self {
+        if let Self::BodyTimeout(_) = &self {
+            // The rest of the body is not read, so the connection cannot be reused.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let Self::Unavailable(after)
+        | Self::Timeout(after)
+        | Self::Overloaded(after)
+        | Self::QueryTimeout(after) = &self
+        {
             let secs = if matches!(self, Self::Timeout(_)) {
                 1
             } else {

@@ -2,4 +2,5 @@
 
 pub(crate) mod analytics;
 pub(crate) mod audit;
+pub(crate) mod body;
 pub(crate) mod health;

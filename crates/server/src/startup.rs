@@ -1,6 +1,9 @@
 //! Building the router and serving it until shutdown.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::{Request, State};
@@ -8,9 +11,15 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use remaudit_store::Store;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
@@ -68,9 +77,37 @@ async fn deadline(State(state): State<AppState>, request: Request, next: Next) -
     }
 }
 
+/// The request limit and what to answer past it.
+#[derive(Clone)]
+struct Shed {
+    permits: Arc<Semaphore>,
+    limit: usize,
+    retry_after: Duration,
+}
+
+/// Answers 503 with `Retry-After` when as many requests as allowed are in
+/// progress, rather than queueing them behind the database.
+async fn shed_load(State(shed): State<Shed>, request: Request, next: Next) -> Response {
+    let Ok(_permit) = shed.permits.try_acquire() else {
+        tracing::warn!(limit = shed.limit, "request shed: too many in progress");
+        return ApiError::Overloaded(shed.retry_after).into_response();
+    };
+    next.run(request).await
+}
+
 /// The service's routes and middleware.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let shed = Shed {
+        permits: Arc::new(Semaphore::new(
+            state
+                .settings
+                .max_concurrent_requests
+                .clamp(1, Semaphore::MAX_PERMITS),
+        )),
+        limit: state.settings.max_concurrent_requests,
+        retry_after: state.settings.retry_after,
+    };
+    let api = Router::new()
         .route(
             "/api/v1/audit/remediation-orchestration",
             post(audit::create).get(audit::list),
@@ -102,10 +139,16 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/audit/analytics/slowest", get(analytics::slowest))
         .route("/api/v1/audit/analytics/failures", get(analytics::failures))
         .route("/api/v1/audit/analytics/retries", get(analytics::retries))
-        .route("/healthz", get(health::healthz))
+        // Readiness asks the database, so it counts; an overloaded replica
+        // reporting not-ready is what should happen.
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
         .route("/api/v1/openapi.json", get(openapi))
+        .route_layer(middleware::from_fn_with_state(shed, shed_load));
+    // Liveness and metrics are answered from memory, even at the limit.
+    let operations = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/metrics", get(health::metrics));
+    api.merge(operations)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), deadline))
         .layer(middleware::from_fn(telemetry::track))
@@ -113,10 +156,17 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` is cancelled, then lets in-flight requests finish.
+/// Serves until `shutdown` is cancelled, then gives requests in flight
+/// `shutdown_grace` to finish before dropping their connections.
+///
+/// HTTP/1.1 only. Each connection must send a request's headers within
+/// `header_read_timeout` (also the keep-alive idle limit), and loses its
+/// connection when it stops reading an answer for `idle_timeout`; at most
+/// `max_connections` are open at once, and further ones wait in the listen
+/// backlog until one closes.
 ///
 /// # Errors
-/// When the listener fails.
+/// None today; the signature keeps room for listener failures.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -135,10 +185,204 @@ pub async fn serve(
             }
         })
     };
+    let settings = state.settings.clone();
     let app = router(state);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        // Bounds what a connection buffers from the socket (headers, body chunks).
+        .max_buf_size(MAX_READ_BUFFER);
+    let builder = Arc::new(builder);
+    // One permit per open connection; when shutting down, holding them all
+    // means every connection has closed.
+    let slots = u32::try_from(settings.max_connections.max(1)).unwrap_or(u32::MAX);
+    let open = Arc::new(Semaphore::new(slots as usize));
+    let dropped = CancellationToken::new();
+    loop {
+        let slot = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            slot = open.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
+        let stream = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    accept_failed(&e, &shutdown).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = Connection {
+            app: app.clone(),
+            builder: builder.clone(),
+            idle_timeout: settings.idle_timeout,
+            shutdown: shutdown.clone(),
+            dropped: dropped.clone(),
+        };
+        tokio::spawn(connection.run(stream, slot));
+    }
+    drop(listener);
+    let grace = settings.shutdown_grace;
+    if tokio::time::timeout(grace, open.acquire_many(slots))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            open = slots as usize - open.available_permits(),
+            "shutdown grace period over; dropping connections still open"
+        );
+        dropped.cancel();
+        let _ = open.acquire_many(slots).await;
+    }
     upkeep.abort();
-    result
+    Ok(())
+}
+
+/// Largest buffer a connection keeps for what it reads: 1,024 connections
+/// sending headers slowly hold at most 64 MiB.
+const MAX_READ_BUFFER: usize = 64 * 1024;
+
+/// Waits out an accept error: at once for errors of one connection, a
+/// second for the others (out of file descriptors) so the loop does not spin.
+async fn accept_failed(err: &std::io::Error, shutdown: &CancellationToken) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        err.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %err, "cannot accept connections; retrying in 1 s");
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+    }
+}
+
+/// What one connection's task needs.
+struct Connection {
+    app: Router,
+    builder: Arc<http1::Builder>,
+    idle_timeout: Duration,
+    shutdown: CancellationToken,
+    dropped: CancellationToken,
+}
+
+impl Connection {
+    /// Serves one connection until it closes, shutdown ends it gracefully, or
+    /// the grace period is over; `slot` is released when it ends.
+    async fn run(self, stream: TcpStream, slot: OwnedSemaphorePermit) {
+        let io = TokioIo::new(StallLimit::new(stream, self.idle_timeout));
+        let service = TowerToHyperService::new(self.app);
+        let connection = self.builder.serve_connection(io, service);
+        tokio::pin!(connection);
+        let ended = tokio::select! {
+            ended = connection.as_mut() => ended,
+            () = self.shutdown.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                tokio::select! {
+                    ended = connection.as_mut() => ended,
+                    () = self.dropped.cancelled() => Ok(()),
+                }
+            }
+        };
+        if let Err(e) = ended {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+        drop(slot);
+    }
+}
+
+/// A socket whose writes fail once they have waited `limit` for the peer to
+/// read: a client that stops reading its answer cannot hold the connection
+/// (and the answer's memory) forever.
+struct StallLimit {
+    inner: TcpStream,
+    limit: Duration,
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl StallLimit {
+    fn new(inner: TcpStream, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+}
+
+/// Tracks how long a write has been pending, failing it past the limit.
+fn stall<T>(
+    polled: Poll<std::io::Result<T>>,
+    stalled: &mut Option<Pin<Box<Sleep>>>,
+    limit: Duration,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<T>> {
+    if polled.is_ready() {
+        *stalled = None;
+        return polled;
+    }
+    let timer = stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+    match timer.as_mut().poll(cx) {
+        Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client stopped reading the answer",
+        ))),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+impl AsyncRead for StallLimit {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for StallLimit {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        stall(polled, &mut this.stalled, this.limit, cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        stall(polled, &mut this.stalled, this.limit, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        stall(polled, &mut this.stalled, this.limit, cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_shutdown(cx);
+        stall(polled, &mut this.stalled, this.limit, cx)
+    }
 }

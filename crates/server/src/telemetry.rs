@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -71,10 +72,29 @@ fn describe() {
     );
 }
 
-/// Records each request's latency by method, matched route and status.
+/// The `method` label: a standard method's name, or `other` for any method a
+/// client made up (each would otherwise be a new series).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+/// Records each request's latency by method, matched route and status; every
+/// label is from a closed set (standard methods or `other`, route templates or
+/// `unmatched`, the statuses the service answers).
 pub(crate) async fn track(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     // The route template, never the raw path: labels stay bounded.
     let route = request
         .extensions()

@@ -6,9 +6,9 @@
 //! One batch moves in one database transaction: copy the rows and their
 //! events into the archive tables, write the batch's files, then remove the
 //! rows from the live tables and mark the batch done. The batch is recorded as
-//! `pending` (in its own commit) before any file is written, so a crash at any
-//! point leaves the rows live and at most some files of a pending batch, which
-//! the next run removes before it starts.
+//! `pending`, with its location, in its own commit before any file is
+//! written, so a crash at any point leaves the rows live and at most some
+//! files of a pending batch, which the next run removes before it starts.
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use futures::stream::BoxStream;
@@ -68,6 +68,8 @@ pub struct RetireRequest {
 /// A point in a batch where the job can be stopped, for crash tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
+    /// The batch has its number, and its journal row is not yet committed.
+    BatchNumbered,
     /// The rows are copied into the archive tables (not yet committed).
     ArchiveInserted,
     /// The files and manifest are written.
@@ -101,6 +103,10 @@ pub struct Manifest {
     pub format: String,
     /// Batch number (the journal's id).
     pub batch: i64,
+    /// The installation id of the database that wrote the batch; absent in
+    /// manifests written before installation ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installation: Option<String>,
     /// Where the rows came from: `rows` or a partition name.
     pub source: String,
     /// The run's clock.
@@ -119,8 +125,9 @@ pub const MANIFEST_FORMAT: &str = "remaudit-archive/1";
 /// Where archive files go; the retention job implements it over object storage.
 #[async_trait::async_trait]
 pub trait ArchiveSink: Send + Sync {
-    /// The location (object prefix) of batch `batch`'s files.
-    fn location(&self, batch: i64) -> String;
+    /// The location (object prefix) of batch `batch`'s files, for the
+    /// database whose installation id is `installation`.
+    fn location(&self, installation: &str, batch: i64) -> String;
 
     /// Writes one compressed file of `lines` under `location`.
     async fn write_file(
@@ -166,8 +173,12 @@ pub struct PendingBatch {
     /// Batch number.
     #[sqlx(rename = "id")]
     pub batch: i64,
-    /// Where its files may be.
+    /// Where its files may be; empty when the batch was interrupted before
+    /// it had a location (a journal row from before the location was written
+    /// with the row), and so wrote no file.
     pub location: String,
+    /// This database's installation id; `None` before its migration.
+    pub installation: Option<String>,
 }
 
 /// How many rows of one start day a run would move.
@@ -250,8 +261,23 @@ impl std::fmt::Debug for RetentionLock {
 }
 
 /// Selects the pending batches; the same text on both backends.
-pub(crate) const PENDING_SQL: &str =
-    "SELECT id, location FROM remediation_retention_batches WHERE state = 'pending' ORDER BY id";
+pub(crate) const PENDING_SQL: &str = "SELECT id, location, \
+    (SELECT CAST(i.id AS TEXT) FROM remaudit_installation i) AS installation \
+    FROM remediation_retention_batches WHERE state = 'pending' ORDER BY id";
+
+/// Selects the installation id as text; the same text on both backends.
+pub(crate) const INSTALLATION_SQL: &str = "SELECT CAST(id AS TEXT) FROM remaudit_installation";
+
+/// The installation id [`INSTALLATION_SQL`] found, when it is a UUID.
+pub(crate) fn installation(found: Option<String>) -> Result<String, StoreError> {
+    match found {
+        Some(id) if uuid::Uuid::try_parse(&id).is_ok() => Ok(id),
+        other => Err(StoreError::Schema(format!(
+            "the database's installation id is {other:?}, not a UUID: run `remaudit migrate` \
+             (migration 4 makes it) and never edit the table remaudit_installation"
+        ))),
+    }
+}
 
 /// The ids of a batch's archived summary rows and events, `$1` the batch;
 /// the same text on both backends.
@@ -335,6 +361,7 @@ impl Manifest {
     /// A manifest of batch `batch` whose files are still to be written.
     pub(crate) fn new(
         batch: i64,
+        installation: &str,
         source: &str,
         run_now: DateTime<Utc>,
         start_time_min: Option<DateTime<Utc>>,
@@ -343,6 +370,7 @@ impl Manifest {
         Self {
             format: MANIFEST_FORMAT.to_owned(),
             batch,
+            installation: Some(installation.to_owned()),
             source: source.to_owned(),
             run_now,
             start_time_min,

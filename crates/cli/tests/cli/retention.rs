@@ -11,7 +11,12 @@ use remaudit_testkit::{PgDb, SqliteDb};
 
 use crate::helpers::remaudit;
 
-const STEPS: [&str; 3] = ["archive-inserted", "file-written", "before-delete"];
+const STEPS: [&str; 4] = [
+    "batch-numbered",
+    "archive-inserted",
+    "file-written",
+    "before-delete",
+];
 
 fn text(output: &Output) -> String {
     format!(
@@ -102,17 +107,43 @@ async fn assert_each_row_in_one_place(pool: &sqlx::PgPool, written: Written, whe
     assert_eq!(doubled, 0, "{when}: rows in two places");
 }
 
-/// Batch directories in the archive directory.
+/// Batch directories in the archive directory, `{installation}/batch-…`.
 fn batch_dirs(dir: &std::path::Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut names: Vec<String> = archive_files(dir)
+        .into_keys()
+        .filter_map(|f| f.rsplit_once('/').map(|(d, _)| d.to_owned()))
+        .collect();
     names.sort();
+    names.dedup();
     names
+}
+
+/// Every file under `dir` (path relative to it, with `/`) and its bytes.
+fn archive_files(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    fn walk(
+        root: &std::path::Path,
+        dir: &std::path::Path,
+        out: &mut std::collections::BTreeMap<String, Vec<u8>>,
+    ) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let name = path.strip_prefix(root).expect("under root");
+                out.insert(
+                    name.display().to_string(),
+                    std::fs::read(&path).expect("read"),
+                );
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
 }
 
 async fn crash_and_rerun(partitioned: bool) {
@@ -159,7 +190,16 @@ async fn crash_and_rerun(partitioned: bool) {
             "SELECT count(*) FROM remediation_retention_batches WHERE state = 'pending'",
         )
         .await;
-        assert!(pending >= 1, "the interrupted batch is recorded as pending");
+        // Killed before its journal row, a batch leaves nothing to clean.
+        if step != "batch-numbered" {
+            assert!(pending >= 1, "the interrupted batch is recorded as pending");
+        }
+        let unplaced = count(
+            &pool,
+            "SELECT count(*) FROM remediation_retention_batches WHERE location = ''",
+        )
+        .await;
+        assert_eq!(unplaced, 0, "killed at {step}: a batch without a location");
     }
     let out = retention(&args, &[]);
     assert!(out.status.success(), "{}", text(&out));
@@ -252,6 +292,37 @@ async fn archives_to_an_s3_compatible_server_and_verifies() {
     assert!(verified.status.success(), "{}", text(&verified));
     assert!(text(&verified).contains(&format!("({archived} remediations")));
 
+    // A second installation on the same prefix numbers its batches alike,
+    // and neither overwrites the other's objects.
+    let other = PgDb::create().await;
+    let other_written = load(other.store().await.as_ref(), clock()).await;
+    let out = retention(
+        &[
+            "run",
+            "--database-url",
+            other.url(),
+            "--archive-url",
+            url,
+            "--now",
+            &now,
+        ],
+        &env,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_each_row_in_one_place(
+        &other.pool().await,
+        other_written,
+        "the second installation",
+    )
+    .await;
+    for db_url in [db.url(), other.url()] {
+        let verified = retention(
+            &["verify", "--database-url", db_url, "--archive-url", url],
+            &env,
+        );
+        assert!(verified.status.success(), "{}", text(&verified));
+    }
+
     // A damaged file is found: replace one with other bytes.
     let location: String = sqlx::query_scalar(
         "SELECT location FROM remediation_retention_batches WHERE state = 'done' ORDER BY id LIMIT 1",
@@ -271,6 +342,19 @@ async fn archives_to_an_s3_compatible_server_and_verifies() {
     let path = object_store::path::Path::from(format!(
         "remaudit/prod/{location}/remediation_audit.jsonl.gz"
     ));
+    // The server refuses a create-only write to a taken name, as every
+    // archive write is: nothing the job writes can replace an object.
+    let again = object_store::ObjectStore::put_opts(
+        &s3,
+        &path,
+        "again".into(),
+        object_store::PutMode::Create.into(),
+    )
+    .await;
+    assert!(
+        matches!(again, Err(object_store::Error::AlreadyExists { .. })),
+        "{again:?}"
+    );
     object_store::ObjectStoreExt::put(&s3, &path, "not gzip".into())
         .await
         .expect("overwrite a file");
@@ -335,12 +419,10 @@ async fn a_dry_run_counts_per_day_and_changes_nothing() {
         written.remediations,
         "nothing moved"
     );
+    let archive =
+        std::path::Path::new(&db.url()["sqlite://".len()..]).with_file_name("remaudit-archive");
     assert!(
-        !db.url().is_empty()
-            && !std::path::Path::new(&db.url()["sqlite://".len()..])
-                .with_file_name("remaudit-archive")
-                .join("batch-000000000001")
-                .exists(),
+        archive_files(&archive).is_empty(),
         "a dry run writes no files"
     );
 }
@@ -455,4 +537,378 @@ async fn serve_runs_retention_at_start_up_and_reports_it_in_metrics() {
             .is_some_and(|d| d.join("remaudit-archive").is_dir()),
         "the archive sits beside the database"
     );
+}
+
+/// A connection pool of either backend.
+enum Pool {
+    Pg(sqlx::PgPool),
+    Sqlite(sqlx::SqlitePool),
+}
+
+/// A database of either backend, for the SQL a test runs beside the CLI.
+struct Db {
+    url: String,
+    pool: Pool,
+    /// Keeps a test database (or its directory) until the test ends.
+    _owned: Option<Box<dyn std::any::Any>>,
+}
+
+impl Db {
+    /// The SQLite database at `url`.
+    async fn sqlite(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            pool: Pool::Sqlite(sqlx::SqlitePool::connect(url).await.expect("pool")),
+            _owned: None,
+        }
+    }
+
+    /// A new database holding 120 days of history.
+    async fn with_history(postgres: bool) -> (Self, Written) {
+        if postgres {
+            let db = PgDb::create().await;
+            let written = load(db.store().await.as_ref(), clock()).await;
+            let pool = Pool::Pg(db.pool().await);
+            let url = db.url().to_owned();
+            let db = Self {
+                url,
+                pool,
+                _owned: Some(Box::new(db)),
+            };
+            (db, written)
+        } else {
+            let owned = SqliteDb::create();
+            let store = owned.store().await;
+            let written = load(store.as_ref(), clock()).await;
+            store.close().await;
+            let mut db = Self::sqlite(&owned.url()).await;
+            db._owned = Some(Box::new(owned));
+            (db, written)
+        }
+    }
+
+    fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    async fn scalar(&self, sql: &str) -> i64 {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match &self.pool {
+            Pool::Pg(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+            Pool::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+        }
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    async fn text(&self, sql: &str) -> Vec<String> {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match &self.pool {
+            Pool::Pg(pool) => sqlx::query_scalar(sql).fetch_all(pool).await,
+            Pool::Sqlite(pool) => sqlx::query_scalar(sql).fetch_all(pool).await,
+        }
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// (live, archived) summary rows and events, and rows in both places.
+    async fn places(&self) -> [i64; 5] {
+        [
+            self.scalar("SELECT count(*) FROM remediation_audit").await,
+            self.scalar("SELECT count(*) FROM remediation_audit_archive")
+                .await,
+            self.scalar("SELECT count(*) FROM remediation_audit_events")
+                .await,
+            self.scalar("SELECT count(*) FROM remediation_audit_events_archive")
+                .await,
+            self.scalar(
+                "SELECT (SELECT count(*) FROM remediation_audit r JOIN remediation_audit_archive a ON a.id = r.id) \
+                 + (SELECT count(*) FROM remediation_audit_events e JOIN remediation_audit_events_archive a ON a.id = e.id)",
+            )
+            .await,
+        ]
+    }
+
+    async fn assert_each_row_in_one_place(&self, written: Written, when: &str) {
+        let [live, archived, live_events, archived_events, doubled] = self.places().await;
+        assert_eq!(
+            live + archived,
+            written.remediations,
+            "{when}: summary rows"
+        );
+        assert_eq!(
+            live_events + archived_events,
+            written.events,
+            "{when}: events"
+        );
+        assert_eq!(doubled, 0, "{when}: rows in two places");
+    }
+}
+
+/// `retention run` at `now`, with the archive at `archive_url` (the default
+/// beside the database when `None`).
+fn run_at(
+    db: &str,
+    archive_url: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+    crash: Option<&str>,
+) -> Output {
+    let now = now.to_rfc3339();
+    let mut args = vec![
+        "run",
+        "--database-url",
+        db,
+        "--now",
+        &now,
+        "--retention-batch-rows",
+        "20",
+    ];
+    if let Some(url) = archive_url {
+        args.extend(["--archive-url", url]);
+    }
+    let env: Vec<(String, String)> = crash
+        .map(|step| (CRASH_AT_VAR.to_owned(), step.to_owned()))
+        .into_iter()
+        .collect();
+    retention(&args, &env)
+}
+
+fn verify_ok(db: &str, archive_url: Option<&str>) -> String {
+    let mut args = vec!["verify", "--database-url", db];
+    if let Some(url) = archive_url {
+        args.extend(["--archive-url", url]);
+    }
+    let out = retention(&args, &[]);
+    assert!(out.status.success(), "verify: {}", text(&out));
+    text(&out)
+}
+
+/// Every file of `before` is still in `dir`, byte for byte.
+fn assert_intact(
+    dir: &std::path::Path,
+    before: &std::collections::BTreeMap<String, Vec<u8>>,
+    when: &str,
+) {
+    let now = archive_files(dir);
+    for (name, bytes) in before {
+        assert!(
+            now.get(name) == Some(bytes),
+            "{when}: {name} was removed or changed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sqlite_killed_at_each_step_then_rerun_keeps_every_earlier_batch_and_verifies() {
+    let (db, written) = Db::with_history(false).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("file://{}", dir.path().display());
+    // Earlier batches: the rows that were due two weeks before the clock.
+    let out = run_at(&db.url(), Some(&url), clock() - TimeDelta::days(14), None);
+    assert!(out.status.success(), "{}", text(&out));
+    let earlier = archive_files(dir.path());
+    assert!(
+        earlier.len() >= 6,
+        "a few batches of three files: {earlier:?}"
+    );
+    for step in STEPS {
+        let out = run_at(&db.url(), Some(&url), clock(), Some(step));
+        assert!(
+            !out.status.success(),
+            "the run stops at {step}: {}",
+            text(&out)
+        );
+        assert!(text(&out).contains("stopping at"), "{}", text(&out));
+        db.assert_each_row_in_one_place(written, &format!("killed at {step}"))
+            .await;
+        assert_eq!(
+            db.scalar("SELECT count(*) FROM remediation_retention_batches WHERE location = ''")
+                .await,
+            0,
+            "killed at {step}: a batch without a location"
+        );
+        assert_intact(dir.path(), &earlier, &format!("killed at {step}"));
+    }
+    let out = run_at(&db.url(), Some(&url), clock(), None);
+    assert!(out.status.success(), "{}", text(&out));
+    db.assert_each_row_in_one_place(written, "after the full run")
+        .await;
+    assert_intact(dir.path(), &earlier, "after the full run");
+    let done = db
+        .text("SELECT location FROM remediation_retention_batches WHERE state = 'done' ORDER BY location")
+        .await;
+    assert_eq!(
+        batch_dirs(dir.path()),
+        done,
+        "no directory but the finished batches'"
+    );
+    let archived = db.places().await[1];
+    assert!(verify_ok(&db.url(), Some(&url)).contains(&format!("({archived} remediations")));
+}
+
+/// An older version recorded a batch's number, then its location, in two
+/// commits; killed between them it left a pending batch with an empty
+/// location, whose clean-up then removed the whole archive.
+async fn a_pending_batch_without_a_location_removes_no_file(postgres: bool) {
+    let (db, written) = Db::with_history(postgres).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("file://{}", dir.path().display());
+    let out = run_at(&db.url(), Some(&url), clock() - TimeDelta::days(14), None);
+    assert!(out.status.success(), "{}", text(&out));
+    // The state such a kill leaves, exactly; and a batch of the old layout
+    // (no installation directory) killed after writing a file.
+    db.text(
+        "INSERT INTO remediation_retention_batches (run_now, source, location) \
+         VALUES ('2026-08-01T00:00:00Z', 'rows', '') RETURNING CAST(id AS TEXT)",
+    )
+    .await;
+    let old = db
+        .text(
+            "INSERT INTO remediation_retention_batches (run_now, source, location) \
+             VALUES ('2026-08-01T00:00:00Z', 'rows', 'pending') RETURNING CAST(id AS TEXT)",
+        )
+        .await[0]
+        .parse::<i64>()
+        .expect("id");
+    let old_location = format!("batch-{old:012}");
+    db.text(&format!(
+        "UPDATE remediation_retention_batches SET location = '{old_location}' WHERE id = {old} RETURNING location"
+    ))
+    .await;
+    std::fs::create_dir(dir.path().join(&old_location)).expect("old batch dir");
+    std::fs::write(
+        dir.path()
+            .join(&old_location)
+            .join("remediation_audit.jsonl.gz"),
+        b"partial",
+    )
+    .expect("old file");
+    std::fs::write(dir.path().join("operator-notes.txt"), b"kept").expect("notes");
+    let mut earlier = archive_files(dir.path());
+    earlier.remove(&format!("{old_location}/remediation_audit.jsonl.gz"));
+    assert!(earlier.len() >= 7, "{earlier:?}");
+
+    let out = run_at(&db.url(), Some(&url), clock(), None);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("removed the files of interrupted batch {old}")),
+        "{}",
+        text(&out)
+    );
+    assert_intact(dir.path(), &earlier, "after the run");
+    assert!(
+        !dir.path().join(&old_location).exists(),
+        "the old batch's own files went"
+    );
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM remediation_retention_batches WHERE state = 'pending'")
+            .await,
+        0
+    );
+    db.assert_each_row_in_one_place(written, "after the run")
+        .await;
+    verify_ok(&db.url(), Some(&url));
+}
+
+#[tokio::test]
+async fn sqlite_a_pending_batch_left_without_a_location_removes_no_file() {
+    a_pending_batch_without_a_location_removes_no_file(false).await;
+}
+
+#[tokio::test]
+async fn postgres_a_pending_batch_left_without_a_location_removes_no_file() {
+    a_pending_batch_without_a_location_removes_no_file(true).await;
+}
+
+#[tokio::test]
+async fn two_sqlite_databases_in_one_directory_share_the_default_archive_without_overwriting() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("dir");
+    let mut dbs = Vec::new();
+    for name in ["a.db", "b.db"] {
+        let url = format!("sqlite://{}/{name}", dir.path().display());
+        let store = remaudit_store::connect(&url, remaudit_store::PoolSettings::default())
+            .await
+            .expect("open");
+        let written = load(store.as_ref(), clock()).await;
+        store.close().await;
+        dbs.push((url, written));
+    }
+    let archive = dir.path().join("remaudit-archive");
+    let (a, _) = &dbs[0];
+    let out = run_at(a, None, clock(), None);
+    assert!(out.status.success(), "{}", text(&out));
+    let a_files = archive_files(&archive);
+    assert!(!a_files.is_empty());
+    // The same batch numbers, the same archive directory.
+    let (b, _) = &dbs[1];
+    let out = run_at(b, None, clock(), None);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_intact(&archive, &a_files, "after the second database's run");
+    let all = archive_files(&archive);
+    assert_eq!(
+        all.len(),
+        2 * a_files.len(),
+        "each database has its own files"
+    );
+    let installations: std::collections::BTreeSet<&str> =
+        all.keys().filter_map(|f| f.split('/').next()).collect();
+    assert_eq!(installations.len(), 2, "{installations:?}");
+    for (url, written) in &dbs {
+        let verified = verify_ok(url, None);
+        assert!(verified.contains("verified"), "{verified}");
+        Db::sqlite(url)
+            .await
+            .assert_each_row_in_one_place(*written, url)
+            .await;
+    }
+    // A local archive is the owner's alone.
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&archive), 0o700);
+    for name in all.keys() {
+        let file = archive.join(name);
+        assert_eq!(mode(&file), 0o600, "{name}");
+        let mut parent = file.parent();
+        while let Some(d) = parent.filter(|d| *d != archive) {
+            assert_eq!(mode(d), 0o700, "{}", d.display());
+            parent = d.parent();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_copy_of_a_sqlite_database_beside_it_shares_its_installation_id_but_no_file_name() {
+    let dir = tempfile::tempdir().expect("dir");
+    let original = format!("sqlite://{}/audit.db", dir.path().display());
+    let store = remaudit_store::connect(&original, remaudit_store::PoolSettings::default())
+        .await
+        .expect("open");
+    let written = load(store.as_ref(), clock()).await;
+    store.close().await;
+    // The operator copies the file (a test instance, a backup put back).
+    std::fs::copy(dir.path().join("audit.db"), dir.path().join("copy.db")).expect("copy");
+    let copy = format!("sqlite://{}/copy.db", dir.path().display());
+    let ids = |url: String| async move {
+        Db::sqlite(&url)
+            .await
+            .text("SELECT id FROM remaudit_installation")
+            .await
+    };
+    assert_eq!(ids(original.clone()).await, ids(copy.clone()).await);
+
+    let archive = dir.path().join("remaudit-archive");
+    let out = run_at(&original, None, clock(), None);
+    assert!(out.status.success(), "{}", text(&out));
+    let first = archive_files(&archive);
+    // The copy numbers its batches as the original did.
+    let out = run_at(&copy, None, clock(), None);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_intact(&archive, &first, "after the copy's run");
+    assert_eq!(archive_files(&archive).len(), 2 * first.len());
+    for url in [&original, &copy] {
+        verify_ok(url, None);
+        Db::sqlite(url)
+            .await
+            .assert_each_row_in_one_place(written, url)
+            .await;
+    }
 }

@@ -47,6 +47,9 @@ pub struct PublisherConfig {
     pub min_backoff: Duration,
     /// Longest retry delay (`REMAUDIT_PUBLISHER_MAX_BACKOFF_MS`; default 30 s).
     pub max_backoff: Duration,
+    /// Longest `Retry-After` honoured (`REMAUDIT_PUBLISHER_MAX_RETRY_AFTER_MS`;
+    /// default 300 s): a service that asks for more is tried again after this.
+    pub max_retry_after: Duration,
 }
 
 impl Default for PublisherConfig {
@@ -65,6 +68,7 @@ impl Default for PublisherConfig {
             request_timeout: Duration::from_secs(10),
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(300),
         }
     }
 }
@@ -144,6 +148,9 @@ impl PublisherConfig {
         }
         if let Some(v) = ms("REMAUDIT_PUBLISHER_MAX_BACKOFF_MS")? {
             c.max_backoff = Duration::from_millis(v);
+        }
+        if let Some(v) = ms("REMAUDIT_PUBLISHER_MAX_RETRY_AFTER_MS")? {
+            c.max_retry_after = Duration::from_millis(v);
         }
         c.batch_records = c.batch_records.clamp(1, 1000);
         c.memory_records = c.memory_records.max(1);

@@ -17,33 +17,50 @@ use crate::metrics as m;
 use crate::spool::SpoolReader;
 
 /// Path of the batch endpoint.
-const BATCH_PATH: &str = "/api/v1/audit/remediation-orchestration/batch";
-
-/// Longest `Retry-After` honoured; a larger one is capped here.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+pub(super) const BATCH_PATH: &str = "/api/v1/audit/remediation-orchestration/batch";
 
 #[derive(Deserialize)]
 struct BatchAnswer {
     items: Vec<ItemAnswer>,
 }
 
+/// What the service did with one record of a batch. A status this client
+/// does not know fails to decode, so the batch is retried rather than its
+/// records taken as answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ItemStatus {
+    Created,
+    Duplicate,
+    /// Same idempotency key as a stored record, different content.
+    Conflict,
+    Rejected,
+}
+
 #[derive(Deserialize)]
 struct ItemAnswer {
     index: usize,
-    status: String,
+    status: ItemStatus,
     #[serde(default)]
     errors: serde_json::Value,
 }
 
+/// Final answers for the records of one request, by kind.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Tally {
+    created: u64,
+    duplicates: u64,
+    conflicts: u64,
+    rejected: u64,
+}
+
 /// What one request achieved.
+#[derive(Debug)]
 enum Sent {
     /// The service answered for every record.
-    Answered {
-        created: u64,
-        duplicates: u64,
-        rejected: u64,
-    },
-    /// The batch was too large: send it in halves.
+    Answered(Tally),
+    /// The service refused the batch as a whole (too large, or one record
+    /// spoiled it): send it in halves until each record gets its own answer.
     Split,
     /// Try again later, not before `retry_after` when the service said so.
     Retry {
@@ -66,7 +83,8 @@ fn json_array(entries: &[Entry]) -> Bytes {
     body.freeze()
 }
 
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+/// The `Retry-After` of an answer in seconds, at most `cap`.
+fn retry_after(headers: &reqwest::header::HeaderMap, cap: Duration) -> Option<Duration> {
     headers
         .get(reqwest::header::RETRY_AFTER)?
         .to_str()
@@ -74,10 +92,54 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .trim()
         .parse::<u64>()
         .ok()
-        .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER))
+        .map(|s| Duration::from_secs(s).min(cap))
 }
 
-async fn post(http: &reqwest::Client, url: &str, entries: &[Entry]) -> Sent {
+/// Counts the per-record answers of a batch of `records`, or says why the
+/// answer cannot be trusted for every record (then nothing is logged as final).
+fn tally(answer: BatchAnswer, records: usize) -> Result<Tally, String> {
+    let mut seen = vec![false; records];
+    for item in &answer.items {
+        match seen.get_mut(item.index) {
+            Some(seen) if !*seen => *seen = true,
+            Some(_) => return Err(format!("record {} answered twice", item.index)),
+            None => {
+                return Err(format!(
+                    "answer for record {} of a batch of {records}",
+                    item.index
+                ));
+            }
+        }
+    }
+    if let Some(missing) = seen.iter().position(|s| !s) {
+        return Err(format!("no answer for record {missing}"));
+    }
+    let mut tally = Tally::default();
+    for item in answer.items {
+        match item.status {
+            ItemStatus::Created => tally.created += 1,
+            ItemStatus::Duplicate => tally.duplicates += 1,
+            ItemStatus::Conflict => {
+                tally.conflicts += 1;
+                tracing::warn!(
+                    index = item.index,
+                    "the audit service already holds a different record with this record's event_id and start_time; it will not be retried"
+                );
+            }
+            ItemStatus::Rejected => {
+                tally.rejected += 1;
+                tracing::warn!(
+                    index = item.index,
+                    errors = %item.errors,
+                    "the audit service rejected a record as invalid; it will not be retried"
+                );
+            }
+        }
+    }
+    Ok(tally)
+}
+
+async fn post(http: &reqwest::Client, url: &str, entries: &[Entry], cap: Duration) -> Sent {
     let response = match http
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -94,51 +156,63 @@ async fn post(http: &reqwest::Client, url: &str, entries: &[Entry]) -> Sent {
         }
     };
     let status = response.status().as_u16();
-    let after = retry_after(response.headers());
+    let after = retry_after(response.headers(), cap);
     match status {
-        200..=299 => match response.json::<BatchAnswer>().await {
-            Ok(answer) => {
-                let (mut created, mut duplicates, mut rejected) = (0, 0, 0);
-                for item in answer.items {
-                    match item.status.as_str() {
-                        "created" => created += 1,
-                        "duplicate" => duplicates += 1,
-                        _ => {
-                            rejected += 1;
-                            tracing::warn!(
-                                index = item.index,
-                                errors = %item.errors,
-                                "the audit service rejected a record as invalid; it will not be retried"
-                            );
-                        }
+        200..=299 => {
+            let answer = match response.json::<BatchAnswer>().await {
+                Ok(answer) => tally(answer, entries.len()),
+                Err(e) => Err(e.to_string()),
+            };
+            match answer {
+                Ok(tally) => Sent::Answered(tally),
+                Err(why) => {
+                    // A server newer than this client (an unknown status) or
+                    // a broken proxy: keep the records and say so loudly.
+                    tracing::error!(
+                        status,
+                        records = entries.len(),
+                        %why,
+                        "cannot read the audit service's answer to a batch; the batch will be sent again (is the server newer than this client?)"
+                    );
+                    Sent::Retry {
+                        retry_after: after,
+                        why: format!("unreadable answer: {why}"),
                     }
                 }
-                Sent::Answered {
-                    created,
-                    duplicates,
-                    rejected,
-                }
             }
-            Err(e) => Sent::Retry {
-                retry_after: after,
-                why: format!("unreadable answer: {e}"),
-            },
-        },
-        413 if entries.len() > 1 => Sent::Split,
-        400 | 413 | 422 => {
+        }
+        400 | 409 | 413 | 422 if entries.len() > 1 => Sent::Split,
+        400 | 409 | 413 | 422 => {
             let body = response.text().await.unwrap_or_default();
-            tracing::error!(status, %body, records = entries.len(), "the audit service refused a whole batch; it will not be retried");
-            Sent::Answered {
-                created: 0,
-                duplicates: 0,
-                rejected: entries.len() as u64,
+            let mut tally = Tally::default();
+            if status == 409 {
+                tally.conflicts = 1;
+                tracing::warn!(status, %body, "the audit service already holds a different record with this record's event_id and start_time; it will not be retried");
+            } else {
+                tally.rejected = 1;
+                tracing::warn!(status, %body, "the audit service refused a record; it will not be retried");
             }
+            Sent::Answered(tally)
         }
         _ => Sent::Retry {
             retry_after: after,
             why: format!("status {status}"),
         },
     }
+}
+
+/// Counts final answers in the metrics and the publisher's totals.
+fn count(shared: &Shared, t: Tally) {
+    metrics::counter!(m::RECORDS, "outcome" => "created").increment(t.created);
+    metrics::counter!(m::RECORDS, "outcome" => "duplicate").increment(t.duplicates);
+    metrics::counter!(m::RECORDS, "outcome" => "conflict").increment(t.conflicts);
+    metrics::counter!(m::RECORDS, "outcome" => "rejected").increment(t.rejected);
+    metrics::counter!(m::PUBLISH_FAILURES).increment(t.conflicts + t.rejected);
+    let c = &shared.counters;
+    c.created.fetch_add(t.created, Ordering::Relaxed);
+    c.duplicates.fetch_add(t.duplicates, Ordering::Relaxed);
+    c.conflicts.fetch_add(t.conflicts, Ordering::Relaxed);
+    c.rejected.fetch_add(t.rejected, Ordering::Relaxed);
 }
 
 /// Resolves once shutdown has begun and its deadline has passed.
@@ -179,30 +253,23 @@ async fn deliver(
             #[allow(clippy::cast_precision_loss)]
             metrics::histogram!(m::BATCH_RECORDS).record(part.len() as f64);
             let sent = tokio::select! {
-                sent = post(http, url, part) => sent,
+                sent = post(http, url, part, shared.config.max_retry_after) => sent,
                 () = deadline_passed(&mut drain) => return None,
             };
             metrics::histogram!(m::PUBLISH_DURATION).record(started.elapsed().as_secs_f64());
             match sent {
-                Sent::Answered {
-                    created,
-                    duplicates,
-                    rejected,
-                } => {
+                Sent::Answered(tally) => {
                     metrics::counter!(m::PUBLISH_ATTEMPTS, "status" => "success").increment(1);
-                    metrics::counter!(m::RECORDS, "outcome" => "created").increment(created);
-                    metrics::counter!(m::RECORDS, "outcome" => "duplicate").increment(duplicates);
-                    metrics::counter!(m::RECORDS, "outcome" => "rejected").increment(rejected);
-                    metrics::counter!(m::PUBLISH_FAILURES).increment(rejected);
-                    let c = &shared.counters;
-                    c.created.fetch_add(created, Ordering::Relaxed);
-                    c.duplicates.fetch_add(duplicates, Ordering::Relaxed);
-                    c.rejected.fetch_add(rejected, Ordering::Relaxed);
+                    count(shared, tally);
                     answered += part.len() as u64;
                     break;
                 }
                 Sent::Split => {
                     metrics::counter!(m::PUBLISH_ATTEMPTS, "status" => "error").increment(1);
+                    tracing::debug!(
+                        records = part.len(),
+                        "the audit service refused a whole batch; sending it in halves"
+                    );
                     let (a, b) = part.split_at(part.len() / 2);
                     work.push(b);
                     work.push(a);
@@ -401,7 +468,7 @@ async fn finish(
         );
     }
     if let Some(spool) = st.spool.as_mut()
-        && let Err(e) = spool.sync()
+        && let Err(e) = spool.sync_work().and_then(crate::spool::SyncWork::run)
     {
         metrics::counter!(m::SPOOL_ERRORS).increment(1);
         tracing::error!(error = %e, "cannot fsync the spool");

@@ -35,6 +35,11 @@ const LEDGER_MAGIC: [u8; 4] = [0xFE, b'L', b'G', b'1'];
 /// Bytes of the ledger file.
 pub(crate) const LEDGER_LEN: usize = 24;
 
+/// Highest sequence number a record may have. Seqs count up from 1 by one
+/// per record, so this is never reached in practice (2^63 records); a header
+/// or ledger above it is damage, and refusing it keeps `seq + 1` in range.
+pub(crate) const MAX_SEQ: u64 = u64::MAX >> 1;
+
 /// How much resynchronisation reads at a time while looking for a header.
 const SCAN_CHUNK: usize = 64 * 1024;
 
@@ -80,8 +85,8 @@ pub(crate) fn encode_record(seq: u64, payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(payload);
 }
 
-/// The header in `bytes`, if the magic and header checksum match and the
-/// length is within `max_len`.
+/// The header in `bytes`, if the magic and header checksum match, the
+/// length is within `max_len` and the seq within [`MAX_SEQ`].
 pub(crate) fn decode_header(bytes: &[u8; HEADER_LEN], max_len: usize) -> Option<Header> {
     if bytes[..4] != MAGIC {
         return None;
@@ -95,7 +100,7 @@ pub(crate) fn decode_header(bytes: &[u8; HEADER_LEN], max_len: usize) -> Option<
         len: u32::from_le_bytes(field(bytes, 12)),
         crc: u32::from_le_bytes(field(bytes, 16)),
     };
-    (header.len as usize <= max_len).then_some(header)
+    (header.len as usize <= max_len && header.seq <= MAX_SEQ).then_some(header)
 }
 
 /// `N` bytes of `bytes` starting at `at`.
@@ -248,7 +253,8 @@ pub(crate) fn encode_ledger(ledger: Ledger) -> [u8; LEDGER_LEN] {
     out
 }
 
-/// The ledger in `bytes`, if they are a whole, undamaged ledger.
+/// The ledger in `bytes`, if they are a whole, undamaged ledger with seqs
+/// within [`MAX_SEQ`].
 pub(crate) fn decode_ledger(bytes: &[u8]) -> Option<Ledger> {
     if bytes.len() != LEDGER_LEN || bytes[..4] != LEDGER_MAGIC {
         return None;
@@ -256,10 +262,11 @@ pub(crate) fn decode_ledger(bytes: &[u8]) -> Option<Ledger> {
     if crc32fast::hash(&bytes[..20]) != u32::from_le_bytes(field(bytes, 20)) {
         return None;
     }
-    Some(Ledger {
+    let ledger = Ledger {
         acked: u64::from_le_bytes(field(bytes, 4)),
         floor: u64::from_le_bytes(field(bytes, 12)),
-    })
+    };
+    (ledger.acked <= MAX_SEQ && ledger.floor <= MAX_SEQ + 1).then_some(ledger)
 }
 
 #[cfg(test)]
@@ -312,6 +319,24 @@ mod tests {
         let (at, header) = resync(&file, 0, 1024, 5).unwrap().expect("found");
         assert_eq!((at, header.seq), (good_at, 9));
         assert_eq!(resync(&file, good_at + 1, 1024, 0).unwrap(), None);
+    }
+
+    #[test]
+    fn seqs_past_the_maximum_are_damage_even_with_valid_checksums() {
+        let mut frame = Vec::new();
+        for (seq, valid) in [(MAX_SEQ, true), (MAX_SEQ + 1, false), (u64::MAX, false)] {
+            encode_record(seq, b"x", &mut frame);
+            let header: [u8; HEADER_LEN] = field(&frame, 0);
+            assert_eq!(decode_header(&header, 1024).is_some(), valid, "{seq}");
+        }
+        for (acked, floor, valid) in [
+            (MAX_SEQ, MAX_SEQ + 1, true),
+            (u64::MAX, 1, false),
+            (1, u64::MAX, false),
+        ] {
+            let bytes = encode_ledger(Ledger { acked, floor });
+            assert_eq!(decode_ledger(&bytes).is_some(), valid, "{acked} {floor}");
+        }
     }
 
     #[test]

@@ -647,6 +647,103 @@ async fn a_failed_child_fails_the_remediation_with_the_failure_in_the_record() {
 }
 
 #[tokio::test]
+async fn a_failure_with_a_megabyte_error_message_is_still_audited() {
+    let sink = audit_sink().await;
+    let now = at(90);
+    let (ctx, mut server, publisher) = context(publisher_config(&sink.url), now);
+    let request = stored(Some(analyzing_status(true)));
+    let t3 = transition(RemediationPhase::Failed, 3, now);
+    // 1 MiB of one- to four-byte characters, quotes, newlines and a NUL.
+    let message = "x\0aé€😀\"\n"
+        .chars()
+        .cycle()
+        .take(1 << 20)
+        .collect::<String>();
+    let done = json!({ "phase": "completed", "completedAt": at(20) });
+    let failed = json!({ "phase": "failed", "completedAt": at(80), "errorMessage": message });
+
+    // The status carries the message cut as the record does.
+    let written = Mutex::new(String::new());
+    let answer = request.clone();
+    reconcile_with(request, ctx, &mut server, async |server| {
+        children(
+            server,
+            [
+                Some(RP.object(at(5), &done)),
+                Some(AIA.object(at(30), &failed)),
+                None,
+            ],
+        )
+        .await;
+        let mut status = analyzing_status(true);
+        let audited = status["lastAuditedTransition"].clone();
+        mock::merge(
+            &mut status,
+            &json!({
+                "phase": "failed",
+                "phaseStartTime": now,
+                "completionTime": now,
+                "failedPhase": "analyzing",
+                "lastTransition": t3,
+                "lastAuditedTransition": audited,
+            }),
+        );
+        let call = server
+            .expect(Method::PATCH, &format!("{RR_PATH}/status{QUERY}"))
+            .await;
+        let sent = call.body["status"]["errorMessage"]
+            .as_str()
+            .expect("an error message")
+            .to_owned();
+        status["errorMessage"] = json!(sent);
+        assert_eq!(
+            call.body,
+            json!({ "metadata": { "resourceVersion": "100" }, "status": status }),
+            "the status write"
+        );
+        answer_patch(call, &answer);
+        *written.lock().expect("lock") = sent;
+        mark_audited(server, &answer, &t3).await;
+    })
+    .await
+    .expect("reconciled");
+
+    let records = sink.delivered(&publisher).await;
+    assert_eq!(records.len(), 1);
+    let raw = sink.records.lock().expect("lock")[0].clone();
+    let record = records.into_iter().next().expect("one");
+    let limits = remaudit_model::Limits::default();
+    let reason = record.failure_reason.clone().expect("a failure reason");
+    assert_eq!(
+        reason,
+        *written.lock().expect("lock"),
+        "the status and the record say the same"
+    );
+    assert!(reason.len() <= limits.max_failure_reason_bytes);
+    assert!(
+        reason.contains("[truncated "),
+        "marked as cut: {}",
+        &reason[reason.len() - 40..]
+    );
+    assert!(
+        message
+            .replace('\0', "\u{FFFD}")
+            .starts_with(reason.split("… [truncated").next().expect("kept")),
+        "the start of the message is kept"
+    );
+    let error = statuses(&record)
+        .ai_analysis
+        .and_then(|s| s.error)
+        .expect("the child's error");
+    assert!(error.contains("[truncated "));
+    // The service's own rules accept the record, so its answer is not a
+    // final refusal that would leave the failure unaudited.
+    record
+        .validate(raw, now, &limits)
+        .expect("the published record passes the service's validation");
+}
+
+#[tokio::test]
 async fn nothing_changed_means_no_create_no_status_write_and_no_publish() {
     let sink = audit_sink().await;
     let (ctx, mut server, publisher) = context(publisher_config(&sink.url), at(60));

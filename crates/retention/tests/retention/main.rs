@@ -301,3 +301,307 @@ async fn sqlite_rows_are_retired_row_by_row_and_nothing_is_lost() {
     let pool = sqlx::SqlitePool::connect(&db.url()).await.expect("pool");
     scenario(store, Counter::Sqlite(pool), true, false).await;
 }
+
+/// A local object store where another writer takes the name of the first
+/// archive file just before this process claims it, as a second database
+/// writing the same names would.
+#[derive(Debug)]
+struct Contended {
+    inner: Arc<dyn object_store::ObjectStore>,
+    planted: std::sync::Mutex<Option<object_store::path::Path>>,
+}
+
+/// The other writer's bytes.
+const THEIRS: &[u8] = b"another writer's file";
+
+impl std::fmt::Display for Contended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Contended({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::ObjectStore for Contended {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        let first = opts.mode == object_store::PutMode::Create
+            && location.as_ref().ends_with("/remediation_audit.jsonl.gz")
+            && self.planted.lock().expect("lock").is_none();
+        if first {
+            object_store::ObjectStoreExt::put(self.inner.as_ref(), location, THEIRS.into()).await?;
+            *self.planted.lock().expect("lock") = Some(location.clone());
+        }
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// Every file under `dir`, relative, sorted.
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    fn walk(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).expect("dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                out.push(
+                    path.strip_prefix(root)
+                        .expect("under root")
+                        .display()
+                        .to_string(),
+                );
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// A batch whose file name is already taken fails without overwriting the
+/// object there; its rows stay live and its journal row goes, so no later
+/// clean-up removes that object; the next run archives under a new name.
+async fn a_taken_name_stops_the_batch(store: Arc<dyn Store>, counter: Counter) {
+    use futures::TryStreamExt as _;
+    let written = load(store.as_ref(), now()).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let local: Arc<dyn object_store::ObjectStore> = Arc::new(
+        object_store::local::LocalFileSystem::new_with_prefix(dir.path()).expect("local store"),
+    );
+    let contended = Arc::new(Contended {
+        inner: Arc::clone(&local),
+        planted: std::sync::Mutex::new(None),
+    });
+    let url = format!("file://{}", dir.path().display());
+    let archive = Archive::with_object_store(contended.clone(), "", &url);
+    let settings = Settings {
+        batch_rows: 100,
+        ..Settings::default()
+    };
+    let err = remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), false)
+        .await
+        .expect_err("the name is taken")
+        .to_string();
+    assert!(err.contains("already exists"), "{err}");
+    let planted = contended
+        .planted
+        .lock()
+        .expect("lock")
+        .clone()
+        .expect("a name was taken");
+    let theirs = |local: Arc<dyn object_store::ObjectStore>, path: object_store::path::Path| async move {
+        object_store::ObjectStoreExt::get(local.as_ref(), &path)
+            .await
+            .expect("still there")
+            .bytes()
+            .await
+            .expect("read")
+    };
+    assert_eq!(
+        theirs(Arc::clone(&local), planted.clone()).await.as_ref(),
+        THEIRS
+    );
+    assert_eq!(
+        counter.places().await,
+        (written.remediations, 0, written.events, 0),
+        "every row stays live"
+    );
+    assert_eq!(
+        counter
+            .count("SELECT count(*) FROM remediation_retention_batches")
+            .await,
+        0,
+        "the batch is forgotten"
+    );
+    let listed: Vec<_> = local
+        .list(None)
+        .map_ok(|m| m.location)
+        .try_collect()
+        .await
+        .expect("list");
+    assert_eq!(
+        listed,
+        vec![planted.clone()],
+        "only the other writer's file is there"
+    );
+
+    let archive = Archive::open(&url).expect("archive");
+    let report = remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), false)
+        .await
+        .expect("the next run");
+    assert!(report.remediations() > 0);
+    assert!(report.cleaned.is_empty(), "nothing left to clean");
+    assert_eq!(
+        theirs(Arc::clone(&local), planted.clone()).await.as_ref(),
+        THEIRS
+    );
+    let (first, last) = remaudit_retention::all_time();
+    let verified = remaudit_retention::verify(store.as_ref(), &archive, first, last)
+        .await
+        .expect("verify");
+    assert!(verified.ok(), "{:?}", verified.problems);
+    assert!(files_under(dir.path()).contains(&planted.to_string()));
+}
+
+#[tokio::test]
+async fn sqlite_a_taken_file_name_stops_the_batch_and_overwrites_nothing() {
+    let db = SqliteDb::create();
+    let store = db.store().await;
+    let pool = sqlx::SqlitePool::connect(&db.url()).await.expect("pool");
+    a_taken_name_stops_the_batch(store, Counter::Sqlite(pool)).await;
+}
+
+#[tokio::test]
+async fn postgres_a_taken_file_name_stops_the_batch_and_overwrites_nothing() {
+    let db = PgDb::create().await;
+    a_taken_name_stops_the_batch(db.store().await, Counter::Pg(db.pool().await)).await;
+}
+
+#[tokio::test]
+async fn batches_archived_before_installation_ids_stay_where_they_are_and_verify() {
+    use sha2::Digest as _;
+    let db = SqliteDb::create();
+    let store = db.store().await;
+    let pool = sqlx::SqlitePool::connect(&db.url()).await.expect("pool");
+    let written = load(store.as_ref(), now()).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let archive = Archive::open(&format!("file://{}", dir.path().display())).expect("archive");
+    let settings = Settings {
+        batch_rows: 20,
+        ..Settings::default()
+    };
+    let early = now() - TimeDelta::days(14);
+    let report = remaudit_retention::run_once(store.as_ref(), &archive, &settings, early, false)
+        .await
+        .expect("run");
+    assert!(report.batches.len() >= 2);
+    // Rewrite every finished batch as a version without installation ids
+    // wrote it: `batch-{id}/…` at the top of the archive, its manifest
+    // naming those paths, the journal recording that location.
+    for batch in &report.batches {
+        let old = format!("batch-{:012}", batch.batch);
+        let new_dir = dir.path().join(&batch.location);
+        std::fs::create_dir(dir.path().join(&old)).expect("old dir");
+        for file in [
+            "remediation_audit.jsonl.gz",
+            "remediation_audit_events.jsonl.gz",
+        ] {
+            std::fs::rename(new_dir.join(file), dir.path().join(&old).join(file)).expect("move");
+        }
+        let manifest = std::fs::read_to_string(new_dir.join("manifest.json")).expect("manifest");
+        let mut manifest: serde_json::Value = serde_json::from_str(&manifest).expect("json");
+        manifest
+            .as_object_mut()
+            .expect("object")
+            .remove("installation");
+        for file in manifest["files"].as_array_mut().expect("files") {
+            let path = file["path"]
+                .as_str()
+                .expect("path")
+                .replace(&batch.location, &old);
+            file["path"] = path.into();
+        }
+        let body = serde_json::to_vec_pretty(&manifest).expect("encode");
+        std::fs::write(dir.path().join(&old).join("manifest.json"), &body).expect("write");
+        std::fs::remove_dir_all(&new_dir).expect("remove the new layout");
+        sqlx::query(
+            "UPDATE remediation_retention_batches SET location = ?2, manifest_sha256 = ?3 WHERE id = ?1",
+        )
+        .bind(batch.batch)
+        .bind(&old)
+        .bind(format!("{:x}", sha2::Sha256::digest(&body)))
+        .execute(&pool)
+        .await
+        .expect("journal");
+    }
+    let before: Vec<(String, Vec<u8>)> = files_under(dir.path())
+        .into_iter()
+        .map(|f| {
+            let bytes = std::fs::read(dir.path().join(&f)).expect("read");
+            (f, bytes)
+        })
+        .collect();
+    assert!(
+        before.iter().all(|(f, _)| f.starts_with("batch-")),
+        "{before:?}"
+    );
+    let (first, last) = remaudit_retention::all_time();
+    let verified = remaudit_retention::verify(store.as_ref(), &archive, first, last)
+        .await
+        .expect("verify");
+    assert!(verified.ok(), "{:?}", verified.problems);
+
+    // The upgraded job writes beside them under its installation id.
+    let report = remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), false)
+        .await
+        .expect("run after the upgrade");
+    assert!(report.remediations() > 0);
+    for (file, bytes) in &before {
+        assert_eq!(
+            std::fs::read(dir.path().join(file)).ok().as_ref(),
+            Some(bytes),
+            "{file}"
+        );
+    }
+    let verified = remaudit_retention::verify(store.as_ref(), &archive, first, last)
+        .await
+        .expect("verify");
+    assert!(verified.ok(), "{:?}", verified.problems);
+    let counter = Counter::Sqlite(pool);
+    let (live, archived, live_events, archived_events) = counter.places().await;
+    assert_eq!(live + archived, written.remediations);
+    assert_eq!(live_events + archived_events, written.events);
+}

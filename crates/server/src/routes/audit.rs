@@ -4,7 +4,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
 use remaudit_model::{
     EventRecord, FieldError, NewAudit, RemediationOrchestrationAudit, StoredAudit,
@@ -16,6 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::error::{ApiError, Problem};
+use crate::routes::body;
 use crate::startup::AppState;
 
 /// Largest page a listing returns.
@@ -207,62 +208,20 @@ impl ListParams {
     }
 }
 
-/// Whether an error (or any of its sources) says the body was over the limit.
-fn is_length_limit(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(err);
-    while let Some(e) = current {
-        if e.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        current = e.source();
-    }
-    false
-}
-
-/// Reads a JSON body of at most `max` bytes.
-async fn read_json(
+/// Reads a JSON body within the service's size and pause limits.
+async fn read_body(
+    state: &AppState,
     headers: &HeaderMap,
     body: Body,
-    max: usize,
-) -> Result<serde_json::Value, ApiError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    if !(essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json")))
-    {
-        return Err(ApiError::UnsupportedMediaType(format!(
-            "the body must be JSON with Content-Type: application/json, got {content_type:?}"
-        )));
-    }
-    let too_large = || {
-        ApiError::PayloadTooLarge(format!(
-            "the body must be at most {max} bytes; send fewer records per batch"
-        ))
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > max) {
-        return Err(too_large());
-    }
-    let bytes = axum::body::to_bytes(body, max).await.map_err(|e| {
-        if is_length_limit(&e) {
-            too_large()
-        } else {
-            ApiError::MalformedJson(format!("the body could not be read: {e}"))
-        }
-    })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::MalformedJson(format!("the body is not valid JSON: {e}")))
+) -> Result<axum::body::Bytes, ApiError> {
+    let settings = &state.settings;
+    body::read_json_body(
+        headers,
+        body,
+        settings.max_body_bytes,
+        settings.idle_timeout,
+    )
+    .await
 }
 
 /// Turns one JSON record into a validated record, or the rules it broke.
@@ -317,10 +276,11 @@ fn count(outcome: ItemStatus, n: usize) {
     responses(
         (status = 201, description = "Stored, or already stored (a replay)", body = StoreResult),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body stalled; retry", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The record breaks rules", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable or request timed out; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable, request timed out, or too many requests in progress; see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[instrument(skip_all)]
@@ -329,7 +289,12 @@ pub(crate) async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<StoreResult>), ApiError> {
-    let value = read_json(&headers, body, state.settings.max_body_bytes).await?;
+    let bytes = read_body(&state, &headers, body).await?;
+    let value = body::parse_document(&bytes).inspect_err(|e| {
+        if let ApiError::InvalidRecord(_) = e {
+            count(ItemStatus::Rejected, 1);
+        }
+    })?;
     let record = parse_record(value, &state, Utc::now()).map_err(|errors| {
         count(ItemStatus::Rejected, 1);
         ApiError::InvalidRecord(errors)
@@ -354,10 +319,11 @@ pub(crate) async fn create(
     responses(
         (status = 200, description = "Processed; see each item", body = BatchResponse),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body stalled; retry", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large or too many records", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not an array, or an empty one", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable or request timed out; nothing was stored; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable, request timed out, or too many requests in progress; nothing was stored; see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[instrument(skip_all)]
@@ -366,34 +332,17 @@ pub(crate) async fn create_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<BatchResponse>, ApiError> {
-    let value = read_json(&headers, body, state.settings.max_body_bytes).await?;
-    let serde_json::Value::Array(values) = value else {
-        return Err(ApiError::InvalidRecord(vec![FieldError::new(
-            "",
-            "type",
-            "the body must be a JSON array of records",
-        )]));
-    };
-    let max = state.settings.max_batch_records;
-    if values.is_empty() {
-        return Err(ApiError::InvalidRecord(vec![FieldError::new(
-            "",
-            "min_items",
-            "the batch must hold at least one record",
-        )]));
-    }
-    if values.len() > max {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "a batch holds at most {max} records, got {}; split it",
-            values.len()
-        )));
-    }
+    let bytes = read_body(&state, &headers, body).await?;
+    // Each record's text, unparsed: one record's value is built at a time.
+    let values = body::split_batch(&bytes, state.settings.max_batch_records)?;
     let now = Utc::now();
     let mut items = Vec::with_capacity(values.len());
     let mut valid = Vec::with_capacity(values.len());
     let mut valid_index = Vec::with_capacity(values.len());
-    for (index, value) in values.into_iter().enumerate() {
-        match parse_record(value, &state, now) {
+    for (index, text) in values.into_iter().enumerate() {
+        match body::parse_element(text.get().as_bytes())
+            .and_then(|value| parse_record(value, &state, now))
+        {
             Ok(record) => {
                 items.push(BatchItem {
                     index,

@@ -2,8 +2,10 @@
 
 mod analytics;
 mod design_sql;
+mod edge;
 mod helpers;
 mod ingest;
+mod limits;
 mod openapi;
 mod outage;
 mod reads;

@@ -23,10 +23,10 @@ use tokio::sync::{Notify, Semaphore};
 use crate::helpers::{go_record, spawn_app};
 
 /// A real store whose writes wait at a gate the test opens.
-struct GatedStore {
-    inner: Arc<dyn Store>,
-    reached: Notify,
-    gate: Semaphore,
+pub(crate) struct GatedStore {
+    pub(crate) inner: Arc<dyn Store>,
+    pub(crate) reached: Notify,
+    pub(crate) gate: Semaphore,
 }
 
 #[async_trait]

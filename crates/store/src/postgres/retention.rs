@@ -9,8 +9,8 @@ use sqlx::{AssertSqlSafe, Row as _};
 use crate::StoreError;
 use crate::retention::{
     ArchiveSink, ArchivedFile, BATCH_IDS_SQL, BatchIds, BatchPlaces, BatchRecord, BatchReport,
-    DayCount, JournalRow, Manifest, PENDING_SQL, PendingBatch, PlacesRow, RetireRequest, Step,
-    journal_count, write_manifest,
+    DayCount, INSTALLATION_SQL, JournalRow, Manifest, PENDING_SQL, PendingBatch, PlacesRow,
+    RetireRequest, Step, installation, journal_count, write_manifest,
 };
 
 /// Key of the advisory lock one retention run holds at a time.
@@ -183,29 +183,48 @@ async fn try_detach_week(
     Ok(kept)
 }
 
-/// Records a pending batch in its own commit; returns its number and location.
+/// A batch recorded as pending: its number, the location of its files and
+/// the installation id that location is under.
+struct Begun {
+    batch: i64,
+    location: String,
+    installation: String,
+}
+
+/// Records a pending batch, with its location, in one statement and its own
+/// commit: the number is drawn first, so no row is ever without a location.
 async fn begin_batch(
     pool: &PgPool,
     now: DateTime<Utc>,
     source: &str,
     sink: &dyn ArchiveSink,
-) -> Result<(i64, String), StoreError> {
-    let id: i64 = sqlx::query_scalar(
+) -> Result<Begun, StoreError> {
+    let installation = installation(
+        sqlx::query_scalar(INSTALLATION_SQL)
+            .fetch_optional(pool)
+            .await?,
+    )?;
+    let batch: i64 = sqlx::query_scalar(
         "SELECT nextval(pg_get_serial_sequence('remediation_retention_batches', 'id'))",
     )
     .fetch_one(pool)
     .await?;
-    let location = sink.location(id);
+    sink.checkpoint(Step::BatchNumbered);
+    let location = sink.location(&installation, batch);
     sqlx::query(
         "INSERT INTO remediation_retention_batches (id, run_now, source, location) VALUES ($1, $2, $3, $4)",
     )
-    .bind(id)
+    .bind(batch)
     .bind(now)
     .bind(source)
     .bind(&location)
     .execute(pool)
     .await?;
-    Ok((id, location))
+    Ok(Begun {
+        batch,
+        location,
+        installation,
+    })
 }
 
 /// Writes the batch's files from the archive tables (as this transaction
@@ -221,12 +240,12 @@ struct Moved {
 async fn write_and_finish(
     conn: &mut PgConnection,
     sink: &dyn ArchiveSink,
-    batch: i64,
-    location: &str,
+    begun: &Begun,
     source: &str,
     now: DateTime<Utc>,
     moved: Option<&Moved>,
 ) -> Result<(u64, u64, u64), StoreError> {
+    let (batch, location) = (begun.batch, begun.location.as_str());
     let mut files: Vec<ArchivedFile> = Vec::with_capacity(2);
     for (table, ids) in [
         ("remediation_audit_archive", moved.map(|m| &m.remediations)),
@@ -264,7 +283,7 @@ async fn write_and_finish(
     let (sha, totals) = write_manifest(
         sink,
         location,
-        Manifest::new(batch, source, now, lo, hi),
+        Manifest::new(batch, &begun.installation, source, now, lo, hi),
         files,
     )
     .await?;
@@ -307,11 +326,12 @@ async fn retire_week(
         kept: 0,
         location: String::new(),
     };
-    let (batch, location) = if rows > 0 {
-        begin_batch(pool, request.now, table, sink).await?
+    let begun = if rows > 0 {
+        Some(begin_batch(pool, request.now, table, sink).await?)
     } else {
-        (0, String::new())
+        None
     };
+    let batch = begun.as_ref().map_or(0, |b| b.batch);
     let mut tx = pool.begin().await?;
     report.kept = keep_rows(&mut tx, table, request.now).await?;
     let archives = [
@@ -326,7 +346,7 @@ async fn retire_week(
             .await?;
         whole &= !exists;
     }
-    if batch > 0 {
+    if let Some(begun) = begun {
         if whole {
             // The detached tables become the archive's partitions for the week:
             // no row is copied.
@@ -357,12 +377,12 @@ async fn retire_week(
         }
         sink.checkpoint(Step::ArchiveInserted);
         let (remediations, events, bytes) =
-            write_and_finish(&mut tx, sink, batch, &location, table, request.now, None).await?;
+            write_and_finish(&mut tx, sink, &begun, table, request.now, None).await?;
         report.batch = batch;
         report.remediations = remediations;
         report.events = events;
         report.bytes = bytes;
-        report.location = location;
+        report.location = begun.location;
     }
     sink.checkpoint(Step::BeforeDelete);
     if batch == 0 || !whole {
@@ -495,7 +515,8 @@ async fn retire_rows(
     if !any {
         return Ok(None);
     }
-    let (batch, location) = begin_batch(pool, request.now, source.name(), sink).await?;
+    let begun = begin_batch(pool, request.now, source.name(), sink).await?;
+    let batch = begun.batch;
     let mut tx = pool.begin().await?;
     let rows = sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO remediation_audit_archive \
@@ -547,8 +568,7 @@ async fn retire_rows(
     let (remediations, events, bytes) = write_and_finish(
         &mut tx,
         sink,
-        batch,
-        &location,
+        &begun,
         source.name(),
         request.now,
         Some(&moved),
@@ -581,7 +601,7 @@ async fn retire_rows(
         events,
         bytes,
         kept: 0,
-        location,
+        location: begun.location,
     }))
 }
 

@@ -2,15 +2,15 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::TryStreamExt as _;
-use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use sqlx::sqlite::SqlitePool;
 use sqlx::{AssertSqlSafe, Row as _};
 
 use super::{decode_time, encode_time};
 use crate::StoreError;
 use crate::retention::{
     ArchiveSink, ArchivedFile, BATCH_IDS_SQL, BatchIds, BatchPlaces, BatchRecord, BatchReport,
-    DayCount, JournalRow, Manifest, PENDING_SQL, PendingBatch, PlacesRow, RetireRequest, Step,
-    journal_count, write_manifest,
+    DayCount, INSTALLATION_SQL, JournalRow, Manifest, PENDING_SQL, PendingBatch, PlacesRow,
+    RetireRequest, Step, installation, journal_count, write_manifest,
 };
 
 /// Due rows, with the clock as `?1`.
@@ -39,24 +39,50 @@ const EVENT_JSON: &str = "json_object('id', id, 'event_id', event_id, 'namespace
     'event_time', event_time, 'received_at', received_at, 'record', json(record), \
     'archived_at', archived_at, 'archive_batch', archive_batch)";
 
+/// A batch recorded as pending: its number, the location of its files and
+/// the installation id that location is under.
+struct Begun {
+    batch: i64,
+    location: String,
+    installation: String,
+}
+
+/// Records a pending batch with its location in one commit: the number
+/// comes from the insert, so the location is set in the same transaction,
+/// and no pending row is ever seen without it.
 async fn begin_batch(
-    conn: &mut SqliteConnection,
+    pool: &SqlitePool,
     now: DateTime<Utc>,
     sink: &dyn ArchiveSink,
-) -> Result<(i64, String), StoreError> {
-    let id: i64 = sqlx::query_scalar(
+) -> Result<Begun, StoreError> {
+    // Read before the transaction, whose first statement then writes: a
+    // transaction that read first could not always upgrade to a write
+    // while ingest commits beside it.
+    let installation = installation(
+        sqlx::query_scalar(INSTALLATION_SQL)
+            .fetch_optional(pool)
+            .await?,
+    )?;
+    let mut tx = pool.begin().await?;
+    let batch: i64 = sqlx::query_scalar(
         "INSERT INTO remediation_retention_batches (run_now, source, location) VALUES (?1, 'rows', '') RETURNING id",
     )
     .bind(encode_time(now))
-    .fetch_one(&mut *conn)
+    .fetch_one(&mut *tx)
     .await?;
-    let location = sink.location(id);
+    sink.checkpoint(Step::BatchNumbered);
+    let location = sink.location(&installation, batch);
     sqlx::query("UPDATE remediation_retention_batches SET location = ?2 WHERE id = ?1")
-        .bind(id)
+        .bind(batch)
         .bind(&location)
-        .execute(&mut *conn)
+        .execute(&mut *tx)
         .await?;
-    Ok((id, location))
+    tx.commit().await?;
+    Ok(Begun {
+        batch,
+        location,
+        installation,
+    })
 }
 
 pub(super) async fn retire_next(
@@ -74,7 +100,11 @@ pub(super) async fn retire_next(
     if !any {
         return Ok(None);
     }
-    let (batch, location) = begin_batch(&mut *pool.acquire().await?, request.now, sink).await?;
+    let Begun {
+        batch,
+        location,
+        installation,
+    } = begin_batch(pool, request.now, sink).await?;
     let archived_at = encode_time(Utc::now());
     let mut tx = pool.begin().await?;
     let moved = sqlx::query(AssertSqlSafe(format!(
@@ -136,7 +166,7 @@ pub(super) async fn retire_next(
     let (sha, totals) = write_manifest(
         sink,
         &location,
-        Manifest::new(batch, "rows", request.now, lo, hi),
+        Manifest::new(batch, &installation, "rows", request.now, lo, hi),
         files,
     )
     .await?;

@@ -1,0 +1,530 @@
+//! The publisher against a scripted batch endpoint on loopback: splitting of
+//! refused batches, final answers, `Retry-After`, the acknowledged prefix and
+//! what shutdown leaves behind.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use super::sender::BATCH_PATH;
+use super::{Publisher, PublisherConfig, PublisherStats};
+
+/// What the scripted server answers to one request.
+enum Reply {
+    /// This status for the whole request, with an optional `Retry-After` value.
+    Status(u16, Option<&'static str>),
+    /// 200 with one item per record, with these statuses.
+    Items(Vec<&'static str>),
+    /// 200 with this body as is.
+    Raw(Value),
+    /// No answer until the gate opens.
+    Hold(Arc<Notify>),
+}
+
+type Script = dyn Fn(usize, &[u64]) -> Reply + Send + Sync;
+
+/// The server's state: its script and what it received.
+type ServerState = (Arc<Script>, Arc<Mutex<Vec<Seen>>>);
+
+/// One request the server received: when, and the `n` of each record.
+#[derive(Debug, Clone)]
+struct Seen {
+    at: Instant,
+    records: Vec<u64>,
+}
+
+/// A batch endpoint that answers per a script and records what it received.
+struct Scripted {
+    url: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Scripted {
+    async fn start(script: impl Fn(usize, &[u64]) -> Reply + Send + Sync + 'static) -> Self {
+        let script: Arc<Script> = Arc::new(script);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let state = (script, seen.clone());
+        let app = axum::Router::new()
+            .route(BATCH_PATH, axum::routing::post(answer))
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("serve");
+        });
+        Self { url, seen, server }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("lock").clone()
+    }
+
+    /// The records of every request, in the order they came.
+    fn requests(&self) -> Vec<Vec<u64>> {
+        self.seen().into_iter().map(|s| s.records).collect()
+    }
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn answer(
+    axum::extract::State((script, seen)): axum::extract::State<ServerState>,
+    body: Bytes,
+) -> Response {
+    let records: Vec<Value> = serde_json::from_slice(&body).expect("a JSON array");
+    let ns: Vec<u64> = records
+        .iter()
+        .map(|r| r["n"].as_u64().expect("n"))
+        .collect();
+    let request = {
+        let mut seen = seen.lock().expect("lock");
+        seen.push(Seen {
+            at: Instant::now(),
+            records: ns.clone(),
+        });
+        seen.len() - 1
+    };
+    let reply = script(request, &ns);
+    match reply {
+        Reply::Status(status, retry_after) => {
+            let mut response = (
+                StatusCode::from_u16(status).expect("status"),
+                [(header::CONTENT_TYPE, "application/problem+json")],
+                r#"{"type":"about:blank","title":"scripted"}"#,
+            )
+                .into_response();
+            if let Some(after) = retry_after {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static(after));
+            }
+            response
+        }
+        Reply::Items(statuses) => {
+            let items: Vec<Value> = statuses
+                .iter()
+                .enumerate()
+                .map(|(index, status)| json!({"index": index, "status": status}))
+                .collect();
+            axum::Json(json!({ "items": items })).into_response()
+        }
+        Reply::Raw(body) => axum::Json(body).into_response(),
+        Reply::Hold(gate) => {
+            gate.notified().await;
+            axum::Json(json!({ "items": ns.iter().enumerate().map(|(i, _)| json!({"index": i, "status": "created"})).collect::<Vec<_>>() })).into_response()
+        }
+    }
+}
+
+fn created(ns: &[u64]) -> Reply {
+    Reply::Items(vec!["created"; ns.len()])
+}
+
+fn config(url: &str) -> PublisherConfig {
+    PublisherConfig {
+        url: url.to_owned(),
+        linger: Duration::from_millis(20),
+        fsync_interval: Duration::from_millis(10),
+        min_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(50),
+        request_timeout: Duration::from_secs(30),
+        ..PublisherConfig::default()
+    }
+}
+
+fn publish(publisher: &Publisher, ns: impl IntoIterator<Item = u64>) {
+    for n in ns {
+        publisher
+            .publish_json(Bytes::from(json!({ "n": n }).to_string()))
+            .expect("accepted");
+    }
+}
+
+async fn flushed(publisher: &Publisher) {
+    tokio::time::timeout(Duration::from_secs(20), publisher.flush())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "not flushed: {} pending, {:?}",
+                publisher.pending(),
+                publisher.stats()
+            )
+        });
+}
+
+/// Waits until `check` holds, failing after ten seconds.
+async fn until(what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn stats(created: u64, conflicts: u64, rejected: u64) -> PublisherStats {
+    PublisherStats {
+        created,
+        conflicts,
+        rejected,
+        ..PublisherStats::default()
+    }
+}
+
+fn sorted(mut v: Vec<u64>) -> Vec<u64> {
+    v.sort_unstable();
+    v
+}
+
+#[tokio::test]
+async fn a_batch_too_large_is_sent_in_halves_until_it_fits() {
+    let server = Scripted::start(|_, ns| {
+        if ns.len() > 2 {
+            Reply::Status(413, None)
+        } else {
+            created(ns)
+        }
+    })
+    .await;
+    let publisher = Publisher::start(PublisherConfig {
+        batch_records: 8,
+        ..config(&server.url)
+    })
+    .expect("start");
+    publish(&publisher, 0..8);
+    flushed(&publisher).await;
+    assert_eq!(publisher.stats(), stats(8, 0, 0));
+    assert_eq!(
+        server.requests(),
+        vec![
+            vec![0, 1, 2, 3, 4, 5, 6, 7],
+            vec![0, 1, 2, 3],
+            vec![0, 1],
+            vec![2, 3],
+            vec![4, 5, 6, 7],
+            vec![4, 5],
+            vec![6, 7],
+        ]
+    );
+}
+
+#[tokio::test]
+async fn one_bad_record_costs_only_itself_when_the_batch_is_refused_whole() {
+    for status in [400, 422] {
+        // The record 5 spoils any request it is in, as a record too deep
+        // for the server's parser does.
+        let server = Scripted::start(move |_, ns| {
+            if ns.contains(&5) {
+                Reply::Status(status, None)
+            } else {
+                created(ns)
+            }
+        })
+        .await;
+        let publisher = Publisher::start(PublisherConfig {
+            batch_records: 8,
+            ..config(&server.url)
+        })
+        .expect("start");
+        publish(&publisher, 0..8);
+        flushed(&publisher).await;
+        assert_eq!(publisher.stats(), stats(7, 0, 1), "status {status}");
+        let requests = server.requests();
+        // 8 -> 4 -> 2 -> 1: the path to the bad record, and one sibling at each level.
+        assert_eq!(requests.len(), 7, "status {status}: {requests:?}");
+        assert_eq!(
+            requests.iter().filter(|r| r.as_slice() == [5]).count(),
+            1,
+            "status {status}: the bad record is refused once, on its own"
+        );
+        let stored: Vec<u64> = requests
+            .iter()
+            .filter(|r| !r.contains(&5))
+            .flatten()
+            .copied()
+            .collect();
+        assert_eq!(sorted(stored), vec![0, 1, 2, 3, 4, 6, 7], "status {status}");
+        let report = publisher.shutdown(Duration::from_secs(1)).await;
+        assert_eq!(report.acknowledged, 8);
+    }
+}
+
+#[tokio::test]
+async fn a_server_refusing_everything_costs_under_two_requests_a_record() {
+    let server = Scripted::start(|_, _| Reply::Status(400, None)).await;
+    let publisher = Publisher::start(PublisherConfig {
+        batch_records: 16,
+        ..config(&server.url)
+    })
+    .expect("start");
+    publish(&publisher, 0..16);
+    flushed(&publisher).await;
+    assert_eq!(publisher.stats(), stats(0, 0, 16));
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2 * 16 - 1, "a full binary tree of halves");
+    let singles: Vec<u64> = requests
+        .iter()
+        .filter(|r| r.len() == 1)
+        .map(|r| r[0])
+        .collect();
+    assert_eq!(
+        sorted(singles),
+        (0..16).collect::<Vec<_>>(),
+        "each record was refused on its own before it was given up"
+    );
+}
+
+#[tokio::test]
+async fn per_record_answers_are_final_and_counted_by_kind() {
+    let server = Scripted::start(|request, ns| match request {
+        0 => Reply::Items(vec![
+            "created",
+            "duplicate",
+            "conflict",
+            "rejected",
+            "created",
+        ]),
+        // A single POST's conflict, for a record sent alone.
+        _ if ns == [5] => Reply::Status(409, None),
+        _ => created(ns),
+    })
+    .await;
+    let publisher = Publisher::start(PublisherConfig {
+        batch_records: 5,
+        ..config(&server.url)
+    })
+    .expect("start");
+    publish(&publisher, 0..5);
+    flushed(&publisher).await;
+    publish(&publisher, [5]);
+    flushed(&publisher).await;
+    assert_eq!(
+        publisher.stats(),
+        PublisherStats {
+            created: 2,
+            duplicates: 1,
+            conflicts: 2,
+            rejected: 1,
+            ..PublisherStats::default()
+        }
+    );
+    assert_eq!(
+        server.requests(),
+        vec![vec![0, 1, 2, 3, 4], vec![5]],
+        "no final answer is sent again"
+    );
+}
+
+#[tokio::test]
+async fn an_answer_the_publisher_cannot_account_for_is_retried_not_dropped() {
+    let answers = [
+        // A status a newer server may send.
+        json!({"items": [{"index": 0, "status": "created"}, {"index": 1, "status": "quarantined"}]}),
+        // A record missing from the answer.
+        json!({"items": [{"index": 0, "status": "created"}]}),
+        // An index out of range.
+        json!({"items": [{"index": 0, "status": "created"}, {"index": 1, "status": "created"}, {"index": 2, "status": "created"}]}),
+        // A record answered twice.
+        json!({"items": [{"index": 0, "status": "created"}, {"index": 0, "status": "created"}]}),
+    ];
+    for bad in answers {
+        let first = bad.clone();
+        let server = Scripted::start(move |request, ns| match request {
+            0 => Reply::Raw(first.clone()),
+            _ => created(ns),
+        })
+        .await;
+        let publisher = Publisher::start(PublisherConfig {
+            batch_records: 2,
+            ..config(&server.url)
+        })
+        .expect("start");
+        publish(&publisher, 0..2);
+        flushed(&publisher).await;
+        let stats = publisher.stats();
+        assert_eq!(
+            (stats.created, stats.rejected, stats.retries),
+            (2, 0, 1),
+            "{bad}"
+        );
+        assert_eq!(server.requests(), vec![vec![0, 1], vec![0, 1]], "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_up_to_the_cap() {
+    // A year is cut to the cap.
+    let server = Scripted::start(|request, ns| match request {
+        0 => Reply::Status(503, Some("31536000")),
+        _ => created(ns),
+    })
+    .await;
+    let cap = Duration::from_millis(300);
+    let publisher = Publisher::start(PublisherConfig {
+        max_retry_after: cap,
+        ..config(&server.url)
+    })
+    .expect("start");
+    publish(&publisher, [0]);
+    flushed(&publisher).await;
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2);
+    let gap = seen[1].at - seen[0].at;
+    assert!(gap >= cap, "waited {gap:?}, under the cap");
+    assert_eq!(publisher.stats().retries, 1);
+
+    // One under the cap is waited out, though the backoff is far shorter.
+    let server = Scripted::start(|request, ns| match request {
+        0 => Reply::Status(429, Some("1")),
+        _ => created(ns),
+    })
+    .await;
+    let publisher = Publisher::start(config(&server.url)).expect("start");
+    publish(&publisher, [0]);
+    flushed(&publisher).await;
+    let seen = server.seen();
+    let gap = seen[1].at - seen[0].at;
+    assert!(gap >= Duration::from_secs(1), "waited only {gap:?}");
+}
+
+#[tokio::test]
+async fn only_the_answered_prefix_leaves_the_spool() {
+    let holding = Arc::new(AtomicBool::new(true));
+    let gate = Arc::new(Notify::new());
+    let (hold, held) = (holding.clone(), gate.clone());
+    let server = Scripted::start(move |_, ns| {
+        if ns == [0] && hold.load(Ordering::SeqCst) {
+            Reply::Hold(held.clone())
+        } else {
+            created(ns)
+        }
+    })
+    .await;
+    let spool = tempfile::tempdir().expect("tempdir");
+    let start = || {
+        Publisher::start(PublisherConfig {
+            batch_records: 1,
+            max_in_flight: 2,
+            spool_dir: Some(spool.path().to_path_buf()),
+            ..config(&server.url)
+        })
+        .expect("start")
+    };
+    let publisher = start();
+    publish(&publisher, 0..2);
+    // Record 1 is answered while record 0 is still held.
+    until("record 1 answered", || publisher.stats().created == 1).await;
+    // Shutdown records in the ledger all that may be acknowledged.
+    let report = publisher.shutdown(Duration::ZERO).await;
+    assert_eq!(report.acknowledged, 1);
+    assert_eq!(
+        report.left_in_spool, 2,
+        "record 1 was answered but record 0 before it was not: both stay"
+    );
+
+    // The next run sends both again.
+    holding.store(false, Ordering::SeqCst);
+    let publisher = start();
+    until("both records answered", || publisher.stats().created == 2).await;
+    let report = publisher.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(
+        (report.acknowledged, report.left_in_spool, report.lost),
+        (2, 0, 0)
+    );
+    gate.notify_waiters();
+}
+
+#[tokio::test]
+async fn a_shutdown_during_a_split_leaves_the_whole_batch_in_the_spool() {
+    // Batches are refused whole; record 0 alone is stored, and the service
+    // then stops answering, as if the process died while splitting.
+    let gate = Arc::new(Notify::new());
+    let held = gate.clone();
+    let server = Scripted::start(move |_, ns| match ns {
+        [0] => created(ns),
+        [_] => Reply::Hold(held.clone()),
+        _ => Reply::Status(400, None),
+    })
+    .await;
+    let spool = tempfile::tempdir().expect("tempdir");
+    let with = |url: &str| PublisherConfig {
+        batch_records: 4,
+        spool_dir: Some(spool.path().to_path_buf()),
+        ..config(url)
+    };
+    let publisher = Publisher::start(with(&server.url)).expect("start");
+    publish(&publisher, 0..4);
+    until("record 1 sent alone", || {
+        server.requests().last() == Some(&vec![1])
+    })
+    .await;
+    let report = publisher.shutdown(Duration::ZERO).await;
+    assert_eq!(
+        (report.acknowledged, report.left_in_spool, report.lost),
+        (0, 4, 0),
+        "a batch leaves the spool only once every record in it is answered"
+    );
+
+    let healthy = Scripted::start(|_, ns| created(ns)).await;
+    let publisher = Publisher::start(with(&healthy.url)).expect("restart");
+    flushed(&publisher).await;
+    assert_eq!(healthy.requests(), vec![vec![0, 1, 2, 3]]);
+    let report = publisher.shutdown(Duration::from_secs(5)).await;
+    assert_eq!((report.left_in_spool, report.lost), (0, 0));
+    gate.notify_waiters();
+}
+
+#[tokio::test]
+async fn shutdown_counts_as_lost_only_what_could_not_be_spooled() {
+    let gate = Arc::new(Notify::new());
+    let held = gate.clone();
+    let server = Scripted::start(move |_, _| Reply::Hold(held.clone())).await;
+
+    // No spool: everything unanswered is lost, in flight or not.
+    let publisher = Publisher::start(PublisherConfig {
+        batch_records: 2,
+        max_in_flight: 1,
+        ..config(&server.url)
+    })
+    .expect("start");
+    publish(&publisher, 0..5);
+    until("a batch in flight", || !server.requests().is_empty()).await;
+    let report = publisher.shutdown(Duration::ZERO).await;
+    assert_eq!(
+        (report.acknowledged, report.left_in_spool, report.lost),
+        (0, 0, 5)
+    );
+    assert_eq!(publisher.stats().dropped, 5);
+
+    // A spool with room for three records: the other two are lost.
+    let spool = tempfile::tempdir().expect("tempdir");
+    let frame = crate::spool::RECORD_OVERHEAD_BYTES + json!({"n": 0}).to_string().len() as u64;
+    let publisher = Publisher::start(PublisherConfig {
+        batch_records: 2,
+        max_in_flight: 1,
+        spool_dir: Some(spool.path().to_path_buf()),
+        spool_max_bytes: 3 * frame + 1,
+        ..config(&server.url)
+    })
+    .expect("start");
+    publish(&publisher, 0..5);
+    let report = publisher.shutdown(Duration::ZERO).await;
+    assert_eq!(
+        (report.acknowledged, report.left_in_spool, report.lost),
+        (0, 3, 2)
+    );
+    assert_eq!(publisher.stats().dropped, 2);
+    gate.notify_waiters();
+}

@@ -1,0 +1,364 @@
+//! Reading request bodies: the JSON content type, the byte limit, the pause
+//! limit between body frames, and splitting a batch into its elements so that
+//! each record is parsed, and judged, on its own.
+
+use std::cell::Cell;
+use std::fmt;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, header};
+use http_body_util::BodyExt;
+use remaudit_model::FieldError;
+use serde::Deserializer as _;
+use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::error::ApiError;
+
+/// Deepest nesting of arrays and objects a record may have, counting the
+/// record itself as 1. Real records nest 3 levels; the headroom below
+/// serde_json's own limit (128) keeps every stored record readable inside the
+/// envelopes that reads wrap around it (timeline, archive).
+pub(crate) const MAX_RECORD_DEPTH: usize = 32;
+
+/// Most bytes reserved for a body before they arrive.
+const PREALLOCATE: usize = 64 * 1024;
+
+/// Reads a JSON body of at most `max` bytes, answering 408 when the client
+/// pauses longer than `pause` between two pieces of it.
+pub(crate) async fn read_json_body(
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+    pause: Duration,
+) -> Result<Bytes, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if !(essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json")))
+    {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "the body must be JSON with Content-Type: application/json, got {content_type:?}"
+        )));
+    }
+    let too_large = || {
+        ApiError::PayloadTooLarge(format!(
+            "the body must be at most {max} bytes; send fewer records per batch"
+        ))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > max) {
+        return Err(too_large());
+    }
+    let mut body = body;
+    // A declared length is a hint, not a promise: reserve little up front so
+    // that a client cannot make the server hold memory it never sends.
+    let mut bytes = Vec::with_capacity(declared.unwrap_or(0).min(PREALLOCATE));
+    loop {
+        let frame = match tokio::time::timeout(pause, body.frame()).await {
+            Err(_) => return Err(ApiError::BodyTimeout(pause)),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(ApiError::MalformedJson(format!(
+                    "the body could not be read: {e}"
+                )));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > max {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(bytes))
+}
+
+/// Why one JSON document (a record) could not be parsed.
+fn element_error(err: &serde_path_to_error::Error<serde_json::Error>) -> FieldError {
+    let field = top_field(err.path());
+    let inner = err.inner();
+    if inner.to_string().starts_with("recursion limit exceeded") {
+        FieldError::new(
+            field,
+            "max_depth",
+            format!("nests arrays and objects deeper than {MAX_RECORD_DEPTH} levels"),
+        )
+    } else {
+        FieldError::new(field, "json", format!("is not valid JSON: {inner}"))
+    }
+}
+
+/// The record's top-level field a path starts with (`""` for the record itself).
+fn top_field(path: &serde_path_to_error::Path) -> String {
+    match path.iter().next() {
+        Some(serde_path_to_error::Segment::Map { key }) => key.clone(),
+        _ => String::new(),
+    }
+}
+
+/// The first top-level field of `value` that nests deeper than the limit,
+/// or `Some("")` when the record itself is not an object and is too deep.
+fn too_deep(value: &serde_json::Value) -> Option<String> {
+    fn depth_exceeds(value: &serde_json::Value, budget: usize) -> bool {
+        match value {
+            serde_json::Value::Array(items) => {
+                budget == 0 || items.iter().any(|v| depth_exceeds(v, budget - 1))
+            }
+            serde_json::Value::Object(map) => {
+                budget == 0 || map.values().any(|v| depth_exceeds(v, budget - 1))
+            }
+            _ => false,
+        }
+    }
+    match value {
+        serde_json::Value::Object(map) => map
+            .iter()
+            .find(|(_, v)| depth_exceeds(v, MAX_RECORD_DEPTH - 1))
+            .map(|(k, _)| k.clone()),
+        other => depth_exceeds(other, MAX_RECORD_DEPTH).then(String::new),
+    }
+}
+
+/// Parses one record's JSON text on its own (serde_json's recursion limit
+/// counts from the record, not from the batch around it), then holds it to
+/// [`MAX_RECORD_DEPTH`].
+pub(crate) fn parse_element(text: &[u8]) -> Result<serde_json::Value, Vec<FieldError>> {
+    let mut deserializer = serde_json::Deserializer::from_slice(text);
+    let value: serde_json::Value =
+        serde_path_to_error::deserialize(&mut deserializer).map_err(|e| vec![element_error(&e)])?;
+    deserializer.end().map_err(|e| {
+        vec![FieldError::new(
+            "",
+            "json",
+            format!("is not valid JSON: {e}"),
+        )]
+    })?;
+    if let Some(field) = too_deep(&value) {
+        return Err(vec![FieldError::new(
+            field,
+            "max_depth",
+            format!("nests arrays and objects deeper than {MAX_RECORD_DEPTH} levels"),
+        )]);
+    }
+    Ok(value)
+}
+
+/// Parses a single-record body: 400 when it is not JSON, 422 when it is JSON
+/// that no record can be (too deep, a number out of range).
+pub(crate) fn parse_document(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
+    if let Err(e) = serde_json::from_slice::<IgnoredAny>(bytes) {
+        return Err(ApiError::MalformedJson(format!(
+            "the body is not valid JSON: {e}"
+        )));
+    }
+    parse_element(bytes).map_err(ApiError::InvalidRecord)
+}
+
+/// Walks the top-level array, keeping each element's text and counting as it
+/// goes; it stops at the first element past `max` without looking further.
+struct Elements<'c> {
+    max: usize,
+    too_many: &'c Cell<bool>,
+}
+
+impl<'de> Visitor<'de> for Elements<'_> {
+    type Value = Vec<&'de RawValue>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON array of records")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut elements = Vec::new();
+        // Skipping an element to find its end keeps no value and has no
+        // recursion limit (serde_json tracks nesting on a heap stack), so a deep
+        // element is judged later, on its own.
+        while let Some(element) = seq.next_element::<&'de RawValue>()? {
+            if elements.len() == self.max {
+                self.too_many.set(true);
+                return Err(de::Error::custom("too many records"));
+            }
+            elements.push(element);
+        }
+        Ok(elements)
+    }
+}
+
+/// Splits a batch body into the text of each record, without parsing any of
+/// them: 400 when the body is not JSON, 422 when it is JSON but not a
+/// non-empty array, 413 at the first record past `max`.
+pub(crate) fn split_batch(bytes: &[u8], max: usize) -> Result<Vec<&RawValue>, ApiError> {
+    let too_many = Cell::new(false);
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let split = deserializer
+        .deserialize_seq(Elements {
+            max,
+            too_many: &too_many,
+        })
+        .and_then(|elements| deserializer.end().map(|()| elements));
+    let elements = match split {
+        Ok(elements) => elements,
+        Err(_) if too_many.get() => {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "a batch holds at most {max} records, got more; split it"
+            )));
+        }
+        Err(e) if e.is_data() && serde_json::from_slice::<IgnoredAny>(bytes).is_ok() => {
+            // Well-formed JSON of another type.
+            return Err(ApiError::InvalidRecord(vec![FieldError::new(
+                "",
+                "type",
+                "the body must be a JSON array of records",
+            )]));
+        }
+        Err(e) => {
+            return Err(ApiError::MalformedJson(format!(
+                "the body is not a valid JSON array: {e}"
+            )));
+        }
+    };
+    if elements.is_empty() {
+        return Err(ApiError::InvalidRecord(vec![FieldError::new(
+            "",
+            "min_items",
+            "the batch must hold at least one record",
+        )]));
+    }
+    Ok(elements)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nested(levels: usize) -> String {
+        // A record whose `service_crd_statuses` holds `levels` nested objects.
+        format!(
+            r#"{{"remediation_name":"rr","service_crd_statuses":{}1{}}}"#,
+            r#"{"a":"#.repeat(levels),
+            "}".repeat(levels)
+        )
+    }
+
+    fn rules(result: Result<serde_json::Value, Vec<FieldError>>) -> Vec<(String, String)> {
+        result
+            .expect_err("rejected")
+            .into_iter()
+            .map(|e| (e.field, e.rule))
+            .collect()
+    }
+
+    #[test]
+    fn split_skips_elements_deeper_than_serde_json_allows_in_one_document() {
+        // 126 objects under a record: 127 levels, inside serde_json's limit
+        // (128) alone, past it inside an array. 5,000 is past it either way.
+        assert!(serde_json::from_str::<serde_json::Value>(&nested(126)).is_ok());
+        for levels in [126, 5_000] {
+            let deep = nested(levels);
+            let body = format!(r#"[{{"a":1}}, {deep}, {{"b":2}}]"#);
+            assert!(serde_json::from_str::<serde_json::Value>(&body).is_err());
+            let elements = split_batch(body.as_bytes(), 10).expect("split");
+            assert_eq!(elements.len(), 3);
+            assert_eq!(elements[1].get(), deep);
+            assert_eq!(
+                rules(parse_element(elements[1].get().as_bytes())),
+                [("service_crd_statuses".to_owned(), "max_depth".to_owned())]
+            );
+            assert!(parse_element(elements[0].get().as_bytes()).is_ok());
+        }
+    }
+
+    #[test]
+    fn depth_limit_counts_from_the_record() {
+        // The record is level 1, `service_crd_statuses` level 2.
+        assert!(parse_element(nested(MAX_RECORD_DEPTH - 1).as_bytes()).is_ok());
+        assert_eq!(
+            rules(parse_element(nested(MAX_RECORD_DEPTH).as_bytes())),
+            [("service_crd_statuses".to_owned(), "max_depth".to_owned())]
+        );
+        let array = format!("{}{}", "[".repeat(40), "]".repeat(40));
+        assert_eq!(
+            rules(parse_element(array.as_bytes())),
+            [(String::new(), "max_depth".to_owned())]
+        );
+    }
+
+    #[test]
+    fn split_stops_at_the_first_record_past_the_limit() {
+        // Garbage after record 4 is never read: the split stops at record 4.
+        let body = b"[0,0,0,0,!!! not json";
+        assert!(matches!(
+            split_batch(body, 3),
+            Err(ApiError::PayloadTooLarge(m)) if m.contains("at most 3 records")
+        ));
+        assert!(matches!(
+            split_batch(body, 4),
+            Err(ApiError::MalformedJson(_))
+        ));
+        assert_eq!(split_batch(b"[0,0,0]", 3).expect("three").len(), 3);
+    }
+
+    #[test]
+    fn split_tells_malformed_from_wrong_type() {
+        for body in [&b"[{}, {"[..], b"", b"[1 2]", b"[1] x", b"[\xff]"] {
+            assert!(
+                matches!(split_batch(body, 10), Err(ApiError::MalformedJson(_))),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        for body in [&b"{}"[..], b"3", b"\"x\"", b"null"] {
+            assert!(matches!(
+                split_batch(body, 10),
+                Err(ApiError::InvalidRecord(e)) if e[0].rule == "type"
+            ));
+        }
+        assert!(matches!(
+            split_batch(b" [ ] ", 10),
+            Err(ApiError::InvalidRecord(e)) if e[0].rule == "min_items"
+        ));
+    }
+
+    #[test]
+    fn an_element_serde_json_cannot_hold_is_judged_alone() {
+        let body = br#"[{"duplicate_count": 1e999}, {"x": "\ud800"}, {}]"#;
+        let elements = split_batch(body, 10).expect("split");
+        assert_eq!(elements.len(), 3);
+        assert_eq!(
+            rules(parse_element(elements[0].get().as_bytes())),
+            [("duplicate_count".to_owned(), "json".to_owned())]
+        );
+        assert_eq!(
+            rules(parse_element(elements[1].get().as_bytes()))[0].1,
+            "json"
+        );
+        assert!(parse_element(elements[2].get().as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn a_single_document_is_malformed_or_invalid() {
+        assert!(matches!(
+            parse_document(b"{"),
+            Err(ApiError::MalformedJson(_))
+        ));
+        assert!(matches!(
+            parse_document(nested(200).as_bytes()),
+            Err(ApiError::InvalidRecord(e)) if e[0].rule == "max_depth"
+        ));
+        assert!(parse_document(b" {} ").is_ok());
+    }
+}
