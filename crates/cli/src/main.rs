@@ -46,6 +46,10 @@ struct DatabaseArgs {
     /// Seconds a request waits for a database connection before answering 503.
     #[arg(long, env = "REMAUDIT_DB_ACQUIRE_TIMEOUT_SECS", default_value_t = 3)]
     db_acquire_timeout_secs: u64,
+    /// Most connections of the separate pool listings and analytics read through
+    /// (on top of --db-max-connections, so that slow reads never hold the ones writes need).
+    #[arg(long, env = "REMAUDIT_DB_READ_MAX_CONNECTIONS", default_value_t = PoolSettings::default().read_max_connections, value_parser = clap::value_parser!(u32).range(1..))]
+    db_read_max_connections: u32,
 }
 
 impl DatabaseArgs {
@@ -53,6 +57,8 @@ impl DatabaseArgs {
         PoolSettings {
             max_connections: self.db_max_connections,
             acquire_timeout: Duration::from_secs(self.db_acquire_timeout_secs),
+            read_max_connections: self.db_read_max_connections,
+            ..PoolSettings::default()
         }
     }
 }
@@ -98,6 +104,11 @@ enum Command {
         /// Most timeline events one remediation may have; records past it are refused (422).
         #[arg(long, env = "REMAUDIT_MAX_EVENTS_PER_REMEDIATION", default_value_t = ServerSettings::default().max_events_per_remediation, value_parser = clap::value_parser!(u32).range(1..))]
         max_events_per_remediation: u32,
+        /// Seconds PostgreSQL lets one listing or analytics statement run before
+        /// cancelling it (answered 503 `query-timeout`); default 2 s less than the
+        /// request timeout, 0 for no limit.
+        #[arg(long, env = "REMAUDIT_ANALYTICS_STATEMENT_TIMEOUT_SECS")]
+        analytics_statement_timeout_secs: Option<u64>,
         #[command(flatten)]
         limits: ConnectionArgs,
         #[command(flatten)]
@@ -175,21 +186,26 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             max_body_bytes,
             max_batch_records,
             request_timeout_secs,
+            analytics_statement_timeout_secs,
             limits,
             max_events_per_remediation,
             retention,
             retention_interval_secs,
         } => {
+            let mut pool = database.pool();
+            pool.read_statement_timeout = match analytics_statement_timeout_secs
+                .unwrap_or_else(|| request_timeout_secs.saturating_sub(2).max(1))
+            {
+                0 => None,
+                secs => Some(Duration::from_secs(secs)),
+            };
             let archive = (retention_interval_secs > 0)
                 .then(|| retention.archive(&database.database_url))
                 .transpose()?;
-            let store = remaudit_store::connect_with(
-                &database.database_url,
-                database.pool(),
-                retention.policy(),
-            )
-            .await
-            .context("cannot open the database")?;
+            let store =
+                remaudit_store::connect_with(&database.database_url, pool, retention.policy())
+                    .await
+                    .context("cannot open the database")?;
             let settings = ServerSettings {
                 max_body_bytes,
                 max_batch_records,

@@ -1698,6 +1698,7 @@ async fn retention_store(url: &str) -> anyhow::Result<PgStore> {
         PoolSettings {
             max_connections: 4,
             acquire_timeout: Duration::from_secs(60),
+            ..PoolSettings::default()
         },
     )
     .await?)
@@ -2076,6 +2077,7 @@ async fn bench() -> anyhow::Result<()> {
                 PoolSettings {
                     max_connections: u32::try_from(options.ingest_tasks + 2)?,
                     acquire_timeout: Duration::from_secs(120),
+                    ..PoolSettings::default()
                 },
             )
             .await?,

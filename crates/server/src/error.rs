@@ -53,6 +53,8 @@ pub enum ApiError {
     Unavailable(Duration),
     /// The request took longer than the server allows.
     Timeout(Duration),
+    /// The database cancelled a read that ran past its statement timeout; try again after the delay.
+    QueryTimeout(Duration),
     /// The service is handling as many requests as it may; try again after the delay.
     Overloaded(Duration),
     /// The client paused longer than allowed while sending the body.
@@ -67,6 +69,9 @@ impl ApiError {
         if err.is_unavailable() {
             tracing::warn!(error = %err, "database unavailable");
             Self::Unavailable(retry_after)
+        } else if err.is_timeout() {
+            tracing::warn!(error = %err, "read cancelled by its statement timeout");
+            Self::QueryTimeout(retry_after)
         } else {
             tracing::error!(error = %err, "store failure");
             Self::Internal
@@ -132,6 +137,15 @@ impl ApiError {
                     limit.as_secs()
                 ),
             ),
+            Self::QueryTimeout(after) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "query-timeout",
+                "Query took too long",
+                format!(
+                    "the database stopped this read when it ran past the analytics statement timeout; narrow it (a shorter window, or an aligned one instead of exact=true) or retry after {} s",
+                    after.as_secs()
+                ),
+            ),
             Self::Overloaded(after) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
@@ -190,7 +204,11 @@ impl IntoResponse for ApiError {
             // The rest of the body is not read, so the connection cannot be reused.
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        if let Self::Unavailable(after) | Self::Timeout(after) | Self::Overloaded(after) = &self {
+        if let Self::Unavailable(after)
+        | Self::Timeout(after)
+        | Self::Overloaded(after)
+        | Self::QueryTimeout(after) = &self
+        {
             let secs = if matches!(self, Self::Timeout(_)) {
                 1
             } else {

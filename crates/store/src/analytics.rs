@@ -1,14 +1,14 @@
 //! Analytics shared by both backends: the query, which source answers it,
 //! and how rows (from rollups or from the remediations) become answers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use remaudit_model::analytics::{
     Alignment, DurationsReport, FailureGroup, OutcomeCounts, PhaseDurations, QueryEcho,
     RemediationBrief, RetryGroup, SeriesPoint, Window,
 };
-use remaudit_model::histogram::{Histogram, RELATIVE_ERROR, percentile_cont};
+use remaudit_model::histogram::{Histogram, RELATIVE_ERROR};
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
 /// Most buckets a success-rate series may have.
@@ -21,7 +21,7 @@ pub const MAX_PROGRESSION: usize = 100;
 pub const SAMPLE_REASONS: usize = 5;
 
 /// Failures read per group to find the sample reasons.
-const SAMPLE_SCAN: i64 = 500;
+pub(crate) const SAMPLE_SCAN: i64 = 500;
 
 /// One analytics question.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,28 +230,45 @@ where
         .push_bind(i64::from(q.limit));
 }
 
-/// The latest failures of one group, whose distinct reasons are the samples.
-pub(crate) fn failure_samples_sql<DB, T>(
-    q: &AnalyticsQuery,
-    group: &FailureRow,
-    time: impl Fn(DateTime<Utc>) -> T,
-) -> QueryBuilder<DB>
+/// Ends the one query that reads every group's sample reasons: from
+/// `s(i, reason, start_time, id)`, the latest [`SAMPLE_SCAN`] failures with a
+/// reason of each group `i`, it keeps each group's first [`SAMPLE_REASONS`]
+/// distinct reasons, newest first, as `(i, reason)` rows in that order.
+pub(crate) fn push_sample_pick<DB>(qb: &mut QueryBuilder<DB>)
 where
     DB: Database,
     DB::Arguments: Default,
-    String: for<'t> Encode<'t, DB> + Type<DB>,
-    i64: for<'t> Encode<'t, DB> + Type<DB>,
-    T: for<'t> Encode<'t, DB> + Type<DB> + 'static,
 {
-    let mut qb = filtered(
-        "SELECT substr(failure_reason, 1, 100) AS reason FROM remediation_audit WHERE failure_reason IS NOT NULL",
-        q,
-        time,
-    );
-    push_failure_group(&mut qb, group);
-    qb.push(" ORDER BY start_time DESC, id DESC LIMIT ")
-        .push_bind(SAMPLE_SCAN);
-    qb
+    qb.push(format_args!(
+        "), firsts AS (SELECT i, reason, min(rn) AS first \
+         FROM (SELECT i, reason, row_number() OVER (PARTITION BY i ORDER BY start_time DESC, id DESC) AS rn \
+         FROM s) AS ranked GROUP BY i, reason) \
+         SELECT i, reason FROM (SELECT i, reason, row_number() OVER (PARTITION BY i ORDER BY first) AS k \
+         FROM firsts) AS picked WHERE k <= {SAMPLE_REASONS} ORDER BY i, k"
+    ));
+}
+
+/// The outcome literal and phase column that select a failure group's remediations.
+pub(crate) fn failure_phase_column(outcome: &str) -> (&'static str, &'static str) {
+    if outcome == "failed" {
+        ("failed", "failure_phase")
+    } else {
+        ("timeout", "timeout_phase")
+    }
+}
+
+/// Sorts the `(i, reason)` rows of a sample query into one list per group.
+pub(crate) fn samples_by_group(
+    groups: usize,
+    rows: impl IntoIterator<Item = (i64, String)>,
+) -> Vec<Vec<String>> {
+    let mut out = vec![Vec::new(); groups];
+    for (i, reason) in rows {
+        if let Some(list) = usize::try_from(i).ok().and_then(|i| out.get_mut(i)) {
+            list.push(reason);
+        }
+    }
+    out
 }
 
 /// Duration bins computed from the remediations.
@@ -405,44 +422,130 @@ pub(crate) fn durations_from_bins(
     }
 }
 
-/// Exact durations per final phase and overall from `(phase, micros)` rows.
-pub(crate) fn durations_from_values(
-    q: &AnalyticsQuery,
-    rows: Vec<(String, i64)>,
-) -> DurationsReport {
-    let mut by_phase: BTreeMap<(usize, String), Vec<i64>> = BTreeMap::new();
-    for (phase, micros) in rows {
-        by_phase
-            .entry(phase_order(&phase))
-            .or_default()
-            .push(micros);
+/// Exact durations per final phase and overall, from durations streamed in
+/// ascending order once the count of each phase is known: only the values at
+/// the ranks the percentiles read are kept, so memory does not grow with the
+/// window. The figures are those of [`percentile_cont`](remaudit_model::histogram::percentile_cont) over the sorted values.
+pub(crate) struct ExactDurations {
+    phases: HashMap<String, Ranks>,
+    all: Ranks,
+}
+
+/// The percentiles every duration answer gives.
+const PERCENTILES: [f64; 3] = [0.5, 0.95, 0.99];
+
+/// One phase's (or all phases') running figures.
+struct Ranks {
+    count: u64,
+    seen: u64,
+    sum: i128,
+    /// Per percentile: the rank below it, and the values at that rank and the next.
+    picks: [(u64, Option<i64>, Option<i64>); 3],
+}
+
+impl Ranks {
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
+    fn new(count: u64) -> Self {
+        let last = count.saturating_sub(1);
+        let picks = PERCENTILES.map(|q| ((q * last as f64).floor() as u64, None, None));
+        Self {
+            count,
+            seen: 0,
+            sum: 0,
+            picks,
+        }
     }
+
+    fn add(&mut self, micros: i64) {
+        for (lower, low, high) in &mut self.picks {
+            if self.seen == *lower {
+                *low = Some(micros);
+            } else if self.seen == *lower + 1 {
+                *high = Some(micros);
+            }
+        }
+        self.seen += 1;
+        self.sum += i128::from(micros);
+    }
+
+    /// As [`percentile_cont`](remaudit_model::histogram::percentile_cont) over the values in seconds.
     #[allow(clippy::cast_precision_loss)]
-    let figures = |name: String, mut values: Vec<i64>| {
-        values.sort_unstable();
-        let seconds: Vec<f64> = values.iter().map(|&v| v as f64 / 1e6).collect();
-        let sum: i128 = values.iter().map(|&v| i128::from(v)).sum();
+    fn percentile(&self, i: usize) -> f64 {
+        let seconds = |v: i64| v as f64 / 1e6;
+        let (_, low, high) = self.picks[i];
+        let position = PERCENTILES[i] * self.count.saturating_sub(1) as f64;
+        let fraction = position - position.floor();
+        match (low.map(seconds), high.map(seconds)) {
+            (Some(low), Some(high)) if fraction > 0.0 => low + fraction * (high - low),
+            (Some(low), _) => low,
+            (None, _) => 0.0,
+        }
+    }
+
+    #[allow(clippy::cast_precision_loss)]
+    fn figures(&self, name: String) -> PhaseDurations {
         PhaseDurations {
             final_phase: name,
-            count: values.len() as u64,
-            avg_seconds: sum as f64 / values.len() as f64 / 1e6,
-            p50_seconds: percentile_cont(&seconds, 0.5).unwrap_or(0.0),
-            p95_seconds: percentile_cont(&seconds, 0.95).unwrap_or(0.0),
-            p99_seconds: percentile_cont(&seconds, 0.99).unwrap_or(0.0),
+            count: self.seen,
+            avg_seconds: self.sum as f64 / self.seen as f64 / 1e6,
+            p50_seconds: self.percentile(0),
+            p95_seconds: self.percentile(1),
+            p99_seconds: self.percentile(2),
         }
-    };
-    let all: Vec<i64> = by_phase.values().flatten().copied().collect();
-    let mut phases: Vec<PhaseDurations> = by_phase
-        .into_iter()
-        .map(|((_, name), v)| figures(name, v))
-        .collect();
-    if !all.is_empty() {
-        phases.push(figures("all".to_owned(), all));
     }
-    DurationsReport {
-        query: q.echo(Source::Rows, false),
-        relative_error: 0.0,
-        phases,
+}
+
+impl ExactDurations {
+    /// Ready for the durations of phases with these counts.
+    pub(crate) fn new(counts: impl IntoIterator<Item = (String, i64)>) -> Self {
+        let mut total = 0;
+        let phases = counts
+            .into_iter()
+            .map(|(phase, n)| {
+                let n = unsigned(n);
+                total += n;
+                (phase, Ranks::new(n))
+            })
+            .collect();
+        Self {
+            phases,
+            all: Ranks::new(total),
+        }
+    }
+
+    /// Takes the next duration; they must come in ascending order.
+    pub(crate) fn add(&mut self, phase: String, micros: i64) {
+        if let Some(ranks) = self.phases.get_mut(&phase) {
+            ranks.add(micros);
+            self.all.add(micros);
+        }
+    }
+
+    /// The answer: the phases in their order, then `all`.
+    pub(crate) fn report(self, q: &AnalyticsQuery) -> DurationsReport {
+        let mut by_phase: Vec<((usize, String), Ranks)> = self
+            .phases
+            .into_iter()
+            .filter(|(_, r)| r.seen > 0)
+            .map(|(name, r)| (phase_order(&name), r))
+            .collect();
+        by_phase.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut phases: Vec<PhaseDurations> = by_phase
+            .into_iter()
+            .map(|((_, name), r)| r.figures(name))
+            .collect();
+        if self.all.seen > 0 {
+            phases.push(self.all.figures("all".to_owned()));
+        }
+        DurationsReport {
+            query: q.echo(Source::Rows, false),
+            relative_error: 0.0,
+            phases,
+        }
     }
 }
 
@@ -479,20 +582,6 @@ impl FailureRow {
             sample_reasons,
         }
     }
-}
-
-/// The first [`SAMPLE_REASONS`] distinct reasons of `reasons`, in order.
-pub(crate) fn distinct_reasons(reasons: impl IntoIterator<Item = String>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for r in reasons {
-        if out.len() == SAMPLE_REASONS {
-            break;
-        }
-        if !out.contains(&r) {
-            out.push(r);
-        }
-    }
-    out
 }
 
 /// One alert's attempts in the window.
@@ -581,32 +670,10 @@ const FAILURE_GROUP_SQL: &str = "SELECT overall_phase AS outcome, \
     count(*) AS failures, count(DISTINCT alert_fingerprint) AS unique_alerts \
     FROM remediation_audit WHERE phase_rank = 9 AND overall_phase <> 'completed'";
 
-/// Appends the condition selecting one failure group's remediations.
-fn push_failure_group<DB>(qb: &mut QueryBuilder<DB>, group: &FailureRow)
-where
-    DB: Database,
-    DB::Arguments: Default,
-    String: for<'t> Encode<'t, DB> + Type<DB>,
-{
-    // Literals, not parameters, so that PostgreSQL can match the partial
-    // indexes on reasons (idx_failure_reasons, idx_timeout_reasons) in a
-    // generic plan too.
-    let (outcome, column) = if group.outcome == "failed" {
-        ("failed", "failure_phase")
-    } else {
-        ("timeout", "timeout_phase")
-    };
-    qb.push(format_args!(" AND overall_phase = '{outcome}'"));
-    if group.phase.is_empty() {
-        qb.push(format_args!(" AND {column} IS NULL"));
-    } else {
-        qb.push(format_args!(" AND {column} = "))
-            .push_bind(group.phase.clone());
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use remaudit_model::histogram::percentile_cont;
+
     use super::*;
 
     fn t(s: &str) -> DateTime<Utc> {
@@ -671,9 +738,65 @@ mod tests {
         );
     }
 
+    /// The figures the streamed computation must reproduce exactly.
+    #[allow(clippy::cast_precision_loss)]
+    fn sorted_figures(name: &str, mut values: Vec<i64>) -> PhaseDurations {
+        values.sort_unstable();
+        let seconds: Vec<f64> = values.iter().map(|&v| v as f64 / 1e6).collect();
+        let sum: i128 = values.iter().map(|&v| i128::from(v)).sum();
+        PhaseDurations {
+            final_phase: name.to_owned(),
+            count: values.len() as u64,
+            avg_seconds: sum as f64 / values.len() as f64 / 1e6,
+            p50_seconds: percentile_cont(&seconds, 0.5).unwrap_or(0.0),
+            p95_seconds: percentile_cont(&seconds, 0.95).unwrap_or(0.0),
+            p99_seconds: percentile_cont(&seconds, 0.99).unwrap_or(0.0),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn streamed_percentiles_equal_percentile_cont_of_the_sorted_values(
+            rows in proptest::collection::vec((0_usize..4, 0_i64..10_000_000_000), 0..400)
+        ) {
+            let names = ["failed", "completed", "timeout", "odd"];
+            let mut rows: Vec<(String, i64)> =
+                rows.into_iter().map(|(p, v)| (names[p].to_owned(), v)).collect();
+            let mut counts: HashMap<String, i64> = HashMap::new();
+            for (p, _) in &rows {
+                *counts.entry(p.clone()).or_default() += 1;
+            }
+            rows.sort_by_key(|(_, v)| *v);
+            let mut exact = ExactDurations::new(counts);
+            for (p, v) in &rows {
+                exact.add(p.clone(), *v);
+            }
+            let q = AnalyticsQuery::new(Window::new(t("2026-11-20T00:00:00Z"), t("2026-11-21T00:00:00Z"), true).unwrap());
+            let got = exact.report(&q).phases;
+            let mut want = Vec::new();
+            for name in ["completed", "failed", "timeout", "odd"] {
+                let values: Vec<i64> = rows.iter().filter(|(p, _)| p == name).map(|(_, v)| *v).collect();
+                if !values.is_empty() {
+                    want.push(sorted_figures(name, values));
+                }
+            }
+            if !rows.is_empty() {
+                want.push(sorted_figures("all", rows.iter().map(|(_, v)| *v).collect()));
+            }
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
+
     #[test]
-    fn reasons_are_distinct_and_few() {
-        let reasons = ["a", "b", "a", "c", "d", "e", "f"].map(String::from);
-        assert_eq!(distinct_reasons(reasons), ["a", "b", "c", "d", "e"]);
+    fn samples_land_in_their_groups() {
+        let rows = [(0, "a"), (2, "b"), (0, "c"), (7, "ignored")].map(|(i, r)| (i, r.to_owned()));
+        assert_eq!(
+            samples_by_group(3, rows),
+            [
+                vec!["a".to_owned(), "c".to_owned()],
+                vec![],
+                vec!["b".to_owned()]
+            ]
+        );
     }
 }

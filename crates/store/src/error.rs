@@ -9,6 +9,10 @@ pub enum StoreError {
     /// The database URL or settings are unusable.
     #[error("{0}")]
     Config(String),
+    /// A read ran past its statement timeout and the database cancelled it;
+    /// a narrower question, or the same one when the database is less busy, may succeed.
+    #[error("query cancelled: {0}")]
+    Timeout(String),
     /// Migrations could not be applied, or the schema is behind this build.
     #[error("database schema: {0}")]
     Schema(String),
@@ -22,6 +26,12 @@ impl StoreError {
     #[must_use]
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Unavailable(_))
+    }
+
+    /// Whether the database cancelled a statement that ran past its timeout.
+    #[must_use]
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout(_))
     }
 }
 
@@ -53,6 +63,10 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::WorkerCrashed => Self::Unavailable(err.to_string()),
             sqlx::Error::Database(db) if db.code().is_some_and(|c| is_transient_code(&c)) => {
                 Self::Unavailable(err.to_string())
+            }
+            // query_canceled: statement_timeout, or a cancel request.
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| c == "57014") => {
+                Self::Timeout(err.to_string())
             }
             _ => Self::Database(err),
         }

@@ -25,7 +25,7 @@ use crate::retention::{
 use crate::store::{
     EventKey, RemediationKey, SUMMARY_COLUMNS, StoredEvent, StoredRemediation, TimelinePage,
     check_schema, event_key, first_occurrences, judge, list_sql, outcomes, page, pool_stats,
-    redact, remediation_key,
+    redact, refuse_unknown_password_params, remediation_key,
 };
 use crate::{
     InsertOutcome, InsertRules, ListQuery, Page, PoolSettings, PoolStats, Store, StoreError,
@@ -73,6 +73,9 @@ static INSERT_SQL: LazyLock<String> =
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Listings and analytics: a pool of their own, with a statement timeout,
+    /// so that slow reads never hold the connections writes need.
+    reads: PgPool,
     policy: RetentionPolicy,
 }
 
@@ -82,6 +85,7 @@ impl PgStore {
     /// # Errors
     /// When the URL is malformed, the server unreachable or a migration fails.
     pub async fn connect(url: &str, settings: PoolSettings) -> Result<Self, StoreError> {
+        refuse_unknown_password_params(url)?;
         let options = PgConnectOptions::from_str(url).map_err(|e| {
             StoreError::Config(format!("invalid PostgreSQL URL {:?}: {e}", redact(url)))
         })?;
@@ -89,7 +93,7 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| match StoreError::from(e) {
                 StoreError::Unavailable(msg) => StoreError::Unavailable(format!(
@@ -97,15 +101,25 @@ impl PgStore {
                 )),
                 other => other,
             })?;
-        Self::from_pool(pool).await
+        let reads = read_pool(options, &settings);
+        Self::with_pools(pool, reads).await
     }
 
     /// Wraps an existing pool, applying pending migrations and creating the
-    /// weekly partitions around now.
+    /// weekly partitions around now. Reads get a pool of their own over the
+    /// same connection options, sized and limited as [`PoolSettings::default`].
     ///
     /// # Errors
     /// When a migration fails.
     pub async fn from_pool(pool: PgPool) -> Result<Self, StoreError> {
+        let reads = read_pool(
+            pool.connect_options().as_ref().clone(),
+            &PoolSettings::default(),
+        );
+        Self::with_pools(pool, reads).await
+    }
+
+    async fn with_pools(pool: PgPool, reads: PgPool) -> Result<Self, StoreError> {
         MIGRATOR.run(&pool).await?;
         // Weeks ahead exist even when no retention job runs here.
         let now = Utc::now();
@@ -113,6 +127,7 @@ impl PgStore {
             .await?;
         Ok(Self {
             pool,
+            reads,
             policy: RetentionPolicy::default(),
         })
     }
@@ -129,6 +144,30 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+
+    /// The pool listings and analytics read through.
+    #[must_use]
+    pub fn read_pool(&self) -> &PgPool {
+        &self.reads
+    }
+}
+
+/// The pool of reads: opened on first use (the main pool has just proved the
+/// server reachable), every session with `statement_timeout` set, so that
+/// PostgreSQL itself stops a read that runs too long even after the HTTP
+/// request that asked for it has given up.
+fn read_pool(options: PgConnectOptions, settings: &PoolSettings) -> PgPool {
+    let options = match settings.read_statement_timeout {
+        Some(limit) => options.options([(
+            "statement_timeout",
+            format!("{}ms", limit.as_millis().max(1)),
+        )]),
+        None => options,
+    };
+    PgPoolOptions::new()
+        .max_connections(settings.read_max_connections.max(1))
+        .acquire_timeout(settings.acquire_timeout)
+        .connect_lazy_with(options)
 }
 
 fn summary_from_row(row: &PgRow) -> Result<StoredAudit, sqlx::Error> {
@@ -443,7 +482,7 @@ impl Store for PgStore {
     #[instrument(skip_all, err)]
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
         let mut qb = list_sql(query, |t| t);
-        let rows = qb.build().fetch_all(&self.pool).await?;
+        let rows = qb.build().fetch_all(&self.reads).await?;
         let items = rows
             .iter()
             .map(summary_from_row)
@@ -462,7 +501,7 @@ impl Store for PgStore {
         );
         let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await?
         else {
             return Ok(None);
@@ -481,7 +520,7 @@ impl Store for PgStore {
         .bind(query.after.map(|c| c.event_time))
         .bind(query.after.map_or(0, |c| c.id))
         .bind(i64::from(query.limit) + 1)
-        .fetch(&self.pool);
+        .fetch(&self.reads);
         let mut page = TimelinePage::new(query.limit);
         while let Some(row) = rows.try_next().await? {
             let record: String = row.try_get("record")?;
@@ -506,27 +545,27 @@ impl Store for PgStore {
     }
 
     async fn postmortem(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
-        analytics::postmortem(&self.pool, query).await
+        analytics::postmortem(&self.reads, query).await
     }
 
     async fn slowest(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
-        analytics::slowest(&self.pool, query).await
+        analytics::slowest(&self.reads, query).await
     }
 
     async fn success_rate(&self, query: &AnalyticsQuery) -> Result<SuccessRateReport, StoreError> {
-        analytics::success_rate_report(&self.pool, query).await
+        analytics::success_rate_report(&self.reads, query).await
     }
 
     async fn durations(&self, query: &AnalyticsQuery) -> Result<DurationsReport, StoreError> {
-        analytics::durations_report(&self.pool, query).await
+        analytics::durations_report(&self.reads, query).await
     }
 
     async fn failures(&self, query: &AnalyticsQuery) -> Result<FailuresReport, StoreError> {
-        analytics::failures_report(&self.pool, query).await
+        analytics::failures_report(&self.reads, query).await
     }
 
     async fn retries(&self, query: &AnalyticsQuery) -> Result<RetriesReport, StoreError> {
-        analytics::retries_report(&self.pool, query).await
+        analytics::retries_report(&self.reads, query).await
     }
 
     async fn set_legal_hold(&self, id: i64, hold: bool) -> Result<Option<StoredAudit>, StoreError> {
@@ -634,7 +673,7 @@ impl Store for PgStore {
     }
 
     fn pool_stats(&self) -> PoolStats {
-        pool_stats(&self.pool)
+        pool_stats(&self.pool).plus(pool_stats(&self.reads))
     }
 
     fn backend(&self) -> &'static str {
@@ -642,6 +681,7 @@ impl Store for PgStore {
     }
 
     async fn close(&self) {
+        self.reads.close().await;
         self.pool.close().await;
     }
 }

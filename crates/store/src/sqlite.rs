@@ -38,6 +38,7 @@ use crate::{
 };
 
 mod analytics;
+mod files;
 mod retention;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -122,6 +123,10 @@ fn summary_from_row(row: &SqliteRow) -> Result<StoredAudit, sqlx::Error> {
 #[derive(Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Listings and analytics: a pool of their own (read-only connections),
+    /// so that slow reads never hold the connections writes need; `None` for
+    /// an in-memory database, which another pool would not see.
+    reads: Option<SqlitePool>,
     /// SQLite has one writer; taking turns here avoids busy errors.
     writer: Mutex<()>,
     policy: RetentionPolicy,
@@ -130,7 +135,8 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating it when missing) the database file, then applies pending migrations.
+    /// Opens (creating it, readable by its owner only, when missing) the
+    /// database file, then applies pending migrations.
     ///
     /// # Errors
     /// When the URL is malformed, the file cannot be opened or a migration fails.
@@ -143,10 +149,14 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(settings.acquire_timeout);
+        let file = database_file(&options);
+        if let Some(path) = &file {
+            files::create_private(path)?;
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| {
                 StoreError::Config(format!(
@@ -156,12 +166,26 @@ impl SqliteStore {
             })?;
         MIGRATOR.run(&pool).await?;
         backfill_durations(&pool).await?;
+        let reads = file.as_ref().map(|path| {
+            files::tighten_companions(path);
+            SqlitePoolOptions::new()
+                .max_connections(settings.read_max_connections.max(1))
+                .acquire_timeout(settings.acquire_timeout)
+                .connect_lazy_with(options.pragma("query_only", "ON"))
+        });
         Ok(Self {
             pool,
+            reads,
             writer: Mutex::new(()),
             policy: RetentionPolicy::default(),
             retention: Arc::new(Mutex::new(())),
         })
+    }
+
+    /// The pool listings and analytics read through.
+    #[must_use]
+    pub fn read_pool(&self) -> &SqlitePool {
+        self.reads.as_ref().unwrap_or(&self.pool)
     }
 
     /// The same store, writing expiry times by `policy`.
@@ -170,6 +194,14 @@ impl SqliteStore {
         self.policy = policy;
         self
     }
+}
+
+/// The database's file, or `None` for an in-memory database.
+fn database_file(options: &SqliteConnectOptions) -> Option<std::path::PathBuf> {
+    let path = options.get_filename();
+    let name = path.as_os_str();
+    (!name.is_empty() && name != ":memory:" && !name.to_string_lossy().starts_with("file:"))
+        .then(|| path.to_owned())
 }
 
 /// Gives rows stored before durations were kept their duration and bin.
@@ -339,7 +371,7 @@ impl Store for SqliteStore {
     #[instrument(skip_all, err)]
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
         let mut qb = list_sql(query, encode_time);
-        let rows = qb.build().fetch_all(&self.pool).await?;
+        let rows = qb.build().fetch_all(self.read_pool()).await?;
         let items = rows
             .iter()
             .map(summary_from_row)
@@ -358,7 +390,7 @@ impl Store for SqliteStore {
         );
         let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.read_pool())
             .await?
         else {
             return Ok(None);
@@ -377,7 +409,7 @@ impl Store for SqliteStore {
         .bind(query.after.map(|c| encode_time(c.event_time)))
         .bind(query.after.map_or(0, |c| c.id))
         .bind(i64::from(query.limit) + 1)
-        .fetch(&self.pool);
+        .fetch(self.read_pool());
         let mut page = TimelinePage::new(query.limit);
         while let Some(row) = rows.try_next().await? {
             let record: String = row.try_get("record")?;
@@ -402,27 +434,27 @@ impl Store for SqliteStore {
     }
 
     async fn postmortem(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
-        analytics::postmortem(&self.pool, query).await
+        analytics::postmortem(self.read_pool(), query).await
     }
 
     async fn slowest(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
-        analytics::slowest(&self.pool, query).await
+        analytics::slowest(self.read_pool(), query).await
     }
 
     async fn success_rate(&self, query: &AnalyticsQuery) -> Result<SuccessRateReport, StoreError> {
-        analytics::success_rate_report(&self.pool, query).await
+        analytics::success_rate_report(self.read_pool(), query).await
     }
 
     async fn durations(&self, query: &AnalyticsQuery) -> Result<DurationsReport, StoreError> {
-        analytics::durations_report(&self.pool, query).await
+        analytics::durations_report(self.read_pool(), query).await
     }
 
     async fn failures(&self, query: &AnalyticsQuery) -> Result<FailuresReport, StoreError> {
-        analytics::failures_report(&self.pool, query).await
+        analytics::failures_report(self.read_pool(), query).await
     }
 
     async fn retries(&self, query: &AnalyticsQuery) -> Result<RetriesReport, StoreError> {
-        analytics::retries_report(&self.pool, query).await
+        analytics::retries_report(self.read_pool(), query).await
     }
 
     async fn set_legal_hold(&self, id: i64, hold: bool) -> Result<Option<StoredAudit>, StoreError> {
@@ -555,7 +587,10 @@ impl Store for SqliteStore {
     }
 
     fn pool_stats(&self) -> PoolStats {
-        pool_stats(&self.pool)
+        match &self.reads {
+            Some(reads) => pool_stats(&self.pool).plus(pool_stats(reads)),
+            None => pool_stats(&self.pool),
+        }
     }
 
     fn backend(&self) -> &'static str {
@@ -563,6 +598,9 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        if let Some(reads) = &self.reads {
+            reads.close().await;
+        }
         self.pool.close().await;
     }
 }

@@ -256,13 +256,31 @@ pub struct PoolStats {
     pub max: u32,
 }
 
+impl PoolStats {
+    /// The figures of two pools together.
+    #[must_use]
+    pub fn plus(self, other: Self) -> Self {
+        Self {
+            size: self.size + other.size,
+            idle: self.idle + other.idle,
+            max: self.max + other.max,
+        }
+    }
+}
+
 /// Connection pool settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolSettings {
-    /// Most connections.
+    /// Most connections of the main pool: writes, timelines, retention and health checks.
     pub max_connections: u32,
     /// How long a request waits for a connection before the database counts as unavailable.
     pub acquire_timeout: Duration,
+    /// Most connections of the separate pool that listings and analytics read
+    /// through, so that slow reads never hold the connections writes need.
+    pub read_max_connections: u32,
+    /// Longest one read statement may run on PostgreSQL before the server
+    /// cancels it (`statement_timeout`); `None` for no limit. SQLite has no such limit.
+    pub read_statement_timeout: Option<Duration>,
 }
 
 impl Default for PoolSettings {
@@ -270,6 +288,8 @@ impl Default for PoolSettings {
         Self {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(3),
+            read_max_connections: 4,
+            read_statement_timeout: Some(Duration::from_secs(28)),
         }
     }
 }
@@ -423,19 +443,76 @@ pub async fn connect_with(
     }
 }
 
-/// A URL with any password replaced, fit for messages and logs.
+/// A URL with any password replaced, fit for messages and logs: the one in
+/// the user information (`user:PASSWORD@host`) and the value of every query
+/// parameter whose name ends in `password`, in any case (`?password=`,
+/// `&sslpassword=`).
 #[must_use]
 pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
+    let body = url.find("://").map_or(0, |s| s + 3);
+    let mut out = String::with_capacity(url.len());
+    let mut rest = url;
+    if let Some(first_at) = url[body..].find('@').map(|i| body + i) {
+        // The user information ends at the last `@` before the query, so a
+        // password holding `@`, `/` or `?` is hidden whole.
+        let limit = url[first_at..]
+            .find('?')
+            .map_or(url.len(), |i| first_at + i);
+        let at = url[..limit].rfind('@').unwrap_or(first_at);
+        if let Some((user, _)) = url[body..at].split_once(':') {
+            out.push_str(&url[..body]);
+            out.push_str(user);
+            out.push_str(":***");
+            rest = &url[at..];
         }
-        _ => url.to_owned(),
     }
+    let Some((path, query)) = rest.split_once('?') else {
+        out.push_str(rest);
+        return out;
+    };
+    let (query, fragment) = match query.split_once('#') {
+        Some((q, f)) => (q, Some(f)),
+        None => (query, None),
+    };
+    out.push_str(path);
+    out.push('?');
+    for (i, param) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match param.split_once('=') {
+            Some((name, _)) if name.to_ascii_lowercase().ends_with("password") => {
+                out.push_str(name);
+                out.push_str("=***");
+            }
+            _ => out.push_str(param),
+        }
+    }
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    out
+}
+
+/// Refuses query parameters that look like a password but that the driver
+/// does not take (`Password`, `sslpassword`): it would log them, value and
+/// all, as unrecognised.
+pub(crate) fn refuse_unknown_password_params(url: &str) -> Result<(), StoreError> {
+    let Some((_, query)) = url.split_once('?') else {
+        return Ok(());
+    };
+    let query = query.split('#').next().unwrap_or(query);
+    for param in query.split('&') {
+        let name = param.split('=').next().unwrap_or(param);
+        if name != "password" && name.to_ascii_lowercase().ends_with("password") {
+            return Err(StoreError::Config(format!(
+                "database URL {:?} has a parameter {name:?} that is not supported: give the password as `password` (lower case) or in the user information (postgres://USER:PASSWORD@HOST/DB)",
+                redact(url)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The identity of an event.
@@ -692,5 +769,74 @@ mod tests {
         );
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("sqlite://a.db"), "sqlite://a.db");
+        assert_eq!(
+            redact("postgres://u@h/db?sslmode=require&application_name=x"),
+            "postgres://u@h/db?sslmode=require&application_name=x"
+        );
+    }
+
+    #[test]
+    fn redact_hides_passwords_in_query_parameters() {
+        for (url, want) in [
+            (
+                "postgres://u@h/db?password=secret",
+                "postgres://u@h/db?password=***",
+            ),
+            (
+                "postgres://h/db?sslmode=disable&PassWord=secret&application_name=a",
+                "postgres://h/db?sslmode=disable&PassWord=***&application_name=a",
+            ),
+            (
+                "postgresql://u:one@h/db?sslpassword=two#frag",
+                "postgresql://u:***@h/db?sslpassword=***#frag",
+            ),
+            // A typo in the scheme still hides it (the "unsupported URL" error).
+            (
+                "postgress://h/db?password=secret",
+                "postgress://h/db?password=***",
+            ),
+            (
+                "postgres://h/db?password=a@b",
+                "postgres://h/db?password=***",
+            ),
+            ("postgres://h/db?password=", "postgres://h/db?password=***"),
+        ] {
+            let got = redact(url);
+            assert_eq!(got, want, "{url}");
+            assert!(!got.contains("secret"), "{got}");
+        }
+    }
+
+    #[test]
+    fn password_parameters_the_driver_would_log_are_refused() {
+        assert!(
+            refuse_unknown_password_params("postgres://h/db?password=x&sslmode=disable").is_ok()
+        );
+        assert!(refuse_unknown_password_params("postgres://u:p@h/db").is_ok());
+        for url in [
+            "postgres://h/db?Password=secret",
+            "postgres://h/db?sslmode=disable&sslpassword=secret",
+        ] {
+            let err = refuse_unknown_password_params(url)
+                .expect_err(url)
+                .to_string();
+            assert!(!err.contains("secret") && err.contains("=***"), "{err}");
+        }
+    }
+
+    #[test]
+    fn redact_hides_passwords_holding_url_delimiters() {
+        for url in [
+            "postgres://u:se@cr/et@h:5432/db",
+            "postgres://u:se?cret@h/db",
+            "postgres://u:s:ecret@h/db?password=secret",
+        ] {
+            let got = redact(url);
+            assert!(
+                !got.contains("cr") && !got.contains("ecret"),
+                "{url} -> {got}"
+            );
+            assert!(got.starts_with("postgres://u:***@h"), "{url} -> {got}");
+        }
     }
 }

@@ -121,6 +121,40 @@ fn unusable_database_urls_fail_with_a_clear_message() {
 }
 
 #[test]
+fn database_passwords_never_reach_the_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("no-such-dir/audit.db");
+    for url in [
+        "mysql://u:s3cr3t@y/z?password=s3cr3t".to_owned(),
+        "postgress://u@y/z?PASSWORD=s3cr3t".to_owned(),
+        "postgres://u:s3cr3t@127.0.0.1:99999/db".to_owned(),
+        "postgres://u:s3cr3t@127.0.0.1:1/db?password=s3cr3t".to_owned(),
+        "postgres://u@127.0.0.1:1/db?Password=s3cr3t".to_owned(),
+        "postgres://u@127.0.0.1:1/db?sslpassword=s3cr3t".to_owned(),
+        format!("sqlite://{}?password=s3cr3t", missing.display()),
+    ] {
+        let out = remaudit()
+            .args([
+                "migrate",
+                "--database-url",
+                &url,
+                "--db-acquire-timeout-secs",
+                "1",
+            ])
+            .env("RUST_LOG", "debug")
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(1), "{url}");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!all.contains("s3cr3t"), "{url}: {all}");
+    }
+}
+
+#[test]
 fn bad_flags_are_usage_errors() {
     let out = remaudit()
         .args(["serve", "--listen", "not-an-address"])

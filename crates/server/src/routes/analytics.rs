@@ -251,7 +251,7 @@ macro_rules! endpoint {
             responses(
                 (status = 200, description = $summary, body = $body),
                 (status = 400, description = "Invalid window, filter or limit", body = crate::error::Problem, content_type = "application/problem+json"),
-                (status = 503, description = "Database unavailable", body = crate::error::Problem, content_type = "application/problem+json"),
+                (status = 503, description = "Database unavailable (`database-unavailable`), or the question ran past the analytics statement timeout (`query-timeout`); both with Retry-After", body = crate::error::Problem, content_type = "application/problem+json"),
             )
         )]
         #[instrument(skip_all)]

@@ -226,3 +226,47 @@ pub async fn bad_analytics_input_gets_a_precise_400(app: &TestApp) {
         );
     }
 }
+
+/// A question PostgreSQL cancels at the read statement timeout answers 503
+/// `query-timeout` with `Retry-After`.
+#[tokio::test]
+async fn a_question_past_the_statement_timeout_is_a_503_with_retry_after() {
+    let db = remaudit_testkit::PgDb::create().await;
+    let store = remaudit_store::connect(
+        db.url(),
+        remaudit_store::PoolSettings {
+            read_statement_timeout: Some(std::time::Duration::from_millis(5)),
+            ..remaudit_store::PoolSettings::default()
+        },
+    )
+    .await
+    .expect("store");
+    // Enough finished remediations that exact percentiles take far longer than 5 ms.
+    sqlx::query(
+        "INSERT INTO remediation_audit (alert_fingerprint, remediation_name, overall_phase, \
+           start_time, completion_time, phase_rank, event_id, event_time, duration_us, duration_bin) \
+         SELECT 'fp', 'bulk-' || g, 'completed', \
+           TIMESTAMPTZ '2026-11-01T00:00:00Z' + g * INTERVAL '1 second', \
+           TIMESTAMPTZ '2026-11-01T00:00:00Z' + g * INTERVAL '1 second' + INTERVAL '1 minute', \
+           9, gen_random_uuid(), TIMESTAMPTZ '2026-11-01T00:00:00Z' + g * INTERVAL '1 second', \
+           (g * 7919 % 3600000) * 1000, remaudit_duration_bin((g * 7919 % 3600000) * 1000) \
+         FROM generate_series(1::int8, 200000) AS g",
+    )
+    .execute(&db.pool().await)
+    .await
+    .expect("fill");
+    let app = crate::helpers::spawn_app(store).await;
+    let path = "/api/v1/audit/analytics/durations?exact=true&since=2026-11-01T00:00:00Z&until=2026-11-08T00:00:00Z";
+    let answer = app.get(path).await;
+    answer.assert_problem(503, "query-timeout");
+    assert!(
+        answer
+            .headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|secs| secs >= 1),
+        "{:?}",
+        answer.headers
+    );
+}

@@ -88,6 +88,7 @@ async fn service_answers_503_while_the_database_is_away_and_recovers_without_res
         PoolSettings {
             max_connections: 4,
             acquire_timeout: Duration::from_secs(1),
+            ..PoolSettings::default()
         },
     )
     .await

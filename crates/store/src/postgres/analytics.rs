@@ -11,9 +11,9 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use crate::StoreError;
 use crate::analytics::{
     self, ALERT_GROUP_SQL, AlertRow, AnalyticsQuery, BinRow, BriefRow, FailureRow, MAX_PROGRESSION,
-    OutcomeRow, Source, bins_sql, distinct_reasons, durations_from_bins, failure_groups_sql,
-    failure_samples_sql, order_phases, postmortem_sql, push_failure_order, push_filters,
-    slowest_sql, success_rate, whole_weeks,
+    OutcomeRow, SAMPLE_SCAN, Source, bins_sql, durations_from_bins, failure_groups_sql,
+    failure_phase_column, order_phases, postmortem_sql, push_failure_order, push_filters,
+    push_sample_pick, samples_by_group, slowest_sql, success_rate, whole_weeks,
 };
 use remaudit_model::analytics::PhaseDurations;
 
@@ -265,18 +265,92 @@ pub(crate) async fn failures_report(
         (Source::Rows, failure_groups_sql(q, |t| t))
     };
     let groups = qb.build_query_as::<FailureRow>().fetch_all(pool).await?;
-    let mut items = Vec::with_capacity(groups.len());
-    for group in groups {
-        let reasons: Vec<String> = failure_samples_sql(q, &group, |t| t)
-            .build_query_scalar()
-            .fetch_all(pool)
-            .await?;
-        items.push(group.into_group(distinct_reasons(reasons)));
-    }
+    let samples = sample_reasons(pool, q, &groups).await?;
+    let items = groups
+        .into_iter()
+        .zip(samples)
+        .map(|(group, reasons)| group.into_group(reasons))
+        .collect();
     Ok(FailuresReport {
         query: q.echo(source, true),
         items,
     })
+}
+
+/// The sample reasons of every group, in one query. Each group's latest
+/// failures come from its own walk of the partial index on reasons
+/// (`idx_failure_reasons`, `idx_timeout_reasons`), stopped after
+/// [`SAMPLE_SCAN`] rows: a lateral join over the named phases of each
+/// outcome, and a plain branch for the group without a phase.
+async fn sample_reasons(
+    pool: &PgPool,
+    q: &AnalyticsQuery,
+    groups: &[FailureRow],
+) -> Result<Vec<Vec<String>>, StoreError> {
+    if groups.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut qb: Qb = QueryBuilder::new("WITH s AS (");
+    let mut branches = 0;
+    for outcome in ["failed", "timeout"] {
+        let mine = || {
+            groups
+                .iter()
+                .enumerate()
+                .filter(move |(_, g)| failure_phase_column(&g.outcome).0 == outcome)
+        };
+        let (phases, indices): (Vec<String>, Vec<i64>) = mine()
+            .filter(|(_, g)| !g.phase.is_empty())
+            .map(|(i, g)| (g.phase.clone(), i64::try_from(i).unwrap_or(i64::MAX)))
+            .unzip();
+        if !phases.is_empty() {
+            if branches > 0 {
+                qb.push(" UNION ALL ");
+            }
+            branches += 1;
+            qb.push("SELECT g.i, x.reason, x.start_time, x.id FROM unnest(")
+                .push_bind(phases)
+                .push("::text[], ")
+                .push_bind(indices)
+                .push("::int8[]) AS g(phase, i), LATERAL (");
+            push_latest_failures(&mut qb, q, outcome, true);
+            qb.push(") AS x");
+        }
+        for (i, _) in mine().filter(|(_, g)| g.phase.is_empty()) {
+            if branches > 0 {
+                qb.push(" UNION ALL ");
+            }
+            branches += 1;
+            qb.push(format_args!(
+                "SELECT {i}::int8 AS i, x.reason, x.start_time, x.id FROM ("
+            ));
+            push_latest_failures(&mut qb, q, outcome, false);
+            qb.push(") AS x");
+        }
+    }
+    push_sample_pick(&mut qb);
+    let rows = qb.build().fetch_all(pool).await?;
+    let rows = rows
+        .iter()
+        .map(|r| Ok((r.try_get("i")?, r.try_get("reason")?)))
+        .collect::<Result<Vec<(i64, String)>, sqlx::Error>>()?;
+    Ok(samples_by_group(groups.len(), rows))
+}
+
+/// The latest failures with a reason of one outcome in the window: of the
+/// phase `g.phase` when `named`, of no phase otherwise.
+fn push_latest_failures(qb: &mut Qb, q: &AnalyticsQuery, outcome: &str, named: bool) {
+    let (outcome, column) = failure_phase_column(outcome);
+    // Literals, not parameters, so that PostgreSQL can match the partial
+    // indexes on reasons in a generic plan too.
+    qb.push(format_args!(
+        "SELECT substr(failure_reason, 1, 100) AS reason, start_time, id FROM remediation_audit \
+         WHERE failure_reason IS NOT NULL AND overall_phase = '{outcome}' AND {column} {}",
+        if named { "= g.phase" } else { "IS NULL" }
+    ));
+    push_filters(qb, q, |t: DateTime<Utc>| t);
+    qb.push(" ORDER BY start_time DESC, id DESC LIMIT ")
+        .push_bind(SAMPLE_SCAN);
 }
 
 pub(crate) async fn retries_report(

@@ -2,6 +2,7 @@
 //! answers are the ones PostgreSQL gives from its rollups: the same bins, the
 //! same counts.
 
+use futures::TryStreamExt as _;
 use remaudit_model::analytics::{
     DurationsReport, FailuresReport, RemediationBrief, RemediationList, RetriesReport,
     SuccessRateReport,
@@ -12,10 +13,10 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use super::{decode_time, encode_time, json_column, optional_time_column, time_column};
 use crate::StoreError;
 use crate::analytics::{
-    self, ALERT_GROUP_SQL, AlertRow, AnalyticsQuery, BinRow, BriefRow, FailureRow, MAX_PROGRESSION,
-    OutcomeRow, Source, bins_sql, distinct_reasons, durations_from_bins, durations_from_values,
-    failure_groups_sql, failure_samples_sql, postmortem_sql, push_filters, slowest_sql,
-    success_rate,
+    self, ALERT_GROUP_SQL, AlertRow, AnalyticsQuery, BinRow, BriefRow, ExactDurations, FailureRow,
+    MAX_PROGRESSION, OutcomeRow, SAMPLE_SCAN, Source, bins_sql, durations_from_bins,
+    failure_groups_sql, failure_phase_column, postmortem_sql, push_filters, push_sample_pick,
+    samples_by_group, slowest_sql, success_rate,
 };
 
 type Qb = QueryBuilder<Sqlite>;
@@ -116,19 +117,7 @@ pub(crate) async fn durations_report(
     q: &AnalyticsQuery,
 ) -> Result<DurationsReport, StoreError> {
     if q.exact() {
-        let mut qb = filtered(
-            "SELECT overall_phase, duration_us FROM remediation_audit \
-             WHERE phase_rank = 9 AND duration_us IS NOT NULL",
-            q,
-        );
-        let rows = qb
-            .build()
-            .fetch_all(pool)
-            .await?
-            .iter()
-            .map(|r| Ok((r.try_get("overall_phase")?, r.try_get("duration_us")?)))
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        return Ok(durations_from_values(q, rows));
+        return exact_durations(pool, q).await;
     }
     let rows = bins_sql(q, encode_time)
         .build_query_as::<BinRow>()
@@ -145,18 +134,99 @@ pub(crate) async fn failures_report(
         .build_query_as::<FailureRow>()
         .fetch_all(pool)
         .await?;
-    let mut items = Vec::with_capacity(groups.len());
-    for group in groups {
-        let reasons: Vec<String> = failure_samples_sql(q, &group, encode_time)
-            .build_query_scalar()
-            .fetch_all(pool)
-            .await?;
-        items.push(group.into_group(distinct_reasons(reasons)));
-    }
+    let samples = sample_reasons(pool, q, &groups).await?;
+    let items = groups
+        .into_iter()
+        .zip(samples)
+        .map(|(group, reasons)| group.into_group(reasons))
+        .collect();
     Ok(FailuresReport {
         query: q.echo(Source::Rows, true),
         items,
     })
+}
+
+/// Exact durations without holding the window in memory: the counts per
+/// final phase first, then every duration streamed in ascending order, of
+/// which only the ranks the percentiles need are kept. Both reads see one
+/// snapshot (one transaction), so the counts fit the stream.
+async fn exact_durations(
+    pool: &SqlitePool,
+    q: &AnalyticsQuery,
+) -> Result<DurationsReport, StoreError> {
+    const FINISHED: &str =
+        "FROM remediation_audit WHERE phase_rank = 9 AND duration_us IS NOT NULL";
+    let mut tx = pool.begin().await?;
+    let mut counts = filtered(
+        &format!("SELECT overall_phase, count(*) AS n {FINISHED}"),
+        q,
+    );
+    counts.push(" GROUP BY overall_phase");
+    let counts = counts
+        .build()
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("overall_phase")?, r.try_get("n")?)))
+        .collect::<Result<Vec<(String, i64)>, sqlx::Error>>()?;
+    let mut exact = ExactDurations::new(counts);
+    let mut stream = filtered(&format!("SELECT overall_phase, duration_us {FINISHED}"), q);
+    stream.push(" ORDER BY duration_us");
+    {
+        let mut rows = stream.build().fetch(&mut *tx);
+        while let Some(row) = rows.try_next().await? {
+            exact.add(row.try_get("overall_phase")?, row.try_get("duration_us")?);
+        }
+    }
+    tx.commit().await?;
+    Ok(exact.report(q))
+}
+
+/// The sample reasons of every group, in one query: the failures with a
+/// reason in the window, numbered newest first within their group, the first
+/// [`SAMPLE_SCAN`] of each kept.
+async fn sample_reasons(
+    pool: &SqlitePool,
+    q: &AnalyticsQuery,
+    groups: &[FailureRow],
+) -> Result<Vec<Vec<String>>, StoreError> {
+    if groups.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut qb: Qb = QueryBuilder::new("WITH g(i, outcome, phase) AS (VALUES ");
+    for (i, group) in groups.iter().enumerate() {
+        if i > 0 {
+            qb.push(", ");
+        }
+        qb.push(format_args!(
+            "({i}, '{}', ",
+            failure_phase_column(&group.outcome).0
+        ))
+        .push_bind(group.phase.clone())
+        .push(")");
+    }
+    qb.push(
+        "), f AS (SELECT overall_phase AS outcome, \
+         COALESCE(CASE WHEN overall_phase = 'failed' THEN failure_phase ELSE timeout_phase END, '') AS phase, \
+         substr(failure_reason, 1, 100) AS reason, start_time, id FROM remediation_audit \
+         WHERE failure_reason IS NOT NULL AND overall_phase IN ('failed', 'timeout')",
+    );
+    push_filters(&mut qb, q, encode_time);
+    qb.push(
+        "), s AS (SELECT i, reason, start_time, id FROM (SELECT g.i, f.reason, f.start_time, f.id, \
+         row_number() OVER (PARTITION BY g.i ORDER BY f.start_time DESC, f.id DESC) AS rn \
+         FROM f JOIN g ON g.outcome = f.outcome AND g.phase = f.phase) AS numbered WHERE rn <= ",
+    )
+    .push_bind(SAMPLE_SCAN);
+    push_sample_pick(&mut qb);
+    let rows = qb
+        .build()
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("i")?, r.try_get("reason")?)))
+        .collect::<Result<Vec<(i64, String)>, sqlx::Error>>()?;
+    Ok(samples_by_group(groups.len(), rows))
 }
 
 pub(crate) async fn retries_report(

@@ -503,3 +503,176 @@ pub async fn analytics_of_an_empty_store_are_empty(store: Arc<dyn Store>) {
         (0, 0, 0)
     );
 }
+
+/// Reads go through a pool of their own, so that slow analytics never hold
+/// the connections writes need, and PostgreSQL stops a read that runs too long.
+mod isolation {
+    use std::time::{Duration, Instant};
+
+    use remaudit_model::analytics::Window;
+    use remaudit_store::{AnalyticsQuery, ListQuery, PgStore, PoolSettings, SqliteStore, Store};
+    use remaudit_testkit::{PgDb, SqliteDb, wait_for};
+
+    use super::{generate, records};
+
+    /// A write pool of two and a read pool of one, waiting one second for a connection.
+    fn tight() -> PoolSettings {
+        PoolSettings {
+            max_connections: 2,
+            acquire_timeout: Duration::from_secs(1),
+            read_max_connections: 1,
+            ..PoolSettings::default()
+        }
+    }
+
+    fn listing() -> ListQuery {
+        ListQuery {
+            limit: 10,
+            ..ListQuery::default()
+        }
+    }
+
+    /// Stores a batch, which must be answered well inside `limit`.
+    async fn insert_promptly(store: &dyn Store, limit: Duration) {
+        let batch = records(&generate(3, 20));
+        let started = Instant::now();
+        let outcomes = tokio::time::timeout(limit, store.insert(&batch))
+            .await
+            .expect("the insert waited for a connection that reads hold")
+            .expect("insert");
+        assert_eq!(outcomes.len(), batch.len());
+        eprintln!("insert with the read pool held: {:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn postgres_ingest_goes_on_while_slow_reads_hold_every_read_connection() {
+        let db = PgDb::create().await;
+        let store = PgStore::connect(db.url(), tight()).await.expect("store");
+        // A slow analytics statement holds the read pool's only connection.
+        let mut held = store.read_pool().acquire().await.expect("read connection");
+        let slow = tokio::spawn(async move {
+            let _ = sqlx::query("SELECT pg_sleep(20)").execute(&mut *held).await;
+        });
+        let admin = db.pool().await;
+        wait_for("the slow read to run", Duration::from_secs(10), || async {
+            let running: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(20)' AND state = 'active'",
+            )
+            .fetch_one(&admin)
+            .await
+            .expect("activity");
+            (running == 1).then_some(())
+        })
+        .await;
+        // Reads are capped: the next one waits, then counts the database as busy.
+        let err = store.list(&listing()).await.expect_err("read pool is full");
+        assert!(err.is_unavailable(), "{err}");
+        // Writes have their own connections.
+        insert_promptly(&store, Duration::from_secs(10)).await;
+        slow.abort();
+    }
+
+    #[tokio::test]
+    async fn sqlite_ingest_goes_on_while_a_read_holds_every_read_connection() {
+        let db = SqliteDb::create();
+        let store = SqliteStore::connect(&db.url(), tight())
+            .await
+            .expect("store");
+        // A long read transaction holds the read pool's only connection.
+        let mut held = store.read_pool().acquire().await.expect("read connection");
+        sqlx::query("BEGIN")
+            .execute(&mut *held)
+            .await
+            .expect("begin");
+        let _: i64 = sqlx::query_scalar("SELECT count(*) FROM remediation_audit")
+            .fetch_one(&mut *held)
+            .await
+            .expect("read");
+        let err = store.list(&listing()).await.expect_err("read pool is full");
+        assert!(err.is_unavailable(), "{err}");
+        insert_promptly(&store, Duration::from_secs(10)).await;
+        // The read connections cannot write.
+        let write = sqlx::query("DELETE FROM remediation_audit")
+            .execute(&mut *held)
+            .await;
+        assert!(write.is_err(), "a read connection wrote");
+        sqlx::query("ROLLBACK")
+            .execute(&mut *held)
+            .await
+            .expect("rollback");
+        drop(held);
+        assert_eq!(store.list(&listing()).await.expect("list").items.len(), 10);
+    }
+
+    /// Finished remediations straight into the table (no rollups: only exact
+    /// answers read them), one a second from 2026-11-01.
+    async fn fill(pool: &sqlx::PgPool, rows: i64) {
+        sqlx::query(
+            "INSERT INTO remediation_audit (alert_fingerprint, remediation_name, overall_phase, \
+               start_time, completion_time, phase_rank, event_id, event_time, duration_us, duration_bin) \
+             SELECT 'fp-' || (g % 50), 'bulk-' || g, 'completed', \
+               TIMESTAMPTZ '2026-11-01T00:00:00Z' + g * INTERVAL '1 second', \
+               TIMESTAMPTZ '2026-11-01T00:00:00Z' + g * INTERVAL '1 second' + (g * 7919 % 3600000) * INTERVAL '1 millisecond', \
+               9, gen_random_uuid(), TIMESTAMPTZ '2026-11-01T00:00:00Z' + g * INTERVAL '1 second', \
+               (g * 7919 % 3600000) * 1000, remaudit_duration_bin((g * 7919 % 3600000) * 1000) \
+             FROM generate_series(1, $1) AS g",
+        )
+        .bind(rows)
+        .execute(pool)
+        .await
+        .expect("fill");
+    }
+
+    fn exact_week() -> AnalyticsQuery {
+        AnalyticsQuery::new(
+            Window::new(
+                "2026-11-01T00:00:00Z".parse().expect("time"),
+                "2026-11-08T00:00:00Z".parse().expect("time"),
+                true,
+            )
+            .expect("window"),
+        )
+    }
+
+    #[tokio::test]
+    async fn postgres_cancels_an_analytics_query_past_its_statement_timeout() {
+        const ROWS: i64 = 200_000;
+        let db = PgDb::create().await;
+        let patient = PgStore::connect(
+            db.url(),
+            PoolSettings {
+                read_statement_timeout: None,
+                ..PoolSettings::default()
+            },
+        )
+        .await
+        .expect("store");
+        fill(patient.pool(), ROWS).await;
+        let started = Instant::now();
+        let answer = patient.durations(&exact_week()).await.expect("no limit");
+        eprintln!(
+            "exact durations over {ROWS} rows without a limit: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(answer.phases.last().map(|p| p.count), Some(ROWS as u64));
+
+        let hasty = PgStore::connect(
+            db.url(),
+            PoolSettings {
+                read_statement_timeout: Some(Duration::from_millis(5)),
+                ..PoolSettings::default()
+            },
+        )
+        .await
+        .expect("store");
+        let started = Instant::now();
+        let err = hasty
+            .durations(&exact_week())
+            .await
+            .expect_err("past the statement timeout");
+        eprintln!("cancelled after {:?}", started.elapsed());
+        assert!(err.is_timeout(), "{err}");
+        // The write pool has no such limit.
+        insert_promptly(&hasty, Duration::from_secs(30)).await;
+    }
+}
