@@ -78,7 +78,11 @@ fn publish_all(
 
 /// Checks that `records` records of `records / 5` remediations arrived,
 /// each once, in the weekly partitions.
-async fn check_arrived(db: &remaudit_testkit::PgDb, path: &str, records: usize) -> anyhow::Result<()> {
+async fn check_arrived(
+    db: &remaudit_testkit::PgDb,
+    path: &str,
+    records: usize,
+) -> anyhow::Result<()> {
     let pool = db.pool().await;
     for (table, want) in [
         ("remediation_audit_events", records),

@@ -172,7 +172,11 @@ async fn bench() -> anyhow::Result<()> {
     let remediations = total.div_ceil(5);
     println!(
         "ingest: {total} records, batches of {batch}, {concurrency} concurrent senders, PostgreSQL on loopback{}",
-        if smoke { " (smoke run: correctness only)" } else { "" }
+        if smoke {
+            " (smoke run: correctness only)"
+        } else {
+            ""
+        }
     );
 
     // Through the service.
@@ -214,7 +218,11 @@ async fn bench() -> anyhow::Result<()> {
                     let status = response.status().as_u16();
                     let body: Value = response.json().await.unwrap_or_default();
                     expect_eq(&format!("batch {i}: status"), &status, &200);
-                    expect_eq(&format!("batch {i}: rejected"), &body["rejected"], &json!(0));
+                    expect_eq(
+                        &format!("batch {i}: rejected"),
+                        &body["rejected"],
+                        &json!(0),
+                    );
                 }
                 Err(e) => bench::surprise(format_args!("batch {i}: {e}")),
             }
