@@ -710,6 +710,47 @@ mod tests {
         assert_eq!(without_password("postgres://h/db"), "postgres://h/db");
     }
 
+    /// The census sees a row in the default partition, and passes when
+    /// every row is in its own partition: on real PostgreSQL.
+    #[tokio::test]
+    async fn the_census_finds_rows_out_of_place() {
+        let db = crate::PgDb::create().await;
+        let pool = db.pool().await;
+        sqlx::raw_sql(
+            "CREATE TABLE t (id int, k int) PARTITION BY RANGE (k);
+             CREATE TABLE t_low PARTITION OF t FOR VALUES FROM (0) TO (10);
+             CREATE TABLE t_default PARTITION OF t DEFAULT;
+             INSERT INTO t VALUES (1, 1), (2, 2);",
+        )
+        .execute(&pool)
+        .await
+        .expect("setup");
+        let placed = census(&pool, "t").await.expect("census");
+        assert_eq!((placed.total, placed.in_default()), (2, 0));
+        assert!(placed.check("t", true));
+
+        sqlx::raw_sql("INSERT INTO t VALUES (3, 42), (3, 5)")
+            .execute(&pool)
+            .await
+            .expect("insert");
+        let misplaced = census(&pool, "t").await.expect("census");
+        assert_eq!(
+            (
+                misplaced.total,
+                misplaced.distinct_ids,
+                misplaced.in_default()
+            ),
+            (4, 3, 1)
+        );
+        let before = surprises();
+        assert!(
+            !misplaced.check("t", true),
+            "a row in the default partition and an id twice"
+        );
+        assert!(surprises() >= before + 2);
+        pool.close().await;
+    }
+
     #[test]
     fn a_surprise_fails_the_verdict() {
         assert!(expect_eq("same", &1, &1));
