@@ -28,10 +28,12 @@
 //! `BENCH_CASE_SECONDS` (15) once it has `BENCH_MIN_SAMPLES` (3) calls, and the
 //! table says how many calls each figure is made of.
 //!
-//! With `--check` (and always in smoke mode) it then checks the answers over
-//! a window that holds every row: every row in exactly one weekly partition,
-//! and each endpoint, rollups and exact, equal to the design's SQL (counts by
-//! outcome, durations, failures, retries, the post-mortem and slowest lists).
+//! With `--check` (and always in smoke mode) it then checks: every row in
+//! exactly one weekly partition, and each endpoint, rollups and exact, equal
+//! to the design's SQL (counts by outcome, durations, failures, retries, the
+//! post-mortem and slowest lists) over whole days up to today, which hold
+//! every row when the data spans less than 90 days (a window's maximum): the
+//! endpoints get `since`/`until`, the SQL the same range on `start_time`.
 //! A difference prints `SURPRISE` and the run exits non-zero.
 //!
 //! `--smoke` (or `BENCH_SMOKE=1`): 8 days x 500 remediations in the database
@@ -188,6 +190,51 @@ fn interval(window: &str) -> anyhow::Result<String> {
     }
 }
 
+/// The time a question covers.
+enum Period {
+    /// The last `window` (`7d`): the design's `created_at > NOW() - INTERVAL`.
+    Last { window: String, interval: String },
+    /// Remediations that started in `[since, until)`, whole days: the
+    /// checks' period, the same rows for the endpoints and the SQL.
+    Range {
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    },
+}
+
+impl Period {
+    fn last(window: &str) -> anyhow::Result<Self> {
+        Ok(Self::Last {
+            window: window.to_owned(),
+            interval: interval(window)?,
+        })
+    }
+
+    /// The endpoint's query parameters.
+    fn query(&self) -> String {
+        match self {
+            Self::Last { window, .. } => format!("window={window}"),
+            Self::Range { since, until } => format!(
+                "since={}&until={}",
+                since.to_rfc3339_opts(SecondsFormat::Secs, true),
+                until.to_rfc3339_opts(SecondsFormat::Secs, true)
+            ),
+        }
+    }
+
+    /// The SQL condition that stands for it.
+    fn condition(&self) -> String {
+        match self {
+            Self::Last { interval, .. } => format!("created_at > NOW() - INTERVAL '{interval}'"),
+            Self::Range { since, until } => format!(
+                "start_time >= '{}' AND start_time < '{}'",
+                since.to_rfc3339(),
+                until.to_rfc3339()
+            ),
+        }
+    }
+}
+
 /// One analytics question, as an endpoint and as the design's SQL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Question {
@@ -224,7 +271,7 @@ impl Question {
     }
 
     /// Path and query of the endpoint.
-    fn path(self, scope: &Scope, window: &str, exact: bool) -> String {
+    fn path(self, scope: &Scope, period: &Period, exact: bool) -> String {
         let (endpoint, extra) = match self {
             Self::Postmortem => (
                 "postmortem",
@@ -237,7 +284,10 @@ impl Question {
             Self::Failures => ("failures", String::new()),
             Self::Retries => ("retries", String::new()),
         };
-        let mut path = format!("/api/v1/audit/analytics/{endpoint}?window={window}{extra}");
+        let mut path = format!(
+            "/api/v1/audit/analytics/{endpoint}?{}{extra}",
+            period.query()
+        );
         if let Some(ns) = &scope.namespace {
             let _ = write!(path, "&namespace={ns}");
         }
@@ -247,19 +297,28 @@ impl Question {
         path
     }
 
-    /// The design's query for this question over `interval` (as in `7 days`).
-    fn design_sql(self, scope: &Scope, interval: &str) -> String {
+    /// The design's query for this question over the period: its interval
+    /// replaced by the window's, or, for a range, its condition on
+    /// `created_at` by one on `start_time` (which the endpoints filter on).
+    fn design_sql(self, scope: &Scope, period: &Period) -> String {
         let and_namespace = scope
             .namespace
             .as_ref()
             .map_or_else(String::new, |ns| format!("\n  AND namespace = '{ns}'"));
+        let when = period.condition();
+        // The post-mortem query has no period in the design: a range (the
+        // checks') still applies, as it does to the endpoint.
+        let and_when = match period {
+            Period::Last { .. } => String::new(),
+            Period::Range { .. } => format!("\n  AND {when}"),
+        };
         match self {
             Self::Postmortem => format!(
                 "SELECT remediation_name, overall_phase, start_time, completion_time,
     EXTRACT(EPOCH FROM (completion_time - start_time)) as duration_seconds,
     failure_phase, failure_reason
 FROM remediation_audit
-WHERE alert_fingerprint = '{}'{and_namespace}
+WHERE alert_fingerprint = '{}'{and_namespace}{and_when}
 ORDER BY start_time DESC
 LIMIT 10",
                 scope.fingerprint
@@ -270,7 +329,7 @@ LIMIT 10",
     COUNT(CASE WHEN overall_phase = 'failed' THEN 1 END) as failed,
     ROUND(100.0 * COUNT(CASE WHEN overall_phase = 'completed' THEN 1 END) / COUNT(*), 2) as success_rate_pct
 FROM remediation_audit
-WHERE created_at > NOW() - INTERVAL '{interval}'{and_namespace}
+WHERE {when}{and_namespace}
 GROUP BY overall_phase"
             ),
             Self::Series => format!(
@@ -279,7 +338,7 @@ GROUP BY overall_phase"
     COUNT(CASE WHEN overall_phase = 'failed' THEN 1 END) as failed,
     ROUND(100.0 * COUNT(CASE WHEN overall_phase = 'completed' THEN 1 END) / COUNT(*), 2) as success_rate_pct
 FROM remediation_audit
-WHERE created_at > NOW() - INTERVAL '{interval}'{and_namespace}
+WHERE {when}{and_namespace}
 GROUP BY 1, overall_phase
 ORDER BY 1"
             ),
@@ -290,7 +349,7 @@ ORDER BY 1"
     PERCENTILE_CONT(0.95) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM (completion_time - start_time))) as p95_duration
 FROM remediation_audit
 WHERE completion_time IS NOT NULL
-  AND created_at > NOW() - INTERVAL '{interval}'{and_namespace}
+  AND {when}{and_namespace}
 GROUP BY overall_phase"
             ),
             Self::Slowest => format!(
@@ -299,7 +358,7 @@ GROUP BY overall_phase"
     service_crd_statuses
 FROM remediation_audit
 WHERE completion_time IS NOT NULL
-  AND created_at > NOW() - INTERVAL '{interval}'{and_namespace}
+  AND {when}{and_namespace}
 ORDER BY duration_seconds DESC
 LIMIT 20"
             ),
@@ -309,7 +368,7 @@ LIMIT 20"
     ARRAY_AGG(DISTINCT substring(failure_reason, 1, 100)) as sample_reasons
 FROM remediation_audit
 WHERE failure_phase IS NOT NULL
-  AND created_at > NOW() - INTERVAL '{interval}'{and_namespace}
+  AND {when}{and_namespace}
 GROUP BY failure_phase
 ORDER BY failure_count DESC"
             ),
@@ -318,7 +377,7 @@ ORDER BY failure_count DESC"
     ARRAY_AGG(overall_phase ORDER BY created_at) as phase_progression,
     BOOL_OR(overall_phase = 'completed') as eventually_successful
 FROM remediation_audit
-WHERE created_at > NOW() - INTERVAL '{interval}'{and_namespace}
+WHERE {when}{and_namespace}
 GROUP BY alert_fingerprint
 HAVING COUNT(*) > 1
 ORDER BY retry_count DESC"
@@ -804,14 +863,28 @@ async fn check_rows(pool: &PgPool, expected: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Checks each endpoint (rollups and exact) against the design's SQL over a
-/// window that holds every row, for one scope.
+/// The checks' period: whole days up to the end of today, covering every
+/// row when the data spans less than the 90 days a window may cover, else
+/// the last 90 days.
+fn check_period(days: usize) -> anyhow::Result<Period> {
+    let today = Utc::now()
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .context("midnight")?
+        .and_utc();
+    let until = today + chrono::Duration::days(1);
+    let since = until - chrono::Duration::days(i64::try_from((days + 1).min(90))?);
+    Ok(Period::Range { since, until })
+}
+
+/// Checks each endpoint (rollups and exact) against the design's SQL over
+/// the same rows, for one scope.
 #[allow(clippy::too_many_lines)]
 async fn check_scope(targets: &Targets, scope: &Scope, days: usize) -> anyhow::Result<()> {
-    let window = format!("{}d", days + 2);
-    let interval = interval(&window)?;
+    let period = check_period(days)?;
+    let window = period.query();
     let name = scope.namespace.as_deref().unwrap_or("all");
-    let design = |q: Question| q.design_sql(scope, &interval);
+    let design = |q: Question| q.design_sql(scope, &period);
     let pool = &targets.pool;
 
     // success-rate and its series: counts by outcome.
@@ -829,7 +902,7 @@ async fn check_scope(targets: &Targets, scope: &Scope, days: usize) -> anyhow::R
     for exact in [false, true] {
         let how = if exact { "exact" } else { "rollups" };
         let r: SuccessRateReport =
-            get_json(targets, &Question::SuccessRate.path(scope, &window, exact)).await?;
+            get_json(targets, &Question::SuccessRate.path(scope, &period, exact)).await?;
         let t = r.totals;
         let got: BTreeMap<String, i64> = [
             ("completed", t.completed),
@@ -852,7 +925,7 @@ async fn check_scope(targets: &Targets, scope: &Scope, days: usize) -> anyhow::R
             &started,
         );
         let series: SuccessRateReport =
-            get_json(targets, &Question::Series.path(scope, &window, exact)).await?;
+            get_json(targets, &Question::Series.path(scope, &period, exact)).await?;
         let summed: u64 = series.series.iter().map(|p| p.counts.started).sum();
         expect_eq(
             &format!("success-rate series {name} ({how}): started, summed over the days"),
@@ -870,7 +943,7 @@ async fn check_scope(targets: &Targets, scope: &Scope, days: usize) -> anyhow::R
     for exact in [false, true] {
         let how = if exact { "exact" } else { "rollups" };
         let r: DurationsReport =
-            get_json(targets, &Question::Durations.path(scope, &window, exact)).await?;
+            get_json(targets, &Question::Durations.path(scope, &period, exact)).await?;
         let got: BTreeMap<String, (i64, String)> = r
             .phases
             .iter()
@@ -898,7 +971,7 @@ async fn check_scope(targets: &Targets, scope: &Scope, days: usize) -> anyhow::R
     for exact in [false, true] {
         let how = if exact { "exact" } else { "rollups" };
         let r: FailuresReport =
-            get_json(targets, &Question::Failures.path(scope, &window, exact)).await?;
+            get_json(targets, &Question::Failures.path(scope, &period, exact)).await?;
         let got: BTreeMap<String, (i64, i64)> = r
             .items
             .iter()
@@ -926,7 +999,7 @@ async fn check_scope(targets: &Targets, scope: &Scope, days: usize) -> anyhow::R
     for exact in [false, true] {
         let how = if exact { "exact" } else { "rollups" };
         let r: RetriesReport =
-            get_json(targets, &Question::Retries.path(scope, &window, exact)).await?;
+            get_json(targets, &Question::Retries.path(scope, &period, exact)).await?;
         expect_eq(
             &format!("retries {name} ({how}) vs the design's SQL: alerts retried"),
             &count(r.alerts_retried),
@@ -964,7 +1037,7 @@ async fn check_scope(targets: &Targets, scope: &Scope, days: usize) -> anyhow::R
     let rows = text_rows(pool, &design(Question::Postmortem)).await;
     let want: Vec<String> = rows.iter().map(|r| text(r.first())).collect();
     let r: RemediationList =
-        get_json(targets, &Question::Postmortem.path(scope, &window, false)).await?;
+        get_json(targets, &Question::Postmortem.path(scope, &period, false)).await?;
     let got: Vec<String> = r.items.iter().map(|i| i.remediation_name.clone()).collect();
     expect_eq(
         &format!("postmortem {name} vs the design's SQL: remediations, newest first"),
@@ -978,7 +1051,7 @@ async fn check_scope(targets: &Targets, scope: &Scope, days: usize) -> anyhow::R
     for exact in [false, true] {
         let how = if exact { "exact" } else { "rollups" };
         let r: RemediationList =
-            get_json(targets, &Question::Slowest.path(scope, &window, exact)).await?;
+            get_json(targets, &Question::Slowest.path(scope, &period, exact)).await?;
         let got: Vec<String> = r
             .items
             .iter()
@@ -1069,7 +1142,7 @@ async fn run() -> anyhow::Result<()> {
     for scope in &scopes {
         let scope_name = scope.namespace.clone().unwrap_or_else(|| "all".to_owned());
         for window in &options.windows {
-            let interval = interval(window)?;
+            let period = Period::last(window)?;
             for &question in &options.questions {
                 let report = |what: &str, timing: &anyhow::Result<Timing>| match timing {
                     Ok(t) => println!(
@@ -1088,14 +1161,14 @@ async fn run() -> anyhow::Result<()> {
                 };
                 let (ours, exact) = if http {
                     let ours = measure(
-                        &Probe::Http(question.path(scope, window, false)),
+                        &Probe::Http(question.path(scope, &period, false)),
                         &targets,
                         &options,
                     )
                     .await;
                     report("ours", &ours);
                     let exact = measure(
-                        &Probe::Http(question.path(scope, window, true)),
+                        &Probe::Http(question.path(scope, &period, true)),
                         &targets,
                         &options,
                     )
@@ -1106,7 +1179,7 @@ async fn run() -> anyhow::Result<()> {
                     (None, None)
                 };
                 let raw = measure(
-                    &Probe::Sql(question.design_sql(scope, &interval)),
+                    &Probe::Sql(question.design_sql(scope, &period)),
                     &targets,
                     &options,
                 )
