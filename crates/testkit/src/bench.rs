@@ -422,14 +422,12 @@ pub async fn ensure_partitions(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> anyhow::Result<i32> {
-    Ok(
-        sqlx::query_scalar("SELECT remaudit_ensure_partitions($1, $2)")
-            .bind(from)
-            .bind(to)
-            .fetch_one(&mut *conn)
-            .await
-            .context("remaudit_ensure_partitions")?,
-    )
+    sqlx::query_scalar("SELECT remaudit_ensure_partitions($1, $2)")
+        .bind(from)
+        .bind(to)
+        .fetch_one(&mut *conn)
+        .await
+        .context("remaudit_ensure_partitions")
 }
 
 /// An index of a (partitioned) table, saved before a load drops it.
