@@ -11,7 +11,6 @@ use remaudit_model::{Limits, NewAudit, RemediationOrchestrationAudit};
 use remaudit_store::{PoolSettings, Store};
 use sqlx::{Connection, PgConnection};
 
-/// What the benchmarks share: knobs, smoke mode, percentiles, checks and database preparation.
 pub mod bench;
 /// 120 days of remediations before a clock, for retention tests.
 pub mod history;
