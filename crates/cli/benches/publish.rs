@@ -3,15 +3,23 @@
 //! end-to-end rate from `publish()` to rows in PostgreSQL against posting the
 //! same batches straight to the service in the same run.
 //!
-//! Run with `scripts/bench-publish` (it prepares PostgreSQL), or
-//! `cargo bench -p remaudit-cli --bench publish`. `BENCH_RECORDS` sets the
-//! count; the publisher's `REMAUDIT_*` variables tune it.
+//! Each run checks that every record arrived exactly once (direct posts and
+//! publisher alike: the timeline's rows and one summary row per remediation,
+//! in the weekly partitions) and that, with the service down, every record
+//! is left in the spool; a failed check prints `SURPRISE` and the run exits
+//! non-zero.
+//!
+//! Run with `scripts/bench-publish [--smoke]` (it prepares PostgreSQL), or
+//! `cargo bench -p remaudit-cli --bench publish -- [--smoke]`.
+//! `BENCH_RECORDS` sets the count (100,000; 2,000 with `--smoke`); the
+//! publisher's `REMAUDIT_*` variables tune it.
 
 use std::time::{Duration, Instant};
 
 use remaudit_client::{Publisher, PublisherConfig, with_identity};
 use remaudit_model::RemediationOrchestrationAudit;
 use remaudit_server::{AppState, ServerSettings};
+use remaudit_testkit::bench::{self, expect_eq, sized_knob};
 use tokio_util::sync::CancellationToken;
 
 fn records(run: &str, count: usize) -> Vec<RemediationOrchestrationAudit> {
@@ -46,14 +54,8 @@ fn records(run: &str, count: usize) -> Vec<RemediationOrchestrationAudit> {
         .collect()
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> u128 {
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss
-    )]
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i].as_nanos()
+fn percentile_ns(sorted: &[Duration], p: f64) -> u128 {
+    bench::percentile(sorted, p).map_or(0, |d| d.as_nanos())
 }
 
 /// Publishes every record, timing each call; returns the sorted timings.
@@ -62,23 +64,40 @@ fn publish_all(
     records: Vec<RemediationOrchestrationAudit>,
 ) -> Vec<Duration> {
     let mut timings = Vec::with_capacity(records.len());
-    for r in records {
+    for (i, r) in records.into_iter().enumerate() {
         let t = Instant::now();
-        publisher.publish(r).expect("accepted");
+        let accepted = publisher.publish(r);
         timings.push(t.elapsed());
+        if let Err(e) = accepted {
+            bench::surprise(format_args!("publish() of record {i} refused: {e}"));
+        }
     }
     timings.sort();
     timings
 }
 
-async fn count(db: &remaudit_testkit::PgDb) -> i64 {
+/// Checks that `records` records of `records / 5` remediations arrived,
+/// each once, in the weekly partitions.
+async fn check_arrived(
+    db: &remaudit_testkit::PgDb,
+    path: &str,
+    records: usize,
+) -> anyhow::Result<()> {
     let pool = db.pool().await;
-    let n = sqlx::query_scalar("SELECT count(*) FROM remediation_audit_events")
-        .fetch_one(&pool)
-        .await
-        .expect("count");
+    for (table, want) in [
+        ("remediation_audit_events", records),
+        ("remediation_audit", records.div_ceil(5)),
+    ] {
+        let census = bench::census(&pool, table).await?;
+        census.check(&format!("{path}: {table}"), true);
+        expect_eq(
+            &format!("{path}: {table} rows"),
+            &census.total,
+            &i64::try_from(want)?,
+        );
+    }
     pool.close().await;
-    n
+    Ok(())
 }
 
 /// The service on a fresh database; returns it, its URL and its stop switch.
@@ -96,12 +115,14 @@ async fn service() -> anyhow::Result<(remaudit_testkit::PgDb, String, Cancellati
 }
 
 async fn bench() -> anyhow::Result<()> {
-    let total: usize = std::env::var("BENCH_RECORDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+    let total = sized_knob("BENCH_RECORDS", 100_000, 2_000);
     println!(
-        "publish: {total} records, default publisher settings, spool on local disk, PostgreSQL on loopback"
+        "publish: {total} records, default publisher settings, spool on local disk, PostgreSQL on loopback{}",
+        if bench::smoke() {
+            " (smoke run: correctness only)"
+        } else {
+            ""
+        }
     );
 
     // Baseline: the storage service's rate, as the ingest benchmark measures it:
@@ -129,9 +150,13 @@ async fn bench() -> anyhow::Result<()> {
                         .header("content-type", "application/json")
                         .body(body)
                         .send()
-                        .await
-                        .expect("post");
-                    assert_eq!(answer.status(), 200);
+                        .await;
+                    match answer {
+                        Ok(a) => {
+                            expect_eq("direct post: status", &a.status().as_u16(), &200);
+                        }
+                        Err(e) => bench::surprise(format_args!("direct post: {e}")),
+                    }
                 }
             })
         })
@@ -140,7 +165,7 @@ async fn bench() -> anyhow::Result<()> {
         s.await?;
     }
     let direct_secs = t.elapsed().as_secs_f64();
-    assert_eq!(count(&direct_db).await, i64::try_from(total)?);
+    check_arrived(&direct_db, "direct posts", total).await?;
     direct_stop.cancel();
 
     let (db, url, shutdown) = service().await?;
@@ -158,7 +183,7 @@ async fn bench() -> anyhow::Result<()> {
     publisher.flush().await;
     let e2e_secs = t.elapsed().as_secs_f64();
     publisher.shutdown(Duration::from_secs(5)).await;
-    assert_eq!(count(&db).await, i64::try_from(total)?);
+    check_arrived(&db, "publisher", total).await?;
 
     // Service down: every record goes to the spool only.
     let down_spool = tempfile::tempdir()?;
@@ -169,15 +194,19 @@ async fn bench() -> anyhow::Result<()> {
     })?;
     let spooled = publish_all(&down, records("spooled", total));
     let report = down.shutdown(Duration::ZERO).await;
-    assert_eq!(report.left_in_spool, u64::try_from(total)?);
+    expect_eq(
+        "service down: records left in the spool",
+        &report.left_in_spool,
+        &u64::try_from(total)?,
+    );
     shutdown.cancel();
 
     for (name, timings) in [("reachable", &up), ("down", &spooled)] {
         println!(
             "publish() with the service {name:<9}: p50 {:>6} ns  p99 {:>7} ns  p99.9 {:>8} ns",
-            percentile(timings, 0.50),
-            percentile(timings, 0.99),
-            percentile(timings, 0.999)
+            percentile_ns(timings, 0.50),
+            percentile_ns(timings, 0.99),
+            percentile_ns(timings, 0.999)
         );
     }
     #[allow(clippy::cast_precision_loss)]
@@ -194,7 +223,7 @@ async fn bench() -> anyhow::Result<()> {
         "ratio publisher/storage service: {:.2}",
         direct_secs / e2e_secs
     );
-    Ok(())
+    bench::verdict("bench-publish")
 }
 
 fn main() -> anyhow::Result<()> {

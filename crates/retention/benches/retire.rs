@@ -37,10 +37,19 @@
 //! way), then a summary with per-day figures and ratios. A sampler of
 //! `pg_stat_activity` shows where the job's time went.
 //!
+//! Every step checks its counts; at the end every loaded row (and event) is
+//! in exactly one place, the live tables or the archive, except the week
+//! the raw steps deleted, and `verify` finds the job's batches intact. A
+//! failed check prints `SURPRISE` and the run exits non-zero.
+//!
+//! `--smoke` (or `BENCH_SMOKE=1`): 28 days x 100 remediations (about 2,800
+//! and 7,000 events) in `remaudit_bench_smoke_retention`, 20 lookups, 3 s of
+//! ingest by 2 tasks, every check, the database dropped at the end; seconds.
+//!
 //! Run with `scripts/bench-retention [OPTIONS]` (it prepares PostgreSQL), or
 //! `cargo bench -p remaudit-retention --bench retire -- [OPTIONS]`. Options:
-//! `--reuse`, `--drop`, `--load-only`, `--remediations N` (load about N
-//! instead of ten million), `--ingest-seconds S`, `--lookups N`,
+//! `--smoke`, `--reuse`, `--drop`, `--load-only`, `--remediations N` (load
+//! about N instead of ten million), `--ingest-seconds S`, `--lookups N`,
 //! `--no-ingest`, `--no-lookups`. Knobs: `BENCH_DATABASE`
 //! (`remaudit_bench_retention`), `BENCH_DAYS` (91), `BENCH_PER_DAY`,
 //! `BENCH_ALERTS` (4,000), `BENCH_DATA_END`, `BENCH_LOAD_CONNECTIONS` (2),
@@ -48,10 +57,10 @@
 //! (`postgres`). PostgreSQL is `REMAUDIT_TEST_DATABASE_URL` (which
 //! `scripts/pg-prepare` sets), its role allowed to create databases.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
@@ -59,6 +68,9 @@ use chrono::{DateTime, Datelike as _, SecondsFormat, TimeDelta, Timelike as _, U
 use remaudit_model::NewAudit;
 use remaudit_retention::{Archive, RunReport, Settings};
 use remaudit_store::{PgStore, PoolSettings, Store};
+use remaudit_testkit::bench::{
+    self, BenchDb, Job, expect_eq, knob, mib, sized_knob, step, surprise, thousands,
+};
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection as _, PgConnection, PgPool};
@@ -82,18 +94,12 @@ const INGEST_APP: &str = "remaudit-bench-ingest";
 /// The post-mortem lookup, on any of the three tables.
 const LOOKUP_COLUMNS: &str = "id, remediation_name, overall_phase, start_time, completion_time, failure_phase, failure_reason";
 
-const USAGE: &str = "options: --reuse --drop --load-only --remediations N --ingest-seconds S \
+const USAGE: &str = "options: --smoke --reuse --drop --load-only --remediations N --ingest-seconds S \
                      --lookups N --no-ingest --no-lookups";
-
-fn knob(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.replace('_', "").parse().ok())
-        .unwrap_or(default)
-}
 
 /// What to run, from the command line and the environment.
 struct Options {
+    smoke: bool,
     reuse: bool,
     drop: bool,
     load_only: bool,
@@ -118,22 +124,31 @@ impl Options {
             .unwrap_or_else(|_| "2026-11-02T00:00:00Z".to_owned())
             .parse::<DateTime<Utc>>()
             .context("BENCH_DATA_END: an RFC 3339 time")?;
+        let smoke = bench::smoke();
         let mut options = Self {
-            reuse: std::env::var("REMAUDIT_BENCH_REUSE").is_ok_and(|v| v == "1" || v == "true"),
-            drop: false,
+            smoke,
+            reuse: !smoke
+                && std::env::var("REMAUDIT_BENCH_REUSE").is_ok_and(|v| v == "1" || v == "true"),
+            drop: smoke,
             load_only: false,
             ingest: true,
             lookup: true,
-            database: std::env::var("BENCH_DATABASE")
-                .unwrap_or_else(|_| "remaudit_bench_retention".to_owned()),
-            days: u32::try_from(knob("BENCH_DAYS", 91))?,
-            per_day: u32::try_from(knob("BENCH_PER_DAY", 110_000))?,
-            alerts: u32::try_from(knob("BENCH_ALERTS", 4000))?,
+            database: std::env::var("BENCH_DATABASE").unwrap_or_else(|_| {
+                if smoke {
+                    "remaudit_bench_smoke_retention"
+                } else {
+                    "remaudit_bench_retention"
+                }
+                .to_owned()
+            }),
+            days: u32::try_from(sized_knob("BENCH_DAYS", 91, 28))?,
+            per_day: u32::try_from(sized_knob("BENCH_PER_DAY", 110_000, 100))?,
+            alerts: u32::try_from(sized_knob("BENCH_ALERTS", 4000, 100))?,
             data_end,
-            lookups: knob("BENCH_LOOKUPS", 600),
-            ingest_seconds: u64::try_from(knob("BENCH_INGEST_SECONDS", 20))?,
-            ingest_tasks: knob("BENCH_INGEST_TASKS", 8).max(1),
-            ingest_batch: knob("BENCH_INGEST_BATCH", 100).max(2),
+            lookups: sized_knob("BENCH_LOOKUPS", 600, 20),
+            ingest_seconds: u64::try_from(sized_knob("BENCH_INGEST_SECONDS", 20, 3))?,
+            ingest_tasks: sized_knob("BENCH_INGEST_TASKS", 8, 2).max(1),
+            ingest_batch: sized_knob("BENCH_INGEST_BATCH", 100, 20).max(2),
             load_connections: knob("BENCH_LOAD_CONNECTIONS", 2).max(1),
             superuser: std::env::var("BENCH_SUPERUSER").unwrap_or_else(|_| "postgres".to_owned()),
         };
@@ -151,7 +166,7 @@ impl Options {
             };
             match arg.as_str() {
                 // cargo bench passes this to every harness-less bench.
-                "--bench" => {}
+                "--bench" | "--smoke" => {}
                 "--reuse" => options.reuse = true,
                 "--drop" => options.drop = true,
                 "--load-only" => options.load_only = true,
@@ -183,13 +198,6 @@ impl Options {
                 && options.data_end.num_seconds_from_midnight() == 0
                 && options.data_end.nanosecond() == 0,
             "BENCH_DATA_END must be a Monday 00:00 UTC (weeks are partitions)"
-        );
-        ensure!(
-            options
-                .database
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
-            "BENCH_DATABASE must be lower-case letters, digits and underscores"
         );
         Ok(options)
     }
@@ -242,258 +250,26 @@ fn day(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d").to_string()
 }
 
-#[allow(clippy::cast_precision_loss)]
-fn mib(bytes: i64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
-}
-
-fn thousands(n: i64) -> String {
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if n < 0 { format!("-{out}") } else { out }
-}
-
 fn as_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 // ---------------------------------------------------------------------------
-// Running SQL on several connections
-
-/// One unit of work for a load connection: statements run one after another,
-/// each in its own transaction.
-struct Job {
-    label: String,
-    statements: Vec<String>,
-    /// The table whose locks the job takes.
-    table: String,
-    /// Whether it takes the table's exclusive lock (ALTER TABLE ... ADD CONSTRAINT).
-    exclusive: bool,
-}
-
-impl Job {
-    fn new(label: impl Into<String>, table: &str, statements: Vec<String>) -> Self {
-        Self {
-            label: label.into(),
-            statements,
-            table: table.to_owned(),
-            exclusive: false,
-        }
-    }
-}
-
-/// Runs the jobs on the connections, each connection taking the first job
-/// whose table no other running job conflicts on; returns the connections
-/// and each job's seconds.
-async fn run_jobs(
-    connections: Vec<PgConnection>,
-    jobs: Vec<Job>,
-) -> anyhow::Result<(Vec<PgConnection>, Vec<(String, f64)>)> {
-    type Queue = (VecDeque<Job>, Vec<(String, bool)>);
-    let state: Arc<Mutex<Queue>> = Arc::new(Mutex::new((jobs.into(), Vec::new())));
-    let tasks: Vec<_> = connections
-        .into_iter()
-        .map(|mut conn| {
-            let state = state.clone();
-            tokio::spawn(async move {
-                let mut times = Vec::new();
-                loop {
-                    let job = {
-                        let mut guard = state.lock().expect("job queue");
-                        let (pending, running) = &mut *guard;
-                        if pending.is_empty() {
-                            return anyhow::Ok((conn, times));
-                        }
-                        let fits = |job: &Job| {
-                            running.iter().all(|(table, exclusive)| {
-                                table != &job.table || !(job.exclusive || *exclusive)
-                            })
-                        };
-                        let found = pending.iter().position(fits);
-                        found.and_then(|i| pending.remove(i)).inspect(|job| {
-                            running.push((job.table.clone(), job.exclusive));
-                        })
-                    };
-                    let Some(job) = job else {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    };
-                    let t = Instant::now();
-                    for sql in &job.statements {
-                        sqlx::raw_sql(AssertSqlSafe(sql.clone()))
-                            .execute(&mut conn)
-                            .await
-                            .with_context(|| format!("{}: {sql}", job.label))?;
-                    }
-                    times.push((job.label.clone(), t.elapsed().as_secs_f64()));
-                    let mut guard = state.lock().expect("job queue");
-                    let running = &mut guard.1;
-                    if let Some(i) = running
-                        .iter()
-                        .position(|(t, e)| t == &job.table && *e == job.exclusive)
-                    {
-                        running.remove(i);
-                    }
-                }
-            })
-        })
-        .collect();
-    let mut connections = Vec::new();
-    let mut times = Vec::new();
-    for task in tasks {
-        let (conn, done) = task.await??;
-        connections.push(conn);
-        times.extend(done);
-    }
-    Ok((connections, times))
-}
-
-/// Runs a named load step's jobs and prints its time.
-async fn step(
-    name: &str,
-    connections: Vec<PgConnection>,
-    jobs: Vec<Job>,
-) -> anyhow::Result<Vec<PgConnection>> {
-    let t = Instant::now();
-    let count = jobs.len();
-    let (connections, times) = run_jobs(connections, jobs).await?;
-    let slowest = times
-        .iter()
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(label, s)| format!("  (slowest of {count}: {label} {s:.1} s)"))
-        .unwrap_or_default();
-    println!(
-        "  {name:<28} {:>8.1} s{}",
-        t.elapsed().as_secs_f64(),
-        if count > 1 { slowest } else { String::new() }
-    );
-    Ok(connections)
-}
+// Loading
 
 /// Connections for the generator, with its knobs and session settings.
 async fn load_connections(url: &str, options: &Options) -> anyhow::Result<Vec<PgConnection>> {
-    let mut connections = Vec::new();
-    for _ in 0..options.load_connections {
-        let mut conn = PgConnection::connect(url).await?;
-        sqlx::raw_sql(AssertSqlSafe(format!("{}\n{SESSION}", options.knobs())))
-            .execute(&mut conn)
-            .await
-            .context("generator session settings")?;
-        connections.push(conn);
-    }
+    let mut connections = bench::connect_all(
+        url,
+        options.load_connections,
+        &format!("{}\n{SESSION}", options.knobs()),
+    )
+    .await?;
     sqlx::raw_sql(AssertSqlSafe(GENERATOR.to_owned()))
         .execute(&mut connections[0])
         .await
         .context("generator functions")?;
     Ok(connections)
-}
-
-// ---------------------------------------------------------------------------
-// Loading
-
-/// An index of the live tables, saved before the load drops it.
-struct SavedIndex {
-    table: String,
-    name: String,
-    definition: String,
-    constraint: Option<(String, String, String)>,
-}
-
-impl SavedIndex {
-    fn drop_sql(&self) -> String {
-        match &self.constraint {
-            Some((name, _, _)) => format!("ALTER TABLE {} DROP CONSTRAINT {name}", self.table),
-            None => format!("DROP INDEX {}", self.name),
-        }
-    }
-
-    fn job(&self) -> Job {
-        let (sql, exclusive) = match &self.constraint {
-            Some((name, _, definition)) => (
-                format!(
-                    "ALTER TABLE {} ADD CONSTRAINT {name} {definition}",
-                    self.table
-                ),
-                true,
-            ),
-            // A partitioned index's definition reads `ON ONLY parent`, which
-            // would create an invalid index on the parent alone.
-            None => (self.definition.replacen(" ON ONLY ", " ON ", 1), false),
-        };
-        Job {
-            label: self.name.clone(),
-            statements: vec![sql],
-            table: self.table.clone(),
-            exclusive,
-        }
-    }
-}
-
-async fn saved_indexes(conn: &mut PgConnection) -> anyhow::Result<Vec<SavedIndex>> {
-    type IndexRow = (
-        String,
-        String,
-        String,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    );
-    let rows: Vec<IndexRow> =
-        sqlx::query_as(
-            "SELECT t.relname::text, i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid),
-                    c.conname::text, c.contype::text, pg_get_constraintdef(c.oid)
-             FROM pg_index i
-             JOIN pg_class t ON t.oid = i.indrelid
-             LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid
-             WHERE i.indrelid IN ('remediation_audit'::regclass, 'remediation_audit_events'::regclass)
-             ORDER BY c.contype NULLS LAST, t.relname, 2",
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-    rows.into_iter()
-        .map(|(table, name, definition, con, kind, con_def)| {
-            let constraint = match (con, kind, con_def) {
-                (Some(c), Some(k), Some(d)) => {
-                    ensure!(
-                        k == "p" || k == "u",
-                        "{table} has an index-backed constraint {c} of type {k} the load cannot rebuild"
-                    );
-                    Some((c, k, d))
-                }
-                _ => None,
-            };
-            Ok(SavedIndex {
-                table,
-                name,
-                definition,
-                constraint,
-            })
-        })
-        .collect()
-}
-
-/// The index jobs in a good order: constraints first (each locks its table),
-/// then the events index (the biggest), then the summary's indexes.
-fn index_jobs(saved: &[SavedIndex]) -> Vec<Job> {
-    let mut jobs: Vec<(u8, Job)> = saved
-        .iter()
-        .map(|s| {
-            let rank = match (&s.constraint, s.table.as_str()) {
-                (Some(_), _) => 0,
-                (None, "remediation_audit_events") => 1,
-                _ => 2,
-            };
-            (rank, s.job())
-        })
-        .collect();
-    jobs.sort_by_key(|(rank, _)| *rank);
-    jobs.into_iter().map(|(_, j)| j).collect()
 }
 
 /// The statements that regenerate one week into fresh tables and attach them.
@@ -569,17 +345,9 @@ async fn load(url: &str, options: &Options) -> anyhow::Result<f64> {
     let started = Instant::now();
     let mut connections = load_connections(url, options).await?;
     let conn = &mut connections[0];
-    let created: i32 = sqlx::query_scalar("SELECT remaudit_ensure_partitions($1, $2)")
-        .bind(options.origin())
-        .bind(options.data_end)
-        .fetch_one(&mut *conn)
-        .await?;
-    let saved = saved_indexes(conn).await?;
-    for index in &saved {
-        sqlx::raw_sql(AssertSqlSafe(index.drop_sql()))
-            .execute(&mut *conn)
-            .await?;
-    }
+    let created = bench::ensure_partitions(conn, options.origin(), options.data_end).await?;
+    let saved =
+        bench::drop_indexes(conn, &["remediation_audit", "remediation_audit_events"]).await?;
     println!(
         "  {:<28} {:>8.1} s  ({created} partitions, {} indexes dropped)",
         "prepare",
@@ -603,16 +371,17 @@ async fn load(url: &str, options: &Options) -> anyhow::Result<f64> {
         })
         .collect();
     let connections = step("insert rows", connections, fills).await?;
-    let mut connections = step("indexes and constraints", connections, index_jobs(&saved)).await?;
-    sqlx::raw_sql(
-        "SELECT setval(pg_get_serial_sequence('remediation_audit', 'id'),
-                       GREATEST(1, (SELECT max(id) FROM remediation_audit)));
-         SELECT setval(pg_get_serial_sequence('remediation_audit_events', 'id'),
-                       GREATEST(1, (SELECT max(id) FROM remediation_audit_events)));
-         SELECT remaudit_bench_lookup_tables();",
+    let mut connections = step(
+        "indexes and constraints",
+        connections,
+        bench::index_jobs(&saved, "remediation_audit_events"),
     )
-    .execute(&mut connections[0])
     .await?;
+    bench::sync_id_sequence(&mut connections[0], "remediation_audit").await?;
+    bench::sync_id_sequence(&mut connections[0], "remediation_audit_events").await?;
+    sqlx::raw_sql("SELECT remaudit_bench_lookup_tables();")
+        .execute(&mut connections[0])
+        .await?;
     let copies = ["bench_lookup_flat", "bench_lookup_daily"];
     let connections = step(
         "lookup copies",
@@ -834,22 +603,12 @@ async fn recorded_load(url: &str) -> anyhow::Result<Option<Loaded>> {
     )
 }
 
-/// Creates (or reuses) the loaded database; returns its URL.
-async fn prepare(options: &Options, admin_url: &str) -> anyhow::Result<String> {
-    let base = admin_url
-        .rsplit_once('/')
-        .map_or(admin_url, |(base, _)| base);
-    let url = format!("{base}/{}", options.database);
-    let mut admin = PgConnection::connect(admin_url)
-        .await
-        .with_context(|| format!("PostgreSQL at {admin_url}; scripts/bench-retention starts it"))?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&options.database)
-            .fetch_one(&mut admin)
-            .await?;
-    if options.reuse && exists {
-        match recorded_load(&url).await? {
+/// Creates (or reuses) the loaded database.
+async fn prepare(options: &Options) -> anyhow::Result<BenchDb> {
+    let db = BenchDb::named(&options.database)?;
+    let url = &db.url;
+    if options.reuse && db.exists().await? {
+        match recorded_load(url).await? {
             Some(l)
                 if l.data_end == options.data_end
                     && i64::from(l.days) == i64::from(options.days)
@@ -858,18 +617,17 @@ async fn prepare(options: &Options, admin_url: &str) -> anyhow::Result<String> {
             {
                 println!(
                     "reusing {}: {} days x {} a day ending {}, loaded in {:.0} s",
-                    options.database,
+                    db.name,
                     l.days,
                     thousands(i64::from(l.per_day)),
                     l.data_end.to_rfc3339_opts(SecondsFormat::Secs, true),
                     l.seconds
                 );
-                match PgStore::connect(&url, PoolSettings::default()).await {
+                match PgStore::connect(url, PoolSettings::default()).await {
                     Ok(store) => {
                         store.close().await;
-                        restore(&url, options).await?;
-                        admin.close().await?;
-                        return Ok(url);
+                        restore(url, options).await?;
+                        return Ok(db);
                     }
                     // A migration changed since the load: the data must be loaded again.
                     Err(e @ remaudit_store::StoreError::Schema(_)) => {
@@ -880,34 +638,26 @@ async fn prepare(options: &Options, admin_url: &str) -> anyhow::Result<String> {
             }
             Some(_) => println!(
                 "{} holds a load of another size or clock: loading it afresh",
-                options.database
+                db.name
             ),
             None => println!(
                 "{} exists but holds no recorded load: loading it afresh",
-                options.database
+                db.name
             ),
         }
     }
-    let name = &options.database;
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await?;
-    sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await?;
-    admin.close().await?;
+    db.recreate().await?;
     println!(
-        "loading {name}: {} days x {} remediations a day = {} remediations, ending {}",
+        "loading {}: {} days x {} remediations a day = {} remediations, ending {}",
+        db.name,
         options.days,
         thousands(i64::from(options.per_day)),
         thousands(i64::from(options.days) * i64::from(options.per_day)),
         options.data_end.to_rfc3339_opts(SecondsFormat::Secs, true)
     );
-    let seconds = load(&url, options).await?;
+    let seconds = load(url, options).await?;
     println!("load time {seconds:.1} s (generator, without the migrations)");
-    Ok(url)
+    Ok(db)
 }
 
 /// Prints the size of the database and of its big tables, and the rows' mix.
@@ -1005,6 +755,13 @@ impl Checkpointer {
                 println!("note: no CHECKPOINT before the steps (cannot connect as {user}: {e})");
                 Self(None)
             }
+        }
+    }
+
+    /// Closes the superuser's connection (before the database is dropped).
+    async fn close(self) {
+        if let Some(conn) = self.0 {
+            let _ = conn.close().await;
         }
     }
 
@@ -1167,16 +924,7 @@ impl Sampler {
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss
-    )]
-    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[index]
+    bench::percentile(sorted, p).unwrap_or(f64::NAN)
 }
 
 fn sorted(mut values: Vec<f64>) -> Vec<f64> {
@@ -1708,6 +1456,7 @@ async fn retention_store(url: &str) -> anyhow::Result<PgStore> {
 struct Run {
     report: Result<RunReport, String>,
     cost: Cost,
+    /// Files and bytes the run added to the archive.
     files: (u64, u64),
 }
 
@@ -1717,10 +1466,10 @@ impl Run {
         match &self.report {
             Ok(r) => r.clone(),
             Err(e) => {
-                println!(
-                    "    SURPRISE: run_once failed after {:.1} s: {e}",
+                surprise(format_args!(
+                    "run_once failed after {:.1} s: {e}",
                     self.cost.seconds
-                );
+                ));
                 RunReport::default()
             }
         }
@@ -1736,6 +1485,7 @@ async fn measured_run(
     clock: DateTime<Utc>,
 ) -> anyhow::Result<Run> {
     std::fs::create_dir_all(archive_dir)?;
+    let before = dir_size(archive_dir);
     let archive = Archive::open(&format!("file://{}", archive_dir.display()))?;
     let sampler = Sampler::start(pool.clone(), &[RETENTION_APP]);
     let m = mark(pool).await?;
@@ -1745,7 +1495,13 @@ async fn measured_run(
     Ok(Run {
         report: result.map_err(|e| format!("{e:#}")),
         cost,
-        files: dir_size(archive_dir),
+        files: {
+            let after = dir_size(archive_dir);
+            (
+                after.0.saturating_sub(before.0),
+                after.1.saturating_sub(before.1),
+            )
+        },
     })
 }
 
@@ -1786,20 +1542,141 @@ async fn kept_in_default(pool: &PgPool, week: DateTime<Utc>) -> anyhow::Result<i
     .await?)
 }
 
+// ---------------------------------------------------------------------------
+// Checks
+
+/// Checks the load: every row in its weekly partition (none in the default
+/// one, none twice) and as many remediations as the knobs ask for.
+async fn check_loaded(pool: &PgPool, options: &Options) -> anyhow::Result<()> {
+    let (weeks, remediations, events): (i64, i64, i64) = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT count(*), sum(remediations)::int8, sum(events)::int8 FROM {WEEKS_TABLE}"
+    )))
+    .fetch_one(pool)
+    .await?;
+    expect_eq(
+        "weeks loaded",
+        &weeks,
+        &i64::try_from(options.weeks().len())?,
+    );
+    expect_eq(
+        "remediations loaded",
+        &remediations,
+        &(i64::from(options.days) * i64::from(options.per_day)),
+    );
+    for (table, want) in [
+        ("remediation_audit", remediations),
+        ("remediation_audit_events", events),
+    ] {
+        let census = bench::census(pool, table).await?;
+        census.check(table, true);
+        expect_eq(&format!("{table}: rows"), &census.total, &want);
+    }
+    Ok(())
+}
+
+/// Checks that every loaded row and event is in exactly one place, the live
+/// tables or the archive, except those of the week the raw steps removed
+/// (`removed`: its remediations and events as loaded).
+async fn check_places(pool: &PgPool, removed: &(i64, i64)) -> anyhow::Result<()> {
+    let loaded: (i64, i64) = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT sum(remediations)::int8, sum(events)::int8 FROM {WEEKS_TABLE}"
+    )))
+    .fetch_one(pool)
+    .await?;
+    // The generator names its remediations rr-<id>; the ingest step's are
+    // bench-<run>-….
+    for (what, live, archive, want) in [
+        (
+            "remediations",
+            "remediation_audit",
+            "remediation_audit_archive",
+            loaded.0 - removed.0,
+        ),
+        (
+            "events",
+            "remediation_audit_events",
+            "remediation_audit_events_archive",
+            loaded.1 - removed.1,
+        ),
+    ] {
+        let (places, distinct, live_n, archived_n): (i64, i64, i64, i64) =
+            sqlx::query_as(AssertSqlSafe(format!(
+                "WITH u AS (SELECT id, true AS live FROM {live} WHERE remediation_name LIKE 'rr-%'
+                            UNION ALL SELECT id, false FROM {archive} WHERE remediation_name LIKE 'rr-%')
+                 SELECT count(*), count(DISTINCT id), count(*) FILTER (WHERE live),
+                        count(*) FILTER (WHERE NOT live) FROM u"
+            )))
+            .fetch_one(pool)
+            .await?;
+        println!(
+            "  {what}: {} loaded, {} removed by the raw steps; {} live + {} archived",
+            thousands(if what == "events" { loaded.1 } else { loaded.0 }),
+            thousands(if what == "events" {
+                removed.1
+            } else {
+                removed.0
+            }),
+            thousands(live_n),
+            thousands(archived_n)
+        );
+        expect_eq(
+            &format!("loaded {what} in the live tables or the archive"),
+            &distinct,
+            &want,
+        );
+        expect_eq(
+            &format!("loaded {what} in more than one place"),
+            &(places - distinct),
+            &0,
+        );
+    }
+    Ok(())
+}
+
+/// Checks every batch of the runs with `verify`.
+async fn check_archive(url: &str, dir: &std::path::Path) -> anyhow::Result<()> {
+    let store = PgStore::connect(url, PoolSettings::default()).await?;
+    let archive = Archive::open(&format!("file://{}", dir.display()))?;
+    let (from, to) = remaudit_retention::all_time();
+    let report = remaudit_retention::verify(&store, &archive, from, to).await?;
+    store.close().await;
+    println!(
+        "  verify: {} batches, {} remediations, {} events, {} problems",
+        report.batches,
+        thousands(as_i64(report.remediations)),
+        thousands(as_i64(report.events)),
+        report.problems.len()
+    );
+    if report.batches == 0 {
+        surprise("verify found no batch");
+    }
+    for problem in &report.problems {
+        surprise(format_args!("verify: {problem}"));
+    }
+    Ok(())
+}
+
 #[allow(clippy::too_many_lines)]
-async fn bench() -> anyhow::Result<()> {
+async fn run() -> anyhow::Result<()> {
     let options = Options::parse()?;
-    let admin_url = std::env::var(remaudit_testkit::ADMIN_URL_VAR)
-        .unwrap_or_else(|_| remaudit_testkit::DEFAULT_ADMIN_URL.to_owned());
-    let url = prepare(&options, &admin_url).await?;
+    if options.smoke {
+        println!(
+            "smoke run: {} days x {} remediations, correctness only (no figure here means anything)",
+            options.days, options.per_day
+        );
+    }
+    let db = prepare(&options).await?;
+    let url = db.url.clone();
     let pool = PgPoolOptions::new()
         .max_connections(4)
         .connect(&url)
         .await?;
     describe(&pool).await?;
+    check_loaded(&pool, &options).await?;
     if options.load_only {
         pool.close().await;
-        return Ok(());
+        db.finish(options.drop).await?;
+        return bench::verdict("bench-retention");
     }
     let mut su = Checkpointer::connect(&url, &options.superuser).await;
     let weeks = options.weeks();
@@ -1820,6 +1697,8 @@ async fn bench() -> anyhow::Result<()> {
     let archive_root = tempfile::Builder::new()
         .prefix("remaudit-bench-retire-")
         .tempdir_in("/tmp")?;
+    // One archive for every run, as an installation has.
+    let archive_dir = archive_root.path().join("archive");
     println!(
         "clock of the data: {}; weeks {} .. {}; archive files under {}",
         options.data_end.to_rfc3339_opts(SecondsFormat::Secs, true),
@@ -2008,14 +1887,7 @@ async fn bench() -> anyhow::Result<()> {
     )
     .await?;
     su.checkpoint().await;
-    let run_c = measured_run(
-        &store,
-        &pool,
-        &archive_root.path().join("c"),
-        &Settings::default(),
-        clock_c,
-    )
-    .await?;
+    let run_c = measured_run(&store, &pool, &archive_dir, &Settings::default(), clock_c).await?;
     let (report_c, cost_c, files_c) = (run_c.report(), run_c.cost, run_c.files);
     print_report(&report_c);
     print_cost(
@@ -2046,12 +1918,12 @@ async fn bench() -> anyhow::Result<()> {
         thousands(as_i64(report_c.remediations()) + left_c)
     );
     if as_i64(report_c.remediations()) + left_c != want_r || left_c != keep_c {
-        println!("    SURPRISE: the rows do not add up");
+        surprise("the rows do not add up");
     }
     if as_i64(kept_c) != left_c {
-        println!(
-            "    SURPRISE: the batch reports kept = {kept_c}, but {left_c} rows of the week went back to the default partition"
-        );
+        surprise(format_args!(
+            "the batch reports kept = {kept_c}, but {left_c} rows of the week went back to the default partition"
+        ));
     }
     println!("    the week's tables: {}", week_fate(&pool, w1).await?);
     lines.push(Line {
@@ -2115,7 +1987,7 @@ async fn bench() -> anyhow::Result<()> {
             day(w2)
         );
         let (during, run_f, span) = ingest_env
-            .with_job(&store, &pool, &archive_root.path().join("f"), clock_f, "b")
+            .with_job(&store, &pool, &archive_dir, clock_f, "b")
             .await?;
         print_report(&run_f.report());
         print_cost(
@@ -2143,7 +2015,7 @@ async fn bench() -> anyhow::Result<()> {
             );
             su.checkpoint().await;
             let (during, run, span) = ingest_env
-                .with_job(&store, &pool, &archive_root.path().join("f2"), clock_f, "c")
+                .with_job(&store, &pool, &archive_dir, clock_f, "c")
                 .await?;
             print_report(&run.report());
             print_cost(
@@ -2161,10 +2033,7 @@ async fn bench() -> anyhow::Result<()> {
         ingest_store.close().await;
     } else {
         // Without the ingest step, retire W2 anyway so that d finds the same state.
-        let archive = Archive::open(&format!(
-            "file://{}",
-            archive_root.path().join("f").display()
-        ))?;
+        let archive = Archive::open(&format!("file://{}", archive_dir.display()))?;
         remaudit_retention::run_once(&store, &archive, &Settings::default(), clock_f, false)
             .await?;
     }
@@ -2186,14 +2055,7 @@ async fn bench() -> anyhow::Result<()> {
     );
     let (due_r, due_e) = due_rows(&pool, clock_d).await?;
     su.checkpoint().await;
-    let run_d = measured_run(
-        &store,
-        &pool,
-        &archive_root.path().join("d"),
-        &exact,
-        clock_d,
-    )
-    .await?;
+    let run_d = measured_run(&store, &pool, &archive_dir, &exact, clock_d).await?;
     let (report_d, cost_d, files_d) = (run_d.report(), run_d.cost, run_d.files);
     let sources: BTreeMap<&str, usize> =
         report_d.batches.iter().fold(BTreeMap::new(), |mut m, b| {
@@ -2234,7 +2096,7 @@ async fn bench() -> anyhow::Result<()> {
     );
     if as_i64(report_d.remediations()) != due_r || as_i64(report_d.events()) != due_e || left.0 != 0
     {
-        println!("    SURPRISE: the counts do not add up");
+        surprise("the counts do not add up");
     }
     lines.push(Line {
         name: "d  remaudit row-wise exact, 1 day".to_owned(),
@@ -2317,28 +2179,23 @@ async fn bench() -> anyhow::Result<()> {
     }
     println!("  ({})", busy(&pool).await);
 
+    println!();
+    println!("checks: every loaded row in exactly one place; the job's batches verified");
+    check_places(&pool, &expected_week(w0)).await?;
+    check_archive(&url, &archive_dir).await?;
+    su.close().await;
+
     pool.close().await;
-    if options.drop {
-        let mut admin = PgConnection::connect(&admin_url).await?;
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            options.database
-        )))
-        .execute(&mut admin)
-        .await?;
-        println!("dropped {}", options.database);
-    } else {
-        println!(
-            "kept {} for --reuse (it regenerates the weeks this run retired); drop it with --drop",
-            options.database
-        );
+    if !options.drop {
+        println!("(the next --reuse run regenerates the weeks this run retired)");
     }
-    Ok(())
+    db.finish(options.drop).await?;
+    bench::verdict("bench-retention")
 }
 
 fn main() -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(bench())
+        .block_on(run())
 }

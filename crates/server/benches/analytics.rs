@@ -5,7 +5,10 @@
 //! The data: 90 days of a large fleet, 110,000 remediations a day (about ten
 //! million rows in `remediation_audit`, no timeline events), generated inside
 //! PostgreSQL by `benches/analytics/generate.sql` into a fresh database whose
-//! migrations the store applied. The database is kept after the run, so that
+//! migrations the store applied, straight into the weekly partitions (created
+//! first for the whole range), with the table's indexes and constraints
+//! dropped during the load and rebuilt after it (the shared preparation in
+//! `remaudit_testkit::bench`). The database is kept after the run, so that
 //! `--reuse` (or `REMAUDIT_BENCH_REUSE=1`) can skip the load next time.
 //!
 //! Then, for each window (7d and 90d), for every namespace and for one
@@ -25,27 +28,49 @@
 //! `BENCH_CASE_SECONDS` (15) once it has `BENCH_MIN_SAMPLES` (3) calls, and the
 //! table says how many calls each figure is made of.
 //!
+//! With `--check` (and always in smoke mode) it then checks: every row in
+//! exactly one weekly partition, and each endpoint, rollups and exact, equal
+//! to the design's SQL (counts by outcome, durations, failures, retries, the
+//! post-mortem and slowest lists) over whole days up to today, which hold
+//! every row when the data spans less than 90 days (a window's maximum): the
+//! endpoints get `since`/`until`, the SQL the same range on `start_time`.
+//! A difference prints `SURPRISE` and the run exits non-zero.
+//!
+//! `--smoke` (or `BENCH_SMOKE=1`): 8 days x 500 remediations in the database
+//! `remaudit_bench_smoke_analytics`, one call per figure on the 7d window,
+//! the checks, and the database dropped at the end; seconds.
+//!
 //! Run with `scripts/bench-analytics [OPTIONS]` (it prepares PostgreSQL), or
 //! `cargo bench -p remaudit-server --bench analytics -- [OPTIONS]`. Options:
-//! `--reuse`, `--drop` (drop the database at the end), `--sql-only`,
-//! `--load-only`, `--windows 7d,90d`, `--questions success-rate,durations,…`,
-//! `--no-namespace`. Knobs: `BENCH_DAYS`, `BENCH_PER_DAY`, `BENCH_DATABASE`,
-//! `BENCH_LOAD_CONNECTIONS` (2: the generator's parts run side by side), and
-//! the four above. PostgreSQL is `REMAUDIT_TEST_DATABASE_URL` (which
-//! `scripts/pg-prepare` sets), its role allowed to create databases.
+//! `--smoke`, `--check`, `--reuse`, `--drop` (drop the database at the end),
+//! `--sql-only`, `--load-only`, `--windows 7d,90d`,
+//! `--questions success-rate,durations,…`, `--no-namespace`. Knobs:
+//! `BENCH_DAYS`, `BENCH_PER_DAY`, `BENCH_DATABASE`, `BENCH_LOAD_CONNECTIONS`
+//! (2: the load's jobs run side by side), and the four above. PostgreSQL is
+//! `REMAUDIT_TEST_DATABASE_URL` (which `scripts/pg-prepare` sets), its role
+//! allowed to create databases.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, SecondsFormat, Utc};
+use remaudit_model::analytics::{
+    DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport,
+};
 use remaudit_server::{AppState, ServerSettings};
 use remaudit_store::{PgStore, PoolSettings, Store as _};
-use sqlx::{Connection as _, PgConnection, PgPool};
+use remaudit_testkit::bench::{self, BenchDb, Job, expect_eq, knob, sized_knob};
+use remaudit_testkit::text_rows;
+use sqlx::{AssertSqlSafe, Connection as _, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-/// The generator; see its header for the markers that split it.
+/// What every load connection runs first.
+const SESSION: &str = include_str!("analytics/session.sql");
+
+/// The generator's view and function.
 const GENERATOR: &str = include_str!("analytics/generate.sql");
 
 /// The table, in the benchmark database, that records how it was loaded.
@@ -54,15 +79,10 @@ const LOAD_TABLE: &str = "bench_analytics_load";
 /// The namespace of the scoped runs; the generator's first.
 const SCOPED_NAMESPACE: &str = "team-01";
 
-fn knob(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// What to run, from the command line and the environment.
 struct Options {
+    smoke: bool,
+    check: bool,
     reuse: bool,
     drop: bool,
     sql_only: bool,
@@ -79,33 +99,48 @@ struct Options {
     budget: Duration,
 }
 
-const USAGE: &str = "options: --reuse --drop --sql-only --load-only --no-namespace \
+const USAGE: &str = "options: --smoke --check --reuse --drop --sql-only --load-only --no-namespace \
                      --windows 7d,90d --questions postmortem,success-rate,series,durations,slowest,failures,retries";
 
 impl Options {
     fn parse() -> anyhow::Result<Self> {
+        let smoke = bench::smoke();
         let mut options = Self {
-            reuse: std::env::var("REMAUDIT_BENCH_REUSE").is_ok_and(|v| v == "1" || v == "true"),
-            drop: false,
+            smoke,
+            check: smoke,
+            reuse: !smoke
+                && std::env::var("REMAUDIT_BENCH_REUSE").is_ok_and(|v| v == "1" || v == "true"),
+            drop: smoke,
             sql_only: false,
             load_only: false,
             namespaces: true,
-            windows: vec!["7d".to_owned(), "90d".to_owned()],
+            windows: if smoke {
+                vec!["7d".to_owned()]
+            } else {
+                vec!["7d".to_owned(), "90d".to_owned()]
+            },
             questions: Question::ALL.to_vec(),
-            database: std::env::var("BENCH_DATABASE")
-                .unwrap_or_else(|_| "remaudit_bench_analytics".to_owned()),
-            days: knob("BENCH_DAYS", 90),
-            per_day: knob("BENCH_PER_DAY", 110_000),
-            requests: knob("BENCH_REQUESTS", 50).max(1),
-            warmup: knob("BENCH_WARMUP", 5),
-            min_samples: knob("BENCH_MIN_SAMPLES", 3).max(1),
-            budget: Duration::from_secs(u64::try_from(knob("BENCH_CASE_SECONDS", 15))?),
+            database: std::env::var("BENCH_DATABASE").unwrap_or_else(|_| {
+                if smoke {
+                    "remaudit_bench_smoke_analytics"
+                } else {
+                    "remaudit_bench_analytics"
+                }
+                .to_owned()
+            }),
+            days: sized_knob("BENCH_DAYS", 90, 8).max(1),
+            per_day: sized_knob("BENCH_PER_DAY", 110_000, 500).max(1),
+            requests: sized_knob("BENCH_REQUESTS", 50, 1).max(1),
+            warmup: sized_knob("BENCH_WARMUP", 5, 0),
+            min_samples: sized_knob("BENCH_MIN_SAMPLES", 3, 1).max(1),
+            budget: Duration::from_secs(u64::try_from(sized_knob("BENCH_CASE_SECONDS", 15, 1))?),
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 // cargo bench passes this to every harness-less bench.
-                "--bench" => {}
+                "--bench" | "--smoke" => {}
+                "--check" => options.check = true,
                 "--reuse" => options.reuse = true,
                 "--drop" => options.drop = true,
                 "--sql-only" => options.sql_only = true,
@@ -137,13 +172,6 @@ impl Options {
                 other => bail!("unknown argument {other:?}; {USAGE}"),
             }
         }
-        if !options
-            .database
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        {
-            bail!("BENCH_DATABASE must be lower-case letters, digits and underscores");
-        }
         Ok(options)
     }
 }
@@ -159,6 +187,51 @@ fn interval(window: &str) -> anyhow::Result<String> {
         "d" => Ok(format!("{n} days")),
         "h" => Ok(format!("{n} hours")),
         _ => bail!("window {window:?}: a number then d or h"),
+    }
+}
+
+/// The time a question covers.
+enum Period {
+    /// The last `window` (`7d`): the design's `created_at > NOW() - INTERVAL`.
+    Last { window: String, interval: String },
+    /// Remediations that started in `[since, until)`, whole days: the
+    /// checks' period, the same rows for the endpoints and the SQL.
+    Range {
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    },
+}
+
+impl Period {
+    fn last(window: &str) -> anyhow::Result<Self> {
+        Ok(Self::Last {
+            window: window.to_owned(),
+            interval: interval(window)?,
+        })
+    }
+
+    /// The endpoint's query parameters.
+    fn query(&self) -> String {
+        match self {
+            Self::Last { window, .. } => format!("window={window}"),
+            Self::Range { since, until } => format!(
+                "since={}&until={}",
+                since.to_rfc3339_opts(SecondsFormat::Secs, true),
+                until.to_rfc3339_opts(SecondsFormat::Secs, true)
+            ),
+        }
+    }
+
+    /// The SQL condition that stands for it.
+    fn condition(&self) -> String {
+        match self {
+            Self::Last { interval, .. } => format!("created_at > NOW() - INTERVAL '{interval}'"),
+            Self::Range { since, until } => format!(
+                "start_time >= '{}' AND start_time < '{}'",
+                since.to_rfc3339(),
+                until.to_rfc3339()
+            ),
+        }
     }
 }
 
@@ -198,7 +271,7 @@ impl Question {
     }
 
     /// Path and query of the endpoint.
-    fn path(self, scope: &Scope, window: &str, exact: bool) -> String {
+    fn path(self, scope: &Scope, period: &Period, exact: bool) -> String {
         let (endpoint, extra) = match self {
             Self::Postmortem => (
                 "postmortem",
@@ -211,7 +284,10 @@ impl Question {
             Self::Failures => ("failures", String::new()),
             Self::Retries => ("retries", String::new()),
         };
-        let mut path = format!("/api/v1/audit/analytics/{endpoint}?window={window}{extra}");
+        let mut path = format!(
+            "/api/v1/audit/analytics/{endpoint}?{}{extra}",
+            period.query()
+        );
         if let Some(ns) = &scope.namespace {
             let _ = write!(path, "&namespace={ns}");
         }
@@ -221,19 +297,28 @@ impl Question {
         path
     }
 
-    /// The design's query for this question over `interval` (as in `7 days`).
-    fn design_sql(self, scope: &Scope, interval: &str) -> String {
+    /// The design's query for this question over the period: its interval
+    /// replaced by the window's, or, for a range, its condition on
+    /// `created_at` by one on `start_time` (which the endpoints filter on).
+    fn design_sql(self, scope: &Scope, period: &Period) -> String {
         let and_namespace = scope
             .namespace
             .as_ref()
             .map_or_else(String::new, |ns| format!("\n  AND namespace = '{ns}'"));
+        let when = period.condition();
+        // The post-mortem query has no period in the design: a range (the
+        // checks') still applies, as it does to the endpoint.
+        let and_when = match period {
+            Period::Last { .. } => String::new(),
+            Period::Range { .. } => format!("\n  AND {when}"),
+        };
         match self {
             Self::Postmortem => format!(
                 "SELECT remediation_name, overall_phase, start_time, completion_time,
     EXTRACT(EPOCH FROM (completion_time - start_time)) as duration_seconds,
     failure_phase, failure_reason
 FROM remediation_audit
-WHERE alert_fingerprint = '{}'{and_namespace}
+WHERE alert_fingerprint = '{}'{and_namespace}{and_when}
 ORDER BY start_time DESC
 LIMIT 10",
                 scope.fingerprint
@@ -244,7 +329,7 @@ LIMIT 10",
     COUNT(CASE WHEN overall_phase = 'failed' THEN 1 END) as failed,
     ROUND(100.0 * COUNT(CASE WHEN overall_phase = 'completed' THEN 1 END) / COUNT(*), 2) as success_rate_pct
 FROM remediation_audit
-WHERE created_at > NOW() - INTERVAL '{interval}'{and_namespace}
+WHERE {when}{and_namespace}
 GROUP BY overall_phase"
             ),
             Self::Series => format!(
@@ -253,7 +338,7 @@ GROUP BY overall_phase"
     COUNT(CASE WHEN overall_phase = 'failed' THEN 1 END) as failed,
     ROUND(100.0 * COUNT(CASE WHEN overall_phase = 'completed' THEN 1 END) / COUNT(*), 2) as success_rate_pct
 FROM remediation_audit
-WHERE created_at > NOW() - INTERVAL '{interval}'{and_namespace}
+WHERE {when}{and_namespace}
 GROUP BY 1, overall_phase
 ORDER BY 1"
             ),
@@ -264,7 +349,7 @@ ORDER BY 1"
     PERCENTILE_CONT(0.95) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM (completion_time - start_time))) as p95_duration
 FROM remediation_audit
 WHERE completion_time IS NOT NULL
-  AND created_at > NOW() - INTERVAL '{interval}'{and_namespace}
+  AND {when}{and_namespace}
 GROUP BY overall_phase"
             ),
             Self::Slowest => format!(
@@ -273,7 +358,7 @@ GROUP BY overall_phase"
     service_crd_statuses
 FROM remediation_audit
 WHERE completion_time IS NOT NULL
-  AND created_at > NOW() - INTERVAL '{interval}'{and_namespace}
+  AND {when}{and_namespace}
 ORDER BY duration_seconds DESC
 LIMIT 20"
             ),
@@ -283,7 +368,7 @@ LIMIT 20"
     ARRAY_AGG(DISTINCT substring(failure_reason, 1, 100)) as sample_reasons
 FROM remediation_audit
 WHERE failure_phase IS NOT NULL
-  AND created_at > NOW() - INTERVAL '{interval}'{and_namespace}
+  AND {when}{and_namespace}
 GROUP BY failure_phase
 ORDER BY failure_count DESC"
             ),
@@ -292,7 +377,7 @@ ORDER BY failure_count DESC"
     ARRAY_AGG(overall_phase ORDER BY created_at) as phase_progression,
     BOOL_OR(overall_phase = 'completed') as eventually_successful
 FROM remediation_audit
-WHERE created_at > NOW() - INTERVAL '{interval}'{and_namespace}
+WHERE {when}{and_namespace}
 GROUP BY alert_fingerprint
 HAVING COUNT(*) > 1
 ORDER BY retry_count DESC"
@@ -352,21 +437,14 @@ impl Probe {
 
 /// The timed calls of one probe.
 struct Timing {
+    /// Sorted.
     latencies: Vec<Duration>,
     size: usize,
 }
 
 impl Timing {
     fn percentile_ms(&self, p: f64) -> f64 {
-        let mut sorted = self.latencies.clone();
-        sorted.sort();
-        #[allow(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            clippy::cast_precision_loss
-        )]
-        let index = ((sorted.len() - 1) as f64 * p).round() as usize;
-        sorted[index].as_secs_f64() * 1e3
+        bench::percentile_ms(&self.latencies, p)
     }
 }
 
@@ -389,6 +467,7 @@ async fn measure(probe: &Probe, targets: &Targets, options: &Options) -> anyhow:
         size = probe.once(targets).await?;
         latencies.push(t.elapsed());
     }
+    latencies.sort();
     Ok(Timing { latencies, size })
 }
 
@@ -466,19 +545,22 @@ struct Loaded {
     seconds: f64,
 }
 
-async fn recorded_load(conn: &mut PgConnection) -> anyhow::Result<Option<Loaded>> {
+async fn recorded_load(url: &str) -> anyhow::Result<Option<Loaded>> {
+    let mut conn = PgConnection::connect(url).await?;
     let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
         .bind(LOAD_TABLE)
-        .fetch_one(&mut *conn)
+        .fetch_one(&mut conn)
         .await?;
-    if exists.is_none() {
-        return Ok(None);
-    }
-    let row: Option<(DateTime<Utc>, i32, i32, f64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT data_end, days, per_day, load_seconds FROM {LOAD_TABLE} ORDER BY loaded_at DESC LIMIT 1"
-    )))
-    .fetch_optional(&mut *conn)
-    .await?;
+    let row: Option<(DateTime<Utc>, i32, i32, f64)> = if exists.is_some() {
+        sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT data_end, days, per_day, load_seconds FROM {LOAD_TABLE} ORDER BY loaded_at DESC LIMIT 1"
+        )))
+        .fetch_optional(&mut conn)
+        .await?
+    } else {
+        None
+    };
+    conn.close().await?;
     Ok(row.map(|(data_end, days, per_day, seconds)| Loaded {
         data_end,
         days,
@@ -487,141 +569,110 @@ async fn recorded_load(conn: &mut PgConnection) -> anyhow::Result<Option<Loaded>
     }))
 }
 
-/// The generator, read from its markers: what every connection runs first,
-/// then the steps in order, each made of parts that may run at once.
-struct Script {
-    session: String,
-    steps: Vec<(String, Vec<String>)>,
-}
-
-/// Whether SQL text holds anything but blank lines and comments.
-fn has_sql(text: &str) -> bool {
-    text.lines().any(|l| {
-        let l = l.trim();
-        !l.is_empty() && !l.starts_with("--")
-    })
-}
-
-impl Script {
-    fn parse(text: &str) -> Self {
-        let mut script = Self {
-            session: String::new(),
-            steps: Vec::new(),
-        };
-        let mut in_session = false;
-        for line in text.lines() {
-            if line.starts_with("-- session:") {
-                in_session = true;
-            } else if let Some(name) = line.strip_prefix("-- step:") {
-                in_session = false;
-                script
-                    .steps
-                    .push((name.trim().to_owned(), vec![String::new()]));
-            } else if line.trim_end() == "-- part" {
-                if let Some((_, parts)) = script.steps.last_mut() {
-                    parts.push(String::new());
-                }
-            } else if in_session {
-                script.session.push_str(line);
-                script.session.push('\n');
-            } else if let Some(part) = script.steps.last_mut().and_then(|(_, p)| p.last_mut()) {
-                part.push_str(line);
-                part.push('\n');
-            }
-        }
-        for (_, parts) in &mut script.steps {
-            parts.retain(|p| has_sql(p));
-        }
-        script
-    }
-}
-
-/// Runs one step's parts on the connections, each connection taking the next
-/// part not yet started; returns the connections and each part's seconds.
-async fn run_parts(
-    connections: Vec<PgConnection>,
-    parts: Vec<String>,
-    step: &str,
-) -> anyhow::Result<(Vec<PgConnection>, Vec<f64>)> {
-    let parts = Arc::new(parts);
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let tasks: Vec<_> = connections
-        .into_iter()
-        .map(|mut conn| {
-            let (parts, next, step) = (parts.clone(), next.clone(), step.to_owned());
-            tokio::spawn(async move {
-                let mut times = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(sql) = parts.get(i) else {
-                        return anyhow::Ok((conn, times));
-                    };
-                    let t = Instant::now();
-                    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
-                        .execute(&mut conn)
-                        .await
-                        .with_context(|| format!("generator step {step:?}, part {}", i + 1))?;
-                    times.push((i, t.elapsed().as_secs_f64()));
-                }
-            })
-        })
-        .collect();
-    let mut connections = Vec::new();
-    let mut times = vec![0.0; parts.len()];
-    for task in tasks {
-        let (conn, done) = task.await??;
-        connections.push(conn);
-        for (i, seconds) in done {
-            times[i] = seconds;
-        }
-    }
-    Ok((connections, times))
-}
-
-/// Runs the generator on `url` over `BENCH_LOAD_CONNECTIONS` (2) connections,
-/// printing each step's time; records the load in [`LOAD_TABLE`].
-async fn generate(url: &str, options: &Options, data_end: DateTime<Utc>) -> anyhow::Result<f64> {
-    let script = Script::parse(GENERATOR);
+/// Loads a fresh database: the store's migrations, the weekly partitions of
+/// the whole range, the generator's rows with the indexes dropped, the
+/// indexes and constraints again, the rollups; records the load in
+/// [`LOAD_TABLE`] and returns the seconds it took (without the migrations).
+async fn load(db: &BenchDb, options: &Options, data_end: DateTime<Utc>) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    PgStore::connect(&db.url, PoolSettings::default())
+        .await?
+        .close()
+        .await;
+    println!(
+        "  {:<28} {:>8.1} s",
+        "migrations",
+        t.elapsed().as_secs_f64()
+    );
+    let started = Instant::now();
     let knobs = format!(
         "SET remaudit.bench_now = '{}'; SET remaudit.bench_days = '{}'; SET remaudit.bench_per_day = '{}';",
         data_end.to_rfc3339_opts(SecondsFormat::Micros, true),
         options.days,
         options.per_day
     );
-    let mut connections = Vec::new();
-    for _ in 0..knob("BENCH_LOAD_CONNECTIONS", 2).max(1) {
-        let mut conn = PgConnection::connect(url).await?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("{knobs}\n{}", script.session)))
-            .execute(&mut conn)
-            .await
-            .context("generator session settings")?;
-        connections.push(conn);
-    }
-    let started = Instant::now();
-    for (name, parts) in script.steps {
-        let t = Instant::now();
-        let (back, times) = run_parts(connections, parts, &name).await?;
-        connections = back;
-        let detail = if times.len() > 1 {
-            let each: Vec<String> = times.iter().map(|s| format!("{s:.1}")).collect();
-            format!("  (parts at once: {} s)", each.join(", "))
-        } else {
-            String::new()
-        };
-        println!("  {name:<22} {:>8.1} s{detail}", t.elapsed().as_secs_f64());
-    }
+    let mut connections = bench::connect_all(
+        &db.url,
+        knob("BENCH_LOAD_CONNECTIONS", 2),
+        &format!("{knobs}\n{SESSION}"),
+    )
+    .await?;
+    let conn = &mut connections[0];
+    sqlx::raw_sql(AssertSqlSafe(GENERATOR))
+        .execute(&mut *conn)
+        .await
+        .context("the generator's view and function")?;
+    let origin = data_end - chrono::Duration::days(i64::try_from(options.days)?);
+    let created =
+        bench::ensure_partitions(conn, origin, data_end + chrono::Duration::seconds(1)).await?;
+    let saved = bench::drop_indexes(conn, &["remediation_audit"]).await?;
+    println!(
+        "  {:<28} {:>8.1} s  ({created} partitions created, {} indexes dropped)",
+        "prepare",
+        started.elapsed().as_secs_f64(),
+        saved.len()
+    );
+    // A week of days per job, each job on its own connection: the rows of a
+    // partition are written in start_time order (only the partitions a
+    // job boundary cuts get rows from two jobs).
+    let fills = (0..options.days)
+        .step_by(7)
+        .map(|first| {
+            let last = (first + 7).min(options.days);
+            Job::new(
+                format!("days {first}-{last}"),
+                &format!("days {first}"),
+                vec![format!(
+                    "SELECT remaudit_bench_fill('remediation_audit', {first}, {last})"
+                )],
+            )
+        })
+        .collect();
+    let connections = bench::step("insert rows", connections, fills).await?;
+    let mut connections = bench::step(
+        "indexes and constraints",
+        connections,
+        bench::index_jobs(&saved, "remediation_audit"),
+    )
+    .await?;
+    bench::sync_id_sequence(&mut connections[0], "remediation_audit").await?;
+    sqlx::raw_sql(
+        "DROP FUNCTION remaudit_bench_fill(regclass, int, int); DROP VIEW remaudit_bench_rows;",
+    )
+    .execute(&mut connections[0])
+    .await?;
+    let connections = bench::step(
+        "rollups",
+        connections,
+        vec![Job::new(
+            "rollups",
+            "remediation_audit",
+            vec!["SELECT remaudit_rebuild_rollups()".to_owned()],
+        )],
+    )
+    .await?;
+    let mut connections = bench::step(
+        "vacuum analyze",
+        connections,
+        vec![Job::new(
+            "vacuum",
+            "database",
+            vec!["VACUUM ANALYZE".to_owned()],
+        )],
+    )
+    .await?;
     let seconds = started.elapsed().as_secs_f64();
     let mut conn = connections.pop().context("a connection")?;
     for other in connections {
         other.close().await?;
     }
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+    sqlx::raw_sql(AssertSqlSafe(format!(
         "CREATE TABLE {LOAD_TABLE} (data_end TIMESTAMPTZ NOT NULL, days INT NOT NULL, \
          per_day INT NOT NULL, load_seconds FLOAT8 NOT NULL, loaded_at TIMESTAMPTZ NOT NULL DEFAULT now())"
     )))
     .execute(&mut conn)
     .await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
+    sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO {LOAD_TABLE} (data_end, days, per_day, load_seconds) VALUES ($1, $2, $3, $4)"
     )))
     .bind(data_end)
@@ -634,28 +685,90 @@ async fn generate(url: &str, options: &Options, data_end: DateTime<Utc>) -> anyh
     Ok(seconds)
 }
 
-#[allow(clippy::cast_precision_loss)]
-fn mib(bytes: i64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
+/// Creates (or reuses) the loaded database.
+async fn prepare(options: &Options) -> anyhow::Result<BenchDb> {
+    let db = BenchDb::named(&options.database)?;
+    if options.reuse && db.exists().await? {
+        if let Some(l) = recorded_load(&db.url).await? {
+            let age = Utc::now() - l.data_end;
+            println!(
+                "reusing {}: {} days x {} a day, ending {} ({:.1} h ago), loaded in {:.0} s",
+                db.name,
+                l.days,
+                l.per_day,
+                l.data_end.to_rfc3339_opts(SecondsFormat::Secs, true),
+                age.as_seconds_f64() / 3600.0,
+                l.seconds
+            );
+            if age > chrono::Duration::hours(24) {
+                println!(
+                    "  note: windows now cover {:.1} days less data than when loaded; run without --reuse to reload",
+                    age.as_seconds_f64() / 86400.0
+                );
+            }
+            let t = Instant::now();
+            match PgStore::connect(&db.url, PoolSettings::default()).await {
+                Ok(store) => {
+                    store.close().await;
+                    println!("  migrations checked in {:.1} s", t.elapsed().as_secs_f64());
+                    return Ok(db);
+                }
+                // A migration changed since the load: load again.
+                Err(e @ remaudit_store::StoreError::Schema(_)) => {
+                    println!("  the schema changed since the load ({e}): loading it afresh");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            println!(
+                "{} exists but holds no recorded load: loading it afresh",
+                db.name
+            );
+        }
+    }
+    db.recreate().await?;
+    println!(
+        "loading {}: {} days x {} remediations a day = {} rows",
+        db.name,
+        options.days,
+        bench::thousands(i64::try_from(options.per_day)?),
+        bench::thousands(i64::try_from(options.days * options.per_day)?)
+    );
+    let seconds = load(&db, options, Utc::now()).await?;
+    println!("load time {seconds:.1} s (generator, without the migrations)");
+    Ok(db)
 }
 
-/// Prints the size of the database and of each table, and what the rows hold.
+/// Prints the size of the database and of its tables, and what the rows hold.
 async fn describe(pool: &PgPool) -> anyhow::Result<()> {
     let database: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
         .fetch_one(pool)
         .await?;
-    println!("database size {:.0} MiB", mib(database));
+    println!("database size {:.0} MiB", bench::mib(database));
     let tables: Vec<(String, i64, i64, i64)> = sqlx::query_as(
-        "SELECT relname::text, pg_total_relation_size(relid), pg_indexes_size(relid), n_live_tup
-         FROM pg_stat_user_tables ORDER BY pg_total_relation_size(relid) DESC",
+        "SELECT c.relname::text,
+                COALESCE(sum(pg_total_relation_size(p.oid)), pg_total_relation_size(c.oid))::int8,
+                COALESCE(sum(pg_indexes_size(p.oid)), pg_indexes_size(c.oid))::int8,
+                count(p.oid)
+         FROM pg_class c
+         JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
+         LEFT JOIN pg_inherits i ON i.inhparent = c.oid
+         LEFT JOIN pg_class p ON p.oid = i.inhrelid
+         WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+         GROUP BY c.relname, c.oid ORDER BY 2 DESC LIMIT 8",
     )
     .fetch_all(pool)
     .await?;
-    for (name, total, indexes, rows) in tables {
+    for (name, total, indexes, partitions) in tables {
+        let parts = if partitions > 0 {
+            format!("  {partitions} partitions")
+        } else {
+            String::new()
+        };
         println!(
-            "  {name:<30} {:>9.1} MiB (indexes {:>8.1} MiB)  ~{rows} rows",
-            mib(total),
-            mib(indexes)
+            "  {name:<34} {:>9.1} MiB (indexes {:>8.1} MiB){parts}",
+            bench::mib(total),
+            bench::mib(indexes)
         );
     }
     let phases: Vec<(String, i64)> = sqlx::query_as(
@@ -686,104 +799,301 @@ async fn popular_fingerprint(pool: &PgPool, namespace: Option<&str>) -> anyhow::
     .context("no remediations in the last day of data")
 }
 
-/// Creates (or reuses) the loaded database; returns its URL.
-async fn prepare(options: &Options, admin_url: &str) -> anyhow::Result<String> {
-    let base = admin_url
-        .rsplit_once('/')
-        .map_or(admin_url, |(base, _)| base);
-    let url = format!("{base}/{}", options.database);
-    let mut admin = PgConnection::connect(admin_url)
-        .await
-        .with_context(|| format!("PostgreSQL at {admin_url}; scripts/bench-analytics starts it"))?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&options.database)
-            .fetch_one(&mut admin)
-            .await?;
-    if options.reuse && exists {
-        let mut conn = PgConnection::connect(&url).await?;
-        let loaded = recorded_load(&mut conn).await?;
-        conn.close().await?;
-        if let Some(l) = loaded {
-            let age = Utc::now() - l.data_end;
-            println!(
-                "reusing {}: {} days x {} a day, ending {} ({:.1} h ago), loaded in {:.0} s",
-                options.database,
-                l.days,
-                l.per_day,
-                l.data_end.to_rfc3339_opts(SecondsFormat::Secs, true),
-                age.as_seconds_f64() / 3600.0,
-                l.seconds
-            );
-            if age > chrono::Duration::hours(24) {
-                println!(
-                    "  note: windows now cover {:.1} days less data than when loaded; run without --reuse to reload",
-                    age.as_seconds_f64() / 86400.0
-                );
-            }
-            let t = Instant::now();
-            PgStore::connect(&url, PoolSettings::default())
-                .await?
-                .close()
-                .await;
-            println!("  migrations checked in {:.1} s", t.elapsed().as_secs_f64());
-            return Ok(url);
-        }
-        println!(
-            "{} exists but holds no recorded load: loading it afresh",
-            options.database
+// ---------------------------------------------------------------------------
+// Checks
+
+/// An endpoint's answer, decoded as the wire contract says.
+async fn get_json<T: serde::de::DeserializeOwned>(
+    targets: &Targets,
+    path: &str,
+) -> anyhow::Result<T> {
+    let response = targets
+        .http
+        .get(format!("{}{path}", targets.base))
+        .send()
+        .await?;
+    let status = response.status();
+    let body = response.bytes().await?;
+    if !status.is_success() {
+        let text = String::from_utf8_lossy(&body);
+        bail!(
+            "{path}: {status}: {}",
+            text.chars().take(300).collect::<String>()
         );
     }
-    let name = &options.database;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await?;
-    admin.close().await?;
+    serde_json::from_slice(&body).with_context(|| format!("the answer of {path}"))
+}
+
+fn int(cell: Option<&Option<String>>) -> i64 {
+    cell.and_then(Option::as_deref)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1)
+}
+
+fn float(cell: Option<&Option<String>>) -> f64 {
+    cell.and_then(Option::as_deref)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+fn text(cell: Option<&Option<String>>) -> String {
+    cell.and_then(Option::as_deref).unwrap_or("").to_owned()
+}
+
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Durations equal to the millisecond, as text for the comparison.
+fn millis(seconds: f64) -> String {
+    format!("{seconds:.3}")
+}
+
+/// Checks that every loaded row is in exactly one weekly partition.
+async fn check_rows(pool: &PgPool, expected: i64) -> anyhow::Result<()> {
+    let census = bench::census(pool, "remediation_audit").await?;
+    census.check("remediation_audit", true);
+    expect_eq("remediation_audit: rows loaded", &census.total, &expected);
     println!(
-        "loading {name}: {} days x {} remediations a day = {} rows",
-        options.days,
-        options.per_day,
-        options.days * options.per_day
+        "  rows: {} in {} weekly partitions, {} in the default partition",
+        bench::thousands(census.total),
+        census.direct.len(),
+        census.in_default()
     );
-    let t = Instant::now();
-    PgStore::connect(&url, PoolSettings::default())
-        .await?
-        .close()
-        .await;
-    println!(
-        "  {:<22} {:>8.1} s",
-        "migrations",
-        t.elapsed().as_secs_f64()
+    Ok(())
+}
+
+/// The checks' period: whole days up to the end of today, covering every
+/// row when the data spans less than the 90 days a window may cover, else
+/// the last 90 days.
+fn check_period(days: usize) -> anyhow::Result<Period> {
+    let today = Utc::now()
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .context("midnight")?
+        .and_utc();
+    let until = today + chrono::Duration::days(1);
+    let since = until - chrono::Duration::days(i64::try_from((days + 1).min(90))?);
+    Ok(Period::Range { since, until })
+}
+
+/// Checks each endpoint (rollups and exact) against the design's SQL over
+/// the same rows, for one scope.
+#[allow(clippy::too_many_lines)]
+async fn check_scope(targets: &Targets, scope: &Scope, days: usize) -> anyhow::Result<()> {
+    let period = check_period(days)?;
+    let window = period.query();
+    let name = scope.namespace.as_deref().unwrap_or("all");
+    let design = |q: Question| q.design_sql(scope, &period);
+    let pool = &targets.pool;
+
+    // success-rate and its series: counts by outcome.
+    let rows = text_rows(pool, &design(Question::SuccessRate)).await;
+    let mut want = BTreeMap::new();
+    for r in &rows {
+        let phase = text(r.first());
+        let key = match phase.as_str() {
+            "completed" | "failed" | "timeout" => phase,
+            _ => "in progress".to_owned(),
+        };
+        *want.entry(key).or_insert(0_i64) += int(r.get(1));
+    }
+    let started: i64 = want.values().sum();
+    for exact in [false, true] {
+        let how = if exact { "exact" } else { "rollups" };
+        let r: SuccessRateReport =
+            get_json(targets, &Question::SuccessRate.path(scope, &period, exact)).await?;
+        let t = r.totals;
+        let got: BTreeMap<String, i64> = [
+            ("completed", t.completed),
+            ("failed", t.failed),
+            ("timeout", t.timed_out),
+            ("in progress", t.in_progress),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| (k.to_owned(), count(n)))
+        .collect();
+        expect_eq(
+            &format!("success-rate {name} ({how}) vs the design's SQL: remediations by outcome"),
+            &got,
+            &want,
+        );
+        expect_eq(
+            &format!("success-rate {name} ({how}): started"),
+            &count(t.started),
+            &started,
+        );
+        let series: SuccessRateReport =
+            get_json(targets, &Question::Series.path(scope, &period, exact)).await?;
+        let summed: u64 = series.series.iter().map(|p| p.counts.started).sum();
+        expect_eq(
+            &format!("success-rate series {name} ({how}): started, summed over the days"),
+            &count(summed),
+            &started,
+        );
+    }
+
+    // durations: count and mean by final phase.
+    let rows = text_rows(pool, &design(Question::Durations)).await;
+    let want: BTreeMap<String, (i64, String)> = rows
+        .iter()
+        .map(|r| (text(r.first()), (int(r.get(1)), millis(float(r.get(2))))))
+        .collect();
+    for exact in [false, true] {
+        let how = if exact { "exact" } else { "rollups" };
+        let r: DurationsReport =
+            get_json(targets, &Question::Durations.path(scope, &period, exact)).await?;
+        let got: BTreeMap<String, (i64, String)> = r
+            .phases
+            .iter()
+            .filter(|p| p.final_phase != "all")
+            .map(|p| {
+                (
+                    p.final_phase.clone(),
+                    (count(p.count), millis(p.avg_seconds)),
+                )
+            })
+            .collect();
+        expect_eq(
+            &format!("durations {name} ({how}) vs the design's SQL: count and mean by final phase"),
+            &got,
+            &want,
+        );
+    }
+
+    // failures: count and distinct alerts by failed phase.
+    let rows = text_rows(pool, &design(Question::Failures)).await;
+    let want: BTreeMap<String, (i64, i64)> = rows
+        .iter()
+        .map(|r| (text(r.first()), (int(r.get(1)), int(r.get(2)))))
+        .collect();
+    for exact in [false, true] {
+        let how = if exact { "exact" } else { "rollups" };
+        let r: FailuresReport =
+            get_json(targets, &Question::Failures.path(scope, &period, exact)).await?;
+        let got: BTreeMap<String, (i64, i64)> = r
+            .items
+            .iter()
+            .filter(|g| g.outcome == "failed")
+            .map(|g| {
+                (
+                    g.phase.clone().unwrap_or_default(),
+                    (count(g.count), count(g.unique_alerts)),
+                )
+            })
+            .collect();
+        expect_eq(
+            &format!("failures {name} ({how}) vs the design's SQL: count and alerts by phase"),
+            &got,
+            &want,
+        );
+    }
+
+    // retries: the alerts remediated more than once, and how often.
+    let rows = text_rows(pool, &design(Question::Retries)).await;
+    let want: BTreeMap<String, (i64, bool)> = rows
+        .iter()
+        .map(|r| (text(r.first()), (int(r.get(1)), text(r.get(4)) == "t")))
+        .collect();
+    for exact in [false, true] {
+        let how = if exact { "exact" } else { "rollups" };
+        let r: RetriesReport =
+            get_json(targets, &Question::Retries.path(scope, &period, exact)).await?;
+        expect_eq(
+            &format!("retries {name} ({how}) vs the design's SQL: alerts retried"),
+            &count(r.alerts_retried),
+            &i64::try_from(want.len())?,
+        );
+        expect_eq(
+            &format!("retries {name} ({how}): attempts"),
+            &count(r.attempts),
+            &started,
+        );
+        let listed: BTreeMap<String, (i64, bool)> = r
+            .items
+            .iter()
+            .map(|g| {
+                (
+                    g.alert_fingerprint.clone(),
+                    (count(g.attempts), g.eventually_successful),
+                )
+            })
+            .collect();
+        let design_of_listed: BTreeMap<String, (i64, bool)> = listed
+            .keys()
+            .map(|fp| (fp.clone(), want.get(fp).copied().unwrap_or((1, false))))
+            .collect();
+        expect_eq(
+            &format!(
+                "retries {name} ({how}) vs the design's SQL: attempts and success of the alerts listed"
+            ),
+            &listed,
+            &design_of_listed,
+        );
+    }
+
+    // post-mortem: the same remediations, newest first.
+    let rows = text_rows(pool, &design(Question::Postmortem)).await;
+    let want: Vec<String> = rows.iter().map(|r| text(r.first())).collect();
+    let r: RemediationList =
+        get_json(targets, &Question::Postmortem.path(scope, &period, false)).await?;
+    let got: Vec<String> = r.items.iter().map(|i| i.remediation_name.clone()).collect();
+    expect_eq(
+        &format!("postmortem {name} vs the design's SQL: remediations, newest first"),
+        &got,
+        &want,
     );
-    let seconds = generate(&url, options, Utc::now()).await?;
-    println!("load time {seconds:.1} s (generator, without the migrations)");
-    Ok(url)
+
+    // slowest: the same durations, longest first (ties in any order).
+    let rows = text_rows(pool, &design(Question::Slowest)).await;
+    let want: Vec<String> = rows.iter().map(|r| millis(float(r.get(5)))).collect();
+    for exact in [false, true] {
+        let how = if exact { "exact" } else { "rollups" };
+        let r: RemediationList =
+            get_json(targets, &Question::Slowest.path(scope, &period, exact)).await?;
+        let got: Vec<String> = r
+            .items
+            .iter()
+            .map(|i| millis(i.duration_seconds.unwrap_or(f64::NAN)))
+            .collect();
+        expect_eq(
+            &format!("slowest {name} ({how}) vs the design's SQL: durations, longest first"),
+            &got,
+            &want,
+        );
+    }
+    println!("  {name}: every endpoint checked against the design's SQL over {window}");
+    Ok(())
 }
 
 #[allow(clippy::too_many_lines)]
-async fn bench() -> anyhow::Result<()> {
+async fn run() -> anyhow::Result<()> {
     let options = Options::parse()?;
-    let admin_url = std::env::var(remaudit_testkit::ADMIN_URL_VAR)
-        .unwrap_or_else(|_| remaudit_testkit::DEFAULT_ADMIN_URL.to_owned());
-    let url = prepare(&options, &admin_url).await?;
+    if options.smoke {
+        println!(
+            "smoke run: {} days x {} remediations, correctness only (no figure here means anything)",
+            options.days, options.per_day
+        );
+    }
+    let db = prepare(&options).await?;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
-        .connect(&url)
+        .connect(&db.url)
         .await?;
     describe(&pool).await?;
+    if options.check {
+        check_rows(&pool, i64::try_from(options.days * options.per_day)?).await?;
+    }
     if options.load_only {
         pool.close().await;
-        return Ok(());
+        db.finish(options.drop).await?;
+        return bench::verdict("bench-analytics");
     }
 
     let store = Arc::new(
         PgStore::connect(
-            &url,
+            &db.url,
             PoolSettings {
                 max_connections: 10,
                 ..PoolSettings::default()
@@ -809,24 +1119,7 @@ async fn bench() -> anyhow::Result<()> {
         base,
         pool: pool.clone(),
     };
-    let http = if options.sql_only {
-        false
-    } else {
-        let probe = targets
-            .http
-            .get(format!(
-                "{}/api/v1/audit/analytics/success-rate?window=7d",
-                targets.base
-            ))
-            .send()
-            .await?;
-        if probe.status() == reqwest::StatusCode::NOT_FOUND {
-            println!("the service has no analytics endpoints yet: timing the design's SQL only");
-            false
-        } else {
-            true
-        }
-    };
+    let http = !options.sql_only;
 
     let mut scopes = vec![Scope {
         namespace: None,
@@ -849,7 +1142,7 @@ async fn bench() -> anyhow::Result<()> {
     for scope in &scopes {
         let scope_name = scope.namespace.clone().unwrap_or_else(|| "all".to_owned());
         for window in &options.windows {
-            let interval = interval(window)?;
+            let period = Period::last(window)?;
             for &question in &options.questions {
                 let report = |what: &str, timing: &anyhow::Result<Timing>| match timing {
                     Ok(t) => println!(
@@ -861,21 +1154,21 @@ async fn bench() -> anyhow::Result<()> {
                         t.size,
                         if what == "raw" { "rows" } else { "bytes" }
                     ),
-                    Err(e) => println!(
-                        "  {:<13} {window:>4} {scope_name:<8} {what:<6} failed: {e:#}",
+                    Err(e) => bench::surprise(format_args!(
+                        "{} {window} {scope_name} {what} failed: {e:#}",
                         question.name()
-                    ),
+                    )),
                 };
                 let (ours, exact) = if http {
                     let ours = measure(
-                        &Probe::Http(question.path(scope, window, false)),
+                        &Probe::Http(question.path(scope, &period, false)),
                         &targets,
                         &options,
                     )
                     .await;
                     report("ours", &ours);
                     let exact = measure(
-                        &Probe::Http(question.path(scope, window, true)),
+                        &Probe::Http(question.path(scope, &period, true)),
                         &targets,
                         &options,
                     )
@@ -886,7 +1179,7 @@ async fn bench() -> anyhow::Result<()> {
                     (None, None)
                 };
                 let raw = measure(
-                    &Probe::Sql(question.design_sql(scope, &interval)),
+                    &Probe::Sql(question.design_sql(scope, &period)),
                     &targets,
                     &options,
                 )
@@ -905,31 +1198,27 @@ async fn bench() -> anyhow::Result<()> {
     }
     print_table(&lines);
 
+    if options.check && http {
+        println!();
+        println!("checks: each endpoint, from rollups and exact, against the design's SQL");
+        for scope in &scopes {
+            if let Err(e) = check_scope(&targets, scope, options.days).await {
+                bench::surprise(format_args!("checking {:?}: {e:#}", scope.namespace));
+            }
+        }
+    }
+
     shutdown.cancel();
     server.await??;
     store.close().await;
     pool.close().await;
-    if options.drop {
-        let mut admin = PgConnection::connect(&admin_url).await?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            options.database
-        )))
-        .execute(&mut admin)
-        .await?;
-        println!("dropped {}", options.database);
-    } else {
-        println!(
-            "kept {} for --reuse (drop it with --drop, or DROP DATABASE {})",
-            options.database, options.database
-        );
-    }
-    Ok(())
+    db.finish(options.drop).await?;
+    bench::verdict("bench-analytics")
 }
 
 fn main() -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(bench())
+        .block_on(run())
 }

@@ -10,9 +10,16 @@
 //!   events into a table of the same columns with no constraints, the floor
 //!   of what PostgreSQL itself costs here.
 //!
-//! Run with `scripts/bench-ingest` (it prepares PostgreSQL), or
-//! `cargo bench -p remaudit-server --bench ingest`. Knobs: `BENCH_RECORDS`,
-//! `BENCH_BATCH`, `BENCH_CONCURRENCY`.
+//! Each run checks what it wrote: every record stored once on each path (the
+//! timeline's rows, one summary row per remediation, every row in a weekly
+//! partition, none in the default one) and every batch answered 200 with
+//! nothing rejected; a failed check prints `SURPRISE` and the run exits
+//! non-zero.
+//!
+//! Run with `scripts/bench-ingest [--smoke]` (it prepares PostgreSQL), or
+//! `cargo bench -p remaudit-server --bench ingest -- [--smoke]`. Knobs:
+//! `BENCH_RECORDS` (100,000; 5,000 with `--smoke`), `BENCH_BATCH` (500),
+//! `BENCH_CONCURRENCY` (4).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,15 +29,9 @@ use chrono::{DateTime, Utc};
 use remaudit_model::{Limits, NewAudit, RemediationOrchestrationAudit};
 use remaudit_server::{AppState, ServerSettings};
 use remaudit_store::{PgStore, PoolSettings, Store};
+use remaudit_testkit::bench::{self, expect_eq, knob, sized_knob};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-
-fn knob(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Records as the orchestrator sends them: five transitions per remediation.
 fn records(count: usize, now: DateTime<Utc>) -> Vec<Value> {
@@ -84,6 +85,7 @@ fn validated(batch: &[Value], now: DateTime<Utc>) -> Vec<NewAudit> {
 
 struct Run {
     seconds: f64,
+    /// Sorted.
     latencies: Vec<Duration>,
 }
 
@@ -93,16 +95,8 @@ impl Run {
         records as f64 / self.seconds
     }
 
-    fn percentile(&self, p: f64) -> Duration {
-        let mut sorted = self.latencies.clone();
-        sorted.sort();
-        #[allow(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            clippy::cast_precision_loss
-        )]
-        let index = ((sorted.len() - 1) as f64 * p).round() as usize;
-        sorted[index]
+    fn percentile_ms(&self, p: f64) -> f64 {
+        bench::percentile_ms(&self.latencies, p)
     }
 }
 
@@ -136,29 +130,52 @@ where
     for w in workers {
         latencies.extend(w.await.expect("worker"));
     }
+    latencies.sort();
     Run {
         seconds: started.elapsed().as_secs_f64(),
         latencies,
     }
 }
 
-async fn count(pool: &sqlx::PgPool, table: &'static str) -> i64 {
-    let sql = format!("SELECT count(*) FROM {table}");
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .fetch_one(pool)
-        .await
-        .expect("count")
+/// Checks what one path stored: `records` timeline rows and `remediations`
+/// summary rows, each once, in the weekly partitions.
+async fn check_stored(
+    pool: &sqlx::PgPool,
+    path: &str,
+    records: usize,
+    remediations: usize,
+) -> anyhow::Result<()> {
+    for (table, want) in [
+        ("remediation_audit_events", records),
+        ("remediation_audit", remediations),
+    ] {
+        let census = bench::census(pool, table).await?;
+        census.check(&format!("{path}: {table}"), true);
+        expect_eq(
+            &format!("{path}: {table} rows"),
+            &census.total,
+            &i64::try_from(want)?,
+        );
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_lines)]
 async fn bench() -> anyhow::Result<()> {
-    let total = knob("BENCH_RECORDS", 100_000);
+    let smoke = bench::smoke();
+    let total = sized_knob("BENCH_RECORDS", 100_000, 5_000);
     let batch = knob("BENCH_BATCH", 500);
     let concurrency = knob("BENCH_CONCURRENCY", 4);
     let now = Utc::now();
     let all = records(total, now);
+    let remediations = total.div_ceil(5);
     println!(
-        "ingest: {total} records, batches of {batch}, {concurrency} concurrent senders, PostgreSQL on loopback"
+        "ingest: {total} records, batches of {batch}, {concurrency} concurrent senders, PostgreSQL on loopback{}",
+        if smoke {
+            " (smoke run: correctness only)"
+        } else {
+            ""
+        }
     );
 
     // Through the service.
@@ -194,19 +211,26 @@ async fn bench() -> anyhow::Result<()> {
                 .header("content-type", "application/json")
                 .body(bodies[i].clone())
                 .send()
-                .await
-                .expect("post");
-            assert_eq!(response.status(), 200);
-            let body: Value = response.json().await.expect("json");
-            assert_eq!(body["rejected"], 0);
+                .await;
+            match response {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let body: Value = response.json().await.unwrap_or_default();
+                    expect_eq(&format!("batch {i}: status"), &status, &200);
+                    expect_eq(
+                        &format!("batch {i}: rejected"),
+                        &body["rejected"],
+                        &json!(0),
+                    );
+                }
+                Err(e) => bench::surprise(format_args!("batch {i}: {e}")),
+            }
         }
     })
     .await;
     let pool = db.pool().await;
-    assert_eq!(
-        count(&pool, "remediation_audit_events").await,
-        i64::try_from(total)?
-    );
+    check_stored(&pool, "http", total, remediations).await?;
+    pool.close().await;
     shutdown.cancel();
     server.await??;
     store.close().await;
@@ -221,15 +245,14 @@ async fn bench() -> anyhow::Result<()> {
         drive(prepared.clone(), concurrency, move |batches, i| {
             let pg = pg.clone();
             async move {
-                pg.insert(&batches[i]).await.expect("insert");
+                if let Err(e) = pg.insert(&batches[i]).await {
+                    bench::surprise(format_args!("store batch {i}: {e}"));
+                }
             }
         })
         .await
     };
-    assert_eq!(
-        count(pg.pool(), "remediation_audit_events").await,
-        i64::try_from(total)?
-    );
+    check_stored(pg.pool(), "store", total, remediations).await?;
 
     // Raw PostgreSQL: the same events into an unconstrained table.
     sqlx::query(
@@ -262,15 +285,18 @@ async fn bench() -> anyhow::Result<()> {
         })
         .await
     };
-    assert_eq!(count(pg.pool(), "raw_events").await, i64::try_from(total)?);
+    let raw_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM raw_events")
+        .fetch_one(pg.pool())
+        .await?;
+    expect_eq("raw: rows", &raw_rows, &i64::try_from(total)?);
 
     let line = |name: &str, run: &Run| {
         println!(
             "{name:<6} {:>9.0} records/s  {:>6.2} s  batch p50 {:>7.1} ms  p99 {:>7.1} ms",
             run.rate(total),
             run.seconds,
-            run.percentile(0.50).as_secs_f64() * 1e3,
-            run.percentile(0.99).as_secs_f64() * 1e3,
+            run.percentile_ms(0.50),
+            run.percentile_ms(0.99),
         );
     };
     line("http", &http_run);
@@ -286,7 +312,7 @@ async fn bench() -> anyhow::Result<()> {
         http_run.rate(total) / store_run.rate(total),
     );
     pg.close().await;
-    Ok(())
+    bench::verdict("bench-ingest")
 }
 
 fn main() -> anyhow::Result<()> {

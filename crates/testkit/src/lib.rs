@@ -11,6 +11,7 @@ use remaudit_model::{Limits, NewAudit, RemediationOrchestrationAudit};
 use remaudit_store::{PoolSettings, Store};
 use sqlx::{Connection, PgConnection};
 
+pub mod bench;
 /// 120 days of remediations before a clock, for retention tests.
 pub mod history;
 /// A local S3-compatible server (moto, from `scripts/moto-prepare`) for object-store tests.

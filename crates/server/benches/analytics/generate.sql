@@ -1,14 +1,12 @@
--- Fills remediation_audit with a synthetic fleet for the analytics benchmark:
--- by default 90 days ending at "now", 110,000 remediations a day (9.9 million
--- rows), no timeline events. Run it on a database where the PostgreSQL
--- migrations are applied and remediation_audit is still empty, for example
---
---   psql "$URL" -v ON_ERROR_STOP=1 -f crates/server/benches/analytics/generate.sql
---
--- Knobs, read from session settings (psql: PGOPTIONS='-c remaudit.bench_days=2'):
---   remaudit.bench_now      the end of the data, a timestamptz (default: now())
---   remaudit.bench_days     how many days of data (default 90)
---   remaudit.bench_per_day  remediations started per day (default 110000)
+-- Fills remediation_audit with a synthetic fleet for the analytics benchmark
+-- (crates/server/benches/analytics.rs runs this file to define a view and a
+-- function, then calls the function; it is not meant for psql on its own).
+-- By default 90 days ending at "now", 110,000 remediations a day (9.9 million
+-- rows), no timeline events. Knobs, read from session settings that the
+-- harness sets before analytics/session.sql:
+--   remaudit.bench_now      the end of the data, a timestamptz
+--   remaudit.bench_days     how many days of data
+--   remaudit.bench_per_day  remediations started per day
 --
 -- What the rows look like:
 --   * start_time spread over the days with a daily cycle (three times as many
@@ -26,41 +24,15 @@
 --   * created_at a fraction of a second after start_time (the design's SQL
 --     filters on it), updated_at just after the last transition;
 --   * child names as the orchestrator sets them, a status snapshot on one
---     row in five, duplicates on 3 %.
+--     row in five, duplicates on 3 %; legal_hold and created_xid take the
+--     table's defaults.
 -- The same settings give the same rows (event ids aside).
 --
--- Layout, for the benchmark harness (psql just runs everything in order):
---   "-- session:" opens what every connection runs first;
---   "-- step: NAME" opens a step; steps run in order, and are timed;
---   "-- part" splits a step into parts that may run at the same time on
---     different connections (each takes the next part not yet started).
--- The load runs without indexes: those of remediation_audit (index-backed
--- constraints included) are dropped first and rebuilt from their saved
--- definitions afterwards, whatever the migrations define. User triggers are
--- off meanwhile; the rollups are rebuilt in one go at the end. Halves of the
--- data are generated at once: the first straight into remediation_audit, the
--- second into a staging table that is then appended, so the physical order
--- stays that of start_time. The helpers (remaudit_bench_* tables, view and
--- functions) are dropped again at the end.
+-- The harness loads into the weekly partitions (remaudit_ensure_partitions
+-- first), with the table's indexes and constraints dropped and rebuilt from
+-- their saved definitions afterwards (remaudit_testkit::bench), then rebuilds
+-- the rollups and drops the view and the function again.
 
--- session:
-SET synchronous_commit = off;
-SET TimeZone = 'UTC';
--- Compiling the generator's expressions costs more than it saves.
-SET jit = off;
-SET maintenance_work_mem = '1GB';
-SET work_mem = '256MB';
-SET max_parallel_maintenance_workers = 2;
--- Only errors: VACUUM warns about every catalog it may not vacuum.
-SET client_min_messages = error;
-SELECT set_config('remaudit.bench_now',
-                  COALESCE(NULLIF(current_setting('remaudit.bench_now', true), ''), now()::text), false),
-       set_config('remaudit.bench_days',
-                  COALESCE(NULLIF(current_setting('remaudit.bench_days', true), ''), '90'), false),
-       set_config('remaudit.bench_per_day',
-                  COALESCE(NULLIF(current_setting('remaudit.bench_per_day', true), ''), '110000'), false);
-
--- step: prepare
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM remediation_audit) THEN
@@ -68,37 +40,6 @@ BEGIN
     END IF;
 END
 $$;
-DROP TABLE IF EXISTS remaudit_bench_saved_indexes, remaudit_bench_staging;
-CREATE UNLOGGED TABLE remaudit_bench_staging (LIKE remediation_audit);
--- Every index of remediation_audit; for those behind a constraint, the
--- constraint too. `built` marks those rebuilt.
-CREATE TABLE remaudit_bench_saved_indexes AS
-SELECT i.indexrelid::regclass::text AS name,
-       pg_get_indexdef(i.indexrelid) AS definition,
-       c.conname::text AS constraint_name,
-       c.contype::text AS constraint_type,
-       false AS built
-FROM pg_index i
-LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid
-WHERE i.indrelid = 'remediation_audit'::regclass;
-DO $$
-DECLARE
-    r record;
-BEGIN
-    IF EXISTS (SELECT 1 FROM remaudit_bench_saved_indexes
-               WHERE constraint_type IS NOT NULL AND constraint_type NOT IN ('p', 'u')) THEN
-        RAISE EXCEPTION 'remediation_audit has an index-backed constraint the generator cannot rebuild';
-    END IF;
-    FOR r IN SELECT * FROM remaudit_bench_saved_indexes LOOP
-        IF r.constraint_name IS NOT NULL THEN
-            EXECUTE format('ALTER TABLE remediation_audit DROP CONSTRAINT %I', r.constraint_name);
-        ELSE
-            EXECUTE format('DROP INDEX %s', r.name);
-        END IF;
-    END LOOP;
-END
-$$;
-ALTER TABLE remediation_audit DISABLE TRIGGER USER;
 
 -- The rows of remediation ids remaudit.bench_lo .. remaudit.bench_hi (ids
 -- count from 1 in start_time order). Each level of the nested SELECT computes
@@ -330,79 +271,3 @@ BEGIN
     END LOOP;
 END
 $$;
-
--- Rebuilds the saved indexes nobody has claimed yet, one at a time; several
--- connections may run it at once.
-CREATE FUNCTION remaudit_bench_build_indexes() RETURNS void LANGUAGE plpgsql AS $$
-DECLARE
-    next_name text;
-    next_definition text;
-BEGIN
-    LOOP
-        SELECT name, definition INTO next_name, next_definition
-        FROM remaudit_bench_saved_indexes
-        WHERE NOT built
-        ORDER BY name
-        LIMIT 1
-        FOR UPDATE SKIP LOCKED;
-        EXIT WHEN next_name IS NULL;
-        EXECUTE next_definition;
-        UPDATE remaudit_bench_saved_indexes SET built = true WHERE name = next_name;
-    END LOOP;
-END
-$$;
-
--- step: insert rows
--- part
-SELECT remaudit_bench_fill('remediation_audit',
-                           0, current_setting('remaudit.bench_days')::int / 2);
--- part
-SELECT remaudit_bench_fill('remaudit_bench_staging',
-                           current_setting('remaudit.bench_days')::int / 2,
-                           current_setting('remaudit.bench_days')::int);
-
--- step: append second half
-INSERT INTO remediation_audit SELECT * FROM remaudit_bench_staging;
-DROP TABLE remaudit_bench_staging;
-SELECT setval(pg_get_serial_sequence('remediation_audit', 'id'),
-              GREATEST(1, (SELECT max(id) FROM remediation_audit)));
-ALTER TABLE remediation_audit ENABLE TRIGGER USER;
-
--- step: indexes and rollups
--- part
-SELECT remaudit_rebuild_rollups();
-SELECT remaudit_bench_build_indexes();
--- part
-SELECT remaudit_bench_build_indexes();
-
--- step: constraints
-DO $$
-DECLARE
-    r record;
-BEGIN
-    FOR r IN SELECT * FROM remaudit_bench_saved_indexes WHERE constraint_name IS NOT NULL LOOP
-        EXECUTE format('ALTER TABLE remediation_audit ADD CONSTRAINT %I %s USING INDEX %s',
-                       r.constraint_name,
-                       CASE r.constraint_type WHEN 'p' THEN 'PRIMARY KEY' ELSE 'UNIQUE' END,
-                       r.name);
-    END LOOP;
-    IF EXISTS (SELECT 1 FROM remaudit_bench_saved_indexes WHERE NOT built) THEN
-        RAISE EXCEPTION 'an index of remediation_audit was not rebuilt';
-    END IF;
-END
-$$;
-DROP TABLE remaudit_bench_saved_indexes;
-DROP FUNCTION remaudit_bench_fill(regclass, int, int), remaudit_bench_build_indexes();
-DROP VIEW remaudit_bench_rows;
-
--- step: vacuum analyze
-VACUUM ANALYZE;
-
--- step: sizes
-SELECT relname AS "table",
-       n_live_tup AS "rows (estimate)",
-       pg_size_pretty(pg_total_relation_size(relid)) AS "total size",
-       pg_size_pretty(pg_indexes_size(relid)) AS "of which indexes"
-FROM pg_stat_user_tables
-ORDER BY pg_total_relation_size(relid) DESC;
-SELECT pg_size_pretty(pg_database_size(current_database())) AS "database size";
