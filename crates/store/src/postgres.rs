@@ -339,6 +339,41 @@ async fn stored_events(
 
 /// What is stored about each remediation of the batch; event counts stop
 /// at the cap, which is all the judgement needs.
+/// Locks the live summary rows of the records' remediations, in key order.
+///
+/// Retention locks a due row before it copies the row's events and deletes
+/// both, and it never waits on the advisory locks ingest takes. Taking the row
+/// lock here, before anything is read, orders the two: either retention waits
+/// and its copy includes this transaction's events, or this transaction waits,
+/// finds the row gone and its remediation archived, and refuses the records
+/// instead of starting a new live row.
+async fn lock_summaries(
+    conn: &mut sqlx::PgConnection,
+    records: &[NewAudit],
+) -> Result<(), StoreError> {
+    let mut keys: Vec<RemediationKey> = records
+        .iter()
+        .map(remediation_key)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    keys.sort();
+    sqlx::query(
+        "SELECT 1 FROM remediation_audit r \
+         JOIN UNNEST($1::text[], $2::text[], $3::timestamptz[]) AS k(namespace, remediation_name, start_time) \
+           ON r.namespace = k.namespace AND r.remediation_name = k.remediation_name \
+          AND r.start_time = k.start_time \
+         ORDER BY r.namespace, r.remediation_name, r.start_time \
+         FOR UPDATE OF r",
+    )
+    .bind(keys.iter().map(|k| k.0.clone()).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.1.clone()).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.2).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 async fn stored_remediations(
     conn: &mut sqlx::PgConnection,
     records: &[NewAudit],
@@ -400,6 +435,7 @@ impl Store for PgStore {
             .bind(remediation_locks(records))
             .execute(&mut *tx)
             .await?;
+        lock_summaries(&mut tx, records).await?;
         let mut stored = stored_events(&mut tx, records, &candidates).await?;
         let mut remediations = stored_remediations(&mut tx, records, rules).await?;
         let verdicts = judge(records, &candidates, &stored, &mut remediations, rules);

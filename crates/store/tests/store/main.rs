@@ -2,6 +2,7 @@
 
 mod analytics;
 mod cases;
+mod race;
 mod upgrade;
 
 /// Generates one test per case and backend.
