@@ -188,7 +188,7 @@ impl Default for TimelineQuery {
 
 /// Most bytes of stored records one timeline page carries: a page ends early
 /// (with a cursor) rather than pass it, though it always holds one event.
-pub const TIMELINE_PAGE_BYTES: usize = 8 * 1024 * 1024;
+pub const TIMELINE_PAGE_BYTES: usize = 2 * 1024 * 1024;
 
 /// A remediation and one page of the transitions recorded for it, oldest first.
 #[derive(Debug, Clone, PartialEq)]
