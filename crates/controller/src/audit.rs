@@ -108,9 +108,9 @@ pub fn audit_record(
         ai_analysis_name: child_name(Stage::Analyzing),
         workflow_execution_name: child_name(Stage::Executing),
         // The Go client always sends the (possibly empty) object.
-        service_crd_statuses: Some(
-            serde_json::to_value(statuses).unwrap_or_else(|_| serde_json::json!({})),
-        ),
+        service_crd_statuses: serde_json::value::to_raw_value(&statuses)
+            .ok()
+            .or_else(|| serde_json::value::RawValue::from_string("{}".to_owned()).ok()),
         timeout_phase: timed_out
             .then(|| status.timeout_phase.map(|p| p.as_str().to_owned()))
             .flatten(),

@@ -49,9 +49,11 @@ pub struct RemediationOrchestrationAudit {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes_execution_name: Option<String>,
     /// Snapshot of the children's statuses (a JSON object, see [`ServiceCrdStatuses`]).
+    // Kept as its text: validation refuses it by size before any value is
+    // built from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<ServiceCrdStatuses>)]
-    pub service_crd_statuses: Option<serde_json::Value>,
+    pub service_crd_statuses: Option<Box<serde_json::value::RawValue>>,
     /// The phase that timed out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_phase: Option<String>,
@@ -172,8 +174,9 @@ pub struct NewAudit {
     pub workflow_execution_name: Option<String>,
     /// Kubernetes execution name.
     pub kubernetes_execution_name: Option<String>,
-    /// Children's status snapshot.
-    pub service_crd_statuses: Option<serde_json::Value>,
+    /// Children's status snapshot: a JSON object, serialised with its keys
+    /// in sorted order.
+    pub service_crd_statuses: Option<String>,
     /// The phase that timed out.
     pub timeout_phase: Option<String>,
     /// When it timed out.
@@ -188,13 +191,16 @@ pub struct NewAudit {
     pub last_duplicate_time: Option<DateTime<Utc>>,
     /// When the transition happened.
     pub event_time: DateTime<Utc>,
-    /// The record as the caller sent it, reduced to its known fields (unknown
-    /// ones are dropped) with keys in sorted order; kept in the timeline.
-    pub raw: serde_json::Value,
-    /// SHA-256 of `raw` serialised: what "the same content" means when a
-    /// record reuses a stored `(event_id, start_time)`. Taken before any
-    /// server default (such as `event_time`) is applied, so a replay of a
-    /// record that left a field out hashes as the first delivery did.
+    /// The record, serialised (JSON text) in its normalised form: known
+    /// fields only, keys in sorted order, see
+    /// [`RemediationOrchestrationAudit::validate`]; kept in the timeline.
+    /// Text rather than a value tree, so that a batch waiting for the
+    /// database holds a few bytes per byte of record, not tens.
+    pub raw: String,
+    /// SHA-256 of `raw`: what "the same content" means when a record reuses
+    /// a stored `(event_id, start_time)`. Taken before any server default
+    /// (such as `event_time`) is applied, so a replay of a record that left
+    /// a field out hashes as the first delivery did.
     pub content_hash: [u8; 32],
 }
 
@@ -203,6 +209,26 @@ impl NewAudit {
     #[must_use]
     pub fn is_terminal(&self) -> bool {
         Phase::parse(&self.overall_phase).is_terminal()
+    }
+
+    /// The stored record ([`Self::raw`]) as a JSON value.
+    ///
+    /// # Panics
+    /// Never for a record built by `validate`, whose `raw` is JSON text.
+    #[must_use]
+    pub fn record(&self) -> serde_json::Value {
+        serde_json::from_str(&self.raw).expect("raw is JSON text")
+    }
+
+    /// The status snapshot ([`Self::service_crd_statuses`]) as a JSON value.
+    ///
+    /// # Panics
+    /// Never for a record built by `validate`, whose snapshot is JSON text.
+    #[must_use]
+    pub fn statuses(&self) -> Option<serde_json::Value> {
+        self.service_crd_statuses
+            .as_deref()
+            .map(|text| serde_json::from_str(text).expect("statuses are JSON text"))
     }
 
     /// `completion_time - start_time` in microseconds, when the record has a completion time.

@@ -169,9 +169,11 @@ fn is_dns_label(value: &str) -> bool {
         && bytes[bytes.len() - 1].is_ascii_alphanumeric()
 }
 
-/// `value` with every object's keys in sorted order, whatever order they came
-/// in (and whether or not serde_json keeps insertion order), so that its
-/// serialisation is one canonical text per content.
+/// `value` in one canonical form per content: every object's keys in sorted
+/// order, whatever order they came in (and whether or not serde_json keeps
+/// insertion order), and every integral number written as an integer (`1.0`,
+/// `1e0` and `1` are one number; a fraction, or an integral value past 2^53
+/// where `f64` is no longer exact, is kept as serde_json writes it).
 fn canonical(value: serde_json::Value) -> serde_json::Value {
     match value {
         serde_json::Value::Object(map) => {
@@ -187,60 +189,192 @@ fn canonical(value: serde_json::Value) -> serde_json::Value {
         serde_json::Value::Array(items) => {
             serde_json::Value::Array(items.into_iter().map(canonical).collect())
         }
+        serde_json::Value::Number(n) if n.is_f64() => {
+            const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+            match n.as_f64() {
+                #[allow(clippy::cast_possible_truncation)]
+                Some(f) if f.fract() == 0.0 && f.abs() <= EXACT => {
+                    serde_json::Value::Number((f as i64).into())
+                }
+                _ => serde_json::Value::Number(n),
+            }
+        }
         other => other,
     }
 }
 
-/// The top-level field of `raw` whose value or keys hold a NUL character, if any.
-fn field_with_nul(raw: &serde_json::Value) -> Option<String> {
-    fn has_nul(v: &serde_json::Value) -> bool {
-        match v {
-            serde_json::Value::String(s) => s.contains('\0'),
-            serde_json::Value::Array(items) => items.iter().any(has_nul),
-            serde_json::Value::Object(map) => {
-                map.iter().any(|(k, v)| k.contains('\0') || has_nul(v))
+/// Whether a JSON value holds a NUL character in a string or a key.
+fn has_nul(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(has_nul),
+        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
+/// The length of JSON text without the whitespace between its tokens: what
+/// it serialises to, give or take escapes spelt another way. Counted on the
+/// text, so that an oversized value is refused before anything is built from it.
+fn compact_len(text: &str) -> usize {
+    let (mut len, mut in_string, mut escaped) = (0, false, false);
+    for &b in text.as_bytes() {
+        if in_string {
+            len += 1;
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
             }
-            _ => false,
+        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            len += 1;
+            in_string = b == b'"';
         }
     }
-    raw.as_object()?
-        .iter()
-        .find(|(k, v)| k.contains('\0') || has_nul(v))
-        .map(|(k, _)| k.clone())
+    len
+}
+
+/// Counts bytes written, keeping none.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The stored (and hashed) form of a record: its known fields, normalised,
+/// declared in sorted key order so that serde writes one canonical text per
+/// content. Absent fields are left out; so are `event_id` (the key, not the
+/// content: derived or given, it is compared apart) and a namespace equal to
+/// the default (so that `"default"`, `""` and no namespace are one record, and
+/// records stored before this form keep their hash).
+#[derive(Serialize)]
+struct Normalised<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ai_analysis_name: Option<&'a str>,
+    alert_fingerprint: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completion_time: Option<DateTime<Utc>>,
+    duplicate_count: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_time: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure_phase: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure_reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kubernetes_execution_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_duplicate_time: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<&'a str>,
+    overall_phase: &'a str,
+    remediation_name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remediation_processing_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_crd_statuses: Option<&'a serde_json::value::RawValue>,
+    start_time: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout_phase: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout_time: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workflow_execution_name: Option<&'a str>,
+}
+
+/// The size rule and canonical text of `service_crd_statuses`: refused by its
+/// length before any value is built from it, then parsed (at most the limit),
+/// checked, and written in canonical form.
+fn statuses(
+    c: &mut Checker,
+    raw: Option<&serde_json::value::RawValue>,
+    limits: &Limits,
+) -> Option<Box<serde_json::value::RawValue>> {
+    let raw = raw?;
+    let too_large = |c: &mut Checker, size: usize| {
+        c.push(
+            "service_crd_statuses",
+            "max_size",
+            format!(
+                "must serialise to at most {} bytes, got {size}",
+                limits.max_crd_statuses_bytes
+            ),
+        );
+    };
+    let size = compact_len(raw.get());
+    if size > limits.max_crd_statuses_bytes {
+        too_large(c, size);
+        return None;
+    }
+    let value = match serde_json::from_str::<serde_json::Value>(raw.get()) {
+        Ok(value) => value,
+        Err(e) => {
+            // Only past serde_json's recursion limit: the text is valid JSON.
+            c.push(
+                "service_crd_statuses",
+                "max_depth",
+                format!("cannot be read: {e}"),
+            );
+            return None;
+        }
+    };
+    if !value.is_object() {
+        c.push(
+            "service_crd_statuses",
+            "type",
+            "must be a JSON object keyed by remediationProcessing, aiAnalysis and workflowExecution".to_owned(),
+        );
+        return None;
+    }
+    if has_nul(&value) {
+        c.push(
+            "service_crd_statuses",
+            "no_nul",
+            "must not contain the NUL character (\\u0000), which the database cannot store"
+                .to_owned(),
+        );
+        return None;
+    }
+    let text = canonical(value).to_string();
+    if text.len() > limits.max_crd_statuses_bytes {
+        too_large(c, text.len());
+        return None;
+    }
+    // Serialised JSON text is a JSON value.
+    serde_json::value::RawValue::from_string(text).ok()
 }
 
 impl RemediationOrchestrationAudit {
     /// Checks every rule and, when all hold, normalises the record for storage.
     ///
-    /// Only the known fields are kept: the stored record (`raw`) and its
-    /// content hash are rebuilt from them as the caller sent them, before any
-    /// default is applied, and fields this version does not know are dropped
-    /// rather than refused, so that a newer orchestrator adding a field loses
-    /// no record. `now` is the server's clock.
+    /// Only the known fields are kept, normalised: the empty string counts as
+    /// absent, `alert_processing_name` is folded into
+    /// `remediation_processing_name`, and the status snapshot is written with
+    /// sorted keys and integral numbers as integers. The stored record
+    /// (`raw`) and its content hash are that normalised form, taken before
+    /// any server default is applied (`event_time`) and without `event_id`
+    /// or a default namespace, so that two deliveries of one record hash
+    /// alike however they spell it. Fields this version does not know are
+    /// dropped rather than refused, so that a newer orchestrator adding a
+    /// field loses no record. `now` is the server's clock.
     ///
     /// # Errors
     /// Every broken rule, each naming its field.
+    #[allow(clippy::too_many_lines)]
     pub fn validate(
         self,
         now: DateTime<Utc>,
         limits: &Limits,
     ) -> Result<NewAudit, ValidationErrors> {
         let mut c = Checker::default();
-        // Serialising a struct of strings, numbers, times and a JSON value cannot fail.
-        let raw = canonical(serde_json::to_value(&self).unwrap_or_default());
-        let text = raw.to_string();
-        if text.len() > limits.max_record_bytes {
-            c.push(
-                "record",
-                "max_size",
-                format!(
-                    "must serialise to at most {} bytes (its known fields), got {}",
-                    limits.max_record_bytes,
-                    text.len()
-                ),
-            );
-        }
-        let content_hash: [u8; 32] = Sha256::digest(text.as_bytes()).into();
         c.required("alert_fingerprint", &self.alert_fingerprint, 64);
         c.required("remediation_name", &self.remediation_name, 255);
         if self.overall_phase.is_empty() {
@@ -314,28 +448,7 @@ impl RemediationOrchestrationAudit {
             );
         }
 
-        let service_crd_statuses = self.service_crd_statuses.filter(|v| !v.is_null());
-        if let Some(statuses) = &service_crd_statuses {
-            if statuses.is_object() {
-                let size = statuses.to_string().len();
-                if size > limits.max_crd_statuses_bytes {
-                    c.push(
-                        "service_crd_statuses",
-                        "max_size",
-                        format!(
-                            "must serialise to at most {} bytes, got {size}",
-                            limits.max_crd_statuses_bytes
-                        ),
-                    );
-                }
-            } else {
-                c.push(
-                    "service_crd_statuses",
-                    "type",
-                    "must be a JSON object keyed by remediationProcessing, aiAnalysis and workflowExecution".to_owned(),
-                );
-            }
-        }
+        let service_crd_statuses = statuses(&mut c, self.service_crd_statuses.as_deref(), limits);
 
         c.timestamp("start_time", self.start_time, now, limits);
         for (field, value) in [
@@ -382,18 +495,83 @@ impl RemediationOrchestrationAudit {
             }
         };
 
-        if let Some(field) = field_with_nul(&raw) {
+        // The first field, in key order, that holds a NUL (the snapshot is
+        // checked on its own).
+        let names = [
+            ("ai_analysis_name", ai_analysis_name.as_deref()),
+            ("alert_fingerprint", Some(self.alert_fingerprint.as_str())),
+            ("failure_phase", failure_phase.as_deref()),
+            ("failure_reason", failure_reason.as_deref()),
+            (
+                "kubernetes_execution_name",
+                kubernetes_execution_name.as_deref(),
+            ),
+            ("namespace", Some(namespace.as_str())),
+            ("overall_phase", Some(self.overall_phase.as_str())),
+            ("remediation_name", Some(self.remediation_name.as_str())),
+            (
+                "remediation_processing_name",
+                remediation_processing_name.as_deref(),
+            ),
+            ("timeout_phase", timeout_phase.as_deref()),
+            (
+                "workflow_execution_name",
+                workflow_execution_name.as_deref(),
+            ),
+        ];
+        if let Some((field, _)) = names
+            .iter()
+            .find(|(_, v)| v.is_some_and(|v| v.contains('\0')))
+        {
             c.push(
-                &field,
+                field,
                 "no_nul",
                 "must not contain the NUL character (\\u0000), which the database cannot store"
                     .to_owned(),
             );
         }
 
+        let normalised = Normalised {
+            ai_analysis_name: ai_analysis_name.as_deref(),
+            alert_fingerprint: &self.alert_fingerprint,
+            completion_time: self.completion_time,
+            duplicate_count: self.duplicate_count,
+            event_time: self.event_time,
+            failure_phase: failure_phase.as_deref(),
+            failure_reason: failure_reason.as_deref(),
+            kubernetes_execution_name: kubernetes_execution_name.as_deref(),
+            last_duplicate_time: self.last_duplicate_time,
+            namespace: Some(namespace.as_str()).filter(|ns| *ns != DEFAULT_NAMESPACE),
+            overall_phase: &self.overall_phase,
+            remediation_name: &self.remediation_name,
+            remediation_processing_name: remediation_processing_name.as_deref(),
+            service_crd_statuses: service_crd_statuses.as_deref(),
+            start_time: self.start_time,
+            timeout_phase: timeout_phase.as_deref(),
+            timeout_time: self.timeout_time,
+            workflow_execution_name: workflow_execution_name.as_deref(),
+        };
+        // Measured without being kept: a refused record builds no text.
+        let mut size = Counter(0);
+        // Serialising strings, numbers, times and JSON text cannot fail.
+        let _ = serde_json::to_writer(&mut size, &normalised);
+        if size.0 > limits.max_record_bytes {
+            c.push(
+                "record",
+                "max_size",
+                format!(
+                    "must serialise to at most {} bytes (its known fields), got {}",
+                    limits.max_record_bytes, size.0
+                ),
+            );
+        }
+
         if !c.0.is_empty() {
             return Err(ValidationErrors(c.0));
         }
+        let raw = serde_json::to_string(&normalised).unwrap_or_default();
+        let content_hash: [u8; 32] = Sha256::digest(raw.as_bytes()).into();
+        let service_crd_statuses = service_crd_statuses.map(|r| String::from(Box::<str>::from(r)));
 
         let event_id = self.event_id.unwrap_or_else(|| {
             derive_event_id(
@@ -679,12 +857,13 @@ mod tests {
     fn unknown_fields_are_dropped_not_refused() {
         let audit = check(json!({"junk": "x".repeat(3_900_000), "future_field": {"a": 1}}))
             .expect("a record with fields this version does not know is kept");
-        let stored = audit.raw.as_object().expect("object");
+        let record = audit.record();
+        let stored = record.as_object().expect("object");
         assert!(!stored.contains_key("junk") && !stored.contains_key("future_field"));
-        assert!(audit.raw.to_string().len() < 1024, "{}", audit.raw);
+        assert!(audit.raw.len() < 1024, "{}", audit.raw);
         // Server-owned fields the Go client sends are not kept either.
         assert!(!stored.contains_key("id") && !stored.contains_key("created_at"));
-        assert_eq!(audit.raw["remediation_name"], "rr-1");
+        assert_eq!(record["remediation_name"], "rr-1");
     }
 
     #[test]
@@ -736,7 +915,7 @@ mod tests {
         let b = check(json!({"start_time": "2026-11-26T12:00:00+01:00", "service_crd_statuses": {"aiAnalysis": {"startTime": "2026-11-26T11:00:00Z", "success": true, "phase": "x"}}}))
             .expect("valid");
         assert_eq!(a.content_hash, b.content_hash);
-        assert_eq!(a.raw.to_string(), b.raw.to_string());
+        assert_eq!(a.raw, b.raw);
 
         // Other content, same key.
         let c = check(json!({"failure_reason": "other"})).expect("valid");
@@ -750,7 +929,7 @@ mod tests {
     fn content_hash_matches_a_known_answer() {
         let audit = check(json!({})).expect("valid");
         assert_eq!(
-            audit.raw.to_string(),
+            audit.raw,
             r#"{"alert_fingerprint":"mem-pressure-prod-123","duplicate_count":0,"overall_phase":"processing","remediation_name":"rr-1","start_time":"2026-11-26T11:00:00Z"}"#
         );
         let hex: String = audit
@@ -762,5 +941,150 @@ mod tests {
             hex,
             "86d2cf098374a077b7aee01b36699c3565c6d9acac49881756a926d0e1084817"
         );
+    }
+
+    fn hash_of(patch: serde_json::Value) -> [u8; 32] {
+        check(patch).expect("valid").content_hash
+    }
+
+    /// Two deliveries of one record, spelt differently, are one content:
+    /// a replay of either is a duplicate of the other, never a conflict.
+    #[test]
+    fn equivalent_records_hash_alike() {
+        let statuses = |n: serde_json::Value| json!({"aiAnalysis": {"phase": "completed", "startTime": "2026-11-26T11:00:00Z", "success": true, "attempts": n}});
+        let derived = derive_event_id(
+            "default",
+            "rr-1",
+            "2026-11-26T11:00:00Z".parse().expect("valid time"),
+            "processing",
+            None,
+        );
+        let pairs = [
+            (
+                json!({"alert_processing_name": "rp"}),
+                json!({"remediation_processing_name": "rp"}),
+            ),
+            (
+                json!({"alert_processing_name": "rp", "remediation_processing_name": "rp"}),
+                json!({"remediation_processing_name": "rp"}),
+            ),
+            (json!({"namespace": "default"}), json!({})),
+            (json!({"namespace": ""}), json!({})),
+            (json!({"namespace": null}), json!({})),
+            (json!({"failure_reason": ""}), json!({})),
+            (json!({"failure_phase": ""}), json!({})),
+            (json!({"timeout_phase": ""}), json!({})),
+            (json!({"ai_analysis_name": ""}), json!({})),
+            (json!({"workflow_execution_name": ""}), json!({})),
+            (json!({"kubernetes_execution_name": ""}), json!({})),
+            (json!({"remediation_processing_name": ""}), json!({})),
+            (json!({"alert_processing_name": ""}), json!({})),
+            (json!({"service_crd_statuses": null}), json!({})),
+            (json!({"event_id": derived.to_string()}), json!({})),
+            (
+                json!({"service_crd_statuses": statuses(json!(1.0))}),
+                json!({"service_crd_statuses": statuses(json!(1))}),
+            ),
+            (
+                json!({"service_crd_statuses": statuses(json!(-0.0))}),
+                json!({"service_crd_statuses": statuses(json!(0))}),
+            ),
+            (
+                json!({"event_time": "2026-11-26T12:30:00+01:00"}),
+                json!({"event_time": "2026-11-26T11:30:00Z"}),
+            ),
+        ];
+        for (a, b) in pairs {
+            let (x, y) = (
+                check(a.clone()).expect("valid"),
+                check(b.clone()).expect("valid"),
+            );
+            assert_eq!(x.content_hash, y.content_hash, "{a} vs {b}");
+            assert_eq!(x.raw, y.raw, "{a} vs {b}");
+            assert_eq!(x.event_id, y.event_id, "{a} vs {b}");
+        }
+        // Pretty-printed statuses: one text.
+        let spaced: RemediationOrchestrationAudit = serde_json::from_str(
+            r#"{"alert_fingerprint":"mem-pressure-prod-123","remediation_name":"rr-1","overall_phase":"processing","start_time":"2026-11-26T11:00:00Z",
+                "service_crd_statuses": { "aiAnalysis" : { "success" : true , "phase" : "completed", "startTime": "2026-11-26T11:00:00Z", "attempts": 1e0 } } }"#,
+        )
+        .expect("well-typed");
+        let spaced = spaced.validate(now(), &Limits::default()).expect("valid");
+        assert_eq!(
+            spaced.content_hash,
+            hash_of(json!({"service_crd_statuses": statuses(json!(1))}))
+        );
+    }
+
+    #[test]
+    fn different_content_hashes_differently() {
+        let snapshot = |phase: &str| json!({"service_crd_statuses": {"aiAnalysis": {"phase": phase, "startTime": "2026-11-26T11:00:00Z", "success": true}}});
+        let pairs = [
+            (
+                json!({"failure_reason": "oom"}),
+                json!({"failure_reason": "timeout"}),
+            ),
+            (json!({"failure_reason": "oom"}), json!({})),
+            (snapshot("analyzing"), snapshot("completed")),
+            (snapshot("completed"), json!({})),
+            (json!({"namespace": "prod"}), json!({})),
+            (
+                json!({"remediation_processing_name": "rp-1"}),
+                json!({"remediation_processing_name": "rp-2"}),
+            ),
+            (json!({"duplicate_count": 1}), json!({})),
+            (
+                json!({"service_crd_statuses": {"aiAnalysis": {"attempts": 1.5}}}),
+                json!({"service_crd_statuses": {"aiAnalysis": {"attempts": 1}}}),
+            ),
+            (json!({"event_time": "2026-11-26T11:30:00Z"}), json!({})),
+        ];
+        for (a, b) in pairs {
+            assert_ne!(hash_of(a.clone()), hash_of(b.clone()), "{a} vs {b}");
+        }
+    }
+
+    /// What a valid record keeps while it waits for the database is its
+    /// text, within the record cap, not a value tree many times its size.
+    #[test]
+    fn a_valid_record_keeps_bounded_text() {
+        let zeros = vec![0; 1950];
+        let audit =
+            check(json!({"service_crd_statuses": {"a": zeros}, "junk": "x".repeat(100_000)}))
+                .expect("valid");
+        let limits = Limits::default();
+        assert!(audit.raw.len() <= limits.max_record_bytes);
+        let statuses = audit.service_crd_statuses.as_deref().expect("kept");
+        assert!(statuses.len() <= limits.max_crd_statuses_bytes);
+        assert_eq!(statuses.len(), "{\"a\":[]}".len() + 2 * 1950 - 1);
+        assert!(
+            audit.raw.len() < statuses.len() + 512,
+            "{}",
+            audit.raw.len()
+        );
+        assert_eq!(
+            audit.record()["service_crd_statuses"],
+            audit.statuses().expect("kept")
+        );
+    }
+
+    #[test]
+    fn oversized_statuses_are_refused_by_length_alone() {
+        // Pretty-printing does not count; the content does.
+        let limits = Limits {
+            max_crd_statuses_bytes: 20,
+            ..Limits::default()
+        };
+        let mut raw = valid();
+        raw["service_crd_statuses"] = json!({"a": [0, 0, 0, 0, 0, 0]});
+        let record: RemediationOrchestrationAudit =
+            serde_json::from_value(raw.clone()).expect("well-typed");
+        assert!(record.validate(now(), &limits).is_ok(), "19 bytes");
+        raw["service_crd_statuses"] = json!({"a": [0, 0, 0, 0, 0, 0, 0]});
+        let record: RemediationOrchestrationAudit =
+            serde_json::from_value(raw).expect("well-typed");
+        let errors = record.validate(now(), &limits).expect_err("21 bytes").0;
+        assert_eq!(errors[0].rule, "max_size");
+        assert_eq!(compact_len(" { \"a b\" : [ 1 , 2 ] } "), 13);
     }
 }

@@ -57,8 +57,14 @@ fn expected_snapshot(children: &Children, phase: RemediationPhase) -> Option<Crd
 }
 
 fn statuses(record: &RemediationOrchestrationAudit) -> ServiceCrdStatuses {
-    serde_json::from_value(record.service_crd_statuses.clone().expect("always sent"))
-        .expect("the design's shape")
+    serde_json::from_str(
+        record
+            .service_crd_statuses
+            .as_ref()
+            .expect("always sent")
+            .get(),
+    )
+    .expect("the design's shape")
 }
 
 /// The fields every record carries, whatever the phase.

@@ -427,8 +427,14 @@ fn answer_patch(call: Call, request: &RemediationRequest) {
 }
 
 fn statuses(record: &RemediationOrchestrationAudit) -> ServiceCrdStatuses {
-    serde_json::from_value(record.service_crd_statuses.clone().expect("always sent"))
-        .expect("the design's shape")
+    serde_json::from_str(
+        record
+            .service_crd_statuses
+            .as_ref()
+            .expect("always sent")
+            .get(),
+    )
+    .expect("the design's shape")
 }
 
 fn snapshot(phase: &str, created: DateTime<Utc>, done: Option<DateTime<Utc>>) -> CrdStatusSnapshot {

@@ -186,7 +186,7 @@ pub struct TimelineResponse {
 #[into_params(parameter_in = Query)]
 pub struct TimelineParams {
     /// Most events on the page, 1 to 1000 (default 100). A page also ends
-    /// early rather than carry more than 8 MiB of records.
+    /// early rather than carry more than 2 MiB of records.
     limit: Option<String>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
@@ -339,36 +339,15 @@ async fn read_body(
     .await
 }
 
-/// Turns one JSON record into a validated record, or the rules it broke.
+/// Turns one record's JSON text into a validated record, or the rules it broke.
 fn parse_record(
-    value: serde_json::Value,
+    text: &str,
     state: &AppState,
     now: DateTime<Utc>,
 ) -> Result<NewAudit, Vec<FieldError>> {
-    if !value.is_object() {
-        return Err(vec![FieldError::new(
-            "",
-            "type",
-            "each record must be a JSON object",
-        )]);
-    }
-    let audit: RemediationOrchestrationAudit =
-        serde_path_to_error::deserialize(&value).map_err(|e| {
-            let message = e.inner().to_string();
-            let error = match message
-                .strip_prefix("missing field `")
-                .and_then(|m| m.split('`').next())
-            {
-                Some(field) => FieldError::new(field, "required", "is required"),
-                None => FieldError::new(
-                    e.path().to_string(),
-                    "type",
-                    format!("has the wrong type or format: {message}"),
-                ),
-            };
-            vec![error]
-        })?;
-    audit.validate(now, &state.settings.limits).map_err(|e| e.0)
+    body::parse_element(text)?
+        .validate(now, &state.settings.limits)
+        .map_err(|e| e.0)
 }
 
 fn count(outcome: ItemStatus, n: usize) {
@@ -405,13 +384,15 @@ pub(crate) async fn create(
     body: Body,
 ) -> Result<(StatusCode, Json<StoreResult>), ApiError> {
     let bytes = read_body(&state, &headers, body).await?;
-    let value = body::parse_document(&bytes).inspect_err(|e| {
+    let audit = body::parse_document(&bytes).inspect_err(|e| {
         if let ApiError::InvalidRecord(_) = e {
             count(ItemStatus::Rejected, 1);
         }
     })?;
+    drop(bytes);
     let now = Utc::now();
-    let record = parse_record(value, &state, now).map_err(|errors| {
+    let record = audit.validate(now, &state.settings.limits).map_err(|e| {
+        let errors = e.0;
         count(ItemStatus::Rejected, 1);
         ApiError::InvalidRecord(errors)
     })?;
@@ -465,9 +446,7 @@ pub(crate) async fn create_batch(
     let mut valid = Vec::with_capacity(values.len());
     let mut valid_index = Vec::with_capacity(values.len());
     for (index, text) in values.into_iter().enumerate() {
-        match body::parse_element(text.get().as_bytes())
-            .and_then(|value| parse_record(value, &state, now))
-        {
+        match parse_record(text.get(), &state, now) {
             Ok(record) => {
                 items.push(BatchItem {
                     index,
@@ -486,6 +465,8 @@ pub(crate) async fn create_batch(
             }),
         }
     }
+    // Only the validated records wait for the database, not the body.
+    drop(bytes);
     if !valid.is_empty() {
         let outcomes = state
             .store

@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
 use http_body_util::BodyExt;
-use remaudit_model::FieldError;
+use remaudit_model::{FieldError, RemediationOrchestrationAudit};
 use serde::Deserializer as _;
 use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
 use serde_json::value::RawValue;
@@ -110,36 +110,103 @@ fn top_field(path: &serde_path_to_error::Path) -> String {
     }
 }
 
-/// The first top-level field of `value` that nests deeper than the limit,
-/// or `Some("")` when the record itself is not an object and is too deep.
-fn too_deep(value: &serde_json::Value) -> Option<String> {
-    fn depth_exceeds(value: &serde_json::Value, budget: usize) -> bool {
-        match value {
-            serde_json::Value::Array(items) => {
-                budget == 0 || items.iter().any(|v| depth_exceeds(v, budget - 1))
+/// The first top-level field of the record `text` that nests arrays and
+/// objects deeper than the limit, or `Some("")` when the record itself is not
+/// an object and is too deep. Read off the text, keeping nothing: a deep
+/// field is refused before any of the record is built.
+fn too_deep(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let (mut depth, mut in_string, mut escaped) = (0_usize, false, false);
+    let mut object = false;
+    // The last string that started at the record's own level: in an object,
+    // the key of the value that follows it.
+    let mut key: Option<(usize, usize)> = None;
+    let mut string_start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+                if depth == 1 {
+                    key = Some((string_start, i + 1));
+                }
             }
-            serde_json::Value::Object(map) => {
-                budget == 0 || map.values().any(|v| depth_exceeds(v, budget - 1))
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_string = true;
+                string_start = i;
             }
-            _ => false,
+            b'{' | b'[' => {
+                if depth == 0 {
+                    object = b == b'{';
+                }
+                depth += 1;
+                if depth > MAX_RECORD_DEPTH {
+                    if !object {
+                        return Some(String::new());
+                    }
+                    return Some(
+                        key.and_then(|(from, to)| serde_json::from_str(&text[from..to]).ok())
+                            .unwrap_or_default(),
+                    );
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
         }
     }
-    match value {
-        serde_json::Value::Object(map) => map
-            .iter()
-            .find(|(_, v)| depth_exceeds(v, MAX_RECORD_DEPTH - 1))
-            .map(|(k, _)| k.clone()),
-        other => depth_exceeds(other, MAX_RECORD_DEPTH).then(String::new),
+    None
+}
+
+/// Why a record's text is not a record.
+fn record_error(err: &serde_path_to_error::Error<serde_json::Error>) -> FieldError {
+    let inner = err.inner();
+    if !inner.is_data() {
+        // Syntax (a number out of range, a broken escape) or recursion.
+        return element_error(err);
+    }
+    let message = inner.to_string();
+    match message
+        .strip_prefix("missing field `")
+        .and_then(|m| m.split('`').next())
+    {
+        Some(field) => FieldError::new(field, "required", "is required"),
+        None => FieldError::new(
+            err.path().to_string(),
+            "type",
+            format!("has the wrong type or format: {message}"),
+        ),
     }
 }
 
-/// Parses one record's JSON text on its own (serde_json's recursion limit
-/// counts from the record, not from the batch around it), then holds it to
-/// [`MAX_RECORD_DEPTH`].
-pub(crate) fn parse_element(text: &[u8]) -> Result<serde_json::Value, Vec<FieldError>> {
-    let mut deserializer = serde_json::Deserializer::from_slice(text);
-    let value: serde_json::Value =
-        serde_path_to_error::deserialize(&mut deserializer).map_err(|e| vec![element_error(&e)])?;
+/// Reads one record from its JSON text on its own (serde_json's recursion
+/// limit counts from the record, not from the batch around it), held to
+/// [`MAX_RECORD_DEPTH`]. The record is deserialized straight from the text:
+/// fields it does not know are skipped without being built, and the status
+/// snapshot is kept as text for validation to measure.
+pub(crate) fn parse_element(text: &str) -> Result<RemediationOrchestrationAudit, Vec<FieldError>> {
+    if let Some(field) = too_deep(text) {
+        return Err(vec![FieldError::new(
+            field,
+            "max_depth",
+            format!("nests arrays and objects deeper than {MAX_RECORD_DEPTH} levels"),
+        )]);
+    }
+    if !text.trim_start().starts_with('{') {
+        return Err(vec![FieldError::new(
+            "",
+            "type",
+            "each record must be a JSON object",
+        )]);
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let record: RemediationOrchestrationAudit =
+        serde_path_to_error::deserialize(&mut deserializer).map_err(|e| vec![record_error(&e)])?;
     deserializer.end().map_err(|e| {
         vec![FieldError::new(
             "",
@@ -147,25 +214,23 @@ pub(crate) fn parse_element(text: &[u8]) -> Result<serde_json::Value, Vec<FieldE
             format!("is not valid JSON: {e}"),
         )]
     })?;
-    if let Some(field) = too_deep(&value) {
-        return Err(vec![FieldError::new(
-            field,
-            "max_depth",
-            format!("nests arrays and objects deeper than {MAX_RECORD_DEPTH} levels"),
-        )]);
-    }
-    Ok(value)
+    Ok(record)
 }
 
 /// Parses a single-record body: 400 when it is not JSON, 422 when it is JSON
-/// that no record can be (too deep, a number out of range).
-pub(crate) fn parse_document(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
-    if let Err(e) = serde_json::from_slice::<IgnoredAny>(bytes) {
-        return Err(ApiError::MalformedJson(format!(
-            "the body is not valid JSON: {e}"
-        )));
-    }
-    parse_element(bytes).map_err(ApiError::InvalidRecord)
+/// that no record can be (too deep, a number out of range, not a record).
+pub(crate) fn parse_document(bytes: &[u8]) -> Result<RemediationOrchestrationAudit, ApiError> {
+    let text = match serde_json::from_slice::<IgnoredAny>(bytes) {
+        Err(e) => {
+            return Err(ApiError::MalformedJson(format!(
+                "the body is not valid JSON: {e}"
+            )));
+        }
+        // Valid JSON is UTF-8.
+        Ok(_) => std::str::from_utf8(bytes)
+            .map_err(|e| ApiError::MalformedJson(format!("the body is not valid JSON: {e}")))?,
+    };
+    parse_element(text).map_err(ApiError::InvalidRecord)
 }
 
 /// Walks the top-level array, keeping each element's text and counting as it
@@ -245,16 +310,18 @@ pub(crate) fn split_batch(bytes: &[u8], max: usize) -> Result<Vec<&RawValue>, Ap
 mod tests {
     use super::*;
 
+    const FIELDS: &str = r#""alert_fingerprint":"f","remediation_name":"rr","overall_phase":"processing","start_time":"2026-11-26T11:00:00Z""#;
+
     fn nested(levels: usize) -> String {
         // A record whose `service_crd_statuses` holds `levels` nested objects.
         format!(
-            r#"{{"remediation_name":"rr","service_crd_statuses":{}1{}}}"#,
+            r#"{{{FIELDS},"service_crd_statuses":{}1{}}}"#,
             r#"{"a":"#.repeat(levels),
             "}".repeat(levels)
         )
     }
 
-    fn rules(result: Result<serde_json::Value, Vec<FieldError>>) -> Vec<(String, String)> {
+    fn rules<T: fmt::Debug>(result: Result<T, Vec<FieldError>>) -> Vec<(String, String)> {
         result
             .expect_err("rejected")
             .into_iter()
@@ -275,24 +342,28 @@ mod tests {
             assert_eq!(elements.len(), 3);
             assert_eq!(elements[1].get(), deep);
             assert_eq!(
-                rules(parse_element(elements[1].get().as_bytes())),
+                rules(parse_element(elements[1].get())),
                 [("service_crd_statuses".to_owned(), "max_depth".to_owned())]
             );
-            assert!(parse_element(elements[0].get().as_bytes()).is_ok());
+            assert_eq!(
+                rules(parse_element(elements[0].get()))[0].1,
+                "required",
+                "judged, not too deep"
+            );
         }
     }
 
     #[test]
     fn depth_limit_counts_from_the_record() {
         // The record is level 1, `service_crd_statuses` level 2.
-        assert!(parse_element(nested(MAX_RECORD_DEPTH - 1).as_bytes()).is_ok());
+        assert!(parse_element(&nested(MAX_RECORD_DEPTH - 1)).is_ok());
         assert_eq!(
-            rules(parse_element(nested(MAX_RECORD_DEPTH).as_bytes())),
+            rules(parse_element(&nested(MAX_RECORD_DEPTH))),
             [("service_crd_statuses".to_owned(), "max_depth".to_owned())]
         );
         let array = format!("{}{}", "[".repeat(40), "]".repeat(40));
         assert_eq!(
-            rules(parse_element(array.as_bytes())),
+            rules(parse_element(&array)),
             [(String::new(), "max_depth".to_owned())]
         );
     }
@@ -335,18 +406,21 @@ mod tests {
 
     #[test]
     fn an_element_serde_json_cannot_hold_is_judged_alone() {
-        let body = br#"[{"duplicate_count": 1e999}, {"x": "\ud800"}, {}]"#;
+        let body = format!(
+            r#"[{{"duplicate_count": 1e999}}, {{"remediation_name": "\ud800"}}, {{{FIELDS}}}]"#
+        );
+        let body = body.as_bytes();
         let elements = split_batch(body, 10).expect("split");
         assert_eq!(elements.len(), 3);
         assert_eq!(
-            rules(parse_element(elements[0].get().as_bytes())),
+            rules(parse_element(elements[0].get())),
             [("duplicate_count".to_owned(), "json".to_owned())]
         );
         assert_eq!(
-            rules(parse_element(elements[1].get().as_bytes()))[0].1,
-            "json"
+            rules(parse_element(elements[1].get())),
+            [("remediation_name".to_owned(), "json".to_owned())]
         );
-        assert!(parse_element(elements[2].get().as_bytes()).is_ok());
+        assert!(parse_element(elements[2].get()).is_ok());
     }
 
     #[test]
@@ -359,6 +433,36 @@ mod tests {
             parse_document(nested(200).as_bytes()),
             Err(ApiError::InvalidRecord(e)) if e[0].rule == "max_depth"
         ));
-        assert!(parse_document(b" {} ").is_ok());
+        assert!(parse_document(format!(" {{{FIELDS}}} ").as_bytes()).is_ok());
+        assert!(matches!(
+            parse_document(b" {} "),
+            Err(ApiError::InvalidRecord(e)) if e[0].rule == "required"
+        ));
+        assert!(matches!(
+            parse_document(b"[1]"),
+            Err(ApiError::InvalidRecord(e)) if e[0].rule == "type"
+        ));
+    }
+
+    #[test]
+    fn depth_names_the_top_level_field() {
+        let deep = |field: &str| {
+            format!(
+                r#"{{"a\"b":"x\\","{field}":{}1{}, "z":1}}"#,
+                "[".repeat(40),
+                "]".repeat(40)
+            )
+        };
+        assert_eq!(
+            rules(parse_element(&deep("junk"))),
+            [("junk".to_owned(), "max_depth".to_owned())]
+        );
+        assert_eq!(
+            rules(parse_element(&deep(r#"we\"ird"#))),
+            [("we\"ird".to_owned(), "max_depth".to_owned())]
+        );
+        // Brackets inside strings do not nest.
+        let quoted = format!(r#"{{{FIELDS},"failure_reason":"{}"}}"#, "[{".repeat(100));
+        assert!(parse_element(&quoted).is_ok());
     }
 }

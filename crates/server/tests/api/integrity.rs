@@ -38,6 +38,7 @@ macro_rules! cases {
 
 cases!(
     a_reused_key_with_other_content_is_a_conflict,
+    a_record_spelt_another_way_is_a_duplicate,
     unknown_fields_are_not_stored,
     the_timeline_is_paged,
     events_past_the_cap_are_refused,
@@ -114,6 +115,56 @@ pub async fn a_reused_key_with_other_content_is_a_conflict(store: Arc<dyn Store>
         metrics.contains("remaudit_audit_records_total{outcome=\"conflict\"}"),
         "{metrics}"
     );
+}
+
+/// A replay that spells the same record differently (the processing alias,
+/// the default namespace named, an empty optional string, the derived
+/// `event_id` given, `1.0` for `1` in the snapshot) is a duplicate, not a conflict.
+pub async fn a_record_spelt_another_way_is_a_duplicate(store: Arc<dyn Store>) {
+    let app = spawn_app_with(store, ServerSettings::default()).await;
+    let mut first = go_record("rr-spelling", "fp", "failed", &ago(10));
+    first["remediation_processing_name"] = json!("rp");
+    first["service_crd_statuses"] = json!({"aiAnalysis": {"phase": "failed", "startTime": ago(9), "success": false, "attempts": 1}});
+    let answer = app.post_record(&first).await;
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    let event_id = answer.body["event_id"].clone();
+
+    let variant = |patch: Value| {
+        let mut record = first.clone();
+        for (k, v) in patch.as_object().expect("object") {
+            record[k] = v.clone();
+        }
+        record
+    };
+    let mut alias = variant(json!({"alert_processing_name": "rp"}));
+    alias
+        .as_object_mut()
+        .expect("object")
+        .remove("remediation_processing_name");
+    let mut float = first.clone();
+    float["service_crd_statuses"]["aiAnalysis"]["attempts"] = json!(1.0);
+    let replays = [
+        alias,
+        variant(json!({"namespace": "default"})),
+        variant(json!({"namespace": ""})),
+        variant(json!({"failure_reason": "", "timeout_phase": ""})),
+        variant(json!({"event_id": event_id})),
+        float,
+    ];
+    let single = app.post_record(&replays[0]).await;
+    assert_eq!(
+        (single.status, single.body["status"].as_str()),
+        (201, Some("duplicate")),
+        "{}",
+        single.body
+    );
+    let batch = app.post_batch(&replays).await;
+    assert_eq!(batch.status, 200, "{}", batch.body);
+    assert_eq!(statuses(&batch.body), ["duplicate"; 6], "{}", batch.body);
+
+    let other = variant(json!({"failure_reason": "another story", "event_id": event_id}));
+    let conflict = app.post_record(&other).await;
+    conflict.assert_problem(409, "conflict");
 }
 
 pub async fn unknown_fields_are_not_stored(store: Arc<dyn Store>) {

@@ -93,7 +93,7 @@ pub async fn stores_a_remediation_and_its_timeline(store: Arc<dyn Store>) {
     assert_eq!(row.workflow_execution_name.as_deref(), Some("rr-1-we"));
     assert_eq!(row.event_id, last.event_id);
     // Fields the terminal record omitted are kept from earlier records.
-    assert_eq!(row.service_crd_statuses, records[2].service_crd_statuses);
+    assert_eq!(row.service_crd_statuses, records[2].statuses());
 
     let timeline = store
         .timeline(row.id)
@@ -108,7 +108,8 @@ pub async fn stores_a_remediation_and_its_timeline(store: Arc<dyn Store>) {
         .collect();
     assert_eq!(phases, ["pending", "processing", "analyzing", "completed"]);
     assert_eq!(
-        timeline.events[1].record, records[1].raw,
+        timeline.events[1].record,
+        records[1].record(),
         "the record is kept as received"
     );
     assert!(
@@ -459,13 +460,13 @@ pub async fn sql_metacharacters_are_stored_verbatim(store: Arc<dyn Store>) {
     ] {
         assert_eq!(value, nasty);
     }
-    assert_eq!(row.service_crd_statuses, r.service_crd_statuses);
+    assert_eq!(row.service_crd_statuses, r.statuses());
     let timeline = store
         .timeline(row.id)
         .await
         .expect("timeline")
         .expect("exists");
-    assert_eq!(timeline.events[0].record, r.raw);
+    assert_eq!(timeline.events[0].record, r.record());
     // A wildcard must not match as a pattern.
     let none = store
         .list(&ListQuery {
@@ -562,7 +563,11 @@ pub async fn same_key_with_other_content_is_a_conflict(store: Arc<dyn Store>) {
         .expect("exists")
         .events;
     assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!(events[0].record, first.raw, "the first content is kept");
+    assert_eq!(
+        events[0].record,
+        first.record(),
+        "the first content is kept"
+    );
     let batch_row = rows
         .iter()
         .find(|r| r.remediation_name == "rr-batch")

@@ -62,7 +62,7 @@ async fn postgres_events_stored_before_hashes_are_kept_and_match_replays() {
     .bind(old.start_time)
     .bind(&old.overall_phase)
     .bind(old.event_time)
-    .bind(&old.raw)
+    .bind(old.record())
     .execute(&pool)
     .await
     .expect("old event");
