@@ -178,6 +178,41 @@ async fn shutdown_signal() {
     let _ = interrupt.await;
 }
 
+/// Gives every event stored before content hashes existed its hash, a page
+/// at a time, until none is left or the service stops; a failure is logged
+/// and the work resumes at the next start.
+async fn backfill_content_hashes(
+    store: std::sync::Arc<dyn remaudit_store::Store>,
+    shutdown: CancellationToken,
+) {
+    let (mut after, mut hashed, mut unreadable) = (0, 0, 0);
+    loop {
+        let round = tokio::select! {
+            () = shutdown.cancelled() => return,
+            round = store.backfill_content_hashes(after, 1000) => round,
+        };
+        match round {
+            Ok(round) => {
+                hashed += round.hashed;
+                unreadable += round.unreadable;
+                let Some(last) = round.last_id else { break };
+                after = last;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "content hash backfill stopped; it resumes at the next start");
+                return;
+            }
+        }
+    }
+    if hashed + unreadable > 0 {
+        tracing::info!(
+            hashed,
+            unreadable,
+            "events stored before content hashes now have one"
+        );
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Serve {
@@ -256,12 +291,14 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     shutdown.clone(),
                 )
             });
+            let backfill = tokio::spawn(backfill_content_hashes(store.clone(), shutdown.clone()));
             let state = AppState::new(store.clone(), settings);
             remaudit_server::serve(listener, state, shutdown.clone()).await?;
             shutdown.cancel();
             if let Some(job) = job {
                 let _ = job.await;
             }
+            let _ = backfill.await;
             store.close().await;
             tracing::info!("stopped");
             Ok(0)

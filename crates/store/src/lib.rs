@@ -14,7 +14,7 @@ pub use postgres::PgStore;
 pub use retention::{DeleteOutcome, RetentionPolicy, RetireRequest};
 pub use sqlite::SqliteStore;
 pub use store::{
-    Cursor, DEFAULT_MAX_EVENTS_PER_REMEDIATION, InsertOutcome, InsertRules, ListQuery, Page,
-    PoolSettings, PoolStats, Refusal, Store, TIMELINE_PAGE_BYTES, Timeline, TimelineCursor,
+    Backfill, Cursor, DEFAULT_MAX_EVENTS_PER_REMEDIATION, InsertOutcome, InsertRules, ListQuery,
+    Page, PoolSettings, PoolStats, Refusal, Store, TIMELINE_PAGE_BYTES, Timeline, TimelineCursor,
     TimelineQuery, connect, connect_with,
 };

@@ -25,11 +25,11 @@ use crate::retention::{
 use crate::store::{
     EventKey, RemediationKey, SUMMARY_COLUMNS, StoredEvent, StoredRemediation, TimelinePage,
     check_schema, event_key, first_occurrences, judge, list_sql, outcomes, page, pool_stats,
-    redact, refuse_unknown_password_params, remediation_key,
+    redact, refuse_unknown_password_params, remediation_key, stored_record_hash,
 };
 use crate::{
-    InsertOutcome, InsertRules, ListQuery, Page, PoolSettings, PoolStats, Store, StoreError,
-    Timeline, TimelineQuery,
+    Backfill, InsertOutcome, InsertRules, ListQuery, Page, PoolSettings, PoolStats, Store,
+    StoreError, Timeline, TimelineQuery,
 };
 
 mod analytics;
@@ -698,6 +698,50 @@ impl Store for PgStore {
 
     async fn batch_ids(&self, batch: i64) -> Result<BatchIds, StoreError> {
         retention::batch_ids(&self.pool, batch).await
+    }
+
+    #[instrument(skip_all, err)]
+    async fn backfill_content_hashes(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Backfill, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, start_time, record::text AS record FROM remediation_audit_events \
+             WHERE content_hash IS NULL AND id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(i64::from(limit.max(1)))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut done = Backfill::default();
+        let (mut ids, mut starts, mut hashes) = (Vec::new(), Vec::new(), Vec::new());
+        for row in &rows {
+            let id: i64 = row.try_get("id")?;
+            done.last_id = Some(id);
+            match stored_record_hash(row.try_get("record")?) {
+                Some(hash) => {
+                    ids.push(id);
+                    starts.push(row.try_get::<DateTime<Utc>, _>("start_time")?);
+                    hashes.push(hash);
+                }
+                None => done.unreadable += 1,
+            }
+        }
+        if !ids.is_empty() {
+            done.hashed = sqlx::query(
+                "UPDATE remediation_audit_events e SET content_hash = u.hash \
+                 FROM UNNEST($1::bigint[], $2::timestamptz[], $3::bytea[]) AS u(id, start_time, hash) \
+                 WHERE e.id = u.id AND e.start_time = u.start_time AND e.content_hash IS NULL",
+            )
+            .bind(&ids)
+            .bind(&starts)
+            .bind(&hashes)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        }
+        Ok(done)
     }
 
     async fn ready(&self) -> Result<(), StoreError> {

@@ -31,10 +31,11 @@ use crate::retention::{
 use crate::store::{
     RemediationKey, SUMMARY_COLUMNS, StoredEvent, StoredRemediation, TimelinePage, check_schema,
     first_occurrences, judge, list_sql, outcomes, page, pool_stats, redact, remediation_key,
+    stored_record_hash,
 };
 use crate::{
-    InsertOutcome, InsertRules, ListQuery, Page, PoolSettings, PoolStats, Store, StoreError,
-    Timeline, TimelineQuery,
+    Backfill, InsertOutcome, InsertRules, ListQuery, Page, PoolSettings, PoolStats, Store,
+    StoreError, Timeline, TimelineQuery,
 };
 
 mod analytics;
@@ -576,6 +577,49 @@ impl Store for SqliteStore {
 
     async fn batch_ids(&self, batch: i64) -> Result<BatchIds, StoreError> {
         retention::batch_ids(&self.pool, batch).await
+    }
+
+    #[instrument(skip_all, err)]
+    async fn backfill_content_hashes(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Backfill, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, record FROM remediation_audit_events \
+             WHERE content_hash IS NULL AND id > ?1 ORDER BY id LIMIT ?2",
+        )
+        .bind(after)
+        .bind(i64::from(limit.max(1)))
+        .fetch_all(self.read_pool())
+        .await?;
+        let mut done = Backfill::default();
+        let mut hashed = Vec::new();
+        for row in &rows {
+            let id: i64 = row.try_get("id")?;
+            done.last_id = Some(id);
+            match stored_record_hash(row.try_get("record")?) {
+                Some(hash) => hashed.push((id, hash)),
+                None => done.unreadable += 1,
+            }
+        }
+        if !hashed.is_empty() {
+            let _turn = self.writer.lock().await;
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            for (id, hash) in hashed {
+                done.hashed += sqlx::query(
+                    "UPDATE remediation_audit_events SET content_hash = ?1 \
+                     WHERE id = ?2 AND content_hash IS NULL",
+                )
+                .bind(hash)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            tx.commit().await?;
+        }
+        Ok(done)
     }
 
     async fn ready(&self) -> Result<(), StoreError> {

@@ -395,6 +395,13 @@ pub trait Store: Send + Sync + 'static {
     /// Ids of a finished batch's archived rows.
     async fn batch_ids(&self, batch: i64) -> Result<BatchIds, StoreError>;
 
+    /// Gives up to `limit` live events stored without a content hash (before
+    /// migration 0005), with row ids past `after`, the hash their record has
+    /// today, so that a key they hold reused with other content is a
+    /// `conflict` rather than a silent duplicate.
+    async fn backfill_content_hashes(&self, after: i64, limit: u32)
+    -> Result<Backfill, StoreError>;
+
     /// Succeeds when the database answers and its schema is current.
     async fn ready(&self) -> Result<(), StoreError>;
 
@@ -406,6 +413,28 @@ pub trait Store: Send + Sync + 'static {
 
     /// Closes the pool, waiting for connections in use to be returned.
     async fn close(&self);
+}
+
+/// What one round of [`Store::backfill_content_hashes`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backfill {
+    /// Events that now have a hash.
+    pub hashed: u64,
+    /// Events whose stored record no longer reads as a valid record; they
+    /// keep no hash, and so still answer any replay of their key as a duplicate.
+    pub unreadable: u64,
+    /// The last row id looked at; `None` when no event was left.
+    pub last_id: Option<i64>,
+}
+
+/// The content hash of a record stored as `text`, as ingest computes it
+/// today, or `None` when the text is no longer a valid record.
+pub(crate) fn stored_record_hash(text: &str) -> Option<Vec<u8>> {
+    let audit: remaudit_model::RemediationOrchestrationAudit = serde_json::from_str(text).ok()?;
+    let record = audit
+        .validate(Utc::now(), &remaudit_model::Limits::default())
+        .ok()?;
+    Some(record.content_hash.to_vec())
 }
 
 /// Opens the store a URL names (`postgres://`, `postgresql://` or `sqlite://`)

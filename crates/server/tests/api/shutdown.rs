@@ -113,6 +113,13 @@ impl Store for GatedStore {
     async fn batch_ids(&self, batch: i64) -> Result<BatchIds, StoreError> {
         self.inner.batch_ids(batch).await
     }
+    async fn backfill_content_hashes(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<remaudit_store::Backfill, StoreError> {
+        self.inner.backfill_content_hashes(after, limit).await
+    }
     async fn ready(&self) -> Result<(), StoreError> {
         self.inner.ready().await
     }

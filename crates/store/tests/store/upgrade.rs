@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use remaudit_model::NewAudit;
-use remaudit_store::{InsertOutcome, PgStore, PoolSettings, SqliteStore, Store};
+use remaudit_store::{Backfill, InsertOutcome, PgStore, PoolSettings, SqliteStore, Store};
 use remaudit_testkit::{PgDb, SqliteDb, at, record};
 use serde_json::json;
 
@@ -93,6 +93,39 @@ async fn postgres_events_stored_before_hashes_are_kept_and_match_replays() {
     assert_eq!(
         store.insert(&[old.clone(), changed]).await.expect("insert"),
         [InsertOutcome::Duplicate, InsertOutcome::Duplicate]
+    );
+    // An event whose stored record no longer reads as one keeps no hash.
+    sqlx::query(
+        "INSERT INTO remediation_audit_events \
+         (event_id, namespace, remediation_name, start_time, overall_phase, event_time, record) \
+         VALUES (gen_random_uuid(), 'old', 'rr-odd', $1, 'failed', $1, '{}')",
+    )
+    .bind(at(0))
+    .execute(&pool)
+    .await
+    .expect("unreadable event");
+    // The backfill gives the old event its hash: after it, a reused key with
+    // other content is a conflict, and the replay stays a duplicate.
+    let round = store
+        .backfill_content_hashes(0, 10)
+        .await
+        .expect("backfill");
+    assert_eq!((round.hashed, round.unreadable), (1, 1), "{round:?}");
+    let last = round.last_id.expect("events were looked at");
+    assert_eq!(
+        store
+            .backfill_content_hashes(last, 10)
+            .await
+            .expect("backfill"),
+        Backfill::default(),
+        "nothing is left past the last id"
+    );
+    assert_eq!(
+        store
+            .insert(&[old.clone(), legacy("rr-old", "a third wording")])
+            .await
+            .expect("insert"),
+        [InsertOutcome::Duplicate, InsertOutcome::Conflict]
     );
     // Retention's copies still line up.
     let mut tx = pool.begin().await.expect("tx");
@@ -186,4 +219,21 @@ async fn sqlite_events_stored_before_hashes_are_kept_and_match_replays() {
     .execute(&pool)
     .await
     .expect("live events copy into the archive");
+    // The backfill gives the old event its hash: after it, a reused key with
+    // other content is a conflict, and the replay stays a duplicate.
+    let round = store
+        .backfill_content_hashes(0, 10)
+        .await
+        .expect("backfill");
+    assert_eq!((round.hashed, round.unreadable), (1, 0), "{round:?}");
+    assert_eq!(
+        store
+            .insert(&[
+                legacy("rr-old", "as first sent"),
+                legacy("rr-old", "a third wording")
+            ])
+            .await
+            .expect("insert"),
+        [InsertOutcome::Duplicate, InsertOutcome::Conflict]
+    );
 }
