@@ -268,28 +268,46 @@ impl Columns {
 /// remediation (the two-key form, apart from retention's one-key lock).
 const REMEDIATION_LOCK_CLASS: i32 = 0x5241_5544;
 
+/// Every table a batch reads or writes whose partitions retention creates,
+/// detaches or attaches, locked before anything else, in one order: summary,
+/// its archive, events, their archive. Retention takes its exclusive locks in
+/// the same order (the partition function summary before events, the detach
+/// `LOCK TABLE` likewise, the archive attach summary before events), so an
+/// insert never holds one of them while it waits for another that retention
+/// holds: retention waits for inserts in flight, inserts queue behind it, and
+/// neither is ever cancelled as a deadlock victim.
+const TABLE_LOCKS: &str = "LOCK TABLE remediation_audit, remediation_audit_archive, \
+     remediation_audit_events, remediation_audit_events_archive IN ACCESS SHARE MODE";
+
 /// The second keys of the batch's remediation locks, sorted so that every
 /// writer takes them in the same order. Two remediations may share a key:
 /// that only makes their writers take turns.
 fn remediation_locks(records: &[NewAudit]) -> Vec<i32> {
-    let mut keys: Vec<i32> = records
-        .iter()
-        .map(|r| {
-            // FNV-1a: the same key in every process and version.
-            let mut h: u32 = 0x811c_9dc5;
-            let micros = r.start_time.timestamp_micros().to_le_bytes();
-            for part in [
-                r.namespace.as_bytes(),
-                r.remediation_name.as_bytes(),
-                &micros,
-            ] {
-                for &b in part.iter().chain(&[0xff]) {
-                    h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-                }
-            }
-            i32::from_ne_bytes(h.to_ne_bytes())
-        })
-        .collect();
+    sorted_locks(
+        records
+            .iter()
+            .map(|r| remediation_lock(&r.namespace, &r.remediation_name, r.start_time)),
+    )
+}
+
+/// The second key of one remediation's advisory lock. Ingest and row-wise
+/// retention both take it, in [`sorted_locks`] order, before they touch the
+/// remediation's rows.
+fn remediation_lock(namespace: &str, remediation_name: &str, start_time: DateTime<Utc>) -> i32 {
+    // FNV-1a: the same key in every process and version.
+    let mut h: u32 = 0x811c_9dc5;
+    let micros = start_time.timestamp_micros().to_le_bytes();
+    for part in [namespace.as_bytes(), remediation_name.as_bytes(), &micros] {
+        for &b in part.iter().chain(&[0xff]) {
+            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+    }
+    i32::from_ne_bytes(h.to_ne_bytes())
+}
+
+/// Lock keys sorted and without repeats: the order every writer takes them in.
+fn sorted_locks(keys: impl Iterator<Item = i32>) -> Vec<i32> {
+    let mut keys: Vec<i32> = keys.collect();
     keys.sort_unstable();
     keys.dedup();
     keys
@@ -339,41 +357,6 @@ async fn stored_events(
 
 /// What is stored about each remediation of the batch; event counts stop
 /// at the cap, which is all the judgement needs.
-/// Locks the live summary rows of the records' remediations, in key order.
-///
-/// Retention locks a due row before it copies the row's events and deletes
-/// both, and it never waits on the advisory locks ingest takes. Taking the row
-/// lock here, before anything is read, orders the two: either retention waits
-/// and its copy includes this transaction's events, or this transaction waits,
-/// finds the row gone and its remediation archived, and refuses the records
-/// instead of starting a new live row.
-async fn lock_summaries(
-    conn: &mut sqlx::PgConnection,
-    records: &[NewAudit],
-) -> Result<(), StoreError> {
-    let mut keys: Vec<RemediationKey> = records
-        .iter()
-        .map(remediation_key)
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    keys.sort();
-    sqlx::query(
-        "SELECT 1 FROM remediation_audit r \
-         JOIN UNNEST($1::text[], $2::text[], $3::timestamptz[]) AS k(namespace, remediation_name, start_time) \
-           ON r.namespace = k.namespace AND r.remediation_name = k.remediation_name \
-          AND r.start_time = k.start_time \
-         ORDER BY r.namespace, r.remediation_name, r.start_time \
-         FOR UPDATE OF r",
-    )
-    .bind(keys.iter().map(|k| k.0.clone()).collect::<Vec<_>>())
-    .bind(keys.iter().map(|k| k.1.clone()).collect::<Vec<_>>())
-    .bind(keys.iter().map(|k| k.2).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
 async fn stored_remediations(
     conn: &mut sqlx::PgConnection,
     records: &[NewAudit],
@@ -435,7 +418,7 @@ impl Store for PgStore {
             .bind(remediation_locks(records))
             .execute(&mut *tx)
             .await?;
-        lock_summaries(&mut tx, records).await?;
+        sqlx::query(TABLE_LOCKS).execute(&mut *tx).await?;
         let mut stored = stored_events(&mut tx, records, &candidates).await?;
         let mut remediations = stored_remediations(&mut tx, records, rules).await?;
         let verdicts = judge(records, &candidates, &stored, &mut remediations, rules);

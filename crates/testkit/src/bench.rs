@@ -241,6 +241,27 @@ impl BenchDb {
     /// When PostgreSQL refuses.
     pub async fn drop_database(&self) -> anyhow::Result<()> {
         let mut admin = self.admin().await?;
+        // `WITH (FORCE)` cannot end a superuser's session, and a superuser
+        // connection the benchmark closed may still be exiting: wait for it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let superusers: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity a JOIN pg_roles r ON r.oid = a.usesysid \
+                 WHERE a.datname = $1 AND r.rolsuper",
+            )
+            .bind(&self.name)
+            .fetch_one(&mut admin)
+            .await?;
+            if superusers == 0 {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "a superuser session is still connected to {} after 30 s",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         sqlx::raw_sql(AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
             self.name
@@ -468,8 +489,13 @@ impl SavedIndex {
                 true,
             ),
             // A partitioned index's definition reads `ON ONLY parent`, which
-            // would create an invalid index on the parent alone.
-            None => (self.definition.replacen(" ON ONLY ", " ON ", 1), false),
+            // would create an invalid index on the parent alone. Its build
+            // names one index per partition after the columns, so two built
+            // at once on the same columns collide on a name: one at a time.
+            None => (
+                self.definition.replacen(" ON ONLY ", " ON ", 1),
+                self.definition.contains(" ON ONLY "),
+            ),
         };
         Job {
             label: self.name.clone(),

@@ -153,10 +153,9 @@ async fn try_detach_week(
 ) -> Result<u64, StoreError> {
     let mut tx = pool.begin().await?;
     sqlx::query(DETACH_LOCK_TIMEOUT).execute(&mut *tx).await?;
-    // Both locks first, in the order the batch insert takes them (events,
-    // then summary): holding the summary table while waiting for the events
-    // table would wait on inserts that wait on us.
-    sqlx::query("LOCK TABLE remediation_audit_events, remediation_audit IN ACCESS EXCLUSIVE MODE")
+    // Both locks first, in the one order every writer takes the audit tables
+    // in (see `TABLE_LOCKS` in postgres.rs): summary, then events.
+    sqlx::query("LOCK TABLE remediation_audit, remediation_audit_events IN ACCESS EXCLUSIVE MODE")
         .execute(&mut *tx)
         .await?;
     let events = events_table(table);
@@ -518,15 +517,45 @@ async fn retire_rows(
     let begun = begin_batch(pool, request.now, source.name(), sink).await?;
     let batch = begun.batch;
     let mut tx = pool.begin().await?;
+    // The batch's remediations are locked as ingest locks them (the same
+    // advisory keys, in the same order) before their rows are: a record for
+    // one of them either commits first, and its event is copied with the
+    // rest, or waits and then finds the remediation archived.
+    let chosen = sqlx::query(AssertSqlSafe(format!(
+        "SELECT id, start_time, namespace, remediation_name FROM {table} \
+         WHERE {condition} ORDER BY {order} LIMIT $2"
+    )))
+    .bind(request.now)
+    .bind(i64::from(request.batch_rows.max(1)))
+    .fetch_all(&mut *tx)
+    .await?;
+    let (mut chosen_ids, mut chosen_starts, mut locks) = (Vec::new(), Vec::new(), Vec::new());
+    for row in &chosen {
+        let start: DateTime<Utc> = row.try_get("start_time")?;
+        chosen_ids.push(row.try_get::<i64, _>("id")?);
+        chosen_starts.push(start);
+        locks.push(super::remediation_lock(
+            row.try_get("namespace")?,
+            row.try_get("remediation_name")?,
+            start,
+        ));
+    }
+    sqlx::query("SELECT pg_advisory_xact_lock($1, k) FROM UNNEST($2::int4[]) AS k")
+        .bind(super::REMEDIATION_LOCK_CLASS)
+        .bind(super::sorted_locks(locks.into_iter()))
+        .execute(&mut *tx)
+        .await?;
     let rows = sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO remediation_audit_archive \
          SELECT *, now(), $2 FROM {table} WHERE {condition} \
-         ORDER BY {order} LIMIT $3 FOR UPDATE \
+           AND (id, start_time) IN (SELECT * FROM UNNEST($3::bigint[], $4::timestamptz[])) \
+         ORDER BY {order} FOR UPDATE \
          RETURNING id, start_time, namespace, remediation_name"
     )))
     .bind(request.now)
     .bind(batch)
-    .bind(i64::from(request.batch_rows.max(1)))
+    .bind(&chosen_ids)
+    .bind(&chosen_starts)
     .fetch_all(&mut *tx)
     .await?;
     if rows.is_empty() {
