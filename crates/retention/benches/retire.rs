@@ -1351,6 +1351,14 @@ impl IngestEnv {
         for e in during.errors.iter().take(5) {
             println!("    insert error: {e}");
         }
+        if !during.errors.is_empty() {
+            // Retention must never cost ingest a batch (a lock wait past its
+            // timeout, a deadlock victim): any failed insert fails the run.
+            surprise(format_args!(
+                "{} inserts failed while the job ran",
+                during.errors.len()
+            ));
+        }
         let a = alone.latencies_ms(None);
         let b = during.latencies_ms(None);
         let o = during.latencies_ms(Some(span));
