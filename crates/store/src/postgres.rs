@@ -24,8 +24,8 @@ use crate::retention::{
 };
 use crate::store::{
     EventKey, RemediationKey, SUMMARY_COLUMNS, StoredEvent, StoredRemediation, TimelinePage,
-    check_schema, event_key, first_occurrences, judge, list_sql, outcomes, page, pool_stats,
-    redact, refuse_unknown_password_params, remediation_key, stored_record_hash,
+    backfill_hashes, check_schema, event_key, first_occurrences, judge, list_sql, outcomes, page,
+    pool_stats, redact, refuse_unknown_password_params, remediation_key,
 };
 use crate::{
     Backfill, InsertOutcome, InsertRules, ListQuery, Page, PoolSettings, PoolStats, Store,
@@ -689,27 +689,20 @@ impl Store for PgStore {
         after: i64,
         limit: u32,
     ) -> Result<Backfill, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, start_time, record::text AS record FROM remediation_audit_events \
+        let rows: Vec<(i64, DateTime<Utc>, String)> = sqlx::query_as(
+            "SELECT id, start_time, record::text FROM remediation_audit_events \
              WHERE content_hash IS NULL AND id > $1 ORDER BY id LIMIT $2",
         )
         .bind(after)
         .bind(i64::from(limit.max(1)))
         .fetch_all(&self.pool)
         .await?;
-        let mut done = Backfill::default();
+        let (mut done, hashed) = backfill_hashes(rows);
         let (mut ids, mut starts, mut hashes) = (Vec::new(), Vec::new(), Vec::new());
-        for row in &rows {
-            let id: i64 = row.try_get("id")?;
-            done.last_id = Some(id);
-            match stored_record_hash(row.try_get("record")?) {
-                Some(hash) => {
-                    ids.push(id);
-                    starts.push(row.try_get::<DateTime<Utc>, _>("start_time")?);
-                    hashes.push(hash);
-                }
-                None => done.unreadable += 1,
-            }
+        for (id, start, hash) in hashed {
+            ids.push(id);
+            starts.push(start);
+            hashes.push(hash);
         }
         if !ids.is_empty() {
             done.hashed = sqlx::query(

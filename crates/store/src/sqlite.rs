@@ -29,9 +29,9 @@ use crate::retention::{
     PendingBatch, RetentionLock, RetentionPolicy, RetireRequest,
 };
 use crate::store::{
-    RemediationKey, SUMMARY_COLUMNS, StoredEvent, StoredRemediation, TimelinePage, check_schema,
-    first_occurrences, judge, list_sql, outcomes, page, pool_stats, redact, remediation_key,
-    stored_record_hash,
+    RemediationKey, SUMMARY_COLUMNS, StoredEvent, StoredRemediation, TimelinePage, backfill_hashes,
+    check_schema, first_occurrences, judge, list_sql, outcomes, page, pool_stats, redact,
+    remediation_key,
 };
 use crate::{
     Backfill, InsertOutcome, InsertRules, ListQuery, Page, PoolSettings, PoolStats, Store,
@@ -585,7 +585,7 @@ impl Store for SqliteStore {
         after: i64,
         limit: u32,
     ) -> Result<Backfill, StoreError> {
-        let rows = sqlx::query(
+        let rows: Vec<(i64, String)> = sqlx::query_as(
             "SELECT id, record FROM remediation_audit_events \
              WHERE content_hash IS NULL AND id > ?1 ORDER BY id LIMIT ?2",
         )
@@ -593,20 +593,15 @@ impl Store for SqliteStore {
         .bind(i64::from(limit.max(1)))
         .fetch_all(self.read_pool())
         .await?;
-        let mut done = Backfill::default();
-        let mut hashed = Vec::new();
-        for row in &rows {
-            let id: i64 = row.try_get("id")?;
-            done.last_id = Some(id);
-            match stored_record_hash(row.try_get("record")?) {
-                Some(hash) => hashed.push((id, hash)),
-                None => done.unreadable += 1,
-            }
-        }
+        let (mut done, hashed) = backfill_hashes(
+            rows.into_iter()
+                .map(|(id, record)| (id, (), record))
+                .collect(),
+        );
         if !hashed.is_empty() {
             let _turn = self.writer.lock().await;
             let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-            for (id, hash) in hashed {
+            for (id, (), hash) in hashed {
                 done.hashed += sqlx::query(
                     "UPDATE remediation_audit_events SET content_hash = ?1 \
                      WHERE id = ?2 AND content_hash IS NULL",

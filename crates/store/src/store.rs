@@ -429,12 +429,32 @@ pub struct Backfill {
 
 /// The content hash of a record stored as `text`, as ingest computes it
 /// today, or `None` when the text is no longer a valid record.
-pub(crate) fn stored_record_hash(text: &str) -> Option<Vec<u8>> {
+fn stored_record_hash(text: &str) -> Option<Vec<u8>> {
     let audit: remaudit_model::RemediationOrchestrationAudit = serde_json::from_str(text).ok()?;
     let record = audit
         .validate(Utc::now(), &remaudit_model::Limits::default())
         .ok()?;
     Some(record.content_hash.to_vec())
+}
+
+/// One backfill round's events, `(row id, the row's key beside the id,
+/// stored record)` in id order, split into the hashes to write and the
+/// round's figures (`hashed` left for the caller to count as it writes).
+pub(crate) fn backfill_hashes<K>(
+    rows: Vec<(i64, K, String)>,
+) -> (Backfill, Vec<(i64, K, Vec<u8>)>) {
+    let mut done = Backfill {
+        last_id: rows.last().map(|(id, _, _)| *id),
+        ..Backfill::default()
+    };
+    let mut hashed = Vec::with_capacity(rows.len());
+    for (id, key, record) in rows {
+        match stored_record_hash(&record) {
+            Some(hash) => hashed.push((id, key, hash)),
+            None => done.unreadable += 1,
+        }
+    }
+    (done, hashed)
 }
 
 /// Opens the store a URL names (`postgres://`, `postgresql://` or `sqlite://`)
