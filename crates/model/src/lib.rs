@@ -4,6 +4,7 @@
 pub mod analytics;
 mod audit;
 pub mod histogram;
+pub mod json_text;
 mod phase;
 mod validate;
 

@@ -217,23 +217,12 @@ fn has_nul(v: &serde_json::Value) -> bool {
 /// it serialises to, give or take escapes spelt another way. Counted on the
 /// text, so that an oversized value is refused before anything is built from it.
 fn compact_len(text: &str) -> usize {
-    let (mut len, mut in_string, mut escaped) = (0, false, false);
-    for &b in text.as_bytes() {
-        if in_string {
-            len += 1;
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
-            len += 1;
-            in_string = b == b'"';
-        }
-    }
-    len
+    crate::json_text::tokens(text)
+        .map(|token| match token {
+            crate::json_text::Token::Str { start, end } => end - start,
+            crate::json_text::Token::Byte(..) => 1,
+        })
+        .sum()
 }
 
 /// Counts bytes written, keeping none.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
 use http_body_util::BodyExt;
+use remaudit_model::json_text::{Token, tokens};
 use remaudit_model::{FieldError, RemediationOrchestrationAudit};
 use serde::Deserializer as _;
 use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
@@ -115,33 +116,15 @@ fn top_field(path: &serde_path_to_error::Path) -> String {
 /// an object and is too deep. Read off the text, keeping nothing: a deep
 /// field is refused before any of the record is built.
 fn too_deep(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let (mut depth, mut in_string, mut escaped) = (0_usize, false, false);
-    let mut object = false;
-    // The last string that started at the record's own level: in an object,
-    // the key of the value that follows it.
+    let (mut depth, mut object) = (0_usize, false);
+    // The last string at the record's own level: in an object, the key of
+    // the value that follows it.
     let mut key: Option<(usize, usize)> = None;
-    let mut string_start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-                if depth == 1 {
-                    key = Some((string_start, i + 1));
-                }
-            }
-            continue;
-        }
-        match b {
-            b'"' => {
-                in_string = true;
-                string_start = i;
-            }
-            b'{' | b'[' => {
+    for token in tokens(text) {
+        match token {
+            Token::Str { start, end } if depth == 1 => key = Some((start, end)),
+            Token::Str { .. } => {}
+            Token::Byte(_, b @ (b'{' | b'[')) => {
                 if depth == 0 {
                     object = b == b'{';
                 }
@@ -156,8 +139,8 @@ fn too_deep(text: &str) -> Option<String> {
                     );
                 }
             }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
+            Token::Byte(_, b'}' | b']') => depth = depth.saturating_sub(1),
+            Token::Byte(..) => {}
         }
     }
     None
