@@ -18,13 +18,13 @@ use serde::{Deserialize, Serialize};
 use crate::error::CrdError;
 
 /// Default `processing` phase timeout: 5 minutes.
-pub const DEFAULT_PROCESSING_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+pub const DEFAULT_PROCESSING_TIMEOUT: Duration = Duration::from_mins(5);
 /// Default `analyzing` phase timeout: 10 minutes.
-pub const DEFAULT_ANALYZING_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+pub const DEFAULT_ANALYZING_TIMEOUT: Duration = Duration::from_mins(10);
 /// Default `executing` phase timeout: 30 minutes.
-pub const DEFAULT_EXECUTING_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+pub const DEFAULT_EXECUTING_TIMEOUT: Duration = Duration::from_mins(30);
 /// Default overall timeout of a remediation: 1 hour.
-pub const DEFAULT_OVERALL_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+pub const DEFAULT_OVERALL_TIMEOUT: Duration = Duration::from_hours(1);
 
 /// What a `RemediationRequest` asks for: remediate the resource an alert fired on.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -376,7 +376,7 @@ pub struct WorkflowExecutionSpec {
     pub remediation_request_ref: RequestRef,
 }
 
-/// The four CustomResourceDefinitions: the request first, then its children
+/// The four custom resource definitions: the request first, then its children
 /// in the order the orchestrator creates them.
 #[must_use]
 pub fn crds() -> Vec<CustomResourceDefinition> {
@@ -388,7 +388,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     ]
 }
 
-/// The four CustomResourceDefinitions as one multi-document YAML stream.
+/// The four custom resource definitions as one multi-document YAML stream.
 ///
 /// # Errors
 /// When a definition cannot be serialised (it always can; see [`crds_yaml`]).
@@ -403,7 +403,7 @@ pub fn try_crds_yaml() -> Result<String, CrdError> {
     Ok(out)
 }
 
-/// The four CustomResourceDefinitions as one multi-document YAML stream, ready
+/// The four custom resource definitions as one multi-document YAML stream, ready
 /// for `kubectl apply -f -`.
 ///
 /// YAML is written by `serde_norway`, the maintained fork of the unmaintained

@@ -1,6 +1,6 @@
 //! Errors of the controller crate.
 
-/// Rendering the CustomResourceDefinitions failed.
+/// Rendering the custom resource definitions failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CrdError {
     /// A definition could not be written as YAML.

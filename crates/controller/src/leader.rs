@@ -395,23 +395,20 @@ impl LeaderElector {
             output = &mut work => Err(output),
             () = self.hold() => Ok(()),
         };
-        match lost {
-            Err(output) => {
-                match self.release().await {
-                    Ok(true) => tracing::info!(lease = %self.name, "released the lease"),
-                    Ok(false) => {
-                        tracing::warn!(lease = %self.name, "the lease was no longer ours to release")
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot release the lease; it expires on its own")
-                    }
+        if let Err(output) = lost {
+            match self.release().await {
+                Ok(true) => tracing::info!(lease = %self.name, "released the lease"),
+                Ok(false) => {
+                    tracing::warn!(lease = %self.name, "the lease was no longer ours to release");
                 }
-                Leadership::Finished(output)
+                Err(error) => {
+                    tracing::warn!(%error, "cannot release the lease; it expires on its own");
+                }
             }
-            Ok(()) => {
-                stop.cancel();
-                Leadership::Lost(work.await)
-            }
+            Leadership::Finished(output)
+        } else {
+            stop.cancel();
+            Leadership::Lost(work.await)
         }
     }
 }

@@ -358,13 +358,14 @@ pub fn decide(request: &RemediationRequest, children: &Children, now: DateTime<U
             }
             let observed = children.view(stage);
             match observed.as_ref().map(ChildView::phase) {
-                Some(ChildPhase::Completed) => match stage.next() {
-                    Some(next) => plan.start(next),
-                    None => {
+                Some(ChildPhase::Completed) => {
+                    if let Some(next) = stage.next() {
+                        plan.start(next)
+                    } else {
                         plan.enter(RemediationPhase::Completed);
                         plan.status.completion_time = Some(now);
                     }
-                },
+                }
                 Some(ChildPhase::Failed) => {
                     // Bounded as the audit record's `failure_reason` is, so the
                     // status does not carry a child's error of any size either.

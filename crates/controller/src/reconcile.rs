@@ -47,7 +47,7 @@ use crate::{
 };
 
 /// Requeue delay when no timeout deadline is pending: a safety net for missed watch events.
-pub const DEFAULT_REQUEUE: Duration = Duration::from_secs(5 * 60);
+pub const DEFAULT_REQUEUE: Duration = Duration::from_mins(5);
 
 /// Requeue delay after an audit failure, so the transition is retried soon.
 const AUDIT_RETRY: Duration = Duration::from_secs(30);
@@ -59,7 +59,7 @@ const MIN_REQUEUE: Duration = Duration::from_secs(1);
 const ERROR_BACKOFF_START: Duration = Duration::from_secs(2);
 
 /// Longest delay after failed reconciles.
-const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(5 * 60);
+const ERROR_BACKOFF_MAX: Duration = Duration::from_mins(5);
 
 /// The field manager the controller's writes are recorded under.
 pub const FIELD_MANAGER: &str = "remaudit-controller";
@@ -574,7 +574,7 @@ where
 ///
 /// # Errors
 /// [`Error::Unavailable`] when a kind cannot be listed at start (its
-/// CustomResourceDefinition is missing, or RBAC forbids it). Errors of single
+/// custom resource definition is missing, or RBAC forbids it). Errors of single
 /// reconciles and watch errors are logged and retried, never returned.
 pub async fn run(
     client: Client,

@@ -1,4 +1,4 @@
-//! The CustomResourceDefinitions: a snapshot of the YAML, and a structural
+//! The custom resource definitions: a snapshot of the YAML, and a structural
 //! check that each document is a valid `apiextensions.k8s.io/v1` definition.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

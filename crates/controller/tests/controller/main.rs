@@ -1,5 +1,5 @@
 //! Integration tests of the controller's pure parts: the state machine, the
-//! audit records and the CustomResourceDefinitions.
+//! audit records and the custom resource definitions.
 
 mod audit;
 mod crds;

@@ -120,24 +120,23 @@ fn run(timeouts: &Timeouts, steps: &[Step]) -> Result<Vec<Decision>, TestCaseErr
             prop_assert!(d.actions.is_empty());
             prop_assert!(d.transition.is_none());
         }
-        match &d.transition {
-            Some(t) => {
-                let previous = stored
-                    .as_ref()
-                    .and_then(|s| s.last_transition.as_ref())
-                    .map_or(0, |t| t.sequence);
-                prop_assert_eq!(t.sequence, previous + 1);
-                prop_assert_eq!(Some(t.phase), d.status.phase);
-                prop_assert_eq!(Some(t), d.status.last_transition.as_ref());
-                prop_assert_eq!(t.time, now);
-                let id = transition_event_id("uid-1", t);
-                let named = ids.entry(id).or_insert((t.phase, t.sequence));
-                prop_assert_eq!(*named, (t.phase, t.sequence), "one id, one transition");
-            }
-            None => prop_assert_eq!(
+        if let Some(t) = &d.transition {
+            let previous = stored
+                .as_ref()
+                .and_then(|s| s.last_transition.as_ref())
+                .map_or(0, |t| t.sequence);
+            prop_assert_eq!(t.sequence, previous + 1);
+            prop_assert_eq!(Some(t.phase), d.status.phase);
+            prop_assert_eq!(Some(t), d.status.last_transition.as_ref());
+            prop_assert_eq!(t.time, now);
+            let id = transition_event_id("uid-1", t);
+            let named = ids.entry(id).or_insert((t.phase, t.sequence));
+            prop_assert_eq!(*named, (t.phase, t.sequence), "one id, one transition");
+        } else {
+            prop_assert_eq!(
                 d.status.phase.unwrap_or_default(),
                 stored_phase.unwrap_or_default()
-            ),
+            )
         }
         for Action::Create(child) in &d.actions {
             // Only a child neither referenced in the stored status nor observed is created.

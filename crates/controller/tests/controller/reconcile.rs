@@ -118,7 +118,7 @@ pub mod mock {
             self.reply(code, &status);
         }
 
-        /// Answers 404 NotFound.
+        /// Answers 404 `NotFound`.
         pub fn not_found(self) {
             self.fail(404, "NotFound");
         }
@@ -513,7 +513,7 @@ async fn a_pending_request_gets_its_processing_child_and_one_audit_record() {
     .expect("reconciled");
     assert_eq!(
         action,
-        Action::requeue(Duration::from_secs(300)),
+        Action::requeue(Duration::from_mins(5)),
         "at the processing deadline"
     );
 
@@ -567,7 +567,7 @@ async fn a_completed_processing_child_leads_to_analyzing() {
     })
     .await
     .expect("reconciled");
-    assert_eq!(action, Action::requeue(Duration::from_secs(600)));
+    assert_eq!(action, Action::requeue(Duration::from_mins(10)));
 
     let records = sink.delivered(&publisher).await;
     assert_eq!(records.len(), 1, "{records:?}");
@@ -977,7 +977,7 @@ async fn with_the_storage_service_down_the_record_waits_in_the_spool_and_reconci
     })
     .await
     .expect("audit never fails a reconcile");
-    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    assert_eq!(action, Action::requeue(Duration::from_mins(5)));
     assert_eq!(publisher.pending(), 1, "the record waits for the service");
     let counts = counters(&snapshotter);
     assert_eq!(
@@ -1106,11 +1106,7 @@ async fn failures_back_off_and_a_success_resets_the_backoff() {
     assert_eq!(delays[0], Action::requeue(Duration::from_secs(2)));
     assert_eq!(delays[1], Action::requeue(Duration::from_secs(4)));
     assert_eq!(delays[2], Action::requeue(Duration::from_secs(8)));
-    assert_eq!(
-        delays[9],
-        Action::requeue(Duration::from_secs(300)),
-        "capped"
-    );
+    assert_eq!(delays[9], Action::requeue(Duration::from_mins(5)), "capped");
 
     let running = json!({ "phase": "running" });
     reconcile_with(
