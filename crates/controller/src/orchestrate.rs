@@ -360,7 +360,7 @@ pub fn decide(request: &RemediationRequest, children: &Children, now: DateTime<U
             match observed.as_ref().map(ChildView::phase) {
                 Some(ChildPhase::Completed) => {
                     if let Some(next) = stage.next() {
-                        plan.start(next)
+                        plan.start(next);
                     } else {
                         plan.enter(RemediationPhase::Completed);
                         plan.status.completion_time = Some(now);

@@ -237,6 +237,10 @@ pub async fn reconcile(
 
 /// What to do after a failed reconcile: try again after a delay that
 /// doubles with each failure in a row of the same request (2 s up to 5 min).
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "kube's `Controller::run` takes the error policy with this signature"
+)]
 pub fn error_policy(request: Arc<RemediationRequest>, error: &Error, ctx: Arc<Context>) -> Action {
     let failures = {
         let mut all = ctx.failures();

@@ -136,7 +136,7 @@ fn run(timeouts: &Timeouts, steps: &[Step]) -> Result<Vec<Decision>, TestCaseErr
             prop_assert_eq!(
                 d.status.phase.unwrap_or_default(),
                 stored_phase.unwrap_or_default()
-            )
+            );
         }
         for Action::Create(child) in &d.actions {
             // Only a child neither referenced in the stored status nor observed is created.

@@ -151,33 +151,33 @@ const QUERY: &str = "?&fieldManager=remaudit-controller";
 
 /// One child kind's API coordinates.
 #[derive(Clone, Copy)]
-struct Kind {
+struct ChildKind {
     api_version: &'static str,
     kind: &'static str,
     plural: &'static str,
     suffix: &'static str,
 }
 
-const RP: Kind = Kind {
+const RP: ChildKind = ChildKind {
     api_version: "remediationprocessing.kubernaut.io/v1alpha1",
     kind: "RemediationProcessing",
     plural: "remediationprocessings",
     suffix: "processing",
 };
-const AIA: Kind = Kind {
+const AIA: ChildKind = ChildKind {
     api_version: "aianalysis.kubernaut.io/v1alpha1",
     kind: "AIAnalysis",
     plural: "aianalyses",
     suffix: "analysis",
 };
-const WE: Kind = Kind {
+const WE: ChildKind = ChildKind {
     api_version: "workflowexecution.kubernaut.io/v1alpha1",
     kind: "WorkflowExecution",
     plural: "workflowexecutions",
     suffix: "workflow",
 };
 
-impl Kind {
+impl ChildKind {
     fn name(self) -> String {
         format!("rr-1-{}", self.suffix)
     }
@@ -372,7 +372,7 @@ async fn children(server: &mut ApiServer, objects: [Option<Value>; 3]) {
 
 /// Expects the create of `kind`, checks the object sent and answers as the
 /// API server would (stamped at `created`); returns the body sent.
-async fn create(server: &mut ApiServer, kind: Kind, created: DateTime<Utc>) -> Value {
+async fn create(server: &mut ApiServer, kind: ChildKind, created: DateTime<Utc>) -> Value {
     let call = server
         .expect(Method::POST, &format!("{}{QUERY}", kind.collection()))
         .await;
@@ -1201,9 +1201,9 @@ async fn run_watches_the_request_and_its_three_children_until_shutdown() {
                 respond.send_response(response);
             }
         }
-        let mut watched: Vec<_> = watches.into_iter().map(|(c, _)| c).collect();
-        watched.sort();
-        (listed, watched)
+        let mut kinds: Vec<_> = watches.into_iter().map(|(c, _)| c).collect();
+        kinds.sort();
+        (listed, kinds)
     };
     let (result, (listed, watched)) =
         tokio::time::timeout(LIMIT, async { tokio::join!(run, api_server) })
