@@ -654,7 +654,208 @@ pub fn given_log_format(m: &ArgMatches) -> anyhow::Result<Option<LogFormat>> {
 
 #[cfg(test)]
 mod tests {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+
     use super::*;
+    use crate::{Cli, Command, innermost};
+
+    /// Parses `argv` and loads the settings of its command, without a file.
+    fn settings_of(argv: &[&str]) -> String {
+        let m = Cli::command()
+            .try_get_matches_from(argv)
+            .expect("the flags parse");
+        let cli = Cli::from_arg_matches(&m).expect("the flags parse");
+        let given = innermost(&m);
+        let text = match cli.command {
+            Command::Serve(args) => {
+                toml::to_string(&ServeSettings::load(&args, given, None).expect("settings"))
+            }
+            Command::Publish(args) => toml::to_string(
+                &crate::publish::PublishSettings::load(&args, given, None).expect("settings"),
+            ),
+            Command::Controller(args) => toml::to_string(
+                &crate::controller::ControllerSettings::load(&args, given, None).expect("settings"),
+            ),
+            other => panic!("no settings for {other:?}"),
+        };
+        text.expect("TOML")
+    }
+
+    #[test]
+    fn every_serve_flag_reaches_its_setting() {
+        let text = settings_of(&[
+            "remaudit",
+            "--log-format",
+            "json",
+            "serve",
+            "--listen",
+            "0.0.0.0:1",
+            "--database-url",
+            "postgres://u:pw@db/x",
+            "--db-max-connections",
+            "11",
+            "--db-acquire-timeout-secs",
+            "4",
+            "--db-read-max-connections",
+            "5",
+            "--max-body-bytes",
+            "12",
+            "--max-batch-records",
+            "13",
+            "--request-timeout-secs",
+            "14",
+            "--max-events-per-remediation",
+            "15",
+            "--analytics-statement-timeout-secs",
+            "16",
+            "--header-read-timeout-secs",
+            "17",
+            "--idle-timeout-secs",
+            "18",
+            "--max-connections",
+            "19",
+            "--max-concurrent-requests",
+            "20",
+            "--shutdown-grace-secs",
+            "21",
+            "--retention-days",
+            "22",
+            "--retention-include-unfinished",
+            "--retention-batch-rows",
+            "23",
+            "--retention-exact",
+            "--archive-url",
+            "file:///a",
+            "--retention-interval-secs",
+            "24",
+        ]);
+        let expected = r#"log_format = "json"
+listen = "0.0.0.0:1"
+analytics_statement_timeout_secs = 16
+
+[database]
+url = "postgres://u:REDACTED@db/x"
+max_connections = 11
+acquire_timeout_secs = 4
+read_max_connections = 5
+
+[server]
+max_body_bytes = 12
+max_batch_records = 13
+request_timeout_secs = 14
+header_read_timeout_secs = 17
+idle_timeout_secs = 18
+max_connections = 19
+max_concurrent_requests = 20
+shutdown_grace_secs = 21
+max_events_per_remediation = 15
+
+[retention]
+days = 22
+include_unfinished = true
+batch_rows = 23
+exact = true
+archive_url = "file:///a"
+interval_secs = 24
+"#;
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn every_publisher_flag_reaches_its_setting() {
+        let publisher = [
+            "--url",
+            "http://svc:1",
+            "--spool-dir",
+            "/s",
+            "--publisher-memory-records",
+            "2",
+            "--spool-max-bytes",
+            "3",
+            "--spool-segment-bytes",
+            "4",
+            "--spool-fsync-ms",
+            "5",
+            "--publisher-batch-records",
+            "6",
+            "--publisher-batch-bytes",
+            "7",
+            "--publisher-max-in-flight",
+            "8",
+            "--publisher-linger-ms",
+            "9",
+            "--publisher-timeout-ms",
+            "10",
+            "--publisher-min-backoff-ms",
+            "11",
+            "--publisher-max-backoff-ms",
+            "12",
+            "--publisher-max-retry-after-ms",
+            "13",
+        ];
+        let table = r#"[publisher]
+url = "http://svc:1"
+spool_dir = "/s"
+memory_records = 2
+spool_max_bytes = 3
+spool_segment_bytes = 4
+spool_fsync_ms = 5
+batch_records = 6
+batch_bytes = 7
+max_in_flight = 8
+linger_ms = 9
+timeout_ms = 10
+min_backoff_ms = 11
+max_backoff_ms = 12
+max_retry_after_ms = 13
+"#;
+        let mut argv = vec!["remaudit", "publish", "--deadline", "1"];
+        argv.extend(publisher);
+        assert_eq!(
+            settings_of(&argv),
+            format!("log_format = \"text\"\ndeadline_secs = 1\n\n{table}")
+        );
+        let mut argv = vec![
+            "remaudit",
+            "controller",
+            "--namespace",
+            "n",
+            "--lease-name",
+            "l",
+            "--lease-namespace",
+            "ln",
+            "--metrics-listen",
+            "127.0.0.1:1",
+            "--flush-secs",
+            "3",
+        ];
+        argv.extend(publisher);
+        assert_eq!(
+            settings_of(&argv),
+            format!(
+                "log_format = \"text\"\nnamespace = \"n\"\nlease_name = \"l\"\nlease_namespace = \"ln\"\nmetrics_listen = \"127.0.0.1:1\"\nflush_secs = 3\n\n{table}"
+            )
+        );
+    }
+
+    #[test]
+    fn the_flags_show_the_defaults_the_settings_start_from() {
+        // The retention flags belong to `retention.rs`; their clap defaults
+        // must be the settings' defaults.
+        let m = Cli::command()
+            .try_get_matches_from(["remaudit", "serve"])
+            .expect("parses");
+        let given = innermost(&m);
+        let retention = RetentionSettings::default();
+        assert_eq!(
+            given.get_one::<u32>("retention_days"),
+            Some(&retention.days)
+        );
+        assert_eq!(
+            given.get_one::<u32>("retention_batch_rows"),
+            Some(&retention.batch_rows)
+        );
+    }
 
     #[test]
     fn passwords_are_redacted_from_urls() {
