@@ -108,7 +108,11 @@ async fn service() -> anyhow::Result<(remaudit_testkit::PgDb, String, Cancellati
     let shutdown = CancellationToken::new();
     tokio::spawn(remaudit_server::serve(
         listener,
-        AppState::new(db.store().await, ServerSettings::default()),
+        AppState::new(
+            db.store().await,
+            ServerSettings::default(),
+            metrics_handle(),
+        ),
         shutdown.clone(),
     ));
     Ok((db, url, shutdown))
@@ -175,7 +179,7 @@ async fn bench() -> anyhow::Result<()> {
     let publisher = Publisher::start(PublisherConfig {
         url: url.clone(),
         spool_dir: Some(spool.path().to_path_buf()),
-        ..PublisherConfig::from_env()?
+        ..PublisherConfig::default()
     })?;
     let batch = records("published", total);
     let t = Instant::now();
@@ -190,7 +194,7 @@ async fn bench() -> anyhow::Result<()> {
     let down = Publisher::start(PublisherConfig {
         url: "http://127.0.0.1:9".to_owned(),
         spool_dir: Some(down_spool.path().to_path_buf()),
-        ..PublisherConfig::from_env()?
+        ..PublisherConfig::default()
     })?;
     let spooled = publish_all(&down, records("spooled", total));
     let report = down.shutdown(Duration::ZERO).await;
@@ -231,4 +235,20 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(bench())
+}
+
+/// A Prometheus recorder installed for the whole run, with the request
+/// histogram's buckets, as `remaudit serve` installs one.
+fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
+    use remaudit_server::telemetry::{HTTP_DURATION, HTTP_DURATION_BUCKETS};
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(HTTP_DURATION.to_owned()),
+            &HTTP_DURATION_BUCKETS,
+        )
+        .expect("non-empty buckets")
+        .build_recorder();
+    let handle = recorder.handle();
+    let _ = metrics::set_global_recorder(recorder);
+    handle
 }

@@ -3,20 +3,25 @@
 //! every phase transition through the publisher, and serves `/metrics`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::routing::get;
+use clap::ArgMatches;
+use metrics_exporter_prometheus::PrometheusHandle;
 use remaudit_client::{Publisher, PublisherConfig};
 use remaudit_controller::leader::{Leadership, default_identity, run_as_leader};
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-/// Settings of the controller.
+use crate::settings::{LogFormat, PublisherArgs, given_log_format, layer, read_file};
+
+/// The flags of the controller.
 #[derive(Debug, clap::Args)]
 pub struct ControllerArgs {
     /// Base URL of the remaudit service that audit records go to.
-    #[arg(long, env = "REMAUDIT_URL", default_value = "http://127.0.0.1:8085")]
+    #[arg(long, env = "REMAUDIT_URL", default_value_t = PublisherConfig::default().url)]
     url: String,
     /// Spool directory of the publisher (records wait there while the service is down).
     #[arg(long, env = "REMAUDIT_SPOOL_DIR")]
@@ -25,47 +30,105 @@ pub struct ControllerArgs {
     #[arg(long, env = "REMAUDIT_WATCH_NAMESPACE")]
     namespace: Option<String>,
     /// Name of the coordination.k8s.io Lease that elects the active replica.
-    #[arg(
-        long,
-        env = "REMAUDIT_LEASE_NAME",
-        default_value = "remaudit-controller"
-    )]
+    #[arg(long, env = "REMAUDIT_LEASE_NAME", default_value_t = ControllerSettings::default().lease_name)]
     lease_name: String,
     /// Namespace of that Lease (in a pod, set POD_NAMESPACE from the downward API).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    #[arg(long, env = "POD_NAMESPACE", default_value_t = ControllerSettings::default().lease_namespace)]
     lease_namespace: String,
     /// Address of `/metrics` and `/healthz`.
-    #[arg(long, env = "REMAUDIT_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    #[arg(long, env = "REMAUDIT_METRICS_LISTEN", default_value_t = ControllerSettings::default().metrics_listen)]
     metrics_listen: SocketAddr,
     /// Seconds the publisher may take to send what is queued at shutdown; the
     /// rest stays in the spool.
-    #[arg(long, env = "REMAUDIT_SHUTDOWN_FLUSH_SECS", default_value_t = 10)]
+    #[arg(long, env = "REMAUDIT_SHUTDOWN_FLUSH_SECS", default_value_t = ControllerSettings::default().flush_secs)]
     flush_secs: u64,
+    #[command(flatten)]
+    publisher: PublisherArgs,
+}
+
+/// Everything the controller runs with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControllerSettings {
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Watch only this namespace; unset for every namespace.
+    pub namespace: Option<String>,
+    /// Name of the Lease that elects the active replica.
+    pub lease_name: String,
+    /// Namespace of that Lease.
+    pub lease_namespace: String,
+    /// Address of `/metrics` and `/healthz`.
+    pub metrics_listen: SocketAddr,
+    /// Seconds the publisher may take to send what is queued at shutdown.
+    pub flush_secs: u64,
+    /// The publisher that audit records go through (service URL, spool, batching).
+    pub publisher: PublisherConfig,
+}
+
+impl Default for ControllerSettings {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::default(),
+            namespace: None,
+            lease_name: "remaudit-controller".to_owned(),
+            lease_namespace: "default".to_owned(),
+            metrics_listen: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            flush_secs: 10,
+            publisher: PublisherConfig::default(),
+        }
+    }
+}
+
+impl ControllerSettings {
+    /// Defaults, then `file`, then the environment and flags in `m`.
+    ///
+    /// # Errors
+    /// An unreadable or invalid file.
+    pub fn load(
+        args: &ControllerArgs,
+        m: &ArgMatches,
+        file: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        let mut s: Self = read_file(file)?;
+        if let Some(format) = given_log_format(m)? {
+            s.log_format = format;
+        }
+        layer!(m, args, {
+            url => s.publisher.url;
+            spool_dir => s.publisher.spool_dir;
+            namespace => s.namespace;
+            lease_name => s.lease_name;
+            lease_namespace => s.lease_namespace;
+            metrics_listen => s.metrics_listen;
+            flush_secs => s.flush_secs;
+        });
+        args.publisher.layer(&mut s.publisher, m);
+        Ok(s)
+    }
 }
 
 /// Runs the controller until SIGINT or SIGTERM; returns the exit status.
+/// `metrics` renders `/metrics`.
 ///
 /// # Errors
 /// No Kubernetes configuration, an unusable spool, or a metrics address in use.
-pub async fn run(args: ControllerArgs, shutdown: CancellationToken) -> anyhow::Result<u8> {
-    let metrics = remaudit_server::telemetry::metrics_handle_with(&[(
-        remaudit_client::metrics::PUBLISH_DURATION,
-        &remaudit_client::metrics::PUBLISH_DURATION_BUCKETS,
-    )]);
+pub async fn run(
+    settings: ControllerSettings,
+    metrics: PrometheusHandle,
+    shutdown: CancellationToken,
+) -> anyhow::Result<u8> {
     let client = kube::Client::try_default().await.context(
         "no Kubernetes configuration found: run in a pod with a service account, or set KUBECONFIG",
     )?;
-    let mut config = PublisherConfig::from_env()?;
-    config.url = args.url;
-    config.spool_dir = args.spool_dir;
-    let publisher = Publisher::start(config)?;
+    let publisher = Publisher::start(settings.publisher)?;
 
-    let listener = tokio::net::TcpListener::bind(args.metrics_listen)
+    let listener = tokio::net::TcpListener::bind(settings.metrics_listen)
         .await
         .with_context(|| {
             format!(
                 "cannot listen on {} for metrics: set --metrics-listen / REMAUDIT_METRICS_LISTEN",
-                args.metrics_listen
+                settings.metrics_listen
             )
         })?;
     let app = axum::Router::new()
@@ -84,19 +147,19 @@ pub async fn run(args: ControllerArgs, shutdown: CancellationToken) -> anyhow::R
     });
 
     let identity = default_identity();
-    tracing::info!(%identity, lease = %args.lease_name, "waiting for leadership");
-    let namespace = args.namespace;
+    tracing::info!(%identity, lease = %settings.lease_name, "waiting for leadership");
+    let namespace = settings.namespace;
     let outcome = run_as_leader(
         client.clone(),
-        &args.lease_name,
-        &args.lease_namespace,
+        &settings.lease_name,
+        &settings.lease_namespace,
         identity,
         shutdown.clone(),
         |stop| remaudit_controller::reconcile::run(client, publisher.clone(), namespace, stop),
     )
     .await;
     let report = publisher
-        .shutdown(Duration::from_secs(args.flush_secs))
+        .shutdown(Duration::from_secs(settings.flush_secs))
         .await;
     tracing::info!(
         acknowledged = report.acknowledged,

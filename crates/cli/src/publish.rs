@@ -2,13 +2,17 @@
 //! the publisher, for backfills, replays and scripts.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::Utc;
+use clap::ArgMatches;
 use remaudit_client::{PublishError, Publisher, PublisherConfig, with_identity};
 use remaudit_model::{Limits, RemediationOrchestrationAudit};
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+use crate::settings::{LogFormat, PublisherArgs, given_log_format, layer, read_file};
 
 /// Exit status when the deadline passed with records still unsent.
 pub const EXIT_DEADLINE: u8 = 3;
@@ -16,22 +20,67 @@ pub const EXIT_DEADLINE: u8 = 3;
 /// or refused them as conflicts with different stored records.
 pub const EXIT_INVALID: u8 = 1;
 
-/// Settings of one `publish` run.
+/// The flags of one `publish` run.
 #[derive(Debug, clap::Args)]
 pub struct PublishArgs {
     /// Base URL of the remaudit service.
-    #[arg(long, env = "REMAUDIT_URL", default_value = "http://127.0.0.1:8085")]
+    #[arg(long, env = "REMAUDIT_URL", default_value_t = PublisherConfig::default().url)]
     url: String,
     /// Directory of the spool; records not yet acknowledged wait here between runs.
     /// Without it, records not delivered by the deadline are lost.
     #[arg(long, env = "REMAUDIT_SPOOL_DIR")]
     spool_dir: Option<PathBuf>,
     /// Seconds to deliver everything before leaving the rest in the spool.
-    #[arg(long, env = "REMAUDIT_PUBLISH_DEADLINE_SECS", default_value_t = 300)]
+    #[arg(long, env = "REMAUDIT_PUBLISH_DEADLINE_SECS", default_value_t = PublishSettings::default().deadline_secs)]
     deadline: u64,
     /// Print `accepted N` on standard output after every N-th record handed to the publisher.
     #[arg(long, value_name = "N")]
-    progress: Option<u64>,
+    pub progress: Option<u64>,
+    #[command(flatten)]
+    publisher: PublisherArgs,
+}
+
+/// Everything a `publish` run works with (`--progress` aside, which is about
+/// this one run's output).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PublishSettings {
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Seconds to deliver everything before leaving the rest in the spool.
+    pub deadline_secs: u64,
+    /// The publisher (service URL, spool, batching).
+    pub publisher: PublisherConfig,
+}
+
+impl Default for PublishSettings {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::default(),
+            deadline_secs: 300,
+            publisher: PublisherConfig::default(),
+        }
+    }
+}
+
+impl PublishSettings {
+    /// Defaults, then `file`, then the environment and flags in `m`.
+    ///
+    /// # Errors
+    /// An unreadable or invalid file.
+    pub fn load(args: &PublishArgs, m: &ArgMatches, file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut s: Self = read_file(file)?;
+        if let Some(format) = given_log_format(m)? {
+            s.log_format = format;
+        }
+        layer!(m, args, {
+            url => s.publisher.url;
+            spool_dir => s.publisher.spool_dir;
+            deadline => s.deadline_secs;
+        });
+        args.publisher.layer(&mut s.publisher, m);
+        Ok(s)
+    }
 }
 
 /// Why one line was not published.
@@ -47,16 +96,14 @@ fn parse_line(line: &str) -> Result<RemediationOrchestrationAudit, String> {
     Ok(record)
 }
 
-/// Runs the command; returns the exit status.
+/// Runs the command, printing `accepted N` every `progress` records;
+/// returns the exit status.
 ///
 /// # Errors
 /// When the publisher cannot start (an unusable spool directory, say).
-pub async fn run(args: PublishArgs) -> anyhow::Result<u8> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.deadline);
-    let mut config = PublisherConfig::from_env()?;
-    config.url = args.url;
-    config.spool_dir = args.spool_dir;
-    let publisher = Publisher::start(config)?;
+pub async fn run(settings: PublishSettings, progress: Option<u64>) -> anyhow::Result<u8> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(settings.deadline_secs);
+    let publisher = Publisher::start(settings.publisher)?;
 
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let (mut line_no, mut accepted, mut invalid, mut dropped) = (0_u64, 0_u64, 0_u64, 0_u64);
@@ -75,7 +122,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<u8> {
             Ok(record) => match publisher.publish(with_identity(record)) {
                 Ok(()) => {
                     accepted += 1;
-                    if args.progress.is_some_and(|n| n > 0 && accepted % n == 0) {
+                    if progress.is_some_and(|n| n > 0 && accepted % n == 0) {
                         writeln!(stdout, "accepted {accepted}")?;
                         stdout.flush()?;
                     }

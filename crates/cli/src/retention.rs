@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, TimeDelta, Utc};
 use remaudit_retention::{Archive, Settings};
 use remaudit_store::RetentionPolicy;
+use secrecy::ExposeSecret as _;
 
 use crate::DatabaseArgs;
 
@@ -123,9 +124,9 @@ pub async fn run(args: RetentionArgs) -> anyhow::Result<u8> {
             dry_run,
             now,
         } => {
-            let archive = policy.archive(&database.database_url)?;
+            let archive = policy.archive(database.database_url.expose_secret())?;
             let store = remaudit_store::connect_with(
-                &database.database_url,
+                database.database_url.expose_secret(),
                 database.pool(),
                 policy.policy(),
             )
@@ -192,11 +193,13 @@ pub async fn run(args: RetentionArgs) -> anyhow::Result<u8> {
             since,
             until,
         } => {
-            let url = archive_url.unwrap_or_else(|| Archive::default_url(&database.database_url));
+            let url = archive_url
+                .unwrap_or_else(|| Archive::default_url(database.database_url.expose_secret()));
             let archive = Archive::open(&url)?;
-            let store = remaudit_store::connect(&database.database_url, database.pool())
-                .await
-                .context("cannot open the database")?;
+            let store =
+                remaudit_store::connect(database.database_url.expose_secret(), database.pool())
+                    .await
+                    .context("cannot open the database")?;
             let (first, last) = remaudit_retention::all_time();
             let from = since.unwrap_or(first).max(first);
             let to = until.unwrap_or(last).min(last);

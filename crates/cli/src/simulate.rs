@@ -49,7 +49,7 @@ pub struct SimulateArgs {
 ///
 /// # Errors
 /// Bad settings, or a publisher that cannot start.
-pub async fn run(args: SimulateArgs) -> anyhow::Result<u8> {
+pub async fn run(args: SimulateArgs, mut publisher_config: PublisherConfig) -> anyhow::Result<u8> {
     let config = SimulationConfig {
         count: args.count,
         rate: args.rate,
@@ -59,7 +59,6 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<u8> {
         namespace: args.namespace,
     };
     simulation::check(&config).map_err(anyhow::Error::msg)?;
-    let mut publisher_config = PublisherConfig::from_env()?;
     publisher_config.url = args.url;
     publisher_config.spool_dir = args.spool_dir;
     let publisher = Publisher::start(publisher_config)?;

@@ -9,7 +9,7 @@ pub mod spool;
 mod storage_client;
 
 pub use publisher::{
-    ConfigError, PublishError, Publisher, PublisherConfig, PublisherStats, ShutdownReport,
-    StartError, with_identity,
+    PublishError, Publisher, PublisherConfig, PublisherStats, ShutdownReport, StartError,
+    with_identity,
 };
 pub use storage_client::{AUDIT_PATH, AuditStorageClient, ClientError, DEFAULT_TIMEOUT};

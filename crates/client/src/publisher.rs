@@ -29,7 +29,7 @@ use remaudit_model::{DEFAULT_NAMESPACE, RemediationOrchestrationAudit, derive_ev
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-pub use config::{ConfigError, PublisherConfig};
+pub use config::PublisherConfig;
 
 use crate::metrics as m;
 use crate::spool::{Spool, SpoolError, SpoolOptions};

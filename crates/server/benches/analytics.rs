@@ -1111,7 +1111,7 @@ async fn run() -> anyhow::Result<()> {
     };
     let server = tokio::spawn(remaudit_server::serve(
         listener,
-        AppState::new(store.clone(), settings),
+        AppState::new(store.clone(), settings, metrics_handle()),
         shutdown.clone(),
     ));
     let targets = Targets {
@@ -1221,4 +1221,20 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(run())
+}
+
+/// A Prometheus recorder installed for the whole run, with the request
+/// histogram's buckets, as `remaudit serve` installs one.
+fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
+    use remaudit_server::telemetry::{HTTP_DURATION, HTTP_DURATION_BUCKETS};
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(HTTP_DURATION.to_owned()),
+            &HTTP_DURATION_BUCKETS,
+        )
+        .expect("non-empty buckets")
+        .build_recorder();
+    let handle = recorder.handle();
+    let _ = metrics::set_global_recorder(recorder);
+    handle
 }

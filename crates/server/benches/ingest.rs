@@ -193,7 +193,7 @@ async fn bench() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(remaudit_server::serve(
         listener,
-        AppState::new(store.clone(), ServerSettings::default()),
+        AppState::new(store.clone(), ServerSettings::default(), metrics_handle()),
         shutdown.clone(),
     ));
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
@@ -320,4 +320,20 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(bench())
+}
+
+/// A Prometheus recorder installed for the whole run, with the request
+/// histogram's buckets, as `remaudit serve` installs one.
+fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
+    use remaudit_server::telemetry::{HTTP_DURATION, HTTP_DURATION_BUCKETS};
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(HTTP_DURATION.to_owned()),
+            &HTTP_DURATION_BUCKETS,
+        )
+        .expect("non-empty buckets")
+        .build_recorder();
+    let handle = recorder.handle();
+    let _ = metrics::set_global_recorder(recorder);
+    handle
 }

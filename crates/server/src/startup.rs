@@ -42,13 +42,14 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State over a store, with the process-wide metrics recorder.
+    /// State over a store; `metrics` renders `/metrics` (the handle of the
+    /// recorder the binary installed).
     #[must_use]
-    pub fn new(store: Arc<dyn Store>, settings: ServerSettings) -> Self {
+    pub fn new(store: Arc<dyn Store>, settings: ServerSettings, metrics: PrometheusHandle) -> Self {
         Self {
             store,
             settings: Arc::new(settings),
-            metrics: telemetry::metrics_handle(),
+            metrics,
         }
     }
 }

@@ -1,58 +1,25 @@
-//! Metrics of the service: the Prometheus recorder and the per-request
-//! latency histogram (its `_count` is the request count; no separate counter).
+//! Metrics the service emits: the per-request latency histogram (its
+//! `_count` is the request count; no separate counter), with the buckets a
+//! recorder should give it. The service only emits; the binary installs the
+//! recorder and hands its handle to [`AppState`](crate::AppState).
 
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Name of the request latency histogram.
 pub const HTTP_DURATION: &str = "remaudit_http_request_duration_seconds";
 
-const HTTP_BUCKETS: [f64; 12] = [
+/// Buckets of [`HTTP_DURATION`], in seconds.
+pub const HTTP_DURATION_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
-/// The process-wide Prometheus recorder, installed on first use.
-pub fn metrics_handle() -> PrometheusHandle {
-    metrics_handle_with(&[])
-}
-
-/// The process-wide Prometheus recorder, installed on first use with the
-/// request histogram's buckets and `buckets` for other histograms (a binary
-/// that also publishes passes the publisher's here). Later calls return the
-/// recorder the first call installed.
-///
-/// # Panics
-/// When a bucket list is empty.
-pub fn metrics_handle_with(buckets: &[(&str, &[f64])]) -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let mut builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.to_owned()), &HTTP_BUCKETS)
-                .expect("non-empty buckets");
-            for (name, values) in buckets {
-                builder = builder
-                    .set_buckets_for_metric(Matcher::Full((*name).to_owned()), values)
-                    .expect("non-empty buckets");
-            }
-            let recorder = builder.build_recorder();
-            let handle = recorder.handle();
-            if metrics::set_global_recorder(recorder).is_err() {
-                tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
-            }
-            describe();
-            handle
-        })
-        .clone()
-}
-
-fn describe() {
+/// Registers descriptions of the service's metrics with the installed recorder.
+pub fn describe() {
     metrics::describe_histogram!(
         HTTP_DURATION,
         metrics::Unit::Seconds,

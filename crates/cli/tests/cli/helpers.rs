@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::process::{Child, Command};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::CommandCargoExt as _;
@@ -11,8 +11,11 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use rand::{Rng, SeedableRng};
+use remaudit_client::metrics::{PUBLISH_DURATION, PUBLISH_DURATION_BUCKETS};
 use remaudit_model::RemediationOrchestrationAudit;
+use remaudit_server::telemetry::{HTTP_DURATION, HTTP_DURATION_BUCKETS};
 use remaudit_server::{AppState, ServerSettings};
 use remaudit_testkit::{PgDb, wait_for};
 use tokio_util::sync::CancellationToken;
@@ -25,6 +28,7 @@ pub fn remaudit() -> Command {
         "REMAUDIT_LISTEN",
         "REMAUDIT_URL",
         "REMAUDIT_SPOOL_DIR",
+        "REMAUDIT_CONFIG",
     ] {
         cmd.env_remove(var);
     }
@@ -89,12 +93,32 @@ pub async fn wait_healthy(port: u16) {
     .await;
 }
 
-/// The metrics recorder of this test process, with the publisher's buckets.
-pub fn metrics() -> metrics_exporter_prometheus::PrometheusHandle {
-    remaudit_server::telemetry::metrics_handle_with(&[(
-        remaudit_client::metrics::PUBLISH_DURATION,
-        &remaudit_client::metrics::PUBLISH_DURATION_BUCKETS,
-    )])
+/// The metrics recorder of this test process, installed on first use with
+/// the buckets `remaudit` gives the request and publish histograms: the
+/// service and the publisher run on the runtime's worker threads, so only a
+/// global recorder sees them.
+pub fn metrics() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(HTTP_DURATION.to_owned()),
+                    &HTTP_DURATION_BUCKETS,
+                )
+                .expect("non-empty buckets")
+                .set_buckets_for_metric(
+                    Matcher::Full(PUBLISH_DURATION.to_owned()),
+                    &PUBLISH_DURATION_BUCKETS,
+                )
+                .expect("non-empty buckets")
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).expect("the only recorder of the tests");
+            remaudit_server::telemetry::describe();
+            handle
+        })
+        .clone()
 }
 
 /// The audit service, in this process, on its own PostgreSQL database.
@@ -112,7 +136,6 @@ impl Service {
 
     /// Starts on `port` (0 for any) over `db`.
     pub async fn start_on(db: PgDb, port: u16) -> Self {
-        metrics();
         let store = db.store().await;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
@@ -121,7 +144,7 @@ impl Service {
         let shutdown = CancellationToken::new();
         tokio::spawn(remaudit_server::serve(
             listener,
-            AppState::new(store, ServerSettings::default()),
+            AppState::new(store, ServerSettings::default(), metrics()),
             shutdown.clone(),
         ));
         Self {

@@ -1,11 +1,18 @@
-//! Settings of the publisher, each with a documented default and a
-//! `REMAUDIT_*` environment variable.
+//! Settings of the publisher, each with a documented default. The library
+//! reads no environment: the binary layers its settings file, `REMAUDIT_*`
+//! variables and flags over these defaults and hands the result over. The
+//! serde names are the keys of a settings file's `[publisher]` table.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
+use crate::spool::{DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES};
+
 /// How the publisher queues, spools, batches and retries.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PublisherConfig {
     /// Base URL of the remaudit service (`REMAUDIT_URL`; default `http://127.0.0.1:8085`).
     pub url: String,
@@ -25,6 +32,7 @@ pub struct PublisherConfig {
     /// How often spooled records are fsync'd (`REMAUDIT_SPOOL_FSYNC_MS`; default 100 ms).
     /// Records reach the OS before `publish` returns, so only a power cut can lose
     /// the last interval.
+    #[serde(rename = "spool_fsync_ms", with = "millis")]
     pub fsync_interval: Duration,
     /// Most records in one request (`REMAUDIT_PUBLISHER_BATCH_RECORDS`; default 500,
     /// where the service's measured ingest rate levels off; at most 1000, the
@@ -40,15 +48,20 @@ pub struct PublisherConfig {
     /// How long a partial batch waits for more records (`REMAUDIT_PUBLISHER_LINGER_MS`;
     /// default 50 ms: invisible to a post-mortem, and it turns a burst of reconciles
     /// into a few requests).
+    #[serde(rename = "linger_ms", with = "millis")]
     pub linger: Duration,
     /// Timeout of one request (`REMAUDIT_PUBLISHER_TIMEOUT_MS`; default 10 s).
+    #[serde(rename = "timeout_ms", with = "millis")]
     pub request_timeout: Duration,
     /// First retry delay (`REMAUDIT_PUBLISHER_MIN_BACKOFF_MS`; default 100 ms).
+    #[serde(rename = "min_backoff_ms", with = "millis")]
     pub min_backoff: Duration,
     /// Longest retry delay (`REMAUDIT_PUBLISHER_MAX_BACKOFF_MS`; default 30 s).
+    #[serde(rename = "max_backoff_ms", with = "millis")]
     pub max_backoff: Duration,
     /// Longest `Retry-After` honoured (`REMAUDIT_PUBLISHER_MAX_RETRY_AFTER_MS`;
     /// default 300 s): a service that asks for more is tried again after this.
+    #[serde(rename = "max_retry_after_ms", with = "millis")]
     pub max_retry_after: Duration,
 }
 
@@ -58,8 +71,8 @@ impl Default for PublisherConfig {
             url: "http://127.0.0.1:8085".to_owned(),
             spool_dir: None,
             memory_records: 32_768,
-            spool_max_bytes: 1 << 30,
-            spool_segment_bytes: 8 << 20,
+            spool_max_bytes: DEFAULT_MAX_BYTES,
+            spool_segment_bytes: DEFAULT_SEGMENT_BYTES,
             fsync_interval: Duration::from_millis(100),
             batch_records: 500,
             batch_bytes: 3 << 20,
@@ -73,87 +86,62 @@ impl Default for PublisherConfig {
     }
 }
 
-/// A setting from the environment that is not usable.
-#[derive(Debug, thiserror::Error)]
-#[error("environment variable {name}={value:?} is not {expected}")]
-pub struct ConfigError {
-    /// The variable.
-    pub name: &'static str,
-    /// Its value.
-    pub value: String,
-    /// What it should be.
-    pub expected: &'static str,
-}
+impl PublisherConfig {
+    /// Most records in one request the service accepts.
+    pub const MAX_BATCH_RECORDS: usize = 1000;
 
-fn var<T: std::str::FromStr>(
-    name: &'static str,
-    expected: &'static str,
-) -> Result<Option<T>, ConfigError> {
-    match std::env::var(name) {
-        Ok(value) => value.trim().parse().map(Some).map_err(|_| ConfigError {
-            name,
-            value,
-            expected,
-        }),
-        Err(_) => Ok(None),
+    /// These settings with out-of-range values brought into range: a batch of
+    /// 1 to [`MAX_BATCH_RECORDS`](Self::MAX_BATCH_RECORDS) records, a memory
+    /// queue of at least one record.
+    #[must_use]
+    pub fn clamped(mut self) -> Self {
+        self.batch_records = self.batch_records.clamp(1, Self::MAX_BATCH_RECORDS);
+        self.memory_records = self.memory_records.max(1);
+        self
     }
 }
 
-impl PublisherConfig {
-    /// The defaults, overridden by any `REMAUDIT_*` variables that are set.
-    ///
-    /// # Errors
-    /// When a variable is set to something unusable.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let mut c = Self::default();
-        let ms = |name| var::<u64>(name, "a whole number of milliseconds");
-        if let Some(v) = var::<String>("REMAUDIT_URL", "a URL")? {
-            c.url = v;
+/// A [`Duration`] as a whole number of milliseconds, the unit of the
+/// publisher's `*_ms` settings.
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spool_defaults_are_the_spools_own() {
+        let c = PublisherConfig::default();
+        assert_eq!(c.spool_max_bytes, crate::spool::DEFAULT_MAX_BYTES);
+        assert_eq!(c.spool_segment_bytes, crate::spool::DEFAULT_SEGMENT_BYTES);
+    }
+
+    #[test]
+    fn clamping_brings_batches_and_the_queue_into_range() {
+        let c = PublisherConfig {
+            batch_records: 5000,
+            memory_records: 0,
+            ..PublisherConfig::default()
         }
-        if let Some(v) = var::<PathBuf>("REMAUDIT_SPOOL_DIR", "a directory")? {
-            c.spool_dir = Some(v);
+        .clamped();
+        assert_eq!((c.batch_records, c.memory_records), (1000, 1));
+        let c = PublisherConfig {
+            batch_records: 0,
+            ..PublisherConfig::default()
         }
-        if let Some(v) = var("REMAUDIT_PUBLISHER_MEMORY_RECORDS", "a whole number")? {
-            c.memory_records = v;
-        }
-        if let Some(v) = var("REMAUDIT_SPOOL_MAX_BYTES", "a number of bytes")? {
-            c.spool_max_bytes = v;
-        }
-        if let Some(v) = var("REMAUDIT_SPOOL_SEGMENT_BYTES", "a number of bytes")? {
-            c.spool_segment_bytes = v;
-        }
-        if let Some(v) = ms("REMAUDIT_SPOOL_FSYNC_MS")? {
-            c.fsync_interval = Duration::from_millis(v);
-        }
-        if let Some(v) = var(
-            "REMAUDIT_PUBLISHER_BATCH_RECORDS",
-            "a whole number from 1 to 1000",
-        )? {
-            c.batch_records = v;
-        }
-        if let Some(v) = var("REMAUDIT_PUBLISHER_BATCH_BYTES", "a number of bytes")? {
-            c.batch_bytes = v;
-        }
-        if let Some(v) = var("REMAUDIT_PUBLISHER_MAX_IN_FLIGHT", "a whole number")? {
-            c.max_in_flight = v;
-        }
-        if let Some(v) = ms("REMAUDIT_PUBLISHER_LINGER_MS")? {
-            c.linger = Duration::from_millis(v);
-        }
-        if let Some(v) = ms("REMAUDIT_PUBLISHER_TIMEOUT_MS")? {
-            c.request_timeout = Duration::from_millis(v);
-        }
-        if let Some(v) = ms("REMAUDIT_PUBLISHER_MIN_BACKOFF_MS")? {
-            c.min_backoff = Duration::from_millis(v);
-        }
-        if let Some(v) = ms("REMAUDIT_PUBLISHER_MAX_BACKOFF_MS")? {
-            c.max_backoff = Duration::from_millis(v);
-        }
-        if let Some(v) = ms("REMAUDIT_PUBLISHER_MAX_RETRY_AFTER_MS")? {
-            c.max_retry_after = Duration::from_millis(v);
-        }
-        c.batch_records = c.batch_records.clamp(1, 1000);
-        c.memory_records = c.memory_records.max(1);
-        Ok(c)
+        .clamped();
+        assert_eq!(c.batch_records, 1);
     }
 }

@@ -1,9 +1,11 @@
 //! Spawning the service on a free port, and a small typed client for tests.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use remaudit_server::telemetry::{HTTP_DURATION, HTTP_DURATION_BUCKETS};
 use remaudit_server::{AppState, PROBLEM_JSON, ServerSettings};
 use remaudit_store::Store;
 use serde_json::Value;
@@ -19,6 +21,28 @@ pub struct TestApp {
     pub server: JoinHandle<std::io::Result<()>>,
 }
 
+/// The Prometheus recorder of this test process, installed on first use with
+/// the buckets `remaudit serve` gives the request histogram: the service runs
+/// on the runtime's worker threads, so only a global recorder sees it.
+pub fn metrics() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(HTTP_DURATION.to_owned()),
+                    &HTTP_DURATION_BUCKETS,
+                )
+                .expect("non-empty buckets")
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).expect("the only recorder of the tests");
+            remaudit_server::telemetry::describe();
+            handle
+        })
+        .clone()
+}
+
 /// Starts the service over `store` on a free port.
 pub async fn spawn_app(store: Arc<dyn Store>) -> TestApp {
     spawn_app_with(store, ServerSettings::default()).await
@@ -31,7 +55,7 @@ pub async fn spawn_app_with(store: Arc<dyn Store>, settings: ServerSettings) -> 
         .expect("bind");
     let address = listener.local_addr().expect("address");
     let shutdown = CancellationToken::new();
-    let state = AppState::new(store.clone(), settings);
+    let state = AppState::new(store.clone(), settings, metrics());
     let server = tokio::spawn(remaudit_server::serve(listener, state, shutdown.clone()));
     TestApp {
         address,

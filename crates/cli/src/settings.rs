@@ -1,0 +1,891 @@
+//! The settings of each process, layered in one way: the defaults (each
+//! settings type's `Default`), then an optional TOML file (`--config FILE` /
+//! `REMAUDIT_CONFIG`), then the `REMAUDIT_*` environment variables, then
+//! flags. Clap reads the last two and tells which one a value came from
+//! ([`ValueSource`]); a value it only filled in from its default leaves the
+//! file's (or the default's) in place.
+//!
+//! A settings file holds the settings of the one command it is given to, with
+//! the keys of that command's settings type: `remaudit config print COMMAND`
+//! prints them with their effective values.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, ensure};
+use chrono::TimeDelta;
+use clap::ArgMatches;
+use clap::parser::ValueSource;
+use remaudit_client::PublisherConfig;
+use remaudit_retention::Archive;
+use remaudit_server::ServerSettings;
+use remaudit_store::{PoolSettings, RetentionPolicy};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::retention::PolicyArgs;
+
+/// Used when no database URL is given: a SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://remaudit.db";
+
+/// Whether the value of `id` came from a flag or an environment variable,
+/// rather than from clap's default.
+pub fn given(matches: &ArgMatches, id: &str) -> bool {
+    matches!(
+        matches.value_source(id),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
+
+/// The value of `id` when it came from a flag or an environment variable;
+/// for the arguments of another module, whose fields are not ours to read.
+///
+/// # Errors
+/// When `id` is not an argument of type `T` (a mistake in this file).
+fn explicit<T: Clone + Send + Sync + 'static>(
+    matches: &ArgMatches,
+    id: &str,
+) -> anyhow::Result<Option<T>> {
+    if !given(matches, id) {
+        return Ok(None);
+    }
+    let value = matches
+        .try_get_one::<T>(id)
+        .with_context(|| format!("reading the value of --{id}"))?;
+    Ok(value.cloned())
+}
+
+/// Overrides each setting with its argument's value when a flag or an
+/// environment variable gave one: `field => target` or, converting,
+/// `field => target, via function`.
+macro_rules! layer {
+    ($matches:expr, $args:expr, { $($field:ident => $target:expr $(, via $f:expr)?;)+ }) => {$(
+        if $crate::settings::given($matches, stringify!($field)) {
+            $target = layer!(@convert $args.$field.clone() $(, $f)?);
+        }
+    )+};
+    (@convert $value:expr) => { $value };
+    (@convert $value:expr, $f:expr) => { ($f)($value) };
+}
+pub(crate) use layer;
+
+/// Reads the settings file, when there is one, over the defaults; every key
+/// it holds must be one of `T`'s.
+///
+/// # Errors
+/// When the file cannot be read, is not TOML, or holds an unknown key or a
+/// value of the wrong type.
+pub fn read_file<T: DeserializeOwned + Default>(file: Option<&Path>) -> anyhow::Result<T> {
+    let Some(path) = file else {
+        return Ok(T::default());
+    };
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read the settings file {}: set --config / REMAUDIT_CONFIG to a readable file",
+            path.display()
+        )
+    })?;
+    toml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "settings file {}: {}",
+            path.display(),
+            e.to_string().trim_end()
+        )
+    })
+}
+
+/// Refuses a value a flag would have refused, naming its key.
+fn at_least<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    least: T,
+) -> anyhow::Result<()> {
+    ensure!(
+        value >= least,
+        "setting {key} = {value} must be at least {least}"
+    );
+    Ok(())
+}
+
+/// How logs are written (to standard error).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+fn parse_secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(s))
+}
+
+/// The database flags.
+#[derive(Debug, clap::Args)]
+pub struct DatabaseArgs {
+    /// `postgres://USER@HOST:PORT/DB` or `sqlite://PATH` (created on first run).
+    #[arg(long, env = "REMAUDIT_DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true, value_parser = parse_secret)]
+    pub database_url: SecretString,
+    /// Most database connections.
+    #[arg(long, env = "REMAUDIT_DB_MAX_CONNECTIONS", default_value_t = DatabaseSettings::default().max_connections)]
+    pub db_max_connections: u32,
+    /// Seconds a request waits for a database connection before answering 503.
+    #[arg(long, env = "REMAUDIT_DB_ACQUIRE_TIMEOUT_SECS", default_value_t = DatabaseSettings::default().acquire_timeout_secs)]
+    pub db_acquire_timeout_secs: u64,
+    /// Most connections of the separate pool listings and analytics read through
+    /// (on top of --db-max-connections, so that slow reads never hold the ones writes need).
+    #[arg(long, env = "REMAUDIT_DB_READ_MAX_CONNECTIONS", default_value_t = DatabaseSettings::default().read_max_connections, value_parser = clap::value_parser!(u32).range(1..))]
+    pub db_read_max_connections: u32,
+}
+
+impl DatabaseArgs {
+    /// The pool settings of these flags alone (commands without a settings file).
+    pub fn pool(&self) -> PoolSettings {
+        DatabaseSettings {
+            url: self.database_url.clone(),
+            max_connections: self.db_max_connections,
+            acquire_timeout_secs: self.db_acquire_timeout_secs,
+            read_max_connections: self.db_read_max_connections,
+        }
+        .pool()
+    }
+}
+
+/// Where the database is and how many connections it gets: the
+/// `[database]` table of a settings file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://…` or `sqlite://…`; it may hold a password, so it is
+    /// only exposed where the connection is made, and printed redacted.
+    #[serde(serialize_with = "serialize_redacted_url")]
+    pub url: SecretString,
+    /// Most database connections.
+    pub max_connections: u32,
+    /// Seconds a request waits for a connection.
+    pub acquire_timeout_secs: u64,
+    /// Most connections of the read pool.
+    pub read_max_connections: u32,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        let pool = PoolSettings::default();
+        Self {
+            url: SecretString::from(DEFAULT_DATABASE_URL),
+            max_connections: 10,
+            acquire_timeout_secs: 3,
+            read_max_connections: pool.read_max_connections,
+        }
+    }
+}
+
+impl DatabaseSettings {
+    fn layer(&mut self, args: &DatabaseArgs, m: &ArgMatches) {
+        layer!(m, args, {
+            database_url => self.url;
+            db_max_connections => self.max_connections;
+            db_acquire_timeout_secs => self.acquire_timeout_secs;
+            db_read_max_connections => self.read_max_connections;
+        });
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        at_least(
+            "database.read_max_connections",
+            self.read_max_connections,
+            1,
+        )
+    }
+
+    /// The store's pool settings.
+    pub fn pool(&self) -> PoolSettings {
+        PoolSettings {
+            max_connections: self.max_connections,
+            acquire_timeout: Duration::from_secs(self.acquire_timeout_secs),
+            read_max_connections: self.read_max_connections,
+            ..PoolSettings::default()
+        }
+    }
+}
+
+fn serialize_redacted_url<S: serde::Serializer>(
+    url: &SecretString,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url(url.expose_secret()))
+}
+
+/// `url` with its password, in the user part or a `password=` parameter,
+/// replaced by `REDACTED`.
+pub fn redact_url(url: &str) -> String {
+    const MASK: &str = "REDACTED";
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    // The user part ends at the last `@`, whatever unescaped characters the
+    // password holds.
+    let mut out = match base.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((user_info, host)) if user_info.contains(':') => {
+                let user = user_info.split_once(':').map_or(user_info, |(u, _)| u);
+                format!("{scheme}://{user}:{MASK}@{host}")
+            }
+            _ => base.to_owned(),
+        },
+        None => base.to_owned(),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.to_ascii_lowercase().contains("password") => {
+                    format!("{k}={MASK}")
+                }
+                _ => p.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
+/// The publisher's tuning flags (the service URL and spool directory are
+/// each command's own flags).
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Publisher")]
+pub struct PublisherArgs {
+    /// Records the publisher's memory queue holds.
+    #[arg(long, env = "REMAUDIT_PUBLISHER_MEMORY_RECORDS", default_value_t = PublisherConfig::default().memory_records)]
+    pub publisher_memory_records: usize,
+    /// Most bytes of spool files.
+    #[arg(long, env = "REMAUDIT_SPOOL_MAX_BYTES", default_value_t = PublisherConfig::default().spool_max_bytes)]
+    pub spool_max_bytes: u64,
+    /// Size at which the spool starts a new segment file, in bytes.
+    #[arg(long, env = "REMAUDIT_SPOOL_SEGMENT_BYTES", default_value_t = PublisherConfig::default().spool_segment_bytes)]
+    pub spool_segment_bytes: u64,
+    /// Milliseconds between fsyncs of the spool.
+    #[arg(long, env = "REMAUDIT_SPOOL_FSYNC_MS", default_value_t = ms(PublisherConfig::default().fsync_interval))]
+    pub spool_fsync_ms: u64,
+    /// Most records in one request (1 to 1000).
+    #[arg(long, env = "REMAUDIT_PUBLISHER_BATCH_RECORDS", default_value_t = PublisherConfig::default().batch_records)]
+    pub publisher_batch_records: usize,
+    /// Most payload bytes in one request.
+    #[arg(long, env = "REMAUDIT_PUBLISHER_BATCH_BYTES", default_value_t = PublisherConfig::default().batch_bytes)]
+    pub publisher_batch_bytes: usize,
+    /// Batches in flight at once.
+    #[arg(long, env = "REMAUDIT_PUBLISHER_MAX_IN_FLIGHT", default_value_t = PublisherConfig::default().max_in_flight)]
+    pub publisher_max_in_flight: usize,
+    /// Milliseconds a partial batch waits for more records.
+    #[arg(long, env = "REMAUDIT_PUBLISHER_LINGER_MS", default_value_t = ms(PublisherConfig::default().linger))]
+    pub publisher_linger_ms: u64,
+    /// Milliseconds one request may take.
+    #[arg(long, env = "REMAUDIT_PUBLISHER_TIMEOUT_MS", default_value_t = ms(PublisherConfig::default().request_timeout))]
+    pub publisher_timeout_ms: u64,
+    /// First retry delay, in milliseconds.
+    #[arg(long, env = "REMAUDIT_PUBLISHER_MIN_BACKOFF_MS", default_value_t = ms(PublisherConfig::default().min_backoff))]
+    pub publisher_min_backoff_ms: u64,
+    /// Longest retry delay, in milliseconds.
+    #[arg(long, env = "REMAUDIT_PUBLISHER_MAX_BACKOFF_MS", default_value_t = ms(PublisherConfig::default().max_backoff))]
+    pub publisher_max_backoff_ms: u64,
+    /// Longest `Retry-After` honoured, in milliseconds.
+    #[arg(long, env = "REMAUDIT_PUBLISHER_MAX_RETRY_AFTER_MS", default_value_t = ms(PublisherConfig::default().max_retry_after))]
+    pub publisher_max_retry_after_ms: u64,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl PublisherArgs {
+    /// Layers these flags over `config`, then brings it into range.
+    pub fn layer(&self, config: &mut PublisherConfig, m: &ArgMatches) {
+        layer!(m, self, {
+            publisher_memory_records => config.memory_records;
+            spool_max_bytes => config.spool_max_bytes;
+            spool_segment_bytes => config.spool_segment_bytes;
+            spool_fsync_ms => config.fsync_interval, via Duration::from_millis;
+            publisher_batch_records => config.batch_records;
+            publisher_batch_bytes => config.batch_bytes;
+            publisher_max_in_flight => config.max_in_flight;
+            publisher_linger_ms => config.linger, via Duration::from_millis;
+            publisher_timeout_ms => config.request_timeout, via Duration::from_millis;
+            publisher_min_backoff_ms => config.min_backoff, via Duration::from_millis;
+            publisher_max_backoff_ms => config.max_backoff, via Duration::from_millis;
+            publisher_max_retry_after_ms => config.max_retry_after, via Duration::from_millis;
+        });
+        *config = config.clone().clamped();
+    }
+
+    /// The publisher settings of the defaults and these flags (commands
+    /// without a settings file).
+    pub fn config(&self, m: &ArgMatches) -> PublisherConfig {
+        let mut config = PublisherConfig::default();
+        self.layer(&mut config, m);
+        config
+    }
+}
+
+/// A count as a flag's `u32`.
+fn narrow(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// A flag's `u32` as a count.
+fn widen(n: u32) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// Connection and request limits of `serve`.
+#[derive(Debug, clap::Args)]
+pub struct ConnectionArgs {
+    /// Seconds a client may take to send a request's headers (also how long an idle connection stays open).
+    #[arg(long, env = "REMAUDIT_HEADER_READ_TIMEOUT_SECS", default_value_t = ServerSettings::default().header_read_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    header_read_timeout_secs: u64,
+    /// Seconds a request body, or the client's reading of an answer, may stall.
+    #[arg(long, env = "REMAUDIT_IDLE_TIMEOUT_SECS", default_value_t = ServerSettings::default().idle_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout_secs: u64,
+    /// Most open connections; more wait in the listen backlog.
+    #[arg(long, env = "REMAUDIT_MAX_CONNECTIONS", default_value_t = narrow(ServerSettings::default().max_connections), value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Most requests handled at once; more are answered 503 with Retry-After.
+    #[arg(long, env = "REMAUDIT_MAX_CONCURRENT_REQUESTS", default_value_t = narrow(ServerSettings::default().max_concurrent_requests), value_parser = clap::value_parser!(u32).range(1..))]
+    max_concurrent_requests: u32,
+    /// Seconds requests in flight may take after SIGTERM before connections are dropped.
+    #[arg(long, env = "REMAUDIT_SHUTDOWN_GRACE_SECS", default_value_t = ServerSettings::default().shutdown_grace.as_secs())]
+    shutdown_grace_secs: u64,
+}
+
+/// The flags of `remaudit serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "REMAUDIT_LISTEN", default_value_t = ServeSettings::default().listen)]
+    listen: SocketAddr,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "REMAUDIT_MAX_BODY_BYTES", default_value_t = ServerSettings::default().max_body_bytes)]
+    max_body_bytes: usize,
+    /// Most records in one batch.
+    #[arg(long, env = "REMAUDIT_MAX_BATCH_RECORDS", default_value_t = ServerSettings::default().max_batch_records)]
+    max_batch_records: usize,
+    /// Seconds a request may take before it is answered 503.
+    #[arg(long, env = "REMAUDIT_REQUEST_TIMEOUT_SECS", default_value_t = ServerSettings::default().request_timeout.as_secs())]
+    request_timeout_secs: u64,
+    /// Most timeline events one remediation may have; records past it are refused (422).
+    #[arg(long, env = "REMAUDIT_MAX_EVENTS_PER_REMEDIATION", default_value_t = ServerSettings::default().max_events_per_remediation, value_parser = clap::value_parser!(u32).range(1..))]
+    max_events_per_remediation: u32,
+    /// Seconds PostgreSQL lets one listing or analytics statement run before
+    /// cancelling it (answered 503 `query-timeout`); default 2 s less than the
+    /// request timeout, 0 for no limit.
+    #[arg(long, env = "REMAUDIT_ANALYTICS_STATEMENT_TIMEOUT_SECS")]
+    analytics_statement_timeout_secs: Option<u64>,
+    #[command(flatten)]
+    limits: ConnectionArgs,
+    #[command(flatten)]
+    retention: PolicyArgs,
+    /// Seconds between retention runs (one also runs at start-up); 0 turns the job off.
+    #[arg(long, env = "REMAUDIT_RETENTION_INTERVAL_SECS", default_value_t = RetentionSettings::default().interval_secs)]
+    retention_interval_secs: u64,
+}
+
+/// Everything `remaudit serve` runs with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeSettings {
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Seconds a listing or analytics statement may run on PostgreSQL; unset
+    /// for 2 s under the request timeout, 0 for no limit.
+    pub analytics_statement_timeout_secs: Option<u64>,
+    /// The database.
+    pub database: DatabaseSettings,
+    /// Limits and timeouts of the HTTP service.
+    pub server: ServerSettings,
+    /// The retention policy and job.
+    pub retention: RetentionSettings,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::default(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8085)),
+            analytics_statement_timeout_secs: None,
+            database: DatabaseSettings::default(),
+            server: ServerSettings::default(),
+            retention: RetentionSettings::default(),
+        }
+    }
+}
+
+impl ServeSettings {
+    /// Defaults, then `file`, then the environment and flags in `m`.
+    ///
+    /// # Errors
+    /// An unreadable or invalid file, or a value out of range.
+    pub fn load(args: &ServeArgs, m: &ArgMatches, file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut s: Self = read_file(file)?;
+        layer!(m, args, {
+            listen => s.listen;
+            max_body_bytes => s.server.max_body_bytes;
+            max_batch_records => s.server.max_batch_records;
+            request_timeout_secs => s.server.request_timeout, via Duration::from_secs;
+            max_events_per_remediation => s.server.max_events_per_remediation;
+            analytics_statement_timeout_secs => s.analytics_statement_timeout_secs;
+            retention_interval_secs => s.retention.interval_secs;
+        });
+        layer!(m, args.limits, {
+            header_read_timeout_secs => s.server.header_read_timeout, via Duration::from_secs;
+            idle_timeout_secs => s.server.idle_timeout, via Duration::from_secs;
+            max_connections => s.server.max_connections, via widen;
+            max_concurrent_requests => s.server.max_concurrent_requests, via widen;
+            shutdown_grace_secs => s.server.shutdown_grace, via Duration::from_secs;
+        });
+        if let Some(format) = explicit::<LogFormat>(m, "log_format")? {
+            s.log_format = format;
+        }
+        s.database.layer(&args.database, m);
+        s.retention.layer(m)?;
+        s.check()?;
+        Ok(s)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        self.database.check()?;
+        self.retention.check()?;
+        let server = &self.server;
+        at_least(
+            "server.header_read_timeout_secs",
+            server.header_read_timeout.as_secs(),
+            1,
+        )?;
+        at_least("server.idle_timeout_secs", server.idle_timeout.as_secs(), 1)?;
+        at_least("server.max_connections", server.max_connections, 1)?;
+        at_least(
+            "server.max_concurrent_requests",
+            server.max_concurrent_requests,
+            1,
+        )?;
+        at_least(
+            "server.max_events_per_remediation",
+            server.max_events_per_remediation,
+            1,
+        )
+    }
+
+    /// The store's pool: the database's, with the read statement timeout.
+    pub fn pool(&self) -> PoolSettings {
+        let mut pool = self.database.pool();
+        pool.read_statement_timeout =
+            match self.analytics_statement_timeout_secs.unwrap_or_else(|| {
+                self.server
+                    .request_timeout
+                    .as_secs()
+                    .saturating_sub(2)
+                    .max(1)
+            }) {
+                0 => None,
+                secs => Some(Duration::from_secs(secs)),
+            };
+        pool
+    }
+
+    /// The service's settings; a record older than the retention age that
+    /// would start a new remediation is refused (retention would archive it
+    /// at once).
+    pub fn server(&self) -> ServerSettings {
+        ServerSettings {
+            refuse_new_older_than: Some(self.retention.policy().age),
+            ..self.server.clone()
+        }
+    }
+}
+
+/// The retention policy, and the job `serve` runs: the `[retention]` table
+/// of `serve`'s settings file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Days a finished remediation is kept (1 to 36,500).
+    pub days: u32,
+    /// Let remediations that never finished expire too.
+    pub include_unfinished: bool,
+    /// Most rows one row-wise archive batch moves (1 to 1,000,000).
+    pub batch_rows: u32,
+    /// On PostgreSQL, also move due rows of weeks not yet wholly due.
+    pub exact: bool,
+    /// Where archive files go; unset for beside the database.
+    pub archive_url: Option<String>,
+    /// Seconds between runs; 0 turns the job off.
+    pub interval_secs: u64,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        let job = remaudit_retention::Settings::default();
+        Self {
+            days: 90,
+            include_unfinished: false,
+            batch_rows: job.batch_rows,
+            exact: job.exact,
+            archive_url: None,
+            interval_secs: job.interval.as_secs(),
+        }
+    }
+}
+
+impl RetentionSettings {
+    /// Layers the retention flags (`retention::PolicyArgs`, read by id).
+    fn layer(&mut self, m: &ArgMatches) -> anyhow::Result<()> {
+        if let Some(v) = explicit(m, "retention_days")? {
+            self.days = v;
+        }
+        if let Some(v) = explicit(m, "retention_include_unfinished")? {
+            self.include_unfinished = v;
+        }
+        if let Some(v) = explicit(m, "retention_batch_rows")? {
+            self.batch_rows = v;
+        }
+        if let Some(v) = explicit(m, "retention_exact")? {
+            self.exact = v;
+        }
+        if let Some(v) = explicit::<String>(m, "archive_url")? {
+            self.archive_url = Some(v);
+        }
+        Ok(())
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        ensure!(
+            (1..=36_500).contains(&self.days),
+            "setting retention.days = {} must be from 1 to 36500",
+            self.days
+        );
+        ensure!(
+            (1..=1_000_000).contains(&self.batch_rows),
+            "setting retention.batch_rows = {} must be from 1 to 1000000",
+            self.batch_rows
+        );
+        Ok(())
+    }
+
+    /// The store's policy.
+    pub fn policy(&self) -> RetentionPolicy {
+        RetentionPolicy {
+            age: TimeDelta::days(i64::from(self.days)),
+            terminal_only: !self.include_unfinished,
+        }
+    }
+
+    /// The job's settings.
+    pub fn job(&self) -> remaudit_retention::Settings {
+        remaudit_retention::Settings {
+            policy: self.policy(),
+            interval: Duration::from_secs(self.interval_secs),
+            batch_rows: self.batch_rows,
+            exact: self.exact,
+            ..remaudit_retention::Settings::default()
+        }
+    }
+
+    /// Opens the archive, the default one for `database_url` when none is set.
+    ///
+    /// # Errors
+    /// An archive URL that cannot be opened.
+    pub fn archive(&self, database_url: &str) -> anyhow::Result<Archive> {
+        let url = self
+            .archive_url
+            .clone()
+            .unwrap_or_else(|| Archive::default_url(database_url));
+        let crash = remaudit_retention::crash_step_from_env()?;
+        Ok(Archive::open(&url)?.crash_at(crash))
+    }
+}
+
+/// The flags of `remaudit migrate`.
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+}
+
+/// Everything `remaudit migrate` runs with.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MigrateSettings {
+    /// Log format.
+    pub log_format: LogFormat,
+    /// The database.
+    pub database: DatabaseSettings,
+}
+
+impl MigrateSettings {
+    /// Defaults, then `file`, then the environment and flags in `m`.
+    ///
+    /// # Errors
+    /// An unreadable or invalid file, or a value out of range.
+    pub fn load(args: &MigrateArgs, m: &ArgMatches, file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut s: Self = read_file(file)?;
+        if let Some(format) = explicit::<LogFormat>(m, "log_format")? {
+            s.log_format = format;
+        }
+        s.database.layer(&args.database, m);
+        s.database.check()?;
+        Ok(s)
+    }
+}
+
+/// The log format given by a flag or `REMAUDIT_LOG_FORMAT`, if any.
+///
+/// # Errors
+/// Never in practice: `log_format` is a global argument of this type.
+pub fn given_log_format(m: &ArgMatches) -> anyhow::Result<Option<LogFormat>> {
+    explicit(m, "log_format")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+
+    use super::*;
+    use crate::{Cli, Command, innermost};
+
+    /// Parses `argv` and loads the settings of its command, without a file.
+    fn settings_of(argv: &[&str]) -> String {
+        let m = Cli::command()
+            .try_get_matches_from(argv)
+            .expect("the flags parse");
+        let cli = Cli::from_arg_matches(&m).expect("the flags parse");
+        let given = innermost(&m);
+        let text = match cli.command {
+            Command::Serve(args) => {
+                toml::to_string(&ServeSettings::load(&args, given, None).expect("settings"))
+            }
+            Command::Publish(args) => toml::to_string(
+                &crate::publish::PublishSettings::load(&args, given, None).expect("settings"),
+            ),
+            Command::Controller(args) => toml::to_string(
+                &crate::controller::ControllerSettings::load(&args, given, None).expect("settings"),
+            ),
+            other => panic!("no settings for {other:?}"),
+        };
+        text.expect("TOML")
+    }
+
+    #[test]
+    fn every_serve_flag_reaches_its_setting() {
+        let text = settings_of(&[
+            "remaudit",
+            "--log-format",
+            "json",
+            "serve",
+            "--listen",
+            "0.0.0.0:1",
+            "--database-url",
+            "postgres://u:pw@db/x",
+            "--db-max-connections",
+            "11",
+            "--db-acquire-timeout-secs",
+            "4",
+            "--db-read-max-connections",
+            "5",
+            "--max-body-bytes",
+            "12",
+            "--max-batch-records",
+            "13",
+            "--request-timeout-secs",
+            "14",
+            "--max-events-per-remediation",
+            "15",
+            "--analytics-statement-timeout-secs",
+            "16",
+            "--header-read-timeout-secs",
+            "17",
+            "--idle-timeout-secs",
+            "18",
+            "--max-connections",
+            "19",
+            "--max-concurrent-requests",
+            "20",
+            "--shutdown-grace-secs",
+            "21",
+            "--retention-days",
+            "22",
+            "--retention-include-unfinished",
+            "--retention-batch-rows",
+            "23",
+            "--retention-exact",
+            "--archive-url",
+            "file:///a",
+            "--retention-interval-secs",
+            "24",
+        ]);
+        let expected = r#"log_format = "json"
+listen = "0.0.0.0:1"
+analytics_statement_timeout_secs = 16
+
+[database]
+url = "postgres://u:REDACTED@db/x"
+max_connections = 11
+acquire_timeout_secs = 4
+read_max_connections = 5
+
+[server]
+max_body_bytes = 12
+max_batch_records = 13
+request_timeout_secs = 14
+header_read_timeout_secs = 17
+idle_timeout_secs = 18
+max_connections = 19
+max_concurrent_requests = 20
+shutdown_grace_secs = 21
+max_events_per_remediation = 15
+
+[retention]
+days = 22
+include_unfinished = true
+batch_rows = 23
+exact = true
+archive_url = "file:///a"
+interval_secs = 24
+"#;
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn every_publisher_flag_reaches_its_setting() {
+        let publisher = [
+            "--url",
+            "http://svc:1",
+            "--spool-dir",
+            "/s",
+            "--publisher-memory-records",
+            "2",
+            "--spool-max-bytes",
+            "3",
+            "--spool-segment-bytes",
+            "4",
+            "--spool-fsync-ms",
+            "5",
+            "--publisher-batch-records",
+            "6",
+            "--publisher-batch-bytes",
+            "7",
+            "--publisher-max-in-flight",
+            "8",
+            "--publisher-linger-ms",
+            "9",
+            "--publisher-timeout-ms",
+            "10",
+            "--publisher-min-backoff-ms",
+            "11",
+            "--publisher-max-backoff-ms",
+            "12",
+            "--publisher-max-retry-after-ms",
+            "13",
+        ];
+        let table = r#"[publisher]
+url = "http://svc:1"
+spool_dir = "/s"
+memory_records = 2
+spool_max_bytes = 3
+spool_segment_bytes = 4
+spool_fsync_ms = 5
+batch_records = 6
+batch_bytes = 7
+max_in_flight = 8
+linger_ms = 9
+timeout_ms = 10
+min_backoff_ms = 11
+max_backoff_ms = 12
+max_retry_after_ms = 13
+"#;
+        let mut argv = vec!["remaudit", "publish", "--deadline", "1"];
+        argv.extend(publisher);
+        assert_eq!(
+            settings_of(&argv),
+            format!("log_format = \"text\"\ndeadline_secs = 1\n\n{table}")
+        );
+        let mut argv = vec![
+            "remaudit",
+            "controller",
+            "--namespace",
+            "n",
+            "--lease-name",
+            "l",
+            "--lease-namespace",
+            "ln",
+            "--metrics-listen",
+            "127.0.0.1:1",
+            "--flush-secs",
+            "3",
+        ];
+        argv.extend(publisher);
+        assert_eq!(
+            settings_of(&argv),
+            format!(
+                "log_format = \"text\"\nnamespace = \"n\"\nlease_name = \"l\"\nlease_namespace = \"ln\"\nmetrics_listen = \"127.0.0.1:1\"\nflush_secs = 3\n\n{table}"
+            )
+        );
+    }
+
+    #[test]
+    fn the_flags_show_the_defaults_the_settings_start_from() {
+        // The retention flags belong to `retention.rs`; their clap defaults
+        // must be the settings' defaults.
+        let m = Cli::command()
+            .try_get_matches_from(["remaudit", "serve"])
+            .expect("parses");
+        let given = innermost(&m);
+        let retention = RetentionSettings::default();
+        assert_eq!(
+            given.get_one::<u32>("retention_days"),
+            Some(&retention.days)
+        );
+        assert_eq!(
+            given.get_one::<u32>("retention_batch_rows"),
+            Some(&retention.batch_rows)
+        );
+    }
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        for (url, shown) in [
+            (
+                "postgres://remaudit:hunter2@db:5432/remaudit",
+                "postgres://remaudit:REDACTED@db:5432/remaudit",
+            ),
+            (
+                "postgres://u:p%40ss@db/x?sslmode=require&password=hunter2",
+                "postgres://u:REDACTED@db/x?sslmode=require&password=REDACTED",
+            ),
+            (
+                "postgres://remaudit@db/remaudit",
+                "postgres://remaudit@db/remaudit",
+            ),
+            ("sqlite://remaudit.db", "sqlite://remaudit.db"),
+            ("postgres://a:b@c@db/x", "postgres://a:REDACTED@db/x"),
+            ("postgres://a:b/c@db/x", "postgres://a:REDACTED@db/x"),
+        ] {
+            assert_eq!(redact_url(url), shown);
+        }
+    }
+
+    #[test]
+    fn debug_never_prints_the_database_url() {
+        let db = DatabaseSettings {
+            url: SecretString::from("postgres://u:hunter2@db/x"),
+            ..DatabaseSettings::default()
+        };
+        assert!(!format!("{db:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,33 @@
+//! The process's one metrics recorder. Libraries only emit (`metrics::counter!`
+//! and friends); the binary installs the Prometheus recorder here, once, before
+//! anything records, and hands its handle to whatever serves `/metrics`.
+
+use anyhow::Context as _;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use remaudit_client::metrics::{PUBLISH_DURATION, PUBLISH_DURATION_BUCKETS};
+use remaudit_server::telemetry::{HTTP_DURATION, HTTP_DURATION_BUCKETS};
+
+/// Installs the Prometheus recorder as the process's global recorder, with the
+/// buckets of the service's request histogram and of the publisher's request
+/// histogram (every other histogram keeps the exporter's default), and
+/// describes the service's metrics. Call it once, at start-up.
+///
+/// # Errors
+/// When a recorder is already installed.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(HTTP_DURATION.to_owned()),
+            &HTTP_DURATION_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(PUBLISH_DURATION.to_owned()),
+            &PUBLISH_DURATION_BUCKETS,
+        )?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder)
+        .context("a metrics recorder is already installed in this process")?;
+    remaudit_server::telemetry::describe();
+    Ok(handle)
+}

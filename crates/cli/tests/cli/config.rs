@@ -1,0 +1,231 @@
+//! Settings as an operator layers them: defaults, a TOML file, the
+//! environment, flags; `remaudit config print` shows the result.
+
+use std::path::Path;
+
+use crate::helpers::remaudit;
+
+/// Writes `text` as a settings file in `dir`.
+fn settings_file(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("remaudit.toml");
+    std::fs::write(&path, text).expect("write settings");
+    path
+}
+
+/// `remaudit config print ARGS...` with `env`; its standard output and error, and whether it succeeded.
+fn print(args: &[&str], env: &[(&str, &str)]) -> (String, String, bool) {
+    let mut cmd = remaudit();
+    cmd.args(["config", "print"]).args(args);
+    for var in [
+        "REMAUDIT_MAX_BODY_BYTES",
+        "REMAUDIT_MAX_BATCH_RECORDS",
+        "REMAUDIT_REQUEST_TIMEOUT_SECS",
+        "REMAUDIT_RETENTION_DAYS",
+        "REMAUDIT_PUBLISHER_LINGER_MS",
+        "REMAUDIT_LOG_FORMAT",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run");
+    (
+        String::from_utf8(out.stdout).expect("utf-8"),
+        String::from_utf8(out.stderr).expect("utf-8"),
+        out.status.success(),
+    )
+}
+
+fn value(settings: &toml::Table, path: &str) -> toml::Value {
+    let mut at = toml::Value::Table(settings.clone());
+    for key in path.split('.') {
+        at = at
+            .get(key)
+            .unwrap_or_else(|| panic!("no {path} in {settings}"))
+            .clone();
+    }
+    at
+}
+
+#[test]
+fn defaults_then_file_then_environment_then_flags() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = settings_file(
+        dir.path(),
+        r#"
+listen = "127.0.0.1:9999"
+[server]
+max_body_bytes = 1000
+max_batch_records = 10
+request_timeout_secs = 7
+[retention]
+days = 30
+"#,
+    );
+    let file = file.to_str().expect("path");
+    let (out, err, ok) = print(
+        &[
+            "--config",
+            file,
+            "serve",
+            "--max-batch-records",
+            "30",
+            "--retention-days",
+            "7",
+        ],
+        &[
+            ("REMAUDIT_MAX_BODY_BYTES", "2000"),
+            ("REMAUDIT_MAX_BATCH_RECORDS", "20"),
+        ],
+    );
+    assert!(ok, "{err}");
+    let settings: toml::Table = toml::from_str(&out).expect("config print writes TOML");
+    // Only the file: its value.
+    assert_eq!(value(&settings, "listen").as_str(), Some("127.0.0.1:9999"));
+    assert_eq!(
+        value(&settings, "server.request_timeout_secs").as_integer(),
+        Some(7)
+    );
+    // File and environment: the environment's.
+    assert_eq!(
+        value(&settings, "server.max_body_bytes").as_integer(),
+        Some(2000)
+    );
+    // File, environment and flag: the flag's.
+    assert_eq!(
+        value(&settings, "server.max_batch_records").as_integer(),
+        Some(30)
+    );
+    assert_eq!(value(&settings, "retention.days").as_integer(), Some(7));
+    // Nothing: the default.
+    assert_eq!(
+        value(&settings, "server.max_connections").as_integer(),
+        Some(1024)
+    );
+    assert_eq!(
+        value(&settings, "database.url").as_str(),
+        Some("sqlite://remaudit.db")
+    );
+
+    // What config print writes is a settings file that gives the same settings.
+    let again = settings_file(dir.path(), &out);
+    let (out2, err, ok) = print(&["--config", again.to_str().expect("path"), "serve"], &[]);
+    assert!(ok, "{err}");
+    assert_eq!(out2, out);
+}
+
+#[test]
+fn the_settings_file_also_comes_from_the_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = settings_file(
+        dir.path(),
+        "deadline_secs = 12\n[publisher]\nlinger_ms = 7\nspool_dir = \"/var/spool/remaudit\"\n",
+    );
+    let (out, err, ok) = print(
+        &["publish"],
+        &[
+            ("REMAUDIT_CONFIG", file.to_str().expect("path")),
+            ("REMAUDIT_PUBLISHER_LINGER_MS", "9"),
+        ],
+    );
+    assert!(ok, "{err}");
+    let settings: toml::Table = toml::from_str(&out).expect("TOML");
+    assert_eq!(value(&settings, "deadline_secs").as_integer(), Some(12));
+    assert_eq!(
+        value(&settings, "publisher.linger_ms").as_integer(),
+        Some(9)
+    );
+    assert_eq!(
+        value(&settings, "publisher.spool_dir").as_str(),
+        Some("/var/spool/remaudit")
+    );
+    assert_eq!(
+        value(&settings, "publisher.url").as_str(),
+        Some("http://127.0.0.1:8085")
+    );
+}
+
+#[test]
+fn an_unknown_key_is_refused_naming_the_key_and_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = settings_file(dir.path(), "[server]\nmax_body_byte = 10\n");
+    let file = file.to_str().expect("path");
+    for args in [
+        vec!["config", "print", "--config", file, "serve"],
+        vec!["serve", "--config", file],
+    ] {
+        let out = remaudit().args(&args).output().expect("run");
+        assert!(!out.status.success(), "{args:?} accepted an unknown key");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("max_body_byte"), "{err}");
+        assert!(err.contains(file), "{err}");
+    }
+}
+
+#[test]
+fn a_value_a_flag_would_refuse_is_refused_from_the_file_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = settings_file(dir.path(), "[server]\nmax_connections = 0\n");
+    let (_, err, ok) = print(&["--config", file.to_str().expect("path"), "serve"], &[]);
+    assert!(!ok);
+    assert!(err.contains("server.max_connections"), "{err}");
+}
+
+#[test]
+fn config_print_never_shows_the_database_password() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = settings_file(
+        dir.path(),
+        "[database]\nurl = \"postgres://remaudit:from-the-file@db:5432/remaudit\"\n",
+    );
+    let file = file.to_str().expect("path");
+    for (args, env) in [
+        (vec!["--config", file, "serve"], vec![]),
+        (vec!["--config", file, "migrate"], vec![]),
+        (
+            vec!["serve"],
+            vec![(
+                "REMAUDIT_DATABASE_URL",
+                "postgres://remaudit:from-the-file@db/remaudit?password=from-the-file",
+            )],
+        ),
+        (
+            vec![
+                "serve",
+                "--database-url",
+                "postgres://remaudit:from-the-file@db/remaudit",
+            ],
+            vec![],
+        ),
+    ] {
+        let (out, err, ok) = print(&args, &env);
+        assert!(ok, "{err}");
+        assert!(!out.contains("from-the-file"), "{out}");
+        assert!(out.contains("postgres://remaudit:REDACTED@db"), "{out}");
+    }
+}
+
+#[test]
+fn every_command_with_settings_prints_them() {
+    for command in ["serve", "migrate", "publish", "controller"] {
+        let (out, err, ok) = print(&[command], &[]);
+        assert!(ok, "{command}: {err}");
+        let _: toml::Table = toml::from_str(&out).expect("TOML");
+        assert!(out.contains("log_format = \"text\""), "{command}: {out}");
+    }
+}
+
+#[test]
+fn config_is_refused_by_commands_without_settings() {
+    let out = remaudit()
+        .args(["crdgen", "--config", "/nonexistent.toml"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("read a settings file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
