@@ -63,7 +63,7 @@ use remaudit_model::analytics::{
 use remaudit_server::{AppState, ServerSettings};
 use remaudit_store::{PgStore, PoolSettings, Store as _};
 use remaudit_testkit::bench::{self, BenchDb, Job, expect_eq, knob, sized_knob};
-use remaudit_testkit::text_rows;
+use remaudit_testkit::{design_sql, text_rows};
 use sqlx::{AssertSqlSafe, Connection as _, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
@@ -301,87 +301,27 @@ impl Question {
     /// replaced by the window's, or, for a range, its condition on
     /// `created_at` by one on `start_time` (which the endpoints filter on).
     fn design_sql(self, scope: &Scope, period: &Period) -> String {
-        let and_namespace = scope
-            .namespace
-            .as_ref()
-            .map_or_else(String::new, |ns| format!("\n  AND namespace = '{ns}'"));
-        let when = period.condition();
-        // The post-mortem query has no period in the design: a range (the
-        // checks') still applies, as it does to the endpoint.
-        let and_when = match period {
-            Period::Last { .. } => String::new(),
-            Period::Range { .. } => format!("\n  AND {when}"),
+        let query = match self {
+            Self::Postmortem => {
+                design_sql::with_fingerprint(design_sql::POSTMORTEM, &scope.fingerprint)
+            }
+            Self::SuccessRate => design_sql::SUCCESS_RATE.to_owned(),
+            Self::Series => design_sql::success_rate_by_day(design_sql::SUCCESS_RATE),
+            Self::Durations => design_sql::DURATIONS.to_owned(),
+            Self::Slowest => design_sql::SLOWEST.to_owned(),
+            Self::Failures => design_sql::FAILURES.to_owned(),
+            Self::Retries => design_sql::RETRIES.to_owned(),
         };
-        match self {
-            Self::Postmortem => format!(
-                "SELECT remediation_name, overall_phase, start_time, completion_time,
-    EXTRACT(EPOCH FROM (completion_time - start_time)) as duration_seconds,
-    failure_phase, failure_reason
-FROM remediation_audit
-WHERE alert_fingerprint = '{}'{and_namespace}{and_when}
-ORDER BY start_time DESC
-LIMIT 10",
-                scope.fingerprint
-            ),
-            Self::SuccessRate => format!(
-                "SELECT overall_phase, COUNT(*) as total,
-    COUNT(CASE WHEN overall_phase = 'completed' THEN 1 END) as successful,
-    COUNT(CASE WHEN overall_phase = 'failed' THEN 1 END) as failed,
-    ROUND(100.0 * COUNT(CASE WHEN overall_phase = 'completed' THEN 1 END) / COUNT(*), 2) as success_rate_pct
-FROM remediation_audit
-WHERE {when}{and_namespace}
-GROUP BY overall_phase"
-            ),
-            Self::Series => format!(
-                "SELECT date_trunc('day', created_at) AS day, overall_phase, COUNT(*) as total,
-    COUNT(CASE WHEN overall_phase = 'completed' THEN 1 END) as successful,
-    COUNT(CASE WHEN overall_phase = 'failed' THEN 1 END) as failed,
-    ROUND(100.0 * COUNT(CASE WHEN overall_phase = 'completed' THEN 1 END) / COUNT(*), 2) as success_rate_pct
-FROM remediation_audit
-WHERE {when}{and_namespace}
-GROUP BY 1, overall_phase
-ORDER BY 1"
-            ),
-            Self::Durations => format!(
-                "SELECT overall_phase, COUNT(*) as total_remediations,
-    AVG(EXTRACT(EPOCH FROM (completion_time - start_time))) as avg_duration_seconds,
-    PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM (completion_time - start_time))) as p50_duration,
-    PERCENTILE_CONT(0.95) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM (completion_time - start_time))) as p95_duration
-FROM remediation_audit
-WHERE completion_time IS NOT NULL
-  AND {when}{and_namespace}
-GROUP BY overall_phase"
-            ),
-            Self::Slowest => format!(
-                "SELECT remediation_name, alert_fingerprint, overall_phase, start_time, completion_time,
-    EXTRACT(EPOCH FROM (completion_time - start_time)) as duration_seconds,
-    service_crd_statuses
-FROM remediation_audit
-WHERE completion_time IS NOT NULL
-  AND {when}{and_namespace}
-ORDER BY duration_seconds DESC
-LIMIT 20"
-            ),
-            Self::Failures => format!(
-                "SELECT failure_phase, COUNT(*) as failure_count,
-    COUNT(DISTINCT alert_fingerprint) as unique_alerts_affected,
-    ARRAY_AGG(DISTINCT substring(failure_reason, 1, 100)) as sample_reasons
-FROM remediation_audit
-WHERE failure_phase IS NOT NULL
-  AND {when}{and_namespace}
-GROUP BY failure_phase
-ORDER BY failure_count DESC"
-            ),
-            Self::Retries => format!(
-                "SELECT alert_fingerprint, COUNT(*) as retry_count, MAX(created_at) as last_attempt,
-    ARRAY_AGG(overall_phase ORDER BY created_at) as phase_progression,
-    BOOL_OR(overall_phase = 'completed') as eventually_successful
-FROM remediation_audit
-WHERE {when}{and_namespace}
-GROUP BY alert_fingerprint
-HAVING COUNT(*) > 1
-ORDER BY retry_count DESC"
-            ),
+        // The post-mortem query has no period in the design: a window leaves
+        // it as written, a range (the checks') still applies, as it does to
+        // the endpoint.
+        let query = match period {
+            Period::Last { interval, .. } => design_sql::with_interval(&query, interval),
+            Period::Range { .. } => design_sql::with_period(&query, &period.condition()),
+        };
+        match &scope.namespace {
+            Some(ns) => design_sql::with_namespace(&query, ns),
+            None => query,
         }
     }
 }
