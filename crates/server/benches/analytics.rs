@@ -61,7 +61,7 @@ use remaudit_model::analytics::{
     DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport,
 };
 use remaudit_server::{AppState, ServerSettings};
-use remaudit_store::{PgStore, PoolSettings, Store as _};
+use remaudit_store::Store as _;
 use remaudit_testkit::bench::{self, BenchDb, Job, expect_eq, knob, sized_knob};
 use remaudit_testkit::{design_sql, text_rows};
 use sqlx::{AssertSqlSafe, Connection as _, PgConnection, PgPool};
@@ -81,7 +81,6 @@ const SCOPED_NAMESPACE: &str = "team-01";
 
 /// What to run, from the command line and the environment.
 struct Options {
-    smoke: bool,
     check: bool,
     reuse: bool,
     drop: bool,
@@ -106,10 +105,8 @@ impl Options {
     fn parse() -> anyhow::Result<Self> {
         let smoke = bench::smoke();
         let mut options = Self {
-            smoke,
             check: smoke,
-            reuse: !smoke
-                && std::env::var("REMAUDIT_BENCH_REUSE").is_ok_and(|v| v == "1" || v == "true"),
+            reuse: bench::reuse(),
             drop: smoke,
             sql_only: false,
             load_only: false,
@@ -120,14 +117,7 @@ impl Options {
                 vec!["7d".to_owned(), "90d".to_owned()]
             },
             questions: Question::ALL.to_vec(),
-            database: std::env::var("BENCH_DATABASE").unwrap_or_else(|_| {
-                if smoke {
-                    "remaudit_bench_smoke_analytics"
-                } else {
-                    "remaudit_bench_analytics"
-                }
-                .to_owned()
-            }),
+            database: bench::database_name("analytics"),
             days: sized_knob("BENCH_DAYS", 90, 8).max(1),
             per_day: sized_knob("BENCH_PER_DAY", 110_000, 500).max(1),
             requests: sized_knob("BENCH_REQUESTS", 50, 1).max(1),
@@ -383,7 +373,8 @@ struct Timing {
 }
 
 impl Timing {
-    fn percentile_ms(&self, p: f64) -> f64 {
+    /// Milliseconds of the `p` quantile of the calls.
+    fn ms(&self, p: f64) -> f64 {
         bench::percentile_ms(&self.latencies, p)
     }
 }
@@ -427,8 +418,8 @@ fn cell(timing: Option<&anyhow::Result<Timing>>) -> String {
         Some(Err(_)) => format!("{:>22}", "error"),
         Some(Ok(t)) => format!(
             "{:>9.1} {:>8.1} {:>3}",
-            t.percentile_ms(0.5),
-            t.percentile_ms(0.95),
+            t.ms(0.5),
+            t.ms(0.95),
             t.latencies.len()
         ),
     }
@@ -437,7 +428,7 @@ fn cell(timing: Option<&anyhow::Result<Timing>>) -> String {
 fn ratio(raw: &anyhow::Result<Timing>, ours: Option<&anyhow::Result<Timing>>) -> String {
     match (raw, ours) {
         (Ok(raw), Some(Ok(ours))) => {
-            let r = raw.percentile_ms(0.5) / ours.percentile_ms(0.5);
+            let r = raw.ms(0.5) / ours.ms(0.5);
             if r < 0.1 {
                 format!("{r:>9.4}")
             } else {
@@ -514,16 +505,7 @@ async fn recorded_load(url: &str) -> anyhow::Result<Option<Loaded>> {
 /// indexes and constraints again, the rollups; records the load in
 /// [`LOAD_TABLE`] and returns the seconds it took (without the migrations).
 async fn load(db: &BenchDb, options: &Options, data_end: DateTime<Utc>) -> anyhow::Result<f64> {
-    let t = Instant::now();
-    PgStore::connect(&db.url, PoolSettings::default())
-        .await?
-        .close()
-        .await;
-    println!(
-        "  {:<28} {:>8.1} s",
-        "migrations",
-        t.elapsed().as_secs_f64()
-    );
+    db.migrate().await?;
     let started = Instant::now();
     let knobs = format!(
         "SET remaudit.bench_now = '{}'; SET remaudit.bench_days = '{}'; SET remaudit.bench_per_day = '{}';",
@@ -546,11 +528,13 @@ async fn load(db: &BenchDb, options: &Options, data_end: DateTime<Utc>) -> anyho
     let created =
         bench::ensure_partitions(conn, origin, data_end + chrono::Duration::seconds(1)).await?;
     let saved = bench::drop_indexes(conn, &["remediation_audit"]).await?;
-    println!(
-        "  {:<28} {:>8.1} s  ({created} partitions created, {} indexes dropped)",
+    bench::print_step(
         "prepare",
         started.elapsed().as_secs_f64(),
-        saved.len()
+        &format!(
+            "  ({created} partitions created, {} indexes dropped)",
+            saved.len()
+        ),
     );
     // A week of days per job, each job on its own connection: the rows of a
     // partition are written in start_time order (only the partitions a
@@ -647,17 +631,10 @@ async fn prepare(options: &Options) -> anyhow::Result<BenchDb> {
                 );
             }
             let t = Instant::now();
-            match PgStore::connect(&db.url, PoolSettings::default()).await {
-                Ok(store) => {
-                    store.close().await;
-                    println!("  migrations checked in {:.1} s", t.elapsed().as_secs_f64());
-                    return Ok(db);
-                }
-                // A migration changed since the load: load again.
-                Err(e @ remaudit_store::StoreError::Schema(_)) => {
-                    println!("  the schema changed since the load ({e}): loading it afresh");
-                }
-                Err(e) => return Err(e.into()),
+            // A migration changed since the load: load again.
+            if db.schema_current().await? {
+                println!("  migrations checked in {:.1} s", t.elapsed().as_secs_f64());
+                return Ok(db);
             }
         } else {
             println!(
@@ -1010,12 +987,7 @@ async fn check_scope(targets: &Targets, scope: &Scope, days: usize) -> anyhow::R
 #[allow(clippy::too_many_lines)]
 async fn run() -> anyhow::Result<()> {
     let options = Options::parse()?;
-    if options.smoke {
-        println!(
-            "smoke run: {} days x {} remediations, correctness only (no figure here means anything)",
-            options.days, options.per_day
-        );
-    }
+    bench::print_smoke_load(options.days, options.per_day);
     let db = prepare(&options).await?;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
@@ -1031,16 +1003,7 @@ async fn run() -> anyhow::Result<()> {
         return bench::verdict("bench-analytics");
     }
 
-    let store = Arc::new(
-        PgStore::connect(
-            &db.url,
-            PoolSettings {
-                max_connections: 10,
-                ..PoolSettings::default()
-            },
-        )
-        .await?,
-    );
+    let store = Arc::new(bench::pg_store(&db.url, bench::StoreOptions::default()).await?);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let shutdown = CancellationToken::new();
@@ -1088,8 +1051,8 @@ async fn run() -> anyhow::Result<()> {
                     Ok(t) => println!(
                         "  {:<13} {window:>4} {scope_name:<8} {what:<6} p50 {:>9.1} ms  p95 {:>9.1} ms  n {:>2}  ({} {})",
                         question.name(),
-                        t.percentile_ms(0.5),
-                        t.percentile_ms(0.95),
+                        t.ms(0.5),
+                        t.ms(0.95),
                         t.latencies.len(),
                         t.size,
                         if what == "raw" { "rows" } else { "bytes" }
@@ -1157,8 +1120,5 @@ async fn run() -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run())
+    bench::block_on(run())
 }
