@@ -62,6 +62,8 @@
 //! the job measured), `lookups.rs` (e), `steps.rs` (a to d), `ingest.rs`
 //! (f) and `report.rs` (the summary and the final checks).
 
+// A bench target's modules would resolve beside it, in benches/ (where each
+// file is a bench of its own): each names its file in retire/.
 #[path = "retire/ingest.rs"]
 mod ingest;
 #[path = "retire/load.rs"]

@@ -49,7 +49,7 @@ pub(crate) fn print_lookups(lines: &[LookupLine]) {
 
 /// The plan of one lookup: its shape, partitions scanned, buffers, times.
 fn plan_summary(explain: &Value) -> String {
-    pub(crate) fn walk(node: &Value, scans: &mut usize, types: &mut Vec<String>, depth: usize) {
+    fn walk(node: &Value, scans: &mut usize, types: &mut Vec<String>, depth: usize) {
         let kind = node["Node Type"].as_str().unwrap_or("?");
         if kind.contains("Scan") {
             *scans += 1;
