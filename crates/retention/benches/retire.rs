@@ -82,7 +82,6 @@ use chrono::{DateTime, Datelike as _, SecondsFormat, TimeDelta, Timelike as _, U
 use remaudit_retention::Settings;
 use remaudit_store::Store as _;
 use remaudit_testkit::bench::{self, knob, sized_knob};
-use sqlx::postgres::PgPoolOptions;
 
 use crate::measure::{Checkpointer, Retirer};
 
@@ -245,10 +244,7 @@ async fn run() -> anyhow::Result<()> {
     bench::print_smoke_load(options.days, options.per_day);
     let db = load::prepare(&options).await?;
     let url = db.url.clone();
-    let pool = PgPoolOptions::new()
-        .max_connections(4)
-        .connect(&url)
-        .await?;
+    let pool = bench::pool(&url, 4).await?;
     load::describe(&pool).await?;
     load::check_loaded(&pool, &options).await?;
     if options.load_only {

@@ -658,10 +658,7 @@ async fn prepare(options: &Options) -> anyhow::Result<BenchDb> {
 
 /// Prints the size of the database and of its tables, and what the rows hold.
 async fn describe(pool: &PgPool) -> anyhow::Result<()> {
-    let database: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
-        .fetch_one(pool)
-        .await?;
-    println!("database size {:.0} MiB", bench::mib(database));
+    bench::print_database_size(pool).await?;
     let tables: Vec<(String, i64, i64, i64)> = sqlx::query_as(
         "SELECT c.relname::text,
                 COALESCE(sum(pg_total_relation_size(p.oid)), pg_total_relation_size(c.oid))::int8,
@@ -989,10 +986,7 @@ async fn run() -> anyhow::Result<()> {
     let options = Options::parse()?;
     bench::print_smoke_load(options.days, options.per_day);
     let db = prepare(&options).await?;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&db.url)
-        .await?;
+    let pool = bench::pool(&db.url, 2).await?;
     describe(&pool).await?;
     if options.check {
         check_rows(&pool, i64::try_from(options.days * options.per_day)?).await?;

@@ -23,7 +23,7 @@ mod load;
 mod report;
 
 pub use checks::{Census, census, check_stored, expect_eq, surprise, surprises, verdict};
-pub use database::{BenchDb, StoreOptions, pg_store};
+pub use database::{BenchDb, StoreOptions, pg_store, pool, print_database_size};
 pub use knobs::{
     DATABASE_VAR, REUSE_VAR, SMOKE_ARG, SMOKE_VAR, database_name, knob, reuse, sized_knob, smoke,
     text_knob,

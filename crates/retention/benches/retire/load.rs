@@ -10,7 +10,6 @@ use std::time::Instant;
 use anyhow::Context as _;
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use remaudit_testkit::bench::{self, BenchDb, Job, expect_eq, mib, print_step, step, thousands};
-use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, Connection as _, PgConnection, PgPool};
 
 use crate::{Options, day, events_week, summary_week};
@@ -183,7 +182,7 @@ async fn load(db: &BenchDb, options: &Options) -> anyhow::Result<f64> {
         conn.close().await?;
     }
 
-    let pool = PgPoolOptions::new().max_connections(2).connect(url).await?;
+    let pool = bench::pool(url, 2).await?;
     let counts = week_counts(&pool).await?;
     sqlx::raw_sql(AssertSqlSafe(format!(
         "CREATE TABLE {LOAD_TABLE} (data_end TIMESTAMPTZ NOT NULL, days INT NOT NULL, per_day INT NOT NULL,
@@ -223,7 +222,7 @@ async fn load(db: &BenchDb, options: &Options) -> anyhow::Result<f64> {
 /// rollups) and regenerates the weeks they retired.
 async fn restore(url: &str, options: &Options) -> anyhow::Result<()> {
     let t = Instant::now();
-    let pool = PgPoolOptions::new().max_connections(2).connect(url).await?;
+    let pool = bench::pool(url, 2).await?;
     let leftovers: Vec<String> = sqlx::query_scalar(
         "SELECT relname::text FROM pg_class
          WHERE relkind = 'r' AND NOT relispartition
@@ -416,10 +415,7 @@ pub(crate) async fn prepare(options: &Options) -> anyhow::Result<BenchDb> {
 
 /// Prints the size of the database and of its big tables, and the rows' mix.
 pub(crate) async fn describe(pool: &PgPool) -> anyhow::Result<()> {
-    let database: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
-        .fetch_one(pool)
-        .await?;
-    println!("database size {:.0} MiB", mib(database));
+    bench::print_database_size(pool).await?;
     let tables: Vec<(String, i64, i64)> = sqlx::query_as(
         "SELECT c.relname::text,
                 COALESCE(sum(pg_total_relation_size(p.oid)), pg_total_relation_size(c.oid))::int8,

@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
 use remaudit_store::{PgStore, PoolSettings, Store as _};
-use sqlx::{AssertSqlSafe, Connection as _, PgConnection};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{AssertSqlSafe, Connection as _, PgConnection, PgPool};
+
+use super::mib;
 
 use super::print_step;
 use crate::{ADMIN_URL_VAR, admin_url};
@@ -191,6 +194,30 @@ impl BenchDb {
         }
         Ok(())
     }
+}
+
+/// A plain pool of at most `max_connections` to `url`, for the
+/// benchmark's own SQL.
+///
+/// # Errors
+/// When PostgreSQL cannot be reached.
+pub async fn pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .connect(url)
+        .await?)
+}
+
+/// Prints the size of the database `pool` is connected to.
+///
+/// # Errors
+/// When PostgreSQL refuses.
+pub async fn print_database_size(pool: &PgPool) -> anyhow::Result<()> {
+    let database: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
+        .fetch_one(pool)
+        .await?;
+    println!("database size {:.0} MiB", mib(database));
+    Ok(())
 }
 
 /// How a benchmark opens the store: what it changes from the store's
