@@ -11,9 +11,7 @@ use remaudit_model::{Limits, NewAudit, RemediationOrchestrationAudit};
 use remaudit_store::{PoolSettings, Store};
 use sqlx::{Connection, PgConnection};
 
-/// What the benchmarks share: knobs, percentiles, checks, the benchmark database.
 pub mod bench;
-/// The design's use-case SQL, written once.
 pub mod design_sql;
 /// 120 days of remediations before a clock, for retention tests.
 pub mod history;
