@@ -54,10 +54,6 @@ fn records(run: &str, count: usize) -> Vec<RemediationOrchestrationAudit> {
         .collect()
 }
 
-fn percentile_ns(sorted: &[Duration], p: f64) -> u128 {
-    bench::percentile(sorted, p).map_or(0, |d| d.as_nanos())
-}
-
 /// Publishes every record, timing each call; returns the sorted timings.
 fn publish_all(
     publisher: &Publisher,
@@ -84,18 +80,7 @@ async fn check_arrived(
     records: usize,
 ) -> anyhow::Result<()> {
     let pool = db.pool().await;
-    for (table, want) in [
-        ("remediation_audit_events", records),
-        ("remediation_audit", records.div_ceil(5)),
-    ] {
-        let census = bench::census(&pool, table).await?;
-        census.check(&format!("{path}: {table}"), true);
-        expect_eq(
-            &format!("{path}: {table} rows"),
-            &census.total,
-            &i64::try_from(want)?,
-        );
-    }
+    bench::check_stored(&pool, path, records, records.div_ceil(5)).await?;
     pool.close().await;
     Ok(())
 }
@@ -122,11 +107,7 @@ async fn bench() -> anyhow::Result<()> {
     let total = sized_knob("BENCH_RECORDS", 100_000, 2_000);
     println!(
         "publish: {total} records, default publisher settings, spool on local disk, PostgreSQL on loopback{}",
-        if bench::smoke() {
-            " (smoke run: correctness only)"
-        } else {
-            ""
-        }
+        bench::smoke_note()
     );
 
     // Baseline: the storage service's rate, as the ingest benchmark measures it:
@@ -208,9 +189,9 @@ async fn bench() -> anyhow::Result<()> {
     for (name, timings) in [("reachable", &up), ("down", &spooled)] {
         println!(
             "publish() with the service {name:<9}: p50 {:>6} ns  p99 {:>7} ns  p99.9 {:>8} ns",
-            percentile_ns(timings, 0.50),
-            percentile_ns(timings, 0.99),
-            percentile_ns(timings, 0.999)
+            bench::percentile_ns(timings, 0.50),
+            bench::percentile_ns(timings, 0.99),
+            bench::percentile_ns(timings, 0.999)
         );
     }
     #[allow(clippy::cast_precision_loss)]
@@ -231,10 +212,7 @@ async fn bench() -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(bench())
+    bench::block_on(bench())
 }
 
 /// A Prometheus recorder installed for the whole run, with the request

@@ -61,9 +61,9 @@ use remaudit_model::analytics::{
     DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport,
 };
 use remaudit_server::{AppState, ServerSettings};
-use remaudit_store::{PgStore, PoolSettings, Store as _};
+use remaudit_store::Store as _;
 use remaudit_testkit::bench::{self, BenchDb, Job, expect_eq, knob, sized_knob};
-use remaudit_testkit::text_rows;
+use remaudit_testkit::{design_sql, text_rows};
 use sqlx::{AssertSqlSafe, Connection as _, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
@@ -81,7 +81,6 @@ const SCOPED_NAMESPACE: &str = "team-01";
 
 /// What to run, from the command line and the environment.
 struct Options {
-    smoke: bool,
     check: bool,
     reuse: bool,
     drop: bool,
@@ -106,10 +105,8 @@ impl Options {
     fn parse() -> anyhow::Result<Self> {
         let smoke = bench::smoke();
         let mut options = Self {
-            smoke,
             check: smoke,
-            reuse: !smoke
-                && std::env::var("REMAUDIT_BENCH_REUSE").is_ok_and(|v| v == "1" || v == "true"),
+            reuse: bench::reuse(),
             drop: smoke,
             sql_only: false,
             load_only: false,
@@ -120,14 +117,7 @@ impl Options {
                 vec!["7d".to_owned(), "90d".to_owned()]
             },
             questions: Question::ALL.to_vec(),
-            database: std::env::var("BENCH_DATABASE").unwrap_or_else(|_| {
-                if smoke {
-                    "remaudit_bench_smoke_analytics"
-                } else {
-                    "remaudit_bench_analytics"
-                }
-                .to_owned()
-            }),
+            database: bench::database_name("analytics"),
             days: sized_knob("BENCH_DAYS", 90, 8).max(1),
             per_day: sized_knob("BENCH_PER_DAY", 110_000, 500).max(1),
             requests: sized_knob("BENCH_REQUESTS", 50, 1).max(1),
@@ -301,87 +291,27 @@ impl Question {
     /// replaced by the window's, or, for a range, its condition on
     /// `created_at` by one on `start_time` (which the endpoints filter on).
     fn design_sql(self, scope: &Scope, period: &Period) -> String {
-        let and_namespace = scope
-            .namespace
-            .as_ref()
-            .map_or_else(String::new, |ns| format!("\n  AND namespace = '{ns}'"));
-        let when = period.condition();
-        // The post-mortem query has no period in the design: a range (the
-        // checks') still applies, as it does to the endpoint.
-        let and_when = match period {
-            Period::Last { .. } => String::new(),
-            Period::Range { .. } => format!("\n  AND {when}"),
+        let query = match self {
+            Self::Postmortem => {
+                design_sql::with_fingerprint(design_sql::POSTMORTEM, &scope.fingerprint)
+            }
+            Self::SuccessRate => design_sql::SUCCESS_RATE.to_owned(),
+            Self::Series => design_sql::success_rate_by_day(design_sql::SUCCESS_RATE),
+            Self::Durations => design_sql::DURATIONS.to_owned(),
+            Self::Slowest => design_sql::SLOWEST.to_owned(),
+            Self::Failures => design_sql::FAILURES.to_owned(),
+            Self::Retries => design_sql::RETRIES.to_owned(),
         };
-        match self {
-            Self::Postmortem => format!(
-                "SELECT remediation_name, overall_phase, start_time, completion_time,
-    EXTRACT(EPOCH FROM (completion_time - start_time)) as duration_seconds,
-    failure_phase, failure_reason
-FROM remediation_audit
-WHERE alert_fingerprint = '{}'{and_namespace}{and_when}
-ORDER BY start_time DESC
-LIMIT 10",
-                scope.fingerprint
-            ),
-            Self::SuccessRate => format!(
-                "SELECT overall_phase, COUNT(*) as total,
-    COUNT(CASE WHEN overall_phase = 'completed' THEN 1 END) as successful,
-    COUNT(CASE WHEN overall_phase = 'failed' THEN 1 END) as failed,
-    ROUND(100.0 * COUNT(CASE WHEN overall_phase = 'completed' THEN 1 END) / COUNT(*), 2) as success_rate_pct
-FROM remediation_audit
-WHERE {when}{and_namespace}
-GROUP BY overall_phase"
-            ),
-            Self::Series => format!(
-                "SELECT date_trunc('day', created_at) AS day, overall_phase, COUNT(*) as total,
-    COUNT(CASE WHEN overall_phase = 'completed' THEN 1 END) as successful,
-    COUNT(CASE WHEN overall_phase = 'failed' THEN 1 END) as failed,
-    ROUND(100.0 * COUNT(CASE WHEN overall_phase = 'completed' THEN 1 END) / COUNT(*), 2) as success_rate_pct
-FROM remediation_audit
-WHERE {when}{and_namespace}
-GROUP BY 1, overall_phase
-ORDER BY 1"
-            ),
-            Self::Durations => format!(
-                "SELECT overall_phase, COUNT(*) as total_remediations,
-    AVG(EXTRACT(EPOCH FROM (completion_time - start_time))) as avg_duration_seconds,
-    PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM (completion_time - start_time))) as p50_duration,
-    PERCENTILE_CONT(0.95) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM (completion_time - start_time))) as p95_duration
-FROM remediation_audit
-WHERE completion_time IS NOT NULL
-  AND {when}{and_namespace}
-GROUP BY overall_phase"
-            ),
-            Self::Slowest => format!(
-                "SELECT remediation_name, alert_fingerprint, overall_phase, start_time, completion_time,
-    EXTRACT(EPOCH FROM (completion_time - start_time)) as duration_seconds,
-    service_crd_statuses
-FROM remediation_audit
-WHERE completion_time IS NOT NULL
-  AND {when}{and_namespace}
-ORDER BY duration_seconds DESC
-LIMIT 20"
-            ),
-            Self::Failures => format!(
-                "SELECT failure_phase, COUNT(*) as failure_count,
-    COUNT(DISTINCT alert_fingerprint) as unique_alerts_affected,
-    ARRAY_AGG(DISTINCT substring(failure_reason, 1, 100)) as sample_reasons
-FROM remediation_audit
-WHERE failure_phase IS NOT NULL
-  AND {when}{and_namespace}
-GROUP BY failure_phase
-ORDER BY failure_count DESC"
-            ),
-            Self::Retries => format!(
-                "SELECT alert_fingerprint, COUNT(*) as retry_count, MAX(created_at) as last_attempt,
-    ARRAY_AGG(overall_phase ORDER BY created_at) as phase_progression,
-    BOOL_OR(overall_phase = 'completed') as eventually_successful
-FROM remediation_audit
-WHERE {when}{and_namespace}
-GROUP BY alert_fingerprint
-HAVING COUNT(*) > 1
-ORDER BY retry_count DESC"
-            ),
+        // The post-mortem query has no period in the design: a window leaves
+        // it as written, a range (the checks') still applies, as it does to
+        // the endpoint.
+        let query = match period {
+            Period::Last { interval, .. } => design_sql::with_interval(&query, interval),
+            Period::Range { .. } => design_sql::with_period(&query, &period.condition()),
+        };
+        match &scope.namespace {
+            Some(ns) => design_sql::with_namespace(&query, ns),
+            None => query,
         }
     }
 }
@@ -443,7 +373,8 @@ struct Timing {
 }
 
 impl Timing {
-    fn percentile_ms(&self, p: f64) -> f64 {
+    /// Milliseconds of the `p` quantile of the calls.
+    fn ms(&self, p: f64) -> f64 {
         bench::percentile_ms(&self.latencies, p)
     }
 }
@@ -487,8 +418,8 @@ fn cell(timing: Option<&anyhow::Result<Timing>>) -> String {
         Some(Err(_)) => format!("{:>22}", "error"),
         Some(Ok(t)) => format!(
             "{:>9.1} {:>8.1} {:>3}",
-            t.percentile_ms(0.5),
-            t.percentile_ms(0.95),
+            t.ms(0.5),
+            t.ms(0.95),
             t.latencies.len()
         ),
     }
@@ -497,7 +428,7 @@ fn cell(timing: Option<&anyhow::Result<Timing>>) -> String {
 fn ratio(raw: &anyhow::Result<Timing>, ours: Option<&anyhow::Result<Timing>>) -> String {
     match (raw, ours) {
         (Ok(raw), Some(Ok(ours))) => {
-            let r = raw.percentile_ms(0.5) / ours.percentile_ms(0.5);
+            let r = raw.ms(0.5) / ours.ms(0.5);
             if r < 0.1 {
                 format!("{r:>9.4}")
             } else {
@@ -574,16 +505,7 @@ async fn recorded_load(url: &str) -> anyhow::Result<Option<Loaded>> {
 /// indexes and constraints again, the rollups; records the load in
 /// [`LOAD_TABLE`] and returns the seconds it took (without the migrations).
 async fn load(db: &BenchDb, options: &Options, data_end: DateTime<Utc>) -> anyhow::Result<f64> {
-    let t = Instant::now();
-    PgStore::connect(&db.url, PoolSettings::default())
-        .await?
-        .close()
-        .await;
-    println!(
-        "  {:<28} {:>8.1} s",
-        "migrations",
-        t.elapsed().as_secs_f64()
-    );
+    db.migrate().await?;
     let started = Instant::now();
     let knobs = format!(
         "SET remaudit.bench_now = '{}'; SET remaudit.bench_days = '{}'; SET remaudit.bench_per_day = '{}';",
@@ -606,11 +528,13 @@ async fn load(db: &BenchDb, options: &Options, data_end: DateTime<Utc>) -> anyho
     let created =
         bench::ensure_partitions(conn, origin, data_end + chrono::Duration::seconds(1)).await?;
     let saved = bench::drop_indexes(conn, &["remediation_audit"]).await?;
-    println!(
-        "  {:<28} {:>8.1} s  ({created} partitions created, {} indexes dropped)",
+    bench::print_step(
         "prepare",
         started.elapsed().as_secs_f64(),
-        saved.len()
+        &format!(
+            "  ({created} partitions created, {} indexes dropped)",
+            saved.len()
+        ),
     );
     // A week of days per job, each job on its own connection: the rows of a
     // partition are written in start_time order (only the partitions a
@@ -707,17 +631,10 @@ async fn prepare(options: &Options) -> anyhow::Result<BenchDb> {
                 );
             }
             let t = Instant::now();
-            match PgStore::connect(&db.url, PoolSettings::default()).await {
-                Ok(store) => {
-                    store.close().await;
-                    println!("  migrations checked in {:.1} s", t.elapsed().as_secs_f64());
-                    return Ok(db);
-                }
-                // A migration changed since the load: load again.
-                Err(e @ remaudit_store::StoreError::Schema(_)) => {
-                    println!("  the schema changed since the load ({e}): loading it afresh");
-                }
-                Err(e) => return Err(e.into()),
+            // A migration changed since the load: load again.
+            if db.schema_current().await? {
+                println!("  migrations checked in {:.1} s", t.elapsed().as_secs_f64());
+                return Ok(db);
             }
         } else {
             println!(
@@ -741,10 +658,7 @@ async fn prepare(options: &Options) -> anyhow::Result<BenchDb> {
 
 /// Prints the size of the database and of its tables, and what the rows hold.
 async fn describe(pool: &PgPool) -> anyhow::Result<()> {
-    let database: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
-        .fetch_one(pool)
-        .await?;
-    println!("database size {:.0} MiB", bench::mib(database));
+    bench::print_database_size(pool).await?;
     let tables: Vec<(String, i64, i64, i64)> = sqlx::query_as(
         "SELECT c.relname::text,
                 COALESCE(sum(pg_total_relation_size(p.oid)), pg_total_relation_size(c.oid))::int8,
@@ -1070,17 +984,9 @@ async fn check_scope(targets: &Targets, scope: &Scope, days: usize) -> anyhow::R
 #[allow(clippy::too_many_lines)]
 async fn run() -> anyhow::Result<()> {
     let options = Options::parse()?;
-    if options.smoke {
-        println!(
-            "smoke run: {} days x {} remediations, correctness only (no figure here means anything)",
-            options.days, options.per_day
-        );
-    }
+    bench::print_smoke_load(options.days, options.per_day);
     let db = prepare(&options).await?;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&db.url)
-        .await?;
+    let pool = bench::pool(&db.url, 2).await?;
     describe(&pool).await?;
     if options.check {
         check_rows(&pool, i64::try_from(options.days * options.per_day)?).await?;
@@ -1091,16 +997,7 @@ async fn run() -> anyhow::Result<()> {
         return bench::verdict("bench-analytics");
     }
 
-    let store = Arc::new(
-        PgStore::connect(
-            &db.url,
-            PoolSettings {
-                max_connections: 10,
-                ..PoolSettings::default()
-            },
-        )
-        .await?,
-    );
+    let store = Arc::new(bench::pg_store(&db.url, bench::StoreOptions::default()).await?);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let shutdown = CancellationToken::new();
@@ -1148,8 +1045,8 @@ async fn run() -> anyhow::Result<()> {
                     Ok(t) => println!(
                         "  {:<13} {window:>4} {scope_name:<8} {what:<6} p50 {:>9.1} ms  p95 {:>9.1} ms  n {:>2}  ({} {})",
                         question.name(),
-                        t.percentile_ms(0.5),
-                        t.percentile_ms(0.95),
+                        t.ms(0.5),
+                        t.ms(0.95),
                         t.latencies.len(),
                         t.size,
                         if what == "raw" { "rows" } else { "bytes" }
@@ -1217,10 +1114,7 @@ async fn run() -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run())
+    bench::block_on(run())
 }
 
 /// A Prometheus recorder installed for the whole run, with the request

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use remaudit_model::{Limits, NewAudit, RemediationOrchestrationAudit};
 use remaudit_server::{AppState, ServerSettings};
-use remaudit_store::{PgStore, PoolSettings, Store};
+use remaudit_store::Store;
 use remaudit_testkit::bench::{self, expect_eq, knob, sized_knob};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -94,10 +94,6 @@ impl Run {
     fn rate(&self, records: usize) -> f64 {
         records as f64 / self.seconds
     }
-
-    fn percentile_ms(&self, p: f64) -> f64 {
-        bench::percentile_ms(&self.latencies, p)
-    }
 }
 
 /// Runs `work` over every batch with `concurrency` workers; times each call.
@@ -137,32 +133,8 @@ where
     }
 }
 
-/// Checks what one path stored: `records` timeline rows and `remediations`
-/// summary rows, each once, in the weekly partitions.
-async fn check_stored(
-    pool: &sqlx::PgPool,
-    path: &str,
-    records: usize,
-    remediations: usize,
-) -> anyhow::Result<()> {
-    for (table, want) in [
-        ("remediation_audit_events", records),
-        ("remediation_audit", remediations),
-    ] {
-        let census = bench::census(pool, table).await?;
-        census.check(&format!("{path}: {table}"), true);
-        expect_eq(
-            &format!("{path}: {table} rows"),
-            &census.total,
-            &i64::try_from(want)?,
-        );
-    }
-    Ok(())
-}
-
 #[allow(clippy::too_many_lines)]
 async fn bench() -> anyhow::Result<()> {
-    let smoke = bench::smoke();
     let total = sized_knob("BENCH_RECORDS", 100_000, 5_000);
     let batch = knob("BENCH_BATCH", 500);
     let concurrency = knob("BENCH_CONCURRENCY", 4);
@@ -171,20 +143,12 @@ async fn bench() -> anyhow::Result<()> {
     let remediations = total.div_ceil(5);
     println!(
         "ingest: {total} records, batches of {batch}, {concurrency} concurrent senders, PostgreSQL on loopback{}",
-        if smoke {
-            " (smoke run: correctness only)"
-        } else {
-            ""
-        }
+        bench::smoke_note()
     );
 
     // Through the service.
     let db = remaudit_testkit::PgDb::create().await;
-    let pool_settings = PoolSettings {
-        max_connections: 10,
-        ..PoolSettings::default()
-    };
-    let store = remaudit_store::connect(db.url(), pool_settings).await?;
+    let store = db.store().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!(
         "http://{}/api/v1/audit/remediation-orchestration/batch",
@@ -229,7 +193,7 @@ async fn bench() -> anyhow::Result<()> {
     })
     .await;
     let pool = db.pool().await;
-    check_stored(&pool, "http", total, remediations).await?;
+    bench::check_stored(&pool, "http", total, remediations).await?;
     pool.close().await;
     shutdown.cancel();
     server.await??;
@@ -237,7 +201,7 @@ async fn bench() -> anyhow::Result<()> {
 
     // Straight into the store, no HTTP.
     let db2 = remaudit_testkit::PgDb::create().await;
-    let pg = Arc::new(PgStore::connect(db2.url(), pool_settings).await?);
+    let pg = Arc::new(bench::pg_store(db2.url(), bench::StoreOptions::default()).await?);
     let prepared: Arc<Vec<Vec<NewAudit>>> =
         Arc::new(all.chunks(batch).map(|c| validated(c, now)).collect());
     let store_run = {
@@ -252,7 +216,7 @@ async fn bench() -> anyhow::Result<()> {
         })
         .await
     };
-    check_stored(pg.pool(), "store", total, remediations).await?;
+    bench::check_stored(pg.pool(), "store", total, remediations).await?;
 
     // Raw PostgreSQL: the same events into an unconstrained table.
     sqlx::query(
@@ -295,16 +259,17 @@ async fn bench() -> anyhow::Result<()> {
             "{name:<6} {:>9.0} records/s  {:>6.2} s  batch p50 {:>7.1} ms  p99 {:>7.1} ms",
             run.rate(total),
             run.seconds,
-            run.percentile_ms(0.50),
-            run.percentile_ms(0.99),
+            bench::percentile_ms(&run.latencies, 0.50),
+            bench::percentile_ms(&run.latencies, 0.99),
         );
     };
     line("http", &http_run);
     line("store", &store_run);
     line("raw", &raw_run);
-    #[allow(clippy::cast_precision_loss)]
-    let mib = bytes as f64 / (1024.0 * 1024.0);
-    println!("request bodies: {mib:.1} MiB in all");
+    println!(
+        "request bodies: {:.1} MiB in all",
+        bench::mib(i64::try_from(bytes)?)
+    );
     println!(
         "ratio: http/raw {:.2}, store/raw {:.2}, http/store {:.2}",
         http_run.rate(total) / raw_run.rate(total),
@@ -316,10 +281,7 @@ async fn bench() -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(bench())
+    bench::block_on(bench())
 }
 
 /// A Prometheus recorder installed for the whole run, with the request

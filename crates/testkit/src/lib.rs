@@ -12,6 +12,7 @@ use remaudit_store::{PoolSettings, Store};
 use sqlx::{Connection, PgConnection};
 
 pub mod bench;
+pub mod design_sql;
 /// 120 days of remediations before a clock, for retention tests.
 pub mod history;
 /// A local S3-compatible server (moto, from `scripts/moto-prepare`) for object-store tests.
@@ -26,7 +27,10 @@ pub const DEFAULT_ADMIN_URL: &str = "postgres://remaudit:remaudit@127.0.0.1:5432
 /// Prefix of every database the tests create; the test script drops leftovers.
 pub const TEST_DB_PREFIX: &str = "remaudit_test_";
 
-fn admin_url() -> String {
+/// The PostgreSQL server tests and benchmarks create their databases on:
+/// [`ADMIN_URL_VAR`] (which `scripts/pg-prepare` sets), else [`DEFAULT_ADMIN_URL`].
+#[must_use]
+pub fn admin_url() -> String {
     std::env::var(ADMIN_URL_VAR).unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned())
 }
 

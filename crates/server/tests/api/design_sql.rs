@@ -1,4 +1,4 @@
-//! The design's use-case SQL runs unchanged against the PostgreSQL schema,
+//! The design's use-case SQL (`remaudit_testkit::design_sql`) runs unchanged against the PostgreSQL schema,
 //! over data stored through HTTP with the design's client, and answers what
 //! the generated data says it must.
 //!
@@ -10,6 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Duration, Utc};
 use remaudit_client::AuditStorageClient;
 use remaudit_model::RemediationOrchestrationAudit;
+use remaudit_model::histogram::percentile_cont;
+use remaudit_testkit::design_sql;
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -131,23 +133,6 @@ fn array(v: &Option<String>) -> Vec<String> {
     items
 }
 
-/// `PERCENTILE_CONT`: linear interpolation between the closest ranks.
-fn percentile_cont(sorted: &[f64], p: f64) -> f64 {
-    #[allow(
-        clippy::cast_precision_loss,
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss
-    )]
-    let (pos, lower) = {
-        let pos = p * (sorted.len() - 1) as f64;
-        (pos, pos.floor() as usize)
-    };
-    let upper = (lower + 1).min(sorted.len() - 1);
-    #[allow(clippy::cast_precision_loss)]
-    let frac = pos - lower as f64;
-    sorted[lower] + (sorted[upper] - sorted[lower]) * frac
-}
-
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-6
 }
@@ -167,22 +152,7 @@ async fn design_use_case_queries_run_unchanged_and_agree_with_the_data() {
     let live: Vec<&Sim> = sims.iter().filter(|s| s.fingerprint != "fp-old").collect();
 
     // Post-mortem: all attempts for one alert.
-    let rows = run(
-        &pool,
-        "SELECT
-    remediation_name,
-    overall_phase,
-    start_time,
-    completion_time,
-    EXTRACT(EPOCH FROM (completion_time - start_time)) as duration_seconds,
-    failure_phase,
-    failure_reason
-FROM remediation_audit
-WHERE alert_fingerprint = 'mem-pressure-prod-123'
-ORDER BY start_time DESC
-LIMIT 10;",
-    )
-    .await;
+    let rows = run(&pool, design_sql::POSTMORTEM).await;
     let mut expected: Vec<&&Sim> = live
         .iter()
         .filter(|s| s.fingerprint == "mem-pressure-prod-123")
@@ -207,15 +177,7 @@ LIMIT 10;",
     }
 
     // Success rate, grouped by phase as the design writes it.
-    let rows = run(&pool, "SELECT
-    overall_phase,
-    COUNT(*) as total,
-    COUNT(CASE WHEN overall_phase = 'completed' THEN 1 END) as successful,
-    COUNT(CASE WHEN overall_phase = 'failed' THEN 1 END) as failed,
-    ROUND(100.0 * COUNT(CASE WHEN overall_phase = 'completed' THEN 1 END) / COUNT(*), 2) as success_rate_pct
-FROM remediation_audit
-WHERE created_at > NOW() - INTERVAL '7 days'
-GROUP BY overall_phase;").await;
+    let rows = run(&pool, design_sql::SUCCESS_RATE).await;
     let mut by_phase: BTreeMap<&str, usize> = BTreeMap::new();
     for sim in &sims {
         *by_phase.entry(sim.phase).or_default() += 1;
@@ -242,16 +204,7 @@ GROUP BY overall_phase;").await;
     }
 
     // Average, p50 and p95 duration by phase.
-    let rows = run(&pool, "SELECT
-    overall_phase,
-    COUNT(*) as total_remediations,
-    AVG(EXTRACT(EPOCH FROM (completion_time - start_time))) as avg_duration_seconds,
-    PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM (completion_time - start_time))) as p50_duration,
-    PERCENTILE_CONT(0.95) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM (completion_time - start_time))) as p95_duration
-FROM remediation_audit
-WHERE completion_time IS NOT NULL
-  AND created_at > NOW() - INTERVAL '7 days'
-GROUP BY overall_phase;").await;
+    let rows = run(&pool, design_sql::DURATIONS).await;
     let mut durations: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for sim in &sims {
         if let Some(d) = sim.duration {
@@ -269,33 +222,20 @@ GROUP BY overall_phase;").await;
         assert_eq!(row[1], Some(values.len().to_string()));
         assert!(close(num(&row[2]), avg), "{phase} avg");
         assert!(
-            close(num(&row[3]), percentile_cont(&values, 0.5)),
+            close(num(&row[3]), percentile_cont(&values, 0.5).expect("values")),
             "{phase} p50"
         );
         assert!(
-            close(num(&row[4]), percentile_cont(&values, 0.95)),
+            close(
+                num(&row[4]),
+                percentile_cont(&values, 0.95).expect("values")
+            ),
             "{phase} p95"
         );
     }
 
     // Slowest orchestrations.
-    let rows = run(
-        &pool,
-        "SELECT
-    remediation_name,
-    alert_fingerprint,
-    overall_phase,
-    start_time,
-    completion_time,
-    EXTRACT(EPOCH FROM (completion_time - start_time)) as duration_seconds,
-    service_crd_statuses
-FROM remediation_audit
-WHERE completion_time IS NOT NULL
-  AND created_at > NOW() - INTERVAL '24 hours'
-ORDER BY duration_seconds DESC
-LIMIT 20;",
-    )
-    .await;
+    let rows = run(&pool, design_sql::SLOWEST).await;
     let mut slowest: Vec<&Sim> = sims.iter().filter(|s| s.duration.is_some()).collect();
     slowest.sort_by_key(|s| std::cmp::Reverse(s.duration));
     slowest.truncate(20);
@@ -304,20 +244,7 @@ LIMIT 20;",
     assert_eq!(got, want);
 
     // Most common failure phases.
-    let rows = run(
-        &pool,
-        "SELECT
-    failure_phase,
-    COUNT(*) as failure_count,
-    COUNT(DISTINCT alert_fingerprint) as unique_alerts_affected,
-    ARRAY_AGG(DISTINCT substring(failure_reason, 1, 100)) as sample_reasons
-FROM remediation_audit
-WHERE failure_phase IS NOT NULL
-  AND created_at > NOW() - INTERVAL '7 days'
-GROUP BY failure_phase
-ORDER BY failure_count DESC;",
-    )
-    .await;
+    let rows = run(&pool, design_sql::FAILURES).await;
     let mut failures: BTreeMap<&str, (usize, BTreeSet<&str>, BTreeSet<&str>)> = BTreeMap::new();
     for sim in &sims {
         if let Some((phase, reason)) = &sim.failure {
@@ -340,21 +267,7 @@ ORDER BY failure_count DESC;",
     }
 
     // Retry analysis: alerts remediated more than once.
-    let rows = run(
-        &pool,
-        "SELECT
-    alert_fingerprint,
-    COUNT(*) as retry_count,
-    MAX(created_at) as last_attempt,
-    ARRAY_AGG(overall_phase ORDER BY created_at) as phase_progression,
-    BOOL_OR(overall_phase = 'completed') as eventually_successful
-FROM remediation_audit
-WHERE created_at > NOW() - INTERVAL '24 hours'
-GROUP BY alert_fingerprint
-HAVING COUNT(*) > 1
-ORDER BY retry_count DESC;",
-    )
-    .await;
+    let rows = run(&pool, design_sql::RETRIES).await;
     let mut by_fingerprint: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for sim in &sims {
         by_fingerprint
@@ -382,13 +295,7 @@ ORDER BY retry_count DESC;",
         .execute(&pool)
         .await
         .expect("backdate");
-    run(
-        &pool,
-        "INSERT INTO remediation_audit_archive
-SELECT * FROM remediation_audit
-WHERE created_at < NOW() - INTERVAL '90 days';",
-    )
-    .await;
+    run(&pool, design_sql::RETENTION_ARCHIVE).await;
     let archived: Vec<serde_json::Value> = sqlx::query_scalar(
         "SELECT to_jsonb(a) - 'archived_at' - 'archive_batch' FROM remediation_audit_archive a ORDER BY id",
     )
@@ -402,13 +309,7 @@ WHERE created_at < NOW() - INTERVAL '90 days';",
             .expect("originals");
     assert_eq!(archived.len(), 3);
     assert_eq!(archived, originals, "every column archived as it was");
-    run(
-        &pool,
-        "DELETE FROM remediation_audit
-WHERE created_at < NOW() - INTERVAL '90 days'
-  AND overall_phase IN ('completed', 'failed');",
-    )
-    .await;
+    run(&pool, design_sql::RETENTION_DELETE).await;
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM remediation_audit")
         .fetch_one(&pool)
         .await
