@@ -138,9 +138,11 @@ pub struct TimelineParams {
     /// Most events on the page, 1 to 1000 (default 100). A page also ends
     /// early rather than carry more than 2 MiB of records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
     /// `next_cursor` of the previous page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
 }
 
@@ -182,15 +184,19 @@ pub struct ListParams {
     pub remediation_name: Option<String>,
     /// Started at or after this RFC 3339 time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<String>, format = DateTime)]
     pub since: Option<String>,
     /// Started before this RFC 3339 time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<String>, format = DateTime)]
     pub until: Option<String>,
     /// Page size, 1 to 1000 (default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
     /// `next_cursor` of the previous page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
 }
 

@@ -9,6 +9,7 @@
 pub mod analytics;
 pub mod audit;
 pub mod health;
+pub mod openapi;
 pub mod paths;
 pub mod problem;
 

@@ -3,8 +3,8 @@
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use chrono::{DateTime, Duration, Utc};
-use remaudit_api::analytics::AnalyticsParams;
+use chrono::{DateTime, Datelike, Duration, Utc};
+use remaudit_api::analytics::{AnalyticsParams, Endpoint as Spec};
 use remaudit_api::{Problem, paths};
 use remaudit_model::FieldError;
 use remaudit_model::analytics::{
@@ -19,32 +19,6 @@ use crate::error::ApiError;
 use crate::routes::audit::time_param;
 use crate::startup::AppState;
 use remaudit_api::audit::MAX_PAGE;
-
-/// What one endpoint takes beyond the window.
-struct Spec {
-    default_window: Duration,
-    limit: Option<u32>,
-    bucket: bool,
-    requires_fingerprint: bool,
-}
-
-impl Spec {
-    const fn summary() -> Self {
-        Self {
-            default_window: Duration::days(7),
-            limit: None,
-            bucket: false,
-            requires_fingerprint: false,
-        }
-    }
-
-    const fn list(limit: u32) -> Self {
-        Self {
-            limit: Some(limit),
-            ..Self::summary()
-        }
-    }
-}
 
 fn text_param(
     field: &str,
@@ -152,7 +126,7 @@ fn analytics_query(
             "is required",
         ));
     }
-    let limit = match (spec.limit, params.limit.as_deref()) {
+    let limit = match (spec.default_limit, params.limit.as_deref()) {
         (None, given) => {
             unexpected("limit", given.is_some(), &mut errors);
             0
@@ -174,21 +148,40 @@ fn analytics_query(
         unexpected("bucket", params.bucket.is_some(), &mut errors);
     }
     let bucket = length_param("bucket", params.bucket.as_deref(), &mut errors);
-    let window =
-        ends(since, until, length, spec.default_window, now, &mut errors).and_then(|(s, u)| {
-            match Window::new(s, u, exact) {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    let (field, rule) = match e {
-                        WindowError::Reversed { .. } => ("since", "before_until"),
-                        WindowError::TooLong(_) => ("window", "max_retention"),
-                        WindowError::Syntax(_) => ("window", "duration"),
-                    };
-                    errors.push(FieldError::new(field, rule, e.to_string()));
-                    None
-                }
-            }
-        });
+    let window = ends(
+        since,
+        until,
+        length,
+        Duration::days(spec.default_window_days),
+        now,
+        &mut errors,
+    )
+    .and_then(|(s, u)| match Window::new(s, u, exact) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            let (field, rule) = match e {
+                WindowError::Reversed { .. } => ("since", "before_until"),
+                WindowError::TooLong(_) => ("window", "max_retention"),
+                WindowError::Syntax(_) => ("window", "duration"),
+            };
+            errors.push(FieldError::new(field, rule, e.to_string()));
+            None
+        }
+    });
+    // Answers echo the window's ends as RFC 3339 times, which have four-digit years.
+    if let Some(w) = window
+        && (w.since.year() < 0 || w.until.year() > 9999)
+    {
+        errors.push(FieldError::new(
+            if w.since.year() < 0 { "since" } else { "until" },
+            "time_range",
+            format!(
+                "the window must lie within the years 0000 to 9999, got {} to {}",
+                w.since.to_rfc3339(),
+                w.until.to_rfc3339()
+            ),
+        ));
+    }
     if let (Some(b), Some(w)) = (bucket, window) {
         if b.num_seconds() % 3600 != 0 {
             errors.push(FieldError::new(
@@ -260,11 +253,7 @@ endpoint!(
     paths::ANALYTICS_POSTMORTEM,
     "Every remediation of one alert in the window, newest first, with durations, failure details and timeline links.",
     RemediationList,
-    Spec {
-        default_window: Duration::days(90),
-        requires_fingerprint: true,
-        ..Spec::list(10)
-    },
+    Spec::POSTMORTEM,
     postmortem
 );
 endpoint!(
@@ -272,10 +261,7 @@ endpoint!(
     paths::ANALYTICS_SUCCESS_RATE,
     "Remediations started in the window by outcome, and completed ÷ finished; with `bucket`, also as a series.",
     SuccessRateReport,
-    Spec {
-        bucket: true,
-        ..Spec::summary()
-    },
+    Spec::SUCCESS_RATE,
     success_rate
 );
 endpoint!(
@@ -283,7 +269,7 @@ endpoint!(
     paths::ANALYTICS_DURATIONS,
     "Count, mean, p50, p95 and p99 of durations by final phase.",
     DurationsReport,
-    Spec::summary(),
+    Spec::DURATIONS,
     durations
 );
 endpoint!(
@@ -291,7 +277,7 @@ endpoint!(
     paths::ANALYTICS_SLOWEST,
     "The remediations that took longest, longest first.",
     RemediationList,
-    Spec::list(20),
+    Spec::SLOWEST,
     slowest
 );
 endpoint!(
@@ -299,7 +285,7 @@ endpoint!(
     paths::ANALYTICS_FAILURES,
     "Failures and timeouts by the phase where they happened, with affected alerts and sample reasons.",
     FailuresReport,
-    Spec::list(20),
+    Spec::FAILURES,
     failures
 );
 endpoint!(
@@ -307,7 +293,7 @@ endpoint!(
     paths::ANALYTICS_RETRIES,
     "Alerts remediated more than once, most attempts first, with their outcomes.",
     RetriesReport,
-    Spec::list(20),
+    Spec::RETRIES,
     retries
 );
 
@@ -322,7 +308,7 @@ mod tests {
 
     #[test]
     fn defaults_cover_the_last_week_aligned_to_days() {
-        let q = query(AnalyticsParams::default(), &Spec::summary()).expect("valid");
+        let q = query(AnalyticsParams::default(), &Spec::DURATIONS).expect("valid");
         assert_eq!(
             q.window.since,
             "2026-11-23T00:00:00Z".parse::<DateTime<Utc>>().unwrap()
@@ -340,7 +326,7 @@ mod tests {
             bucket: Some("1h".into()),
             ..AnalyticsParams::default()
         };
-        let errors = query(params, &Spec::summary()).expect_err("invalid");
+        let errors = query(params, &Spec::DURATIONS).expect_err("invalid");
         let fields: Vec<_> = errors
             .iter()
             .map(|e| (e.field.as_str(), e.rule.as_str()))

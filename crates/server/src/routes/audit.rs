@@ -148,7 +148,13 @@ pub(crate) fn time_param(
     errors: &mut Vec<FieldError>,
 ) -> Option<DateTime<Utc>> {
     let value = value?;
-    match DateTime::parse_from_rfc3339(value) {
+    // chrono also reads a space between date and time; RFC 3339 (and the
+    // document's `date-time`) has a `T` there.
+    let parsed = match value.as_bytes().get(10) {
+        Some(b'T' | b't') => DateTime::parse_from_rfc3339(value).map_err(|e| e.to_string()),
+        _ => Err("no T between date and time".to_owned()),
+    };
+    match parsed {
         Ok(t) => Some(t.with_timezone(&Utc)),
         Err(e) => {
             errors.push(FieldError::new(
