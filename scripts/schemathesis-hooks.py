@@ -11,8 +11,10 @@ so that a request the document calls valid is one the server must take:
   with `completion_time` not before `start_time`;
 - `alert_processing_name`, an alias, matches `remediation_processing_name`;
 - `failure_reason` is at most 16384 bytes and the status snapshot holds no NUL;
-- a window has `since` before `until`, at most 90 days apart, and at most two of
-  `since`, `until` and `window`;
+- `duplicate_count` is written as an integer (JSON Schema also counts `3.0` as
+  one; the record's decoder in remaudit-model does not);
+- a window has `since` before `until`, at most 90 days apart, at most two of
+  `since`, `until` and `window`, and ends within the years 0000 to 9999;
 - `cursor` is a token the server issued, so a made-up one is dropped.
 
 Only values that are already valid are changed, so a request generated to
