@@ -4,8 +4,8 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use chrono::{DateTime, Datelike, Duration, Utc};
+use remaudit_api::Problem;
 use remaudit_api::analytics::{AnalyticsParams, Endpoint as Spec};
-use remaudit_api::{Problem, paths};
 use remaudit_model::FieldError;
 use remaudit_model::analytics::{
     DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport, Window,
@@ -219,11 +219,11 @@ fn parse(
 }
 
 macro_rules! endpoint {
-    ($name:ident, $path:expr, $summary:literal, $body:ty, $spec:expr, $method:ident) => {
+    ($name:ident, $spec:expr, $summary:literal, $body:ty, $method:ident) => {
         #[doc = $summary]
         #[utoipa::path(
             get,
-            path = $path,
+            path = $spec.path,
             tag = "analytics",
             params(AnalyticsParams),
             responses(
@@ -250,50 +250,44 @@ macro_rules! endpoint {
 
 endpoint!(
     postmortem,
-    paths::ANALYTICS_POSTMORTEM,
+    Spec::POSTMORTEM,
     "Every remediation of one alert in the window, newest first, with durations, failure details and timeline links.",
     RemediationList,
-    Spec::POSTMORTEM,
     postmortem
 );
 endpoint!(
     success_rate,
-    paths::ANALYTICS_SUCCESS_RATE,
+    Spec::SUCCESS_RATE,
     "Remediations started in the window by outcome, and completed ÷ finished; with `bucket`, also as a series.",
     SuccessRateReport,
-    Spec::SUCCESS_RATE,
     success_rate
 );
 endpoint!(
     durations,
-    paths::ANALYTICS_DURATIONS,
+    Spec::DURATIONS,
     "Count, mean, p50, p95 and p99 of durations by final phase.",
     DurationsReport,
-    Spec::DURATIONS,
     durations
 );
 endpoint!(
     slowest,
-    paths::ANALYTICS_SLOWEST,
+    Spec::SLOWEST,
     "The remediations that took longest, longest first.",
     RemediationList,
-    Spec::SLOWEST,
     slowest
 );
 endpoint!(
     failures,
-    paths::ANALYTICS_FAILURES,
+    Spec::FAILURES,
     "Failures and timeouts by the phase where they happened, with affected alerts and sample reasons.",
     FailuresReport,
-    Spec::FAILURES,
     failures
 );
 endpoint!(
     retries,
-    paths::ANALYTICS_RETRIES,
+    Spec::RETRIES,
     "Alerts remediated more than once, most attempts first, with their outcomes.",
     RetriesReport,
-    Spec::RETRIES,
     retries
 );
 
