@@ -2,8 +2,8 @@
 
 use utoipa::OpenApi;
 
-use crate::error::Problem;
 use crate::routes::{analytics, audit, health};
+use remaudit_api::Problem;
 
 /// remaudit's OpenAPI 3.1 document.
 #[derive(OpenApi)]
@@ -38,3 +38,15 @@ use crate::routes::{analytics, audit, health};
     )
 )]
 pub struct ApiDoc;
+
+impl ApiDoc {
+    /// The document as served: the generated one, with the contract's rules
+    /// that derived schemas cannot carry written in (see
+    /// [`remaudit_api::openapi::state_rules`]).
+    #[must_use]
+    pub fn document() -> serde_json::Value {
+        let mut doc = serde_json::to_value(Self::openapi()).unwrap_or_default();
+        remaudit_api::openapi::state_rules(&mut doc);
+        doc
+    }
+}

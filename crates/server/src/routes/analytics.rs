@@ -3,7 +3,9 @@
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Datelike, Duration, Utc};
+use remaudit_api::Problem;
+use remaudit_api::analytics::{AnalyticsParams, Endpoint as Spec};
 use remaudit_model::FieldError;
 use remaudit_model::analytics::{
     DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport, Window,
@@ -11,62 +13,12 @@ use remaudit_model::analytics::{
 };
 use remaudit_store::AnalyticsQuery;
 use remaudit_store::analytics::MAX_SERIES_BUCKETS;
-use serde::Deserialize;
 use tracing::instrument;
-use utoipa::IntoParams;
 
 use crate::error::ApiError;
-use crate::routes::audit::{MAX_PAGE, time_param};
+use crate::routes::audit::time_param;
 use crate::startup::AppState;
-
-/// The window, filters and options every analytics endpoint takes.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct AnalyticsParams {
-    /// Start of the window (RFC 3339), on `start_time`.
-    since: Option<String>,
-    /// End of the window (RFC 3339, excluded); default now.
-    until: Option<String>,
-    /// Length of the window, such as `24h`, `7d` or `2w` (units m, h, d, w); with `since` or `until`, or alone (ending now). At most 90 days.
-    window: Option<String>,
-    /// Only this namespace.
-    namespace: Option<String>,
-    /// Only this alert (required by the post-mortem).
-    alert_fingerprint: Option<String>,
-    /// `true` to compute from the remediations with the exact window and exact percentiles (slower); by default windows are aligned to hours (days from 48 h on) and rollups answer.
-    exact: Option<String>,
-    /// Most items listed, 1 to 1000 (lists only).
-    limit: Option<String>,
-    /// Series bucket size, a whole number of hours such as `1h` or `1d` (success rate only).
-    bucket: Option<String>,
-}
-
-/// What one endpoint takes beyond the window.
-struct Spec {
-    default_window: Duration,
-    limit: Option<u32>,
-    bucket: bool,
-    requires_fingerprint: bool,
-}
-
-impl Spec {
-    const fn summary() -> Self {
-        Self {
-            default_window: Duration::days(7),
-            limit: None,
-            bucket: false,
-            requires_fingerprint: false,
-        }
-    }
-
-    const fn list(limit: u32) -> Self {
-        Self {
-            limit: Some(limit),
-            ..Self::summary()
-        }
-    }
-}
+use remaudit_api::audit::MAX_PAGE;
 
 fn text_param(
     field: &str,
@@ -135,99 +87,125 @@ fn ends(
     })
 }
 
-impl AnalyticsParams {
-    fn into_query(self, spec: &Spec, now: DateTime<Utc>) -> Result<AnalyticsQuery, ApiError> {
-        let mut errors = Vec::new();
-        let since = time_param("since", self.since.as_deref(), &mut errors);
-        let until = time_param("until", self.until.as_deref(), &mut errors);
-        let length = length_param("window", self.window.as_deref(), &mut errors);
-        let exact = match self.exact.as_deref() {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(other) => {
-                errors.push(FieldError::new(
-                    "exact",
-                    "boolean",
-                    format!("must be true or false, got {other:?}"),
-                ));
-                false
-            }
-        };
-        let namespace = text_param("namespace", self.namespace, 63, &mut errors);
-        let alert_fingerprint =
-            text_param("alert_fingerprint", self.alert_fingerprint, 64, &mut errors);
-        if spec.requires_fingerprint
-            && alert_fingerprint.is_none()
-            && !errors.iter().any(|e| e.field == "alert_fingerprint")
-        {
+/// The analytics query the parameters ask for, at `now`.
+fn analytics_query(
+    params: AnalyticsParams,
+    spec: &Spec,
+    now: DateTime<Utc>,
+) -> Result<AnalyticsQuery, ApiError> {
+    let mut errors = Vec::new();
+    let since = time_param("since", params.since.as_deref(), &mut errors);
+    let until = time_param("until", params.until.as_deref(), &mut errors);
+    let length = length_param("window", params.window.as_deref(), &mut errors);
+    let exact = match params.exact.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
             errors.push(FieldError::new(
-                "alert_fingerprint",
-                "required",
-                "is required",
+                "exact",
+                "boolean",
+                format!("must be true or false, got {other:?}"),
+            ));
+            false
+        }
+    };
+    let namespace = text_param("namespace", params.namespace, 63, &mut errors);
+    let alert_fingerprint = text_param(
+        "alert_fingerprint",
+        params.alert_fingerprint,
+        64,
+        &mut errors,
+    );
+    if spec.requires_fingerprint
+        && alert_fingerprint.is_none()
+        && !errors.iter().any(|e| e.field == "alert_fingerprint")
+    {
+        errors.push(FieldError::new(
+            "alert_fingerprint",
+            "required",
+            "is required",
+        ));
+    }
+    let limit = match (spec.default_limit, params.limit.as_deref()) {
+        (None, given) => {
+            unexpected("limit", given.is_some(), &mut errors);
+            0
+        }
+        (Some(default), None) => default,
+        (Some(default), Some(text)) => match text.parse::<u32>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+            _ => {
+                errors.push(FieldError::new(
+                    "limit",
+                    "range",
+                    format!("must be a whole number from 1 to {MAX_PAGE}, got {text:?}"),
+                ));
+                default
+            }
+        },
+    };
+    if !spec.bucket {
+        unexpected("bucket", params.bucket.is_some(), &mut errors);
+    }
+    let bucket = length_param("bucket", params.bucket.as_deref(), &mut errors);
+    let window = ends(
+        since,
+        until,
+        length,
+        Duration::days(spec.default_window_days),
+        now,
+        &mut errors,
+    )
+    .and_then(|(s, u)| match Window::new(s, u, exact) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            let (field, rule) = match e {
+                WindowError::Reversed { .. } => ("since", "before_until"),
+                WindowError::TooLong(_) => ("window", "max_retention"),
+                WindowError::Syntax(_) => ("window", "duration"),
+            };
+            errors.push(FieldError::new(field, rule, e.to_string()));
+            None
+        }
+    });
+    // Answers echo the window's ends as RFC 3339 times, which have four-digit years.
+    if let Some(w) = window
+        && (w.since.year() < 0 || w.until.year() > 9999)
+    {
+        errors.push(FieldError::new(
+            if w.since.year() < 0 { "since" } else { "until" },
+            "time_range",
+            format!(
+                "the window must lie within the years 0000 to 9999, got {} to {}",
+                w.since.to_rfc3339(),
+                w.until.to_rfc3339()
+            ),
+        ));
+    }
+    if let (Some(b), Some(w)) = (bucket, window) {
+        if b.num_seconds() % 3600 != 0 {
+            errors.push(FieldError::new(
+                "bucket",
+                "whole_hours",
+                "must be a whole number of hours, such as 1h, 6h or 1d",
+            ));
+        } else if (w.until - w.since).num_seconds() / b.num_seconds() > MAX_SERIES_BUCKETS {
+            errors.push(FieldError::new(
+                "bucket",
+                "max_buckets",
+                format!("gives more than {MAX_SERIES_BUCKETS} buckets over this window; choose a larger bucket"),
             ));
         }
-        let limit = match (spec.limit, self.limit.as_deref()) {
-            (None, given) => {
-                unexpected("limit", given.is_some(), &mut errors);
-                0
-            }
-            (Some(default), None) => default,
-            (Some(default), Some(text)) => match text.parse::<u32>() {
-                Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-                _ => {
-                    errors.push(FieldError::new(
-                        "limit",
-                        "range",
-                        format!("must be a whole number from 1 to {MAX_PAGE}, got {text:?}"),
-                    ));
-                    default
-                }
-            },
-        };
-        if !spec.bucket {
-            unexpected("bucket", self.bucket.is_some(), &mut errors);
-        }
-        let bucket = length_param("bucket", self.bucket.as_deref(), &mut errors);
-        let window =
-            ends(since, until, length, spec.default_window, now, &mut errors).and_then(|(s, u)| {
-                match Window::new(s, u, exact) {
-                    Ok(w) => Some(w),
-                    Err(e) => {
-                        let (field, rule) = match e {
-                            WindowError::Reversed { .. } => ("since", "before_until"),
-                            WindowError::TooLong(_) => ("window", "max_retention"),
-                            WindowError::Syntax(_) => ("window", "duration"),
-                        };
-                        errors.push(FieldError::new(field, rule, e.to_string()));
-                        None
-                    }
-                }
-            });
-        if let (Some(b), Some(w)) = (bucket, window) {
-            if b.num_seconds() % 3600 != 0 {
-                errors.push(FieldError::new(
-                    "bucket",
-                    "whole_hours",
-                    "must be a whole number of hours, such as 1h, 6h or 1d",
-                ));
-            } else if (w.until - w.since).num_seconds() / b.num_seconds() > MAX_SERIES_BUCKETS {
-                errors.push(FieldError::new(
-                    "bucket",
-                    "max_buckets",
-                    format!("gives more than {MAX_SERIES_BUCKETS} buckets over this window; choose a larger bucket"),
-                ));
-            }
-        }
-        match window {
-            Some(window) if errors.is_empty() => Ok(AnalyticsQuery {
-                window,
-                namespace,
-                alert_fingerprint,
-                limit,
-                bucket,
-            }),
-            _ => Err(ApiError::InvalidQuery(errors)),
-        }
+    }
+    match window {
+        Some(window) if errors.is_empty() => Ok(AnalyticsQuery {
+            window,
+            namespace,
+            alert_fingerprint,
+            limit,
+            bucket,
+        }),
+        _ => Err(ApiError::InvalidQuery(errors)),
     }
 }
 
@@ -237,21 +215,21 @@ fn parse(
 ) -> Result<AnalyticsQuery, ApiError> {
     let Query(params) = params
         .map_err(|e| ApiError::InvalidQuery(vec![FieldError::new("", "query", e.body_text())]))?;
-    params.into_query(spec, Utc::now())
+    analytics_query(params, spec, Utc::now())
 }
 
 macro_rules! endpoint {
-    ($name:ident, $path:literal, $summary:literal, $body:ty, $spec:expr, $method:ident) => {
+    ($name:ident, $spec:expr, $summary:literal, $body:ty, $method:ident) => {
         #[doc = $summary]
         #[utoipa::path(
             get,
-            path = $path,
+            path = $spec.path,
             tag = "analytics",
             params(AnalyticsParams),
             responses(
                 (status = 200, description = $summary, body = $body),
-                (status = 400, description = "Invalid window, filter or limit", body = crate::error::Problem, content_type = "application/problem+json"),
-                (status = 503, description = "Database unavailable (`database-unavailable`), or the question ran past the analytics statement timeout (`query-timeout`); both with Retry-After", body = crate::error::Problem, content_type = "application/problem+json"),
+                (status = 400, description = "Invalid window, filter or limit", body = Problem, content_type = "application/problem+json"),
+                (status = 503, description = "Database unavailable (`database-unavailable`), or the question ran past the analytics statement timeout (`query-timeout`); both with Retry-After", body = Problem, content_type = "application/problem+json"),
             )
         )]
         #[instrument(skip_all)]
@@ -272,57 +250,44 @@ macro_rules! endpoint {
 
 endpoint!(
     postmortem,
-    "/api/v1/audit/analytics/postmortem",
+    Spec::POSTMORTEM,
     "Every remediation of one alert in the window, newest first, with durations, failure details and timeline links.",
     RemediationList,
-    Spec {
-        default_window: Duration::days(90),
-        requires_fingerprint: true,
-        ..Spec::list(10)
-    },
     postmortem
 );
 endpoint!(
     success_rate,
-    "/api/v1/audit/analytics/success-rate",
+    Spec::SUCCESS_RATE,
     "Remediations started in the window by outcome, and completed ÷ finished; with `bucket`, also as a series.",
     SuccessRateReport,
-    Spec {
-        bucket: true,
-        ..Spec::summary()
-    },
     success_rate
 );
 endpoint!(
     durations,
-    "/api/v1/audit/analytics/durations",
+    Spec::DURATIONS,
     "Count, mean, p50, p95 and p99 of durations by final phase.",
     DurationsReport,
-    Spec::summary(),
     durations
 );
 endpoint!(
     slowest,
-    "/api/v1/audit/analytics/slowest",
+    Spec::SLOWEST,
     "The remediations that took longest, longest first.",
     RemediationList,
-    Spec::list(20),
     slowest
 );
 endpoint!(
     failures,
-    "/api/v1/audit/analytics/failures",
+    Spec::FAILURES,
     "Failures and timeouts by the phase where they happened, with affected alerts and sample reasons.",
     FailuresReport,
-    Spec::list(20),
     failures
 );
 endpoint!(
     retries,
-    "/api/v1/audit/analytics/retries",
+    Spec::RETRIES,
     "Alerts remediated more than once, most attempts first, with their outcomes.",
     RetriesReport,
-    Spec::list(20),
     retries
 );
 
@@ -332,12 +297,12 @@ mod tests {
 
     fn query(params: AnalyticsParams, spec: &Spec) -> Result<AnalyticsQuery, Vec<FieldError>> {
         let now = "2026-11-30T12:34:56Z".parse().expect("time");
-        params.into_query(spec, now).map_err(|e| e.problem().errors)
+        analytics_query(params, spec, now).map_err(|e| e.problem().errors)
     }
 
     #[test]
     fn defaults_cover_the_last_week_aligned_to_days() {
-        let q = query(AnalyticsParams::default(), &Spec::summary()).expect("valid");
+        let q = query(AnalyticsParams::default(), &Spec::DURATIONS).expect("valid");
         assert_eq!(
             q.window.since,
             "2026-11-23T00:00:00Z".parse::<DateTime<Utc>>().unwrap()
@@ -355,7 +320,7 @@ mod tests {
             bucket: Some("1h".into()),
             ..AnalyticsParams::default()
         };
-        let errors = query(params, &Spec::summary()).expect_err("invalid");
+        let errors = query(params, &Spec::DURATIONS).expect_err("invalid");
         let fields: Vec<_> = errors
             .iter()
             .map(|e| (e.field.as_str(), e.rule.as_str()))
