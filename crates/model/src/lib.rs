@@ -12,7 +12,10 @@ pub use audit::{
     CrdStatusSnapshot, EventRecord, NewAudit, RemediationOrchestrationAudit, ServiceCrdStatuses,
     StoredAudit, derive_event_id,
 };
-pub use phase::{Phase, PhaseRank, TERMINAL_PHASES, supersedes};
+pub use phase::{
+    PHASE_RANKS, Phase, PhaseRank, TERMINAL_PHASES, UNKNOWN_PHASE_RANK, rank_sql, supersedes,
+    supersedes_sql,
+};
 pub use validate::{FieldError, Limits, ValidationErrors};
 
 /// Namespace used when a record does not name one.

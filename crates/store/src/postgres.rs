@@ -12,7 +12,7 @@ use remaudit_model::analytics::{
     DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport,
 };
 use remaudit_model::histogram::duration_bin;
-use remaudit_model::{EventRecord, NewAudit, StoredAudit};
+use remaudit_model::{EventRecord, NewAudit, StoredAudit, supersedes_sql};
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use tracing::instrument;
@@ -62,12 +62,10 @@ const EMPTY_ROLLUPS_SQL: &str = "WITH o AS (DELETE FROM remediation_rollup_outco
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// When a candidate record replaces the summary row (see `supersedes` in the model).
-const WINS: &str = "(ra.phase_rank < 9 AND (EXCLUDED.phase_rank > ra.phase_rank \
-    OR (EXCLUDED.phase_rank = ra.phase_rank AND EXCLUDED.event_time > ra.event_time)))";
-
-static INSERT_SQL: LazyLock<String> =
-    LazyLock::new(|| include_str!("postgres/insert.sql").replace("__WINS__", WINS));
+/// `insert.sql` with the summary rule, [`supersedes_sql`], written in.
+static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
+    include_str!("postgres/insert.sql").replace("__WINS__", &supersedes_sql("ra", "EXCLUDED"))
+});
 
 /// Remediation audit records in PostgreSQL.
 #[derive(Debug, Clone)]

@@ -14,7 +14,7 @@ use remaudit_model::analytics::{
     DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport,
 };
 use remaudit_model::histogram::duration_bin;
-use remaudit_model::{EventRecord, NewAudit, StoredAudit};
+use remaudit_model::{EventRecord, NewAudit, StoredAudit, supersedes_sql};
 use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -44,12 +44,10 @@ mod retention;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// When a candidate record replaces the summary row (see `supersedes` in the model).
-const WINS: &str = "(ra.phase_rank < 9 AND (excluded.phase_rank > ra.phase_rank \
-    OR (excluded.phase_rank = ra.phase_rank AND excluded.event_time > ra.event_time)))";
-
-static UPSERT_SQL: LazyLock<String> =
-    LazyLock::new(|| include_str!("sqlite/upsert.sql").replace("__WINS__", WINS));
+/// `upsert.sql` with the summary rule, [`supersedes_sql`], written in.
+static UPSERT_SQL: LazyLock<String> = LazyLock::new(|| {
+    include_str!("sqlite/upsert.sql").replace("__WINS__", &supersedes_sql("ra", "excluded"))
+});
 
 /// The one text form of timestamps in SQLite; fixed width, so text order is time order.
 pub(crate) fn encode_time(t: DateTime<Utc>) -> String {

@@ -1,5 +1,6 @@
 -- Upserts one record into the summary; the same rule as the PostgreSQL
--- batch statement (remaudit_model::supersedes). Timestamps are fixed-format
+-- batch statement (remaudit_model::supersedes, written in where __WINS__
+-- stands by remaudit_model::supersedes_sql). Timestamps are fixed-format
 -- text, so comparing them as strings compares the instants. The alert
 -- fingerprint is the first record's. A losing record
 -- still fills child names and the status snapshot where the row has none.

@@ -2,7 +2,9 @@
 
 mod analytics;
 mod cases;
+mod phase_rule;
 mod race;
+mod schema;
 mod upgrade;
 
 /// Generates one test per case and backend.
