@@ -6,6 +6,8 @@ mod audit;
 pub mod histogram;
 pub mod json_text;
 mod phase;
+#[cfg(feature = "sqlx")]
+pub mod row;
 mod validate;
 
 pub use audit::{

@@ -14,7 +14,7 @@ use remaudit_model::analytics::{
 use remaudit_model::histogram::duration_bin;
 use remaudit_model::{EventRecord, NewAudit, StoredAudit, supersedes_sql};
 use sqlx::Row;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tracing::instrument;
 use uuid::Uuid;
 
@@ -25,7 +25,7 @@ use crate::retention::{
 use crate::store::{
     EventKey, RemediationKey, SUMMARY_COLUMNS, StoredEvent, StoredRemediation, TimelinePage,
     backfill_hashes, check_schema, event_key, first_occurrences, judge, list_sql, outcomes, page,
-    pool_stats, redact, refuse_unknown_password_params, remediation_key,
+    pool_stats, redact, refuse_unknown_password_params, remediation_key, summary_from_row,
 };
 use crate::{
     Backfill, InsertOutcome, InsertRules, ListQuery, Page, PoolSettings, PoolStats, Store,
@@ -166,35 +166,6 @@ fn read_pool(options: PgConnectOptions, settings: &PoolSettings) -> PgPool {
         .max_connections(settings.read_max_connections.max(1))
         .acquire_timeout(settings.acquire_timeout)
         .connect_lazy_with(options)
-}
-
-fn summary_from_row(row: &PgRow) -> Result<StoredAudit, sqlx::Error> {
-    Ok(StoredAudit {
-        id: row.try_get("id")?,
-        namespace: row.try_get("namespace")?,
-        alert_fingerprint: row.try_get("alert_fingerprint")?,
-        remediation_name: row.try_get("remediation_name")?,
-        overall_phase: row.try_get("overall_phase")?,
-        start_time: row.try_get("start_time")?,
-        completion_time: row.try_get("completion_time")?,
-        remediation_processing_name: row.try_get("remediation_processing_name")?,
-        ai_analysis_name: row.try_get("ai_analysis_name")?,
-        workflow_execution_name: row.try_get("workflow_execution_name")?,
-        kubernetes_execution_name: row.try_get("kubernetes_execution_name")?,
-        service_crd_statuses: row.try_get("service_crd_statuses")?,
-        timeout_phase: row.try_get("timeout_phase")?,
-        timeout_time: row.try_get("timeout_time")?,
-        failure_phase: row.try_get("failure_phase")?,
-        failure_reason: row.try_get("failure_reason")?,
-        duplicate_count: row.try_get("duplicate_count")?,
-        last_duplicate_time: row.try_get("last_duplicate_time")?,
-        retention_expiry_time: row.try_get("retention_expiry_time")?,
-        legal_hold: row.try_get("legal_hold")?,
-        event_id: row.try_get("event_id")?,
-        event_time: row.try_get("event_time")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
 }
 
 /// The batch as column arrays, the shape `insert.sql` unnests.

@@ -31,7 +31,7 @@ use crate::retention::{
 use crate::store::{
     RemediationKey, SUMMARY_COLUMNS, StoredEvent, StoredRemediation, TimelinePage, backfill_hashes,
     check_schema, first_occurrences, judge, list_sql, outcomes, page, pool_stats, redact,
-    remediation_key,
+    remediation_key, summary_from_row,
 };
 use crate::{
     Backfill, InsertOutcome, InsertRules, ListQuery, Page, PoolSettings, PoolStats, Store,
@@ -64,58 +64,9 @@ pub(crate) fn time_column(row: &SqliteRow, column: &str) -> Result<DateTime<Utc>
     decode_time(&row.try_get::<String, _>(column)?)
 }
 
-pub(crate) fn optional_time_column(
-    row: &SqliteRow,
-    column: &str,
-) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    row.try_get::<Option<String>, _>(column)?
-        .as_deref()
-        .map(decode_time)
-        .transpose()
-}
-
-pub(crate) fn json_column(
-    row: &SqliteRow,
-    column: &str,
-) -> Result<Option<serde_json::Value>, sqlx::Error> {
-    row.try_get::<Option<String>, _>(column)?
-        .map(|s| serde_json::from_str(&s))
-        .transpose()
-        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
-}
-
 fn uuid_column(row: &SqliteRow, column: &str) -> Result<Uuid, sqlx::Error> {
     Uuid::parse_str(&row.try_get::<String, _>(column)?)
         .map_err(|e| sqlx::Error::Decode(Box::new(e)))
-}
-
-fn summary_from_row(row: &SqliteRow) -> Result<StoredAudit, sqlx::Error> {
-    Ok(StoredAudit {
-        id: row.try_get("id")?,
-        namespace: row.try_get("namespace")?,
-        alert_fingerprint: row.try_get("alert_fingerprint")?,
-        remediation_name: row.try_get("remediation_name")?,
-        overall_phase: row.try_get("overall_phase")?,
-        start_time: time_column(row, "start_time")?,
-        completion_time: optional_time_column(row, "completion_time")?,
-        remediation_processing_name: row.try_get("remediation_processing_name")?,
-        ai_analysis_name: row.try_get("ai_analysis_name")?,
-        workflow_execution_name: row.try_get("workflow_execution_name")?,
-        kubernetes_execution_name: row.try_get("kubernetes_execution_name")?,
-        service_crd_statuses: json_column(row, "service_crd_statuses")?,
-        timeout_phase: row.try_get("timeout_phase")?,
-        timeout_time: optional_time_column(row, "timeout_time")?,
-        failure_phase: row.try_get("failure_phase")?,
-        failure_reason: row.try_get("failure_reason")?,
-        duplicate_count: row.try_get("duplicate_count")?,
-        last_duplicate_time: optional_time_column(row, "last_duplicate_time")?,
-        retention_expiry_time: optional_time_column(row, "retention_expiry_time")?,
-        legal_hold: row.try_get("legal_hold")?,
-        event_id: uuid_column(row, "event_id")?,
-        event_time: time_column(row, "event_time")?,
-        created_at: time_column(row, "created_at")?,
-        updated_at: time_column(row, "updated_at")?,
-    })
 }
 
 /// Remediation audit records in a SQLite file.

@@ -715,6 +715,14 @@ pub(crate) const SUMMARY_COLUMNS: &str = "id, namespace, alert_fingerprint, reme
     timeout_time, failure_phase, failure_reason, duplicate_count, last_duplicate_time, \
     retention_expiry_time, legal_hold, event_id, event_time, created_at, updated_at";
 
+/// Decodes a summary row selected with [`SUMMARY_COLUMNS`], on either backend.
+pub(crate) fn summary_from_row<'r, R: sqlx::Row>(row: &'r R) -> Result<StoredAudit, sqlx::Error>
+where
+    StoredAudit: sqlx::FromRow<'r, R>,
+{
+    <StoredAudit as sqlx::FromRow<R>>::from_row(row)
+}
+
 /// The listing query for `query`, with timestamps bound through `time`.
 pub(crate) fn list_sql<DB, T>(
     query: &ListQuery,
