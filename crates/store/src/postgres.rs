@@ -62,9 +62,12 @@ const EMPTY_ROLLUPS_SQL: &str = "WITH o AS (DELETE FROM remediation_rollup_outco
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// `insert.sql` with the summary rule, [`supersedes_sql`], written in.
+/// `insert.sql` with its `UNNEST` ([`unnest_sql`]) and the summary rule
+/// ([`supersedes_sql`]) written in.
 static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
-    include_str!("postgres/insert.sql").replace("__WINS__", &supersedes_sql("ra", "EXCLUDED"))
+    include_str!("postgres/insert.sql")
+        .replace("__UNNEST__", &unnest_sql())
+        .replace("__WINS__", &supersedes_sql("ra", "EXCLUDED"))
 });
 
 /// Remediation audit records in PostgreSQL.
@@ -168,69 +171,78 @@ fn read_pool(options: PgConnectOptions, settings: &PoolSettings) -> PgPool {
         .connect_lazy_with(options)
 }
 
-/// The batch as column arrays, the shape `insert.sql` unnests.
-#[derive(Default)]
-struct Columns {
-    event_id: Vec<Uuid>,
-    namespace: Vec<String>,
-    alert_fingerprint: Vec<String>,
-    remediation_name: Vec<String>,
-    overall_phase: Vec<String>,
-    phase_rank: Vec<i16>,
-    start_time: Vec<DateTime<Utc>>,
-    completion_time: Vec<Option<DateTime<Utc>>>,
-    remediation_processing_name: Vec<Option<String>>,
-    ai_analysis_name: Vec<Option<String>>,
-    workflow_execution_name: Vec<Option<String>>,
-    kubernetes_execution_name: Vec<Option<String>>,
-    service_crd_statuses: Vec<Option<String>>,
-    timeout_phase: Vec<Option<String>>,
-    timeout_time: Vec<Option<DateTime<Utc>>>,
-    failure_phase: Vec<Option<String>>,
-    failure_reason: Vec<Option<String>>,
-    duplicate_count: Vec<i32>,
-    last_duplicate_time: Vec<Option<DateTime<Utc>>>,
-    event_time: Vec<DateTime<Utc>>,
-    record: Vec<String>,
-    duration_us: Vec<Option<i64>>,
-    duration_bin: Vec<Option<i32>>,
-    retention_expiry_time: Vec<Option<DateTime<Utc>>>,
-    content_hash: Vec<Vec<u8>>,
+/// Declares the batch's columns once: [`Columns`] (one array per column),
+/// its filling from records, its binding, and the `UNNEST` of `insert.sql`
+/// that reads the arrays back by name, so that the order of the binds and
+/// of the statement's parameters cannot drift apart.
+macro_rules! batch_columns {
+    (|$r:ident, $policy:ident| $($name:ident: $ty:ty as $sql:literal = $value:expr;)*) => {
+        /// The batch as column arrays, the shape `insert.sql` unnests.
+        #[derive(Default)]
+        struct Columns {
+            $($name: Vec<$ty>,)*
+        }
+
+        impl Columns {
+            fn push(&mut self, $r: &NewAudit, $policy: &RetentionPolicy) {
+                $(self.$name.push($value);)*
+            }
+
+            /// Binds the arrays, in the order of [`unnest_sql`]'s parameters.
+            fn bind(self, query: BatchQuery<'_>) -> BatchQuery<'_> {
+                query$(.bind(self.$name))*
+            }
+        }
+
+        /// `UNNEST($1::type[], ...) WITH ORDINALITY AS t(name, ..., ord)`
+        /// over the arrays [`Columns::bind`] binds.
+        fn unnest_sql() -> String {
+            let types: &[&str] = &[$($sql),*];
+            let names: &[&str] = &[$(stringify!($name)),*];
+            let arrays: Vec<String> = types
+                .iter()
+                .enumerate()
+                .map(|(i, ty)| format!("${}::{ty}[]", i + 1))
+                .collect();
+            format!(
+                "UNNEST({}) WITH ORDINALITY AS t({}, ord)",
+                arrays.join(", "),
+                names.join(", ")
+            )
+        }
+    };
 }
 
-impl Columns {
-    fn push(&mut self, r: &NewAudit, policy: &RetentionPolicy) {
-        self.content_hash.push(r.content_hash.to_vec());
-        self.retention_expiry_time.push(policy.expiry(r));
-        self.event_id.push(r.event_id);
-        self.namespace.push(r.namespace.clone());
-        self.alert_fingerprint.push(r.alert_fingerprint.clone());
-        self.remediation_name.push(r.remediation_name.clone());
-        self.overall_phase.push(r.overall_phase.clone());
-        self.phase_rank.push(r.phase_rank.0);
-        self.start_time.push(r.start_time);
-        self.completion_time.push(r.completion_time);
-        self.remediation_processing_name
-            .push(r.remediation_processing_name.clone());
-        self.ai_analysis_name.push(r.ai_analysis_name.clone());
-        self.workflow_execution_name
-            .push(r.workflow_execution_name.clone());
-        self.kubernetes_execution_name
-            .push(r.kubernetes_execution_name.clone());
-        self.service_crd_statuses
-            .push(r.service_crd_statuses.as_ref().map(ToString::to_string));
-        self.timeout_phase.push(r.timeout_phase.clone());
-        self.timeout_time.push(r.timeout_time);
-        self.failure_phase.push(r.failure_phase.clone());
-        self.failure_reason.push(r.failure_reason.clone());
-        self.duplicate_count.push(r.duplicate_count);
-        self.last_duplicate_time.push(r.last_duplicate_time);
-        self.event_time.push(r.event_time);
-        self.record.push(r.raw.to_string());
-        let duration = r.duration_micros();
-        self.duration_us.push(duration);
-        self.duration_bin.push(duration.map(duration_bin));
-    }
+/// The batch statement, its parameters still to bind.
+type BatchQuery<'q> =
+    sqlx::query::QueryAs<'q, sqlx::Postgres, EventKey, sqlx::postgres::PgArguments>;
+
+batch_columns! { |r, policy|
+    event_id: Uuid as "uuid" = r.event_id;
+    namespace: String as "text" = r.namespace.clone();
+    alert_fingerprint: String as "text" = r.alert_fingerprint.clone();
+    remediation_name: String as "text" = r.remediation_name.clone();
+    overall_phase: String as "text" = r.overall_phase.clone();
+    phase_rank: i16 as "int2" = r.phase_rank.0;
+    start_time: DateTime<Utc> as "timestamptz" = r.start_time;
+    completion_time: Option<DateTime<Utc>> as "timestamptz" = r.completion_time;
+    remediation_processing_name: Option<String> as "text" = r.remediation_processing_name.clone();
+    ai_analysis_name: Option<String> as "text" = r.ai_analysis_name.clone();
+    workflow_execution_name: Option<String> as "text" = r.workflow_execution_name.clone();
+    kubernetes_execution_name: Option<String> as "text" = r.kubernetes_execution_name.clone();
+    service_crd_statuses: Option<String> as "text" = r.service_crd_statuses.clone();
+    timeout_phase: Option<String> as "text" = r.timeout_phase.clone();
+    timeout_time: Option<DateTime<Utc>> as "timestamptz" = r.timeout_time;
+    failure_phase: Option<String> as "text" = r.failure_phase.clone();
+    failure_reason: Option<String> as "text" = r.failure_reason.clone();
+    duplicate_count: i32 as "int4" = r.duplicate_count;
+    last_duplicate_time: Option<DateTime<Utc>> as "timestamptz" = r.last_duplicate_time;
+    event_time: DateTime<Utc> as "timestamptz" = r.event_time;
+    record: String as "text" = r.raw.clone();
+    duration_us: Option<i64> as "int8" = r.duration_micros();
+    duration_bin: Option<i32> as "int4" = r.duration_micros().map(duration_bin);
+    retention_expiry_time: Option<DateTime<Utc>> as "timestamptz" = policy.expiry(r);
+    content_hash: Vec<u8> as "bytea" = r.content_hash.to_vec();
 }
 
 /// The first key of the advisory locks that serialise writers of one
@@ -403,32 +415,7 @@ impl Store for PgStore {
         let created: HashSet<EventKey> = if written.is_empty() {
             HashSet::new()
         } else {
-            sqlx::query_as::<_, EventKey>(sqlx::AssertSqlSafe(INSERT_SQL.as_str()))
-                .bind(c.event_id)
-                .bind(c.namespace)
-                .bind(c.alert_fingerprint)
-                .bind(c.remediation_name)
-                .bind(c.overall_phase)
-                .bind(c.phase_rank)
-                .bind(c.start_time)
-                .bind(c.completion_time)
-                .bind(c.remediation_processing_name)
-                .bind(c.ai_analysis_name)
-                .bind(c.workflow_execution_name)
-                .bind(c.kubernetes_execution_name)
-                .bind(c.service_crd_statuses)
-                .bind(c.timeout_phase)
-                .bind(c.timeout_time)
-                .bind(c.failure_phase)
-                .bind(c.failure_reason)
-                .bind(c.duplicate_count)
-                .bind(c.last_duplicate_time)
-                .bind(c.event_time)
-                .bind(c.record)
-                .bind(c.duration_us)
-                .bind(c.duration_bin)
-                .bind(c.retention_expiry_time)
-                .bind(c.content_hash)
+            c.bind(sqlx::query_as(sqlx::AssertSqlSafe(INSERT_SQL.as_str())))
                 .fetch_all(&mut *tx)
                 .await?
                 .into_iter()
@@ -708,5 +695,22 @@ impl Store for PgStore {
     async fn close(&self) {
         self.reads.close().await;
         self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_batch_unnest_reads_every_bound_array_by_name() {
+        let sql = super::unnest_sql();
+        assert!(
+            sql.starts_with("UNNEST($1::uuid[], $2::text[], $3::text[]"),
+            "{sql}"
+        );
+        assert!(sql.contains(", $25::bytea[]) WITH ORDINALITY AS t(event_id, namespace, "));
+        assert!(
+            sql.ends_with(", retention_expiry_time, content_hash, ord)"),
+            "{sql}"
+        );
     }
 }
