@@ -44,10 +44,68 @@ mod retention;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// `upsert.sql` with the summary rule, [`supersedes_sql`], written in.
+/// `upsert.sql` with its columns and values ([`summary_values_sql`]) and the
+/// summary rule ([`supersedes_sql`]) written in.
 static UPSERT_SQL: LazyLock<String> = LazyLock::new(|| {
-    include_str!("sqlite/upsert.sql").replace("__WINS__", &supersedes_sql("ra", "excluded"))
+    include_str!("sqlite/upsert.sql")
+        .replace("__VALUES__", &summary_values_sql())
+        .replace("__WINS__", &supersedes_sql("ra", "excluded"))
 });
+
+/// Declares once the columns a record writes into its summary row and the
+/// value each is bound to: the `(columns) VALUES (?1, ...)` head of
+/// `upsert.sql` and its binding are made from this one list.
+macro_rules! summary_values {
+    (|$r:ident, $now:ident, $policy:ident| $($name:ident = $value:expr;)*) => {
+        /// `(column, ...) VALUES (?1, ...)`, in the order [`bind_summary`] binds.
+        fn summary_values_sql() -> String {
+            let names: &[&str] = &[$(stringify!($name)),*];
+            let slots: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
+            format!("({}) VALUES ({})", names.join(", "), slots.join(", "))
+        }
+
+        /// Binds record `r`'s summary values (written at `now`) to `upsert.sql`.
+        fn bind_summary<'q>(
+            query: SqliteQuery<'q>,
+            $r: &'q NewAudit,
+            $now: &str,
+            $policy: &RetentionPolicy,
+        ) -> SqliteQuery<'q> {
+            query$(.bind($value))*
+        }
+    };
+}
+
+/// A statement for SQLite, its parameters still to bind.
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
+summary_values! { |r, now, policy|
+    namespace = &r.namespace;
+    alert_fingerprint = &r.alert_fingerprint;
+    remediation_name = &r.remediation_name;
+    overall_phase = &r.overall_phase;
+    phase_rank = r.phase_rank.0;
+    start_time = encode_time(r.start_time);
+    completion_time = r.completion_time.map(encode_time);
+    remediation_processing_name = &r.remediation_processing_name;
+    ai_analysis_name = &r.ai_analysis_name;
+    workflow_execution_name = &r.workflow_execution_name;
+    kubernetes_execution_name = &r.kubernetes_execution_name;
+    service_crd_statuses = &r.service_crd_statuses;
+    timeout_phase = &r.timeout_phase;
+    timeout_time = r.timeout_time.map(encode_time);
+    failure_phase = &r.failure_phase;
+    failure_reason = &r.failure_reason;
+    duplicate_count = r.duplicate_count;
+    last_duplicate_time = r.last_duplicate_time.map(encode_time);
+    event_id = r.event_id.to_string();
+    event_time = encode_time(r.event_time);
+    created_at = now.to_owned();
+    updated_at = now.to_owned();
+    duration_us = r.duration_micros();
+    duration_bin = r.duration_micros().map(duration_bin);
+    retention_expiry_time = policy.expiry(r).map(encode_time);
+}
 
 /// The one text form of timestamps in SQLite; fixed width, so text order is time order.
 pub(crate) fn encode_time(t: DateTime<Utc>) -> String {
@@ -282,33 +340,14 @@ impl Store for SqliteStore {
             .bind(r.content_hash.as_slice())
             .execute(&mut *tx)
             .await?;
-            sqlx::query(sqlx::AssertSqlSafe(UPSERT_SQL.as_str()))
-                .bind(&r.namespace)
-                .bind(&r.alert_fingerprint)
-                .bind(&r.remediation_name)
-                .bind(&r.overall_phase)
-                .bind(r.phase_rank.0)
-                .bind(&start_time)
-                .bind(r.completion_time.map(encode_time))
-                .bind(&r.remediation_processing_name)
-                .bind(&r.ai_analysis_name)
-                .bind(&r.workflow_execution_name)
-                .bind(&r.kubernetes_execution_name)
-                .bind(r.service_crd_statuses.as_ref().map(ToString::to_string))
-                .bind(&r.timeout_phase)
-                .bind(r.timeout_time.map(encode_time))
-                .bind(&r.failure_phase)
-                .bind(&r.failure_reason)
-                .bind(r.duplicate_count)
-                .bind(r.last_duplicate_time.map(encode_time))
-                .bind(r.event_id.to_string())
-                .bind(&event_time)
-                .bind(&now)
-                .bind(r.duration_micros())
-                .bind(r.duration_micros().map(duration_bin))
-                .bind(self.policy.expiry(r).map(encode_time))
-                .execute(&mut *tx)
-                .await?;
+            bind_summary(
+                sqlx::query(sqlx::AssertSqlSafe(UPSERT_SQL.as_str())),
+                r,
+                &now,
+                &self.policy,
+            )
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         let first: Vec<InsertOutcome> = verdicts
@@ -596,6 +635,17 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_upsert_binds_every_column_in_order() {
+        let sql = summary_values_sql();
+        assert!(sql.starts_with("(namespace, alert_fingerprint, "), "{sql}");
+        assert!(
+            sql.contains(", duration_bin, retention_expiry_time) VALUES (?1, ?2, "),
+            "{sql}"
+        );
+        assert!(sql.ends_with(", ?24, ?25)"), "{sql}");
+    }
 
     #[test]
     fn encoded_times_sort_as_instants() {

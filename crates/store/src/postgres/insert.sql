@@ -1,8 +1,8 @@
 -- Stores a batch in one statement: each event once (by event_id and
 -- start_time, the key partitioning allows, with its content hash), then the
 -- best record of each remediation in the batch upserted into the summary.
--- The summary rule is remaudit_model::supersedes, written in where __WINS__
--- stands (remaudit_model::supersedes_sql): a terminal row is final;
+-- The summary rule is remaudit_model::supersedes, written in by
+-- remaudit_model::supersedes_sql: a terminal row is final;
 -- otherwise a higher rank wins, then a strictly later event. The
 -- winner's child names and status snapshot win; where it has none, the best
 -- record that has one fills the gap, so arrival order does not matter.
