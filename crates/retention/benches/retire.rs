@@ -67,7 +67,9 @@ use anyhow::{Context as _, bail, ensure};
 use chrono::{DateTime, Datelike as _, SecondsFormat, TimeDelta, Timelike as _, Utc, Weekday};
 use remaudit_model::NewAudit;
 use remaudit_retention::{Archive, RunReport, Settings};
-use remaudit_store::{PgStore, PoolSettings, Store};
+use remaudit_store::{
+    AuditStore as _, HealthStore as _, PgStore, PoolSettings, RetentionStore as _,
+};
 use remaudit_testkit::bench::{
     self, BenchDb, Job, expect_eq, knob, mib, sized_knob, step, surprise, thousands,
 };

@@ -28,8 +28,8 @@ use crate::store::{
     pool_stats, redact, refuse_unknown_password_params, remediation_key, summary_from_row,
 };
 use crate::{
-    Backfill, InsertOutcome, InsertRules, ListQuery, Page, PoolSettings, PoolStats, Store,
-    StoreError, Timeline, TimelineQuery,
+    AnalyticsStore, AuditStore, Backfill, HealthStore, InsertOutcome, InsertRules, ListQuery, Page,
+    PoolSettings, PoolStats, RetentionStore, StoreError, Timeline, TimelineQuery,
 };
 
 mod analytics;
@@ -383,7 +383,7 @@ async fn stored_remediations(
 }
 
 #[async_trait]
-impl Store for PgStore {
+impl AuditStore for PgStore {
     #[instrument(skip_all, fields(records = records.len()), err)]
     async fn insert_with(
         &self,
@@ -519,30 +519,6 @@ impl Store for PgStore {
         }))
     }
 
-    async fn postmortem(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
-        analytics::postmortem(&self.reads, query).await
-    }
-
-    async fn slowest(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
-        analytics::slowest(&self.reads, query).await
-    }
-
-    async fn success_rate(&self, query: &AnalyticsQuery) -> Result<SuccessRateReport, StoreError> {
-        analytics::success_rate_report(&self.reads, query).await
-    }
-
-    async fn durations(&self, query: &AnalyticsQuery) -> Result<DurationsReport, StoreError> {
-        analytics::durations_report(&self.reads, query).await
-    }
-
-    async fn failures(&self, query: &AnalyticsQuery) -> Result<FailuresReport, StoreError> {
-        analytics::failures_report(&self.reads, query).await
-    }
-
-    async fn retries(&self, query: &AnalyticsQuery) -> Result<RetriesReport, StoreError> {
-        analytics::retries_report(&self.reads, query).await
-    }
-
     async fn set_legal_hold(&self, id: i64, hold: bool) -> Result<Option<StoredAudit>, StoreError> {
         let sql = format!(
             "UPDATE remediation_audit SET legal_hold = $2, updated_at = now() \
@@ -588,6 +564,73 @@ impl Store for PgStore {
         })
     }
 
+    #[instrument(skip_all, err)]
+    async fn backfill_content_hashes(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Backfill, StoreError> {
+        let rows: Vec<(i64, DateTime<Utc>, String)> = sqlx::query_as(
+            "SELECT id, start_time, record::text FROM remediation_audit_events \
+             WHERE content_hash IS NULL AND id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(i64::from(limit.max(1)))
+        .fetch_all(&self.pool)
+        .await?;
+        let (mut done, hashed) = backfill_hashes(rows);
+        let (mut ids, mut starts, mut hashes) = (Vec::new(), Vec::new(), Vec::new());
+        for (id, start, hash) in hashed {
+            ids.push(id);
+            starts.push(start);
+            hashes.push(hash);
+        }
+        if !ids.is_empty() {
+            done.hashed = sqlx::query(
+                "UPDATE remediation_audit_events e SET content_hash = u.hash \
+                 FROM UNNEST($1::bigint[], $2::timestamptz[], $3::bytea[]) AS u(id, start_time, hash) \
+                 WHERE e.id = u.id AND e.start_time = u.start_time AND e.content_hash IS NULL",
+            )
+            .bind(&ids)
+            .bind(&starts)
+            .bind(&hashes)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        }
+        Ok(done)
+    }
+}
+
+#[async_trait]
+impl AnalyticsStore for PgStore {
+    async fn postmortem(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
+        analytics::postmortem(&self.reads, query).await
+    }
+
+    async fn slowest(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
+        analytics::slowest(&self.reads, query).await
+    }
+
+    async fn success_rate(&self, query: &AnalyticsQuery) -> Result<SuccessRateReport, StoreError> {
+        analytics::success_rate_report(&self.reads, query).await
+    }
+
+    async fn durations(&self, query: &AnalyticsQuery) -> Result<DurationsReport, StoreError> {
+        analytics::durations_report(&self.reads, query).await
+    }
+
+    async fn failures(&self, query: &AnalyticsQuery) -> Result<FailuresReport, StoreError> {
+        analytics::failures_report(&self.reads, query).await
+    }
+
+    async fn retries(&self, query: &AnalyticsQuery) -> Result<RetriesReport, StoreError> {
+        analytics::retries_report(&self.reads, query).await
+    }
+}
+
+#[async_trait]
+impl RetentionStore for PgStore {
     async fn ensure_partitions(
         &self,
         from: DateTime<Utc>,
@@ -638,44 +681,10 @@ impl Store for PgStore {
     async fn batch_ids(&self, batch: i64) -> Result<BatchIds, StoreError> {
         retention::batch_ids(&self.pool, batch).await
     }
+}
 
-    #[instrument(skip_all, err)]
-    async fn backfill_content_hashes(
-        &self,
-        after: i64,
-        limit: u32,
-    ) -> Result<Backfill, StoreError> {
-        let rows: Vec<(i64, DateTime<Utc>, String)> = sqlx::query_as(
-            "SELECT id, start_time, record::text FROM remediation_audit_events \
-             WHERE content_hash IS NULL AND id > $1 ORDER BY id LIMIT $2",
-        )
-        .bind(after)
-        .bind(i64::from(limit.max(1)))
-        .fetch_all(&self.pool)
-        .await?;
-        let (mut done, hashed) = backfill_hashes(rows);
-        let (mut ids, mut starts, mut hashes) = (Vec::new(), Vec::new(), Vec::new());
-        for (id, start, hash) in hashed {
-            ids.push(id);
-            starts.push(start);
-            hashes.push(hash);
-        }
-        if !ids.is_empty() {
-            done.hashed = sqlx::query(
-                "UPDATE remediation_audit_events e SET content_hash = u.hash \
-                 FROM UNNEST($1::bigint[], $2::timestamptz[], $3::bytea[]) AS u(id, start_time, hash) \
-                 WHERE e.id = u.id AND e.start_time = u.start_time AND e.content_hash IS NULL",
-            )
-            .bind(&ids)
-            .bind(&starts)
-            .bind(&hashes)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        }
-        Ok(done)
-    }
-
+#[async_trait]
+impl HealthStore for PgStore {
     async fn ready(&self) -> Result<(), StoreError> {
         let applied: Option<i64> =
             sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")

@@ -34,8 +34,8 @@ use crate::store::{
     remediation_key, summary_from_row,
 };
 use crate::{
-    Backfill, InsertOutcome, InsertRules, ListQuery, Page, PoolSettings, PoolStats, Store,
-    StoreError, Timeline, TimelineQuery,
+    AnalyticsStore, AuditStore, Backfill, HealthStore, InsertOutcome, InsertRules, ListQuery, Page,
+    PoolSettings, PoolStats, RetentionStore, StoreError, Timeline, TimelineQuery,
 };
 
 mod analytics;
@@ -295,7 +295,7 @@ async fn stored_remediation(
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl AuditStore for SqliteStore {
     #[instrument(skip_all, fields(records = records.len()), err)]
     async fn insert_with(
         &self,
@@ -422,30 +422,6 @@ impl Store for SqliteStore {
         }))
     }
 
-    async fn postmortem(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
-        analytics::postmortem(self.read_pool(), query).await
-    }
-
-    async fn slowest(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
-        analytics::slowest(self.read_pool(), query).await
-    }
-
-    async fn success_rate(&self, query: &AnalyticsQuery) -> Result<SuccessRateReport, StoreError> {
-        analytics::success_rate_report(self.read_pool(), query).await
-    }
-
-    async fn durations(&self, query: &AnalyticsQuery) -> Result<DurationsReport, StoreError> {
-        analytics::durations_report(self.read_pool(), query).await
-    }
-
-    async fn failures(&self, query: &AnalyticsQuery) -> Result<FailuresReport, StoreError> {
-        analytics::failures_report(self.read_pool(), query).await
-    }
-
-    async fn retries(&self, query: &AnalyticsQuery) -> Result<RetriesReport, StoreError> {
-        analytics::retries_report(self.read_pool(), query).await
-    }
-
     async fn set_legal_hold(&self, id: i64, hold: bool) -> Result<Option<StoredAudit>, StoreError> {
         let sql = format!(
             "UPDATE remediation_audit SET legal_hold = ?2, updated_at = ?3 \
@@ -487,6 +463,74 @@ impl Store for SqliteStore {
         })
     }
 
+    #[instrument(skip_all, err)]
+    async fn backfill_content_hashes(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Backfill, StoreError> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT id, record FROM remediation_audit_events \
+             WHERE content_hash IS NULL AND id > ?1 ORDER BY id LIMIT ?2",
+        )
+        .bind(after)
+        .bind(i64::from(limit.max(1)))
+        .fetch_all(self.read_pool())
+        .await?;
+        let (mut done, hashed) = backfill_hashes(
+            rows.into_iter()
+                .map(|(id, record)| (id, (), record))
+                .collect(),
+        );
+        if !hashed.is_empty() {
+            let _turn = self.writer.lock().await;
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            for (id, (), hash) in hashed {
+                done.hashed += sqlx::query(
+                    "UPDATE remediation_audit_events SET content_hash = ?1 \
+                     WHERE id = ?2 AND content_hash IS NULL",
+                )
+                .bind(hash)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            tx.commit().await?;
+        }
+        Ok(done)
+    }
+}
+
+#[async_trait]
+impl AnalyticsStore for SqliteStore {
+    async fn postmortem(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
+        analytics::postmortem(self.read_pool(), query).await
+    }
+
+    async fn slowest(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
+        analytics::slowest(self.read_pool(), query).await
+    }
+
+    async fn success_rate(&self, query: &AnalyticsQuery) -> Result<SuccessRateReport, StoreError> {
+        analytics::success_rate_report(self.read_pool(), query).await
+    }
+
+    async fn durations(&self, query: &AnalyticsQuery) -> Result<DurationsReport, StoreError> {
+        analytics::durations_report(self.read_pool(), query).await
+    }
+
+    async fn failures(&self, query: &AnalyticsQuery) -> Result<FailuresReport, StoreError> {
+        analytics::failures_report(self.read_pool(), query).await
+    }
+
+    async fn retries(&self, query: &AnalyticsQuery) -> Result<RetriesReport, StoreError> {
+        analytics::retries_report(self.read_pool(), query).await
+    }
+}
+
+#[async_trait]
+impl RetentionStore for SqliteStore {
     async fn ensure_partitions(
         &self,
         _from: DateTime<Utc>,
@@ -566,45 +610,10 @@ impl Store for SqliteStore {
     async fn batch_ids(&self, batch: i64) -> Result<BatchIds, StoreError> {
         retention::batch_ids(&self.pool, batch).await
     }
+}
 
-    #[instrument(skip_all, err)]
-    async fn backfill_content_hashes(
-        &self,
-        after: i64,
-        limit: u32,
-    ) -> Result<Backfill, StoreError> {
-        let rows: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT id, record FROM remediation_audit_events \
-             WHERE content_hash IS NULL AND id > ?1 ORDER BY id LIMIT ?2",
-        )
-        .bind(after)
-        .bind(i64::from(limit.max(1)))
-        .fetch_all(self.read_pool())
-        .await?;
-        let (mut done, hashed) = backfill_hashes(
-            rows.into_iter()
-                .map(|(id, record)| (id, (), record))
-                .collect(),
-        );
-        if !hashed.is_empty() {
-            let _turn = self.writer.lock().await;
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-            for (id, (), hash) in hashed {
-                done.hashed += sqlx::query(
-                    "UPDATE remediation_audit_events SET content_hash = ?1 \
-                     WHERE id = ?2 AND content_hash IS NULL",
-                )
-                .bind(hash)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            }
-            tx.commit().await?;
-        }
-        Ok(done)
-    }
-
+#[async_trait]
+impl HealthStore for SqliteStore {
     async fn ready(&self) -> Result<(), StoreError> {
         let applied: Option<i64> =
             sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
