@@ -60,6 +60,9 @@ const EMPTY_ROLLUPS_SQL: &str = "WITH o AS (DELETE FROM remediation_rollup_outco
       AND bucket IN (date_bin('1 day', $1, TIMESTAMPTZ 'epoch'), date_bin('7 days', $1, TIMESTAMPTZ 'epoch')) \
       AND namespace = $2 AND alert_fingerprint = $3 AND failures <= 0";
 
+/// This backend's name, in spans and [`HealthStore::backend`].
+const BACKEND: &str = "postgres";
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// `insert.sql` with its `UNNEST` ([`unnest_sql`]) and the summary rule
@@ -384,7 +387,7 @@ async fn stored_remediations(
 
 #[async_trait]
 impl AuditStore for PgStore {
-    #[instrument(skip_all, fields(records = records.len()), err)]
+    #[instrument(skip_all, fields(backend = BACKEND, records = records.len()), err)]
     async fn insert_with(
         &self,
         records: &[NewAudit],
@@ -454,7 +457,7 @@ impl AuditStore for PgStore {
         Ok(outcomes(records, &candidates, &first, &stored))
     }
 
-    #[instrument(skip_all, err)]
+    #[instrument(skip_all, fields(backend = BACKEND, limit = query.limit), err)]
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
         let mut qb = list_sql(query, |t| t);
         let rows = qb.build().fetch_all(&self.reads).await?;
@@ -465,7 +468,7 @@ impl AuditStore for PgStore {
         Ok(page(items, query.limit))
     }
 
-    #[instrument(skip_all, fields(id), err)]
+    #[instrument(skip_all, fields(backend = BACKEND, id = id, limit = query.limit), err)]
     async fn timeline_page(
         &self,
         id: i64,
@@ -519,6 +522,7 @@ impl AuditStore for PgStore {
         }))
     }
 
+    #[instrument(skip_all, fields(backend = BACKEND, id = id, hold = hold), err)]
     async fn set_legal_hold(&self, id: i64, hold: bool) -> Result<Option<StoredAudit>, StoreError> {
         let sql = format!(
             "UPDATE remediation_audit SET legal_hold = $2, updated_at = now() \
@@ -532,6 +536,7 @@ impl AuditStore for PgStore {
         Ok(row.as_ref().map(summary_from_row).transpose()?)
     }
 
+    #[instrument(skip_all, fields(backend = BACKEND, id = id), err)]
     async fn soft_delete(&self, id: i64, at: DateTime<Utc>) -> Result<DeleteOutcome, StoreError> {
         let sql = format!("{SOFT_DELETE_SQL} SELECT {SUMMARY_COLUMNS} FROM gone");
         let mut tx = self.pool.begin().await?;
@@ -564,7 +569,7 @@ impl AuditStore for PgStore {
         })
     }
 
-    #[instrument(skip_all, err)]
+    #[instrument(skip_all, fields(backend = BACKEND, after = after, limit = limit), err)]
     async fn backfill_content_hashes(
         &self,
         after: i64,
@@ -604,26 +609,32 @@ impl AuditStore for PgStore {
 
 #[async_trait]
 impl AnalyticsStore for PgStore {
+    #[instrument(skip_all, fields(backend = BACKEND, limit = query.limit), err)]
     async fn postmortem(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
         analytics::postmortem(&self.reads, query).await
     }
 
+    #[instrument(skip_all, fields(backend = BACKEND, limit = query.limit), err)]
     async fn slowest(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
         analytics::slowest(&self.reads, query).await
     }
 
+    #[instrument(skip_all, fields(backend = BACKEND), err)]
     async fn success_rate(&self, query: &AnalyticsQuery) -> Result<SuccessRateReport, StoreError> {
         analytics::success_rate_report(&self.reads, query).await
     }
 
+    #[instrument(skip_all, fields(backend = BACKEND), err)]
     async fn durations(&self, query: &AnalyticsQuery) -> Result<DurationsReport, StoreError> {
         analytics::durations_report(&self.reads, query).await
     }
 
+    #[instrument(skip_all, fields(backend = BACKEND, limit = query.limit), err)]
     async fn failures(&self, query: &AnalyticsQuery) -> Result<FailuresReport, StoreError> {
         analytics::failures_report(&self.reads, query).await
     }
 
+    #[instrument(skip_all, fields(backend = BACKEND, limit = query.limit), err)]
     async fn retries(&self, query: &AnalyticsQuery) -> Result<RetriesReport, StoreError> {
         analytics::retries_report(&self.reads, query).await
     }
@@ -685,6 +696,7 @@ impl RetentionStore for PgStore {
 
 #[async_trait]
 impl HealthStore for PgStore {
+    #[instrument(skip_all, fields(backend = BACKEND), err)]
     async fn ready(&self) -> Result<(), StoreError> {
         let applied: Option<i64> =
             sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
@@ -698,9 +710,10 @@ impl HealthStore for PgStore {
     }
 
     fn backend(&self) -> &'static str {
-        "postgres"
+        BACKEND
     }
 
+    #[instrument(skip_all, fields(backend = BACKEND))]
     async fn close(&self) {
         self.reads.close().await;
         self.pool.close().await;

@@ -42,6 +42,9 @@ mod analytics;
 mod files;
 mod retention;
 
+/// This backend's name, in spans and [`HealthStore::backend`].
+const BACKEND: &str = "sqlite";
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// `upsert.sql` with its columns and values ([`summary_values_sql`]) and the
@@ -296,7 +299,7 @@ async fn stored_remediation(
 
 #[async_trait]
 impl AuditStore for SqliteStore {
-    #[instrument(skip_all, fields(records = records.len()), err)]
+    #[instrument(skip_all, fields(backend = BACKEND, records = records.len()), err)]
     async fn insert_with(
         &self,
         records: &[NewAudit],
@@ -357,7 +360,7 @@ impl AuditStore for SqliteStore {
         Ok(outcomes(records, &candidates, &first, &stored))
     }
 
-    #[instrument(skip_all, err)]
+    #[instrument(skip_all, fields(backend = BACKEND, limit = query.limit), err)]
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
         let mut qb = list_sql(query, encode_time);
         let rows = qb.build().fetch_all(self.read_pool()).await?;
@@ -368,7 +371,7 @@ impl AuditStore for SqliteStore {
         Ok(page(items, query.limit))
     }
 
-    #[instrument(skip_all, fields(id), err)]
+    #[instrument(skip_all, fields(backend = BACKEND, id = id, limit = query.limit), err)]
     async fn timeline_page(
         &self,
         id: i64,
@@ -422,6 +425,7 @@ impl AuditStore for SqliteStore {
         }))
     }
 
+    #[instrument(skip_all, fields(backend = BACKEND, id = id, hold = hold), err)]
     async fn set_legal_hold(&self, id: i64, hold: bool) -> Result<Option<StoredAudit>, StoreError> {
         let sql = format!(
             "UPDATE remediation_audit SET legal_hold = ?2, updated_at = ?3 \
@@ -437,6 +441,7 @@ impl AuditStore for SqliteStore {
         Ok(row.as_ref().map(summary_from_row).transpose()?)
     }
 
+    #[instrument(skip_all, fields(backend = BACKEND, id = id), err)]
     async fn soft_delete(&self, id: i64, at: DateTime<Utc>) -> Result<DeleteOutcome, StoreError> {
         let sql = format!(
             "UPDATE remediation_audit SET deleted_at = ?2, updated_at = ?2 \
@@ -463,7 +468,7 @@ impl AuditStore for SqliteStore {
         })
     }
 
-    #[instrument(skip_all, err)]
+    #[instrument(skip_all, fields(backend = BACKEND, after = after, limit = limit), err)]
     async fn backfill_content_hashes(
         &self,
         after: i64,
@@ -504,26 +509,32 @@ impl AuditStore for SqliteStore {
 
 #[async_trait]
 impl AnalyticsStore for SqliteStore {
+    #[instrument(skip_all, fields(backend = BACKEND, limit = query.limit), err)]
     async fn postmortem(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
         analytics::postmortem(self.read_pool(), query).await
     }
 
+    #[instrument(skip_all, fields(backend = BACKEND, limit = query.limit), err)]
     async fn slowest(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
         analytics::slowest(self.read_pool(), query).await
     }
 
+    #[instrument(skip_all, fields(backend = BACKEND), err)]
     async fn success_rate(&self, query: &AnalyticsQuery) -> Result<SuccessRateReport, StoreError> {
         analytics::success_rate_report(self.read_pool(), query).await
     }
 
+    #[instrument(skip_all, fields(backend = BACKEND), err)]
     async fn durations(&self, query: &AnalyticsQuery) -> Result<DurationsReport, StoreError> {
         analytics::durations_report(self.read_pool(), query).await
     }
 
+    #[instrument(skip_all, fields(backend = BACKEND, limit = query.limit), err)]
     async fn failures(&self, query: &AnalyticsQuery) -> Result<FailuresReport, StoreError> {
         analytics::failures_report(self.read_pool(), query).await
     }
 
+    #[instrument(skip_all, fields(backend = BACKEND, limit = query.limit), err)]
     async fn retries(&self, query: &AnalyticsQuery) -> Result<RetriesReport, StoreError> {
         analytics::retries_report(self.read_pool(), query).await
     }
@@ -614,6 +625,7 @@ impl RetentionStore for SqliteStore {
 
 #[async_trait]
 impl HealthStore for SqliteStore {
+    #[instrument(skip_all, fields(backend = BACKEND), err)]
     async fn ready(&self) -> Result<(), StoreError> {
         let applied: Option<i64> =
             sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
@@ -630,9 +642,10 @@ impl HealthStore for SqliteStore {
     }
 
     fn backend(&self) -> &'static str {
-        "sqlite"
+        BACKEND
     }
 
+    #[instrument(skip_all, fields(backend = BACKEND))]
     async fn close(&self) {
         if let Some(reads) = &self.reads {
             reads.close().await;
