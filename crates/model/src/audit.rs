@@ -265,9 +265,10 @@ pub fn derive_event_id(
 }
 
 /// A remediation's summary row, as the read endpoints answer it. Field names
-/// follow the design's Go type, so its client can decode it. Column names
-/// follow them too: with the `sqlx` feature, both stores decode the row
-/// straight into this type.
+/// follow the design's Go type, so its client can decode it.
+// Column names follow them too: with the `sqlx` feature, both stores decode
+// the row straight into this type. (A plain comment: doc comments land in
+// the OpenAPI document.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[cfg_attr(feature = "sqlx", derive(sqlx::FromRow))]
 pub struct StoredAudit {
