@@ -766,7 +766,7 @@ fn schema_fields<T: utoipa::PartialSchema>() -> std::collections::BTreeSet<Strin
 /// A field added to the record must reach the summary row and come back:
 /// the fixture sets every field of the wire record (this test fails until a
 /// new one is set here), and every field of the row must come back set
-/// (until the store writes and reads it).
+/// (until the store writes it, on insert and on update, and reads it).
 pub async fn every_field_is_stored_and_read_back(store: Arc<dyn Store>) {
     use remaudit_model::{RemediationOrchestrationAudit, StoredAudit};
     let t = |m: i64| at(m).to_rfc3339();
@@ -803,8 +803,16 @@ pub async fn every_field_is_stored_and_read_back(store: Arc<dyn Store>) {
         "the fixture sets every field of the wire record"
     );
 
+    // A first record with none of the optional fields, so that the full one
+    // reaches the row through the upsert's ON CONFLICT branch.
+    let first = record(json!({
+        "alert_fingerprint": "fp-full", "remediation_name": "rr-full", "namespace": "full",
+        "overall_phase": "pending", "start_time": t(0), "event_time": t(0),
+    }));
+    store.insert(&[first]).await.expect("insert");
     store.insert(&[record(fixture)]).await.expect("insert");
     let rows = all_rows(&*store).await;
+    assert_eq!(rows.len(), 1);
     let row = serde_json::to_value(&rows[0]).expect("json");
     // Set by the store only under a retention policy, which this store has not.
     let may_be_empty = ["retention_expiry_time"];
