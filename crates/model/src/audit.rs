@@ -266,7 +266,11 @@ pub fn derive_event_id(
 
 /// A remediation's summary row, as the read endpoints answer it. Field names
 /// follow the design's Go type, so its client can decode it.
+// Column names follow them too: with the `sqlx` feature, both stores decode
+// the row straight into this type. (A plain comment: doc comments land in
+// the OpenAPI document.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(feature = "sqlx", derive(sqlx::FromRow))]
 pub struct StoredAudit {
     /// Row id.
     pub id: i64,
@@ -323,6 +327,7 @@ pub struct StoredAudit {
     #[serde(default)]
     pub legal_hold: bool,
     /// The event that set the current state.
+    #[cfg_attr(feature = "sqlx", sqlx(try_from = "crate::row::UuidColumn"))]
     pub event_id: Uuid,
     /// When that event happened.
     pub event_time: DateTime<Utc>,

@@ -6,13 +6,18 @@ mod audit;
 pub mod histogram;
 pub mod json_text;
 mod phase;
+#[cfg(feature = "sqlx")]
+pub mod row;
 mod validate;
 
 pub use audit::{
     CrdStatusSnapshot, EventRecord, NewAudit, RemediationOrchestrationAudit, ServiceCrdStatuses,
     StoredAudit, derive_event_id,
 };
-pub use phase::{Phase, PhaseRank, TERMINAL_PHASES, supersedes};
+pub use phase::{
+    PHASE_RANKS, Phase, PhaseRank, TERMINAL_PHASES, UNKNOWN_PHASE_RANK, rank_sql, supersedes,
+    supersedes_sql,
+};
 pub use validate::{FieldError, Limits, ValidationErrors};
 
 /// Namespace used when a record does not name one.

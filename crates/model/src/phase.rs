@@ -10,6 +10,25 @@ use chrono::{DateTime, Utc};
 /// Phases after which a remediation never changes again.
 pub const TERMINAL_PHASES: [&str; 3] = ["completed", "failed", "timeout"];
 
+/// The rank of every phase this build knows: the one statement of the phase
+/// order. [`Phase::rank`], [`supersedes`] and the stores' SQL
+/// ([`supersedes_sql`], [`rank_sql`]) are all computed from it.
+pub const PHASE_RANKS: [(&str, PhaseRank); 7] = [
+    ("pending", PhaseRank(0)),
+    ("processing", PhaseRank(1)),
+    ("analyzing", PhaseRank(2)),
+    ("executing", PhaseRank(3)),
+    ("completed", PhaseRank::TERMINAL),
+    ("failed", PhaseRank::TERMINAL),
+    ("timeout", PhaseRank::TERMINAL),
+];
+
+/// The rank of a phase this build does not know: that of `executing`, the
+/// latest known in-progress phase. A newer orchestrator's extra phases then
+/// show up as the current state when they are the latest record, but never
+/// hide a terminal one.
+pub const UNKNOWN_PHASE_RANK: PhaseRank = PhaseRank(3);
+
 /// A phase as the orchestrator names it, classified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase<'a> {
@@ -41,26 +60,33 @@ impl<'a> Phase<'a> {
         }
     }
 
+    /// The name of this phase.
+    #[must_use]
+    pub fn name(self) -> &'a str {
+        match self {
+            Self::Pending => "pending",
+            Self::Processing => "processing",
+            Self::Analyzing => "analyzing",
+            Self::Executing => "executing",
+            Self::Terminal(name) | Self::Unknown(name) => name,
+        }
+    }
+
     /// Whether the remediation can no longer change after this phase.
     #[must_use]
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Terminal(_))
     }
 
-    /// The rank of this phase; higher ranks supersede lower ones.
-    ///
-    /// Unknown phases rank with `executing`, the latest known in-progress
-    /// phase: a newer orchestrator's extra phases then show up as the current
-    /// state when they are the latest record, but never hide a terminal one.
+    /// The rank of this phase, from [`PHASE_RANKS`]; higher ranks supersede
+    /// lower ones, and unknown phases rank [`UNKNOWN_PHASE_RANK`].
     #[must_use]
     pub fn rank(self) -> PhaseRank {
-        PhaseRank(match self {
-            Self::Pending => 0,
-            Self::Processing => 1,
-            Self::Analyzing => 2,
-            Self::Executing | Self::Unknown(_) => 3,
-            Self::Terminal(_) => PhaseRank::TERMINAL.0,
-        })
+        let name = self.name();
+        PHASE_RANKS
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map_or(UNKNOWN_PHASE_RANK, |&(_, rank)| rank)
     }
 }
 
@@ -81,9 +107,10 @@ impl PhaseRank {
 
 /// Whether a candidate record `(rank, event_time)` replaces the current one.
 ///
-/// The rule, mirrored in the stores' SQL: a terminal current record is final;
-/// otherwise a higher rank wins, and on equal rank the later event wins (ties
-/// keep the current record, so replays change nothing).
+/// The rule, which [`supersedes_sql`] writes out for the stores: a terminal
+/// current record is final; otherwise a higher rank wins, and on equal rank
+/// the later event wins (ties keep the current record, so replays change
+/// nothing).
 #[must_use]
 pub fn supersedes(
     current: (PhaseRank, DateTime<Utc>),
@@ -93,6 +120,33 @@ pub fn supersedes(
         return false;
     }
     candidate.0 > current.0 || (candidate.0 == current.0 && candidate.1 > current.1)
+}
+
+/// [`supersedes`] as an SQL condition over two rows that have `phase_rank`
+/// and `event_time` columns: true when the row `candidate` (for example
+/// `EXCLUDED`) replaces the row `current` (for example the upsert's target).
+/// The same text serves PostgreSQL and SQLite; both compare stored event
+/// times as instants (SQLite keeps them as fixed-width text).
+#[must_use]
+pub fn supersedes_sql(current: &str, candidate: &str) -> String {
+    let terminal = PhaseRank::TERMINAL.0;
+    format!(
+        "({current}.phase_rank < {terminal} AND ({candidate}.phase_rank > {current}.phase_rank \
+         OR ({candidate}.phase_rank = {current}.phase_rank AND {candidate}.event_time > {current}.event_time)))"
+    )
+}
+
+/// [`Phase::rank`] as an SQL expression over the phase name held by
+/// `column`: a `CASE` over [`PHASE_RANKS`], unknown names ranking
+/// [`UNKNOWN_PHASE_RANK`]. Phase names are fixed lower-case words, so they
+/// are written into the text as they are.
+#[must_use]
+pub fn rank_sql(column: &str) -> String {
+    let arms: String = PHASE_RANKS
+        .iter()
+        .map(|(name, rank)| format!(" WHEN '{name}' THEN {}", rank.0))
+        .collect();
+    format!("CASE {column}{arms} ELSE {} END", UNKNOWN_PHASE_RANK.0)
 }
 
 #[cfg(test)]
@@ -139,6 +193,37 @@ mod tests {
         assert_eq!(Phase::parse("timeout").rank(), PhaseRank::TERMINAL);
         assert!(Phase::parse("completed").is_terminal());
         assert!(!Phase::parse("verifying").is_terminal());
+    }
+
+    #[test]
+    fn the_table_agrees_with_the_classification() {
+        for (name, rank) in PHASE_RANKS {
+            let phase = Phase::parse(name);
+            assert_eq!(phase.rank(), rank, "{name}");
+            assert_eq!(phase.name(), name);
+            assert_eq!(phase.is_terminal(), rank.is_terminal(), "{name}");
+            assert_eq!(
+                TERMINAL_PHASES.contains(&name),
+                rank.is_terminal(),
+                "{name}"
+            );
+        }
+        assert_eq!(Phase::parse("verifying").rank(), UNKNOWN_PHASE_RANK);
+    }
+
+    #[test]
+    fn the_sql_texts_are_the_rule_written_out() {
+        assert_eq!(
+            supersedes_sql("ra", "EXCLUDED"),
+            "(ra.phase_rank < 9 AND (EXCLUDED.phase_rank > ra.phase_rank \
+             OR (EXCLUDED.phase_rank = ra.phase_rank AND EXCLUDED.event_time > ra.event_time)))"
+        );
+        assert_eq!(
+            rank_sql("p"),
+            "CASE p WHEN 'pending' THEN 0 WHEN 'processing' THEN 1 WHEN 'analyzing' THEN 2 \
+             WHEN 'executing' THEN 3 WHEN 'completed' THEN 9 WHEN 'failed' THEN 9 \
+             WHEN 'timeout' THEN 9 ELSE 3 END"
+        );
     }
 
     #[test]

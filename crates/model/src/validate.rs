@@ -364,15 +364,44 @@ impl RemediationOrchestrationAudit {
         limits: &Limits,
     ) -> Result<NewAudit, ValidationErrors> {
         let mut c = Checker::default();
-        c.required("alert_fingerprint", &self.alert_fingerprint, 64);
-        c.required("remediation_name", &self.remediation_name, 255);
-        if self.overall_phase.is_empty() {
+        // Every field by name: a field added to the wire type fails to
+        // compile here until it is checked and given its stored form.
+        let RemediationOrchestrationAudit {
+            id: _,
+            alert_fingerprint,
+            remediation_name,
+            overall_phase,
+            start_time,
+            completion_time,
+            remediation_processing_name,
+            alert_processing_name,
+            ai_analysis_name,
+            workflow_execution_name,
+            kubernetes_execution_name,
+            service_crd_statuses,
+            timeout_phase,
+            timeout_time,
+            failure_phase,
+            failure_reason,
+            duplicate_count: given_duplicates,
+            last_duplicate_time,
+            retention_expiry_time: _,
+            deleted_at: _,
+            created_at: _,
+            updated_at: _,
+            event_id,
+            namespace,
+            event_time,
+        } = self;
+        c.required("alert_fingerprint", &alert_fingerprint, 64);
+        c.required("remediation_name", &remediation_name, 255);
+        if overall_phase.is_empty() {
             c.push("overall_phase", "required", "must not be empty".to_owned());
         } else {
-            c.phase("overall_phase", &self.overall_phase);
+            c.phase("overall_phase", &overall_phase);
         }
 
-        let namespace = non_empty(self.namespace).unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+        let namespace = non_empty(namespace).unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
         if !is_dns_label(&namespace) {
             c.push(
                 "namespace",
@@ -383,8 +412,8 @@ impl RemediationOrchestrationAudit {
             );
         }
 
-        let processing = non_empty(self.remediation_processing_name);
-        let alias = non_empty(self.alert_processing_name);
+        let processing = non_empty(remediation_processing_name);
+        let alias = non_empty(alert_processing_name);
         let remediation_processing_name = match (processing, alias) {
             (Some(a), Some(b)) if a != b => {
                 c.push(
@@ -398,9 +427,9 @@ impl RemediationOrchestrationAudit {
             }
             (a, b) => a.or(b),
         };
-        let ai_analysis_name = non_empty(self.ai_analysis_name);
-        let workflow_execution_name = non_empty(self.workflow_execution_name);
-        let kubernetes_execution_name = non_empty(self.kubernetes_execution_name);
+        let ai_analysis_name = non_empty(ai_analysis_name);
+        let workflow_execution_name = non_empty(workflow_execution_name);
+        let kubernetes_execution_name = non_empty(kubernetes_execution_name);
         for (field, value) in [
             ("remediation_processing_name", &remediation_processing_name),
             ("ai_analysis_name", &ai_analysis_name),
@@ -412,8 +441,8 @@ impl RemediationOrchestrationAudit {
             }
         }
 
-        let timeout_phase = non_empty(self.timeout_phase);
-        let failure_phase = non_empty(self.failure_phase);
+        let timeout_phase = non_empty(timeout_phase);
+        let failure_phase = non_empty(failure_phase);
         for (field, value) in [
             ("timeout_phase", &timeout_phase),
             ("failure_phase", &failure_phase),
@@ -422,7 +451,7 @@ impl RemediationOrchestrationAudit {
                 c.phase(field, v);
             }
         }
-        let failure_reason = non_empty(self.failure_reason);
+        let failure_reason = non_empty(failure_reason);
         if let Some(reason) = &failure_reason
             && reason.len() > limits.max_failure_reason_bytes
         {
@@ -437,40 +466,40 @@ impl RemediationOrchestrationAudit {
             );
         }
 
-        let service_crd_statuses = statuses(&mut c, self.service_crd_statuses.as_deref(), limits);
+        let service_crd_statuses = statuses(&mut c, service_crd_statuses.as_deref(), limits);
 
-        c.timestamp("start_time", self.start_time, now, limits);
+        c.timestamp("start_time", start_time, now, limits);
         for (field, value) in [
-            ("completion_time", self.completion_time),
-            ("timeout_time", self.timeout_time),
-            ("last_duplicate_time", self.last_duplicate_time),
-            ("event_time", self.event_time),
+            ("completion_time", completion_time),
+            ("timeout_time", timeout_time),
+            ("last_duplicate_time", last_duplicate_time),
+            ("event_time", event_time),
         ] {
             if let Some(v) = value {
                 c.timestamp(field, v, now, limits);
             }
         }
-        if let Some(done) = self.completion_time
-            && done < self.start_time
+        if let Some(done) = completion_time
+            && done < start_time
         {
             c.push(
                 "completion_time",
                 "not_before_start",
                 format!(
                     "must not be before start_time ({}), got {}",
-                    self.start_time.to_rfc3339(),
+                    start_time.to_rfc3339(),
                     done.to_rfc3339()
                 ),
             );
         }
 
-        let duplicate_count = match i32::try_from(self.duplicate_count) {
+        let duplicate_count = match i32::try_from(given_duplicates) {
             Ok(n) if n >= 0 => n,
-            _ if self.duplicate_count < 0 => {
+            _ if given_duplicates < 0 => {
                 c.push(
                     "duplicate_count",
                     "minimum",
-                    format!("must be 0 or more, got {}", self.duplicate_count),
+                    format!("must be 0 or more, got {}", given_duplicates),
                 );
                 0
             }
@@ -478,7 +507,7 @@ impl RemediationOrchestrationAudit {
                 c.push(
                     "duplicate_count",
                     "maximum",
-                    format!("must be at most {}, got {}", i32::MAX, self.duplicate_count),
+                    format!("must be at most {}, got {}", i32::MAX, given_duplicates),
                 );
                 0
             }
@@ -488,7 +517,7 @@ impl RemediationOrchestrationAudit {
         // checked on its own).
         let names = [
             ("ai_analysis_name", ai_analysis_name.as_deref()),
-            ("alert_fingerprint", Some(self.alert_fingerprint.as_str())),
+            ("alert_fingerprint", Some(alert_fingerprint.as_str())),
             ("failure_phase", failure_phase.as_deref()),
             ("failure_reason", failure_reason.as_deref()),
             (
@@ -496,8 +525,8 @@ impl RemediationOrchestrationAudit {
                 kubernetes_execution_name.as_deref(),
             ),
             ("namespace", Some(namespace.as_str())),
-            ("overall_phase", Some(self.overall_phase.as_str())),
-            ("remediation_name", Some(self.remediation_name.as_str())),
+            ("overall_phase", Some(overall_phase.as_str())),
+            ("remediation_name", Some(remediation_name.as_str())),
             (
                 "remediation_processing_name",
                 remediation_processing_name.as_deref(),
@@ -522,22 +551,22 @@ impl RemediationOrchestrationAudit {
 
         let normalised = Normalised {
             ai_analysis_name: ai_analysis_name.as_deref(),
-            alert_fingerprint: &self.alert_fingerprint,
-            completion_time: self.completion_time,
-            duplicate_count: self.duplicate_count,
-            event_time: self.event_time,
+            alert_fingerprint: &alert_fingerprint,
+            completion_time,
+            duplicate_count: given_duplicates,
+            event_time,
             failure_phase: failure_phase.as_deref(),
             failure_reason: failure_reason.as_deref(),
             kubernetes_execution_name: kubernetes_execution_name.as_deref(),
-            last_duplicate_time: self.last_duplicate_time,
+            last_duplicate_time,
             namespace: Some(namespace.as_str()).filter(|ns| *ns != DEFAULT_NAMESPACE),
-            overall_phase: &self.overall_phase,
-            remediation_name: &self.remediation_name,
+            overall_phase: &overall_phase,
+            remediation_name: &remediation_name,
             remediation_processing_name: remediation_processing_name.as_deref(),
             service_crd_statuses: service_crd_statuses.as_deref(),
-            start_time: self.start_time,
+            start_time,
             timeout_phase: timeout_phase.as_deref(),
-            timeout_time: self.timeout_time,
+            timeout_time,
             workflow_execution_name: workflow_execution_name.as_deref(),
         };
         // Measured without being kept: a refused record builds no text.
@@ -562,36 +591,36 @@ impl RemediationOrchestrationAudit {
         let content_hash: [u8; 32] = Sha256::digest(raw.as_bytes()).into();
         let service_crd_statuses = service_crd_statuses.map(|r| String::from(Box::<str>::from(r)));
 
-        let event_id = self.event_id.unwrap_or_else(|| {
+        let event_id = event_id.unwrap_or_else(|| {
             derive_event_id(
                 &namespace,
-                &self.remediation_name,
-                self.start_time,
-                &self.overall_phase,
-                self.event_time,
+                &remediation_name,
+                start_time,
+                &overall_phase,
+                event_time,
             )
         });
         Ok(NewAudit {
             event_id,
-            phase_rank: Phase::parse(&self.overall_phase).rank(),
-            event_time: self.event_time.unwrap_or(now),
+            phase_rank: Phase::parse(&overall_phase).rank(),
+            event_time: event_time.unwrap_or(now),
             namespace,
-            alert_fingerprint: self.alert_fingerprint,
-            remediation_name: self.remediation_name,
-            overall_phase: self.overall_phase,
-            start_time: self.start_time,
-            completion_time: self.completion_time,
+            alert_fingerprint,
+            remediation_name,
+            overall_phase,
+            start_time,
+            completion_time,
             remediation_processing_name,
             ai_analysis_name,
             workflow_execution_name,
             kubernetes_execution_name,
             service_crd_statuses,
             timeout_phase,
-            timeout_time: self.timeout_time,
+            timeout_time,
             failure_phase,
             failure_reason,
             duplicate_count,
-            last_duplicate_time: self.last_duplicate_time,
+            last_duplicate_time,
             raw,
             content_hash,
         })

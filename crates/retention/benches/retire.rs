@@ -80,7 +80,7 @@ mod steps;
 use anyhow::{Context as _, bail, ensure};
 use chrono::{DateTime, Datelike as _, SecondsFormat, TimeDelta, Timelike as _, Utc, Weekday};
 use remaudit_retention::Settings;
-use remaudit_store::Store as _;
+use remaudit_store::HealthStore as _;
 use remaudit_testkit::bench::{self, knob, sized_knob};
 
 use crate::measure::{Checkpointer, Retirer};

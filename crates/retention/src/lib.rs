@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use remaudit_store::retention::{BatchReport, DayCount, Step};
-use remaudit_store::{RetentionPolicy, RetireRequest, Store, StoreError};
+use remaudit_store::{RetentionPolicy, RetentionStore, RetireRequest, StoreError};
 use tokio_util::sync::CancellationToken;
 
 pub use archive::Archive;
@@ -124,7 +124,7 @@ pub fn crash_step_from_env() -> Result<Option<Step>, RetentionError> {
 /// When the database or the object store fails; what was moved before the
 /// failure stays moved, and the next run carries on.
 pub async fn run_once(
-    store: &dyn Store,
+    store: &dyn RetentionStore,
     archive: &Archive,
     settings: &Settings,
     now: DateTime<Utc>,
@@ -152,7 +152,7 @@ pub async fn run_once(
 }
 
 async fn run_locked(
-    store: &dyn Store,
+    store: &dyn RetentionStore,
     archive: &Archive,
     settings: &Settings,
     now: DateTime<Utc>,
@@ -235,7 +235,7 @@ async fn run_locked(
 /// deletes by that name the object that was there, then deletes what this
 /// process wrote for it.
 async fn settle(
-    store: &dyn Store,
+    store: &dyn RetentionStore,
     archive: &Archive,
     collision: &archive::Collision,
 ) -> Result<(), RetentionError> {
@@ -271,7 +271,7 @@ fn record(batch: &BatchReport) {
 /// Runs the job now and then every `settings.interval` until `shutdown`;
 /// failures are logged and the schedule goes on.
 pub fn spawn(
-    store: Arc<dyn Store>,
+    store: Arc<dyn RetentionStore>,
     archive: Archive,
     settings: Settings,
     shutdown: CancellationToken,

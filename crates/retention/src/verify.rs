@@ -6,7 +6,7 @@ use std::io::{BufRead as _, BufReader};
 
 use chrono::{DateTime, Utc};
 use flate2::read::GzDecoder;
-use remaudit_store::Store;
+use remaudit_store::RetentionStore;
 use remaudit_store::retention::Manifest;
 
 use crate::archive::{hex_sha256, manifest_path};
@@ -48,7 +48,7 @@ pub fn all_time() -> (DateTime<Utc>, DateTime<Utc>) {
 /// When the database or the object store cannot be read; discrepancies are
 /// reported in [`VerifyReport::problems`], not as errors.
 pub async fn verify(
-    store: &dyn Store,
+    store: &dyn RetentionStore,
     archive: &Archive,
     from: DateTime<Utc>,
     to: DateTime<Utc>,

@@ -61,7 +61,7 @@ use remaudit_model::analytics::{
     DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport,
 };
 use remaudit_server::{AppState, ServerSettings};
-use remaudit_store::Store as _;
+use remaudit_store::HealthStore as _;
 use remaudit_testkit::bench::{self, BenchDb, Job, expect_eq, knob, sized_knob};
 use remaudit_testkit::{design_sql, text_rows};
 use sqlx::{AssertSqlSafe, Connection as _, PgConnection, PgPool};

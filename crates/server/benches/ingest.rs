@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use remaudit_model::{Limits, NewAudit, RemediationOrchestrationAudit};
 use remaudit_server::{AppState, ServerSettings};
-use remaudit_store::Store;
+use remaudit_store::{AuditStore as _, HealthStore as _};
 use remaudit_testkit::bench::{self, expect_eq, knob, sized_knob};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;

@@ -618,7 +618,9 @@ impl AlertRow {
 pub(crate) const BRIEF_COLUMNS: &str = "id, namespace, alert_fingerprint, remediation_name, overall_phase, \
     start_time, completion_time, duration_us, failure_phase, failure_reason, timeout_phase, timeout_time";
 
-/// The parts of a brief a backend decodes; the rest is derived.
+/// The parts of a brief a backend decodes ([`BRIEF_COLUMNS`], and
+/// `service_crd_statuses` when selected); the rest is derived.
+#[derive(sqlx::FromRow)]
 pub(crate) struct BriefRow {
     pub id: i64,
     pub namespace: String,
@@ -632,7 +634,18 @@ pub(crate) struct BriefRow {
     pub failure_reason: Option<String>,
     pub timeout_phase: Option<String>,
     pub timeout_time: Option<DateTime<Utc>>,
+    #[sqlx(default)]
     pub service_crd_statuses: Option<serde_json::Value>,
+}
+
+/// Briefs of rows selected with [`BRIEF_COLUMNS`], on either backend.
+pub(crate) fn briefs<'r, R: sqlx::Row>(rows: &'r [R]) -> Result<Vec<RemediationBrief>, sqlx::Error>
+where
+    BriefRow: sqlx::FromRow<'r, R>,
+{
+    rows.iter()
+        .map(|row| <BriefRow as sqlx::FromRow<R>>::from_row(row).map(RemediationBrief::from))
+        .collect()
 }
 
 impl From<BriefRow> for RemediationBrief {

@@ -14,7 +14,7 @@ pub use postgres::PgStore;
 pub use retention::{DeleteOutcome, RetentionPolicy, RetireRequest};
 pub use sqlite::SqliteStore;
 pub use store::{
-    Backfill, Cursor, DEFAULT_MAX_EVENTS_PER_REMEDIATION, InsertOutcome, InsertRules, ListQuery,
-    Page, PoolSettings, PoolStats, Refusal, Store, TIMELINE_PAGE_BYTES, Timeline, TimelineCursor,
-    TimelineQuery, connect, connect_with,
+    AnalyticsStore, AuditStore, Backfill, Cursor, DEFAULT_MAX_EVENTS_PER_REMEDIATION, HealthStore,
+    InsertOutcome, InsertRules, ListQuery, Page, PoolSettings, PoolStats, Refusal, RetentionStore,
+    Store, TIMELINE_PAGE_BYTES, Timeline, TimelineCursor, TimelineQuery, connect, connect_with,
 };

@@ -12,9 +12,9 @@ use remaudit_model::analytics::{
     DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport,
 };
 use remaudit_model::histogram::duration_bin;
-use remaudit_model::{EventRecord, NewAudit, StoredAudit};
+use remaudit_model::{EventRecord, NewAudit, StoredAudit, supersedes_sql};
 use sqlx::Row;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tracing::instrument;
 use uuid::Uuid;
 
@@ -25,11 +25,11 @@ use crate::retention::{
 use crate::store::{
     EventKey, RemediationKey, SUMMARY_COLUMNS, StoredEvent, StoredRemediation, TimelinePage,
     backfill_hashes, check_schema, event_key, first_occurrences, judge, list_sql, outcomes, page,
-    pool_stats, redact, refuse_unknown_password_params, remediation_key,
+    pool_stats, redact, refuse_unknown_password_params, remediation_key, summary_from_row,
 };
 use crate::{
-    Backfill, InsertOutcome, InsertRules, ListQuery, Page, PoolSettings, PoolStats, Store,
-    StoreError, Timeline, TimelineQuery,
+    AnalyticsStore, AuditStore, Backfill, HealthStore, InsertOutcome, InsertRules, ListQuery, Page,
+    PoolSettings, PoolStats, RetentionStore, StoreError, Timeline, TimelineQuery,
 };
 
 mod analytics;
@@ -60,14 +60,18 @@ const EMPTY_ROLLUPS_SQL: &str = "WITH o AS (DELETE FROM remediation_rollup_outco
       AND bucket IN (date_bin('1 day', $1, TIMESTAMPTZ 'epoch'), date_bin('7 days', $1, TIMESTAMPTZ 'epoch')) \
       AND namespace = $2 AND alert_fingerprint = $3 AND failures <= 0";
 
+/// This backend's name, in spans and [`HealthStore::backend`].
+const BACKEND: &str = "postgres";
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// When a candidate record replaces the summary row (see `supersedes` in the model).
-const WINS: &str = "(ra.phase_rank < 9 AND (EXCLUDED.phase_rank > ra.phase_rank \
-    OR (EXCLUDED.phase_rank = ra.phase_rank AND EXCLUDED.event_time > ra.event_time)))";
-
-static INSERT_SQL: LazyLock<String> =
-    LazyLock::new(|| include_str!("postgres/insert.sql").replace("__WINS__", WINS));
+/// `insert.sql` with its `UNNEST` ([`unnest_sql`]) and the summary rule
+/// ([`supersedes_sql`]) written in.
+static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
+    include_str!("postgres/insert.sql")
+        .replace("__UNNEST__", &unnest_sql())
+        .replace("__WINS__", &supersedes_sql("ra", "EXCLUDED"))
+});
 
 /// Remediation audit records in PostgreSQL.
 #[derive(Debug, Clone)]
@@ -170,98 +174,78 @@ fn read_pool(options: PgConnectOptions, settings: &PoolSettings) -> PgPool {
         .connect_lazy_with(options)
 }
 
-fn summary_from_row(row: &PgRow) -> Result<StoredAudit, sqlx::Error> {
-    Ok(StoredAudit {
-        id: row.try_get("id")?,
-        namespace: row.try_get("namespace")?,
-        alert_fingerprint: row.try_get("alert_fingerprint")?,
-        remediation_name: row.try_get("remediation_name")?,
-        overall_phase: row.try_get("overall_phase")?,
-        start_time: row.try_get("start_time")?,
-        completion_time: row.try_get("completion_time")?,
-        remediation_processing_name: row.try_get("remediation_processing_name")?,
-        ai_analysis_name: row.try_get("ai_analysis_name")?,
-        workflow_execution_name: row.try_get("workflow_execution_name")?,
-        kubernetes_execution_name: row.try_get("kubernetes_execution_name")?,
-        service_crd_statuses: row.try_get("service_crd_statuses")?,
-        timeout_phase: row.try_get("timeout_phase")?,
-        timeout_time: row.try_get("timeout_time")?,
-        failure_phase: row.try_get("failure_phase")?,
-        failure_reason: row.try_get("failure_reason")?,
-        duplicate_count: row.try_get("duplicate_count")?,
-        last_duplicate_time: row.try_get("last_duplicate_time")?,
-        retention_expiry_time: row.try_get("retention_expiry_time")?,
-        legal_hold: row.try_get("legal_hold")?,
-        event_id: row.try_get("event_id")?,
-        event_time: row.try_get("event_time")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
+/// Declares the batch's columns once: [`Columns`] (one array per column),
+/// its filling from records, its binding, and the `UNNEST` of `insert.sql`
+/// that reads the arrays back by name, so that the order of the binds and
+/// of the statement's parameters cannot drift apart.
+macro_rules! batch_columns {
+    (|$r:ident, $policy:ident| $($name:ident: $ty:ty as $sql:literal = $value:expr;)*) => {
+        /// The batch as column arrays, the shape `insert.sql` unnests.
+        #[derive(Default)]
+        struct Columns {
+            $($name: Vec<$ty>,)*
+        }
+
+        impl Columns {
+            fn push(&mut self, $r: &NewAudit, $policy: &RetentionPolicy) {
+                $(self.$name.push($value);)*
+            }
+
+            /// Binds the arrays, in the order of [`unnest_sql`]'s parameters.
+            fn bind(self, query: BatchQuery<'_>) -> BatchQuery<'_> {
+                query$(.bind(self.$name))*
+            }
+        }
+
+        /// `UNNEST($1::type[], ...) WITH ORDINALITY AS t(name, ..., ord)`
+        /// over the arrays [`Columns::bind`] binds.
+        fn unnest_sql() -> String {
+            let types: &[&str] = &[$($sql),*];
+            let names: &[&str] = &[$(stringify!($name)),*];
+            let arrays: Vec<String> = types
+                .iter()
+                .enumerate()
+                .map(|(i, ty)| format!("${}::{ty}[]", i + 1))
+                .collect();
+            format!(
+                "UNNEST({}) WITH ORDINALITY AS t({}, ord)",
+                arrays.join(", "),
+                names.join(", ")
+            )
+        }
+    };
 }
 
-/// The batch as column arrays, the shape `insert.sql` unnests.
-#[derive(Default)]
-struct Columns {
-    event_id: Vec<Uuid>,
-    namespace: Vec<String>,
-    alert_fingerprint: Vec<String>,
-    remediation_name: Vec<String>,
-    overall_phase: Vec<String>,
-    phase_rank: Vec<i16>,
-    start_time: Vec<DateTime<Utc>>,
-    completion_time: Vec<Option<DateTime<Utc>>>,
-    remediation_processing_name: Vec<Option<String>>,
-    ai_analysis_name: Vec<Option<String>>,
-    workflow_execution_name: Vec<Option<String>>,
-    kubernetes_execution_name: Vec<Option<String>>,
-    service_crd_statuses: Vec<Option<String>>,
-    timeout_phase: Vec<Option<String>>,
-    timeout_time: Vec<Option<DateTime<Utc>>>,
-    failure_phase: Vec<Option<String>>,
-    failure_reason: Vec<Option<String>>,
-    duplicate_count: Vec<i32>,
-    last_duplicate_time: Vec<Option<DateTime<Utc>>>,
-    event_time: Vec<DateTime<Utc>>,
-    record: Vec<String>,
-    duration_us: Vec<Option<i64>>,
-    duration_bin: Vec<Option<i32>>,
-    retention_expiry_time: Vec<Option<DateTime<Utc>>>,
-    content_hash: Vec<Vec<u8>>,
-}
+/// The batch statement, its parameters still to bind.
+type BatchQuery<'q> =
+    sqlx::query::QueryAs<'q, sqlx::Postgres, EventKey, sqlx::postgres::PgArguments>;
 
-impl Columns {
-    fn push(&mut self, r: &NewAudit, policy: &RetentionPolicy) {
-        self.content_hash.push(r.content_hash.to_vec());
-        self.retention_expiry_time.push(policy.expiry(r));
-        self.event_id.push(r.event_id);
-        self.namespace.push(r.namespace.clone());
-        self.alert_fingerprint.push(r.alert_fingerprint.clone());
-        self.remediation_name.push(r.remediation_name.clone());
-        self.overall_phase.push(r.overall_phase.clone());
-        self.phase_rank.push(r.phase_rank.0);
-        self.start_time.push(r.start_time);
-        self.completion_time.push(r.completion_time);
-        self.remediation_processing_name
-            .push(r.remediation_processing_name.clone());
-        self.ai_analysis_name.push(r.ai_analysis_name.clone());
-        self.workflow_execution_name
-            .push(r.workflow_execution_name.clone());
-        self.kubernetes_execution_name
-            .push(r.kubernetes_execution_name.clone());
-        self.service_crd_statuses
-            .push(r.service_crd_statuses.as_ref().map(ToString::to_string));
-        self.timeout_phase.push(r.timeout_phase.clone());
-        self.timeout_time.push(r.timeout_time);
-        self.failure_phase.push(r.failure_phase.clone());
-        self.failure_reason.push(r.failure_reason.clone());
-        self.duplicate_count.push(r.duplicate_count);
-        self.last_duplicate_time.push(r.last_duplicate_time);
-        self.event_time.push(r.event_time);
-        self.record.push(r.raw.to_string());
-        let duration = r.duration_micros();
-        self.duration_us.push(duration);
-        self.duration_bin.push(duration.map(duration_bin));
-    }
+batch_columns! { |r, policy|
+    event_id: Uuid as "uuid" = r.event_id;
+    namespace: String as "text" = r.namespace.clone();
+    alert_fingerprint: String as "text" = r.alert_fingerprint.clone();
+    remediation_name: String as "text" = r.remediation_name.clone();
+    overall_phase: String as "text" = r.overall_phase.clone();
+    phase_rank: i16 as "int2" = r.phase_rank.0;
+    start_time: DateTime<Utc> as "timestamptz" = r.start_time;
+    completion_time: Option<DateTime<Utc>> as "timestamptz" = r.completion_time;
+    remediation_processing_name: Option<String> as "text" = r.remediation_processing_name.clone();
+    ai_analysis_name: Option<String> as "text" = r.ai_analysis_name.clone();
+    workflow_execution_name: Option<String> as "text" = r.workflow_execution_name.clone();
+    kubernetes_execution_name: Option<String> as "text" = r.kubernetes_execution_name.clone();
+    service_crd_statuses: Option<String> as "text" = r.service_crd_statuses.clone();
+    timeout_phase: Option<String> as "text" = r.timeout_phase.clone();
+    timeout_time: Option<DateTime<Utc>> as "timestamptz" = r.timeout_time;
+    failure_phase: Option<String> as "text" = r.failure_phase.clone();
+    failure_reason: Option<String> as "text" = r.failure_reason.clone();
+    duplicate_count: i32 as "int4" = r.duplicate_count;
+    last_duplicate_time: Option<DateTime<Utc>> as "timestamptz" = r.last_duplicate_time;
+    event_time: DateTime<Utc> as "timestamptz" = r.event_time;
+    record: String as "text" = r.raw.clone();
+    duration_us: Option<i64> as "int8" = r.duration_micros();
+    duration_bin: Option<i32> as "int4" = r.duration_micros().map(duration_bin);
+    retention_expiry_time: Option<DateTime<Utc>> as "timestamptz" = policy.expiry(r);
+    content_hash: Vec<u8> as "bytea" = r.content_hash.to_vec();
 }
 
 /// The first key of the advisory locks that serialise writers of one
@@ -402,8 +386,8 @@ async fn stored_remediations(
 }
 
 #[async_trait]
-impl Store for PgStore {
-    #[instrument(skip_all, fields(records = records.len()), err)]
+impl AuditStore for PgStore {
+    #[instrument(skip_all, fields(backend = BACKEND, records = records.len()), err)]
     async fn insert_with(
         &self,
         records: &[NewAudit],
@@ -434,32 +418,7 @@ impl Store for PgStore {
         let created: HashSet<EventKey> = if written.is_empty() {
             HashSet::new()
         } else {
-            sqlx::query_as::<_, EventKey>(sqlx::AssertSqlSafe(INSERT_SQL.as_str()))
-                .bind(c.event_id)
-                .bind(c.namespace)
-                .bind(c.alert_fingerprint)
-                .bind(c.remediation_name)
-                .bind(c.overall_phase)
-                .bind(c.phase_rank)
-                .bind(c.start_time)
-                .bind(c.completion_time)
-                .bind(c.remediation_processing_name)
-                .bind(c.ai_analysis_name)
-                .bind(c.workflow_execution_name)
-                .bind(c.kubernetes_execution_name)
-                .bind(c.service_crd_statuses)
-                .bind(c.timeout_phase)
-                .bind(c.timeout_time)
-                .bind(c.failure_phase)
-                .bind(c.failure_reason)
-                .bind(c.duplicate_count)
-                .bind(c.last_duplicate_time)
-                .bind(c.event_time)
-                .bind(c.record)
-                .bind(c.duration_us)
-                .bind(c.duration_bin)
-                .bind(c.retention_expiry_time)
-                .bind(c.content_hash)
+            c.bind(sqlx::query_as(sqlx::AssertSqlSafe(INSERT_SQL.as_str())))
                 .fetch_all(&mut *tx)
                 .await?
                 .into_iter()
@@ -498,7 +457,7 @@ impl Store for PgStore {
         Ok(outcomes(records, &candidates, &first, &stored))
     }
 
-    #[instrument(skip_all, err)]
+    #[instrument(skip_all, fields(backend = BACKEND, limit = query.limit), err)]
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
         let mut qb = list_sql(query, |t| t);
         let rows = qb.build().fetch_all(&self.reads).await?;
@@ -509,7 +468,7 @@ impl Store for PgStore {
         Ok(page(items, query.limit))
     }
 
-    #[instrument(skip_all, fields(id), err)]
+    #[instrument(skip_all, fields(backend = BACKEND, id = id, limit = query.limit), err)]
     async fn timeline_page(
         &self,
         id: i64,
@@ -563,30 +522,7 @@ impl Store for PgStore {
         }))
     }
 
-    async fn postmortem(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
-        analytics::postmortem(&self.reads, query).await
-    }
-
-    async fn slowest(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
-        analytics::slowest(&self.reads, query).await
-    }
-
-    async fn success_rate(&self, query: &AnalyticsQuery) -> Result<SuccessRateReport, StoreError> {
-        analytics::success_rate_report(&self.reads, query).await
-    }
-
-    async fn durations(&self, query: &AnalyticsQuery) -> Result<DurationsReport, StoreError> {
-        analytics::durations_report(&self.reads, query).await
-    }
-
-    async fn failures(&self, query: &AnalyticsQuery) -> Result<FailuresReport, StoreError> {
-        analytics::failures_report(&self.reads, query).await
-    }
-
-    async fn retries(&self, query: &AnalyticsQuery) -> Result<RetriesReport, StoreError> {
-        analytics::retries_report(&self.reads, query).await
-    }
-
+    #[instrument(skip_all, fields(backend = BACKEND, id = id, hold = hold), err)]
     async fn set_legal_hold(&self, id: i64, hold: bool) -> Result<Option<StoredAudit>, StoreError> {
         let sql = format!(
             "UPDATE remediation_audit SET legal_hold = $2, updated_at = now() \
@@ -600,6 +536,7 @@ impl Store for PgStore {
         Ok(row.as_ref().map(summary_from_row).transpose()?)
     }
 
+    #[instrument(skip_all, fields(backend = BACKEND, id = id), err)]
     async fn soft_delete(&self, id: i64, at: DateTime<Utc>) -> Result<DeleteOutcome, StoreError> {
         let sql = format!("{SOFT_DELETE_SQL} SELECT {SUMMARY_COLUMNS} FROM gone");
         let mut tx = self.pool.begin().await?;
@@ -632,6 +569,79 @@ impl Store for PgStore {
         })
     }
 
+    #[instrument(skip_all, fields(backend = BACKEND, after = after, limit = limit), err)]
+    async fn backfill_content_hashes(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Backfill, StoreError> {
+        let rows: Vec<(i64, DateTime<Utc>, String)> = sqlx::query_as(
+            "SELECT id, start_time, record::text FROM remediation_audit_events \
+             WHERE content_hash IS NULL AND id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(i64::from(limit.max(1)))
+        .fetch_all(&self.pool)
+        .await?;
+        let (mut done, hashed) = backfill_hashes(rows);
+        let (mut ids, mut starts, mut hashes) = (Vec::new(), Vec::new(), Vec::new());
+        for (id, start, hash) in hashed {
+            ids.push(id);
+            starts.push(start);
+            hashes.push(hash);
+        }
+        if !ids.is_empty() {
+            done.hashed = sqlx::query(
+                "UPDATE remediation_audit_events e SET content_hash = u.hash \
+                 FROM UNNEST($1::bigint[], $2::timestamptz[], $3::bytea[]) AS u(id, start_time, hash) \
+                 WHERE e.id = u.id AND e.start_time = u.start_time AND e.content_hash IS NULL",
+            )
+            .bind(&ids)
+            .bind(&starts)
+            .bind(&hashes)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        }
+        Ok(done)
+    }
+}
+
+#[async_trait]
+impl AnalyticsStore for PgStore {
+    #[instrument(skip_all, fields(backend = BACKEND, limit = query.limit), err)]
+    async fn postmortem(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
+        analytics::postmortem(&self.reads, query).await
+    }
+
+    #[instrument(skip_all, fields(backend = BACKEND, limit = query.limit), err)]
+    async fn slowest(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
+        analytics::slowest(&self.reads, query).await
+    }
+
+    #[instrument(skip_all, fields(backend = BACKEND), err)]
+    async fn success_rate(&self, query: &AnalyticsQuery) -> Result<SuccessRateReport, StoreError> {
+        analytics::success_rate_report(&self.reads, query).await
+    }
+
+    #[instrument(skip_all, fields(backend = BACKEND), err)]
+    async fn durations(&self, query: &AnalyticsQuery) -> Result<DurationsReport, StoreError> {
+        analytics::durations_report(&self.reads, query).await
+    }
+
+    #[instrument(skip_all, fields(backend = BACKEND, limit = query.limit), err)]
+    async fn failures(&self, query: &AnalyticsQuery) -> Result<FailuresReport, StoreError> {
+        analytics::failures_report(&self.reads, query).await
+    }
+
+    #[instrument(skip_all, fields(backend = BACKEND, limit = query.limit), err)]
+    async fn retries(&self, query: &AnalyticsQuery) -> Result<RetriesReport, StoreError> {
+        analytics::retries_report(&self.reads, query).await
+    }
+}
+
+#[async_trait]
+impl RetentionStore for PgStore {
     async fn ensure_partitions(
         &self,
         from: DateTime<Utc>,
@@ -682,44 +692,11 @@ impl Store for PgStore {
     async fn batch_ids(&self, batch: i64) -> Result<BatchIds, StoreError> {
         retention::batch_ids(&self.pool, batch).await
     }
+}
 
-    #[instrument(skip_all, err)]
-    async fn backfill_content_hashes(
-        &self,
-        after: i64,
-        limit: u32,
-    ) -> Result<Backfill, StoreError> {
-        let rows: Vec<(i64, DateTime<Utc>, String)> = sqlx::query_as(
-            "SELECT id, start_time, record::text FROM remediation_audit_events \
-             WHERE content_hash IS NULL AND id > $1 ORDER BY id LIMIT $2",
-        )
-        .bind(after)
-        .bind(i64::from(limit.max(1)))
-        .fetch_all(&self.pool)
-        .await?;
-        let (mut done, hashed) = backfill_hashes(rows);
-        let (mut ids, mut starts, mut hashes) = (Vec::new(), Vec::new(), Vec::new());
-        for (id, start, hash) in hashed {
-            ids.push(id);
-            starts.push(start);
-            hashes.push(hash);
-        }
-        if !ids.is_empty() {
-            done.hashed = sqlx::query(
-                "UPDATE remediation_audit_events e SET content_hash = u.hash \
-                 FROM UNNEST($1::bigint[], $2::timestamptz[], $3::bytea[]) AS u(id, start_time, hash) \
-                 WHERE e.id = u.id AND e.start_time = u.start_time AND e.content_hash IS NULL",
-            )
-            .bind(&ids)
-            .bind(&starts)
-            .bind(&hashes)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        }
-        Ok(done)
-    }
-
+#[async_trait]
+impl HealthStore for PgStore {
+    #[instrument(skip_all, fields(backend = BACKEND), err)]
     async fn ready(&self) -> Result<(), StoreError> {
         let applied: Option<i64> =
             sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
@@ -733,11 +710,29 @@ impl Store for PgStore {
     }
 
     fn backend(&self) -> &'static str {
-        "postgres"
+        BACKEND
     }
 
+    #[instrument(skip_all, fields(backend = BACKEND))]
     async fn close(&self) {
         self.reads.close().await;
         self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_batch_unnest_reads_every_bound_array_by_name() {
+        let sql = super::unnest_sql();
+        assert!(
+            sql.starts_with("UNNEST($1::uuid[], $2::text[], $3::text[]"),
+            "{sql}"
+        );
+        assert!(sql.contains(", $25::bytea[]) WITH ORDINALITY AS t(event_id, namespace, "));
+        assert!(
+            sql.ends_with(", retention_expiry_time, content_hash, ord)"),
+            "{sql}"
+        );
     }
 }

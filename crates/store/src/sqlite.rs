@@ -14,7 +14,7 @@ use remaudit_model::analytics::{
     DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport,
 };
 use remaudit_model::histogram::duration_bin;
-use remaudit_model::{EventRecord, NewAudit, StoredAudit};
+use remaudit_model::{EventRecord, NewAudit, StoredAudit, supersedes_sql};
 use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -31,25 +31,84 @@ use crate::retention::{
 use crate::store::{
     RemediationKey, SUMMARY_COLUMNS, StoredEvent, StoredRemediation, TimelinePage, backfill_hashes,
     check_schema, first_occurrences, judge, list_sql, outcomes, page, pool_stats, redact,
-    remediation_key,
+    remediation_key, summary_from_row,
 };
 use crate::{
-    Backfill, InsertOutcome, InsertRules, ListQuery, Page, PoolSettings, PoolStats, Store,
-    StoreError, Timeline, TimelineQuery,
+    AnalyticsStore, AuditStore, Backfill, HealthStore, InsertOutcome, InsertRules, ListQuery, Page,
+    PoolSettings, PoolStats, RetentionStore, StoreError, Timeline, TimelineQuery,
 };
 
 mod analytics;
 mod files;
 mod retention;
 
+/// This backend's name, in spans and [`HealthStore::backend`].
+const BACKEND: &str = "sqlite";
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// When a candidate record replaces the summary row (see `supersedes` in the model).
-const WINS: &str = "(ra.phase_rank < 9 AND (excluded.phase_rank > ra.phase_rank \
-    OR (excluded.phase_rank = ra.phase_rank AND excluded.event_time > ra.event_time)))";
+/// `upsert.sql` with its columns and values ([`summary_values_sql`]) and the
+/// summary rule ([`supersedes_sql`]) written in.
+static UPSERT_SQL: LazyLock<String> = LazyLock::new(|| {
+    include_str!("sqlite/upsert.sql")
+        .replace("__VALUES__", &summary_values_sql())
+        .replace("__WINS__", &supersedes_sql("ra", "excluded"))
+});
 
-static UPSERT_SQL: LazyLock<String> =
-    LazyLock::new(|| include_str!("sqlite/upsert.sql").replace("__WINS__", WINS));
+/// Declares once the columns a record writes into its summary row and the
+/// value each is bound to: the `(columns) VALUES (?1, ...)` head of
+/// `upsert.sql` and its binding are made from this one list.
+macro_rules! summary_values {
+    (|$r:ident, $now:ident, $policy:ident| $($name:ident = $value:expr;)*) => {
+        /// `(column, ...) VALUES (?1, ...)`, in the order [`bind_summary`] binds.
+        fn summary_values_sql() -> String {
+            let names: &[&str] = &[$(stringify!($name)),*];
+            let slots: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
+            format!("({}) VALUES ({})", names.join(", "), slots.join(", "))
+        }
+
+        /// Binds record `r`'s summary values (written at `now`) to `upsert.sql`.
+        fn bind_summary<'q>(
+            query: SqliteQuery<'q>,
+            $r: &'q NewAudit,
+            $now: &str,
+            $policy: &RetentionPolicy,
+        ) -> SqliteQuery<'q> {
+            query$(.bind($value))*
+        }
+    };
+}
+
+/// A statement for SQLite, its parameters still to bind.
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
+summary_values! { |r, now, policy|
+    namespace = &r.namespace;
+    alert_fingerprint = &r.alert_fingerprint;
+    remediation_name = &r.remediation_name;
+    overall_phase = &r.overall_phase;
+    phase_rank = r.phase_rank.0;
+    start_time = encode_time(r.start_time);
+    completion_time = r.completion_time.map(encode_time);
+    remediation_processing_name = &r.remediation_processing_name;
+    ai_analysis_name = &r.ai_analysis_name;
+    workflow_execution_name = &r.workflow_execution_name;
+    kubernetes_execution_name = &r.kubernetes_execution_name;
+    service_crd_statuses = &r.service_crd_statuses;
+    timeout_phase = &r.timeout_phase;
+    timeout_time = r.timeout_time.map(encode_time);
+    failure_phase = &r.failure_phase;
+    failure_reason = &r.failure_reason;
+    duplicate_count = r.duplicate_count;
+    last_duplicate_time = r.last_duplicate_time.map(encode_time);
+    event_id = r.event_id.to_string();
+    event_time = encode_time(r.event_time);
+    created_at = now.to_owned();
+    updated_at = now.to_owned();
+    duration_us = r.duration_micros();
+    duration_bin = r.duration_micros().map(duration_bin);
+    retention_expiry_time = policy.expiry(r).map(encode_time);
+}
 
 /// The one text form of timestamps in SQLite; fixed width, so text order is time order.
 pub(crate) fn encode_time(t: DateTime<Utc>) -> String {
@@ -66,58 +125,9 @@ pub(crate) fn time_column(row: &SqliteRow, column: &str) -> Result<DateTime<Utc>
     decode_time(&row.try_get::<String, _>(column)?)
 }
 
-pub(crate) fn optional_time_column(
-    row: &SqliteRow,
-    column: &str,
-) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    row.try_get::<Option<String>, _>(column)?
-        .as_deref()
-        .map(decode_time)
-        .transpose()
-}
-
-pub(crate) fn json_column(
-    row: &SqliteRow,
-    column: &str,
-) -> Result<Option<serde_json::Value>, sqlx::Error> {
-    row.try_get::<Option<String>, _>(column)?
-        .map(|s| serde_json::from_str(&s))
-        .transpose()
-        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
-}
-
 fn uuid_column(row: &SqliteRow, column: &str) -> Result<Uuid, sqlx::Error> {
     Uuid::parse_str(&row.try_get::<String, _>(column)?)
         .map_err(|e| sqlx::Error::Decode(Box::new(e)))
-}
-
-fn summary_from_row(row: &SqliteRow) -> Result<StoredAudit, sqlx::Error> {
-    Ok(StoredAudit {
-        id: row.try_get("id")?,
-        namespace: row.try_get("namespace")?,
-        alert_fingerprint: row.try_get("alert_fingerprint")?,
-        remediation_name: row.try_get("remediation_name")?,
-        overall_phase: row.try_get("overall_phase")?,
-        start_time: time_column(row, "start_time")?,
-        completion_time: optional_time_column(row, "completion_time")?,
-        remediation_processing_name: row.try_get("remediation_processing_name")?,
-        ai_analysis_name: row.try_get("ai_analysis_name")?,
-        workflow_execution_name: row.try_get("workflow_execution_name")?,
-        kubernetes_execution_name: row.try_get("kubernetes_execution_name")?,
-        service_crd_statuses: json_column(row, "service_crd_statuses")?,
-        timeout_phase: row.try_get("timeout_phase")?,
-        timeout_time: optional_time_column(row, "timeout_time")?,
-        failure_phase: row.try_get("failure_phase")?,
-        failure_reason: row.try_get("failure_reason")?,
-        duplicate_count: row.try_get("duplicate_count")?,
-        last_duplicate_time: optional_time_column(row, "last_duplicate_time")?,
-        retention_expiry_time: optional_time_column(row, "retention_expiry_time")?,
-        legal_hold: row.try_get("legal_hold")?,
-        event_id: uuid_column(row, "event_id")?,
-        event_time: time_column(row, "event_time")?,
-        created_at: time_column(row, "created_at")?,
-        updated_at: time_column(row, "updated_at")?,
-    })
 }
 
 /// Remediation audit records in a SQLite file.
@@ -288,8 +298,8 @@ async fn stored_remediation(
 }
 
 #[async_trait]
-impl Store for SqliteStore {
-    #[instrument(skip_all, fields(records = records.len()), err)]
+impl AuditStore for SqliteStore {
+    #[instrument(skip_all, fields(backend = BACKEND, records = records.len()), err)]
     async fn insert_with(
         &self,
         records: &[NewAudit],
@@ -333,33 +343,14 @@ impl Store for SqliteStore {
             .bind(r.content_hash.as_slice())
             .execute(&mut *tx)
             .await?;
-            sqlx::query(sqlx::AssertSqlSafe(UPSERT_SQL.as_str()))
-                .bind(&r.namespace)
-                .bind(&r.alert_fingerprint)
-                .bind(&r.remediation_name)
-                .bind(&r.overall_phase)
-                .bind(r.phase_rank.0)
-                .bind(&start_time)
-                .bind(r.completion_time.map(encode_time))
-                .bind(&r.remediation_processing_name)
-                .bind(&r.ai_analysis_name)
-                .bind(&r.workflow_execution_name)
-                .bind(&r.kubernetes_execution_name)
-                .bind(r.service_crd_statuses.as_ref().map(ToString::to_string))
-                .bind(&r.timeout_phase)
-                .bind(r.timeout_time.map(encode_time))
-                .bind(&r.failure_phase)
-                .bind(&r.failure_reason)
-                .bind(r.duplicate_count)
-                .bind(r.last_duplicate_time.map(encode_time))
-                .bind(r.event_id.to_string())
-                .bind(&event_time)
-                .bind(&now)
-                .bind(r.duration_micros())
-                .bind(r.duration_micros().map(duration_bin))
-                .bind(self.policy.expiry(r).map(encode_time))
-                .execute(&mut *tx)
-                .await?;
+            bind_summary(
+                sqlx::query(sqlx::AssertSqlSafe(UPSERT_SQL.as_str())),
+                r,
+                &now,
+                &self.policy,
+            )
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         let first: Vec<InsertOutcome> = verdicts
@@ -369,7 +360,7 @@ impl Store for SqliteStore {
         Ok(outcomes(records, &candidates, &first, &stored))
     }
 
-    #[instrument(skip_all, err)]
+    #[instrument(skip_all, fields(backend = BACKEND, limit = query.limit), err)]
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
         let mut qb = list_sql(query, encode_time);
         let rows = qb.build().fetch_all(self.read_pool()).await?;
@@ -380,7 +371,7 @@ impl Store for SqliteStore {
         Ok(page(items, query.limit))
     }
 
-    #[instrument(skip_all, fields(id), err)]
+    #[instrument(skip_all, fields(backend = BACKEND, id = id, limit = query.limit), err)]
     async fn timeline_page(
         &self,
         id: i64,
@@ -434,30 +425,7 @@ impl Store for SqliteStore {
         }))
     }
 
-    async fn postmortem(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
-        analytics::postmortem(self.read_pool(), query).await
-    }
-
-    async fn slowest(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
-        analytics::slowest(self.read_pool(), query).await
-    }
-
-    async fn success_rate(&self, query: &AnalyticsQuery) -> Result<SuccessRateReport, StoreError> {
-        analytics::success_rate_report(self.read_pool(), query).await
-    }
-
-    async fn durations(&self, query: &AnalyticsQuery) -> Result<DurationsReport, StoreError> {
-        analytics::durations_report(self.read_pool(), query).await
-    }
-
-    async fn failures(&self, query: &AnalyticsQuery) -> Result<FailuresReport, StoreError> {
-        analytics::failures_report(self.read_pool(), query).await
-    }
-
-    async fn retries(&self, query: &AnalyticsQuery) -> Result<RetriesReport, StoreError> {
-        analytics::retries_report(self.read_pool(), query).await
-    }
-
+    #[instrument(skip_all, fields(backend = BACKEND, id = id, hold = hold), err)]
     async fn set_legal_hold(&self, id: i64, hold: bool) -> Result<Option<StoredAudit>, StoreError> {
         let sql = format!(
             "UPDATE remediation_audit SET legal_hold = ?2, updated_at = ?3 \
@@ -473,6 +441,7 @@ impl Store for SqliteStore {
         Ok(row.as_ref().map(summary_from_row).transpose()?)
     }
 
+    #[instrument(skip_all, fields(backend = BACKEND, id = id), err)]
     async fn soft_delete(&self, id: i64, at: DateTime<Utc>) -> Result<DeleteOutcome, StoreError> {
         let sql = format!(
             "UPDATE remediation_audit SET deleted_at = ?2, updated_at = ?2 \
@@ -499,6 +468,80 @@ impl Store for SqliteStore {
         })
     }
 
+    #[instrument(skip_all, fields(backend = BACKEND, after = after, limit = limit), err)]
+    async fn backfill_content_hashes(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Backfill, StoreError> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT id, record FROM remediation_audit_events \
+             WHERE content_hash IS NULL AND id > ?1 ORDER BY id LIMIT ?2",
+        )
+        .bind(after)
+        .bind(i64::from(limit.max(1)))
+        .fetch_all(self.read_pool())
+        .await?;
+        let (mut done, hashed) = backfill_hashes(
+            rows.into_iter()
+                .map(|(id, record)| (id, (), record))
+                .collect(),
+        );
+        if !hashed.is_empty() {
+            let _turn = self.writer.lock().await;
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            for (id, (), hash) in hashed {
+                done.hashed += sqlx::query(
+                    "UPDATE remediation_audit_events SET content_hash = ?1 \
+                     WHERE id = ?2 AND content_hash IS NULL",
+                )
+                .bind(hash)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            tx.commit().await?;
+        }
+        Ok(done)
+    }
+}
+
+#[async_trait]
+impl AnalyticsStore for SqliteStore {
+    #[instrument(skip_all, fields(backend = BACKEND, limit = query.limit), err)]
+    async fn postmortem(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
+        analytics::postmortem(self.read_pool(), query).await
+    }
+
+    #[instrument(skip_all, fields(backend = BACKEND, limit = query.limit), err)]
+    async fn slowest(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
+        analytics::slowest(self.read_pool(), query).await
+    }
+
+    #[instrument(skip_all, fields(backend = BACKEND), err)]
+    async fn success_rate(&self, query: &AnalyticsQuery) -> Result<SuccessRateReport, StoreError> {
+        analytics::success_rate_report(self.read_pool(), query).await
+    }
+
+    #[instrument(skip_all, fields(backend = BACKEND), err)]
+    async fn durations(&self, query: &AnalyticsQuery) -> Result<DurationsReport, StoreError> {
+        analytics::durations_report(self.read_pool(), query).await
+    }
+
+    #[instrument(skip_all, fields(backend = BACKEND, limit = query.limit), err)]
+    async fn failures(&self, query: &AnalyticsQuery) -> Result<FailuresReport, StoreError> {
+        analytics::failures_report(self.read_pool(), query).await
+    }
+
+    #[instrument(skip_all, fields(backend = BACKEND, limit = query.limit), err)]
+    async fn retries(&self, query: &AnalyticsQuery) -> Result<RetriesReport, StoreError> {
+        analytics::retries_report(self.read_pool(), query).await
+    }
+}
+
+#[async_trait]
+impl RetentionStore for SqliteStore {
     async fn ensure_partitions(
         &self,
         _from: DateTime<Utc>,
@@ -578,45 +621,11 @@ impl Store for SqliteStore {
     async fn batch_ids(&self, batch: i64) -> Result<BatchIds, StoreError> {
         retention::batch_ids(&self.pool, batch).await
     }
+}
 
-    #[instrument(skip_all, err)]
-    async fn backfill_content_hashes(
-        &self,
-        after: i64,
-        limit: u32,
-    ) -> Result<Backfill, StoreError> {
-        let rows: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT id, record FROM remediation_audit_events \
-             WHERE content_hash IS NULL AND id > ?1 ORDER BY id LIMIT ?2",
-        )
-        .bind(after)
-        .bind(i64::from(limit.max(1)))
-        .fetch_all(self.read_pool())
-        .await?;
-        let (mut done, hashed) = backfill_hashes(
-            rows.into_iter()
-                .map(|(id, record)| (id, (), record))
-                .collect(),
-        );
-        if !hashed.is_empty() {
-            let _turn = self.writer.lock().await;
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-            for (id, (), hash) in hashed {
-                done.hashed += sqlx::query(
-                    "UPDATE remediation_audit_events SET content_hash = ?1 \
-                     WHERE id = ?2 AND content_hash IS NULL",
-                )
-                .bind(hash)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            }
-            tx.commit().await?;
-        }
-        Ok(done)
-    }
-
+#[async_trait]
+impl HealthStore for SqliteStore {
+    #[instrument(skip_all, fields(backend = BACKEND), err)]
     async fn ready(&self) -> Result<(), StoreError> {
         let applied: Option<i64> =
             sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
@@ -633,9 +642,10 @@ impl Store for SqliteStore {
     }
 
     fn backend(&self) -> &'static str {
-        "sqlite"
+        BACKEND
     }
 
+    #[instrument(skip_all, fields(backend = BACKEND))]
     async fn close(&self) {
         if let Some(reads) = &self.reads {
             reads.close().await;
@@ -647,6 +657,17 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_upsert_binds_every_column_in_order() {
+        let sql = summary_values_sql();
+        assert!(sql.starts_with("(namespace, alert_fingerprint, "), "{sql}");
+        assert!(
+            sql.contains(", duration_bin, retention_expiry_time) VALUES (?1, ?2, "),
+            "{sql}"
+        );
+        assert!(sql.ends_with(", ?24, ?25)"), "{sql}");
+    }
 
     #[test]
     fn encoded_times_sort_as_instants() {

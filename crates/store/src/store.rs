@@ -294,10 +294,11 @@ impl Default for PoolSettings {
     }
 }
 
-/// Where remediation audit records live.
+/// The audit trail itself: writing records, reading them back, and the
+/// operator's writes on a remediation (legal hold, soft delete).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// [`Store::insert_with`] under the default [`InsertRules`].
+pub trait AuditStore: Send + Sync + 'static {
+    /// [`AuditStore::insert_with`] under the default [`InsertRules`].
     async fn insert(&self, records: &[NewAudit]) -> Result<Vec<InsertOutcome>, StoreError> {
         self.insert_with(records, &InsertRules::default()).await
     }
@@ -331,6 +332,23 @@ pub trait Store: Send + Sync + 'static {
         query: &TimelineQuery,
     ) -> Result<Option<Timeline>, StoreError>;
 
+    /// Sets or clears the legal hold of a remediation; `None` when there is no such (live) row.
+    async fn set_legal_hold(&self, id: i64, hold: bool) -> Result<Option<StoredAudit>, StoreError>;
+
+    /// Soft-deletes a remediation: hidden from every read at once, archived by the next retention run.
+    async fn soft_delete(&self, id: i64, at: DateTime<Utc>) -> Result<DeleteOutcome, StoreError>;
+
+    /// Gives up to `limit` live events stored without a content hash (before
+    /// migration 0005), with row ids past `after`, the hash their record has
+    /// today, so that a key they hold reused with other content is a
+    /// `conflict` rather than a silent duplicate.
+    async fn backfill_content_hashes(&self, after: i64, limit: u32)
+    -> Result<Backfill, StoreError>;
+}
+
+/// Read-only figures computed over the stored remediations.
+#[async_trait]
+pub trait AnalyticsStore: Send + Sync + 'static {
     /// Every remediation of one alert in the window, newest first.
     async fn postmortem(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError>;
 
@@ -348,13 +366,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Alerts remediated more than once, most attempts first.
     async fn retries(&self, query: &AnalyticsQuery) -> Result<RetriesReport, StoreError>;
+}
 
-    /// Sets or clears the legal hold of a remediation; `None` when there is no such (live) row.
-    async fn set_legal_hold(&self, id: i64, hold: bool) -> Result<Option<StoredAudit>, StoreError>;
-
-    /// Soft-deletes a remediation: hidden from every read at once, archived by the next retention run.
-    async fn soft_delete(&self, id: i64, at: DateTime<Utc>) -> Result<DeleteOutcome, StoreError>;
-
+/// The data steps of retention: partitions, the run lock, due rows, and
+/// the journal of batches moved to the archive.
+#[async_trait]
+pub trait RetentionStore: Send + Sync + 'static {
     /// Creates the partitions that cover `[from, to)` (PostgreSQL; nothing on SQLite).
     async fn ensure_partitions(
         &self,
@@ -394,14 +411,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Ids of a finished batch's archived rows.
     async fn batch_ids(&self, batch: i64) -> Result<BatchIds, StoreError>;
+}
 
-    /// Gives up to `limit` live events stored without a content hash (before
-    /// migration 0005), with row ids past `after`, the hash their record has
-    /// today, so that a key they hold reused with other content is a
-    /// `conflict` rather than a silent duplicate.
-    async fn backfill_content_hashes(&self, after: i64, limit: u32)
-    -> Result<Backfill, StoreError>;
-
+/// The store as a running service: readiness, pool figures, backend, shutdown.
+#[async_trait]
+pub trait HealthStore: Send + Sync + 'static {
     /// Succeeds when the database answers and its schema is current.
     async fn ready(&self) -> Result<(), StoreError>;
 
@@ -415,7 +429,16 @@ pub trait Store: Send + Sync + 'static {
     async fn close(&self);
 }
 
-/// What one round of [`Store::backfill_content_hashes`] did.
+/// Where remediation audit records live: every role of the store at once.
+///
+/// Implemented for every type that implements the role traits; consumers
+/// that need one role take that trait instead (an `Arc<dyn Store>` coerces
+/// to `Arc<dyn AuditStore>` and the others).
+pub trait Store: AuditStore + AnalyticsStore + RetentionStore + HealthStore {}
+
+impl<T: AuditStore + AnalyticsStore + RetentionStore + HealthStore + ?Sized> Store for T {}
+
+/// What one round of [`AuditStore::backfill_content_hashes`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Backfill {
     /// Events that now have a hash.
@@ -714,6 +737,14 @@ pub(crate) const SUMMARY_COLUMNS: &str = "id, namespace, alert_fingerprint, reme
     workflow_execution_name, kubernetes_execution_name, service_crd_statuses, timeout_phase, \
     timeout_time, failure_phase, failure_reason, duplicate_count, last_duplicate_time, \
     retention_expiry_time, legal_hold, event_id, event_time, created_at, updated_at";
+
+/// Decodes a summary row selected with [`SUMMARY_COLUMNS`], on either backend.
+pub(crate) fn summary_from_row<'r, R: sqlx::Row>(row: &'r R) -> Result<StoredAudit, sqlx::Error>
+where
+    StoredAudit: sqlx::FromRow<'r, R>,
+{
+    <StoredAudit as sqlx::FromRow<R>>::from_row(row)
+}
 
 /// The listing query for `query`, with timestamps bound through `time`.
 pub(crate) fn list_sql<DB, T>(

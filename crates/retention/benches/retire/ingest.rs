@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Datelike as _, SecondsFormat, TimeDelta, Timelike as _, Utc};
 use remaudit_model::NewAudit;
 use remaudit_retention::Settings;
-use remaudit_store::{PgStore, Store as _};
+use remaudit_store::{AuditStore as _, HealthStore as _, PgStore, RetentionStore as _};
 use remaudit_testkit::bench::{
     self, StoreOptions, percentile_f64, sorted_f64, surprise, thousands,
 };

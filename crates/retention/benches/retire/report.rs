@@ -4,7 +4,7 @@
 //! job's batches verify.
 
 use remaudit_retention::{Archive, RunReport};
-use remaudit_store::Store as _;
+use remaudit_store::HealthStore as _;
 use remaudit_testkit::bench::{self, expect_eq, mib, surprise, thousands};
 use sqlx::{AssertSqlSafe, PgPool};
 

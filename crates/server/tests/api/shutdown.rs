@@ -15,8 +15,9 @@ use remaudit_store::retention::{
     RetentionLock,
 };
 use remaudit_store::{
-    AnalyticsQuery, DeleteOutcome, InsertOutcome, InsertRules, ListQuery, Page, PoolStats,
-    RetireRequest, Store, StoreError, Timeline, TimelineQuery,
+    AnalyticsQuery, AnalyticsStore, AuditStore, DeleteOutcome, HealthStore, InsertOutcome,
+    InsertRules, ListQuery, Page, PoolStats, RetentionStore, RetireRequest, Store, StoreError,
+    Timeline, TimelineQuery,
 };
 use tokio::sync::{Notify, Semaphore};
 
@@ -30,7 +31,7 @@ pub(crate) struct GatedStore {
 }
 
 #[async_trait]
-impl Store for GatedStore {
+impl AuditStore for GatedStore {
     async fn insert_with(
         &self,
         records: &[NewAudit],
@@ -50,6 +51,23 @@ impl Store for GatedStore {
     ) -> Result<Option<Timeline>, StoreError> {
         self.inner.timeline_page(id, query).await
     }
+    async fn set_legal_hold(&self, id: i64, hold: bool) -> Result<Option<StoredAudit>, StoreError> {
+        self.inner.set_legal_hold(id, hold).await
+    }
+    async fn soft_delete(&self, id: i64, at: DateTime<Utc>) -> Result<DeleteOutcome, StoreError> {
+        self.inner.soft_delete(id, at).await
+    }
+    async fn backfill_content_hashes(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<remaudit_store::Backfill, StoreError> {
+        self.inner.backfill_content_hashes(after, limit).await
+    }
+}
+
+#[async_trait]
+impl AnalyticsStore for GatedStore {
     async fn postmortem(&self, q: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
         self.inner.postmortem(q).await
     }
@@ -68,12 +86,10 @@ impl Store for GatedStore {
     async fn retries(&self, q: &AnalyticsQuery) -> Result<RetriesReport, StoreError> {
         self.inner.retries(q).await
     }
-    async fn set_legal_hold(&self, id: i64, hold: bool) -> Result<Option<StoredAudit>, StoreError> {
-        self.inner.set_legal_hold(id, hold).await
-    }
-    async fn soft_delete(&self, id: i64, at: DateTime<Utc>) -> Result<DeleteOutcome, StoreError> {
-        self.inner.soft_delete(id, at).await
-    }
+}
+
+#[async_trait]
+impl RetentionStore for GatedStore {
     async fn ensure_partitions(
         &self,
         from: DateTime<Utc>,
@@ -113,13 +129,10 @@ impl Store for GatedStore {
     async fn batch_ids(&self, batch: i64) -> Result<BatchIds, StoreError> {
         self.inner.batch_ids(batch).await
     }
-    async fn backfill_content_hashes(
-        &self,
-        after: i64,
-        limit: u32,
-    ) -> Result<remaudit_store::Backfill, StoreError> {
-        self.inner.backfill_content_hashes(after, limit).await
-    }
+}
+
+#[async_trait]
+impl HealthStore for GatedStore {
     async fn ready(&self) -> Result<(), StoreError> {
         self.inner.ready().await
     }

@@ -2,15 +2,14 @@
 
 use chrono::{DateTime, Utc};
 use remaudit_model::analytics::{
-    DurationsReport, FailuresReport, RemediationBrief, RemediationList, RetriesReport,
-    SuccessRateReport,
+    DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport,
 };
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
 
 use crate::StoreError;
 use crate::analytics::{
-    self, ALERT_GROUP_SQL, AlertRow, AnalyticsQuery, BinRow, BriefRow, FailureRow, MAX_PROGRESSION,
+    self, ALERT_GROUP_SQL, AlertRow, AnalyticsQuery, BinRow, FailureRow, MAX_PROGRESSION,
     OutcomeRow, SAMPLE_SCAN, Source, bins_sql, durations_from_bins, failure_groups_sql,
     failure_phase_column, order_phases, postmortem_sql, push_failure_order, push_filters,
     push_sample_pick, samples_by_group, slowest_sql, success_rate, whole_weeks,
@@ -46,28 +45,6 @@ fn push_day_buckets(qb: &mut Qb, q: &AnalyticsQuery) {
     }
 }
 
-fn brief(row: &PgRow, with_statuses: bool) -> Result<BriefRow, sqlx::Error> {
-    Ok(BriefRow {
-        id: row.try_get("id")?,
-        namespace: row.try_get("namespace")?,
-        alert_fingerprint: row.try_get("alert_fingerprint")?,
-        remediation_name: row.try_get("remediation_name")?,
-        overall_phase: row.try_get("overall_phase")?,
-        start_time: row.try_get("start_time")?,
-        completion_time: row.try_get("completion_time")?,
-        duration_us: row.try_get("duration_us")?,
-        failure_phase: row.try_get("failure_phase")?,
-        failure_reason: row.try_get("failure_reason")?,
-        timeout_phase: row.try_get("timeout_phase")?,
-        timeout_time: row.try_get("timeout_time")?,
-        service_crd_statuses: if with_statuses {
-            row.try_get("service_crd_statuses")?
-        } else {
-            None
-        },
-    })
-}
-
 fn alert_row(row: &PgRow) -> Result<AlertRow, sqlx::Error> {
     Ok(AlertRow {
         alert_fingerprint: row.try_get("alert_fingerprint")?,
@@ -96,23 +73,13 @@ async fn latest_of_alert(pool: &PgPool, mut qb: Qb) -> Result<Vec<PgRow>, StoreE
     Ok(rows)
 }
 
-fn briefs(rows: &[PgRow], statuses: bool) -> Result<Vec<RemediationBrief>, StoreError> {
-    Ok(rows
-        .iter()
-        .map(|r| brief(r, statuses).map(RemediationBrief::from))
-        .collect::<Result<_, _>>()?)
-}
-
 pub(crate) async fn postmortem(
     pool: &PgPool,
     q: &AnalyticsQuery,
 ) -> Result<RemediationList, StoreError> {
     Ok(RemediationList {
         query: q.echo(Source::Rows, true),
-        items: briefs(
-            &latest_of_alert(pool, postmortem_sql(q, |t| t)).await?,
-            false,
-        )?,
+        items: analytics::briefs(&latest_of_alert(pool, postmortem_sql(q, |t| t)).await?)?,
     })
 }
 
@@ -122,7 +89,7 @@ pub(crate) async fn slowest(
 ) -> Result<RemediationList, StoreError> {
     Ok(RemediationList {
         query: q.echo(Source::Rows, true),
-        items: briefs(&slowest_sql(q, |t| t).build().fetch_all(pool).await?, true)?,
+        items: analytics::briefs(&slowest_sql(q, |t| t).build().fetch_all(pool).await?)?,
     })
 }
 

@@ -1,28 +1,18 @@
 -- Stores a batch in one statement: each event once (by event_id and
 -- start_time, the key partitioning allows, with its content hash), then the
 -- best record of each remediation in the batch upserted into the summary.
--- The summary rule mirrors remaudit_model::supersedes: a terminal row is
--- final; otherwise a higher rank wins, then a strictly later event. The
+-- The summary rule is remaudit_model::supersedes, written in by
+-- remaudit_model::supersedes_sql: a terminal row is final;
+-- otherwise a higher rank wins, then a strictly later event. The
 -- winner's child names and status snapshot win; where it has none, the best
 -- record that has one fills the gap, so arrival order does not matter.
 -- Terminal fields (completion, failure, timeout) come from the winner only.
 -- Duplicate counts only grow, whichever record wins.
 WITH input AS (
     SELECT *
-    FROM UNNEST(
-        $1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int2[],
-        $7::timestamptz[], $8::timestamptz[], $9::text[], $10::text[], $11::text[],
-        $12::text[], $13::text[], $14::text[], $15::timestamptz[], $16::text[],
-        $17::text[], $18::int4[], $19::timestamptz[], $20::timestamptz[], $21::text[],
-        $22::int8[], $23::int4[], $24::timestamptz[], $25::bytea[]
-    ) WITH ORDINALITY AS t(
-        event_id, namespace, alert_fingerprint, remediation_name, overall_phase, phase_rank,
-        start_time, completion_time, remediation_processing_name, ai_analysis_name,
-        workflow_execution_name, kubernetes_execution_name, service_crd_statuses,
-        timeout_phase, timeout_time, failure_phase, failure_reason, duplicate_count,
-        last_duplicate_time, event_time, record, duration_us, duration_bin, retention_expiry_time,
-        content_hash, ord
-    )
+    -- The arrays bound in order, one per column, named as in
+    -- `batch_columns!` (postgres.rs), which writes this UNNEST.
+    FROM __UNNEST__
 ),
 inserted AS (
     INSERT INTO remediation_audit_events

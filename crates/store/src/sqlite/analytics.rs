@@ -7,13 +7,13 @@ use remaudit_model::analytics::{
     DurationsReport, FailuresReport, RemediationBrief, RemediationList, RetriesReport,
     SuccessRateReport,
 };
-use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::sqlite::SqlitePool;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::{decode_time, encode_time, json_column, optional_time_column, time_column};
+use super::{decode_time, encode_time, time_column};
 use crate::StoreError;
 use crate::analytics::{
-    self, ALERT_GROUP_SQL, AlertRow, AnalyticsQuery, BinRow, BriefRow, ExactDurations, FailureRow,
+    self, ALERT_GROUP_SQL, AlertRow, AnalyticsQuery, BinRow, ExactDurations, FailureRow,
     MAX_PROGRESSION, OutcomeRow, SAMPLE_SCAN, Source, bins_sql, durations_from_bins,
     failure_groups_sql, failure_phase_column, postmortem_sql, push_filters, push_sample_pick,
     samples_by_group, slowest_sql, success_rate,
@@ -25,38 +25,9 @@ fn filtered(head: &str, q: &AnalyticsQuery) -> Qb {
     analytics::filtered(head, q, encode_time)
 }
 
-fn brief(row: &SqliteRow, with_statuses: bool) -> Result<BriefRow, sqlx::Error> {
-    Ok(BriefRow {
-        id: row.try_get("id")?,
-        namespace: row.try_get("namespace")?,
-        alert_fingerprint: row.try_get("alert_fingerprint")?,
-        remediation_name: row.try_get("remediation_name")?,
-        overall_phase: row.try_get("overall_phase")?,
-        start_time: time_column(row, "start_time")?,
-        completion_time: optional_time_column(row, "completion_time")?,
-        duration_us: row.try_get("duration_us")?,
-        failure_phase: row.try_get("failure_phase")?,
-        failure_reason: row.try_get("failure_reason")?,
-        timeout_phase: row.try_get("timeout_phase")?,
-        timeout_time: optional_time_column(row, "timeout_time")?,
-        service_crd_statuses: if with_statuses {
-            json_column(row, "service_crd_statuses")?
-        } else {
-            None
-        },
-    })
-}
-
-async fn briefs(
-    pool: &SqlitePool,
-    mut qb: Qb,
-    statuses: bool,
-) -> Result<Vec<RemediationBrief>, StoreError> {
+async fn briefs(pool: &SqlitePool, mut qb: Qb) -> Result<Vec<RemediationBrief>, StoreError> {
     let rows = qb.build().fetch_all(pool).await?;
-    Ok(rows
-        .iter()
-        .map(|r| brief(r, statuses).map(RemediationBrief::from))
-        .collect::<Result<_, _>>()?)
+    Ok(analytics::briefs(&rows)?)
 }
 
 pub(crate) async fn postmortem(
@@ -65,7 +36,7 @@ pub(crate) async fn postmortem(
 ) -> Result<RemediationList, StoreError> {
     Ok(RemediationList {
         query: q.echo(Source::Rows, true),
-        items: briefs(pool, postmortem_sql(q, encode_time), false).await?,
+        items: briefs(pool, postmortem_sql(q, encode_time)).await?,
     })
 }
 
@@ -75,7 +46,7 @@ pub(crate) async fn slowest(
 ) -> Result<RemediationList, StoreError> {
     Ok(RemediationList {
         query: q.echo(Source::Rows, true),
-        items: briefs(pool, slowest_sql(q, encode_time), true).await?,
+        items: briefs(pool, slowest_sql(q, encode_time)).await?,
     })
 }
 

@@ -94,7 +94,7 @@ fn warn_if_shared(path: &Path) {
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
-    use crate::{PoolSettings, SqliteStore, Store as _};
+    use crate::{AuditStore as _, HealthStore as _, PoolSettings, SqliteStore};
 
     fn mode(path: &std::path::Path) -> u32 {
         std::fs::metadata(path)

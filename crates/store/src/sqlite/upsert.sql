@@ -1,16 +1,12 @@
 -- Upserts one record into the summary; the same rule as the PostgreSQL
--- batch statement (remaudit_model::supersedes). Timestamps are fixed-format
+-- batch statement (remaudit_model::supersedes, written in by
+-- remaudit_model::supersedes_sql). Timestamps are fixed-format
 -- text, so comparing them as strings compares the instants. The alert
 -- fingerprint is the first record's. A losing record
 -- still fills child names and the status snapshot where the row has none.
-INSERT INTO remediation_audit AS ra (
-    namespace, alert_fingerprint, remediation_name, overall_phase, phase_rank,
-    start_time, completion_time, remediation_processing_name, ai_analysis_name,
-    workflow_execution_name, kubernetes_execution_name, service_crd_statuses,
-    timeout_phase, timeout_time, failure_phase, failure_reason, duplicate_count,
-    last_duplicate_time, event_id, event_time, created_at, updated_at, duration_us, duration_bin,
-    retention_expiry_time
-) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?21, ?22, ?23, ?24)
+-- The columns and their `VALUES (?1, ...)` come from `summary_values!` in
+-- sqlite.rs, the list that also binds them.
+INSERT INTO remediation_audit AS ra __VALUES__
 ON CONFLICT (namespace, remediation_name, start_time) DO UPDATE SET
     overall_phase = CASE WHEN __WINS__ THEN excluded.overall_phase ELSE ra.overall_phase END,
     phase_rank = CASE WHEN __WINS__ THEN excluded.phase_rank ELSE ra.phase_rank END,

@@ -510,7 +510,10 @@ mod isolation {
     use std::time::{Duration, Instant};
 
     use remaudit_model::analytics::Window;
-    use remaudit_store::{AnalyticsQuery, ListQuery, PgStore, PoolSettings, SqliteStore, Store};
+    use remaudit_store::{
+        AnalyticsQuery, AnalyticsStore as _, AuditStore as _, ListQuery, PgStore, PoolSettings,
+        SqliteStore, Store,
+    };
     use remaudit_testkit::{PgDb, SqliteDb, wait_for};
 
     use super::{generate, records};

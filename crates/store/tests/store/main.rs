@@ -2,7 +2,9 @@
 
 mod analytics;
 mod cases;
+mod phase_rule;
 mod race;
+mod schema;
 mod upgrade;
 
 /// Generates one test per case and backend.
@@ -66,6 +68,7 @@ conformance!(
     concurrent_batches_do_not_overshoot_the_cap,
     timeline_pages_visit_every_event_once_in_order,
     large_events_page_without_one_huge_answer,
+    every_field_is_stored_and_read_back,
 );
 
 /// Checks that only PostgreSQL's rollups need.

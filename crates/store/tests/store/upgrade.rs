@@ -6,7 +6,9 @@
 use std::path::Path;
 
 use remaudit_model::NewAudit;
-use remaudit_store::{Backfill, InsertOutcome, PgStore, PoolSettings, SqliteStore, Store};
+use remaudit_store::{
+    AuditStore as _, Backfill, InsertOutcome, PgStore, PoolSettings, SqliteStore,
+};
 use remaudit_testkit::{PgDb, SqliteDb, at, record};
 use serde_json::json;
 

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
-use remaudit_store::{PgStore, PoolSettings, Store as _};
+use remaudit_store::{HealthStore as _, PgStore, PoolSettings};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, Connection as _, PgConnection, PgPool};
 
