@@ -3,15 +3,80 @@
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use futures::TryStreamExt as _;
-use sqlx::postgres::{PgConnection, PgPool};
-use sqlx::{AssertSqlSafe, Row as _};
+use sqlx::postgres::{PgConnection, PgPool, Postgres};
+use sqlx::{AssertSqlSafe, Row as _, Transaction};
+use tracing::instrument;
 
+use super::PgStore;
 use crate::StoreError;
 use crate::retention::{
-    ArchiveSink, ArchivedFile, BATCH_IDS_SQL, BatchIds, BatchPlaces, BatchRecord, BatchReport,
-    DayCount, INSTALLATION_SQL, JournalRow, Manifest, PENDING_SQL, PendingBatch, PlacesRow,
-    RetireRequest, Step, installation, journal_count, write_manifest,
+    ArchiveBatch, ArchiveTable, BATCH_IDS_SQL, BatchIds, BatchPlaces, BatchRecord, BatchTotals,
+    DayCount, INSTALLATION_SQL, JournalRow, Lines, Locate, PENDING_SQL, PendingBatch, PlacesRow,
+    RetentionLock, RetentionStore, RetireRequest, Retiring, installation, journal_count,
 };
+
+#[async_trait::async_trait]
+impl RetentionStore for PgStore {
+    #[instrument(skip_all, fields(from = %from, to = %to), err)]
+    async fn ensure_partitions(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<u32, StoreError> {
+        ensure_partitions(&self.pool, from, to).await
+    }
+
+    #[instrument(skip_all, err)]
+    async fn retention_lock(&self) -> Result<Option<RetentionLock>, StoreError> {
+        Ok(lock(&self.pool).await?.map(RetentionLock::new))
+    }
+
+    #[instrument(skip_all, fields(now = %request.now, exact = request.exact), err)]
+    async fn retention_preview(
+        &self,
+        request: &RetireRequest,
+    ) -> Result<Vec<DayCount>, StoreError> {
+        preview(&self.pool, request).await
+    }
+
+    #[instrument(skip_all, fields(now = %request.now, exact = request.exact, batch_rows = request.batch_rows), err)]
+    async fn next_batch<'a>(
+        &'a self,
+        request: &RetireRequest,
+        locate: Locate<'_>,
+    ) -> Result<Option<Retiring<'a>>, StoreError> {
+        next_batch(&self.pool, request, locate).await
+    }
+
+    #[instrument(skip_all, err)]
+    async fn pending_batches(&self) -> Result<Vec<PendingBatch>, StoreError> {
+        pending_batches(&self.pool).await
+    }
+
+    #[instrument(skip_all, fields(batch = batch), err)]
+    async fn forget_batch(&self, batch: i64) -> Result<(), StoreError> {
+        forget_batch(&self.pool, batch).await
+    }
+
+    #[instrument(skip_all, fields(from = %from, to = %to), err)]
+    async fn finished_batches(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<BatchRecord>, StoreError> {
+        finished_batches(&self.pool, from, to).await
+    }
+
+    #[instrument(skip_all, fields(batch = batch), err)]
+    async fn batch_places(&self, batch: i64) -> Result<BatchPlaces, StoreError> {
+        batch_places(&self.pool, batch).await
+    }
+
+    #[instrument(skip_all, fields(batch = batch), err)]
+    async fn batch_ids(&self, batch: i64) -> Result<BatchIds, StoreError> {
+        batch_ids(&self.pool, batch).await
+    }
+}
 
 /// Key of the advisory lock one retention run holds at a time.
 const LOCK_KEY: i64 = 0x7265_6d61_7564_6974;
@@ -196,7 +261,7 @@ async fn begin_batch(
     pool: &PgPool,
     now: DateTime<Utc>,
     source: &str,
-    sink: &dyn ArchiveSink,
+    locate: Locate<'_>,
 ) -> Result<Begun, StoreError> {
     let installation = installation(
         sqlx::query_scalar(INSTALLATION_SQL)
@@ -208,8 +273,7 @@ async fn begin_batch(
     )
     .fetch_one(pool)
     .await?;
-    sink.checkpoint(Step::BatchNumbered);
-    let location = sink.location(&installation, batch);
+    let location = locate(&installation, batch);
     sqlx::query(
         "INSERT INTO remediation_retention_batches (id, run_now, source, location) VALUES ($1, $2, $3, $4)",
     )
@@ -226,113 +290,175 @@ async fn begin_batch(
     })
 }
 
-/// Writes the batch's files from the archive tables (as this transaction
-/// sees them), then its manifest; marks the batch done. Returns the bytes.
 /// The rows of a row-wise batch, as it archived them: the files read them
 /// by id rather than by batch, which keeps every read an index probe.
 struct Moved {
     remediations: Vec<i64>,
     events: Vec<i64>,
     start_times: Vec<DateTime<Utc>>,
+    event_times: Vec<DateTime<Utc>>,
 }
 
-async fn write_and_finish(
-    conn: &mut PgConnection,
-    sink: &dyn ArchiveSink,
-    begun: &Begun,
-    source: &str,
-    now: DateTime<Utc>,
-    moved: Option<&Moved>,
-) -> Result<(u64, u64, u64), StoreError> {
-    let (batch, location) = (begun.batch, begun.location.as_str());
-    let mut files: Vec<ArchivedFile> = Vec::with_capacity(2);
-    for (table, ids) in [
-        ("remediation_audit_archive", moved.map(|m| &m.remediations)),
-        ("remediation_audit_events_archive", moved.map(|m| &m.events)),
-    ] {
+/// A PostgreSQL batch in flight: a whole week or a row-wise batch, its rows
+/// in the archive tables within `tx`.
+struct PgBatch {
+    tx: Transaction<'static, Postgres>,
+    begun: Begun,
+    source: String,
+    kept: u64,
+    /// The rows of a row-wise batch; `None` for a week.
+    moved: Option<Moved>,
+    /// The week's tables to drop once archived, when its rows were copied
+    /// rather than attached to the archive.
+    drop: Option<String>,
+}
+
+#[async_trait::async_trait]
+impl ArchiveBatch for PgBatch {
+    fn number(&self) -> i64 {
+        self.begun.batch
+    }
+
+    fn location(&self) -> &str {
+        &self.begun.location
+    }
+
+    fn installation(&self) -> &str {
+        &self.begun.installation
+    }
+
+    fn source(&self) -> &str {
+        &self.source
+    }
+
+    fn kept(&self) -> u64 {
+        self.kept
+    }
+
+    fn rows(&mut self, table: ArchiveTable) -> Lines<'_> {
+        let ids = self.moved.as_ref().map(|m| match table {
+            ArchiveTable::Remediations => m.remediations.clone(),
+            ArchiveTable::Events => m.events.clone(),
+        });
         let by_id = if ids.is_some() {
             " AND id = ANY($2)"
         } else {
             ""
         };
         let lines = sqlx::query_scalar::<_, String>(AssertSqlSafe(format!(
-            "SELECT row_to_json(a)::text FROM {table} a WHERE archive_batch = $1{by_id} ORDER BY id"
+            "SELECT row_to_json(a)::text FROM {} a WHERE archive_batch = $1{by_id} ORDER BY id",
+            table.name()
         )))
-        .bind(batch)
-        .bind(ids.cloned().unwrap_or_default())
-        .fetch(&mut *conn)
+        .bind(self.begun.batch)
+        .bind(ids.unwrap_or_default())
+        .fetch(&mut *self.tx)
         .map_err(StoreError::from);
-        files.push(sink.write_file(location, table, Box::pin(lines)).await?);
+        Box::pin(lines)
     }
-    let (lo, hi) = match moved {
-        Some(m) => (
-            m.start_times.iter().min().copied(),
-            m.start_times.iter().max().copied(),
-        ),
-        None => {
-            let row = sqlx::query(
-                "SELECT min(start_time) AS lo, max(start_time) AS hi FROM remediation_audit_archive WHERE archive_batch = $1",
-            )
-            .bind(batch)
-            .fetch_one(&mut *conn)
-            .await?;
-            (row.try_get("lo")?, row.try_get("hi")?)
+
+    async fn start_times(
+        &mut self,
+    ) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), StoreError> {
+        if let Some(m) = &self.moved {
+            return Ok((
+                m.start_times.iter().min().copied(),
+                m.start_times.iter().max().copied(),
+            ));
         }
-    };
-    let (sha, totals) = write_manifest(
-        sink,
-        location,
-        Manifest::new(batch, &begun.installation, source, now, lo, hi),
-        files,
-    )
-    .await?;
-    sqlx::query(
-        "UPDATE remediation_retention_batches SET state = 'done', finished_at = now(), \
-         remediations = $2, events = $3, bytes = $4, start_time_min = $5, start_time_max = $6, \
-         manifest_sha256 = $7 WHERE id = $1",
-    )
-    .bind(batch)
-    .bind(journal_count(totals.remediations))
-    .bind(journal_count(totals.events))
-    .bind(journal_count(totals.bytes))
-    .bind(lo)
-    .bind(hi)
-    .bind(sha)
-    .execute(&mut *conn)
-    .await?;
-    Ok((totals.remediations, totals.events, totals.bytes))
+        let row = sqlx::query(
+            "SELECT min(start_time) AS lo, max(start_time) AS hi FROM remediation_audit_archive WHERE archive_batch = $1",
+        )
+        .bind(self.begun.batch)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok((row.try_get("lo")?, row.try_get("hi")?))
+    }
+
+    async fn remove_live(&mut self) -> Result<(), StoreError> {
+        if let Some(tables) = &self.drop {
+            sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {tables}")))
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        let Some(moved) = &self.moved else {
+            return Ok(());
+        };
+        sqlx::query(
+            "DELETE FROM remediation_audit_events e \
+             USING UNNEST($1::bigint[], $2::timestamptz[]) AS k(id, st) \
+             WHERE e.id = k.id AND e.start_time = k.st",
+        )
+        .bind(&moved.events)
+        .bind(&moved.event_times)
+        .execute(&mut *self.tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM remediation_audit r \
+             USING UNNEST($1::bigint[], $2::timestamptz[]) AS k(id, st) \
+             WHERE r.id = k.id AND r.start_time = k.st",
+        )
+        .bind(&moved.remediations)
+        .bind(&moved.start_times)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>, totals: &BatchTotals) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE remediation_retention_batches SET state = 'done', finished_at = now(), \
+             remediations = $2, events = $3, bytes = $4, start_time_min = $5, start_time_max = $6, \
+             manifest_sha256 = $7 WHERE id = $1",
+        )
+        .bind(self.begun.batch)
+        .bind(journal_count(totals.remediations))
+        .bind(journal_count(totals.events))
+        .bind(journal_count(totals.bytes))
+        .bind(totals.start_time_min)
+        .bind(totals.start_time_max)
+        .bind(&totals.manifest_sha256)
+        .execute(&mut *self.tx)
+        .await?;
+        self.tx.commit().await?;
+        Ok(())
+    }
 }
 
-/// Archives every row of a detached week, writes its files, drops the week.
+/// Archives every row of a detached week into the archive tables, or, when
+/// it holds no row, drops it; `kept` rows already went back live.
 async fn retire_week(
     pool: &PgPool,
     request: &RetireRequest,
-    sink: &dyn ArchiveSink,
+    locate: Locate<'_>,
     table: &str,
-) -> Result<BatchReport, StoreError> {
+    kept: u64,
+) -> Result<Retiring<'static>, StoreError> {
     let events = events_table(table);
     let rows: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
         "SELECT (SELECT count(*) FROM {table}) + (SELECT count(*) FROM {events})"
     )))
     .fetch_one(pool)
     .await?;
-    let mut report = BatchReport {
-        batch: 0,
-        source: table.to_owned(),
-        remediations: 0,
-        events: 0,
-        bytes: 0,
-        kept: 0,
-        location: String::new(),
-    };
     let begun = if rows > 0 {
-        Some(begin_batch(pool, request.now, table, sink).await?)
+        Some(begin_batch(pool, request.now, table, locate).await?)
     } else {
         None
     };
-    let batch = begun.as_ref().map_or(0, |b| b.batch);
     let mut tx = pool.begin().await?;
-    report.kept = keep_rows(&mut tx, table, request.now).await?;
+    let kept = kept + keep_rows(&mut tx, table, request.now).await?;
+    let Some(begun) = begun else {
+        sqlx::query(AssertSqlSafe(format!(
+            "DROP TABLE IF EXISTS {table}, {events}"
+        )))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        return Ok(Retiring::Emptied {
+            source: table.to_owned(),
+            kept,
+        });
+    };
+    let batch = begun.batch;
     let archives = [
         archive_table(table, "remediation_audit_archive"),
         archive_table(table, "remediation_audit_events_archive"),
@@ -345,54 +471,42 @@ async fn retire_week(
             .await?;
         whole &= !exists;
     }
-    if let Some(begun) = begun {
-        if whole {
-            // The detached tables become the archive's partitions for the week:
-            // no row is copied.
-            let start = week_of(table)
-                .and_then(|w| w.and_hms_opt(0, 0, 0))
-                .map(|t| t.and_utc())
-                .ok_or_else(|| StoreError::Config(format!("{table} is not a weekly partition")))?;
-            for (live, parent) in [
-                (table, "remediation_audit_archive"),
-                (events.as_str(), "remediation_audit_events_archive"),
-            ] {
-                attach_to_archive(&mut tx, live, parent, batch, start).await?;
-            }
-        } else {
-            // The week was archived before (its rows came back): copy these.
-            sqlx::query(AssertSqlSafe(format!(
-                "INSERT INTO remediation_audit_archive SELECT *, now(), $1 FROM {table}"
-            )))
-            .bind(batch)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(AssertSqlSafe(format!(
-                "INSERT INTO remediation_audit_events_archive SELECT *, now(), $1 FROM {events}"
-            )))
-            .bind(batch)
-            .execute(&mut *tx)
-            .await?;
+    if whole {
+        // The detached tables become the archive's partitions for the week:
+        // no row is copied.
+        let start = week_of(table)
+            .and_then(|w| w.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc())
+            .ok_or_else(|| StoreError::Config(format!("{table} is not a weekly partition")))?;
+        for (live, parent) in [
+            (table, "remediation_audit_archive"),
+            (events.as_str(), "remediation_audit_events_archive"),
+        ] {
+            attach_to_archive(&mut tx, live, parent, batch, start).await?;
         }
-        sink.checkpoint(Step::ArchiveInserted);
-        let (remediations, events, bytes) =
-            write_and_finish(&mut tx, sink, &begun, table, request.now, None).await?;
-        report.batch = batch;
-        report.remediations = remediations;
-        report.events = events;
-        report.bytes = bytes;
-        report.location = begun.location;
-    }
-    sink.checkpoint(Step::BeforeDelete);
-    if batch == 0 || !whole {
+    } else {
+        // The week was archived before (its rows came back): copy these.
         sqlx::query(AssertSqlSafe(format!(
-            "DROP TABLE IF EXISTS {table}, {events}"
+            "INSERT INTO remediation_audit_archive SELECT *, now(), $1 FROM {table}"
         )))
+        .bind(batch)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO remediation_audit_events_archive SELECT *, now(), $1 FROM {events}"
+        )))
+        .bind(batch)
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await?;
-    Ok(report)
+    Ok(Retiring::Batch(Box::new(PgBatch {
+        tx,
+        begun,
+        source: table.to_owned(),
+        kept,
+        moved: None,
+        drop: (!whole).then(|| format!("{table}, {events}")),
+    })))
 }
 
 /// The archive partition's name for a live week's table.
@@ -501,9 +615,9 @@ impl RowSource {
 async fn retire_rows(
     pool: &PgPool,
     request: &RetireRequest,
-    sink: &dyn ArchiveSink,
+    locate: Locate<'_>,
     source: RowSource,
-) -> Result<Option<BatchReport>, StoreError> {
+) -> Result<Option<Retiring<'static>>, StoreError> {
     let (table, condition, order) = source.query_parts();
     let any: bool = sqlx::query_scalar(AssertSqlSafe(format!(
         "SELECT EXISTS (SELECT 1 FROM {table} WHERE {condition})"
@@ -514,7 +628,7 @@ async fn retire_rows(
     if !any {
         return Ok(None);
     }
-    let begun = begin_batch(pool, request.now, source.name(), sink).await?;
+    let begun = begin_batch(pool, request.now, source.name(), locate).await?;
     let batch = begun.batch;
     let mut tx = pool.begin().await?;
     // The batch's remediations are locked as ingest locks them (the same
@@ -567,6 +681,7 @@ async fn retire_rows(
         remediations: Vec::with_capacity(rows.len()),
         events: Vec::new(),
         start_times: Vec::with_capacity(rows.len()),
+        event_times: Vec::new(),
     };
     let (mut namespaces, mut names) = (Vec::<String>::new(), Vec::<String>::new());
     for row in &rows {
@@ -588,59 +703,31 @@ async fn retire_rows(
     .bind(&moved.start_times)
     .fetch_all(&mut *tx)
     .await?;
-    let mut event_times = Vec::with_capacity(events.len());
     for row in &events {
         moved.events.push(row.try_get("id")?);
-        event_times.push(row.try_get::<DateTime<Utc>, _>("start_time")?);
+        moved
+            .event_times
+            .push(row.try_get::<DateTime<Utc>, _>("start_time")?);
     }
-    sink.checkpoint(Step::ArchiveInserted);
-    let (remediations, events, bytes) = write_and_finish(
-        &mut tx,
-        sink,
-        &begun,
-        source.name(),
-        request.now,
-        Some(&moved),
-    )
-    .await?;
-    sink.checkpoint(Step::BeforeDelete);
-    sqlx::query(
-        "DELETE FROM remediation_audit_events e \
-         USING UNNEST($1::bigint[], $2::timestamptz[]) AS k(id, st) \
-         WHERE e.id = k.id AND e.start_time = k.st",
-    )
-    .bind(&moved.events)
-    .bind(&event_times)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "DELETE FROM remediation_audit r \
-         USING UNNEST($1::bigint[], $2::timestamptz[]) AS k(id, st) \
-         WHERE r.id = k.id AND r.start_time = k.st",
-    )
-    .bind(&moved.remediations)
-    .bind(&moved.start_times)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(Some(BatchReport {
-        batch,
+    Ok(Some(Retiring::Batch(Box::new(PgBatch {
+        tx,
+        begun,
         source: source.name().to_owned(),
-        remediations,
-        events,
-        bytes,
         kept: 0,
-        location: begun.location,
-    }))
+        moved: Some(moved),
+        drop: None,
+    }))))
 }
 
-pub(super) async fn retire_next(
+pub(super) async fn next_batch(
     pool: &PgPool,
     request: &RetireRequest,
-    sink: &dyn ArchiveSink,
-) -> Result<Option<BatchReport>, StoreError> {
+    locate: Locate<'_>,
+) -> Result<Option<Retiring<'static>>, StoreError> {
     if let Some(table) = detached_week(pool).await? {
-        return retire_week(pool, request, sink, &table).await.map(Some);
+        return retire_week(pool, request, locate, &table, 0)
+            .await
+            .map(Some);
     }
     let due = attached_weeks(pool)
         .await?
@@ -648,9 +735,9 @@ pub(super) async fn retire_next(
         .find(|t| week_of(t).is_some_and(|w| week_due(w, request)));
     if let Some(table) = due {
         let kept = detach_week(pool, &table, request.now).await?;
-        let mut report = retire_week(pool, request, sink, &table).await?;
-        report.kept += kept;
-        return Ok(Some(report));
+        return retire_week(pool, request, locate, &table, kept)
+            .await
+            .map(Some);
     }
     let sources: &[RowSource] = if request.exact {
         &[RowSource::Everywhere, RowSource::Deleted]
@@ -658,8 +745,8 @@ pub(super) async fn retire_next(
         &[RowSource::Default, RowSource::Deleted]
     };
     for &source in sources {
-        if let Some(report) = retire_rows(pool, request, sink, source).await? {
-            return Ok(Some(report));
+        if let Some(batch) = retire_rows(pool, request, locate, source).await? {
+            return Ok(Some(batch));
         }
     }
     Ok(None)
