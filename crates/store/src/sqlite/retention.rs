@@ -227,6 +227,7 @@ impl ArchiveBatch for SqliteBatch<'_> {
         Box::pin(lines)
     }
 
+    #[instrument(skip_all, fields(batch = self.begun.batch), err)]
     async fn start_times(
         &mut self,
     ) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), StoreError> {
@@ -246,6 +247,7 @@ impl ArchiveBatch for SqliteBatch<'_> {
         Ok((time("lo")?, time("hi")?))
     }
 
+    #[instrument(skip_all, fields(batch = self.begun.batch), err)]
     async fn remove_live(&mut self) -> Result<(), StoreError> {
         sqlx::query(
             "DELETE FROM remediation_audit_events WHERE id IN \
@@ -264,6 +266,7 @@ impl ArchiveBatch for SqliteBatch<'_> {
         Ok(())
     }
 
+    #[instrument(skip_all, fields(batch = self.begun.batch), err)]
     async fn finish(mut self: Box<Self>, totals: &BatchTotals) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE remediation_retention_batches SET state = 'done', finished_at = ?2, \
