@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{DateTime, TimeDelta, Utc};
-use remaudit_retention::{Archive, Settings};
+use remaudit_retention::{Archive, ArchiveSink, CrashAt, Settings};
 use remaudit_store::RetentionPolicy;
 use secrecy::ExposeSecret as _;
 
@@ -60,8 +60,7 @@ impl PolicyArgs {
             .archive_url
             .clone()
             .unwrap_or_else(|| Archive::default_url(database_url));
-        let crash = remaudit_retention::crash_step_from_env()?;
-        Ok(Archive::open(&url)?.crash_at(crash))
+        Ok(Archive::open(&url)?)
     }
 }
 
@@ -125,6 +124,12 @@ pub async fn run(args: RetentionArgs) -> anyhow::Result<u8> {
             now,
         } => {
             let archive = policy.archive(database.database_url.expose_secret())?;
+            // Only this one-shot command can be stopped at a step (the crash
+            // tests kill it so); `serve` runs the plain archive.
+            let sink: Box<dyn ArchiveSink> = match remaudit_retention::crash_step_from_env()? {
+                Some(step) => Box::new(CrashAt::new(archive, step)),
+                None => Box::new(archive),
+            };
             let store = remaudit_store::connect_with(
                 database.database_url.expose_secret(),
                 database.pool(),
@@ -134,10 +139,15 @@ pub async fn run(args: RetentionArgs) -> anyhow::Result<u8> {
             .context("cannot open the database")?;
             let now = now.unwrap_or_else(Utc::now);
             let settings = policy.settings(Duration::ZERO);
-            let report =
-                remaudit_retention::run_once(store.as_ref(), &archive, &settings, now, dry_run)
-                    .await
-                    .context("retention run failed; running it again is safe")?;
+            let report = remaudit_retention::run_once(
+                store.as_ref(),
+                sink.as_ref(),
+                &settings,
+                now,
+                dry_run,
+            )
+            .await
+            .context("retention run failed; running it again is safe")?;
             store.close().await;
             if dry_run {
                 let (mut rows, mut events) = (0, 0);
@@ -181,7 +191,7 @@ pub async fn run(args: RetentionArgs) -> anyhow::Result<u8> {
                     report.remediations(),
                     report.events(),
                     report.batches.len(),
-                    archive.url(),
+                    sink.archive().url(),
                     now.to_rfc3339()
                 );
             }

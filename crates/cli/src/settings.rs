@@ -606,8 +606,7 @@ impl RetentionSettings {
             .archive_url
             .clone()
             .unwrap_or_else(|| Archive::default_url(database_url));
-        let crash = remaudit_retention::crash_step_from_env()?;
-        Ok(Archive::open(&url)?.crash_at(crash))
+        Ok(Archive::open(&url)?)
     }
 }
 

@@ -29,12 +29,12 @@ use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutPayload};
-use remaudit_store::StoreError;
-use remaudit_store::retention::{ArchiveSink, ArchivedFile, Lines, Manifest, PendingBatch, Step};
+use remaudit_store::retention::{ArchiveTable, Lines, PendingBatch};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
 
 use crate::RetentionError;
+use crate::manifest::{ArchivedFile, Manifest};
 
 /// Compressed bytes gathered before they are handed to the upload.
 const CHUNK: usize = 1 << 20;
@@ -47,7 +47,6 @@ pub struct Archive {
     url: String,
     /// The directory of a `file://` archive.
     local_root: Option<std::path::PathBuf>,
-    crash_at: Option<Step>,
     /// What this process wrote for the batch it writes now.
     claims: Arc<std::sync::Mutex<Claims>>,
 }
@@ -124,7 +123,6 @@ impl Archive {
             prefix: Path::from(prefix.trim_matches('/')),
             url: url.to_owned(),
             local_root,
-            crash_at: None,
             claims: Arc::default(),
         })
     }
@@ -138,7 +136,6 @@ impl Archive {
             prefix: Path::from(prefix.trim_matches('/')),
             url: url.to_owned(),
             local_root: None,
-            crash_at: None,
             claims: Arc::default(),
         }
     }
@@ -160,13 +157,6 @@ impl Archive {
         };
         let dir = base.unwrap_or_else(|| "remaudit-archive".into());
         format!("file://{}", dir.display())
-    }
-
-    /// The same archive, stopping the process at `step` (crash tests).
-    #[must_use]
-    pub fn crash_at(mut self, step: Option<Step>) -> Self {
-        self.crash_at = step;
-        self
     }
 
     /// The URL the archive was opened with.
@@ -202,7 +192,7 @@ impl Archive {
             if let Ok(manifest) = serde_json::from_slice::<Manifest>(&body) {
                 let own = data_files(location);
                 if let Some(stray) = manifest.files.iter().find(|f| !own.contains(&f.path)) {
-                    return Err(RetentionError::Archive(format!(
+                    return Err(RetentionError::Manifest(format!(
                         "the manifest of interrupted batch {} lists {:?}, outside {location}; \
                          nothing was deleted: check the archive and remove the journal row \
                          (remediation_retention_batches id {}) by hand",
@@ -220,11 +210,11 @@ impl Archive {
             match self.store.head(&path).await {
                 Ok(_) => removed += 1,
                 Err(object_store::Error::NotFound { .. }) => continue,
-                Err(e) => return Err(RetentionError::Archive(format!("reading {path}: {e}"))),
+                Err(e) => return Err(unreachable(format!("reading {path}: {e}"))),
             }
             match self.store.delete(&path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(RetentionError::Archive(format!("deleting {path}: {e}"))),
+                Err(e) => return Err(unreachable(format!("deleting {path}: {e}"))),
             }
         }
         if let Some(dir) = self.local_path(location) {
@@ -250,17 +240,30 @@ impl Archive {
     pub async fn read(&self, relative: &str) -> Result<Option<Bytes>, RetentionError> {
         let path = self.path(relative);
         match self.store.get(&path).await {
-            Ok(got) => Ok(Some(got.bytes().await.map_err(|e| {
-                RetentionError::Archive(format!("reading {path}: {e}"))
-            })?)),
+            Ok(got) => {
+                Ok(Some(got.bytes().await.map_err(|e| {
+                    unreachable(format!("reading {path}: {e}"))
+                })?))
+            }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(RetentionError::Archive(format!("reading {path}: {e}"))),
+            Err(e) => Err(unreachable(format!("reading {path}: {e}"))),
         }
     }
 }
 
-fn sink_error(what: String) -> StoreError {
-    StoreError::Unavailable(format!("archive: {what}"))
+/// An object store failure outside a batch's writes.
+fn unreachable(what: String) -> RetentionError {
+    RetentionError::Archive(format!(
+        "{what}; check that the archive is reachable and its credentials allow this, then run again"
+    ))
+}
+
+/// An object store failure while a batch is written: its rows stay live.
+fn sink_error(what: String) -> RetentionError {
+    RetentionError::Archive(format!(
+        "{what}; the batch stops and its rows stay live: check that the archive is reachable \
+         and writable, then run again"
+    ))
 }
 
 /// The name of batch `batch`'s directory before installation ids, and the
@@ -386,9 +389,9 @@ pub(crate) fn hex_sha256(bytes: &[u8]) -> String {
 }
 
 /// The error of a create-only write.
-fn put_error(path: &Path, e: object_store::Error) -> StoreError {
+fn put_error(path: &Path, e: object_store::Error) -> RetentionError {
     match e {
-        object_store::Error::AlreadyExists { .. } => sink_error(format!(
+        object_store::Error::AlreadyExists { .. } => RetentionError::Archive(format!(
             "{path} already exists and is not overwritten: the batch stops, its rows stay live \
              and the next run writes under a new name. Names are unique to this database and \
              batch, so something else writes into this archive: find it"
@@ -399,7 +402,7 @@ fn put_error(path: &Path, e: object_store::Error) -> StoreError {
 
 impl Archive {
     /// A local batch directory, made owner-only before any file is in it.
-    fn prepare(&self, location: &str) -> Result<(), StoreError> {
+    fn prepare(&self, location: &str) -> Result<(), RetentionError> {
         if let Some(dir) = self.local_path(location) {
             private_dirs(&dir)
                 .map_err(|e| sink_error(format!("creating {}: {e}", dir.display())))?;
@@ -414,7 +417,7 @@ impl Archive {
         location: &str,
         path: &Path,
         body: PutPayload,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), RetentionError> {
         self.prepare(location)?;
         let put = self
             .store
@@ -445,7 +448,7 @@ impl Archive {
     /// Takes a file's name, create-only: an empty object the upload then
     /// replaces. A name already taken fails here, before any byte is
     /// written, since multipart uploads cannot be made create-only.
-    async fn claim(&self, location: &str, path: &Path) -> Result<(), StoreError> {
+    async fn claim(&self, location: &str, path: &Path) -> Result<(), RetentionError> {
         self.put_new(location, path, PutPayload::new()).await
     }
 
@@ -471,14 +474,14 @@ impl Archive {
         for path in &collision.own {
             match self.store.delete(path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(RetentionError::Archive(format!("deleting {path}: {e}"))),
+                Err(e) => return Err(unreachable(format!("deleting {path}: {e}"))),
             }
         }
         Ok(())
     }
 
     /// A written local file, made owner-only.
-    fn seal(&self, relative: &str) -> Result<(), StoreError> {
+    fn seal(&self, relative: &str) -> Result<(), RetentionError> {
         if let Some(file) = self.local_path(relative) {
             private_file(&file)
                 .map_err(|e| sink_error(format!("restricting {}: {e}", file.display())))?;
@@ -487,19 +490,23 @@ impl Archive {
     }
 }
 
-#[async_trait::async_trait]
-impl ArchiveSink for Archive {
-    fn location(&self, installation: &str, batch: i64) -> String {
+impl Archive {
+    /// A fresh location for batch `batch` of the database whose
+    /// installation id is `installation`: a new tag each time.
+    pub(crate) fn location(&self, installation: &str, batch: i64) -> String {
         let tag = uuid::Uuid::new_v4().simple().to_string();
         format!("{installation}/{}-{}", batch_dir(batch), &tag[..TAG_LEN])
     }
 
-    async fn write_file(
+    /// Writes one table's rows of a batch, gzip-compressed, under
+    /// `location`, create-only.
+    pub(crate) async fn write_file(
         &self,
         location: &str,
-        table: &str,
+        table: ArchiveTable,
         mut lines: Lines<'_>,
-    ) -> Result<ArchivedFile, StoreError> {
+    ) -> Result<ArchivedFile, RetentionError> {
+        let table = table.name();
         let relative = format!("{location}/{}", file_name(table));
         let path = self.path(&relative);
         self.claim(location, &path).await?;
@@ -567,26 +574,24 @@ impl ArchiveSink for Archive {
         })
     }
 
-    async fn write_manifest(
+    /// Writes a batch's manifest under `location`, create-only; returns its SHA-256.
+    pub(crate) async fn write_manifest(
         &self,
         location: &str,
         manifest: &Manifest,
-    ) -> Result<String, StoreError> {
-        let body = serde_json::to_vec_pretty(manifest)
-            .map_err(|e| sink_error(format!("encoding the manifest: {e}")))?;
+    ) -> Result<String, RetentionError> {
+        let body = serde_json::to_vec_pretty(manifest).map_err(|e| {
+            RetentionError::Manifest(format!(
+                "cannot encode the manifest of batch {}: {e}; the batch stops and its rows stay live",
+                manifest.batch
+            ))
+        })?;
         let sha = hex_sha256(&body);
         let relative = manifest_path(location);
         let path = self.path(&relative);
         self.put_new(location, &path, body.into()).await?;
         self.seal(&relative)?;
         Ok(sha)
-    }
-
-    fn checkpoint(&self, step: Step) {
-        if self.crash_at == Some(step) {
-            eprintln!("remaudit: stopping at {step:?}, as REMAUDIT_RETENTION_CRASH_AT asks");
-            std::process::abort();
-        }
     }
 }
 
@@ -616,7 +621,12 @@ mod tests {
     }
 
     async fn write(archive: &Archive, location: &str, table: &str) -> ArchivedFile {
-        let lines: Vec<Result<String, StoreError>> =
+        let table = if table == "remediation_audit_archive" {
+            ArchiveTable::Remediations
+        } else {
+            ArchiveTable::Events
+        };
+        let lines: Vec<Result<String, remaudit_store::StoreError>> =
             (0..3).map(|i| Ok(format!("{{\"id\":{i}}}"))).collect();
         archive
             .write_file(location, table, Box::pin(futures::stream::iter(lines)))
@@ -827,7 +837,7 @@ mod tests {
         let location = archive.location(INSTALLATION, 2);
         let own = write(&archive, &location, "remediation_audit_archive").await;
         let manifest = Manifest {
-            format: remaudit_store::retention::MANIFEST_FORMAT.to_owned(),
+            format: crate::manifest::MANIFEST_FORMAT.to_owned(),
             batch: 2,
             installation: Some(INSTALLATION.to_owned()),
             source: "rows".to_owned(),
@@ -859,7 +869,7 @@ mod tests {
         let location = archive.location(INSTALLATION, 4);
         let file = write(&archive, &location, "remediation_audit_events_archive").await;
         let manifest = Manifest {
-            format: remaudit_store::retention::MANIFEST_FORMAT.to_owned(),
+            format: crate::manifest::MANIFEST_FORMAT.to_owned(),
             batch: 4,
             installation: Some(INSTALLATION.to_owned()),
             source: "rows".to_owned(),
@@ -886,11 +896,12 @@ mod tests {
             .await
             .expect("read")
             .expect("there");
-        let lines: Vec<Result<String, StoreError>> = vec![Ok("{\"id\":9}".to_owned())];
+        let lines: Vec<Result<String, remaudit_store::StoreError>> =
+            vec![Ok("{\"id\":9}".to_owned())];
         let err = archive
             .write_file(
                 &location,
-                "remediation_audit_events_archive",
+                ArchiveTable::Events,
                 Box::pin(futures::stream::iter(lines)),
             )
             .await

@@ -5,36 +5,26 @@
 //! `remaudit retention run`; `remaudit retention verify` checks its work.
 
 mod archive;
+mod batch;
+mod error;
+mod manifest;
+mod sink;
 mod verify;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use remaudit_store::retention::{BatchReport, DayCount, Step};
-use remaudit_store::{RetentionPolicy, RetentionStore, RetireRequest, StoreError};
+use remaudit_store::retention::DayCount;
+use remaudit_store::{RetentionPolicy, RetentionStore, RetireRequest};
 use tokio_util::sync::CancellationToken;
 
 pub use archive::Archive;
+pub use batch::BatchReport;
+pub use error::RetentionError;
+pub use manifest::{ArchivedFile, MANIFEST_FORMAT, Manifest};
+pub use sink::{ArchiveSink, CRASH_AT_VAR, CrashAt, Step, crash_step_from_env};
 pub use verify::{VerifyReport, all_time, verify};
-
-/// The environment variable that stops a run at a step (crash tests only):
-/// `batch-numbered`, `archive-inserted`, `file-written` or `before-delete`.
-pub const CRASH_AT_VAR: &str = "REMAUDIT_RETENTION_CRASH_AT";
-
-/// What went wrong in a retention run.
-#[derive(Debug, thiserror::Error)]
-pub enum RetentionError {
-    /// A setting or URL is unusable.
-    #[error("{0}")]
-    Config(String),
-    /// The object store failed.
-    #[error("archive: {0}")]
-    Archive(String),
-    /// The database failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
 
 /// How the job runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,23 +90,6 @@ impl RunReport {
     }
 }
 
-/// The step `REMAUDIT_RETENTION_CRASH_AT` names, if any.
-///
-/// # Errors
-/// When the variable holds something else.
-pub fn crash_step_from_env() -> Result<Option<Step>, RetentionError> {
-    match std::env::var(CRASH_AT_VAR).ok().as_deref() {
-        None | Some("") => Ok(None),
-        Some("batch-numbered") => Ok(Some(Step::BatchNumbered)),
-        Some("archive-inserted") => Ok(Some(Step::ArchiveInserted)),
-        Some("file-written") => Ok(Some(Step::FileWritten)),
-        Some("before-delete") => Ok(Some(Step::BeforeDelete)),
-        Some(other) => Err(RetentionError::Config(format!(
-            "{CRASH_AT_VAR}={other:?}: use batch-numbered, archive-inserted, file-written or before-delete"
-        ))),
-    }
-}
-
 /// One retention run at `now`: partitions ahead, then (unless `dry_run`)
 /// clean-up of interrupted batches and every due batch.
 ///
@@ -125,7 +98,7 @@ pub fn crash_step_from_env() -> Result<Option<Step>, RetentionError> {
 /// failure stays moved, and the next run carries on.
 pub async fn run_once(
     store: &dyn RetentionStore,
-    archive: &Archive,
+    archive: &dyn ArchiveSink,
     settings: &Settings,
     now: DateTime<Utc>,
     dry_run: bool,
@@ -153,7 +126,7 @@ pub async fn run_once(
 
 async fn run_locked(
     store: &dyn RetentionStore,
-    archive: &Archive,
+    sink: &dyn ArchiveSink,
     settings: &Settings,
     now: DateTime<Utc>,
     dry_run: bool,
@@ -178,6 +151,7 @@ async fn run_locked(
         return Ok(report);
     };
     report.ran = true;
+    let archive = sink.archive();
     let ahead = TimeDelta::weeks(i64::from(settings.weeks_ahead) + 1);
     report.partitions_created = store
         .ensure_partitions(now - TimeDelta::weeks(1), now + ahead)
@@ -199,7 +173,7 @@ async fn run_locked(
         report.cleaned.push(pending.batch);
     }
     loop {
-        let batch = match store.retire_next(&request, archive).await {
+        let batch = match batch::retire_next(store, sink, &request).await {
             Ok(Some(batch)) => batch,
             Ok(None) => break,
             Err(e) => {
@@ -212,7 +186,7 @@ async fn run_locked(
                         "could not forget a batch whose file name was taken"
                     );
                 }
-                return Err(e.into());
+                return Err(e);
             }
         };
         record(&batch);

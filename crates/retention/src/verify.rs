@@ -4,10 +4,10 @@
 
 use std::io::{BufRead as _, BufReader};
 
+use crate::manifest::Manifest;
 use chrono::{DateTime, Utc};
 use flate2::read::GzDecoder;
 use remaudit_store::RetentionStore;
-use remaudit_store::retention::Manifest;
 
 use crate::archive::{hex_sha256, manifest_path};
 use crate::{Archive, RetentionError};

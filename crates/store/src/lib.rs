@@ -11,10 +11,10 @@ mod store;
 pub use analytics::AnalyticsQuery;
 pub use error::StoreError;
 pub use postgres::PgStore;
-pub use retention::{DeleteOutcome, RetentionPolicy, RetireRequest};
+pub use retention::{DeleteOutcome, RetentionPolicy, RetentionStore, RetireRequest};
 pub use sqlite::SqliteStore;
 pub use store::{
     AnalyticsStore, AuditStore, Backfill, Cursor, DEFAULT_MAX_EVENTS_PER_REMEDIATION, HealthStore,
-    InsertOutcome, InsertRules, ListQuery, Page, PoolSettings, PoolStats, Refusal, RetentionStore,
-    Store, TIMELINE_PAGE_BYTES, Timeline, TimelineCursor, TimelineQuery, connect, connect_with,
+    InsertOutcome, InsertRules, ListQuery, Page, PoolSettings, PoolStats, Refusal, Store,
+    TIMELINE_PAGE_BYTES, Timeline, TimelineCursor, TimelineQuery, connect, connect_with,
 };

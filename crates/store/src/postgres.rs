@@ -18,10 +18,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tracing::instrument;
 use uuid::Uuid;
 
-use crate::retention::{
-    ArchiveSink, BatchIds, BatchPlaces, BatchRecord, BatchReport, DayCount, DeleteOutcome,
-    PendingBatch, RetentionLock, RetentionPolicy, RetireRequest,
-};
+use crate::retention::{DeleteOutcome, RetentionPolicy};
 use crate::store::{
     EventKey, RemediationKey, SUMMARY_COLUMNS, StoredEvent, StoredRemediation, TimelinePage,
     backfill_hashes, check_schema, event_key, first_occurrences, judge, list_sql, outcomes, page,
@@ -29,7 +26,7 @@ use crate::store::{
 };
 use crate::{
     AnalyticsStore, AuditStore, Backfill, HealthStore, InsertOutcome, InsertRules, ListQuery, Page,
-    PoolSettings, PoolStats, RetentionStore, StoreError, Timeline, TimelineQuery,
+    PoolSettings, PoolStats, StoreError, Timeline, TimelineQuery,
 };
 
 mod analytics;
@@ -637,60 +634,6 @@ impl AnalyticsStore for PgStore {
     #[instrument(skip_all, fields(backend = BACKEND, limit = query.limit), err)]
     async fn retries(&self, query: &AnalyticsQuery) -> Result<RetriesReport, StoreError> {
         analytics::retries_report(&self.reads, query).await
-    }
-}
-
-#[async_trait]
-impl RetentionStore for PgStore {
-    async fn ensure_partitions(
-        &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<u32, StoreError> {
-        retention::ensure_partitions(&self.pool, from, to).await
-    }
-
-    async fn retention_lock(&self) -> Result<Option<RetentionLock>, StoreError> {
-        Ok(retention::lock(&self.pool).await?.map(RetentionLock::new))
-    }
-
-    async fn retention_preview(
-        &self,
-        request: &RetireRequest,
-    ) -> Result<Vec<DayCount>, StoreError> {
-        retention::preview(&self.pool, request).await
-    }
-
-    async fn retire_next(
-        &self,
-        request: &RetireRequest,
-        sink: &dyn ArchiveSink,
-    ) -> Result<Option<BatchReport>, StoreError> {
-        retention::retire_next(&self.pool, request, sink).await
-    }
-
-    async fn pending_batches(&self) -> Result<Vec<PendingBatch>, StoreError> {
-        retention::pending_batches(&self.pool).await
-    }
-
-    async fn forget_batch(&self, batch: i64) -> Result<(), StoreError> {
-        retention::forget_batch(&self.pool, batch).await
-    }
-
-    async fn finished_batches(
-        &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<BatchRecord>, StoreError> {
-        retention::finished_batches(&self.pool, from, to).await
-    }
-
-    async fn batch_places(&self, batch: i64) -> Result<BatchPlaces, StoreError> {
-        retention::batch_places(&self.pool, batch).await
-    }
-
-    async fn batch_ids(&self, batch: i64) -> Result<BatchIds, StoreError> {
-        retention::batch_ids(&self.pool, batch).await
     }
 }
 

@@ -1,19 +1,23 @@
 //! What the store does for retention: the policy that sets each row's
-//! expiry when it is written, and the steps of moving expired rows to the
-//! archive. The retention job (crate `remaudit-retention`) drives the steps
-//! and writes the archive files through an [`ArchiveSink`].
+//! expiry when it is written, and the data steps of moving expired rows to
+//! the archive. The retention job (crate `remaudit-retention`) owns the
+//! protocol: it names each batch's location, writes the files and the
+//! manifest, and passes its crash-test checkpoints; the store only moves rows.
 //!
-//! One batch moves in one database transaction: copy the rows and their
-//! events into the archive tables, write the batch's files, then remove the
-//! rows from the live tables and mark the batch done. The batch is recorded as
-//! `pending`, with its location, in its own commit before any file is
-//! written, so a crash at any point leaves the rows live and at most some
+//! One batch moves in one database transaction, held by the [`ArchiveBatch`]
+//! that [`RetentionStore::next_batch`] hands out: the rows and their events
+//! are already copied into the archive tables; the job reads them back
+//! ([`ArchiveBatch::rows`]) to write the batch's files, then has them removed
+//! from the live tables ([`ArchiveBatch::remove_live`]) and the batch marked
+//! done ([`ArchiveBatch::finish`]), which commits. The batch is recorded as
+//! `pending`, with its location, in its own commit before the transaction
+//! starts, so a crash at any point leaves the rows live and at most some
 //! files of a pending batch, which the next run removes before it starts.
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use futures::stream::BoxStream;
 use remaudit_model::{NewAudit, StoredAudit};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::StoreError;
 
@@ -65,106 +69,166 @@ pub struct RetireRequest {
     pub exact: bool,
 }
 
-/// A point in a batch where the job can be stopped, for crash tests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    /// The batch has its number, and its journal row is not yet committed.
-    BatchNumbered,
-    /// The rows are copied into the archive tables (not yet committed).
-    ArchiveInserted,
-    /// The files and manifest are written.
-    FileWritten,
-    /// Just before the rows leave the live tables.
-    BeforeDelete,
-}
-
 /// Rows of one archive file, one JSON object per line.
 pub type Lines<'a> = BoxStream<'a, Result<String, StoreError>>;
 
-/// One written archive file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ArchivedFile {
-    /// The table the rows came from.
-    pub table: String,
-    /// Object path of the file.
-    pub path: String,
-    /// Rows (lines) in the file.
-    pub rows: u64,
-    /// Size of the compressed file in bytes.
-    pub bytes: u64,
-    /// SHA-256 of the compressed file, lowercase hex.
-    pub sha256: String,
+/// Names where a batch's files go, given the database's installation id
+/// and the batch's number. [`RetentionStore::next_batch`] calls it once the
+/// batch has its number and before its journal row is written.
+pub type Locate<'a> = &'a (dyn Fn(&str, i64) -> String + Send + Sync);
+
+/// The two archive tables a batch's rows are copied into, in the order
+/// their files are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveTable {
+    /// `remediation_audit_archive`: summary rows.
+    Remediations,
+    /// `remediation_audit_events_archive`: timeline events.
+    Events,
 }
 
-/// The manifest written beside a batch's files.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
-    /// Format tag, `remaudit-archive/1`.
-    pub format: String,
-    /// Batch number (the journal's id).
-    pub batch: i64,
-    /// The installation id of the database that wrote the batch; absent in
-    /// manifests written before installation ids.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub installation: Option<String>,
-    /// Where the rows came from: `rows` or a partition name.
-    pub source: String,
-    /// The run's clock.
-    pub run_now: DateTime<Utc>,
+impl ArchiveTable {
+    /// Both tables, summary rows first.
+    pub const ALL: [Self; 2] = [Self::Remediations, Self::Events];
+
+    /// The table's name.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Remediations => "remediation_audit_archive",
+            Self::Events => "remediation_audit_events_archive",
+        }
+    }
+
+    /// The name of the live table its rows come from.
+    #[must_use]
+    pub fn live_name(self) -> &'static str {
+        match self {
+            Self::Remediations => "remediation_audit",
+            Self::Events => "remediation_audit_events",
+        }
+    }
+}
+
+/// What a batch's files hold, recorded in the journal when it finishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchTotals {
+    /// Summary rows written.
+    pub remediations: u64,
+    /// Events written.
+    pub events: u64,
+    /// Compressed bytes written.
+    pub bytes: u64,
     /// Earliest `start_time` in the batch.
     pub start_time_min: Option<DateTime<Utc>>,
     /// Latest `start_time` in the batch.
     pub start_time_max: Option<DateTime<Utc>>,
-    /// The files, remediations first.
-    pub files: Vec<ArchivedFile>,
+    /// SHA-256 of the batch's manifest, lowercase hex.
+    pub manifest_sha256: String,
 }
 
-/// The manifest's format tag.
-pub const MANIFEST_FORMAT: &str = "remaudit-archive/1";
+/// The next piece of retention work the store found.
+pub enum Retiring<'a> {
+    /// A due weekly partition that held no due row was dropped: no batch,
+    /// no file. `kept` rows that were not due went back to the live table.
+    Emptied {
+        /// The partition's name.
+        source: String,
+        /// Rows that were not due and stay live.
+        kept: u64,
+    },
+    /// A batch whose rows are copied into the archive tables, in an open
+    /// transaction (on SQLite it also holds the store's write turn).
+    Batch(Box<dyn ArchiveBatch + 'a>),
+}
 
-/// Where archive files go; the retention job implements it over object storage.
+impl std::fmt::Debug for Retiring<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Emptied { source, kept } => f
+                .debug_struct("Emptied")
+                .field("source", source)
+                .field("kept", kept)
+                .finish(),
+            Self::Batch(b) => f.debug_tuple("Batch").field(&b.number()).finish(),
+        }
+    }
+}
+
+/// One batch in flight: recorded as pending at its location, its rows
+/// copied into the archive tables in a transaction this value holds.
+/// Dropping it without [`ArchiveBatch::finish`] rolls the transaction back:
+/// the rows stay live and the batch stays pending.
 #[async_trait::async_trait]
-pub trait ArchiveSink: Send + Sync {
-    /// The location (object prefix) of batch `batch`'s files, for the
-    /// database whose installation id is `installation`.
-    fn location(&self, installation: &str, batch: i64) -> String;
-
-    /// Writes one compressed file of `lines` under `location`.
-    async fn write_file(
-        &self,
-        location: &str,
-        table: &str,
-        lines: Lines<'_>,
-    ) -> Result<ArchivedFile, StoreError>;
-
-    /// Writes the manifest under `location`; returns its SHA-256.
-    async fn write_manifest(
-        &self,
-        location: &str,
-        manifest: &Manifest,
-    ) -> Result<String, StoreError>;
-
-    /// Called as a batch passes each step.
-    fn checkpoint(&self, step: Step);
+pub trait ArchiveBatch: Send {
+    /// The batch's number (the journal's id).
+    fn number(&self) -> i64;
+    /// Where its files go, as the journal records it.
+    fn location(&self) -> &str;
+    /// The installation id of the database, which the location is under.
+    fn installation(&self) -> &str;
+    /// Where the rows came from: `rows`, `deleted` or a partition's name.
+    fn source(&self) -> &str;
+    /// Rows of a retired partition that were not due and stay live.
+    fn kept(&self) -> u64;
+    /// The batch's rows of one archive table, one JSON object a line, by id.
+    fn rows(&mut self, table: ArchiveTable) -> Lines<'_>;
+    /// Earliest and latest `start_time` of the batch's summary rows.
+    async fn start_times(
+        &mut self,
+    ) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), StoreError>;
+    /// Removes the batch's rows from the live tables (not yet committed).
+    async fn remove_live(&mut self) -> Result<(), StoreError>;
+    /// Records the batch as done with what its files hold, and commits.
+    async fn finish(self: Box<Self>, totals: &BatchTotals) -> Result<(), StoreError>;
 }
 
-/// What one batch moved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BatchReport {
-    /// Batch number.
-    pub batch: i64,
-    /// `rows`, `deleted` or the partition's name.
-    pub source: String,
-    /// Summary rows archived and removed.
-    pub remediations: u64,
-    /// Events archived and removed.
-    pub events: u64,
-    /// Bytes of files written.
-    pub bytes: u64,
-    /// Rows of a retired partition that were not due and stay live.
-    pub kept: u64,
-    /// Where the files are.
-    pub location: String,
+/// The data steps of retention: partitions, the run lock, due rows, and
+/// the journal of batches moved to the archive.
+#[async_trait::async_trait]
+pub trait RetentionStore: Send + Sync + 'static {
+    /// Creates the partitions that cover `[from, to)` (PostgreSQL; nothing on SQLite).
+    async fn ensure_partitions(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<u32, StoreError>;
+
+    /// Takes the lock that keeps retention runs from overlapping; `None` when another run holds it.
+    async fn retention_lock(&self) -> Result<Option<RetentionLock>, StoreError>;
+
+    /// Rows a retention run would move, per start day; changes nothing.
+    async fn retention_preview(&self, request: &RetireRequest)
+    -> Result<Vec<DayCount>, StoreError>;
+
+    /// Starts the next batch of due rows: numbers it, records it as pending
+    /// at the location `locate` names, and copies its rows into the archive
+    /// tables in a transaction the returned batch holds. `None` when nothing
+    /// is due.
+    async fn next_batch<'a>(
+        &'a self,
+        request: &RetireRequest,
+        locate: Locate<'_>,
+    ) -> Result<Option<Retiring<'a>>, StoreError>;
+
+    /// Batches that an interrupted run left pending.
+    async fn pending_batches(&self) -> Result<Vec<PendingBatch>, StoreError>;
+
+    /// Drops the journal entry of a pending batch whose files are removed.
+    async fn forget_batch(&self, batch: i64) -> Result<(), StoreError>;
+
+    /// Finished batches with rows that started in `[from, to)`.
+    async fn finished_batches(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<BatchRecord>, StoreError>;
+
+    /// Where a finished batch's rows are now.
+    async fn batch_places(&self, batch: i64) -> Result<BatchPlaces, StoreError>;
+
+    /// Ids of a finished batch's archived rows.
+    async fn batch_ids(&self, batch: i64) -> Result<BatchIds, StoreError>;
 }
 
 /// A batch that did not finish, whose files must go.
@@ -325,57 +389,6 @@ impl From<PlacesRow> for BatchPlaces {
             archived_events: n(row.ae),
             live_remediations: n(row.lr),
             live_events: n(row.le),
-        }
-    }
-}
-
-/// What a batch's files hold: summary rows, events, compressed bytes.
-pub(crate) struct Totals {
-    pub(crate) remediations: u64,
-    pub(crate) events: u64,
-    pub(crate) bytes: u64,
-}
-
-/// Writes a batch's manifest over its two written files (summary rows
-/// first), passes the `FileWritten` step, and returns the manifest's SHA-256
-/// with the batch's totals; the same on both backends.
-pub(crate) async fn write_manifest(
-    sink: &dyn ArchiveSink,
-    location: &str,
-    mut manifest: Manifest,
-    files: Vec<ArchivedFile>,
-) -> Result<(String, Totals), StoreError> {
-    manifest.files = files;
-    let sha = sink.write_manifest(location, &manifest).await?;
-    sink.checkpoint(Step::FileWritten);
-    let rows = |i: usize| manifest.files.get(i).map_or(0, |f| f.rows);
-    let totals = Totals {
-        remediations: rows(0),
-        events: rows(1),
-        bytes: manifest.files.iter().map(|f| f.bytes).sum(),
-    };
-    Ok((sha, totals))
-}
-
-impl Manifest {
-    /// A manifest of batch `batch` whose files are still to be written.
-    pub(crate) fn new(
-        batch: i64,
-        installation: &str,
-        source: &str,
-        run_now: DateTime<Utc>,
-        start_time_min: Option<DateTime<Utc>>,
-        start_time_max: Option<DateTime<Utc>>,
-    ) -> Self {
-        Self {
-            format: MANIFEST_FORMAT.to_owned(),
-            batch,
-            installation: Some(installation.to_owned()),
-            source: source.to_owned(),
-            run_now,
-            start_time_min,
-            start_time_max,
-            files: Vec::new(),
         }
     }
 }

@@ -24,10 +24,7 @@ use tokio::sync::Mutex;
 use tracing::instrument;
 use uuid::Uuid;
 
-use crate::retention::{
-    ArchiveSink, BatchIds, BatchPlaces, BatchRecord, BatchReport, DayCount, DeleteOutcome,
-    PendingBatch, RetentionLock, RetentionPolicy, RetireRequest,
-};
+use crate::retention::{DeleteOutcome, RetentionPolicy};
 use crate::store::{
     RemediationKey, SUMMARY_COLUMNS, StoredEvent, StoredRemediation, TimelinePage, backfill_hashes,
     check_schema, first_occurrences, judge, list_sql, outcomes, page, pool_stats, redact,
@@ -35,7 +32,7 @@ use crate::store::{
 };
 use crate::{
     AnalyticsStore, AuditStore, Backfill, HealthStore, InsertOutcome, InsertRules, ListQuery, Page,
-    PoolSettings, PoolStats, RetentionStore, StoreError, Timeline, TimelineQuery,
+    PoolSettings, PoolStats, StoreError, Timeline, TimelineQuery,
 };
 
 mod analytics;
@@ -537,89 +534,6 @@ impl AnalyticsStore for SqliteStore {
     #[instrument(skip_all, fields(backend = BACKEND, limit = query.limit), err)]
     async fn retries(&self, query: &AnalyticsQuery) -> Result<RetriesReport, StoreError> {
         analytics::retries_report(self.read_pool(), query).await
-    }
-}
-
-#[async_trait]
-impl RetentionStore for SqliteStore {
-    async fn ensure_partitions(
-        &self,
-        _from: DateTime<Utc>,
-        _to: DateTime<Utc>,
-    ) -> Result<u32, StoreError> {
-        Ok(0)
-    }
-
-    async fn retention_lock(&self) -> Result<Option<RetentionLock>, StoreError> {
-        let Ok(turn) = Arc::clone(&self.retention).try_lock_owned() else {
-            return Ok(None);
-        };
-        let path = self.pool.connect_options().get_filename().to_owned();
-        if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" {
-            return Ok(Some(RetentionLock::new(turn)));
-        }
-        let mut lock_path = path.into_os_string();
-        lock_path.push(".retention-lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| {
-                StoreError::Config(format!(
-                    "cannot open the retention lock file {}: {e}",
-                    std::path::Path::new(&lock_path).display()
-                ))
-            })?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(RetentionLock::new((turn, file)))),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Config(format!(
-                "cannot lock {}: {e}",
-                std::path::Path::new(&lock_path).display()
-            ))),
-        }
-    }
-
-    async fn retention_preview(
-        &self,
-        request: &RetireRequest,
-    ) -> Result<Vec<DayCount>, StoreError> {
-        retention::preview(&self.pool, request).await
-    }
-
-    async fn retire_next(
-        &self,
-        request: &RetireRequest,
-        sink: &dyn ArchiveSink,
-    ) -> Result<Option<BatchReport>, StoreError> {
-        let _turn = self.writer.lock().await;
-        retention::retire_next(&self.pool, request, sink).await
-    }
-
-    async fn pending_batches(&self) -> Result<Vec<PendingBatch>, StoreError> {
-        retention::pending_batches(&self.pool).await
-    }
-
-    async fn forget_batch(&self, batch: i64) -> Result<(), StoreError> {
-        let _turn = self.writer.lock().await;
-        retention::forget_batch(&self.pool, batch).await
-    }
-
-    async fn finished_batches(
-        &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<BatchRecord>, StoreError> {
-        retention::finished_batches(&self.pool, from, to).await
-    }
-
-    async fn batch_places(&self, batch: i64) -> Result<BatchPlaces, StoreError> {
-        retention::batch_places(&self.pool, batch).await
-    }
-
-    async fn batch_ids(&self, batch: i64) -> Result<BatchIds, StoreError> {
-        retention::batch_ids(&self.pool, batch).await
     }
 }
 

@@ -16,10 +16,7 @@ use remaudit_model::{EventRecord, NewAudit, StoredAudit};
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use crate::analytics::AnalyticsQuery;
-use crate::retention::{
-    ArchiveSink, BatchIds, BatchPlaces, BatchRecord, BatchReport, DayCount, DeleteOutcome,
-    PendingBatch, RetentionLock, RetireRequest,
-};
+use crate::retention::{DeleteOutcome, RetentionStore};
 use crate::{PgStore, RetentionPolicy, SqliteStore, StoreError};
 
 /// What happened to one record of a write.
@@ -366,51 +363,6 @@ pub trait AnalyticsStore: Send + Sync + 'static {
 
     /// Alerts remediated more than once, most attempts first.
     async fn retries(&self, query: &AnalyticsQuery) -> Result<RetriesReport, StoreError>;
-}
-
-/// The data steps of retention: partitions, the run lock, due rows, and
-/// the journal of batches moved to the archive.
-#[async_trait]
-pub trait RetentionStore: Send + Sync + 'static {
-    /// Creates the partitions that cover `[from, to)` (PostgreSQL; nothing on SQLite).
-    async fn ensure_partitions(
-        &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<u32, StoreError>;
-
-    /// Takes the lock that keeps retention runs from overlapping; `None` when another run holds it.
-    async fn retention_lock(&self) -> Result<Option<RetentionLock>, StoreError>;
-
-    /// Rows a retention run would move, per start day; changes nothing.
-    async fn retention_preview(&self, request: &RetireRequest)
-    -> Result<Vec<DayCount>, StoreError>;
-
-    /// Moves the next batch of due rows to the archive; `None` when nothing is due.
-    async fn retire_next(
-        &self,
-        request: &RetireRequest,
-        sink: &dyn ArchiveSink,
-    ) -> Result<Option<BatchReport>, StoreError>;
-
-    /// Batches that an interrupted run left pending.
-    async fn pending_batches(&self) -> Result<Vec<PendingBatch>, StoreError>;
-
-    /// Drops the journal entry of a pending batch whose files are removed.
-    async fn forget_batch(&self, batch: i64) -> Result<(), StoreError>;
-
-    /// Finished batches with rows that started in `[from, to)`.
-    async fn finished_batches(
-        &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<BatchRecord>, StoreError>;
-
-    /// Where a finished batch's rows are now.
-    async fn batch_places(&self, batch: i64) -> Result<BatchPlaces, StoreError>;
-
-    /// Ids of a finished batch's archived rows.
-    async fn batch_ids(&self, batch: i64) -> Result<BatchIds, StoreError>;
 }
 
 /// The store as a running service: readiness, pool figures, backend, shutdown.

@@ -11,8 +11,7 @@ use remaudit_model::analytics::{
     DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport,
 };
 use remaudit_store::retention::{
-    ArchiveSink, BatchIds, BatchPlaces, BatchRecord, BatchReport, DayCount, PendingBatch,
-    RetentionLock,
+    BatchIds, BatchPlaces, BatchRecord, DayCount, Locate, PendingBatch, RetentionLock, Retiring,
 };
 use remaudit_store::{
     AnalyticsQuery, AnalyticsStore, AuditStore, DeleteOutcome, HealthStore, InsertOutcome,
@@ -103,12 +102,12 @@ impl RetentionStore for GatedStore {
     async fn retention_preview(&self, r: &RetireRequest) -> Result<Vec<DayCount>, StoreError> {
         self.inner.retention_preview(r).await
     }
-    async fn retire_next(
-        &self,
+    async fn next_batch<'a>(
+        &'a self,
         r: &RetireRequest,
-        sink: &dyn ArchiveSink,
-    ) -> Result<Option<BatchReport>, StoreError> {
-        self.inner.retire_next(r, sink).await
+        locate: Locate<'_>,
+    ) -> Result<Option<Retiring<'a>>, StoreError> {
+        self.inner.next_batch(r, locate).await
     }
     async fn pending_batches(&self) -> Result<Vec<PendingBatch>, StoreError> {
         self.inner.pending_batches().await

@@ -1,17 +1,113 @@
 //! Retention on SQLite: row-wise batches, one transaction each.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::TryStreamExt as _;
-use sqlx::sqlite::SqlitePool;
-use sqlx::{AssertSqlSafe, Row as _};
+use sqlx::sqlite::{Sqlite, SqlitePool};
+use sqlx::{AssertSqlSafe, Row as _, Transaction};
+use tokio::sync::MutexGuard;
+use tracing::instrument;
 
-use super::{decode_time, encode_time};
+use super::{SqliteStore, decode_time, encode_time};
 use crate::StoreError;
 use crate::retention::{
-    ArchiveSink, ArchivedFile, BATCH_IDS_SQL, BatchIds, BatchPlaces, BatchRecord, BatchReport,
-    DayCount, INSTALLATION_SQL, JournalRow, Manifest, PENDING_SQL, PendingBatch, PlacesRow,
-    RetireRequest, Step, installation, journal_count, write_manifest,
+    ArchiveBatch, ArchiveTable, BATCH_IDS_SQL, BatchIds, BatchPlaces, BatchRecord, BatchTotals,
+    DayCount, INSTALLATION_SQL, JournalRow, Lines, Locate, PENDING_SQL, PendingBatch, PlacesRow,
+    RetentionLock, RetentionStore, RetireRequest, Retiring, installation, journal_count,
 };
+
+#[async_trait::async_trait]
+impl RetentionStore for SqliteStore {
+    #[instrument(skip_all, fields(from = %_from, to = %_to), err)]
+    async fn ensure_partitions(
+        &self,
+        _from: DateTime<Utc>,
+        _to: DateTime<Utc>,
+    ) -> Result<u32, StoreError> {
+        Ok(0)
+    }
+
+    #[instrument(skip_all, err)]
+    async fn retention_lock(&self) -> Result<Option<RetentionLock>, StoreError> {
+        let Ok(turn) = Arc::clone(&self.retention).try_lock_owned() else {
+            return Ok(None);
+        };
+        let path = self.pool.connect_options().get_filename().to_owned();
+        if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" {
+            return Ok(Some(RetentionLock::new(turn)));
+        }
+        let mut lock_path = path.into_os_string();
+        lock_path.push(".retention-lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| {
+                StoreError::Config(format!(
+                    "cannot open the retention lock file {}: {e}",
+                    std::path::Path::new(&lock_path).display()
+                ))
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(RetentionLock::new((turn, file)))),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Config(format!(
+                "cannot lock {}: {e}",
+                std::path::Path::new(&lock_path).display()
+            ))),
+        }
+    }
+
+    #[instrument(skip_all, fields(now = %request.now), err)]
+    async fn retention_preview(
+        &self,
+        request: &RetireRequest,
+    ) -> Result<Vec<DayCount>, StoreError> {
+        preview(&self.pool, request).await
+    }
+
+    #[instrument(skip_all, fields(now = %request.now, batch_rows = request.batch_rows), err)]
+    async fn next_batch<'a>(
+        &'a self,
+        request: &RetireRequest,
+        locate: Locate<'_>,
+    ) -> Result<Option<Retiring<'a>>, StoreError> {
+        let turn = self.writer.lock().await;
+        next_batch(&self.pool, request, locate, turn).await
+    }
+
+    #[instrument(skip_all, err)]
+    async fn pending_batches(&self) -> Result<Vec<PendingBatch>, StoreError> {
+        pending_batches(&self.pool).await
+    }
+
+    #[instrument(skip_all, fields(batch = batch), err)]
+    async fn forget_batch(&self, batch: i64) -> Result<(), StoreError> {
+        let _turn = self.writer.lock().await;
+        forget_batch(&self.pool, batch).await
+    }
+
+    #[instrument(skip_all, fields(from = %from, to = %to), err)]
+    async fn finished_batches(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<BatchRecord>, StoreError> {
+        finished_batches(&self.pool, from, to).await
+    }
+
+    #[instrument(skip_all, fields(batch = batch), err)]
+    async fn batch_places(&self, batch: i64) -> Result<BatchPlaces, StoreError> {
+        batch_places(&self.pool, batch).await
+    }
+
+    #[instrument(skip_all, fields(batch = batch), err)]
+    async fn batch_ids(&self, batch: i64) -> Result<BatchIds, StoreError> {
+        batch_ids(&self.pool, batch).await
+    }
+}
 
 /// Due rows, with the clock as `?1`.
 const DUE: &str = "NOT legal_hold AND (deleted_at IS NOT NULL OR retention_expiry_time <= ?1)";
@@ -53,7 +149,7 @@ struct Begun {
 async fn begin_batch(
     pool: &SqlitePool,
     now: DateTime<Utc>,
-    sink: &dyn ArchiveSink,
+    locate: Locate<'_>,
 ) -> Result<Begun, StoreError> {
     // Read before the transaction, whose first statement then writes: a
     // transaction that read first could not always upgrade to a write
@@ -70,8 +166,7 @@ async fn begin_batch(
     .bind(encode_time(now))
     .fetch_one(&mut *tx)
     .await?;
-    sink.checkpoint(Step::BatchNumbered);
-    let location = sink.location(&installation, batch);
+    let location = locate(&installation, batch);
     sqlx::query("UPDATE remediation_retention_batches SET location = ?2 WHERE id = ?1")
         .bind(batch)
         .bind(&location)
@@ -85,11 +180,122 @@ async fn begin_batch(
     })
 }
 
-pub(super) async fn retire_next(
+/// A SQLite batch in flight: its rows in the archive tables within `tx`.
+/// It holds the store's write turn, as every SQLite write does.
+struct SqliteBatch<'a> {
+    tx: Transaction<'static, Sqlite>,
+    begun: Begun,
+    /// The batch's `archived_at`, which is also its `finished_at`.
+    archived_at: String,
+    _turn: MutexGuard<'a, ()>,
+}
+
+#[async_trait::async_trait]
+impl ArchiveBatch for SqliteBatch<'_> {
+    fn number(&self) -> i64 {
+        self.begun.batch
+    }
+
+    fn location(&self) -> &str {
+        &self.begun.location
+    }
+
+    fn installation(&self) -> &str {
+        &self.begun.installation
+    }
+
+    fn source(&self) -> &str {
+        "rows"
+    }
+
+    fn kept(&self) -> u64 {
+        0
+    }
+
+    fn rows(&mut self, table: ArchiveTable) -> Lines<'_> {
+        let json = match table {
+            ArchiveTable::Remediations => SUMMARY_JSON,
+            ArchiveTable::Events => EVENT_JSON,
+        };
+        let lines = sqlx::query_scalar::<_, String>(AssertSqlSafe(format!(
+            "SELECT {json} FROM {} WHERE archive_batch = ?1 ORDER BY id",
+            table.name()
+        )))
+        .bind(self.begun.batch)
+        .fetch(&mut *self.tx)
+        .map_err(StoreError::from);
+        Box::pin(lines)
+    }
+
+    #[instrument(skip_all, fields(batch = self.begun.batch), err)]
+    async fn start_times(
+        &mut self,
+    ) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), StoreError> {
+        let row = sqlx::query(
+            "SELECT min(start_time) AS lo, max(start_time) AS hi FROM remediation_audit_archive WHERE archive_batch = ?1",
+        )
+        .bind(self.begun.batch)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        let time = |c: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
+            Ok(row
+                .try_get::<Option<String>, _>(c)?
+                .as_deref()
+                .map(decode_time)
+                .transpose()?)
+        };
+        Ok((time("lo")?, time("hi")?))
+    }
+
+    #[instrument(skip_all, fields(batch = self.begun.batch), err)]
+    async fn remove_live(&mut self) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM remediation_audit_events WHERE id IN \
+             (SELECT id FROM remediation_audit_events_archive WHERE archive_batch = ?1)",
+        )
+        .bind(self.begun.batch)
+        .execute(&mut *self.tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM remediation_audit WHERE id IN \
+             (SELECT id FROM remediation_audit_archive WHERE archive_batch = ?1)",
+        )
+        .bind(self.begun.batch)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(batch = self.begun.batch), err)]
+    async fn finish(mut self: Box<Self>, totals: &BatchTotals) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE remediation_retention_batches SET state = 'done', finished_at = ?2, \
+             remediations = ?3, events = ?4, bytes = ?5, start_time_min = ?6, start_time_max = ?7, \
+             manifest_sha256 = ?8 WHERE id = ?1",
+        )
+        .bind(self.begun.batch)
+        .bind(&self.archived_at)
+        .bind(journal_count(totals.remediations))
+        .bind(journal_count(totals.events))
+        .bind(journal_count(totals.bytes))
+        .bind(totals.start_time_min.map(encode_time))
+        .bind(totals.start_time_max.map(encode_time))
+        .bind(&totals.manifest_sha256)
+        .execute(&mut *self.tx)
+        .await?;
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Starts the next row-wise batch while holding the write turn `turn`,
+/// which the batch keeps until it finishes.
+async fn next_batch<'a>(
     pool: &SqlitePool,
     request: &RetireRequest,
-    sink: &dyn ArchiveSink,
-) -> Result<Option<BatchReport>, StoreError> {
+    locate: Locate<'_>,
+    turn: MutexGuard<'a, ()>,
+) -> Result<Option<Retiring<'a>>, StoreError> {
     let now = encode_time(request.now);
     let any: bool = sqlx::query_scalar(AssertSqlSafe(format!(
         "SELECT EXISTS (SELECT 1 FROM remediation_audit WHERE {DUE})"
@@ -100,11 +306,8 @@ pub(super) async fn retire_next(
     if !any {
         return Ok(None);
     }
-    let Begun {
-        batch,
-        location,
-        installation,
-    } = begin_batch(pool, request.now, sink).await?;
+    let begun = begin_batch(pool, request.now, locate).await?;
+    let batch = begun.batch;
     let archived_at = encode_time(Utc::now());
     let mut tx = pool.begin().await?;
     let moved = sqlx::query(AssertSqlSafe(format!(
@@ -134,83 +337,12 @@ pub(super) async fn retire_next(
     .bind(&archived_at)
     .execute(&mut *tx)
     .await?;
-    sink.checkpoint(Step::ArchiveInserted);
-
-    let mut files: Vec<ArchivedFile> = Vec::with_capacity(2);
-    for (table, json) in [
-        ("remediation_audit_archive", SUMMARY_JSON),
-        ("remediation_audit_events_archive", EVENT_JSON),
-    ] {
-        let lines = sqlx::query_scalar::<_, String>(AssertSqlSafe(format!(
-            "SELECT {json} FROM {table} WHERE archive_batch = ?1 ORDER BY id"
-        )))
-        .bind(batch)
-        .fetch(&mut *tx)
-        .map_err(StoreError::from);
-        files.push(sink.write_file(&location, table, Box::pin(lines)).await?);
-    }
-    let row = sqlx::query(
-        "SELECT min(start_time) AS lo, max(start_time) AS hi FROM remediation_audit_archive WHERE archive_batch = ?1",
-    )
-    .bind(batch)
-    .fetch_one(&mut *tx)
-    .await?;
-    let time = |c: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
-        Ok(row
-            .try_get::<Option<String>, _>(c)?
-            .as_deref()
-            .map(decode_time)
-            .transpose()?)
-    };
-    let (lo, hi) = (time("lo")?, time("hi")?);
-    let (sha, totals) = write_manifest(
-        sink,
-        &location,
-        Manifest::new(batch, &installation, "rows", request.now, lo, hi),
-        files,
-    )
-    .await?;
-
-    sink.checkpoint(Step::BeforeDelete);
-    sqlx::query(
-        "DELETE FROM remediation_audit_events WHERE id IN \
-         (SELECT id FROM remediation_audit_events_archive WHERE archive_batch = ?1)",
-    )
-    .bind(batch)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "DELETE FROM remediation_audit WHERE id IN \
-         (SELECT id FROM remediation_audit_archive WHERE archive_batch = ?1)",
-    )
-    .bind(batch)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "UPDATE remediation_retention_batches SET state = 'done', finished_at = ?2, \
-         remediations = ?3, events = ?4, bytes = ?5, start_time_min = ?6, start_time_max = ?7, \
-         manifest_sha256 = ?8 WHERE id = ?1",
-    )
-    .bind(batch)
-    .bind(&archived_at)
-    .bind(journal_count(totals.remediations))
-    .bind(journal_count(totals.events))
-    .bind(journal_count(totals.bytes))
-    .bind(lo.map(encode_time))
-    .bind(hi.map(encode_time))
-    .bind(sha)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(Some(BatchReport {
-        batch,
-        source: "rows".to_owned(),
-        remediations: totals.remediations,
-        events: totals.events,
-        bytes: totals.bytes,
-        kept: 0,
-        location,
-    }))
+    Ok(Some(Retiring::Batch(Box::new(SqliteBatch {
+        tx,
+        begun,
+        archived_at,
+        _turn: turn,
+    }))))
 }
 
 pub(super) async fn preview(

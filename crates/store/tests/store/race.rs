@@ -5,52 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use remaudit_store::retention::{ArchiveSink, ArchivedFile, Lines, Manifest, Step};
-use remaudit_store::{InsertOutcome, ListQuery, Refusal, RetireRequest, StoreError};
+use remaudit_store::retention::{ArchiveTable, BatchTotals, Retiring};
+use remaudit_store::{InsertOutcome, ListQuery, Refusal, RetireRequest};
 use remaudit_testkit::{at, record};
 use serde_json::json;
 use tokio::sync::Notify;
-
-/// An archive that holds the batch's transaction open between writing its
-/// first file and going on, until the test releases it.
-struct HeldSink {
-    written: Arc<Notify>,
-    release: Arc<Notify>,
-}
-
-#[async_trait::async_trait]
-impl ArchiveSink for HeldSink {
-    fn location(&self, installation: &str, batch: i64) -> String {
-        format!("{installation}/batch-{batch}")
-    }
-    async fn write_file(
-        &self,
-        location: &str,
-        table: &str,
-        mut lines: Lines<'_>,
-    ) -> Result<ArchivedFile, StoreError> {
-        let mut rows = 0;
-        while let Some(line) = lines.next().await {
-            line?;
-            rows += 1;
-        }
-        if table == "remediation_audit_archive" {
-            self.written.notify_one();
-            self.release.notified().await;
-        }
-        Ok(ArchivedFile {
-            table: table.trim_end_matches("_archive").to_owned(),
-            path: format!("{location}/{table}"),
-            rows,
-            bytes: 1,
-            sha256: "00".into(),
-        })
-    }
-    async fn write_manifest(&self, _: &str, _: &Manifest) -> Result<String, StoreError> {
-        Ok("00".into())
-    }
-    fn checkpoint(&self, _: Step) {}
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_record_arriving_while_its_remediation_is_archived_does_not_bring_it_back() {
@@ -78,25 +37,50 @@ async fn a_record_arriving_while_its_remediation_is_archived_does_not_bring_it_b
     // A soft-deleted row is archived at the next run, whatever its age.
     store.soft_delete(id, chrono::Utc::now()).await.unwrap();
 
+    // The batch holds its transaction open between reading its first
+    // file's rows and going on, until the test releases it.
     let written = Arc::new(Notify::new());
     let release = Arc::new(Notify::new());
-    let sink = HeldSink {
-        written: written.clone(),
-        release: release.clone(),
-    };
+    let (written_tx, release_rx) = (written.clone(), release.clone());
     let retiring = store.clone();
     let retire = tokio::spawn(async move {
-        retiring
-            .retire_next(
-                &RetireRequest {
-                    now: chrono::Utc::now(),
-                    age: chrono::TimeDelta::days(90),
-                    batch_rows: 100,
-                    exact: true,
-                },
-                &sink,
-            )
-            .await
+        let locate = |installation: &str, batch: i64| format!("{installation}/batch-{batch}");
+        let request = RetireRequest {
+            now: chrono::Utc::now(),
+            age: chrono::TimeDelta::days(90),
+            batch_rows: 100,
+            exact: true,
+        };
+        let Some(Retiring::Batch(mut batch)) = retiring.next_batch(&request, &locate).await? else {
+            return Ok(None);
+        };
+        let mut rows = [0_u64; 2];
+        for (i, table) in ArchiveTable::ALL.into_iter().enumerate() {
+            let mut lines = batch.rows(table);
+            while let Some(line) = lines.next().await {
+                line?;
+                rows[i] += 1;
+            }
+            drop(lines);
+            if table == ArchiveTable::Remediations {
+                written_tx.notify_one();
+                release_rx.notified().await;
+            }
+        }
+        let (start_time_min, start_time_max) = batch.start_times().await?;
+        batch.remove_live().await?;
+        let number = batch.number();
+        batch
+            .finish(&BatchTotals {
+                remediations: rows[0],
+                events: rows[1],
+                bytes: 1,
+                start_time_min,
+                start_time_max,
+                manifest_sha256: "00".into(),
+            })
+            .await?;
+        Ok::<_, remaudit_store::StoreError>(Some(number))
     });
     // The batch has copied the row and its events and holds them locked.
     written.notified().await;
