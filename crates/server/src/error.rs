@@ -5,30 +5,9 @@ use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+pub use remaudit_api::problem::{PROBLEM_JSON, PROBLEM_TYPE_PREFIX, Problem};
 use remaudit_model::FieldError;
 use remaudit_store::StoreError;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-
-/// Media type of error bodies.
-pub const PROBLEM_JSON: &str = "application/problem+json";
-
-/// An error body: what went wrong, and for invalid input, which field broke which rule.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Problem {
-    /// A stable identifier of the kind of problem, e.g. `urn:remaudit:problem:invalid-record`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// A short summary of the kind.
-    pub title: String,
-    /// The HTTP status.
-    pub status: u16,
-    /// What happened this time.
-    pub detail: String,
-    /// The broken rules, for invalid input.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<FieldError>,
-}
 
 /// Why a request failed.
 #[derive(Debug)]
@@ -182,7 +161,7 @@ impl ApiError {
             _ => Vec::new(),
         };
         Problem {
-            kind: format!("urn:remaudit:problem:{kind}"),
+            kind: format!("{PROBLEM_TYPE_PREFIX}{kind}"),
             title: title.to_owned(),
             status: status.as_u16(),
             detail,

@@ -2,8 +2,8 @@
 
 use utoipa::OpenApi;
 
-use crate::error::Problem;
 use crate::routes::{analytics, audit, health};
+use remaudit_api::Problem;
 
 /// remaudit's OpenAPI 3.1 document.
 #[derive(OpenApi)]

@@ -15,6 +15,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
+use remaudit_api::paths;
 use remaudit_store::Store;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -108,46 +109,28 @@ pub fn router(state: AppState) -> Router {
         retry_after: state.settings.retry_after,
     };
     let api = Router::new()
+        .route(paths::AUDIT, post(audit::create).get(audit::list))
+        .route(paths::AUDIT_BATCH, post(audit::create_batch))
+        .route(paths::AUDIT_ITEM, get(audit::get).delete(audit::delete))
         .route(
-            "/api/v1/audit/remediation-orchestration",
-            post(audit::create).get(audit::list),
-        )
-        .route(
-            "/api/v1/audit/remediation-orchestration/batch",
-            post(audit::create_batch),
-        )
-        .route(
-            "/api/v1/audit/remediation-orchestration/{id}",
-            get(audit::get).delete(audit::delete),
-        )
-        .route(
-            "/api/v1/audit/remediation-orchestration/{id}/legal-hold",
+            paths::AUDIT_LEGAL_HOLD,
             put(audit::hold).delete(audit::release),
         )
-        .route(
-            "/api/v1/audit/analytics/postmortem",
-            get(analytics::postmortem),
-        )
-        .route(
-            "/api/v1/audit/analytics/success-rate",
-            get(analytics::success_rate),
-        )
-        .route(
-            "/api/v1/audit/analytics/durations",
-            get(analytics::durations),
-        )
-        .route("/api/v1/audit/analytics/slowest", get(analytics::slowest))
-        .route("/api/v1/audit/analytics/failures", get(analytics::failures))
-        .route("/api/v1/audit/analytics/retries", get(analytics::retries))
+        .route(paths::ANALYTICS_POSTMORTEM, get(analytics::postmortem))
+        .route(paths::ANALYTICS_SUCCESS_RATE, get(analytics::success_rate))
+        .route(paths::ANALYTICS_DURATIONS, get(analytics::durations))
+        .route(paths::ANALYTICS_SLOWEST, get(analytics::slowest))
+        .route(paths::ANALYTICS_FAILURES, get(analytics::failures))
+        .route(paths::ANALYTICS_RETRIES, get(analytics::retries))
         // Readiness asks the database, so it counts; an overloaded replica
         // reporting not-ready is what should happen.
-        .route("/readyz", get(health::readyz))
-        .route("/api/v1/openapi.json", get(openapi))
+        .route(paths::READYZ, get(health::readyz))
+        .route(paths::OPENAPI, get(openapi))
         .route_layer(middleware::from_fn_with_state(shed, shed_load));
     // Liveness and metrics are answered from memory, even at the limit.
     let operations = Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/metrics", get(health::metrics));
+        .route(paths::HEALTHZ, get(health::healthz))
+        .route(paths::METRICS, get(health::metrics));
     api.merge(operations)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), deadline))

@@ -4,6 +4,8 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use chrono::{DateTime, Duration, Utc};
+use remaudit_api::analytics::AnalyticsParams;
+use remaudit_api::{Problem, paths};
 use remaudit_model::FieldError;
 use remaudit_model::analytics::{
     DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport, Window,
@@ -11,36 +13,12 @@ use remaudit_model::analytics::{
 };
 use remaudit_store::AnalyticsQuery;
 use remaudit_store::analytics::MAX_SERIES_BUCKETS;
-use serde::Deserialize;
 use tracing::instrument;
-use utoipa::IntoParams;
 
 use crate::error::ApiError;
-use crate::routes::audit::{MAX_PAGE, time_param};
+use crate::routes::audit::time_param;
 use crate::startup::AppState;
-
-/// The window, filters and options every analytics endpoint takes.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct AnalyticsParams {
-    /// Start of the window (RFC 3339), on `start_time`.
-    since: Option<String>,
-    /// End of the window (RFC 3339, excluded); default now.
-    until: Option<String>,
-    /// Length of the window, such as `24h`, `7d` or `2w` (units m, h, d, w); with `since` or `until`, or alone (ending now). At most 90 days.
-    window: Option<String>,
-    /// Only this namespace.
-    namespace: Option<String>,
-    /// Only this alert (required by the post-mortem).
-    alert_fingerprint: Option<String>,
-    /// `true` to compute from the remediations with the exact window and exact percentiles (slower); by default windows are aligned to hours (days from 48 h on) and rollups answer.
-    exact: Option<String>,
-    /// Most items listed, 1 to 1000 (lists only).
-    limit: Option<String>,
-    /// Series bucket size, a whole number of hours such as `1h` or `1d` (success rate only).
-    bucket: Option<String>,
-}
+use remaudit_api::audit::MAX_PAGE;
 
 /// What one endpoint takes beyond the window.
 struct Spec {
@@ -135,99 +113,106 @@ fn ends(
     })
 }
 
-impl AnalyticsParams {
-    fn into_query(self, spec: &Spec, now: DateTime<Utc>) -> Result<AnalyticsQuery, ApiError> {
-        let mut errors = Vec::new();
-        let since = time_param("since", self.since.as_deref(), &mut errors);
-        let until = time_param("until", self.until.as_deref(), &mut errors);
-        let length = length_param("window", self.window.as_deref(), &mut errors);
-        let exact = match self.exact.as_deref() {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(other) => {
-                errors.push(FieldError::new(
-                    "exact",
-                    "boolean",
-                    format!("must be true or false, got {other:?}"),
-                ));
-                false
-            }
-        };
-        let namespace = text_param("namespace", self.namespace, 63, &mut errors);
-        let alert_fingerprint =
-            text_param("alert_fingerprint", self.alert_fingerprint, 64, &mut errors);
-        if spec.requires_fingerprint
-            && alert_fingerprint.is_none()
-            && !errors.iter().any(|e| e.field == "alert_fingerprint")
-        {
+/// The analytics query the parameters ask for, at `now`.
+fn analytics_query(
+    params: AnalyticsParams,
+    spec: &Spec,
+    now: DateTime<Utc>,
+) -> Result<AnalyticsQuery, ApiError> {
+    let mut errors = Vec::new();
+    let since = time_param("since", params.since.as_deref(), &mut errors);
+    let until = time_param("until", params.until.as_deref(), &mut errors);
+    let length = length_param("window", params.window.as_deref(), &mut errors);
+    let exact = match params.exact.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
             errors.push(FieldError::new(
-                "alert_fingerprint",
-                "required",
-                "is required",
+                "exact",
+                "boolean",
+                format!("must be true or false, got {other:?}"),
+            ));
+            false
+        }
+    };
+    let namespace = text_param("namespace", params.namespace, 63, &mut errors);
+    let alert_fingerprint = text_param(
+        "alert_fingerprint",
+        params.alert_fingerprint,
+        64,
+        &mut errors,
+    );
+    if spec.requires_fingerprint
+        && alert_fingerprint.is_none()
+        && !errors.iter().any(|e| e.field == "alert_fingerprint")
+    {
+        errors.push(FieldError::new(
+            "alert_fingerprint",
+            "required",
+            "is required",
+        ));
+    }
+    let limit = match (spec.limit, params.limit.as_deref()) {
+        (None, given) => {
+            unexpected("limit", given.is_some(), &mut errors);
+            0
+        }
+        (Some(default), None) => default,
+        (Some(default), Some(text)) => match text.parse::<u32>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+            _ => {
+                errors.push(FieldError::new(
+                    "limit",
+                    "range",
+                    format!("must be a whole number from 1 to {MAX_PAGE}, got {text:?}"),
+                ));
+                default
+            }
+        },
+    };
+    if !spec.bucket {
+        unexpected("bucket", params.bucket.is_some(), &mut errors);
+    }
+    let bucket = length_param("bucket", params.bucket.as_deref(), &mut errors);
+    let window =
+        ends(since, until, length, spec.default_window, now, &mut errors).and_then(|(s, u)| {
+            match Window::new(s, u, exact) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    let (field, rule) = match e {
+                        WindowError::Reversed { .. } => ("since", "before_until"),
+                        WindowError::TooLong(_) => ("window", "max_retention"),
+                        WindowError::Syntax(_) => ("window", "duration"),
+                    };
+                    errors.push(FieldError::new(field, rule, e.to_string()));
+                    None
+                }
+            }
+        });
+    if let (Some(b), Some(w)) = (bucket, window) {
+        if b.num_seconds() % 3600 != 0 {
+            errors.push(FieldError::new(
+                "bucket",
+                "whole_hours",
+                "must be a whole number of hours, such as 1h, 6h or 1d",
+            ));
+        } else if (w.until - w.since).num_seconds() / b.num_seconds() > MAX_SERIES_BUCKETS {
+            errors.push(FieldError::new(
+                "bucket",
+                "max_buckets",
+                format!("gives more than {MAX_SERIES_BUCKETS} buckets over this window; choose a larger bucket"),
             ));
         }
-        let limit = match (spec.limit, self.limit.as_deref()) {
-            (None, given) => {
-                unexpected("limit", given.is_some(), &mut errors);
-                0
-            }
-            (Some(default), None) => default,
-            (Some(default), Some(text)) => match text.parse::<u32>() {
-                Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-                _ => {
-                    errors.push(FieldError::new(
-                        "limit",
-                        "range",
-                        format!("must be a whole number from 1 to {MAX_PAGE}, got {text:?}"),
-                    ));
-                    default
-                }
-            },
-        };
-        if !spec.bucket {
-            unexpected("bucket", self.bucket.is_some(), &mut errors);
-        }
-        let bucket = length_param("bucket", self.bucket.as_deref(), &mut errors);
-        let window =
-            ends(since, until, length, spec.default_window, now, &mut errors).and_then(|(s, u)| {
-                match Window::new(s, u, exact) {
-                    Ok(w) => Some(w),
-                    Err(e) => {
-                        let (field, rule) = match e {
-                            WindowError::Reversed { .. } => ("since", "before_until"),
-                            WindowError::TooLong(_) => ("window", "max_retention"),
-                            WindowError::Syntax(_) => ("window", "duration"),
-                        };
-                        errors.push(FieldError::new(field, rule, e.to_string()));
-                        None
-                    }
-                }
-            });
-        if let (Some(b), Some(w)) = (bucket, window) {
-            if b.num_seconds() % 3600 != 0 {
-                errors.push(FieldError::new(
-                    "bucket",
-                    "whole_hours",
-                    "must be a whole number of hours, such as 1h, 6h or 1d",
-                ));
-            } else if (w.until - w.since).num_seconds() / b.num_seconds() > MAX_SERIES_BUCKETS {
-                errors.push(FieldError::new(
-                    "bucket",
-                    "max_buckets",
-                    format!("gives more than {MAX_SERIES_BUCKETS} buckets over this window; choose a larger bucket"),
-                ));
-            }
-        }
-        match window {
-            Some(window) if errors.is_empty() => Ok(AnalyticsQuery {
-                window,
-                namespace,
-                alert_fingerprint,
-                limit,
-                bucket,
-            }),
-            _ => Err(ApiError::InvalidQuery(errors)),
-        }
+    }
+    match window {
+        Some(window) if errors.is_empty() => Ok(AnalyticsQuery {
+            window,
+            namespace,
+            alert_fingerprint,
+            limit,
+            bucket,
+        }),
+        _ => Err(ApiError::InvalidQuery(errors)),
     }
 }
 
@@ -237,11 +222,11 @@ fn parse(
 ) -> Result<AnalyticsQuery, ApiError> {
     let Query(params) = params
         .map_err(|e| ApiError::InvalidQuery(vec![FieldError::new("", "query", e.body_text())]))?;
-    params.into_query(spec, Utc::now())
+    analytics_query(params, spec, Utc::now())
 }
 
 macro_rules! endpoint {
-    ($name:ident, $path:literal, $summary:literal, $body:ty, $spec:expr, $method:ident) => {
+    ($name:ident, $path:expr, $summary:literal, $body:ty, $spec:expr, $method:ident) => {
         #[doc = $summary]
         #[utoipa::path(
             get,
@@ -250,8 +235,8 @@ macro_rules! endpoint {
             params(AnalyticsParams),
             responses(
                 (status = 200, description = $summary, body = $body),
-                (status = 400, description = "Invalid window, filter or limit", body = crate::error::Problem, content_type = "application/problem+json"),
-                (status = 503, description = "Database unavailable (`database-unavailable`), or the question ran past the analytics statement timeout (`query-timeout`); both with Retry-After", body = crate::error::Problem, content_type = "application/problem+json"),
+                (status = 400, description = "Invalid window, filter or limit", body = Problem, content_type = "application/problem+json"),
+                (status = 503, description = "Database unavailable (`database-unavailable`), or the question ran past the analytics statement timeout (`query-timeout`); both with Retry-After", body = Problem, content_type = "application/problem+json"),
             )
         )]
         #[instrument(skip_all)]
@@ -272,7 +257,7 @@ macro_rules! endpoint {
 
 endpoint!(
     postmortem,
-    "/api/v1/audit/analytics/postmortem",
+    paths::ANALYTICS_POSTMORTEM,
     "Every remediation of one alert in the window, newest first, with durations, failure details and timeline links.",
     RemediationList,
     Spec {
@@ -284,7 +269,7 @@ endpoint!(
 );
 endpoint!(
     success_rate,
-    "/api/v1/audit/analytics/success-rate",
+    paths::ANALYTICS_SUCCESS_RATE,
     "Remediations started in the window by outcome, and completed ÷ finished; with `bucket`, also as a series.",
     SuccessRateReport,
     Spec {
@@ -295,7 +280,7 @@ endpoint!(
 );
 endpoint!(
     durations,
-    "/api/v1/audit/analytics/durations",
+    paths::ANALYTICS_DURATIONS,
     "Count, mean, p50, p95 and p99 of durations by final phase.",
     DurationsReport,
     Spec::summary(),
@@ -303,7 +288,7 @@ endpoint!(
 );
 endpoint!(
     slowest,
-    "/api/v1/audit/analytics/slowest",
+    paths::ANALYTICS_SLOWEST,
     "The remediations that took longest, longest first.",
     RemediationList,
     Spec::list(20),
@@ -311,7 +296,7 @@ endpoint!(
 );
 endpoint!(
     failures,
-    "/api/v1/audit/analytics/failures",
+    paths::ANALYTICS_FAILURES,
     "Failures and timeouts by the phase where they happened, with affected alerts and sample reasons.",
     FailuresReport,
     Spec::list(20),
@@ -319,7 +304,7 @@ endpoint!(
 );
 endpoint!(
     retries,
-    "/api/v1/audit/analytics/retries",
+    paths::ANALYTICS_RETRIES,
     "Alerts remediated more than once, most attempts first, with their outcomes.",
     RetriesReport,
     Spec::list(20),
@@ -332,7 +317,7 @@ mod tests {
 
     fn query(params: AnalyticsParams, spec: &Spec) -> Result<AnalyticsQuery, Vec<FieldError>> {
         let now = "2026-11-30T12:34:56Z".parse().expect("time");
-        params.into_query(spec, now).map_err(|e| e.problem().errors)
+        analytics_query(params, spec, now).map_err(|e| e.problem().errors)
     }
 
     #[test]

@@ -6,42 +6,22 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
-use remaudit_model::{
-    EventRecord, FieldError, NewAudit, RemediationOrchestrationAudit, StoredAudit,
+use remaudit_api::audit::{
+    BatchItem, BatchResponse, DEFAULT_PAGE, ItemStatus, ListParams, ListResponse, MAX_PAGE,
+    StoreResult, TimelineParams, TimelineResponse,
 };
+use remaudit_api::paths;
+use remaudit_model::{FieldError, NewAudit, RemediationOrchestrationAudit, StoredAudit};
 use remaudit_store::{
     Cursor, DeleteOutcome, InsertOutcome, InsertRules, ListQuery, Refusal, TimelineCursor,
     TimelineQuery,
 };
-use serde::{Deserialize, Serialize};
 use tracing::instrument;
-use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 
 use crate::ServerSettings;
 use crate::error::{ApiError, Problem};
 use crate::routes::body;
 use crate::startup::AppState;
-
-/// Largest page a listing returns.
-pub(crate) const MAX_PAGE: u32 = 1000;
-/// Page size when none is asked for.
-pub(crate) const DEFAULT_PAGE: u32 = 100;
-
-/// What happened to a stored record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ItemStatus {
-    /// Stored now.
-    Created,
-    /// Already stored earlier (same `event_id` and `start_time`, same content); nothing changed.
-    Duplicate,
-    /// Invalid, or refused by a rule of what is stored; not stored. Do not retry it unchanged.
-    Rejected,
-    /// Another record with the same `event_id` and `start_time` but other
-    /// content is stored; this one was not. Do not retry it unchanged.
-    Conflict,
-}
 
 /// The status of a record the store judged, and the rule it broke, if any.
 fn judged(
@@ -118,96 +98,21 @@ fn insert_rules(settings: &ServerSettings, now: DateTime<Utc>) -> InsertRules {
     }
 }
 
-/// The answer to a single record.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct StoreResult {
-    /// The record's idempotency key, given or derived.
-    pub event_id: Uuid,
-    /// `created` or `duplicate` (a conflict is answered 409, a refusal 422).
-    pub status: ItemStatus,
-}
-
-/// The answer for one record of a batch.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct BatchItem {
-    /// Position in the request array, from 0.
-    pub index: usize,
-    /// What happened to it.
-    pub status: ItemStatus,
-    /// Its idempotency key, when it was valid.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event_id: Option<Uuid>,
-    /// Why it was rejected, or what it conflicts with.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<FieldError>,
-}
-
-/// The answer to a batch: counts, and one item per record in request order.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct BatchResponse {
-    /// Records stored now.
-    pub created: usize,
-    /// Records that were already stored.
-    pub duplicates: usize,
-    /// Invalid or refused records, not stored.
-    pub rejected: usize,
-    /// Records that reuse a stored key with other content, not stored.
-    #[serde(default)]
-    pub conflicts: usize,
-    /// One entry per record.
-    pub items: Vec<BatchItem>,
-}
-
-/// A page of remediations, newest first.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ListResponse {
-    /// The remediations.
-    pub items: Vec<StoredAudit>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
-}
-
-/// One remediation and one page of its timeline.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct TimelineResponse {
-    /// The summary row.
-    pub remediation: StoredAudit,
-    /// Accepted transitions, oldest first: one page of them.
-    pub timeline: Vec<EventRecord>,
-    /// Pass as `cursor` to get the next page of the timeline; absent on the last page.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
-}
-
-/// Paging of a timeline.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct TimelineParams {
-    /// Most events on the page, 1 to 1000 (default 100). A page also ends
-    /// early rather than carry more than 2 MiB of records.
-    limit: Option<String>,
-    /// `next_cursor` of the previous page.
-    cursor: Option<String>,
-}
-
-impl TimelineParams {
-    fn into_query(self) -> Result<TimelineQuery, ApiError> {
-        let mut errors = Vec::new();
-        let limit = page_limit(self.limit.as_deref(), &mut errors);
-        let after = self.cursor.as_deref().and_then(|token| {
-            let cursor = TimelineCursor::decode(token);
-            if cursor.is_none() {
-                errors.push(bad_cursor());
-            }
-            cursor
-        });
-        if !errors.is_empty() {
-            return Err(ApiError::InvalidQuery(errors));
+/// A timeline query from its parameters.
+fn timeline_query(params: TimelineParams) -> Result<TimelineQuery, ApiError> {
+    let mut errors = Vec::new();
+    let limit = page_limit(params.limit.as_deref(), &mut errors);
+    let after = params.cursor.as_deref().and_then(|token| {
+        let cursor = TimelineCursor::decode(token);
+        if cursor.is_none() {
+            errors.push(bad_cursor());
         }
-        Ok(TimelineQuery { after, limit })
+        cursor
+    });
+    if !errors.is_empty() {
+        return Err(ApiError::InvalidQuery(errors));
     }
+    Ok(TimelineQuery { after, limit })
 }
 
 /// A page size from the `limit` parameter, 1 to [`MAX_PAGE`].
@@ -237,29 +142,6 @@ fn bad_cursor() -> FieldError {
     )
 }
 
-/// Filters and paging of the listing.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ListParams {
-    /// Only this alert.
-    alert_fingerprint: Option<String>,
-    /// Only remediations whose current phase is this one.
-    overall_phase: Option<String>,
-    /// Only this namespace.
-    namespace: Option<String>,
-    /// Only remediations with this name.
-    remediation_name: Option<String>,
-    /// Started at or after this RFC 3339 time.
-    since: Option<String>,
-    /// Started before this RFC 3339 time.
-    until: Option<String>,
-    /// Page size, 1 to 1000 (default 100).
-    limit: Option<String>,
-    /// `next_cursor` of the previous page.
-    cursor: Option<String>,
-}
-
 pub(crate) fn time_param(
     field: &str,
     value: Option<&str>,
@@ -281,46 +163,45 @@ pub(crate) fn time_param(
     }
 }
 
-impl ListParams {
-    fn into_query(self) -> Result<ListQuery, ApiError> {
-        let mut errors = Vec::new();
-        let since = time_param("since", self.since.as_deref(), &mut errors);
-        let until = time_param("until", self.until.as_deref(), &mut errors);
-        if let (Some(s), Some(u)) = (since, until)
-            && s >= u
-        {
-            errors.push(FieldError::new(
-                "since",
-                "before_until",
-                format!(
-                    "must be before until ({}), got {}",
-                    u.to_rfc3339(),
-                    s.to_rfc3339()
-                ),
-            ));
-        }
-        let limit = page_limit(self.limit.as_deref(), &mut errors);
-        let after = self.cursor.as_deref().and_then(|token| {
-            let cursor = Cursor::decode(token);
-            if cursor.is_none() {
-                errors.push(bad_cursor());
-            }
-            cursor
-        });
-        if !errors.is_empty() {
-            return Err(ApiError::InvalidQuery(errors));
-        }
-        Ok(ListQuery {
-            alert_fingerprint: self.alert_fingerprint,
-            overall_phase: self.overall_phase,
-            namespace: self.namespace,
-            remediation_name: self.remediation_name,
-            since,
-            until,
-            after,
-            limit,
-        })
+/// A listing query from its parameters.
+fn list_query(params: ListParams) -> Result<ListQuery, ApiError> {
+    let mut errors = Vec::new();
+    let since = time_param("since", params.since.as_deref(), &mut errors);
+    let until = time_param("until", params.until.as_deref(), &mut errors);
+    if let (Some(s), Some(u)) = (since, until)
+        && s >= u
+    {
+        errors.push(FieldError::new(
+            "since",
+            "before_until",
+            format!(
+                "must be before until ({}), got {}",
+                u.to_rfc3339(),
+                s.to_rfc3339()
+            ),
+        ));
     }
+    let limit = page_limit(params.limit.as_deref(), &mut errors);
+    let after = params.cursor.as_deref().and_then(|token| {
+        let cursor = Cursor::decode(token);
+        if cursor.is_none() {
+            errors.push(bad_cursor());
+        }
+        cursor
+    });
+    if !errors.is_empty() {
+        return Err(ApiError::InvalidQuery(errors));
+    }
+    Ok(ListQuery {
+        alert_fingerprint: params.alert_fingerprint,
+        overall_phase: params.overall_phase,
+        namespace: params.namespace,
+        remediation_name: params.remediation_name,
+        since,
+        until,
+        after,
+        limit,
+    })
 }
 
 /// Reads a JSON body within the service's size and pause limits.
@@ -351,19 +232,14 @@ fn parse_record(
 }
 
 fn count(outcome: ItemStatus, n: usize) {
-    let outcome = match outcome {
-        ItemStatus::Created => "created",
-        ItemStatus::Duplicate => "duplicate",
-        ItemStatus::Rejected => "rejected",
-        ItemStatus::Conflict => "conflict",
-    };
-    metrics::counter!("remaudit_audit_records_total", "outcome" => outcome).increment(n as u64);
+    metrics::counter!("remaudit_audit_records_total", "outcome" => outcome.as_str())
+        .increment(n as u64);
 }
 
 /// Stores one transition record.
 #[utoipa::path(
     post,
-    path = "/api/v1/audit/remediation-orchestration",
+    path = paths::AUDIT,
     tag = "audit",
     request_body = RemediationOrchestrationAudit,
     responses(
@@ -419,7 +295,7 @@ pub(crate) async fn create(
 /// Stores up to 1000 records; valid ones are stored even when others are invalid.
 #[utoipa::path(
     post,
-    path = "/api/v1/audit/remediation-orchestration/batch",
+    path = paths::AUDIT_BATCH,
     tag = "audit",
     request_body = Vec<RemediationOrchestrationAudit>,
     responses(
@@ -477,30 +353,18 @@ pub(crate) async fn create_batch(
             (items[index].status, items[index].errors) = judged(outcome, record, &state.settings);
         }
     }
-    let tally = |s: ItemStatus| items.iter().filter(|i| i.status == s).count();
-    let (created, duplicates, rejected, conflicts) = (
-        tally(ItemStatus::Created),
-        tally(ItemStatus::Duplicate),
-        tally(ItemStatus::Rejected),
-        tally(ItemStatus::Conflict),
-    );
-    count(ItemStatus::Created, created);
-    count(ItemStatus::Duplicate, duplicates);
-    count(ItemStatus::Rejected, rejected);
-    count(ItemStatus::Conflict, conflicts);
-    Ok(Json(BatchResponse {
-        created,
-        duplicates,
-        rejected,
-        conflicts,
-        items,
-    }))
+    let answer = BatchResponse::from_items(items);
+    count(ItemStatus::Created, answer.created);
+    count(ItemStatus::Duplicate, answer.duplicates);
+    count(ItemStatus::Rejected, answer.rejected);
+    count(ItemStatus::Conflict, answer.conflicts);
+    Ok(Json(answer))
 }
 
 /// Lists remediations, newest start first, with keyset pagination.
 #[utoipa::path(
     get,
-    path = "/api/v1/audit/remediation-orchestration",
+    path = paths::AUDIT,
     tag = "audit",
     params(ListParams),
     responses(
@@ -516,7 +380,7 @@ pub(crate) async fn list(
 ) -> Result<Json<ListResponse>, ApiError> {
     let Query(params) = params
         .map_err(|e| ApiError::InvalidQuery(vec![FieldError::new("", "query", e.body_text())]))?;
-    let query = params.into_query()?;
+    let query = list_query(params)?;
     let page = state
         .store
         .list(&query)
@@ -531,7 +395,7 @@ pub(crate) async fn list(
 /// One remediation with one page of its timeline, oldest event first.
 #[utoipa::path(
     get,
-    path = "/api/v1/audit/remediation-orchestration/{id}",
+    path = paths::AUDIT_ITEM,
     tag = "audit",
     params(("id" = i64, Path, description = "The remediation's id, as listings return it"), TimelineParams),
     responses(
@@ -552,7 +416,7 @@ pub(crate) async fn get(
     })?;
     let Query(params) = params
         .map_err(|e| ApiError::InvalidQuery(vec![FieldError::new("", "query", e.body_text())]))?;
-    let query = params.into_query()?;
+    let query = timeline_query(params)?;
     let timeline = state
         .store
         .timeline_page(id, &query)
@@ -584,7 +448,7 @@ async fn set_hold(state: &AppState, id: i64, hold: bool) -> Result<Json<StoredAu
 /// Puts a remediation under legal hold: retention never archives or deletes it.
 #[utoipa::path(
     put,
-    path = "/api/v1/audit/remediation-orchestration/{id}/legal-hold",
+    path = paths::AUDIT_LEGAL_HOLD,
     tag = "audit",
     params(("id" = i64, Path, description = "The remediation's id")),
     responses(
@@ -608,7 +472,7 @@ pub(crate) async fn hold(
 /// Clears a remediation's legal hold; retention treats it by the policy again.
 #[utoipa::path(
     delete,
-    path = "/api/v1/audit/remediation-orchestration/{id}/legal-hold",
+    path = paths::AUDIT_LEGAL_HOLD,
     tag = "audit",
     params(("id" = i64, Path, description = "The remediation's id")),
     responses(
@@ -633,7 +497,7 @@ pub(crate) async fn release(
 /// retention run moves it (marked deleted) to the archive.
 #[utoipa::path(
     delete,
-    path = "/api/v1/audit/remediation-orchestration/{id}",
+    path = paths::AUDIT_ITEM,
     tag = "audit",
     params(("id" = i64, Path, description = "The remediation's id")),
     responses(

@@ -6,27 +6,17 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use remaudit_api::health::{Health, HealthStatus};
+use remaudit_api::paths;
 
 use crate::error::{ApiError, Problem};
 use crate::startup::AppState;
 
-/// The answer of the health endpoints.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Health {
-    /// `ok` or `ready`.
-    pub status: String,
-    /// `postgres` or `sqlite` (readiness only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub database: Option<String>,
-}
-
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = paths::HEALTHZ, tag = "health", responses((status = 200, body = Health)))]
 pub(crate) async fn healthz() -> Json<Health> {
     Json(Health {
-        status: "ok".to_owned(),
+        status: HealthStatus::Ok,
         database: None,
     })
 }
@@ -34,7 +24,7 @@ pub(crate) async fn healthz() -> Json<Health> {
 /// The database answers and its schema is current.
 #[utoipa::path(
     get,
-    path = "/readyz",
+    path = paths::READYZ,
     tag = "health",
     responses(
         (status = 200, body = Health),
@@ -45,7 +35,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Health>
     let retry_after = state.settings.retry_after;
     match tokio::time::timeout(Duration::from_secs(2), state.store.ready()).await {
         Ok(Ok(())) => Ok(Json(Health {
-            status: "ready".to_owned(),
+            status: HealthStatus::Ready,
             database: Some(state.store.backend().to_owned()),
         })),
         Ok(Err(e)) => {
@@ -60,7 +50,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Health>
 }
 
 /// Prometheus metrics of the service.
-#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, content_type = "text/plain", body = String)))]
+#[utoipa::path(get, path = paths::METRICS, tag = "health", responses((status = 200, content_type = "text/plain", body = String)))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let stats = state.store.pool_stats();
     metrics::gauge!("remaudit_db_pool_connections", "state" => "idle").set(f64::from(stats.idle));
