@@ -14,14 +14,12 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
-use remaudit_model::analytics::{
-    DurationsReport, FailuresReport, RetriesReport, SuccessRateReport,
-};
-use serde::Deserialize;
-use serde::de::DeserializeOwned;
+use remaudit_api::analytics::AnalyticsParams;
+use remaudit_api::{Problem, paths};
+use remaudit_client::{ApiClient, ApiError};
 
 use render::{Report, clean_text, render};
-use reports::{Postmortem, Slowest, Timeline};
+use reports::{Postmortem, Slowest};
 
 /// How long a query may take before the CLI gives up.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -146,52 +144,55 @@ pub enum QueryCommand {
 }
 
 impl WindowArgs {
-    fn push_params(&self, params: &mut Vec<(&'static str, String)>) {
-        let given = [
-            ("since", &self.since),
-            ("until", &self.until),
-            ("window", &self.window),
-            ("namespace", &self.namespace),
-        ];
-        for (name, value) in given {
-            if let Some(value) = value {
-                params.push((name, value.clone()));
-            }
-        }
-        if self.exact {
-            params.push(("exact", "true".to_owned()));
+    /// The window as the service's query parameters.
+    fn params(&self) -> AnalyticsParams {
+        AnalyticsParams {
+            since: self.since.clone(),
+            until: self.until.clone(),
+            window: self.window.clone(),
+            namespace: self.namespace.clone(),
+            exact: self.exact.then(|| "true".to_owned()),
+            ..AnalyticsParams::default()
         }
     }
 }
 
 impl Filters {
-    fn params(&self) -> Vec<(&'static str, String)> {
-        let mut params = Vec::new();
-        self.window.push_params(&mut params);
-        if let Some(fp) = &self.alert_fingerprint {
-            params.push(("alert_fingerprint", fp.clone()));
+    /// The window and the alert filter as the service's query parameters.
+    fn params(&self) -> AnalyticsParams {
+        AnalyticsParams {
+            alert_fingerprint: self.alert_fingerprint.clone(),
+            ..self.window.params()
         }
-        params
     }
 }
 
-fn push_limit(params: &mut Vec<(&'static str, String)>, limit: Option<u32>) {
-    if let Some(limit) = limit {
-        params.push(("limit", limit.to_string()));
+/// `params` with `limit`, when one is given.
+fn with_limit(params: AnalyticsParams, limit: Option<u32>) -> AnalyticsParams {
+    match limit {
+        Some(limit) => params.with_limit(limit),
+        None => params,
     }
 }
 
-/// Asks one analytics endpoint and renders its answer.
-async fn ask<R: Report + DeserializeOwned>(
-    api: &Api,
-    endpoint: &str,
-    params: &[(&str, String)],
+/// Renders one analytics answer, or explains why there is none; `path` is
+/// the endpoint asked.
+fn show<R: Report>(
+    api: &ApiClient,
+    path: &str,
+    answer: Result<R, ApiError>,
     output: Output,
 ) -> anyhow::Result<String> {
-    let report: R = api
-        .analytics(&format!("/api/v1/audit/analytics/{endpoint}"), params)
-        .await?;
-    render(&report, output)
+    match answer {
+        Ok(report) => render(&report, output),
+        Err(err) => {
+            let not_found = format!(
+                "the server at {} has no {path}: it may run a remaudit older than this command",
+                api.base_url()
+            );
+            Err(explain(api.base_url(), err, &not_found))
+        }
+    }
 }
 
 /// Runs the command; returns the exit status.
@@ -200,7 +201,7 @@ async fn ask<R: Report + DeserializeOwned>(
 /// When the server is unreachable, refuses the query (its explanation is in
 /// the error), or answers something that cannot be read.
 pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
-    let api = Api::new(&args.url)?;
+    let api = client(&args.url)?;
     let output = args.output;
     let text = match args.command {
         QueryCommand::Postmortem {
@@ -208,54 +209,52 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
             window,
             limit,
         } => {
-            let mut params = vec![("alert_fingerprint", fingerprint)];
-            window.push_params(&mut params);
-            push_limit(&mut params, limit);
-            ask::<Postmortem>(&api, "postmortem", &params, output).await?
+            let params = AnalyticsParams {
+                alert_fingerprint: Some(fingerprint),
+                ..window.params()
+            };
+            let answer = api.postmortem(&with_limit(params, limit)).await;
+            show(
+                &api,
+                paths::ANALYTICS_POSTMORTEM,
+                answer.map(Postmortem),
+                output,
+            )?
         }
         QueryCommand::SuccessRate { filters, bucket } => {
-            let mut params = filters.params();
-            if let Some(bucket) = bucket {
-                params.push(("bucket", bucket));
-            }
-            ask::<SuccessRateReport>(&api, "success-rate", &params, output).await?
+            let params = AnalyticsParams {
+                bucket,
+                ..filters.params()
+            };
+            let answer = api.success_rate(&params).await;
+            show(&api, paths::ANALYTICS_SUCCESS_RATE, answer, output)?
         }
         QueryCommand::Durations { filters } => {
-            ask::<DurationsReport>(&api, "durations", &filters.params(), output).await?
+            let answer = api.durations(&filters.params()).await;
+            show(&api, paths::ANALYTICS_DURATIONS, answer, output)?
         }
         QueryCommand::Slowest { filters, limit } => {
-            let mut params = filters.params();
-            push_limit(&mut params, limit);
-            ask::<Slowest>(&api, "slowest", &params, output).await?
+            let answer = api.slowest(&with_limit(filters.params(), limit)).await;
+            show(&api, paths::ANALYTICS_SLOWEST, answer.map(Slowest), output)?
         }
         QueryCommand::Failures { filters, limit } => {
-            let mut params = filters.params();
-            push_limit(&mut params, limit);
-            ask::<FailuresReport>(&api, "failures", &params, output).await?
+            let answer = api.failures(&with_limit(filters.params(), limit)).await;
+            show(&api, paths::ANALYTICS_FAILURES, answer, output)?
         }
         QueryCommand::Retries { filters, limit } => {
-            let mut params = filters.params();
-            push_limit(&mut params, limit);
-            ask::<RetriesReport>(&api, "retries", &params, output).await?
+            let answer = api.retries(&with_limit(filters.params(), limit)).await;
+            show(&api, paths::ANALYTICS_RETRIES, answer, output)?
         }
         QueryCommand::Timeline { id } => {
-            let path = format!("/api/v1/audit/remediation-orchestration/{id}");
-            let not_found = format!(
-                "no remediation with id {id} at {}; the other queries list the ids",
-                api.base
-            );
-            // The service answers the timeline a page at a time.
-            let page = |cursor: Option<String>| {
-                let mut params = vec![("limit", "1000".to_owned())];
-                params.extend(cursor.map(|c| ("cursor", c)));
-                params
-            };
-            let mut report: Timeline = api.get(&path, &page(None), &not_found).await?;
-            while let Some(cursor) = report.next_cursor.take() {
-                let next: Timeline = api.get(&path, &page(Some(cursor)), &not_found).await?;
-                report.timeline.extend(next.timeline);
-                report.next_cursor = next.next_cursor;
-            }
+            // The service answers the timeline a page at a time; the client
+            // follows every page.
+            let report = api.timeline_all(id).await.map_err(|err| {
+                let not_found = format!(
+                    "no remediation with id {id} at {}; the other queries list the ids",
+                    api.base_url()
+                );
+                explain(api.base_url(), err, &not_found)
+            })?;
             render(&report, output)?
         }
     };
@@ -271,156 +270,105 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
     }
 }
 
-/// The service's HTTP API, as far as queries need it.
-struct Api {
-    http: reqwest::Client,
-    /// The base URL without a trailing slash.
-    base: String,
+/// The API client for `url`, after checking it is an http(s) URL.
+fn client(url: &str) -> anyhow::Result<ApiClient> {
+    let base = url.trim_end_matches('/');
+    let parsed = reqwest::Url::parse(base).map_err(|e| {
+        anyhow!(
+            "{url:?} is not a URL ({e}): set --url or REMAUDIT_URL to one such as http://127.0.0.1:8085"
+        )
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(anyhow!(
+            "{url:?} is not an http:// or https:// URL: set --url or REMAUDIT_URL"
+        ));
+    }
+    let http = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build()
+        .context("cannot set up the HTTP client")?;
+    Ok(ApiClient::with_http(base, http))
 }
 
-/// An error body (`application/problem+json`), read leniently.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct Problem {
-    title: String,
-    detail: String,
-    errors: Vec<ProblemField>,
-}
-
-/// One broken rule of an error body.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct ProblemField {
-    field: String,
-    message: String,
-}
-
-impl Problem {
-    /// The detail, then each broken rule on its own line.
-    fn message(&self) -> String {
-        let mut text = if self.detail.is_empty() {
-            self.title.clone()
+/// The detail of a problem (else its title), then each broken rule on its
+/// own line.
+fn problem_message(problem: &Problem) -> String {
+    let mut text = if problem.detail.is_empty() {
+        problem.title.clone()
+    } else {
+        problem.detail.clone()
+    };
+    for e in &problem.errors {
+        if e.field.is_empty() {
+            let _ = write!(text, "\n  {}", e.message);
         } else {
-            self.detail.clone()
-        };
-        for e in &self.errors {
-            if e.field.is_empty() {
-                let _ = write!(text, "\n  {}", e.message);
-            } else {
-                let _ = write!(text, "\n  {}: {}", e.field, e.message);
-            }
+            let _ = write!(text, "\n  {}: {}", e.field, e.message);
         }
-        text
     }
+    text
 }
 
-impl Api {
-    fn new(url: &str) -> anyhow::Result<Self> {
-        let base = url.trim_end_matches('/').to_owned();
-        let parsed = reqwest::Url::parse(&base).map_err(|e| {
-            anyhow!(
-                "{url:?} is not a URL ({e}): set --url or REMAUDIT_URL to one such as http://127.0.0.1:8085"
-            )
-        })?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(anyhow!(
-                "{url:?} is not an http:// or https:// URL: set --url or REMAUDIT_URL"
-            ));
+/// What to tell the user about a failed call to the server at `base`; a
+/// 404 is `not_found`.
+fn explain(base: &str, err: ApiError, not_found: &str) -> anyhow::Error {
+    match err {
+        ApiError::Transport { source, .. } => transport_error(base, &source),
+        ApiError::Decode { path, message, .. } => anyhow!(
+            "the server at {base} answered JSON this command cannot read (at {path}: {message}): are the CLI and the service the same version?"
+        ),
+        ApiError::Unavailable { status: 404, .. } | ApiError::Refused { status: 404, .. } => {
+            anyhow!("{not_found}")
         }
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .context("cannot set up the HTTP client")?;
-        Ok(Self { http, base })
-    }
-
-    /// One analytics answer.
-    async fn analytics<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        params: &[(&str, String)],
-    ) -> anyhow::Result<T> {
-        let not_found = format!(
-            "the server at {} has no {path}: it may run a remaudit older than this command",
-            self.base
-        );
-        self.get(path, params, &not_found).await
-    }
-
-    /// GETs `path` with `params` and decodes the JSON answer; a 404 becomes `not_found`.
-    async fn get<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        params: &[(&str, String)],
-        not_found: &str,
-    ) -> anyhow::Result<T> {
-        let mut url = reqwest::Url::parse(&format!("{}{path}", self.base))
-            .with_context(|| format!("cannot build a URL from {}", self.base))?;
-        if !params.is_empty() {
-            let mut query = url.query_pairs_mut();
-            for (name, value) in params {
-                query.append_pair(name, value);
-            }
+        ApiError::Unavailable {
+            status,
+            problem,
+            body,
+            ..
         }
-        let response = self
-            .http
-            .get(url)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| self.send_error(&e))?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(|e| self.send_error(&e))?;
-        if status.is_success() {
-            let mut decoder = serde_json::Deserializer::from_slice(&body);
-            return serde_path_to_error::deserialize(&mut decoder).map_err(|e| {
-                anyhow!(
-                    "the server at {} answered JSON this command cannot read (at {}: {}): are the CLI and the service the same version?",
-                    self.base,
-                    e.path(),
-                    e.inner()
-                )
-            });
-        }
-        if status == reqwest::StatusCode::NOT_FOUND {
-            return Err(anyhow!("{not_found}"));
-        }
-        match serde_json::from_slice::<Problem>(&body) {
-            Ok(problem) if !problem.detail.is_empty() || !problem.title.is_empty() => {
-                Err(anyhow!("{}", problem.message()))
+        | ApiError::Refused {
+            status,
+            problem,
+            body,
+            ..
+        } => match problem {
+            Some(problem) if !problem.detail.is_empty() || !problem.title.is_empty() => {
+                anyhow!("{}", problem_message(&problem))
             }
             _ => {
-                let text = String::from_utf8_lossy(&body);
-                let text = clean_text(text.trim(), 200);
-                Err(anyhow!(
-                    "the server at {} answered {status}{}{text}",
-                    self.base,
+                let status = reqwest::StatusCode::from_u16(status)
+                    .map_or_else(|_| status.to_string(), |s| s.to_string());
+                let text = clean_text(body.trim(), 200);
+                anyhow!(
+                    "the server at {base} answered {status}{}{text}",
                     if text.is_empty() { "" } else { ": " }
-                ))
+                )
             }
+        },
+        err @ (ApiError::Build(_) | ApiError::InvalidUrl { .. }) => {
+            anyhow!("{err}; set --url or REMAUDIT_URL")
         }
     }
+}
 
-    fn send_error(&self, err: &reqwest::Error) -> anyhow::Error {
-        let base = &self.base;
-        // The innermost cause says what happened ("Connection refused").
-        let mut cause: &dyn std::error::Error = err;
-        while let Some(inner) = cause.source() {
-            cause = inner;
-        }
-        if err.is_connect() {
-            anyhow!(
-                "the server at {base} is unreachable ({cause}): is `remaudit serve` running there? set --url or REMAUDIT_URL"
-            )
-        } else if err.is_timeout() {
-            anyhow!(
-                "the server at {base} did not answer within {} s: try a shorter window, or check its health",
-                REQUEST_TIMEOUT.as_secs()
-            )
-        } else {
-            anyhow!("the request to {base} failed ({cause}); set --url or REMAUDIT_URL")
-        }
+/// What to tell the user when the request to `base` did not complete.
+fn transport_error(base: &str, err: &reqwest::Error) -> anyhow::Error {
+    // The innermost cause says what happened ("Connection refused").
+    let mut cause: &dyn std::error::Error = err;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    if err.is_connect() {
+        anyhow!(
+            "the server at {base} is unreachable ({cause}): is `remaudit serve` running there? set --url or REMAUDIT_URL"
+        )
+    } else if err.is_timeout() {
+        anyhow!(
+            "the server at {base} did not answer within {} s: try a shorter window, or check its health",
+            REQUEST_TIMEOUT.as_secs()
+        )
+    } else {
+        anyhow!("the request to {base} failed ({cause}); set --url or REMAUDIT_URL")
     }
 }
 
@@ -442,7 +390,7 @@ mod tests {
         }))
         .expect("problem");
         assert_eq!(
-            problem.message(),
+            problem_message(&problem),
             "one or more query parameters are invalid; see errors\n  window: must be a whole number followed by m, h, d or w\n  unknown field `x`"
         );
     }

@@ -3,12 +3,13 @@
 
 use std::fmt::Write as _;
 
+use remaudit_api::audit::TimelineResponse;
 use remaudit_model::analytics::{
     DurationsReport, FailuresReport, OutcomeCounts, RemediationBrief, RemediationList,
     RetriesReport, SuccessRateReport,
 };
-use remaudit_model::{CrdStatusSnapshot, EventRecord, ServiceCrdStatuses, StoredAudit};
-use serde::{Deserialize, Serialize};
+use remaudit_model::{CrdStatusSnapshot, ServiceCrdStatuses};
+use serde::Serialize;
 
 use super::render::{
     Report, accuracy_note, align_right, clean_text, csv_seconds, csv_text, duration_cell,
@@ -22,26 +23,14 @@ const MAX_TEXT_CHARS: usize = 60;
 const MAX_PROGRESSION: usize = 8;
 
 /// The post-mortem list: every remediation of one alert.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(transparent)]
 pub struct Postmortem(pub RemediationList);
 
 /// The slowest remediations.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(transparent)]
 pub struct Slowest(pub RemediationList);
-
-/// The answer of `GET /api/v1/audit/remediation-orchestration/{id}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Timeline {
-    /// The summary row.
-    pub remediation: StoredAudit,
-    /// Every accepted transition, oldest first.
-    pub timeline: Vec<EventRecord>,
-    /// Where the service's next page of the timeline starts; followed to the end before rendering.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
-}
 
 /// What went wrong with a remediation, in a few words.
 fn trouble(r: &RemediationBrief) -> String {
@@ -536,7 +525,7 @@ impl Report for RetriesReport {
     }
 }
 
-impl Report for Timeline {
+impl Report for TimelineResponse {
     fn table(&self) -> String {
         let r = &self.remediation;
         let mut text = format!(
@@ -633,6 +622,7 @@ mod tests {
     use super::*;
     use crate::query::Output;
     use crate::query::render::render;
+    use remaudit_model::{EventRecord, StoredAudit};
 
     fn t(s: &str) -> DateTime<Utc> {
         s.parse().expect("timestamp")
@@ -993,7 +983,7 @@ mod tests {
             received_at: t(at) + chrono::Duration::milliseconds(40),
             record: serde_json::json!({"overall_phase": phase}),
         };
-        let report = Timeline {
+        let report = TimelineResponse {
             remediation: StoredAudit {
                 id: 2,
                 namespace: "prod".to_owned(),
