@@ -265,7 +265,11 @@ impl Publisher {
             counters: Counters::default(),
         });
         shared.report_pending(&shared.lock());
-        let task = tokio::spawn(sender::run(shared.clone(), http, reader));
+        let task = tokio::spawn(sender::run(
+            shared.clone(),
+            crate::ApiClient::with_http(&shared.config.url, http),
+            reader,
+        ));
         *shared
             .task
             .lock()

@@ -1,15 +1,17 @@
 //! The design's synchronous-per-call client: one POST per record, 5 s
-//! timeout, 201 expected.
+//! timeout, 201 expected. A thin face over [`ApiClient`].
 
 use std::time::Duration;
 
 use remaudit_model::RemediationOrchestrationAudit;
 
+use crate::{ApiClient, ApiError};
+
 /// How long one call may take, as in the design's Go client.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Path of the single-record endpoint.
-pub const AUDIT_PATH: &str = "/api/v1/audit/remediation-orchestration";
+pub const AUDIT_PATH: &str = remaudit_api::paths::AUDIT;
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +30,10 @@ pub enum ClientError {
         /// The response body (a problem+json document for errors).
         body: String,
     },
+    /// The service answered success with a body this client cannot read, or
+    /// the URL is unusable.
+    #[error("failed to store audit: {0}")]
+    Unreadable(#[source] ApiError),
 }
 
 impl ClientError {
@@ -35,7 +41,7 @@ impl ClientError {
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Build(_) => false,
+            Self::Build(_) | Self::Unreadable(_) => false,
             Self::Transport(_) => true,
             Self::Status { status, .. } => matches!(status, 408 | 429) || *status >= 500,
         }
@@ -45,8 +51,7 @@ impl ClientError {
 /// Stores records in a remaudit service, one request per record.
 #[derive(Debug, Clone)]
 pub struct AuditStorageClient {
-    storage_service_url: String,
-    http: reqwest::Client,
+    api: ApiClient,
 }
 
 impl AuditStorageClient {
@@ -60,12 +65,12 @@ impl AuditStorageClient {
             .build()
             .map_err(ClientError::Build)?;
         Ok(Self {
-            storage_service_url: storage_service_url.trim_end_matches('/').to_owned(),
-            http,
+            api: ApiClient::with_http(storage_service_url, http),
         })
     }
 
-    /// Stores one record; succeeds only on 201 Created (a replay also answers 201).
+    /// Stores one record; succeeds on 201 Created (a replay also answers 201)
+    /// with an answer this client can read.
     ///
     /// # Errors
     /// On transport failure or any other status.
@@ -73,19 +78,13 @@ impl AuditStorageClient {
         &self,
         audit: &RemediationOrchestrationAudit,
     ) -> Result<(), ClientError> {
-        let url = format!("{}{AUDIT_PATH}", self.storage_service_url);
-        let response = self
-            .http
-            .post(url)
-            .json(audit)
-            .send()
-            .await
-            .map_err(ClientError::Transport)?;
-        let status = response.status().as_u16();
-        if status == 201 {
-            return Ok(());
+        match self.api.ingest(audit).await {
+            Ok(_) => Ok(()),
+            Err(ApiError::Transport { source, .. }) => Err(ClientError::Transport(source)),
+            Err(
+                ApiError::Unavailable { status, body, .. } | ApiError::Refused { status, body, .. },
+            ) => Err(ClientError::Status { status, body }),
+            Err(err) => Err(ClientError::Unreadable(err)),
         }
-        let body = response.text().await.unwrap_or_default();
-        Err(ClientError::Status { status, body })
     }
 }

@@ -8,42 +8,14 @@ use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::{BufMut, Bytes, BytesMut};
-use serde::Deserialize;
+use remaudit_api::audit::{BatchResponse, ItemStatus};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::{Entry, Shared, ShutdownReport, State};
 use crate::metrics as m;
 use crate::spool::SpoolReader;
-
-/// Path of the batch endpoint.
-pub(super) const BATCH_PATH: &str = "/api/v1/audit/remediation-orchestration/batch";
-
-#[derive(Deserialize)]
-struct BatchAnswer {
-    items: Vec<ItemAnswer>,
-}
-
-/// What the service did with one record of a batch. A status this client
-/// does not know fails to decode, so the batch is retried rather than its
-/// records taken as answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum ItemStatus {
-    Created,
-    Duplicate,
-    /// Same idempotency key as a stored record, different content.
-    Conflict,
-    Rejected,
-}
-
-#[derive(Deserialize)]
-struct ItemAnswer {
-    index: usize,
-    status: ItemStatus,
-    #[serde(default)]
-    errors: serde_json::Value,
-}
+use crate::{ApiClient, ApiError};
 
 /// Final answers for the records of one request, by kind.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -83,21 +55,9 @@ fn json_array(entries: &[Entry]) -> Bytes {
     body.freeze()
 }
 
-/// The `Retry-After` of an answer in seconds, at most `cap`.
-fn retry_after(headers: &reqwest::header::HeaderMap, cap: Duration) -> Option<Duration> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(|s| Duration::from_secs(s).min(cap))
-}
-
 /// Counts the per-record answers of a batch of `records`, or says why the
 /// answer cannot be trusted for every record (then nothing is logged as final).
-fn tally(answer: BatchAnswer, records: usize) -> Result<Tally, String> {
+fn tally(answer: BatchResponse, records: usize) -> Result<Tally, String> {
     let mut seen = vec![false; records];
     for item in &answer.items {
         match seen.get_mut(item.index) {
@@ -130,7 +90,7 @@ fn tally(answer: BatchAnswer, records: usize) -> Result<Tally, String> {
                 tally.rejected += 1;
                 tracing::warn!(
                     index = item.index,
-                    errors = %item.errors,
+                    errors = %serde_json::to_string(&item.errors).unwrap_or_default(),
                     "the audit service rejected a record as invalid; it will not be retried"
                 );
             }
@@ -139,51 +99,35 @@ fn tally(answer: BatchAnswer, records: usize) -> Result<Tally, String> {
     Ok(tally)
 }
 
-async fn post(http: &reqwest::Client, url: &str, entries: &[Entry], cap: Duration) -> Sent {
-    let response = match http
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(json_array(entries))
-        .send()
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => {
+/// Sends one batch (a JSON array of records), and says what came of it.
+///
+/// A success answer this client cannot read (an unknown item status from a
+/// newer server, or a broken proxy) keeps the records: they are sent again.
+async fn post(api: &ApiClient, entries: &[Entry], cap: Duration) -> Sent {
+    let err = match api.ingest_batch_json(json_array(entries)).await {
+        Ok(answer) => match tally(answer, entries.len()) {
+            Ok(tally) => return Sent::Answered(tally),
+            Err(why) => return unreadable(200, entries.len(), &why, None),
+        },
+        Err(err) => err,
+    };
+    let status = match &err {
+        ApiError::Decode { status, .. } => {
+            return unreadable(*status, entries.len(), &err.to_string(), None);
+        }
+        ApiError::Unavailable { status, .. } | ApiError::Refused { status, .. } => *status,
+        ApiError::Build(_) | ApiError::InvalidUrl { .. } | ApiError::Transport { .. } => {
             return Sent::Retry {
                 retry_after: None,
-                why: e.to_string(),
+                why: err.to_string(),
             };
         }
     };
-    let status = response.status().as_u16();
-    let after = retry_after(response.headers(), cap);
+    let after = err.retry_after().map(|after| after.min(cap));
     match status {
-        200..=299 => {
-            let answer = match response.json::<BatchAnswer>().await {
-                Ok(answer) => tally(answer, entries.len()),
-                Err(e) => Err(e.to_string()),
-            };
-            match answer {
-                Ok(tally) => Sent::Answered(tally),
-                Err(why) => {
-                    // A server newer than this client (an unknown status) or
-                    // a broken proxy: keep the records and say so loudly.
-                    tracing::error!(
-                        status,
-                        records = entries.len(),
-                        %why,
-                        "cannot read the audit service's answer to a batch; the batch will be sent again (is the server newer than this client?)"
-                    );
-                    Sent::Retry {
-                        retry_after: after,
-                        why: format!("unreadable answer: {why}"),
-                    }
-                }
-            }
-        }
         400 | 409 | 413 | 422 if entries.len() > 1 => Sent::Split,
         400 | 409 | 413 | 422 => {
-            let body = response.text().await.unwrap_or_default();
+            let body = err.body().unwrap_or_default();
             let mut tally = Tally::default();
             if status == 409 {
                 tally.conflicts = 1;
@@ -198,6 +142,21 @@ async fn post(http: &reqwest::Client, url: &str, entries: &[Entry], cap: Duratio
             retry_after: after,
             why: format!("status {status}"),
         },
+    }
+}
+
+/// A success answer that cannot be trusted for every record: say so loudly
+/// and send the batch again.
+fn unreadable(status: u16, records: usize, why: &str, retry_after: Option<Duration>) -> Sent {
+    tracing::error!(
+        status,
+        records,
+        %why,
+        "cannot read the audit service's answer to a batch; the batch will be sent again (is the server newer than this client?)"
+    );
+    Sent::Retry {
+        retry_after,
+        why: format!("unreadable answer: {why}"),
     }
 }
 
@@ -232,12 +191,7 @@ async fn deadline_passed(drain: &mut watch::Receiver<Option<tokio::time::Instant
 
 /// Sends `entries` until every record is answered for, or `stop` fires.
 /// Returns how many records were answered for.
-async fn deliver(
-    shared: &Shared,
-    http: &reqwest::Client,
-    url: &str,
-    entries: &[Entry],
-) -> Option<u64> {
+async fn deliver(shared: &Shared, api: &ApiClient, entries: &[Entry]) -> Option<u64> {
     let mut drain = shared.drain.subscribe();
     let mut work: Vec<&[Entry]> = vec![entries];
     let mut answered = 0;
@@ -253,7 +207,7 @@ async fn deliver(
             #[allow(clippy::cast_precision_loss)]
             metrics::histogram!(m::BATCH_RECORDS).record(part.len() as f64);
             let sent = tokio::select! {
-                sent = post(http, url, part, shared.config.max_retry_after) => sent,
+                sent = post(api, part, shared.config.max_retry_after) => sent,
                 () = deadline_passed(&mut drain) => return None,
             };
             metrics::histogram!(m::PUBLISH_DURATION).record(started.elapsed().as_secs_f64());
@@ -497,10 +451,9 @@ fn untaken(st: &State) -> u64 {
 /// shutdown with a report.
 pub(crate) async fn run(
     shared: Arc<Shared>,
-    http: reqwest::Client,
+    api: ApiClient,
     mut reader: Option<SpoolReader>,
 ) -> ShutdownReport {
-    let url: Arc<str> = format!("{}{BATCH_PATH}", shared.config.url.trim_end_matches('/')).into();
     let max_in_flight = shared.config.max_in_flight.max(1);
     let mut drain = shared.drain.subscribe();
     let mut tick =
@@ -530,9 +483,9 @@ pub(crate) async fn run(
                 break;
             }
             let id = window.open(&batch);
-            let (shared, http, url) = (shared.clone(), http.clone(), url.clone());
+            let (shared, api) = (shared.clone(), api.clone());
             tasks.spawn(async move {
-                let answered = deliver(&shared, &http, &url, &batch).await;
+                let answered = deliver(&shared, &api, &batch).await;
                 (id, batch, answered)
             });
         }

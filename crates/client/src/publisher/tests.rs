@@ -12,8 +12,8 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use super::sender::BATCH_PATH;
 use super::{Publisher, PublisherConfig, PublisherStats};
+use remaudit_api::paths::AUDIT_BATCH as BATCH_PATH;
 
 /// What the scripted server answers to one request.
 enum Reply {
@@ -21,8 +21,8 @@ enum Reply {
     Status(u16, Option<&'static str>),
     /// 200 with one item per record, with these statuses.
     Items(Vec<&'static str>),
-    /// 200 with this body as is.
-    Raw(Value),
+    /// 200 with these items as they are.
+    Raw(Vec<Value>),
     /// No answer until the gate opens.
     Hold(Arc<Notify>),
 }
@@ -80,6 +80,18 @@ impl Drop for Scripted {
     }
 }
 
+/// A batch answer as the service writes it: counts by status, then `items`.
+fn batch_answer(items: Vec<Value>) -> Value {
+    let count = |status: &str| items.iter().filter(|i| i["status"] == status).count();
+    json!({
+        "created": count("created"),
+        "duplicates": count("duplicate"),
+        "rejected": count("rejected"),
+        "conflicts": count("conflict"),
+        "items": items,
+    })
+}
+
 async fn answer(
     axum::extract::State((script, seen)): axum::extract::State<ServerState>,
     body: Bytes,
@@ -119,12 +131,18 @@ async fn answer(
                 .enumerate()
                 .map(|(index, status)| json!({"index": index, "status": status}))
                 .collect();
-            axum::Json(json!({ "items": items })).into_response()
+            axum::Json(batch_answer(items)).into_response()
         }
-        Reply::Raw(body) => axum::Json(body).into_response(),
+        Reply::Raw(items) => axum::Json(batch_answer(items)).into_response(),
         Reply::Hold(gate) => {
             gate.notified().await;
-            axum::Json(json!({ "items": ns.iter().enumerate().map(|(i, _)| json!({"index": i, "status": "created"})).collect::<Vec<_>>() })).into_response()
+            axum::Json(batch_answer(
+                ns.iter()
+                    .enumerate()
+                    .map(|(i, _)| json!({"index": i, "status": "created"}))
+                    .collect(),
+            ))
+            .into_response()
         }
     }
 }
@@ -331,13 +349,23 @@ async fn per_record_answers_are_final_and_counted_by_kind() {
 async fn an_answer_the_publisher_cannot_account_for_is_retried_not_dropped() {
     let answers = [
         // A status a newer server may send.
-        json!({"items": [{"index": 0, "status": "created"}, {"index": 1, "status": "quarantined"}]}),
+        vec![
+            json!({"index": 0, "status": "created"}),
+            json!({"index": 1, "status": "quarantined"}),
+        ],
         // A record missing from the answer.
-        json!({"items": [{"index": 0, "status": "created"}]}),
+        vec![json!({"index": 0, "status": "created"})],
         // An index out of range.
-        json!({"items": [{"index": 0, "status": "created"}, {"index": 1, "status": "created"}, {"index": 2, "status": "created"}]}),
+        vec![
+            json!({"index": 0, "status": "created"}),
+            json!({"index": 1, "status": "created"}),
+            json!({"index": 2, "status": "created"}),
+        ],
         // A record answered twice.
-        json!({"items": [{"index": 0, "status": "created"}, {"index": 0, "status": "created"}]}),
+        vec![
+            json!({"index": 0, "status": "created"}),
+            json!({"index": 0, "status": "created"}),
+        ],
     ];
     for bad in answers {
         let first = bad.clone();
@@ -357,9 +385,9 @@ async fn an_answer_the_publisher_cannot_account_for_is_retried_not_dropped() {
         assert_eq!(
             (stats.created, stats.rejected, stats.retries),
             (2, 0, 1),
-            "{bad}"
+            "{bad:?}"
         );
-        assert_eq!(server.requests(), vec![vec![0, 1], vec![0, 1]], "{bad}");
+        assert_eq!(server.requests(), vec![vec![0, 1], vec![0, 1]], "{bad:?}");
     }
 }
 

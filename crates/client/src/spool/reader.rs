@@ -5,8 +5,9 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::SpoolError;
+use super::dir::{list_segments, segment_path};
 use super::format::{self, HEADER_LEN, Payload, Step};
-use super::{SpoolError, list_segments, segment_path};
 
 /// Bytes read from a segment file at a time (more when one record is
 /// bigger).

@@ -293,7 +293,11 @@ async fn audit_sink() -> AuditSink {
             .map(|index| json!({ "index": index, "status": "created" }))
             .collect();
         records.lock().expect("lock").extend(items);
-        (StatusCode::OK, axum::Json(json!({ "items": answers })))
+        let created = answers.len();
+        let answer = json!({
+            "created": created, "duplicates": 0, "rejected": 0, "conflicts": 0, "items": answers
+        });
+        (StatusCode::OK, axum::Json(answer))
     }
 
     let records: Records = Arc::default();

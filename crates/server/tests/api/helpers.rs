@@ -1,4 +1,5 @@
-//! Spawning the service on a free port, and a small typed client for tests.
+//! Spawning the service on a free port, with the typed [`ApiClient`] for
+//! well-formed requests and raw helpers for the malformed ones.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -6,6 +7,8 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use remaudit_server::telemetry::{HTTP_DURATION, HTTP_DURATION_BUCKETS};
+use remaudit_api::audit::{ListParams, MAX_PAGE};
+use remaudit_client::ApiClient;
 use remaudit_server::{AppState, PROBLEM_JSON, ServerSettings};
 use remaudit_store::Store;
 use serde_json::Value;
@@ -15,7 +18,10 @@ use tokio_util::sync::CancellationToken;
 /// A running service on 127.0.0.1 and a client for it.
 pub struct TestApp {
     pub address: SocketAddr,
+    /// Raw HTTP, for requests the typed client cannot make (malformed bodies, odd headers).
     pub http: reqwest::Client,
+    /// The typed client, for well-formed requests.
+    pub api: ApiClient,
     pub store: Arc<dyn Store>,
     pub shutdown: CancellationToken,
     pub server: JoinHandle<std::io::Result<()>>,
@@ -57,12 +63,14 @@ pub async fn spawn_app_with(store: Arc<dyn Store>, settings: ServerSettings) -> 
     let shutdown = CancellationToken::new();
     let state = AppState::new(store.clone(), settings, metrics());
     let server = tokio::spawn(remaudit_server::serve(listener, state, shutdown.clone()));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
     TestApp {
         address,
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("client"),
+        api: ApiClient::with_http(&format!("http://{address}"), http.clone()),
+        http,
         store,
         shutdown,
         server,
@@ -196,24 +204,19 @@ impl TestApp {
         names
     }
 
-    /// Every remediation the listing returns (all pages).
+    /// Every remediation the listing returns (all pages), as JSON.
     pub async fn list_all(&self) -> Vec<Value> {
         let mut items = Vec::new();
-        let mut path = "/api/v1/audit/remediation-orchestration?limit=1000".to_owned();
+        let mut params = ListParams::default().with_limit(MAX_PAGE);
         loop {
-            let answer = self.get(&path).await;
-            assert_eq!(answer.status, 200, "{}", answer.body);
+            let page = self.api.list(&params).await.expect("list");
             items.extend(
-                answer.body["items"]
-                    .as_array()
-                    .expect("items")
+                page.items
                     .iter()
-                    .cloned(),
+                    .map(|item| serde_json::to_value(item).expect("json")),
             );
-            match answer.body["next_cursor"].as_str() {
-                Some(c) => {
-                    path = format!("/api/v1/audit/remediation-orchestration?limit=1000&cursor={c}")
-                }
+            match page.next_cursor {
+                Some(cursor) => params = params.with_cursor(cursor),
                 None => return items,
             }
         }

@@ -58,55 +58,39 @@ pub async fn go_client_stores_and_replays(app: &TestApp) {
 }
 
 pub async fn replayed_record_and_batch_are_stored_once(app: &TestApp) {
-    let start = minutes_ago(5);
-    let record = go_record("rr-replay", "fp", "processing", &start);
-    let first = app.post_record(&record).await;
-    assert_eq!(first.status, 201);
-    assert_eq!(first.body["status"], "created");
-    let second = app.post_record(&record).await;
-    assert_eq!(second.status, 201);
-    assert_eq!(second.body["status"], "duplicate");
-    assert_eq!(second.body["event_id"], first.body["event_id"]);
+    use remaudit_api::audit::ItemStatus;
 
-    let batch: Vec<Value> = ["pending", "processing", "analyzing"]
+    let start = minutes_ago(5);
+    let typed = |phase: &str, name: &str| -> RemediationOrchestrationAudit {
+        serde_json::from_value(go_record(name, "fp", phase, &start)).expect("record")
+    };
+    let record = typed("processing", "rr-replay");
+    let first = app.api.ingest(&record).await.expect("stored");
+    assert_eq!(first.status, ItemStatus::Created);
+    let second = app.api.ingest(&record).await.expect("replayed");
+    assert_eq!(second.status, ItemStatus::Duplicate);
+    assert_eq!(second.event_id, first.event_id);
+
+    let batch: Vec<RemediationOrchestrationAudit> = ["pending", "processing", "analyzing"]
         .iter()
-        .map(|p| go_record("rr-batch", "fp", p, &start))
+        .map(|p| typed(p, "rr-batch"))
         .collect();
-    let once = app.post_batch(&batch).await;
-    assert_eq!(once.status, 200);
-    assert_eq!(
-        (
-            once.body["created"].clone(),
-            once.body["duplicates"].clone()
-        ),
-        (json!(3), json!(0))
-    );
-    let again = app.post_batch(&batch).await;
-    assert_eq!(again.status, 200);
-    assert_eq!(
-        (
-            again.body["created"].clone(),
-            again.body["duplicates"].clone()
-        ),
-        (json!(0), json!(3))
-    );
+    let once = app.api.ingest_batch(&batch).await.expect("batch");
+    assert_eq!((once.created, once.duplicates), (3, 0));
+    let again = app.api.ingest_batch(&batch).await.expect("batch again");
+    assert_eq!((again.created, again.duplicates), (0, 3));
 
     let items = app.list_all().await;
     assert_eq!(items.len(), 2);
     for item in items {
-        let timeline = app.get(&format!("{SINGLE}/{}", item["id"])).await;
+        let id = item["id"].as_i64().expect("id");
+        let timeline = app.api.timeline_all(id).await.expect("timeline");
         let expected = if item["remediation_name"] == "rr-batch" {
             3
         } else {
             1
         };
-        assert_eq!(
-            timeline.body["timeline"]
-                .as_array()
-                .expect("timeline")
-                .len(),
-            expected
-        );
+        assert_eq!(timeline.timeline.len(), expected);
     }
 }
 

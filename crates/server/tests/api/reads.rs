@@ -114,17 +114,21 @@ pub async fn timeline_shows_every_transition_in_order(app: &TestApp) {
         );
         assert_eq!(app.post_record(&r).await.status, 201);
     }
-    let id = app.list_all().await[0]["id"].clone();
-    let answer = app.get(&format!("{LIST}/{id}")).await;
-    assert_eq!(answer.status, 200);
-    assert_eq!(answer.body["remediation"]["overall_phase"], "completed");
-    let got: Vec<_> = answer.body["timeline"]
-        .as_array()
-        .expect("timeline")
+    let id = app.list_all().await[0]["id"].as_i64().expect("id");
+    let answer = app.api.timeline_all(id).await.expect("timeline");
+    assert_eq!(answer.remediation.overall_phase, "completed");
+    let got: Vec<_> = answer
+        .timeline
         .iter()
-        .map(|e| e["overall_phase"].clone())
+        .map(|e| e.overall_phase.as_str())
         .collect();
-    assert_eq!(got, phases.iter().map(|p| json!(p)).collect::<Vec<_>>());
+    assert_eq!(got, phases);
+    let missing = app.api.timeline_all(999_999).await.expect_err("no such id");
+    assert_eq!(missing.status(), Some(404));
+    assert_eq!(
+        missing.problem().map(remaudit_api::Problem::short_kind),
+        Some("not-found")
+    );
 
     app.get(&format!("{LIST}/999999"))
         .await

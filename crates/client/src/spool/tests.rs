@@ -1,0 +1,501 @@
+//! Tests of the whole spool, and the helpers the tests of each part share:
+//! round trips through segments, acknowledgements and reopening, a reader
+//! on another thread, and a model-based property test that runs the
+//! production paths (append, read, ack, flush, crash, torn write) against a
+//! plain queue.
+
+use std::collections::VecDeque;
+use std::fs::{self, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use proptest::prelude::*;
+
+use super::dir::{LEDGER_TMP_FILE, list_segments, segment_path};
+use super::{RECORD_OVERHEAD_BYTES, Recovery, Spool, SpoolOptions, SpoolReader};
+
+pub(super) const FRAME_OVERHEAD: usize = RECORD_OVERHEAD_BYTES as usize;
+
+pub(super) fn options(dir: &Path, segment_bytes: u64, max_bytes: u64) -> SpoolOptions {
+    SpoolOptions {
+        segment_bytes,
+        max_bytes,
+        ..SpoolOptions::new(dir)
+    }
+}
+
+/// A payload of `len` bytes that differs per `seed`.
+pub(super) fn payload(seed: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (seed as usize * 31 + i * 7) as u8)
+        .collect()
+}
+
+/// Acknowledges through `seq` as the publisher does: the ledger write
+/// taken and run, then a second round, which deletes the segments the
+/// first one's ledger lets go.
+pub(super) fn ack(spool: &mut Spool, seq: u64) {
+    for _ in 0..2 {
+        spool.ack_work(seq).run().unwrap();
+    }
+}
+
+/// Flushes as the publisher does.
+pub(super) fn sync(spool: &mut Spool) {
+    spool.sync_work().unwrap().run().unwrap();
+}
+
+pub(super) fn open(options: &SpoolOptions) -> (Spool, Recovery) {
+    Spool::open(options.clone()).expect("open spool")
+}
+
+pub(super) fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    list_segments(dir)
+        .unwrap()
+        .into_iter()
+        .map(|b| segment_path(dir, b))
+        .collect()
+}
+
+pub(super) fn bytes_on_disk(dir: &Path) -> u64 {
+    segment_files(dir)
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum()
+}
+
+/// Everything readable from `from` up to the spool's next seq.
+pub(super) fn read_all(spool: &Spool, reader: &mut SpoolReader, from: u64) -> Vec<(u64, Vec<u8>)> {
+    reader
+        .read(from, spool.next_seq(), usize::MAX, usize::MAX)
+        .unwrap()
+}
+
+pub(super) fn seqs(records: &[(u64, Vec<u8>)]) -> Vec<u64> {
+    records.iter().map(|r| r.0).collect()
+}
+
+/// Flips one byte of a file.
+pub(super) fn flip_byte(path: &Path, at: u64) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[at as usize] ^= 0x55;
+    fs::write(path, bytes).unwrap();
+}
+
+pub(super) fn truncate(path: &Path, len: u64) {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+#[test]
+fn round_trip_across_segments_in_batches_then_acks_delete_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    // 40-byte payloads make 64-byte records: three per 200-byte segment.
+    let opts = options(dir.path(), 200, 1 << 20);
+    let frame = (FRAME_OVERHEAD + 40) as u64;
+    let (mut spool, recovery) = open(&opts);
+    assert_eq!(recovery, Recovery::default());
+    for seq in 1..=20 {
+        assert_eq!(spool.append(&payload(seq, 40)).unwrap(), seq);
+    }
+    assert_eq!(spool.segment_count(), 7);
+    assert_eq!(segment_files(dir.path()).len(), 7);
+    assert_eq!(spool.disk_bytes(), 20 * frame);
+    assert_eq!(bytes_on_disk(dir.path()), 20 * frame);
+
+    // Batches limited by record count.
+    let mut reader = spool.reader();
+    let mut from = 1;
+    let mut sizes = Vec::new();
+    let mut got = Vec::new();
+    loop {
+        let batch = reader.read(from, spool.next_seq(), 6, 1 << 20).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        sizes.push(batch.len());
+        from = batch.last().unwrap().0 + 1;
+        got.extend(batch);
+    }
+    assert_eq!(sizes, [6, 6, 6, 2]);
+    let expected: Vec<_> = (1..=20).map(|s| (s, payload(s, 40))).collect();
+    assert_eq!(got, expected);
+
+    // Batches limited by payload bytes: two 40-byte payloads fit in 100.
+    let batch = reader.read(1, spool.next_seq(), 10, 100).unwrap();
+    assert_eq!(seqs(&batch), [1, 2]);
+    let batch = reader.read(3, spool.next_seq(), 10, 100).unwrap();
+    assert_eq!(seqs(&batch), [3, 4]);
+    // The first record is returned even when it alone is over the limit.
+    let batch = reader.read(5, spool.next_seq(), 10, 0).unwrap();
+    assert_eq!(seqs(&batch), [5]);
+    // Nothing at or past `until`.
+    let batch = reader.read(2, 5, 10, 1 << 20).unwrap();
+    assert_eq!(seqs(&batch), [2, 3, 4]);
+    assert!(reader.read(5, 5, 10, 1 << 20).unwrap().is_empty());
+
+    // Acking through 7 frees the first two segments (1-3, 4-6) only.
+    ack(&mut spool, 7);
+    assert_eq!(spool.first_unacked(), 8);
+    assert_eq!(spool.pending_records(), 13);
+    assert_eq!(segment_files(dir.path()).len(), 5);
+    assert_eq!(spool.disk_bytes(), 14 * frame);
+    assert_eq!(bytes_on_disk(dir.path()), 14 * frame);
+    assert_eq!(
+        seqs(&read_all(&spool, &mut reader, 8)),
+        (8..=20).collect::<Vec<_>>()
+    );
+
+    // Acking everything frees every segment, the one being written too.
+    ack(&mut spool, 20);
+    assert_eq!(segment_files(dir.path()).len(), 0);
+    assert_eq!(spool.disk_bytes(), 0);
+    assert_eq!(spool.pending_records(), 0);
+    assert_eq!(spool.first_unacked(), 21);
+    assert_eq!(spool.append(&payload(21, 40)).unwrap(), 21);
+    assert_eq!(segment_files(dir.path()), [segment_path(dir.path(), 21)]);
+    assert_eq!(read_all(&spool, &mut reader, 21), [(21, payload(21, 40))]);
+}
+
+#[test]
+fn reopen_returns_unacked_records_and_continues_seqs() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(dir.path(), 200, 1 << 20);
+    let (mut spool, _) = open(&opts);
+    for seq in 1..=10 {
+        spool.append(&payload(seq, 40)).unwrap();
+    }
+    ack(&mut spool, 4);
+    drop(spool);
+
+    let (mut spool, recovery) = open(&opts);
+    assert_eq!(
+        recovery,
+        Recovery {
+            records: 6,
+            ..Recovery::default()
+        }
+    );
+    assert_eq!(spool.first_unacked(), 5);
+    assert_eq!(spool.next_seq(), 11);
+    assert_eq!(spool.pending_records(), 6);
+    let expected: Vec<_> = (5..=10).map(|s| (s, payload(s, 40))).collect();
+    let first = spool.first_unacked();
+    assert_eq!(read_all(&spool, &mut spool.reader(), first), expected);
+    assert_eq!(spool.append(b"eleven").unwrap(), 11);
+
+    // With everything acknowledged and every segment gone, seqs still
+    // carry on from the ledger.
+    ack(&mut spool, 11);
+    assert_eq!(segment_files(dir.path()).len(), 0);
+    drop(spool);
+    let (mut spool, recovery) = open(&opts);
+    assert_eq!(recovery, Recovery::default());
+    assert_eq!(spool.next_seq(), 12);
+    assert_eq!(spool.first_unacked(), 12);
+    assert_eq!(spool.append(b"twelve").unwrap(), 12);
+}
+
+#[test]
+fn reader_on_another_thread_sees_every_record_while_appends_and_acks_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(dir.path(), 500, 1 << 20);
+    let (spool, _) = open(&opts);
+    let mut reader = spool.reader();
+    let spool = Arc::new(Mutex::new(spool));
+    const RECORDS: u64 = 400;
+
+    let consumer = {
+        let spool = Arc::clone(&spool);
+        std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut from = 1;
+            while from <= RECORDS {
+                let until = spool.lock().unwrap().next_seq();
+                let batch = reader.read(from, until, 7, 1 << 20).unwrap();
+                let Some(&(last, _)) = batch.last() else {
+                    std::thread::yield_now();
+                    continue;
+                };
+                from = last + 1;
+                got.extend(batch);
+                // Acknowledge as delivered, deleting segments under the reader.
+                ack(&mut spool.lock().unwrap(), last);
+            }
+            (got, reader.corrupt_records())
+        })
+    };
+    for seq in 1..=RECORDS {
+        let len = (seq % 50) as usize;
+        assert_eq!(
+            spool.lock().unwrap().append(&payload(seq, len)).unwrap(),
+            seq
+        );
+    }
+    let (got, corrupt) = consumer.join().unwrap();
+    let expected: Vec<_> = (1..=RECORDS)
+        .map(|s| (s, payload(s, (s % 50) as usize)))
+        .collect();
+    assert_eq!(got, expected);
+    assert_eq!(corrupt, 0);
+    let spool = spool.lock().unwrap();
+    assert_eq!(spool.pending_records(), 0);
+    assert_eq!(spool.disk_bytes(), 0);
+    assert_eq!(segment_files(dir.path()).len(), 0);
+}
+
+/// One step of the model-based test.
+#[derive(Debug, Clone)]
+enum Op {
+    Append(Vec<u8>),
+    Read {
+        max_records: usize,
+        max_bytes: usize,
+    },
+    /// Ack through the pending record picked by the number, or an old
+    /// seq, as the publisher does: the ledger write is taken, the
+    /// segments are flushed, then the write runs. With `fail`, the write
+    /// fails (a directory planted where the temporary ledger goes).
+    Ack {
+        pick: usize,
+        fail: bool,
+    },
+    /// Flush as the publisher does.
+    Sync,
+    /// Drop (as in a crash: nothing synced) and open again.
+    Reopen,
+    /// Cut the last record short, as a torn write, then open again.
+    TornReopen(usize),
+    /// Start over with a new reader.
+    NewReader,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        5 => proptest::collection::vec(any::<u8>(), 0..300).prop_map(Op::Append),
+        3 => (1..8usize, 0..1200usize)
+            .prop_map(|(max_records, max_bytes)| Op::Read { max_records, max_bytes }),
+        2 => any::<usize>().prop_map(|pick| Op::Ack { pick, fail: false }),
+        1 => any::<usize>().prop_map(|pick| Op::Ack { pick, fail: true }),
+        1 => Just(Op::Sync),
+        1 => Just(Op::Reopen),
+        1 => any::<usize>().prop_map(Op::TornReopen),
+        1 => Just(Op::NewReader),
+    ]
+}
+
+/// The spool under test beside a plain model of what it should hold.
+struct Harness {
+    dir: tempfile::TempDir,
+    opts: SpoolOptions,
+    spool: Option<Spool>,
+    reader: SpoolReader,
+    /// Records the ledger on disk does not acknowledge, oldest first:
+    /// what a crash brings back.
+    model: VecDeque<(u64, Vec<u8>)>,
+    /// Every seq up to this one is acknowledged in memory; records of
+    /// `model` up to it are pending no more until a crash.
+    acked: u64,
+    /// Seq the next append must get.
+    next_seq: u64,
+    /// Where the next batch read starts.
+    cursor: u64,
+    /// The last appended record, while it is still the last on disk.
+    last_appended: Option<(u64, usize)>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = SpoolOptions {
+            max_record_bytes: 1024,
+            ..options(dir.path(), 700, 1 << 20)
+        };
+        let (spool, recovery) = open(&opts);
+        assert_eq!(recovery, Recovery::default());
+        let reader = spool.reader();
+        Self {
+            dir,
+            opts,
+            spool: Some(spool),
+            reader,
+            model: VecDeque::new(),
+            acked: 0,
+            next_seq: 1,
+            cursor: 1,
+            last_appended: None,
+        }
+    }
+
+    fn spool(&mut self) -> &mut Spool {
+        self.spool.as_mut().unwrap()
+    }
+
+    /// Records not acknowledged, oldest first.
+    fn pending(&self) -> impl Iterator<Item = &(u64, Vec<u8>)> {
+        self.model.iter().filter(|r| r.0 > self.acked)
+    }
+
+    fn model_first_unacked(&self) -> u64 {
+        self.pending().next().map_or(self.next_seq, |r| r.0)
+    }
+
+    fn reopen(&mut self, expected: Recovery) {
+        self.spool = None;
+        let (spool, recovery) = open(&self.opts);
+        assert_eq!(recovery, expected);
+        self.spool = Some(spool);
+        // What the ledger did not acknowledge comes back.
+        self.acked = self.model.front().map_or(self.next_seq, |r| r.0) - 1;
+        // A restarted publisher reads from the oldest pending record.
+        self.cursor = self.model_first_unacked();
+    }
+
+    fn apply(&mut self, op: Op) {
+        match op {
+            Op::Append(payload) => {
+                let seq = self.spool().append(&payload).unwrap();
+                assert_eq!(seq, self.next_seq);
+                self.next_seq += 1;
+                self.last_appended = Some((seq, payload.len()));
+                self.model.push_back((seq, payload));
+            }
+            Op::Read {
+                max_records,
+                max_bytes,
+            } => {
+                let until = self.spool().next_seq();
+                let got = self
+                    .reader
+                    .read(self.cursor, until, max_records, max_bytes)
+                    .unwrap();
+                let mut expected = Vec::new();
+                let mut bytes = 0;
+                for record in self.pending().filter(|r| r.0 >= self.cursor) {
+                    if expected.len() == max_records
+                        || (!expected.is_empty() && bytes + record.1.len() > max_bytes)
+                    {
+                        break;
+                    }
+                    bytes += record.1.len();
+                    expected.push(record.clone());
+                }
+                assert_eq!(got, expected);
+                if let Some(last) = got.last() {
+                    self.cursor = last.0 + 1;
+                }
+            }
+            Op::Ack { pick, fail } => {
+                let pending: Vec<u64> = self.pending().map(|r| r.0).collect();
+                let seq = if pending.is_empty() || pick % 5 == 0 {
+                    // Old or (with nothing pending) everything: no change.
+                    (pick as u64) % self.model_first_unacked()
+                } else {
+                    pending[pick % pending.len()]
+                };
+                let tmp = self.dir.path().join(LEDGER_TMP_FILE);
+                let work = self.spool().ack_work(seq);
+                let sync = self.spool().sync_work().unwrap();
+                sync.run().unwrap();
+                let written = work.ledger;
+                if fail {
+                    fs::create_dir(&tmp).unwrap();
+                }
+                let ran = work.run();
+                if fail {
+                    fs::remove_dir(&tmp).unwrap();
+                }
+                match (ran, written) {
+                    (Ok(()), Some(ledger)) => {
+                        assert!(!fail || written.is_none(), "an injected failure fails");
+                        // The ledger on disk now acknowledges these.
+                        while self.model.front().is_some_and(|r| r.0 <= ledger.acked) {
+                            self.model.pop_front();
+                        }
+                    }
+                    (Ok(()), None) => {}
+                    (Err(e), _) => {
+                        assert!(fail, "{e}");
+                        self.spool().ledger_unwritten();
+                    }
+                }
+                self.acked = self.acked.max(seq.min(self.next_seq - 1));
+                self.cursor = self.cursor.max(self.model_first_unacked());
+            }
+            Op::Sync => sync(self.spool()),
+            Op::Reopen => {
+                // Records acknowledged only in memory come back.
+                let records = self.model.len() as u64;
+                self.reopen(Recovery {
+                    records,
+                    ..Recovery::default()
+                });
+            }
+            Op::TornReopen(cut) => {
+                let Some((seq, len)) = self.last_appended else {
+                    return;
+                };
+                if self.model.back().map(|r| r.0) != Some(seq) {
+                    return;
+                }
+                self.spool = None;
+                let last = segment_files(self.dir.path()).pop().unwrap();
+                let file_len = fs::metadata(&last).unwrap().len();
+                let frame = (FRAME_OVERHEAD + len) as u64;
+                // Keep between one byte and all but one byte of it.
+                let keep = 1 + cut as u64 % (frame - 1);
+                truncate(&last, file_len - frame + keep);
+                self.model.pop_back();
+                self.last_appended = None;
+                let records = self.model.len() as u64;
+                self.reopen(Recovery {
+                    records,
+                    corrupt_records: 0,
+                    truncated_bytes: keep,
+                });
+            }
+            Op::NewReader => self.reader = self.spool().reader(),
+        }
+    }
+
+    /// Checks the spool agrees with the model.
+    fn check(&mut self) {
+        let first = self.model_first_unacked();
+        let pending: Vec<(u64, Vec<u8>)> = self.pending().cloned().collect();
+        let (next_seq, model_len) = (self.next_seq, pending.len() as u64);
+        let spool = self.spool.as_ref().unwrap();
+        assert_eq!(spool.next_seq(), next_seq);
+        assert_eq!(spool.first_unacked(), first);
+        assert_eq!(spool.pending_records(), model_len);
+        assert_eq!(spool.disk_bytes(), bytes_on_disk(self.dir.path()));
+        assert_eq!(spool.segment_count(), segment_files(self.dir.path()).len());
+        let mut fresh = spool.reader();
+        let all = read_all(spool, &mut fresh, first);
+        assert_eq!(all, pending);
+        assert!(
+            spool.written_acked < self.model.front().map_or(self.next_seq, |r| r.0),
+            "segments go only up to what a written ledger acknowledges"
+        );
+        assert_eq!(fresh.corrupt_records(), 0);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn spool_behaves_like_a_queue_through_crashes_torn_writes_and_failed_ledger_writes(
+        ops in proptest::collection::vec(op(), 1..80)
+    ) {
+        let mut harness = Harness::new();
+        for op in ops {
+            harness.apply(op);
+            harness.check();
+        }
+        prop_assert_eq!(harness.reader.corrupt_records(), 0);
+    }
+}
