@@ -84,7 +84,6 @@ pub(crate) async fn retire_next(
         manifest_sha256,
     };
     sink.checkpoint(Step::BeforeDelete);
-    batch.remove_live().await?;
     let report = BatchReport {
         batch: batch.number(),
         source: manifest.source,

@@ -16,6 +16,13 @@ pub enum StoreError {
     /// Migrations could not be applied, or the schema is behind this build.
     #[error("database schema: {0}")]
     Schema(String),
+    /// A retention batch was no longer pending when it was to finish: another
+    /// run took it for interrupted. Nothing was committed; the rows stay live.
+    #[error(
+        "retention batch {0} is no longer pending (another retention run took it over); \
+         its rows stay live and the next run archives them again"
+    )]
+    NotPending(i64),
     /// Any other database failure.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),

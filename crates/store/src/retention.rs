@@ -8,8 +8,8 @@
 //! that [`RetentionStore::next_batch`] hands out: the rows and their events
 //! are already copied into the archive tables; the job reads them back
 //! ([`ArchiveBatch::rows`]) to write the batch's files, then has them removed
-//! from the live tables ([`ArchiveBatch::remove_live`]) and the batch marked
-//! done ([`ArchiveBatch::finish`]), which commits. The batch is recorded as
+//! from the live tables and the batch marked done in one step
+//! ([`ArchiveBatch::finish`]), which commits. The batch is recorded as
 //! `pending`, with its location, in its own commit before the transaction
 //! starts, so a crash at any point leaves the rows live and at most some
 //! files of a pending batch, which the next run removes before it starts.
@@ -99,15 +99,6 @@ impl ArchiveTable {
             Self::Events => "remediation_audit_events_archive",
         }
     }
-
-    /// The name of the live table its rows come from.
-    #[must_use]
-    pub fn live_name(self) -> &'static str {
-        match self {
-            Self::Remediations => "remediation_audit",
-            Self::Events => "remediation_audit_events",
-        }
-    }
 }
 
 /// What a batch's files hold, recorded in the journal when it finishes.
@@ -129,8 +120,10 @@ pub struct BatchTotals {
 
 /// The next piece of retention work the store found.
 pub enum Retiring<'a> {
-    /// A due weekly partition that held no due row was dropped: no batch,
-    /// no file. `kept` rows that were not due went back to the live table.
+    /// A due weekly partition that held no row at all was dropped: no batch,
+    /// no file, and no checkpoint (nothing was archived, so nothing can be
+    /// lost between its steps). `kept` rows that were not due went back to
+    /// the live table.
     Emptied {
         /// The partition's name.
         source: String,
@@ -158,7 +151,9 @@ impl std::fmt::Debug for Retiring<'_> {
 /// One batch in flight: recorded as pending at its location, its rows
 /// copied into the archive tables in a transaction this value holds.
 /// Dropping it without [`ArchiveBatch::finish`] rolls the transaction back:
-/// the rows stay live and the batch stays pending.
+/// the rows stay live and the batch stays pending. On SQLite the batch holds
+/// the store's write turn: no write method of the same store may be called
+/// while a batch is held.
 #[async_trait::async_trait]
 pub trait ArchiveBatch: Send {
     /// The batch's number (the journal's id).
@@ -177,9 +172,12 @@ pub trait ArchiveBatch: Send {
     async fn start_times(
         &mut self,
     ) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), StoreError>;
-    /// Removes the batch's rows from the live tables (not yet committed).
-    async fn remove_live(&mut self) -> Result<(), StoreError>;
-    /// Records the batch as done with what its files hold, and commits.
+    /// Removes the batch's rows from the live tables, records the batch as
+    /// done with what its files hold, and commits, all in the batch's one
+    /// transaction. Call it only once the files and the manifest are written.
+    /// When the journal no longer holds the batch as pending (another run
+    /// took it for interrupted and removed its files), it fails with
+    /// [`StoreError::NotPending`] and commits nothing: the rows stay live.
     async fn finish(self: Box<Self>, totals: &BatchTotals) -> Result<(), StoreError>;
 }
 

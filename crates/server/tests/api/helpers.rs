@@ -6,9 +6,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use remaudit_server::telemetry::{HTTP_DURATION, HTTP_DURATION_BUCKETS};
 use remaudit_api::audit::{ListParams, MAX_PAGE};
 use remaudit_client::ApiClient;
+use remaudit_server::telemetry::{HTTP_DURATION, HTTP_DURATION_BUCKETS};
 use remaudit_server::{AppState, PROBLEM_JSON, ServerSettings};
 use remaudit_store::Store;
 use serde_json::Value;

@@ -190,6 +190,28 @@ struct SqliteBatch<'a> {
     _turn: MutexGuard<'a, ()>,
 }
 
+impl SqliteBatch<'_> {
+    #[instrument(skip_all, fields(batch = self.begun.batch), err)]
+    /// Removes the batch's rows from the live tables (not yet committed).
+    async fn remove_live(&mut self) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM remediation_audit_events WHERE id IN \
+             (SELECT id FROM remediation_audit_events_archive WHERE archive_batch = ?1)",
+        )
+        .bind(self.begun.batch)
+        .execute(&mut *self.tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM remediation_audit WHERE id IN \
+             (SELECT id FROM remediation_audit_archive WHERE archive_batch = ?1)",
+        )
+        .bind(self.begun.batch)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+}
+
 #[async_trait::async_trait]
 impl ArchiveBatch for SqliteBatch<'_> {
     fn number(&self) -> i64 {
@@ -248,30 +270,12 @@ impl ArchiveBatch for SqliteBatch<'_> {
     }
 
     #[instrument(skip_all, fields(batch = self.begun.batch), err)]
-    async fn remove_live(&mut self) -> Result<(), StoreError> {
-        sqlx::query(
-            "DELETE FROM remediation_audit_events WHERE id IN \
-             (SELECT id FROM remediation_audit_events_archive WHERE archive_batch = ?1)",
-        )
-        .bind(self.begun.batch)
-        .execute(&mut *self.tx)
-        .await?;
-        sqlx::query(
-            "DELETE FROM remediation_audit WHERE id IN \
-             (SELECT id FROM remediation_audit_archive WHERE archive_batch = ?1)",
-        )
-        .bind(self.begun.batch)
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(())
-    }
-
-    #[instrument(skip_all, fields(batch = self.begun.batch), err)]
     async fn finish(mut self: Box<Self>, totals: &BatchTotals) -> Result<(), StoreError> {
-        sqlx::query(
+        self.remove_live().await?;
+        let marked = sqlx::query(
             "UPDATE remediation_retention_batches SET state = 'done', finished_at = ?2, \
              remediations = ?3, events = ?4, bytes = ?5, start_time_min = ?6, start_time_max = ?7, \
-             manifest_sha256 = ?8 WHERE id = ?1",
+             manifest_sha256 = ?8 WHERE id = ?1 AND state = 'pending'",
         )
         .bind(self.begun.batch)
         .bind(&self.archived_at)
@@ -283,6 +287,10 @@ impl ArchiveBatch for SqliteBatch<'_> {
         .bind(&totals.manifest_sha256)
         .execute(&mut *self.tx)
         .await?;
+        if marked.rows_affected() != 1 {
+            // Dropping the transaction rolls the removal back.
+            return Err(StoreError::NotPending(self.begun.batch));
+        }
         self.tx.commit().await?;
         Ok(())
     }

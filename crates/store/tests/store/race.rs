@@ -1,5 +1,6 @@
-//! Ingest racing a retention batch on PostgreSQL: a record for a remediation
-//! that retention is moving must not start a new live row.
+//! Retention batches meeting other writers on PostgreSQL: a record for a
+//! remediation that retention is moving must not start a new live row, and a
+//! batch that another run took over must not finish.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,7 +69,6 @@ async fn a_record_arriving_while_its_remediation_is_archived_does_not_bring_it_b
             }
         }
         let (start_time_min, start_time_max) = batch.start_times().await?;
-        batch.remove_live().await?;
         let number = batch.number();
         batch
             .finish(&BatchTotals {
@@ -124,4 +124,70 @@ async fn a_record_arriving_while_its_remediation_is_archived_does_not_bring_it_b
         .await
         .unwrap();
     assert_eq!((live, live_events), (0, 0), "nothing is live again");
+}
+
+/// A batch that another run took for interrupted (its journal row forgotten,
+/// its files removed) must not finish: the live rows stay, nothing is lost.
+#[tokio::test]
+async fn a_batch_taken_over_by_another_run_does_not_remove_its_rows() {
+    let db = remaudit_testkit::PgDb::create().await;
+    let store = db.store().await;
+    let pool = db.pool().await;
+    store
+        .insert(&[record(
+            json!({"namespace": "ns", "remediation_name": "rr-taken",
+            "alert_fingerprint": "fp", "start_time": at(0).to_rfc3339(),
+            "overall_phase": "processing", "event_time": at(1).to_rfc3339()}),
+        )])
+        .await
+        .unwrap();
+    let listed = ListQuery {
+        limit: 10,
+        ..ListQuery::default()
+    };
+    let id = store.list(&listed).await.unwrap().items[0].id;
+    store.soft_delete(id, chrono::Utc::now()).await.unwrap();
+
+    let locate = |installation: &str, batch: i64| format!("{installation}/batch-{batch}");
+    let request = RetireRequest {
+        now: chrono::Utc::now(),
+        age: chrono::TimeDelta::days(90),
+        batch_rows: 100,
+        exact: true,
+    };
+    let Some(Retiring::Batch(batch)) = store.next_batch(&request, &locate).await.unwrap() else {
+        panic!("the soft-deleted row makes a batch");
+    };
+    let number = batch.number();
+    // What a second run does with a batch it finds pending.
+    store.forget_batch(number).await.unwrap();
+
+    let err = batch
+        .finish(&BatchTotals {
+            remediations: 1,
+            events: 1,
+            bytes: 1,
+            start_time_min: None,
+            start_time_max: None,
+            manifest_sha256: "00".into(),
+        })
+        .await
+        .expect_err("a batch no longer pending cannot finish");
+    assert!(
+        matches!(err, remaudit_store::StoreError::NotPending(n) if n == number),
+        "{err}"
+    );
+    let live: i64 = sqlx::query_scalar("SELECT count(*) FROM remediation_audit")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let archived: i64 = sqlx::query_scalar("SELECT count(*) FROM remediation_audit_archive")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        (live, archived),
+        (1, 0),
+        "the row stays live, and only there"
+    );
 }

@@ -40,6 +40,40 @@ pub(super) struct PgBatch {
     drop: Option<String>,
 }
 
+impl PgBatch {
+    #[instrument(skip_all, fields(batch = self.begun.batch), err)]
+    /// Removes the batch's rows from the live tables (not yet committed).
+    async fn remove_live(&mut self) -> Result<(), StoreError> {
+        if let Some(tables) = &self.drop {
+            sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {tables}")))
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        let Some(moved) = &self.moved else {
+            return Ok(());
+        };
+        sqlx::query(
+            "DELETE FROM remediation_audit_events e \
+             USING UNNEST($1::bigint[], $2::timestamptz[]) AS k(id, st) \
+             WHERE e.id = k.id AND e.start_time = k.st",
+        )
+        .bind(&moved.events)
+        .bind(&moved.event_times)
+        .execute(&mut *self.tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM remediation_audit r \
+             USING UNNEST($1::bigint[], $2::timestamptz[]) AS k(id, st) \
+             WHERE r.id = k.id AND r.start_time = k.st",
+        )
+        .bind(&moved.remediations)
+        .bind(&moved.start_times)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+}
+
 #[async_trait::async_trait]
 impl ArchiveBatch for PgBatch {
     fn number(&self) -> i64 {
@@ -103,42 +137,12 @@ impl ArchiveBatch for PgBatch {
     }
 
     #[instrument(skip_all, fields(batch = self.begun.batch), err)]
-    async fn remove_live(&mut self) -> Result<(), StoreError> {
-        if let Some(tables) = &self.drop {
-            sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {tables}")))
-                .execute(&mut *self.tx)
-                .await?;
-        }
-        let Some(moved) = &self.moved else {
-            return Ok(());
-        };
-        sqlx::query(
-            "DELETE FROM remediation_audit_events e \
-             USING UNNEST($1::bigint[], $2::timestamptz[]) AS k(id, st) \
-             WHERE e.id = k.id AND e.start_time = k.st",
-        )
-        .bind(&moved.events)
-        .bind(&moved.event_times)
-        .execute(&mut *self.tx)
-        .await?;
-        sqlx::query(
-            "DELETE FROM remediation_audit r \
-             USING UNNEST($1::bigint[], $2::timestamptz[]) AS k(id, st) \
-             WHERE r.id = k.id AND r.start_time = k.st",
-        )
-        .bind(&moved.remediations)
-        .bind(&moved.start_times)
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(())
-    }
-
-    #[instrument(skip_all, fields(batch = self.begun.batch), err)]
     async fn finish(mut self: Box<Self>, totals: &BatchTotals) -> Result<(), StoreError> {
-        sqlx::query(
+        self.remove_live().await?;
+        let marked = sqlx::query(
             "UPDATE remediation_retention_batches SET state = 'done', finished_at = now(), \
              remediations = $2, events = $3, bytes = $4, start_time_min = $5, start_time_max = $6, \
-             manifest_sha256 = $7 WHERE id = $1",
+             manifest_sha256 = $7 WHERE id = $1 AND state = 'pending'",
         )
         .bind(self.begun.batch)
         .bind(journal_count(totals.remediations))
@@ -149,6 +153,10 @@ impl ArchiveBatch for PgBatch {
         .bind(&totals.manifest_sha256)
         .execute(&mut *self.tx)
         .await?;
+        if marked.rows_affected() != 1 {
+            // Dropping the transaction rolls the removal back.
+            return Err(StoreError::NotPending(self.begun.batch));
+        }
         self.tx.commit().await?;
         Ok(())
     }
