@@ -87,13 +87,27 @@ pub fn read_file<T: DeserializeOwned + Default>(file: Option<&Path>) -> anyhow::
             path.display()
         )
     })?;
-    toml::from_str(&text).map_err(|e| {
-        anyhow::anyhow!(
-            "settings file {}: {}",
-            path.display(),
-            e.to_string().trim_end()
-        )
-    })
+    toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("settings file {}: {}", path.display(), describe(&e, &text)))
+}
+
+/// The error's message with the line and column it points at; never the
+/// source text itself, which may hold a password.
+fn describe(e: &toml::de::Error, text: &str) -> String {
+    let message = e.message().trim_end();
+    let Some(span) = e.span() else {
+        return message.to_owned();
+    };
+    let start = span.start.min(text.len());
+    let before = text.get(..start).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit_once('\n')
+        .map_or(before, |(_, tail)| tail)
+        .chars()
+        .count()
+        + 1;
+    format!("line {line}, column {column}: {message}")
 }
 
 /// Refuses a value a flag would have refused, naming its key.
@@ -878,6 +892,23 @@ max_retry_after_ms = 13
         ] {
             assert_eq!(redact_url(url), shown);
         }
+    }
+
+    #[test]
+    fn file_errors_never_quote_the_source() {
+        let text = "[database]\nurl = \"postgres://u:s3cr3t@h/db\"\nbogus = 1\n";
+        let e = toml::from_str::<MigrateSettings>(text).expect_err("unknown key");
+        let shown = describe(&e, text);
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(
+            shown.starts_with("line 3, column 1: unknown field `bogus`"),
+            "{shown}"
+        );
+        let text = "database_url = \"postgres://u:s3cr3t@h/db\"";
+        let e = toml::from_str::<MigrateSettings>(text).expect_err("unknown key");
+        let shown = describe(&e, text);
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.starts_with("line 1, column 1: "), "{shown}");
     }
 
     #[test]

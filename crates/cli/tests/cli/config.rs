@@ -229,3 +229,21 @@ fn config_is_refused_by_commands_without_settings() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_mistake_in_the_file_never_prints_the_password() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = settings_file(dir.path(), "database_url = \"postgres://u:s3cr3t@h/db\"\n");
+    let file = file.to_str().expect("path");
+    for args in [
+        vec!["config", "print", "--config", file, "migrate"],
+        vec!["migrate", "--config", file],
+    ] {
+        let out = remaudit().args(&args).output().expect("run");
+        assert!(!out.status.success(), "{args:?} accepted an unknown key");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("s3cr3t"), "{err}");
+        assert!(err.contains("line 1, column 1"), "{err}");
+        assert!(err.contains(file), "{err}");
+    }
+}
