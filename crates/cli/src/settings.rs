@@ -5,9 +5,12 @@
 //! ([`ValueSource`]); a value it only filled in from its default leaves the
 //! file's (or the default's) in place.
 //!
-//! A settings file holds the settings of the one command it is given to, with
-//! the keys of that command's settings type: `remaudit config print COMMAND`
-//! prints them with their effective values.
+//! One settings file serves every command ([`SettingsFile`]): a deployment
+//! can give the same file to `migrate`, `serve`, `publish` and `controller`,
+//! and each reads the tables it uses and ignores the others. Unknown keys are
+//! refused at every level, whichever command reads the file. `remaudit
+//! config print COMMAND` prints what one command uses, with its effective
+//! values (itself a valid settings file).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -22,7 +25,6 @@ use remaudit_retention::Archive;
 use remaudit_server::ServerSettings;
 use remaudit_store::{PoolSettings, RetentionPolicy};
 use secrecy::{ExposeSecret as _, SecretString};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::retention::PolicyArgs;
@@ -71,15 +73,58 @@ macro_rules! layer {
 }
 pub(crate) use layer;
 
+/// The schema of a settings file, shared by every command: top-level keys,
+/// then one table per part. Each command takes what it uses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SettingsFile {
+    /// Log format (every command).
+    pub log_format: LogFormat,
+    /// Address `serve` listens on.
+    pub listen: SocketAddr,
+    /// `serve`'s statement timeout of listings and analytics.
+    pub analytics_statement_timeout_secs: Option<u64>,
+    /// `publish`'s deadline.
+    pub deadline_secs: u64,
+    /// `[database]`: `serve`, `migrate`, `retention`.
+    pub database: DatabaseSettings,
+    /// `[server]`: `serve`.
+    pub server: ServerSettings,
+    /// `[retention]`: `serve`, `retention`.
+    pub retention: RetentionSettings,
+    /// `[publisher]`: `publish`, `controller`, `simulate`.
+    pub publisher: PublisherConfig,
+    /// `[controller]`: `controller`.
+    pub controller: crate::controller::ControllerTable,
+}
+
+impl Default for SettingsFile {
+    fn default() -> Self {
+        let serve = ServeSettings::default();
+        let publish = crate::publish::PublishSettings::default();
+        Self {
+            log_format: LogFormat::default(),
+            listen: serve.listen,
+            analytics_statement_timeout_secs: serve.analytics_statement_timeout_secs,
+            deadline_secs: publish.deadline_secs,
+            database: serve.database,
+            server: serve.server,
+            retention: serve.retention,
+            publisher: publish.publisher,
+            controller: crate::controller::ControllerTable::default(),
+        }
+    }
+}
+
 /// Reads the settings file, when there is one, over the defaults; every key
-/// it holds must be one of `T`'s.
+/// it holds must be one of [`SettingsFile`]'s.
 ///
 /// # Errors
 /// When the file cannot be read, is not TOML, or holds an unknown key or a
 /// value of the wrong type.
-pub fn read_file<T: DeserializeOwned + Default>(file: Option<&Path>) -> anyhow::Result<T> {
+pub fn read_file(file: Option<&Path>) -> anyhow::Result<SettingsFile> {
     let Some(path) = file else {
-        return Ok(T::default());
+        return Ok(SettingsFile::default());
     };
     let text = std::fs::read_to_string(path).with_context(|| {
         format!(
@@ -410,8 +455,7 @@ pub struct ServeArgs {
 }
 
 /// Everything `remaudit serve` runs with.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ServeSettings {
     /// Log format.
     pub log_format: LogFormat,
@@ -447,7 +491,15 @@ impl ServeSettings {
     /// # Errors
     /// An unreadable or invalid file, or a value out of range.
     pub fn load(args: &ServeArgs, m: &ArgMatches, file: Option<&Path>) -> anyhow::Result<Self> {
-        let mut s: Self = read_file(file)?;
+        let f = read_file(file)?;
+        let mut s = Self {
+            log_format: f.log_format,
+            listen: f.listen,
+            analytics_statement_timeout_secs: f.analytics_statement_timeout_secs,
+            database: f.database,
+            server: f.server,
+            retention: f.retention,
+        };
         layer!(m, args, {
             listen => s.listen;
             max_body_bytes => s.server.max_body_bytes;
@@ -633,8 +685,7 @@ pub struct MigrateArgs {
 }
 
 /// Everything `remaudit migrate` runs with.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct MigrateSettings {
     /// Log format.
     pub log_format: LogFormat,
@@ -648,7 +699,11 @@ impl MigrateSettings {
     /// # Errors
     /// An unreadable or invalid file, or a value out of range.
     pub fn load(args: &MigrateArgs, m: &ArgMatches, file: Option<&Path>) -> anyhow::Result<Self> {
-        let mut s: Self = read_file(file)?;
+        let f = read_file(file)?;
+        let mut s = Self {
+            log_format: f.log_format,
+            database: f.database,
+        };
         if let Some(format) = explicit::<LogFormat>(m, "log_format")? {
             s.log_format = format;
         }
@@ -847,7 +902,7 @@ max_retry_after_ms = 13
         assert_eq!(
             settings_of(&argv),
             format!(
-                "log_format = \"text\"\nnamespace = \"n\"\nlease_name = \"l\"\nlease_namespace = \"ln\"\nmetrics_listen = \"127.0.0.1:1\"\nflush_secs = 3\n\n{table}"
+                "log_format = \"text\"\n\n[controller]\nnamespace = \"n\"\nlease_name = \"l\"\nlease_namespace = \"ln\"\nmetrics_listen = \"127.0.0.1:1\"\nflush_secs = 3\n\n{table}"
             )
         );
     }
@@ -897,7 +952,7 @@ max_retry_after_ms = 13
     #[test]
     fn file_errors_never_quote_the_source() {
         let text = "[database]\nurl = \"postgres://u:s3cr3t@h/db\"\nbogus = 1\n";
-        let e = toml::from_str::<MigrateSettings>(text).expect_err("unknown key");
+        let e = toml::from_str::<SettingsFile>(text).expect_err("unknown key");
         let shown = describe(&e, text);
         assert!(!shown.contains("s3cr3t"), "{shown}");
         assert!(
@@ -905,7 +960,7 @@ max_retry_after_ms = 13
             "{shown}"
         );
         let text = "database_url = \"postgres://u:s3cr3t@h/db\"";
-        let e = toml::from_str::<MigrateSettings>(text).expect_err("unknown key");
+        let e = toml::from_str::<SettingsFile>(text).expect_err("unknown key");
         let shown = describe(&e, text);
         assert!(!shown.contains("s3cr3t"), "{shown}");
         assert!(shown.starts_with("line 1, column 1: "), "{shown}");

@@ -247,3 +247,102 @@ fn a_mistake_in_the_file_never_prints_the_password() {
         assert!(err.contains(file), "{err}");
     }
 }
+
+/// One file for every command: `migrate` and `serve` share `[database]`,
+/// `publish` and `controller` share `[publisher]`.
+const SHARED: &str = r#"
+log_format = "json"
+listen = "0.0.0.0:8085"
+deadline_secs = 60
+
+[database]
+url = "sqlite://shared.db"
+
+[server]
+max_body_bytes = 1000
+
+[retention]
+days = 30
+
+[publisher]
+url = "http://remaudit:8085"
+linger_ms = 7
+
+[controller]
+lease_name = "shared-lease"
+"#;
+
+#[test]
+fn one_file_serves_every_command() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = settings_file(dir.path(), SHARED);
+    let env = [("REMAUDIT_CONFIG", file.to_str().expect("path"))];
+    for (command, present, absent) in [
+        (
+            "serve",
+            &[
+                "listen",
+                "database.url",
+                "server.max_body_bytes",
+                "retention.days",
+            ][..],
+            &["publisher", "controller", "deadline_secs"][..],
+        ),
+        (
+            "migrate",
+            &["database.url"][..],
+            &["listen", "server", "retention", "publisher"][..],
+        ),
+        (
+            "publish",
+            &["deadline_secs", "publisher.linger_ms"][..],
+            &["listen", "database", "controller"][..],
+        ),
+        (
+            "controller",
+            &["controller.lease_name", "publisher.url"][..],
+            &["listen", "database", "deadline_secs"][..],
+        ),
+    ] {
+        let (out, err, ok) = print(&[command], &env);
+        assert!(ok, "{command}: {err}");
+        let settings: toml::Table = toml::from_str(&out).expect("TOML");
+        assert_eq!(
+            value(&settings, "log_format").as_str(),
+            Some("json"),
+            "{command}"
+        );
+        for key in present {
+            let _ = value(&settings, key);
+        }
+        for key in absent {
+            assert!(
+                !settings.contains_key(*key),
+                "{command} printed {key}: {out}"
+            );
+        }
+        // What it prints is a settings file too.
+        let again = settings_file(dir.path(), &out);
+        let (out2, err, ok) = print(&["--config", again.to_str().expect("path"), command], &[]);
+        assert!(ok, "{command}: {err}");
+        assert_eq!(out2, out, "{command}");
+    }
+}
+
+#[test]
+fn unknown_keys_are_refused_in_every_table_by_every_command() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for text in [
+        "bogus = 1\n",
+        "[controller]\nbogus = 1\n",
+        "[publisher]\nbogus = 1\n",
+        "[bogus]\n",
+    ] {
+        let file = settings_file(dir.path(), text);
+        for command in ["serve", "migrate", "publish", "controller"] {
+            let (_, err, ok) = print(&["--config", file.to_str().expect("path"), command], &[]);
+            assert!(!ok, "{command} accepted {text}");
+            assert!(err.contains("bogus"), "{err}");
+        }
+    }
+}
