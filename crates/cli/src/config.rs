@@ -7,9 +7,13 @@ use std::path::Path;
 use clap::ArgMatches;
 use serde::Serialize;
 
+use crate::DatabaseArgs;
 use crate::controller::{ControllerArgs, ControllerSettings};
 use crate::publish::{PublishArgs, PublishSettings};
-use crate::settings::{MigrateArgs, MigrateSettings, ServeArgs, ServeSettings};
+use crate::retention::PolicyArgs;
+use crate::settings::{
+    MigrateArgs, MigrateSettings, RetentionRunSettings, ServeArgs, ServeSettings, read_file,
+};
 
 /// `remaudit config`.
 #[derive(Debug, clap::Args)]
@@ -40,6 +44,13 @@ enum Process {
     Publish(PublishArgs),
     /// The settings of `remaudit controller`.
     Controller(ControllerArgs),
+    /// The settings of `remaudit retention run | verify`.
+    Retention {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
 }
 
 /// Prints the settings; `m` are the matches of the command's own flags.
@@ -53,6 +64,7 @@ pub fn run(args: &ConfigArgs, m: &ArgMatches, file: Option<&Path>) -> anyhow::Re
         Process::Migrate(args) => to_toml(&MigrateSettings::load(args, m, file)?)?,
         Process::Publish(args) => to_toml(&PublishSettings::load(args, m, file)?)?,
         Process::Controller(args) => to_toml(&ControllerSettings::load(args, m, file)?)?,
+        Process::Retention { .. } => to_toml(&RetentionRunSettings::load(read_file(file)?, m)?)?,
     };
     print!("{text}");
     Ok(0)

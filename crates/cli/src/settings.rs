@@ -50,7 +50,8 @@ fn explicit<T: Clone + Send + Sync + 'static>(
     matches: &ArgMatches,
     id: &str,
 ) -> anyhow::Result<Option<T>> {
-    if !given(matches, id) {
+    // A command without that argument (`retention verify` has no policy flags).
+    if matches.try_contains_id(id).is_err() || !given(matches, id) {
         return Ok(None);
     }
     let value = matches
@@ -199,19 +200,6 @@ pub struct DatabaseArgs {
     /// (on top of --db-max-connections, so that slow reads never hold the ones writes need).
     #[arg(long, env = "REMAUDIT_DB_READ_MAX_CONNECTIONS", default_value_t = DatabaseSettings::default().read_max_connections, value_parser = clap::value_parser!(u32).range(1..))]
     pub db_read_max_connections: u32,
-}
-
-impl DatabaseArgs {
-    /// The pool settings of these flags alone (commands without a settings file).
-    pub fn pool(&self) -> PoolSettings {
-        DatabaseSettings {
-            url: self.database_url.clone(),
-            max_connections: self.db_max_connections,
-            acquire_timeout_secs: self.db_acquire_timeout_secs,
-            read_max_connections: self.db_read_max_connections,
-        }
-        .pool()
-    }
 }
 
 /// Where the database is and how many connections it gets: the
@@ -379,14 +367,6 @@ impl PublisherArgs {
             publisher_max_retry_after_ms => config.max_retry_after, via Duration::from_millis;
         });
         *config = config.clone().clamped();
-    }
-
-    /// The publisher settings of the defaults and these flags (commands
-    /// without a settings file).
-    pub fn config(&self, m: &ArgMatches) -> PublisherConfig {
-        let mut config = PublisherConfig::default();
-        self.layer(&mut config, m);
-        config
     }
 }
 
@@ -709,6 +689,46 @@ impl MigrateSettings {
         }
         s.database.layer(&args.database, m);
         s.database.check()?;
+        Ok(s)
+    }
+}
+
+/// Everything `remaudit retention run | verify` works with: the
+/// `[database]` and `[retention]` tables (`interval_secs` is `serve`'s).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RetentionRunSettings {
+    /// The database.
+    pub database: DatabaseSettings,
+    /// The retention policy and archive.
+    pub retention: RetentionSettings,
+}
+
+impl RetentionRunSettings {
+    /// The file's tables, then the environment and flags in `m` (read by id:
+    /// the flags are `retention.rs`'s).
+    ///
+    /// # Errors
+    /// An unreadable or invalid file, or a value out of range.
+    pub fn load(f: SettingsFile, m: &ArgMatches) -> anyhow::Result<Self> {
+        let mut s = Self {
+            database: f.database,
+            retention: f.retention,
+        };
+        if let Some(v) = explicit(m, "database_url")? {
+            s.database.url = v;
+        }
+        if let Some(v) = explicit(m, "db_max_connections")? {
+            s.database.max_connections = v;
+        }
+        if let Some(v) = explicit(m, "db_acquire_timeout_secs")? {
+            s.database.acquire_timeout_secs = v;
+        }
+        if let Some(v) = explicit(m, "db_read_max_connections")? {
+            s.database.read_max_connections = v;
+        }
+        s.retention.layer(m)?;
+        s.database.check()?;
+        s.retention.check()?;
         Ok(s)
     }
 }

@@ -346,3 +346,53 @@ fn unknown_keys_are_refused_in_every_table_by_every_command() {
         }
     }
 }
+
+#[test]
+fn retention_reads_the_database_and_retention_tables() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let work = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("from-file.db");
+    let file = settings_file(
+        dir.path(),
+        &format!(
+            "[database]\nurl = \"sqlite://{}\"\n[retention]\ndays = 7\n[publisher]\nlinger_ms = 3\n",
+            db.display()
+        ),
+    );
+    let file = file.to_str().expect("path");
+    let (out, err, ok) = print(&["retention"], &[("REMAUDIT_CONFIG", file)]);
+    assert!(ok, "{err}");
+    let settings: toml::Table = toml::from_str(&out).expect("TOML");
+    assert_eq!(value(&settings, "retention.days").as_integer(), Some(7));
+    assert!(!settings.contains_key("publisher"), "{out}");
+    for args in [
+        vec!["retention", "run", "--dry-run"],
+        vec!["retention", "verify"],
+    ] {
+        let out = remaudit()
+            .args(&args)
+            .env("REMAUDIT_CONFIG", file)
+            .current_dir(work.path())
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(db.exists(), "the file's database was not used");
+    assert!(!work.path().join("remaudit.db").exists());
+}
+
+#[test]
+fn query_refuses_a_settings_file_rather_than_ignore_it() {
+    let out = remaudit()
+        .args(["query", "retries"])
+        .env("REMAUDIT_CONFIG", "/nonexistent.toml")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("reads no settings file"), "{err}");
+}
