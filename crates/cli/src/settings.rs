@@ -308,41 +308,50 @@ pub fn redact_url(url: &str) -> String {
 #[command(next_help_heading = "Publisher")]
 pub struct PublisherArgs {
     /// Records the publisher's memory queue holds.
-    #[arg(long, env = "REMAUDIT_PUBLISHER_MEMORY_RECORDS", default_value_t = PublisherConfig::default().memory_records)]
+    #[arg(long, env = "REMAUDIT_PUBLISHER_MEMORY_RECORDS", default_value_t = PublisherConfig::default().memory_records, value_parser = trimmed::<usize>)]
     pub publisher_memory_records: usize,
     /// Most bytes of spool files.
-    #[arg(long, env = "REMAUDIT_SPOOL_MAX_BYTES", default_value_t = PublisherConfig::default().spool_max_bytes)]
+    #[arg(long, env = "REMAUDIT_SPOOL_MAX_BYTES", default_value_t = PublisherConfig::default().spool_max_bytes, value_parser = trimmed::<u64>)]
     pub spool_max_bytes: u64,
     /// Size at which the spool starts a new segment file, in bytes.
-    #[arg(long, env = "REMAUDIT_SPOOL_SEGMENT_BYTES", default_value_t = PublisherConfig::default().spool_segment_bytes)]
+    #[arg(long, env = "REMAUDIT_SPOOL_SEGMENT_BYTES", default_value_t = PublisherConfig::default().spool_segment_bytes, value_parser = trimmed::<u64>)]
     pub spool_segment_bytes: u64,
     /// Milliseconds between fsyncs of the spool.
-    #[arg(long, env = "REMAUDIT_SPOOL_FSYNC_MS", default_value_t = ms(PublisherConfig::default().fsync_interval))]
+    #[arg(long, env = "REMAUDIT_SPOOL_FSYNC_MS", default_value_t = ms(PublisherConfig::default().fsync_interval), value_parser = trimmed::<u64>)]
     pub spool_fsync_ms: u64,
     /// Most records in one request (1 to 1000).
-    #[arg(long, env = "REMAUDIT_PUBLISHER_BATCH_RECORDS", default_value_t = PublisherConfig::default().batch_records)]
+    #[arg(long, env = "REMAUDIT_PUBLISHER_BATCH_RECORDS", default_value_t = PublisherConfig::default().batch_records, value_parser = trimmed::<usize>)]
     pub publisher_batch_records: usize,
     /// Most payload bytes in one request.
-    #[arg(long, env = "REMAUDIT_PUBLISHER_BATCH_BYTES", default_value_t = PublisherConfig::default().batch_bytes)]
+    #[arg(long, env = "REMAUDIT_PUBLISHER_BATCH_BYTES", default_value_t = PublisherConfig::default().batch_bytes, value_parser = trimmed::<usize>)]
     pub publisher_batch_bytes: usize,
     /// Batches in flight at once.
-    #[arg(long, env = "REMAUDIT_PUBLISHER_MAX_IN_FLIGHT", default_value_t = PublisherConfig::default().max_in_flight)]
+    #[arg(long, env = "REMAUDIT_PUBLISHER_MAX_IN_FLIGHT", default_value_t = PublisherConfig::default().max_in_flight, value_parser = trimmed::<usize>)]
     pub publisher_max_in_flight: usize,
     /// Milliseconds a partial batch waits for more records.
-    #[arg(long, env = "REMAUDIT_PUBLISHER_LINGER_MS", default_value_t = ms(PublisherConfig::default().linger))]
+    #[arg(long, env = "REMAUDIT_PUBLISHER_LINGER_MS", default_value_t = ms(PublisherConfig::default().linger), value_parser = trimmed::<u64>)]
     pub publisher_linger_ms: u64,
     /// Milliseconds one request may take.
-    #[arg(long, env = "REMAUDIT_PUBLISHER_TIMEOUT_MS", default_value_t = ms(PublisherConfig::default().request_timeout))]
+    #[arg(long, env = "REMAUDIT_PUBLISHER_TIMEOUT_MS", default_value_t = ms(PublisherConfig::default().request_timeout), value_parser = trimmed::<u64>)]
     pub publisher_timeout_ms: u64,
     /// First retry delay, in milliseconds.
-    #[arg(long, env = "REMAUDIT_PUBLISHER_MIN_BACKOFF_MS", default_value_t = ms(PublisherConfig::default().min_backoff))]
+    #[arg(long, env = "REMAUDIT_PUBLISHER_MIN_BACKOFF_MS", default_value_t = ms(PublisherConfig::default().min_backoff), value_parser = trimmed::<u64>)]
     pub publisher_min_backoff_ms: u64,
     /// Longest retry delay, in milliseconds.
-    #[arg(long, env = "REMAUDIT_PUBLISHER_MAX_BACKOFF_MS", default_value_t = ms(PublisherConfig::default().max_backoff))]
+    #[arg(long, env = "REMAUDIT_PUBLISHER_MAX_BACKOFF_MS", default_value_t = ms(PublisherConfig::default().max_backoff), value_parser = trimmed::<u64>)]
     pub publisher_max_backoff_ms: u64,
     /// Longest `Retry-After` honoured, in milliseconds.
-    #[arg(long, env = "REMAUDIT_PUBLISHER_MAX_RETRY_AFTER_MS", default_value_t = ms(PublisherConfig::default().max_retry_after))]
+    #[arg(long, env = "REMAUDIT_PUBLISHER_MAX_RETRY_AFTER_MS", default_value_t = ms(PublisherConfig::default().max_retry_after), value_parser = trimmed::<u64>)]
     pub publisher_max_retry_after_ms: u64,
+}
+
+/// A number, with the blanks around it ignored (as the publisher's
+/// environment variables always allowed).
+fn trimmed<T: std::str::FromStr>(s: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    s.trim().parse().map_err(|e: T::Err| e.to_string())
 }
 
 fn ms(d: Duration) -> u64 {
@@ -984,6 +993,12 @@ max_retry_after_ms = 13
         let shown = describe(&e, text);
         assert!(!shown.contains("s3cr3t"), "{shown}");
         assert!(shown.starts_with("line 1, column 1: "), "{shown}");
+    }
+
+    #[test]
+    fn publisher_numbers_from_the_environment_may_have_blanks() {
+        assert_eq!(trimmed::<usize>(" 100 "), Ok(100));
+        assert!(trimmed::<usize>("x").is_err());
     }
 
     #[test]

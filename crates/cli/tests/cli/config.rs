@@ -396,3 +396,17 @@ fn query_refuses_a_settings_file_rather_than_ignore_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("reads no settings file"), "{err}");
 }
+
+#[test]
+fn publisher_numbers_in_the_environment_are_trimmed() {
+    let (out, err, ok) = print(
+        &["publish"],
+        &[("REMAUDIT_PUBLISHER_BATCH_RECORDS", " 100")],
+    );
+    assert!(ok, "{err}");
+    let settings: toml::Table = toml::from_str(&out).expect("TOML");
+    assert_eq!(
+        value(&settings, "publisher.batch_records").as_integer(),
+        Some(100)
+    );
+}
