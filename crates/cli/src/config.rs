@@ -60,7 +60,13 @@ enum Process {
 pub fn run(args: &ConfigArgs, m: &ArgMatches, file: Option<&Path>) -> anyhow::Result<u8> {
     let ConfigCommand::Print { process } = &args.command;
     let text = match process {
-        Process::Serve(args) => to_toml(&ServeSettings::load(args, m, file)?)?,
+        Process::Serve(args) => {
+            let mut s = ServeSettings::load(args, m, file)?;
+            // The effective value, derived from the request timeout when unset.
+            s.analytics_statement_timeout_secs =
+                Some(s.pool().read_statement_timeout.map_or(0, |d| d.as_secs()));
+            to_toml(&s)?
+        }
         Process::Migrate(args) => to_toml(&MigrateSettings::load(args, m, file)?)?,
         Process::Publish(args) => to_toml(&PublishSettings::load(args, m, file)?)?,
         Process::Controller(args) => to_toml(&ControllerSettings::load(args, m, file)?)?,

@@ -133,8 +133,33 @@ pub fn read_file(file: Option<&Path>) -> anyhow::Result<SettingsFile> {
             path.display()
         )
     })?;
-    toml::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("settings file {}: {}", path.display(), describe(&e, &text)))
+    let f: SettingsFile = toml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!("settings file {}: {}", path.display(), describe(&e, &text))
+    })?;
+    // Refused rather than brought into range, as the flags are.
+    let p = &f.publisher;
+    ensure!(
+        (1..=PublisherConfig::MAX_BATCH_RECORDS).contains(&p.batch_records),
+        "settings file {}: setting publisher.batch_records = {} must be from 1 to {}",
+        path.display(),
+        p.batch_records,
+        PublisherConfig::MAX_BATCH_RECORDS
+    );
+    ensure!(
+        p.memory_records >= 1,
+        "settings file {}: setting publisher.memory_records = 0 must be at least 1",
+        path.display()
+    );
+    Ok(f)
+}
+
+/// `e`, naming the settings file when there is one (a value out of range
+/// after layering came from it: clap checks the flags').
+fn in_file(e: anyhow::Error, file: Option<&Path>) -> anyhow::Error {
+    match file {
+        Some(path) => e.context(format!("settings file {}", path.display())),
+        None => e,
+    }
 }
 
 /// The error's message with the line and column it points at; never the
@@ -510,7 +535,7 @@ impl ServeSettings {
         }
         s.database.layer(&args.database, m);
         s.retention.layer(m)?;
-        s.check()?;
+        s.check().map_err(|e| in_file(e, file))?;
         Ok(s)
     }
 
@@ -697,7 +722,7 @@ impl MigrateSettings {
             s.log_format = format;
         }
         s.database.layer(&args.database, m);
-        s.database.check()?;
+        s.database.check().map_err(|e| in_file(e, file))?;
         Ok(s)
     }
 }

@@ -170,6 +170,24 @@ fn a_value_a_flag_would_refuse_is_refused_from_the_file_too() {
     let (_, err, ok) = print(&["--config", file.to_str().expect("path"), "serve"], &[]);
     assert!(!ok);
     assert!(err.contains("server.max_connections"), "{err}");
+    assert!(err.contains(file.to_str().expect("path")), "{err}");
+    let file = settings_file(dir.path(), "[publisher]\nbatch_records = 5000\n");
+    for command in ["publish", "controller"] {
+        let (_, err, ok) = print(&["--config", file.to_str().expect("path"), command], &[]);
+        assert!(!ok, "{command}");
+        assert!(err.contains("publisher.batch_records"), "{err}");
+    }
+}
+
+#[test]
+fn config_print_shows_the_effective_statement_timeout() {
+    let (out, err, ok) = print(&["serve", "--request-timeout-secs", "30"], &[]);
+    assert!(ok, "{err}");
+    let settings: toml::Table = toml::from_str(&out).expect("TOML");
+    assert_eq!(
+        value(&settings, "analytics_statement_timeout_secs").as_integer(),
+        Some(28)
+    );
 }
 
 #[test]
