@@ -292,39 +292,10 @@ fn serialize_redacted_url<S: serde::Serializer>(
     s.serialize_str(&redact_url(url.expose_secret()))
 }
 
-/// `url` with its password, in the user part or a `password=` parameter,
-/// replaced by `REDACTED`.
+/// `url` with its passwords masked: the store's redaction, the one the
+/// whole binary uses.
 pub fn redact_url(url: &str) -> String {
-    const MASK: &str = "REDACTED";
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    // The user part ends at the last `@`, whatever unescaped characters the
-    // password holds.
-    let mut out = match base.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((user_info, host)) if user_info.contains(':') => {
-                let user = user_info.split_once(':').map_or(user_info, |(u, _)| u);
-                format!("{scheme}://{user}:{MASK}@{host}")
-            }
-            _ => base.to_owned(),
-        },
-        None => base.to_owned(),
-    };
-    if let Some(query) = query {
-        let params: Vec<String> = query
-            .split('&')
-            .map(|p| match p.split_once('=') {
-                Some((k, _)) if k.to_ascii_lowercase().contains("password") => {
-                    format!("{k}={MASK}")
-                }
-                _ => p.to_owned(),
-            })
-            .collect();
-        out.push('?');
-        out.push_str(&params.join("&"));
-    }
-    out
+    remaudit_store::redact(url)
 }
 
 /// The publisher's tuning flags (the service URL and spool directory are
@@ -857,7 +828,7 @@ listen = "0.0.0.0:1"
 analytics_statement_timeout_secs = 16
 
 [database]
-url = "postgres://u:REDACTED@db/x"
+url = "postgres://u:***@db/x"
 max_connections = 11
 acquire_timeout_secs = 4
 read_max_connections = 5
@@ -985,19 +956,24 @@ max_retry_after_ms = 13
         for (url, shown) in [
             (
                 "postgres://remaudit:hunter2@db:5432/remaudit",
-                "postgres://remaudit:REDACTED@db:5432/remaudit",
+                "postgres://remaudit:***@db:5432/remaudit",
             ),
             (
                 "postgres://u:p%40ss@db/x?sslmode=require&password=hunter2",
-                "postgres://u:REDACTED@db/x?sslmode=require&password=REDACTED",
+                "postgres://u:***@db/x?sslmode=require&password=***",
             ),
             (
                 "postgres://remaudit@db/remaudit",
                 "postgres://remaudit@db/remaudit",
             ),
             ("sqlite://remaudit.db", "sqlite://remaudit.db"),
-            ("postgres://a:b@c@db/x", "postgres://a:REDACTED@db/x"),
-            ("postgres://a:b/c@db/x", "postgres://a:REDACTED@db/x"),
+            ("postgres://a:b@c@db/x", "postgres://a:***@db/x"),
+            ("postgres://a:b/c@db/x", "postgres://a:***@db/x"),
+            ("postgres://u:se?cret@h/db", "postgres://u:***@h/db"),
+            (
+                "host=h password=s3cr3t dbname=x",
+                "host=h password=*** dbname=x",
+            ),
         ] {
             assert_eq!(redact_url(url), shown);
         }

@@ -16,5 +16,5 @@ pub use sqlite::SqliteStore;
 pub use store::{
     Backfill, Cursor, DEFAULT_MAX_EVENTS_PER_REMEDIATION, InsertOutcome, InsertRules, ListQuery,
     Page, PoolSettings, PoolStats, Refusal, Store, TIMELINE_PAGE_BYTES, Timeline, TimelineCursor,
-    TimelineQuery, connect, connect_with,
+    TimelineQuery, connect, connect_with, redact,
 };
