@@ -13,6 +13,7 @@ use crate::publish::{PublishArgs, PublishSettings};
 use crate::retention::PolicyArgs;
 use crate::settings::{
     MigrateArgs, MigrateSettings, RetentionRunSettings, ServeArgs, ServeSettings, read_file,
+    redact_url,
 };
 
 /// `remaudit config`.
@@ -68,8 +69,16 @@ pub fn run(args: &ConfigArgs, m: &ArgMatches, file: Option<&Path>) -> anyhow::Re
             to_toml(&s)?
         }
         Process::Migrate(args) => to_toml(&MigrateSettings::load(args, m, file)?)?,
-        Process::Publish(args) => to_toml(&PublishSettings::load(args, m, file)?)?,
-        Process::Controller(args) => to_toml(&ControllerSettings::load(args, m, file)?)?,
+        Process::Publish(args) => {
+            let mut s = PublishSettings::load(args, m, file)?;
+            s.publisher.url = redact_url(&s.publisher.url);
+            to_toml(&s)?
+        }
+        Process::Controller(args) => {
+            let mut s = ControllerSettings::load(args, m, file)?;
+            s.publisher.url = redact_url(&s.publisher.url);
+            to_toml(&s)?
+        }
         Process::Retention { .. } => to_toml(&RetentionRunSettings::load(read_file(file)?, m)?)?,
     };
     print!("{text}");

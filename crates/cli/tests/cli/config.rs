@@ -428,3 +428,12 @@ fn publisher_numbers_in_the_environment_are_trimmed() {
         Some(100)
     );
 }
+
+#[test]
+fn config_print_masks_the_publishers_url_password() {
+    for command in ["publish", "controller"] {
+        let (out, err, ok) = print(&[command, "--url", "http://u:s3cr3t@svc:8085"], &[]);
+        assert!(ok, "{err}");
+        assert!(!out.contains("s3cr3t"), "{out}");
+    }
+}
