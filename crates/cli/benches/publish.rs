@@ -227,6 +227,9 @@ fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
         .expect("non-empty buckets")
         .build_recorder();
     let handle = recorder.handle();
-    let _ = metrics::set_global_recorder(recorder);
+    assert!(
+        metrics::set_global_recorder(recorder).is_ok(),
+        "another metrics recorder is already installed: the bench's metrics would be lost"
+    );
     handle
 }

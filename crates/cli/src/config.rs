@@ -7,9 +7,14 @@ use std::path::Path;
 use clap::ArgMatches;
 use serde::Serialize;
 
+use crate::DatabaseArgs;
 use crate::controller::{ControllerArgs, ControllerSettings};
 use crate::publish::{PublishArgs, PublishSettings};
-use crate::settings::{MigrateArgs, MigrateSettings, ServeArgs, ServeSettings};
+use crate::retention::PolicyArgs;
+use crate::settings::{
+    MigrateArgs, MigrateSettings, RetentionRunSettings, ServeArgs, ServeSettings, read_file,
+    redact_url,
+};
 
 /// `remaudit config`.
 #[derive(Debug, clap::Args)]
@@ -40,6 +45,13 @@ enum Process {
     Publish(PublishArgs),
     /// The settings of `remaudit controller`.
     Controller(ControllerArgs),
+    /// The settings of `remaudit retention run | verify`.
+    Retention {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
 }
 
 /// Prints the settings; `m` are the matches of the command's own flags.
@@ -49,10 +61,25 @@ enum Process {
 pub fn run(args: &ConfigArgs, m: &ArgMatches, file: Option<&Path>) -> anyhow::Result<u8> {
     let ConfigCommand::Print { process } = &args.command;
     let text = match process {
-        Process::Serve(args) => to_toml(&ServeSettings::load(args, m, file)?)?,
+        Process::Serve(args) => {
+            let mut s = ServeSettings::load(args, m, file)?;
+            // The effective value, derived from the request timeout when unset.
+            s.analytics_statement_timeout_secs =
+                Some(s.pool().read_statement_timeout.map_or(0, |d| d.as_secs()));
+            to_toml(&s)?
+        }
         Process::Migrate(args) => to_toml(&MigrateSettings::load(args, m, file)?)?,
-        Process::Publish(args) => to_toml(&PublishSettings::load(args, m, file)?)?,
-        Process::Controller(args) => to_toml(&ControllerSettings::load(args, m, file)?)?,
+        Process::Publish(args) => {
+            let mut s = PublishSettings::load(args, m, file)?;
+            s.publisher.url = redact_url(&s.publisher.url);
+            to_toml(&s)?
+        }
+        Process::Controller(args) => {
+            let mut s = ControllerSettings::load(args, m, file)?;
+            s.publisher.url = redact_url(&s.publisher.url);
+            to_toml(&s)?
+        }
+        Process::Retention { .. } => to_toml(&RetentionRunSettings::load(read_file(file)?, m)?)?,
     };
     print!("{text}");
     Ok(0)

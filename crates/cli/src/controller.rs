@@ -30,28 +30,37 @@ pub struct ControllerArgs {
     #[arg(long, env = "REMAUDIT_WATCH_NAMESPACE")]
     namespace: Option<String>,
     /// Name of the coordination.k8s.io Lease that elects the active replica.
-    #[arg(long, env = "REMAUDIT_LEASE_NAME", default_value_t = ControllerSettings::default().lease_name)]
+    #[arg(long, env = "REMAUDIT_LEASE_NAME", default_value_t = ControllerTable::default().lease_name)]
     lease_name: String,
     /// Namespace of that Lease (in a pod, set POD_NAMESPACE from the downward API).
-    #[arg(long, env = "POD_NAMESPACE", default_value_t = ControllerSettings::default().lease_namespace)]
+    #[arg(long, env = "POD_NAMESPACE", default_value_t = ControllerTable::default().lease_namespace)]
     lease_namespace: String,
     /// Address of `/metrics` and `/healthz`.
-    #[arg(long, env = "REMAUDIT_METRICS_LISTEN", default_value_t = ControllerSettings::default().metrics_listen)]
+    #[arg(long, env = "REMAUDIT_METRICS_LISTEN", default_value_t = ControllerTable::default().metrics_listen)]
     metrics_listen: SocketAddr,
     /// Seconds the publisher may take to send what is queued at shutdown; the
     /// rest stays in the spool.
-    #[arg(long, env = "REMAUDIT_SHUTDOWN_FLUSH_SECS", default_value_t = ControllerSettings::default().flush_secs)]
+    #[arg(long, env = "REMAUDIT_SHUTDOWN_FLUSH_SECS", default_value_t = ControllerTable::default().flush_secs)]
     flush_secs: u64,
     #[command(flatten)]
     publisher: PublisherArgs,
 }
 
 /// Everything the controller runs with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct ControllerSettings {
     /// Log format.
     pub log_format: LogFormat,
+    /// The controller's own settings: the `[controller]` table.
+    pub controller: ControllerTable,
+    /// The publisher that audit records go through (service URL, spool, batching).
+    pub publisher: PublisherConfig,
+}
+
+/// The `[controller]` table of a settings file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControllerTable {
     /// Watch only this namespace; unset for every namespace.
     pub namespace: Option<String>,
     /// Name of the Lease that elects the active replica.
@@ -62,20 +71,16 @@ pub struct ControllerSettings {
     pub metrics_listen: SocketAddr,
     /// Seconds the publisher may take to send what is queued at shutdown.
     pub flush_secs: u64,
-    /// The publisher that audit records go through (service URL, spool, batching).
-    pub publisher: PublisherConfig,
 }
 
-impl Default for ControllerSettings {
+impl Default for ControllerTable {
     fn default() -> Self {
         Self {
-            log_format: LogFormat::default(),
             namespace: None,
             lease_name: "remaudit-controller".to_owned(),
             lease_namespace: "default".to_owned(),
             metrics_listen: SocketAddr::from(([0, 0, 0, 0], 9090)),
             flush_secs: 10,
-            publisher: PublisherConfig::default(),
         }
     }
 }
@@ -90,18 +95,23 @@ impl ControllerSettings {
         m: &ArgMatches,
         file: Option<&Path>,
     ) -> anyhow::Result<Self> {
-        let mut s: Self = read_file(file)?;
+        let f = read_file(file)?;
+        let mut s = Self {
+            log_format: f.log_format,
+            controller: f.controller,
+            publisher: f.publisher,
+        };
         if let Some(format) = given_log_format(m)? {
             s.log_format = format;
         }
         layer!(m, args, {
             url => s.publisher.url;
             spool_dir => s.publisher.spool_dir;
-            namespace => s.namespace;
-            lease_name => s.lease_name;
-            lease_namespace => s.lease_namespace;
-            metrics_listen => s.metrics_listen;
-            flush_secs => s.flush_secs;
+            namespace => s.controller.namespace;
+            lease_name => s.controller.lease_name;
+            lease_namespace => s.controller.lease_namespace;
+            metrics_listen => s.controller.metrics_listen;
+            flush_secs => s.controller.flush_secs;
         });
         args.publisher.layer(&mut s.publisher, m);
         Ok(s)
@@ -122,6 +132,7 @@ pub async fn run(
         "no Kubernetes configuration found: run in a pod with a service account, or set KUBECONFIG",
     )?;
     let publisher = Publisher::start(settings.publisher)?;
+    let settings = settings.controller;
 
     let listener = tokio::net::TcpListener::bind(settings.metrics_listen)
         .await

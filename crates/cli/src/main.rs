@@ -209,16 +209,27 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<u8> {
         }
         Command::Config(args) => config::run(&args, given, file),
         Command::Simulate { args, publisher } => {
-            without_settings_file(given, file, cli.log_format)?;
-            simulate::run(args, publisher.config(given)).await
+            let f = settings::read_file(file)?;
+            init_logging(settings::given_log_format(given)?.unwrap_or(f.log_format));
+            let mut config = f.publisher;
+            publisher.layer(&mut config, given);
+            simulate::run(args, config).await
         }
         Command::Query(args) => {
-            without_settings_file(given, file, cli.log_format)?;
+            if let Some(file) = file {
+                anyhow::bail!(
+                    "remaudit query reads no settings file, but --config / REMAUDIT_CONFIG is {}: unset it for query",
+                    file.display()
+                );
+            }
+            init_logging(cli.log_format);
             query::run(args).await
         }
         Command::Retention(args) => {
-            without_settings_file(given, file, cli.log_format)?;
-            retention::run(args).await
+            let f = settings::read_file(file)?;
+            init_logging(settings::given_log_format(given)?.unwrap_or(f.log_format));
+            let s = settings::RetentionRunSettings::load(f, given)?;
+            retention::run(args, &s.database, &s.retention).await
         }
         Command::Crdgen => {
             without_settings_file(given, file, cli.log_format)?;
@@ -239,7 +250,7 @@ fn without_settings_file(
         && given.value_source("config") == Some(clap::parser::ValueSource::CommandLine)
     {
         anyhow::bail!(
-            "--config {}: only serve, migrate, publish and controller read a settings file",
+            "--config {}: crdgen reads no settings file (serve, migrate, publish, controller, retention and simulate read a settings file)",
             file.display()
         );
     }

@@ -9,7 +9,7 @@ use chrono::Utc;
 use clap::ArgMatches;
 use remaudit_client::{PublishError, Publisher, PublisherConfig, with_identity};
 use remaudit_model::{Limits, RemediationOrchestrationAudit};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 use crate::settings::{LogFormat, PublisherArgs, given_log_format, layer, read_file};
@@ -42,8 +42,7 @@ pub struct PublishArgs {
 
 /// Everything a `publish` run works with (`--progress` aside, which is about
 /// this one run's output).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PublishSettings {
     /// Log format.
     pub log_format: LogFormat,
@@ -69,7 +68,12 @@ impl PublishSettings {
     /// # Errors
     /// An unreadable or invalid file.
     pub fn load(args: &PublishArgs, m: &ArgMatches, file: Option<&Path>) -> anyhow::Result<Self> {
-        let mut s: Self = read_file(file)?;
+        let f = read_file(file)?;
+        let mut s = Self {
+            log_format: f.log_format,
+            deadline_secs: f.deadline_secs,
+            publisher: f.publisher,
+        };
         if let Some(format) = given_log_format(m)? {
             s.log_format = format;
         }

@@ -4,24 +4,24 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use remaudit_retention::{Archive, ArchiveSink, CrashAt, Settings};
-use remaudit_store::RetentionPolicy;
 use secrecy::ExposeSecret as _;
 
 use crate::DatabaseArgs;
+use crate::settings::{DatabaseSettings, RetentionSettings};
 
 /// The retention policy and job settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PolicyArgs {
     /// Days a finished remediation is kept, counted from its completion (or its start).
-    #[arg(long, env = "REMAUDIT_RETENTION_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    #[arg(long, env = "REMAUDIT_RETENTION_DAYS", default_value_t = RetentionSettings::default().days, value_parser = clap::value_parser!(u32).range(1..=36500))]
     retention_days: u32,
     /// Let remediations that never finished expire too, counted from their start.
     #[arg(long, env = "REMAUDIT_RETENTION_INCLUDE_UNFINISHED")]
     retention_include_unfinished: bool,
     /// Most rows one row-wise archive batch moves.
-    #[arg(long, env = "REMAUDIT_RETENTION_BATCH_ROWS", default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, env = "REMAUDIT_RETENTION_BATCH_ROWS", default_value_t = RetentionSettings::default().batch_rows, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     retention_batch_rows: u32,
     /// On PostgreSQL, also move due rows of weeks not yet wholly due, row by
     /// row, instead of waiting to drop their week's partition.
@@ -32,36 +32,6 @@ pub struct PolicyArgs {
     /// working directory.
     #[arg(long, env = "REMAUDIT_ARCHIVE_URL")]
     archive_url: Option<String>,
-}
-
-impl PolicyArgs {
-    /// The store's policy.
-    pub fn policy(&self) -> RetentionPolicy {
-        RetentionPolicy {
-            age: TimeDelta::days(i64::from(self.retention_days)),
-            terminal_only: !self.retention_include_unfinished,
-        }
-    }
-
-    /// The job's settings, with `interval` between scheduled runs.
-    pub fn settings(&self, interval: Duration) -> Settings {
-        Settings {
-            policy: self.policy(),
-            interval,
-            batch_rows: self.retention_batch_rows,
-            exact: self.retention_exact,
-            ..Settings::default()
-        }
-    }
-
-    /// Opens the archive, the default one for `database_url` when none is set.
-    pub fn archive(&self, database_url: &str) -> anyhow::Result<Archive> {
-        let url = self
-            .archive_url
-            .clone()
-            .unwrap_or_else(|| Archive::default_url(database_url));
-        Ok(Archive::open(&url)?)
-    }
 }
 
 /// `remaudit retention`.
@@ -114,16 +84,16 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
         .map_err(|e| format!("{s:?} is not an RFC 3339 time such as 2026-09-01T00:00:00Z: {e}"))
 }
 
-/// Runs `remaudit retention ...`; the exit code.
-pub async fn run(args: RetentionArgs) -> anyhow::Result<u8> {
+/// Runs `remaudit retention ...` with the effective `database` and
+/// `retention` settings (file, environment, flags); the exit code.
+pub async fn run(
+    args: RetentionArgs,
+    database: &DatabaseSettings,
+    retention: &RetentionSettings,
+) -> anyhow::Result<u8> {
     match args.command {
-        RetentionCommand::Run {
-            database,
-            policy,
-            dry_run,
-            now,
-        } => {
-            let archive = policy.archive(database.database_url.expose_secret())?;
+        RetentionCommand::Run { dry_run, now, .. } => {
+            let archive = retention.archive(database.url.expose_secret())?;
             // Only this one-shot command can be stopped at a step (the crash
             // tests kill it so); `serve` runs the plain archive.
             let sink: Box<dyn ArchiveSink> = match remaudit_retention::crash_step_from_env()? {
@@ -131,14 +101,17 @@ pub async fn run(args: RetentionArgs) -> anyhow::Result<u8> {
                 None => Box::new(archive),
             };
             let store = remaudit_store::connect_with(
-                database.database_url.expose_secret(),
+                database.url.expose_secret(),
                 database.pool(),
-                policy.policy(),
+                retention.policy(),
             )
             .await
             .context("cannot open the database")?;
             let now = now.unwrap_or_else(Utc::now);
-            let settings = policy.settings(Duration::ZERO);
+            let settings = Settings {
+                interval: Duration::ZERO,
+                ..retention.job()
+            };
             let report = remaudit_retention::run_once(
                 store.as_ref(),
                 sink.as_ref(),
@@ -197,19 +170,15 @@ pub async fn run(args: RetentionArgs) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        RetentionCommand::Verify {
-            database,
-            archive_url,
-            since,
-            until,
-        } => {
-            let url = archive_url
-                .unwrap_or_else(|| Archive::default_url(database.database_url.expose_secret()));
+        RetentionCommand::Verify { since, until, .. } => {
+            let url = retention
+                .archive_url
+                .clone()
+                .unwrap_or_else(|| Archive::default_url(database.url.expose_secret()));
             let archive = Archive::open(&url)?;
-            let store =
-                remaudit_store::connect(database.database_url.expose_secret(), database.pool())
-                    .await
-                    .context("cannot open the database")?;
+            let store = remaudit_store::connect(database.url.expose_secret(), database.pool())
+                .await
+                .context("cannot open the database")?;
             let (first, last) = remaudit_retention::all_time();
             let from = since.unwrap_or(first).max(first);
             let to = until.unwrap_or(last).min(last);

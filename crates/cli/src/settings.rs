@@ -5,9 +5,12 @@
 //! ([`ValueSource`]); a value it only filled in from its default leaves the
 //! file's (or the default's) in place.
 //!
-//! A settings file holds the settings of the one command it is given to, with
-//! the keys of that command's settings type: `remaudit config print COMMAND`
-//! prints them with their effective values.
+//! One settings file serves every command ([`SettingsFile`]): a deployment
+//! can give the same file to `migrate`, `serve`, `publish` and `controller`,
+//! and each reads the tables it uses and ignores the others. Unknown keys are
+//! refused at every level, whichever command reads the file. `remaudit
+//! config print COMMAND` prints what one command uses, with its effective
+//! values (itself a valid settings file).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -22,7 +25,6 @@ use remaudit_retention::Archive;
 use remaudit_server::ServerSettings;
 use remaudit_store::{PoolSettings, RetentionPolicy};
 use secrecy::{ExposeSecret as _, SecretString};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::retention::PolicyArgs;
@@ -48,7 +50,8 @@ fn explicit<T: Clone + Send + Sync + 'static>(
     matches: &ArgMatches,
     id: &str,
 ) -> anyhow::Result<Option<T>> {
-    if !given(matches, id) {
+    // A command without that argument (`retention verify` has no policy flags).
+    if matches.try_contains_id(id).is_err() || !given(matches, id) {
         return Ok(None);
     }
     let value = matches
@@ -71,15 +74,58 @@ macro_rules! layer {
 }
 pub(crate) use layer;
 
+/// The schema of a settings file, shared by every command: top-level keys,
+/// then one table per part. Each command takes what it uses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SettingsFile {
+    /// Log format (every command).
+    pub log_format: LogFormat,
+    /// Address `serve` listens on.
+    pub listen: SocketAddr,
+    /// `serve`'s statement timeout of listings and analytics.
+    pub analytics_statement_timeout_secs: Option<u64>,
+    /// `publish`'s deadline.
+    pub deadline_secs: u64,
+    /// `[database]`: `serve`, `migrate`, `retention`.
+    pub database: DatabaseSettings,
+    /// `[server]`: `serve`.
+    pub server: ServerSettings,
+    /// `[retention]`: `serve`, `retention`.
+    pub retention: RetentionSettings,
+    /// `[publisher]`: `publish`, `controller`, `simulate`.
+    pub publisher: PublisherConfig,
+    /// `[controller]`: `controller`.
+    pub controller: crate::controller::ControllerTable,
+}
+
+impl Default for SettingsFile {
+    fn default() -> Self {
+        let serve = ServeSettings::default();
+        let publish = crate::publish::PublishSettings::default();
+        Self {
+            log_format: LogFormat::default(),
+            listen: serve.listen,
+            analytics_statement_timeout_secs: serve.analytics_statement_timeout_secs,
+            deadline_secs: publish.deadline_secs,
+            database: serve.database,
+            server: serve.server,
+            retention: serve.retention,
+            publisher: publish.publisher,
+            controller: crate::controller::ControllerTable::default(),
+        }
+    }
+}
+
 /// Reads the settings file, when there is one, over the defaults; every key
-/// it holds must be one of `T`'s.
+/// it holds must be one of [`SettingsFile`]'s.
 ///
 /// # Errors
 /// When the file cannot be read, is not TOML, or holds an unknown key or a
 /// value of the wrong type.
-pub fn read_file<T: DeserializeOwned + Default>(file: Option<&Path>) -> anyhow::Result<T> {
+pub fn read_file(file: Option<&Path>) -> anyhow::Result<SettingsFile> {
     let Some(path) = file else {
-        return Ok(T::default());
+        return Ok(SettingsFile::default());
     };
     let text = std::fs::read_to_string(path).with_context(|| {
         format!(
@@ -87,13 +133,52 @@ pub fn read_file<T: DeserializeOwned + Default>(file: Option<&Path>) -> anyhow::
             path.display()
         )
     })?;
-    toml::from_str(&text).map_err(|e| {
-        anyhow::anyhow!(
-            "settings file {}: {}",
-            path.display(),
-            e.to_string().trim_end()
-        )
-    })
+    let f: SettingsFile = toml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!("settings file {}: {}", path.display(), describe(&e, &text))
+    })?;
+    // Refused rather than brought into range, as the flags are.
+    let p = &f.publisher;
+    ensure!(
+        (1..=PublisherConfig::MAX_BATCH_RECORDS).contains(&p.batch_records),
+        "settings file {}: setting publisher.batch_records = {} must be from 1 to {}",
+        path.display(),
+        p.batch_records,
+        PublisherConfig::MAX_BATCH_RECORDS
+    );
+    ensure!(
+        p.memory_records >= 1,
+        "settings file {}: setting publisher.memory_records = 0 must be at least 1",
+        path.display()
+    );
+    Ok(f)
+}
+
+/// `e`, naming the settings file when there is one (a value out of range
+/// after layering came from it: clap checks the flags').
+fn in_file(e: anyhow::Error, file: Option<&Path>) -> anyhow::Error {
+    match file {
+        Some(path) => e.context(format!("settings file {}", path.display())),
+        None => e,
+    }
+}
+
+/// The error's message with the line and column it points at; never the
+/// source text itself, which may hold a password.
+fn describe(e: &toml::de::Error, text: &str) -> String {
+    let message = e.message().trim_end();
+    let Some(span) = e.span() else {
+        return message.to_owned();
+    };
+    let start = span.start.min(text.len());
+    let before = text.get(..start).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit_once('\n')
+        .map_or(before, |(_, tail)| tail)
+        .chars()
+        .count()
+        + 1;
+    format!("line {line}, column {column}: {message}")
 }
 
 /// Refuses a value a flag would have refused, naming its key.
@@ -140,19 +225,6 @@ pub struct DatabaseArgs {
     /// (on top of --db-max-connections, so that slow reads never hold the ones writes need).
     #[arg(long, env = "REMAUDIT_DB_READ_MAX_CONNECTIONS", default_value_t = DatabaseSettings::default().read_max_connections, value_parser = clap::value_parser!(u32).range(1..))]
     pub db_read_max_connections: u32,
-}
-
-impl DatabaseArgs {
-    /// The pool settings of these flags alone (commands without a settings file).
-    pub fn pool(&self) -> PoolSettings {
-        DatabaseSettings {
-            url: self.database_url.clone(),
-            max_connections: self.db_max_connections,
-            acquire_timeout_secs: self.db_acquire_timeout_secs,
-            read_max_connections: self.db_read_max_connections,
-        }
-        .pool()
-    }
 }
 
 /// Where the database is and how many connections it gets: the
@@ -220,39 +292,10 @@ fn serialize_redacted_url<S: serde::Serializer>(
     s.serialize_str(&redact_url(url.expose_secret()))
 }
 
-/// `url` with its password, in the user part or a `password=` parameter,
-/// replaced by `REDACTED`.
+/// `url` with its passwords masked: the store's redaction, the one the
+/// whole binary uses.
 pub fn redact_url(url: &str) -> String {
-    const MASK: &str = "REDACTED";
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    // The user part ends at the last `@`, whatever unescaped characters the
-    // password holds.
-    let mut out = match base.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((user_info, host)) if user_info.contains(':') => {
-                let user = user_info.split_once(':').map_or(user_info, |(u, _)| u);
-                format!("{scheme}://{user}:{MASK}@{host}")
-            }
-            _ => base.to_owned(),
-        },
-        None => base.to_owned(),
-    };
-    if let Some(query) = query {
-        let params: Vec<String> = query
-            .split('&')
-            .map(|p| match p.split_once('=') {
-                Some((k, _)) if k.to_ascii_lowercase().contains("password") => {
-                    format!("{k}={MASK}")
-                }
-                _ => p.to_owned(),
-            })
-            .collect();
-        out.push('?');
-        out.push_str(&params.join("&"));
-    }
-    out
+    remaudit_store::redact(url)
 }
 
 /// The publisher's tuning flags (the service URL and spool directory are
@@ -261,41 +304,50 @@ pub fn redact_url(url: &str) -> String {
 #[command(next_help_heading = "Publisher")]
 pub struct PublisherArgs {
     /// Records the publisher's memory queue holds.
-    #[arg(long, env = "REMAUDIT_PUBLISHER_MEMORY_RECORDS", default_value_t = PublisherConfig::default().memory_records)]
+    #[arg(long, env = "REMAUDIT_PUBLISHER_MEMORY_RECORDS", default_value_t = PublisherConfig::default().memory_records, value_parser = trimmed::<usize>)]
     pub publisher_memory_records: usize,
     /// Most bytes of spool files.
-    #[arg(long, env = "REMAUDIT_SPOOL_MAX_BYTES", default_value_t = PublisherConfig::default().spool_max_bytes)]
+    #[arg(long, env = "REMAUDIT_SPOOL_MAX_BYTES", default_value_t = PublisherConfig::default().spool_max_bytes, value_parser = trimmed::<u64>)]
     pub spool_max_bytes: u64,
     /// Size at which the spool starts a new segment file, in bytes.
-    #[arg(long, env = "REMAUDIT_SPOOL_SEGMENT_BYTES", default_value_t = PublisherConfig::default().spool_segment_bytes)]
+    #[arg(long, env = "REMAUDIT_SPOOL_SEGMENT_BYTES", default_value_t = PublisherConfig::default().spool_segment_bytes, value_parser = trimmed::<u64>)]
     pub spool_segment_bytes: u64,
     /// Milliseconds between fsyncs of the spool.
-    #[arg(long, env = "REMAUDIT_SPOOL_FSYNC_MS", default_value_t = ms(PublisherConfig::default().fsync_interval))]
+    #[arg(long, env = "REMAUDIT_SPOOL_FSYNC_MS", default_value_t = ms(PublisherConfig::default().fsync_interval), value_parser = trimmed::<u64>)]
     pub spool_fsync_ms: u64,
     /// Most records in one request (1 to 1000).
-    #[arg(long, env = "REMAUDIT_PUBLISHER_BATCH_RECORDS", default_value_t = PublisherConfig::default().batch_records)]
+    #[arg(long, env = "REMAUDIT_PUBLISHER_BATCH_RECORDS", default_value_t = PublisherConfig::default().batch_records, value_parser = trimmed::<usize>)]
     pub publisher_batch_records: usize,
     /// Most payload bytes in one request.
-    #[arg(long, env = "REMAUDIT_PUBLISHER_BATCH_BYTES", default_value_t = PublisherConfig::default().batch_bytes)]
+    #[arg(long, env = "REMAUDIT_PUBLISHER_BATCH_BYTES", default_value_t = PublisherConfig::default().batch_bytes, value_parser = trimmed::<usize>)]
     pub publisher_batch_bytes: usize,
     /// Batches in flight at once.
-    #[arg(long, env = "REMAUDIT_PUBLISHER_MAX_IN_FLIGHT", default_value_t = PublisherConfig::default().max_in_flight)]
+    #[arg(long, env = "REMAUDIT_PUBLISHER_MAX_IN_FLIGHT", default_value_t = PublisherConfig::default().max_in_flight, value_parser = trimmed::<usize>)]
     pub publisher_max_in_flight: usize,
     /// Milliseconds a partial batch waits for more records.
-    #[arg(long, env = "REMAUDIT_PUBLISHER_LINGER_MS", default_value_t = ms(PublisherConfig::default().linger))]
+    #[arg(long, env = "REMAUDIT_PUBLISHER_LINGER_MS", default_value_t = ms(PublisherConfig::default().linger), value_parser = trimmed::<u64>)]
     pub publisher_linger_ms: u64,
     /// Milliseconds one request may take.
-    #[arg(long, env = "REMAUDIT_PUBLISHER_TIMEOUT_MS", default_value_t = ms(PublisherConfig::default().request_timeout))]
+    #[arg(long, env = "REMAUDIT_PUBLISHER_TIMEOUT_MS", default_value_t = ms(PublisherConfig::default().request_timeout), value_parser = trimmed::<u64>)]
     pub publisher_timeout_ms: u64,
     /// First retry delay, in milliseconds.
-    #[arg(long, env = "REMAUDIT_PUBLISHER_MIN_BACKOFF_MS", default_value_t = ms(PublisherConfig::default().min_backoff))]
+    #[arg(long, env = "REMAUDIT_PUBLISHER_MIN_BACKOFF_MS", default_value_t = ms(PublisherConfig::default().min_backoff), value_parser = trimmed::<u64>)]
     pub publisher_min_backoff_ms: u64,
     /// Longest retry delay, in milliseconds.
-    #[arg(long, env = "REMAUDIT_PUBLISHER_MAX_BACKOFF_MS", default_value_t = ms(PublisherConfig::default().max_backoff))]
+    #[arg(long, env = "REMAUDIT_PUBLISHER_MAX_BACKOFF_MS", default_value_t = ms(PublisherConfig::default().max_backoff), value_parser = trimmed::<u64>)]
     pub publisher_max_backoff_ms: u64,
     /// Longest `Retry-After` honoured, in milliseconds.
-    #[arg(long, env = "REMAUDIT_PUBLISHER_MAX_RETRY_AFTER_MS", default_value_t = ms(PublisherConfig::default().max_retry_after))]
+    #[arg(long, env = "REMAUDIT_PUBLISHER_MAX_RETRY_AFTER_MS", default_value_t = ms(PublisherConfig::default().max_retry_after), value_parser = trimmed::<u64>)]
     pub publisher_max_retry_after_ms: u64,
+}
+
+/// A number, with the blanks around it ignored (as the publisher's
+/// environment variables always allowed).
+fn trimmed<T: std::str::FromStr>(s: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    s.trim().parse().map_err(|e: T::Err| e.to_string())
 }
 
 fn ms(d: Duration) -> u64 {
@@ -320,14 +372,6 @@ impl PublisherArgs {
             publisher_max_retry_after_ms => config.max_retry_after, via Duration::from_millis;
         });
         *config = config.clone().clamped();
-    }
-
-    /// The publisher settings of the defaults and these flags (commands
-    /// without a settings file).
-    pub fn config(&self, m: &ArgMatches) -> PublisherConfig {
-        let mut config = PublisherConfig::default();
-        self.layer(&mut config, m);
-        config
     }
 }
 
@@ -396,8 +440,7 @@ pub struct ServeArgs {
 }
 
 /// Everything `remaudit serve` runs with.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ServeSettings {
     /// Log format.
     pub log_format: LogFormat,
@@ -433,7 +476,15 @@ impl ServeSettings {
     /// # Errors
     /// An unreadable or invalid file, or a value out of range.
     pub fn load(args: &ServeArgs, m: &ArgMatches, file: Option<&Path>) -> anyhow::Result<Self> {
-        let mut s: Self = read_file(file)?;
+        let f = read_file(file)?;
+        let mut s = Self {
+            log_format: f.log_format,
+            listen: f.listen,
+            analytics_statement_timeout_secs: f.analytics_statement_timeout_secs,
+            database: f.database,
+            server: f.server,
+            retention: f.retention,
+        };
         layer!(m, args, {
             listen => s.listen;
             max_body_bytes => s.server.max_body_bytes;
@@ -455,7 +506,7 @@ impl ServeSettings {
         }
         s.database.layer(&args.database, m);
         s.retention.layer(m)?;
-        s.check()?;
+        s.check().map_err(|e| in_file(e, file))?;
         Ok(s)
     }
 
@@ -618,8 +669,7 @@ pub struct MigrateArgs {
 }
 
 /// Everything `remaudit migrate` runs with.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct MigrateSettings {
     /// Log format.
     pub log_format: LogFormat,
@@ -633,12 +683,56 @@ impl MigrateSettings {
     /// # Errors
     /// An unreadable or invalid file, or a value out of range.
     pub fn load(args: &MigrateArgs, m: &ArgMatches, file: Option<&Path>) -> anyhow::Result<Self> {
-        let mut s: Self = read_file(file)?;
+        let f = read_file(file)?;
+        let mut s = Self {
+            log_format: f.log_format,
+            database: f.database,
+        };
         if let Some(format) = explicit::<LogFormat>(m, "log_format")? {
             s.log_format = format;
         }
         s.database.layer(&args.database, m);
+        s.database.check().map_err(|e| in_file(e, file))?;
+        Ok(s)
+    }
+}
+
+/// Everything `remaudit retention run | verify` works with: the
+/// `[database]` and `[retention]` tables (`interval_secs` is `serve`'s).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RetentionRunSettings {
+    /// The database.
+    pub database: DatabaseSettings,
+    /// The retention policy and archive.
+    pub retention: RetentionSettings,
+}
+
+impl RetentionRunSettings {
+    /// The file's tables, then the environment and flags in `m` (read by id:
+    /// the flags are `retention.rs`'s).
+    ///
+    /// # Errors
+    /// An unreadable or invalid file, or a value out of range.
+    pub fn load(f: SettingsFile, m: &ArgMatches) -> anyhow::Result<Self> {
+        let mut s = Self {
+            database: f.database,
+            retention: f.retention,
+        };
+        if let Some(v) = explicit(m, "database_url")? {
+            s.database.url = v;
+        }
+        if let Some(v) = explicit(m, "db_max_connections")? {
+            s.database.max_connections = v;
+        }
+        if let Some(v) = explicit(m, "db_acquire_timeout_secs")? {
+            s.database.acquire_timeout_secs = v;
+        }
+        if let Some(v) = explicit(m, "db_read_max_connections")? {
+            s.database.read_max_connections = v;
+        }
+        s.retention.layer(m)?;
         s.database.check()?;
+        s.retention.check()?;
         Ok(s)
     }
 }
@@ -733,7 +827,7 @@ listen = "0.0.0.0:1"
 analytics_statement_timeout_secs = 16
 
 [database]
-url = "postgres://u:REDACTED@db/x"
+url = "postgres://u:***@db/x"
 max_connections = 11
 acquire_timeout_secs = 4
 read_max_connections = 5
@@ -832,7 +926,7 @@ max_retry_after_ms = 13
         assert_eq!(
             settings_of(&argv),
             format!(
-                "log_format = \"text\"\nnamespace = \"n\"\nlease_name = \"l\"\nlease_namespace = \"ln\"\nmetrics_listen = \"127.0.0.1:1\"\nflush_secs = 3\n\n{table}"
+                "log_format = \"text\"\n\n[controller]\nnamespace = \"n\"\nlease_name = \"l\"\nlease_namespace = \"ln\"\nmetrics_listen = \"127.0.0.1:1\"\nflush_secs = 3\n\n{table}"
             )
         );
     }
@@ -861,22 +955,50 @@ max_retry_after_ms = 13
         for (url, shown) in [
             (
                 "postgres://remaudit:hunter2@db:5432/remaudit",
-                "postgres://remaudit:REDACTED@db:5432/remaudit",
+                "postgres://remaudit:***@db:5432/remaudit",
             ),
             (
                 "postgres://u:p%40ss@db/x?sslmode=require&password=hunter2",
-                "postgres://u:REDACTED@db/x?sslmode=require&password=REDACTED",
+                "postgres://u:***@db/x?sslmode=require&password=***",
             ),
             (
                 "postgres://remaudit@db/remaudit",
                 "postgres://remaudit@db/remaudit",
             ),
             ("sqlite://remaudit.db", "sqlite://remaudit.db"),
-            ("postgres://a:b@c@db/x", "postgres://a:REDACTED@db/x"),
-            ("postgres://a:b/c@db/x", "postgres://a:REDACTED@db/x"),
+            ("postgres://a:b@c@db/x", "postgres://a:***@db/x"),
+            ("postgres://a:b/c@db/x", "postgres://a:***@db/x"),
+            ("postgres://u:se?cret@h/db", "postgres://u:***@h/db"),
+            (
+                "host=h password=s3cr3t dbname=x",
+                "host=h password=*** dbname=x",
+            ),
         ] {
             assert_eq!(redact_url(url), shown);
         }
+    }
+
+    #[test]
+    fn file_errors_never_quote_the_source() {
+        let text = "[database]\nurl = \"postgres://u:s3cr3t@h/db\"\nbogus = 1\n";
+        let e = toml::from_str::<SettingsFile>(text).expect_err("unknown key");
+        let shown = describe(&e, text);
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(
+            shown.starts_with("line 3, column 1: unknown field `bogus`"),
+            "{shown}"
+        );
+        let text = "database_url = \"postgres://u:s3cr3t@h/db\"";
+        let e = toml::from_str::<SettingsFile>(text).expect_err("unknown key");
+        let shown = describe(&e, text);
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.starts_with("line 1, column 1: "), "{shown}");
+    }
+
+    #[test]
+    fn publisher_numbers_from_the_environment_may_have_blanks() {
+        assert_eq!(trimmed::<usize>(" 100 "), Ok(100));
+        assert!(trimmed::<usize>("x").is_err());
     }
 
     #[test]

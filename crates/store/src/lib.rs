@@ -16,5 +16,5 @@ pub use sqlite::SqliteStore;
 pub use store::{
     AnalyticsStore, AuditStore, Backfill, Cursor, DEFAULT_MAX_EVENTS_PER_REMEDIATION, HealthStore,
     InsertOutcome, InsertRules, ListQuery, Page, PoolSettings, PoolStats, Refusal, Store,
-    TIMELINE_PAGE_BYTES, Timeline, TimelineCursor, TimelineQuery, connect, connect_with,
+    TIMELINE_PAGE_BYTES, Timeline, TimelineCursor, TimelineQuery, connect, connect_with, redact,
 };

@@ -472,7 +472,10 @@ pub async fn connect_with(
 /// parameter whose name ends in `password`, in any case (`?password=`,
 /// `&sslpassword=`).
 #[must_use]
-pub(crate) fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
+    if !url.contains("://") {
+        return redact_key_values(url);
+    }
     let body = url.find("://").map_or(0, |s| s + 3);
     let mut out = String::with_capacity(url.len());
     let mut rest = url;
@@ -778,6 +781,32 @@ pub(crate) fn pool_stats<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> PoolStats
     }
 }
 
+/// A key/value connection string (`host=h password=x`) with every
+/// `*password` value, quoted or not, replaced by `***`.
+fn redact_key_values(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(eq) = rest.find('=') {
+        let key = &rest[..eq];
+        let name = key.rsplit(char::is_whitespace).next().unwrap_or(key);
+        out.push_str(key);
+        out.push('=');
+        let value = &rest[eq + 1..];
+        let end = match value.strip_prefix('\'') {
+            Some(quoted) => quoted.find('\'').map_or(value.len(), |i| i + 2),
+            None => value.find(char::is_whitespace).unwrap_or(value.len()),
+        };
+        if name.to_ascii_lowercase().ends_with("password") {
+            out.push_str("***");
+        } else {
+            out.push_str(&value[..end]);
+        }
+        rest = &value[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -791,6 +820,24 @@ mod tests {
         assert_eq!(Cursor::decode(&cursor.encode()), Some(cursor));
         assert_eq!(Cursor::decode("not a cursor!"), None);
         assert_eq!(Cursor::decode(&URL_SAFE_NO_PAD.encode("1:x")), None);
+    }
+
+    #[test]
+    fn redact_hides_passwords_in_key_value_strings() {
+        for (dsn, want) in [
+            (
+                "host=h password=s3cr3t dbname=x",
+                "host=h password=*** dbname=x",
+            ),
+            (
+                "host=h password='s3 cr3t' dbname=x",
+                "host=h password=*** dbname=x",
+            ),
+            ("host=h sslpassword=s3cr3t", "host=h sslpassword=***"),
+            ("host=h dbname=x", "host=h dbname=x"),
+        ] {
+            assert_eq!(redact(dsn), want, "{dsn}");
+        }
     }
 
     #[test]
