@@ -9,6 +9,7 @@ use std::time::Duration;
 use remaudit_client::{Publisher, PublisherConfig};
 use remaudit_controller::RemediationPhase;
 use remaudit_controller::simulation::{self, SimulationConfig};
+use remaudit_testkit::design_sql;
 
 use crate::helpers::{Service, remaudit};
 
@@ -59,16 +60,7 @@ async fn two_hundred_simulated_remediations_agree_with_the_design_queries() {
 
     let pool = service.db.pool().await;
     // Success rate, as the design writes it.
-    let rows = run_sql(&pool, "SELECT
-    overall_phase,
-    COUNT(*) as total,
-    COUNT(CASE WHEN overall_phase = 'completed' THEN 1 END) as successful,
-    COUNT(CASE WHEN overall_phase = 'failed' THEN 1 END) as failed,
-    ROUND(100.0 * COUNT(CASE WHEN overall_phase = 'completed' THEN 1 END) / COUNT(*), 2) as success_rate_pct
-FROM remediation_audit
-WHERE created_at > NOW() - INTERVAL '7 days'
-GROUP BY overall_phase;".to_owned())
-    .await;
+    let rows = run_sql(&pool, design_sql::SUCCESS_RATE.to_owned()).await;
     let got: BTreeMap<String, usize> = rows
         .iter()
         .map(|r| {
@@ -92,20 +84,7 @@ GROUP BY overall_phase;".to_owned())
     ] {
         let rows = run_sql(
             &pool,
-            format!(
-                "SELECT
-    remediation_name,
-    overall_phase,
-    start_time,
-    completion_time,
-    EXTRACT(EPOCH FROM (completion_time - start_time)) as duration_seconds,
-    failure_phase,
-    failure_reason
-FROM remediation_audit
-WHERE alert_fingerprint = '{fingerprint}'
-ORDER BY start_time DESC
-LIMIT 10;"
-            ),
+            design_sql::with_fingerprint(design_sql::POSTMORTEM, fingerprint),
         )
         .await;
         let mut expected: Vec<_> = done
