@@ -170,10 +170,10 @@ fn is_dns_label(value: &str) -> bool {
 }
 
 /// `value` in one canonical form per content: every object's keys in sorted
-/// order, whatever order they came in (and whether or not serde_json keeps
+/// order, whatever order they came in (and whether or not `serde_json` keeps
 /// insertion order), and every integral number written as an integer (`1.0`,
 /// `1e0` and `1` are one number; a fraction, or an integral value past 2^53
-/// where `f64` is no longer exact, is kept as serde_json writes it).
+/// where `f64` is no longer exact, is kept as `serde_json` writes it).
 fn canonical(value: serde_json::Value) -> serde_json::Value {
     match value {
         serde_json::Value::Object(map) => {
@@ -499,7 +499,7 @@ impl RemediationOrchestrationAudit {
                 c.push(
                     "duplicate_count",
                     "minimum",
-                    format!("must be 0 or more, got {}", given_duplicates),
+                    format!("must be 0 or more, got {given_duplicates}"),
                 );
                 0
             }

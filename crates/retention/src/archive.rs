@@ -753,7 +753,7 @@ mod tests {
             (2, one.to_owned()),
         ];
         let more: [(i64, String); 20] = [
-            (1, "".to_owned()),
+            (1, String::new()),
             (1, "/".to_owned()),
             (1, ".".to_owned()),
             (1, "..".to_owned()),

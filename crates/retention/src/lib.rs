@@ -45,7 +45,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             policy: RetentionPolicy::default(),
-            interval: Duration::from_secs(3600),
+            interval: Duration::from_hours(1),
             batch_rows: 5000,
             exact: false,
             weeks_ahead: 4,

@@ -1003,7 +1003,7 @@ async fn run() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     // The exact variants may read every row of 90 days: give them time.
     let settings = ServerSettings {
-        request_timeout: Duration::from_secs(600),
+        request_timeout: Duration::from_mins(10),
         ..ServerSettings::default()
     };
     let server = tokio::spawn(remaudit_server::serve(

@@ -241,7 +241,7 @@ async fn bench() -> anyhow::Result<()> {
                 .bind(b.iter().map(|r| r.start_time).collect::<Vec<_>>())
                 .bind(b.iter().map(|r| r.overall_phase.clone()).collect::<Vec<_>>())
                 .bind(b.iter().map(|r| r.event_time).collect::<Vec<_>>())
-                .bind(b.iter().map(|r| r.raw.to_string()).collect::<Vec<_>>())
+                .bind(b.iter().map(|r| r.raw.clone()).collect::<Vec<_>>())
                 .execute(&pool)
                 .await
                 .expect("raw insert");

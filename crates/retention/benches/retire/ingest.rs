@@ -42,7 +42,7 @@ pub(crate) async fn step(
                 StoreOptions {
                     application: Some(INGEST_APP),
                     max_connections: Some(u32::try_from(options.ingest_tasks + 2)?),
-                    acquire_timeout: Some(Duration::from_secs(120)),
+                    acquire_timeout: Some(Duration::from_mins(2)),
                 },
             )
             .await?,
@@ -342,7 +342,7 @@ impl IngestEnv {
         let run = retirer.measured(&Settings::default(), clock).await?;
         let to = started.elapsed().as_secs_f64();
         if started.elapsed() < self.window {
-            tokio::time::sleep(self.window - started.elapsed()).await;
+            tokio::time::sleep(self.window.checked_sub(started.elapsed()).unwrap()).await;
         }
         stop.store(true, Ordering::Relaxed);
         let during = task.await?;

@@ -269,7 +269,7 @@ pub(crate) async fn retention_store(url: &str) -> anyhow::Result<PgStore> {
         StoreOptions {
             application: Some(RETENTION_APP),
             max_connections: Some(4),
-            acquire_timeout: Some(Duration::from_secs(60)),
+            acquire_timeout: Some(Duration::from_mins(1)),
         },
     )
     .await

@@ -10,6 +10,7 @@ use remaudit_testkit::history::load;
 use remaudit_testkit::{PgDb, SqliteDb};
 
 /// The run's clock: a Tuesday.
+#[must_use]
 pub fn now() -> DateTime<Utc> {
     remaudit_testkit::history::clock()
 }

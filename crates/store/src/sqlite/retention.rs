@@ -204,7 +204,7 @@ impl ArchiveBatch for SqliteBatch<'_> {
         &self.begun.installation
     }
 
-    fn source(&self) -> &str {
+    fn source(&self) -> &'static str {
         "rows"
     }
 
