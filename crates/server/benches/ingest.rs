@@ -90,9 +90,8 @@ struct Run {
 }
 
 impl Run {
-    #[allow(clippy::cast_precision_loss)]
     fn rate(&self, records: usize) -> f64 {
-        records as f64 / self.seconds
+        remaudit_model::approx_f64(records) / self.seconds
     }
 }
 

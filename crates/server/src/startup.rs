@@ -149,6 +149,9 @@ pub fn router(state: AppState) -> Router {
 ///
 /// # Errors
 /// None today; the signature keeps room for listener failures.
+///
+/// # Panics
+/// Never: the connection semaphore is never closed.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,

@@ -149,8 +149,7 @@ impl Ingest {
 
     fn line(&self, what: &str, within: Option<(f64, f64)>) -> String {
         let l = self.latencies_ms(within);
-        #[allow(clippy::cast_precision_loss)]
-        let rate = self.records as f64 / self.wall;
+        let rate = remaudit_model::approx_f64(self.records) / self.wall;
         format!(
             "{what:<40} calls {:>6}  p50 {:>8.1} ms  p99 {:>8.1} ms  max {:>8.1} ms  ({rate:>6.0} records/s over {:.1} s, {} errors)",
             l.len(),

@@ -16,6 +16,9 @@ pub fn now() -> DateTime<Utc> {
 }
 
 /// Every live summary row, through the store's reads.
+///
+/// # Panics
+/// If a read fails (a test failure).
 pub async fn live_rows(store: &dyn Store) -> Vec<remaudit_model::StoredAudit> {
     let mut rows = Vec::new();
     let mut query = ListQuery {
@@ -42,6 +45,9 @@ pub enum Counter {
 
 impl Counter {
     /// The single count `sql` selects.
+    ///
+    /// # Panics
+    /// If the query fails (a test failure).
     pub async fn count(&self, sql: &str) -> i64 {
         let sql = sqlx::AssertSqlSafe(sql.to_owned());
         match self {

@@ -164,9 +164,8 @@ async fn design_use_case_queries_run_unchanged_and_agree_with_the_data() {
     for (row, sim) in rows.iter().zip(&expected) {
         assert_eq!(row[0].as_deref(), Some(sim.name.as_str()));
         assert_eq!(row[1].as_deref(), Some(sim.phase));
-        #[allow(clippy::cast_precision_loss)]
         match sim.duration {
-            Some(d) => assert!(close(num(&row[4]), d as f64)),
+            Some(d) => assert!(close(num(&row[4]), remaudit_model::approx_f64(d))),
             None => assert_eq!(row[4], None),
         }
         assert_eq!(row[5].as_deref(), sim.failure.as_ref().map(|f| f.0));
@@ -208,8 +207,10 @@ async fn design_use_case_queries_run_unchanged_and_agree_with_the_data() {
     let mut durations: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for sim in &sims {
         if let Some(d) = sim.duration {
-            #[allow(clippy::cast_precision_loss)]
-            durations.entry(sim.phase).or_default().push(d as f64);
+            durations
+                .entry(sim.phase)
+                .or_default()
+                .push(remaudit_model::approx_f64(d));
         }
     }
     assert_eq!(rows.len(), durations.len());
@@ -217,8 +218,7 @@ async fn design_use_case_queries_run_unchanged_and_agree_with_the_data() {
         let phase = row[0].as_deref().expect("phase");
         let mut values = durations[phase].clone();
         values.sort_by(f64::total_cmp);
-        #[allow(clippy::cast_precision_loss)]
-        let avg = values.iter().sum::<f64>() / values.len() as f64;
+        let avg = values.iter().sum::<f64>() / remaudit_model::approx_f64(values.len());
         assert_eq!(row[1], Some(values.len().to_string()));
         assert!(close(num(&row[2]), avg), "{phase} avg");
         assert!(

@@ -60,9 +60,8 @@ pub fn thousands(n: i64) -> String {
 
 /// Bytes as MiB.
 #[must_use]
-#[allow(clippy::cast_precision_loss)]
 pub fn mib(bytes: i64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
+    remaudit_model::approx_f64(bytes) / (1024.0 * 1024.0)
 }
 
 /// What a benchmark's title line ends with: a notice in a smoke run, whose
