@@ -351,6 +351,10 @@ impl IngestEnv {
     }
 
     /// Prints (and returns) the lines of a window with the job beside the one without.
+    #[allow(
+        clippy::unused_self,
+        reason = "reads as a step of the run it reports on"
+    )]
     fn compare(
         &self,
         alone: &Ingest,

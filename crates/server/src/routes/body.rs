@@ -123,7 +123,6 @@ fn too_deep(text: &str) -> Option<String> {
     for token in tokens(text) {
         match token {
             Token::Str { start, end } if depth == 1 => key = Some((start, end)),
-            Token::Str { .. } => {}
             Token::Byte(_, b @ (b'{' | b'[')) => {
                 if depth == 0 {
                     object = b == b'{';
@@ -140,7 +139,7 @@ fn too_deep(text: &str) -> Option<String> {
                 }
             }
             Token::Byte(_, b'}' | b']') => depth = depth.saturating_sub(1),
-            Token::Byte(..) => {}
+            Token::Str { .. } | Token::Byte(..) => {}
         }
     }
     None
