@@ -121,7 +121,8 @@ impl Histogram {
     #[allow(
         clippy::cast_precision_loss,
         clippy::cast_possible_truncation,
-        clippy::cast_sign_loss
+        clippy::cast_sign_loss,
+        reason = "float to index or count: the value is clamped to a valid range first, and counts stay far below 2^53"
     )]
     pub fn quantile(&self, q: f64) -> Option<f64> {
         if self.count == 0 {
@@ -144,7 +145,8 @@ impl Histogram {
 #[allow(
     clippy::cast_precision_loss,
     clippy::cast_possible_truncation,
-    clippy::cast_sign_loss
+    clippy::cast_sign_loss,
+    reason = "float to index or count: the value is clamped to a valid range first, and counts stay far below 2^53"
 )]
 pub fn percentile_cont(sorted: &[f64], q: f64) -> Option<f64> {
     let last = sorted.len().checked_sub(1)?;

@@ -448,7 +448,8 @@ impl Ranks {
     #[allow(
         clippy::cast_precision_loss,
         clippy::cast_possible_truncation,
-        clippy::cast_sign_loss
+        clippy::cast_sign_loss,
+        reason = "float to index or count: the value is clamped to a valid range first, and counts stay far below 2^53"
     )]
     fn new(count: u64) -> Self {
         let last = count.saturating_sub(1);
