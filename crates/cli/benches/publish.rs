@@ -194,8 +194,7 @@ async fn bench() -> anyhow::Result<()> {
             bench::percentile_ns(timings, 0.999)
         );
     }
-    #[allow(clippy::cast_precision_loss)]
-    let rate = |secs: f64| total as f64 / secs;
+    let rate = |secs: f64| remaudit_model::approx_f64(total) / secs;
     println!(
         "storage service, batches of 500 by 4 senders: {:>8.0} records/s",
         rate(direct_secs)

@@ -180,10 +180,9 @@ impl OutcomeCounts {
 
     /// Fills in the success rate from the counts.
     #[must_use]
-    #[allow(clippy::cast_precision_loss)]
     pub fn with_rate(mut self) -> Self {
-        self.success_rate =
-            (self.finished > 0).then(|| self.completed as f64 / self.finished as f64);
+        self.success_rate = (self.finished > 0)
+            .then(|| crate::approx_f64(self.completed) / crate::approx_f64(self.finished));
         self
     }
 }

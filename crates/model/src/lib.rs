@@ -2,6 +2,7 @@
 //! validation, phase ranking and event identity. No IO lives here.
 
 pub mod analytics;
+mod approx;
 mod audit;
 pub mod histogram;
 pub mod json_text;
@@ -10,6 +11,7 @@ mod phase;
 pub mod row;
 mod validate;
 
+pub use approx::{ApproxF64, approx_f64};
 pub use audit::{
     CrdStatusSnapshot, EventRecord, NewAudit, RemediationOrchestrationAudit, ServiceCrdStatuses,
     StoredAudit, derive_event_id,

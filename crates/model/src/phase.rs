@@ -142,10 +142,12 @@ pub fn supersedes_sql(current: &str, candidate: &str) -> String {
 /// are written into the text as they are.
 #[must_use]
 pub fn rank_sql(column: &str) -> String {
-    let arms: String = PHASE_RANKS
-        .iter()
-        .map(|(name, rank)| format!(" WHEN '{name}' THEN {}", rank.0))
-        .collect();
+    use std::fmt::Write as _;
+    let mut arms = String::new();
+    for (name, rank) in PHASE_RANKS {
+        // Writing into a `String` cannot fail.
+        let _ = write!(arms, " WHEN '{name}' THEN {}", rank.0);
+    }
     format!("CASE {column}{arms} ELSE {} END", UNKNOWN_PHASE_RANK.0)
 }
 

@@ -170,10 +170,10 @@ fn is_dns_label(value: &str) -> bool {
 }
 
 /// `value` in one canonical form per content: every object's keys in sorted
-/// order, whatever order they came in (and whether or not serde_json keeps
+/// order, whatever order they came in (and whether or not `serde_json` keeps
 /// insertion order), and every integral number written as an integer (`1.0`,
 /// `1e0` and `1` are one number; a fraction, or an integral value past 2^53
-/// where `f64` is no longer exact, is kept as serde_json writes it).
+/// where `f64` is no longer exact, is kept as `serde_json` writes it).
 fn canonical(value: serde_json::Value) -> serde_json::Value {
     match value {
         serde_json::Value::Object(map) => {
@@ -192,7 +192,10 @@ fn canonical(value: serde_json::Value) -> serde_json::Value {
         serde_json::Value::Number(n) if n.is_f64() => {
             const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
             match n.as_f64() {
-                #[allow(clippy::cast_possible_truncation)]
+                #[allow(
+                    clippy::cast_possible_truncation,
+                    reason = "a whole number within 2^53 fits an i64 exactly"
+                )]
                 Some(f) if f.fract() == 0.0 && f.abs() <= EXACT => {
                     serde_json::Value::Number((f as i64).into())
                 }
@@ -499,7 +502,7 @@ impl RemediationOrchestrationAudit {
                 c.push(
                     "duplicate_count",
                     "minimum",
-                    format!("must be 0 or more, got {}", given_duplicates),
+                    format!("must be 0 or more, got {given_duplicates}"),
                 );
                 0
             }
@@ -649,7 +652,7 @@ mod tests {
         })
     }
 
-    fn check(patch: serde_json::Value) -> Result<NewAudit, ValidationErrors> {
+    fn check(patch: &serde_json::Value) -> Result<NewAudit, ValidationErrors> {
         let mut raw = valid();
         for (k, v) in patch.as_object().expect("object patch") {
             raw[k] = v.clone();
@@ -659,7 +662,7 @@ mod tests {
         record.validate(now(), &Limits::default())
     }
 
-    fn rules(patch: serde_json::Value) -> Vec<(String, String)> {
+    fn rules(patch: &serde_json::Value) -> Vec<(String, String)> {
         check(patch)
             .expect_err("should be invalid")
             .0
@@ -674,7 +677,7 @@ mod tests {
 
     #[test]
     fn go_client_record_is_accepted_with_defaults() {
-        let audit = check(json!({})).expect("valid");
+        let audit = check(&json!({})).expect("valid");
         assert_eq!(audit.namespace, "default");
         assert_eq!(audit.event_time, now());
         assert_eq!(
@@ -699,53 +702,53 @@ mod tests {
     #[test]
     fn required_fields_must_not_be_empty() {
         assert_eq!(
-            rules(json!({"alert_fingerprint": ""})),
+            rules(&json!({"alert_fingerprint": ""})),
             one("alert_fingerprint", "required")
         );
         assert_eq!(
-            rules(json!({"remediation_name": ""})),
+            rules(&json!({"remediation_name": ""})),
             one("remediation_name", "required")
         );
         assert_eq!(
-            rules(json!({"overall_phase": ""})),
+            rules(&json!({"overall_phase": ""})),
             one("overall_phase", "required")
         );
     }
 
     #[test]
     fn column_lengths_are_enforced() {
-        assert!(check(json!({"alert_fingerprint": "f".repeat(64)})).is_ok());
+        assert!(check(&json!({"alert_fingerprint": "f".repeat(64)})).is_ok());
         assert_eq!(
-            rules(json!({"alert_fingerprint": "f".repeat(65)})),
+            rules(&json!({"alert_fingerprint": "f".repeat(65)})),
             one("alert_fingerprint", "max_length")
         );
         assert_eq!(
-            rules(json!({"remediation_name": "n".repeat(256)})),
+            rules(&json!({"remediation_name": "n".repeat(256)})),
             one("remediation_name", "max_length")
         );
         assert_eq!(
-            rules(json!({"ai_analysis_name": "n".repeat(256)})),
+            rules(&json!({"ai_analysis_name": "n".repeat(256)})),
             one("ai_analysis_name", "max_length")
         );
         assert_eq!(
-            rules(json!({"failure_phase": "p".repeat(51)})),
+            rules(&json!({"failure_phase": "p".repeat(51)})),
             one("failure_phase", "max_length")
         );
     }
 
     #[test]
     fn length_counts_characters_not_bytes() {
-        assert!(check(json!({"alert_fingerprint": "é".repeat(64)})).is_ok());
+        assert!(check(&json!({"alert_fingerprint": "é".repeat(64)})).is_ok());
     }
 
     #[test]
     fn phases_are_lower_case() {
         assert_eq!(
-            rules(json!({"overall_phase": "Completed"})),
+            rules(&json!({"overall_phase": "Completed"})),
             one("overall_phase", "lower_case")
         );
         assert!(
-            check(json!({"overall_phase": "verifying"})).is_ok(),
+            check(&json!({"overall_phase": "verifying"})).is_ok(),
             "unknown phases are kept"
         );
     }
@@ -753,11 +756,11 @@ mod tests {
     #[test]
     fn control_characters_are_rejected_in_names() {
         assert_eq!(
-            rules(json!({"remediation_name": "rr\n1"})),
+            rules(&json!({"remediation_name": "rr\n1"})),
             one("remediation_name", "no_control_characters")
         );
         assert_eq!(
-            rules(json!({"alert_fingerprint": "a\u{1}b"})),
+            rules(&json!({"alert_fingerprint": "a\u{1}b"})),
             one("alert_fingerprint", "no_control_characters")
         );
     }
@@ -765,33 +768,33 @@ mod tests {
     #[test]
     fn nul_is_rejected_anywhere() {
         assert_eq!(
-            rules(json!({"failure_reason": "a\u{0}b"})),
+            rules(&json!({"failure_reason": "a\u{0}b"})),
             one("failure_reason", "no_nul")
         );
         assert_eq!(
-            rules(json!({"service_crd_statuses": {"aiAnalysis": {"error": "x\u{0}"}}})),
+            rules(&json!({"service_crd_statuses": {"aiAnalysis": {"error": "x\u{0}"}}})),
             one("service_crd_statuses", "no_nul")
         );
-        assert!(check(json!({"failure_reason": "line one\nline two\ttab"})).is_ok());
+        assert!(check(&json!({"failure_reason": "line one\nline two\ttab"})).is_ok());
     }
 
     #[test]
     fn timestamps_are_range_checked() {
         assert_eq!(
-            rules(json!({"start_time": "1999-12-31T23:59:59Z"})),
+            rules(&json!({"start_time": "1999-12-31T23:59:59Z"})),
             one("start_time", "time_range")
         );
         assert_eq!(
-            rules(json!({"start_time": "0001-01-01T00:00:00Z"})),
+            rules(&json!({"start_time": "0001-01-01T00:00:00Z"})),
             one("start_time", "time_range")
         );
         assert_eq!(
-            rules(json!({"event_time": "2026-11-26T13:00:01Z"})),
+            rules(&json!({"event_time": "2026-11-26T13:00:01Z"})),
             one("event_time", "time_range")
         );
-        assert!(check(json!({"event_time": "2026-11-26T13:00:00Z"})).is_ok());
+        assert!(check(&json!({"event_time": "2026-11-26T13:00:00Z"})).is_ok());
         assert!(
-            check(json!({"start_time": "2001-01-01T00:00:00Z"})).is_ok(),
+            check(&json!({"start_time": "2001-01-01T00:00:00Z"})).is_ok(),
             "backfills are accepted"
         );
     }
@@ -799,7 +802,7 @@ mod tests {
     #[test]
     fn completion_must_not_precede_start() {
         assert_eq!(
-            rules(json!({"completion_time": "2026-11-26T10:59:59Z"})),
+            rules(&json!({"completion_time": "2026-11-26T10:59:59Z"})),
             one("completion_time", "not_before_start")
         );
     }
@@ -807,11 +810,11 @@ mod tests {
     #[test]
     fn duplicate_count_is_not_negative() {
         assert_eq!(
-            rules(json!({"duplicate_count": -1})),
+            rules(&json!({"duplicate_count": -1})),
             one("duplicate_count", "minimum")
         );
         assert_eq!(
-            rules(json!({"duplicate_count": 1_i64 << 40})),
+            rules(&json!({"duplicate_count": 1_i64 << 40})),
             one("duplicate_count", "maximum")
         );
     }
@@ -819,17 +822,17 @@ mod tests {
     #[test]
     fn sizes_are_bounded() {
         assert_eq!(
-            rules(json!({"failure_reason": "x".repeat(16 * 1024 + 1)})),
+            rules(&json!({"failure_reason": "x".repeat(16 * 1024 + 1)})),
             one("failure_reason", "max_size")
         );
         assert_eq!(
             rules(
-                json!({"service_crd_statuses": {"aiAnalysis": {"error": "x".repeat(64 * 1024)}}})
+                &json!({"service_crd_statuses": {"aiAnalysis": {"error": "x".repeat(64 * 1024)}}})
             ),
             one("service_crd_statuses", "max_size")
         );
         assert_eq!(
-            rules(json!({"service_crd_statuses": [1]})),
+            rules(&json!({"service_crd_statuses": [1]})),
             one("service_crd_statuses", "type")
         );
     }
@@ -837,11 +840,11 @@ mod tests {
     #[test]
     fn namespace_must_be_a_label() {
         assert_eq!(
-            rules(json!({"namespace": "Prod"})),
+            rules(&json!({"namespace": "Prod"})),
             one("namespace", "dns_label")
         );
         assert_eq!(
-            check(json!({"namespace": "prod-1"}))
+            check(&json!({"namespace": "prod-1"}))
                 .expect("valid")
                 .namespace,
             "prod-1"
@@ -850,10 +853,10 @@ mod tests {
 
     #[test]
     fn processing_alias_is_merged_and_conflicts_are_reported() {
-        let audit = check(json!({"alert_processing_name": "rp-1"})).expect("valid");
+        let audit = check(&json!({"alert_processing_name": "rp-1"})).expect("valid");
         assert_eq!(audit.remediation_processing_name.as_deref(), Some("rp-1"));
         assert_eq!(
-            rules(json!({"alert_processing_name": "rp-1", "remediation_processing_name": "rp-2"})),
+            rules(&json!({"alert_processing_name": "rp-1", "remediation_processing_name": "rp-2"})),
             one("alert_processing_name", "conflict")
         );
     }
@@ -861,19 +864,19 @@ mod tests {
     #[test]
     fn every_broken_rule_is_reported() {
         let errors =
-            rules(json!({"alert_fingerprint": "", "overall_phase": "X", "duplicate_count": -3}));
+            rules(&json!({"alert_fingerprint": "", "overall_phase": "X", "duplicate_count": -3}));
         assert_eq!(errors.len(), 3, "{errors:?}");
     }
 
     #[test]
     fn empty_optional_strings_are_absent() {
-        let audit = check(json!({"failure_phase": "", "failure_reason": ""})).expect("valid");
+        let audit = check(&json!({"failure_phase": "", "failure_reason": ""})).expect("valid");
         assert_eq!(audit.failure_phase, None);
         assert_eq!(audit.failure_reason, None);
     }
     #[test]
     fn unknown_fields_are_dropped_not_refused() {
-        let audit = check(json!({"junk": "x".repeat(3_900_000), "future_field": {"a": 1}}))
+        let audit = check(&json!({"junk": "x".repeat(3_900_000), "future_field": {"a": 1}}))
             .expect("a record with fields this version does not know is kept");
         let record = audit.record();
         let stored = record.as_object().expect("object");
@@ -907,7 +910,7 @@ mod tests {
         let escaped = "\u{1}".repeat(16 * 1024);
         let statuses = json!({"aiAnalysis": {"error": "e".repeat(40 * 1024)}});
         assert_eq!(
-            rules(json!({"failure_reason": escaped, "service_crd_statuses": statuses})),
+            rules(&json!({"failure_reason": escaped, "service_crd_statuses": statuses})),
             one("record", "max_size")
         );
     }
@@ -915,7 +918,7 @@ mod tests {
     #[test]
     fn content_hash_is_taken_before_defaults_and_ignores_key_order() {
         // No event_time: the server defaults it, at a different time on a replay.
-        let first = check(json!({})).expect("valid");
+        let first = check(&json!({})).expect("valid");
         let mut raw = valid();
         raw["overall_phase"] = json!("processing");
         let record: RemediationOrchestrationAudit =
@@ -928,15 +931,15 @@ mod tests {
         assert_eq!(first.content_hash, later.content_hash);
 
         // The same content, keys in another order and times spelt another way.
-        let a = check(json!({"service_crd_statuses": {"aiAnalysis": {"phase": "x", "success": true, "startTime": "2026-11-26T11:00:00Z"}}}))
+        let a = check(&json!({"service_crd_statuses": {"aiAnalysis": {"phase": "x", "success": true, "startTime": "2026-11-26T11:00:00Z"}}}))
             .expect("valid");
-        let b = check(json!({"start_time": "2026-11-26T12:00:00+01:00", "service_crd_statuses": {"aiAnalysis": {"startTime": "2026-11-26T11:00:00Z", "success": true, "phase": "x"}}}))
+        let b = check(&json!({"start_time": "2026-11-26T12:00:00+01:00", "service_crd_statuses": {"aiAnalysis": {"startTime": "2026-11-26T11:00:00Z", "success": true, "phase": "x"}}}))
             .expect("valid");
         assert_eq!(a.content_hash, b.content_hash);
         assert_eq!(a.raw, b.raw);
 
         // Other content, same key.
-        let c = check(json!({"failure_reason": "other"})).expect("valid");
+        let c = check(&json!({"failure_reason": "other"})).expect("valid");
         assert_eq!(c.event_id, first.event_id);
         assert_ne!(c.content_hash, first.content_hash);
     }
@@ -945,23 +948,23 @@ mod tests {
     /// would turn every replay of a record stored before it into a conflict.
     #[test]
     fn content_hash_matches_a_known_answer() {
-        let audit = check(json!({})).expect("valid");
+        let audit = check(&json!({})).expect("valid");
         assert_eq!(
             audit.raw,
             r#"{"alert_fingerprint":"mem-pressure-prod-123","duplicate_count":0,"overall_phase":"processing","remediation_name":"rr-1","start_time":"2026-11-26T11:00:00Z"}"#
         );
-        let hex: String = audit
-            .content_hash
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex: String = audit.content_hash.iter().fold(String::new(), |mut s, b| {
+            use std::fmt::Write as _;
+            let _ = write!(s, "{b:02x}");
+            s
+        });
         assert_eq!(
             hex,
             "86d2cf098374a077b7aee01b36699c3565c6d9acac49881756a926d0e1084817"
         );
     }
 
-    fn hash_of(patch: serde_json::Value) -> [u8; 32] {
+    fn hash_of(patch: &serde_json::Value) -> [u8; 32] {
         check(patch).expect("valid").content_hash
     }
 
@@ -1013,10 +1016,7 @@ mod tests {
             ),
         ];
         for (a, b) in pairs {
-            let (x, y) = (
-                check(a.clone()).expect("valid"),
-                check(b.clone()).expect("valid"),
-            );
+            let (x, y) = (check(&a).expect("valid"), check(&b).expect("valid"));
             assert_eq!(x.content_hash, y.content_hash, "{a} vs {b}");
             assert_eq!(x.raw, y.raw, "{a} vs {b}");
             assert_eq!(x.event_id, y.event_id, "{a} vs {b}");
@@ -1030,7 +1030,7 @@ mod tests {
         let spaced = spaced.validate(now(), &Limits::default()).expect("valid");
         assert_eq!(
             spaced.content_hash,
-            hash_of(json!({"service_crd_statuses": statuses(json!(1))}))
+            hash_of(&json!({"service_crd_statuses": statuses(json!(1))}))
         );
     }
 
@@ -1058,7 +1058,7 @@ mod tests {
             (json!({"event_time": "2026-11-26T11:30:00Z"}), json!({})),
         ];
         for (a, b) in pairs {
-            assert_ne!(hash_of(a.clone()), hash_of(b.clone()), "{a} vs {b}");
+            assert_ne!(hash_of(&a), hash_of(&b), "{a} vs {b}");
         }
     }
 
@@ -1068,7 +1068,7 @@ mod tests {
     fn a_valid_record_keeps_bounded_text() {
         let zeros = vec![0; 1950];
         let audit =
-            check(json!({"service_crd_statuses": {"a": zeros}, "junk": "x".repeat(100_000)}))
+            check(&json!({"service_crd_statuses": {"a": zeros}, "junk": "x".repeat(100_000)}))
                 .expect("valid");
         let limits = Limits::default();
         assert!(audit.raw.len() <= limits.max_record_bytes);

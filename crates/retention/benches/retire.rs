@@ -89,6 +89,10 @@ const USAGE: &str = "options: --smoke --reuse --drop --load-only --remediations 
                      --lookups N --no-ingest --no-lookups";
 
 /// What to run, from the command line and the environment.
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent command-line switches"
+)]
 pub(crate) struct Options {
     pub(crate) reuse: bool,
     pub(crate) drop: bool,

@@ -166,7 +166,10 @@ impl Archive {
     }
 
     fn path(&self, relative: &str) -> Path {
-        Path::from_iter(self.prefix.parts().chain(Path::from(relative).parts()))
+        self.prefix
+            .parts()
+            .chain(Path::from(relative).parts())
+            .collect()
     }
 
     /// Removes the files an interrupted batch can have written, and nothing
@@ -210,11 +213,11 @@ impl Archive {
             match self.store.head(&path).await {
                 Ok(_) => removed += 1,
                 Err(object_store::Error::NotFound { .. }) => continue,
-                Err(e) => return Err(unreachable(format!("reading {path}: {e}"))),
+                Err(e) => return Err(unreachable(&format!("reading {path}: {e}"))),
             }
             match self.store.delete(&path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(unreachable(format!("deleting {path}: {e}"))),
+                Err(e) => return Err(unreachable(&format!("deleting {path}: {e}"))),
             }
         }
         if let Some(dir) = self.local_path(location) {
@@ -242,24 +245,24 @@ impl Archive {
         match self.store.get(&path).await {
             Ok(got) => {
                 Ok(Some(got.bytes().await.map_err(|e| {
-                    unreachable(format!("reading {path}: {e}"))
+                    unreachable(&format!("reading {path}: {e}"))
                 })?))
             }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(unreachable(format!("reading {path}: {e}"))),
+            Err(e) => Err(unreachable(&format!("reading {path}: {e}"))),
         }
     }
 }
 
 /// An object store failure outside a batch's writes.
-fn unreachable(what: String) -> RetentionError {
+fn unreachable(what: &str) -> RetentionError {
     RetentionError::Archive(format!(
         "{what}; check that the archive is reachable and its credentials allow this, then run again"
     ))
 }
 
 /// An object store failure while a batch is written: its rows stay live.
-fn sink_error(what: String) -> RetentionError {
+fn sink_error(what: &str) -> RetentionError {
     RetentionError::Archive(format!(
         "{what}; the batch stops and its rows stay live: check that the archive is reachable \
          and writable, then run again"
@@ -396,7 +399,7 @@ fn put_error(path: &Path, e: object_store::Error) -> RetentionError {
              and the next run writes under a new name. Names are unique to this database and \
              batch, so something else writes into this archive: find it"
         )),
-        e => sink_error(format!("writing {path}: {e}")),
+        e => sink_error(&format!("writing {path}: {e}")),
     }
 }
 
@@ -405,7 +408,7 @@ impl Archive {
     fn prepare(&self, location: &str) -> Result<(), RetentionError> {
         if let Some(dir) = self.local_path(location) {
             private_dirs(&dir)
-                .map_err(|e| sink_error(format!("creating {}: {e}", dir.display())))?;
+                .map_err(|e| sink_error(&format!("creating {}: {e}", dir.display())))?;
         }
         Ok(())
     }
@@ -474,7 +477,7 @@ impl Archive {
         for path in &collision.own {
             match self.store.delete(path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(unreachable(format!("deleting {path}: {e}"))),
+                Err(e) => return Err(unreachable(&format!("deleting {path}: {e}"))),
             }
         }
         Ok(())
@@ -484,7 +487,7 @@ impl Archive {
     fn seal(&self, relative: &str) -> Result<(), RetentionError> {
         if let Some(file) = self.local_path(relative) {
             private_file(&file)
-                .map_err(|e| sink_error(format!("restricting {}: {e}", file.display())))?;
+                .map_err(|e| sink_error(&format!("restricting {}: {e}", file.display())))?;
         }
         Ok(())
     }
@@ -493,6 +496,10 @@ impl Archive {
 impl Archive {
     /// A fresh location for batch `batch` of the database whose
     /// installation id is `installation`: a new tag each time.
+    #[allow(
+        clippy::unused_self,
+        reason = "a method of the archive so callers name the archive the location is in"
+    )]
     pub(crate) fn location(&self, installation: &str, batch: i64) -> String {
         let tag = uuid::Uuid::new_v4().simple().to_string();
         format!("{installation}/{}-{}", batch_dir(batch), &tag[..TAG_LEN])
@@ -535,9 +542,7 @@ impl Archive {
                 None => done = true,
             }
             let input = std::mem::replace(&mut pending, Vec::with_capacity(CHUNK + 64 * 1024));
-            let mut encoder = gz
-                .take()
-                .ok_or_else(|| sink_error("compressor lost".to_owned()))?;
+            let mut encoder = gz.take().ok_or_else(|| sink_error("compressor lost"))?;
             let (encoder, output) = tokio::task::spawn_blocking(move || {
                 encoder.write_all(&input)?;
                 if done {
@@ -547,8 +552,8 @@ impl Archive {
                 Ok((Some(encoder), out))
             })
             .await
-            .map_err(|e| sink_error(format!("compressing {path}: {e}")))?
-            .map_err(|e: std::io::Error| sink_error(format!("compressing {path}: {e}")))?;
+            .map_err(|e| sink_error(&format!("compressing {path}: {e}")))?
+            .map_err(|e: std::io::Error| sink_error(&format!("compressing {path}: {e}")))?;
             gz = encoder;
             if !output.is_empty() {
                 let chunk = Bytes::from(output);
@@ -557,13 +562,13 @@ impl Archive {
                 upload
                     .put(chunk)
                     .await
-                    .map_err(|e| sink_error(format!("writing {path}: {e}")))?;
+                    .map_err(|e| sink_error(&format!("writing {path}: {e}")))?;
             }
         }
         upload
             .shutdown()
             .await
-            .map_err(|e| sink_error(format!("finishing {path}: {e}")))?;
+            .map_err(|e| sink_error(&format!("finishing {path}: {e}")))?;
         self.seal(&relative)?;
         Ok(ArchivedFile {
             table: table.trim_end_matches("_archive").to_owned(),
@@ -753,7 +758,7 @@ mod tests {
             (2, one.to_owned()),
         ];
         let more: [(i64, String); 20] = [
-            (1, "".to_owned()),
+            (1, String::new()),
             (1, "/".to_owned()),
             (1, ".".to_owned()),
             (1, "..".to_owned()),

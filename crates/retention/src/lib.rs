@@ -45,7 +45,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             policy: RetentionPolicy::default(),
-            interval: Duration::from_secs(3600),
+            interval: Duration::from_hours(1),
             batch_rows: 5000,
             exact: false,
             weeks_ahead: 4,
@@ -117,9 +117,8 @@ pub async fn run_once(
     {
         metrics::histogram!("remaudit_retention_run_duration_seconds")
             .record(started.elapsed().as_secs_f64());
-        #[allow(clippy::cast_precision_loss)]
         metrics::gauge!("remaudit_retention_last_success_timestamp_seconds")
-            .set(Utc::now().timestamp_millis() as f64 / 1000.0);
+            .set(remaudit_model::approx_f64(Utc::now().timestamp_millis()) / 1000.0);
     }
     result
 }

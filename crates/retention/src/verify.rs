@@ -115,7 +115,7 @@ pub async fn verify(
                 match parsed.map(|v| v.get("id").and_then(serde_json::Value::as_i64)) {
                     Ok(Some(row)) => found.push(row),
                     Ok(None) => {
-                        problems.push(format!("batch {id}: a line of {} has no id", file.path))
+                        problems.push(format!("batch {id}: a line of {} has no id", file.path));
                     }
                     Err(e) => {
                         problems.push(format!("batch {id}: {} is unreadable: {e}", file.path));

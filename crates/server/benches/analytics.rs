@@ -80,6 +80,10 @@ const LOAD_TABLE: &str = "bench_analytics_load";
 const SCOPED_NAMESPACE: &str = "team-01";
 
 /// What to run, from the command line and the environment.
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent command-line switches"
+)]
 struct Options {
     check: bool,
     reuse: bool,
@@ -766,7 +770,8 @@ fn millis(seconds: f64) -> String {
 /// Checks that every loaded row is in exactly one weekly partition.
 async fn check_rows(pool: &PgPool, expected: i64) -> anyhow::Result<()> {
     let census = bench::census(pool, "remediation_audit").await?;
-    census.check("remediation_audit", true);
+    // Each failure is already reported as a surprise.
+    let _ = census.check("remediation_audit", true);
     expect_eq("remediation_audit: rows loaded", &census.total, &expected);
     println!(
         "  rows: {} in {} weekly partitions, {} in the default partition",
@@ -1003,7 +1008,7 @@ async fn run() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     // The exact variants may read every row of 90 days: give them time.
     let settings = ServerSettings {
-        request_timeout: Duration::from_secs(600),
+        request_timeout: Duration::from_mins(10),
         ..ServerSettings::default()
     };
     let server = tokio::spawn(remaudit_server::serve(

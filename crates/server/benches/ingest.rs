@@ -90,9 +90,8 @@ struct Run {
 }
 
 impl Run {
-    #[allow(clippy::cast_precision_loss)]
     fn rate(&self, records: usize) -> f64 {
-        records as f64 / self.seconds
+        remaudit_model::approx_f64(records) / self.seconds
     }
 }
 
@@ -241,7 +240,7 @@ async fn bench() -> anyhow::Result<()> {
                 .bind(b.iter().map(|r| r.start_time).collect::<Vec<_>>())
                 .bind(b.iter().map(|r| r.overall_phase.clone()).collect::<Vec<_>>())
                 .bind(b.iter().map(|r| r.event_time).collect::<Vec<_>>())
-                .bind(b.iter().map(|r| r.raw.to_string()).collect::<Vec<_>>())
+                .bind(b.iter().map(|r| r.raw.clone()).collect::<Vec<_>>())
                 .execute(&pool)
                 .await
                 .expect("raw insert");

@@ -69,12 +69,11 @@ async fn not_found(request: Request) -> ApiError {
 /// Answers 503 when a request runs past the configured timeout.
 async fn deadline(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let limit = state.settings.request_timeout;
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::warn!(?limit, "request timed out");
-            ApiError::Timeout(limit).into_response()
-        }
+    if let Ok(response) = tokio::time::timeout(limit, next.run(request)).await {
+        response
+    } else {
+        tracing::warn!(?limit, "request timed out");
+        ApiError::Timeout(limit).into_response()
     }
 }
 
@@ -150,6 +149,9 @@ pub fn router(state: AppState) -> Router {
 ///
 /// # Errors
 /// None today; the signature keeps room for listener failures.
+///
+/// # Panics
+/// Never: the connection semaphore is never closed.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,

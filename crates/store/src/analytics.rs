@@ -8,6 +8,7 @@ use remaudit_model::analytics::{
     Alignment, DurationsReport, FailureGroup, OutcomeCounts, PhaseDurations, QueryEcho,
     RemediationBrief, RetryGroup, SeriesPoint, Window,
 };
+use remaudit_model::approx_f64;
 use remaudit_model::histogram::{Histogram, RELATIVE_ERROR};
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
@@ -447,7 +448,8 @@ impl Ranks {
     #[allow(
         clippy::cast_precision_loss,
         clippy::cast_possible_truncation,
-        clippy::cast_sign_loss
+        clippy::cast_sign_loss,
+        reason = "float to index or count: the value is clamped to a valid range first, and counts stay far below 2^53"
     )]
     fn new(count: u64) -> Self {
         let last = count.saturating_sub(1);
@@ -473,11 +475,10 @@ impl Ranks {
     }
 
     /// As [`percentile_cont`](remaudit_model::histogram::percentile_cont) over the values in seconds.
-    #[allow(clippy::cast_precision_loss)]
     fn percentile(&self, i: usize) -> f64 {
-        let seconds = |v: i64| v as f64 / 1e6;
+        let seconds = |v: i64| approx_f64(v) / 1e6;
         let (_, low, high) = self.picks[i];
-        let position = PERCENTILES[i] * self.count.saturating_sub(1) as f64;
+        let position = PERCENTILES[i] * approx_f64(self.count.saturating_sub(1));
         let fraction = position - position.floor();
         match (low.map(seconds), high.map(seconds)) {
             (Some(low), Some(high)) if fraction > 0.0 => low + fraction * (high - low),
@@ -486,12 +487,11 @@ impl Ranks {
         }
     }
 
-    #[allow(clippy::cast_precision_loss)]
     fn figures(&self, name: String) -> PhaseDurations {
         PhaseDurations {
             final_phase: name,
             count: self.seen,
-            avg_seconds: self.sum as f64 / self.seen as f64 / 1e6,
+            avg_seconds: approx_f64(self.sum) / approx_f64(self.seen) / 1e6,
             p50_seconds: self.percentile(0),
             p95_seconds: self.percentile(1),
             p99_seconds: self.percentile(2),
@@ -518,8 +518,8 @@ impl ExactDurations {
     }
 
     /// Takes the next duration; they must come in ascending order.
-    pub(crate) fn add(&mut self, phase: String, micros: i64) {
-        if let Some(ranks) = self.phases.get_mut(&phase) {
+    pub(crate) fn add(&mut self, phase: &str, micros: i64) {
+        if let Some(ranks) = self.phases.get_mut(phase) {
             ranks.add(micros);
             self.all.add(micros);
         }
@@ -649,7 +649,6 @@ where
 }
 
 impl From<BriefRow> for RemediationBrief {
-    #[allow(clippy::cast_precision_loss)]
     fn from(r: BriefRow) -> Self {
         Self {
             id: r.id,
@@ -660,7 +659,7 @@ impl From<BriefRow> for RemediationBrief {
             overall_phase: r.overall_phase,
             start_time: r.start_time,
             completion_time: r.completion_time,
-            duration_seconds: r.duration_us.map(|us| us as f64 / 1e6),
+            duration_seconds: r.duration_us.map(|us| approx_f64(us) / 1e6),
             failure_phase: r.failure_phase,
             failure_reason: r.failure_reason,
             timeout_phase: r.timeout_phase,
@@ -752,15 +751,14 @@ mod tests {
     }
 
     /// The figures the streamed computation must reproduce exactly.
-    #[allow(clippy::cast_precision_loss)]
     fn sorted_figures(name: &str, mut values: Vec<i64>) -> PhaseDurations {
         values.sort_unstable();
-        let seconds: Vec<f64> = values.iter().map(|&v| v as f64 / 1e6).collect();
+        let seconds: Vec<f64> = values.iter().map(|&v| approx_f64(v) / 1e6).collect();
         let sum: i128 = values.iter().map(|&v| i128::from(v)).sum();
         PhaseDurations {
             final_phase: name.to_owned(),
             count: values.len() as u64,
-            avg_seconds: sum as f64 / values.len() as f64 / 1e6,
+            avg_seconds: approx_f64(sum) / approx_f64(values.len()) / 1e6,
             p50_seconds: percentile_cont(&seconds, 0.5).unwrap_or(0.0),
             p95_seconds: percentile_cont(&seconds, 0.95).unwrap_or(0.0),
             p99_seconds: percentile_cont(&seconds, 0.99).unwrap_or(0.0),
@@ -782,7 +780,7 @@ mod tests {
             rows.sort_by_key(|(_, v)| *v);
             let mut exact = ExactDurations::new(counts);
             for (p, v) in &rows {
-                exact.add(p.clone(), *v);
+                exact.add(p, *v);
             }
             let q = AnalyticsQuery::new(Window::new(t("2026-11-20T00:00:00Z"), t("2026-11-21T00:00:00Z"), true).unwrap());
             let got = exact.report(&q).phases;

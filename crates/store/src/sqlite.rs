@@ -336,7 +336,7 @@ impl AuditStore for SqliteStore {
             .bind(&r.overall_phase)
             .bind(&event_time)
             .bind(&now)
-            .bind(r.raw.to_string())
+            .bind(r.raw.clone())
             .bind(r.content_hash.as_slice())
             .execute(&mut *tx)
             .await?;

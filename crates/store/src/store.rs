@@ -578,6 +578,10 @@ pub(crate) fn first_occurrences(records: &[NewAudit]) -> Vec<usize> {
 
 /// What the database holds about one record's event.
 #[derive(Debug, Default)]
+#[allow(
+    clippy::option_option,
+    reason = "three states: no row, a row without a hash, a row with one"
+)]
 pub(crate) struct StoredEvent {
     /// The live event with the record's key: its hash, `None` when it predates hashes.
     pub live: Option<Option<Vec<u8>>>,

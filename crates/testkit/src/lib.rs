@@ -172,6 +172,9 @@ pub fn record(json: serde_json::Value) -> NewAudit {
 
 /// The instant `minutes` after a base fixed once per process (the start of
 /// the hour a day before the first call).
+///
+/// # Panics
+/// Only if the clock is outside the range `chrono` represents.
 #[must_use]
 pub fn at(minutes: i64) -> DateTime<Utc> {
     static BASE: OnceLock<DateTime<Utc>> = OnceLock::new();

@@ -1,4 +1,4 @@
-//! The moto server of `remaudit_testkit::s3` stands in for S3: object_store's
+//! The moto server of `remaudit_testkit::s3` stands in for S3: `object_store`'s
 //! S3 client, configured from `MotoServer::s3_env`, stores, lists and reads
 //! objects on it.
 

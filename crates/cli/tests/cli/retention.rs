@@ -401,7 +401,8 @@ async fn a_dry_run_counts_per_day_and_changes_nothing() {
         .skip(1)
         .map(|n| n.parse().expect("number"))
         .collect();
-    let days = stdout.lines().filter(|l| l.starts_with("2026-")).count() as i64;
+    let days =
+        i64::try_from(stdout.lines().filter(|l| l.starts_with("2026-")).count()).expect("fits");
     assert_eq!(numbers[0], days * 3, "{stdout}");
     assert_eq!(numbers[1], days * 3 * 3, "three events each: {stdout}");
     assert!((29..=31).contains(&days), "{stdout}");
@@ -415,7 +416,7 @@ async fn a_dry_run_counts_per_day_and_changes_nothing() {
         .await
         .expect("list");
     assert_eq!(
-        page.items.len() as i64,
+        i64::try_from(page.items.len()).expect("fits"),
         written.remediations,
         "nothing moved"
     );
@@ -458,6 +459,10 @@ fn bad_retention_input_fails_with_a_clear_message() {
 }
 
 #[tokio::test]
+#[allow(
+    clippy::float_cmp,
+    reason = "the counts compared are whole numbers far below 2^53, so exact"
+)]
 async fn serve_runs_retention_at_start_up_and_reports_it_in_metrics() {
     let db = SqliteDb::create();
     let store = db.store().await;
@@ -512,7 +517,10 @@ async fn serve_runs_retention_at_start_up_and_reports_it_in_metrics() {
         "30 days of three finished remediations: {archived}"
     );
     assert!(value("remaudit_retention_bytes_written_total") > 0.0);
-    assert!(value("remaudit_retention_last_success_timestamp_seconds") >= now.timestamp() as f64);
+    assert!(
+        value("remaudit_retention_last_success_timestamp_seconds")
+            >= remaudit_model::approx_f64(now.timestamp())
+    );
     let listed = http
         .get(format!(
             "http://127.0.0.1:{port}/api/v1/audit/remediation-orchestration?limit=1000"
@@ -523,10 +531,10 @@ async fn serve_runs_retention_at_start_up_and_reports_it_in_metrics() {
         .json::<serde_json::Value>()
         .await
         .expect("json");
-    let left = listed["items"].as_array().map_or(0, Vec::len) as f64;
+    let left = remaudit_model::approx_f64(listed["items"].as_array().map_or(0, Vec::len));
     assert_eq!(
         left + archived,
-        written.remediations as f64,
+        remaudit_model::approx_f64(written.remediations),
         "moved, not lost"
     );
     assert!(
@@ -550,7 +558,8 @@ struct Db {
     url: String,
     pool: Pool,
     /// Keeps a test database (or its directory) until the test ends.
-    _owned: Option<Box<dyn std::any::Any>>,
+    #[allow(dead_code, reason = "held only for its drop")]
+    owned: Option<Box<dyn std::any::Any>>,
 }
 
 impl Db {
@@ -559,7 +568,7 @@ impl Db {
         Self {
             url: url.to_owned(),
             pool: Pool::Sqlite(sqlx::SqlitePool::connect(url).await.expect("pool")),
-            _owned: None,
+            owned: None,
         }
     }
 
@@ -573,7 +582,7 @@ impl Db {
             let db = Self {
                 url,
                 pool,
-                _owned: Some(Box::new(db)),
+                owned: Some(Box::new(db)),
             };
             (db, written)
         } else {
@@ -582,7 +591,7 @@ impl Db {
             let written = load(store.as_ref(), clock()).await;
             store.close().await;
             let mut db = Self::sqlite(&owned.url()).await;
-            db._owned = Some(Box::new(owned));
+            db.owned = Some(Box::new(owned));
             (db, written)
         }
     }

@@ -42,7 +42,7 @@ pub(crate) async fn step(
                 StoreOptions {
                     application: Some(INGEST_APP),
                     max_connections: Some(u32::try_from(options.ingest_tasks + 2)?),
-                    acquire_timeout: Some(Duration::from_secs(120)),
+                    acquire_timeout: Some(Duration::from_mins(2)),
                 },
             )
             .await?,
@@ -149,8 +149,7 @@ impl Ingest {
 
     fn line(&self, what: &str, within: Option<(f64, f64)>) -> String {
         let l = self.latencies_ms(within);
-        #[allow(clippy::cast_precision_loss)]
-        let rate = self.records as f64 / self.wall;
+        let rate = remaudit_model::approx_f64(self.records) / self.wall;
         format!(
             "{what:<40} calls {:>6}  p50 {:>8.1} ms  p99 {:>8.1} ms  max {:>8.1} ms  ({rate:>6.0} records/s over {:.1} s, {} errors)",
             l.len(),
@@ -342,7 +341,7 @@ impl IngestEnv {
         let run = retirer.measured(&Settings::default(), clock).await?;
         let to = started.elapsed().as_secs_f64();
         if started.elapsed() < self.window {
-            tokio::time::sleep(self.window - started.elapsed()).await;
+            tokio::time::sleep(self.window.checked_sub(started.elapsed()).unwrap()).await;
         }
         stop.store(true, Ordering::Relaxed);
         let during = task.await?;
@@ -352,6 +351,10 @@ impl IngestEnv {
     }
 
     /// Prints (and returns) the lines of a window with the job beside the one without.
+    #[allow(
+        clippy::unused_self,
+        reason = "reads as a step of the run it reports on"
+    )]
     fn compare(
         &self,
         alone: &Ingest,

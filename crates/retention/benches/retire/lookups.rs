@@ -23,9 +23,9 @@ pub(crate) struct LookupLine {
 }
 
 impl LookupLine {
-    #[allow(clippy::cast_precision_loss)]
     fn rows_each(&self) -> f64 {
-        self.rows as f64 / self.latencies.len().max(1) as f64
+        remaudit_model::approx_f64(self.rows)
+            / remaudit_model::approx_f64(self.latencies.len().max(1))
     }
 }
 

@@ -4,6 +4,7 @@
 //! ([`Retirer`]).
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::path::Path;
 use std::str::FromStr as _;
 use std::sync::Arc;
@@ -109,9 +110,11 @@ pub(crate) async fn busy(pool: &PgPool) -> String {
     .unwrap_or(-1);
     let mut out = format!("load average {load}");
     if others > 0 || test_dbs > 0 {
-        out.push_str(&format!(
+        // Writing into a `String` cannot fail.
+        let _ = write!(
+            out,
             "; BUSY: {others} active sessions in other databases, {test_dbs} test databases"
-        ));
+        );
     }
     out
 }
@@ -269,7 +272,7 @@ pub(crate) async fn retention_store(url: &str) -> anyhow::Result<PgStore> {
         StoreOptions {
             application: Some(RETENTION_APP),
             max_connections: Some(4),
-            acquire_timeout: Some(Duration::from_secs(60)),
+            acquire_timeout: Some(Duration::from_mins(1)),
         },
     )
     .await

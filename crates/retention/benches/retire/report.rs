@@ -28,9 +28,8 @@ impl Line {
         self.cost.seconds / self.days
     }
 
-    #[allow(clippy::cast_precision_loss)]
     pub(crate) fn per_day_wal(&self) -> f64 {
-        self.cost.wal as f64 / self.days
+        remaudit_model::approx_f64(self.cost.wal) / self.days
     }
 }
 

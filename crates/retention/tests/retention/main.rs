@@ -10,11 +10,15 @@ use remaudit_testkit::history::load;
 use remaudit_testkit::{PgDb, SqliteDb};
 
 /// The run's clock: a Tuesday.
+#[must_use]
 pub fn now() -> DateTime<Utc> {
     remaudit_testkit::history::clock()
 }
 
 /// Every live summary row, through the store's reads.
+///
+/// # Panics
+/// If a read fails (a test failure).
 pub async fn live_rows(store: &dyn Store) -> Vec<remaudit_model::StoredAudit> {
     let mut rows = Vec::new();
     let mut query = ListQuery {
@@ -41,6 +45,9 @@ pub enum Counter {
 
 impl Counter {
     /// The single count `sql` selects.
+    ///
+    /// # Panics
+    /// If the query fails (a test failure).
     pub async fn count(&self, sql: &str) -> i64 {
         let sql = sqlx::AssertSqlSafe(sql.to_owned());
         match self {
@@ -93,7 +100,10 @@ async fn scenario(store: Arc<dyn Store>, counter: Counter, exact: bool, partitio
         );
     }
     let rows = live_rows(store.as_ref()).await;
-    assert_eq!(rows.len() as i64, written.remediations);
+    assert_eq!(
+        i64::try_from(rows.len()).expect("fits"),
+        written.remediations
+    );
     // Expiry is computed at write time: 90 days after completion, or after
     // the start when a terminal record has no completion; none while running.
     for row in &rows {
@@ -161,8 +171,14 @@ async fn scenario(store: Arc<dyn Store>, counter: Counter, exact: bool, partitio
     assert_eq!(live + archived, written.remediations);
     assert_eq!(live_events + archived_events, written.events);
     assert_eq!(counter.doubled().await, 0);
-    assert_eq!(archived as u64, report.remediations());
-    assert_eq!(archived_events as u64, report.events());
+    assert_eq!(
+        u64::try_from(archived).expect("a count"),
+        report.remediations()
+    );
+    assert_eq!(
+        u64::try_from(archived_events).expect("a count"),
+        report.events()
+    );
 
     // What is left live: rows not due, the held row, and (when whole weeks
     // are the unit) due rows of a week whose end is not yet 90 days old.

@@ -99,7 +99,7 @@ fn insert_rules(settings: &ServerSettings, now: DateTime<Utc>) -> InsertRules {
 }
 
 /// A timeline query from its parameters.
-fn timeline_query(params: TimelineParams) -> Result<TimelineQuery, ApiError> {
+fn timeline_query(params: &TimelineParams) -> Result<TimelineQuery, ApiError> {
     let mut errors = Vec::new();
     let limit = page_limit(params.limit.as_deref(), &mut errors);
     let after = params.cursor.as_deref().and_then(|token| {
@@ -422,7 +422,7 @@ pub(crate) async fn get(
     })?;
     let Query(params) = params
         .map_err(|e| ApiError::InvalidQuery(vec![FieldError::new("", "query", e.body_text())]))?;
-    let query = timeline_query(params)?;
+    let query = timeline_query(&params)?;
     let timeline = state
         .store
         .timeline_page(id, &query)

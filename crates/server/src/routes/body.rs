@@ -19,7 +19,7 @@ use crate::error::ApiError;
 
 /// Deepest nesting of arrays and objects a record may have, counting the
 /// record itself as 1. Real records nest 3 levels; the headroom below
-/// serde_json's own limit (128) keeps every stored record readable inside the
+/// `serde_json`'s own limit (128) keeps every stored record readable inside the
 /// envelopes that reads wrap around it (timeline, archive).
 pub(crate) const MAX_RECORD_DEPTH: usize = 32;
 
@@ -123,7 +123,6 @@ fn too_deep(text: &str) -> Option<String> {
     for token in tokens(text) {
         match token {
             Token::Str { start, end } if depth == 1 => key = Some((start, end)),
-            Token::Str { .. } => {}
             Token::Byte(_, b @ (b'{' | b'[')) => {
                 if depth == 0 {
                     object = b == b'{';
@@ -140,7 +139,7 @@ fn too_deep(text: &str) -> Option<String> {
                 }
             }
             Token::Byte(_, b'}' | b']') => depth = depth.saturating_sub(1),
-            Token::Byte(..) => {}
+            Token::Str { .. } | Token::Byte(..) => {}
         }
     }
     None
@@ -167,7 +166,7 @@ fn record_error(err: &serde_path_to_error::Error<serde_json::Error>) -> FieldErr
     }
 }
 
-/// Reads one record from its JSON text on its own (serde_json's recursion
+/// Reads one record from its JSON text on its own (`serde_json`'s recursion
 /// limit counts from the record, not from the batch around it), held to
 /// [`MAX_RECORD_DEPTH`]. The record is deserialized straight from the text:
 /// fields it does not know are skipped without being built, and the status

@@ -52,11 +52,11 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Health>
 /// Prometheus metrics of the service.
 #[utoipa::path(get, path = paths::METRICS, tag = "health", responses((status = 200, content_type = "text/plain", body = String)))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let stats = state.store.pool_stats();
-    metrics::gauge!("remaudit_db_pool_connections", "state" => "idle").set(f64::from(stats.idle));
+    let pool = state.store.pool_stats();
+    metrics::gauge!("remaudit_db_pool_connections", "state" => "idle").set(f64::from(pool.idle));
     metrics::gauge!("remaudit_db_pool_connections", "state" => "in_use")
-        .set(f64::from(stats.size.saturating_sub(stats.idle)));
-    metrics::gauge!("remaudit_db_pool_max_connections").set(f64::from(stats.max));
+        .set(f64::from(pool.size.saturating_sub(pool.idle)));
+    metrics::gauge!("remaudit_db_pool_max_connections").set(f64::from(pool.max));
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -100,7 +100,7 @@ pub async fn analytics_endpoints_answer_over_http(app: &TestApp) {
         ),
         (Some("completed"), Some(2))
     );
-    assert_eq!(completed["avg_seconds"], json!((250.0 + 60.0) / 2.0));
+    assert_eq!(completed["avg_seconds"], json!(f64::midpoint(250.0, 60.0)));
 
     let post = app
         .get(&format!(

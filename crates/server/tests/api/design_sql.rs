@@ -107,16 +107,13 @@ async fn run(pool: &PgPool, sql: &str) -> Vec<Vec<Option<String>>> {
     remaudit_testkit::text_rows(pool, sql).await
 }
 
-fn num(v: &Option<String>) -> f64 {
-    v.as_deref()
-        .expect("a number")
-        .parse()
-        .expect("numeric text")
+fn num(v: Option<&str>) -> f64 {
+    v.expect("a number").parse().expect("numeric text")
 }
 
 /// Parses a one-dimensional PostgreSQL array literal of simple values.
-fn array(v: &Option<String>) -> Vec<String> {
-    let text = v.as_deref().expect("an array");
+fn array(v: Option<&str>) -> Vec<String> {
+    let text = v.expect("an array");
     let inner = text.trim_start_matches('{').trim_end_matches('}');
     if inner.is_empty() {
         return Vec::new();
@@ -164,9 +161,8 @@ async fn design_use_case_queries_run_unchanged_and_agree_with_the_data() {
     for (row, sim) in rows.iter().zip(&expected) {
         assert_eq!(row[0].as_deref(), Some(sim.name.as_str()));
         assert_eq!(row[1].as_deref(), Some(sim.phase));
-        #[allow(clippy::cast_precision_loss)]
         match sim.duration {
-            Some(d) => assert!(close(num(&row[4]), d as f64)),
+            Some(d) => assert!(close(num(row[4].as_deref()), remaudit_model::approx_f64(d))),
             None => assert_eq!(row[4], None),
         }
         assert_eq!(row[5].as_deref(), sim.failure.as_ref().map(|f| f.0));
@@ -208,8 +204,10 @@ async fn design_use_case_queries_run_unchanged_and_agree_with_the_data() {
     let mut durations: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for sim in &sims {
         if let Some(d) = sim.duration {
-            #[allow(clippy::cast_precision_loss)]
-            durations.entry(sim.phase).or_default().push(d as f64);
+            durations
+                .entry(sim.phase)
+                .or_default()
+                .push(remaudit_model::approx_f64(d));
         }
     }
     assert_eq!(rows.len(), durations.len());
@@ -217,17 +215,19 @@ async fn design_use_case_queries_run_unchanged_and_agree_with_the_data() {
         let phase = row[0].as_deref().expect("phase");
         let mut values = durations[phase].clone();
         values.sort_by(f64::total_cmp);
-        #[allow(clippy::cast_precision_loss)]
-        let avg = values.iter().sum::<f64>() / values.len() as f64;
+        let avg = values.iter().sum::<f64>() / remaudit_model::approx_f64(values.len());
         assert_eq!(row[1], Some(values.len().to_string()));
-        assert!(close(num(&row[2]), avg), "{phase} avg");
+        assert!(close(num(row[2].as_deref()), avg), "{phase} avg");
         assert!(
-            close(num(&row[3]), percentile_cont(&values, 0.5).expect("values")),
+            close(
+                num(row[3].as_deref()),
+                percentile_cont(&values, 0.5).expect("values")
+            ),
             "{phase} p50"
         );
         assert!(
             close(
-                num(&row[4]),
+                num(row[4].as_deref()),
                 percentile_cont(&values, 0.95).expect("values")
             ),
             "{phase} p95"
@@ -255,13 +255,13 @@ async fn design_use_case_queries_run_unchanged_and_agree_with_the_data() {
         }
     }
     assert_eq!(rows.len(), failures.len());
-    let counts: Vec<f64> = rows.iter().map(|r| num(&r[1])).collect();
+    let counts: Vec<f64> = rows.iter().map(|r| num(r[1].as_deref())).collect();
     assert!(counts.windows(2).all(|w| w[0] >= w[1]), "ordered by count");
     for row in &rows {
         let (count, fingerprints, reasons) = &failures[row[0].as_deref().expect("phase")];
         assert_eq!(row[1], Some(count.to_string()));
         assert_eq!(row[2], Some(fingerprints.len().to_string()));
-        let got: BTreeSet<String> = array(&row[3]).into_iter().collect();
+        let got: BTreeSet<String> = array(row[3].as_deref()).into_iter().collect();
         let want: BTreeSet<String> = reasons.iter().map(|r| (*r).to_owned()).collect();
         assert_eq!(got, want);
     }
@@ -282,7 +282,7 @@ async fn design_use_case_queries_run_unchanged_and_agree_with_the_data() {
         assert_eq!(row[1], Some(phases.len().to_string()));
         assert!(row[2].is_some());
         assert_eq!(
-            array(&row[3]),
+            array(row[3].as_deref()),
             *phases,
             "in the order they were first stored"
         );

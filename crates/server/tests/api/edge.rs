@@ -248,8 +248,8 @@ async fn a_client_that_stops_reading_answers_loses_its_connection() {
 async fn half_sent_requests_do_not_keep_shutdown_past_the_grace_period() {
     let (_db, gated, app) = gated_app(ServerSettings {
         shutdown_grace: SHORT,
-        header_read_timeout: Duration::from_secs(60),
-        idle_timeout: Duration::from_secs(60),
+        header_read_timeout: Duration::from_mins(1),
+        idle_timeout: Duration::from_mins(1),
         ..ServerSettings::default()
     })
     .await;

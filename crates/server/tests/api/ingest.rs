@@ -95,7 +95,7 @@ pub async fn replayed_record_and_batch_are_stored_once(app: &TestApp) {
 }
 
 /// Patches a valid record.
-fn with(patch: Value) -> Value {
+fn with(patch: &Value) -> Value {
     let mut record = go_record("rr-bad", "fp-bad", "failed", &minutes_ago(30));
     for (k, v) in patch.as_object().expect("object") {
         if v.is_null() {
@@ -111,117 +111,117 @@ pub async fn hostile_records_are_rejected_and_nothing_is_stored(app: &TestApp) {
     let cases: Vec<(&str, Value, &str, &str)> = vec![
         (
             "wrong type",
-            with(json!({"start_time": 5})),
+            with(&json!({"start_time": 5})),
             "start_time",
             "type",
         ),
         (
             "string count",
-            with(json!({"duplicate_count": "1"})),
+            with(&json!({"duplicate_count": "1"})),
             "duplicate_count",
             "type",
         ),
         (
             "missing name",
-            with(json!({"remediation_name": null})),
+            with(&json!({"remediation_name": null})),
             "remediation_name",
             "required",
         ),
         (
             "missing start",
-            with(json!({"start_time": null})),
+            with(&json!({"start_time": null})),
             "start_time",
             "required",
         ),
         (
             "empty fingerprint",
-            with(json!({"alert_fingerprint": ""})),
+            with(&json!({"alert_fingerprint": ""})),
             "alert_fingerprint",
             "required",
         ),
         (
             "65-char fingerprint",
-            with(json!({"alert_fingerprint": "f".repeat(65)})),
+            with(&json!({"alert_fingerprint": "f".repeat(65)})),
             "alert_fingerprint",
             "max_length",
         ),
         (
             "256-char name",
-            with(json!({"remediation_name": "n".repeat(256)})),
+            with(&json!({"remediation_name": "n".repeat(256)})),
             "remediation_name",
             "max_length",
         ),
         (
             "51-char phase",
-            with(json!({"overall_phase": "p".repeat(51)})),
+            with(&json!({"overall_phase": "p".repeat(51)})),
             "overall_phase",
             "max_length",
         ),
         (
             "upper-case phase",
-            with(json!({"overall_phase": "Failed"})),
+            with(&json!({"overall_phase": "Failed"})),
             "overall_phase",
             "lower_case",
         ),
         (
             "bad timestamp",
-            with(json!({"start_time": "yesterday"})),
+            with(&json!({"start_time": "yesterday"})),
             "start_time",
             "type",
         ),
         (
             "year 1999",
-            with(json!({"start_time": "1999-06-01T00:00:00Z"})),
+            with(&json!({"start_time": "1999-06-01T00:00:00Z"})),
             "start_time",
             "time_range",
         ),
         (
             "future",
             with(
-                json!({"event_time": (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339()}),
+                &json!({"event_time": (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339()}),
             ),
             "event_time",
             "time_range",
         ),
         (
             "completion before start",
-            with(json!({"completion_time": minutes_ago(60)})),
+            with(&json!({"completion_time": minutes_ago(60)})),
             "completion_time",
             "not_before_start",
         ),
         (
             "negative duplicates",
-            with(json!({"duplicate_count": -1})),
+            with(&json!({"duplicate_count": -1})),
             "duplicate_count",
             "minimum",
         ),
         (
             "control character",
-            with(json!({"remediation_name": "rr\u{7}"})),
+            with(&json!({"remediation_name": "rr\u{7}"})),
             "remediation_name",
             "no_control_characters",
         ),
         (
             "huge reason",
-            with(json!({"failure_reason": "x".repeat(17 * 1024)})),
+            with(&json!({"failure_reason": "x".repeat(17 * 1024)})),
             "failure_reason",
             "max_size",
         ),
         (
             "statuses not an object",
-            with(json!({"service_crd_statuses": "ok"})),
+            with(&json!({"service_crd_statuses": "ok"})),
             "service_crd_statuses",
             "type",
         ),
         (
             "bad event id",
-            with(json!({"event_id": "not-a-uuid"})),
+            with(&json!({"event_id": "not-a-uuid"})),
             "event_id",
             "type",
         ),
         (
             "bad namespace",
-            with(json!({"namespace": "Not_A_Namespace"})),
+            with(&json!({"namespace": "Not_A_Namespace"})),
             "namespace",
             "dns_label",
         ),
@@ -261,7 +261,7 @@ pub async fn oversized_and_malformed_bodies_are_rejected(app: &TestApp) {
     no_type.assert_problem(415, "unsupported-media-type");
 
     // A 10 MB body: a valid record padded with a huge string.
-    let mut huge = with(json!({}));
+    let mut huge = with(&json!({}));
     huge["failure_reason"] = json!("x".repeat(10 * 1024 * 1024));
     let too_large = app.post_record(&huge).await;
     too_large.assert_problem(413, "payload-too-large");
@@ -275,7 +275,7 @@ pub async fn batch_bounds_are_enforced(app: &TestApp) {
     app.post_batch(&[])
         .await
         .assert_problem(422, "invalid-record");
-    let not_array = app.post(BATCH, &with(json!({}))).await;
+    let not_array = app.post(BATCH, &with(&json!({}))).await;
     assert_eq!(
         not_array.assert_problem(422, "invalid-record"),
         vec![(String::new(), "type".to_owned())]
@@ -299,7 +299,7 @@ pub async fn batch_bounds_are_enforced(app: &TestApp) {
 pub async fn batch_keeps_valid_records_and_reports_invalid_ones(app: &TestApp) {
     let batch = vec![
         go_record("rr-a", "fp", "pending", &minutes_ago(5)),
-        with(json!({"alert_fingerprint": "f".repeat(65)})),
+        with(&json!({"alert_fingerprint": "f".repeat(65)})),
         go_record("rr-b", "fp", "processing", &minutes_ago(5)),
         json!("not a record"),
         go_record("rr-c", "fp", "completed", &minutes_ago(5)),
@@ -327,7 +327,7 @@ pub async fn batch_keeps_valid_records_and_reports_invalid_ones(app: &TestApp) {
 
 pub async fn sql_metacharacters_in_every_field_are_stored_verbatim(app: &TestApp) {
     let nasty = "a'b\"c;--%_\\ $1 ?2 /* */ DROP TABLE remediation_audit;";
-    let record = with(json!({
+    let record = with(&json!({
         "alert_fingerprint": "fp'%_\"--",
         "remediation_name": nasty,
         "overall_phase": "failed",

@@ -19,7 +19,7 @@ fn minutes_ago(m: i64) -> String {
 }
 
 /// A record whose `service_crd_statuses` holds `levels` nested objects, as text
-/// (serde_json's `Value` cannot be serialised this deep through `json!`).
+/// (`serde_json`'s `Value` cannot be serialised this deep through `json!`).
 fn deep_record(name: &str, levels: usize) -> String {
     let record = go_record(name, "fp", "pending", &minutes_ago(5));
     let text = serde_json::to_string(&record).expect("json");

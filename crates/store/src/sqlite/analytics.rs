@@ -146,7 +146,10 @@ async fn exact_durations(
     {
         let mut rows = stream.build().fetch(&mut *tx);
         while let Some(row) = rows.try_next().await? {
-            exact.add(row.try_get("overall_phase")?, row.try_get("duration_us")?);
+            exact.add(
+                &row.try_get::<String, _>("overall_phase")?,
+                row.try_get("duration_us")?,
+            );
         }
     }
     tx.commit().await?;

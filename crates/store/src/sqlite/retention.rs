@@ -226,7 +226,7 @@ impl ArchiveBatch for SqliteBatch<'_> {
         &self.begun.installation
     }
 
-    fn source(&self) -> &str {
+    fn source(&self) -> &'static str {
         "rows"
     }
 

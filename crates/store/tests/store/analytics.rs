@@ -230,7 +230,9 @@ async fn check_success_rate(store: &dyn Store, truths: &[Truth], q: &AnalyticsQu
     assert_eq!(totals.finished, finished);
     assert_eq!(
         totals.success_rate,
-        (finished > 0).then(|| totals.completed as f64 / finished as f64)
+        (finished > 0)
+            .then(|| remaudit_model::approx_f64(totals.completed)
+                / remaudit_model::approx_f64(finished))
     );
     assert_eq!(report.query.window, q.window);
     // The series partitions the window and its buckets add up to the totals.
@@ -282,9 +284,17 @@ async fn check_durations(store: &dyn Store, truths: &[Truth], q: &AnalyticsQuery
     for p in &report.phases {
         let mut values = expected[&p.final_phase].clone();
         values.sort_unstable();
-        let seconds: Vec<f64> = values.iter().map(|&v| v as f64 / 1e6).collect();
+        let seconds: Vec<f64> = values
+            .iter()
+            .map(|&v| remaudit_model::approx_f64(v) / 1e6)
+            .collect();
         assert_eq!(p.count, values.len() as u64);
-        let mean = values.iter().map(|&v| v as f64).sum::<f64>() / values.len() as f64 / 1e6;
+        let mean = values
+            .iter()
+            .map(|&v| remaudit_model::approx_f64(v))
+            .sum::<f64>()
+            / remaudit_model::approx_f64(values.len())
+            / 1e6;
         assert!(
             (p.avg_seconds - mean).abs() <= 1e-6 * mean.max(1.0),
             "{}: mean {} vs {mean}",
@@ -327,7 +337,10 @@ async fn check_lists(store: &dyn Store, truths: &[Truth], q: &AnalyticsQuery) {
             .iter()
             .find(|t| t.name == b.remediation_name)
             .expect("known");
-        assert_eq!(b.duration_seconds, Some(t.duration_us as f64 / 1e6));
+        assert_eq!(
+            b.duration_seconds,
+            Some(remaudit_model::approx_f64(t.duration_us) / 1e6)
+        );
         assert_eq!(
             b.timeline,
             format!("/api/v1/audit/remediation-orchestration/{}", b.id)

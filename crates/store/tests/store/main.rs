@@ -147,7 +147,12 @@ mod rollups {
         let mut micros: Vec<i64> = vec![0, 999, 1_000, 1_001, 1_000_000, 3_600_000_000];
         let mut x = 1_000.0_f64;
         while x < 1e13 {
-            micros.extend([x as i64 - 1, x as i64, x as i64 + 1]);
+            #[allow(
+                clippy::cast_possible_truncation,
+                reason = "x stays below 1e13, well inside i64"
+            )]
+            let whole = x as i64;
+            micros.extend([whole - 1, whole, whole + 1]);
             x *= 1.003_7;
         }
         let list = micros

@@ -172,7 +172,7 @@ async fn sqlite_events_stored_before_hashes_are_kept_and_match_replays() {
         )
         .bind(old.event_id.to_string())
         .bind(old.start_time.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
-        .bind(old.raw.to_string())
+        .bind(old.raw.clone())
         .execute(&pool)
         .await
         .expect("old event");

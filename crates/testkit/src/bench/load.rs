@@ -63,6 +63,9 @@ type Queue = (VecDeque<Job>, Vec<(String, bool)>);
 ///
 /// # Errors
 /// The first statement that failed, with its job's label.
+///
+/// # Panics
+/// If a job task panicked while holding the job queue lock.
 pub async fn run_jobs(
     connections: Vec<PgConnection>,
     jobs: Vec<Job>,

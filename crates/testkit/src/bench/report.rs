@@ -13,7 +13,8 @@ pub fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
     #[allow(
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss,
-        clippy::cast_precision_loss
+        clippy::cast_precision_loss,
+        reason = "float to index or count: the value is clamped to a valid range first, and counts stay far below 2^53"
     )]
     let index = ((last as f64) * p.clamp(0.0, 1.0)).round() as usize;
     sorted.get(index.min(last)).copied()
@@ -60,9 +61,8 @@ pub fn thousands(n: i64) -> String {
 
 /// Bytes as MiB.
 #[must_use]
-#[allow(clippy::cast_precision_loss)]
 pub fn mib(bytes: i64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
+    remaudit_model::approx_f64(bytes) / (1024.0 * 1024.0)
 }
 
 /// What a benchmark's title line ends with: a notice in a smoke run, whose
