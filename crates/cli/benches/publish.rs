@@ -16,7 +16,7 @@
 
 use std::time::{Duration, Instant};
 
-use remaudit_client::{Publisher, PublisherConfig, with_identity};
+use remaudit_client::{Publisher, PublisherSettings, with_identity};
 use remaudit_model::RemediationOrchestrationAudit;
 use remaudit_server::{AppState, ServerSettings};
 use remaudit_testkit::bench::{self, expect_eq, sized_knob};
@@ -157,10 +157,10 @@ async fn bench() -> anyhow::Result<()> {
 
     // Through the publisher, service reachable.
     let spool = tempfile::tempdir()?;
-    let publisher = Publisher::start(PublisherConfig {
+    let publisher = Publisher::start(PublisherSettings {
         url: url.clone(),
         spool_dir: Some(spool.path().to_path_buf()),
-        ..PublisherConfig::default()
+        ..PublisherSettings::default()
     })?;
     let batch = records("published", total);
     let t = Instant::now();
@@ -172,10 +172,10 @@ async fn bench() -> anyhow::Result<()> {
 
     // Service down: every record goes to the spool only.
     let down_spool = tempfile::tempdir()?;
-    let down = Publisher::start(PublisherConfig {
+    let down = Publisher::start(PublisherSettings {
         url: "http://127.0.0.1:9".to_owned(),
         spool_dir: Some(down_spool.path().to_path_buf()),
-        ..PublisherConfig::default()
+        ..PublisherSettings::default()
     })?;
     let spooled = publish_all(&down, records("spooled", total));
     let report = down.shutdown(Duration::ZERO).await;

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use axum::routing::get;
 use clap::ArgMatches;
 use metrics_exporter_prometheus::PrometheusHandle;
-use remaudit_client::{Publisher, PublisherConfig};
+use remaudit_client::{Publisher, PublisherSettings};
 use remaudit_controller::leader::{Leadership, default_identity, run_as_leader};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -21,7 +21,7 @@ use crate::settings::{LogFormat, PublisherArgs, given_log_format, layer, read_fi
 #[derive(Debug, clap::Args)]
 pub struct ControllerArgs {
     /// Base URL of the remaudit service that audit records go to.
-    #[arg(long, env = "REMAUDIT_URL", default_value_t = PublisherConfig::default().url)]
+    #[arg(long, env = "REMAUDIT_URL", default_value_t = PublisherSettings::default().url)]
     url: String,
     /// Spool directory of the publisher (records wait there while the service is down).
     #[arg(long, env = "REMAUDIT_SPOOL_DIR")]
@@ -54,7 +54,7 @@ pub struct ControllerSettings {
     /// The controller's own settings: the `[controller]` table.
     pub controller: ControllerTable,
     /// The publisher that audit records go through (service URL, spool, batching).
-    pub publisher: PublisherConfig,
+    pub publisher: PublisherSettings,
 }
 
 /// The `[controller]` table of a settings file.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use clap::ArgMatches;
-use remaudit_client::{PublishError, Publisher, PublisherConfig, with_identity};
+use remaudit_client::{PublishError, Publisher, PublisherSettings, with_identity};
 use remaudit_model::{Limits, RemediationOrchestrationAudit};
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
@@ -24,7 +24,7 @@ pub const EXIT_INVALID: u8 = 1;
 #[derive(Debug, clap::Args)]
 pub struct PublishArgs {
     /// Base URL of the remaudit service.
-    #[arg(long, env = "REMAUDIT_URL", default_value_t = PublisherConfig::default().url)]
+    #[arg(long, env = "REMAUDIT_URL", default_value_t = PublisherSettings::default().url)]
     url: String,
     /// Directory of the spool; records not yet acknowledged wait here between runs.
     /// Without it, records not delivered by the deadline are lost.
@@ -49,7 +49,7 @@ pub struct PublishSettings {
     /// Seconds to deliver everything before leaving the rest in the spool.
     pub deadline_secs: u64,
     /// The publisher (service URL, spool, batching).
-    pub publisher: PublisherConfig,
+    pub publisher: PublisherSettings,
 }
 
 impl Default for PublishSettings {
@@ -57,7 +57,7 @@ impl Default for PublishSettings {
         Self {
             log_format: LogFormat::default(),
             deadline_secs: 300,
-            publisher: PublisherConfig::default(),
+            publisher: PublisherSettings::default(),
         }
     }
 }

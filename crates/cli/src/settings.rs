@@ -20,7 +20,7 @@ use anyhow::{Context as _, ensure};
 use chrono::TimeDelta;
 use clap::ArgMatches;
 use clap::parser::ValueSource;
-use remaudit_client::PublisherConfig;
+use remaudit_client::PublisherSettings;
 use remaudit_retention::Archive;
 use remaudit_server::ServerSettings;
 use remaudit_store::{PoolSettings, RetentionPolicy};
@@ -94,7 +94,7 @@ pub struct SettingsFile {
     /// `[retention]`: `serve`, `retention`.
     pub retention: RetentionSettings,
     /// `[publisher]`: `publish`, `controller`, `simulate`.
-    pub publisher: PublisherConfig,
+    pub publisher: PublisherSettings,
     /// `[controller]`: `controller`.
     pub controller: crate::controller::ControllerTable,
 }
@@ -139,11 +139,11 @@ pub fn read_file(file: Option<&Path>) -> anyhow::Result<SettingsFile> {
     // Refused rather than brought into range, as the flags are.
     let p = &f.publisher;
     ensure!(
-        (1..=PublisherConfig::MAX_BATCH_RECORDS).contains(&p.batch_records),
+        (1..=PublisherSettings::MAX_BATCH_RECORDS).contains(&p.batch_records),
         "settings file {}: setting publisher.batch_records = {} must be from 1 to {}",
         path.display(),
         p.batch_records,
-        PublisherConfig::MAX_BATCH_RECORDS
+        PublisherSettings::MAX_BATCH_RECORDS
     );
     ensure!(
         p.memory_records >= 1,
@@ -304,40 +304,40 @@ pub fn redact_url(url: &str) -> String {
 #[command(next_help_heading = "Publisher")]
 pub struct PublisherArgs {
     /// Records the publisher's memory queue holds.
-    #[arg(long, env = "REMAUDIT_PUBLISHER_MEMORY_RECORDS", default_value_t = PublisherConfig::default().memory_records, value_parser = trimmed::<usize>)]
+    #[arg(long, env = "REMAUDIT_PUBLISHER_MEMORY_RECORDS", default_value_t = PublisherSettings::default().memory_records, value_parser = trimmed::<usize>)]
     pub publisher_memory_records: usize,
     /// Most bytes of spool files.
-    #[arg(long, env = "REMAUDIT_SPOOL_MAX_BYTES", default_value_t = PublisherConfig::default().spool_max_bytes, value_parser = trimmed::<u64>)]
+    #[arg(long, env = "REMAUDIT_SPOOL_MAX_BYTES", default_value_t = PublisherSettings::default().spool_max_bytes, value_parser = trimmed::<u64>)]
     pub spool_max_bytes: u64,
     /// Size at which the spool starts a new segment file, in bytes.
-    #[arg(long, env = "REMAUDIT_SPOOL_SEGMENT_BYTES", default_value_t = PublisherConfig::default().spool_segment_bytes, value_parser = trimmed::<u64>)]
+    #[arg(long, env = "REMAUDIT_SPOOL_SEGMENT_BYTES", default_value_t = PublisherSettings::default().spool_segment_bytes, value_parser = trimmed::<u64>)]
     pub spool_segment_bytes: u64,
     /// Milliseconds between fsyncs of the spool.
-    #[arg(long, env = "REMAUDIT_SPOOL_FSYNC_MS", default_value_t = ms(PublisherConfig::default().fsync_interval), value_parser = trimmed::<u64>)]
+    #[arg(long, env = "REMAUDIT_SPOOL_FSYNC_MS", default_value_t = ms(PublisherSettings::default().fsync_interval), value_parser = trimmed::<u64>)]
     pub spool_fsync_ms: u64,
     /// Most records in one request (1 to 1000).
-    #[arg(long, env = "REMAUDIT_PUBLISHER_BATCH_RECORDS", default_value_t = PublisherConfig::default().batch_records, value_parser = trimmed::<usize>)]
+    #[arg(long, env = "REMAUDIT_PUBLISHER_BATCH_RECORDS", default_value_t = PublisherSettings::default().batch_records, value_parser = trimmed::<usize>)]
     pub publisher_batch_records: usize,
     /// Most payload bytes in one request.
-    #[arg(long, env = "REMAUDIT_PUBLISHER_BATCH_BYTES", default_value_t = PublisherConfig::default().batch_bytes, value_parser = trimmed::<usize>)]
+    #[arg(long, env = "REMAUDIT_PUBLISHER_BATCH_BYTES", default_value_t = PublisherSettings::default().batch_bytes, value_parser = trimmed::<usize>)]
     pub publisher_batch_bytes: usize,
     /// Batches in flight at once.
-    #[arg(long, env = "REMAUDIT_PUBLISHER_MAX_IN_FLIGHT", default_value_t = PublisherConfig::default().max_in_flight, value_parser = trimmed::<usize>)]
+    #[arg(long, env = "REMAUDIT_PUBLISHER_MAX_IN_FLIGHT", default_value_t = PublisherSettings::default().max_in_flight, value_parser = trimmed::<usize>)]
     pub publisher_max_in_flight: usize,
     /// Milliseconds a partial batch waits for more records.
-    #[arg(long, env = "REMAUDIT_PUBLISHER_LINGER_MS", default_value_t = ms(PublisherConfig::default().linger), value_parser = trimmed::<u64>)]
+    #[arg(long, env = "REMAUDIT_PUBLISHER_LINGER_MS", default_value_t = ms(PublisherSettings::default().linger), value_parser = trimmed::<u64>)]
     pub publisher_linger_ms: u64,
     /// Milliseconds one request may take.
-    #[arg(long, env = "REMAUDIT_PUBLISHER_TIMEOUT_MS", default_value_t = ms(PublisherConfig::default().request_timeout), value_parser = trimmed::<u64>)]
+    #[arg(long, env = "REMAUDIT_PUBLISHER_TIMEOUT_MS", default_value_t = ms(PublisherSettings::default().request_timeout), value_parser = trimmed::<u64>)]
     pub publisher_timeout_ms: u64,
     /// First retry delay, in milliseconds.
-    #[arg(long, env = "REMAUDIT_PUBLISHER_MIN_BACKOFF_MS", default_value_t = ms(PublisherConfig::default().min_backoff), value_parser = trimmed::<u64>)]
+    #[arg(long, env = "REMAUDIT_PUBLISHER_MIN_BACKOFF_MS", default_value_t = ms(PublisherSettings::default().min_backoff), value_parser = trimmed::<u64>)]
     pub publisher_min_backoff_ms: u64,
     /// Longest retry delay, in milliseconds.
-    #[arg(long, env = "REMAUDIT_PUBLISHER_MAX_BACKOFF_MS", default_value_t = ms(PublisherConfig::default().max_backoff), value_parser = trimmed::<u64>)]
+    #[arg(long, env = "REMAUDIT_PUBLISHER_MAX_BACKOFF_MS", default_value_t = ms(PublisherSettings::default().max_backoff), value_parser = trimmed::<u64>)]
     pub publisher_max_backoff_ms: u64,
     /// Longest `Retry-After` honoured, in milliseconds.
-    #[arg(long, env = "REMAUDIT_PUBLISHER_MAX_RETRY_AFTER_MS", default_value_t = ms(PublisherConfig::default().max_retry_after), value_parser = trimmed::<u64>)]
+    #[arg(long, env = "REMAUDIT_PUBLISHER_MAX_RETRY_AFTER_MS", default_value_t = ms(PublisherSettings::default().max_retry_after), value_parser = trimmed::<u64>)]
     pub publisher_max_retry_after_ms: u64,
 }
 
@@ -356,7 +356,7 @@ fn ms(d: Duration) -> u64 {
 
 impl PublisherArgs {
     /// Layers these flags over `config`, then brings it into range.
-    pub fn layer(&self, config: &mut PublisherConfig, m: &ArgMatches) {
+    pub fn layer(&self, config: &mut PublisherSettings, m: &ArgMatches) {
         layer!(m, self, {
             publisher_memory_records => config.memory_records;
             spool_max_bytes => config.spool_max_bytes;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use remaudit_client::{Publisher, PublisherConfig};
+use remaudit_client::{Publisher, PublisherSettings};
 use remaudit_controller::RemediationPhase;
 use remaudit_controller::simulation::{self, SimulationConfig};
 
@@ -49,7 +49,10 @@ pub struct SimulateArgs {
 ///
 /// # Errors
 /// Bad settings, or a publisher that cannot start.
-pub async fn run(args: SimulateArgs, mut publisher_config: PublisherConfig) -> anyhow::Result<u8> {
+pub async fn run(
+    args: SimulateArgs,
+    mut publisher_config: PublisherSettings,
+) -> anyhow::Result<u8> {
     let config = SimulationConfig {
         count: args.count,
         rate: args.rate,

@@ -12,7 +12,7 @@ mod storage_client;
 
 pub use api_client::{API_TIMEOUT, ApiClient, ApiError};
 pub use publisher::{
-    PublishError, Publisher, PublisherConfig, PublisherStats, ShutdownReport, StartError,
+    PublishError, Publisher, PublisherSettings, PublisherStats, ShutdownReport, StartError,
     with_identity,
 };
 pub use storage_client::{AUDIT_PATH, AuditStorageClient, ClientError, DEFAULT_TIMEOUT};

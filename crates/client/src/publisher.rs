@@ -13,8 +13,8 @@
 //! batch the service refuses as a whole is sent again in halves, down to
 //! single records, so one bad record never costs the others.
 
-mod config;
 mod sender;
+mod settings;
 #[cfg(test)]
 mod tests;
 
@@ -29,10 +29,10 @@ use remaudit_model::{DEFAULT_NAMESPACE, RemediationOrchestrationAudit, derive_ev
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-pub use config::PublisherConfig;
+pub use settings::PublisherSettings;
 
 use crate::metrics as m;
-use crate::spool::{Spool, SpoolError, SpoolOptions};
+use crate::spool::{Spool, SpoolError, SpoolSettings};
 
 /// Why `publish` did not take a record.
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +131,7 @@ impl State {
 }
 
 pub(crate) struct Shared {
-    pub config: PublisherConfig,
+    pub config: PublisherSettings,
     pub state: Mutex<State>,
     pub wake: Notify,
     pub pending: watch::Sender<u64>,
@@ -217,7 +217,7 @@ impl Publisher {
     ///
     /// # Errors
     /// When the spool directory cannot be used or the HTTP client cannot be built.
-    pub fn start(config: PublisherConfig) -> Result<Self, StartError> {
+    pub fn start(config: PublisherSettings) -> Result<Self, StartError> {
         m::describe();
         let http = reqwest::Client::builder()
             .timeout(config.request_timeout)
@@ -225,7 +225,7 @@ impl Publisher {
             .map_err(StartError::Http)?;
         let (spool, reader, backlog_from) = match &config.spool_dir {
             Some(dir) => {
-                let mut options = SpoolOptions::new(dir);
+                let mut options = SpoolSettings::new(dir);
                 options.max_bytes = config.spool_max_bytes;
                 options.segment_bytes = config.spool_segment_bytes;
                 let (spool, recovery) = Spool::open(options)?;

@@ -55,18 +55,18 @@ pub use segment::SyncWork;
 use format::{Ledger, MAX_SEQ};
 use segment::Segment;
 
-/// Default for [`SpoolOptions::max_bytes`]: 1 GiB.
+/// Default for [`SpoolSettings::max_bytes`]: 1 GiB.
 pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
-/// Default for [`SpoolOptions::segment_bytes`]: 8 MiB.
+/// Default for [`SpoolSettings::segment_bytes`]: 8 MiB.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 8 << 20;
-/// Default for [`SpoolOptions::max_record_bytes`]: 1 MiB.
+/// Default for [`SpoolSettings::max_record_bytes`]: 1 MiB.
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
 /// Bytes each record takes on disk besides its payload.
 pub const RECORD_OVERHEAD_BYTES: u64 = format::HEADER_LEN as u64;
 
 /// Settings of a spool.
 #[derive(Debug, Clone)]
-pub struct SpoolOptions {
+pub struct SpoolSettings {
     /// Directory of the spool; created if missing.
     pub dir: PathBuf,
     /// Most bytes all segment files together may take.
@@ -77,7 +77,7 @@ pub struct SpoolOptions {
     pub max_record_bytes: usize,
 }
 
-impl SpoolOptions {
+impl SpoolSettings {
     /// Options for a spool in `dir` with the default limits.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
@@ -190,7 +190,7 @@ impl SpoolError {
 /// [`SpoolReader`]s (from [`Spool::reader`]) to readers.
 #[derive(Debug)]
 pub struct Spool {
-    options: SpoolOptions,
+    options: SpoolSettings,
     /// Segment files, oldest first.
     segments: VecDeque<Segment>,
     /// The newest segment, open for appending, when it is being written.
@@ -231,7 +231,7 @@ impl Spool {
     /// # Errors
     /// When the options are invalid, the directory cannot be created or
     /// written, another spool has it open, or a file cannot be read.
-    pub fn open(options: SpoolOptions) -> Result<(Spool, Recovery), SpoolError> {
+    pub fn open(options: SpoolSettings) -> Result<(Spool, Recovery), SpoolError> {
         validate(&options)?;
         let dir = options.dir.clone();
         let lock = dir::prepare(&dir)?;
@@ -423,7 +423,7 @@ impl Spool {
     }
 
     /// The options this spool was opened with.
-    pub fn options(&self) -> &SpoolOptions {
+    pub fn options(&self) -> &SpoolSettings {
         &self.options
     }
 
@@ -443,7 +443,7 @@ impl Spool {
 }
 
 /// Refuses options that cannot work.
-fn validate(options: &SpoolOptions) -> Result<(), SpoolError> {
+fn validate(options: &SpoolSettings) -> Result<(), SpoolError> {
     if options.segment_bytes == 0 {
         return Err(SpoolError::InvalidOptions(
             "segment_bytes must be above 0".into(),

@@ -349,9 +349,9 @@ mod tests {
     #[tokio::test]
     async fn fates_end_in_their_phases() {
         // No spool and an unreachable service: records queue in memory, which is all this needs.
-        let publisher = Publisher::start(remaudit_client::PublisherConfig {
+        let publisher = Publisher::start(remaudit_client::PublisherSettings {
             url: "http://127.0.0.1:9".to_owned(),
-            ..remaudit_client::PublisherConfig::default()
+            ..remaudit_client::PublisherSettings::default()
         })
         .expect("publisher");
         let config = SimulationConfig {

@@ -6,20 +6,20 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::Stdio;
 use std::time::Duration;
 
-use remaudit_client::{Publisher, PublisherConfig};
+use remaudit_client::{Publisher, PublisherSettings};
 use remaudit_testkit::wait_for;
 
 use crate::helpers::{
     Fault, Proxy, Running, Service, free_port, metrics, output_with_stdin, record, remaudit,
 };
 
-fn config(url: String, spool: Option<&std::path::Path>) -> PublisherConfig {
-    PublisherConfig {
+fn config(url: String, spool: Option<&std::path::Path>) -> PublisherSettings {
+    PublisherSettings {
         url,
         spool_dir: spool.map(std::path::Path::to_path_buf),
         min_backoff: Duration::from_millis(50),
         max_backoff: Duration::from_secs(2),
-        ..PublisherConfig::default()
+        ..PublisherSettings::default()
     }
 }
 
@@ -214,7 +214,7 @@ async fn a_flaky_service_gets_everything_once_after_backoff() {
 async fn one_invalid_record_in_a_batch_is_rejected_once_and_the_rest_arrive() {
     let service = Service::start().await;
     let counting = Proxy::start(service.url(), Fault::None).await;
-    let publisher = Publisher::start(PublisherConfig {
+    let publisher = Publisher::start(PublisherSettings {
         linger: Duration::from_millis(500),
         ..config(counting.url(), None)
     })
@@ -243,10 +243,10 @@ async fn a_burst_against_a_slow_service_drops_nothing_at_default_sizes() {
     let service = Service::start().await;
     let slow = Proxy::start(service.url(), Fault::Slow(Duration::from_millis(200))).await;
     let spool = tempfile::tempdir().expect("tempdir");
-    let publisher = Publisher::start(PublisherConfig {
+    let publisher = Publisher::start(PublisherSettings {
         url: slow.url(),
         spool_dir: Some(spool.path().to_path_buf()),
-        ..PublisherConfig::default()
+        ..PublisherSettings::default()
     })
     .expect("start");
     let mut refused = 0;

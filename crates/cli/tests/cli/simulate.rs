@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Duration;
 
-use remaudit_client::{Publisher, PublisherConfig};
+use remaudit_client::{Publisher, PublisherSettings};
 use remaudit_controller::RemediationPhase;
 use remaudit_controller::simulation::{self, SimulationConfig};
 use remaudit_testkit::design_sql;
@@ -20,9 +20,9 @@ async fn run_sql(pool: &sqlx::PgPool, sql: String) -> Vec<Vec<Option<String>>> {
 #[tokio::test]
 async fn two_hundred_simulated_remediations_agree_with_the_design_queries() {
     let service = Service::start().await;
-    let publisher = Publisher::start(PublisherConfig {
+    let publisher = Publisher::start(PublisherSettings {
         url: service.url(),
-        ..PublisherConfig::default()
+        ..PublisherSettings::default()
     })
     .expect("publisher");
     let config = SimulationConfig {

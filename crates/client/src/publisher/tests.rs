@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use super::{Publisher, PublisherConfig, PublisherStats};
+use super::{Publisher, PublisherSettings, PublisherStats};
 use remaudit_api::paths::AUDIT_BATCH as BATCH_PATH;
 
 /// What the scripted server answers to one request.
@@ -151,15 +151,15 @@ fn created(ns: &[u64]) -> Reply {
     Reply::Items(vec!["created"; ns.len()])
 }
 
-fn config(url: &str) -> PublisherConfig {
-    PublisherConfig {
+fn config(url: &str) -> PublisherSettings {
+    PublisherSettings {
         url: url.to_owned(),
         linger: Duration::from_millis(20),
         fsync_interval: Duration::from_millis(10),
         min_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(50),
         request_timeout: Duration::from_secs(30),
-        ..PublisherConfig::default()
+        ..PublisherSettings::default()
     }
 }
 
@@ -216,7 +216,7 @@ async fn a_batch_too_large_is_sent_in_halves_until_it_fits() {
         }
     })
     .await;
-    let publisher = Publisher::start(PublisherConfig {
+    let publisher = Publisher::start(PublisherSettings {
         batch_records: 8,
         ..config(&server.url)
     })
@@ -251,7 +251,7 @@ async fn one_bad_record_costs_only_itself_when_the_batch_is_refused_whole() {
             }
         })
         .await;
-        let publisher = Publisher::start(PublisherConfig {
+        let publisher = Publisher::start(PublisherSettings {
             batch_records: 8,
             ..config(&server.url)
         })
@@ -282,7 +282,7 @@ async fn one_bad_record_costs_only_itself_when_the_batch_is_refused_whole() {
 #[tokio::test]
 async fn a_server_refusing_everything_costs_under_two_requests_a_record() {
     let server = Scripted::start(|_, _| Reply::Status(400, None)).await;
-    let publisher = Publisher::start(PublisherConfig {
+    let publisher = Publisher::start(PublisherSettings {
         batch_records: 16,
         ..config(&server.url)
     })
@@ -319,7 +319,7 @@ async fn per_record_answers_are_final_and_counted_by_kind() {
         _ => created(ns),
     })
     .await;
-    let publisher = Publisher::start(PublisherConfig {
+    let publisher = Publisher::start(PublisherSettings {
         batch_records: 5,
         ..config(&server.url)
     })
@@ -374,7 +374,7 @@ async fn an_answer_the_publisher_cannot_account_for_is_retried_not_dropped() {
             _ => created(ns),
         })
         .await;
-        let publisher = Publisher::start(PublisherConfig {
+        let publisher = Publisher::start(PublisherSettings {
             batch_records: 2,
             ..config(&server.url)
         })
@@ -400,7 +400,7 @@ async fn retry_after_is_honoured_up_to_the_cap() {
     })
     .await;
     let cap = Duration::from_millis(300);
-    let publisher = Publisher::start(PublisherConfig {
+    let publisher = Publisher::start(PublisherSettings {
         max_retry_after: cap,
         ..config(&server.url)
     })
@@ -442,7 +442,7 @@ async fn only_the_answered_prefix_leaves_the_spool() {
     .await;
     let spool = tempfile::tempdir().expect("tempdir");
     let start = || {
-        Publisher::start(PublisherConfig {
+        Publisher::start(PublisherSettings {
             batch_records: 1,
             max_in_flight: 2,
             spool_dir: Some(spool.path().to_path_buf()),
@@ -487,7 +487,7 @@ async fn a_shutdown_during_a_split_leaves_the_whole_batch_in_the_spool() {
     })
     .await;
     let spool = tempfile::tempdir().expect("tempdir");
-    let with = |url: &str| PublisherConfig {
+    let with = |url: &str| PublisherSettings {
         batch_records: 4,
         spool_dir: Some(spool.path().to_path_buf()),
         ..config(url)
@@ -521,7 +521,7 @@ async fn shutdown_counts_as_lost_only_what_could_not_be_spooled() {
     let server = Scripted::start(move |_, _| Reply::Hold(held.clone())).await;
 
     // No spool: everything unanswered is lost, in flight or not.
-    let publisher = Publisher::start(PublisherConfig {
+    let publisher = Publisher::start(PublisherSettings {
         batch_records: 2,
         max_in_flight: 1,
         ..config(&server.url)
@@ -539,7 +539,7 @@ async fn shutdown_counts_as_lost_only_what_could_not_be_spooled() {
     // A spool with room for three records: the other two are lost.
     let spool = tempfile::tempdir().expect("tempdir");
     let frame = crate::spool::RECORD_OVERHEAD_BYTES + json!({"n": 0}).to_string().len() as u64;
-    let publisher = Publisher::start(PublisherConfig {
+    let publisher = Publisher::start(PublisherSettings {
         batch_records: 2,
         max_in_flight: 1,
         spool_dir: Some(spool.path().to_path_buf()),

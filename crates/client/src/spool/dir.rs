@@ -153,14 +153,14 @@ impl Spool {
 mod tests {
     use super::*;
     use crate::spool::tests::{ack, open, options, payload, segment_files};
-    use crate::spool::{Recovery, SpoolOptions};
+    use crate::spool::{Recovery, SpoolSettings};
 
     #[test]
     fn directory_that_cannot_be_created_is_refused_with_advice() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("a-file");
         fs::write(&file, b"x").unwrap();
-        let err = Spool::open(SpoolOptions::new(file.join("spool")))
+        let err = Spool::open(SpoolSettings::new(file.join("spool")))
             .err()
             .unwrap();
         assert!(matches!(err, SpoolError::CreateDir { .. }), "{err:?}");
@@ -170,7 +170,7 @@ mod tests {
     #[test]
     fn second_open_of_the_same_directory_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = SpoolOptions::new(dir.path());
+        let opts = SpoolSettings::new(dir.path());
         let (spool, _) = open(&opts);
         let err = Spool::open(opts.clone()).err().unwrap();
         assert!(matches!(err, SpoolError::Locked { .. }), "{err:?}");

@@ -113,7 +113,7 @@ fn replace(dir: &Path, ledger: Ledger) -> Result<(), SpoolError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spool::SpoolOptions;
+    use crate::spool::SpoolSettings;
     use crate::spool::format::MAX_SEQ;
     use crate::spool::tests::{ack, open, options};
 
@@ -168,7 +168,7 @@ mod tests {
     #[test]
     fn ack_work_records_acks_outside_the_lock_and_deletes_segments_a_round_later() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut options = SpoolOptions::new(dir.path());
+        let mut options = SpoolSettings::new(dir.path());
         options.segment_bytes = 64;
         let (mut spool, _) = Spool::open(options.clone()).expect("open");
         for i in 0..6_u8 {

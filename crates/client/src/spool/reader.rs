@@ -346,7 +346,7 @@ impl SpoolReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spool::{Spool, SpoolOptions};
+    use crate::spool::{Spool, SpoolSettings};
     use std::fs::OpenOptions;
     use std::io::Write;
 
@@ -399,9 +399,9 @@ mod tests {
     #[test]
     fn records_of_mixed_sizes_across_many_read_ahead_stretches_come_back_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let options = SpoolOptions {
+        let options = SpoolSettings {
             max_record_bytes: 3 * READ_AHEAD,
-            ..SpoolOptions::new(dir.path())
+            ..SpoolSettings::new(dir.path())
         };
         let (mut spool, _) = Spool::open(options).unwrap();
         let sizes = [0, 1, 23, 24, 25, 700, 4093, 70_000];

@@ -179,7 +179,7 @@ impl SyncWork {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spool::SpoolOptions;
+    use crate::spool::SpoolSettings;
     use crate::spool::tests::{ack, bytes_on_disk, open, options, payload, read_all, seqs, sync};
 
     #[test]
@@ -226,9 +226,9 @@ mod tests {
     #[test]
     fn too_large_payload_is_refused_and_empty_payload_is_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = SpoolOptions {
+        let opts = SpoolSettings {
             max_record_bytes: 100,
-            ..SpoolOptions::new(dir.path())
+            ..SpoolSettings::new(dir.path())
         };
         let (mut spool, _) = open(&opts);
         let err = spool.append(&[1; 101]).unwrap_err();
@@ -249,7 +249,7 @@ mod tests {
     #[test]
     fn sync_work_taken_under_the_lock_flushes_outside_it() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut options = SpoolOptions::new(dir.path());
+        let mut options = SpoolSettings::new(dir.path());
         options.segment_bytes = 64;
         let (mut spool, _) = Spool::open(options).expect("open");
         for i in 0..5_u8 {

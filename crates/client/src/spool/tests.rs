@@ -12,15 +12,15 @@ use std::sync::{Arc, Mutex};
 use proptest::prelude::*;
 
 use super::dir::{LEDGER_TMP_FILE, list_segments, segment_path};
-use super::{RECORD_OVERHEAD_BYTES, Recovery, Spool, SpoolOptions, SpoolReader};
+use super::{RECORD_OVERHEAD_BYTES, Recovery, Spool, SpoolReader, SpoolSettings};
 
 pub(super) const FRAME_OVERHEAD: usize = RECORD_OVERHEAD_BYTES as usize;
 
-pub(super) fn options(dir: &Path, segment_bytes: u64, max_bytes: u64) -> SpoolOptions {
-    SpoolOptions {
+pub(super) fn options(dir: &Path, segment_bytes: u64, max_bytes: u64) -> SpoolSettings {
+    SpoolSettings {
         segment_bytes,
         max_bytes,
-        ..SpoolOptions::new(dir)
+        ..SpoolSettings::new(dir)
     }
 }
 
@@ -45,7 +45,7 @@ pub(super) fn sync(spool: &mut Spool) {
     spool.sync_work().unwrap().run().unwrap();
 }
 
-pub(super) fn open(options: &SpoolOptions) -> (Spool, Recovery) {
+pub(super) fn open(options: &SpoolSettings) -> (Spool, Recovery) {
     Spool::open(options.clone()).expect("open spool")
 }
 
@@ -291,7 +291,7 @@ fn op() -> impl Strategy<Value = Op> {
 /// The spool under test beside a plain model of what it should hold.
 struct Harness {
     dir: tempfile::TempDir,
-    opts: SpoolOptions,
+    opts: SpoolSettings,
     spool: Option<Spool>,
     reader: SpoolReader,
     /// Records the ledger on disk does not acknowledge, oldest first:
@@ -311,7 +311,7 @@ struct Harness {
 impl Harness {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let opts = SpoolOptions {
+        let opts = SpoolSettings {
             max_record_bytes: 1024,
             ..options(dir.path(), 700, 1 << 20)
         };

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use http::Method;
 use kube::runtime::controller::Action;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-use remaudit_client::{Publisher, PublisherConfig};
+use remaudit_client::{Publisher, PublisherSettings};
 use remaudit_controller::reconcile::{self, Context, DEFAULT_REQUEUE};
 use remaudit_controller::{RemediationPhase, RemediationRequest, Transition, transition_event_id};
 use remaudit_model::{CrdStatusSnapshot, RemediationOrchestrationAudit, ServiceCrdStatuses};
@@ -327,18 +327,18 @@ impl AuditSink {
     }
 }
 
-fn publisher_config(url: &str) -> PublisherConfig {
-    PublisherConfig {
+fn publisher_config(url: &str) -> PublisherSettings {
+    PublisherSettings {
         url: url.to_owned(),
         linger: Duration::ZERO,
         min_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(50),
-        ..PublisherConfig::default()
+        ..PublisherSettings::default()
     }
 }
 
 /// A context on a scripted API server, publishing to `config`, with the clock stopped at `now`.
-fn context(config: PublisherConfig, now: DateTime<Utc>) -> (Arc<Context>, ApiServer, Publisher) {
+fn context(config: PublisherSettings, now: DateTime<Utc>) -> (Arc<Context>, ApiServer, Publisher) {
     let (client, server) = mock::client();
     let publisher = Publisher::start(config).expect("the publisher starts");
     let ctx = Context::new(client, publisher.clone()).with_clock(move || now);
@@ -960,7 +960,7 @@ async fn with_the_storage_service_down_the_record_waits_in_the_spool_and_reconci
     let url = format!("http://{}", closed.local_addr().expect("bound"));
     drop(closed);
     let spool = tempfile::tempdir().expect("a temporary directory");
-    let config = PublisherConfig {
+    let config = PublisherSettings {
         spool_dir: Some(spool.path().to_owned()),
         ..publisher_config(&url)
     };

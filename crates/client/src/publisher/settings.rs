@@ -13,7 +13,7 @@ use crate::spool::{DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES};
 /// How the publisher queues, spools, batches and retries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct PublisherConfig {
+pub struct PublisherSettings {
     /// Base URL of the remaudit service (`REMAUDIT_URL`; default `http://127.0.0.1:8085`).
     pub url: String,
     /// Directory of the on-disk spool (`REMAUDIT_SPOOL_DIR`). `None` keeps records in
@@ -65,7 +65,7 @@ pub struct PublisherConfig {
     pub max_retry_after: Duration,
 }
 
-impl Default for PublisherConfig {
+impl Default for PublisherSettings {
     fn default() -> Self {
         Self {
             url: "http://127.0.0.1:8085".to_owned(),
@@ -86,7 +86,7 @@ impl Default for PublisherConfig {
     }
 }
 
-impl PublisherConfig {
+impl PublisherSettings {
     /// Most records in one request the service accepts.
     pub const MAX_BATCH_RECORDS: usize = 1000;
 
@@ -123,23 +123,23 @@ mod tests {
 
     #[test]
     fn the_spool_defaults_are_the_spools_own() {
-        let c = PublisherConfig::default();
+        let c = PublisherSettings::default();
         assert_eq!(c.spool_max_bytes, crate::spool::DEFAULT_MAX_BYTES);
         assert_eq!(c.spool_segment_bytes, crate::spool::DEFAULT_SEGMENT_BYTES);
     }
 
     #[test]
     fn clamping_brings_batches_and_the_queue_into_range() {
-        let c = PublisherConfig {
+        let c = PublisherSettings {
             batch_records: 5000,
             memory_records: 0,
-            ..PublisherConfig::default()
+            ..PublisherSettings::default()
         }
         .clamped();
         assert_eq!((c.batch_records, c.memory_records), (1000, 1));
-        let c = PublisherConfig {
+        let c = PublisherSettings {
             batch_records: 0,
-            ..PublisherConfig::default()
+            ..PublisherSettings::default()
         }
         .clamped();
         assert_eq!(c.batch_records, 1);
