@@ -32,7 +32,7 @@ pub struct ControllerArgs {
     /// Name of the coordination.k8s.io Lease that elects the active replica.
     #[arg(long, env = "REMAUDIT_LEASE_NAME", default_value_t = ControllerTable::default().lease_name)]
     lease_name: String,
-    /// Namespace of that Lease (in a pod, set POD_NAMESPACE from the downward API).
+    /// Namespace of that Lease (in a pod, set `POD_NAMESPACE` from the downward API).
     #[arg(long, env = "POD_NAMESPACE", default_value_t = ControllerTable::default().lease_namespace)]
     lease_namespace: String,
     /// Address of `/metrics` and `/healthz`.

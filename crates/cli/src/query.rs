@@ -22,7 +22,7 @@ use render::{Report, clean_text, render};
 use reports::{Postmortem, Slowest};
 
 /// How long a query may take before the CLI gives up.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+const REQUEST_TIMEOUT: Duration = Duration::from_mins(1);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -27,7 +27,7 @@ pub struct PolicyArgs {
     /// row, instead of waiting to drop their week's partition.
     #[arg(long, env = "REMAUDIT_RETENTION_EXACT")]
     retention_exact: bool,
-    /// Where archive files go: file:///dir or s3://bucket/prefix (AWS_* variables
+    /// Where archive files go: `file:///dir` or `s3://bucket/prefix` (`AWS_*` variables
     /// configure S3). Default: remaudit-archive beside a SQLite file, or in the
     /// working directory.
     #[arg(long, env = "REMAUDIT_ARCHIVE_URL")]

@@ -182,7 +182,7 @@ fn describe(e: &toml::de::Error, text: &str) -> String {
 }
 
 /// Refuses a value a flag would have refused, naming its key.
-fn at_least<T: PartialOrd + std::fmt::Display>(
+fn at_least<T: PartialOrd + std::fmt::Display + Copy>(
     key: &str,
     value: T,
     least: T,
@@ -205,6 +205,10 @@ pub enum LogFormat {
     Json,
 }
 
+#[allow(
+    clippy::unnecessary_wraps,
+    reason = "clap's value_parser takes a function that may fail"
+)]
 fn parse_secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(s))
 }
@@ -753,9 +757,9 @@ mod tests {
     use crate::{Cli, Command, innermost};
 
     /// Parses `argv` and loads the settings of its command, without a file.
-    fn settings_of(argv: &[&str]) -> String {
+    fn settings_of(flags: &[&str]) -> String {
         let m = Cli::command()
-            .try_get_matches_from(argv)
+            .try_get_matches_from(flags)
             .expect("the flags parse");
         let cli = Cli::from_arg_matches(&m).expect("the flags parse");
         let given = innermost(&m);

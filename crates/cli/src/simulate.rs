@@ -105,11 +105,7 @@ pub async fn run(
         )?;
         return Ok(EXIT_DEADLINE);
     }
-    Ok(
-        if refused > 0 || stats.rejected > 0 || stats.conflicts > 0 {
-            1
-        } else {
-            0
-        },
-    )
+    Ok(u8::from(
+        refused > 0 || stats.rejected > 0 || stats.conflicts > 0,
+    ))
 }

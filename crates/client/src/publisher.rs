@@ -164,8 +164,7 @@ impl Shared {
     /// Publishes the pending count to the gauge and to `flush` waiters.
     pub fn report_pending(&self, state: &State) {
         let pending = state.pending();
-        #[allow(clippy::cast_precision_loss)]
-        metrics::gauge!(m::PENDING_RECORDS).set(pending as f64);
+        metrics::gauge!(m::PENDING_RECORDS).set(remaudit_model::approx_f64(pending));
         self.pending.send_replace(pending);
     }
 }
@@ -302,7 +301,7 @@ impl Publisher {
             return Err(PublishError::Closed);
         }
         let seq = match st.spool.as_mut().map(|s| s.append(&body)) {
-            None => None,
+            None | Some(Err(SpoolError::Full { .. })) => None,
             Some(Ok(seq)) => Some(seq),
             Some(Err(SpoolError::TooLarge { .. })) => {
                 drop(st);
@@ -312,7 +311,6 @@ impl Publisher {
                     body.len()
                 )));
             }
-            Some(Err(SpoolError::Full { .. })) => None,
             Some(Err(e)) => {
                 metrics::counter!(m::SPOOL_ERRORS).increment(1);
                 tracing::warn!(error = %e, "cannot spool audit record; keeping it in memory");

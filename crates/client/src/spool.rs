@@ -383,8 +383,9 @@ impl Spool {
         self.ledger_handed_out = false;
     }
 
-    /// Sequence number of the oldest unacknowledged record (== next_seq()
+    /// Sequence number of the oldest unacknowledged record (== `next_seq()`
     /// when none).
+    #[must_use]
     pub fn first_unacked(&self) -> u64 {
         let mut first = self.acked + 1;
         for &(start, end) in &self.holes {
@@ -397,11 +398,13 @@ impl Spool {
     }
 
     /// Sequence number the next append will get.
+    #[must_use]
     pub fn next_seq(&self) -> u64 {
         self.next_seq
     }
 
     /// Unacknowledged records that can still be read.
+    #[must_use]
     pub fn pending_records(&self) -> u64 {
         let first = self.first_unacked();
         let missing: u64 = self
@@ -413,22 +416,26 @@ impl Spool {
     }
 
     /// Bytes of segment files on disk.
+    #[must_use]
     pub fn disk_bytes(&self) -> u64 {
         self.disk_bytes
     }
 
     /// Number of segment files on disk.
+    #[must_use]
     pub fn segment_count(&self) -> usize {
         self.segments.len()
     }
 
     /// The options this spool was opened with.
+    #[must_use]
     pub fn options(&self) -> &SpoolSettings {
         &self.options
     }
 
     /// A reader over this spool's directory, usable from another thread
     /// while appends continue.
+    #[must_use]
     pub fn reader(&self) -> SpoolReader {
         SpoolReader::new(self.options.dir.clone(), self.options.max_record_bytes)
     }

@@ -256,7 +256,7 @@ fn simulate_one(
         };
         match fate {
             Fate::HangsIn(stage) if stage == phase => {
-                let wait = decision.requeue_after.unwrap_or(Duration::from_secs(60));
+                let wait = decision.requeue_after.unwrap_or(Duration::from_mins(1));
                 now += TimeDelta::from_std(wait).unwrap_or(TimeDelta::seconds(60))
                     + TimeDelta::seconds(1);
             }
@@ -375,8 +375,8 @@ mod tests {
             assert!(s.completion_time.is_some_and(|c| c <= Utc::now()), "{s:?}");
             assert_eq!(s.refused, 0);
         }
-        let published: usize = done.iter().map(|s| s.records).sum();
-        assert_eq!(publisher.pending(), published as u64);
+        let records: usize = done.iter().map(|s| s.records).sum();
+        assert_eq!(publisher.pending(), records as u64);
         // The same seed gives the same remediations.
         let again = run(&config, &publisher, |_| {}).await;
         let fates = |v: &[Simulated]| {

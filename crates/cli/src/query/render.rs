@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 use comfy_table::{CellAlignment, ContentArrangement, Table};
 use remaudit_model::analytics::{Alignment, QueryEcho};
+use remaudit_model::approx_f64;
 use serde::Serialize;
 
 use super::Output;
@@ -45,7 +46,11 @@ pub(super) fn ts(t: DateTime<Utc>) -> String {
 }
 
 /// A duration for people: `0s`, `850ms`, `4.2s`, `42s`, `4m 10s`, `1h 02m`, `2d 3h`.
-#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "whole seconds and minutes of a finite, non-negative duration, rounded first"
+)]
 pub(super) fn human_duration(seconds: f64) -> String {
     if !seconds.is_finite() {
         return "-".to_owned();
@@ -170,22 +175,19 @@ pub(super) fn page(
         text.push('\n');
     }
     text.push('\n');
-    match body {
-        Some(table) => {
-            text.push_str(&table.trim_fmt());
+    if let Some(table) = body {
+        text.push_str(&table.trim_fmt());
+        text.push('\n');
+        for note in notes {
             text.push('\n');
-            for note in notes {
-                text.push('\n');
-                text.push_str(note);
-            }
-            if !notes.is_empty() {
-                text.push('\n');
-            }
+            text.push_str(note);
         }
-        None => {
-            text.push_str(empty);
+        if !notes.is_empty() {
             text.push('\n');
         }
+    } else {
+        text.push_str(empty);
+        text.push('\n');
     }
     text
 }
@@ -229,11 +231,10 @@ pub(super) fn duration_cell(seconds: Option<f64>) -> String {
     seconds.map_or_else(|| "-".to_owned(), human_duration)
 }
 
-#[allow(clippy::cast_precision_loss)]
 pub(super) fn seconds_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
     let d = to - from;
     d.num_microseconds()
-        .map_or(d.num_seconds() as f64, |us| us as f64 / 1e6)
+        .map_or(approx_f64(d.num_seconds()), |us| approx_f64(us) / 1e6)
 }
 
 /// How close the percentiles are, in words.

@@ -658,7 +658,10 @@ mod tests {
             overall_phase: phase.to_owned(),
             start_time: start,
             completion_time: seconds.map(|s| {
-                #[allow(clippy::cast_possible_truncation)]
+                #[allow(
+                    clippy::cast_possible_truncation,
+                    reason = "a test's durations are a few hours"
+                )]
                 let ms = (s * 1000.0) as i64;
                 start + chrono::Duration::milliseconds(ms)
             }),

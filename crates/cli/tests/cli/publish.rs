@@ -52,7 +52,7 @@ async fn records_published_during_an_outage_all_arrive_once() {
     // The service stays down through several retries of the publisher.
     wait_for(
         "an outage of five retries",
-        Duration::from_secs(120),
+        Duration::from_mins(2),
         || async { (publisher.stats().retries >= 5).then_some(()) },
     )
     .await;
@@ -63,7 +63,7 @@ async fn records_published_during_an_outage_all_arrive_once() {
     );
 
     let service = Service::start_on(remaudit_testkit::PgDb::create().await, port).await;
-    flushed(&publisher, Duration::from_secs(120)).await;
+    flushed(&publisher, Duration::from_mins(2)).await;
     assert_eq!(service.events().await, (10_000, 10_000));
     assert_eq!(service.event_ids().await, ids);
     let stats = publisher.stats();
@@ -164,7 +164,7 @@ async fn a_flaky_service_gets_everything_once_after_backoff() {
     for i in 0..3_000 {
         publisher.publish(record("flaky", i)).expect("accepted");
     }
-    flushed(&publisher, Duration::from_secs(120)).await;
+    flushed(&publisher, Duration::from_mins(2)).await;
     assert_eq!(service.events().await, (3_000, 3_000));
     let stats = publisher.stats();
     assert_eq!((stats.created, stats.duplicates), (3_000, 0));
@@ -226,7 +226,7 @@ async fn one_invalid_record_in_a_batch_is_rejected_once_and_the_rest_arrive() {
         }
         publisher.publish(r).expect("accepted");
     }
-    flushed(&publisher, Duration::from_secs(60)).await;
+    flushed(&publisher, Duration::from_mins(1)).await;
     assert_eq!(service.events().await, (499, 499));
     let stats = publisher.stats();
     assert_eq!((stats.created, stats.rejected, stats.retries), (499, 1, 0));
@@ -256,7 +256,7 @@ async fn a_burst_against_a_slow_service_drops_nothing_at_default_sizes() {
         }
     }
     assert_eq!(refused, 0);
-    flushed(&publisher, Duration::from_secs(180)).await;
+    flushed(&publisher, Duration::from_mins(3)).await;
     assert_eq!(service.events().await, (25_000, 25_000));
     assert_eq!(publisher.stats().dropped, 0);
     publisher.shutdown(Duration::from_secs(5)).await;
@@ -289,7 +289,7 @@ async fn a_damaged_spool_loses_only_the_damaged_records() {
 
     let service = Service::start().await;
     let second = Publisher::start(config(service.url(), Some(spool.path()))).expect("restart");
-    flushed(&second, Duration::from_secs(60)).await;
+    flushed(&second, Duration::from_mins(1)).await;
     let stored = service.event_ids().await;
     assert_eq!(
         stored.len(),

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::{BufMut, Bytes, BytesMut};
 use remaudit_api::audit::{BatchResponse, ItemStatus};
+use remaudit_model::approx_f64;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -204,8 +205,7 @@ async fn deliver(shared: &Shared, api: &ApiClient, entries: &[Entry]) -> Option<
             .build();
         loop {
             let started = Instant::now();
-            #[allow(clippy::cast_precision_loss)]
-            metrics::histogram!(m::BATCH_RECORDS).record(part.len() as f64);
+            metrics::histogram!(m::BATCH_RECORDS).record(approx_f64(part.len()));
             let sent = tokio::select! {
                 sent = post(api, part, shared.config.max_retry_after) => sent,
                 () = deadline_passed(&mut drain) => return None,
@@ -298,7 +298,10 @@ async fn take_batch(shared: &Arc<Shared>, reader: &mut Option<SpoolReader>) -> V
     };
     let mut st = shared.lock();
     let next = records.last().map_or(until, |(seq, _)| seq + 1);
-    let end = st.spool.as_ref().map_or(next, |s| s.next_seq());
+    let end = st
+        .spool
+        .as_ref()
+        .map_or(next, crate::spool::Spool::next_seq);
     st.backlog_from = (next < end).then_some(next);
     st.in_flight += records.len();
     // Damaged or deleted records may have shrunk the backlog without a send.
@@ -360,8 +363,7 @@ async fn maintain(shared: &Shared, window: &mut Window) {
             .answered_through
             .filter(|seq| window.persisted_through < Some(*seq))
             .map(|seq| (seq, spool.ack_work(seq)));
-        #[allow(clippy::cast_precision_loss)]
-        metrics::gauge!(m::SPOOL_BYTES).set(spool.disk_bytes() as f64);
+        metrics::gauge!(m::SPOOL_BYTES).set(approx_f64(spool.disk_bytes()));
         (ack, spool.sync_work())
     };
     // Data first, then the ledger that lets it go; both off the lock.
@@ -497,15 +499,12 @@ pub(crate) async fn run(
                 let (id, batch, answered) = done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
                 let mut st = shared.lock();
                 st.in_flight -= batch.len();
-                match answered {
-                    Some(n) => {
-                        acknowledged += n;
-                        window.answered(id);
-                    }
-                    None => {
-                        stopping = true;
-                        unsent.extend(batch);
-                    }
+                if let Some(n) = answered {
+                    acknowledged += n;
+                    window.answered(id);
+                } else {
+                    stopping = true;
+                    unsent.extend(batch);
                 }
                 shared.report_pending(&st);
             }

@@ -81,7 +81,7 @@ impl Default for PublisherSettings {
             request_timeout: Duration::from_secs(10),
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(30),
-            max_retry_after: Duration::from_secs(300),
+            max_retry_after: Duration::from_mins(5),
         }
     }
 }

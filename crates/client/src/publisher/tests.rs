@@ -81,7 +81,7 @@ impl Drop for Scripted {
 }
 
 /// A batch answer as the service writes it: counts by status, then `items`.
-fn batch_answer(items: Vec<Value>) -> Value {
+fn batch_answer(items: &[Value]) -> Value {
     let count = |status: &str| items.iter().filter(|i| i["status"] == status).count();
     json!({
         "created": count("created"),
@@ -131,16 +131,16 @@ async fn answer(
                 .enumerate()
                 .map(|(index, status)| json!({"index": index, "status": status}))
                 .collect();
-            axum::Json(batch_answer(items)).into_response()
+            axum::Json(batch_answer(&items)).into_response()
         }
-        Reply::Raw(items) => axum::Json(batch_answer(items)).into_response(),
+        Reply::Raw(items) => axum::Json(batch_answer(&items)).into_response(),
         Reply::Hold(gate) => {
             gate.notified().await;
             axum::Json(batch_answer(
-                ns.iter()
+                &ns.iter()
                     .enumerate()
                     .map(|(i, _)| json!({"index": i, "status": "created"}))
-                    .collect(),
+                    .collect::<Vec<_>>(),
             ))
             .into_response()
         }
@@ -431,10 +431,10 @@ async fn retry_after_is_honoured_up_to_the_cap() {
 async fn only_the_answered_prefix_leaves_the_spool() {
     let holding = Arc::new(AtomicBool::new(true));
     let gate = Arc::new(Notify::new());
-    let (hold, held) = (holding.clone(), gate.clone());
+    let (hold, gate_held) = (holding.clone(), gate.clone());
     let server = Scripted::start(move |_, ns| {
         if ns == [0] && hold.load(Ordering::SeqCst) {
-            Reply::Hold(held.clone())
+            Reply::Hold(gate_held.clone())
         } else {
             created(ns)
         }

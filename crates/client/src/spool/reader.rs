@@ -216,6 +216,7 @@ impl SpoolReader {
     }
 
     /// Corrupt records this reader has skipped so far.
+    #[must_use]
     pub fn corrupt_records(&self) -> u64 {
         self.corrupt
     }
@@ -338,6 +339,7 @@ impl SpoolReader {
     }
 
     /// The directory this reader reads.
+    #[must_use]
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -353,7 +355,11 @@ mod tests {
     /// A payload of `len` bytes that differs per `seq`.
     fn payload(seq: u64, len: usize) -> Vec<u8> {
         (0..len)
-            .map(|i| (seq as usize * 13 + i * 7) as u8)
+            .map(|i| {
+                seq.wrapping_mul(13)
+                    .wrapping_add(7 * i as u64)
+                    .to_le_bytes()[0]
+            })
             .collect()
     }
 
@@ -411,7 +417,7 @@ mod tests {
                 // Bigger than a stretch, and exactly one stretch with its header.
                 100 => 2 * READ_AHEAD + 17,
                 200 => READ_AHEAD - HEADER_LEN,
-                _ => sizes[seq as usize % sizes.len()],
+                _ => sizes[usize::try_from(seq).expect("a small seq") % sizes.len()],
             };
             let record = payload(seq, len);
             assert_eq!(spool.append(&record).unwrap(), seq);

@@ -88,7 +88,7 @@ pub(super) fn recover(
         recovery: Recovery {
             records: scan.records,
             corrupt_records: scan.corrupt,
-            truncated_bytes: scan.cut.map_or(0, |c| c.cut),
+            truncated_bytes: scan.cut.map_or(0, |c| c.dropped),
         },
         segments: scan.segments,
         next_seq,
@@ -118,7 +118,7 @@ pub(super) struct Cut {
     /// Bytes to keep.
     keep: u64,
     /// Bytes cut off.
-    cut: u64,
+    dropped: u64,
     /// Seq the torn record would have had.
     torn_seq: u64,
 }
@@ -233,7 +233,7 @@ fn scan_segments(
                 scan.cut = Some(Cut {
                     base,
                     keep: good_end,
-                    cut: len - good_end,
+                    dropped: len - good_end,
                     torn_seq: good_pos,
                 });
                 bytes = good_end;

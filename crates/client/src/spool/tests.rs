@@ -12,14 +12,14 @@ use std::sync::{Arc, Mutex};
 use proptest::prelude::*;
 
 use super::dir::{LEDGER_TMP_FILE, list_segments, segment_path};
-use super::{RECORD_OVERHEAD_BYTES, Recovery, Spool, SpoolReader, SpoolSettings};
+use super::{Recovery, Spool, SpoolReader, SpoolSettings};
 
-pub(super) const FRAME_OVERHEAD: usize = RECORD_OVERHEAD_BYTES as usize;
+pub(super) const FRAME_OVERHEAD: usize = super::format::HEADER_LEN;
 
 pub(super) fn options(dir: &Path, segment_bytes: u64, max_bytes: u64) -> SpoolSettings {
     SpoolSettings {
-        segment_bytes,
         max_bytes,
+        segment_bytes,
         ..SpoolSettings::new(dir)
     }
 }
@@ -27,7 +27,11 @@ pub(super) fn options(dir: &Path, segment_bytes: u64, max_bytes: u64) -> SpoolSe
 /// A payload of `len` bytes that differs per `seed`.
 pub(super) fn payload(seed: u64, len: usize) -> Vec<u8> {
     (0..len)
-        .map(|i| (seed as usize * 31 + i * 7) as u8)
+        .map(|i| {
+            seed.wrapping_mul(31)
+                .wrapping_add(7 * i as u64)
+                .to_le_bytes()[0]
+        })
         .collect()
 }
 
@@ -78,7 +82,7 @@ pub(super) fn seqs(records: &[(u64, Vec<u8>)]) -> Vec<u64> {
 /// Flips one byte of a file.
 pub(super) fn flip_byte(path: &Path, at: u64) {
     let mut bytes = fs::read(path).unwrap();
-    bytes[at as usize] ^= 0x55;
+    bytes[usize::try_from(at).expect("an offset in memory")] ^= 0x55;
     fs::write(path, bytes).unwrap();
 }
 
@@ -202,12 +206,12 @@ fn reopen_returns_unacked_records_and_continues_seqs() {
 
 #[test]
 fn reader_on_another_thread_sees_every_record_while_appends_and_acks_go_on() {
+    const RECORDS: u64 = 400;
     let dir = tempfile::tempdir().unwrap();
     let opts = options(dir.path(), 500, 1 << 20);
     let (spool, _) = open(&opts);
     let mut reader = spool.reader();
     let spool = Arc::new(Mutex::new(spool));
-    const RECORDS: u64 = 400;
 
     let consumer = {
         let spool = Arc::clone(&spool);
@@ -344,10 +348,10 @@ impl Harness {
         self.pending().next().map_or(self.next_seq, |r| r.0)
     }
 
-    fn reopen(&mut self, expected: Recovery) {
+    fn reopen(&mut self, expected: &Recovery) {
         self.spool = None;
         let (spool, recovery) = open(&self.opts);
-        assert_eq!(recovery, expected);
+        assert_eq!(&recovery, expected);
         self.spool = Some(spool);
         // What the ledger did not acknowledge comes back.
         self.acked = self.model.front().map_or(self.next_seq, |r| r.0) - 1;
@@ -430,7 +434,7 @@ impl Harness {
             Op::Reopen => {
                 // Records acknowledged only in memory come back.
                 let records = self.model.len() as u64;
-                self.reopen(Recovery {
+                self.reopen(&Recovery {
                     records,
                     ..Recovery::default()
                 });
@@ -452,7 +456,7 @@ impl Harness {
                 self.model.pop_back();
                 self.last_appended = None;
                 let records = self.model.len() as u64;
-                self.reopen(Recovery {
+                self.reopen(&Recovery {
                     records,
                     corrupt_records: 0,
                     truncated_bytes: keep,
