@@ -2,8 +2,8 @@
 //! table, as JSON or as CSV.
 //!
 //! This file holds the arguments and [`run`], which asks the service;
-//! printing is apart from fetching: [`render`] has what every answer's text
-//! shares and [`reports`] what each answer shows, as pure functions of the
+//! printing is apart from fetching: [`render`](mod@render) has what every answer's text
+//! shares and [`reports`](mod@reports) what each answer shows, as pure functions of the
 //! decoded answer, tested without a server.
 
 mod render;
