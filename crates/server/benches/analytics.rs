@@ -1122,21 +1122,9 @@ fn main() -> anyhow::Result<()> {
     bench::block_on(run())
 }
 
-/// A Prometheus recorder installed for the whole run, with the request
-/// histogram's buckets, as `remaudit serve` installs one.
+/// The process's recorder, with the request histogram's buckets, as
+/// `remaudit serve` installs it.
 fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
     use remaudit_server::telemetry::{HTTP_DURATION, HTTP_DURATION_BUCKETS};
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Full(HTTP_DURATION.to_owned()),
-            &HTTP_DURATION_BUCKETS,
-        )
-        .expect("non-empty buckets")
-        .build_recorder();
-    let handle = recorder.handle();
-    assert!(
-        metrics::set_global_recorder(recorder).is_ok(),
-        "another metrics recorder is already installed: the bench's metrics would be lost"
-    );
-    handle
+    bench::metrics_handle(&[(HTTP_DURATION, &HTTP_DURATION_BUCKETS)])
 }

@@ -20,6 +20,7 @@ mod checks;
 mod database;
 mod knobs;
 mod load;
+mod recorder;
 mod report;
 
 pub use checks::{Census, census, check_stored, expect_eq, surprise, surprises, verdict};
@@ -32,6 +33,7 @@ pub use load::{
     Job, SavedIndex, connect_all, drop_indexes, ensure_partitions, index_jobs, run_jobs,
     saved_indexes, step, sync_id_sequence,
 };
+pub use recorder::metrics_handle;
 pub use report::{
     mib, percentile, percentile_f64, percentile_ms, percentile_ns, print_smoke_load, print_step,
     smoke_note, sorted_f64, thousands,
