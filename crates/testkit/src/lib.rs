@@ -12,6 +12,8 @@ use remaudit_store::{PoolSettings, Store};
 use sqlx::{Connection, PgConnection};
 
 pub mod bench;
+
+pub use bench::metrics_handle;
 pub mod design_sql;
 /// 120 days of remediations before a clock, for retention tests.
 pub mod history;

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::process::{Child, Command};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::CommandCargoExt as _;
@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use rand::{Rng, SeedableRng};
 use remaudit_client::metrics::{PUBLISH_DURATION, PUBLISH_DURATION_BUCKETS};
 use remaudit_model::RemediationOrchestrationAudit;
@@ -98,27 +98,12 @@ pub async fn wait_healthy(port: u16) {
 /// service and the publisher run on the runtime's worker threads, so only a
 /// global recorder sees them.
 pub fn metrics() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full(HTTP_DURATION.to_owned()),
-                    &HTTP_DURATION_BUCKETS,
-                )
-                .expect("non-empty buckets")
-                .set_buckets_for_metric(
-                    Matcher::Full(PUBLISH_DURATION.to_owned()),
-                    &PUBLISH_DURATION_BUCKETS,
-                )
-                .expect("non-empty buckets")
-                .build_recorder();
-            let handle = recorder.handle();
-            metrics::set_global_recorder(recorder).expect("the only recorder of the tests");
-            remaudit_server::telemetry::describe();
-            handle
-        })
-        .clone()
+    let handle = remaudit_testkit::metrics_handle(&[
+        (HTTP_DURATION, &HTTP_DURATION_BUCKETS),
+        (PUBLISH_DURATION, &PUBLISH_DURATION_BUCKETS),
+    ]);
+    remaudit_server::telemetry::describe();
+    handle
 }
 
 /// The audit service, in this process, on its own PostgreSQL database.

@@ -2,10 +2,10 @@
 //! well-formed requests and raw helpers for the malformed ones.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use remaudit_api::audit::{ListParams, MAX_PAGE};
 use remaudit_client::ApiClient;
 use remaudit_server::telemetry::{HTTP_DURATION, HTTP_DURATION_BUCKETS};
@@ -31,22 +31,9 @@ pub struct TestApp {
 /// the buckets `remaudit serve` gives the request histogram: the service runs
 /// on the runtime's worker threads, so only a global recorder sees it.
 pub fn metrics() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full(HTTP_DURATION.to_owned()),
-                    &HTTP_DURATION_BUCKETS,
-                )
-                .expect("non-empty buckets")
-                .build_recorder();
-            let handle = recorder.handle();
-            metrics::set_global_recorder(recorder).expect("the only recorder of the tests");
-            remaudit_server::telemetry::describe();
-            handle
-        })
-        .clone()
+    let handle = remaudit_testkit::metrics_handle(&[(HTTP_DURATION, &HTTP_DURATION_BUCKETS)]);
+    remaudit_server::telemetry::describe();
+    handle
 }
 
 /// Starts the service over `store` on a free port.

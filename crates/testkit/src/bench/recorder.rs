@@ -1,13 +1,14 @@
-//! The benchmark process's one metrics recorder.
+//! The one metrics recorder of a benchmark or test process.
 
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// The process's Prometheus recorder, installed on the first call with
-/// `buckets` (histogram name, bucket bounds) as `remaudit serve` installs
-/// its own; later calls return the same handle, so every service a benchmark
-/// starts renders the one recorder.
+/// `buckets` (histogram name, bucket bounds) as `remaudit` installs its own;
+/// later calls return the same handle, so every service a benchmark or test
+/// starts renders the one recorder (a service runs on the runtime's worker
+/// threads, so only a global recorder sees it).
 ///
 /// # Panics
 /// When bounds are empty, or another recorder is already installed (the
