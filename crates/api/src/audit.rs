@@ -172,15 +172,19 @@ impl TimelineParams {
 pub struct ListParams {
     /// Only this alert.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub alert_fingerprint: Option<String>,
     /// Only remediations whose current phase is this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub overall_phase: Option<String>,
     /// Only this namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub namespace: Option<String>,
     /// Only remediations with this name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub remediation_name: Option<String>,
     /// Started at or after this RFC 3339 time.
     #[serde(default, skip_serializing_if = "Option::is_none")]

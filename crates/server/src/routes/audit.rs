@@ -187,6 +187,24 @@ fn list_query(params: ListParams) -> Result<ListQuery, ApiError> {
             ),
         ));
     }
+    for (field, value) in [
+        ("alert_fingerprint", &params.alert_fingerprint),
+        ("overall_phase", &params.overall_phase),
+        ("namespace", &params.namespace),
+        ("remediation_name", &params.remediation_name),
+    ] {
+        // No stored value holds one, and PostgreSQL text cannot hold NUL.
+        if value
+            .as_deref()
+            .is_some_and(|v| v.chars().any(char::is_control))
+        {
+            errors.push(FieldError::new(
+                field,
+                "text",
+                "must not contain control characters",
+            ));
+        }
+    }
     let limit = page_limit(params.limit.as_deref(), &mut errors);
     let after = params.cursor.as_deref().and_then(|token| {
         let cursor = Cursor::decode(token);

@@ -12,6 +12,7 @@ crate::both_backends!(contract:
     empty_and_loose_times_are_refused_with_the_field_named,
     an_analytics_window_stays_within_four_digit_years,
     an_empty_batch_is_refused_and_answers_decode_as_api_types,
+    list_filters_with_control_characters_are_refused,
 );
 
 fn start() -> String {
@@ -131,4 +132,26 @@ fn the_document_states_the_rules() {
             .iter()
             .all(|p| p["name"] != "limit" && p["name"] != "bucket")
     );
+}
+
+/// A NUL in a filter was a 500 on PostgreSQL (its text cannot hold one); every
+/// control character is now refused on both backends, as the document says.
+pub async fn list_filters_with_control_characters_are_refused(app: &TestApp) {
+    for field in [
+        "alert_fingerprint",
+        "overall_phase",
+        "namespace",
+        "remediation_name",
+    ] {
+        for value in ["a%00b", "a%0Ab", "%7F"] {
+            let answer = app.get(&format!("{}?{field}={value}", paths::AUDIT)).await;
+            assert_eq!(
+                answer.assert_problem(400, "invalid-query"),
+                [(field.to_owned(), "text".to_owned())],
+                "{field}={value}"
+            );
+        }
+    }
+    let answer = app.get(&format!("{}?namespace=prod", paths::AUDIT)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
 }
