@@ -145,3 +145,22 @@ pub trait Authenticator: Send + Sync {
     /// A short name for logs (`tokens-file`, `kubernetes`, `client-certificate`).
     fn name(&self) -> &'static str;
 }
+
+/// Who made a request, put in its extensions by the auth layer before any
+/// handler runs; handlers that record admin actions read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The authenticated subject; `anonymous` when auth is off or the
+    /// anonymous role let the request in.
+    pub subject: String,
+}
+
+impl Caller {
+    /// The caller of a request no credential vouched for.
+    #[must_use]
+    pub fn anonymous() -> Self {
+        Caller {
+            subject: "anonymous".to_owned(),
+        }
+    }
+}
