@@ -7,6 +7,7 @@
 //! not know, rather than guess.
 
 pub mod analytics;
+pub mod admin;
 pub mod audit;
 pub mod health;
 pub mod openapi;

@@ -13,13 +13,19 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 mod config;
+mod admin;
+mod auth;
+mod chain;
 mod controller;
+mod credentials;
+mod kubernetes_auth;
 mod publish;
 mod query;
 mod retention;
 mod settings;
 mod simulate;
 mod telemetry;
+mod tls;
 
 pub(crate) use settings::DatabaseArgs;
 use settings::{LogFormat, MigrateArgs, MigrateSettings, PublisherArgs, ServeArgs, ServeSettings};

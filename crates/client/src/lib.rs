@@ -5,6 +5,7 @@
 //! durable on-disk [`spool`].
 
 mod api_client;
+pub mod credentials;
 pub mod metrics;
 mod publisher;
 pub mod spool;

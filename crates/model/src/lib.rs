@@ -3,6 +3,7 @@
 
 pub mod analytics;
 mod approx;
+pub mod chain;
 mod audit;
 pub mod histogram;
 pub mod json_text;

@@ -2,12 +2,14 @@
 //! OpenAPI document, over any [`remaudit_store::Store`].
 
 pub mod auth;
+mod chain;
 mod error;
 mod openapi;
 mod routes;
 mod settings;
 mod startup;
 pub mod telemetry;
+pub mod tls;
 
 pub use error::{ApiError, PROBLEM_JSON};
 pub use openapi::ApiDoc;

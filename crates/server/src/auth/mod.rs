@@ -7,6 +7,11 @@
 //! [`Decision::Forbidden`] is 403, [`Decision::Unavailable`] is 503 (an
 //! identity service that is down never turns into a 401).
 
+pub mod client_cert;
+pub mod kubernetes;
+pub mod layer;
+pub mod tokens;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 

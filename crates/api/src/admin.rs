@@ -1,0 +1,1 @@
+//! Admin actions and the admin log.

@@ -1,0 +1,1 @@
+//! `remaudit query admin-log`.

@@ -1,0 +1,1 @@
+//! The `[auth]` settings of `serve` and `remaudit token`.

@@ -1,0 +1,1 @@
+//! `remaudit verify` and `remaudit chain-key`.

@@ -1,0 +1,1 @@
+//! The credentials clients send: token file, CA bundle, client certificate.

@@ -1,0 +1,1 @@
+//! The Kubernetes authenticator's settings of `serve`.

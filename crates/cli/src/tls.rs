@@ -1,0 +1,1 @@
+//! The `[tls]` settings of `serve`.

@@ -1,0 +1,1 @@
+//! The keyed hash chain over each remediation's events.

@@ -1,0 +1,1 @@
+//! Mutual TLS: a verified client certificate's subject mapped to a role.

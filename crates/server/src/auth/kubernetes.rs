@@ -1,0 +1,1 @@
+//! Kubernetes ServiceAccount tokens: `TokenReview` and `SubjectAccessReview`.

@@ -1,0 +1,1 @@
+//! The middleware that asks the authenticators before a handler runs.

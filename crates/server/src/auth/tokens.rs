@@ -1,0 +1,1 @@
+//! Bearer tokens from a file of hashes.

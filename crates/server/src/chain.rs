@@ -1,0 +1,1 @@
+//! Tamper evidence served: the admin verification route.

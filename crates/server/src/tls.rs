@@ -1,0 +1,1 @@
+//! Serving TLS from certificate and key files.
