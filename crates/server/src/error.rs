@@ -9,6 +9,8 @@ pub use remaudit_api::problem::{PROBLEM_JSON, PROBLEM_TYPE_PREFIX, Problem};
 use remaudit_model::FieldError;
 use remaudit_store::StoreError;
 
+use crate::auth::{DenyReason, Role};
+
 /// Why a request failed.
 #[derive(Debug)]
 pub enum ApiError {
@@ -38,6 +40,12 @@ pub enum ApiError {
     Overloaded(Duration),
     /// The client paused longer than allowed while sending the body.
     BodyTimeout(Duration),
+    /// No credential, or one no authenticator accepts (401, with `WWW-Authenticate: Bearer`).
+    Unauthenticated(DenyReason),
+    /// A known caller without the role the route needs (403).
+    Forbidden(Role),
+    /// The identity service could not be asked; try again after the delay (503).
+    AuthUnavailable(Duration),
     /// A fault of the server; details are in its log.
     Internal,
 }
@@ -143,6 +151,32 @@ impl ApiError {
                     limit.as_millis()
                 ),
             ),
+            Self::Unauthenticated(reason) => (
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "Authentication required",
+                match reason {
+                    DenyReason::Missing => "this route needs a credential: send `Authorization: Bearer TOKEN` (remaudit token create makes one)",
+                    DenyReason::Expired => "the token has expired: ask for a new one (remaudit token create)",
+                    _ => "the credential is not valid: send `Authorization: Bearer TOKEN` with a token the server knows",
+                }
+                .to_owned(),
+            ),
+            Self::Forbidden(role) => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Forbidden",
+                format!("this route needs the {role} role, which the caller does not have"),
+            ),
+            Self::AuthUnavailable(after) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "auth-unavailable",
+                "Authentication unavailable",
+                format!(
+                    "the identity service that checks this credential cannot be reached; nothing was done. Retry after {} s",
+                    after.as_secs().max(1)
+                ),
+            ),
             Self::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -183,7 +217,18 @@ impl IntoResponse for ApiError {
             // The rest of the body is not read, so the connection cannot be reused.
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        if let Self::Unauthenticated(reason) = &self {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(if *reason == DenyReason::Missing {
+                    "Bearer realm=\"remaudit\""
+                } else {
+                    "Bearer realm=\"remaudit\", error=\"invalid_token\""
+                }),
+            );
+        }
         if let Self::Unavailable(after)
+        | Self::AuthUnavailable(after)
         | Self::Timeout(after)
         | Self::Overloaded(after)
         | Self::QueryTimeout(after) = &self

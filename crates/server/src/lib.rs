@@ -14,4 +14,4 @@ pub mod tls;
 pub use error::{ApiError, PROBLEM_JSON};
 pub use openapi::ApiDoc;
 pub use settings::ServerSettings;
-pub use startup::{AppState, router, serve};
+pub use startup::{ApiRoute, AppState, api_routes, router, serve};

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::{Request, State};
+use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::routing::{MethodRouter, delete, get, post, put};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -24,8 +25,10 @@ use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
+use crate::auth::layer::{Guard, authorize};
+use crate::auth::{AuthPolicy, Role};
 use crate::error::ApiError;
-use crate::openapi::ApiDoc;
+use crate::openapi;
 use crate::routes::{analytics, audit, health};
 use crate::settings::ServerSettings;
 use crate::telemetry;
@@ -39,6 +42,8 @@ pub struct AppState {
     pub settings: Arc<ServerSettings>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Who may call what.
+    pub auth: Arc<AuthPolicy>,
 }
 
 impl AppState {
@@ -50,12 +55,162 @@ impl AppState {
             store,
             settings: Arc::new(settings),
             metrics,
+            auth: Arc::new(AuthPolicy::default()),
         }
+    }
+
+    /// The same state under `policy` (without it, every route is open).
+    #[must_use]
+    pub fn with_auth(mut self, policy: AuthPolicy) -> Self {
+        self.auth = Arc::new(policy);
+        self
     }
 }
 
-async fn openapi() -> Json<serde_json::Value> {
-    Json(ApiDoc::document())
+/// One `/api/v1` route: its method, path template, the role it needs, and
+/// its handler.
+pub struct ApiRoute {
+    /// The HTTP method.
+    pub method: Method,
+    /// The path template, as in [`remaudit_api::paths`].
+    pub path: &'static str,
+    /// What a caller needs to use it.
+    pub role: Role,
+    handler: MethodRouter<AppState>,
+}
+
+impl std::fmt::Debug for ApiRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiRoute")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+fn row(
+    method: Method,
+    path: &'static str,
+    role: Role,
+    handler: MethodRouter<AppState>,
+) -> ApiRoute {
+    ApiRoute {
+        method,
+        path,
+        role,
+        handler,
+    }
+}
+
+/// Every `/api/v1` route with the role it needs: the one table the router,
+/// the auth layer and the OpenAPI document's security are built from.
+/// Adding a route is adding a row.
+#[must_use]
+pub fn api_routes() -> Vec<ApiRoute> {
+    use Role::{Admin, Reader, Writer};
+    vec![
+        row(Method::POST, paths::AUDIT, Writer, post(audit::create)),
+        row(
+            Method::POST,
+            paths::AUDIT_BATCH,
+            Writer,
+            post(audit::create_batch),
+        ),
+        row(Method::GET, paths::AUDIT, Reader, get(audit::list)),
+        row(Method::GET, paths::AUDIT_ITEM, Reader, get(audit::get)),
+        row(
+            Method::DELETE,
+            paths::AUDIT_ITEM,
+            Admin,
+            delete(audit::delete),
+        ),
+        row(
+            Method::PUT,
+            paths::AUDIT_LEGAL_HOLD,
+            Admin,
+            put(audit::hold),
+        ),
+        row(
+            Method::DELETE,
+            paths::AUDIT_LEGAL_HOLD,
+            Admin,
+            delete(audit::release),
+        ),
+        row(
+            Method::GET,
+            paths::ANALYTICS_POSTMORTEM,
+            Reader,
+            get(analytics::postmortem),
+        ),
+        row(
+            Method::GET,
+            paths::ANALYTICS_SUCCESS_RATE,
+            Reader,
+            get(analytics::success_rate),
+        ),
+        row(
+            Method::GET,
+            paths::ANALYTICS_DURATIONS,
+            Reader,
+            get(analytics::durations),
+        ),
+        row(
+            Method::GET,
+            paths::ANALYTICS_SLOWEST,
+            Reader,
+            get(analytics::slowest),
+        ),
+        row(
+            Method::GET,
+            paths::ANALYTICS_FAILURES,
+            Reader,
+            get(analytics::failures),
+        ),
+        row(
+            Method::GET,
+            paths::ANALYTICS_RETRIES,
+            Reader,
+            get(analytics::retries),
+        ),
+        // The document describes the API, not its data; still a reader's,
+        // as every /api/v1 route needs a role (docs/security.md).
+        row(
+            Method::GET,
+            paths::OPENAPI,
+            Reader,
+            get(openapi::serve_document),
+        ),
+    ]
+}
+
+/// `handler` behind the guard of `role`.
+fn guarded(
+    state: &AppState,
+    method: &Method,
+    path: &'static str,
+    role: Role,
+    handler: MethodRouter<AppState>,
+) -> MethodRouter<AppState> {
+    let guard = Guard {
+        policy: state.auth.clone(),
+        role,
+        method: method_name(method),
+        route: path,
+        retry_after: state.settings.retry_after,
+    };
+    handler.route_layer(middleware::from_fn_with_state(guard, authorize))
+}
+
+fn method_name(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
 }
 
 async fn not_found(request: Request) -> ApiError {
@@ -107,29 +262,32 @@ pub fn router(state: AppState) -> Router {
         limit: state.settings.max_concurrent_requests,
         retry_after: state.settings.retry_after,
     };
-    let api = Router::new()
-        .route(paths::AUDIT, post(audit::create).get(audit::list))
-        .route(paths::AUDIT_BATCH, post(audit::create_batch))
-        .route(paths::AUDIT_ITEM, get(audit::get).delete(audit::delete))
-        .route(
-            paths::AUDIT_LEGAL_HOLD,
-            put(audit::hold).delete(audit::release),
-        )
-        .route(paths::ANALYTICS_POSTMORTEM, get(analytics::postmortem))
-        .route(paths::ANALYTICS_SUCCESS_RATE, get(analytics::success_rate))
-        .route(paths::ANALYTICS_DURATIONS, get(analytics::durations))
-        .route(paths::ANALYTICS_SLOWEST, get(analytics::slowest))
-        .route(paths::ANALYTICS_FAILURES, get(analytics::failures))
-        .route(paths::ANALYTICS_RETRIES, get(analytics::retries))
+    // Same path, several rows: axum merges their method routers.
+    let api = api_routes()
+        .into_iter()
+        .fold(Router::new(), |router, r| {
+            let handler = guarded(&state, &r.method, r.path, r.role, r.handler);
+            router.route(r.path, handler)
+        })
         // Readiness asks the database, so it counts; an overloaded replica
         // reporting not-ready is what should happen.
         .route(paths::READYZ, get(health::readyz))
-        .route(paths::OPENAPI, get(openapi))
         .route_layer(middleware::from_fn_with_state(shed, shed_load));
     // Liveness and metrics are answered from memory, even at the limit.
+    let metrics = if state.auth.metrics_guarded() {
+        guarded(
+            &state,
+            &Method::GET,
+            paths::METRICS,
+            Role::Reader,
+            get(health::metrics),
+        )
+    } else {
+        get(health::metrics)
+    };
     let operations = Router::new()
         .route(paths::HEALTHZ, get(health::healthz))
-        .route(paths::METRICS, get(health::metrics));
+        .route(paths::METRICS, metrics);
     api.merge(operations)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), deadline))

@@ -37,6 +37,14 @@ pub fn describe() {
         "remaudit_db_pool_max_connections",
         "Most database connections the pool may open"
     );
+    metrics::describe_counter!(
+        crate::auth::DENIED_TOTAL,
+        "Requests refused by authentication or authorization, by reason (missing, invalid, expired, role, unavailable)"
+    );
+    metrics::describe_counter!(
+        crate::auth::tokens::RELOAD_TOTAL,
+        "Reloads of the tokens file after it changed, by outcome (reloaded, failed: the last good tokens stay)"
+    );
 }
 
 /// The `method` label: a standard method's name, or `other` for any method a

@@ -12,6 +12,9 @@ pub mod kubernetes;
 pub mod layer;
 pub mod tokens;
 
+pub use layer::{AuthPolicy, DENIED_TOTAL};
+pub use tokens::TokensFile;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
