@@ -12,10 +12,10 @@ use secrecy::ExposeSecret as _;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-mod config;
 mod admin;
 mod auth;
 mod chain;
+mod config;
 mod controller;
 mod credentials;
 mod kubernetes_auth;
