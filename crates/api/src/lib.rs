@@ -6,8 +6,8 @@
 //! Closed enums (such as [`audit::ItemStatus`]) fail to decode a value they do
 //! not know, rather than guess.
 
-pub mod analytics;
 pub mod admin;
+pub mod analytics;
 pub mod audit;
 pub mod health;
 pub mod openapi;

@@ -3,8 +3,8 @@
 
 pub mod analytics;
 mod approx;
-pub mod chain;
 mod audit;
+pub mod chain;
 pub mod histogram;
 pub mod json_text;
 mod phase;
