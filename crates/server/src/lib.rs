@@ -15,3 +15,6 @@ pub use error::{ApiError, PROBLEM_JSON};
 pub use openapi::ApiDoc;
 pub use settings::ServerSettings;
 pub use startup::{ApiRoute, AppState, api_routes, router, serve};
+
+#[doc(hidden)]
+pub use routes::body::fuzzing;

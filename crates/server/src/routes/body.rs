@@ -448,3 +448,37 @@ mod tests {
         assert!(parse_element(&quoted).is_ok());
     }
 }
+
+/// The body decoding and validation the write routes run, without HTTP: what
+/// the fuzz targets in `fuzz/` drive.
+#[doc(hidden)]
+pub mod fuzzing {
+    use chrono::Utc;
+    use remaudit_model::Limits;
+
+    /// Decodes and validates a single-record body; whether it was accepted.
+    #[must_use]
+    pub fn record(bytes: &[u8]) -> bool {
+        super::parse_document(bytes)
+            .is_ok_and(|record| record.validate(Utc::now(), &Limits::default()).is_ok())
+    }
+
+    /// Splits a batch body of at most `max` records and decodes and
+    /// validates each; how many were accepted, or `None` when the body as a
+    /// whole was refused.
+    #[must_use]
+    pub fn batch(bytes: &[u8], max: usize) -> Option<usize> {
+        let elements = super::split_batch(bytes, max).ok()?;
+        assert!(elements.len() <= max, "the split kept more than {max} records");
+        let now = Utc::now();
+        Some(
+            elements
+                .iter()
+                .filter(|e| {
+                    super::parse_element(e.get())
+                        .is_ok_and(|r| r.validate(now, &Limits::default()).is_ok())
+                })
+                .count(),
+        )
+    }
+}
