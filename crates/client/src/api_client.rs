@@ -143,13 +143,14 @@ impl ApiError {
             if e.is::<rustls::Error>() {
                 return true;
             }
-            // An I/O error's `source` skips the error it wraps: look inside.
-            if let Some(io) = e.downcast_ref::<std::io::Error>()
-                && io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
+            // An I/O error's `source` skips the error it wraps: step into that.
+            cause = match e
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
             {
-                return true;
-            }
-            cause = e.source();
+                Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+                None => e.source(),
+            };
         }
         false
     }

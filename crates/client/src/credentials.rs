@@ -162,8 +162,8 @@ impl CredentialSettings {
         let roots = match &self.ca_file {
             Some(path) => {
                 let pem = read("CA file", path)?;
-                let roots =
-                    reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad_pem("CA file", path, &e))?;
+                let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                    .map_err(|e| bad_pem("CA file", path, &e))?;
                 if roots.is_empty() {
                     return Err(CredentialError::BadPem {
                         what: "CA file",
@@ -432,10 +432,11 @@ fn bearer_of(st: &TokenState) -> Bearer {
 
 /// The token in `path`, without the blanks around it.
 fn read_token(path: &Path) -> Result<SecretString, CredentialError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CredentialError::TokenUnreadable {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| CredentialError::TokenUnreadable {
+            path: path.to_owned(),
+            source,
+        })?;
     let token = text.trim();
     if token.is_empty() {
         return Err(CredentialError::TokenEmpty {
@@ -482,7 +483,10 @@ mod tests {
         let missing = dir.path().join("absent");
         let e = TokenFile::open(&missing).expect_err("missing");
         assert!(matches!(e, CredentialError::TokenUnreadable { .. }));
-        assert!(e.to_string().contains(&missing.display().to_string()), "{e}");
+        assert!(
+            e.to_string().contains(&missing.display().to_string()),
+            "{e}"
+        );
         assert!(e.to_string().contains("--token-file"), "{e}");
 
         let empty = write(dir.path(), "empty", " \n\t\n");
@@ -500,7 +504,7 @@ mod tests {
     fn the_file_is_read_again_after_the_interval_and_at_once_on_reload() {
         let dir = tempfile::tempdir().expect("dir");
         let path = write(dir.path(), "token", "first");
-        let slow = TokenFile::open_with_recheck(&path, Duration::from_secs(3600)).expect("open");
+        let slow = TokenFile::open_with_recheck(&path, Duration::from_hours(1)).expect("open");
         let eager = TokenFile::open_with_recheck(&path, Duration::ZERO).expect("open");
         write(dir.path(), "token", "second\n");
         assert_eq!(header(&slow.bearer().expect("cached")), "Bearer first");
@@ -536,7 +540,10 @@ mod tests {
             none.clone().with_default_token(true, &pod).token_file,
             Some(pod.clone())
         );
-        assert_eq!(none.clone().with_default_token(false, &pod).token_file, None);
+        assert_eq!(
+            none.clone().with_default_token(false, &pod).token_file,
+            None
+        );
         assert_eq!(none.with_default_token(true, &absent).token_file, None);
         let off = CredentialSettings {
             no_token: true,
@@ -547,7 +554,10 @@ mod tests {
             token_file: Some(absent.clone()),
             ..CredentialSettings::default()
         };
-        assert_eq!(given.with_default_token(true, &pod).token_file, Some(absent));
+        assert_eq!(
+            given.with_default_token(true, &pod).token_file,
+            Some(absent)
+        );
     }
 
     #[test]
@@ -571,7 +581,16 @@ mod tests {
             ..CredentialSettings::default()
         };
         let e = ca.load().expect_err("no certificate");
-        assert!(matches!(e, CredentialError::BadPem { what: "CA file", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                CredentialError::BadPem {
+                    what: "CA file",
+                    ..
+                }
+            ),
+            "{e}"
+        );
         assert!(e.to_string().contains("cert.pem"), "{e}");
         let missing = CredentialSettings {
             ca_file: Some(dir.path().join("absent.pem")),
@@ -579,8 +598,17 @@ mod tests {
         };
         assert!(matches!(
             missing.load(),
-            Err(CredentialError::FileUnreadable { what: "CA file", .. })
+            Err(CredentialError::FileUnreadable {
+                what: "CA file",
+                ..
+            })
         ));
-        assert!(CredentialSettings::default().load().expect("none").token().is_none());
+        assert!(
+            CredentialSettings::default()
+                .load()
+                .expect("none")
+                .token()
+                .is_none()
+        );
     }
 }
