@@ -37,15 +37,14 @@ pub const TOKEN_RECHECK: Duration = Duration::from_secs(5);
 pub enum CredentialError {
     /// The token file cannot be read.
     #[error(
-        "cannot read the token file {}: {source}; give a readable file with --token-file / REMAUDIT_TOKEN_FILE, or --no-token to send none",
+        "cannot read the token file {} ({error}); give a readable file with --token-file / REMAUDIT_TOKEN_FILE, or --no-token to send none",
         path.display()
     )]
     TokenUnreadable {
         /// The file.
         path: PathBuf,
-        /// What the system said.
-        #[source]
-        source: std::io::Error,
+        /// What the system said (in the message, so that logs carry it).
+        error: std::io::Error,
     },
     /// The token file holds nothing but blanks.
     #[error(
@@ -66,15 +65,14 @@ pub enum CredentialError {
         path: PathBuf,
     },
     /// A certificate or key file cannot be read.
-    #[error("cannot read the {what} {}: {source}", path.display())]
+    #[error("cannot read the {what} {}: {error}", path.display())]
     FileUnreadable {
         /// Which file: `CA file`, `client certificate`, `client key`.
         what: &'static str,
         /// The file.
         path: PathBuf,
-        /// What the system said.
-        #[source]
-        source: std::io::Error,
+        /// What the system said (in the message, so that logs carry it).
+        error: std::io::Error,
     },
     /// A certificate or key file holds no usable PEM.
     #[error("the {what} {} is not usable: {reason}", path.display())]
@@ -90,7 +88,7 @@ pub enum CredentialError {
     #[error("{0}")]
     Conflict(&'static str),
     /// The HTTP client refused the TLS material (a key that does not match its certificate, say).
-    #[error("cannot set up TLS with the given CA file and client certificate: {0}")]
+    #[error("cannot set up TLS with the given CA file and client certificate")]
     Client(#[source] reqwest::Error),
 }
 
@@ -208,10 +206,10 @@ impl CredentialSettings {
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, CredentialError> {
-    std::fs::read(path).map_err(|source| CredentialError::FileUnreadable {
+    std::fs::read(path).map_err(|error| CredentialError::FileUnreadable {
         what,
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 
@@ -432,11 +430,10 @@ fn bearer_of(st: &TokenState) -> Bearer {
 
 /// The token in `path`, without the blanks around it.
 fn read_token(path: &Path) -> Result<SecretString, CredentialError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| CredentialError::TokenUnreadable {
-            path: path.to_owned(),
-            source,
-        })?;
+    let text = std::fs::read_to_string(path).map_err(|error| CredentialError::TokenUnreadable {
+        path: path.to_owned(),
+        error,
+    })?;
     let token = text.trim();
     if token.is_empty() {
         return Err(CredentialError::TokenEmpty {

@@ -29,6 +29,11 @@ pub fn remaudit() -> Command {
         "REMAUDIT_URL",
         "REMAUDIT_SPOOL_DIR",
         "REMAUDIT_CONFIG",
+        "REMAUDIT_TOKEN_FILE",
+        "REMAUDIT_CA_FILE",
+        "REMAUDIT_CLIENT_CERT",
+        "REMAUDIT_CLIENT_KEY",
+        "KUBERNETES_SERVICE_HOST",
     ] {
         cmd.env_remove(var);
     }

@@ -2,6 +2,7 @@
 //! real service on PostgreSQL.
 
 mod config;
+mod credentials;
 mod helpers;
 mod publish;
 mod query;
