@@ -34,6 +34,10 @@ pub fn remaudit() -> Command {
         "REMAUDIT_CLIENT_CERT",
         "REMAUDIT_CLIENT_KEY",
         "KUBERNETES_SERVICE_HOST",
+        "REMAUDIT_AUTH_TOKENS_FILE",
+        "REMAUDIT_INSECURE_NO_AUTH",
+        "REMAUDIT_ANONYMOUS_ROLE",
+        "REMAUDIT_AUTH_KUBERNETES",
     ] {
         cmd.env_remove(var);
     }
