@@ -25,7 +25,7 @@ pub struct CredentialArgs {
     /// /var/run/secrets/remaudit/token, when it exists.
     #[arg(long, global = true, env = "REMAUDIT_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
-    /// Send no token, whatever --token-file, REMAUDIT_TOKEN_FILE, the
+    /// Send no token, whatever --token-file, `REMAUDIT_TOKEN_FILE`, the
     /// settings file or the pod provide.
     #[arg(long, global = true)]
     pub no_token: bool,
