@@ -18,6 +18,7 @@ use remaudit_api::analytics::AnalyticsParams;
 use remaudit_api::{Problem, paths};
 use remaudit_client::{ApiClient, ApiError};
 
+use crate::credentials::CredentialArgs;
 use render::{Report, clean_text, render};
 use reports::{Postmortem, Slowest};
 
@@ -52,6 +53,8 @@ pub struct QueryArgs {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table, display_order = 101)]
     output: Output,
+    #[command(flatten)]
+    credentials: CredentialArgs,
     #[command(subcommand)]
     command: QueryCommand,
 }
@@ -190,7 +193,7 @@ fn show<R: Report>(
                 "the server at {} has no {path}: it may run a remaudit older than this command",
                 api.base_url()
             );
-            Err(explain(api.base_url(), err, &not_found))
+            Err(explain(api, err, &not_found))
         }
     }
 }
@@ -201,7 +204,7 @@ fn show<R: Report>(
 /// When the server is unreachable, refuses the query (its explanation is in
 /// the error), or answers something that cannot be read.
 pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
-    let api = client(&args.url)?;
+    let api = client(&args.url, &args.credentials)?;
     let output = args.output;
     let text = match args.command {
         QueryCommand::Postmortem {
@@ -253,7 +256,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
                     "no remediation with id {id} at {}; the other queries list the ids",
                     api.base_url()
                 );
-                explain(api.base_url(), err, &not_found)
+                explain(&api, err, &not_found)
             })?;
             render(&report, output)?
         }
@@ -270,8 +273,9 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
     }
 }
 
-/// The API client for `url`, after checking it is an http(s) URL.
-fn client(url: &str) -> anyhow::Result<ApiClient> {
+/// The API client for `url`, after checking it is an http(s) URL, with
+/// the credentials of `credentials`.
+fn client(url: &str, credentials: &CredentialArgs) -> anyhow::Result<ApiClient> {
     let base = url.trim_end_matches('/');
     let parsed = reqwest::Url::parse(base).map_err(|e| {
         anyhow!(
@@ -283,12 +287,10 @@ fn client(url: &str) -> anyhow::Result<ApiClient> {
             "{url:?} is not an http:// or https:// URL: set --url or REMAUDIT_URL"
         ));
     }
-    let http = reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .build()
-        .context("cannot set up the HTTP client")?;
-    Ok(ApiClient::with_http(base, http))
+        .connect_timeout(CONNECT_TIMEOUT);
+    Ok(credentials.settings().load()?.api_client(base, builder)?)
 }
 
 /// The detail of a problem (else its title), then each broken rule on its
@@ -309,11 +311,23 @@ fn problem_message(problem: &Problem) -> String {
     text
 }
 
-/// What to tell the user about a failed call to the server at `base`; a
-/// 404 is `not_found`.
-fn explain(base: &str, err: ApiError, not_found: &str) -> anyhow::Error {
+/// What to tell the user about a failed call to `api`'s server; a 404 is
+/// `not_found`.
+fn explain(api: &ApiClient, err: ApiError, not_found: &str) -> anyhow::Error {
+    let base = api.base_url();
     match err {
+        err @ ApiError::Transport { .. } if err.is_tls() => {
+            let mut cause: &dyn std::error::Error = &err;
+            while let Some(inner) = cause.source() {
+                cause = inner;
+            }
+            anyhow!(
+                "TLS with the server at {base} failed ({cause}): set --ca-file / REMAUDIT_CA_FILE to the CA that signed its certificate, and --client-cert / --client-key if it asks for one"
+            )
+        }
         ApiError::Transport { source, .. } => transport_error(base, &source),
+        ApiError::Denied { status, detail, .. } => denied(api, status, &detail),
+        err @ ApiError::Credentials(_) => anyhow!(err),
         ApiError::Decode { path, message, .. } => anyhow!(
             "the server at {base} answered JSON this command cannot read (at {path}: {message}): are the CLI and the service the same version?"
         ),
@@ -348,6 +362,23 @@ fn explain(base: &str, err: ApiError, not_found: &str) -> anyhow::Error {
         err @ (ApiError::Build(_) | ApiError::InvalidUrl { .. }) => {
             anyhow!("{err}; set --url or REMAUDIT_URL")
         }
+    }
+}
+
+/// What to tell the user when the server refused the caller (401, 403).
+fn denied(api: &ApiClient, status: u16, detail: &str) -> anyhow::Error {
+    let base = api.base_url();
+    match (status, api.token()) {
+        (401, None) => anyhow!(
+            "the server at {base} needs a token ({detail}): give a file holding one with --token-file or REMAUDIT_TOKEN_FILE"
+        ),
+        (401, Some(token)) => anyhow!(
+            "the server at {base} does not accept the token in {} ({detail}): is it current, and known to the server?",
+            token.path().display()
+        ),
+        _ => anyhow!(
+            "the server at {base} refused ({detail}): the token's subject lacks the reader role that queries need"
+        ),
     }
 }
 

@@ -347,6 +347,9 @@ pub struct PublisherArgs {
     /// Longest `Retry-After` honoured, in milliseconds.
     #[arg(long, env = "REMAUDIT_PUBLISHER_MAX_RETRY_AFTER_MS", default_value_t = ms(PublisherSettings::default().max_retry_after), value_parser = trimmed::<u64>)]
     pub publisher_max_retry_after_ms: u64,
+    /// What the publisher presents to the service.
+    #[command(flatten)]
+    pub credentials: crate::credentials::CredentialArgs,
 }
 
 /// A number, with the blanks around it ignored (as the publisher's
@@ -379,6 +382,7 @@ impl PublisherArgs {
             publisher_max_backoff_ms => config.max_backoff, via Duration::from_millis;
             publisher_max_retry_after_ms => config.max_retry_after, via Duration::from_millis;
         });
+        self.credentials.layer(&mut config.credentials, m);
         *config = config.clone().clamped();
     }
 }

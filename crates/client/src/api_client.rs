@@ -4,6 +4,10 @@
 //! Answers are decoded strictly: a value the client does not know (such as a
 //! new batch item status) is a [`ApiError::Decode`], never mapped to a
 //! default.
+//!
+//! With a [`TokenFile`], every request carries `Authorization: Bearer`; a
+//! 401 makes the client read the file again at once and, when the token
+//! changed since the request was sent, send the request once more.
 
 use std::time::Duration;
 
@@ -18,6 +22,8 @@ use remaudit_api::audit::{
 use remaudit_api::{Problem, RemediationOrchestrationAudit, StoredAudit, paths};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use crate::credentials::{Bearer, CredentialError, TokenFile};
 
 /// How long one call of a client made by [`ApiClient::new`] may take.
 pub const API_TIMEOUT: Duration = Duration::from_secs(30);
@@ -78,6 +84,23 @@ pub enum ApiError {
         /// The body as text.
         body: String,
     },
+    /// The service refused the caller: 401 (no credential, or one it does
+    /// not accept) or 403 (a caller without the route's role).
+    #[error("{url} answered {status}: {detail}")]
+    Denied {
+        /// The URL asked.
+        url: String,
+        /// 401 or 403.
+        status: u16,
+        /// The error document's detail, else the body as text.
+        detail: String,
+        /// The error document, when the body was one.
+        problem: Option<Box<Problem>>,
+    },
+    /// The credentials could not be put into the request (the token file
+    /// became unreadable, say).
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
     /// A success answer this client cannot read: a server newer than the
     /// client, or something in between that is not the service.
     #[error(
@@ -108,14 +131,42 @@ impl ApiError {
         matches!(self, Self::Transport { .. } | Self::Unavailable { .. })
     }
 
+    /// Whether the request failed in the TLS handshake or TLS layer (an
+    /// unknown CA, a name mismatch, a refused client certificate).
+    #[must_use]
+    pub fn is_tls(&self) -> bool {
+        let Self::Transport { source, .. } = self else {
+            return false;
+        };
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source);
+        while let Some(e) = cause {
+            if e.is::<rustls::Error>() {
+                return true;
+            }
+            // An I/O error's `source` skips the error it wraps: step into that.
+            cause = match e
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+            {
+                Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+                None => e.source(),
+            };
+        }
+        false
+    }
+
     /// The HTTP status of the answer, when there was one.
     #[must_use]
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::Unavailable { status, .. }
             | Self::Refused { status, .. }
+            | Self::Denied { status, .. }
             | Self::Decode { status, .. } => Some(*status),
-            Self::Build(_) | Self::InvalidUrl { .. } | Self::Transport { .. } => None,
+            Self::Build(_)
+            | Self::InvalidUrl { .. }
+            | Self::Transport { .. }
+            | Self::Credentials(_) => None,
         }
     }
 
@@ -123,7 +174,9 @@ impl ApiError {
     #[must_use]
     pub fn problem(&self) -> Option<&Problem> {
         match self {
-            Self::Unavailable { problem, .. } | Self::Refused { problem, .. } => problem.as_deref(),
+            Self::Unavailable { problem, .. }
+            | Self::Refused { problem, .. }
+            | Self::Denied { problem, .. } => problem.as_deref(),
             _ => None,
         }
     }
@@ -155,6 +208,8 @@ pub struct ApiClient {
     http: reqwest::Client,
     /// The base URL, without a trailing slash.
     base: String,
+    /// The token sent with every request, when there is one.
+    token: Option<TokenFile>,
 }
 
 impl ApiClient {
@@ -178,7 +233,23 @@ impl ApiClient {
         Self {
             http,
             base: base_url.trim_end_matches('/').to_owned(),
+            token: None,
         }
+    }
+
+    /// This client sending the token in `token` (none for `None`) with
+    /// every request. [`Credentials::api_client`](crate::credentials::Credentials::api_client)
+    /// builds a client with its TLS settings and token at once.
+    #[must_use]
+    pub fn with_token(mut self, token: Option<TokenFile>) -> Self {
+        self.token = token;
+        self
+    }
+
+    /// The token file this client sends from, when it sends one.
+    #[must_use]
+    pub fn token(&self) -> Option<&TokenFile> {
+        self.token.as_ref()
     }
 
     /// The base URL, without a trailing slash.
@@ -387,44 +458,82 @@ impl ApiClient {
         })
     }
 
-    /// Sends `request`; returns the status and body of a success answer.
+    /// Sends `request` with the token, when there is one; returns the status
+    /// and body of a success answer. After a 401 the token file is read
+    /// again at once, and the request is sent once more when the token
+    /// changed since it was sent.
     async fn answer(
         &self,
         url: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<(u16, Bytes), ApiError> {
-        let transport = |source| ApiError::Transport {
-            url: url.to_owned(),
-            source,
+        let Some(token) = &self.token else {
+            return exchange(url, request).await;
         };
-        let response = request.send().await.map_err(transport)?;
-        let status = response.status().as_u16();
-        let retry_after = retry_after(response.headers());
-        let body = response.bytes().await.map_err(transport)?;
-        if (200..300).contains(&status) {
-            return Ok((status, body));
+        let bearer = token.bearer()?;
+        let again = request.try_clone();
+        let first = exchange(url, authorized(request, &bearer)).await;
+        match (first, again) {
+            (Err(ApiError::Denied { status: 401, .. }), Some(again))
+                if token.reload()?.generation != bearer.generation =>
+            {
+                let bearer = token.bearer()?;
+                exchange(url, authorized(again, &bearer)).await
+            }
+            (first, _) => first,
         }
-        let problem = serde_json::from_slice::<Problem>(&body).ok().map(Box::new);
-        let text = String::from_utf8_lossy(&body).into_owned();
-        let url = url.to_owned();
-        Err(if matches!(status, 408 | 429) || status >= 500 {
-            ApiError::Unavailable {
-                url,
-                status,
-                retry_after,
-                problem,
-                body: text,
-            }
-        } else {
-            ApiError::Refused {
-                url,
-                status,
-                retry_after,
-                problem,
-                body: text,
-            }
-        })
     }
+}
+
+/// `request` with its `Authorization` header.
+fn authorized(request: reqwest::RequestBuilder, bearer: &Bearer) -> reqwest::RequestBuilder {
+    request.header(reqwest::header::AUTHORIZATION, bearer.header.clone())
+}
+
+/// Sends `request`; returns the status and body of a success answer.
+async fn exchange(url: &str, request: reqwest::RequestBuilder) -> Result<(u16, Bytes), ApiError> {
+    let transport = |source| ApiError::Transport {
+        url: url.to_owned(),
+        source,
+    };
+    let response = request.send().await.map_err(transport)?;
+    let status = response.status().as_u16();
+    let retry_after = retry_after(response.headers());
+    let body = response.bytes().await.map_err(transport)?;
+    if (200..300).contains(&status) {
+        return Ok((status, body));
+    }
+    let problem = serde_json::from_slice::<Problem>(&body).ok().map(Box::new);
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let url = url.to_owned();
+    Err(if matches!(status, 401 | 403) {
+        let detail = match problem.as_deref() {
+            Some(p) if !p.detail.is_empty() => p.detail.clone(),
+            _ => text.trim().to_owned(),
+        };
+        ApiError::Denied {
+            url,
+            status,
+            detail,
+            problem,
+        }
+    } else if matches!(status, 408 | 429) || status >= 500 {
+        ApiError::Unavailable {
+            url,
+            status,
+            retry_after,
+            problem,
+            body: text,
+        }
+    } else {
+        ApiError::Refused {
+            url,
+            status,
+            retry_after,
+            problem,
+            body: text,
+        }
+    })
 }
 
 /// `url` with `params` (a struct of optional text fields) as its query.

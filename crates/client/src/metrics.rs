@@ -29,6 +29,10 @@ pub const SPOOL_CORRUPT: &str = "remaudit_publisher_spool_corrupt_records_total"
 pub const SPOOL_ERRORS: &str = "remaudit_publisher_spool_errors_total";
 /// Records per request.
 pub const BATCH_RECORDS: &str = "remaudit_publisher_batch_records";
+/// Batch requests denied for the publisher's credentials, by `reason`
+/// (`unauthorized` 401, `forbidden` 403, `token_file` unusable, `tls`
+/// handshake failed); their records stay queued and are retried.
+pub const DENIED: &str = "remaudit_publisher_denied_total";
 
 /// Registers descriptions of every publisher metric with the installed recorder.
 pub fn describe() {
@@ -66,4 +70,8 @@ pub fn describe() {
     );
     metrics::describe_counter!(SPOOL_ERRORS, "Spool operations that failed");
     metrics::describe_histogram!(BATCH_RECORDS, "Records per batch request");
+    metrics::describe_counter!(
+        DENIED,
+        "Batch requests denied for the publisher's credentials (unauthorized, forbidden, token_file, tls); their records stay queued and are retried"
+    );
 }

@@ -12,7 +12,13 @@
 //! conflict with a different stored record, or rejected it as invalid. A
 //! batch the service refuses as a whole is sent again in halves, down to
 //! single records, so one bad record never costs the others.
+//!
+//! A request refused for the publisher's credentials (401, 403), or that
+//! could not carry them (an unusable token file, a failed TLS handshake),
+//! never costs a record either: the batch is retried with backoff as in an
+//! outage, and the denial is counted and logged (see `denied`).
 
+mod denied;
 mod sender;
 mod settings;
 #[cfg(test)]
@@ -31,6 +37,7 @@ use tokio::task::JoinHandle;
 
 pub use settings::PublisherSettings;
 
+use crate::credentials::CredentialError;
 use crate::metrics as m;
 use crate::spool::{Spool, SpoolError, SpoolSettings};
 
@@ -54,9 +61,9 @@ pub enum StartError {
     /// The spool could not be opened.
     #[error(transparent)]
     Spool(#[from] SpoolError),
-    /// The HTTP client could not be built.
-    #[error("cannot build HTTP client: {0}")]
-    Http(#[source] reqwest::Error),
+    /// The credentials could not be read, or the HTTP client not built with them.
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
 }
 
 /// What a shutdown left behind.
@@ -79,6 +86,7 @@ pub(crate) struct Counters {
     pub rejected: AtomicU64,
     pub dropped: AtomicU64,
     pub retries: AtomicU64,
+    pub denied: AtomicU64,
 }
 
 /// Totals of one publisher since it started.
@@ -97,6 +105,10 @@ pub struct PublisherStats {
     pub dropped: u64,
     /// Failed requests that were retried.
     pub retries: u64,
+    /// Requests denied for the publisher's credentials (401, 403, an
+    /// unusable token file, a failed TLS handshake); also counted in
+    /// `retries`, since their records are sent again.
+    pub denied: u64,
 }
 
 /// One queued record: its spool sequence number when it is on disk, and its JSON.
@@ -139,6 +151,7 @@ pub(crate) struct Shared {
     pub drain: watch::Sender<Option<tokio::time::Instant>>,
     pub task: Mutex<Option<JoinHandle<ShutdownReport>>>,
     pub counters: Counters,
+    pub denials: denied::DenialLog,
 }
 
 impl Shared {
@@ -211,17 +224,19 @@ pub fn with_identity(mut record: RemediationOrchestrationAudit) -> RemediationOr
 }
 
 impl Publisher {
-    /// Opens the spool (recovering what an earlier run left) and starts the
-    /// background sender on the current Tokio runtime.
+    /// Reads the credentials (the token once now), opens the spool
+    /// (recovering what an earlier run left) and starts the background
+    /// sender on the current Tokio runtime.
     ///
     /// # Errors
-    /// When the spool directory cannot be used or the HTTP client cannot be built.
+    /// When a credential file cannot be used (naming it), the spool
+    /// directory cannot be used, or the HTTP client cannot be built.
     pub fn start(config: PublisherSettings) -> Result<Self, StartError> {
         m::describe();
-        let http = reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .build()
-            .map_err(StartError::Http)?;
+        let api = config.credentials.load()?.api_client(
+            &config.url,
+            reqwest::Client::builder().timeout(config.request_timeout),
+        )?;
         let (spool, reader, backlog_from) = match &config.spool_dir {
             Some(dir) => {
                 let mut options = SpoolSettings::new(dir);
@@ -262,13 +277,10 @@ impl Publisher {
             drain,
             task: Mutex::new(None),
             counters: Counters::default(),
+            denials: denied::DenialLog::default(),
         });
         shared.report_pending(&shared.lock());
-        let task = tokio::spawn(sender::run(
-            shared.clone(),
-            crate::ApiClient::with_http(&shared.config.url, http),
-            reader,
-        ));
+        let task = tokio::spawn(sender::run(shared.clone(), api, reader));
         *shared
             .task
             .lock()
@@ -356,6 +368,7 @@ impl Publisher {
             rejected: c.rejected.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
             retries: c.retries.load(Ordering::Relaxed),
+            denied: c.denied.load(Ordering::Relaxed),
         }
     }
 

@@ -82,7 +82,13 @@ impl AuditStorageClient {
             Ok(_) => Ok(()),
             Err(ApiError::Transport { source, .. }) => Err(ClientError::Transport(source)),
             Err(
-                ApiError::Unavailable { status, body, .. } | ApiError::Refused { status, body, .. },
+                ApiError::Unavailable { status, body, .. }
+                | ApiError::Refused { status, body, .. }
+                | ApiError::Denied {
+                    status,
+                    detail: body,
+                    ..
+                },
             ) => Err(ClientError::Status { status, body }),
             Err(err) => Err(ClientError::Unreadable(err)),
         }

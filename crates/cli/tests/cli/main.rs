@@ -3,6 +3,7 @@
 
 mod auth;
 mod config;
+mod credentials;
 mod helpers;
 mod publish;
 mod query;

@@ -13,6 +13,7 @@ use remaudit_model::approx_f64;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::denied::Denial;
 use super::{Entry, Shared, ShutdownReport, State};
 use crate::metrics as m;
 use crate::spool::SpoolReader;
@@ -35,10 +36,12 @@ enum Sent {
     /// The service refused the batch as a whole (too large, or one record
     /// spoiled it): send it in halves until each record gets its own answer.
     Split,
-    /// Try again later, not before `retry_after` when the service said so.
+    /// Try again later, not before `retry_after` when the service said so;
+    /// `denied` when the credentials were the cause.
     Retry {
         retry_after: Option<Duration>,
         why: String,
+        denied: Option<Denial>,
     },
 }
 
@@ -117,10 +120,15 @@ async fn post(api: &ApiClient, entries: &[Entry], cap: Duration) -> Sent {
             return unreadable(*status, entries.len(), &err.to_string(), None);
         }
         ApiError::Unavailable { status, .. } | ApiError::Refused { status, .. } => *status,
-        ApiError::Build(_) | ApiError::InvalidUrl { .. } | ApiError::Transport { .. } => {
+        ApiError::Build(_)
+        | ApiError::InvalidUrl { .. }
+        | ApiError::Transport { .. }
+        | ApiError::Denied { .. }
+        | ApiError::Credentials(_) => {
             return Sent::Retry {
                 retry_after: None,
                 why: err.to_string(),
+                denied: Denial::of(&err),
             };
         }
     };
@@ -142,6 +150,7 @@ async fn post(api: &ApiClient, entries: &[Entry], cap: Duration) -> Sent {
         _ => Sent::Retry {
             retry_after: after,
             why: format!("status {status}"),
+            denied: None,
         },
     }
 }
@@ -158,6 +167,7 @@ fn unreadable(status: u16, records: usize, why: &str, retry_after: Option<Durati
     Sent::Retry {
         retry_after,
         why: format!("unreadable answer: {why}"),
+        denied: None,
     }
 }
 
@@ -229,10 +239,18 @@ async fn deliver(shared: &Shared, api: &ApiClient, entries: &[Entry]) -> Option<
                     work.push(a);
                     break;
                 }
-                Sent::Retry { retry_after, why } => {
+                Sent::Retry {
+                    retry_after,
+                    why,
+                    denied,
+                } => {
                     metrics::counter!(m::PUBLISH_ATTEMPTS, "status" => "error").increment(1);
                     metrics::counter!(m::RETRIES).increment(1);
                     shared.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    if let Some(denial) = denied {
+                        shared.counters.denied.fetch_add(1, Ordering::Relaxed);
+                        shared.denials.record(denial, part.len(), &why);
+                    }
                     let delay = backoff.next().unwrap_or(shared.config.max_backoff);
                     let delay = retry_after.map_or(delay, |after| after.max(delay));
                     tracing::debug!(%why, ?delay, records = part.len(), "audit batch not stored; retrying");

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::credentials::CredentialSettings;
 use crate::spool::{DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES};
 
 /// How the publisher queues, spools, batches and retries.
@@ -63,6 +64,10 @@ pub struct PublisherSettings {
     /// default 300 s): a service that asks for more is tried again after this.
     #[serde(rename = "max_retry_after_ms", with = "millis")]
     pub max_retry_after: Duration,
+    /// What the publisher presents to the service: the `[publisher.credentials]`
+    /// table (token file, CA file, client certificate); none by default.
+    #[serde(skip_serializing_if = "CredentialSettings::is_unset")]
+    pub credentials: CredentialSettings,
 }
 
 impl Default for PublisherSettings {
@@ -82,6 +87,7 @@ impl Default for PublisherSettings {
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(30),
             max_retry_after: Duration::from_mins(5),
+            credentials: CredentialSettings::default(),
         }
     }
 }
