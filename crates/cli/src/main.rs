@@ -272,6 +272,8 @@ async fn serve(settings: ServeSettings, metrics: PrometheusHandle) -> anyhow::Re
     let archive = (retention.interval_secs > 0)
         .then(|| retention.archive(database_url))
         .transpose()?;
+    // Bad certificate files stop the start before anything listens.
+    let tls = tls::load(&settings.tls)?;
     let store = remaudit_store::connect_with(database_url, settings.pool(), retention.policy())
         .await
         .context("cannot open the database")?;
@@ -282,6 +284,7 @@ async fn serve(settings: ServeSettings, metrics: PrometheusHandle) -> anyhow::Re
     tracing::info!(
         address = %listener.local_addr()?,
         database = store.backend(),
+        tls = tls.is_some(),
         "remaudit listening"
     );
     let shutdown = cancel_on_signal("shutting down: finishing in-flight requests");
@@ -295,7 +298,7 @@ async fn serve(settings: ServeSettings, metrics: PrometheusHandle) -> anyhow::Re
     });
     let backfill = tokio::spawn(backfill_content_hashes(store.clone(), shutdown.clone()));
     let state = AppState::new(store.clone(), settings.server(), metrics);
-    remaudit_server::serve(listener, state, shutdown.clone()).await?;
+    remaudit_server::serve_with(listener, state, shutdown.clone(), tls).await?;
     shutdown.cancel();
     if let Some(job) = job {
         let _ = job.await;

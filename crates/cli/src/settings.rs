@@ -23,6 +23,7 @@ use clap::parser::ValueSource;
 use remaudit_client::PublisherSettings;
 use remaudit_retention::Archive;
 use remaudit_server::ServerSettings;
+use remaudit_server::tls::TlsSettings;
 use remaudit_store::{PoolSettings, RetentionPolicy};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
@@ -97,6 +98,8 @@ pub struct SettingsFile {
     pub publisher: PublisherSettings,
     /// `[controller]`: `controller`.
     pub controller: crate::controller::ControllerTable,
+    /// `[tls]`: `serve`.
+    pub tls: TlsSettings,
 }
 
 impl Default for SettingsFile {
@@ -113,6 +116,7 @@ impl Default for SettingsFile {
             retention: serve.retention,
             publisher: publish.publisher,
             controller: crate::controller::ControllerTable::default(),
+            tls: serve.tls,
         }
     }
 }
@@ -441,6 +445,8 @@ pub struct ServeArgs {
     /// Seconds between retention runs (one also runs at start-up); 0 turns the job off.
     #[arg(long, env = "REMAUDIT_RETENTION_INTERVAL_SECS", default_value_t = RetentionSettings::default().interval_secs)]
     retention_interval_secs: u64,
+    #[command(flatten)]
+    tls: crate::tls::TlsArgs,
 }
 
 /// Everything `remaudit serve` runs with.
@@ -459,6 +465,8 @@ pub struct ServeSettings {
     pub server: ServerSettings,
     /// The retention policy and job.
     pub retention: RetentionSettings,
+    /// TLS and mutual TLS.
+    pub tls: TlsSettings,
 }
 
 impl Default for ServeSettings {
@@ -470,6 +478,7 @@ impl Default for ServeSettings {
             database: DatabaseSettings::default(),
             server: ServerSettings::default(),
             retention: RetentionSettings::default(),
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -488,6 +497,7 @@ impl ServeSettings {
             database: f.database,
             server: f.server,
             retention: f.retention,
+            tls: f.tls,
         };
         layer!(m, args, {
             listen => s.listen;
@@ -510,6 +520,9 @@ impl ServeSettings {
         }
         s.database.layer(&args.database, m);
         s.retention.layer(m)?;
+        args.tls
+            .layer(&mut s.tls, m)
+            .map_err(|e| in_file(e, file))?;
         s.check().map_err(|e| in_file(e, file))?;
         Ok(s)
     }

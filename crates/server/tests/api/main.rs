@@ -14,3 +14,4 @@ mod outage;
 mod reads;
 mod retention;
 mod shutdown;
+mod tls;
