@@ -838,6 +838,21 @@ mod tests {
             "file:///a",
             "--retention-interval-secs",
             "24",
+            "--tls-cert",
+            "/t/c.pem",
+            "--tls-key",
+            "/t/k.pem",
+            "--tls-client-ca",
+            "/t/ca.pem",
+            "--tls-client-cert-optional",
+            "--tls-client-role",
+            "CN=orchestrator,O=kubernaut=writer",
+            "--tls-client-role",
+            "cn=dash=reader",
+            "--tls-reload-interval-secs",
+            "25",
+            "--tls-handshake-timeout-secs",
+            "26",
         ]);
         let expected = r#"log_format = "json"
 listen = "0.0.0.0:1"
@@ -867,6 +882,18 @@ batch_rows = 23
 exact = true
 archive_url = "file:///a"
 interval_secs = 24
+
+[tls]
+cert = "/t/c.pem"
+key = "/t/k.pem"
+client_ca = "/t/ca.pem"
+client_cert_optional = true
+reload_interval_secs = 25
+handshake_timeout_secs = 26
+
+[tls.client_roles]
+"CN=dash" = "reader"
+"CN=orchestrator,O=kubernaut" = "writer"
 "#;
         assert_eq!(text, expected);
     }

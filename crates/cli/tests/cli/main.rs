@@ -8,3 +8,4 @@ mod query;
 mod retention;
 mod serve;
 mod simulate;
+mod tls;
