@@ -3,29 +3,14 @@
 //! flag named when the settings are wrong.
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use remaudit_testkit::pki::{TestCa, https_client};
-use remaudit_testkit::wait_for;
 
-use crate::helpers::{Running, free_port, remaudit};
+use crate::helpers::{Running, free_port, remaudit, wait_answering};
 
 /// Waits until `client` gets 200 from `/healthz` over HTTPS on `port`.
 async fn wait_https(client: &reqwest::Client, port: u16) {
-    wait_for(
-        "the service to answer /healthz over HTTPS",
-        Duration::from_secs(30),
-        || async move {
-            client
-                .get(format!("https://127.0.0.1:{port}/healthz"))
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status() == 200)
-                .map(|_| ())
-        },
-    )
-    .await;
+    wait_answering(client, &format!("https://127.0.0.1:{port}/healthz")).await;
 }
 
 fn stop(child: Running) {
