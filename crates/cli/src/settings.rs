@@ -28,6 +28,7 @@ use remaudit_store::{PoolSettings, RetentionPolicy};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{AuthArgs, AuthSettings};
 use crate::retention::PolicyArgs;
 
 /// Used when no database URL is given: a SQLite file in the working directory.
@@ -94,6 +95,8 @@ pub struct SettingsFile {
     pub server: ServerSettings,
     /// `[retention]`: `serve`, `retention`.
     pub retention: RetentionSettings,
+    /// `[auth]`: `serve`.
+    pub auth: AuthSettings,
     /// `[publisher]`: `publish`, `controller`, `simulate`.
     pub publisher: PublisherSettings,
     /// `[controller]`: `controller`.
@@ -114,6 +117,7 @@ impl Default for SettingsFile {
             database: serve.database,
             server: serve.server,
             retention: serve.retention,
+            auth: serve.auth,
             publisher: publish.publisher,
             controller: crate::controller::ControllerTable::default(),
             tls: serve.tls,
@@ -446,6 +450,8 @@ pub struct ServeArgs {
     #[arg(long, env = "REMAUDIT_RETENTION_INTERVAL_SECS", default_value_t = RetentionSettings::default().interval_secs)]
     retention_interval_secs: u64,
     #[command(flatten)]
+    auth: AuthArgs,
+    #[command(flatten)]
     tls: crate::tls::TlsArgs,
 }
 
@@ -465,6 +471,8 @@ pub struct ServeSettings {
     pub server: ServerSettings,
     /// The retention policy and job.
     pub retention: RetentionSettings,
+    /// Who may call which route.
+    pub auth: AuthSettings,
     /// TLS and mutual TLS.
     pub tls: TlsSettings,
 }
@@ -478,6 +486,7 @@ impl Default for ServeSettings {
             database: DatabaseSettings::default(),
             server: ServerSettings::default(),
             retention: RetentionSettings::default(),
+            auth: AuthSettings::default(),
             tls: TlsSettings::default(),
         }
     }
@@ -497,6 +506,7 @@ impl ServeSettings {
             database: f.database,
             server: f.server,
             retention: f.retention,
+            auth: f.auth,
             tls: f.tls,
         };
         layer!(m, args, {
@@ -520,6 +530,7 @@ impl ServeSettings {
         }
         s.database.layer(&args.database, m);
         s.retention.layer(m)?;
+        s.auth.layer(&args.auth, m);
         args.tls
             .layer(&mut s.tls, m)
             .map_err(|e| in_file(e, file))?;
@@ -530,6 +541,7 @@ impl ServeSettings {
     fn check(&self) -> anyhow::Result<()> {
         self.database.check()?;
         self.retention.check()?;
+        self.auth.check()?;
         let server = &self.server;
         at_least(
             "server.header_read_timeout_secs",
@@ -838,6 +850,24 @@ mod tests {
             "file:///a",
             "--retention-interval-secs",
             "24",
+            "--auth-tokens-file",
+            "/t.toml",
+            "--anonymous-role",
+            "writer",
+            "--metrics-require-reader",
+            "--auth-kubernetes",
+            "--auth-kubernetes-audience",
+            "a,b",
+            "--auth-kubernetes-namespace",
+            "ns",
+            "--auth-kubernetes-allowed-ttl-secs",
+            "25",
+            "--auth-kubernetes-denied-ttl-secs",
+            "26",
+            "--auth-kubernetes-cache-entries",
+            "27",
+            "--auth-kubernetes-review-timeout-secs",
+            "28",
             "--tls-cert",
             "/t/c.pem",
             "--tls-key",
@@ -882,6 +912,21 @@ batch_rows = 23
 exact = true
 archive_url = "file:///a"
 interval_secs = 24
+
+[auth]
+tokens_file = "/t.toml"
+insecure_no_auth = false
+anonymous_role = "writer"
+metrics_require_reader = true
+
+[auth.kubernetes]
+enabled = true
+audiences = ["a", "b"]
+namespace = "ns"
+allowed_ttl_secs = 25
+denied_ttl_secs = 26
+cache_entries = 27
+review_timeout_secs = 28
 
 [tls]
 cert = "/t/c.pem"
