@@ -14,6 +14,10 @@ use crate::settings::layer;
 /// The TLS flags of `remaudit serve`.
 #[derive(Debug, clap::Args)]
 #[command(next_help_heading = "TLS")]
+#[allow(
+    clippy::struct_field_names,
+    reason = "the field names are the ids of the --tls-* flags, which settings' layer! reads"
+)]
 pub struct TlsArgs {
     /// PEM certificate chain to serve HTTPS with (the server's certificate
     /// first); needs --tls-key. Reloaded when the file changes.

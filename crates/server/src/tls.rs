@@ -399,6 +399,7 @@ impl Tls {
 
     /// Checks the files every `reload_interval` until `shutdown` is
     /// cancelled; `None` when reloading is off (interval zero).
+    #[must_use]
     pub fn spawn_reload(&self, shutdown: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
         if self.reload_interval.is_zero() {
             return None;

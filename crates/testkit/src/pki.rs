@@ -66,7 +66,7 @@ impl TestCa {
             .push(DnType::CommonName, "remaudit");
         params.serial_number = Some(SerialNumber::from(serial));
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        self.issue(params)
+        self.issue(&params)
     }
 
     /// A client certificate whose subject is `CN=<common_name>,O=<organization>`.
@@ -86,10 +86,10 @@ impl TestCa {
             .distinguished_name
             .push(DnType::CommonName, common_name);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        self.issue(params)
+        self.issue(&params)
     }
 
-    fn issue(&self, params: CertificateParams) -> Issued {
+    fn issue(&self, params: &CertificateParams) -> Issued {
         let key = KeyPair::generate().expect("key");
         let cert = params.signed_by(&key, &self.issuer).expect("certificate");
         Issued {

@@ -206,9 +206,8 @@ handshake_timeout_secs = 4
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let tail = stdout
+    let (_, tail) = stdout
         .split_once("[tls]\n")
-        .map(|(_, tail)| tail)
         .unwrap_or_else(|| panic!("no [tls] table: {stdout}"));
     assert_eq!(
         tail,
