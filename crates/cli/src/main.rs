@@ -278,6 +278,8 @@ async fn serve(settings: ServeSettings, metrics: PrometheusHandle) -> anyhow::Re
     let archive = (retention.interval_secs > 0)
         .then(|| retention.archive(database_url))
         .transpose()?;
+    // Bad certificate files stop the start before anything listens.
+    let tls = tls::load(&settings.tls)?;
     let store = remaudit_store::connect_with(database_url, settings.pool(), retention.policy())
         .await
         .context("cannot open the database")?;
@@ -285,13 +287,22 @@ async fn serve(settings: ServeSettings, metrics: PrometheusHandle) -> anyhow::Re
     let shutdown = cancel_on_signal("shutting down: finishing in-flight requests");
     // Decided before binding: a service that would run open beyond
     // loopback never listens at all.
-    let policy = settings.auth.policy(listen, Vec::new(), &shutdown).await?;
+    let client_certificates: Vec<std::sync::Arc<dyn remaudit_server::auth::Authenticator>> =
+        remaudit_server::auth::client_cert::ClientCertAuthenticator::from_settings(&settings.tls)
+            .into_iter()
+            .map(|a| a as std::sync::Arc<dyn remaudit_server::auth::Authenticator>)
+            .collect();
+    let policy = settings
+        .auth
+        .policy(listen, client_certificates, &shutdown)
+        .await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}: is another process using it? set --listen / REMAUDIT_LISTEN"))?;
     tracing::info!(
         address = %listener.local_addr()?,
         database = store.backend(),
+        tls = tls.is_some(),
         "remaudit listening"
     );
     let job = archive.map(|archive| {
@@ -304,7 +315,7 @@ async fn serve(settings: ServeSettings, metrics: PrometheusHandle) -> anyhow::Re
     });
     let backfill = tokio::spawn(backfill_content_hashes(store.clone(), shutdown.clone()));
     let state = AppState::new(store.clone(), settings.server(), metrics).with_auth(policy);
-    remaudit_server::serve(listener, state, shutdown.clone()).await?;
+    remaudit_server::serve_with(listener, state, shutdown.clone(), tls).await?;
     shutdown.cancel();
     if let Some(job) = job {
         let _ = job.await;

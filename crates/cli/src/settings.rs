@@ -23,6 +23,7 @@ use clap::parser::ValueSource;
 use remaudit_client::PublisherSettings;
 use remaudit_retention::Archive;
 use remaudit_server::ServerSettings;
+use remaudit_server::tls::TlsSettings;
 use remaudit_store::{PoolSettings, RetentionPolicy};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
@@ -100,6 +101,8 @@ pub struct SettingsFile {
     pub publisher: PublisherSettings,
     /// `[controller]`: `controller`.
     pub controller: crate::controller::ControllerTable,
+    /// `[tls]`: `serve`.
+    pub tls: TlsSettings,
 }
 
 impl Default for SettingsFile {
@@ -117,6 +120,7 @@ impl Default for SettingsFile {
             auth: serve.auth,
             publisher: publish.publisher,
             controller: crate::controller::ControllerTable::default(),
+            tls: serve.tls,
         }
     }
 }
@@ -451,6 +455,8 @@ pub struct ServeArgs {
     retention_interval_secs: u64,
     #[command(flatten)]
     auth: AuthArgs,
+    #[command(flatten)]
+    tls: crate::tls::TlsArgs,
 }
 
 /// Everything `remaudit serve` runs with.
@@ -471,6 +477,8 @@ pub struct ServeSettings {
     pub retention: RetentionSettings,
     /// Who may call which route.
     pub auth: AuthSettings,
+    /// TLS and mutual TLS.
+    pub tls: TlsSettings,
 }
 
 impl Default for ServeSettings {
@@ -483,6 +491,7 @@ impl Default for ServeSettings {
             server: ServerSettings::default(),
             retention: RetentionSettings::default(),
             auth: AuthSettings::default(),
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -502,6 +511,7 @@ impl ServeSettings {
             server: f.server,
             retention: f.retention,
             auth: f.auth,
+            tls: f.tls,
         };
         layer!(m, args, {
             listen => s.listen;
@@ -525,6 +535,9 @@ impl ServeSettings {
         s.database.layer(&args.database, m);
         s.retention.layer(m)?;
         s.auth.layer(&args.auth, m);
+        args.tls
+            .layer(&mut s.tls, m)
+            .map_err(|e| in_file(e, file))?;
         s.check().map_err(|e| in_file(e, file))?;
         Ok(s)
     }
@@ -859,6 +872,21 @@ mod tests {
             "27",
             "--auth-kubernetes-review-timeout-secs",
             "28",
+            "--tls-cert",
+            "/t/c.pem",
+            "--tls-key",
+            "/t/k.pem",
+            "--tls-client-ca",
+            "/t/ca.pem",
+            "--tls-client-cert-optional",
+            "--tls-client-role",
+            "CN=orchestrator,O=kubernaut=writer",
+            "--tls-client-role",
+            "cn=dash=reader",
+            "--tls-reload-interval-secs",
+            "25",
+            "--tls-handshake-timeout-secs",
+            "26",
         ]);
         let expected = r#"log_format = "json"
 listen = "0.0.0.0:1"
@@ -903,6 +931,18 @@ allowed_ttl_secs = 25
 denied_ttl_secs = 26
 cache_entries = 27
 review_timeout_secs = 28
+
+[tls]
+cert = "/t/c.pem"
+key = "/t/k.pem"
+client_ca = "/t/ca.pem"
+client_cert_optional = true
+reload_interval_secs = 25
+handshake_timeout_secs = 26
+
+[tls.client_roles]
+"CN=dash" = "reader"
+"CN=orchestrator,O=kubernaut" = "writer"
 "#;
         assert_eq!(text, expected);
     }

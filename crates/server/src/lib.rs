@@ -5,6 +5,7 @@ pub mod auth;
 mod chain;
 mod error;
 mod openapi;
+mod poll;
 mod routes;
 mod settings;
 mod startup;
@@ -14,7 +15,7 @@ pub mod tls;
 pub use error::{ApiError, PROBLEM_JSON};
 pub use openapi::ApiDoc;
 pub use settings::ServerSettings;
-pub use startup::{ApiRoute, AppState, api_routes, router, serve};
+pub use startup::{ApiRoute, AppState, api_routes, router, serve, serve_with};
 
 #[doc(hidden)]
 pub use routes::body::fuzzing;

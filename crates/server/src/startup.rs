@@ -26,12 +26,13 @@ use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::layer::{Guard, authorize};
-use crate::auth::{AuthPolicy, Role};
+use crate::auth::{AuthPolicy, ClientCertificate, Role};
 use crate::error::ApiError;
 use crate::openapi;
 use crate::routes::{analytics, audit, health};
 use crate::settings::ServerSettings;
 use crate::telemetry;
+use crate::tls::{self, Tls};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -315,6 +316,29 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_with(listener, state, shutdown, None).await
+}
+
+/// As [`serve`], over TLS when `tls` is given: each connection must complete
+/// its handshake within the handshake timeout (holding one of the
+/// `max_connections` slots meanwhile), the certificate files are checked for
+/// new content until shutdown, and a verified client certificate's subject
+/// is put in every request of its connection as a [`ClientCertificate`].
+///
+/// # Errors
+/// None today; the signature keeps room for listener failures.
+///
+/// # Panics
+/// Never: the connection semaphore is never closed.
+pub async fn serve_with(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+    tls: Option<Tls>,
+) -> std::io::Result<()> {
+    let reload = tls
+        .as_ref()
+        .and_then(|tls| tls.spawn_reload(shutdown.clone()));
     let upkeep = {
         let handle = state.metrics.clone();
         let shutdown = shutdown.clone();
@@ -366,6 +390,7 @@ pub async fn serve(
             idle_timeout: settings.idle_timeout,
             shutdown: shutdown.clone(),
             dropped: dropped.clone(),
+            tls: tls.clone(),
         };
         tokio::spawn(connection.run(stream, slot));
     }
@@ -384,6 +409,9 @@ pub async fn serve(
         let _ = open.acquire_many(slots).await;
     }
     upkeep.abort();
+    if let Some(reload) = reload {
+        reload.abort();
+    }
     Ok(())
 }
 
@@ -415,15 +443,87 @@ struct Connection {
     idle_timeout: Duration,
     shutdown: CancellationToken,
     dropped: CancellationToken,
+    tls: Option<Tls>,
 }
 
 impl Connection {
     /// Serves one connection until it closes, shutdown ends it gracefully, or
     /// the grace period is over; `slot` is released when it ends.
     async fn run(self, stream: TcpStream, slot: OwnedSemaphorePermit) {
-        let io = TokioIo::new(StallLimit::new(stream, self.idle_timeout));
-        let service = TowerToHyperService::new(self.app);
-        let connection = self.builder.serve_connection(io, service);
+        let io = StallLimit::new(stream, self.idle_timeout);
+        match self.tls.clone() {
+            None => self.serve(io, None).await,
+            Some(tls) => {
+                if let Some((stream, certificate)) = self.handshake(&tls, io).await {
+                    self.serve(stream, certificate).await;
+                }
+            }
+        }
+        drop(slot);
+    }
+
+    /// The TLS handshake, bounded by the handshake timeout and shutdown;
+    /// the stream and the subject of a verified client certificate, or
+    /// `None` when the connection is to be closed.
+    async fn handshake(
+        &self,
+        tls: &Tls,
+        io: StallLimit,
+    ) -> Option<(
+        tokio_rustls::server::TlsStream<StallLimit>,
+        Option<ClientCertificate>,
+    )> {
+        let limit = tls.handshake_timeout();
+        let accepted = tokio::select! {
+            () = self.shutdown.cancelled() => return None,
+            accepted = tokio::time::timeout(limit, tls.acceptor().accept(io)) => accepted,
+        };
+        let stream = match accepted {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "TLS handshake refused");
+                metrics::counter!(tls::HANDSHAKE_FAILED_TOTAL, "reason" => "refused").increment(1);
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(?limit, "TLS handshake timed out");
+                metrics::counter!(tls::HANDSHAKE_FAILED_TOTAL, "reason" => "timeout").increment(1);
+                return None;
+            }
+        };
+        let certificate = match stream.get_ref().1.peer_certificates() {
+            Some([leaf, ..]) => {
+                // The verifier accepted it, so it parses; were it not to,
+                // the connection must not go on as if it had none.
+                let Some(subject) = tls::subject_of(leaf) else {
+                    tracing::warn!(
+                        "verified client certificate without a readable subject; connection closed"
+                    );
+                    return None;
+                };
+                Some(ClientCertificate { subject })
+            }
+            _ => None,
+        };
+        Some((stream, certificate))
+    }
+
+    /// Serves HTTP on `io`, with `certificate` in every request's extensions.
+    async fn serve<I>(&self, io: I, certificate: Option<ClientCertificate>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let app = tower::ServiceExt::map_request(
+            self.app.clone(),
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                if let Some(certificate) = &certificate {
+                    request.extensions_mut().insert(certificate.clone());
+                }
+                request
+            },
+        );
+        let service = TowerToHyperService::new(app);
+        let connection = self.builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
         let ended = tokio::select! {
             ended = connection.as_mut() => ended,
@@ -438,7 +538,6 @@ impl Connection {
         if let Err(e) = ended {
             tracing::debug!(error = %e, "connection ended with an error");
         }
-        drop(slot);
     }
 }
 

@@ -17,6 +17,8 @@ pub use bench::metrics_handle;
 pub mod design_sql;
 /// 120 days of remediations before a clock, for retention tests.
 pub mod history;
+/// Test certificate authorities for TLS and mutual TLS.
+pub mod pki;
 /// A local S3-compatible server (moto, from `scripts/moto-prepare`) for object-store tests.
 pub mod s3;
 

@@ -82,21 +82,25 @@ impl Drop for Running {
 
 /// Waits until something answers 200 on `/healthz` at `port`.
 pub async fn wait_healthy(port: u16) {
-    let http = reqwest::Client::new();
+    wait_answering(
+        &reqwest::Client::new(),
+        &format!("http://127.0.0.1:{port}/healthz"),
+    )
+    .await;
+}
+
+/// Waits until `http` gets 200 from `url`.
+pub async fn wait_answering(http: &reqwest::Client, url: &str) {
     wait_for(
-        "the service to answer /healthz",
+        &format!("{url} to answer 200"),
         Duration::from_secs(30),
-        || {
-            let http = http.clone();
-            async move {
-                let url = format!("http://127.0.0.1:{port}/healthz");
-                http.get(url)
-                    .send()
-                    .await
-                    .ok()
-                    .filter(|r| r.status() == 200)
-                    .map(|_| ())
-            }
+        || async move {
+            http.get(url)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status() == 200)
+                .map(|_| ())
         },
     )
     .await;

@@ -10,3 +10,4 @@ mod query;
 mod retention;
 mod serve;
 mod simulate;
+mod tls;

@@ -420,20 +420,7 @@ impl TokensFile {
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(every);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticks.tick().await;
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    _ = ticks.tick() => {
-                        let this = this.clone();
-                        let _ = tokio::task::spawn_blocking(move || this.reload()).await;
-                    }
-                }
-            }
-        })
+        crate::poll::spawn_polling(every, shutdown, move || this.reload())
     }
 
     /// Decides for one token at `now`.

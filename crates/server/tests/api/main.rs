@@ -15,3 +15,4 @@ mod outage;
 mod reads;
 mod retention;
 mod shutdown;
+mod tls;
