@@ -62,13 +62,14 @@ pub(crate) async fn actor(
         if bytes.iter().all(u8::is_ascii_whitespace) {
             None
         } else {
-            let parsed: ReasonBody = serde_json::from_slice(&bytes).map_err(|e| {
+            // `null` is no body, as the document's `oneOf` says.
+            let parsed: Option<ReasonBody> = serde_json::from_slice(&bytes).map_err(|e| {
                 invalid(
                     "body",
                     format!("the body must be a JSON object {{\"reason\": \"TEXT\"}}: {e}"),
                 )
             })?;
-            Some(parsed.reason)
+            parsed.map(|b| b.reason)
         }
     } else {
         None
