@@ -1,5 +1,6 @@
 //! The store conformance suite: every case runs against PostgreSQL and SQLite.
 
+mod admin_log;
 mod analytics;
 mod cases;
 mod phase_rule;
