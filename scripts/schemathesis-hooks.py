@@ -149,7 +149,9 @@ def fix_reason(case):
     if query is None and (case.body is None or case.body is NOT_SET):
         case.query["reason"] = "schemathesis"
     elif isinstance(query, str) and isinstance(body, str) and query != body:
-        case.body["reason"] = query
+        # A new value, not an edit in place: schemathesis sends what the
+        # case's `body` is set to.
+        case.body = {**case.body, "reason": query}
 
 
 @schemathesis.hook
