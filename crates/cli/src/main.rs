@@ -80,6 +80,8 @@ enum Command {
     Query(query::QueryArgs),
     /// Show the settings a command would run with.
     Config(config::ConfigArgs),
+    /// Manage the bearer tokens of a tokens file (`serve --auth-tokens-file`).
+    Token(auth::TokenArgs),
 }
 
 fn init_logging(format: LogFormat) {
@@ -237,6 +239,10 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<u8> {
             let s = settings::RetentionRunSettings::load(f, given)?;
             retention::run(args, &s.database, &s.retention).await
         }
+        Command::Token(args) => {
+            without_settings_file(given, file, cli.log_format)?;
+            auth::run(args)
+        }
         Command::Crdgen => {
             without_settings_file(given, file, cli.log_format)?;
             print!("{}", remaudit_controller::try_crds_yaml()?);
@@ -256,7 +262,7 @@ fn without_settings_file(
         && given.value_source("config") == Some(clap::parser::ValueSource::CommandLine)
     {
         anyhow::bail!(
-            "--config {}: crdgen reads no settings file (serve, migrate, publish, controller, retention and simulate read a settings file)",
+            "--config {}: crdgen and token read no settings file (serve, migrate, publish, controller, retention and simulate read a settings file)",
             file.display()
         );
     }
@@ -276,6 +282,10 @@ async fn serve(settings: ServeSettings, metrics: PrometheusHandle) -> anyhow::Re
         .await
         .context("cannot open the database")?;
     let listen = settings.listen;
+    let shutdown = cancel_on_signal("shutting down: finishing in-flight requests");
+    // Decided before binding: a service that would run open beyond
+    // loopback never listens at all.
+    let policy = settings.auth.policy(listen, Vec::new(), &shutdown).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}: is another process using it? set --listen / REMAUDIT_LISTEN"))?;
@@ -284,7 +294,6 @@ async fn serve(settings: ServeSettings, metrics: PrometheusHandle) -> anyhow::Re
         database = store.backend(),
         "remaudit listening"
     );
-    let shutdown = cancel_on_signal("shutting down: finishing in-flight requests");
     let job = archive.map(|archive| {
         tracing::info!(
             archive = archive.url(),
@@ -294,7 +303,7 @@ async fn serve(settings: ServeSettings, metrics: PrometheusHandle) -> anyhow::Re
         remaudit_retention::spawn(store.clone(), archive, retention.job(), shutdown.clone())
     });
     let backfill = tokio::spawn(backfill_content_hashes(store.clone(), shutdown.clone()));
-    let state = AppState::new(store.clone(), settings.server(), metrics);
+    let state = AppState::new(store.clone(), settings.server(), metrics).with_auth(policy);
     remaudit_server::serve(listener, state, shutdown.clone()).await?;
     shutdown.cancel();
     if let Some(job) = job {

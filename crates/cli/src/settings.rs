@@ -27,6 +27,7 @@ use remaudit_store::{PoolSettings, RetentionPolicy};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{AuthArgs, AuthSettings};
 use crate::retention::PolicyArgs;
 
 /// Used when no database URL is given: a SQLite file in the working directory.
@@ -93,6 +94,8 @@ pub struct SettingsFile {
     pub server: ServerSettings,
     /// `[retention]`: `serve`, `retention`.
     pub retention: RetentionSettings,
+    /// `[auth]`: `serve`.
+    pub auth: AuthSettings,
     /// `[publisher]`: `publish`, `controller`, `simulate`.
     pub publisher: PublisherSettings,
     /// `[controller]`: `controller`.
@@ -111,6 +114,7 @@ impl Default for SettingsFile {
             database: serve.database,
             server: serve.server,
             retention: serve.retention,
+            auth: serve.auth,
             publisher: publish.publisher,
             controller: crate::controller::ControllerTable::default(),
         }
@@ -441,6 +445,8 @@ pub struct ServeArgs {
     /// Seconds between retention runs (one also runs at start-up); 0 turns the job off.
     #[arg(long, env = "REMAUDIT_RETENTION_INTERVAL_SECS", default_value_t = RetentionSettings::default().interval_secs)]
     retention_interval_secs: u64,
+    #[command(flatten)]
+    auth: AuthArgs,
 }
 
 /// Everything `remaudit serve` runs with.
@@ -459,6 +465,8 @@ pub struct ServeSettings {
     pub server: ServerSettings,
     /// The retention policy and job.
     pub retention: RetentionSettings,
+    /// Who may call which route.
+    pub auth: AuthSettings,
 }
 
 impl Default for ServeSettings {
@@ -470,6 +478,7 @@ impl Default for ServeSettings {
             database: DatabaseSettings::default(),
             server: ServerSettings::default(),
             retention: RetentionSettings::default(),
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -488,6 +497,7 @@ impl ServeSettings {
             database: f.database,
             server: f.server,
             retention: f.retention,
+            auth: f.auth,
         };
         layer!(m, args, {
             listen => s.listen;
@@ -510,6 +520,7 @@ impl ServeSettings {
         }
         s.database.layer(&args.database, m);
         s.retention.layer(m)?;
+        s.auth.layer(&args.auth, m);
         s.check().map_err(|e| in_file(e, file))?;
         Ok(s)
     }
@@ -517,6 +528,7 @@ impl ServeSettings {
     fn check(&self) -> anyhow::Result<()> {
         self.database.check()?;
         self.retention.check()?;
+        self.auth.check()?;
         let server = &self.server;
         at_least(
             "server.header_read_timeout_secs",
@@ -825,6 +837,24 @@ mod tests {
             "file:///a",
             "--retention-interval-secs",
             "24",
+            "--auth-tokens-file",
+            "/t.toml",
+            "--anonymous-role",
+            "writer",
+            "--metrics-require-reader",
+            "--auth-kubernetes",
+            "--auth-kubernetes-audience",
+            "a,b",
+            "--auth-kubernetes-namespace",
+            "ns",
+            "--auth-kubernetes-allowed-ttl-secs",
+            "25",
+            "--auth-kubernetes-denied-ttl-secs",
+            "26",
+            "--auth-kubernetes-cache-entries",
+            "27",
+            "--auth-kubernetes-review-timeout-secs",
+            "28",
         ]);
         let expected = r#"log_format = "json"
 listen = "0.0.0.0:1"
@@ -854,6 +884,21 @@ batch_rows = 23
 exact = true
 archive_url = "file:///a"
 interval_secs = 24
+
+[auth]
+tokens_file = "/t.toml"
+insecure_no_auth = false
+anonymous_role = "writer"
+metrics_require_reader = true
+
+[auth.kubernetes]
+enabled = true
+audiences = ["a", "b"]
+namespace = "ns"
+allowed_ttl_secs = 25
+denied_ttl_secs = 26
+cache_entries = 27
+review_timeout_secs = 28
 "#;
         assert_eq!(text, expected);
     }

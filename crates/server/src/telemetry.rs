@@ -45,6 +45,7 @@ pub fn describe() {
         crate::auth::tokens::RELOAD_TOTAL,
         "Reloads of the tokens file after it changed, by outcome (reloaded, failed: the last good tokens stay)"
     );
+    crate::auth::kubernetes::describe_metrics();
 }
 
 /// The `method` label: a standard method's name, or `other` for any method a

@@ -29,6 +29,10 @@ pub fn remaudit() -> Command {
         "REMAUDIT_URL",
         "REMAUDIT_SPOOL_DIR",
         "REMAUDIT_CONFIG",
+        "REMAUDIT_AUTH_TOKENS_FILE",
+        "REMAUDIT_INSECURE_NO_AUTH",
+        "REMAUDIT_ANONYMOUS_ROLE",
+        "REMAUDIT_AUTH_KUBERNETES",
     ] {
         cmd.env_remove(var);
     }

@@ -2,6 +2,7 @@
 
 mod admin_log;
 mod analytics;
+mod arbitrary_bodies;
 mod auth;
 mod contract;
 mod design_sql;
