@@ -29,7 +29,11 @@ pub struct ReasonParams {
     /// Why: 1 to 1024 characters, not only whitespace, no control characters.
     /// Required here or as `reason` in the JSON body; kept in the admin log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[param(min_length = 1, max_length = 1024, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$")]
+    #[param(
+        min_length = 1,
+        max_length = 1024,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub reason: Option<String>,
 }
 
@@ -41,7 +45,11 @@ pub struct ReasonBody {
     /// Why: 1 to 1024 characters, not only whitespace, no control characters;
     /// kept in the admin log. When the query also has `reason`, both must be
     /// the same.
-    #[schema(min_length = 1, max_length = 1024, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 1024,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub reason: String,
 }
 
@@ -63,7 +71,11 @@ pub struct AdminLogParams {
     pub until: Option<String>,
     /// Only this subject's actions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[param(min_length = 1, max_length = 1024, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
+    #[param(
+        min_length = 1,
+        max_length = 1024,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub subject: Option<String>,
     /// Only this action.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -153,7 +165,8 @@ mod tests {
         // The attribute needs a literal; this keeps it and the constant one text.
         let params = serde_json::to_value(ReasonParams::into_params(|| None)).expect("params");
         assert_eq!(params[0]["schema"]["pattern"], REASON_PATTERN);
-        let body = serde_json::to_value(<ReasonBody as utoipa::PartialSchema>::schema()).expect("schema");
+        let body =
+            serde_json::to_value(<ReasonBody as utoipa::PartialSchema>::schema()).expect("schema");
         assert_eq!(body["properties"]["reason"]["pattern"], REASON_PATTERN);
     }
 

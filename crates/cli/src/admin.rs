@@ -3,6 +3,8 @@
 //! log of every hold, release, soft delete and retention run, as a table,
 //! JSON or CSV.
 
+use std::fmt::Write as _;
+
 use anyhow::Context as _;
 use remaudit_api::admin::{
     AdminAction, AdminLogEntry, AdminLogParams, AdminLogResponse, MAX_ADMIN_LOG_PAGE, check_reason,
@@ -62,7 +64,7 @@ pub struct AdminLogArgs {
     /// Only this subject's actions.
     #[arg(long, value_name = "NAME", value_parser = parse_subject)]
     subject: Option<String>,
-    /// Only this action: hold, release, delete or retention_run.
+    /// Only this action: `hold`, `release`, `delete` or `retention_run`.
     #[arg(long, value_name = "ACTION", value_parser = parse_action)]
     action: Option<AdminAction>,
     /// Only actions on this remediation (its id).
@@ -173,7 +175,8 @@ impl Report for AdminLog {
         align_right(&mut table, &[0, 4]);
         let n = entries.len();
         let mut text = table.trim_fmt();
-        text.push_str(&format!(
+        let _ = write!(
+            text,
             "\n\n{n} {}, newest first{}\n",
             if n == 1 { "action" } else { "actions" },
             if self.0.next_cursor.is_some() {
@@ -181,7 +184,7 @@ impl Report for AdminLog {
             } else {
                 ""
             }
-        ));
+        );
         text
     }
 
@@ -203,7 +206,9 @@ impl Report for AdminLog {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         csv_text(
-            &["id", "at", "subject", "action", "target", "reason", "detail"],
+            &[
+                "id", "at", "subject", "action", "target", "reason", "detail",
+            ],
             rows,
         )
     }
@@ -247,8 +252,14 @@ mod tests {
         insta::assert_snapshot!(render(&entries(), Output::Table).expect("table"));
         insta::assert_snapshot!(render(&entries(), Output::Csv).expect("csv"));
         assert_eq!(
-            render(&AdminLog(AdminLogResponse { items: vec![], next_cursor: None }), Output::Table)
-                .expect("empty"),
+            render(
+                &AdminLog(AdminLogResponse {
+                    items: vec![],
+                    next_cursor: None
+                }),
+                Output::Table
+            )
+            .expect("empty"),
             "no admin actions recorded that match\n"
         );
     }
@@ -257,7 +268,10 @@ mod tests {
     fn flags_are_checked_before_asking() {
         assert!(parse_reason("  ").is_err());
         assert!(parse_reason("a\tb").is_err());
-        assert_eq!(parse_reason("audit request 12").as_deref(), Ok("audit request 12"));
+        assert_eq!(
+            parse_reason("audit request 12").as_deref(),
+            Ok("audit request 12")
+        );
         assert!(parse_subject("").is_err());
         assert!(parse_action("purge").is_err());
         assert_eq!(parse_action("retention_run"), Ok(AdminAction::RetentionRun));

@@ -55,7 +55,9 @@ impl std::str::FromStr for AdminAction {
             .into_iter()
             .find(|a| a.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown admin action {s:?}: expected hold, release, delete or retention_run")
+                format!(
+                    "unknown admin action {s:?}: expected hold, release, delete or retention_run"
+                )
             })
     }
 }

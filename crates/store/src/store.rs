@@ -402,7 +402,10 @@ pub trait HealthStore: Send + Sync + 'static {
 /// Implemented for every type that implements the role traits; consumers
 /// that need one role take that trait instead (an `Arc<dyn Store>` coerces
 /// to `Arc<dyn AuditStore>` and the others).
-pub trait Store: AuditStore + AnalyticsStore + RetentionStore + AdminLogStore + HealthStore {}
+pub trait Store:
+    AuditStore + AnalyticsStore + RetentionStore + AdminLogStore + HealthStore
+{
+}
 
 impl<T: AuditStore + AnalyticsStore + RetentionStore + AdminLogStore + HealthStore + ?Sized> Store
     for T

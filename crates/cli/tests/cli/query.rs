@@ -584,9 +584,16 @@ async fn admin_log_shows_every_action_with_its_reason_and_follows_pages() {
     let f = Fixture::start().await;
     let http = reqwest::Client::new();
     let id = f.ids["rr-mem-2"];
-    let hold = format!("{}/api/v1/audit/remediation-orchestration/{id}/legal-hold", f.url);
-    for n in 0..3 {
-        let request = if n % 2 == 0 { http.put(&hold) } else { http.delete(&hold) };
+    let hold = format!(
+        "{}/api/v1/audit/remediation-orchestration/{id}/legal-hold",
+        f.url
+    );
+    for n in 0_u32..3 {
+        let request = if n.is_multiple_of(2) {
+            http.put(&hold)
+        } else {
+            http.delete(&hold)
+        };
         let answer = request
             .json(&json!({ "reason": format!("case {n}") }))
             .send()
@@ -627,7 +634,10 @@ async fn admin_log_shows_every_action_with_its_reason_and_follows_pages() {
     );
     // Two entries, fetched a page at a time, say that older ones exist.
     let table = f.stdout(&["admin-log", "--limit", "2", "--action", "hold"]);
-    assert!(table.contains("case 2") && table.contains("case 0"), "{table}");
+    assert!(
+        table.contains("case 2") && table.contains("case 0"),
+        "{table}"
+    );
     assert!(table.contains("2 actions, newest first\n"), "{table}");
     let table = f.stdout(&["admin-log", "--limit", "2"]);
     assert!(table.contains("older ones exist"), "{table}");

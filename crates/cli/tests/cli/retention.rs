@@ -4,11 +4,11 @@
 use std::process::Output;
 
 use chrono::TimeDelta;
-use serde_json::json;
 use remaudit_retention::CRASH_AT_VAR;
 use remaudit_testkit::history::{Written, clock, load};
 use remaudit_testkit::s3::MotoServer;
 use remaudit_testkit::{PgDb, SqliteDb};
+use serde_json::json;
 
 use crate::helpers::remaudit;
 
@@ -557,12 +557,18 @@ async fn serve_runs_retention_at_start_up_and_reports_it_in_metrics() {
         .expect("json");
     let entry = &log["items"][0];
     assert_eq!(
-        (&entry["subject"], &entry["action"], &entry["detail"]["outcome"]),
+        (
+            &entry["subject"],
+            &entry["action"],
+            &entry["detail"]["outcome"]
+        ),
         (&json!("retention"), &json!("retention_run"), &json!("ok")),
         "{log}"
     );
     assert_eq!(
-        entry["detail"]["remediations"].as_u64().map(remaudit_model::approx_f64),
+        entry["detail"]["remediations"]
+            .as_u64()
+            .map(remaudit_model::approx_f64),
         Some(archived)
     );
 }
@@ -971,7 +977,10 @@ async fn each_run_is_in_the_admin_log_with_its_subject_and_reason() {
         let out = cmd.output().expect("run remaudit");
         assert!(out.status.success(), "{extra:?}: {}", text(&out));
     };
-    run(&["--subject", "alice", "--reason", "quarterly clean-up"], None);
+    run(
+        &["--subject", "alice", "--reason", "quarterly clean-up"],
+        None,
+    );
     run(&["--dry-run"], None);
     run(&[], Some("bob"));
     run(&[], None);
@@ -997,7 +1006,16 @@ async fn each_run_is_in_the_admin_log_with_its_subject_and_reason() {
         ("--subject", "", "1 to 1024 characters"),
     ] {
         let out = retention(&["run", flag, value], &[]);
-        assert_eq!(out.status.code(), Some(2), "{flag} {value:?}: {}", text(&out));
-        assert!(text(&out).contains(needle), "{flag} {value:?}: {}", text(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{flag} {value:?}: {}",
+            text(&out)
+        );
+        assert!(
+            text(&out).contains(needle),
+            "{flag} {value:?}: {}",
+            text(&out)
+        );
     }
 }

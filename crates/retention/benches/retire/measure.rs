@@ -329,8 +329,7 @@ impl Retirer<'_> {
         let archive = self.archive()?;
         let sampler = Sampler::start(self.pool.clone(), &[RETENTION_APP]);
         let m = mark(self.pool).await?;
-        let result =
-            remaudit_retention::run_once(
+        let result = remaudit_retention::run_once(
             self.store,
             &archive,
             settings,

@@ -151,9 +151,10 @@ async fn scenario(store: Arc<dyn Store>, counter: Counter, exact: bool, partitio
         batch_rows: 100,
         ..Settings::default()
     };
-    let preview = remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), true, &ops())
-        .await
-        .expect("dry run");
+    let preview =
+        remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), true, &ops())
+            .await
+            .expect("dry run");
     let previewed: u64 = preview.preview.iter().map(|d| d.remediations).sum();
     assert_eq!(
         counter.places().await.0,
@@ -161,9 +162,10 @@ async fn scenario(store: Arc<dyn Store>, counter: Counter, exact: bool, partitio
         "a dry run moves nothing"
     );
 
-    let report = remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), false, &ops())
-        .await
-        .expect("run");
+    let report =
+        remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), false, &ops())
+            .await
+            .expect("run");
     assert!(report.ran);
     assert_eq!(
         report.remediations(),
@@ -239,9 +241,10 @@ async fn scenario(store: Arc<dyn Store>, counter: Counter, exact: bool, partitio
     assert_eq!(verified.events, report.events());
 
     // A second run finds nothing to do, and the hold survives it.
-    let again = remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), false, &ops())
-        .await
-        .expect("second run");
+    let again =
+        remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), false, &ops())
+            .await
+            .expect("second run");
     assert_eq!(again.remediations(), 0);
     let held_now = store
         .timeline(held.id)
@@ -254,7 +257,8 @@ async fn scenario(store: Arc<dyn Store>, counter: Counter, exact: bool, partitio
     // Cleared, the hold lets the row go at the next run.
     store
         .set_legal_hold(held.id, false, &ops())
-        .await.expect("clear");
+        .await
+        .expect("clear");
     if partitioned {
         // Its week made again (a backfill would): the rows kept from the
         // retired week move into it, and the next run archives this week a
@@ -264,9 +268,10 @@ async fn scenario(store: Arc<dyn Store>, counter: Counter, exact: bool, partitio
             .await
             .expect("partitions again");
     }
-    let third = remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), false, &ops())
-        .await
-        .expect("third run");
+    let third =
+        remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), false, &ops())
+            .await
+            .expect("third run");
     assert_eq!(third.remediations(), 1);
     assert!(store.timeline(held.id).await.expect("read").is_none());
     let (live, archived, live_events, archived_events) = counter.places().await;
@@ -284,8 +289,12 @@ async fn scenario(store: Arc<dyn Store>, counter: Counter, exact: bool, partitio
         .admin_log(&AdminLogQuery::default())
         .await
         .expect("admin log");
-    let actions: Vec<(AdminAction, Option<i64>)> =
-        log.items.iter().rev().map(|e| (e.action, e.target)).collect();
+    let actions: Vec<(AdminAction, Option<i64>)> = log
+        .items
+        .iter()
+        .rev()
+        .map(|e| (e.action, e.target))
+        .collect();
     assert_eq!(
         actions,
         [
@@ -297,7 +306,11 @@ async fn scenario(store: Arc<dyn Store>, counter: Counter, exact: bool, partitio
             (AdminAction::RetentionRun, None),
         ]
     );
-    assert!(log.items.iter().all(|e| e.subject == "ops" && e.reason == "retention scenario"));
+    assert!(
+        log.items
+            .iter()
+            .all(|e| e.subject == "ops" && e.reason == "retention scenario")
+    );
     let moved: Vec<u64> = log
         .items
         .iter()
@@ -486,10 +499,11 @@ async fn a_taken_name_stops_the_batch(store: Arc<dyn Store>, counter: Counter) {
         batch_rows: 100,
         ..Settings::default()
     };
-    let err = remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), false, &ops())
-        .await
-        .expect_err("the name is taken")
-        .to_string();
+    let err =
+        remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), false, &ops())
+            .await
+            .expect_err("the name is taken")
+            .to_string();
     assert!(err.contains("already exists"), "{err}");
     // The failed run is in the admin log, with its error.
     let runs = store
@@ -545,9 +559,10 @@ async fn a_taken_name_stops_the_batch(store: Arc<dyn Store>, counter: Counter) {
     );
 
     let archive = Archive::open(&url).expect("archive");
-    let report = remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), false, &ops())
-        .await
-        .expect("the next run");
+    let report =
+        remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), false, &ops())
+            .await
+            .expect("the next run");
     assert!(report.remediations() > 0);
     assert!(report.cleaned.is_empty(), "nothing left to clean");
     assert_eq!(
@@ -590,9 +605,10 @@ async fn batches_archived_before_installation_ids_stay_where_they_are_and_verify
         ..Settings::default()
     };
     let early = now() - TimeDelta::days(14);
-    let report = remaudit_retention::run_once(store.as_ref(), &archive, &settings, early, false, &ops())
-        .await
-        .expect("run");
+    let report =
+        remaudit_retention::run_once(store.as_ref(), &archive, &settings, early, false, &ops())
+            .await
+            .expect("run");
     assert!(report.batches.len() >= 2);
     // Rewrite every finished batch as a version without installation ids
     // wrote it: `batch-{id}/…` at the top of the archive, its manifest
@@ -651,9 +667,10 @@ async fn batches_archived_before_installation_ids_stay_where_they_are_and_verify
     assert!(verified.ok(), "{:?}", verified.problems);
 
     // The upgraded job writes beside them under its installation id.
-    let report = remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), false, &ops())
-        .await
-        .expect("run after the upgrade");
+    let report =
+        remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), false, &ops())
+            .await
+            .expect("run after the upgrade");
     assert!(report.remediations() > 0);
     for (file, bytes) in &before {
         assert_eq!(

@@ -48,9 +48,8 @@ pub(crate) async fn actor(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Actor, ApiError> {
-    let Query(query) = query.map_err(|e| {
-        ApiError::InvalidQuery(vec![FieldError::new("", "query", e.body_text())])
-    })?;
+    let Query(query) = query
+        .map_err(|e| ApiError::InvalidQuery(vec![FieldError::new("", "query", e.body_text())]))?;
     let from_body = if has_body(headers) {
         let bytes = read_json_body(
             headers,
@@ -129,20 +128,17 @@ fn log_query(params: AdminLogParams) -> Result<AdminLogQuery, ApiError> {
                 None
             }
         });
-    let target = params
-        .target
-        .as_deref()
-        .and_then(|text| match text.parse::<i64>() {
-            Ok(id) => Some(id),
-            Err(_) => {
-                errors.push(FieldError::new(
-                    "target",
-                    "integer",
-                    format!("must be a remediation id (a whole number), got {text:?}"),
-                ));
-                None
-            }
-        });
+    let target = params.target.as_deref().and_then(|text| {
+        let id = text.parse::<i64>().ok();
+        if id.is_none() {
+            errors.push(FieldError::new(
+                "target",
+                "integer",
+                format!("must be a remediation id (a whole number), got {text:?}"),
+            ));
+        }
+        id
+    });
     let limit = page_limit(params.limit.as_deref(), &mut errors);
     let after = params.cursor.as_deref().and_then(|token| {
         let cursor = AdminLogCursor::decode(token);

@@ -6,13 +6,13 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
+use remaudit_api::admin::{ReasonBody, ReasonParams};
 use remaudit_api::audit::{
     BatchItem, BatchResponse, DEFAULT_PAGE, ItemStatus, ListParams, ListResponse, MAX_PAGE,
     StoreResult, TimelineParams, TimelineResponse,
 };
 use remaudit_api::paths;
 use remaudit_model::{FieldError, NewAudit, RemediationOrchestrationAudit, StoredAudit};
-use remaudit_api::admin::{ReasonBody, ReasonParams};
 use remaudit_store::{
     Actor, Cursor, DeleteOutcome, InsertOutcome, InsertRules, ListQuery, Refusal, TimelineCursor,
     TimelineQuery,

@@ -68,7 +68,13 @@ async fn log(app: &TestApp, query: &str) -> Vec<Value> {
         };
         let page = send(app, Method::GET, &path, Some(ADMIN), None).await;
         assert_eq!(page.status, 200, "{path}: {}", page.body);
-        items.extend(page.body["items"].as_array().expect("items").iter().cloned());
+        items.extend(
+            page.body["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .cloned(),
+        );
         match page.body["next_cursor"].as_str() {
             Some(next) => cursor = Some(next.to_owned()),
             None => return items,
@@ -137,11 +143,15 @@ async fn every_admin_action_leaves_one_entry_naming_its_caller(store: Arc<dyn St
         assert_eq!(e["detail"]["namespace"], "default", "{e}");
         assert!(e["at"].as_str().is_some_and(|t| t.ends_with('Z')), "{e}");
     }
-    let ids: Vec<i64> = entries.iter().map(|e| e["id"].as_i64().expect("id")).collect();
+    let ids: Vec<i64> = entries
+        .iter()
+        .map(|e| e["id"].as_i64().expect("id"))
+        .collect();
     assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
 
     // The typed client reads the same log.
-    let typed: AdminLogResponse = serde_json::from_value(json!({"items": entries})).expect("decode");
+    let typed: AdminLogResponse =
+        serde_json::from_value(json!({"items": entries})).expect("decode");
     assert_eq!(typed.items.len(), 3);
 }
 
@@ -197,16 +207,24 @@ async fn failed_actions_leave_no_entry(store: Arc<dyn Store>) {
     .assert_problem(409, "conflict");
     assert_eq!(
         summary(&log(app, "").await),
-        [("hold".to_owned(), Some(id), "ops".to_owned(), "try".to_owned())]
+        [(
+            "hold".to_owned(),
+            Some(id),
+            "ops".to_owned(),
+            "try".to_owned()
+        )]
     );
 }
+
+/// A request body: its content type and bytes.
+type Body = Option<(&'static str, Vec<u8>)>;
 
 async fn each_reason_rule_is_a_precise_400(store: Arc<dyn Store>) {
     let s = spawn_secured(store, None, false).await;
     let app = &s.app;
     let id = seed(app, "rr-rules").await;
     let long = "x".repeat(1025);
-    let cases: Vec<(String, Option<(&str, Vec<u8>)>, &str)> = vec![
+    let cases: Vec<(String, Body, &str)> = vec![
         (String::new(), None, "required"),
         ("?reason=".to_owned(), None, "required"),
         ("?reason=%20%E3%80%80%20".to_owned(), None, "required"),
@@ -235,7 +253,10 @@ async fn each_reason_rule_is_a_precise_400(store: Arc<dyn Store>) {
         ),
         (
             String::new(),
-            Some(("application/json", br#"{"reason": "x", "why": "y"}"#.to_vec())),
+            Some((
+                "application/json",
+                br#"{"reason": "x", "why": "y"}"#.to_vec(),
+            )),
             "body",
         ),
         (
@@ -250,10 +271,7 @@ async fn each_reason_rule_is_a_precise_400(store: Arc<dyn Store>) {
             "required",
         ),
     ];
-    for path in [
-        paths::audit_legal_hold(id),
-        paths::audit_item(id),
-    ] {
+    for path in [paths::audit_legal_hold(id), paths::audit_item(id)] {
         for method in [Method::PUT, Method::DELETE] {
             if method == Method::PUT && path == paths::audit_item(id) {
                 continue;
@@ -263,7 +281,11 @@ async fn each_reason_rule_is_a_precise_400(store: Arc<dyn Store>) {
                 let answer = admin(app, method.clone(), &format!("{path}{query}"), body).await;
                 let what = format!("{method} {path}{query} {body:?}");
                 let errors = answer.assert_problem(400, "invalid-reason");
-                assert_eq!(errors, [("reason".to_owned(), (*rule).to_owned())], "{what}");
+                assert_eq!(
+                    errors,
+                    [("reason".to_owned(), (*rule).to_owned())],
+                    "{what}"
+                );
             }
         }
     }
@@ -305,8 +327,15 @@ async fn admin_log_pages_are_stable_while_entries_are_appended(store: Arc<dyn St
     let app = &s.app;
     let id = seed(app, "rr-pages").await;
     let toggle = |n: usize| {
-        let method = if n % 2 == 0 { Method::PUT } else { Method::DELETE };
-        (method, format!("{}?reason=toggle-{n}", paths::audit_legal_hold(id)))
+        let method = if n.is_multiple_of(2) {
+            Method::PUT
+        } else {
+            Method::DELETE
+        };
+        (
+            method,
+            format!("{}?reason=toggle-{n}", paths::audit_legal_hold(id)),
+        )
     };
     for n in 0..23 {
         let (method, path) = toggle(n);
@@ -369,9 +398,14 @@ async fn admin_log_filters_and_bad_parameters(store: Arc<dyn Store>) {
         assert_eq!(admin(app, Method::PUT, &path, None).await.status, 200);
     }
     assert_eq!(
-        admin(app, Method::DELETE, &format!("{}?reason=r3", paths::audit_legal_hold(b)), None)
-            .await
-            .status,
+        admin(
+            app,
+            Method::DELETE,
+            &format!("{}?reason=r3", paths::audit_legal_hold(b)),
+            None
+        )
+        .await
+        .status,
         200
     );
     let count = |q: &'static str| async move { log(app, q).await.len() };
@@ -381,7 +415,10 @@ async fn admin_log_filters_and_bad_parameters(store: Arc<dyn Store>) {
     assert_eq!(count("subject=ops").await, 3);
     assert_eq!(count("subject=nobody").await, 0);
     assert_eq!(log(app, &format!("target={b}")).await.len(), 2);
-    assert_eq!(count("since=2000-01-01T00:00:00Z&until=2999-01-01T00:00:00Z").await, 3);
+    assert_eq!(
+        count("since=2000-01-01T00:00:00Z&until=2999-01-01T00:00:00Z").await,
+        3
+    );
     assert_eq!(count("until=2000-01-01T00:00:00Z").await, 0);
     assert_eq!(count("since=2999-01-01T00:00:00Z").await, 0);
 
@@ -411,7 +448,14 @@ async fn admin_log_filters_and_bad_parameters(store: Arc<dyn Store>) {
         assert_eq!(errors, [(field.to_owned(), rule.to_owned())], "{query}");
     }
     // A listing's cursor is not the log's.
-    let listing = send(app, Method::GET, &format!("{}?limit=1", paths::AUDIT), Some(READER), None).await;
+    let listing = send(
+        app,
+        Method::GET,
+        &format!("{}?limit=1", paths::AUDIT),
+        Some(READER),
+        None,
+    )
+    .await;
     let cursor = listing.body["next_cursor"].as_str().expect("a cursor");
     let errors = send(
         app,
@@ -428,14 +472,26 @@ async fn admin_log_filters_and_bad_parameters(store: Arc<dyn Store>) {
 async fn without_authentication_the_caller_is_anonymous(store: Arc<dyn Store>) {
     let app = spawn_app(store).await;
     assert_eq!(
-        app.post_record(&crate::auth::record("rr-anon")).await.status,
+        app.post_record(&crate::auth::record("rr-anon"))
+            .await
+            .status,
         201
     );
     let id = app.list_all().await[0]["id"].as_i64().expect("id");
-    let held = app.api.set_legal_hold(id, "quick start").await.expect("hold");
+    let held = app
+        .api
+        .set_legal_hold(id, "quick start")
+        .await
+        .expect("hold");
     assert!(held.legal_hold);
-    app.api.clear_legal_hold(id, "quick start").await.expect("release");
-    app.api.soft_delete(id, "quick start").await.expect("delete");
+    app.api
+        .clear_legal_hold(id, "quick start")
+        .await
+        .expect("release");
+    app.api
+        .soft_delete(id, "quick start")
+        .await
+        .expect("delete");
     let page = app
         .api
         .admin_log(&AdminLogParams::default())

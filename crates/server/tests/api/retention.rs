@@ -131,7 +131,9 @@ pub async fn a_soft_deleted_row_leaves_every_read_at_once(app: &TestApp) {
         );
     }
 
-    let deleted = app.call(Method::DELETE, &format!("{AUDIT}/{id}?{REASON}")).await;
+    let deleted = app
+        .call(Method::DELETE, &format!("{AUDIT}/{id}?{REASON}"))
+        .await;
     assert_eq!(deleted.status, 204, "{}", deleted.body);
 
     app.get(&format!("{AUDIT}/{id}"))
@@ -173,7 +175,9 @@ pub async fn a_legal_hold_blocks_deletion_until_cleared(app: &TestApp) {
     let shown = app.get(&format!("{AUDIT}/{id}")).await;
     assert_eq!(shown.body["remediation"]["legal_hold"], true);
 
-    let refused = app.call(Method::DELETE, &format!("{AUDIT}/{id}?{REASON}")).await;
+    let refused = app
+        .call(Method::DELETE, &format!("{AUDIT}/{id}?{REASON}"))
+        .await;
     refused.assert_problem(409, "conflict");
     assert!(
         refused.body["detail"]
@@ -224,7 +228,10 @@ pub async fn bad_hold_and_delete_input_gets_precise_errors(app: &TestApp) {
     for (method, path) in [
         (Method::DELETE, format!("{AUDIT}/424242?{REASON}")),
         (Method::PUT, format!("{AUDIT}/424242/legal-hold?{REASON}")),
-        (Method::DELETE, format!("{AUDIT}/424242/legal-hold?{REASON}")),
+        (
+            Method::DELETE,
+            format!("{AUDIT}/424242/legal-hold?{REASON}"),
+        ),
     ] {
         app.call(method, &path)
             .await

@@ -14,9 +14,10 @@ use remaudit_store::retention::{
     BatchIds, BatchPlaces, BatchRecord, DayCount, Locate, PendingBatch, RetentionLock, Retiring,
 };
 use remaudit_store::{
-    Actor, AdminLogEntry, AdminLogPage, AdminLogQuery, AdminLogStore, AnalyticsQuery, NewAdminEntry, AnalyticsStore, AuditStore, DeleteOutcome, HealthStore, InsertOutcome,
-    InsertRules, ListQuery, Page, PoolStats, RetentionStore, RetireRequest, Store, StoreError,
-    Timeline, TimelineQuery,
+    Actor, AdminLogEntry, AdminLogPage, AdminLogQuery, AdminLogStore, AnalyticsQuery,
+    AnalyticsStore, AuditStore, DeleteOutcome, HealthStore, InsertOutcome, InsertRules, ListQuery,
+    NewAdminEntry, Page, PoolStats, RetentionStore, RetireRequest, Store, StoreError, Timeline,
+    TimelineQuery,
 };
 use tokio::sync::{Notify, Semaphore};
 

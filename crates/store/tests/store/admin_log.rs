@@ -21,8 +21,14 @@ impl Sql {
     async fn execute(&self, sql: &str) -> Result<u64, String> {
         let sql = sqlx::AssertSqlSafe(sql.to_owned());
         match self {
-            Self::Pg(pool) => sqlx::query(sql).execute(pool).await.map(|r| r.rows_affected()),
-            Self::Lite(pool) => sqlx::query(sql).execute(pool).await.map(|r| r.rows_affected()),
+            Self::Pg(pool) => sqlx::query(sql)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()),
+            Self::Lite(pool) => sqlx::query(sql)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()),
         }
         .map_err(|e| e.to_string())
     }
@@ -146,7 +152,10 @@ async fn each_action_leaves_one_entry_with_the_change(store: Arc<dyn Store>, sql
     assert_eq!(log.items[0].detail["alert_fingerprint"], "fp-admin");
     assert!(log.items.windows(2).all(|w| w[0].at >= w[1].at));
     assert_eq!(log.next, None);
-    assert_eq!(sql.count("SELECT count(*) FROM remaudit_admin_log").await, 3);
+    assert_eq!(
+        sql.count("SELECT count(*) FROM remaudit_admin_log").await,
+        3
+    );
 }
 
 async fn actions_that_change_nothing_leave_no_entry(store: Arc<dyn Store>, sql: Sql) {
@@ -185,7 +194,10 @@ async fn actions_that_change_nothing_leave_no_entry(store: Arc<dyn Store>, sql: 
         .map(|e| (e.action, e.reason))
         .collect();
     assert_eq!(entries, [(AdminAction::Hold, "hold".to_owned())]);
-    assert_eq!(sql.count("SELECT count(*) FROM remaudit_admin_log").await, 1);
+    assert_eq!(
+        sql.count("SELECT count(*) FROM remaudit_admin_log").await,
+        1
+    );
 }
 
 /// The database refuses an empty reason; the change it came with is undone.
@@ -200,12 +212,17 @@ async fn an_entry_that_cannot_be_written_undoes_its_change(store: Arc<dyn Store>
         .await
         .expect_err("an empty subject is refused");
     assert_eq!(
-        sql.count("SELECT count(*) FROM remediation_audit WHERE legal_hold OR deleted_at IS NOT NULL")
-            .await,
+        sql.count(
+            "SELECT count(*) FROM remediation_audit WHERE legal_hold OR deleted_at IS NOT NULL"
+        )
+        .await,
         0,
         "neither change stayed"
     );
-    assert_eq!(sql.count("SELECT count(*) FROM remaudit_admin_log").await, 0);
+    assert_eq!(
+        sql.count("SELECT count(*) FROM remaudit_admin_log").await,
+        0
+    );
     let listed = store
         .list(&ListQuery {
             limit: 10,
@@ -254,8 +271,12 @@ async fn pages_are_bounded_filtered_and_stable(store: Arc<dyn Store>, _sql: Sql)
         detail: json!({ "run": n }),
     };
     let mut ids = Vec::new();
-    for n in 0..17 {
-        let subject = if n % 3 == 0 { "cli" } else { "retention" };
+    for n in 0_u64..17 {
+        let subject = if n.is_multiple_of(3) {
+            "cli"
+        } else {
+            "retention"
+        };
         let entry = store
             .record_admin_action(&run(n, subject))
             .await

@@ -122,7 +122,11 @@ mod rollups {
         assert!(ids.len() >= 4, "{ids:?}");
         for &id in &ids {
             let outcome = store
-                .soft_delete(id, chrono::Utc::now(), &remaudit_store::Actor::new("ops", "test"))
+                .soft_delete(
+                    id,
+                    chrono::Utc::now(),
+                    &remaudit_store::Actor::new("ops", "test"),
+                )
                 .await
                 .expect("delete");
             assert!(
