@@ -16,7 +16,7 @@ use tracing::instrument;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::routes::audit::{bad_cursor, page_limit, time_param};
+use crate::routes::audit::{bad_cursor, page_limit, time_range};
 use crate::routes::body::read_json_body;
 use crate::startup::AppState;
 
@@ -92,21 +92,11 @@ pub(crate) async fn actor(
 /// The store's query for the log's parameters.
 fn log_query(params: AdminLogParams) -> Result<AdminLogQuery, ApiError> {
     let mut errors = Vec::new();
-    let since = time_param("since", params.since.as_deref(), &mut errors);
-    let until = time_param("until", params.until.as_deref(), &mut errors);
-    if let (Some(s), Some(u)) = (since, until)
-        && s >= u
-    {
-        errors.push(FieldError::new(
-            "since",
-            "before_until",
-            format!(
-                "must be before until ({}), got {}",
-                u.to_rfc3339(),
-                s.to_rfc3339()
-            ),
-        ));
-    }
+    let (since, until) = time_range(
+        params.since.as_deref(),
+        params.until.as_deref(),
+        &mut errors,
+    );
     if let Some(subject) = &params.subject
         && (subject.is_empty()
             || subject.chars().count() > 1024

@@ -171,11 +171,15 @@ pub(crate) fn time_param(
     }
 }
 
-/// A listing query from its parameters.
-fn list_query(params: ListParams) -> Result<ListQuery, ApiError> {
-    let mut errors = Vec::new();
-    let since = time_param("since", params.since.as_deref(), &mut errors);
-    let until = time_param("until", params.until.as_deref(), &mut errors);
+/// The `since` and `until` parameters of a listing: two RFC 3339 times,
+/// `since` before `until` when both are given.
+pub(crate) fn time_range(
+    since: Option<&str>,
+    until: Option<&str>,
+    errors: &mut Vec<FieldError>,
+) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+    let since = time_param("since", since, errors);
+    let until = time_param("until", until, errors);
     if let (Some(s), Some(u)) = (since, until)
         && s >= u
     {
@@ -189,6 +193,17 @@ fn list_query(params: ListParams) -> Result<ListQuery, ApiError> {
             ),
         ));
     }
+    (since, until)
+}
+
+/// A listing query from its parameters.
+fn list_query(params: ListParams) -> Result<ListQuery, ApiError> {
+    let mut errors = Vec::new();
+    let (since, until) = time_range(
+        params.since.as_deref(),
+        params.until.as_deref(),
+        &mut errors,
+    );
     for (field, value) in [
         ("alert_fingerprint", &params.alert_fingerprint),
         ("overall_phase", &params.overall_phase),
