@@ -15,7 +15,9 @@ so that a request the document calls valid is one the server must take:
   one; the record's decoder in remaudit-model does not);
 - a window has `since` before `until`, at most 90 days apart, at most two of
   `since`, `until` and `window`, and ends within the years 0000 to 9999;
-- `cursor` is a token the server issued, so a made-up one is dropped.
+- `cursor` is a token the server issued, so a made-up one is dropped;
+- a hold, a release or a delete gives its `reason` in the query or in the
+  body (the document can mark neither required), and not two different ones.
 
 Only values that are already valid are changed, so a request generated to
 break a rule still breaks it (schemathesis revalidates after each hook).
@@ -25,6 +27,7 @@ import re
 from datetime import datetime, timedelta, timezone
 
 import schemathesis
+from schemathesis.core import NOT_SET
 
 TIME_FIELDS = ("start_time", "completion_time", "timeout_time", "last_duplicate_time", "event_time")
 MAX_FAILURE_REASON_BYTES = 16384
@@ -129,6 +132,28 @@ def fix_window(query, analytics, now):
             query["since"] = text(now - timedelta(days=1))
 
 
+ADMIN_ACTIONS = (
+    ("PUT", "/api/v1/audit/remediation-orchestration/{id}/legal-hold"),
+    ("DELETE", "/api/v1/audit/remediation-orchestration/{id}/legal-hold"),
+    ("DELETE", "/api/v1/audit/remediation-orchestration/{id}"),
+)
+
+
+def fix_reason(case):
+    """One reason per admin action: added to the query when neither the query
+    nor the body has one, and the body's made the query's when both do."""
+    if not isinstance(case.query, dict):
+        case.query = {}
+    query = case.query.get("reason")
+    body = case.body.get("reason") if isinstance(case.body, dict) else None
+    if query is None and (case.body is None or case.body is NOT_SET):
+        case.query["reason"] = "schemathesis"
+    elif isinstance(query, str) and isinstance(body, str) and query != body:
+        # A new value, not an edit in place: schemathesis sends what the
+        # case's `body` is set to.
+        case.body = {**case.body, "reason": query}
+
+
 @schemathesis.hook
 def map_case(context, case):
     if isinstance(case.query, dict):
@@ -149,4 +174,8 @@ def map_case(context, case):
             fix_window(case.query, analytics=False, now=now)
         elif path.startswith("/api/v1/audit/analytics/"):
             fix_window(case.query, analytics=True, now=now)
+        elif path == "/api/v1/admin/log":
+            fix_window(case.query, analytics=False, now=now)
+    if (case.method.upper(), path) in ADMIN_ACTIONS:
+        fix_reason(case)
     return case

@@ -123,7 +123,7 @@ pub struct TimelineResponse {
 }
 
 /// A time as query parameters carry it (RFC 3339, UTC).
-fn time_text(at: DateTime<Utc>) -> String {
+pub(crate) fn time_text(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 

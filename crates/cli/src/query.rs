@@ -6,7 +6,7 @@
 //! shares and [`reports`](mod@reports) what each answer shows, as pure functions of the
 //! decoded answer, tested without a server.
 
-mod render;
+pub(crate) mod render;
 mod reports;
 
 use std::fmt::Write as _;
@@ -144,6 +144,9 @@ pub enum QueryCommand {
         /// The remediation's id (as the other queries list it).
         id: i64,
     },
+    /// The admin log: every legal hold set or cleared, soft delete and
+    /// retention run, with who, when and why, newest first (needs the admin role).
+    AdminLog(crate::admin::AdminLogArgs),
 }
 
 impl WindowArgs {
@@ -259,6 +262,10 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
                 explain(&api, err, &not_found)
             })?;
             render(&report, output)?
+        }
+        QueryCommand::AdminLog(args) => {
+            let answer = crate::admin::fetch(&api, &args).await;
+            show(&api, paths::ADMIN_LOG, answer, output)?
         }
     };
     let mut stdout = std::io::stdout().lock();

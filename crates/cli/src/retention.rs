@@ -6,9 +6,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use remaudit_retention::{Archive, ArchiveSink, CrashAt, Settings};
+use remaudit_store::Actor;
 use secrecy::ExposeSecret as _;
 
 use crate::DatabaseArgs;
+use crate::admin;
 use crate::settings::{DatabaseSettings, RetentionSettings};
 
 /// The retention policy and job settings.
@@ -58,6 +60,13 @@ enum RetentionCommand {
         /// The clock of the run, RFC 3339 (tests and backfills); default now.
         #[arg(long, value_parser = parse_time)]
         now: Option<DateTime<Utc>>,
+        /// Who runs it, as the admin log records the run; default: the OS
+        /// user ($USER or $LOGNAME), else `cli`.
+        #[arg(long, value_parser = admin::parse_subject)]
+        subject: Option<String>,
+        /// Why, as the admin log records the run.
+        #[arg(long, value_parser = admin::parse_reason, default_value = admin::MANUAL_RUN_REASON)]
+        reason: String,
     },
     /// Check that every archived row of a time range is in the archive tables
     /// and in files whose checksums match, and in no live table.
@@ -92,7 +101,14 @@ pub async fn run(
     retention: &RetentionSettings,
 ) -> anyhow::Result<u8> {
     match args.command {
-        RetentionCommand::Run { dry_run, now, .. } => {
+        RetentionCommand::Run {
+            dry_run,
+            now,
+            subject,
+            reason,
+            ..
+        } => {
+            let actor = Actor::new(subject.unwrap_or_else(admin::default_subject), reason);
             let archive = retention.archive(database.url.expose_secret())?;
             // Only this one-shot command can be stopped at a step (the crash
             // tests kill it so); `serve` runs the plain archive.
@@ -118,6 +134,7 @@ pub async fn run(
                 &settings,
                 now,
                 dry_run,
+                &actor,
             )
             .await
             .context("retention run failed; running it again is safe")?;

@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use remaudit_api::admin::{AdminLogParams, AdminLogResponse, ReasonBody};
 use remaudit_api::analytics::{
     AnalyticsParams, DurationsReport, FailuresReport, RemediationList, RetriesReport,
     SuccessRateReport,
@@ -391,36 +392,53 @@ impl ApiClient {
         self.get(paths::ANALYTICS_RETRIES, params).await
     }
 
-    /// Puts a remediation under legal hold; returns it.
+    /// Puts a remediation under legal hold, for `reason` (kept in the admin
+    /// log); returns it.
     ///
     /// # Errors
-    /// See [`ApiError`].
-    pub async fn set_legal_hold(&self, id: i64) -> Result<StoredAudit, ApiError> {
+    /// See [`ApiError`]; a missing or invalid reason is
+    /// [`ApiError::Refused`] with status 400.
+    pub async fn set_legal_hold(&self, id: i64, reason: &str) -> Result<StoredAudit, ApiError> {
         let url = self.url(&paths::audit_legal_hold(id));
-        let request = self.http.put(&url);
+        let request = self.http.put(&url).json(&ReasonBody {
+            reason: reason.to_owned(),
+        });
         self.send(url, request).await
     }
 
-    /// Clears a remediation's legal hold; returns it.
+    /// Clears a remediation's legal hold, for `reason` (kept in the admin
+    /// log); returns it.
     ///
     /// # Errors
     /// See [`ApiError`].
-    pub async fn clear_legal_hold(&self, id: i64) -> Result<StoredAudit, ApiError> {
+    pub async fn clear_legal_hold(&self, id: i64, reason: &str) -> Result<StoredAudit, ApiError> {
         let url = self.url(&paths::audit_legal_hold(id));
-        let request = self.http.delete(&url);
+        let request = self.http.delete(&url).json(&ReasonBody {
+            reason: reason.to_owned(),
+        });
         self.send(url, request).await
     }
 
-    /// Soft-deletes a remediation: hidden from reads, archived by the next
-    /// retention run.
+    /// Soft-deletes a remediation, for `reason` (kept in the admin log):
+    /// hidden from reads, archived by the next retention run.
     ///
     /// # Errors
     /// See [`ApiError`]; a held remediation is [`ApiError::Refused`] with
     /// status 409.
-    pub async fn soft_delete(&self, id: i64) -> Result<(), ApiError> {
+    pub async fn soft_delete(&self, id: i64, reason: &str) -> Result<(), ApiError> {
         let url = self.url(&paths::audit_item(id));
-        let request = self.http.delete(&url);
+        let request = self.http.delete(&url).json(&ReasonBody {
+            reason: reason.to_owned(),
+        });
         self.answer(&url, request).await.map(drop)
+    }
+
+    /// One page of the admin log, newest first (needs the admin role).
+    ///
+    /// # Errors
+    /// See [`ApiError`].
+    pub async fn admin_log(&self, params: &AdminLogParams) -> Result<AdminLogResponse, ApiError> {
+        self.get(paths::ADMIN_LOG, params).await
     }
 
     /// `path` under the base URL.

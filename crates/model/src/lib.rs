@@ -1,6 +1,7 @@
 //! Wire and domain types of remaudit: the orchestration audit record, its
 //! validation, phase ranking and event identity. No IO lives here.
 
+pub mod admin;
 pub mod analytics;
 mod approx;
 mod audit;

@@ -4,6 +4,7 @@
 //! tables. It runs inside `remaudit serve` on a schedule, and on demand as
 //! `remaudit retention run`; `remaudit retention verify` checks its work.
 
+mod admin_log;
 mod archive;
 mod batch;
 mod error;
@@ -16,9 +17,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use remaudit_store::retention::DayCount;
-use remaudit_store::{RetentionPolicy, RetentionStore, RetireRequest};
+use remaudit_store::{Actor, RetentionPolicy, RetentionStore, RetireRequest};
 use tokio_util::sync::CancellationToken;
 
+pub use admin_log::scheduled_actor;
 pub use archive::Archive;
 pub use batch::BatchReport;
 pub use error::RetentionError;
@@ -90,21 +92,33 @@ impl RunReport {
     }
 }
 
-/// One retention run at `now`: partitions ahead, then (unless `dry_run`)
-/// clean-up of interrupted batches and every due batch.
+/// One retention run at `now` on behalf of `actor`: partitions ahead, then
+/// (unless `dry_run`) clean-up of interrupted batches and every due batch.
+/// A run that took the lock and was not a dry run appends one `retention_run`
+/// entry to the admin log, with what it moved, whether it ended in an error
+/// or not.
 ///
 /// # Errors
-/// When the database or the object store fails; what was moved before the
-/// failure stays moved, and the next run carries on.
+/// When the database or the object store fails, or the run's admin log
+/// entry cannot be written; what was moved before the failure stays moved,
+/// and the next run carries on.
 pub async fn run_once(
     store: &dyn RetentionStore,
     archive: &dyn ArchiveSink,
     settings: &Settings,
     now: DateTime<Utc>,
     dry_run: bool,
+    actor: &Actor,
 ) -> Result<RunReport, RetentionError> {
     let started = Instant::now();
-    let result = run_locked(store, archive, settings, now, dry_run).await;
+    let mut report = RunReport {
+        now: Some(now),
+        ..RunReport::default()
+    };
+    let outcome = run_locked(store, archive, settings, dry_run, &mut report).await;
+    let result = admin_log::record_run(store, actor, &report, dry_run, outcome)
+        .await
+        .map(|()| report);
     let outcome = match &result {
         Ok(report) if !report.ran => "skipped",
         Ok(_) => "ok",
@@ -123,17 +137,16 @@ pub async fn run_once(
     result
 }
 
+/// The run itself, filling in `report` as it goes, so that a run that fails
+/// half-way still says what it moved.
 async fn run_locked(
     store: &dyn RetentionStore,
     sink: &dyn ArchiveSink,
     settings: &Settings,
-    now: DateTime<Utc>,
     dry_run: bool,
-) -> Result<RunReport, RetentionError> {
-    let mut report = RunReport {
-        now: Some(now),
-        ..RunReport::default()
-    };
+    report: &mut RunReport,
+) -> Result<(), RetentionError> {
+    let now = report.now.unwrap_or_else(Utc::now);
     let request = RetireRequest {
         now,
         age: settings.policy.age,
@@ -143,11 +156,11 @@ async fn run_locked(
     if dry_run {
         report.ran = true;
         report.preview = store.retention_preview(&request).await?;
-        return Ok(report);
+        return Ok(());
     }
     let Some(_lock) = store.retention_lock().await? else {
         tracing::info!("another retention run holds the lock; skipping this one");
-        return Ok(report);
+        return Ok(());
     };
     report.ran = true;
     let archive = sink.archive();
@@ -200,7 +213,7 @@ async fn run_locked(
         );
         report.batches.push(batch);
     }
-    Ok(report)
+    Ok(())
 }
 
 /// After a batch stopped because one of its file names was already taken
@@ -242,7 +255,8 @@ fn record(batch: &BatchReport) {
 }
 
 /// Runs the job now and then every `settings.interval` until `shutdown`;
-/// failures are logged and the schedule goes on.
+/// failures are logged and the schedule goes on. Each run is recorded in the
+/// admin log as [`scheduled_actor`]'s.
 pub fn spawn(
     store: Arc<dyn RetentionStore>,
     archive: Archive,
@@ -250,6 +264,7 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let actor = scheduled_actor();
         let mut every = tokio::time::interval(settings.interval);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -257,7 +272,14 @@ pub fn spawn(
                 () = shutdown.cancelled() => break,
                 _ = every.tick() => {}
             }
-            let run = run_once(store.as_ref(), &archive, &settings, Utc::now(), false);
+            let run = run_once(
+                store.as_ref(),
+                &archive,
+                &settings,
+                Utc::now(),
+                false,
+                &actor,
+            );
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 result = run => match result {

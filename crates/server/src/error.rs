@@ -20,6 +20,9 @@ pub enum ApiError {
     InvalidQuery(Vec<FieldError>),
     /// The record (or batch) breaks rules.
     InvalidRecord(Vec<FieldError>),
+    /// An admin action without a usable `reason` (absent, blank, too long,
+    /// control characters, or query and body disagreeing).
+    InvalidReason(Vec<FieldError>),
     /// The body is larger than allowed.
     PayloadTooLarge(String),
     /// The body is not declared as JSON.
@@ -78,6 +81,12 @@ impl ApiError {
                 "invalid-query",
                 "Invalid query parameters",
                 "one or more query parameters are invalid; see errors".to_owned(),
+            ),
+            Self::InvalidReason(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid-reason",
+                "Reason required",
+                "admin actions are recorded with a reason: give ?reason=TEXT or a JSON body {\"reason\": \"TEXT\"} (1 to 1024 characters, not only whitespace, no control characters); see errors".to_owned(),
             ),
             Self::InvalidRecord(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -191,7 +200,10 @@ impl ApiError {
     pub fn problem(&self) -> Problem {
         let (status, kind, title, detail) = self.parts();
         let errors = match self {
-            Self::InvalidQuery(e) | Self::InvalidRecord(e) | Self::RecordConflict(e) => e.clone(),
+            Self::InvalidQuery(e)
+            | Self::InvalidRecord(e)
+            | Self::InvalidReason(e)
+            | Self::RecordConflict(e) => e.clone(),
             _ => Vec::new(),
         };
         Problem {

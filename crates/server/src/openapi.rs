@@ -7,7 +7,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::auth::Role;
-use crate::routes::{analytics, audit, health};
+use crate::routes::{admin, analytics, audit, health};
 use crate::startup::api_routes;
 
 /// Name of the bearer security scheme in the document.
@@ -34,6 +34,7 @@ pub const BEARER_SCHEME: &str = "bearer";
         analytics::slowest,
         analytics::failures,
         analytics::retries,
+        admin::log,
         health::healthz,
         health::readyz,
         health::metrics,
@@ -44,6 +45,7 @@ pub const BEARER_SCHEME: &str = "bearer";
     tags(
         (name = "audit", description = "Store and read remediation audit records"),
         (name = "analytics", description = "Post-mortems, success rates, durations, failures and retries"),
+        (name = "admin", description = "The append-only log of admin actions: legal holds, soft deletes, retention runs"),
         (name = "health", description = "Liveness, readiness and metrics"),
         (name = "openapi", description = "This document"),
     )

@@ -1,5 +1,6 @@
 //! HTTP routes, one module per resource.
 
+pub(crate) mod admin;
 pub(crate) mod analytics;
 pub(crate) mod audit;
 pub(crate) mod body;

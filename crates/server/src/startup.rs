@@ -29,7 +29,7 @@ use crate::auth::layer::{Guard, authorize};
 use crate::auth::{AuthPolicy, ClientCertificate, Role};
 use crate::error::ApiError;
 use crate::openapi;
-use crate::routes::{analytics, audit, health};
+use crate::routes::{admin, analytics, audit, health};
 use crate::settings::ServerSettings;
 use crate::telemetry;
 use crate::tls::{self, Tls};
@@ -174,6 +174,7 @@ pub fn api_routes() -> Vec<ApiRoute> {
             Reader,
             get(analytics::retries),
         ),
+        row(Method::GET, paths::ADMIN_LOG, Admin, get(admin::log)),
         // The document describes the API, not its data; still a reader's,
         // as every /api/v1 route needs a role (docs/security.md).
         row(

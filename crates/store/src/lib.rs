@@ -1,6 +1,7 @@
 //! Storage of remediation audit records: the [`Store`] trait and its
 //! PostgreSQL and SQLite implementations, each with its own migrations.
 
+pub mod admin_log;
 pub mod analytics;
 mod error;
 mod postgres;
@@ -8,6 +9,10 @@ pub mod retention;
 mod sqlite;
 mod store;
 
+pub use admin_log::{
+    Actor, AdminAction, AdminLogCursor, AdminLogEntry, AdminLogPage, AdminLogQuery, AdminLogStore,
+    NewAdminEntry,
+};
 pub use analytics::AnalyticsQuery;
 pub use error::StoreError;
 pub use postgres::PgStore;

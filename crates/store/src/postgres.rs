@@ -18,6 +18,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tracing::instrument;
 use uuid::Uuid;
 
+use crate::admin_log::{Actor, delete_entry, hold_entry};
 use crate::retention::{DeleteOutcome, RetentionPolicy};
 use crate::store::{
     EventKey, RemediationKey, SUMMARY_COLUMNS, StoredEvent, StoredRemediation, TimelinePage,
@@ -29,6 +30,7 @@ use crate::{
     PoolSettings, PoolStats, StoreError, Timeline, TimelineQuery,
 };
 
+mod admin_log;
 mod analytics;
 mod retention;
 
@@ -520,21 +522,39 @@ impl AuditStore for PgStore {
     }
 
     #[instrument(skip_all, fields(backend = BACKEND, id = id, hold = hold), err)]
-    async fn set_legal_hold(&self, id: i64, hold: bool) -> Result<Option<StoredAudit>, StoreError> {
+    async fn set_legal_hold(
+        &self,
+        id: i64,
+        hold: bool,
+        actor: &Actor,
+    ) -> Result<Option<StoredAudit>, StoreError> {
         let sql = format!(
             "UPDATE remediation_audit SET legal_hold = $2, updated_at = now() \
              WHERE id = $1 AND deleted_at IS NULL RETURNING {SUMMARY_COLUMNS}"
         );
+        let mut tx = self.pool.begin().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .bind(hold)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
-        Ok(row.as_ref().map(summary_from_row).transpose()?)
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let row = summary_from_row(&row)?;
+        admin_log::append(&mut tx, &hold_entry(actor, &row, hold)).await?;
+        tx.commit().await?;
+        Ok(Some(row))
     }
 
     #[instrument(skip_all, fields(backend = BACKEND, id = id), err)]
-    async fn soft_delete(&self, id: i64, at: DateTime<Utc>) -> Result<DeleteOutcome, StoreError> {
+    async fn soft_delete(
+        &self,
+        id: i64,
+        at: DateTime<Utc>,
+        actor: &Actor,
+    ) -> Result<DeleteOutcome, StoreError> {
         let sql = format!("{SOFT_DELETE_SQL} SELECT {SUMMARY_COLUMNS} FROM gone");
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -550,6 +570,7 @@ impl AuditStore for PgStore {
                 .bind(&gone.alert_fingerprint)
                 .execute(&mut *tx)
                 .await?;
+            admin_log::append(&mut tx, &delete_entry(actor, &gone)).await?;
             tx.commit().await?;
             return Ok(DeleteOutcome::Deleted(Box::new(gone)));
         }

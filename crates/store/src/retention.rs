@@ -20,6 +20,7 @@ use remaudit_model::{NewAudit, StoredAudit};
 use serde::Serialize;
 
 use crate::StoreError;
+use crate::admin_log::AdminLogStore;
 
 /// How long rows are kept, and which.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,9 +183,10 @@ pub trait ArchiveBatch: Send {
 }
 
 /// The data steps of retention: partitions, the run lock, due rows, and
-/// the journal of batches moved to the archive.
+/// the journal of batches moved to the archive. Every run is an admin
+/// action, recorded in the admin log, hence the supertrait.
 #[async_trait::async_trait]
-pub trait RetentionStore: Send + Sync + 'static {
+pub trait RetentionStore: AdminLogStore {
     /// Creates the partitions that cover `[from, to)` (PostgreSQL; nothing on SQLite).
     async fn ensure_partitions(
         &self,

@@ -24,6 +24,7 @@ use tokio::sync::Mutex;
 use tracing::instrument;
 use uuid::Uuid;
 
+use crate::admin_log::{Actor, delete_entry, hold_entry};
 use crate::retention::{DeleteOutcome, RetentionPolicy};
 use crate::store::{
     RemediationKey, SUMMARY_COLUMNS, StoredEvent, StoredRemediation, TimelinePage, backfill_hashes,
@@ -35,6 +36,7 @@ use crate::{
     PoolSettings, PoolStats, StoreError, Timeline, TimelineQuery,
 };
 
+mod admin_log;
 mod analytics;
 mod files;
 mod retention;
@@ -423,36 +425,59 @@ impl AuditStore for SqliteStore {
     }
 
     #[instrument(skip_all, fields(backend = BACKEND, id = id, hold = hold), err)]
-    async fn set_legal_hold(&self, id: i64, hold: bool) -> Result<Option<StoredAudit>, StoreError> {
+    async fn set_legal_hold(
+        &self,
+        id: i64,
+        hold: bool,
+        actor: &Actor,
+    ) -> Result<Option<StoredAudit>, StoreError> {
         let sql = format!(
             "UPDATE remediation_audit SET legal_hold = ?2, updated_at = ?3 \
              WHERE id = ?1 AND deleted_at IS NULL RETURNING {SUMMARY_COLUMNS}"
         );
         let _turn = self.writer.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .bind(hold)
             .bind(encode_time(Utc::now()))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
-        Ok(row.as_ref().map(summary_from_row).transpose()?)
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let row = summary_from_row(&row)?;
+        admin_log::append(&mut tx, &hold_entry(actor, &row, hold)).await?;
+        tx.commit().await?;
+        Ok(Some(row))
     }
 
     #[instrument(skip_all, fields(backend = BACKEND, id = id), err)]
-    async fn soft_delete(&self, id: i64, at: DateTime<Utc>) -> Result<DeleteOutcome, StoreError> {
+    async fn soft_delete(
+        &self,
+        id: i64,
+        at: DateTime<Utc>,
+        actor: &Actor,
+    ) -> Result<DeleteOutcome, StoreError> {
         let sql = format!(
             "UPDATE remediation_audit SET deleted_at = ?2, updated_at = ?2 \
              WHERE id = ?1 AND deleted_at IS NULL AND NOT legal_hold RETURNING {SUMMARY_COLUMNS}"
         );
         let _turn = self.writer.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .bind(encode_time(at))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
         if let Some(row) = row {
-            return Ok(DeleteOutcome::Deleted(Box::new(summary_from_row(&row)?)));
+            let gone = summary_from_row(&row)?;
+            admin_log::append(&mut tx, &delete_entry(actor, &gone)).await?;
+            tx.commit().await?;
+            return Ok(DeleteOutcome::Deleted(Box::new(gone)));
         }
+        tx.rollback().await?;
         let held: Option<bool> = sqlx::query_scalar(
             "SELECT legal_hold FROM remediation_audit WHERE id = ?1 AND deleted_at IS NULL",
         )

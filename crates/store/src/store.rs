@@ -15,6 +15,7 @@ use remaudit_model::{EventRecord, NewAudit, StoredAudit};
 
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
+use crate::admin_log::{Actor, AdminLogStore};
 use crate::analytics::AnalyticsQuery;
 use crate::retention::{DeleteOutcome, RetentionStore};
 use crate::{PgStore, RetentionPolicy, SqliteStore, StoreError};
@@ -329,11 +330,26 @@ pub trait AuditStore: Send + Sync + 'static {
         query: &TimelineQuery,
     ) -> Result<Option<Timeline>, StoreError>;
 
-    /// Sets or clears the legal hold of a remediation; `None` when there is no such (live) row.
-    async fn set_legal_hold(&self, id: i64, hold: bool) -> Result<Option<StoredAudit>, StoreError>;
+    /// Sets or clears the legal hold of a remediation; `None` when there is
+    /// no such (live) row. The admin log gets `actor`'s entry (`hold` or
+    /// `release`) in the same transaction; a call that finds no row records
+    /// nothing.
+    async fn set_legal_hold(
+        &self,
+        id: i64,
+        hold: bool,
+        actor: &Actor,
+    ) -> Result<Option<StoredAudit>, StoreError>;
 
-    /// Soft-deletes a remediation: hidden from every read at once, archived by the next retention run.
-    async fn soft_delete(&self, id: i64, at: DateTime<Utc>) -> Result<DeleteOutcome, StoreError>;
+    /// Soft-deletes a remediation: hidden from every read at once, archived
+    /// by the next retention run. The admin log gets `actor`'s `delete` entry
+    /// in the same transaction; a held or missing row records nothing.
+    async fn soft_delete(
+        &self,
+        id: i64,
+        at: DateTime<Utc>,
+        actor: &Actor,
+    ) -> Result<DeleteOutcome, StoreError>;
 
     /// Gives up to `limit` live events stored without a content hash (before
     /// migration 0005), with row ids past `after`, the hash their record has
@@ -386,9 +402,15 @@ pub trait HealthStore: Send + Sync + 'static {
 /// Implemented for every type that implements the role traits; consumers
 /// that need one role take that trait instead (an `Arc<dyn Store>` coerces
 /// to `Arc<dyn AuditStore>` and the others).
-pub trait Store: AuditStore + AnalyticsStore + RetentionStore + HealthStore {}
+pub trait Store:
+    AuditStore + AnalyticsStore + RetentionStore + AdminLogStore + HealthStore
+{
+}
 
-impl<T: AuditStore + AnalyticsStore + RetentionStore + HealthStore + ?Sized> Store for T {}
+impl<T: AuditStore + AnalyticsStore + RetentionStore + AdminLogStore + HealthStore + ?Sized> Store
+    for T
+{
+}
 
 /// What one round of [`AuditStore::backfill_content_hashes`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -41,7 +41,7 @@ pub fn render(report: &impl Report, output: Output) -> anyhow::Result<String> {
 }
 
 /// A timestamp in RFC 3339, UTC, to the second.
-pub(super) fn ts(t: DateTime<Utc>) -> String {
+pub(crate) fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
@@ -101,7 +101,7 @@ pub(super) fn percent(rate: Option<f64>) -> String {
 
 /// Free text fit for one table cell: control characters become spaces and
 /// long text is cut with an ellipsis.
-pub(super) fn clean_text(text: &str, max_chars: usize) -> String {
+pub(crate) fn clean_text(text: &str, max_chars: usize) -> String {
     let flat: String = text
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -142,7 +142,7 @@ pub(super) fn window_line(q: &QueryEcho) -> String {
 
 /// A table with the fixed look of this command: plain ASCII, no colours, no
 /// wrapping to the terminal's width.
-pub(super) fn new_table(header: &[&str]) -> Table {
+pub(crate) fn new_table(header: &[&str]) -> Table {
     let mut table = Table::new();
     table
         .load_style(comfy_table::presets::ASCII_MARKDOWN)
@@ -152,7 +152,7 @@ pub(super) fn new_table(header: &[&str]) -> Table {
 }
 
 /// Aligns the given columns to the right (numbers).
-pub(super) fn align_right(table: &mut Table, columns: &[usize]) {
+pub(crate) fn align_right(table: &mut Table, columns: &[usize]) {
     for &i in columns {
         if let Some(column) = table.column_mut(i) {
             column.set_cell_alignment(CellAlignment::Right);
@@ -193,7 +193,7 @@ pub(super) fn page(
 }
 
 /// CSV text from a header and rows.
-pub(super) fn csv_text<I, R>(header: &[&str], rows: I) -> anyhow::Result<String>
+pub(crate) fn csv_text<I, R>(header: &[&str], rows: I) -> anyhow::Result<String>
 where
     I: IntoIterator<Item = R>,
     R: IntoIterator<Item = String>,

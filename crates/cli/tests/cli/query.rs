@@ -578,3 +578,80 @@ fn an_unreachable_server_is_named_with_what_to_do() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn admin_log_shows_every_action_with_its_reason_and_follows_pages() {
+    let f = Fixture::start().await;
+    let http = reqwest::Client::new();
+    let id = f.ids["rr-mem-2"];
+    let hold = format!(
+        "{}/api/v1/audit/remediation-orchestration/{id}/legal-hold",
+        f.url
+    );
+    for n in 0_u32..3 {
+        let request = if n.is_multiple_of(2) {
+            http.put(&hold)
+        } else {
+            http.delete(&hold)
+        };
+        let answer = request
+            .json(&json!({ "reason": format!("case {n}") }))
+            .send()
+            .await
+            .expect("hold");
+        assert_eq!(answer.status(), 200);
+    }
+    // The start-up retention run of `serve` is the job's entry; these are the caller's.
+    let json_out: Value = serde_json::from_str(&f.stdout(&[
+        "--output",
+        "json",
+        "admin-log",
+        "--subject",
+        "anonymous",
+    ]))
+    .expect("JSON");
+    let actions: Vec<_> = json_out["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {} {}",
+                e["subject"].as_str().expect("subject"),
+                e["action"].as_str().expect("action"),
+                e["target"],
+                e["reason"].as_str().expect("reason")
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            format!("anonymous hold {id} case 2"),
+            format!("anonymous release {id} case 1"),
+            format!("anonymous hold {id} case 0"),
+        ]
+    );
+    // Two entries, fetched a page at a time, say that older ones exist.
+    let table = f.stdout(&["admin-log", "--limit", "2", "--action", "hold"]);
+    assert!(
+        table.contains("case 2") && table.contains("case 0"),
+        "{table}"
+    );
+    assert!(table.contains("2 actions, newest first\n"), "{table}");
+    let table = f.stdout(&["admin-log", "--limit", "2"]);
+    assert!(table.contains("older ones exist"), "{table}");
+    let csv = f.stdout(&["--output", "csv", "admin-log", "--subject", "nobody"]);
+    assert_eq!(csv, "id,at,subject,action,target,reason,detail\n");
+
+    let out = f.query(&["admin-log", "--action", "purge"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown admin action"));
+    let out = f.query(&["admin-log", "--since", "yesterday"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("since: must be an RFC 3339 time"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -8,6 +8,7 @@ use remaudit_retention::CRASH_AT_VAR;
 use remaudit_testkit::history::{Written, clock, load};
 use remaudit_testkit::s3::MotoServer;
 use remaudit_testkit::{PgDb, SqliteDb};
+use serde_json::json;
 
 use crate::helpers::remaudit;
 
@@ -545,6 +546,31 @@ async fn serve_runs_retention_at_start_up_and_reports_it_in_metrics() {
             .is_some_and(|d| d.join("remaudit-archive").is_dir()),
         "the archive sits beside the database"
     );
+    // The run is in the admin log as the scheduled job's, with what it moved.
+    let log = http
+        .get(format!("http://127.0.0.1:{port}/api/v1/admin/log"))
+        .send()
+        .await
+        .expect("admin log")
+        .json::<serde_json::Value>()
+        .await
+        .expect("json");
+    let entry = &log["items"][0];
+    assert_eq!(
+        (
+            &entry["subject"],
+            &entry["action"],
+            &entry["detail"]["outcome"]
+        ),
+        (&json!("retention"), &json!("retention_run"), &json!("ok")),
+        "{log}"
+    );
+    assert_eq!(
+        entry["detail"]["remediations"]
+            .as_u64()
+            .map(remaudit_model::approx_f64),
+        Some(archived)
+    );
 }
 
 /// A connection pool of either backend.
@@ -919,5 +945,77 @@ async fn a_copy_of_a_sqlite_database_beside_it_shares_its_installation_id_but_no
             .await
             .assert_each_row_in_one_place(written, url)
             .await;
+    }
+}
+
+#[tokio::test]
+async fn each_run_is_in_the_admin_log_with_its_subject_and_reason() {
+    let (db, _) = Db::with_history(false).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let archive = format!("file://{}", dir.path().display());
+    let now = clock().to_rfc3339();
+    let base = [
+        "run",
+        "--database-url",
+        &db.url,
+        "--archive-url",
+        &archive,
+        "--now",
+        &now,
+    ];
+    let run = |extra: &[&str], user: Option<&str>| {
+        let mut cmd = remaudit();
+        cmd.arg("retention")
+            .args(base)
+            .args(extra)
+            .env_remove("USER")
+            .env_remove("LOGNAME")
+            .env_remove(CRASH_AT_VAR);
+        if let Some(user) = user {
+            cmd.env("USER", user);
+        }
+        let out = cmd.output().expect("run remaudit");
+        assert!(out.status.success(), "{extra:?}: {}", text(&out));
+    };
+    run(
+        &["--subject", "alice", "--reason", "quarterly clean-up"],
+        None,
+    );
+    run(&["--dry-run"], None);
+    run(&[], Some("bob"));
+    run(&[], None);
+    let entries = db
+        .text(
+            "SELECT subject || '|' || action || '|' || reason || '|' || json_extract(detail, '$.outcome') \
+             || '|' || (json_extract(detail, '$.remediations') > 0) FROM remaudit_admin_log ORDER BY id",
+        )
+        .await;
+    assert_eq!(
+        entries,
+        [
+            "alice|retention_run|quarterly clean-up|ok|1",
+            "bob|retention_run|manual retention run (remaudit retention run)|ok|0",
+            "cli|retention_run|manual retention run (remaudit retention run)|ok|0",
+        ],
+        "one entry per run that did its work; the dry run is not one"
+    );
+
+    for (flag, value, needle) in [
+        ("--reason", " ", "whitespace"),
+        ("--reason", "a\nb", "control characters"),
+        ("--subject", "", "1 to 1024 characters"),
+    ] {
+        let out = retention(&["run", flag, value], &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{flag} {value:?}: {}",
+            text(&out)
+        );
+        assert!(
+            text(&out).contains(needle),
+            "{flag} {value:?}: {}",
+            text(&out)
+        );
     }
 }

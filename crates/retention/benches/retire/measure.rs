@@ -329,8 +329,15 @@ impl Retirer<'_> {
         let archive = self.archive()?;
         let sampler = Sampler::start(self.pool.clone(), &[RETENTION_APP]);
         let m = mark(self.pool).await?;
-        let result =
-            remaudit_retention::run_once(self.store, &archive, settings, clock, false).await;
+        let result = remaudit_retention::run_once(
+            self.store,
+            &archive,
+            settings,
+            clock,
+            false,
+            &remaudit_retention::scheduled_actor(),
+        )
+        .await;
         let cost = since(self.pool, &m).await?;
         sampler.finish(8).await;
         Ok(Run {
@@ -353,6 +360,14 @@ impl Retirer<'_> {
         clock: DateTime<Utc>,
     ) -> anyhow::Result<RunReport> {
         let archive = self.archive()?;
-        Ok(remaudit_retention::run_once(self.store, &archive, settings, clock, false).await?)
+        Ok(remaudit_retention::run_once(
+            self.store,
+            &archive,
+            settings,
+            clock,
+            false,
+            &remaudit_retention::scheduled_actor(),
+        )
+        .await?)
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use remaudit_retention::{Archive, Settings};
-use remaudit_store::{ListQuery, Store};
+use remaudit_store::{Actor, AdminAction, AdminLogQuery, ListQuery, Store};
 use remaudit_testkit::history::load;
 use remaudit_testkit::{PgDb, SqliteDb};
 
@@ -13,6 +13,11 @@ use remaudit_testkit::{PgDb, SqliteDb};
 #[must_use]
 pub fn now() -> DateTime<Utc> {
     remaudit_testkit::history::clock()
+}
+
+/// The operator of the scenario's admin actions.
+fn ops() -> Actor {
+    Actor::new("ops", "retention scenario")
 }
 
 /// Every live summary row, through the store's reads.
@@ -124,7 +129,7 @@ async fn scenario(store: Arc<dyn Store>, counter: Counter, exact: bool, partitio
         .expect("an old completed row");
     assert!(
         store
-            .set_legal_hold(held.id, true)
+            .set_legal_hold(held.id, true, &ops())
             .await
             .expect("hold")
             .is_some()
@@ -134,7 +139,7 @@ async fn scenario(store: Arc<dyn Store>, counter: Counter, exact: bool, partitio
         .find(|r| r.overall_phase == "failed" && r.start_time > now() - TimeDelta::days(10))
         .expect("a recent failed row");
     store
-        .soft_delete(deleted.id, now())
+        .soft_delete(deleted.id, now(), &ops())
         .await
         .expect("soft delete");
     assert!(store.timeline(deleted.id).await.expect("read").is_none());
@@ -146,9 +151,10 @@ async fn scenario(store: Arc<dyn Store>, counter: Counter, exact: bool, partitio
         batch_rows: 100,
         ..Settings::default()
     };
-    let preview = remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), true)
-        .await
-        .expect("dry run");
+    let preview =
+        remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), true, &ops())
+            .await
+            .expect("dry run");
     let previewed: u64 = preview.preview.iter().map(|d| d.remediations).sum();
     assert_eq!(
         counter.places().await.0,
@@ -156,9 +162,10 @@ async fn scenario(store: Arc<dyn Store>, counter: Counter, exact: bool, partitio
         "a dry run moves nothing"
     );
 
-    let report = remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), false)
-        .await
-        .expect("run");
+    let report =
+        remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), false, &ops())
+            .await
+            .expect("run");
     assert!(report.ran);
     assert_eq!(
         report.remediations(),
@@ -234,9 +241,10 @@ async fn scenario(store: Arc<dyn Store>, counter: Counter, exact: bool, partitio
     assert_eq!(verified.events, report.events());
 
     // A second run finds nothing to do, and the hold survives it.
-    let again = remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), false)
-        .await
-        .expect("second run");
+    let again =
+        remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), false, &ops())
+            .await
+            .expect("second run");
     assert_eq!(again.remediations(), 0);
     let held_now = store
         .timeline(held.id)
@@ -247,7 +255,10 @@ async fn scenario(store: Arc<dyn Store>, counter: Counter, exact: bool, partitio
     assert!(!held_now.events.is_empty(), "its events stay too");
 
     // Cleared, the hold lets the row go at the next run.
-    store.set_legal_hold(held.id, false).await.expect("clear");
+    store
+        .set_legal_hold(held.id, false, &ops())
+        .await
+        .expect("clear");
     if partitioned {
         // Its week made again (a backfill would): the rows kept from the
         // retired week move into it, and the next run archives this week a
@@ -257,9 +268,10 @@ async fn scenario(store: Arc<dyn Store>, counter: Counter, exact: bool, partitio
             .await
             .expect("partitions again");
     }
-    let third = remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), false)
-        .await
-        .expect("third run");
+    let third =
+        remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), false, &ops())
+            .await
+            .expect("third run");
     assert_eq!(third.remediations(), 1);
     assert!(store.timeline(held.id).await.expect("read").is_none());
     let (live, archived, live_events, archived_events) = counter.places().await;
@@ -270,6 +282,46 @@ async fn scenario(store: Arc<dyn Store>, counter: Counter, exact: bool, partitio
         .await
         .expect("verify");
     assert!(verified.ok(), "{:?}", verified.problems);
+
+    // The admin log has each action once, newest first: the hold, the
+    // delete, three runs (not the dry run) with what each moved, the release.
+    let log = store
+        .admin_log(&AdminLogQuery::default())
+        .await
+        .expect("admin log");
+    let actions: Vec<(AdminAction, Option<i64>)> = log
+        .items
+        .iter()
+        .rev()
+        .map(|e| (e.action, e.target))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            (AdminAction::Hold, Some(held.id)),
+            (AdminAction::Delete, Some(deleted.id)),
+            (AdminAction::RetentionRun, None),
+            (AdminAction::RetentionRun, None),
+            (AdminAction::Release, Some(held.id)),
+            (AdminAction::RetentionRun, None),
+        ]
+    );
+    assert!(
+        log.items
+            .iter()
+            .all(|e| e.subject == "ops" && e.reason == "retention scenario")
+    );
+    let moved: Vec<u64> = log
+        .items
+        .iter()
+        .rev()
+        .filter(|e| e.action == AdminAction::RetentionRun)
+        .map(|e| {
+            assert_eq!(e.detail["outcome"], "ok", "{e:?}");
+            e.detail["remediations"].as_u64().expect("a count")
+        })
+        .collect();
+    assert_eq!(moved, [report.remediations(), 0, 1]);
 }
 
 #[tokio::test]
@@ -447,11 +499,23 @@ async fn a_taken_name_stops_the_batch(store: Arc<dyn Store>, counter: Counter) {
         batch_rows: 100,
         ..Settings::default()
     };
-    let err = remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), false)
-        .await
-        .expect_err("the name is taken")
-        .to_string();
+    let err =
+        remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), false, &ops())
+            .await
+            .expect_err("the name is taken")
+            .to_string();
     assert!(err.contains("already exists"), "{err}");
+    // The failed run is in the admin log, with its error.
+    let runs = store
+        .admin_log(&AdminLogQuery {
+            action: Some(AdminAction::RetentionRun),
+            ..AdminLogQuery::default()
+        })
+        .await
+        .expect("admin log");
+    assert_eq!(runs.items.len(), 1);
+    assert_eq!(runs.items[0].detail["outcome"], "error");
+    assert_eq!(runs.items[0].detail["error"].as_str(), Some(err.as_str()));
     let planted = contended
         .planted
         .lock()
@@ -495,9 +559,10 @@ async fn a_taken_name_stops_the_batch(store: Arc<dyn Store>, counter: Counter) {
     );
 
     let archive = Archive::open(&url).expect("archive");
-    let report = remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), false)
-        .await
-        .expect("the next run");
+    let report =
+        remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), false, &ops())
+            .await
+            .expect("the next run");
     assert!(report.remediations() > 0);
     assert!(report.cleaned.is_empty(), "nothing left to clean");
     assert_eq!(
@@ -540,9 +605,10 @@ async fn batches_archived_before_installation_ids_stay_where_they_are_and_verify
         ..Settings::default()
     };
     let early = now() - TimeDelta::days(14);
-    let report = remaudit_retention::run_once(store.as_ref(), &archive, &settings, early, false)
-        .await
-        .expect("run");
+    let report =
+        remaudit_retention::run_once(store.as_ref(), &archive, &settings, early, false, &ops())
+            .await
+            .expect("run");
     assert!(report.batches.len() >= 2);
     // Rewrite every finished batch as a version without installation ids
     // wrote it: `batch-{id}/…` at the top of the archive, its manifest
@@ -601,9 +667,10 @@ async fn batches_archived_before_installation_ids_stay_where_they_are_and_verify
     assert!(verified.ok(), "{:?}", verified.problems);
 
     // The upgraded job writes beside them under its installation id.
-    let report = remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), false)
-        .await
-        .expect("run after the upgrade");
+    let report =
+        remaudit_retention::run_once(store.as_ref(), &archive, &settings, now(), false, &ops())
+            .await
+            .expect("run after the upgrade");
     assert!(report.remediations() > 0);
     for (file, bytes) in &before {
         assert_eq!(

@@ -3,9 +3,10 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
+use remaudit_api::admin::{ReasonBody, ReasonParams};
 use remaudit_api::audit::{
     BatchItem, BatchResponse, DEFAULT_PAGE, ItemStatus, ListParams, ListResponse, MAX_PAGE,
     StoreResult, TimelineParams, TimelineResponse,
@@ -13,14 +14,15 @@ use remaudit_api::audit::{
 use remaudit_api::paths;
 use remaudit_model::{FieldError, NewAudit, RemediationOrchestrationAudit, StoredAudit};
 use remaudit_store::{
-    Cursor, DeleteOutcome, InsertOutcome, InsertRules, ListQuery, Refusal, TimelineCursor,
+    Actor, Cursor, DeleteOutcome, InsertOutcome, InsertRules, ListQuery, Refusal, TimelineCursor,
     TimelineQuery,
 };
 use tracing::instrument;
 
 use crate::ServerSettings;
+use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
-use crate::routes::body;
+use crate::routes::{admin, body};
 use crate::startup::AppState;
 
 /// The status of a record the store judged, and the rule it broke, if any.
@@ -116,7 +118,7 @@ fn timeline_query(params: &TimelineParams) -> Result<TimelineQuery, ApiError> {
 }
 
 /// A page size from the `limit` parameter, 1 to [`MAX_PAGE`].
-fn page_limit(limit: Option<&str>, errors: &mut Vec<FieldError>) -> u32 {
+pub(crate) fn page_limit(limit: Option<&str>, errors: &mut Vec<FieldError>) -> u32 {
     match limit.map(str::parse::<u32>) {
         None => DEFAULT_PAGE,
         Some(Ok(n)) if (1..=MAX_PAGE).contains(&n) => n,
@@ -134,7 +136,7 @@ fn page_limit(limit: Option<&str>, errors: &mut Vec<FieldError>) -> u32 {
     }
 }
 
-fn bad_cursor() -> FieldError {
+pub(crate) fn bad_cursor() -> FieldError {
     FieldError::new(
         "cursor",
         "cursor",
@@ -169,11 +171,15 @@ pub(crate) fn time_param(
     }
 }
 
-/// A listing query from its parameters.
-fn list_query(params: ListParams) -> Result<ListQuery, ApiError> {
-    let mut errors = Vec::new();
-    let since = time_param("since", params.since.as_deref(), &mut errors);
-    let until = time_param("until", params.until.as_deref(), &mut errors);
+/// The `since` and `until` parameters of a listing: two RFC 3339 times,
+/// `since` before `until` when both are given.
+pub(crate) fn time_range(
+    since: Option<&str>,
+    until: Option<&str>,
+    errors: &mut Vec<FieldError>,
+) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+    let since = time_param("since", since, errors);
+    let until = time_param("until", until, errors);
     if let (Some(s), Some(u)) = (since, until)
         && s >= u
     {
@@ -187,6 +193,17 @@ fn list_query(params: ListParams) -> Result<ListQuery, ApiError> {
             ),
         ));
     }
+    (since, until)
+}
+
+/// A listing query from its parameters.
+fn list_query(params: ListParams) -> Result<ListQuery, ApiError> {
+    let mut errors = Vec::new();
+    let (since, until) = time_range(
+        params.since.as_deref(),
+        params.until.as_deref(),
+        &mut errors,
+    );
     for (field, value) in [
         ("alert_fingerprint", &params.alert_fingerprint),
         ("overall_phase", &params.overall_phase),
@@ -459,93 +476,130 @@ fn path_id(id: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {
         .map_err(|e| ApiError::InvalidQuery(vec![FieldError::new("id", "integer", e.body_text())]))
 }
 
-async fn set_hold(state: &AppState, id: i64, hold: bool) -> Result<Json<StoredAudit>, ApiError> {
-    state
+async fn set_hold(
+    state: &AppState,
+    id: i64,
+    hold: bool,
+    actor: &Actor,
+) -> Result<Json<StoredAudit>, ApiError> {
+    let row = state
         .store
-        .set_legal_hold(id, hold)
+        .set_legal_hold(id, hold, actor)
         .await
         .map_err(|e| ApiError::from_store(&e, state.settings.retry_after))?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no remediation with id {id}")))
+        .ok_or_else(|| ApiError::NotFound(format!("no remediation with id {id}")))?;
+    tracing::info!(
+        id,
+        subject = %actor.subject,
+        "legal hold {}",
+        if hold { "set" } else { "cleared" }
+    );
+    Ok(Json(row))
 }
 
-/// Puts a remediation under legal hold: retention never archives or deletes it.
+/// Puts a remediation under legal hold: retention never archives or deletes
+/// it. Recorded in the admin log with the caller and the reason.
 #[utoipa::path(
     put,
     path = paths::AUDIT_LEGAL_HOLD,
     tag = "audit",
-    params(("id" = i64, Path, description = "The remediation's id")),
+    params(("id" = i64, Path, description = "The remediation's id"), ReasonParams),
+    request_body(content = Option<ReasonBody>, description = "The reason, when it is not in the query", content_type = "application/json"),
     responses(
         (status = 200, description = "The remediation, now held", body = StoredAudit),
-        (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The id is not a number, or the reason is missing or invalid (type invalid-reason)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such remediation", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body stalled; retry", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "A body that is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[instrument(skip_all)]
 pub(crate) async fn hold(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     id: Result<Path<i64>, PathRejection>,
+    reason: Result<Query<ReasonParams>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Json<StoredAudit>, ApiError> {
     let id = path_id(id)?;
-    let held = set_hold(&state, id, true).await?;
-    tracing::info!(id, "legal hold set");
-    Ok(held)
+    let actor = admin::actor(&state, caller.map(|c| c.0), reason, &headers, body).await?;
+    set_hold(&state, id, true, &actor).await
 }
 
-/// Clears a remediation's legal hold; retention treats it by the policy again.
+/// Clears a remediation's legal hold; retention treats it by the policy
+/// again. Recorded in the admin log with the caller and the reason.
 #[utoipa::path(
     delete,
     path = paths::AUDIT_LEGAL_HOLD,
     tag = "audit",
-    params(("id" = i64, Path, description = "The remediation's id")),
+    params(("id" = i64, Path, description = "The remediation's id"), ReasonParams),
+    request_body(content = Option<ReasonBody>, description = "The reason, when it is not in the query", content_type = "application/json"),
     responses(
         (status = 200, description = "The remediation, no longer held", body = StoredAudit),
-        (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The id is not a number, or the reason is missing or invalid (type invalid-reason)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such remediation", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body stalled; retry", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "A body that is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[instrument(skip_all)]
 pub(crate) async fn release(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     id: Result<Path<i64>, PathRejection>,
+    reason: Result<Query<ReasonParams>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Json<StoredAudit>, ApiError> {
     let id = path_id(id)?;
-    let released = set_hold(&state, id, false).await?;
-    tracing::info!(id, "legal hold cleared");
-    Ok(released)
+    let actor = admin::actor(&state, caller.map(|c| c.0), reason, &headers, body).await?;
+    set_hold(&state, id, false, &actor).await
 }
 
 /// Soft-deletes a remediation: every read hides it at once, and the next
-/// retention run moves it (marked deleted) to the archive.
+/// retention run moves it (marked deleted) to the archive. Recorded in the
+/// admin log with the caller and the reason.
 #[utoipa::path(
     delete,
     path = paths::AUDIT_ITEM,
     tag = "audit",
-    params(("id" = i64, Path, description = "The remediation's id")),
+    params(("id" = i64, Path, description = "The remediation's id"), ReasonParams),
+    request_body(content = Option<ReasonBody>, description = "The reason, when it is not in the query", content_type = "application/json"),
     responses(
         (status = 204, description = "Deleted: hidden from reads, archived by the next retention run"),
-        (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The id is not a number, or the reason is missing or invalid (type invalid-reason)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such remediation, or already deleted", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body stalled; retry", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Under legal hold; clear the hold first", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "A body that is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[instrument(skip_all)]
 pub(crate) async fn delete(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     id: Result<Path<i64>, PathRejection>,
+    reason: Result<Query<ReasonParams>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<StatusCode, ApiError> {
     let id = path_id(id)?;
+    let actor = admin::actor(&state, caller.map(|c| c.0), reason, &headers, body).await?;
     match state
         .store
-        .soft_delete(id, chrono::Utc::now())
+        .soft_delete(id, chrono::Utc::now(), &actor)
         .await
         .map_err(|e| ApiError::from_store(&e, state.settings.retry_after))?
     {
         DeleteOutcome::Deleted(_) => {
-            tracing::info!(id, "remediation soft-deleted");
+            tracing::info!(id, subject = %actor.subject, "remediation soft-deleted");
             Ok(StatusCode::NO_CONTENT)
         }
         DeleteOutcome::Held => Err(ApiError::Conflict(format!(

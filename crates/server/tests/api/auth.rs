@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{Answer, TestApp, metrics};
 
-const WRITER: &str = "rmt_writer-token-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-const READER: &str = "rmt_reader-token-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
-const ADMIN: &str = "rmt_admin-token-cccccccccccccccccccccccccccccccccccccc";
+pub(crate) const WRITER: &str = "rmt_writer-token-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+pub(crate) const READER: &str = "rmt_reader-token-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+pub(crate) const ADMIN: &str = "rmt_admin-token-cccccccccccccccccccccccccccccccccccccc";
 const EXPIRED: &str = "rmt_expired-token-dddddddddddddddddddddddddddddddddd";
 const UNKNOWN: &str = "rmt_unknown-token-eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
 
@@ -62,14 +62,14 @@ fn write_text(path: &Path, text: &str) {
 }
 
 /// A service over `store` with the tokens file in `dir` enforced.
-struct Secured {
-    app: TestApp,
+pub(crate) struct Secured {
+    pub(crate) app: TestApp,
     tokens: Arc<TokensFile>,
     path: PathBuf,
     _dir: tempfile::TempDir,
 }
 
-async fn spawn_secured(
+pub(crate) async fn spawn_secured(
     store: Arc<dyn Store>,
     anonymous_role: Option<Role>,
     metrics_require_reader: bool,
@@ -115,7 +115,7 @@ async fn spawn_with_policy(store: Arc<dyn Store>, policy: AuthPolicy) -> TestApp
 }
 
 /// Sends a request with an optional bearer token (and an optional body).
-async fn send(
+pub(crate) async fn send(
     app: &TestApp,
     method: Method,
     path: &str,
@@ -141,7 +141,7 @@ async fn get_status(app: &TestApp, path: &str, bearer: Option<&str>) -> u16 {
     request.send().await.expect("request").status().as_u16()
 }
 
-fn record(name: &str) -> Value {
+pub(crate) fn record(name: &str) -> Value {
     json!({
         "alert_fingerprint": "fp-auth", "remediation_name": name, "overall_phase": "completed",
         "start_time": (Utc::now() - chrono::Duration::minutes(5)).to_rfc3339(),
@@ -149,7 +149,7 @@ fn record(name: &str) -> Value {
 }
 
 /// Stores a remediation (as the writer) and returns its id (read as the reader).
-async fn seed(app: &TestApp, name: &str) -> i64 {
+pub(crate) async fn seed(app: &TestApp, name: &str) -> i64 {
     let stored = send(
         app,
         Method::POST,
@@ -212,6 +212,7 @@ async fn happy(app: &TestApp, route: &ApiRoute, n: usize) -> (String, Option<Val
             | paths::ANALYTICS_SLOWEST
             | paths::ANALYTICS_FAILURES
             | paths::ANALYTICS_RETRIES
+            | paths::ADMIN_LOG
             | paths::OPENAPI,
         ) => (route.path.to_owned(), None, 200),
         (method, path) => {
@@ -560,16 +561,22 @@ async fn insecure_mode_warns_on_every_admin_call() {
     let page = send(&app, Method::GET, paths::AUDIT, None, None).await;
     let id = page.body["items"][0]["id"].as_i64().expect("id");
     assert_eq!(
-        send(&app, Method::PUT, &paths::audit_legal_hold(id), None, None)
-            .await
-            .status,
+        send(
+            &app,
+            Method::PUT,
+            &format!("{}?reason=insecure", paths::audit_legal_hold(id)),
+            None,
+            None
+        )
+        .await
+        .status,
         200
     );
     assert_eq!(
         send(
             &app,
             Method::DELETE,
-            &paths::audit_legal_hold(id),
+            &format!("{}?reason=insecure", paths::audit_legal_hold(id)),
             None,
             None
         )

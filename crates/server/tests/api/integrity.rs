@@ -279,6 +279,7 @@ pub async fn an_archived_remediation_does_not_come_back(store: Arc<dyn Store>) {
         &remaudit_retention::Settings::default(),
         Utc::now(),
         false,
+        &remaudit_retention::scheduled_actor(),
     )
     .await
     .expect("retention");

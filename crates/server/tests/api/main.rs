@@ -1,5 +1,6 @@
 //! The HTTP API over real loopback sockets, against PostgreSQL and SQLite.
 
+mod admin_log;
 mod analytics;
 mod arbitrary_bodies;
 mod auth;

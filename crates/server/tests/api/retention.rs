@@ -15,6 +15,8 @@ crate::both_backends!(retention:
 const WINDOW: &str = "since=2026-11-19T00:00:00Z&until=2026-11-21T00:00:00Z";
 const BASE: &str = "/api/v1/audit/analytics";
 const AUDIT: &str = "/api/v1/audit/remediation-orchestration";
+/// The reason every hold, release and delete here gives.
+const REASON: &str = "reason=retention%20test";
 
 /// Two remediations of alert `fp-del` (one failed, one completed) and one of another alert.
 fn data() -> Vec<Value> {
@@ -129,7 +131,9 @@ pub async fn a_soft_deleted_row_leaves_every_read_at_once(app: &TestApp) {
         );
     }
 
-    let deleted = app.call(Method::DELETE, &format!("{AUDIT}/{id}")).await;
+    let deleted = app
+        .call(Method::DELETE, &format!("{AUDIT}/{id}?{REASON}"))
+        .await;
     assert_eq!(deleted.status, 204, "{}", deleted.body);
 
     app.get(&format!("{AUDIT}/{id}"))
@@ -148,7 +152,7 @@ pub async fn a_soft_deleted_row_leaves_every_read_at_once(app: &TestApp) {
         );
     }
     // Deleting again finds nothing; a late record does not bring it back.
-    app.call(Method::DELETE, &format!("{AUDIT}/{id}"))
+    app.call(Method::DELETE, &format!("{AUDIT}/{id}?{REASON}"))
         .await
         .assert_problem(404, "not-found");
     let mut late = data()[1].clone();
@@ -163,7 +167,7 @@ pub async fn a_legal_hold_blocks_deletion_until_cleared(app: &TestApp) {
     assert_eq!(app.post_batch(&data()).await.status, 200);
     let id = id_of(app, "rr-b").await;
     let held = app
-        .call(Method::PUT, &format!("{AUDIT}/{id}/legal-hold"))
+        .call(Method::PUT, &format!("{AUDIT}/{id}/legal-hold?{REASON}"))
         .await;
     assert_eq!(held.status, 200, "{}", held.body);
     assert_eq!(held.body["legal_hold"], true);
@@ -171,7 +175,9 @@ pub async fn a_legal_hold_blocks_deletion_until_cleared(app: &TestApp) {
     let shown = app.get(&format!("{AUDIT}/{id}")).await;
     assert_eq!(shown.body["remediation"]["legal_hold"], true);
 
-    let refused = app.call(Method::DELETE, &format!("{AUDIT}/{id}")).await;
+    let refused = app
+        .call(Method::DELETE, &format!("{AUDIT}/{id}?{REASON}"))
+        .await;
     refused.assert_problem(409, "conflict");
     assert!(
         refused.body["detail"]
@@ -187,19 +193,19 @@ pub async fn a_legal_hold_blocks_deletion_until_cleared(app: &TestApp) {
     );
 
     let cleared = app
-        .call(Method::DELETE, &format!("{AUDIT}/{id}/legal-hold"))
+        .call(Method::DELETE, &format!("{AUDIT}/{id}/legal-hold?{REASON}"))
         .await;
     assert_eq!(
         (cleared.status, &cleared.body["legal_hold"]),
         (200, &json!(false))
     );
     assert_eq!(
-        app.call(Method::DELETE, &format!("{AUDIT}/{id}"))
+        app.call(Method::DELETE, &format!("{AUDIT}/{id}?{REASON}"))
             .await
             .status,
         204
     );
-    app.call(Method::PUT, &format!("{AUDIT}/{id}/legal-hold"))
+    app.call(Method::PUT, &format!("{AUDIT}/{id}/legal-hold?{REASON}"))
         .await
         .assert_problem(404, "not-found");
 }
@@ -220,9 +226,12 @@ pub async fn bad_hold_and_delete_input_gets_precise_errors(app: &TestApp) {
         assert_eq!(errors, [("id".to_owned(), "integer".to_owned())], "{path}");
     }
     for (method, path) in [
-        (Method::DELETE, format!("{AUDIT}/424242")),
-        (Method::PUT, format!("{AUDIT}/424242/legal-hold")),
-        (Method::DELETE, format!("{AUDIT}/424242/legal-hold")),
+        (Method::DELETE, format!("{AUDIT}/424242?{REASON}")),
+        (Method::PUT, format!("{AUDIT}/424242/legal-hold?{REASON}")),
+        (
+            Method::DELETE,
+            format!("{AUDIT}/424242/legal-hold?{REASON}"),
+        ),
     ] {
         app.call(method, &path)
             .await

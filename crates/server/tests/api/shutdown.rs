@@ -14,9 +14,10 @@ use remaudit_store::retention::{
     BatchIds, BatchPlaces, BatchRecord, DayCount, Locate, PendingBatch, RetentionLock, Retiring,
 };
 use remaudit_store::{
-    AnalyticsQuery, AnalyticsStore, AuditStore, DeleteOutcome, HealthStore, InsertOutcome,
-    InsertRules, ListQuery, Page, PoolStats, RetentionStore, RetireRequest, Store, StoreError,
-    Timeline, TimelineQuery,
+    Actor, AdminLogEntry, AdminLogPage, AdminLogQuery, AdminLogStore, AnalyticsQuery,
+    AnalyticsStore, AuditStore, DeleteOutcome, HealthStore, InsertOutcome, InsertRules, ListQuery,
+    NewAdminEntry, Page, PoolStats, RetentionStore, RetireRequest, Store, StoreError, Timeline,
+    TimelineQuery,
 };
 use tokio::sync::{Notify, Semaphore};
 
@@ -50,11 +51,21 @@ impl AuditStore for GatedStore {
     ) -> Result<Option<Timeline>, StoreError> {
         self.inner.timeline_page(id, query).await
     }
-    async fn set_legal_hold(&self, id: i64, hold: bool) -> Result<Option<StoredAudit>, StoreError> {
-        self.inner.set_legal_hold(id, hold).await
+    async fn set_legal_hold(
+        &self,
+        id: i64,
+        hold: bool,
+        actor: &Actor,
+    ) -> Result<Option<StoredAudit>, StoreError> {
+        self.inner.set_legal_hold(id, hold, actor).await
     }
-    async fn soft_delete(&self, id: i64, at: DateTime<Utc>) -> Result<DeleteOutcome, StoreError> {
-        self.inner.soft_delete(id, at).await
+    async fn soft_delete(
+        &self,
+        id: i64,
+        at: DateTime<Utc>,
+        actor: &Actor,
+    ) -> Result<DeleteOutcome, StoreError> {
+        self.inner.soft_delete(id, at, actor).await
     }
     async fn backfill_content_hashes(
         &self,
@@ -127,6 +138,19 @@ impl RetentionStore for GatedStore {
     }
     async fn batch_ids(&self, batch: i64) -> Result<BatchIds, StoreError> {
         self.inner.batch_ids(batch).await
+    }
+}
+
+#[async_trait]
+impl AdminLogStore for GatedStore {
+    async fn record_admin_action(
+        &self,
+        entry: &NewAdminEntry,
+    ) -> Result<AdminLogEntry, StoreError> {
+        self.inner.record_admin_action(entry).await
+    }
+    async fn admin_log(&self, query: &AdminLogQuery) -> Result<AdminLogPage, StoreError> {
+        self.inner.admin_log(query).await
     }
 }
 

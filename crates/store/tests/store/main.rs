@@ -1,5 +1,6 @@
 //! The store conformance suite: every case runs against PostgreSQL and SQLite.
 
+mod admin_log;
 mod analytics;
 mod cases;
 mod phase_rule;
@@ -121,7 +122,11 @@ mod rollups {
         assert!(ids.len() >= 4, "{ids:?}");
         for &id in &ids {
             let outcome = store
-                .soft_delete(id, chrono::Utc::now())
+                .soft_delete(
+                    id,
+                    chrono::Utc::now(),
+                    &remaudit_store::Actor::new("ops", "test"),
+                )
                 .await
                 .expect("delete");
             assert!(

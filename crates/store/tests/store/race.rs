@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use remaudit_store::retention::{ArchiveTable, BatchTotals, Retiring};
-use remaudit_store::{InsertOutcome, ListQuery, Refusal, RetireRequest};
+use remaudit_store::{Actor, InsertOutcome, ListQuery, Refusal, RetireRequest};
 use remaudit_testkit::{at, record};
 use serde_json::json;
 use tokio::sync::Notify;
@@ -36,7 +36,10 @@ async fn a_record_arriving_while_its_remediation_is_archived_does_not_bring_it_b
         .items[0]
         .id;
     // A soft-deleted row is archived at the next run, whatever its age.
-    store.soft_delete(id, chrono::Utc::now()).await.unwrap();
+    store
+        .soft_delete(id, chrono::Utc::now(), &Actor::new("ops", "race"))
+        .await
+        .unwrap();
 
     // The batch holds its transaction open between reading its first
     // file's rows and going on, until the test releases it.
@@ -146,7 +149,10 @@ async fn a_batch_taken_over_by_another_run_does_not_remove_its_rows() {
         ..ListQuery::default()
     };
     let id = store.list(&listed).await.unwrap().items[0].id;
-    store.soft_delete(id, chrono::Utc::now()).await.unwrap();
+    store
+        .soft_delete(id, chrono::Utc::now(), &Actor::new("ops", "race"))
+        .await
+        .unwrap();
 
     let locate = |installation: &str, batch: i64| format!("{installation}/batch-{batch}");
     let request = RetireRequest {
