@@ -2,6 +2,7 @@
 //! PostgreSQL and SQLite implementations, each with its own migrations.
 
 pub mod analytics;
+pub mod chain;
 mod error;
 mod postgres;
 pub mod retention;
@@ -9,6 +10,7 @@ mod sqlite;
 mod store;
 
 pub use analytics::AnalyticsQuery;
+pub use chain::{ChainStore, VerifyPage, verify_page};
 pub use error::StoreError;
 pub use postgres::PgStore;
 pub use retention::{DeleteOutcome, RetentionPolicy, RetentionStore, RetireRequest};

@@ -16,6 +16,7 @@ use remaudit_model::{EventRecord, NewAudit, StoredAudit};
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use crate::analytics::AnalyticsQuery;
+use crate::chain::ChainStore;
 use crate::retention::{DeleteOutcome, RetentionStore};
 use crate::{PgStore, RetentionPolicy, SqliteStore, StoreError};
 
@@ -51,7 +52,7 @@ pub enum Refusal {
 pub const DEFAULT_MAX_EVENTS_PER_REMEDIATION: u32 = 1000;
 
 /// Rules of a write that depend on what is already stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InsertRules {
     /// Most events one remediation may have; records past it are refused
     /// ([`Refusal::MaxEvents`]). Checked while the remediation is locked, so
@@ -61,6 +62,9 @@ pub struct InsertRules {
     /// before this instant is refused ([`Refusal::Retention`]): retention
     /// would find it already due. Records of live rows are not affected.
     pub refuse_new_before: Option<DateTime<Utc>>,
+    /// The chain keys new events are signed with; `None` runs unchained
+    /// (events still get their sequence number, without a MAC).
+    pub chain: Option<Arc<remaudit_model::chain::KeyRing>>,
 }
 
 impl Default for InsertRules {
@@ -68,6 +72,7 @@ impl Default for InsertRules {
         Self {
             max_events_per_remediation: DEFAULT_MAX_EVENTS_PER_REMEDIATION,
             refuse_new_before: None,
+            chain: None,
         }
     }
 }
@@ -386,9 +391,12 @@ pub trait HealthStore: Send + Sync + 'static {
 /// Implemented for every type that implements the role traits; consumers
 /// that need one role take that trait instead (an `Arc<dyn Store>` coerces
 /// to `Arc<dyn AuditStore>` and the others).
-pub trait Store: AuditStore + AnalyticsStore + RetentionStore + HealthStore {}
+pub trait Store: AuditStore + AnalyticsStore + RetentionStore + HealthStore + ChainStore {}
 
-impl<T: AuditStore + AnalyticsStore + RetentionStore + HealthStore + ?Sized> Store for T {}
+impl<T: AuditStore + AnalyticsStore + RetentionStore + HealthStore + ChainStore + ?Sized> Store
+    for T
+{
+}
 
 /// What one round of [`AuditStore::backfill_content_hashes`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -404,7 +412,7 @@ pub struct Backfill {
 
 /// The content hash of a record stored as `text`, as ingest computes it
 /// today, or `None` when the text is no longer a valid record.
-fn stored_record_hash(text: &str) -> Option<Vec<u8>> {
+pub(crate) fn stored_record_hash(text: &str) -> Option<Vec<u8>> {
     let audit: remaudit_model::RemediationOrchestrationAudit = serde_json::from_str(text).ok()?;
     let record = audit
         .validate(Utc::now(), &remaudit_model::Limits::default())

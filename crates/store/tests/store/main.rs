@@ -2,6 +2,7 @@
 
 mod analytics;
 mod cases;
+mod chain;
 mod phase_rule;
 mod race;
 mod schema;
