@@ -7,6 +7,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::auth::Role;
+use crate::chain;
 use crate::routes::{analytics, audit, health};
 use crate::startup::api_routes;
 
@@ -34,6 +35,7 @@ pub const BEARER_SCHEME: &str = "bearer";
         analytics::slowest,
         analytics::failures,
         analytics::retries,
+        chain::verify,
         health::healthz,
         health::readyz,
         health::metrics,
@@ -45,6 +47,7 @@ pub const BEARER_SCHEME: &str = "bearer";
         (name = "audit", description = "Store and read remediation audit records"),
         (name = "analytics", description = "Post-mortems, success rates, durations, failures and retries"),
         (name = "health", description = "Liveness, readiness and metrics"),
+        (name = "admin", description = "Administration: tamper evidence"),
         (name = "openapi", description = "This document"),
     )
 )]

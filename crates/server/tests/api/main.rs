@@ -2,6 +2,7 @@
 
 mod analytics;
 mod auth;
+mod chain;
 mod contract;
 mod design_sql;
 mod edge;

@@ -10,13 +10,14 @@ use remaudit_model::StoredAudit;
 use remaudit_model::analytics::{
     DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport,
 };
+use remaudit_model::chain::{ChainHead, ChainRemediation, ChainedEvent};
 use remaudit_store::retention::{
     BatchIds, BatchPlaces, BatchRecord, DayCount, Locate, PendingBatch, RetentionLock, Retiring,
 };
 use remaudit_store::{
-    AnalyticsQuery, AnalyticsStore, AuditStore, DeleteOutcome, HealthStore, InsertOutcome,
-    InsertRules, ListQuery, Page, PoolStats, RetentionStore, RetireRequest, Store, StoreError,
-    Timeline, TimelineQuery,
+    AnalyticsQuery, AnalyticsStore, AuditStore, ChainStore, DeleteOutcome, HealthStore,
+    InsertOutcome, InsertRules, ListQuery, Page, PoolStats, RetentionStore, RetireRequest, Store,
+    StoreError, Timeline, TimelineQuery,
 };
 use tokio::sync::{Notify, Semaphore};
 
@@ -127,6 +128,27 @@ impl RetentionStore for GatedStore {
     }
     async fn batch_ids(&self, batch: i64) -> Result<BatchIds, StoreError> {
         self.inner.batch_ids(batch).await
+    }
+}
+
+#[async_trait]
+impl ChainStore for GatedStore {
+    async fn chain_remediations(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        after: Option<&ChainRemediation>,
+        limit: u32,
+    ) -> Result<Vec<ChainRemediation>, StoreError> {
+        self.inner
+            .chain_remediations(since, until, after, limit)
+            .await
+    }
+    async fn chain_of(
+        &self,
+        r: &ChainRemediation,
+    ) -> Result<(Vec<ChainedEvent>, Option<ChainHead>), StoreError> {
+        self.inner.chain_of(r).await
     }
 }
 
