@@ -28,6 +28,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{AuthArgs, AuthSettings};
+use crate::chain::{ChainArgs, ChainSettings};
 use crate::retention::PolicyArgs;
 
 /// Used when no database URL is given: a SQLite file in the working directory.
@@ -96,6 +97,8 @@ pub struct SettingsFile {
     pub retention: RetentionSettings,
     /// `[auth]`: `serve`.
     pub auth: AuthSettings,
+    /// `[chain]`: `serve`.
+    pub chain: ChainSettings,
     /// `[publisher]`: `publish`, `controller`, `simulate`.
     pub publisher: PublisherSettings,
     /// `[controller]`: `controller`.
@@ -115,6 +118,7 @@ impl Default for SettingsFile {
             server: serve.server,
             retention: serve.retention,
             auth: serve.auth,
+            chain: serve.chain,
             publisher: publish.publisher,
             controller: crate::controller::ControllerTable::default(),
         }
@@ -447,6 +451,8 @@ pub struct ServeArgs {
     retention_interval_secs: u64,
     #[command(flatten)]
     auth: AuthArgs,
+    #[command(flatten)]
+    chain: ChainArgs,
 }
 
 /// Everything `remaudit serve` runs with.
@@ -467,6 +473,8 @@ pub struct ServeSettings {
     pub retention: RetentionSettings,
     /// Who may call which route.
     pub auth: AuthSettings,
+    /// Tamper evidence: the chain key file.
+    pub chain: ChainSettings,
 }
 
 impl Default for ServeSettings {
@@ -479,6 +487,7 @@ impl Default for ServeSettings {
             server: ServerSettings::default(),
             retention: RetentionSettings::default(),
             auth: AuthSettings::default(),
+            chain: ChainSettings::default(),
         }
     }
 }
@@ -498,6 +507,7 @@ impl ServeSettings {
             server: f.server,
             retention: f.retention,
             auth: f.auth,
+            chain: f.chain,
         };
         layer!(m, args, {
             listen => s.listen;
@@ -521,6 +531,7 @@ impl ServeSettings {
         s.database.layer(&args.database, m);
         s.retention.layer(m)?;
         s.auth.layer(&args.auth, m);
+        s.chain.layer(&args.chain, m);
         s.check().map_err(|e| in_file(e, file))?;
         Ok(s)
     }
