@@ -1,6 +1,7 @@
 //! The HTTP API over real loopback sockets, against PostgreSQL and SQLite.
 
 mod analytics;
+mod arbitrary_bodies;
 mod auth;
 mod chain;
 mod contract;
