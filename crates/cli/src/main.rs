@@ -320,14 +320,15 @@ async fn serve(settings: ServeSettings, metrics: PrometheusHandle) -> anyhow::Re
     let backfill = tokio::spawn(backfill_content_hashes(store.clone(), shutdown.clone()));
     let mut server = settings.server();
     server.chain = chain;
-    match &server.chain {
-        Some(ring) => tracing::info!(
+    if let Some(ring) = &server.chain {
+        tracing::info!(
             key_id = ring.signing().id(),
             "stored events are signed and chained"
-        ),
-        None => tracing::warn!(
+        );
+    } else {
+        tracing::warn!(
             "no chain key (--chain-key-file): stored events are not signed; /readyz says chain off"
-        ),
+        );
     }
     let state = AppState::new(store.clone(), server, metrics).with_auth(policy);
     remaudit_server::serve(listener, state, shutdown.clone()).await?;

@@ -74,6 +74,9 @@ impl ChainKey {
     }
 
     /// The MAC of one link made with this key.
+    ///
+    /// # Panics
+    /// Never: HMAC takes a key of any length.
     #[must_use]
     pub fn mac(&self, link: &Link<'_>, prev: Option<&[u8]>) -> [u8; MAC_BYTES] {
         let mut m = <HmacSha256 as KeyInit>::new_from_slice(&self.secret)
@@ -183,6 +186,9 @@ impl KeyRing {
     }
 
     /// The key new events are signed with: the last one.
+    ///
+    /// # Panics
+    /// Never: a ring is built with at least one key and only grows.
     #[must_use]
     pub fn signing(&self) -> &ChainKey {
         self.keys.last().expect("a key ring is never empty")
@@ -387,18 +393,17 @@ pub fn verify_chain(
     }
     sequenced.sort_by_key(|e| (e.seq, e.id));
     let claimed_max = sequenced.last().and_then(|e| e.seq).unwrap_or(0);
-    let last = match head {
-        Some(h) => h.last_seq,
-        None => {
-            if !sequenced.is_empty() {
-                verdict.breaks.push(brk(
-                    None,
-                    BreakKind::Deleted,
-                    "the chain head is missing although chained events exist".into(),
-                ));
-            }
-            claimed_max
+    let last = if let Some(h) = head {
+        h.last_seq
+    } else {
+        if !sequenced.is_empty() {
+            verdict.breaks.push(brk(
+                None,
+                BreakKind::Deleted,
+                "the chain head is missing although chained events exist".into(),
+            ));
         }
+        claimed_max
     };
     let mut by_seq: HashMap<i64, Vec<usize>> = HashMap::new();
     for (i, e) in sequenced.iter().enumerate() {
@@ -554,7 +559,7 @@ pub fn encode_hex(bytes: &[u8]) -> String {
 /// Bytes of a hex string (any case); `None` when it is not hex.
 #[must_use]
 pub fn decode_hex_vec(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 || !hex.is_ascii() {
+    if !hex.len().is_multiple_of(2) || !hex.is_ascii() {
         return None;
     }
     (0..hex.len())

@@ -51,9 +51,12 @@ pub(crate) struct Linked {
     pub mac: Option<Vec<u8>>,
 }
 
-/// Each remediation's head as the insert reads and writes it:
+/// A remediation's head as the insert reads and writes it:
 /// (last sequence number, last MAC).
-pub(crate) type Heads = HashMap<RemediationKey, (i64, Option<Vec<u8>>)>;
+pub(crate) type Head = (i64, Option<Vec<u8>>);
+
+/// Each remediation's [`Head`].
+pub(crate) type Heads = HashMap<RemediationKey, Head>;
 
 /// Links `records` (in the order given, which is the order they are stored
 /// in) onto `heads`, moving each head on. Without a key ring the events get

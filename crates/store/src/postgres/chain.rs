@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{BACKEND, PgStore};
 use crate::StoreError;
-use crate::chain::{ChainStore, EventColumns, Heads, Linked, head};
+use crate::chain::{ChainStore, EventColumns, Head, Heads, Linked, head};
 use crate::store::{RemediationKey, remediation_key};
 
 /// The heads of the remediations of `records`, locked until commit (the
@@ -67,7 +67,7 @@ pub(super) async fn write_heads(
     if heads.is_empty() {
         return Ok(());
     }
-    let mut keys: Vec<(&RemediationKey, &(i64, Option<Vec<u8>>))> = heads.iter().collect();
+    let mut keys: Vec<(&RemediationKey, &Head)> = heads.iter().collect();
     keys.sort_by(|a, b| a.0.cmp(b.0));
     sqlx::query(
         "INSERT INTO remediation_chain_heads (namespace, remediation_name, start_time, last_seq, last_mac) \

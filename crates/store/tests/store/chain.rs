@@ -8,7 +8,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use remaudit_model::NewAudit;
-use remaudit_model::chain::{BreakKind, ChainKey, KeyRing};
+use remaudit_model::chain::BreakKind::{self, Deleted, Edited, Inserted, Reordered};
+use remaudit_model::chain::{ChainKey, KeyRing};
 use remaudit_store::{InsertOutcome, InsertRules, Store, VerifyPage, verify_page};
 use remaudit_testkit::{at, record};
 use serde_json::json;
@@ -164,7 +165,6 @@ pub async fn tampering_is_named_by_remediation_and_sequence(store: Arc<dyn Store
     );
 
     let page = verify(&store, &ring).await;
-    use BreakKind::{Deleted, Edited, Inserted, Reordered};
     assert_eq!(
         breaks(&page),
         [
