@@ -866,6 +866,8 @@ mod tests {
             "27",
             "--auth-kubernetes-review-timeout-secs",
             "28",
+            "--chain-key-file",
+            "/chain.keys",
         ]);
         let expected = r#"log_format = "json"
 listen = "0.0.0.0:1"
@@ -910,6 +912,9 @@ allowed_ttl_secs = 25
 denied_ttl_secs = 26
 cache_entries = 27
 review_timeout_secs = 28
+
+[chain]
+key_file = "/chain.keys"
 "#;
         assert_eq!(text, expected);
     }
