@@ -21,4 +21,7 @@ pub struct Health {
     /// `postgres` or `sqlite` (readiness only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
+    /// Whether stored events are signed and chained (readiness only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<crate::chain::ChainMode>,
 }

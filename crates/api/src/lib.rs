@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod analytics;
 pub mod audit;
+pub mod chain;
 pub mod health;
 pub mod openapi;
 pub mod paths;

@@ -82,6 +82,11 @@ enum Command {
     Config(config::ConfigArgs),
     /// Manage the bearer tokens of a tokens file (`serve --auth-tokens-file`).
     Token(auth::TokenArgs),
+    /// Manage the chain keys of a key file (`serve --chain-key-file`).
+    ChainKey(chain::ChainKeyArgs),
+    /// Check the hash chains of stored events: exits 0 when every chain is
+    /// whole, 1 with one line per broken link, 2 when the check cannot run.
+    Verify(chain::VerifyArgs),
 }
 
 fn init_logging(format: LogFormat) {
@@ -243,6 +248,14 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<u8> {
             without_settings_file(given, file, cli.log_format)?;
             auth::run(args)
         }
+        Command::ChainKey(args) => {
+            without_settings_file(given, file, cli.log_format)?;
+            chain::run_key(args)
+        }
+        Command::Verify(args) => {
+            without_settings_file(given, file, cli.log_format)?;
+            Ok(chain::run_verify(args).await)
+        }
         Command::Crdgen => {
             without_settings_file(given, file, cli.log_format)?;
             print!("{}", remaudit_controller::try_crds_yaml()?);
@@ -262,7 +275,7 @@ fn without_settings_file(
         && given.value_source("config") == Some(clap::parser::ValueSource::CommandLine)
     {
         anyhow::bail!(
-            "--config {}: crdgen and token read no settings file (serve, migrate, publish, controller, retention and simulate read a settings file)",
+            "--config {}: crdgen, token, chain-key and verify read no settings file (serve, migrate, publish, controller, retention and simulate read a settings file)",
             file.display()
         );
     }
@@ -273,6 +286,8 @@ fn without_settings_file(
 /// `remaudit serve`: the service, its retention job and the content hash
 /// backfill, until SIGINT or SIGTERM.
 async fn serve(settings: ServeSettings, metrics: PrometheusHandle) -> anyhow::Result<u8> {
+    // The key first: a service told to sign never starts without it.
+    let chain = settings.chain.ring()?;
     let database_url = settings.database.url.expose_secret();
     let retention = &settings.retention;
     let archive = (retention.interval_secs > 0)
@@ -314,7 +329,19 @@ async fn serve(settings: ServeSettings, metrics: PrometheusHandle) -> anyhow::Re
         remaudit_retention::spawn(store.clone(), archive, retention.job(), shutdown.clone())
     });
     let backfill = tokio::spawn(backfill_content_hashes(store.clone(), shutdown.clone()));
-    let state = AppState::new(store.clone(), settings.server(), metrics).with_auth(policy);
+    let mut server = settings.server();
+    server.chain = chain;
+    if let Some(ring) = &server.chain {
+        tracing::info!(
+            key_id = ring.signing().id(),
+            "stored events are signed and chained"
+        );
+    } else {
+        tracing::warn!(
+            "no chain key (--chain-key-file): stored events are not signed; /readyz says chain off"
+        );
+    }
+    let state = AppState::new(store.clone(), server, metrics).with_auth(policy);
     remaudit_server::serve_with(listener, state, shutdown.clone(), tls).await?;
     shutdown.cancel();
     if let Some(job) = job {

@@ -29,6 +29,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{AuthArgs, AuthSettings};
+use crate::chain::{ChainArgs, ChainSettings};
 use crate::retention::PolicyArgs;
 
 /// Used when no database URL is given: a SQLite file in the working directory.
@@ -97,6 +98,8 @@ pub struct SettingsFile {
     pub retention: RetentionSettings,
     /// `[auth]`: `serve`.
     pub auth: AuthSettings,
+    /// `[chain]`: `serve`.
+    pub chain: ChainSettings,
     /// `[publisher]`: `publish`, `controller`, `simulate`.
     pub publisher: PublisherSettings,
     /// `[controller]`: `controller`.
@@ -118,6 +121,7 @@ impl Default for SettingsFile {
             server: serve.server,
             retention: serve.retention,
             auth: serve.auth,
+            chain: serve.chain,
             publisher: publish.publisher,
             controller: crate::controller::ControllerTable::default(),
             tls: serve.tls,
@@ -457,6 +461,8 @@ pub struct ServeArgs {
     auth: AuthArgs,
     #[command(flatten)]
     tls: crate::tls::TlsArgs,
+    #[command(flatten)]
+    chain: ChainArgs,
 }
 
 /// Everything `remaudit serve` runs with.
@@ -479,6 +485,8 @@ pub struct ServeSettings {
     pub auth: AuthSettings,
     /// TLS and mutual TLS.
     pub tls: TlsSettings,
+    /// Tamper evidence: the chain key file.
+    pub chain: ChainSettings,
 }
 
 impl Default for ServeSettings {
@@ -492,6 +500,7 @@ impl Default for ServeSettings {
             retention: RetentionSettings::default(),
             auth: AuthSettings::default(),
             tls: TlsSettings::default(),
+            chain: ChainSettings::default(),
         }
     }
 }
@@ -512,6 +521,7 @@ impl ServeSettings {
             retention: f.retention,
             auth: f.auth,
             tls: f.tls,
+            chain: f.chain,
         };
         layer!(m, args, {
             listen => s.listen;
@@ -538,6 +548,7 @@ impl ServeSettings {
         args.tls
             .layer(&mut s.tls, m)
             .map_err(|e| in_file(e, file))?;
+        s.chain.layer(&args.chain, m);
         s.check().map_err(|e| in_file(e, file))?;
         Ok(s)
     }
@@ -887,6 +898,8 @@ mod tests {
             "25",
             "--tls-handshake-timeout-secs",
             "26",
+            "--chain-key-file",
+            "/chain.keys",
         ]);
         let expected = r#"log_format = "json"
 listen = "0.0.0.0:1"
@@ -943,6 +956,8 @@ handshake_timeout_secs = 26
 [tls.client_roles]
 "CN=dash" = "reader"
 "CN=orchestrator,O=kubernaut" = "writer"
+[chain]
+key_file = "/chain.keys"
 "#;
         assert_eq!(text, expected);
     }

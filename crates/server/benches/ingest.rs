@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use remaudit_model::chain::{ChainKey, KeyRing};
 use remaudit_model::{Limits, NewAudit, RemediationOrchestrationAudit};
 use remaudit_server::{AppState, ServerSettings};
 use remaudit_store::{AuditStore as _, HealthStore as _};
@@ -217,6 +218,28 @@ async fn bench() -> anyhow::Result<()> {
     };
     bench::check_stored(pg.pool(), "store", total, remediations).await?;
 
+    // The same, every event signed and chained (`serve --chain-key-file`).
+    let db3 = remaudit_testkit::PgDb::create().await;
+    let chained = Arc::new(bench::pg_store(db3.url(), bench::StoreOptions::default()).await?);
+    let rules = remaudit_store::InsertRules {
+        chain: Some(Arc::new(KeyRing::single(ChainKey::new("bench", [7; 32])?))),
+        ..remaudit_store::InsertRules::default()
+    };
+    let chain_run = {
+        let chained = chained.clone();
+        drive(prepared.clone(), concurrency, move |batches, i| {
+            let (chained, rules) = (chained.clone(), rules.clone());
+            async move {
+                if let Err(e) = chained.insert_with(&batches[i], &rules).await {
+                    bench::surprise(format_args!("chained batch {i}: {e}"));
+                }
+            }
+        })
+        .await
+    };
+    bench::check_stored(chained.pool(), "chain", total, remediations).await?;
+    chained.close().await;
+
     // Raw PostgreSQL: the same events into an unconstrained table.
     sqlx::query(
         "CREATE TABLE raw_events (event_id uuid, namespace text, remediation_name text, \
@@ -264,6 +287,7 @@ async fn bench() -> anyhow::Result<()> {
     };
     line("http", &http_run);
     line("store", &store_run);
+    line("chain", &chain_run);
     line("raw", &raw_run);
     println!(
         "request bodies: {:.1} MiB in all",
@@ -274,6 +298,10 @@ async fn bench() -> anyhow::Result<()> {
         http_run.rate(total) / raw_run.rate(total),
         store_run.rate(total) / raw_run.rate(total),
         http_run.rate(total) / store_run.rate(total),
+    );
+    println!(
+        "ratio: chain/store {:.2} (chained ingest against unchained, both through the store)",
+        chain_run.rate(total) / store_run.rate(total),
     );
     pg.close().await;
     bench::verdict("bench-ingest")

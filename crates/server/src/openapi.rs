@@ -7,6 +7,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::auth::Role;
+use crate::chain;
 use crate::routes::{admin, analytics, audit, health};
 use crate::startup::api_routes;
 
@@ -35,6 +36,7 @@ pub const BEARER_SCHEME: &str = "bearer";
         analytics::failures,
         analytics::retries,
         admin::log,
+        chain::verify,
         health::healthz,
         health::readyz,
         health::metrics,
@@ -47,6 +49,7 @@ pub const BEARER_SCHEME: &str = "bearer";
         (name = "analytics", description = "Post-mortems, success rates, durations, failures and retries"),
         (name = "admin", description = "The append-only log of admin actions: legal holds, soft deletes, retention runs"),
         (name = "health", description = "Liveness, readiness and metrics"),
+        (name = "admin", description = "Administration: tamper evidence"),
         (name = "openapi", description = "This document"),
     )
 )]

@@ -52,6 +52,10 @@ pub struct ServerSettings {
     /// once. `remaudit serve` sets it to the retention age.
     #[serde(skip)]
     pub refuse_new_older_than: Option<chrono::TimeDelta>,
+    /// The chain keys stored events are signed with (`--chain-key-file`);
+    /// `None` runs unchained.
+    #[serde(skip)]
+    pub chain: Option<std::sync::Arc<remaudit_model::chain::KeyRing>>,
 }
 
 impl Default for ServerSettings {
@@ -69,6 +73,7 @@ impl Default for ServerSettings {
             shutdown_grace: Duration::from_secs(10),
             max_events_per_remediation: remaudit_store::DEFAULT_MAX_EVENTS_PER_REMEDIATION,
             refuse_new_older_than: None,
+            chain: None,
         }
     }
 }

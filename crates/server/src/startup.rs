@@ -27,6 +27,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::layer::{Guard, authorize};
 use crate::auth::{AuthPolicy, ClientCertificate, Role};
+use crate::chain;
 use crate::error::ApiError;
 use crate::openapi;
 use crate::routes::{admin, analytics, audit, health};
@@ -119,6 +120,7 @@ pub fn api_routes() -> Vec<ApiRoute> {
             post(audit::create_batch),
         ),
         row(Method::GET, paths::AUDIT, Reader, get(audit::list)),
+        row(Method::GET, paths::ADMIN_VERIFY, Admin, get(chain::verify)),
         row(Method::GET, paths::AUDIT_ITEM, Reader, get(audit::get)),
         row(
             Method::DELETE,

@@ -3,6 +3,7 @@
 
 pub mod admin_log;
 pub mod analytics;
+pub mod chain;
 mod error;
 mod postgres;
 pub mod retention;
@@ -14,6 +15,7 @@ pub use admin_log::{
     NewAdminEntry,
 };
 pub use analytics::AnalyticsQuery;
+pub use chain::{ChainStore, VerifyPage, verify_page};
 pub use error::StoreError;
 pub use postgres::PgStore;
 pub use retention::{DeleteOutcome, RetentionPolicy, RetentionStore, RetireRequest};

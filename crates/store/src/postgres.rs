@@ -19,6 +19,7 @@ use tracing::instrument;
 use uuid::Uuid;
 
 use crate::admin_log::{Actor, delete_entry, hold_entry};
+use crate::chain::{Linked, link_events};
 use crate::retention::{DeleteOutcome, RetentionPolicy};
 use crate::store::{
     EventKey, RemediationKey, SUMMARY_COLUMNS, StoredEvent, StoredRemediation, TimelinePage,
@@ -32,6 +33,7 @@ use crate::{
 
 mod admin_log;
 mod analytics;
+mod chain;
 mod retention;
 
 /// Hides a row (`$1` id, `$2` time) and takes it out of every rollup it was
@@ -178,7 +180,7 @@ fn read_pool(options: PgConnectOptions, settings: &PoolSettings) -> PgPool {
 /// that reads the arrays back by name, so that the order of the binds and
 /// of the statement's parameters cannot drift apart.
 macro_rules! batch_columns {
-    (|$r:ident, $policy:ident| $($name:ident: $ty:ty as $sql:literal = $value:expr;)*) => {
+    (|$r:ident, $policy:ident, $link:ident| $($name:ident: $ty:ty as $sql:literal = $value:expr;)*) => {
         /// The batch as column arrays, the shape `insert.sql` unnests.
         #[derive(Default)]
         struct Columns {
@@ -186,7 +188,7 @@ macro_rules! batch_columns {
         }
 
         impl Columns {
-            fn push(&mut self, $r: &NewAudit, $policy: &RetentionPolicy) {
+            fn push(&mut self, $r: &NewAudit, $policy: &RetentionPolicy, $link: &Linked) {
                 $(self.$name.push($value);)*
             }
 
@@ -219,7 +221,7 @@ macro_rules! batch_columns {
 type BatchQuery<'q> =
     sqlx::query::QueryAs<'q, sqlx::Postgres, EventKey, sqlx::postgres::PgArguments>;
 
-batch_columns! { |r, policy|
+batch_columns! { |r, policy, link|
     event_id: Uuid as "uuid" = r.event_id;
     namespace: String as "text" = r.namespace.clone();
     alert_fingerprint: String as "text" = r.alert_fingerprint.clone();
@@ -245,6 +247,9 @@ batch_columns! { |r, policy|
     duration_bin: Option<i32> as "int4" = r.duration_micros().map(duration_bin);
     retention_expiry_time: Option<DateTime<Utc>> as "timestamptz" = policy.expiry(r);
     content_hash: Vec<u8> as "bytea" = r.content_hash.to_vec();
+    chain_seq: i64 as "int8" = link.seq;
+    chain_key_id: Option<String> as "text" = link.key_id.clone();
+    chain_mac: Option<Vec<u8>> as "bytea" = link.mac.clone();
 }
 
 /// The first key of the advisory locks that serialise writers of one
@@ -406,13 +411,22 @@ impl AuditStore for PgStore {
         let mut remediations = stored_remediations(&mut tx, records, rules).await?;
         let verdicts = judge(records, &candidates, &stored, &mut remediations, rules);
 
+        let written: Vec<usize> = candidates
+            .iter()
+            .zip(&verdicts)
+            .filter(|(_, verdict)| verdict.is_none())
+            .map(|(&i, _)| i)
+            .collect();
+        let heads = chain::read_heads(&mut tx, written.iter().map(|&i| &records[i])).await?;
+        let mut moved = heads.clone();
+        let links = link_events(
+            rules.chain.as_deref(),
+            &mut moved,
+            written.iter().map(|&i| &records[i]),
+        );
         let mut c = Columns::default();
-        let mut written = Vec::new();
-        for (&i, verdict) in candidates.iter().zip(&verdicts) {
-            if verdict.is_none() {
-                c.push(&records[i], &self.policy);
-                written.push(i);
-            }
+        for (&i, link) in written.iter().zip(&links) {
+            c.push(&records[i], &self.policy, link);
         }
         let created: HashSet<EventKey> = if written.is_empty() {
             HashSet::new()
@@ -431,6 +445,23 @@ impl AuditStore for PgStore {
             .filter(|&i| !created.contains(&event_key(&records[i])))
             .collect();
         let winners = stored_events(&mut tx, records, &lost).await?;
+        if !lost.is_empty() {
+            // The lost records' places must not stay empty: link again
+            // without them, and rewrite the links of what was stored.
+            let kept: Vec<usize> = written
+                .iter()
+                .copied()
+                .filter(|i| !lost.contains(i))
+                .collect();
+            moved = heads;
+            let links = link_events(
+                rules.chain.as_deref(),
+                &mut moved,
+                kept.iter().map(|&i| &records[i]),
+            );
+            chain::relink(&mut tx, kept.iter().map(|&i| &records[i]), &links).await?;
+        }
+        chain::write_heads(&mut tx, &moved).await?;
         tx.commit().await?;
 
         let mut winners: HashMap<usize, StoredEvent> = lost.into_iter().zip(winners).collect();
@@ -693,9 +724,9 @@ mod tests {
             sql.starts_with("UNNEST($1::uuid[], $2::text[], $3::text[]"),
             "{sql}"
         );
-        assert!(sql.contains(", $25::bytea[]) WITH ORDINALITY AS t(event_id, namespace, "));
+        assert!(sql.contains(", $25::bytea[], $26::int8[], $27::text[], $28::bytea[]) WITH ORDINALITY AS t(event_id, namespace, "));
         assert!(
-            sql.ends_with(", retention_expiry_time, content_hash, ord)"),
+            sql.ends_with(", content_hash, chain_seq, chain_key_id, chain_mac, ord)"),
             "{sql}"
         );
     }

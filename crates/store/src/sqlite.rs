@@ -25,6 +25,7 @@ use tracing::instrument;
 use uuid::Uuid;
 
 use crate::admin_log::{Actor, delete_entry, hold_entry};
+use crate::chain::link_events;
 use crate::retention::{DeleteOutcome, RetentionPolicy};
 use crate::store::{
     RemediationKey, SUMMARY_COLUMNS, StoredEvent, StoredRemediation, TimelinePage, backfill_hashes,
@@ -38,6 +39,7 @@ use crate::{
 
 mod admin_log;
 mod analytics;
+mod chain;
 mod files;
 mod retention;
 
@@ -319,17 +321,27 @@ impl AuditStore for SqliteStore {
         }
         let verdicts = judge(records, &candidates, &stored, &mut remediations, rules);
         let now = encode_time(Utc::now());
-        for (&i, verdict) in candidates.iter().zip(&verdicts) {
-            if verdict.is_some() {
-                continue;
-            }
+        let written: Vec<usize> = candidates
+            .iter()
+            .zip(&verdicts)
+            .filter(|(_, verdict)| verdict.is_none())
+            .map(|(&i, _)| i)
+            .collect();
+        let mut heads = chain::read_heads(&mut tx, written.iter().map(|&i| &records[i])).await?;
+        let links = link_events(
+            rules.chain.as_deref(),
+            &mut heads,
+            written.iter().map(|&i| &records[i]),
+        );
+        for (&i, link) in written.iter().zip(&links) {
             let r = &records[i];
             let start_time = encode_time(r.start_time);
             let event_time = encode_time(r.event_time);
             sqlx::query(
                 "INSERT INTO remediation_audit_events \
-                 (event_id, namespace, remediation_name, start_time, overall_phase, event_time, received_at, record, content_hash) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 (event_id, namespace, remediation_name, start_time, overall_phase, event_time, received_at, record, content_hash, \
+                  chain_seq, chain_key_id, chain_mac) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )
             .bind(r.event_id.to_string())
             .bind(&r.namespace)
@@ -340,6 +352,9 @@ impl AuditStore for SqliteStore {
             .bind(&now)
             .bind(r.raw.clone())
             .bind(r.content_hash.as_slice())
+            .bind(link.seq)
+            .bind(link.key_id.as_deref())
+            .bind(link.mac.as_deref())
             .execute(&mut *tx)
             .await?;
             bind_summary(
@@ -351,6 +366,7 @@ impl AuditStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
+        chain::write_heads(&mut tx, &heads).await?;
         tx.commit().await?;
         let first: Vec<InsertOutcome> = verdicts
             .into_iter()

@@ -17,6 +17,7 @@ use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use crate::admin_log::{Actor, AdminLogStore};
 use crate::analytics::AnalyticsQuery;
+use crate::chain::ChainStore;
 use crate::retention::{DeleteOutcome, RetentionStore};
 use crate::{PgStore, RetentionPolicy, SqliteStore, StoreError};
 
@@ -52,7 +53,7 @@ pub enum Refusal {
 pub const DEFAULT_MAX_EVENTS_PER_REMEDIATION: u32 = 1000;
 
 /// Rules of a write that depend on what is already stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InsertRules {
     /// Most events one remediation may have; records past it are refused
     /// ([`Refusal::MaxEvents`]). Checked while the remediation is locked, so
@@ -62,6 +63,9 @@ pub struct InsertRules {
     /// before this instant is refused ([`Refusal::Retention`]): retention
     /// would find it already due. Records of live rows are not affected.
     pub refuse_new_before: Option<DateTime<Utc>>,
+    /// The chain keys new events are signed with; `None` runs unchained
+    /// (events still get their sequence number, without a MAC).
+    pub chain: Option<Arc<remaudit_model::chain::KeyRing>>,
 }
 
 impl Default for InsertRules {
@@ -69,6 +73,7 @@ impl Default for InsertRules {
         Self {
             max_events_per_remediation: DEFAULT_MAX_EVENTS_PER_REMEDIATION,
             refuse_new_before: None,
+            chain: None,
         }
     }
 }
@@ -403,12 +408,19 @@ pub trait HealthStore: Send + Sync + 'static {
 /// that need one role take that trait instead (an `Arc<dyn Store>` coerces
 /// to `Arc<dyn AuditStore>` and the others).
 pub trait Store:
-    AuditStore + AnalyticsStore + RetentionStore + AdminLogStore + HealthStore
+    AuditStore + AnalyticsStore + RetentionStore + AdminLogStore + HealthStore + ChainStore
 {
 }
 
-impl<T: AuditStore + AnalyticsStore + RetentionStore + AdminLogStore + HealthStore + ?Sized> Store
-    for T
+impl<
+    T: AuditStore
+        + AnalyticsStore
+        + RetentionStore
+        + AdminLogStore
+        + HealthStore
+        + ChainStore
+        + ?Sized,
+> Store for T
 {
 }
 
@@ -426,7 +438,7 @@ pub struct Backfill {
 
 /// The content hash of a record stored as `text`, as ingest computes it
 /// today, or `None` when the text is no longer a valid record.
-fn stored_record_hash(text: &str) -> Option<Vec<u8>> {
+pub(crate) fn stored_record_hash(text: &str) -> Option<Vec<u8>> {
     let audit: remaudit_model::RemediationOrchestrationAudit = serde_json::from_str(text).ok()?;
     let record = audit
         .validate(Utc::now(), &remaudit_model::Limits::default())

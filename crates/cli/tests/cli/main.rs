@@ -2,6 +2,7 @@
 //! real service on PostgreSQL.
 
 mod auth;
+mod chain;
 mod config;
 mod credentials;
 mod helpers;

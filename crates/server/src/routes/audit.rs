@@ -97,6 +97,7 @@ fn insert_rules(settings: &ServerSettings, now: DateTime<Utc>) -> InsertRules {
         refuse_new_before: settings
             .refuse_new_older_than
             .and_then(|age| now.checked_sub_signed(age)),
+        chain: settings.chain.clone(),
     }
 }
 

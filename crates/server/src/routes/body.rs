@@ -469,7 +469,10 @@ pub mod fuzzing {
     #[must_use]
     pub fn batch(bytes: &[u8], max: usize) -> Option<usize> {
         let elements = super::split_batch(bytes, max).ok()?;
-        assert!(elements.len() <= max, "the split kept more than {max} records");
+        assert!(
+            elements.len() <= max,
+            "the split kept more than {max} records"
+        );
         let now = Utc::now();
         Some(
             elements

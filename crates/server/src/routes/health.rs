@@ -6,6 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use remaudit_api::chain::ChainMode;
 use remaudit_api::health::{Health, HealthStatus};
 use remaudit_api::paths;
 
@@ -18,6 +19,7 @@ pub(crate) async fn healthz() -> Json<Health> {
     Json(Health {
         status: HealthStatus::Ok,
         database: None,
+        chain: None,
     })
 }
 
@@ -37,6 +39,11 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Health>
         Ok(Ok(())) => Ok(Json(Health {
             status: HealthStatus::Ready,
             database: Some(state.store.backend().to_owned()),
+            chain: Some(if state.settings.chain.is_some() {
+                ChainMode::On
+            } else {
+                ChainMode::Off
+            }),
         })),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "not ready");

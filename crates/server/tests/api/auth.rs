@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use remaudit_api::paths;
+use remaudit_model::chain::{ChainKey, KeyRing};
 use remaudit_server::auth::tokens::{TokenRecord, hash_token, render};
 use remaudit_server::auth::{AuthPolicy, Authenticator, Role, TokensFile};
 use remaudit_server::{ApiRoute, AppState, ServerSettings, api_routes};
@@ -97,8 +98,14 @@ async fn spawn_with_policy(store: Arc<dyn Store>, policy: AuthPolicy) -> TestApp
         .expect("bind");
     let address = listener.local_addr().expect("address");
     let shutdown = CancellationToken::new();
-    let state =
-        AppState::new(store.clone(), ServerSettings::default(), metrics()).with_auth(policy);
+    // Chained, so that the admin verification route answers its success.
+    let settings = ServerSettings {
+        chain: Some(Arc::new(KeyRing::single(
+            ChainKey::new("auth-matrix", [5; 32]).expect("key"),
+        ))),
+        ..ServerSettings::default()
+    };
+    let state = AppState::new(store.clone(), settings, metrics()).with_auth(policy);
     let server = tokio::spawn(remaudit_server::serve(listener, state, shutdown.clone()));
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -213,6 +220,7 @@ async fn happy(app: &TestApp, route: &ApiRoute, n: usize) -> (String, Option<Val
             | paths::ANALYTICS_FAILURES
             | paths::ANALYTICS_RETRIES
             | paths::ADMIN_LOG
+            | paths::ADMIN_VERIFY
             | paths::OPENAPI,
         ) => (route.path.to_owned(), None, 200),
         (method, path) => {

@@ -4,6 +4,7 @@ mod admin_log;
 mod analytics;
 mod arbitrary_bodies;
 mod auth;
+mod chain;
 mod contract;
 mod design_sql;
 mod edge;

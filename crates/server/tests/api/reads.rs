@@ -172,6 +172,7 @@ pub async fn health_and_metrics_answer(app: &TestApp) {
     let ready = app.get("/readyz").await;
     assert_eq!(ready.status, 200);
     assert_eq!(ready.body["database"], app.store.backend());
+    assert_eq!(ready.body["chain"], "off");
     assert_eq!(
         app.post_record(&go_record("rr-m", "fp", "pending", &start(0)))
             .await

@@ -10,14 +10,15 @@ use remaudit_model::StoredAudit;
 use remaudit_model::analytics::{
     DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport,
 };
+use remaudit_model::chain::{ChainHead, ChainRemediation, ChainedEvent};
 use remaudit_store::retention::{
     BatchIds, BatchPlaces, BatchRecord, DayCount, Locate, PendingBatch, RetentionLock, Retiring,
 };
 use remaudit_store::{
     Actor, AdminLogEntry, AdminLogPage, AdminLogQuery, AdminLogStore, AnalyticsQuery,
-    AnalyticsStore, AuditStore, DeleteOutcome, HealthStore, InsertOutcome, InsertRules, ListQuery,
-    NewAdminEntry, Page, PoolStats, RetentionStore, RetireRequest, Store, StoreError, Timeline,
-    TimelineQuery,
+    AnalyticsStore, AuditStore, ChainStore, DeleteOutcome, HealthStore, InsertOutcome, InsertRules,
+    ListQuery, NewAdminEntry, Page, PoolStats, RetentionStore, RetireRequest, Store, StoreError,
+    Timeline, TimelineQuery,
 };
 use tokio::sync::{Notify, Semaphore};
 
@@ -151,6 +152,27 @@ impl AdminLogStore for GatedStore {
     }
     async fn admin_log(&self, query: &AdminLogQuery) -> Result<AdminLogPage, StoreError> {
         self.inner.admin_log(query).await
+    }
+}
+
+#[async_trait]
+impl ChainStore for GatedStore {
+    async fn chain_remediations(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        after: Option<&ChainRemediation>,
+        limit: u32,
+    ) -> Result<Vec<ChainRemediation>, StoreError> {
+        self.inner
+            .chain_remediations(since, until, after, limit)
+            .await
+    }
+    async fn chain_of(
+        &self,
+        r: &ChainRemediation,
+    ) -> Result<(Vec<ChainedEvent>, Option<ChainHead>), StoreError> {
+        self.inner.chain_of(r).await
     }
 }
 

@@ -16,8 +16,10 @@ WITH input AS (
 ),
 inserted AS (
     INSERT INTO remediation_audit_events
-        (event_id, namespace, remediation_name, start_time, overall_phase, event_time, record, content_hash)
-    SELECT event_id, namespace, remediation_name, start_time, overall_phase, event_time, record::jsonb, content_hash
+        (event_id, namespace, remediation_name, start_time, overall_phase, event_time, record, content_hash,
+         chain_seq, chain_key_id, chain_mac)
+    SELECT event_id, namespace, remediation_name, start_time, overall_phase, event_time, record::jsonb, content_hash,
+        chain_seq, chain_key_id, chain_mac
     FROM input
     ORDER BY event_id
     ON CONFLICT (event_id, start_time) DO NOTHING

@@ -637,7 +637,7 @@ pub async fn concurrent_batches_do_not_overshoot_the_cap(store: Arc<dyn Store>) 
     // Eight writers of ten events each race for a remediation that does not exist yet.
     let writers: Vec<_> = (0..8_i64)
         .map(|w| {
-            let store = Arc::clone(&store);
+            let (store, rules) = (Arc::clone(&store), rules.clone());
             let batch: Vec<NewAudit> = (0..10)
                 .map(|m| {
                     one(

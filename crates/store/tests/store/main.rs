@@ -3,6 +3,7 @@
 mod admin_log;
 mod analytics;
 mod cases;
+mod chain;
 mod phase_rule;
 mod race;
 mod schema;

@@ -1,0 +1,180 @@
+//! `remaudit chain-key create`, `serve --chain-key-file` and `remaudit
+//! verify` as an operator runs them: a key file made by the CLI signs what
+//! the service stores, `verify` exits 0 on a whole database, 1 naming a link
+//! changed behind the service's back, and 2 when it cannot run.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use crate::helpers::{Running, free_port, remaudit, wait_healthy};
+
+const LIST: &str = "/api/v1/audit/remediation-orchestration";
+
+/// `remaudit chain-key create --out file`; the key id it printed.
+fn create_key(file: &Path) -> String {
+    let out = remaudit()
+        .args(["chain-key", "create", "--out"])
+        .arg(file)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
+/// `remaudit verify` of the SQLite database in `dir`: exit code, stdout.
+fn verify(dir: &Path, key_file: &Path, extra: &[&str]) -> (i32, String, String) {
+    let out = remaudit()
+        .arg("verify")
+        .arg("--database-url")
+        .arg(format!("sqlite://{}/audit.db", dir.display()))
+        .arg("--chain-key-file")
+        .arg(key_file)
+        .args(extra)
+        .output()
+        .expect("run");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn chain_key_create_writes_a_private_file_and_rotates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("chain.keys");
+    let first = create_key(&file);
+    let second = create_key(&file);
+    assert_ne!(first, second);
+    let text = std::fs::read_to_string(&file).expect("key file");
+    let ids: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        ids,
+        [first.as_str(), second.as_str()],
+        "the newest last: it signs"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&file).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // The printed id is all that is printed: never a secret.
+    assert!(!first.contains(' ') && first.len() < 40, "{first}");
+
+    std::fs::write(&file, "garbage\n").expect("damage");
+    let out = remaudit()
+        .args(["chain-key", "create", "--out"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was changed"));
+    assert_eq!(std::fs::read_to_string(&file).expect("kept"), "garbage\n");
+}
+
+#[tokio::test]
+async fn a_chained_service_verifies_and_tampering_exits_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("chain.keys");
+    create_key(&keys);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let log = std::fs::File::create(dir.path().join("serve.log")).expect("log");
+    let service = Running(
+        remaudit()
+            .args([
+                "serve",
+                "--listen",
+                &listen,
+                "--retention-interval-secs",
+                "0",
+            ])
+            .arg("--database-url")
+            .arg(format!("sqlite://{}/audit.db", dir.path().display()))
+            .arg("--chain-key-file")
+            .arg(&keys)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn"),
+    );
+    wait_healthy(port).await;
+    let http = reqwest::Client::new();
+    let ready: serde_json::Value = http
+        .get(format!("http://{listen}/readyz"))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ready["chain"], "on");
+    for i in 0..3 {
+        let status = http
+            .post(format!("http://{listen}{LIST}"))
+            .json(&crate::helpers::record("chain", i))
+            .send()
+            .await
+            .expect("post")
+            .status();
+        assert_eq!(status, 201);
+    }
+    drop(service);
+
+    let (code, out, err) = verify(dir.path(), &keys, &[]);
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    assert!(err.contains("3 event(s) verified"), "{err}");
+
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}/audit.db", dir.path().display()))
+        .await
+        .expect("sqlite");
+    sqlx::query(
+        "UPDATE remediation_audit_events SET overall_phase = 'failed' \
+         WHERE remediation_name = 'chain-rr-000001'",
+    )
+    .execute(&pool)
+    .await
+    .expect("tamper");
+    pool.close().await;
+    let (code, out, _) = verify(dir.path(), &keys, &[]);
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    assert!(
+        lines[0].contains("chain-rr-000001") && lines[0].contains("seq 1: edited"),
+        "{out}"
+    );
+    // Outside the range asked for, nothing is checked.
+    let (code, _, err) = verify(dir.path(), &keys, &["--until", "2000-01-01T00:00:00Z"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn verify_exits_2_when_it_cannot_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("chain.keys");
+    let (code, _, err) = verify(dir.path(), &keys, &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("chain-key create"), "{err}");
+    create_key(&keys);
+    let (code, _, err) = verify(dir.path(), &keys, &["--since", "yesterday"]);
+    assert_eq!(code, 2, "{err}");
+    let out = remaudit()
+        .args(["verify", "--database-url", "nosuch://x", "--chain-key-file"])
+        .arg(&keys)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+}
