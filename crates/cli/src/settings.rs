@@ -956,6 +956,7 @@ handshake_timeout_secs = 26
 [tls.client_roles]
 "CN=dash" = "reader"
 "CN=orchestrator,O=kubernaut" = "writer"
+
 [chain]
 key_file = "/chain.keys"
 "#;
