@@ -32,12 +32,15 @@ pub enum ChainMode {
 #[into_params(parameter_in = Query)]
 pub struct VerifyParams {
     /// Check remediations started at or after this time (RFC 3339); default: `until` minus one day.
+    #[param(value_type = Option<String>, format = DateTime)]
     pub since: Option<String>,
     /// Check remediations started before this time (RFC 3339); default: now. At most 31 days after `since`.
+    #[param(value_type = Option<String>, format = DateTime)]
     pub until: Option<String>,
     /// Continue after this cursor (`next` of the previous answer).
     pub after: Option<String>,
     /// Most remediations to check (1 to 1000, default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
