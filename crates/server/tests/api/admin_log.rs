@@ -14,30 +14,7 @@ use serde_json::{Value, json};
 use crate::auth::{ADMIN, READER, WRITER, seed, send, spawn_secured};
 use crate::helpers::{Answer, TestApp, spawn_app};
 
-macro_rules! cases {
-    ($($case:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    let db = remaudit_testkit::PgDb::create().await;
-                    super::$case(db.store().await).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    let db = remaudit_testkit::SqliteDb::create();
-                    super::$case(db.store().await).await;
-                }
-            )*
-        }
-    };
-}
-
-cases!(
+crate::both_stores!(
     every_admin_action_leaves_one_entry_naming_its_caller,
     failed_actions_leave_no_entry,
     each_reason_rule_is_a_precise_400,

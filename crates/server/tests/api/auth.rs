@@ -335,30 +335,7 @@ async fn anonymous_writers_may_only_append(store: Arc<dyn Store>) {
     assert_unauthenticated(&bad, "an unknown token with anonymous writes on");
 }
 
-macro_rules! cases {
-    ($($case:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    let db = remaudit_testkit::PgDb::create().await;
-                    super::$case(db.store().await).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    let db = remaudit_testkit::SqliteDb::create();
-                    super::$case(db.store().await).await;
-                }
-            )*
-        }
-    };
-}
-
-cases!(
+crate::both_stores!(
     every_route_answers_each_caller_by_its_role,
     anonymous_writers_may_only_append,
 );

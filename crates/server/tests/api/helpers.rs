@@ -250,3 +250,30 @@ macro_rules! both_backends {
         }
     };
 }
+
+/// Runs each named `async fn(Arc<dyn Store>)` of the calling module on a
+/// fresh PostgreSQL database and on a fresh SQLite file, for tests that
+/// start their own service around the store.
+#[macro_export]
+macro_rules! both_stores {
+    ($($case:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let db = remaudit_testkit::PgDb::create().await;
+                    super::$case(db.store().await).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let db = remaudit_testkit::SqliteDb::create();
+                    super::$case(db.store().await).await;
+                }
+            )*
+        }
+    };
+}

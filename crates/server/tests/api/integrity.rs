@@ -12,31 +12,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, go_record, spawn_app_with};
 
-/// Generates one test per backend for each case, which spawns its own app.
-macro_rules! cases {
-    ($($case:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    let db = remaudit_testkit::PgDb::create().await;
-                    super::$case(db.store().await).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    let db = remaudit_testkit::SqliteDb::create();
-                    super::$case(db.store().await).await;
-                }
-            )*
-        }
-    };
-}
-
-cases!(
+crate::both_stores!(
     a_reused_key_with_other_content_is_a_conflict,
     a_record_spelt_another_way_is_a_duplicate,
     unknown_fields_are_not_stored,
