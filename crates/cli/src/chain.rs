@@ -12,13 +12,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::settings::layer;
 
-/// The chain flag of `serve`.
+/// The chain flag of `serve`, `retention run` and `retention verify`.
 #[derive(Debug, clap::Args)]
 #[command(next_help_heading = "Tamper evidence")]
 pub struct ChainArgs {
-    /// Chain key file (written by `remaudit chain-key create`): every stored
-    /// event is signed with its newest key and chained to the previous event
-    /// of its remediation. Without it, `serve` runs unchained.
+    /// Chain key file (written by `remaudit chain-key create`). `serve` signs
+    /// every stored event with its newest key and chains it to the previous
+    /// event of its remediation (without it, `serve` runs unchained);
+    /// `retention run` signs each archive manifest; `retention verify` checks
+    /// those signatures and the archived chains.
     #[arg(long, env = "REMAUDIT_CHAIN_KEY_FILE")]
     chain_key_file: Option<PathBuf>,
 }

@@ -242,7 +242,7 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<u8> {
             let f = settings::read_file(file)?;
             init_logging(settings::given_log_format(given)?.unwrap_or(f.log_format));
             let s = settings::RetentionRunSettings::load(f, given)?;
-            retention::run(args, &s.database, &s.retention).await
+            retention::run(args, &s).await
         }
         Command::Token(args) => {
             without_settings_file(given, file, cli.log_format)?;
@@ -292,7 +292,8 @@ async fn serve(settings: ServeSettings, metrics: PrometheusHandle) -> anyhow::Re
     let retention = &settings.retention;
     let archive = (retention.interval_secs > 0)
         .then(|| retention.archive(database_url))
-        .transpose()?;
+        .transpose()?
+        .map(|archive| archive.with_chain_keys(chain.clone()));
     // Bad certificate files stop the start before anything listens.
     let tls = tls::load(&settings.tls)?;
     let store = remaudit_store::connect_with(database_url, settings.pool(), retention.policy())

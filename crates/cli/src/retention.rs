@@ -11,7 +11,8 @@ use secrecy::ExposeSecret as _;
 
 use crate::DatabaseArgs;
 use crate::admin;
-use crate::settings::{DatabaseSettings, RetentionSettings};
+use crate::chain::ChainArgs;
+use crate::settings::{RetentionRunSettings, RetentionSettings};
 
 /// The retention policy and job settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -54,6 +55,9 @@ enum RetentionCommand {
         database: DatabaseArgs,
         #[command(flatten)]
         policy: PolicyArgs,
+        // Signs each batch's manifest with the newest key of the file.
+        #[command(flatten)]
+        chain: ChainArgs,
         /// Say how many rows per day would move, and change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -84,6 +88,9 @@ enum RetentionCommand {
         /// ... and before this time (RFC 3339).
         #[arg(long, value_parser = parse_time)]
         until: Option<DateTime<Utc>>,
+        // With the key file, signatures and archived chains are checked too.
+        #[command(flatten)]
+        chain: ChainArgs,
     },
 }
 
@@ -93,13 +100,12 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
         .map_err(|e| format!("{s:?} is not an RFC 3339 time such as 2026-09-01T00:00:00Z: {e}"))
 }
 
-/// Runs `remaudit retention ...` with the effective `database` and
-/// `retention` settings (file, environment, flags); the exit code.
-pub async fn run(
-    args: RetentionArgs,
-    database: &DatabaseSettings,
-    retention: &RetentionSettings,
-) -> anyhow::Result<u8> {
+/// Runs `remaudit retention ...` with the effective settings (file,
+/// environment, flags); the exit code.
+pub async fn run(args: RetentionArgs, settings: &RetentionRunSettings) -> anyhow::Result<u8> {
+    let (database, retention) = (&settings.database, &settings.retention);
+    // The key first: a run told to sign or check never starts without it.
+    let ring = settings.chain.ring()?;
     match args.command {
         RetentionCommand::Run {
             dry_run,
@@ -109,7 +115,9 @@ pub async fn run(
             ..
         } => {
             let actor = Actor::new(subject.unwrap_or_else(admin::default_subject), reason);
-            let archive = retention.archive(database.url.expose_secret())?;
+            let archive = retention
+                .archive(database.url.expose_secret())?
+                .with_chain_keys(ring);
             // Only this one-shot command can be stopped at a step (the crash
             // tests kill it so); `serve` runs the plain archive.
             let sink: Box<dyn ArchiveSink> = match remaudit_retention::crash_step_from_env()? {
@@ -199,7 +207,9 @@ pub async fn run(
             let (first, last) = remaudit_retention::all_time();
             let from = since.unwrap_or(first).max(first);
             let to = until.unwrap_or(last).min(last);
-            let report = remaudit_retention::verify(store.as_ref(), &archive, from, to).await?;
+            let report =
+                remaudit_retention::verify(store.as_ref(), &archive, from, to, ring.as_deref())
+                    .await?;
             store.close().await;
             for batch in &report.pending {
                 println!("batch {batch} was interrupted; the next run removes its files");
@@ -212,6 +222,16 @@ pub async fn run(
                     "verified {} batches ({} remediations, {} events): each row is in the archive tables and in a file whose SHA-256 matches, and in no live table",
                     report.batches, report.remediations, report.events
                 );
+                if report.chains_checked {
+                    println!(
+                        "every manifest's signature holds; {} archived chains whole ({} links verified, {} events unchained)",
+                        report.chains, report.links_verified, report.unchained
+                    );
+                } else {
+                    println!(
+                        "signatures and chains not checked: give --chain-key-file to check them"
+                    );
+                }
                 Ok(0)
             } else {
                 println!(

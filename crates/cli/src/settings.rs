@@ -749,6 +749,8 @@ pub struct RetentionRunSettings {
     pub database: DatabaseSettings,
     /// The retention policy and archive.
     pub retention: RetentionSettings,
+    /// The chain key file that signs manifests (`run`) and checks them (`verify`).
+    pub chain: ChainSettings,
 }
 
 impl RetentionRunSettings {
@@ -761,7 +763,11 @@ impl RetentionRunSettings {
         let mut s = Self {
             database: f.database,
             retention: f.retention,
+            chain: f.chain,
         };
+        if let Some(v) = explicit(m, "chain_key_file")? {
+            s.chain.key_file = Some(v);
+        }
         if let Some(v) = explicit(m, "database_url")? {
             s.database.url = v;
         }

@@ -345,6 +345,15 @@ fn statuses(
 }
 
 impl RemediationOrchestrationAudit {
+    /// The content hash of a stored record as ingest computes it today;
+    /// `None` when the record no longer passes validation.
+    #[must_use]
+    pub fn stored_content_hash(self) -> Option<[u8; 32]> {
+        self.validate(Utc::now(), &Limits::default())
+            .ok()
+            .map(|r| r.content_hash)
+    }
+
     /// Checks every rule and, when all hold, normalises the record for storage.
     ///
     /// Only the known fields are kept, normalised: the empty string counts as

@@ -29,6 +29,7 @@ use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutPayload};
+use remaudit_model::chain::KeyRing;
 use remaudit_store::retention::{ArchiveTable, Lines, PendingBatch};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
@@ -49,6 +50,8 @@ pub struct Archive {
     local_root: Option<std::path::PathBuf>,
     /// What this process wrote for the batch it writes now.
     claims: Arc<std::sync::Mutex<Claims>>,
+    /// The chain keys manifests are signed with; `None` leaves them unsigned.
+    chain: Option<Arc<KeyRing>>,
 }
 
 /// The names this process created for one batch's location, and whether a
@@ -124,7 +127,22 @@ impl Archive {
             url: url.to_owned(),
             local_root,
             claims: Arc::default(),
+            chain: None,
         })
+    }
+
+    /// The same archive, signing the manifests it writes with the signing
+    /// key of `ring` (none when `None`).
+    #[must_use]
+    pub fn with_chain_keys(mut self, ring: Option<Arc<KeyRing>>) -> Self {
+        self.chain = ring;
+        self
+    }
+
+    /// The keys manifests are signed with, if any.
+    #[must_use]
+    pub fn chain_keys(&self) -> Option<&KeyRing> {
+        self.chain.as_deref()
     }
 
     /// An archive over an object store made elsewhere, under `prefix`;
@@ -137,6 +155,7 @@ impl Archive {
             url: url.to_owned(),
             local_root: None,
             claims: Arc::default(),
+            chain: None,
         }
     }
 
@@ -850,6 +869,8 @@ mod tests {
             start_time_min: None,
             start_time_max: None,
             files: vec![own, keep.clone()],
+            chain_heads: Vec::new(),
+            signature: None,
         };
         archive
             .write_manifest(&location, &manifest)
@@ -882,6 +903,8 @@ mod tests {
             start_time_min: None,
             start_time_max: None,
             files: vec![file.clone()],
+            chain_heads: Vec::new(),
+            signature: None,
         };
         archive
             .write_manifest(&location, &manifest)

@@ -63,7 +63,8 @@ pub(crate) async fn retire_next(
         files.push(sink.write_file(&location, table, batch.rows(table)).await?);
     }
     let (start_time_min, start_time_max) = batch.start_times().await?;
-    let manifest = Manifest {
+    let chain_heads = batch.chain_heads().await?;
+    let mut manifest = Manifest {
         format: MANIFEST_FORMAT.to_owned(),
         batch: batch.number(),
         installation: Some(batch.installation().to_owned()),
@@ -72,7 +73,12 @@ pub(crate) async fn retire_next(
         start_time_min,
         start_time_max,
         files,
+        chain_heads,
+        signature: None,
     };
+    if let Some(ring) = sink.archive().chain_keys() {
+        manifest.sign(ring);
+    }
     let manifest_sha256 = sink.write_manifest(&location, &manifest).await?;
     sink.checkpoint(Step::FileWritten);
     let totals = BatchTotals {

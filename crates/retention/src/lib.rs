@@ -24,7 +24,9 @@ pub use admin_log::scheduled_actor;
 pub use archive::Archive;
 pub use batch::BatchReport;
 pub use error::RetentionError;
-pub use manifest::{ArchivedFile, MANIFEST_FORMAT, Manifest};
+pub use manifest::{
+    ArchivedFile, MANIFEST_FORMAT, MANIFEST_FORMAT_V1, Manifest, Signature, SignatureCheck,
+};
 pub use sink::{ArchiveSink, CRASH_AT_VAR, CrashAt, Step, crash_step_from_env};
 pub use verify::{VerifyReport, all_time, verify};
 

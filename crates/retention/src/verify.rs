@@ -1,13 +1,21 @@
 //! `remaudit retention verify`: every row a finished batch moved is in the
 //! archive tables and in that batch's files, whose checksums match, and is
-//! no longer in the live tables.
+//! no longer in the live tables; with the chain keys, each manifest's
+//! signature holds and each archived remediation's events chain up to the
+//! head its manifest carries.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
 
-use crate::manifest::Manifest;
+use crate::manifest::{MANIFEST_FORMAT, MANIFEST_FORMAT_V1, Manifest, SignatureCheck};
 use chrono::{DateTime, Utc};
 use flate2::read::GzDecoder;
+use remaudit_model::RemediationOrchestrationAudit;
+use remaudit_model::chain::{
+    ChainHead, ChainRemediation, ChainedEvent, KeyRing, decode_hex_vec, verify_chain,
+};
 use remaudit_store::RetentionStore;
+use serde::Deserialize;
 
 use crate::archive::{hex_sha256, manifest_path};
 use crate::{Archive, RetentionError};
@@ -23,6 +31,14 @@ pub struct VerifyReport {
     pub events: u64,
     /// Batches an interrupted run left; the next run removes their files.
     pub pending: Vec<i64>,
+    /// Whether signatures and chains were checked (a key ring was given).
+    pub chains_checked: bool,
+    /// Archived remediations whose chain was checked against its head.
+    pub chains: u64,
+    /// Archived events whose link verified.
+    pub links_verified: u64,
+    /// Archived events stored before chaining or by an unchained server.
+    pub unchained: u64,
     /// Each discrepancy, in words; empty when all is well.
     pub problems: Vec<String>,
 }
@@ -42,7 +58,58 @@ pub fn all_time() -> (DateTime<Utc>, DateTime<Utc>) {
     (at("0001-01-01T00:00:00Z"), at("9999-12-31T23:59:59Z"))
 }
 
-/// Checks the batches with rows that started in `[from, to)`.
+/// One line of an archived events file, as far as its chain goes.
+#[derive(Deserialize)]
+struct ArchivedEvent {
+    id: i64,
+    event_id: uuid::Uuid,
+    namespace: String,
+    remediation_name: String,
+    start_time: DateTime<Utc>,
+    overall_phase: String,
+    event_time: DateTime<Utc>,
+    record: serde_json::Value,
+    #[serde(default)]
+    chain_seq: Option<i64>,
+    #[serde(default)]
+    chain_key_id: Option<String>,
+    /// `\x` and hex, as PostgreSQL writes a `bytea` into JSON.
+    #[serde(default)]
+    chain_mac: Option<String>,
+}
+
+impl ArchivedEvent {
+    fn into_chained(self) -> (ChainRemediation, ChainedEvent) {
+        let remediation = ChainRemediation {
+            start_time: self.start_time,
+            namespace: self.namespace,
+            remediation_name: self.remediation_name,
+        };
+        let event = ChainedEvent {
+            id: self.id,
+            event_id: self.event_id,
+            seq: self.chain_seq,
+            key_id: self.chain_key_id,
+            // A MAC that is not `\x` and hex reads as a wrong MAC, an edit.
+            mac: self
+                .chain_mac
+                .map(|m| decode_hex_vec(m.strip_prefix("\\x").unwrap_or(&m)).unwrap_or_default()),
+            event_time: self.event_time,
+            overall_phase: self.overall_phase,
+            content_hash: serde_json::from_value::<RemediationOrchestrationAudit>(self.record)
+                .ok()
+                .and_then(RemediationOrchestrationAudit::stored_content_hash),
+        };
+        (remediation, event)
+    }
+}
+
+/// Each archived remediation's events, as an events file holds them.
+type Chains = BTreeMap<ChainRemediation, Vec<ChainedEvent>>;
+
+/// Checks the batches with rows that started in `[from, to)`; with `ring`,
+/// also each manifest's signature and the chains of the archived events.
+/// A batch's events are held in memory while its chains are checked.
 ///
 /// # Errors
 /// When the database or the object store cannot be read; discrepancies are
@@ -52,8 +119,10 @@ pub async fn verify(
     archive: &Archive,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
+    ring: Option<&KeyRing>,
 ) -> Result<VerifyReport, RetentionError> {
     let mut report = VerifyReport {
+        chains_checked: ring.is_some(),
         pending: store
             .pending_batches()
             .await?
@@ -94,8 +163,19 @@ pub async fn verify(
                 manifest.batch
             ));
         }
+        if ![MANIFEST_FORMAT, MANIFEST_FORMAT_V1].contains(&manifest.format.as_str()) {
+            problems.push(format!(
+                "batch {id}: the manifest's format {:?} is not one this version reads",
+                manifest.format
+            ));
+        }
+        if let Some(ring) = ring {
+            check_signature(id, &manifest, ring, problems);
+        }
+        let mut chains: Option<Chains> = None;
         let ids = store.batch_ids(id).await?;
         for file in &manifest.files {
+            let is_events = file.table == "remediation_audit_events";
             let Some(bytes) = archive.read(&file.path).await? else {
                 problems.push(format!("batch {id}: file {} is missing", file.path));
                 continue;
@@ -108,20 +188,40 @@ pub async fn verify(
                 continue;
             }
             let mut found = Vec::new();
+            let mut read = (is_events && ring.is_some()).then(Chains::new);
             for line in BufReader::new(GzDecoder::new(bytes.as_ref())).lines() {
                 let parsed = line.map_err(|e| e.to_string()).and_then(|l| {
                     serde_json::from_str::<serde_json::Value>(&l).map_err(|e| e.to_string())
                 });
-                match parsed.map(|v| v.get("id").and_then(serde_json::Value::as_i64)) {
-                    Ok(Some(row)) => found.push(row),
-                    Ok(None) => {
-                        problems.push(format!("batch {id}: a line of {} has no id", file.path));
-                    }
+                let value = match parsed {
+                    Ok(value) => value,
                     Err(e) => {
                         problems.push(format!("batch {id}: {} is unreadable: {e}", file.path));
+                        read = None;
                         break;
                     }
+                };
+                match value.get("id").and_then(serde_json::Value::as_i64) {
+                    Some(row) => found.push(row),
+                    None => {
+                        problems.push(format!("batch {id}: a line of {} has no id", file.path));
+                    }
                 }
+                if let Some(chains) = &mut read {
+                    match serde_json::from_value::<ArchivedEvent>(value) {
+                        Ok(event) => {
+                            let (remediation, event) = event.into_chained();
+                            chains.entry(remediation).or_default().push(event);
+                        }
+                        Err(e) => problems.push(format!(
+                            "batch {id}: a line of {} is not an event: {e}",
+                            file.path
+                        )),
+                    }
+                }
+            }
+            if read.is_some() {
+                chains = read;
             }
             found.sort_unstable();
             let expected = if file.table == "remediation_audit" {
@@ -139,6 +239,10 @@ pub async fn verify(
                 ));
             }
         }
+        if let (Some(ring), Some(chains)) = (ring, chains) {
+            check_chains(id, &manifest.chain_heads, chains, ring, &mut report);
+        }
+        let problems = &mut report.problems;
         let places = store.batch_places(id).await?;
         if places.archived_remediations != batch.remediations
             || places.archived_events != batch.events
@@ -156,4 +260,61 @@ pub async fn verify(
         }
     }
     Ok(report)
+}
+
+/// Adds a problem when the manifest's signature does not hold.
+fn check_signature(id: i64, manifest: &Manifest, ring: &KeyRing, problems: &mut Vec<String>) {
+    match manifest.check_signature(ring) {
+        SignatureCheck::Valid => {}
+        SignatureCheck::Unsigned => problems.push(format!(
+            "batch {id}: the manifest is not signed (written before signing, or by a run \
+             without --chain-key-file), so its content cannot be vouched for"
+        )),
+        SignatureCheck::UnknownKey(key) => problems.push(format!(
+            "batch {id}: the manifest is signed with key {key:?}, which the key file does not hold"
+        )),
+        SignatureCheck::Mismatch => problems.push(format!(
+            "batch {id}: the manifest's signature does not match its content: it was changed \
+             after the batch was written"
+        )),
+    }
+}
+
+/// Checks each archived remediation's events against the head the
+/// manifest carries, adding each broken link to the problems.
+fn check_chains(
+    id: i64,
+    heads: &[ChainHead],
+    mut chains: Chains,
+    ring: &KeyRing,
+    report: &mut VerifyReport,
+) {
+    let mut heads_of: BTreeMap<&ChainRemediation, &ChainHead> = BTreeMap::new();
+    for head in heads {
+        chains.entry(head.remediation.clone()).or_default();
+        if heads_of.insert(&head.remediation, head).is_some() {
+            report.problems.push(format!(
+                "batch {id}: the manifest carries two chain heads for {}",
+                head.remediation
+            ));
+        }
+    }
+    for (remediation, mut events) in chains {
+        events.sort_by_key(|e| e.id);
+        let verdict = verify_chain(
+            ring,
+            &remediation,
+            &events,
+            heads_of.get(&remediation).copied(),
+        );
+        report.chains += 1;
+        report.links_verified += verdict.verified;
+        report.unchained += verdict.unchained;
+        report.problems.extend(
+            verdict
+                .breaks
+                .iter()
+                .map(|b| format!("batch {id}: chain of {b}")),
+        );
+    }
 }

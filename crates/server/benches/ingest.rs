@@ -2,10 +2,14 @@
 //! on PostgreSQL, against the same rows written straight to PostgreSQL in the
 //! same run.
 //!
-//! Three figures, all over loopback on this machine:
+//! The figures, all over loopback on this machine:
 //! - **http**: `POST .../batch` through the service (JSON parsing, validation,
-//!   idempotent event insert and summary upsert);
+//!   idempotent event insert and summary upsert), with no auth, TLS or chain;
+//! - **secure**: the same with all three on, as a production `serve` runs:
+//!   a bearer token checked against a tokens file, HTTPS (rustls, a test CA),
+//!   and every event signed and chained;
 //! - **store**: the same batches through `PgStore::insert` without HTTP;
+//! - **chain**: the same through the store with a chain key;
 //! - **raw**: a plain multi-row `INSERT ... SELECT FROM UNNEST` of the same
 //!   events into a table of the same columns with no constraints, the floor
 //!   of what PostgreSQL itself costs here.
@@ -28,6 +32,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use remaudit_model::chain::{ChainKey, KeyRing};
 use remaudit_model::{Limits, NewAudit, RemediationOrchestrationAudit};
+use remaudit_server::auth::tokens::{TokenRecord, generate_token, hash_token, render};
+use remaudit_server::auth::{AuthPolicy, Role, TokensFile};
+use remaudit_server::tls::{Tls, TlsSettings};
 use remaudit_server::{AppState, ServerSettings};
 use remaudit_store::{AuditStore as _, HealthStore as _};
 use remaudit_testkit::bench::{self, expect_eq, knob, sized_knob};
@@ -146,58 +153,17 @@ async fn bench() -> anyhow::Result<()> {
         bench::smoke_note()
     );
 
-    // Through the service.
-    let db = remaudit_testkit::PgDb::create().await;
-    let store = db.store().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!(
-        "http://{}/api/v1/audit/remediation-orchestration/batch",
-        listener.local_addr()?
-    );
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(remaudit_server::serve(
-        listener,
-        AppState::new(store.clone(), ServerSettings::default(), metrics_handle()),
-        shutdown.clone(),
-    ));
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
         all.chunks(batch)
             .map(|c| serde_json::to_vec(c).expect("json"))
             .collect(),
     );
     let bytes: usize = bodies.iter().map(Vec::len).sum();
-    let http = reqwest::Client::new();
-    let http_run = drive(bodies.clone(), concurrency, move |bodies, i| {
-        let (http, url) = (http.clone(), url.clone());
-        async move {
-            let response = http
-                .post(url)
-                .header("content-type", "application/json")
-                .body(bodies[i].clone())
-                .send()
-                .await;
-            match response {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    let body: Value = response.json().await.unwrap_or_default();
-                    expect_eq(&format!("batch {i}: status"), &status, &200);
-                    expect_eq(
-                        &format!("batch {i}: rejected"),
-                        &body["rejected"],
-                        &json!(0),
-                    );
-                }
-                Err(e) => bench::surprise(format_args!("batch {i}: {e}")),
-            }
-        }
-    })
-    .await;
-    let pool = db.pool().await;
-    bench::check_stored(&pool, "http", total, remediations).await?;
-    pool.close().await;
-    shutdown.cancel();
-    server.await??;
-    store.close().await;
+    // Through the service, plain, then with auth, TLS and chaining on.
+    let expected = (total, remediations);
+    let http_run = through_service(&bodies, concurrency, expected, None).await?;
+    let ring = Arc::new(KeyRing::single(ChainKey::new("bench", [7; 32])?));
+    let secure_run = through_service(&bodies, concurrency, expected, Some(ring.clone())).await?;
 
     // Straight into the store, no HTTP.
     let db2 = remaudit_testkit::PgDb::create().await;
@@ -222,7 +188,7 @@ async fn bench() -> anyhow::Result<()> {
     let db3 = remaudit_testkit::PgDb::create().await;
     let chained = Arc::new(bench::pg_store(db3.url(), bench::StoreOptions::default()).await?);
     let rules = remaudit_store::InsertRules {
-        chain: Some(Arc::new(KeyRing::single(ChainKey::new("bench", [7; 32])?))),
+        chain: Some(ring),
         ..remaudit_store::InsertRules::default()
     };
     let chain_run = {
@@ -286,6 +252,7 @@ async fn bench() -> anyhow::Result<()> {
         );
     };
     line("http", &http_run);
+    line("secure", &secure_run);
     line("store", &store_run);
     line("chain", &chain_run);
     line("raw", &raw_run);
@@ -303,8 +270,117 @@ async fn bench() -> anyhow::Result<()> {
         "ratio: chain/store {:.2} (chained ingest against unchained, both through the store)",
         chain_run.rate(total) / store_run.rate(total),
     );
+    println!(
+        "ratio: secure/http {:.2} (auth + TLS + chain on against all three off, both through the service)",
+        secure_run.rate(total) / http_run.rate(total),
+    );
     pg.close().await;
     bench::verdict("bench-ingest")
+}
+
+/// Posts every body to a fresh service on PostgreSQL and checks that each
+/// record was stored once. With a key ring, the service runs as production
+/// does: a writer token from a tokens file, HTTPS, and events chained with
+/// the ring; otherwise plain HTTP, no auth, unchained. `expected` is
+/// (records, remediations).
+async fn through_service(
+    bodies: &Arc<Vec<Vec<u8>>>,
+    concurrency: usize,
+    expected: (usize, usize),
+    ring: Option<Arc<KeyRing>>,
+) -> anyhow::Result<Run> {
+    let secure = ring.is_some();
+    let dir = tempfile::tempdir()?;
+    let db = remaudit_testkit::PgDb::create().await;
+    let store = db.store().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let settings = ServerSettings {
+        chain: ring,
+        ..ServerSettings::default()
+    };
+    let mut state = AppState::new(store.clone(), settings, metrics_handle());
+    let (mut http, mut tls, mut token) = (reqwest::Client::builder(), None, None);
+    if secure {
+        let secret = generate_token();
+        let tokens_path = dir.path().join("tokens.toml");
+        std::fs::write(
+            &tokens_path,
+            render(&[TokenRecord {
+                sha256: hash_token(&secret),
+                subject: "bench-orchestrator".into(),
+                role: Role::Writer,
+                created: Utc::now(),
+                expires: None,
+            }]),
+        )?;
+        state = state.with_auth(AuthPolicy::Enforced {
+            authenticators: vec![TokensFile::load(&tokens_path)?],
+            anonymous_role: None,
+            metrics_require_reader: false,
+        });
+        let ca = remaudit_testkit::pki::TestCa::new("bench");
+        let (cert, key) = ca.server(1).write(dir.path(), "server");
+        tls = Some(Tls::load(&TlsSettings {
+            cert: Some(cert),
+            key: Some(key),
+            ..TlsSettings::default()
+        })?);
+        http = http.tls_certs_only([reqwest::Certificate::from_pem(ca.pem().as_bytes())?]);
+        token = Some(secret);
+    }
+    let scheme = if secure { "https" } else { "http" };
+    let url = format!("{scheme}://localhost:{port}/api/v1/audit/remediation-orchestration/batch");
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(remaudit_server::serve_with(
+        listener,
+        state,
+        shutdown.clone(),
+        tls,
+    ));
+    let http = http.build()?;
+    let run = drive(bodies.clone(), concurrency, move |bodies, i| {
+        let (http, url, token) = (http.clone(), url.clone(), token.clone());
+        async move {
+            let mut request = http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(bodies[i].clone());
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            match request.send().await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let body: Value = response.json().await.unwrap_or_default();
+                    expect_eq(&format!("batch {i}: status"), &status, &200);
+                    expect_eq(
+                        &format!("batch {i}: rejected"),
+                        &body["rejected"],
+                        &json!(0),
+                    );
+                }
+                Err(e) => bench::surprise(format_args!("batch {i}: {e}")),
+            }
+        }
+    })
+    .await;
+    let name = if secure { "secure" } else { "http" };
+    let pool = db.pool().await;
+    bench::check_stored(&pool, name, expected.0, expected.1).await?;
+    if secure {
+        let unsigned: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM remediation_audit_events WHERE chain_mac IS NULL",
+        )
+        .fetch_one(&pool)
+        .await?;
+        expect_eq("secure: events without a MAC", &unsigned, &0);
+    }
+    pool.close().await;
+    shutdown.cancel();
+    server.await??;
+    store.close().await;
+    Ok(run)
 }
 
 fn main() -> anyhow::Result<()> {

@@ -179,6 +179,29 @@ impl EventColumns {
     }
 }
 
+/// A head row as both backends select it; `T` is how the backend stores
+/// times (a timestamp on PostgreSQL, RFC 3339 text on SQLite).
+#[derive(sqlx::FromRow)]
+pub(crate) struct HeadColumns<T> {
+    namespace: String,
+    remediation_name: String,
+    pub(crate) start_time: T,
+    last_seq: i64,
+    last_mac: Option<Vec<u8>>,
+}
+
+impl<T> HeadColumns<T> {
+    /// The head, its remediation started at `start_time` (decoded by the backend).
+    pub(crate) fn into_head(self, start_time: DateTime<Utc>) -> ChainHead {
+        let remediation = ChainRemediation {
+            start_time,
+            namespace: self.namespace,
+            remediation_name: self.remediation_name,
+        };
+        head(&remediation, self.last_seq, self.last_mac.as_deref())
+    }
+}
+
 /// A head as stored: last sequence number and last MAC.
 pub(crate) fn head(
     remediation: &ChainRemediation,

@@ -16,6 +16,7 @@
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use futures::stream::BoxStream;
+use remaudit_model::chain::ChainHead;
 use remaudit_model::{NewAudit, StoredAudit};
 use serde::Serialize;
 
@@ -173,7 +174,12 @@ pub trait ArchiveBatch: Send {
     async fn start_times(
         &mut self,
     ) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), StoreError>;
-    /// Removes the batch's rows from the live tables, records the batch as
+    /// The chain heads of the batch's remediations, which its manifest
+    /// carries so that their chains can be checked once they left the
+    /// database (PostgreSQL locks them until the batch ends).
+    async fn chain_heads(&mut self) -> Result<Vec<ChainHead>, StoreError>;
+    /// Removes the batch's rows, and their remediations' chain heads, from
+    /// the live tables, records the batch as
     /// done with what its files hold, and commits, all in the batch's one
     /// transaction. Call it only once the files and the manifest are written.
     /// When the journal no longer holds the batch as pending (another run
@@ -349,6 +355,21 @@ pub(crate) const BATCH_IDS_SQL: [&str; 2] = [
     "SELECT id FROM remediation_audit_archive WHERE archive_batch = $1 ORDER BY id",
     "SELECT id FROM remediation_audit_events_archive WHERE archive_batch = $1 ORDER BY id",
 ];
+
+/// The chain heads of a batch's archived remediations, `$1` the batch;
+/// the same text on both backends.
+pub(crate) const BATCH_HEADS_SQL: &str = "SELECT namespace, remediation_name, start_time, \
+    last_seq, last_mac FROM remediation_chain_heads \
+    WHERE (namespace, remediation_name, start_time) IN (SELECT namespace, remediation_name, \
+    start_time FROM remediation_audit_archive WHERE archive_batch = $1) \
+    ORDER BY start_time, namespace, remediation_name";
+
+/// Removes the chain heads of a batch's archived remediations, `$1` the
+/// batch: no event can join those chains again (the store refuses records
+/// of archived remediations), and the manifest carries the heads.
+pub(crate) const DELETE_BATCH_HEADS_SQL: &str = "DELETE FROM remediation_chain_heads \
+    WHERE (namespace, remediation_name, start_time) IN (SELECT namespace, remediation_name, \
+    start_time FROM remediation_audit_archive WHERE archive_batch = $1)";
 
 /// A finished batch's journal row, as both backends store it.
 #[derive(sqlx::FromRow)]

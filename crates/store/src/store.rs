@@ -440,10 +440,7 @@ pub struct Backfill {
 /// today, or `None` when the text is no longer a valid record.
 pub(crate) fn stored_record_hash(text: &str) -> Option<Vec<u8>> {
     let audit: remaudit_model::RemediationOrchestrationAudit = serde_json::from_str(text).ok()?;
-    let record = audit
-        .validate(Utc::now(), &remaudit_model::Limits::default())
-        .ok()?;
-    Some(record.content_hash.to_vec())
+    audit.stored_content_hash().map(|h| h.to_vec())
 }
 
 /// One backfill round's events, `(row id, the row's key beside the id,

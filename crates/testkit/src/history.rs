@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use remaudit_model::NewAudit;
-use remaudit_store::Store;
+use remaudit_store::{InsertRules, Store};
 use serde_json::json;
 
 use crate::record;
@@ -84,9 +84,20 @@ pub fn history(now: DateTime<Utc>) -> (Vec<NewAudit>, Written) {
 /// # Panics
 /// When the store refuses a batch.
 pub async fn load(store: &dyn Store, now: DateTime<Utc>) -> Written {
+    load_with(store, now, &InsertRules::default()).await
+}
+
+/// [`load`] under `rules` (a chain key, for one).
+///
+/// # Panics
+/// When the store refuses a batch.
+pub async fn load_with(store: &dyn Store, now: DateTime<Utc>, rules: &InsertRules) -> Written {
     let (records, written) = history(now);
     for chunk in records.chunks(500) {
-        store.insert(chunk).await.expect("insert history");
+        store
+            .insert_with(chunk, rules)
+            .await
+            .expect("insert history");
     }
     written
 }

@@ -159,6 +159,59 @@ async fn a_chained_service_verifies_and_tampering_exits_1() {
     // Outside the range asked for, nothing is checked.
     let (code, _, err) = verify(dir.path(), &keys, &["--until", "2000-01-01T00:00:00Z"]);
     assert_eq!(code, 0, "{err}");
+
+    // Retention takes the remediations, their chain heads with them, under
+    // a signed manifest; the edit made before is still named from the archive.
+    let later = (chrono::Utc::now() + chrono::TimeDelta::days(100)).to_rfc3339();
+    let out = retention(dir.path(), &["run", "--now", &later], Some(&keys));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}/audit.db", dir.path().display()))
+        .await
+        .expect("sqlite");
+    let heads: i64 = sqlx::query_scalar("SELECT count(*) FROM remediation_chain_heads")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    pool.close().await;
+    assert_eq!(heads, 0, "archived remediations keep no chain head");
+    let (code, out, err) = verify(dir.path(), &keys, &[]);
+    assert_eq!((code, out.as_str()), (0, ""), "nothing live is left: {err}");
+
+    let out = retention(dir.path(), &["verify"], Some(&keys));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let problems: Vec<&str> = text.lines().filter(|l| l.starts_with("PROBLEM")).collect();
+    assert_eq!(problems.len(), 1, "{text}");
+    assert!(
+        problems[0].contains("chain-rr-000001") && problems[0].contains("seq 1: edited"),
+        "{text}"
+    );
+    // Without the key, the files still match their checksums, and the
+    // command says what it did not check.
+    let out = retention(dir.path(), &["verify"], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("signatures and chains not checked"), "{text}");
+}
+
+/// `remaudit retention ARGS` on the SQLite database in `dir`, its archive
+/// the default beside it, with the key file when given.
+fn retention(dir: &Path, args: &[&str], keys: Option<&Path>) -> std::process::Output {
+    let mut cmd = remaudit();
+    cmd.arg("retention")
+        .args(args)
+        .arg("--database-url")
+        .arg(format!("sqlite://{}/audit.db", dir.display()))
+        .env_remove("REMAUDIT_ARCHIVE_URL")
+        .env_remove("REMAUDIT_CHAIN_KEY_FILE");
+    if let Some(keys) = keys {
+        cmd.arg("--chain-key-file").arg(keys);
+    }
+    cmd.output().expect("run remaudit retention")
 }
 
 #[test]

@@ -196,7 +196,7 @@ pub(crate) async fn check_archive(url: &str, dir: &std::path::Path) -> anyhow::R
     let store = bench::pg_store(url, bench::StoreOptions::default()).await?;
     let archive = Archive::open(&format!("file://{}", dir.display()))?;
     let (from, to) = remaudit_retention::all_time();
-    let report = remaudit_retention::verify(&store, &archive, from, to).await?;
+    let report = remaudit_retention::verify(&store, &archive, from, to, None).await?;
     store.close().await;
     println!(
         "  verify: {} batches, {} remediations, {} events, {} problems",

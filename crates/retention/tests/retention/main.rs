@@ -1,13 +1,36 @@
 //! The retention job against real PostgreSQL and SQLite, with archive files
 //! in a real directory: 120 days of remediations under a fixed clock.
 
+mod chain;
+
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use remaudit_model::chain::{ChainKey, KeyRing};
 use remaudit_retention::{Archive, Settings};
-use remaudit_store::{Actor, AdminAction, AdminLogQuery, ListQuery, Store};
-use remaudit_testkit::history::load;
+use remaudit_store::{Actor, AdminAction, AdminLogQuery, InsertRules, ListQuery, Store};
+use remaudit_testkit::history::{load, load_with};
 use remaudit_testkit::{PgDb, SqliteDb};
+
+/// The chain key the chained scenarios sign with.
+///
+/// # Panics
+/// Never: the key id is valid.
+#[must_use]
+pub fn ring() -> Arc<KeyRing> {
+    Arc::new(KeyRing::single(
+        ChainKey::new("retention-test", [7; 32]).expect("key"),
+    ))
+}
+
+/// Insert rules that sign and chain with [`ring`].
+#[must_use]
+pub fn chained() -> InsertRules {
+    InsertRules {
+        chain: Some(ring()),
+        ..InsertRules::default()
+    }
+}
 
 /// The run's clock: a Tuesday.
 #[must_use]
@@ -16,7 +39,8 @@ pub fn now() -> DateTime<Utc> {
 }
 
 /// The operator of the scenario's admin actions.
-fn ops() -> Actor {
+#[must_use]
+pub fn ops() -> Actor {
     Actor::new("ops", "retention scenario")
 }
 
@@ -62,6 +86,45 @@ impl Counter {
         .expect("count")
     }
 
+    /// Runs `sql` behind the store's back; the rows it touched.
+    ///
+    /// # Panics
+    /// If the statement fails (a test failure).
+    pub async fn execute(&self, sql: &str) -> u64 {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match self {
+            Self::Pg(pool) => sqlx::query(sql)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()),
+            Self::Sqlite(pool) => sqlx::query(sql)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()),
+        }
+        .expect("execute")
+    }
+
+    /// Archived remediations that still have a chain head (must be 0), and
+    /// live remediations that have none (must be 0 when every write was
+    /// chained).
+    pub async fn misplaced_heads(&self) -> (i64, i64) {
+        let same = "h.namespace = r.namespace AND h.remediation_name = r.remediation_name \
+                    AND h.start_time = r.start_time";
+        (
+            self.count(&format!(
+                "SELECT count(*) FROM remediation_chain_heads h WHERE EXISTS \
+                 (SELECT 1 FROM remediation_audit_archive r WHERE {same})"
+            ))
+            .await,
+            self.count(&format!(
+                "SELECT count(*) FROM remediation_audit r WHERE NOT EXISTS \
+                 (SELECT 1 FROM remediation_chain_heads h WHERE {same})"
+            ))
+            .await,
+        )
+    }
+
     /// (live summary rows, archived summary rows, live events, archived events).
     pub async fn places(&self) -> (i64, i64, i64, i64) {
         (
@@ -87,7 +150,7 @@ impl Counter {
 
 /// The scenario on either backend: history, a hold, a soft delete, one run.
 async fn scenario(store: Arc<dyn Store>, counter: Counter, exact: bool, partitioned: bool) {
-    let written = load(store.as_ref(), now()).await;
+    let written = load_with(store.as_ref(), now(), &chained()).await;
     if partitioned {
         // As if the service had run all along, creating weeks ahead: the rows
         // that landed in the default partition move into their weeks.
@@ -145,7 +208,9 @@ async fn scenario(store: Arc<dyn Store>, counter: Counter, exact: bool, partitio
     assert!(store.timeline(deleted.id).await.expect("read").is_none());
 
     let dir = tempfile::tempdir().expect("dir");
-    let archive = Archive::open(&format!("file://{}", dir.path().display())).expect("archive");
+    let archive = Archive::open(&format!("file://{}", dir.path().display()))
+        .expect("archive")
+        .with_chain_keys(Some(ring()));
     let settings = Settings {
         exact,
         batch_rows: 100,
@@ -231,14 +296,21 @@ async fn scenario(store: Arc<dyn Store>, counter: Counter, exact: bool, partitio
         "unfinished rows stay: {unfinished_old}"
     );
 
-    // Every archived row is in a file whose checksum matches.
+    // The chain heads left with their remediations, in the same commit.
+    assert_eq!(counter.misplaced_heads().await, (0, 0));
+
+    // Every archived row is in a file whose checksum matches, under a
+    // signed manifest, and each archived chain is whole up to its head.
     let (first, last) = remaudit_retention::all_time();
-    let verified = remaudit_retention::verify(store.as_ref(), &archive, first, last)
+    let verified = remaudit_retention::verify(store.as_ref(), &archive, first, last, Some(&ring()))
         .await
         .expect("verify");
     assert!(verified.ok(), "{:?}", verified.problems);
     assert_eq!(verified.remediations, report.remediations());
     assert_eq!(verified.events, report.events());
+    assert_eq!(verified.chains, report.remediations());
+    assert_eq!(verified.links_verified, report.events());
+    assert_eq!(verified.unchained, 0);
 
     // A second run finds nothing to do, and the hold survives it.
     let again =
@@ -278,10 +350,12 @@ async fn scenario(store: Arc<dyn Store>, counter: Counter, exact: bool, partitio
     assert_eq!(live + archived, written.remediations);
     assert_eq!(live_events + archived_events, written.events);
     assert_eq!(counter.doubled().await, 0);
-    let verified = remaudit_retention::verify(store.as_ref(), &archive, first, last)
+    assert_eq!(counter.misplaced_heads().await, (0, 0));
+    let verified = remaudit_retention::verify(store.as_ref(), &archive, first, last, Some(&ring()))
         .await
         .expect("verify");
     assert!(verified.ok(), "{:?}", verified.problems);
+    assert_eq!(verified.links_verified, verified.events);
 
     // The admin log has each action once, newest first: the hold, the
     // delete, three runs (not the dry run) with what each moved, the release.
@@ -570,7 +644,7 @@ async fn a_taken_name_stops_the_batch(store: Arc<dyn Store>, counter: Counter) {
         THEIRS
     );
     let (first, last) = remaudit_retention::all_time();
-    let verified = remaudit_retention::verify(store.as_ref(), &archive, first, last)
+    let verified = remaudit_retention::verify(store.as_ref(), &archive, first, last, None)
         .await
         .expect("verify");
     assert!(verified.ok(), "{:?}", verified.problems);
@@ -661,7 +735,7 @@ async fn batches_archived_before_installation_ids_stay_where_they_are_and_verify
         "{before:?}"
     );
     let (first, last) = remaudit_retention::all_time();
-    let verified = remaudit_retention::verify(store.as_ref(), &archive, first, last)
+    let verified = remaudit_retention::verify(store.as_ref(), &archive, first, last, None)
         .await
         .expect("verify");
     assert!(verified.ok(), "{:?}", verified.problems);
@@ -679,7 +753,7 @@ async fn batches_archived_before_installation_ids_stay_where_they_are_and_verify
             "{file}"
         );
     }
-    let verified = remaudit_retention::verify(store.as_ref(), &archive, first, last)
+    let verified = remaudit_retention::verify(store.as_ref(), &archive, first, last, None)
         .await
         .expect("verify");
     assert!(verified.ok(), "{:?}", verified.problems);

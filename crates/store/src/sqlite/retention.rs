@@ -9,12 +9,16 @@ use sqlx::{AssertSqlSafe, Row as _, Transaction};
 use tokio::sync::MutexGuard;
 use tracing::instrument;
 
+use remaudit_model::chain::ChainHead;
+
 use super::{SqliteStore, decode_time, encode_time};
 use crate::StoreError;
+use crate::chain::HeadColumns;
 use crate::retention::{
-    ArchiveBatch, ArchiveTable, BATCH_IDS_SQL, BatchIds, BatchPlaces, BatchRecord, BatchTotals,
-    DayCount, INSTALLATION_SQL, JournalRow, Lines, Locate, PENDING_SQL, PendingBatch, PlacesRow,
-    RetentionLock, RetentionStore, RetireRequest, Retiring, installation, journal_count,
+    ArchiveBatch, ArchiveTable, BATCH_HEADS_SQL, BATCH_IDS_SQL, BatchIds, BatchPlaces, BatchRecord,
+    BatchTotals, DELETE_BATCH_HEADS_SQL, DayCount, INSTALLATION_SQL, JournalRow, Lines, Locate,
+    PENDING_SQL, PendingBatch, PlacesRow, RetentionLock, RetentionStore, RetireRequest, Retiring,
+    installation, journal_count,
 };
 
 #[async_trait::async_trait]
@@ -133,6 +137,9 @@ const SUMMARY_JSON: &str = "json_object('id', id, 'alert_fingerprint', alert_fin
 const EVENT_JSON: &str = "json_object('id', id, 'event_id', event_id, 'namespace', namespace, \
     'remediation_name', remediation_name, 'start_time', start_time, 'overall_phase', overall_phase, \
     'event_time', event_time, 'received_at', received_at, 'record', json(record), \
+    'content_hash', CASE WHEN content_hash IS NULL THEN NULL ELSE '\\x' || lower(hex(content_hash)) END, \
+    'chain_seq', chain_seq, 'chain_key_id', chain_key_id, \
+    'chain_mac', CASE WHEN chain_mac IS NULL THEN NULL ELSE '\\x' || lower(hex(chain_mac)) END, \
     'archived_at', archived_at, 'archive_batch', archive_batch)";
 
 /// A batch recorded as pending: its number, the location of its files and
@@ -270,8 +277,26 @@ impl ArchiveBatch for SqliteBatch<'_> {
     }
 
     #[instrument(skip_all, fields(batch = self.begun.batch), err)]
+    async fn chain_heads(&mut self) -> Result<Vec<ChainHead>, StoreError> {
+        let rows: Vec<HeadColumns<String>> = sqlx::query_as(BATCH_HEADS_SQL)
+            .bind(self.begun.batch)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                let start = decode_time(&row.start_time)?;
+                Ok(row.into_head(start))
+            })
+            .collect()
+    }
+
+    #[instrument(skip_all, fields(batch = self.begun.batch), err)]
     async fn finish(mut self: Box<Self>, totals: &BatchTotals) -> Result<(), StoreError> {
         self.remove_live().await?;
+        sqlx::query(DELETE_BATCH_HEADS_SQL)
+            .bind(self.begun.batch)
+            .execute(&mut *self.tx)
+            .await?;
         let marked = sqlx::query(
             "UPDATE remediation_retention_batches SET state = 'done', finished_at = ?2, \
              remediations = ?3, events = ?4, bytes = ?5, start_time_min = ?6, start_time_max = ?7, \

@@ -13,9 +13,12 @@ use super::partitions::{
     keep_rows, week_due, week_of,
 };
 use crate::StoreError;
+use crate::chain::HeadColumns;
 use crate::retention::{
-    ArchiveBatch, ArchiveTable, BatchTotals, Lines, Locate, RetireRequest, Retiring, journal_count,
+    ArchiveBatch, ArchiveTable, BATCH_HEADS_SQL, BatchTotals, DELETE_BATCH_HEADS_SQL, Lines,
+    Locate, RetireRequest, Retiring, journal_count,
 };
+use remaudit_model::chain::ChainHead;
 
 /// The rows of a row-wise batch, as it archived them: the files read them
 /// by id rather than by batch, which keeps every read an index probe.
@@ -137,8 +140,28 @@ impl ArchiveBatch for PgBatch {
     }
 
     #[instrument(skip_all, fields(batch = self.begun.batch), err)]
+    async fn chain_heads(&mut self) -> Result<Vec<ChainHead>, StoreError> {
+        let rows: Vec<HeadColumns<DateTime<Utc>>> =
+            sqlx::query_as(AssertSqlSafe(format!("{BATCH_HEADS_SQL} FOR UPDATE")))
+                .bind(self.begun.batch)
+                .fetch_all(&mut *self.tx)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let start = row.start_time;
+                row.into_head(start)
+            })
+            .collect())
+    }
+
+    #[instrument(skip_all, fields(batch = self.begun.batch), err)]
     async fn finish(mut self: Box<Self>, totals: &BatchTotals) -> Result<(), StoreError> {
         self.remove_live().await?;
+        sqlx::query(DELETE_BATCH_HEADS_SQL)
+            .bind(self.begun.batch)
+            .execute(&mut *self.tx)
+            .await?;
         let marked = sqlx::query(
             "UPDATE remediation_retention_batches SET state = 'done', finished_at = now(), \
              remediations = $2, events = $3, bytes = $4, start_time_min = $5, start_time_max = $6, \
