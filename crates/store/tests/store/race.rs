@@ -1,6 +1,7 @@
-//! Retention batches meeting other writers on PostgreSQL: a record for a
-//! remediation that retention is moving must not start a new live row, and a
-//! batch that another run took over must not finish.
+//! Writers meeting on PostgreSQL: a record for a remediation that retention
+//! is moving must not start a new live row, a batch that another run took
+//! over must not finish, and a record that loses its key to another writer
+//! mid-insert must not leave a hole in its remediation's chain.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -196,4 +197,100 @@ async fn a_batch_taken_over_by_another_run_does_not_remove_its_rows() {
         (1, 0),
         "the row stays live, and only there"
     );
+}
+
+/// A record whose event key another remediation's writer takes while the
+/// insert is under way loses it; the events of its batch that were stored
+/// are linked again without it, so its remediation's chain has no hole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_record_that_loses_its_key_mid_insert_leaves_a_whole_chain() {
+    use remaudit_model::chain::{ChainKey, KeyRing};
+    use remaudit_store::{InsertRules, verify_page};
+
+    let db = remaudit_testkit::PgDb::create().await;
+    let store = db.store().await;
+    let pool = db.pool().await;
+    let taken = uuid::Uuid::new_v4();
+    let event = |minute: i64, event_id: Option<uuid::Uuid>| {
+        let mut r = json!({"namespace": "ns", "remediation_name": "rr-keys",
+            "alert_fingerprint": "fp", "start_time": at(0).to_rfc3339(),
+            "overall_phase": "processing", "event_time": at(minute).to_rfc3339(),
+            "failure_reason": format!("step {minute}")});
+        if let Some(id) = event_id {
+            r["event_id"] = json!(id);
+        }
+        record(r)
+    };
+    let batch = vec![event(1, None), event(2, Some(taken)), event(3, None)];
+
+    // Another remediation's writer holds the key, not yet committed: the
+    // insert cannot see it, and blocks on it when it writes.
+    let mut other = pool.begin().await.expect("begin");
+    sqlx::query(
+        "INSERT INTO remediation_audit_events (event_id, namespace, remediation_name, start_time, \
+         overall_phase, event_time, received_at, record, content_hash) \
+         VALUES ($1, 'ns', 'rr-other', $2, 'processing', $2, now(), '{}'::jsonb, '\\xdeadbeef'::bytea)",
+    )
+    .bind(taken)
+    .bind(at(0))
+    .execute(&mut *other)
+    .await
+    .expect("take the key");
+
+    let ring = Arc::new(KeyRing::single(ChainKey::new("k1", [7; 32]).expect("key")));
+    let rules = InsertRules {
+        chain: Some(ring.clone()),
+        ..InsertRules::default()
+    };
+    let writer = store.clone();
+    let insert = tokio::spawn(async move { writer.insert_with(&batch, &rules).await });
+    // Waits until the insert is blocked on the other writer's row.
+    let blocked = async {
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&pool)
+            .await
+            .expect("activity");
+            if waiting > 0 {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), blocked)
+        .await
+        .expect("the insert waits on the taken key");
+    other.commit().await.expect("commit");
+    let outcomes = insert.await.expect("join").expect("insert");
+    assert_eq!(
+        outcomes,
+        [
+            InsertOutcome::Created,
+            InsertOutcome::Conflict,
+            InsertOutcome::Created
+        ]
+    );
+
+    let seqs: Vec<(String, Option<i64>)> = sqlx::query_as(
+        "SELECT remediation_name::text, chain_seq FROM remediation_audit_events ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("seqs");
+    assert_eq!(
+        seqs,
+        [
+            ("rr-other".to_owned(), None),
+            ("rr-keys".to_owned(), Some(1)),
+            ("rr-keys".to_owned(), Some(2)),
+        ]
+    );
+    let page = verify_page(&*store, &ring, at(-600), at(600), None, 1000)
+        .await
+        .expect("verify");
+    assert!(page.breaks.is_empty(), "{:?}", page.breaks);
+    assert_eq!((page.verified, page.unchained), (2, 1));
 }
