@@ -336,3 +336,76 @@ fn token_create_refuses_a_bad_subject_and_a_damaged_file() {
         "[[token]]\nsha256 = \"nothex\"\n"
     );
 }
+
+/// Eight `token create` and eight `chain-key create` processes at once on
+/// one file each: the lock file serialises them, so every token and every
+/// key they printed is in its file, and both files still parse.
+#[test]
+fn concurrent_creates_on_one_file_lose_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tokens = dir.path().join("tokens.toml");
+    let keys = dir.path().join("chain.keys");
+    let spawn = |args: Vec<String>| {
+        remaudit()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let children: Vec<_> = (0..8)
+        .flat_map(|i| {
+            [
+                spawn(vec![
+                    "token".into(),
+                    "create".into(),
+                    "--subject".into(),
+                    format!("writer-{i}"),
+                    "--role".into(),
+                    "writer".into(),
+                    "--tokens-file".into(),
+                    tokens.display().to_string(),
+                ]),
+                spawn(vec![
+                    "chain-key".into(),
+                    "create".into(),
+                    "--out".into(),
+                    keys.display().to_string(),
+                ]),
+            ]
+        })
+        .collect();
+    let mut printed = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        printed.push(
+            String::from_utf8(out.stdout)
+                .expect("utf-8")
+                .trim()
+                .to_owned(),
+        );
+    }
+    let token_hashes: Vec<String> = remaudit_server::auth::tokens::read(&tokens)
+        .expect("the tokens file parses")
+        .into_iter()
+        .map(|t| t.sha256)
+        .collect();
+    let ring =
+        remaudit_model::chain::KeyRing::parse(&std::fs::read_to_string(&keys).expect("keys"))
+            .expect("the key file parses");
+    let key_ids: Vec<&str> = ring.ids().collect();
+    assert_eq!((token_hashes.len(), key_ids.len()), (8, 8));
+    for line in &printed {
+        if line.starts_with("rmt_") {
+            let hash = remaudit_server::auth::tokens::hash_token(line);
+            assert!(token_hashes.contains(&hash), "token {line} was lost");
+        } else {
+            assert!(key_ids.contains(&line.as_str()), "key {line} was lost");
+        }
+    }
+}
