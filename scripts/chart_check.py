@@ -10,9 +10,10 @@
 3. Checks what the chart promises on each render: hardened pods, probes,
    the RBAC rules from files/, the database URL from a Secret.
 4. Renders values that must be refused, and checks each fails with its message.
-5. Loads the rendered settings file with the binary (`remaudit config print`
+5. Checks that README.md has a table row for every value of values.yaml.
+6. Loads the rendered settings file with the binary (`remaudit config print`
    serve and controller), so every key the chart writes is one it knows.
-6. Lints the Dockerfile with hadolint, and checks the image's promises:
+7. Lints the Dockerfile with hadolint, and checks the image's promises:
    multi-stage, locked build, pinned bases, non-root user, the binary as
    entrypoint.
 
@@ -358,6 +359,43 @@ def refused(chart: Path) -> None:
             fail(f"refused: {case}: rendered without error")
 
 
+# -- every value documented ----------------------------------------------------
+
+# Maps that are one value (passed to Kubernetes as they are), not a set of values.
+FREE_FORM = {
+    "podSecurityContext",
+    "containerSecurityContext",
+    "server.resources",
+    "controller.resources",
+    "controller.spool.volume",
+    "postgresql.cloudnativepg.resources",
+    "networkPolicy.prometheus.namespaceSelector",
+    "networkPolicy.prometheus.podSelector",
+}
+
+
+def leaves(values: dict[str, Any], prefix: str = "") -> list[str]:
+    paths = []
+    for key, value in values.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict) and value and path not in FREE_FORM:
+            paths.extend(leaves(value, path))
+        else:
+            paths.append(path)
+    return paths
+
+
+def documented(chart: Path) -> None:
+    values = yaml.safe_load((chart / "values.yaml").read_text())
+    readme = (chart / "README.md").read_text()
+    paths = leaves(values)
+    missing = [p for p in paths if f"| `{p}` |" not in readme]
+    if missing:
+        fail("README.md has no table row for the values " + ", ".join(missing))
+    else:
+        ok(f"README.md documents all {len(paths)} values in its tables")
+
+
 # -- the settings file against the binary -------------------------------------
 
 
@@ -477,6 +515,7 @@ def main() -> int:
         fail(f"crds/: {len(definitions)} CustomResourceDefinitions, expected 4")
     kubernetes_validate(definitions, "crds/")
     refused(chart)
+    documented(chart)
     dockerfile(args.dockerfile)
 
     if failures:
