@@ -334,6 +334,11 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
         'image.tag "latest" is refused',
     ),
     (
+        "an unknown log format",
+        {"logFormat": "xml"},
+        'logFormat "xml": use json or text',
+    ),
+    (
         "one replica under a disruption budget",
         {"server": {"replicas": 1}},
         "server.replicas must be at least 2 with server.podDisruptionBudget.enabled",

@@ -75,7 +75,7 @@ app.kubernetes.io/component: controller
 
 {{/* The image, by digest when one is given. */}}
 {{- define "remaudit.image" -}}
-{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- $tag := default .Chart.AppVersion .Values.image.tag | toString }}
 {{- if .Values.image.digest }}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
 {{- else }}
@@ -127,9 +127,12 @@ do instead. Included by the ConfigMap, which is always rendered.
 */}}
 {{- define "remaudit.validate" -}}
 {{- $v := .Values }}
-{{- $tag := default .Chart.AppVersion $v.image.tag }}
-{{- if and (eq (toString $tag) "latest") (not $v.image.digest) }}
+{{- $tag := default .Chart.AppVersion $v.image.tag | toString }}
+{{- if and (eq $tag "latest") (not $v.image.digest) }}
 {{- fail "image.tag \"latest\" is refused: pin a version (or set image.digest) so that every replica runs the same build" }}
+{{- end }}
+{{- if not (has $v.logFormat (list "json" "text")) }}
+{{- fail (printf "logFormat %q: use json or text" $v.logFormat) }}
 {{- end }}
 {{- if and $v.postgresql.cloudnativepg.enabled $v.database.existingSecret }}
 {{- fail "database.existingSecret and postgresql.cloudnativepg.enabled both name the database: set database.existingSecret=\"\" to use the CloudNativePG cluster, or disable postgresql.cloudnativepg" }}
