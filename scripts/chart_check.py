@@ -10,7 +10,8 @@
 3. Checks what the chart promises on each render: hardened pods, probes,
    the RBAC rules from files/, the database URL from a Secret.
 4. Renders values that must be refused, and checks each fails with its message.
-5. Checks that README.md has a table row for every value of values.yaml.
+5. Checks that README.md has a table row for every value of values.yaml, and
+   that the chart's alert rules are those of deploy/prometheus/rules.yaml.
 6. Loads the rendered settings file with the binary (`remaudit config print`
    serve and controller), so every key the chart writes is one it knows.
 7. Lints the Dockerfile with hadolint, and checks the image's promises:
@@ -364,6 +365,26 @@ def refused(chart: Path) -> None:
             fail(f"refused: {case}: rendered without error")
 
 
+# -- the alert rules, one source ---------------------------------------------
+
+
+def alert_rules(chart: Path, root: Path) -> None:
+    """The PrometheusRule renders files/prometheus-rules.yaml; when the repository's
+    deploy/prometheus/rules.yaml exists, both must hold the same rules."""
+    in_chart = yaml.safe_load((chart / "files" / "prometheus-rules.yaml").read_text())
+    if not isinstance(in_chart, dict) or not isinstance(in_chart.get("groups"), list):
+        fail("files/prometheus-rules.yaml must hold a top-level groups: list")
+        return
+    rules = root / "deploy" / "prometheus" / "rules.yaml"
+    if not rules.exists():
+        ok(f"files/prometheus-rules.yaml: {len(in_chart['groups'])} groups ({rules.relative_to(root)} not present)")
+        return
+    if yaml.safe_load(rules.read_text()) != in_chart:
+        fail(f"files/prometheus-rules.yaml and {rules.relative_to(root)} hold different rules: copy the latter over the former")
+    else:
+        ok(f"files/prometheus-rules.yaml holds the rules of {rules.relative_to(root)}")
+
+
 # -- every value documented ----------------------------------------------------
 
 # Maps that are one value (passed to Kubernetes as they are), not a set of values.
@@ -521,6 +542,7 @@ def main() -> int:
     kubernetes_validate(definitions, "crds/")
     refused(chart)
     documented(chart)
+    alert_rules(chart, root)
     dockerfile(args.dockerfile)
 
     if failures:
