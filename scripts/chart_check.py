@@ -285,6 +285,21 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
         "auth.insecureNoAuth turns authentication off, but an authenticator is configured too",
     ),
     (
+        "insecureNoAuth beside anonymous writes",
+        {"auth": {"insecureNoAuth": True, "anonymousWriter": True, "kubernetes": {"enabled": False}}},
+        "auth.insecureNoAuth already lets anyone do anything",
+    ),
+    (
+        "Kubernetes authentication without an audience",
+        {"auth": {"kubernetes": {"audiences": []}}},
+        "auth.kubernetes.audiences is empty",
+    ),
+    (
+        "no key for the database URL",
+        {"database": {"urlKey": ""}},
+        "database.urlKey is empty",
+    ),
+    (
         "no database",
         {"database": {"existingSecret": ""}},
         "no database: set database.existingSecret",
@@ -303,6 +318,11 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
         "an archive URL of another scheme",
         {"retention": {"archive": {"url": "gs://bucket/x"}}},
         'retention.archive.url "gs://bucket/x": use s3://bucket/prefix',
+    ),
+    (
+        "retention days out of range",
+        {"retention": {"days": 0}},
+        "retention.days = 0 must be from 1 to 36500",
     ),
     (
         "a client CA without TLS",
@@ -343,6 +363,16 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
         "one replica under a disruption budget",
         {"server": {"replicas": 1}},
         "server.replicas must be at least 2 with server.podDisruptionBudget.enabled",
+    ),
+    (
+        "autoscaling down to one replica under a disruption budget",
+        {"server": {"autoscaling": {"enabled": True, "minReplicas": 1}}},
+        "server.autoscaling.minReplicas must be at least 2 with server.podDisruptionBudget.enabled",
+    ),
+    (
+        "a controller client certificate without TLS",
+        {"controller": {"clientCertificate": {"existingSecret": "cert"}}},
+        "controller.clientCertificate.existingSecret is only used over TLS",
     ),
     (
         "autoscaling with max below min",
