@@ -275,6 +275,16 @@ def promises(objects: list[dict[str, Any]], chart: Path, label: str) -> None:
 
 REFUSED: list[tuple[str, dict[str, Any], str]] = [
     (
+        "a misspelt value (values.schema.json)",
+        {"auth": {"kubernetes": {"enable": True}}},
+        "at '/auth/kubernetes': additional properties 'enable' not allowed",
+    ),
+    (
+        "a value of the wrong type (values.schema.json)",
+        {"server": {"replicas": "two"}},
+        "at '/server/replicas': got string, want integer",
+    ),
+    (
         "no authentication beyond loopback",
         {"auth": {"kubernetes": {"enabled": False}}},
         "the service listens beyond loopback without authentication",
@@ -337,7 +347,7 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     (
         "an unknown client role",
         {"tls": {"existingSecret": "tls", "clientCA": {"existingSecret": "ca", "optional": True}, "clientRoles": {"CN=a": "owner"}}},
-        'tls.clientRoles["CN=a"] = "owner": the role must be writer, reader or admin',
+        "at '/tls/clientRoles/CN=a': value must be one of 'writer', 'reader', 'admin'",
     ),
     (
         "mandatory mutual TLS and a controller without a certificate",
@@ -357,7 +367,7 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     (
         "an unknown log format",
         {"logFormat": "xml"},
-        'logFormat "xml": use json or text',
+        "at '/logFormat': value must be one of 'json', 'text'",
     ),
     (
         "one replica under a disruption budget",

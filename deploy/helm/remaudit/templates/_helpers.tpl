@@ -123,16 +123,14 @@ app.kubernetes.io/component: controller
 
 {{/*
 Refuses values that would deploy something broken or open, each with what to
-do instead. Included by the ConfigMap, which is always rendered.
+do instead. Included by the ConfigMap, which is always rendered. Types, enums
+and unknown keys are values.schema.json's to refuse.
 */}}
 {{- define "remaudit.validate" -}}
 {{- $v := .Values }}
 {{- $tag := default .Chart.AppVersion $v.image.tag | toString }}
 {{- if and (eq $tag "latest") (not $v.image.digest) }}
 {{- fail "image.tag \"latest\" is refused: pin a version (or set image.digest) so that every replica runs the same build" }}
-{{- end }}
-{{- if not (has $v.logFormat (list "json" "text")) }}
-{{- fail (printf "logFormat %q: use json or text" $v.logFormat) }}
 {{- end }}
 {{- if and $v.postgresql.cloudnativepg.enabled $v.database.existingSecret }}
 {{- fail "database.existingSecret and postgresql.cloudnativepg.enabled both name the database: set database.existingSecret=\"\" to use the CloudNativePG cluster, or disable postgresql.cloudnativepg" }}
@@ -162,11 +160,6 @@ do instead. Included by the ConfigMap, which is always rendered.
 {{- end }}
 {{- if and $v.tls.clientRoles (not $v.tls.clientCA.existingSecret) }}
 {{- fail "tls.clientRoles maps client certificates, but no client CA verifies them: set tls.clientCA.existingSecret" }}
-{{- end }}
-{{- range $subject, $role := $v.tls.clientRoles }}
-{{- if not (has $role (list "writer" "reader" "admin")) }}
-{{- fail (printf "tls.clientRoles[%q] = %q: the role must be writer, reader or admin" $subject $role) }}
-{{- end }}
 {{- end }}
 {{- if $v.retention.enabled }}
 {{- if not $v.retention.archive.url }}
