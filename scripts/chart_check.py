@@ -330,9 +330,9 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
         'retention.archive.url "gs://bucket/x": use s3://bucket/prefix',
     ),
     (
-        "retention days out of range",
+        "retention days out of range (values.schema.json)",
         {"retention": {"days": 0}},
-        "retention.days = 0 must be from 1 to 36500",
+        "at '/retention/days': minimum: got 0, want 1",
     ),
     (
         "a client CA without TLS",

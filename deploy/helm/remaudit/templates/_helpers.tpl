@@ -171,12 +171,6 @@ and unknown keys are values.schema.json's to refuse.
 {{- fail (printf "retention.archive.url %q: use s3://bucket/prefix, or file:///dir on a volume mounted with server.extraVolumes" .) }}
 {{- end }}
 {{- end }}
-{{- if and (not $v.retention.enabled) $v.retention.archive.url }}
-{{- /* Allowed: `remaudit retention run|verify` in the pod read it from the settings file. */}}
-{{- end }}
-{{- if not (and (ge (int $v.retention.days) 1) (le (int $v.retention.days) 36500)) }}
-{{- fail (printf "retention.days = %v must be from 1 to 36500" $v.retention.days) }}
-{{- end }}
 {{- if $v.server.autoscaling.enabled }}
 {{- if lt (int $v.server.autoscaling.maxReplicas) (int $v.server.autoscaling.minReplicas) }}
 {{- fail "server.autoscaling.maxReplicas is below minReplicas" }}
