@@ -3,6 +3,7 @@
 
 mod auth;
 mod chain;
+mod chart;
 mod config;
 mod credentials;
 mod helpers;
