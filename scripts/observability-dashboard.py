@@ -109,10 +109,9 @@ def check_answers(answers, url):
         problem(f"'Top failure phases' does not start with workflow_execution's 10 failures: {top!r}")
 
 
-def psql(url, *args, stdin=None):
+def psql(url, *args):
     return subprocess.run(
         ["psql", url, "-X", "-q", "-v", "ON_ERROR_STOP=1", *args],
-        input=stdin,
         text=True,
         capture_output=True,
     )
