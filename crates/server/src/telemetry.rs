@@ -37,9 +37,7 @@ pub const HTTP_DURATION_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
-/// Registers descriptions of the service's metrics with the installed
-/// recorder, and starts the chain-break counters at 0 so that an alert on
-/// their increase sees the first break.
+/// Registers descriptions of the service's metrics with the installed recorder.
 pub fn describe() {
     metrics::describe_histogram!(
         HTTP_DURATION,
@@ -82,10 +80,16 @@ pub fn describe() {
         CHAIN_BREAKS_FOUND,
         "Broken chain links found by GET /api/v1/admin/verify, by kind (edited, deleted, inserted, reordered)"
     );
+    crate::auth::kubernetes::describe_metrics();
+}
+
+/// Starts the chain-break counters at 0, so that an alert on their increase
+/// sees the first break (a series first seen at 1 shows no increase). Called
+/// when the service's router is built: only a process that serves has them.
+pub(crate) fn start_counters() {
     for kind in BREAK_KINDS {
         metrics::counter!(CHAIN_BREAKS_FOUND, "kind" => kind.as_str()).increment(0);
     }
-    crate::auth::kubernetes::describe_metrics();
 }
 
 /// Counts the broken links one verification found, by kind.
