@@ -29,5 +29,6 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     metrics::set_global_recorder(recorder)
         .context("a metrics recorder is already installed in this process")?;
     remaudit_server::telemetry::describe();
+    remaudit_retention::describe_metrics();
     Ok(handle)
 }

@@ -17,12 +17,22 @@ pub const PUBLISH_DURATION_BUCKETS: [f64; 7] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0,
 /// Records acknowledged by the service, by `outcome` (`created`, `duplicate`,
 /// `conflict`, `rejected`).
 pub const RECORDS: &str = "remaudit_publisher_records_total";
-/// Records dropped, by `reason`.
+/// Records dropped, by `reason` (one of [`DROP_REASONS`]).
 pub const DROPPED: &str = "remaudit_publisher_dropped_total";
+/// Every `reason` of [`DROPPED`].
+pub const DROP_REASONS: [&str; 5] = [
+    "queue_full",
+    "queue_and_spool_full",
+    "too_large",
+    "closed",
+    "shutdown",
+];
 /// Retry delays taken after a failed request.
 pub const RETRIES: &str = "remaudit_publisher_retries_total";
 /// Bytes of spool files on disk.
 pub const SPOOL_BYTES: &str = "remaudit_publisher_spool_bytes";
+/// The spool's size limit in bytes (`spool_max_bytes`); absent without a spool.
+pub const SPOOL_MAX_BYTES: &str = "remaudit_publisher_spool_max_bytes";
 /// Spooled records skipped because they were damaged on disk.
 pub const SPOOL_CORRUPT: &str = "remaudit_publisher_spool_corrupt_records_total";
 /// Spool operations that failed (disk errors).
@@ -64,6 +74,11 @@ pub fn describe() {
         metrics::Unit::Bytes,
         "Bytes of spool files on disk"
     );
+    metrics::describe_gauge!(
+        SPOOL_MAX_BYTES,
+        metrics::Unit::Bytes,
+        "Most bytes the spool may hold on disk"
+    );
     metrics::describe_counter!(
         SPOOL_CORRUPT,
         "Spooled records skipped because they were damaged on disk"
@@ -74,4 +89,14 @@ pub fn describe() {
         DENIED,
         "Batch requests denied for the publisher's credentials (unauthorized, forbidden, token_file, tls); their records stay queued and are retried"
     );
+}
+
+/// Starts the counters of records that will never be stored at 0, so that
+/// an alert on their increase sees the first failure or drop: a series that
+/// first appears at 1 has no increase to show.
+pub(crate) fn start_counters() {
+    metrics::counter!(PUBLISH_FAILURES).increment(0);
+    for reason in DROP_REASONS {
+        metrics::counter!(DROPPED, "reason" => reason).increment(0);
+    }
 }

@@ -169,6 +169,10 @@ impl Shared {
 
     /// Counts `n` records that will never be delivered.
     pub fn count_drops(&self, reason: &'static str, n: u64) {
+        debug_assert!(
+            m::DROP_REASONS.contains(&reason),
+            "{reason} is not in DROP_REASONS: alerts would miss its first drop"
+        );
         metrics::counter!(m::DROPPED, "reason" => reason).increment(n);
         metrics::counter!(m::PUBLISH_FAILURES).increment(n);
         self.counters.dropped.fetch_add(n, Ordering::Relaxed);
@@ -233,6 +237,7 @@ impl Publisher {
     /// directory cannot be used, or the HTTP client cannot be built.
     pub fn start(config: PublisherSettings) -> Result<Self, StartError> {
         m::describe();
+        m::start_counters();
         let api = config.credentials.load()?.api_client(
             &config.url,
             reqwest::Client::builder().timeout(config.request_timeout),
@@ -242,6 +247,8 @@ impl Publisher {
                 let mut options = SpoolSettings::new(dir);
                 options.max_bytes = config.spool_max_bytes;
                 options.segment_bytes = config.spool_segment_bytes;
+                metrics::gauge!(m::SPOOL_MAX_BYTES)
+                    .set(remaudit_model::approx_f64(config.spool_max_bytes));
                 let (spool, recovery) = Spool::open(options)?;
                 if recovery.corrupt_records > 0 || recovery.truncated_bytes > 0 {
                     tracing::warn!(

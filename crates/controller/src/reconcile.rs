@@ -193,7 +193,8 @@ impl Context {
     }
 }
 
-fn describe_metrics() {
+/// Registers descriptions of the controller's metrics with the installed recorder.
+pub fn describe_metrics() {
     metrics::describe_histogram!(
         RECONCILE_DURATION_SECONDS,
         metrics::Unit::Seconds,

@@ -333,14 +333,22 @@ pub enum BreakKind {
     Reordered,
 }
 
-impl fmt::Display for BreakKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl BreakKind {
+    /// The kind's name, as serialized.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
             Self::Edited => "edited",
             Self::Deleted => "deleted",
             Self::Inserted => "inserted",
             Self::Reordered => "reordered",
-        })
+        }
+    }
+}
+
+impl fmt::Display for BreakKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

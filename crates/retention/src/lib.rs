@@ -10,6 +10,7 @@ mod batch;
 mod error;
 mod manifest;
 mod sink;
+pub mod telemetry;
 mod verify;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub use manifest::{
     ArchivedFile, MANIFEST_FORMAT, MANIFEST_FORMAT_V1, Manifest, Signature, SignatureCheck,
 };
 pub use sink::{ArchiveSink, CRASH_AT_VAR, CrashAt, Step, crash_step_from_env};
+pub use telemetry::describe_metrics;
 pub use verify::{VerifyReport, all_time, verify};
 
 /// How the job runs.
@@ -126,14 +128,13 @@ pub async fn run_once(
         Ok(_) => "ok",
         Err(_) => "error",
     };
-    metrics::counter!("remaudit_retention_runs_total", "outcome" => outcome).increment(1);
+    metrics::counter!(telemetry::RUNS_TOTAL, "outcome" => outcome).increment(1);
     if let Ok(report) = &result
         && report.ran
         && !dry_run
     {
-        metrics::histogram!("remaudit_retention_run_duration_seconds")
-            .record(started.elapsed().as_secs_f64());
-        metrics::gauge!("remaudit_retention_last_success_timestamp_seconds")
+        metrics::histogram!(telemetry::RUN_DURATION).record(started.elapsed().as_secs_f64());
+        metrics::gauge!(telemetry::LAST_SUCCESS)
             .set(remaudit_model::approx_f64(Utc::now().timestamp_millis()) / 1000.0);
     }
     result
@@ -245,14 +246,12 @@ fn record(batch: &BatchReport) {
         ("remediation_audit", batch.remediations),
         ("remediation_audit_events", batch.events),
     ] {
-        metrics::counter!("remaudit_retention_rows_archived_total", "table" => table)
-            .increment(rows);
-        metrics::counter!("remaudit_retention_rows_deleted_total", "table" => table)
-            .increment(rows);
+        metrics::counter!(telemetry::ROWS_ARCHIVED, "table" => table).increment(rows);
+        metrics::counter!(telemetry::ROWS_DELETED, "table" => table).increment(rows);
     }
-    metrics::counter!("remaudit_retention_bytes_written_total").increment(batch.bytes);
+    metrics::counter!(telemetry::BYTES_WRITTEN).increment(batch.bytes);
     if batch.source.starts_with("remediation_audit_w") {
-        metrics::counter!("remaudit_retention_partitions_dropped_total").increment(1);
+        metrics::counter!(telemetry::PARTITIONS_DROPPED).increment(1);
     }
 }
 

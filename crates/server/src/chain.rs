@@ -88,6 +88,7 @@ pub(crate) async fn verify(
     )
     .await
     .map_err(|e| ApiError::from_store(&e, state.settings.retry_after))?;
+    crate::telemetry::count_chain_breaks(page.breaks.iter().map(|b| b.kind));
     if !page.breaks.is_empty() {
         tracing::warn!(breaks = page.breaks.len(), "broken chain links found");
     }

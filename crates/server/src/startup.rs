@@ -254,8 +254,9 @@ async fn shed_load(State(shed): State<Shed>, request: Request, next: Next) -> Re
     next.run(request).await
 }
 
-/// The service's routes and middleware.
+/// The service's routes and middleware; starts the counters its alerts read at 0.
 pub fn router(state: AppState) -> Router {
+    crate::telemetry::start_counters();
     let shed = Shed {
         permits: Arc::new(Semaphore::new(
             state

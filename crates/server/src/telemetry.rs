@@ -9,9 +9,28 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
+use remaudit_model::chain::BreakKind;
 
 /// Name of the request latency histogram.
 pub const HTTP_DURATION: &str = "remaudit_http_request_duration_seconds";
+
+/// Gauge: 1 when the last readiness check (`/readyz`) found the database
+/// answering with a current schema, 0 when it did not. The kubelet's
+/// readiness probe keeps it fresh.
+pub const DATABASE_UP: &str = "remaudit_database_up";
+
+/// Counter of broken chain links found by the admin verification route, by
+/// `kind` (`edited`, `deleted`, `inserted`, `reordered`). A range verified
+/// twice counts its breaks twice: it counts findings, not distinct links.
+pub const CHAIN_BREAKS_FOUND: &str = "remaudit_chain_breaks_found_total";
+
+/// Every `kind` of [`CHAIN_BREAKS_FOUND`].
+const BREAK_KINDS: [BreakKind; 4] = [
+    BreakKind::Edited,
+    BreakKind::Deleted,
+    BreakKind::Inserted,
+    BreakKind::Reordered,
+];
 
 /// Buckets of [`HTTP_DURATION`], in seconds.
 pub const HTTP_DURATION_BUCKETS: [f64; 12] = [
@@ -45,7 +64,44 @@ pub fn describe() {
         crate::auth::tokens::RELOAD_TOTAL,
         "Reloads of the tokens file after it changed, by outcome (reloaded, failed: the last good tokens stay)"
     );
+    metrics::describe_counter!(
+        crate::tls::RELOAD_TOTAL,
+        "Reloads of the TLS certificate and key after they changed, by outcome (reloaded, failed: the last good pair stays)"
+    );
+    metrics::describe_counter!(
+        crate::tls::HANDSHAKE_FAILED_TOTAL,
+        "TLS handshakes that failed, by reason (refused, timeout)"
+    );
+    metrics::describe_gauge!(
+        DATABASE_UP,
+        "1 when the last readiness check found the database answering with a current schema, 0 when not"
+    );
+    metrics::describe_counter!(
+        CHAIN_BREAKS_FOUND,
+        "Broken chain links found by GET /api/v1/admin/verify, by kind (edited, deleted, inserted, reordered)"
+    );
     crate::auth::kubernetes::describe_metrics();
+}
+
+/// Starts the chain-break counters at 0, so that an alert on their increase
+/// sees the first break (a series first seen at 1 shows no increase). Called
+/// when the service's router is built: only a process that serves has them.
+pub(crate) fn start_counters() {
+    for kind in BREAK_KINDS {
+        metrics::counter!(CHAIN_BREAKS_FOUND, "kind" => kind.as_str()).increment(0);
+    }
+}
+
+/// Counts the broken links one verification found, by kind.
+pub(crate) fn count_chain_breaks(kinds: impl IntoIterator<Item = BreakKind>) {
+    for kind in kinds {
+        metrics::counter!(CHAIN_BREAKS_FOUND, "kind" => kind.as_str()).increment(1);
+    }
+}
+
+/// Sets [`DATABASE_UP`] from a readiness check's result.
+pub(crate) fn database_up(up: bool) {
+    metrics::gauge!(DATABASE_UP).set(if up { 1.0 } else { 0.0 });
 }
 
 /// The `method` label: a standard method's name, or `other` for any method a

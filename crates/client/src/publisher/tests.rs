@@ -556,3 +556,38 @@ async fn shutdown_counts_as_lost_only_what_could_not_be_spooled() {
     assert_eq!(publisher.stats().dropped, 2);
     gate.notify_waiters();
 }
+
+/// What `start` puts in the exporter before any record: the spool's limit,
+/// and the counters alerts read at 0 (a series first seen at 1 has no
+/// increase to show, so the first drop would not alert).
+#[tokio::test]
+async fn start_exports_the_spool_limit_and_the_loss_counters_at_zero() {
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let exported = recorder.handle();
+    let spool = tempfile::tempdir().expect("tempdir");
+    let publisher = metrics::with_local_recorder(&recorder, || {
+        Publisher::start(PublisherSettings {
+            spool_dir: Some(spool.path().to_path_buf()),
+            spool_max_bytes: 123_456_789,
+            ..config("http://127.0.0.1:9")
+        })
+    })
+    .expect("start");
+    let text = exported.render();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert!(
+        lines.contains(&"remaudit_publisher_spool_max_bytes 123456789"),
+        "{text}"
+    );
+    assert!(
+        lines.contains(&"kubernaut_orchestrator_audit_publish_failures_total 0"),
+        "{text}"
+    );
+    for reason in crate::metrics::DROP_REASONS {
+        let series = format!("remaudit_publisher_dropped_total{{reason=\"{reason}\"}} 0");
+        assert!(lines.contains(&series.as_str()), "{series} in {text}");
+    }
+    publisher.shutdown(Duration::ZERO).await;
+}

@@ -35,7 +35,9 @@ pub(crate) async fn healthz() -> Json<Health> {
 )]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     let retry_after = state.settings.retry_after;
-    match tokio::time::timeout(Duration::from_secs(2), state.store.ready()).await {
+    let checked = tokio::time::timeout(Duration::from_secs(2), state.store.ready()).await;
+    crate::telemetry::database_up(matches!(checked, Ok(Ok(()))));
+    match checked {
         Ok(Ok(())) => Ok(Json(Health {
             status: HealthStatus::Ready,
             database: Some(state.store.backend().to_owned()),

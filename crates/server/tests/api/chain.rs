@@ -8,10 +8,11 @@ use remaudit_api::chain::{ChainVerification, encode_cursor};
 use remaudit_api::paths;
 use remaudit_model::chain::{BreakKind, ChainKey, ChainRemediation, KeyRing};
 use remaudit_server::ServerSettings;
+use remaudit_server::telemetry::CHAIN_BREAKS_FOUND;
 use remaudit_store::Store;
 use serde_json::json;
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, series_value, spawn_app, spawn_app_with};
 
 async fn chained(store: Arc<dyn Store>) -> TestApp {
     let ring = KeyRing::single(ChainKey::new("api-test", [3; 32]).expect("key"));
@@ -124,8 +125,21 @@ async fn chained_server_verifies_names_tampering_and_pages(
     );
     assert_eq!((second.remediations, second.next), (1, None));
 
+    // Every kind's counter exists from the start, so that an alert on its
+    // increase sees the first break.
+    for kind in ["edited", "deleted", "inserted", "reordered"] {
+        assert!(
+            series_value(CHAIN_BREAKS_FOUND, &format!("kind=\"{kind}\"")).is_some(),
+            "{kind}"
+        );
+    }
+    let edited = || series_value(CHAIN_BREAKS_FOUND, "kind=\"edited\"").unwrap_or(0.0);
+    let before = edited();
     assert_eq!(tamper.await, 1);
     let broken = verification(app.get(paths::ADMIN_VERIFY).await.body);
+    // At least this page's one edited link (the other backend's test shares
+    // the process's counters and may add its own).
+    assert!(edited() >= before + 1.0, "{before} then {}", edited());
     let found: Vec<_> = broken
         .breaks
         .iter()

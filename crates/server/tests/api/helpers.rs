@@ -36,6 +36,17 @@ pub fn metrics() -> PrometheusHandle {
     handle
 }
 
+/// The value of one series in this process's Prometheus text (`labels` as
+/// rendered, e.g. `kind="edited"`), `None` when it is absent.
+pub fn series_value(name: &str, labels: &str) -> Option<f64> {
+    let series = format!("{name}{{{labels}}} ");
+    metrics()
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map(|v| v.trim().parse().expect("a number"))
+}
+
 /// Starts the service over `store` on a free port.
 pub async fn spawn_app(store: Arc<dyn Store>) -> TestApp {
     spawn_app_with(store, ServerSettings::default()).await
