@@ -6,6 +6,7 @@ mod chain;
 mod config;
 mod credentials;
 mod helpers;
+mod kubernetes;
 mod publish;
 mod query;
 mod retention;
