@@ -841,3 +841,121 @@ async fn serve_authenticates_service_account_tokens_with_token_and_access_review
     assert_eq!(status, 503, "{body}");
     bare_server.assert_running();
 }
+
+/// Plays every child controller of request `rr` in `namespace` at once:
+/// each child that exists and has not completed is completed.
+async fn complete_children(cluster: &Cluster, namespace: &str) {
+    async fn complete<K>(api: Api<K>, kind: ChildKind)
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+        K: serde::Serialize,
+    {
+        let name = child_name("rr", kind);
+        let Ok(Some(child)) = api.get_opt(&name).await else {
+            return;
+        };
+        let status = serde_json::to_value(&child).ok();
+        if status.as_ref().and_then(|c| c["status"]["phase"].as_str()) == Some("completed") {
+            return;
+        }
+        let body = json!({ "status": { "phase": "completed", "completedAt": Utc::now() } });
+        let _ = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(body))
+            .await;
+    }
+    let client = &cluster.admin;
+    complete::<RemediationProcessing>(
+        Api::namespaced(client.clone(), namespace),
+        ChildKind::RemediationProcessing,
+    )
+    .await;
+    complete::<AIAnalysis>(
+        Api::namespaced(client.clone(), namespace),
+        ChildKind::AIAnalysis,
+    )
+    .await;
+    complete::<WorkflowExecution>(
+        Api::namespaced(client.clone(), namespace),
+        ChildKind::WorkflowExecution,
+    )
+    .await;
+}
+
+/// Runs the controller with the chart's rules minus `verb` of rule `index`
+/// and a request to work on; whether the API server refused it exactly that
+/// (`cannot VERB resource "RESOURCE"` in its log).
+async fn refused_without(cluster: &Cluster, all: &[PolicyRule], index: usize, verb: &str) -> bool {
+    let mut fewer = all.to_vec();
+    fewer[index].verbs.retain(|v| v != verb);
+    if fewer[index].verbs.is_empty() {
+        fewer.remove(index);
+    }
+    let namespace = cluster.namespace("rbac").await;
+    cluster
+        .service_account(&namespace, "remaudit-controller", fewer)
+        .await;
+    let token = cluster.token(&namespace, "remaudit-controller", &[]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = cluster.kubeconfig(dir.path(), &token);
+    Api::<RemediationRequest>::namespaced(cluster.admin.clone(), &namespace)
+        .create(&PostParams::default(), &request("rr", &json!({})))
+        .await
+        .expect("create");
+    // No service: what it would publish stays in its spool.
+    let url = format!("http://127.0.0.1:{}", crate::helpers::free_port());
+    let process = controller(dir.path(), &kubeconfig, &namespace, "ctl", &url);
+    // What the API server answers when the verb is missing: RBAC names it;
+    // the owner-reference admission plugin only says what it checked.
+    let resources = all[index].resources.clone().unwrap_or_default();
+    let needles: Vec<String> = resources
+        .iter()
+        .map(|r| {
+            if r.ends_with("/finalizers") {
+                "you can't set finalizers on".to_owned()
+            } else {
+                format!("cannot {verb} resource \"{r}\"")
+            }
+        })
+        .collect();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let log = process.log();
+        if needles.iter().any(|n| log.contains(n)) {
+            break true;
+        }
+        if Instant::now() >= deadline {
+            eprintln!("===== without {verb} {resources:?} =====\n{log}");
+            break false;
+        }
+        // Drive the request through every phase, so that each verb is used.
+        complete_children(cluster, &namespace).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_verb_of_the_chart_controller_rules_is_needed() {
+    let cluster = Cluster::connect().await;
+    let all = rules(CONTROLLER_RULES);
+    let cases: Vec<(usize, String)> = all
+        .iter()
+        .enumerate()
+        .flat_map(|(i, rule)| rule.verbs.iter().map(move |v| (i, v.clone())))
+        .collect();
+    let results = futures::future::join_all(
+        cases
+            .iter()
+            .map(|(i, verb)| refused_without(&cluster, &all, *i, verb)),
+    )
+    .await;
+    let unneeded: Vec<_> = cases
+        .iter()
+        .zip(results)
+        .filter(|(_, refused)| !refused)
+        .map(|((i, verb), _)| format!("{verb} on {:?}", all[*i].resources))
+        .collect();
+    assert!(
+        unneeded.is_empty(),
+        "the controller worked without these (drop them from the chart's rules): {unneeded:?}"
+    );
+}
