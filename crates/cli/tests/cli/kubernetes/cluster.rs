@@ -113,7 +113,13 @@ impl Cluster {
                 &Patch::Apply(&crd),
             )
             .await
-            .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "apply CRD {name} at {}: {e}\n*** is the API server of {KUBECONFIG_VAR} running? \
+                     (scripts/kube-apiserver start DIR) ***",
+                    self.server
+                )
+            });
             names.push(name);
         }
         assert_eq!(names.len(), 4, "crdgen gives the four CRDs: {names:?}");
