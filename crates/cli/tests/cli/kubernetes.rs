@@ -21,6 +21,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Resource};
 use remaudit_api::audit::ListParams;
 use remaudit_client::ApiClient;
+use remaudit_controller::leader::LeaseConfig;
 use remaudit_controller::{
     AIAnalysis, ChildKind, RemediationPhase, RemediationProcessing, RemediationRequest, Transition,
     WorkflowExecution, child_name, transition_event_id,
@@ -34,12 +35,6 @@ use cluster::{
     CONTROLLER_RULES, Cluster, SERVER_RULES, Transitions, WAIT, chrono_time, controller, request,
     rules, serve,
 };
-
-/// The controller's lease timing (`LeaseConfig::default()`): a lease lasts
-/// 15 s after its last renewal, and a replica that is not the leader tries
-/// to take it every 5 s.
-const LEASE_DURATION: Duration = Duration::from_secs(15);
-const LEASE_RETRY: Duration = Duration::from_secs(5);
 
 /// What the test, as a child controller, did to one child.
 #[derive(Clone, Copy)]
@@ -688,7 +683,9 @@ async fn when_the_leader_is_killed_the_standby_takes_the_lease_and_carries_on() 
     // a second for the API calls).
     leader_process.kill();
     let killed = Instant::now();
-    let limit = LEASE_DURATION + LEASE_RETRY + Duration::from_secs(1);
+    // The controller runs with the default timing: 15 s leases, retried every 5 s.
+    let timing = LeaseConfig::default();
+    let limit = timing.lease_duration + timing.retry_every + Duration::from_secs(1);
     let (taken_by, after) = wait_for("the standby to take the lease", limit, || async {
         holder(&leases).await.filter(|(h, _)| h != &leader)
     })
