@@ -66,9 +66,7 @@ struct Setup {
 impl Drop for Setup {
     /// A failed test shows the logs of its `remaudit` processes.
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            cluster::print_logs(self.dir.path());
-        }
+        drop(cluster::LogsOnFailure(self.dir.path()));
     }
 }
 
@@ -790,6 +788,7 @@ async fn serve_authenticates_service_account_tokens_with_token_and_access_review
         .await;
     cluster.service_account(&ns, "stranger", Vec::new()).await;
     let dir = tempfile::tempdir().expect("tempdir");
+    let _logs = cluster::LogsOnFailure(dir.path());
     let (url, mut server) =
         serve_with_kubernetes_auth(&cluster, &ns, "remaudit-server", dir.path()).await;
 
@@ -832,6 +831,7 @@ async fn serve_authenticates_service_account_tokens_with_token_and_access_review
         .service_account(&ns, "bare-server", Vec::new())
         .await;
     let bare = tempfile::tempdir().expect("tempdir");
+    let _bare_logs = cluster::LogsOnFailure(bare.path());
     let (url, mut bare_server) =
         serve_with_kubernetes_auth(&cluster, &ns, "bare-server", bare.path()).await;
     let (status, body) = post(&url, &writer, "rr-bare").await;

@@ -441,16 +441,24 @@ pub fn chrono_time(time: &Time) -> DateTime<Utc> {
     DateTime::from_timestamp(seconds, subsec).expect("time")
 }
 
-/// Prints every `*.log` in `dir` to standard error.
-pub fn print_logs(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.extension().is_some_and(|e| e == "log") {
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            eprintln!("===== {} =====\n{text}", path.display());
+/// Prints the `*.log` files of a directory to standard error when the test
+/// fails (is panicking) while it is dropped.
+pub struct LogsOnFailure<'a>(pub &'a Path);
+
+impl Drop for LogsOnFailure<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(self.0) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "log") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                eprintln!("===== {} =====\n{text}", path.display());
+            }
         }
     }
 }
