@@ -7,6 +7,7 @@ mod chart;
 mod config;
 mod credentials;
 mod helpers;
+mod kubernetes;
 mod publish;
 mod query;
 mod retention;
