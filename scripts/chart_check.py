@@ -202,7 +202,7 @@ def promises(objects: list[dict[str, Any]], chart: Path, label: str) -> None:
         else:
             fail(f"{label}: {message}")
 
-    deployments = find(objects, "Deployment")
+    deployments = find(objects, "Deployment") + find(objects, "StatefulSet")
     for d in deployments:
         name = d["metadata"]["name"]
         pod = d["spec"]["template"]["spec"]
@@ -258,7 +258,13 @@ def promises(objects: list[dict[str, Any]], chart: Path, label: str) -> None:
         and o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "controller"
         and not o["metadata"]["name"].endswith("-lease")
     ]
-    if find(objects, "Deployment", "controller"):
+    controllers = find(objects, "StatefulSet", "controller")
+    if controllers:
+        claims = controllers[0]["spec"].get("volumeClaimTemplates", [])
+        expect(
+            [c["metadata"]["name"] for c in claims] == ["spool"],
+            "the controller's spool is a volume claim of each replica's own",
+        )
         expect(
             len(roles) == 1 and roles[0]["rules"] == rules,
             "the controller's role holds files/controller-rbac-rules.yaml as it is",
