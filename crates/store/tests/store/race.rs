@@ -197,3 +197,63 @@ async fn a_batch_taken_over_by_another_run_does_not_remove_its_rows() {
         "the row stays live, and only there"
     );
 }
+
+/// Several processes that make the weekly partitions at the same moment
+/// (replicas of `serve` starting together, one connecting while another's
+/// retention run makes the weeks) each make a missing week once, and none
+/// fails: they used to all find it missing, all create it, and all but one
+/// fail on PostgreSQL's unique index of type names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn processes_making_the_weeks_at_once_make_each_once_and_none_fails() {
+    const CALLERS: usize = 6;
+    let db = remaudit_testkit::PgDb::create().await;
+    let pool = db.pool().await;
+    let mut stores = Vec::new();
+    for _ in 0..CALLERS {
+        stores.push(db.store().await);
+    }
+    let now = chrono::Utc::now();
+    for round in 0..3 {
+        // The weeks hold no row yet: drop them, as if the service had not run
+        // since they fell due to be made.
+        let weeks: Vec<String> = sqlx::query_scalar(
+            "SELECT relname::text FROM pg_class WHERE relkind = 'r' AND relispartition \
+             AND relname ~ '^remediation_audit_(events_)?w[0-9]{8}$'",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert!(weeks.len() >= 12, "the weeks around now: {weeks:?}");
+        for week in &weeks {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {week}")))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        let start = Arc::new(tokio::sync::Barrier::new(CALLERS));
+        let mut callers = tokio::task::JoinSet::new();
+        for store in &stores {
+            let (store, start) = (store.clone(), start.clone());
+            callers.spawn(async move {
+                start.wait().await;
+                store
+                    .ensure_partitions(
+                        now - chrono::TimeDelta::weeks(1),
+                        now + chrono::TimeDelta::weeks(5),
+                    )
+                    .await
+            });
+        }
+        let mut created = 0;
+        while let Some(made) = callers.join_next().await {
+            created += made
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+        assert_eq!(
+            usize::try_from(created).unwrap(),
+            weeks.len(),
+            "round {round}: each week made once"
+        );
+    }
+}

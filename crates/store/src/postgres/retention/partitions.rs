@@ -8,16 +8,36 @@ use sqlx::postgres::{PgConnection, PgPool};
 use crate::StoreError;
 use crate::retention::RetireRequest;
 
+/// Key of the transaction lock that callers of `remaudit_ensure_partitions`
+/// take in turn. The function creates a week's tables when it finds them
+/// missing; two callers at once (two servers starting, or one connecting
+/// while another's retention run makes the weeks) would both find them
+/// missing, both create them, and all but one fail on PostgreSQL's unique
+/// index of type names. It is not the retention run's lock, which a run
+/// holds (on another connection) while it calls this.
+const PARTITIONS_LOCK_KEY: i64 = 0x7265_6d61_7061_7274;
+
+/// Creates the weekly partitions from `from`'s week to `to` that are
+/// missing; how many tables it created. Callers take turns, so that each
+/// week is made once however many processes ask at the same moment.
 pub(in crate::postgres) async fn ensure_partitions(
     pool: &PgPool,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<u32, StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(PARTITIONS_LOCK_KEY)
+        .execute(&mut *tx)
+        .await?;
+    // A statement after the lock: its snapshot sees the weeks the caller
+    // before made.
     let created: i32 = sqlx::query_scalar("SELECT remaudit_ensure_partitions($1, $2)")
         .bind(from)
         .bind(to)
-        .fetch_one(pool)
+        .fetch_one(&mut *tx)
         .await?;
+    tx.commit().await?;
     Ok(u32::try_from(created).unwrap_or(0))
 }
 
