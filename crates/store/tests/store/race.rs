@@ -257,3 +257,72 @@ async fn processes_making_the_weeks_at_once_make_each_once_and_none_fails() {
         );
     }
 }
+
+/// Making a missing week while a retention batch holds the default
+/// partition (a row-wise batch keeps its rows locked while it writes its
+/// files) gives up after a short wait: attaching the week waits for the batch,
+/// and every insert, on every server, queued behind that wait. A `serve`
+/// starting then did not answer until the batch ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn making_a_week_while_a_batch_holds_the_default_partition_holds_up_no_insert() {
+    let db = remaudit_testkit::PgDb::create().await;
+    let store = db.store().await;
+    let pool = db.pool().await;
+    let old = chrono::Utc::now() - chrono::TimeDelta::days(200);
+    let with = |name: &str, start: chrono::DateTime<chrono::Utc>| {
+        record(json!({"namespace": "ns", "remediation_name": name,
+            "alert_fingerprint": "fp", "start_time": start.to_rfc3339(),
+            "overall_phase": "completed", "completion_time": start.to_rfc3339()}))
+    };
+    store.insert(&[with("rr-old", old)]).await.unwrap();
+    // The oldest week, not made yet.
+    let first: String = sqlx::query_scalar(
+        "SELECT relname::text FROM pg_class WHERE relkind = 'r' AND relispartition \
+         AND relname ~ '^remediation_audit_w[0-9]{8}$' ORDER BY 1 LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let events = first.replacen("remediation_audit_", "remediation_audit_events_", 1);
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {first}, {events}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    // A batch in flight: the old row locked in the default partition.
+    let mut batch = pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM remediation_audit WHERE remediation_name = 'rr-old' FOR UPDATE")
+        .fetch_all(&mut *batch)
+        .await
+        .unwrap();
+
+    let now = chrono::Utc::now();
+    let weeks = (
+        now - chrono::TimeDelta::weeks(1),
+        now + chrono::TimeDelta::weeks(5),
+    );
+    let making = {
+        let store = store.clone();
+        tokio::spawn(async move { store.ensure_partitions(weeks.0, weeks.1).await })
+    };
+    let inserted = tokio::time::timeout(
+        Duration::from_secs(10),
+        store.insert(&[with("rr-new", now - chrono::TimeDelta::minutes(5))]),
+    )
+    .await
+    .expect("an insert does not wait for the batch")
+    .unwrap();
+    assert_eq!(inserted, [InsertOutcome::Created]);
+    let made = tokio::time::timeout(Duration::from_secs(10), making)
+        .await
+        .expect("making the weeks does not wait for the batch")
+        .unwrap()
+        .unwrap();
+    assert_eq!(made, 0, "the week waits for a later call");
+
+    batch.rollback().await.unwrap();
+    assert_eq!(
+        store.ensure_partitions(weeks.0, weeks.1).await.unwrap(),
+        2,
+        "the week's two tables, once the batch is gone"
+    );
+}

@@ -17,15 +17,53 @@ use crate::retention::RetireRequest;
 /// holds (on another connection) while it calls this.
 const PARTITIONS_LOCK_KEY: i64 = 0x7265_6d61_7061_7274;
 
+/// How long making the weeks waits for each lock. Attaching a week takes
+/// the default partition exclusively, so it waits for every transaction that
+/// touches it (a row-wise retention batch writing its files, a long read),
+/// and ingest queues behind the waiting attach: the wait is kept short.
+const ENSURE_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '300ms'";
+/// Attempts to make the weeks before giving up until the next call.
+const ENSURE_ATTEMPTS: u32 = 3;
+
 /// Creates the weekly partitions from `from`'s week to `to` that are
 /// missing; how many tables it created. Callers take turns, so that each
-/// week is made once however many processes ask at the same moment.
+/// week is made once however many processes ask at the same moment. When the
+/// tables stay locked it makes none and says so: rows of a week not made yet
+/// land in the default partition, and the next run or start-up makes it.
 pub(in crate::postgres) async fn ensure_partitions(
     pool: &PgPool,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<u32, StoreError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match try_ensure_partitions(pool, from, to).await {
+            Err(StoreError::Database(sqlx::Error::Database(e)))
+                if e.code().as_deref() == Some("55P03") =>
+            {
+                if attempt >= ENSURE_ATTEMPTS {
+                    tracing::warn!(
+                        attempts = attempt,
+                        "weekly partitions not made now: their tables stayed locked (a retention batch or a long read in flight); a later retention run or start-up makes them"
+                    );
+                    return Ok(0);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250 * u64::from(attempt)))
+                    .await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn try_ensure_partitions(
+    pool: &PgPool,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<u32, StoreError> {
     let mut tx = pool.begin().await?;
+    sqlx::query(ENSURE_LOCK_TIMEOUT).execute(&mut *tx).await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(PARTITIONS_LOCK_KEY)
         .execute(&mut *tx)
