@@ -9,6 +9,7 @@ mod helpers;
 mod publish;
 mod query;
 mod retention;
+mod scale_out;
 mod serve;
 mod simulate;
 mod tls;
