@@ -326,3 +326,86 @@ async fn making_a_week_while_a_batch_holds_the_default_partition_holds_up_no_ins
         "the week's two tables, once the batch is gone"
     );
 }
+
+/// Making a week that takes rows out of the default partition hides none of
+/// them from a read at the same moment. Attaching a week locks the parent
+/// only against other schema changes: a read planned before the attach and
+/// run after it saw the rows neither in the default partition nor in the
+/// week, and a listing (or an insert's check that its remediation is live)
+/// came back without them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_while_a_week_takes_rows_from_the_default_partition_see_every_row() {
+    const ROWS: i64 = 7;
+    let db = remaudit_testkit::PgDb::create().await;
+    let store = db.store().await;
+    let pool = db.pool().await;
+    let week: String = sqlx::query_scalar(
+        "SELECT relname::text FROM pg_class WHERE relkind = 'r' AND relispartition \
+         AND relname ~ '^remediation_audit_w[0-9]{8}$' ORDER BY 1 LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let events = week.replacen("remediation_audit_", "remediation_audit_events_", 1);
+    let monday = chrono::NaiveDate::parse_from_str(&week[week.len() - 8..], "%Y%m%d")
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    // The week's rows wait in the default partition until the week is made.
+    let unmake = format!(
+        "LOCK TABLE remediation_audit, remediation_audit_events IN ACCESS EXCLUSIVE MODE; \
+         ALTER TABLE remediation_audit_events DETACH PARTITION {events}; \
+         ALTER TABLE remediation_audit DETACH PARTITION {week}; \
+         WITH kept AS (DELETE FROM {week} RETURNING *) INSERT INTO remediation_audit SELECT * FROM kept; \
+         WITH kept AS (DELETE FROM {events} RETURNING *) INSERT INTO remediation_audit_events SELECT * FROM kept; \
+         DROP TABLE {week}, {events}"
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("BEGIN; {unmake}; COMMIT")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    for n in 0..ROWS {
+        let start = monday + chrono::TimeDelta::hours(n);
+        store
+            .insert(&[record(
+                json!({"namespace": "ns", "remediation_name": format!("rr-{n}"),
+                "alert_fingerprint": "fp", "start_time": start.to_rfc3339(),
+                "overall_phase": "processing"}),
+            )])
+            .await
+            .unwrap();
+    }
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (pool, stop) = (pool.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut reads, mut fewest) = (0, ROWS);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let n: i64 = sqlx::query_scalar("SELECT count(*) FROM remediation_audit")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                fewest = fewest.min(n);
+                reads += 1;
+            }
+            (reads, fewest)
+        })
+    };
+    for _ in 0..100 {
+        let made = store
+            .ensure_partitions(monday, monday + chrono::TimeDelta::days(1))
+            .await
+            .unwrap();
+        assert_eq!(made, 2, "the week's two tables");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("BEGIN; {unmake}; COMMIT")))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (reads, fewest) = reader.await.unwrap();
+    assert!(reads > 100, "the reader ran alongside: {reads} reads");
+    assert_eq!(fewest, ROWS, "a read missed rows moving into their week");
+}

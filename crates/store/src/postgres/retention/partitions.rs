@@ -68,7 +68,31 @@ async fn try_ensure_partitions(
         .bind(PARTITIONS_LOCK_KEY)
         .execute(&mut *tx)
         .await?;
-    // A statement after the lock: its snapshot sees the weeks the caller
+    // Rows in a default partition within the range belong to a week not made
+    // yet, which will take them out. Attaching a week locks the parent only
+    // against other schema changes, so a read planned before the attach and
+    // run after it would see neither the moved rows' old place nor their new
+    // one: with rows to move, the tables are taken whole, in the one order.
+    let moving: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM remediation_audit_default \
+                        WHERE start_time >= date_trunc('week', $1, 'UTC') \
+                          AND start_time < date_trunc('week', $2, 'UTC') + INTERVAL '7 days') \
+             OR EXISTS (SELECT 1 FROM remediation_audit_events_default \
+                        WHERE start_time >= date_trunc('week', $1, 'UTC') \
+                          AND start_time < date_trunc('week', $2, 'UTC') + INTERVAL '7 days')",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_one(&mut *tx)
+    .await?;
+    if moving {
+        sqlx::query(
+            "LOCK TABLE remediation_audit, remediation_audit_events IN ACCESS EXCLUSIVE MODE",
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    // A statement after the locks: its snapshot sees the weeks the caller
     // before made.
     let created: i32 = sqlx::query_scalar("SELECT remaudit_ensure_partitions($1, $2)")
         .bind(from)
