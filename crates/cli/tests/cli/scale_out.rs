@@ -17,10 +17,13 @@
 //!   remediations (they would come back as a live row that never expires),
 //!   so both servers answer `rejected` (`archived`) and neither stores them.
 //!
-//! Server A takes the records forward, server B backward (a remediation's
-//! terminal record first), in requests of random size, as batches or as
-//! concurrent single records.
+//! Server A takes the records forward. Server B takes the cohort backward
+//! and the fresh remediations in A's order but each one's transitions
+//! backward (its terminal record first), so that both servers write the same
+//! remediations at the same moments. Each server cuts its stream into
+//! requests of its own random sizes, as batches or concurrent single records.
 
+use std::collections::HashSet;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -164,6 +167,8 @@ struct Setup {
     a: Server,
     b: Server,
     history: Written,
+    /// Each history remediation: namespace, name, start (to the microsecond).
+    history_keys: HashSet<(String, String, DateTime<Utc>)>,
     archive: tempfile::TempDir,
     pool: sqlx::PgPool,
     db: PgDb,
@@ -186,6 +191,14 @@ impl Setup {
             .expect("open the store");
         let now = Utc::now();
         let history = load(store.as_ref(), now).await;
+        let history_keys = remaudit_testkit::history::history(now)
+            .0
+            .into_iter()
+            .map(|r| {
+                let start = DateTime::from_timestamp_micros(r.start_time.timestamp_micros());
+                (r.namespace, r.remediation_name, start.expect("in range"))
+            })
+            .collect();
         if weeks {
             store
                 .ensure_partitions(now - TimeDelta::days(130), now + TimeDelta::days(35))
@@ -202,6 +215,7 @@ impl Setup {
             a,
             b,
             history,
+            history_keys,
             archive,
             pool,
             db,

@@ -46,31 +46,47 @@ impl Setup {
         );
 
         // Every summary row is in exactly one place.
-        let places: Vec<(String, String, bool)> = sqlx::query_as(
-            "SELECT namespace, remediation_name, true FROM remediation_audit \
-             UNION ALL SELECT namespace, remediation_name, false FROM remediation_audit_archive",
+        let places: Vec<(String, String, DateTime<Utc>, bool)> = sqlx::query_as(
+            "SELECT namespace, remediation_name, start_time, true FROM remediation_audit \
+             UNION ALL SELECT namespace, remediation_name, start_time, false FROM remediation_audit_archive",
         )
         .fetch_all(pool)
         .await
         .expect("summary rows");
         let mut live = HashSet::new();
         let mut archived = HashSet::new();
-        let (mut history_live, mut history_archived) = (0, 0);
-        for (namespace, name, is_live) in places {
+        let mut history: HashMap<(String, String, DateTime<Utc>), Vec<bool>> = HashMap::new();
+        for (namespace, name, start, is_live) in places {
             if namespace == NAMESPACE {
                 let set = if is_live { &mut live } else { &mut archived };
                 assert!(set.insert(name.clone()), "{name} twice in one place");
-            } else if is_live {
-                history_live += 1;
             } else {
-                history_archived += 1;
+                history
+                    .entry((namespace, name, start))
+                    .or_default()
+                    .push(is_live);
             }
         }
-        assert_eq!(
-            history_live + history_archived,
-            self.history.remediations,
-            "the history's summary rows, each in one place"
+        let misplaced: Vec<_> = history
+            .iter()
+            .filter(|(_, places)| places.len() != 1)
+            .collect();
+        assert!(
+            misplaced.is_empty(),
+            "history rows in more than one place (true: live): {misplaced:?}"
         );
+        let missing: Vec<_> = self
+            .history_keys
+            .iter()
+            .filter(|key| !history.contains_key(*key))
+            .collect();
+        assert!(missing.is_empty(), "history rows lost: {missing:?}");
+        assert_eq!(
+            i64::try_from(history.len()).expect("small"),
+            self.history.remediations,
+            "the history's summary rows, no other"
+        );
+        let history_archived = history.values().filter(|places| !places[0]).count();
         assert!(history_archived > 0, "the history's due rows were archived");
         let cohort: HashSet<String> = stream
             .cohort_names()
@@ -284,6 +300,9 @@ impl Setup {
                 record.remediation
             );
             *tally.entry("created").or_default() += created;
+            if a.outcomes[&i] == Outcome::Created {
+                *tally.entry("created by A").or_default() += 1;
+            }
             *tally.entry("duplicate").or_default() += duplicates;
         }
         println!(

@@ -150,12 +150,20 @@ impl Stream {
         steps
     }
 
-    /// Server B's requests: everything backwards, the tail first.
+    /// Server B's requests: the cohort backwards, the tail first; the middle
+    /// in A's order of remediations but each one's transitions backwards
+    /// (its terminal record first), so that the two servers meet on the same
+    /// remediations all along.
     pub(super) fn backward(&self, seed: u64) -> Vec<Step> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let rev = |part: &[usize]| part.iter().rev().copied().collect::<Vec<_>>();
         let mut steps = requests(&rev(&self.tail), &mut rng);
-        steps.extend(requests(&rev(&self.middle), &mut rng));
+        let middle: Vec<usize> = self
+            .middle
+            .chunk_by(|&i, &j| self.records[i].remediation == self.records[j].remediation)
+            .flat_map(|one| one.iter().rev().copied())
+            .collect();
+        steps.extend(requests(&middle, &mut rng));
         steps.push(Step::Gate);
         steps.extend(requests(&rev(&self.head), &mut rng));
         steps.extend(requests(&rev(&self.stragglers), &mut rng));
