@@ -262,10 +262,11 @@ async fn scale_two_servers_take_one_stream_and_retention_archives_each_due_row_o
     // the archive holds.
     let mut archived = [0.0; 2];
     for server in [&s.a, &s.b] {
+        // (+ 0.0: the sum of no series is -0.0)
         let ok = server
             .metric("remaudit_retention_runs_total", "outcome=\"ok\"")
-            .await;
-        // (+ 0.0: the sum of no series is -0.0)
+            .await
+            + 0.0;
         let skipped = server
             .metric("remaudit_retention_runs_total", "outcome=\"skipped\"")
             .await
