@@ -168,9 +168,10 @@ async fn run_locked(
     report.ran = true;
     let archive = sink.archive();
     let ahead = TimeDelta::weeks(i64::from(settings.weeks_ahead) + 1);
-    report.partitions_created = store
-        .ensure_partitions(now - TimeDelta::weeks(1), now + ahead)
-        .await?;
+    // From a week back, but never a week already due: with an age under a
+    // week, that week would be made only for this run to retire it again.
+    let back = TimeDelta::weeks(1).min(settings.policy.age);
+    report.partitions_created = store.ensure_partitions(now - back, now + ahead).await?;
     for pending in store.pending_batches().await? {
         // A journal row written before the location went in with it, cut
         // off before it got one: the batch wrote no file.

@@ -11,6 +11,7 @@ mod kubernetes;
 mod publish;
 mod query;
 mod retention;
+mod scale_out;
 mod serve;
 mod simulate;
 mod tls;

@@ -1,7 +1,9 @@
 //! Writers meeting on PostgreSQL: a record for a remediation that retention
 //! is moving must not start a new live row, a batch that another run took
-//! over must not finish, and a record that loses its key to another writer
-//! mid-insert must not leave a hole in its remediation's chain.
+//! over must not finish, processes making the weekly partitions at once
+//! neither fail nor stall ingest nor hide rows from reads, and a record that
+//! loses its key to another writer mid-insert must not leave a hole in its
+//! remediation's chain.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -197,6 +199,218 @@ async fn a_batch_taken_over_by_another_run_does_not_remove_its_rows() {
         (1, 0),
         "the row stays live, and only there"
     );
+}
+
+/// Several processes that make the weekly partitions at the same moment
+/// (replicas of `serve` starting together, one connecting while another's
+/// retention run makes the weeks) each make a missing week once, and none
+/// fails: they used to all find it missing, all create it, and all but one
+/// fail on PostgreSQL's unique index of type names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn processes_making_the_weeks_at_once_make_each_once_and_none_fails() {
+    const CALLERS: usize = 6;
+    let db = remaudit_testkit::PgDb::create().await;
+    let pool = db.pool().await;
+    let mut stores = Vec::new();
+    for _ in 0..CALLERS {
+        stores.push(db.store().await);
+    }
+    let now = chrono::Utc::now();
+    for round in 0..3 {
+        // The weeks hold no row yet: drop them, as if the service had not run
+        // since they fell due to be made.
+        let weeks: Vec<String> = sqlx::query_scalar(
+            "SELECT relname::text FROM pg_class WHERE relkind = 'r' AND relispartition \
+             AND relname ~ '^remediation_audit_(events_)?w[0-9]{8}$'",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert!(weeks.len() >= 12, "the weeks around now: {weeks:?}");
+        for week in &weeks {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {week}")))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        let start = Arc::new(tokio::sync::Barrier::new(CALLERS));
+        let mut callers = tokio::task::JoinSet::new();
+        for store in &stores {
+            let (store, start) = (store.clone(), start.clone());
+            callers.spawn(async move {
+                start.wait().await;
+                store
+                    .ensure_partitions(
+                        now - chrono::TimeDelta::weeks(1),
+                        now + chrono::TimeDelta::weeks(5),
+                    )
+                    .await
+            });
+        }
+        let mut created = 0;
+        while let Some(made) = callers.join_next().await {
+            created += made
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+        assert_eq!(
+            usize::try_from(created).unwrap(),
+            weeks.len(),
+            "round {round}: each week made once"
+        );
+    }
+}
+
+/// Making a missing week while a retention batch holds the default
+/// partition (a row-wise batch keeps its rows locked while it writes its
+/// files) gives up after a short wait: attaching the week waits for the batch,
+/// and every insert, on every server, queued behind that wait. A `serve`
+/// starting then did not answer until the batch ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn making_a_week_while_a_batch_holds_the_default_partition_holds_up_no_insert() {
+    let db = remaudit_testkit::PgDb::create().await;
+    let store = db.store().await;
+    let pool = db.pool().await;
+    let old = chrono::Utc::now() - chrono::TimeDelta::days(200);
+    let with = |name: &str, start: chrono::DateTime<chrono::Utc>| {
+        record(json!({"namespace": "ns", "remediation_name": name,
+            "alert_fingerprint": "fp", "start_time": start.to_rfc3339(),
+            "overall_phase": "completed", "completion_time": start.to_rfc3339()}))
+    };
+    store.insert(&[with("rr-old", old)]).await.unwrap();
+    // The oldest week, not made yet.
+    let first: String = sqlx::query_scalar(
+        "SELECT relname::text FROM pg_class WHERE relkind = 'r' AND relispartition \
+         AND relname ~ '^remediation_audit_w[0-9]{8}$' ORDER BY 1 LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let events = first.replacen("remediation_audit_", "remediation_audit_events_", 1);
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {first}, {events}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    // A batch in flight: the old row locked in the default partition.
+    let mut batch = pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM remediation_audit WHERE remediation_name = 'rr-old' FOR UPDATE")
+        .fetch_all(&mut *batch)
+        .await
+        .unwrap();
+
+    let now = chrono::Utc::now();
+    let weeks = (
+        now - chrono::TimeDelta::weeks(1),
+        now + chrono::TimeDelta::weeks(5),
+    );
+    let making = {
+        let store = store.clone();
+        tokio::spawn(async move { store.ensure_partitions(weeks.0, weeks.1).await })
+    };
+    let inserted = tokio::time::timeout(
+        Duration::from_secs(10),
+        store.insert(&[with("rr-new", now - chrono::TimeDelta::minutes(5))]),
+    )
+    .await
+    .expect("an insert does not wait for the batch")
+    .unwrap();
+    assert_eq!(inserted, [InsertOutcome::Created]);
+    let made = tokio::time::timeout(Duration::from_secs(10), making)
+        .await
+        .expect("making the weeks does not wait for the batch")
+        .unwrap()
+        .unwrap();
+    assert_eq!(made, 0, "the week waits for a later call");
+
+    batch.rollback().await.unwrap();
+    assert_eq!(
+        store.ensure_partitions(weeks.0, weeks.1).await.unwrap(),
+        2,
+        "the week's two tables, once the batch is gone"
+    );
+}
+
+/// Making a week that takes rows out of the default partition hides none of
+/// them from a read at the same moment. Attaching a week locks the parent
+/// only against other schema changes: a read planned before the attach and
+/// run after it saw the rows neither in the default partition nor in the
+/// week, and a listing (or an insert's check that its remediation is live)
+/// came back without them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_while_a_week_takes_rows_from_the_default_partition_see_every_row() {
+    const ROWS: i64 = 7;
+    let db = remaudit_testkit::PgDb::create().await;
+    let store = db.store().await;
+    let pool = db.pool().await;
+    let week: String = sqlx::query_scalar(
+        "SELECT relname::text FROM pg_class WHERE relkind = 'r' AND relispartition \
+         AND relname ~ '^remediation_audit_w[0-9]{8}$' ORDER BY 1 LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let events = week.replacen("remediation_audit_", "remediation_audit_events_", 1);
+    let monday = chrono::NaiveDate::parse_from_str(&week[week.len() - 8..], "%Y%m%d")
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    // The week's rows wait in the default partition until the week is made.
+    let unmake = format!(
+        "LOCK TABLE remediation_audit, remediation_audit_events IN ACCESS EXCLUSIVE MODE; \
+         ALTER TABLE remediation_audit_events DETACH PARTITION {events}; \
+         ALTER TABLE remediation_audit DETACH PARTITION {week}; \
+         WITH kept AS (DELETE FROM {week} RETURNING *) INSERT INTO remediation_audit SELECT * FROM kept; \
+         WITH kept AS (DELETE FROM {events} RETURNING *) INSERT INTO remediation_audit_events SELECT * FROM kept; \
+         DROP TABLE {week}, {events}"
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("BEGIN; {unmake}; COMMIT")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    for n in 0..ROWS {
+        let start = monday + chrono::TimeDelta::hours(n);
+        store
+            .insert(&[record(
+                json!({"namespace": "ns", "remediation_name": format!("rr-{n}"),
+                "alert_fingerprint": "fp", "start_time": start.to_rfc3339(),
+                "overall_phase": "processing"}),
+            )])
+            .await
+            .unwrap();
+    }
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (pool, stop) = (pool.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut reads, mut fewest) = (0, ROWS);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let n: i64 = sqlx::query_scalar("SELECT count(*) FROM remediation_audit")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                fewest = fewest.min(n);
+                reads += 1;
+            }
+            (reads, fewest)
+        })
+    };
+    for _ in 0..100 {
+        let made = store
+            .ensure_partitions(monday, monday + chrono::TimeDelta::days(1))
+            .await
+            .unwrap();
+        assert_eq!(made, 2, "the week's two tables");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("BEGIN; {unmake}; COMMIT")))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (reads, fewest) = reader.await.unwrap();
+    assert!(reads > 100, "the reader ran alongside: {reads} reads");
+    assert_eq!(fewest, ROWS, "a read missed rows moving into their week");
 }
 
 /// A record whose event key another remediation's writer takes while the

@@ -8,16 +8,98 @@ use sqlx::postgres::{PgConnection, PgPool};
 use crate::StoreError;
 use crate::retention::RetireRequest;
 
+/// Key of the transaction lock that callers of `remaudit_ensure_partitions`
+/// take in turn. The function creates a week's tables when it finds them
+/// missing; two callers at once (two servers starting, or one connecting
+/// while another's retention run makes the weeks) would both find them
+/// missing, both create them, and all but one fail on PostgreSQL's unique
+/// index of type names. It is not the retention run's lock, which a run
+/// holds (on another connection) while it calls this.
+const PARTITIONS_LOCK_KEY: i64 = 0x7265_6d61_7061_7274;
+
+/// How long making the weeks waits for each lock. Attaching a week takes
+/// the default partition exclusively, so it waits for every transaction that
+/// touches it (a row-wise retention batch writing its files, a long read),
+/// and ingest queues behind the waiting attach: the wait is kept short.
+const ENSURE_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '300ms'";
+/// Attempts to make the weeks before giving up until the next call.
+const ENSURE_ATTEMPTS: u32 = 3;
+
+/// Creates the weekly partitions from `from`'s week to `to` that are
+/// missing; how many tables it created. Callers take turns, so that each
+/// week is made once however many processes ask at the same moment. When the
+/// tables stay locked it makes none and says so: rows of a week not made yet
+/// land in the default partition, and the next run or start-up makes it.
 pub(in crate::postgres) async fn ensure_partitions(
     pool: &PgPool,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<u32, StoreError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match try_ensure_partitions(pool, from, to).await {
+            Err(StoreError::Database(sqlx::Error::Database(e)))
+                if e.code().as_deref() == Some("55P03") =>
+            {
+                if attempt >= ENSURE_ATTEMPTS {
+                    tracing::warn!(
+                        attempts = attempt,
+                        "weekly partitions not made now: their tables stayed locked (a retention batch or a long read in flight); a later retention run or start-up makes them"
+                    );
+                    return Ok(0);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250 * u64::from(attempt)))
+                    .await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn try_ensure_partitions(
+    pool: &PgPool,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<u32, StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(ENSURE_LOCK_TIMEOUT).execute(&mut *tx).await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(PARTITIONS_LOCK_KEY)
+        .execute(&mut *tx)
+        .await?;
+    // Rows in a default partition within the range belong to a week not made
+    // yet, which will take them out. Attaching a week locks the parent only
+    // against other schema changes, so a read planned before the attach and
+    // run after it would see neither the moved rows' old place nor their new
+    // one: with rows to move, the tables are taken whole, in the one order.
+    let moving: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM remediation_audit_default \
+                        WHERE start_time >= date_trunc('week', $1, 'UTC') \
+                          AND start_time < date_trunc('week', $2, 'UTC') + INTERVAL '7 days') \
+             OR EXISTS (SELECT 1 FROM remediation_audit_events_default \
+                        WHERE start_time >= date_trunc('week', $1, 'UTC') \
+                          AND start_time < date_trunc('week', $2, 'UTC') + INTERVAL '7 days')",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_one(&mut *tx)
+    .await?;
+    if moving {
+        sqlx::query(
+            "LOCK TABLE remediation_audit, remediation_audit_events IN ACCESS EXCLUSIVE MODE",
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    // A statement after the locks: its snapshot sees the weeks the caller
+    // before made.
     let created: i32 = sqlx::query_scalar("SELECT remaudit_ensure_partitions($1, $2)")
         .bind(from)
         .bind(to)
-        .fetch_one(pool)
+        .fetch_one(&mut *tx)
         .await?;
+    tx.commit().await?;
     Ok(u32::try_from(created).unwrap_or(0))
 }
 
