@@ -25,13 +25,40 @@ pub struct ChainArgs {
     chain_key_file: Option<PathBuf>,
 }
 
+/// `serve`'s own check of recent chains.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Tamper evidence")]
+pub struct ChainCheckArgs {
+    /// With a chain key, seconds between the service's own checks of the
+    /// chains of remediations started in the last 25 hours (one also runs at
+    /// start-up); breaks are logged and counted in
+    /// `remaudit_chain_breaks_found_total`. 0 turns the check off.
+    #[arg(long, env = "REMAUDIT_CHAIN_VERIFY_INTERVAL_SECS", default_value_t = ChainSettings::default().verify_interval_secs)]
+    chain_verify_interval_secs: u64,
+}
+
+/// How far back the service's own chain check looks: a day, and an hour
+/// for the check before it that may have run late.
+pub const CHAIN_CHECK_WINDOW_HOURS: i64 = 25;
+
 /// The `[chain]` table of a settings file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ChainSettings {
     /// The chain key file; unset runs unchained.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_file: Option<PathBuf>,
+    /// Seconds between `serve`'s own checks of recent chains; 0 turns them off.
+    pub verify_interval_secs: u64,
+}
+
+impl Default for ChainSettings {
+    fn default() -> Self {
+        Self {
+            key_file: None,
+            verify_interval_secs: 3600,
+        }
+    }
 }
 
 impl ChainSettings {
@@ -39,6 +66,13 @@ impl ChainSettings {
     pub fn layer(&mut self, args: &ChainArgs, m: &ArgMatches) {
         layer!(m, args, {
             chain_key_file => self.key_file;
+        });
+    }
+
+    /// Layers `serve`'s check interval over the file's value.
+    pub fn layer_check(&mut self, args: &ChainCheckArgs, m: &ArgMatches) {
+        layer!(m, args, {
+            chain_verify_interval_secs => self.verify_interval_secs;
         });
     }
 

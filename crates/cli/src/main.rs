@@ -342,11 +342,27 @@ async fn serve(settings: ServeSettings, metrics: PrometheusHandle) -> anyhow::Re
             "no chain key (--chain-key-file): stored events are not signed; /readyz says chain off"
         );
     }
+    let chain_check = server
+        .chain
+        .clone()
+        .filter(|_| settings.chain.verify_interval_secs > 0)
+        .map(|ring| {
+            remaudit_server::spawn_periodic_check(
+                store.clone(),
+                ring,
+                std::time::Duration::from_secs(settings.chain.verify_interval_secs),
+                chrono::TimeDelta::hours(chain::CHAIN_CHECK_WINDOW_HOURS),
+                shutdown.clone(),
+            )
+        });
     let state = AppState::new(store.clone(), server, metrics).with_auth(policy);
     remaudit_server::serve_with(listener, state, shutdown.clone(), tls).await?;
     shutdown.cancel();
     if let Some(job) = job {
         let _ = job.await;
+    }
+    if let Some(check) = chain_check {
+        let _ = check.await;
     }
     let _ = backfill.await;
     store.close().await;

@@ -29,7 +29,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{AuthArgs, AuthSettings};
-use crate::chain::{ChainArgs, ChainSettings};
+use crate::chain::{ChainArgs, ChainCheckArgs, ChainSettings};
 use crate::retention::PolicyArgs;
 
 /// Used when no database URL is given: a SQLite file in the working directory.
@@ -463,6 +463,8 @@ pub struct ServeArgs {
     tls: crate::tls::TlsArgs,
     #[command(flatten)]
     chain: ChainArgs,
+    #[command(flatten)]
+    chain_check: ChainCheckArgs,
 }
 
 /// Everything `remaudit serve` runs with.
@@ -549,6 +551,7 @@ impl ServeSettings {
             .layer(&mut s.tls, m)
             .map_err(|e| in_file(e, file))?;
         s.chain.layer(&args.chain, m);
+        s.chain.layer_check(&args.chain_check, m);
         s.check().map_err(|e| in_file(e, file))?;
         Ok(s)
     }
@@ -906,6 +909,8 @@ mod tests {
             "26",
             "--chain-key-file",
             "/chain.keys",
+            "--chain-verify-interval-secs",
+            "29",
         ]);
         let expected = r#"log_format = "json"
 listen = "0.0.0.0:1"
@@ -965,6 +970,7 @@ handshake_timeout_secs = 26
 
 [chain]
 key_file = "/chain.keys"
+verify_interval_secs = 29
 "#;
         assert_eq!(text, expected);
     }

@@ -1,4 +1,9 @@
-//! Tamper evidence served: the admin verification route.
+//! Tamper evidence served: the admin verification route, and the periodic
+//! check of recent chains that the `chain verification failing` alert
+//! watches.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -11,6 +16,11 @@ use remaudit_api::chain::{
 use remaudit_api::{Problem, paths};
 use remaudit_model::FieldError;
 use tracing::instrument;
+
+use remaudit_model::chain::KeyRing;
+use remaudit_store::chain::MAX_VERIFY_PAGE;
+use remaudit_store::{Store, StoreError};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 use crate::routes::audit::time_param;
@@ -101,4 +111,70 @@ pub(crate) async fn verify(
         breaks: page.breaks,
         next: page.next.as_ref().map(encode_cursor),
     }))
+}
+
+/// Checks the chains of the remediations started in the last `window`, now
+/// and then every `every`, until `shutdown`. Each broken link found is
+/// logged and counted in [`CHAIN_BREAKS_FOUND`](crate::telemetry::CHAIN_BREAKS_FOUND) (a pass
+/// that meets a break again counts it again, so the alert keeps firing
+/// until it is dealt with); each finished pass sets
+/// [`CHAIN_LAST_CHECK`](crate::telemetry::CHAIN_LAST_CHECK). A pass that cannot read the
+/// store is logged, and the next one tries again.
+pub fn spawn_periodic_check(
+    store: Arc<dyn Store>,
+    ring: Arc<KeyRing>,
+    every: Duration,
+    window: TimeDelta,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                pass = check_recent(store.as_ref(), &ring, window) => match pass {
+                    Ok((remediations, breaks)) => {
+                        metrics::gauge!(crate::telemetry::CHAIN_LAST_CHECK)
+                            .set(remaudit_model::approx_f64(Utc::now().timestamp_millis()) / 1000.0);
+                        tracing::info!(remediations, breaks, "periodic chain check finished");
+                    }
+                    Err(e) => tracing::error!(error = %e, "periodic chain check could not read the store; the next one tries again"),
+                },
+            }
+        }
+    })
+}
+
+/// One pass over the remediations started in the last `window` (and any
+/// started up to an hour ahead of the clock): how many it checked and how
+/// many broken links it found.
+async fn check_recent(
+    store: &dyn Store,
+    ring: &KeyRing,
+    window: TimeDelta,
+) -> Result<(u64, u64), StoreError> {
+    let now = Utc::now();
+    let (since, until) = (now - window, now + TimeDelta::hours(1));
+    let (mut remediations, mut breaks) = (0, 0);
+    let mut after = None;
+    loop {
+        let page =
+            remaudit_store::verify_page(store, ring, since, until, after.as_ref(), MAX_VERIFY_PAGE)
+                .await?;
+        crate::telemetry::count_chain_breaks(page.breaks.iter().map(|b| b.kind));
+        for b in &page.breaks {
+            tracing::warn!(broken = %b, "periodic chain check found a broken link");
+        }
+        remediations += page.remediations;
+        breaks += page.breaks.len() as u64;
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok((remediations, breaks)),
+        }
+    }
 }

@@ -12,6 +12,7 @@ mod startup;
 pub mod telemetry;
 pub mod tls;
 
+pub use chain::spawn_periodic_check;
 pub use error::{ApiError, PROBLEM_JSON};
 pub use openapi::ApiDoc;
 pub use settings::ServerSettings;

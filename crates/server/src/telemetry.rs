@@ -19,10 +19,15 @@ pub const HTTP_DURATION: &str = "remaudit_http_request_duration_seconds";
 /// readiness probe keeps it fresh.
 pub const DATABASE_UP: &str = "remaudit_database_up";
 
-/// Counter of broken chain links found by the admin verification route, by
+/// Counter of broken chain links found by the admin verification route and
+/// by the periodic check ([`crate::spawn_periodic_check`]), by
 /// `kind` (`edited`, `deleted`, `inserted`, `reordered`). A range verified
 /// twice counts its breaks twice: it counts findings, not distinct links.
 pub const CHAIN_BREAKS_FOUND: &str = "remaudit_chain_breaks_found_total";
+
+/// Gauge: when the service's own periodic chain check last finished a
+/// pass (Unix seconds); absent while none has.
+pub const CHAIN_LAST_CHECK: &str = "remaudit_chain_last_check_timestamp_seconds";
 
 /// Every `kind` of [`CHAIN_BREAKS_FOUND`].
 const BREAK_KINDS: [BreakKind; 4] = [
@@ -78,7 +83,12 @@ pub fn describe() {
     );
     metrics::describe_counter!(
         CHAIN_BREAKS_FOUND,
-        "Broken chain links found by GET /api/v1/admin/verify, by kind (edited, deleted, inserted, reordered)"
+        "Broken chain links found by GET /api/v1/admin/verify and by the service's periodic check, by kind (edited, deleted, inserted, reordered)"
+    );
+    metrics::describe_gauge!(
+        CHAIN_LAST_CHECK,
+        metrics::Unit::Seconds,
+        "When the service's periodic chain check last finished a pass (Unix time)"
     );
     crate::auth::kubernetes::describe_metrics();
 }

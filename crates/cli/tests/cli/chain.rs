@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::process::Stdio;
+use std::time::Duration;
 
 use crate::helpers::{Running, free_port, remaudit, wait_healthy};
 
@@ -84,14 +85,13 @@ fn chain_key_create_writes_a_private_file_and_rotates() {
     assert_eq!(std::fs::read_to_string(&file).expect("kept"), "garbage\n");
 }
 
-#[tokio::test]
-async fn a_chained_service_verifies_and_tampering_exits_1() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let keys = dir.path().join("chain.keys");
-    create_key(&keys);
+/// `remaudit serve` on the SQLite database in `dir`, chained with `keys`,
+/// no retention, with `extra` flags, its log in `dir/serve.log`; once
+/// healthy, the process and its address.
+async fn chained_service(dir: &Path, keys: &Path, extra: &[&str]) -> (Running, String) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let log = std::fs::File::create(dir.path().join("serve.log")).expect("log");
+    let log = std::fs::File::create(dir.join("serve.log")).expect("log");
     let service = Running(
         remaudit()
             .args([
@@ -101,16 +101,26 @@ async fn a_chained_service_verifies_and_tampering_exits_1() {
                 "--retention-interval-secs",
                 "0",
             ])
+            .args(extra)
             .arg("--database-url")
-            .arg(format!("sqlite://{}/audit.db", dir.path().display()))
+            .arg(format!("sqlite://{}/audit.db", dir.display()))
             .arg("--chain-key-file")
-            .arg(&keys)
+            .arg(keys)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawn"),
     );
     wait_healthy(port).await;
+    (service, listen)
+}
+
+#[tokio::test]
+async fn a_chained_service_verifies_and_tampering_exits_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("chain.keys");
+    create_key(&keys);
+    let (service, listen) = chained_service(dir.path(), &keys, &[]).await;
     let http = reqwest::Client::new();
     let ready: serde_json::Value = http
         .get(format!("http://{listen}/readyz"))
@@ -230,4 +240,89 @@ fn verify_exits_2_when_it_cannot_run() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// The value of `remaudit_chain_breaks_found_total{kind="edited"}` that
+/// `/metrics` at `listen` shows, if any.
+async fn edited_breaks(http: &reqwest::Client, listen: &str) -> Option<f64> {
+    let text = http
+        .get(format!("http://{listen}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with("remaudit_chain_breaks_found_total{kind=\"edited\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn the_service_checks_recent_chains_itself_and_counts_what_breaks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("chain.keys");
+    create_key(&keys);
+    let (_service, listen) =
+        chained_service(dir.path(), &keys, &["--chain-verify-interval-secs", "1"]).await;
+    let http = reqwest::Client::new();
+    for i in 0..2 {
+        let status = http
+            .post(format!("http://{listen}{LIST}"))
+            .json(&crate::helpers::record("check", i))
+            .send()
+            .await
+            .expect("post")
+            .status();
+        assert_eq!(status, 201);
+    }
+    // Whole chains: passes run and find nothing.
+    let log_path = dir.path().join("serve.log");
+    let passes = || {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .matches("periodic chain check finished")
+            .count()
+    };
+    let before = passes();
+    remaudit_testkit::wait_for(
+        "two more chain check passes",
+        Duration::from_secs(20),
+        || {
+            let n = passes();
+            async move { (n >= before + 2).then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(edited_breaks(&http, &listen).await, Some(0.0));
+
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}/audit.db", dir.path().display()))
+        .await
+        .expect("sqlite");
+    sqlx::query(
+        "UPDATE remediation_audit_events SET overall_phase = 'failed' \
+         WHERE remediation_name = 'check-rr-000001'",
+    )
+    .execute(&pool)
+    .await
+    .expect("tamper");
+    pool.close().await;
+    let found = remaudit_testkit::wait_for(
+        "the edit counted by the service's own check",
+        Duration::from_secs(20),
+        || {
+            let http = http.clone();
+            let listen = listen.clone();
+            async move { edited_breaks(&http, &listen).await.filter(|&n| n >= 1.0) }
+        },
+    )
+    .await;
+    assert!(found >= 1.0);
+    let logged = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        logged.contains("periodic chain check found a broken link")
+            && logged.contains("check-rr-000001"),
+        "{logged}"
+    );
 }
