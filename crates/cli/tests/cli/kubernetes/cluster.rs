@@ -152,10 +152,7 @@ impl Cluster {
             .create(
                 &PostParams::default(),
                 &Namespace {
-                    metadata: ObjectMeta {
-                        name: Some(name.clone()),
-                        ..ObjectMeta::default()
-                    },
+                    metadata: named(&name),
                     ..Namespace::default()
                 },
             )
@@ -172,10 +169,7 @@ impl Cluster {
             .create(
                 &PostParams::default(),
                 &ServiceAccount {
-                    metadata: ObjectMeta {
-                        name: Some(name.to_owned()),
-                        ..ObjectMeta::default()
-                    },
+                    metadata: named(name),
                     ..ServiceAccount::default()
                 },
             )
@@ -189,10 +183,7 @@ impl Cluster {
             .create(
                 &PostParams::default(),
                 &ClusterRole {
-                    metadata: ObjectMeta {
-                        name: Some(role.clone()),
-                        ..ObjectMeta::default()
-                    },
+                    metadata: named(&role),
                     rules: Some(rules),
                     ..ClusterRole::default()
                 },
@@ -203,21 +194,9 @@ impl Cluster {
             .create(
                 &PostParams::default(),
                 &ClusterRoleBinding {
-                    metadata: ObjectMeta {
-                        name: Some(role.clone()),
-                        ..ObjectMeta::default()
-                    },
-                    role_ref: RoleRef {
-                        api_group: "rbac.authorization.k8s.io".to_owned(),
-                        kind: "ClusterRole".to_owned(),
-                        name: role,
-                    },
-                    subjects: Some(vec![Subject {
-                        kind: "ServiceAccount".to_owned(),
-                        name: name.to_owned(),
-                        namespace: Some(namespace.to_owned()),
-                        ..Subject::default()
-                    }]),
+                    metadata: named(&role),
+                    role_ref: role_ref("ClusterRole", &role),
+                    subjects: Some(service_account_subject(namespace, name)),
                 },
             )
             .await
@@ -243,10 +222,7 @@ impl Cluster {
             .create(
                 &PostParams::default(),
                 &Role {
-                    metadata: ObjectMeta {
-                        name: Some(role.clone()),
-                        ..ObjectMeta::default()
-                    },
+                    metadata: named(&role),
                     rules: Some(vec![
                         lease(&["create"], None),
                         lease(&["get", "update"], Some(vec![name.to_owned()])),
@@ -259,21 +235,9 @@ impl Cluster {
             .create(
                 &PostParams::default(),
                 &RoleBinding {
-                    metadata: ObjectMeta {
-                        name: Some(role.clone()),
-                        ..ObjectMeta::default()
-                    },
-                    role_ref: RoleRef {
-                        api_group: "rbac.authorization.k8s.io".to_owned(),
-                        kind: "Role".to_owned(),
-                        name: role,
-                    },
-                    subjects: Some(vec![Subject {
-                        kind: "ServiceAccount".to_owned(),
-                        name: name.to_owned(),
-                        namespace: Some(namespace.to_owned()),
-                        ..Subject::default()
-                    }]),
+                    metadata: named(&role),
+                    role_ref: role_ref("Role", &role),
+                    subjects: Some(service_account_subject(namespace, name)),
                 },
             )
             .await
@@ -315,6 +279,33 @@ impl Cluster {
         std::fs::write(&path, text).expect("write kubeconfig");
         path
     }
+}
+
+/// Metadata holding only a name.
+fn named(name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        ..ObjectMeta::default()
+    }
+}
+
+/// A reference to the RBAC `kind` (`Role` or `ClusterRole`) `name`.
+fn role_ref(kind: &str, name: &str) -> RoleRef {
+    RoleRef {
+        api_group: "rbac.authorization.k8s.io".to_owned(),
+        kind: kind.to_owned(),
+        name: name.to_owned(),
+    }
+}
+
+/// The subjects of a binding to the `ServiceAccount` `namespace/name`.
+fn service_account_subject(namespace: &str, name: &str) -> Vec<Subject> {
+    vec![Subject {
+        kind: "ServiceAccount".to_owned(),
+        name: name.to_owned(),
+        namespace: Some(namespace.to_owned()),
+        ..Subject::default()
+    }]
 }
 
 /// `PolicyRules` from one of the chart's rule files.
