@@ -14,6 +14,7 @@ pub mod health;
 pub mod openapi;
 pub mod paths;
 pub mod problem;
+pub mod session;
 
 pub use problem::{PROBLEM_JSON, Problem};
 pub use remaudit_model::{

@@ -25,6 +25,8 @@ pub const ANALYTICS_RETRIES: &str = "/api/v1/audit/analytics/retries";
 pub const ADMIN_LOG: &str = "/api/v1/admin/log";
 /// Checks the hash chains of a time range (`GET`).
 pub const ADMIN_VERIFY: &str = "/api/v1/admin/verify";
+/// The caller's subject and roles (`GET`).
+pub const WHOAMI: &str = "/api/v1/whoami";
 /// Liveness (`GET`).
 pub const HEALTHZ: &str = "/healthz";
 /// Readiness (`GET`).

@@ -11,6 +11,7 @@ mod settings;
 mod startup;
 pub mod telemetry;
 pub mod tls;
+pub mod web;
 
 pub use chain::spawn_periodic_check;
 pub use error::{ApiError, PROBLEM_JSON};

@@ -8,7 +8,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::auth::Role;
 use crate::chain;
-use crate::routes::{admin, analytics, audit, health};
+use crate::routes::{admin, analytics, audit, health, session};
 use crate::startup::api_routes;
 
 /// Name of the bearer security scheme in the document.
@@ -37,6 +37,7 @@ pub const BEARER_SCHEME: &str = "bearer";
         analytics::retries,
         admin::log,
         chain::verify,
+        session::whoami,
         health::healthz,
         health::readyz,
         health::metrics,
@@ -50,6 +51,7 @@ pub const BEARER_SCHEME: &str = "bearer";
         (name = "admin", description = "The append-only log of admin actions: legal holds, soft deletes, retention runs"),
         (name = "health", description = "Liveness, readiness and metrics"),
         (name = "admin", description = "Administration: tamper evidence"),
+        (name = "session", description = "Who the caller is"),
         (name = "openapi", description = "This document"),
     )
 )]

@@ -5,3 +5,4 @@ pub(crate) mod analytics;
 pub(crate) mod audit;
 pub(crate) mod body;
 pub(crate) mod health;
+pub(crate) mod session;

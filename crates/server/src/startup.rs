@@ -30,7 +30,7 @@ use crate::auth::{AuthPolicy, ClientCertificate, Role};
 use crate::chain;
 use crate::error::ApiError;
 use crate::openapi;
-use crate::routes::{admin, analytics, audit, health};
+use crate::routes::{admin, analytics, audit, health, session};
 use crate::settings::ServerSettings;
 use crate::telemetry;
 use crate::tls::{self, Tls};
@@ -177,6 +177,7 @@ pub fn api_routes() -> Vec<ApiRoute> {
             get(analytics::retries),
         ),
         row(Method::GET, paths::ADMIN_LOG, Admin, get(admin::log)),
+        row(Method::GET, paths::WHOAMI, Reader, get(session::whoami)),
         // The document describes the API, not its data; still a reader's,
         // as every /api/v1 route needs a role (docs/security.md).
         row(
@@ -294,6 +295,7 @@ pub fn router(state: AppState) -> Router {
         .route(paths::HEALTHZ, get(health::healthz))
         .route(paths::METRICS, metrics);
     api.merge(operations)
+        .merge(crate::web::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), deadline))
         .layer(middleware::from_fn(telemetry::track))

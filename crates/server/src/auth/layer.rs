@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -105,7 +105,17 @@ enum Presented {
 }
 
 fn presented(request: &Request) -> Result<Presented, ()> {
-    if let Some(value) = request.headers().get(header::AUTHORIZATION) {
+    presented_parts(
+        request.headers(),
+        request.extensions().get::<ClientCertificate>(),
+    )
+}
+
+fn presented_parts(
+    headers: &HeaderMap,
+    certificate: Option<&ClientCertificate>,
+) -> Result<Presented, ()> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
         let value = value.to_str().map_err(|_| ())?;
         let (scheme, token) = value.trim().split_once(' ').ok_or(())?;
         let token = token.trim();
@@ -114,7 +124,7 @@ fn presented(request: &Request) -> Result<Presented, ()> {
         }
         return Ok(Presented::Bearer(token.to_owned()));
     }
-    if let Some(cert) = request.extensions().get::<ClientCertificate>() {
+    if let Some(cert) = certificate {
         return Ok(Presented::Certificate(cert.subject.clone()));
     }
     Ok(Presented::None)
@@ -235,6 +245,44 @@ pub(crate) async fn authorize(
             );
             metrics::counter!(DENIED_TOTAL, "reason" => reason.as_str()).increment(1);
             error.into_response()
+        }
+    }
+}
+
+/// Whether the caller who presented `headers` (and `certificate`) also holds `role`, asked of the
+/// authenticators as a route needing it would ask (so a Kubernetes
+/// SubjectAccessReview answers for Kubernetes callers). Never counted as a
+/// denial: the dashboard asks this to decide what to show.
+pub(crate) async fn holds(
+    policy: &AuthPolicy,
+    headers: &HeaderMap,
+    certificate: Option<&ClientCertificate>,
+    role: Role,
+) -> bool {
+    match policy {
+        AuthPolicy::Off { .. } => true,
+        AuthPolicy::Enforced {
+            authenticators,
+            anonymous_role,
+            ..
+        } => {
+            let guard = Guard {
+                policy: Arc::new(policy.clone()),
+                role,
+                method: "GET",
+                route: remaudit_api::paths::WHOAMI,
+                retry_after: Duration::ZERO,
+            };
+            matches!(
+                judge(
+                    authenticators,
+                    *anonymous_role,
+                    presented_parts(headers, certificate),
+                    &guard
+                )
+                .await,
+                Verdict::Allowed(_)
+            )
         }
     }
 }

@@ -221,6 +221,7 @@ async fn happy(app: &TestApp, route: &ApiRoute, n: usize) -> (String, Option<Val
             | paths::ANALYTICS_RETRIES
             | paths::ADMIN_LOG
             | paths::ADMIN_VERIFY
+            | paths::WHOAMI
             | paths::OPENAPI,
         ) => (route.path.to_owned(), None, 200),
         (method, path) => {
@@ -680,5 +681,43 @@ fn every_documented_operation_is_a_route_of_the_table_and_back() {
         doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer",
         "{}",
         doc["components"]["securitySchemes"]
+    );
+}
+
+/// `whoami` names the caller and the roles it holds, so that the dashboard
+/// shows admin actions to admins only; a writer cannot ask it (it cannot
+/// read), and with auth off every caller is an anonymous admin.
+#[tokio::test]
+async fn whoami_names_the_caller_and_its_roles() {
+    let db = remaudit_testkit::SqliteDb::create();
+    let s = spawn_secured(db.store().await, None, false).await;
+    let app = &s.app;
+    let reader = send(app, Method::GET, paths::WHOAMI, Some(READER), None).await;
+    assert_eq!(reader.status, 200, "{}", reader.body);
+    assert_eq!(reader.body["roles"], json!(["reader"]));
+    assert_eq!(reader.body["auth_enforced"], json!(true));
+    assert!(
+        reader.body["subject"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty() && s != "anonymous"),
+        "{}",
+        reader.body
+    );
+    let admin = send(app, Method::GET, paths::WHOAMI, Some(ADMIN), None).await;
+    assert_eq!(admin.status, 200, "{}", admin.body);
+    assert_eq!(admin.body["roles"], json!(["reader", "admin"]));
+    assert_ne!(admin.body["subject"], reader.body["subject"]);
+    let writer = send(app, Method::GET, paths::WHOAMI, Some(WRITER), None).await;
+    writer.assert_problem(403, "forbidden");
+    assert_unauthenticated(
+        &send(app, Method::GET, paths::WHOAMI, None, None).await,
+        "whoami without a token",
+    );
+
+    let open = spawn_with_policy(db.store().await, AuthPolicy::default()).await;
+    let anyone = send(&open, Method::GET, paths::WHOAMI, None, None).await;
+    assert_eq!(
+        anyone.body,
+        json!({"subject": "anonymous", "roles": ["reader", "admin"], "auth_enforced": false})
     );
 }

@@ -6,6 +6,7 @@ mod arbitrary_bodies;
 mod auth;
 mod chain;
 mod contract;
+mod dashboard;
 mod design_sql;
 mod edge;
 mod helpers;
