@@ -153,9 +153,11 @@ async function api(path, params = {}, { method = "GET", body } = {}) {
  * `rowAttrs(row)` adds attributes to its `<tr>` (data-… for tests and links).
  */
 function table(columns, rows, { caption, rowAttrs, id } = {}) {
+  // A wide table scrolls sideways on a narrow screen: the region takes the
+  // keyboard focus so that it can be scrolled without a pointer.
   return h(
     "div",
-    { class: "table-wrap" },
+    { class: "table-wrap", tabindex: 0, role: "region", "aria-label": caption || "table" },
     h(
       "table",
       { id },
@@ -698,7 +700,7 @@ function retriesSection(report, window) {
       { class: "muted" },
       `${fmtCount(report.alerts_retried)} of ${fmtCount(report.alerts)} alerts were remediated more than once (${fmtCount(report.attempts)} attempts in all).`,
     ),
-    table(columns, report.items, { rowAttrs: (r) => ({ "data-fingerprint": r.alert_fingerprint }) }),
+    table(columns, report.items, { caption: "Alerts remediated more than once, most attempts first", rowAttrs: (r) => ({ "data-fingerprint": r.alert_fingerprint }) }),
   );
 }
 
@@ -794,7 +796,7 @@ async function postmortem(params) {
       "section",
       { class: "panel", "aria-label": "Remediations of this alert" },
       h("div", { class: "filters" }, h("a", { "data-action": "csv", href: csvHref(columns, items), download: `postmortem-${fingerprint.slice(0, 16)}.csv` }, "CSV")),
-      table(columns, items, { id: "postmortem", rowAttrs: (r) => ({ "data-remediation-id": r.id }) }),
+      table(columns, items, { id: "postmortem", caption: "Remediations of this alert, newest first", rowAttrs: (r) => ({ "data-remediation-id": r.id }) }),
     ),
   );
   // The newest three open at once: they are what a post-mortem reads first.
@@ -1064,7 +1066,7 @@ async function search(params) {
       "section",
       { class: "panel", "aria-label": "Results" },
       h("div", { class: "filters" }, h("span", { class: "muted" }, `${page.items.length} shown, newest first${cursor ? ", continued" : ""}`), h("a", { "data-action": "csv", href: csvHref(columns, page.items), download: "search.csv" }, "CSV")),
-      table(columns, page.items, { id: "results", rowAttrs: (r) => ({ "data-remediation-id": r.id }) }),
+      table(columns, page.items, { id: "results", caption: "Remediations found, newest first", rowAttrs: (r) => ({ "data-remediation-id": r.id }) }),
       h(
         "div",
         { class: "pager" },
