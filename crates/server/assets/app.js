@@ -770,11 +770,7 @@ async function postmortem(params) {
       render: (r) => {
         const details = h("details", { "data-timeline": r.id }, h("summary", {}, "transitions"), h("p", { class: "muted" }, "Loading…"));
         details.addEventListener("toggle", () => {
-          if (!details.open || details.dataset.loaded) return;
-          details.dataset.loaded = "1";
-          timelineOf(r.id)
-            .then(({ timeline }) => details.replaceChildren(details.firstChild, steps(timeline)))
-            .catch((e) => details.replaceChildren(details.firstChild, h("p", { class: "alert", role: "alert" }, e.message)));
+          if (details.open) loadSteps(details, r.id);
         });
         return details;
       },
@@ -799,8 +795,25 @@ async function postmortem(params) {
       table(columns, items, { id: "postmortem", caption: "Remediations of this alert, newest first", rowAttrs: (r) => ({ "data-remediation-id": r.id }) }),
     ),
   );
-  // The newest three open at once: they are what a post-mortem reads first.
-  for (const d of [...main.querySelectorAll("details[data-timeline]")].slice(0, 3)) d.open = true;
+  // The newest three open at once, drawn before the page says it is ready:
+  // they are what a post-mortem reads first. The others load when unfolded.
+  const first = [...main.querySelectorAll("details[data-timeline]")].slice(0, 3);
+  await Promise.all(
+    first.map((d) => {
+      const loading = loadSteps(d, d.dataset.timeline);
+      d.open = true;
+      return loading;
+    }),
+  );
+}
+
+/** Draws a remediation's transitions into its `<details>`, once. */
+function loadSteps(details, id) {
+  if (details.dataset.loaded) return Promise.resolve();
+  details.dataset.loaded = "1";
+  return timelineOf(id)
+    .then(({ timeline }) => details.replaceChildren(details.firstChild, steps(timeline)))
+    .catch((e) => details.replaceChildren(details.firstChild, h("p", { class: "alert", role: "alert" }, e.message)));
 }
 
 // --------------------------------------------------------------- remediation
@@ -914,7 +927,6 @@ async function remediationPage(params, session) {
   const transitions = [...timeline].sort((a, b) => new Date(a.event_time) - new Date(b.event_time));
   show(
     h("h1", {}, "Remediation ", h("span", { class: "mono" }, r.remediation_name)),
-    message ? h("p", { id: "admin-result", class: "notice", role: "status" }, message) : null,
     h(
       "section",
       { class: "panel", "aria-labelledby": "summary-title" },
@@ -966,13 +978,14 @@ async function remediationPage(params, session) {
       h("h2", { id: "crd-title" }, "Child resources"),
       r.service_crd_statuses ? crdTable(r.service_crd_statuses, r) : h("p", { class: "muted" }, "No status snapshot was recorded."),
     ),
-    isAdmin ? adminActions(r) : null,
+    isAdmin ? adminActions(r, message) : null,
   );
 }
 
-function adminActions(r) {
+/** Hold, release and delete, with the reason each needs; `message` tells how the last one went. */
+function adminActions(r, message) {
   const reason = h("input", { id: "admin-reason", name: "reason", required: true, maxlength: 1024, size: 40, autocomplete: "off" });
-  const result = h("p", { id: "admin-result", role: "status", class: "muted" });
+  const result = h("p", { id: "admin-result", role: "status", class: message ? "notice" : "muted" }, message);
   const act = async (action) => {
     const why = reason.value.trim();
     if (!why) {
