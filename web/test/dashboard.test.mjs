@@ -319,6 +319,8 @@ async function checkPage(page, variant, needs, colorScheme) {
   // Navigation is there on every page.
   assert.equal(await page.locator('nav a[href="/"]').count(), 1, `${variant}: nav links the overview`);
   assert.equal(await page.locator('nav a[href="/search"]').count(), 1, `${variant}: nav links the search`);
+  // Record text is text: the seed's markup never runs.
+  assert.equal(await page.evaluate(() => document.body.dataset.pwned), undefined, `${variant} ran markup from a record`);
   // Usable at this width: nothing pushes the page sideways.
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 1, `${variant} scrolls sideways by ${overflow} px`);

@@ -77,6 +77,9 @@ const REASONS = {
     'kubernetes job exited with code 137 (OOMKilled)',
     'node drain blocked by PodDisruptionBudget payments-pdb (0 disruptions allowed)',
     'validation after execution failed: alert still firing 10 minutes after the action completed',
+    // Hostile text: shown as text, never markup or a formula, and never
+    // pushing a page sideways (the layout checks at 390 px see it).
+    `<img src=x onerror="document.body.dataset.pwned=1"> =HYPERLINK("http://x") ${'x'.repeat(600)}`,
   ],
 };
 

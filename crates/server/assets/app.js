@@ -5,6 +5,8 @@
 import uPlot from "/assets/vendor/uplot/uPlot.esm.js";
 
 const TOKEN_KEY = "remaudit.token";
+/** What a bearer token may hold: printable ASCII, no spaces (an HTTP header value). */
+const TOKEN_SHAPE = /^[\x21-\x7e]{1,4096}$/;
 const WINDOWS = ["24h", "7d", "30d", "90d"];
 const PHASES = ["pending", "processing", "analyzing", "executing", "completed", "failed", "timeout"];
 const API = "/api/v1";
@@ -119,8 +121,27 @@ class ApiError extends Error {
   }
 }
 
-/** Calls the API with the session's token; throws [`ApiError`] on any answer but 2xx. */
-async function api(path, params = {}, { method = "GET", body } = {}) {
+/** Longest `Retry-After` the page waits out before retrying a 503 once. */
+const MAX_RETRY_AFTER_MS = 10_000;
+
+/**
+ * Calls the API with the session's token; throws [`ApiError`] on any answer
+ * but 2xx. A 503 of a read (the service shedding load) is retried once, after
+ * its `Retry-After` (at most 10 s).
+ */
+async function api(path, params = {}, options = {}) {
+  try {
+    return await apiOnce(path, params, options);
+  } catch (e) {
+    const method = options.method || "GET";
+    if (!(e instanceof ApiError) || e.status !== 503 || method !== "GET") throw e;
+    const wait = Math.min(MAX_RETRY_AFTER_MS, 1000 * (Number.parseInt(e.retryAfter ?? "1", 10) || 1));
+    await new Promise((resolve) => setTimeout(resolve, wait));
+    return apiOnce(path, params, options);
+  }
+}
+
+async function apiOnce(path, params, { method = "GET", body } = {}) {
   const headers = { Accept: "application/json" };
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (token) headers.Authorization = `Bearer ${token}`;
@@ -131,7 +152,9 @@ async function api(path, params = {}, { method = "GET", body } = {}) {
       method,
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
-      credentials: "omit",
+      // Same origin only: a client certificate (mutual TLS) goes along, as it
+      // would for any other client of the API.
+      credentials: "same-origin",
       cache: "no-store",
     });
   } catch (e) {
@@ -141,7 +164,9 @@ async function api(path, params = {}, { method = "GET", body } = {}) {
   const type = response.headers.get("content-type") || "";
   const payload = type.includes("json") ? await response.json() : { detail: await response.text() };
   if (!response.ok) {
-    throw new ApiError(response.status, { title: response.statusText, ...payload });
+    const error = new ApiError(response.status, { title: response.statusText, ...payload });
+    error.retryAfter = response.headers.get("retry-after");
+    throw error;
   }
   return payload;
 }
@@ -188,9 +213,11 @@ function table(columns, rows, { caption, rowAttrs, id } = {}) {
 
 function csvCell(value) {
   let s = value === null || value === undefined ? "" : String(value);
-  // A spreadsheet would run a cell starting with these as a formula.
-  if (/^[=+\-@\t\r]/.test(s)) s = `'${s}`;
-  return /[",\n\r]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
+  // A spreadsheet would run a text cell starting with these as a formula;
+  // numbers (such as -5) stay numbers.
+  if (typeof value !== "number" && /^[=+\-@\t\r]/.test(s)) s = `'${s}`;
+  // `;` separates cells in some locales' spreadsheets: quoted too.
+  return /[",;\n\r]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
 }
 
 /** CSV of the same rows a table shows: `csv` values of columns, raw data (not formatted). */
@@ -370,7 +397,12 @@ function drawAuth(error) {
           onsubmit: (event) => {
             event.preventDefault();
             const token = input.value.trim();
-            if (!token) return;
+            if (!TOKEN_SHAPE.test(token)) {
+              document.getElementById("auth-message").textContent =
+                "That is not a token: a token is printable ASCII without spaces (check for a pasted line break or an invisible character).";
+              input.focus();
+              return;
+            }
             sessionStorage.setItem(TOKEN_KEY, token);
             render();
           },
@@ -401,6 +433,10 @@ function drawError(error) {
       `: ${p.detail || error.message}`,
       p.errors?.length ? h("ul", {}, p.errors.map((e) => h("li", {}, `${e.field}: ${e.message}`))) : null,
     ),
+    h("p", {}, h("a", { href: location.pathname + location.search }, "Try again"), " · ", h("a", { href: "/" }, "Overview")),
+    sessionStorage.getItem(TOKEN_KEY)
+      ? h("p", {}, h("button", { type: "button", onclick: () => { sessionStorage.removeItem(TOKEN_KEY); render(); } }, "Forget token"))
+      : null,
   );
 }
 
@@ -496,7 +532,7 @@ async function overview(params) {
     ),
     durationsFigure(durations, cuts, durationSeries, window),
     failuresFigure(failures, window),
-    retriesSection(retries, window),
+    retriesSection(retries, window, namespace),
   );
 }
 
@@ -610,6 +646,7 @@ function durationsFigure(whole, cuts, reports, window) {
     csvName: `durations-${window}.csv`,
     columns: [
       { key: "since", label: "From (UTC)", render: (r) => fmtTime(r.since) },
+      { key: "until", label: "Until (UTC)", render: (r) => fmtTime(r.until) },
       { key: "final_phase", label: "Final phase", render: (r) => h("span", { class: phaseClass(r.final_phase) }, r.final_phase) },
       { key: "count", label: "Count", num: true },
       { key: "p50_seconds", label: "p50", num: true, render: (r) => fmtDuration(r.p50_seconds) },
@@ -667,16 +704,17 @@ function failuresFigure(report, window) {
   });
 }
 
-function postmortemHref(fingerprint) {
-  return `/postmortem${query({ fingerprint, window: "90d" })}`;
+/** The post-mortem of an alert, over `window` (90 days by default) and in one namespace or all. */
+function postmortemHref(fingerprint, window = "90d", namespace = "") {
+  return `/postmortem${query({ fingerprint, window, namespace })}`;
 }
 
-function retriesSection(report, window) {
+function retriesSection(report, window, namespace) {
   const columns = [
     {
       key: "alert_fingerprint",
       label: "Alert",
-      render: (r) => h("a", { class: "postmortem-link mono", href: postmortemHref(r.alert_fingerprint) }, r.alert_fingerprint),
+      render: (r) => h("a", { class: "postmortem-link mono", href: postmortemHref(r.alert_fingerprint, window, namespace) }, r.alert_fingerprint),
     },
     { key: "attempts", label: "Attempts", num: true },
     { key: "completed", label: "Completed", num: true },
@@ -737,6 +775,7 @@ async function timelineOf(id) {
 async function postmortem(params) {
   const fingerprint = (params.get("fingerprint") || "").trim();
   const window = validWindow(params.get("window"), "90d");
+  const namespace = (params.get("namespace") || "").trim();
   const limit = Math.min(1000, Math.max(1, Number.parseInt(params.get("limit") || "100", 10) || 100));
   document.title = `Post-mortem ${fingerprint.slice(0, 12)} · remaudit`;
   const form = h(
@@ -744,13 +783,14 @@ async function postmortem(params) {
     { id: "filters", class: "filters", method: "get", action: "/postmortem", role: "search", "aria-label": "Alert and window" },
     h("label", {}, "Alert fingerprint", h("input", { id: "fingerprint", name: "fingerprint", value: fingerprint, required: true, maxlength: 64, size: 40 })),
     windowSelect(window),
+    h("label", {}, "Namespace", h("input", { id: "namespace", name: "namespace", value: namespace, placeholder: "all namespaces", maxlength: 63 })),
     h("button", { type: "submit" }, "Show"),
   );
   if (!fingerprint) {
     show(h("h1", {}, "Post-mortem"), form, h("p", { class: "notice" }, "Give an alert's fingerprint, or follow an alert from the overview."));
     return;
   }
-  const report = await api(`${ANALYTICS}/postmortem`, { alert_fingerprint: fingerprint, window, limit });
+  const report = await api(`${ANALYTICS}/postmortem`, { alert_fingerprint: fingerprint, window, namespace, limit });
   const items = report.items;
   const counts = {};
   for (const r of items) counts[r.overall_phase] = (counts[r.overall_phase] || 0) + 1;
@@ -783,10 +823,10 @@ async function postmortem(params) {
       "p",
       { class: "muted" },
       h("span", { class: "mono" }, fingerprint),
-      `: ${items.length} remediation${items.length === 1 ? "" : "s"} in the last ${window}, newest first`,
+      `: ${items.length} remediation${items.length === 1 ? "" : "s"} in the last ${window}${namespace ? ` in namespace ${namespace}` : ""}, newest first`,
       items.length ? ` (${Object.entries(counts).map(([k, v]) => `${v} ${k}`).join(", ")})` : "",
       items.length === limit ? `; the list stops at ${limit}: ` : ".",
-      items.length === limit && limit < 1000 ? h("a", { href: `/postmortem${query({ fingerprint, window, limit: 1000 })}` }, "show up to 1000") : null,
+      items.length === limit && limit < 1000 ? h("a", { href: `/postmortem${query({ fingerprint, window, namespace, limit: 1000 })}` }, "show up to 1000") : null,
     ),
     h(
       "section",
@@ -819,7 +859,10 @@ function loadSteps(details, id) {
 // --------------------------------------------------------------- remediation
 
 function gantt(remediation, timeline) {
-  const events = [...timeline].sort((a, b) => new Date(a.event_time) - new Date(b.event_time));
+  // Consecutive transitions to the same phase (replays, updates) are one stretch.
+  const events = [...timeline]
+    .sort((a, b) => new Date(a.event_time) - new Date(b.event_time))
+    .filter((e, i, all) => i === 0 || all[i - 1].overall_phase !== e.overall_phase);
   if (events.length === 0) return h("p", { class: "muted" }, "No transitions recorded.");
   const terminal = (p) => ["completed", "failed", "timeout"].includes(p);
   const begin = Math.min(new Date(events[0].event_time).getTime(), new Date(remediation.start_time).getTime());
@@ -870,7 +913,7 @@ function crdTable(statuses, remediation) {
     const { phase, startTime, completionTime, ...rest } = snap;
     return {
       child,
-      name: names[child] || "–",
+      name: Object.hasOwn(names, child) ? names[child] || "–" : "–",
       phase,
       start_time: startTime,
       completion_time: completionTime,
@@ -997,16 +1040,20 @@ function adminActions(r, message) {
     if (action === "delete" && !window.confirm(`Delete remediation ${r.remediation_name}? It disappears from reads and is archived by the next retention run.`)) return;
     const path = action === "delete" ? `${AUDIT}/${r.id}` : `${AUDIT}/${r.id}/legal-hold`;
     const method = action === "hold" ? "PUT" : "DELETE";
+    const buttons = [...section.querySelectorAll("button")];
+    const enabled = buttons.map((b) => b.disabled);
+    for (const b of buttons) b.disabled = true;
     try {
       await api(path, {}, { method, body: { reason: why } });
       flash = { hold: "Legal hold set.", release: "Legal hold released.", delete: "Remediation deleted." }[action];
       await render();
     } catch (e) {
+      buttons.forEach((b, i) => (b.disabled = enabled[i]));
       result.className = "alert";
       result.textContent = `${e.problem?.title || "Error"}: ${e.message}`;
     }
   };
-  return h(
+  const section = h(
     "section",
     { id: "admin-actions", class: "panel", "aria-labelledby": "admin-title" },
     h("h2", { id: "admin-title" }, "Admin actions"),
@@ -1021,6 +1068,7 @@ function adminActions(r, message) {
     ),
     result,
   );
+  return section;
 }
 
 // -------------------------------------------------------------------- search
@@ -1106,6 +1154,8 @@ async function render() {
   for (const a of document.querySelectorAll("nav a")) {
     if (a.getAttribute("href") === location.pathname) a.setAttribute("aria-current", "page");
   }
+  const stored = sessionStorage.getItem(TOKEN_KEY);
+  if (stored !== null && !TOKEN_SHAPE.test(stored)) sessionStorage.removeItem(TOKEN_KEY);
   try {
     const session = await api(`${API}/whoami`);
     drawSession(session);

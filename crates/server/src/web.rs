@@ -18,14 +18,14 @@ use sha2::{Digest, Sha256};
 use crate::auth::tokens::hex;
 use crate::error::ApiError;
 
-/// The dashboard's pages: each answers [`INDEX`], and the script draws the one asked for.
+/// The dashboard's pages: each answers the same HTML shell, and the script draws the one asked for.
 pub const PAGES: [&str; 4] = ["/", "/postmortem", "/remediation", "/search"];
 
 /// What the browser may load and run on a dashboard page: only this
 /// origin's own scripts, styles and API; no inline script or style, no
 /// frames, no other origin.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-     style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; \
+     style-src 'self'; img-src 'self'; connect-src 'self'; font-src 'self'; \
      base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// One embedded file.
@@ -97,7 +97,13 @@ fn answer(asset: &Asset, etag: &str, request: &HeaderMap) -> Response {
     let fresh = request
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+        .is_some_and(|v| {
+            // If-None-Match compares weakly: a proxy may have marked the tag weak.
+            v.split(',').any(|t| {
+                let t = t.trim();
+                t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag
+            })
+        });
     let mut response = if fresh {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
@@ -173,6 +179,12 @@ mod tests {
             header::IF_NONE_MATCH,
             HeaderValue::from_str(&ETAGS[0]).unwrap(),
         );
+        assert_eq!(
+            answer(&INDEX, &ETAGS[0], &headers).status(),
+            StatusCode::NOT_MODIFIED
+        );
+        let weak = format!("\"x\", W/{}", ETAGS[0]);
+        headers.insert(header::IF_NONE_MATCH, HeaderValue::from_str(&weak).unwrap());
         assert_eq!(
             answer(&INDEX, &ETAGS[0], &headers).status(),
             StatusCode::NOT_MODIFIED

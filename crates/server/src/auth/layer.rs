@@ -234,6 +234,13 @@ pub(crate) async fn authorize(
             error,
             detail,
         } => {
+            // The dashboard asks whoami before it knows whether auth is on:
+            // a probe without any credential is not worth a warning or a
+            // count that an alert could read as an attack.
+            if reason == DenyReason::Missing && guard.route == remaudit_api::paths::WHOAMI {
+                tracing::debug!(route = guard.route, "whoami without a credential");
+                return error.into_response();
+            }
             tracing::warn!(
                 subject = subject.as_deref().unwrap_or("-"),
                 method = guard.method,

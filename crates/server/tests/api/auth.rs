@@ -484,6 +484,14 @@ async fn denials_are_counted_by_reason_and_logged_without_the_token() {
             .status,
         200
     );
+    // The dashboard's first question, before it knows whether auth is on:
+    // refused, but neither counted nor logged as a denial.
+    assert_eq!(
+        send(app, Method::GET, paths::WHOAMI, None, None)
+            .await
+            .status,
+        401
+    );
 
     let rendered = handle.render();
     for (r, before) in reasons.iter().zip(before) {
