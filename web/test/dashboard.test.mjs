@@ -48,6 +48,7 @@ const API = {
   item: (id) => `/api/v1/audit/remediation-orchestration/${id}`,
   successRate: '/api/v1/audit/analytics/success-rate',
   failures: '/api/v1/audit/analytics/failures',
+  durations: '/api/v1/audit/analytics/durations',
   retries: '/api/v1/audit/analytics/retries',
   postmortem: '/api/v1/audit/analytics/postmortem',
   adminLog: '/api/v1/admin/log',
@@ -429,6 +430,7 @@ test('the overview shows the numbers the API answers, for every window and a nam
   const namespaces = [...new Set(items.map((r) => r.namespace))].sort();
   assert.ok(namespaces.length >= 3, `several namespaces seeded: ${namespaces}`);
   cases.push(['7d', namespaces[0]], ['90d', namespaces[1]]);
+  const started = [];
   for (const [window, namespace] of cases) {
     await withPage({ token: TOKENS.reader }, async ({ page, apiRequests }) => {
       await load(page, `/?${qs({ window, namespace })}`);
@@ -440,8 +442,11 @@ test('the overview shows the numbers the API answers, for every window and a nam
       if (window === '90d' && !namespace) {
         assert.ok(seen.totals.started >= 60 && seen.failures > 0 && seen.retries > 0, 'the 90d overview has data to compare');
       }
+      if (!namespace) started.push(seen.totals.started);
     });
   }
+  // The seed spreads its remediations so that each window holds more than the last.
+  assert.ok(started.every((n, i) => i === 0 || n > started[i - 1]), `started by window ${WINDOWS}: ${started}`);
 });
 
 test('the filters form changes the window and namespace through the URL', async () => {
@@ -502,6 +507,32 @@ test('every chart has a table view and a CSV download of the same data', async (
           failures.items.map((g) => `${g.outcome}/${g.phase ?? ''}=${g.count}`).sort(),
           'the failures CSV holds the API\'s counts',
         );
+      }
+      if (chart === 'success-rate' || chart === 'outcomes') {
+        // Every bucket up to now, with the API's counts (the page asks for 1d buckets at 90d).
+        const col = (name) => lines[0].indexOf(name);
+        const rate = await apiOk(`${API.successRate}?window=90d&bucket=1d`);
+        const buckets = rate.series.filter((b) => new Date(b.since).getTime() <= Date.now());
+        const row = (since, started, completed, failed, timedOut) => `${since} ${started}/${completed}/${failed}/${timedOut}`;
+        assert.deepEqual(
+          lines.slice(1).map((l) => row(l[col('since')], l[col('started')], l[col('completed')], l[col('failed')], l[col('timed_out')])),
+          buckets.map((b) => row(b.since, b.started, b.completed, b.failed, b.timed_out)),
+          `${chart}: the CSV holds the API's series`,
+        );
+      }
+      if (chart === 'durations') {
+        // Each slice's figures are the API's durations over that slice.
+        const col = (name) => lines[0].indexOf(name);
+        assert.ok(['since', 'until', 'final_phase', 'count', 'p50_seconds', 'p99_seconds'].every((c) => col(c) >= 0), `durations CSV columns: ${lines[0]}`);
+        const slices = new Map();
+        for (const l of lines.slice(1)) slices.set(`${l[col('since')]}|${l[col('until')]}`, [...(slices.get(`${l[col('since')]}|${l[col('until')]}`) ?? []), l]);
+        assert.ok(slices.size > 0, 'the durations CSV has slices');
+        for (const [key, rows] of slices) {
+          const [since, until] = key.split('|');
+          const report = await apiOk(`${API.durations}?${qs({ since, until })}`);
+          const fromApi = report.phases.filter((p) => p.final_phase !== 'all').map((p) => `${p.final_phase} ${p.count} ${p.p50_seconds} ${p.p99_seconds}`);
+          assert.deepEqual(rows.map((l) => `${l[col('final_phase')]} ${l[col('count')]} ${Number(l[col('p50_seconds')])} ${Number(l[col('p99_seconds')])}`), fromApi, `durations ${since} to ${until}`);
+        }
       }
       assert.match(download.suggestedFilename(), /\.csv$/, `${chart}: a .csv file name`);
       // The button toggles back.
@@ -621,7 +652,7 @@ test('bad search input gets the API\'s message; good input lists what the API li
 
   // A good search: rows as the API lists them, and the next pages by their cursor.
   const { items } = await fleet();
-  const from = new Date(Date.now() - 60 * 86_400_000).toISOString().replace(/\.\d+Z$/, 'Z');
+  const from = new Date(Date.now() - 85 * 86_400_000).toISOString().replace(/\.\d+Z$/, 'Z');
   await withPage({ token: TOKENS.reader }, async ({ page, apiRequests }) => {
     await page.goto(new URL('/search', BASE).href);
     await settled(page);

@@ -115,7 +115,9 @@ export function fleet(nowMs = Date.now(), seed = 15) {
     const hoursAgo = rand() < 0.3 ? between(2, 19) : between(29, 118);
     return now - Math.round(hoursAgo * HOUR / 1000) * 1000;
   };
-  const oldStart = () => now - Math.round(between(10, 25) * DAY / 1000) * 1000;
+  // Older attempts: the first of a much-retried alert falls between 30 and
+  // 90 days back, so that each of the four windows holds different data.
+  const oldStart = (i) => now - Math.round((i === 0 ? between(35, 80) : between(10, 25)) * DAY / 1000) * 1000;
 
   const remediations = [];
   const records = [];
@@ -123,7 +125,7 @@ export function fleet(nowMs = Date.now(), seed = 15) {
     const fp = fingerprint(alert, namespace);
     const old = attempts >= 6 ? 2 : attempts >= 4 ? 1 : 0;
     const starts = [];
-    for (let i = 0; i < attempts; i += 1) starts.push(i < old ? oldStart() : recentStart());
+    for (let i = 0; i < attempts; i += 1) starts.push(i < old ? oldStart(i) : recentStart());
     starts.sort((a, b) => a - b);
     const running = RUNNING.get(alert);
     if (running) starts[starts.length - 1] = now - Math.round(between(12, 50)) * MINUTE;
