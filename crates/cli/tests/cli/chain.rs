@@ -147,17 +147,7 @@ async fn a_chained_service_verifies_and_tampering_exits_1() {
     assert_eq!((code, out.as_str()), (0, ""), "{err}");
     assert!(err.contains("3 event(s) verified"), "{err}");
 
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}/audit.db", dir.path().display()))
-        .await
-        .expect("sqlite");
-    sqlx::query(
-        "UPDATE remediation_audit_events SET overall_phase = 'failed' \
-         WHERE remediation_name = 'chain-rr-000001'",
-    )
-    .execute(&pool)
-    .await
-    .expect("tamper");
-    pool.close().await;
+    edit_phase(dir.path(), "chain-rr-000001").await;
     let (code, out, _) = verify(dir.path(), &keys, &[]);
     assert_eq!(code, 1);
     let lines: Vec<&str> = out.lines().collect();
@@ -245,14 +235,7 @@ fn verify_exits_2_when_it_cannot_run() {
 /// The value of `remaudit_chain_breaks_found_total{kind="edited"}` that
 /// `/metrics` at `listen` shows, if any.
 async fn edited_breaks(http: &reqwest::Client, listen: &str) -> Option<f64> {
-    let text = http
-        .get(format!("http://{listen}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+    let text = crate::helpers::metrics_text(http, &format!("http://{listen}")).await?;
     text.lines()
         .find(|l| l.starts_with("remaudit_chain_breaks_found_total{kind=\"edited\"}"))
         .and_then(|l| l.rsplit(' ').next())
@@ -297,17 +280,7 @@ async fn the_service_checks_recent_chains_itself_and_counts_what_breaks() {
     .await;
     assert_eq!(edited_breaks(&http, &listen).await, Some(0.0));
 
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}/audit.db", dir.path().display()))
-        .await
-        .expect("sqlite");
-    sqlx::query(
-        "UPDATE remediation_audit_events SET overall_phase = 'failed' \
-         WHERE remediation_name = 'check-rr-000001'",
-    )
-    .execute(&pool)
-    .await
-    .expect("tamper");
-    pool.close().await;
+    edit_phase(dir.path(), "check-rr-000001").await;
     let found = remaudit_testkit::wait_for(
         "the edit counted by the service's own check",
         Duration::from_secs(20),
@@ -325,4 +298,20 @@ async fn the_service_checks_recent_chains_itself_and_counts_what_breaks() {
             && logged.contains("check-rr-000001"),
         "{logged}"
     );
+}
+
+/// Edits the stored events of remediation `name` in the SQLite database
+/// `audit.db` under `dir` behind the service's back, as a tamperer would.
+async fn edit_phase(dir: &std::path::Path, name: &str) {
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}/audit.db", dir.display()))
+        .await
+        .expect("sqlite");
+    sqlx::query(
+        "UPDATE remediation_audit_events SET overall_phase = 'failed' WHERE remediation_name = $1",
+    )
+    .bind(name)
+    .execute(&pool)
+    .await
+    .expect("tamper");
+    pool.close().await;
 }

@@ -106,6 +106,18 @@ pub async fn wait_answering(http: &reqwest::Client, url: &str) {
     .await;
 }
 
+/// The Prometheus text a running service at `base` (`http://host:port`)
+/// serves on `/metrics`; `None` while it does not answer.
+pub async fn metrics_text(http: &reqwest::Client, base: &str) -> Option<String> {
+    http.get(format!("{base}{}", remaudit_api::paths::METRICS))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()
+}
+
 /// The metrics recorder of this test process, installed on first use with
 /// the buckets `remaudit` gives the request and publish histograms: the
 /// service and the publisher run on the runtime's worker threads, so only a

@@ -490,14 +490,8 @@ async fn serve_runs_retention_at_start_up_and_reports_it_in_metrics() {
         || {
             let http = http.clone();
             async move {
-                let text = http
-                    .get(format!("http://127.0.0.1:{port}/metrics"))
-                    .send()
-                    .await
-                    .ok()?
-                    .text()
-                    .await
-                    .ok()?;
+                let text = crate::helpers::metrics_text(&http, &format!("http://127.0.0.1:{port}"))
+                    .await?;
                 text.contains("remaudit_retention_last_success_timestamp_seconds")
                     .then_some(text)
             }

@@ -30,7 +30,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
-use remaudit_api::paths;
 use remaudit_store::{PoolSettings, RetentionPolicy};
 use remaudit_testkit::history::{Written, load};
 use remaudit_testkit::{PgDb, wait_for};
@@ -145,12 +144,9 @@ impl Server {
     /// A counter or gauge from its `/metrics`, summed over the series whose
     /// labels contain `labels`.
     async fn metric(&self, name: &str, labels: &str) -> f64 {
-        let text = reqwest::get(format!("{}{}", self.url(), paths::METRICS))
+        let text = crate::helpers::metrics_text(&reqwest::Client::new(), &self.url())
             .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text");
+            .expect("metrics");
         text.lines()
             .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
             .filter(|l| l.contains(labels))

@@ -279,13 +279,7 @@ async fn making_a_week_while_a_batch_holds_the_default_partition_holds_up_no_ins
     };
     store.insert(&[with("rr-old", old)]).await.unwrap();
     // The oldest week, not made yet.
-    let first: String = sqlx::query_scalar(
-        "SELECT relname::text FROM pg_class WHERE relkind = 'r' AND relispartition \
-         AND relname ~ '^remediation_audit_w[0-9]{8}$' ORDER BY 1 LIMIT 1",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let first = oldest_week(&pool).await;
     let events = first.replacen("remediation_audit_", "remediation_audit_events_", 1);
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {first}, {events}")))
         .execute(&pool)
@@ -342,13 +336,7 @@ async fn reads_while_a_week_takes_rows_from_the_default_partition_see_every_row(
     let db = remaudit_testkit::PgDb::create().await;
     let store = db.store().await;
     let pool = db.pool().await;
-    let week: String = sqlx::query_scalar(
-        "SELECT relname::text FROM pg_class WHERE relkind = 'r' AND relispartition \
-         AND relname ~ '^remediation_audit_w[0-9]{8}$' ORDER BY 1 LIMIT 1",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let week = oldest_week(&pool).await;
     let events = week.replacen("remediation_audit_", "remediation_audit_events_", 1);
     let monday = chrono::NaiveDate::parse_from_str(&week[week.len() - 8..], "%Y%m%d")
         .unwrap()
@@ -507,4 +495,15 @@ async fn a_record_that_loses_its_key_mid_insert_leaves_a_whole_chain() {
         .expect("verify");
     assert!(page.breaks.is_empty(), "{:?}", page.breaks);
     assert_eq!((page.verified, page.unchained), (2, 1));
+}
+
+/// The oldest attached weekly table of the summary.
+async fn oldest_week(pool: &sqlx::PgPool) -> String {
+    sqlx::query_scalar(
+        "SELECT relname::text FROM pg_class WHERE relkind = 'r' AND relispartition \
+         AND relname ~ '^remediation_audit_w[0-9]{8}$' ORDER BY 1 LIMIT 1",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
 }
