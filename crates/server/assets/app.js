@@ -344,9 +344,9 @@ function epoch(iso) {
 
 // ------------------------------------------------------------ auth, chrome
 
-function drawSession(session) {
-  const box = document.getElementById("session");
-  const forget = h(
+/** A button that drops the tab's token and draws the page again (which then asks for one). */
+function forgetButton() {
+  return h(
     "button",
     {
       type: "button",
@@ -357,6 +357,10 @@ function drawSession(session) {
     },
     "Forget token",
   );
+}
+
+function drawSession(session) {
+  const box = document.getElementById("session");
   if (!session) {
     box.replaceChildren();
     return;
@@ -366,7 +370,7 @@ function drawSession(session) {
       ? h("span", {}, `${session.subject} · ${session.roles.join(", ")}`)
       : h("span", {}, "auth off: every caller is admin"),
   );
-  if (sessionStorage.getItem(TOKEN_KEY)) box.append(forget);
+  if (sessionStorage.getItem(TOKEN_KEY)) box.append(forgetButton());
 }
 
 /** The token form, after a 401 (no or a refused token) or a 403 (the wrong role). */
@@ -435,7 +439,7 @@ function drawError(error) {
     ),
     h("p", {}, h("a", { href: location.pathname + location.search }, "Try again"), " · ", h("a", { href: "/" }, "Overview")),
     sessionStorage.getItem(TOKEN_KEY)
-      ? h("p", {}, h("button", { type: "button", onclick: () => { sessionStorage.removeItem(TOKEN_KEY); render(); } }, "Forget token"))
+      ? h("p", {}, forgetButton())
       : null,
   );
 }

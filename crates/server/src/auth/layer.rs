@@ -154,12 +154,13 @@ async fn judge(
     authenticators: &[Arc<dyn Authenticator>],
     anonymous_role: Option<Role>,
     credential: Result<Presented, ()>,
-    guard: &Guard,
+    needed: Role,
+    retry_after: Duration,
 ) -> Verdict {
     let credential = match credential {
         Err(()) => return denied(DenyReason::Invalid),
         Ok(Presented::None) => {
-            return if anonymous_role.is_some_and(|r| r.grants(guard.role)) {
+            return if anonymous_role.is_some_and(|r| r.grants(needed)) {
                 Verdict::Allowed(Caller::anonymous())
             } else {
                 denied(DenyReason::Missing)
@@ -173,7 +174,7 @@ async fn judge(
         Presented::None => unreachable!("handled above"),
     };
     for authenticator in authenticators {
-        match authenticator.decide(credential, guard.role).await {
+        match authenticator.decide(credential, needed).await {
             Decision::NotMine => {}
             Decision::Allowed { subject } => return Verdict::Allowed(Caller { subject }),
             Decision::Unauthenticated { reason } => return denied(reason),
@@ -181,7 +182,7 @@ async fn judge(
                 return Verdict::Denied {
                     subject: Some(subject),
                     reason: DenyReason::Role,
-                    error: ApiError::Forbidden(guard.role),
+                    error: ApiError::Forbidden(needed),
                     detail: None,
                 };
             }
@@ -189,7 +190,7 @@ async fn judge(
                 return Verdict::Denied {
                     subject: None,
                     reason: DenyReason::Unavailable,
-                    error: ApiError::AuthUnavailable(guard.retry_after),
+                    error: ApiError::AuthUnavailable(retry_after),
                     detail: Some(format!("{}: {detail}", authenticator.name())),
                 };
             }
@@ -223,7 +224,15 @@ pub(crate) async fn authorize(
         } => (authenticators, *anonymous_role),
     };
     let credential = presented(&request);
-    match judge(authenticators, anonymous_role, credential, &guard).await {
+    match judge(
+        authenticators,
+        anonymous_role,
+        credential,
+        guard.role,
+        guard.retry_after,
+    )
+    .await
+    {
         Verdict::Allowed(caller) => {
             request.extensions_mut().insert(caller);
             next.run(request).await
@@ -273,19 +282,14 @@ pub(crate) async fn holds(
             anonymous_role,
             ..
         } => {
-            let guard = Guard {
-                policy: Arc::new(policy.clone()),
-                role,
-                method: "GET",
-                route: remaudit_api::paths::WHOAMI,
-                retry_after: Duration::ZERO,
-            };
+            // A denial here is not answered, so its Retry-After is unused.
             matches!(
                 judge(
                     authenticators,
                     *anonymous_role,
                     presented_parts(headers, certificate),
-                    &guard
+                    role,
+                    Duration::ZERO,
                 )
                 .await,
                 Verdict::Allowed(_)
