@@ -72,7 +72,7 @@ pub struct RunReport {
     pub batches: Vec<BatchReport>,
     /// Interrupted batches whose files were removed before the run.
     pub cleaned: Vec<i64>,
-    /// Partitions created ahead.
+    /// Partitions created: ahead, and for rows that waited in a default partition.
     pub partitions_created: u32,
 }
 
@@ -217,27 +217,42 @@ async fn run_locked(
         );
         report.batches.push(batch);
     }
+    let upkeep = store.partition_upkeep(&request).await?;
+    report.partitions_created += upkeep.tables_made;
+    for (table, rows) in [
+        ("remediation_audit", upkeep.default_remediations),
+        ("remediation_audit_events", upkeep.default_events),
+    ] {
+        metrics::gauge!(telemetry::DEFAULT_PARTITION_ROWS, "table" => table)
+            .set(remaudit_model::approx_f64(rows));
+    }
     Ok(())
 }
 
 /// After a batch stopped because one of its file names was already taken
 /// (its rows stayed live): forgets the batch first, so that no later clean-up
 /// deletes by that name the object that was there, then deletes what this
-/// process wrote for it.
+/// process wrote for it. A week whose rows the archive already holds cannot
+/// be forgotten: it moves to a new number and location instead.
 async fn settle(
     store: &dyn RetentionStore,
     archive: &Archive,
     collision: &archive::Collision,
 ) -> Result<(), RetentionError> {
+    let locate = |installation: &str, batch: i64| archive.location(installation, batch);
     for pending in store.pending_batches().await? {
-        if pending.location == collision.location {
-            store.forget_batch(pending.batch).await?;
-            tracing::warn!(
-                batch = pending.batch,
-                location = %pending.location,
-                "a file name of the batch was taken; the batch is forgotten and its rows stay live"
-            );
+        if pending.location != collision.location {
+            continue;
         }
+        if store.renumber_batch(pending.batch, &locate).await? {
+            continue;
+        }
+        store.forget_batch(pending.batch).await?;
+        tracing::warn!(
+            batch = pending.batch,
+            location = %pending.location,
+            "a file name of the batch was taken; the batch is forgotten and its rows stay live"
+        );
     }
     archive.remove_own(collision).await
 }

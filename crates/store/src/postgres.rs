@@ -35,6 +35,7 @@ mod admin_log;
 mod analytics;
 mod chain;
 mod retention;
+mod weeks;
 
 /// Hides a row (`$1` id, `$2` time) and takes it out of every rollup it was
 /// counted in, the way `insert.sql` counted it; the caller selects from `gone`.
@@ -82,6 +83,8 @@ pub struct PgStore {
     /// so that slow reads never hold the connections writes need.
     reads: PgPool,
     policy: RetentionPolicy,
+    /// The weeks whose partitions the write path knows are made.
+    weeks: std::sync::Arc<weeks::WeekCover>,
 }
 
 impl PgStore {
@@ -134,6 +137,7 @@ impl PgStore {
             pool,
             reads,
             policy: RetentionPolicy::default(),
+            weeks: std::sync::Arc::default(),
         })
     }
 
@@ -398,6 +402,15 @@ impl AuditStore for PgStore {
         rules: &InsertRules,
     ) -> Result<Vec<InsertOutcome>, StoreError> {
         let candidates = first_occurrences(records);
+        // Before the transaction: making a week takes the tables a moment,
+        // which this write's own table locks would hold against it.
+        self.weeks
+            .cover(
+                &self.pool,
+                self.policy.age,
+                records.iter().map(|r| r.start_time),
+            )
+            .await;
         let mut tx = self.pool.begin().await?;
         // One writer per remediation at a time, new ones included, so that
         // the event count below stays true until this transaction commits.

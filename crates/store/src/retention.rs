@@ -209,8 +209,10 @@ pub trait RetentionStore: AdminLogStore {
 
     /// Starts the next batch of due rows: numbers it, records it as pending
     /// at the location `locate` names, and copies its rows into the archive
-    /// tables in a transaction the returned batch holds. `None` when nothing
-    /// is due.
+    /// tables in a transaction the returned batch holds, or (a whole week on
+    /// PostgreSQL) commits them there first, so that the batch only writes
+    /// files and marks itself done; a batch so committed and left pending by
+    /// an interrupted run comes back first. `None` when nothing is due.
     async fn next_batch<'a>(
         &'a self,
         request: &RetireRequest,
@@ -220,8 +222,29 @@ pub trait RetentionStore: AdminLogStore {
     /// Batches that an interrupted run left pending.
     async fn pending_batches(&self) -> Result<Vec<PendingBatch>, StoreError>;
 
-    /// Drops the journal entry of a pending batch whose files are removed.
+    /// Drops the journal entry of a pending batch whose files are removed,
+    /// unless its rows are committed in the archive tables: then it stays
+    /// pending, for the next run to write its files again.
     async fn forget_batch(&self, batch: i64) -> Result<(), StoreError>;
+
+    /// For a pending batch whose rows are committed in the archive tables
+    /// and whose location holds another writer's files: gives it a new
+    /// number and location (from `locate`). False, and nothing changed, for
+    /// any other batch, which can be forgotten instead.
+    async fn renumber_batch(&self, batch: i64, locate: Locate<'_>) -> Result<bool, StoreError> {
+        let _ = (batch, locate);
+        Ok(false)
+    }
+
+    /// After a run: makes the weeks of the rows waiting in the default
+    /// partitions that are not due yet (moving them in), refreshes the
+    /// partitioned tables' statistics (autovacuum never analyses a
+    /// partitioned parent itself), and counts what is left in the default
+    /// partitions. Nothing on SQLite, which has no partitions.
+    async fn partition_upkeep(&self, request: &RetireRequest) -> Result<Upkeep, StoreError> {
+        let _ = request;
+        Ok(Upkeep::default())
+    }
 
     /// Finished batches with rows that started in `[from, to)`.
     async fn finished_batches(
@@ -235,6 +258,18 @@ pub trait RetentionStore: AdminLogStore {
 
     /// Ids of a finished batch's archived rows.
     async fn batch_ids(&self, batch: i64) -> Result<BatchIds, StoreError>;
+}
+
+/// What a run's partition upkeep did and found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Upkeep {
+    /// Weekly tables made for rows that waited in a default partition.
+    pub tables_made: u32,
+    /// Summary rows left in the default partition: held or expired rows of
+    /// weeks that are due, which retention moves row by row.
+    pub default_remediations: u64,
+    /// Events left in the default partition.
+    pub default_events: u64,
 }
 
 /// A batch that did not finish, whose files must go.

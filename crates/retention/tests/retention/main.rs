@@ -2,6 +2,7 @@
 //! in a real directory: 120 days of remediations under a fixed clock.
 
 mod chain;
+mod weeks;
 
 use std::sync::Arc;
 
@@ -444,21 +445,92 @@ async fn sqlite_rows_are_retired_row_by_row_and_nothing_is_lost() {
     scenario(store, Counter::Sqlite(pool), true, false).await;
 }
 
-/// A local object store where another writer takes the name of the first
-/// archive file just before this process claims it, as a second database
-/// writing the same names would.
-#[derive(Debug)]
+/// A local object store that interferes with the first archive file this
+/// process claims: another writer takes its name just before (`plant`, as a
+/// second database writing the same names would), or the write waits until
+/// the test releases it (`hold`), so that a batch stays in flight.
+#[derive(Debug, Default)]
 struct Contended {
-    inner: Arc<dyn object_store::ObjectStore>,
+    inner: Option<Arc<dyn object_store::ObjectStore>>,
+    plant: bool,
     planted: std::sync::Mutex<Option<object_store::path::Path>>,
+    hold: Option<Hold>,
+}
+
+/// The two sides of a held write.
+#[derive(Debug, Default)]
+struct Hold {
+    /// Told when the write has begun waiting.
+    started: tokio::sync::Notify,
+    /// Lets the write go on.
+    release: tokio::sync::Notify,
+}
+
+impl Contended {
+    fn planting(inner: Arc<dyn object_store::ObjectStore>) -> Self {
+        Self {
+            inner: Some(inner),
+            plant: true,
+            ..Self::default()
+        }
+    }
+
+    fn holding(inner: Arc<dyn object_store::ObjectStore>) -> Self {
+        Self {
+            inner: Some(inner),
+            hold: Some(Hold::default()),
+            ..Self::default()
+        }
+    }
+
+    /// The name the other writer took (or the write held).
+    fn planted(&self) -> object_store::path::Path {
+        self.planted
+            .lock()
+            .expect("lock")
+            .clone()
+            .expect("a name was taken")
+    }
+
+    fn inner(&self) -> &dyn object_store::ObjectStore {
+        self.inner.as_deref().expect("an inner store")
+    }
 }
 
 /// The other writer's bytes.
 const THEIRS: &[u8] = b"another writer's file";
 
+/// A temporary archive directory: the directory, an object store over it,
+/// and its `file://` URL.
+fn local_archive() -> (
+    tempfile::TempDir,
+    Arc<dyn object_store::ObjectStore>,
+    String,
+) {
+    let dir = tempfile::tempdir().expect("dir");
+    let local: Arc<dyn object_store::ObjectStore> = Arc::new(
+        object_store::local::LocalFileSystem::new_with_prefix(dir.path()).expect("local store"),
+    );
+    let url = format!("file://{}", dir.path().display());
+    (dir, local, url)
+}
+
+/// The bytes of the object at `path`, which must be there.
+async fn theirs(
+    local: Arc<dyn object_store::ObjectStore>,
+    path: object_store::path::Path,
+) -> bytes::Bytes {
+    object_store::ObjectStoreExt::get(local.as_ref(), &path)
+        .await
+        .expect("still there")
+        .bytes()
+        .await
+        .expect("read")
+}
+
 impl std::fmt::Display for Contended {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Contended({})", self.inner)
+        write!(f, "Contended({})", self.inner())
     }
 }
 
@@ -474,10 +546,16 @@ impl object_store::ObjectStore for Contended {
             && location.as_ref().ends_with("/remediation_audit.jsonl.gz")
             && self.planted.lock().expect("lock").is_none();
         if first {
-            object_store::ObjectStoreExt::put(self.inner.as_ref(), location, THEIRS.into()).await?;
+            if self.plant {
+                object_store::ObjectStoreExt::put(self.inner(), location, THEIRS.into()).await?;
+            }
             *self.planted.lock().expect("lock") = Some(location.clone());
+            if let Some(hold) = &self.hold {
+                hold.started.notify_one();
+                hold.release.notified().await;
+            }
         }
-        self.inner.put_opts(location, payload, opts).await
+        self.inner().put_opts(location, payload, opts).await
     }
 
     async fn put_multipart_opts(
@@ -485,7 +563,7 @@ impl object_store::ObjectStore for Contended {
         location: &object_store::path::Path,
         opts: object_store::PutMultipartOptions,
     ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
+        self.inner().put_multipart_opts(location, opts).await
     }
 
     async fn get_opts(
@@ -493,7 +571,7 @@ impl object_store::ObjectStore for Contended {
         location: &object_store::path::Path,
         options: object_store::GetOptions,
     ) -> object_store::Result<object_store::GetResult> {
-        self.inner.get_opts(location, options).await
+        self.inner().get_opts(location, options).await
     }
 
     fn delete_stream(
@@ -503,21 +581,21 @@ impl object_store::ObjectStore for Contended {
             object_store::Result<object_store::path::Path>,
         >,
     ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
-        self.inner.delete_stream(locations)
+        self.inner().delete_stream(locations)
     }
 
     fn list(
         &self,
         prefix: Option<&object_store::path::Path>,
     ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
-        self.inner.list(prefix)
+        self.inner().list(prefix)
     }
 
     async fn list_with_delimiter(
         &self,
         prefix: Option<&object_store::path::Path>,
     ) -> object_store::Result<object_store::ListResult> {
-        self.inner.list_with_delimiter(prefix).await
+        self.inner().list_with_delimiter(prefix).await
     }
 
     async fn copy_opts(
@@ -526,7 +604,7 @@ impl object_store::ObjectStore for Contended {
         to: &object_store::path::Path,
         options: object_store::CopyOptions,
     ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
+        self.inner().copy_opts(from, to, options).await
     }
 }
 
@@ -559,15 +637,8 @@ fn files_under(dir: &std::path::Path) -> Vec<String> {
 async fn a_taken_name_stops_the_batch(store: Arc<dyn Store>, counter: Counter) {
     use futures::TryStreamExt as _;
     let written = load(store.as_ref(), now()).await;
-    let dir = tempfile::tempdir().expect("dir");
-    let local: Arc<dyn object_store::ObjectStore> = Arc::new(
-        object_store::local::LocalFileSystem::new_with_prefix(dir.path()).expect("local store"),
-    );
-    let contended = Arc::new(Contended {
-        inner: Arc::clone(&local),
-        planted: std::sync::Mutex::new(None),
-    });
-    let url = format!("file://{}", dir.path().display());
+    let (dir, local, url) = local_archive();
+    let contended = Arc::new(Contended::planting(Arc::clone(&local)));
     let archive = Archive::with_object_store(contended.clone(), "", &url);
     let settings = Settings {
         batch_rows: 100,
@@ -590,20 +661,7 @@ async fn a_taken_name_stops_the_batch(store: Arc<dyn Store>, counter: Counter) {
     assert_eq!(runs.items.len(), 1);
     assert_eq!(runs.items[0].detail["outcome"], "error");
     assert_eq!(runs.items[0].detail["error"].as_str(), Some(err.as_str()));
-    let planted = contended
-        .planted
-        .lock()
-        .expect("lock")
-        .clone()
-        .expect("a name was taken");
-    let theirs = |local: Arc<dyn object_store::ObjectStore>, path: object_store::path::Path| async move {
-        object_store::ObjectStoreExt::get(local.as_ref(), &path)
-            .await
-            .expect("still there")
-            .bytes()
-            .await
-            .expect("read")
-    };
+    let planted = contended.planted();
     assert_eq!(
         theirs(Arc::clone(&local), planted.clone()).await.as_ref(),
         THEIRS

@@ -1,7 +1,8 @@
 //! Retention on PostgreSQL: whole weekly partitions where a week is due,
 //! row-wise batches for the default partition and soft-deleted rows.
-//! `partitions` detaches, keeps and attaches weeks; `batches` moves one batch
-//! (a week or rows) into the archive tables; `journal` records batches.
+//! `partitions` moves a due week into the archive in one short transaction;
+//! `batches` takes one batch (a week or rows) through its files; `journal`
+//! records batches.
 
 mod batches;
 mod journal;
@@ -16,11 +17,13 @@ use super::PgStore;
 use crate::StoreError;
 use crate::retention::{
     BatchIds, BatchPlaces, BatchRecord, DayCount, Locate, PendingBatch, RetentionLock,
-    RetentionStore, RetireRequest, Retiring,
+    RetentionStore, RetireRequest, Retiring, Upkeep,
 };
 use batches::next_batch;
-use journal::{batch_ids, batch_places, finished_batches, forget_batch, pending_batches};
-pub(super) use partitions::ensure_partitions;
+use journal::{
+    batch_ids, batch_places, finished_batches, forget_batch, pending_batches, renumber_batch,
+};
+pub(super) use partitions::{ensure_partitions, try_ensure_partitions};
 
 #[async_trait::async_trait]
 impl RetentionStore for PgStore {
@@ -63,6 +66,16 @@ impl RetentionStore for PgStore {
     #[instrument(skip_all, fields(batch = batch), err)]
     async fn forget_batch(&self, batch: i64) -> Result<(), StoreError> {
         forget_batch(&self.pool, batch).await
+    }
+
+    #[instrument(skip_all, fields(batch = batch), err)]
+    async fn renumber_batch(&self, batch: i64, locate: Locate<'_>) -> Result<bool, StoreError> {
+        renumber_batch(&self.pool, batch, locate).await
+    }
+
+    #[instrument(skip_all, fields(now = %request.now), err)]
+    async fn partition_upkeep(&self, request: &RetireRequest) -> Result<Upkeep, StoreError> {
+        partitions::upkeep(&self.pool, request).await
     }
 
     #[instrument(skip_all, fields(from = %from, to = %to), err)]

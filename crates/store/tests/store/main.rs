@@ -8,6 +8,7 @@ mod phase_rule;
 mod race;
 mod schema;
 mod upgrade;
+mod weeks;
 
 /// Generates one test per case and backend.
 macro_rules! conformance {

@@ -343,7 +343,21 @@ async fn reads_while_a_week_takes_rows_from_the_default_partition_see_every_row(
         .and_hms_opt(0, 0, 0)
         .unwrap()
         .and_utc();
-    // The week's rows wait in the default partition until the week is made.
+    // Stored in their week (the write path makes it when it is missing)...
+    for n in 0..ROWS {
+        let start = monday + chrono::TimeDelta::hours(n);
+        store
+            .insert(&[record(
+                json!({"namespace": "ns", "remediation_name": format!("rr-{n}"),
+                "alert_fingerprint": "fp", "start_time": start.to_rfc3339(),
+                "overall_phase": "processing"}),
+            )])
+            .await
+            .unwrap();
+    }
+
+    // ...then the week is unmade: its rows wait in the default partition
+    // until the week is made again.
     let unmake = format!(
         "LOCK TABLE remediation_audit, remediation_audit_events IN ACCESS EXCLUSIVE MODE; \
          ALTER TABLE remediation_audit_events DETACH PARTITION {events}; \
@@ -356,17 +370,6 @@ async fn reads_while_a_week_takes_rows_from_the_default_partition_see_every_row(
         .execute(&pool)
         .await
         .unwrap();
-    for n in 0..ROWS {
-        let start = monday + chrono::TimeDelta::hours(n);
-        store
-            .insert(&[record(
-                json!({"namespace": "ns", "remediation_name": format!("rr-{n}"),
-                "alert_fingerprint": "fp", "start_time": start.to_rfc3339(),
-                "overall_phase": "processing"}),
-            )])
-            .await
-            .unwrap();
-    }
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader = {
@@ -477,7 +480,10 @@ async fn a_record_that_loses_its_key_mid_insert_leaves_a_whole_chain() {
     );
 
     let seqs: Vec<(String, Option<i64>)> = sqlx::query_as(
-        "SELECT remediation_name::text, chain_seq FROM remediation_audit_events ORDER BY id",
+        // By link, not by id: the batch's rows take ids in the order the
+        // insert met them, which its event ids decide, not the batch order.
+        "SELECT remediation_name::text, chain_seq FROM remediation_audit_events \
+         ORDER BY chain_seq NULLS FIRST",
     )
     .fetch_all(&pool)
     .await

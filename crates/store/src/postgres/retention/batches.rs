@@ -7,10 +7,10 @@ use sqlx::postgres::{PgPool, Postgres};
 use sqlx::{AssertSqlSafe, Row as _, Transaction};
 use tracing::instrument;
 
-use super::journal::{Begun, begin_batch, forget_batch};
+use super::journal::{Begun, COMMITTED, begin_batch, forget_batch};
 use super::partitions::{
-    archive_table, attach_to_archive, attached_weeks, detach_week, detached_week, events_table,
-    keep_rows, week_due, week_of,
+    WeekMove, archive_table, attached_weeks, detached_week, events_table, move_week, week_due,
+    week_of,
 };
 use crate::StoreError;
 use crate::chain::HeadColumns;
@@ -36,22 +36,15 @@ pub(super) struct PgBatch {
     begun: Begun,
     source: String,
     kept: u64,
-    /// The rows of a row-wise batch; `None` for a week.
+    /// The rows of a row-wise batch; `None` for a week, whose rows the
+    /// archive already holds (committed) when the batch starts.
     moved: Option<Moved>,
-    /// The week's tables to drop once archived, when its rows were copied
-    /// rather than attached to the archive.
-    drop: Option<String>,
 }
 
 impl PgBatch {
     #[instrument(skip_all, fields(batch = self.begun.batch), err)]
     /// Removes the batch's rows from the live tables (not yet committed).
     async fn remove_live(&mut self) -> Result<(), StoreError> {
-        if let Some(tables) = &self.drop {
-            sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {tables}")))
-                .execute(&mut *self.tx)
-                .await?;
-        }
         let Some(moved) = &self.moved else {
             return Ok(());
         };
@@ -185,106 +178,120 @@ impl ArchiveBatch for PgBatch {
     }
 }
 
-/// Archives every row of a detached week into the archive tables, or, when
-/// it holds no row, drops it; `kept` rows already went back live.
-pub(super) async fn retire_week(
+/// Retires a due week: when it holds rows, it becomes the archive's
+/// partition for the week in one short transaction (see [`move_week`]) and
+/// the batch that writes its files reads it there; when nothing is left once
+/// the rows that stay live went back, it is dropped. `None` when the archive
+/// already has the week: its rows then leave row by row.
+async fn retire_week(
     pool: &PgPool,
     request: &RetireRequest,
     locate: Locate<'_>,
     table: &str,
-    kept: u64,
-) -> Result<Retiring<'static>, StoreError> {
+) -> Result<Option<Retiring<'static>>, StoreError> {
     let events = events_table(table);
-    let rows: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT (SELECT count(*) FROM {table}) + (SELECT count(*) FROM {events})"
+    let rows: bool = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT EXISTS (SELECT 1 FROM {table}) OR EXISTS (SELECT 1 FROM {events})"
     )))
     .fetch_one(pool)
     .await?;
-    let begun = if rows > 0 {
+    let begun = if rows {
         Some(begin_batch(pool, request.now, table, locate).await?)
     } else {
         None
     };
-    let mut tx = pool.begin().await?;
-    let kept = kept + keep_rows(&mut tx, table, request.now).await?;
-    let Some(begun) = begun else {
-        sqlx::query(AssertSqlSafe(format!(
-            "DROP TABLE IF EXISTS {table}, {events}"
-        )))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        return Ok(Retiring::Emptied {
-            source: table.to_owned(),
-            kept,
-        });
-    };
-    let batch = begun.batch;
-    let archives = [
-        archive_table(table, "remediation_audit_archive"),
-        archive_table(table, "remediation_audit_events_archive"),
-    ];
-    let mut whole = true;
-    for name in &archives {
-        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await?;
-        whole &= !exists;
-    }
-    if whole {
-        // The detached tables become the archive's partitions for the week:
-        // no row is copied.
-        let start = week_of(table)
-            .and_then(|w| w.and_hms_opt(0, 0, 0))
-            .map(|t| t.and_utc())
-            .ok_or_else(|| StoreError::Config(format!("{table} is not a weekly partition")))?;
-        for (live, parent) in [
-            (table, "remediation_audit_archive"),
-            (events.as_str(), "remediation_audit_events_archive"),
-        ] {
-            attach_to_archive(&mut tx, live, parent, batch, start).await?;
+    let moved = move_week(pool, table, request.now, begun.as_ref().map(|b| b.batch)).await;
+    let forget = |begun: Option<Begun>| async move {
+        match begun {
+            Some(begun) => forget_batch(pool, begun.batch).await,
+            None => Ok(()),
         }
-    } else {
-        // The week was archived before (its rows came back): copy these.
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO remediation_audit_archive SELECT *, now(), $1 FROM {table}"
-        )))
-        .bind(batch)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO remediation_audit_events_archive SELECT *, now(), $1 FROM {events}"
-        )))
-        .bind(batch)
-        .execute(&mut *tx)
-        .await?;
+    };
+    match moved {
+        Err(e) => {
+            forget(begun).await?;
+            Err(e)
+        }
+        Ok(WeekMove::RowWise) => {
+            forget(begun).await?;
+            Ok(None)
+        }
+        Ok(WeekMove::Dropped { kept }) => {
+            forget(begun).await?;
+            Ok(Some(Retiring::Emptied {
+                source: table.to_owned(),
+                kept,
+            }))
+        }
+        Ok(WeekMove::Attached { kept }) => {
+            let begun = begun.ok_or_else(|| {
+                StoreError::Config(format!("{table} was archived without a batch"))
+            })?;
+            Ok(Some(Retiring::Batch(Box::new(PgBatch {
+                tx: pool.begin().await?,
+                begun,
+                source: table.to_owned(),
+                kept,
+                moved: None,
+            }))))
+        }
     }
-    Ok(Retiring::Batch(Box::new(PgBatch {
-        tx,
+}
+
+/// A pending batch whose rows are already committed in the archive tables
+/// (a week moved whole, whose files an earlier run did not finish): it is
+/// taken up again, its files written anew from those rows.
+async fn resume_batch(pool: &PgPool) -> Result<Option<Retiring<'static>>, StoreError> {
+    let Some(row) = sqlx::query(AssertSqlSafe(format!(
+        "SELECT id, location, source FROM remediation_retention_batches b \
+         WHERE state = 'pending' AND {COMMITTED} ORDER BY id LIMIT 1"
+    )))
+    .fetch_optional(pool)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let installation = crate::retention::installation(
+        sqlx::query_scalar(crate::retention::INSTALLATION_SQL)
+            .fetch_optional(pool)
+            .await?,
+    )?;
+    let begun = Begun {
+        batch: row.try_get("id")?,
+        location: row.try_get("location")?,
+        installation,
+    };
+    tracing::warn!(
+        batch = begun.batch,
+        "taking up a batch whose rows an earlier run archived but whose files it did not finish"
+    );
+    Ok(Some(Retiring::Batch(Box::new(PgBatch {
+        tx: pool.begin().await?,
         begun,
-        source: table.to_owned(),
-        kept,
+        source: row.try_get("source")?,
+        kept: 0,
         moved: None,
-        drop: (!whole).then(|| format!("{table}, {events}")),
-    })))
+    }))))
 }
 
 /// Where row-wise batches take rows from.
 #[derive(Clone, Copy)]
-pub(super) enum RowSource {
+pub(super) enum RowSource<'a> {
     /// Expired rows anywhere (with `exact`).
     Everywhere,
     /// Expired rows in the default partition.
     Default,
     /// Soft-deleted rows anywhere.
     Deleted,
+    /// Due rows of a due week whose week the archive already has (rows
+    /// that came in after it was archived): they cannot be attached whole.
+    Week(&'a str),
 }
 
-impl RowSource {
+impl<'a> RowSource<'a> {
     /// The table, the condition (clock `$1`) and an order its indexes serve:
     /// expired rows through the expiry index, deleted ones through theirs.
-    fn query_parts(self) -> (&'static str, &'static str, &'static str) {
+    fn query_parts(self) -> (&'a str, &'static str, &'static str) {
         const EXPIRED: &str = "NOT legal_hold AND retention_expiry_time <= $1";
         match self {
             Self::Everywhere => ("remediation_audit", EXPIRED, "retention_expiry_time, id"),
@@ -298,22 +305,34 @@ impl RowSource {
                 "NOT legal_hold AND deleted_at IS NOT NULL AND $1 IS NOT NULL",
                 "deleted_at, id",
             ),
+            Self::Week(table) => (table, super::DUE, "id"),
         }
     }
 
     fn name(self) -> &'static str {
         match self {
-            Self::Everywhere | Self::Default => "rows",
+            Self::Everywhere | Self::Default | Self::Week(_) => "rows",
             Self::Deleted => "deleted",
         }
     }
+}
+
+/// Whether the archive already has a partition for a live week's table.
+async fn archive_has_week(pool: &PgPool, table: &str) -> Result<bool, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL OR to_regclass($2) IS NOT NULL")
+            .bind(archive_table(table, "remediation_audit_archive"))
+            .bind(archive_table(table, "remediation_audit_events_archive"))
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 pub(super) async fn retire_rows(
     pool: &PgPool,
     request: &RetireRequest,
     locate: Locate<'_>,
-    source: RowSource,
+    source: RowSource<'_>,
 ) -> Result<Option<Retiring<'static>>, StoreError> {
     let (table, condition, order) = source.query_parts();
     let any: bool = sqlx::query_scalar(AssertSqlSafe(format!(
@@ -412,7 +431,6 @@ pub(super) async fn retire_rows(
         source: source.name().to_owned(),
         kept: 0,
         moved: Some(moved),
-        drop: None,
     }))))
 }
 
@@ -421,20 +439,28 @@ pub(super) async fn next_batch(
     request: &RetireRequest,
     locate: Locate<'_>,
 ) -> Result<Option<Retiring<'static>>, StoreError> {
-    if let Some(table) = detached_week(pool).await? {
-        return retire_week(pool, request, locate, &table, 0)
-            .await
-            .map(Some);
+    if let Some(batch) = resume_batch(pool).await? {
+        return Ok(Some(batch));
+    }
+    // A week an older version detached and did not finish.
+    if let Some(table) = detached_week(pool).await?
+        && let Some(batch) = retire_week(pool, request, locate, &table).await?
+    {
+        return Ok(Some(batch));
     }
     let due = attached_weeks(pool)
         .await?
         .into_iter()
-        .find(|t| week_of(t).is_some_and(|w| week_due(w, request)));
-    if let Some(table) = due {
-        let kept = detach_week(pool, &table, request.now).await?;
-        return retire_week(pool, request, locate, &table, kept)
-            .await
-            .map(Some);
+        .filter(|t| week_of(t).is_some_and(|w| week_due(w, request)));
+    for table in due {
+        if archive_has_week(pool, &table).await?
+            && let Some(batch) = retire_rows(pool, request, locate, RowSource::Week(&table)).await?
+        {
+            return Ok(Some(batch));
+        }
+        if let Some(batch) = retire_week(pool, request, locate, &table).await? {
+            return Ok(Some(batch));
+        }
     }
     let sources: &[RowSource] = if request.exact {
         &[RowSource::Everywhere, RowSource::Deleted]

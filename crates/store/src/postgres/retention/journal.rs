@@ -2,6 +2,7 @@
 //! batches with their locations, finished ones with what they moved.
 
 use chrono::{DateTime, Utc};
+use sqlx::AssertSqlSafe;
 use sqlx::postgres::PgPool;
 
 use crate::StoreError;
@@ -57,12 +58,86 @@ pub(super) async fn pending_batches(pool: &PgPool) -> Result<Vec<PendingBatch>, 
     Ok(sqlx::query_as(PENDING_SQL).fetch_all(pool).await?)
 }
 
+/// True of a journal row `b` whose rows are committed in the archive tables:
+/// a week moved whole, whose files may still be unwritten.
+pub(super) const COMMITTED: &str = "(EXISTS (SELECT 1 FROM remediation_audit_archive a WHERE a.archive_batch = b.id) \
+     OR EXISTS (SELECT 1 FROM remediation_audit_events_archive a WHERE a.archive_batch = b.id))";
+
+/// Forgets a pending batch, unless its rows are committed in the archive:
+/// that one stays pending, and the next batch taken writes its files.
 pub(super) async fn forget_batch(pool: &PgPool, batch: i64) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM remediation_retention_batches WHERE id = $1 AND state = 'pending'")
-        .bind(batch)
-        .execute(pool)
-        .await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "DELETE FROM remediation_retention_batches b \
+         WHERE id = $1 AND state = 'pending' AND NOT {COMMITTED}"
+    )))
+    .bind(batch)
+    .execute(pool)
+    .await?;
     Ok(())
+}
+
+/// Gives a pending batch whose rows are committed in the archive a new
+/// number and location, for when its own location turned out to hold
+/// another writer's files: the rows are tagged anew and the old journal row
+/// goes, in one transaction. False, and nothing changed, for any other batch.
+pub(super) async fn renumber_batch(
+    pool: &PgPool,
+    batch: i64,
+    locate: Locate<'_>,
+) -> Result<bool, StoreError> {
+    let mut tx = pool.begin().await?;
+    let committed: bool = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT EXISTS (SELECT 1 FROM remediation_retention_batches b \
+                        WHERE id = $1 AND state = 'pending' AND {COMMITTED})"
+    )))
+    .bind(batch)
+    .fetch_one(&mut *tx)
+    .await?;
+    if !committed {
+        return Ok(false);
+    }
+    let installation = installation(
+        sqlx::query_scalar(INSTALLATION_SQL)
+            .fetch_optional(&mut *tx)
+            .await?,
+    )?;
+    let renumbered: i64 = sqlx::query_scalar(
+        "SELECT nextval(pg_get_serial_sequence('remediation_retention_batches', 'id'))",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO remediation_retention_batches (id, run_now, source, location) \
+         SELECT $2, run_now, source, $3 FROM remediation_retention_batches WHERE id = $1",
+    )
+    .bind(batch)
+    .bind(renumbered)
+    .bind(locate(&installation, renumbered))
+    .execute(&mut *tx)
+    .await?;
+    for table in [
+        "remediation_audit_archive",
+        "remediation_audit_events_archive",
+    ] {
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE {table} SET archive_batch = $2 WHERE archive_batch = $1"
+        )))
+        .bind(batch)
+        .bind(renumbered)
+        .execute(&mut *tx)
+        .await?;
+    }
+    sqlx::query("DELETE FROM remediation_retention_batches WHERE id = $1")
+        .bind(batch)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    tracing::warn!(
+        batch,
+        renumbered,
+        "the location of an archived week's batch held another writer's files; the batch has a new number"
+    );
+    Ok(true)
 }
 
 pub(super) async fn finished_batches(

@@ -1,12 +1,13 @@
-//! Weekly partitions: created ahead, detached when due, their rows that
-//! are not due kept live, and attached to the archive when retired.
+//! Weekly partitions: created ahead, and when due moved whole into the
+//! archive (their rows that are not due kept live) in one short transaction.
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use sqlx::AssertSqlSafe;
 use sqlx::postgres::{PgConnection, PgPool};
 
 use crate::StoreError;
-use crate::retention::RetireRequest;
+use crate::postgres::weeks::{makes, monday};
+use crate::retention::{RetireRequest, Upkeep};
 
 /// Key of the transaction lock that callers of `remaudit_ensure_partitions`
 /// take in turn. The function creates a week's tables when it finds them
@@ -57,7 +58,9 @@ pub(in crate::postgres) async fn ensure_partitions(
     }
 }
 
-async fn try_ensure_partitions(
+/// One attempt of [`ensure_partitions`]: fails with the lock timeout's
+/// error (`55P03`) when the tables stay locked.
+pub(in crate::postgres) async fn try_ensure_partitions(
     pool: &PgPool,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -103,6 +106,37 @@ async fn try_ensure_partitions(
     Ok(u32::try_from(created).unwrap_or(0))
 }
 
+/// A run's upkeep of the partitions (see `RetentionStore::partition_upkeep`).
+pub(super) async fn upkeep(pool: &PgPool, request: &RetireRequest) -> Result<Upkeep, StoreError> {
+    let waiting: Vec<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT date_trunc('week', start_time, 'UTC') FROM remediation_audit_default \
+         UNION SELECT date_trunc('week', start_time, 'UTC') FROM remediation_audit_events_default \
+         ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut tables_made = 0;
+    for week in waiting {
+        if makes(monday(week), request.now, request.age) {
+            tables_made += ensure_partitions(pool, week, week + TimeDelta::weeks(1)).await?;
+        }
+    }
+    sqlx::query("ANALYZE remediation_audit, remediation_audit_events")
+        .execute(pool)
+        .await?;
+    let (remediations, events): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM remediation_audit_default), \
+                (SELECT count(*) FROM remediation_audit_events_default)",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(Upkeep {
+        tables_made,
+        default_remediations: u64::try_from(remediations).unwrap_or(0),
+        default_events: u64::try_from(events).unwrap_or(0),
+    })
+}
+
 /// The Monday a weekly partition's name (`remediation_audit_wYYYYMMDD`) starts on.
 pub(super) fn week_of(name: &str) -> Option<NaiveDate> {
     let digits = name.rsplit_once("_w")?.1;
@@ -143,63 +177,89 @@ pub(super) fn events_table(week_table: &str) -> String {
     week_table.replacen("remediation_audit_", "remediation_audit_events_", 1)
 }
 
-/// The exact complement of [`DUE`], with the clock as `$1`.
+/// The exact complement of [`DUE`], with the clock as `$1`. Each arm is one
+/// of the summary table's indexes (`idx_legal_hold`, `idx_retention_expiry`),
+/// so finding the few rows a due week keeps reads no more than they are.
 pub(super) const KEEP: &str = "legal_hold OR (deleted_at IS NULL AND (retention_expiry_time IS NULL OR retention_expiry_time > $1))";
 
-/// Moves a detached week's rows that are not due back into the live table
-/// (they land in the default partition); returns how many summary rows.
+/// Moves a detached week's rows that are not due, and their events, back
+/// into the live tables (they land in the default partition) in one
+/// statement (PostgreSQL runs every data-changing `WITH` part to the end);
+/// returns how many summary rows.
 pub(super) async fn keep_rows(
     conn: &mut PgConnection,
     table: &str,
     now: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
-    let kept = sqlx::query(AssertSqlSafe(format!(
-        "WITH kept AS (DELETE FROM {table} WHERE {KEEP} RETURNING *) \
-         INSERT INTO remediation_audit SELECT * FROM kept"
+    let events = events_table(table);
+    let kept: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+        "WITH kept AS (DELETE FROM {table} WHERE {KEEP} RETURNING *), \
+              back AS (INSERT INTO remediation_audit SELECT * FROM kept \
+                       RETURNING namespace, remediation_name, start_time), \
+              moved AS (DELETE FROM {events} e USING back b WHERE e.namespace = b.namespace \
+                          AND e.remediation_name = b.remediation_name AND e.start_time = b.start_time \
+                        RETURNING e.*), \
+              events_back AS (INSERT INTO remediation_audit_events SELECT * FROM moved) \
+         SELECT count(*) FROM back"
     )))
     .bind(now)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    let events = events_table(table);
-    if kept > 0 {
-        sqlx::query(AssertSqlSafe(format!(
-            "WITH kept AS (DELETE FROM {events} e USING remediation_audit_default d \
-               WHERE e.namespace = d.namespace AND e.remediation_name = d.remediation_name \
-                 AND e.start_time = d.start_time RETURNING e.*) \
-             INSERT INTO remediation_audit_events SELECT * FROM kept"
-        )))
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(kept)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(u64::try_from(kept).unwrap_or(0))
 }
 
-/// How long one attempt to detach a week waits for the table lock. Ingest
-/// queues behind a waiting detach, so the wait is kept short and retried.
-pub(super) const DETACH_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '300ms'";
-/// Attempts to detach a week before the run gives up until the next one.
-pub(super) const DETACH_ATTEMPTS: u32 = 20;
+/// How long one attempt to move a week waits for the table locks. Ingest
+/// queues behind a waiting move, so the wait is kept short and retried.
+const MOVE_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '300ms'";
+/// Attempts to move a week before the run gives up until the next one.
+const MOVE_ATTEMPTS: u32 = 20;
 
-/// Detaches a due week from both tables and moves its rows that are not
-/// due back into the live tables, in one short transaction; retried while
-/// the lock is busy.
-pub(super) async fn detach_week(
+/// The four audit tables, in the one order every writer locks them in
+/// (see `TABLE_LOCKS` in postgres.rs): summary, its archive, events, theirs.
+const MOVE_LOCKS: &str = "LOCK TABLE remediation_audit, remediation_audit_archive, \
+     remediation_audit_events, remediation_audit_events_archive IN ACCESS EXCLUSIVE MODE";
+
+/// Where a due week went.
+pub(super) enum WeekMove {
+    /// Its tables are the archive's partitions for the week, their rows
+    /// tagged with the batch, committed.
+    Attached {
+        /// Rows that were not due and went back live.
+        kept: u64,
+    },
+    /// Nothing was left in it once the rows that stay were moved back live:
+    /// its tables are dropped.
+    Dropped {
+        /// Rows that were not due and went back live.
+        kept: u64,
+    },
+    /// It holds due rows that cannot be attached (the archive already has
+    /// the week, or no batch was given): nothing changed; they leave row by row.
+    RowWise,
+}
+
+/// Takes a due week out of the live tables and makes it the archive's, in
+/// one short transaction: the week's rows are live or archived at every
+/// instant, never neither, so a record for one of its remediations either
+/// finds it live or finds it archived. Retried while the locks are busy.
+/// `table` may already be detached (left so by an older version).
+pub(super) async fn move_week(
     pool: &PgPool,
     table: &str,
     now: DateTime<Utc>,
-) -> Result<u64, StoreError> {
+    batch: Option<i64>,
+) -> Result<WeekMove, StoreError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match try_detach_week(pool, table, now).await {
+        match try_move_week(pool, table, now, batch).await {
             Err(StoreError::Database(sqlx::Error::Database(e)))
-                if e.code().as_deref() == Some("55P03") && attempt < DETACH_ATTEMPTS =>
+                if e.code().as_deref() == Some("55P03") && attempt < MOVE_ATTEMPTS =>
             {
                 tracing::debug!(
                     table,
                     attempt,
-                    "the table lock is busy; detaching again soon"
+                    "the table locks are busy; moving the week again soon"
                 );
                 tokio::time::sleep(std::time::Duration::from_millis(250 * u64::from(attempt)))
                     .await;
@@ -209,40 +269,69 @@ pub(super) async fn detach_week(
     }
 }
 
-pub(super) async fn try_detach_week(
+async fn try_move_week(
     pool: &PgPool,
     table: &str,
     now: DateTime<Utc>,
-) -> Result<u64, StoreError> {
-    let mut tx = pool.begin().await?;
-    sqlx::query(DETACH_LOCK_TIMEOUT).execute(&mut *tx).await?;
-    // Both locks first, in the one order every writer takes the audit tables
-    // in (see `TABLE_LOCKS` in postgres.rs): summary, then events.
-    sqlx::query("LOCK TABLE remediation_audit, remediation_audit_events IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *tx)
-        .await?;
+    batch: Option<i64>,
+) -> Result<WeekMove, StoreError> {
     let events = events_table(table);
-    let attached: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1))",
-    )
-    .bind(&events)
+    let start = week_of(table)
+        .and_then(|w| w.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| StoreError::Config(format!("{table} is not a weekly partition")))?;
+    let mut tx = pool.begin().await?;
+    sqlx::query(MOVE_LOCK_TIMEOUT).execute(&mut *tx).await?;
+    sqlx::query(MOVE_LOCKS).execute(&mut *tx).await?;
+    for (part, parent) in [
+        (events.as_str(), "remediation_audit_events"),
+        (table, "remediation_audit"),
+    ] {
+        let attached: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1))",
+        )
+        .bind(part)
+        .fetch_one(&mut *tx)
+        .await?;
+        if attached {
+            sqlx::query(AssertSqlSafe(format!(
+                "ALTER TABLE {parent} DETACH PARTITION {part}"
+            )))
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    let kept = keep_rows(&mut tx, table, now).await?;
+    let left: bool = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT EXISTS (SELECT 1 FROM {table}) OR EXISTS (SELECT 1 FROM {events})"
+    )))
     .fetch_one(&mut *tx)
     .await?;
-    if attached {
-        sqlx::query(AssertSqlSafe(format!(
-            "ALTER TABLE remediation_audit_events DETACH PARTITION {events}"
-        )))
-        .execute(&mut *tx)
-        .await?;
+    if !left {
+        sqlx::query(AssertSqlSafe(format!("DROP TABLE {table}, {events}")))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        return Ok(WeekMove::Dropped { kept });
     }
-    sqlx::query(AssertSqlSafe(format!(
-        "ALTER TABLE remediation_audit DETACH PARTITION {table}"
-    )))
-    .execute(&mut *tx)
-    .await?;
-    let kept = keep_rows(&mut tx, table, now).await?;
+    let twin: bool =
+        sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL OR to_regclass($2) IS NOT NULL")
+            .bind(archive_table(table, "remediation_audit_archive"))
+            .bind(archive_table(table, "remediation_audit_events_archive"))
+            .fetch_one(&mut *tx)
+            .await?;
+    let Some(batch) = batch.filter(|_| !twin) else {
+        tx.rollback().await?;
+        return Ok(WeekMove::RowWise);
+    };
+    for (live, parent) in [
+        (table, "remediation_audit_archive"),
+        (events.as_str(), "remediation_audit_events_archive"),
+    ] {
+        attach_to_archive(&mut tx, live, parent, batch, start).await?;
+    }
     tx.commit().await?;
-    Ok(kept)
+    Ok(WeekMove::Attached { kept })
 }
 
 /// The archive partition's name for a live week's table.
