@@ -172,6 +172,7 @@ async fn run_locked(
     // week, that week would be made only for this run to retire it again.
     let back = TimeDelta::weeks(1).min(settings.policy.age);
     report.partitions_created = store.ensure_partitions(now - back, now + ahead).await?;
+    let locate = |installation: &str, batch: i64| archive.location(installation, batch);
     for pending in store.pending_batches().await? {
         // A journal row written before the location went in with it, cut
         // off before it got one: the batch wrote no file.
@@ -180,7 +181,13 @@ async fn run_locked(
         } else {
             archive.remove(&pending).await?
         };
-        store.forget_batch(pending.batch).await?;
+        // A batch whose rows the archive already holds (a week moved whole)
+        // cannot be forgotten: it takes a new number, written first below,
+        // and a run that still holds the old one (its lock lost) can no
+        // longer mark it done over the files just removed.
+        if !store.renumber_batch(pending.batch, &locate).await? {
+            store.forget_batch(pending.batch).await?;
+        }
         tracing::warn!(
             batch = pending.batch,
             files = removed,
@@ -188,8 +195,32 @@ async fn run_locked(
         );
         report.cleaned.push(pending.batch);
     }
+    let retired = retire_all(store, sink, &request, report).await;
+    // Upkeep runs after a failed batch too, so that its gauge stays current.
+    let upkeep = store.partition_upkeep(&request).await;
+    retired?;
+    let upkeep = upkeep?;
+    report.partitions_created += upkeep.tables_made;
+    for (table, rows) in [
+        ("remediation_audit", upkeep.default_remediations),
+        ("remediation_audit_events", upkeep.default_events),
+    ] {
+        metrics::gauge!(telemetry::DEFAULT_PARTITION_ROWS, "table" => table)
+            .set(remaudit_model::approx_f64(rows));
+    }
+    Ok(())
+}
+
+/// Retires every due batch, one after another, into `report`.
+async fn retire_all(
+    store: &dyn RetentionStore,
+    sink: &dyn ArchiveSink,
+    request: &RetireRequest,
+    report: &mut RunReport,
+) -> Result<(), RetentionError> {
+    let archive = sink.archive();
     loop {
-        let batch = match batch::retire_next(store, sink, &request).await {
+        let batch = match batch::retire_next(store, sink, request).await {
             Ok(Some(batch)) => batch,
             Ok(None) => break,
             Err(e) => {
@@ -216,15 +247,6 @@ async fn run_locked(
             "archived and removed a batch"
         );
         report.batches.push(batch);
-    }
-    let upkeep = store.partition_upkeep(&request).await?;
-    report.partitions_created += upkeep.tables_made;
-    for (table, rows) in [
-        ("remediation_audit", upkeep.default_remediations),
-        ("remediation_audit_events", upkeep.default_events),
-    ] {
-        metrics::gauge!(telemetry::DEFAULT_PARTITION_ROWS, "table" => table)
-            .set(remaudit_model::approx_f64(rows));
     }
     Ok(())
 }

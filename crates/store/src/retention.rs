@@ -228,8 +228,9 @@ pub trait RetentionStore: AdminLogStore {
     async fn forget_batch(&self, batch: i64) -> Result<(), StoreError>;
 
     /// For a pending batch whose rows are committed in the archive tables
-    /// and whose location holds another writer's files: gives it a new
-    /// number and location (from `locate`). False, and nothing changed, for
+    /// (its location held another writer's files, or an interrupted run
+    /// left it): gives it a new number and location (from `locate`), so
+    /// that nothing can finish the old one. False, and nothing changed, for
     /// any other batch, which can be forgotten instead.
     async fn renumber_batch(&self, batch: i64, locate: Locate<'_>) -> Result<bool, StoreError> {
         let _ = (batch, locate);

@@ -212,14 +212,115 @@ async fn postgres_a_taken_file_name_gives_an_archived_week_a_new_number_and_over
         remaudit_retention::run_once(store.as_ref(), &archive, &settings(), now(), false, &ops())
             .await
             .expect("the next run");
-    assert!(
-        report.batches.iter().any(|b| b.batch == *batch),
-        "{:?}",
-        report.batches
-    );
+    // The next run finds it pending: it removes what may be there, gives it
+    // yet another number (so that no run still holding this one can mark it
+    // done), and writes the week first.
+    assert_eq!(report.cleaned, [*batch]);
+    let first = report.batches.first().expect("a batch");
+    assert_eq!(&first.source, source);
+    assert!(first.batch > *batch, "{first:?}");
     assert_eq!(theirs(local, planted).await.as_ref(), THEIRS);
     let (live, archived, ..) = counter.places().await;
     assert_eq!(live + archived, written.remediations);
+    assert_eq!(counter.doubled().await, 0);
+    verified(store.as_ref(), &archive).await;
+}
+
+#[tokio::test]
+async fn postgres_a_week_left_detached_whose_week_is_archived_goes_back_live_then_leaves_row_by_row()
+ {
+    let Weekly {
+        _db,
+        store,
+        pool,
+        counter,
+        written,
+    } = Weekly::new().await;
+    let (_dir, _local, url) = local_archive();
+    let archive = Archive::open(&url).expect("archive");
+    remaudit_retention::run_once(store.as_ref(), &archive, &settings(), now(), false, &ops())
+        .await
+        .expect("the first run");
+    let week: String = sqlx::query_scalar(
+        "SELECT relname::text FROM pg_class WHERE relname ~ '^remediation_audit_archive_w[0-9]{8}$' \
+         ORDER BY 1 LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("an archived week");
+    let monday = chrono::NaiveDate::parse_from_str(&week[week.len() - 8..], "%Y%m%d")
+        .expect("date")
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight")
+        .and_utc();
+    // New remediations of that week arrive late; a week table is made for
+    // them, and an older version detached it and stopped there.
+    let late: Vec<_> = (0..3)
+        .map(|n| {
+            let start = monday + TimeDelta::hours(n);
+            record(json!({
+                "alert_fingerprint": "fp-late",
+                "remediation_name": format!("rr-late-{n}"),
+                "namespace": "prod",
+                "start_time": start.to_rfc3339(),
+                "overall_phase": "completed",
+                "completion_time": (start + TimeDelta::minutes(5)).to_rfc3339(),
+                "event_time": (start + TimeDelta::minutes(5)).to_rfc3339(),
+                "duplicate_count": 0,
+            }))
+        })
+        .collect();
+    let outcomes = store
+        .insert_with(&late, &InsertRules::default())
+        .await
+        .expect("late records");
+    assert!(
+        outcomes.iter().all(|o| *o == InsertOutcome::Created),
+        "{outcomes:?}"
+    );
+    store
+        .ensure_partitions(monday, monday + TimeDelta::days(1))
+        .await
+        .expect("the week again");
+    let live = week.replacen("_archive_", "_", 1);
+    let events = live.replacen("remediation_audit_", "remediation_audit_events_", 1);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER TABLE remediation_audit_events DETACH PARTITION {events}; \
+         ALTER TABLE remediation_audit DETACH PARTITION {live};"
+    )))
+    .execute(&pool)
+    .await
+    .expect("detach as an older version did");
+    let (live_before, archived_before, ..) = counter.places().await;
+    // The detached table holds the late three and the week's rows that were
+    // kept live when it was archived (remediations still running).
+    let detached: i64 =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {live}")))
+            .fetch_one(&pool)
+            .await
+            .expect("detached rows");
+    assert!(detached > 3, "{detached}");
+    assert_eq!(
+        live_before + archived_before + detached,
+        written.remediations + 3
+    );
+
+    let report =
+        remaudit_retention::run_once(store.as_ref(), &archive, &settings(), now(), false, &ops())
+            .await
+            .expect("the next run");
+    assert_eq!(report.remediations(), 3, "{:?}", report.batches);
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_class WHERE relname ~ '^remediation_audit_(events_)?w[0-9]{8}$' \
+           AND relkind = 'r' AND NOT relispartition",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("detached tables");
+    assert_eq!(left, 0, "no week is left detached");
+    let (live, archived, ..) = counter.places().await;
+    assert_eq!(live + archived, written.remediations + 3);
+    assert_eq!(archived, archived_before + 3);
     assert_eq!(counter.doubled().await, 0);
     verified(store.as_ref(), &archive).await;
 }

@@ -9,8 +9,8 @@ use tracing::instrument;
 
 use super::journal::{Begun, COMMITTED, begin_batch, forget_batch};
 use super::partitions::{
-    WeekMove, archive_table, attached_weeks, detached_week, events_table, move_week, week_due,
-    week_of,
+    WeekMove, archive_table, attached_weeks, detached_week, events_table, move_week, prepare_week,
+    week_due, week_of,
 };
 use crate::StoreError;
 use crate::chain::HeadColumns;
@@ -195,6 +195,9 @@ async fn retire_week(
     )))
     .fetch_one(pool)
     .await?;
+    if rows {
+        prepare_week(pool, table).await?;
+    }
     let begun = if rows {
         Some(begin_batch(pool, request.now, table, locate).await?)
     } else {

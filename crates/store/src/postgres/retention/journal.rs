@@ -77,9 +77,10 @@ pub(super) async fn forget_batch(pool: &PgPool, batch: i64) -> Result<(), StoreE
 }
 
 /// Gives a pending batch whose rows are committed in the archive a new
-/// number and location, for when its own location turned out to hold
-/// another writer's files: the rows are tagged anew and the old journal row
-/// goes, in one transaction. False, and nothing changed, for any other batch.
+/// number and location (its old location held another writer's files, or
+/// an interrupted run's): the rows are tagged anew and the old journal row
+/// goes, in one transaction, so nothing can finish the old number any more.
+/// False, and nothing changed, for any other batch.
 pub(super) async fn renumber_batch(
     pool: &PgPool,
     batch: i64,
@@ -135,7 +136,7 @@ pub(super) async fn renumber_batch(
     tracing::warn!(
         batch,
         renumbered,
-        "the location of an archived week's batch held another writer's files; the batch has a new number"
+        "a batch whose rows the archive holds has a new number and location; its files are written there"
     );
     Ok(true)
 }

@@ -26,6 +26,13 @@ const ENSURE_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '300ms'";
 /// Attempts to make the weeks before giving up until the next call.
 const ENSURE_ATTEMPTS: u32 = 3;
 
+/// The error of a lock not granted within `lock_timeout`.
+pub(in crate::postgres) const BUSY: &str = "55P03";
+/// The error of an attach that meets rows of its week in the default
+/// partition: an insert that had not committed when the attempt looked
+/// for such rows. The next attempt sees them and moves them in.
+pub(in crate::postgres) const RACED: &str = "23514";
+
 /// Creates the weekly partitions from `from`'s week to `to` that are
 /// missing; how many tables it created. Callers take turns, so that each
 /// week is made once however many processes ask at the same moment. When the
@@ -41,7 +48,7 @@ pub(in crate::postgres) async fn ensure_partitions(
         attempt += 1;
         match try_ensure_partitions(pool, from, to).await {
             Err(StoreError::Database(sqlx::Error::Database(e)))
-                if e.code().as_deref() == Some("55P03") =>
+                if matches!(e.code().as_deref(), Some(BUSY | RACED)) =>
             {
                 if attempt >= ENSURE_ATTEMPTS {
                     tracing::warn!(
@@ -106,6 +113,25 @@ pub(in crate::postgres) async fn try_ensure_partitions(
     Ok(u32::try_from(created).unwrap_or(0))
 }
 
+/// Whether a partitioned parent's statistics are stale: never gathered, or
+/// its row estimate more than a tenth away from the sum of its partitions'
+/// (which autovacuum keeps fresh). `ANALYZE` of a parent samples every
+/// partition as well, so it runs only when the estimate drifted: after a
+/// week left or a large load, not every run.
+async fn stale(pool: &PgPool, parent: &str) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT p.reltuples < 0 OR abs(p.reltuples - s.total) > 0.1 * greatest(s.total, 1000) \
+         FROM pg_class p, LATERAL (SELECT coalesce(sum(greatest(c.reltuples, 0)), 0) AS total \
+                                   FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+                                   WHERE i.inhparent = p.oid) s \
+         WHERE p.oid = to_regclass($1)",
+    )
+    .bind(parent)
+    .fetch_optional(pool)
+    .await?
+    .unwrap_or(false))
+}
+
 /// A run's upkeep of the partitions (see `RetentionStore::partition_upkeep`).
 pub(super) async fn upkeep(pool: &PgPool, request: &RetireRequest) -> Result<Upkeep, StoreError> {
     let waiting: Vec<DateTime<Utc>> = sqlx::query_scalar(
@@ -121,9 +147,13 @@ pub(super) async fn upkeep(pool: &PgPool, request: &RetireRequest) -> Result<Upk
             tables_made += ensure_partitions(pool, week, week + TimeDelta::weeks(1)).await?;
         }
     }
-    sqlx::query("ANALYZE remediation_audit, remediation_audit_events")
-        .execute(pool)
-        .await?;
+    for parent in ["remediation_audit", "remediation_audit_events"] {
+        if stale(pool, parent).await? {
+            sqlx::query(AssertSqlSafe(format!("ANALYZE {parent}")))
+                .execute(pool)
+                .await?;
+        }
+    }
     let (remediations, events): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM remediation_audit_default), \
                 (SELECT count(*) FROM remediation_audit_events_default)",
@@ -180,13 +210,13 @@ pub(super) fn events_table(week_table: &str) -> String {
 /// The exact complement of [`DUE`], with the clock as `$1`. Each arm is one
 /// of the summary table's indexes (`idx_legal_hold`, `idx_retention_expiry`),
 /// so finding the few rows a due week keeps reads no more than they are.
-pub(super) const KEEP: &str = "legal_hold OR (deleted_at IS NULL AND (retention_expiry_time IS NULL OR retention_expiry_time > $1))";
+const KEEP: &str = "legal_hold OR (deleted_at IS NULL AND (retention_expiry_time IS NULL OR retention_expiry_time > $1))";
 
 /// Moves a detached week's rows that are not due, and their events, back
 /// into the live tables (they land in the default partition) in one
 /// statement (PostgreSQL runs every data-changing `WITH` part to the end);
 /// returns how many summary rows.
-pub(super) async fn keep_rows(
+async fn keep_rows(
     conn: &mut PgConnection,
     table: &str,
     now: DateTime<Utc>,
@@ -218,6 +248,107 @@ const MOVE_ATTEMPTS: u32 = 20;
 /// (see `TABLE_LOCKS` in postgres.rs): summary, its archive, events, theirs.
 const MOVE_LOCKS: &str = "LOCK TABLE remediation_audit, remediation_audit_archive, \
      remediation_audit_events, remediation_audit_events_archive IN ACCESS EXCLUSIVE MODE";
+
+/// For each of a week's tables: the index the archive's partitions carry
+/// that the live week lacks, as (name suffix, columns).
+const ARCHIVE_INDEXES: [(&str, &str); 2] = [
+    ("start", "start_time"),
+    ("remediation", "namespace, remediation_name, start_time"),
+];
+
+/// Readies a due week for its move while it is still live, with nothing
+/// locked against ingest for longer than a catalog change: builds
+/// (concurrently) the index the archive's partition needs that the live
+/// week lacks, and a validated check of the week's bounds, so that attaching
+/// the week to the archive attaches that index and skips the scan of its
+/// rows rather than doing both under the move's locks. Idempotent.
+pub(super) async fn prepare_week(pool: &PgPool, table: &str) -> Result<(), StoreError> {
+    let start = week_start(table)?;
+    let end = start + TimeDelta::weeks(1);
+    for (part, (suffix, columns)) in [table.to_owned(), events_table(table)]
+        .into_iter()
+        .zip(ARCHIVE_INDEXES)
+    {
+        let index = format!("{part}_{suffix}");
+        let valid: Option<bool> = sqlx::query_scalar(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)",
+        )
+        .bind(&index)
+        .fetch_optional(pool)
+        .await?;
+        if valid == Some(false) {
+            // Left by a build that stopped half-way.
+            sqlx::query(AssertSqlSafe(format!("DROP INDEX CONCURRENTLY {index}")))
+                .execute(pool)
+                .await?;
+        }
+        if valid != Some(true) {
+            sqlx::query(AssertSqlSafe(format!(
+                "CREATE INDEX CONCURRENTLY IF NOT EXISTS {index} ON {part} ({columns})"
+            )))
+            .execute(pool)
+            .await?;
+        }
+        let check = format!("{part}_week");
+        let checked: Option<bool> = sqlx::query_scalar(
+            "SELECT convalidated FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2",
+        )
+        .bind(&part)
+        .bind(&check)
+        .fetch_optional(pool)
+        .await?;
+        if checked.is_none() {
+            add_bounds(pool, &part, &check, start, end).await?;
+        }
+        if checked != Some(true) {
+            sqlx::query(AssertSqlSafe(format!(
+                "ALTER TABLE {part} VALIDATE CONSTRAINT {check}"
+            )))
+            .execute(pool)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds the week's bounds as a check not yet validated: a catalog change,
+/// but one that takes the table exclusively, so it waits briefly and retries.
+async fn add_bounds(
+    pool: &PgPool,
+    part: &str,
+    check: &str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut tx = pool.begin().await?;
+        sqlx::query(MOVE_LOCK_TIMEOUT).execute(&mut *tx).await?;
+        let added = sqlx::query(AssertSqlSafe(format!(
+            "ALTER TABLE {part} ADD CONSTRAINT {check} CHECK (start_time IS NOT NULL \
+             AND start_time >= '{}'::timestamptz AND start_time < '{}'::timestamptz) NOT VALID",
+            start.to_rfc3339(),
+            end.to_rfc3339()
+        )))
+        .execute(&mut *tx)
+        .await;
+        match added {
+            Err(sqlx::Error::Database(e))
+                if e.code().as_deref() == Some(BUSY) && attempt < MOVE_ATTEMPTS =>
+            {
+                drop(tx);
+                tokio::time::sleep(std::time::Duration::from_millis(250 * u64::from(attempt)))
+                    .await;
+            }
+            Err(e) => return Err(e.into()),
+            Ok(_) => {
+                tx.commit().await?;
+                return Ok(());
+            }
+        }
+    }
+}
 
 /// Where a due week went.
 pub(super) enum WeekMove {
@@ -254,7 +385,7 @@ pub(super) async fn move_week(
         attempt += 1;
         match try_move_week(pool, table, now, batch).await {
             Err(StoreError::Database(sqlx::Error::Database(e)))
-                if e.code().as_deref() == Some("55P03") && attempt < MOVE_ATTEMPTS =>
+                if e.code().as_deref() == Some(BUSY) && attempt < MOVE_ATTEMPTS =>
             {
                 tracing::debug!(
                     table,
@@ -276,13 +407,11 @@ async fn try_move_week(
     batch: Option<i64>,
 ) -> Result<WeekMove, StoreError> {
     let events = events_table(table);
-    let start = week_of(table)
-        .and_then(|w| w.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc())
-        .ok_or_else(|| StoreError::Config(format!("{table} is not a weekly partition")))?;
+    let start = week_start(table)?;
     let mut tx = pool.begin().await?;
     sqlx::query(MOVE_LOCK_TIMEOUT).execute(&mut *tx).await?;
     sqlx::query(MOVE_LOCKS).execute(&mut *tx).await?;
+    let mut was_attached = false;
     for (part, parent) in [
         (events.as_str(), "remediation_audit_events"),
         (table, "remediation_audit"),
@@ -294,6 +423,7 @@ async fn try_move_week(
         .fetch_one(&mut *tx)
         .await?;
         if attached {
+            was_attached = true;
             sqlx::query(AssertSqlSafe(format!(
                 "ALTER TABLE {parent} DETACH PARTITION {part}"
             )))
@@ -321,7 +451,14 @@ async fn try_move_week(
             .fetch_one(&mut *tx)
             .await?;
     let Some(batch) = batch.filter(|_| !twin) else {
-        tx.rollback().await?;
+        if was_attached {
+            tx.rollback().await?;
+        } else {
+            // Left detached by an older version, of a week the archive
+            // already has: live again, so that it leaves row by row.
+            reattach(&mut tx, table, start).await?;
+            tx.commit().await?;
+        }
         return Ok(WeekMove::RowWise);
     };
     for (live, parent) in [
@@ -332,6 +469,61 @@ async fn try_move_week(
     }
     tx.commit().await?;
     Ok(WeekMove::Attached { kept })
+}
+
+/// The instant a weekly table's week starts.
+fn week_start(table: &str) -> Result<DateTime<Utc>, StoreError> {
+    week_of(table)
+        .and_then(|w| w.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| StoreError::Config(format!("{table} is not a weekly partition")))
+}
+
+/// Attaches a detached week back to the live tables, with the rows of its
+/// week that landed in the default partitions meanwhile.
+async fn reattach(
+    conn: &mut PgConnection,
+    table: &str,
+    start: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    for (part, parent) in [
+        (table.to_owned(), "remediation_audit"),
+        (events_table(table), "remediation_audit_events"),
+    ] {
+        attach_week(conn, &part, parent, start).await?;
+    }
+    tracing::warn!(
+        table,
+        "a week left detached by an older version, which the archive already has, is live again; its rows leave row by row"
+    );
+    Ok(())
+}
+
+/// Attaches `part` to `parent` as the week from `start`, with the rows of
+/// that week waiting in the parent's default partition moved in first.
+async fn attach_week(
+    conn: &mut PgConnection,
+    part: &str,
+    parent: &str,
+    start: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let end = start + TimeDelta::weeks(1);
+    sqlx::query(AssertSqlSafe(format!(
+        "WITH moved AS (DELETE FROM {parent}_default WHERE start_time >= $1 AND start_time < $2 RETURNING *) \
+         INSERT INTO {part} SELECT * FROM moved"
+    )))
+    .bind(start)
+    .bind(end)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "ALTER TABLE {parent} ATTACH PARTITION {part} FOR VALUES FROM ('{}') TO ('{}')",
+        start.to_rfc3339(),
+        end.to_rfc3339()
+    )))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// The archive partition's name for a live week's table.
@@ -345,7 +537,7 @@ pub(super) fn archive_table(live: &str, parent: &str) -> String {
 /// archive's two columns (a catalog change: no row is rewritten), takes in
 /// the rows of that week already in the archive's default partition, and
 /// attaches it under the archive's name.
-pub(super) async fn attach_to_archive(
+async fn attach_to_archive(
     conn: &mut PgConnection,
     live: &str,
     parent: &str,
@@ -373,22 +565,7 @@ pub(super) async fn attach_to_archive(
     )))
     .execute(&mut *conn)
     .await?;
-    let end = start + TimeDelta::days(7);
-    sqlx::query(AssertSqlSafe(format!(
-        "WITH moved AS (DELETE FROM {parent}_default WHERE start_time >= $1 AND start_time < $2 RETURNING *) \
-         INSERT INTO {live} SELECT * FROM moved"
-    )))
-    .bind(start)
-    .bind(end)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(AssertSqlSafe(format!(
-        "ALTER TABLE {parent} ATTACH PARTITION {live} FOR VALUES FROM ('{}') TO ('{}')",
-        start.to_rfc3339(),
-        end.to_rfc3339()
-    )))
-    .execute(&mut *conn)
-    .await?;
+    attach_week(conn, live, parent, start).await?;
     sqlx::query(AssertSqlSafe(format!(
         "ALTER TABLE {live} RENAME TO {}",
         archive_table(live, parent)
