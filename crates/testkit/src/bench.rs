@@ -48,8 +48,32 @@ pub fn block_on<F>(bench: F) -> anyhow::Result<()>
 where
     F: std::future::Future<Output = anyhow::Result<()>>,
 {
-    tokio::runtime::Builder::new_multi_thread()
+    let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(bench)
+        .block_on(bench);
+    print_peak_memory();
+    result
+}
+
+/// The peak resident memory of this process so far (`VmHWM`), in bytes;
+/// `None` where `/proc` does not say.
+#[must_use]
+pub fn peak_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// Prints [`peak_memory`]: the service and the load the benchmark gave it
+/// run in this one process, so this bounds the service's own from above.
+fn print_peak_memory() {
+    if let Some(bytes) = peak_memory() {
+        println!();
+        println!(
+            "peak memory (VmHWM) of the benchmark process, the service and its load together: {:.1} MiB",
+            mib(i64::try_from(bytes).unwrap_or(i64::MAX))
+        );
+    }
 }

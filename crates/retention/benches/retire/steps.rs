@@ -177,8 +177,8 @@ pub(crate) async fn by_partition(
         busy(pool).await
     );
     println!(
-        "   it detaches the week from both live tables, archives its rows (archive tables and \
-         gzip JSON Lines files), and takes the week out of the live tables"
+        "   it readies the week (one index, a bounds check), moves it from the live tables into the \
+         archive tables in one short transaction, then writes its gzip JSON Lines files"
     );
     let s1 = summary_week(w1);
     let keep_c = count(
