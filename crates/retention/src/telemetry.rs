@@ -17,9 +17,9 @@ pub const BYTES_WRITTEN: &str = "remaudit_retention_bytes_written_total";
 /// Counter of weekly partitions retired whole (PostgreSQL).
 pub const PARTITIONS_DROPPED: &str = "remaudit_retention_partitions_dropped_total";
 
-/// Gauge of rows left in a default partition after the last run, by `table`
-/// (PostgreSQL): in normal operation 0, or the held and due rows of weeks
-/// without a partition.
+/// Gauge, by `table` (PostgreSQL): rows of weeks not yet due that are still
+/// in a default partition after the last run's upkeep, which could not make
+/// their weeks. 0 in normal operation.
 pub const DEFAULT_PARTITION_ROWS: &str = "remaudit_partition_default_rows";
 
 /// Registers descriptions of the retention job's metrics with the installed recorder.
@@ -53,7 +53,7 @@ pub fn describe_metrics() {
     );
     metrics::describe_gauge!(
         DEFAULT_PARTITION_ROWS,
-        "Rows left in the default partition after the last retention run, by table (0 in normal operation)"
+        "Rows of weeks not yet due still in the default partition after the last retention run's upkeep, by table (0 in normal operation)"
     );
     metrics::describe_counter!(
         PARTITIONS_DROPPED,

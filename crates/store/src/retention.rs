@@ -240,8 +240,8 @@ pub trait RetentionStore: AdminLogStore {
     /// After a run: makes the weeks of the rows waiting in the default
     /// partitions that are not due yet (moving them in), refreshes the
     /// partitioned tables' statistics (autovacuum never analyses a
-    /// partitioned parent itself), and counts what is left in the default
-    /// partitions. Nothing on SQLite, which has no partitions.
+    /// partitioned parent itself), and counts the rows of weeks not yet due
+    /// still in the default partitions. Nothing on SQLite, which has no partitions.
     async fn partition_upkeep(&self, request: &RetireRequest) -> Result<Upkeep, StoreError> {
         let _ = request;
         Ok(Upkeep::default())
@@ -266,10 +266,11 @@ pub trait RetentionStore: AdminLogStore {
 pub struct Upkeep {
     /// Weekly tables made for rows that waited in a default partition.
     pub tables_made: u32,
-    /// Summary rows left in the default partition: held or expired rows of
-    /// weeks that are due, which retention moves row by row.
+    /// Summary rows still in the default partition that belong in a weekly
+    /// one (their week is not due): 0 unless weeks could not be made. Rows of
+    /// due weeks there (waiting for a row-wise batch, or held) do not count.
     pub default_remediations: u64,
-    /// Events left in the default partition.
+    /// Events likewise.
     pub default_events: u64,
 }
 

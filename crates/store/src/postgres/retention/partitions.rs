@@ -154,10 +154,14 @@ pub(super) async fn upkeep(pool: &PgPool, request: &RetireRequest) -> Result<Upk
                 .await?;
         }
     }
+    // Rows of weeks that are not due belong in a weekly partition; the
+    // others (due, and waiting for a row-wise batch or held) do not.
+    let oldest_kept = monday(request.now - request.age - TimeDelta::weeks(1)) + TimeDelta::weeks(1);
     let (remediations, events): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM remediation_audit_default), \
-                (SELECT count(*) FROM remediation_audit_events_default)",
+        "SELECT (SELECT count(*) FROM remediation_audit_default WHERE start_time >= $1), \
+                (SELECT count(*) FROM remediation_audit_events_default WHERE start_time >= $1)",
     )
+    .bind(oldest_kept.and_hms_opt(0, 0, 0).map(|t| t.and_utc()))
     .fetch_one(pool)
     .await?;
     Ok(Upkeep {
