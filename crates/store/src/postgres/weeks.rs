@@ -47,10 +47,14 @@ pub(super) fn makes(week: NaiveDate, now: DateTime<Utc>, age: TimeDelta) -> bool
     let Some(start) = week.and_hms_opt(0, 0, 0).map(|t| t.and_utc()) else {
         return false;
     };
-    let not_due = start
-        .checked_add_signed(TimeDelta::weeks(1) + age)
-        .is_some_and(|due| due > now);
-    not_due && start <= now + AHEAD
+    week >= oldest_kept(now, age) && start <= now + AHEAD
+}
+
+/// The Monday of the oldest week not yet due under `age` at `now`: a week
+/// is due once its end plus the age has passed, so the weeks kept start
+/// after `now - age - one week`.
+pub(super) fn oldest_kept(now: DateTime<Utc>, age: TimeDelta) -> NaiveDate {
+    monday(now - age - TimeDelta::weeks(1)) + TimeDelta::weeks(1)
 }
 
 impl WeekCover {

@@ -9,7 +9,7 @@ use tracing::instrument;
 
 use super::journal::{Begun, COMMITTED, begin_batch, forget_batch};
 use super::partitions::{
-    WeekMove, archive_table, attached_weeks, detached_week, events_table, move_week, prepare_week,
+    WeekMove, archive_has_week, attached_weeks, detached_week, holds_rows, move_week, prepare_week,
     week_due, week_of,
 };
 use crate::StoreError;
@@ -189,16 +189,8 @@ async fn retire_week(
     locate: Locate<'_>,
     table: &str,
 ) -> Result<Option<Retiring<'static>>, StoreError> {
-    let events = events_table(table);
-    let rows: bool = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT EXISTS (SELECT 1 FROM {table}) OR EXISTS (SELECT 1 FROM {events})"
-    )))
-    .fetch_one(pool)
-    .await?;
-    if rows {
+    let begun = if holds_rows(pool, table).await? {
         prepare_week(pool, table).await?;
-    }
-    let begun = if rows {
         Some(begin_batch(pool, request.now, table, locate).await?)
     } else {
         None
@@ -318,17 +310,6 @@ impl<'a> RowSource<'a> {
             Self::Deleted => "deleted",
         }
     }
-}
-
-/// Whether the archive already has a partition for a live week's table.
-async fn archive_has_week(pool: &PgPool, table: &str) -> Result<bool, StoreError> {
-    Ok(
-        sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL OR to_regclass($2) IS NOT NULL")
-            .bind(archive_table(table, "remediation_audit_archive"))
-            .bind(archive_table(table, "remediation_audit_events_archive"))
-            .fetch_one(pool)
-            .await?,
-    )
 }
 
 pub(super) async fn retire_rows(

@@ -6,7 +6,7 @@ use sqlx::AssertSqlSafe;
 use sqlx::postgres::{PgConnection, PgPool};
 
 use crate::StoreError;
-use crate::postgres::weeks::{makes, monday};
+use crate::postgres::weeks::{makes, monday, oldest_kept};
 use crate::retention::{RetireRequest, Upkeep};
 
 /// Key of the transaction lock that callers of `remaudit_ensure_partitions`
@@ -156,7 +156,7 @@ pub(super) async fn upkeep(pool: &PgPool, request: &RetireRequest) -> Result<Upk
     }
     // Rows of weeks that are not due belong in a weekly partition; the
     // others (due, and waiting for a row-wise batch or held) do not.
-    let oldest_kept = monday(request.now - request.age - TimeDelta::weeks(1)) + TimeDelta::weeks(1);
+    let oldest_kept = oldest_kept(request.now, request.age);
     let (remediations, events): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM remediation_audit_default WHERE start_time >= $1), \
                 (SELECT count(*) FROM remediation_audit_events_default WHERE start_time >= $1)",
@@ -436,24 +436,14 @@ async fn try_move_week(
         }
     }
     let kept = keep_rows(&mut tx, table, now).await?;
-    let left: bool = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT EXISTS (SELECT 1 FROM {table}) OR EXISTS (SELECT 1 FROM {events})"
-    )))
-    .fetch_one(&mut *tx)
-    .await?;
-    if !left {
+    if !holds_rows(&mut *tx, table).await? {
         sqlx::query(AssertSqlSafe(format!("DROP TABLE {table}, {events}")))
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
         return Ok(WeekMove::Dropped { kept });
     }
-    let twin: bool =
-        sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL OR to_regclass($2) IS NOT NULL")
-            .bind(archive_table(table, "remediation_audit_archive"))
-            .bind(archive_table(table, "remediation_audit_events_archive"))
-            .fetch_one(&mut *tx)
-            .await?;
+    let twin = archive_has_week(&mut *tx, table).await?;
     let Some(batch) = batch.filter(|_| !twin) else {
         if was_attached {
             tx.rollback().await?;
@@ -473,6 +463,33 @@ async fn try_move_week(
     }
     tx.commit().await?;
     Ok(WeekMove::Attached { kept })
+}
+
+/// Whether a week's tables (summary or events) hold any row.
+pub(super) async fn holds_rows(
+    conn: impl sqlx::PgExecutor<'_>,
+    table: &str,
+) -> Result<bool, StoreError> {
+    let events = events_table(table);
+    Ok(sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT EXISTS (SELECT 1 FROM {table}) OR EXISTS (SELECT 1 FROM {events})"
+    )))
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Whether the archive already has a partition for a live week's table.
+pub(super) async fn archive_has_week(
+    conn: impl sqlx::PgExecutor<'_>,
+    table: &str,
+) -> Result<bool, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL OR to_regclass($2) IS NOT NULL")
+            .bind(archive_table(table, "remediation_audit_archive"))
+            .bind(archive_table(table, "remediation_audit_events_archive"))
+            .fetch_one(conn)
+            .await?,
+    )
 }
 
 /// The instant a weekly table's week starts.
