@@ -50,17 +50,17 @@ const EMPTY_ROLLUPS_SQL: &str = "WITH o AS (DELETE FROM remediation_rollup_outco
       AND bucket IN (date_trunc('hour', $1, 'UTC'), date_trunc('day', $1, 'UTC')) AND remediations <= 0), \
     a AS (DELETE FROM remediation_rollup_alerts WHERE bucket_days IN (1, 7) \
       AND bucket IN (date_bin('1 day', $1, TIMESTAMPTZ 'epoch'), date_bin('7 days', $1, TIMESTAMPTZ 'epoch')) \
-      AND namespace = $2 AND alert_fingerprint = $3 AND attempts <= 0), \
+      AND namespace = $2 AND alert_key = remaudit_alert_key($3) AND attempts <= 0), \
     l AS (UPDATE remediation_rollup_alerts r SET last_start = COALESCE((SELECT max(x.start_time) \
         FROM remediation_audit x WHERE x.alert_fingerprint = $3 AND x.namespace = $2 \
           AND x.deleted_at IS NULL AND x.start_time >= r.bucket \
           AND x.start_time < r.bucket + make_interval(days => r.bucket_days)), r.last_start) \
       WHERE bucket_days IN (1, 7) \
       AND bucket IN (date_bin('1 day', $1, TIMESTAMPTZ 'epoch'), date_bin('7 days', $1, TIMESTAMPTZ 'epoch')) \
-      AND namespace = $2 AND alert_fingerprint = $3 AND attempts > 0) \
+      AND namespace = $2 AND alert_key = remaudit_alert_key($3) AND attempts > 0) \
     DELETE FROM remediation_rollup_failures WHERE bucket_days IN (1, 7) \
       AND bucket IN (date_bin('1 day', $1, TIMESTAMPTZ 'epoch'), date_bin('7 days', $1, TIMESTAMPTZ 'epoch')) \
-      AND namespace = $2 AND alert_fingerprint = $3 AND failures <= 0";
+      AND namespace = $2 AND alert_key = remaudit_alert_key($3) AND failures <= 0";
 
 /// This backend's name, in spans and [`HealthStore::backend`].
 const BACKEND: &str = "postgres";

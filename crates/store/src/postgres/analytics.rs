@@ -219,7 +219,7 @@ pub(crate) async fn failures_report(
     let (source, mut qb) = if q.alerts_from_rollup() {
         let mut qb: Qb = QueryBuilder::new(
             "SELECT outcome, phase, sum(failures)::int8 AS failures, count(*) AS unique_alerts \
-             FROM (SELECT outcome, phase, alert_fingerprint, sum(failures) AS failures \
+             FROM (SELECT outcome, phase, alert_key, sum(failures) AS failures \
              FROM remediation_rollup_failures",
         );
         push_day_buckets(&mut qb, q);
@@ -324,31 +324,46 @@ pub(crate) async fn retries_report(
     pool: &PgPool,
     q: &AnalyticsQuery,
 ) -> Result<RetriesReport, StoreError> {
+    let limit = i64::from(q.limit);
     let (source, mut qb) = if q.alerts_from_rollup() {
+        // The rollups group alert keys; only the alerts that can make the
+        // list (those tied with its last entry included) are looked up by
+        // fingerprint, which breaks the remaining ties as the rows do.
         let mut qb: Qb = QueryBuilder::new(
-            "WITH g AS (SELECT alert_fingerprint, sum(attempts)::int8 AS attempts, \
+            "WITH g AS (SELECT alert_key, sum(attempts)::int8 AS attempts, \
              sum(completed)::int8 AS completed, sum(failed)::int8 AS failed, \
              sum(timed_out)::int8 AS timed_out, max(last_start) AS last_start \
              FROM remediation_rollup_alerts",
         );
         push_day_buckets(&mut qb, q);
+        qb.push(
+            " GROUP BY alert_key), \
+             ties AS (SELECT * FROM g WHERE attempts > 1 \
+             ORDER BY attempts DESC, last_start DESC FETCH FIRST ",
+        )
+        .push_bind(limit)
+        .push(
+            " ROWS WITH TIES), \
+             top AS (SELECT k.alert_fingerprint, ties.* FROM ties \
+             JOIN remediation_alert_keys k USING (alert_key) \
+             ORDER BY attempts DESC, last_start DESC, k.alert_fingerprint LIMIT ",
+        );
         (Source::Rollup, qb)
     } else {
         let mut qb = QueryBuilder::new(format!("WITH g AS ({ALERT_GROUP_SQL}"));
         push_filters(&mut qb, q, |t| t);
+        qb.push(
+            " GROUP BY alert_fingerprint), \
+             top AS (SELECT * FROM g WHERE attempts > 1 \
+             ORDER BY attempts DESC, last_start DESC, alert_fingerprint LIMIT ",
+        );
         (Source::Rows, qb)
     };
     // One pass over the groups gives the totals (on every row) and the top list.
-    qb.push(
-        " GROUP BY alert_fingerprint), \
-         totals AS (SELECT count(*) AS alerts, count(*) FILTER (WHERE attempts > 1) AS retried, \
-         COALESCE(sum(attempts), 0)::int8 AS total FROM g), \
-         top AS (SELECT * FROM g WHERE attempts > 1 \
-         ORDER BY attempts DESC, last_start DESC, alert_fingerprint LIMIT ",
-    )
-    .push_bind(i64::from(q.limit))
-    .push(
-        ") SELECT totals.*, top.alert_fingerprint, top.attempts::int8, top.completed::int8, \
+    qb.push_bind(limit).push(
+        "), totals AS (SELECT count(*) AS alerts, count(*) FILTER (WHERE attempts > 1) AS retried, \
+         COALESCE(sum(attempts), 0)::int8 AS total FROM g) \
+         SELECT totals.*, top.alert_fingerprint, top.attempts::int8, top.completed::int8, \
          top.failed::int8, top.timed_out::int8, top.last_start \
          FROM totals LEFT JOIN top ON true \
          ORDER BY top.attempts DESC, top.last_start DESC, top.alert_fingerprint",

@@ -129,10 +129,21 @@ rollup_durations AS (
         remediations = r.remediations + EXCLUDED.remediations,
         duration_us = r.duration_us + EXCLUDED.duration_us
 ),
+-- The per-alert rollups key alerts by remaudit_alert_key; a new remediation
+-- records its alert's key once (the dictionary only grows).
+alert_keys AS (
+    INSERT INTO remediation_alert_keys (alert_key, alert_fingerprint)
+    SELECT DISTINCT remaudit_alert_key(c.alert_fingerprint), c.alert_fingerprint
+    FROM changed c
+    WHERE c.fresh
+    ORDER BY 1, 2
+    ON CONFLICT DO NOTHING
+),
 rollup_alerts AS (
     INSERT INTO remediation_rollup_alerts AS r
-        (bucket_days, bucket, namespace, alert_fingerprint, attempts, completed, failed, timed_out, last_start)
-    SELECT g.days, date_bin(g.width, c.start_time, TIMESTAMPTZ 'epoch'), c.namespace, c.alert_fingerprint,
+        (bucket_days, bucket, namespace, alert_key, attempts, completed, failed, timed_out, last_start)
+    SELECT g.days, date_bin(g.width, c.start_time, TIMESTAMPTZ 'epoch'), c.namespace,
+        remaudit_alert_key(c.alert_fingerprint),
         count(*) FILTER (WHERE c.fresh),
         count(*) FILTER (WHERE c.finished AND c.overall_phase = 'completed'),
         count(*) FILTER (WHERE c.finished AND c.overall_phase = 'failed'),
@@ -142,7 +153,7 @@ rollup_alerts AS (
     WHERE c.fresh OR c.finished
     GROUP BY 1, 2, 3, 4
     ORDER BY 1, 2, 3, 4
-    ON CONFLICT (bucket_days, bucket, namespace, alert_fingerprint) DO UPDATE SET
+    ON CONFLICT (bucket_days, bucket, namespace, alert_key) DO UPDATE SET
         attempts = r.attempts + EXCLUDED.attempts,
         completed = r.completed + EXCLUDED.completed,
         failed = r.failed + EXCLUDED.failed,
@@ -151,9 +162,9 @@ rollup_alerts AS (
 ),
 rollup_failures AS (
     INSERT INTO remediation_rollup_failures AS r
-        (bucket_days, bucket, outcome, phase, namespace, alert_fingerprint, failures)
+        (bucket_days, bucket, outcome, phase, namespace, alert_key, failures)
     SELECT g.days, date_bin(g.width, c.start_time, TIMESTAMPTZ 'epoch'), f.outcome, COALESCE(f.phase, ''),
-        c.namespace, c.alert_fingerprint, count(*)
+        c.namespace, remaudit_alert_key(c.alert_fingerprint), count(*)
     FROM changed c,
     LATERAL (VALUES (1::int2, INTERVAL '1 day'), (7::int2, INTERVAL '7 days')) AS g(days, width),
     LATERAL (SELECT
@@ -163,7 +174,7 @@ rollup_failures AS (
     WHERE c.finished AND c.overall_phase <> 'completed'
     GROUP BY 1, 2, 3, 4, 5, 6
     ORDER BY 1, 2, 3, 4, 5, 6
-    ON CONFLICT (bucket_days, bucket, outcome, phase, namespace, alert_fingerprint) DO UPDATE SET
+    ON CONFLICT (bucket_days, bucket, outcome, phase, namespace, alert_key) DO UPDATE SET
         failures = r.failures + EXCLUDED.failures
 )
 SELECT event_id, start_time FROM inserted

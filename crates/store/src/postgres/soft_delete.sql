@@ -33,7 +33,7 @@ rollup_alerts AS (
         timed_out = r.timed_out - (d.phase_rank = 9 AND d.overall_phase NOT IN ('completed', 'failed'))::int
     FROM gone d, LATERAL (VALUES (1::int2, INTERVAL '1 day'), (7::int2, INTERVAL '7 days')) AS g(days, width)
     WHERE r.bucket_days = g.days AND r.bucket = date_bin(g.width, d.start_time, TIMESTAMPTZ 'epoch')
-      AND r.namespace = d.namespace AND r.alert_fingerprint = d.alert_fingerprint
+      AND r.namespace = d.namespace AND r.alert_key = remaudit_alert_key(d.alert_fingerprint)
 ),
 rollup_failures AS (
     UPDATE remediation_rollup_failures r SET failures = r.failures - 1
@@ -46,5 +46,5 @@ rollup_failures AS (
     WHERE d.phase_rank = 9 AND d.overall_phase <> 'completed'
       AND r.bucket_days = g.days AND r.bucket = date_bin(g.width, d.start_time, TIMESTAMPTZ 'epoch')
       AND r.outcome = f.outcome AND r.phase = f.phase
-      AND r.namespace = d.namespace AND r.alert_fingerprint = d.alert_fingerprint
+      AND r.namespace = d.namespace AND r.alert_key = remaudit_alert_key(d.alert_fingerprint)
 )

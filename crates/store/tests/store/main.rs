@@ -82,7 +82,8 @@ mod rollups {
 
     use crate::analytics::{generate, load, questions};
 
-    const ROLLUPS: [&str; 4] = [
+    const ROLLUPS: [&str; 5] = [
+        "SELECT * FROM remediation_alert_keys ORDER BY 1",
         "SELECT * FROM remediation_rollup_outcomes ORDER BY 1, 2, 3",
         "SELECT * FROM remediation_rollup_durations ORDER BY 1, 2, 3, 4, 5",
         "SELECT * FROM remediation_rollup_alerts ORDER BY 1, 2, 3, 4",

@@ -9,8 +9,9 @@ use remaudit_testkit::{PgDb, SqliteDb};
 use sqlx::Row as _;
 
 /// Tables only PostgreSQL has: the analytics rollups, kept on write there
-/// and computed from the rows on SQLite.
-const POSTGRES_ONLY_TABLES: [&str; 4] = [
+/// and computed from the rows on SQLite, and the alert keys they use.
+const POSTGRES_ONLY_TABLES: [&str; 5] = [
+    "remediation_alert_keys",
     "remediation_rollup_alerts",
     "remediation_rollup_durations",
     "remediation_rollup_failures",

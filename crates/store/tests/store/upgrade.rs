@@ -1,7 +1,8 @@
-//! Databases written before events kept a content hash (migration 0005):
-//! their events are kept, answer replays as duplicates, and retention's
-//! copies (`SELECT *` into the archive, `RETURNING *` out of its default
-//! partition) still line up column for column.
+//! Databases written by earlier versions. Before events kept a content hash
+//! (migration 0005): their events are kept, answer replays as duplicates, and
+//! retention's copies (`SELECT *` into the archive, `RETURNING *` out of its
+//! default partition) still line up column for column. Before alert keys
+//! (0008): the per-alert rollups carry over.
 
 use std::path::Path;
 
@@ -14,6 +15,12 @@ use serde_json::json;
 
 /// The migrations of `backend` before 0005, in a directory of their own.
 fn before_0005(backend: &str) -> tempfile::TempDir {
+    migrations_before(backend, "0005")
+}
+
+/// The migrations of `backend` numbered below `version`, in a directory of
+/// their own.
+fn migrations_before(backend: &str, version: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temporary directory");
     let from = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("migrations")
@@ -25,11 +32,22 @@ fn before_0005(backend: &str) -> tempfile::TempDir {
             .expect("name")
             .to_string_lossy()
             .into_owned();
-        if name.as_str() < "0005" {
+        if name.as_str() < version {
             std::fs::copy(&path, dir.path().join(&name)).expect("copy");
         }
     }
     dir
+}
+
+/// Migrates `pool` with the PostgreSQL migrations numbered below `version`.
+async fn postgres_before(pool: &sqlx::PgPool, version: &str) {
+    let dir = migrations_before("postgres", version);
+    sqlx::migrate::Migrator::new(dir.path())
+        .await
+        .expect("old migrations")
+        .run(pool)
+        .await
+        .expect("apply");
 }
 
 fn legacy(name: &str, reason: &str) -> NewAudit {
@@ -45,13 +63,7 @@ fn legacy(name: &str, reason: &str) -> NewAudit {
 async fn postgres_events_stored_before_hashes_are_kept_and_match_replays() {
     let db = PgDb::create().await;
     let pool = db.pool().await;
-    let dir = before_0005("postgres");
-    sqlx::migrate::Migrator::new(dir.path())
-        .await
-        .expect("old migrations")
-        .run(&pool)
-        .await
-        .expect("apply");
+    postgres_before(&pool, "0005").await;
     let old = legacy("rr-old", "as first sent");
     sqlx::query(
         "INSERT INTO remediation_audit_events \
@@ -146,6 +158,75 @@ async fn postgres_events_stored_before_hashes_are_kept_and_match_replays() {
     .await
     .expect("the default partition's rows copy in the parent's order");
     tx.rollback().await.expect("rollback");
+}
+
+/// The per-alert rollups a database kept under fingerprints (before 0008)
+/// are keyed by alert key after the upgrade, each count where a rebuild from
+/// the rows would put it, and every alert is in the key dictionary.
+#[tokio::test]
+async fn postgres_per_alert_rollups_kept_by_fingerprint_carry_over_to_alert_keys() {
+    let db = PgDb::create().await;
+    let pool = db.pool().await;
+    postgres_before(&pool, "0008").await;
+    // Three alerts over two weeks: retried, failed in two phases, timed out,
+    // one still running, one soft-deleted (out of the rollups).
+    sqlx::raw_sql(
+        "INSERT INTO remediation_audit (namespace, alert_fingerprint, remediation_name, overall_phase, \
+           phase_rank, start_time, completion_time, failure_phase, timeout_phase, event_id, event_time, deleted_at) \
+         SELECT 'ns-' || (n % 2), 'fp-' || (n % 3), 'rr-' || n, \
+           (ARRAY['completed', 'failed', 'timeout', 'executing'])[1 + n % 4], \
+           CASE WHEN n % 4 = 3 THEN 5 ELSE 9 END, \
+           TIMESTAMPTZ '2026-06-01' + n * INTERVAL '7 hours', \
+           CASE WHEN n % 4 <> 3 THEN TIMESTAMPTZ '2026-06-01' + n * INTERVAL '7 hours' + INTERVAL '3 minutes' END, \
+           CASE WHEN n % 4 = 1 THEN (ARRAY['analyzing', 'executing'])[1 + n % 2] END, \
+           CASE WHEN n % 4 = 2 THEN 'executing' END, \
+           gen_random_uuid(), TIMESTAMPTZ '2026-06-01' + n * INTERVAL '7 hours', \
+           CASE WHEN n = 17 THEN now() END \
+         FROM generate_series(1, 60) AS n; \
+         SELECT remaudit_rebuild_rollups();",
+    )
+    .execute(&pool)
+    .await
+    .expect("rows and their rollups under the old schema");
+    let _store = PgStore::from_pool(pool.clone())
+        .await
+        .expect("migrate to now");
+    let tables = [
+        "SELECT * FROM remediation_alert_keys ORDER BY 1",
+        "SELECT * FROM remediation_rollup_alerts ORDER BY 1, 2, 3, 4",
+        "SELECT * FROM remediation_rollup_failures ORDER BY 1, 2, 3, 4, 5, 6",
+    ];
+    let mut migrated = Vec::new();
+    for sql in tables {
+        let rows = remaudit_testkit::text_rows(&pool, sql).await;
+        assert!(!rows.is_empty(), "{sql} is empty after the upgrade");
+        migrated.push(rows);
+    }
+    remaudit_testkit::text_rows(&pool, "SELECT remaudit_rebuild_rollups()").await;
+    for (sql, before) in tables.iter().zip(migrated) {
+        assert_eq!(
+            remaudit_testkit::text_rows(&pool, sql).await,
+            before,
+            "{sql}: the upgrade and a rebuild disagree"
+        );
+    }
+    let keys: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT alert_key, alert_fingerprint FROM remediation_alert_keys ORDER BY alert_fingerprint",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("keys");
+    assert_eq!(
+        keys.iter().map(|(_, fp)| fp.as_str()).collect::<Vec<_>>(),
+        ["fp-0", "fp-1", "fp-2"]
+    );
+    let attempts: i64 = sqlx::query_scalar(
+        "SELECT sum(attempts) FROM remediation_rollup_alerts WHERE bucket_days = 7",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("attempts");
+    assert_eq!(attempts, 59, "every live remediation is one attempt");
 }
 
 #[tokio::test]
