@@ -439,6 +439,9 @@ pub struct ServeArgs {
     /// Most records in one batch.
     #[arg(long, env = "REMAUDIT_MAX_BATCH_RECORDS", default_value_t = ServerSettings::default().max_batch_records)]
     max_batch_records: usize,
+    /// Most single-record POSTs that share one transaction and commit; 1 gives each its own.
+    #[arg(long, env = "REMAUDIT_SINGLE_POST_BATCH_RECORDS", default_value_t = narrow(ServerSettings::default().single_post_batch_records), value_parser = clap::value_parser!(u32).range(1..))]
+    single_post_batch_records: u32,
     /// Seconds a request may take before it is answered 503.
     #[arg(long, env = "REMAUDIT_REQUEST_TIMEOUT_SECS", default_value_t = ServerSettings::default().request_timeout.as_secs())]
     request_timeout_secs: u64,
@@ -529,6 +532,7 @@ impl ServeSettings {
             listen => s.listen;
             max_body_bytes => s.server.max_body_bytes;
             max_batch_records => s.server.max_batch_records;
+            single_post_batch_records => s.server.single_post_batch_records, via widen;
             request_timeout_secs => s.server.request_timeout, via Duration::from_secs;
             max_events_per_remediation => s.server.max_events_per_remediation;
             analytics_statement_timeout_secs => s.analytics_statement_timeout_secs;
@@ -571,6 +575,11 @@ impl ServeSettings {
         at_least(
             "server.max_concurrent_requests",
             server.max_concurrent_requests,
+            1,
+        )?;
+        at_least(
+            "server.single_post_batch_records",
+            server.single_post_batch_records,
             1,
         )?;
         at_least(
@@ -848,6 +857,8 @@ mod tests {
             "12",
             "--max-batch-records",
             "13",
+            "--single-post-batch-records",
+            "30",
             "--request-timeout-secs",
             "14",
             "--max-events-per-remediation",
@@ -931,6 +942,7 @@ idle_timeout_secs = 18
 max_connections = 19
 max_concurrent_requests = 20
 shutdown_grace_secs = 21
+single_post_batch_records = 30
 max_events_per_remediation = 15
 
 [retention]

@@ -3,6 +3,7 @@
 
 pub mod auth;
 mod chain;
+mod coalesce;
 mod error;
 mod openapi;
 mod poll;

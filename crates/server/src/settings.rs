@@ -45,6 +45,9 @@ pub struct ServerSettings {
     /// their connections are dropped.
     #[serde(rename = "shutdown_grace_secs", with = "secs")]
     pub shutdown_grace: Duration,
+    /// Most single-record POSTs that share one transaction and one commit
+    /// (those that arrive while the writers are busy); 1 gives each its own.
+    pub single_post_batch_records: usize,
     /// Most timeline events one remediation may have; records past it are refused (422, rule `max_events`).
     pub max_events_per_remediation: u32,
     /// When set, a record that would start a new live remediation older than
@@ -71,6 +74,7 @@ impl Default for ServerSettings {
             max_connections: 1024,
             max_concurrent_requests: 64,
             shutdown_grace: Duration::from_secs(10),
+            single_post_batch_records: 64,
             max_events_per_remediation: remaudit_store::DEFAULT_MAX_EVENTS_PER_REMEDIATION,
             refuse_new_older_than: None,
             chain: None,

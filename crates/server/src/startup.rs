@@ -46,6 +46,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Who may call what.
     pub auth: Arc<AuthPolicy>,
+    /// The writers single POSTs share, started on the first one.
+    coalescer: Arc<std::sync::OnceLock<crate::coalesce::Coalescer>>,
 }
 
 impl AppState {
@@ -58,7 +60,17 @@ impl AppState {
             settings: Arc::new(settings),
             metrics,
             auth: Arc::new(AuthPolicy::default()),
+            coalescer: Arc::new(std::sync::OnceLock::new()),
         }
+    }
+
+    /// The group commit of single POSTs, unless it is off
+    /// (`single_post_batch_records` 1).
+    pub(crate) fn coalescer(&self) -> Option<&crate::coalesce::Coalescer> {
+        (self.settings.single_post_batch_records > 1).then(|| {
+            self.coalescer
+                .get_or_init(|| crate::coalesce::Coalescer::start(&self.store, &self.settings))
+        })
     }
 
     /// The same state under `policy` (without it, every route is open).

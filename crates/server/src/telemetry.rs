@@ -37,6 +37,9 @@ const BREAK_KINDS: [BreakKind; 4] = [
     BreakKind::Reordered,
 ];
 
+/// Single-record POSTs waiting for the commit of their shared transaction.
+pub const SINGLE_POSTS_WAITING: &str = "remaudit_single_posts_waiting";
+
 /// Buckets of [`HTTP_DURATION`], in seconds.
 pub const HTTP_DURATION_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
@@ -52,6 +55,10 @@ pub fn describe() {
     metrics::describe_counter!(
         "remaudit_audit_records_total",
         "Audit records received, by outcome (created, duplicate, rejected)"
+    );
+    metrics::describe_gauge!(
+        SINGLE_POSTS_WAITING,
+        "Single-record POSTs waiting for the commit of their shared transaction (queued or being written)"
     );
     metrics::describe_gauge!(
         "remaudit_db_pool_connections",

@@ -91,7 +91,7 @@ fn judged(
 }
 
 /// The store's rules for a write received at `now`.
-fn insert_rules(settings: &ServerSettings, now: DateTime<Utc>) -> InsertRules {
+pub(crate) fn insert_rules(settings: &ServerSettings, now: DateTime<Utc>) -> InsertRules {
     InsertRules {
         max_events_per_remediation: settings.max_events_per_remediation,
         refuse_new_before: settings
@@ -315,15 +315,19 @@ pub(crate) async fn create(
         ApiError::InvalidRecord(errors)
     })?;
     let event_id = record.event_id;
-    let outcome = state
-        .store
-        .insert_with(
-            std::slice::from_ref(&record),
-            &insert_rules(&state.settings, now),
-        )
-        .await
-        .map_err(|e| ApiError::from_store(&e, state.settings.retry_after))?;
-    let (status, errors) = judged(outcome[0], &record, &state.settings);
+    let outcome = match state.coalescer() {
+        Some(coalescer) => coalescer.insert(record.clone()).await,
+        None => state
+            .store
+            .insert_with(
+                std::slice::from_ref(&record),
+                &insert_rules(&state.settings, now),
+            )
+            .await
+            .map(|outcomes| outcomes[0]),
+    }
+    .map_err(|e| ApiError::from_store(&e, state.settings.retry_after))?;
+    let (status, errors) = judged(outcome, &record, &state.settings);
     count(status, 1);
     match status {
         ItemStatus::Conflict => Err(ApiError::RecordConflict(errors)),

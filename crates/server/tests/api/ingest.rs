@@ -433,3 +433,128 @@ pub async fn shuffled_transitions_end_in_the_same_summary_and_terminal_is_final(
     assert_eq!(in_order["remediation_processing_name"], "rr-order-rp");
     assert_eq!(summary("shuffled"), in_order);
 }
+
+/// Single POSTs that arrive while the writers are busy share transactions.
+mod shared_commits {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::{SINGLE, minutes_ago};
+    use crate::helpers::{go_record, metrics, spawn_app};
+
+    /// How many single POSTs wait for their commit, from this process's metrics.
+    fn waiting() -> f64 {
+        metrics()
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix("remaudit_single_posts_waiting "))
+            .map_or(0.0, |v| v.trim().parse().expect("a number"))
+    }
+
+    /// Sixty POSTs at once while a table lock holds the writers: every record
+    /// is taken into a blocked transaction or queued behind one; once the
+    /// lock is released they commit in at most eight transactions (each of
+    /// the four writers' blocked batch, then what queued meanwhile). Each
+    /// caller still gets its own answer: a key reused with other content in
+    /// a shared batch is a conflict, an identical replay a duplicate.
+    #[tokio::test]
+    async fn postgres_single_posts_queued_behind_busy_writers_share_commits_and_keep_their_own_answers()
+     {
+        let db = remaudit_testkit::PgDb::create().await;
+        let app = spawn_app(db.store().await).await;
+        let pool = db.pool().await;
+        let start = minutes_ago(30);
+        let mut records: Vec<_> = (0..56)
+            .map(|i| go_record(&format!("rr-{i:02}"), "fp-shared", "pending", &start))
+            .collect();
+        let key = "4b1c6b9e-0d52-4a8e-9c49-3e0f5a1d2c77";
+        let mut first = go_record("rr-key", "fp-shared", "failed", &start);
+        first["event_id"] = json!(key);
+        first["failure_reason"] = json!("one story");
+        let mut other = first.clone();
+        other["failure_reason"] = json!("another story");
+        let replayed = go_record("rr-replayed", "fp-shared", "pending", &start);
+        records.extend([first, other, replayed.clone(), replayed]);
+
+        let mut lock = pool.begin().await.expect("tx");
+        sqlx::query("LOCK TABLE remediation_audit_events IN EXCLUSIVE MODE")
+            .execute(&mut *lock)
+            .await
+            .expect("lock");
+        let posts: Vec<_> = records
+            .iter()
+            .map(|r| {
+                let (app_url, http, body) = (app.url(SINGLE), app.http.clone(), r.clone());
+                tokio::spawn(async move {
+                    let answer = http.post(app_url).json(&body).send().await.expect("post");
+                    let status = answer.status().as_u16();
+                    let body: serde_json::Value = answer.json().await.expect("json");
+                    (status, body)
+                })
+            })
+            .collect();
+        // Every record has reached the writers' queue, and they are blocked.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let blocked: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&pool)
+            .await
+            .expect("activity");
+            if blocked >= 1 && (waiting() - 60.0).abs() < f64::EPSILON {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never saw all 60 records waiting behind a blocked writer: {blocked} blocked, {} waiting",
+                waiting()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        lock.rollback().await.expect("release");
+
+        let mut answers = Vec::new();
+        for post in posts {
+            answers.push(post.await.expect("task"));
+        }
+        for (status, body) in &answers[..56] {
+            assert_eq!(
+                (*status, body["status"].as_str()),
+                (201, Some("created")),
+                "{body}"
+            );
+        }
+        let mut pair: Vec<u16> = answers[56..58].iter().map(|(s, _)| *s).collect();
+        pair.sort_unstable();
+        assert_eq!(
+            pair,
+            [201, 409],
+            "a reused key with other content: {answers:?}"
+        );
+        let mut replay: Vec<_> = answers[58..]
+            .iter()
+            .map(|(s, b)| (*s, b["status"].as_str().unwrap_or_default().to_owned()))
+            .collect();
+        replay.sort();
+        assert_eq!(
+            replay,
+            [(201, "created".to_owned()), (201, "duplicate".to_owned())]
+        );
+
+        let (events, transactions): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(DISTINCT xmin::text) FROM remediation_audit_events",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("events");
+        assert_eq!(events, 58, "56 records, one of the pair, one of the replay");
+        assert!(
+            transactions <= 8,
+            "58 events in {transactions} transactions: the queued records did not share commits"
+        );
+        assert!(waiting().abs() < f64::EPSILON, "nothing is left queued");
+    }
+}
