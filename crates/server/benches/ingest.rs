@@ -20,6 +20,14 @@
 //! nothing rejected; a failed check prints `SURPRISE` and the run exits
 //! non-zero.
 //!
+//! Then single POSTs in an open loop (`BENCH_SINGLE_RATES` requests a second,
+//! 500, 1,000 and 2,000 by default, 200 with `--smoke`; `BENCH_SINGLE_SECONDS`
+//! each, 10, 1 with `--smoke`): each request leaves at its planned time
+//! whatever the answers before it, and its latency counts from that time, so
+//! a stall shows as latency rather than as fewer requests. Each rate runs with
+//! a commit per POST and with shared commits; every POST must be answered
+//! 201 and stored once.
+//!
 //! Run with `scripts/bench-ingest [--smoke]` (it prepares PostgreSQL), or
 //! `cargo bench -p remaudit-server --bench ingest -- [--smoke]`. Knobs:
 //! `BENCH_RECORDS` (100,000; 5,000 with `--smoke`), `BENCH_BATCH` (500),
@@ -314,7 +322,136 @@ async fn bench() -> anyhow::Result<()> {
         secure_run.rate(total) / http_run.rate(total),
     );
     pg.close().await;
+
+    // Single POSTs, open loop: each sent at its planned time whatever the
+    // answers before it, each with a commit of its own and then with shared
+    // commits, on a fresh database each time.
+    let seconds = sized_knob("BENCH_SINGLE_SECONDS", 10, 1);
+    let rates = std::env::var("BENCH_SINGLE_RATES").unwrap_or_else(|_| {
+        if bench::smoke() {
+            "200"
+        } else {
+            "500,1000,2000"
+        }
+        .to_owned()
+    });
+    println!(
+        "single POSTs, open loop, {seconds} s a rate, unique records; latency from each request's planned send time"
+    );
+    for rate in rates.split(',') {
+        let rate: u32 = rate.trim().parse()?;
+        for shared in [false, true] {
+            open_loop(rate, seconds, shared).await?;
+        }
+    }
     bench::verdict("bench-ingest")
+}
+
+/// Sends `rate` single POSTs a second for `seconds` to a fresh service, each
+/// at its planned time (no coordinated omission: a slow answer delays no
+/// later request, and latency counts from the planned time), and prints the
+/// latency percentiles and what was answered. `shared`: single POSTs share
+/// commits (the default); otherwise each has its own (`single_post_batch_records` 1).
+async fn open_loop(rate: u32, seconds: usize, shared: bool) -> anyhow::Result<()> {
+    let db = remaudit_testkit::PgDb::create().await;
+    let store = db.store().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let settings = ServerSettings {
+        single_post_batch_records: if shared { 64 } else { 1 },
+        ..ServerSettings::default()
+    };
+    let state = AppState::new(store.clone(), settings, metrics_handle());
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(remaudit_server::serve_with(
+        listener,
+        state,
+        shutdown.clone(),
+        None,
+    ));
+    let url = format!("http://127.0.0.1:{port}/api/v1/audit/remediation-orchestration");
+    let http = reqwest::Client::builder().build()?;
+    let total = usize::try_from(rate)? * seconds;
+    let now = Utc::now();
+    let bodies: Vec<Vec<u8>> = (0..total)
+        .map(|i| {
+            let start = now - chrono::Duration::minutes(30)
+                + chrono::Duration::milliseconds(i64::try_from(i).unwrap_or(0));
+            serde_json::to_vec(&json!({
+                "alert_fingerprint": format!("alert-{:04}", i % 2000),
+                "remediation_name": format!("rr-single-{i:07}"),
+                "namespace": "prod",
+                "overall_phase": "pending",
+                "start_time": start.to_rfc3339(),
+            }))
+            .expect("json")
+        })
+        .collect();
+    let interval = Duration::from_secs(1) / rate;
+    let started = tokio::time::Instant::now();
+    let mut sent = Vec::with_capacity(total);
+    for (i, body) in bodies.into_iter().enumerate() {
+        let planned = started + interval * u32::try_from(i)?;
+        tokio::time::sleep_until(planned).await;
+        let (http, url) = (http.clone(), url.clone());
+        sent.push(tokio::spawn(async move {
+            let status = match http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+            {
+                Ok(response) => response.status().as_u16(),
+                Err(_) => 0,
+            };
+            (planned.elapsed(), status)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(total);
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for task in sent {
+        let (latency, status) = task.await?;
+        latencies.push(latency);
+        *statuses.entry(status).or_default() += 1;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let created = statuses.get(&201).copied().unwrap_or(0);
+    expect_eq(
+        &format!("single {rate}/s: every POST answered 201 (status: count)"),
+        &statuses,
+        &std::iter::once((201, total)).collect(),
+    );
+    let pool = db.pool().await;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM remediation_audit_events")
+        .fetch_one(&pool)
+        .await?;
+    expect_eq(
+        &format!("single {rate}/s: stored events"),
+        &stored,
+        &i64::try_from(created)?,
+    );
+    let transactions: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT xmin::text) FROM remediation_audit_events")
+            .fetch_one(&pool)
+            .await?;
+    println!(
+        "single {rate:>5}/s {:<6} p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  max {:>7.1} ms  answered {:>6.0}/s  {} records in {} transactions",
+        if shared { "shared" } else { "own" },
+        bench::percentile_ms(&latencies, 0.50),
+        bench::percentile_ms(&latencies, 0.99),
+        bench::percentile_ms(&latencies, 0.999),
+        latencies.last().map_or(0.0, |l| l.as_secs_f64() * 1000.0),
+        remaudit_model::approx_f64(total) / elapsed,
+        stored,
+        transactions,
+    );
+    pool.close().await;
+    shutdown.cancel();
+    server.await??;
+    store.close().await;
+    Ok(())
 }
 
 /// Posts every body to a fresh service on PostgreSQL and checks that each
