@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use remaudit_model::NewAudit;
 use remaudit_store::{InsertOutcome, Store, StoreError};
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -31,6 +31,9 @@ const WRITERS: usize = 4;
 /// One record waiting for its transaction.
 struct Pending {
     record: NewAudit,
+    /// When its request arrived: the store's time rules (the retention
+    /// cutoff for new remediations) are taken from the batch's earliest.
+    received: DateTime<Utc>,
     reply: oneshot::Sender<Result<InsertOutcome, StoreError>>,
 }
 
@@ -43,7 +46,10 @@ impl Coalescer {
     /// Starts the writers over `store`; they stop when the coalescer is
     /// dropped and its queue is empty.
     pub(crate) fn start(store: &Arc<dyn Store>, settings: &Arc<ServerSettings>) -> Self {
-        let batch = settings.single_post_batch_records.max(1);
+        // Never more than a batch POST may carry.
+        let batch = settings
+            .single_post_batch_records
+            .clamp(1, settings.max_batch_records.max(1));
         // Each waiting record is a request in flight, which the service
         // bounds (max_concurrent_requests); the queue holds that many.
         let (queue, receiver) = mpsc::channel(settings.max_concurrent_requests.max(1));
@@ -59,17 +65,28 @@ impl Coalescer {
         Self { queue }
     }
 
-    /// Stores `record`, sharing a transaction with the records queued beside
-    /// it; returns once that transaction has committed (or failed).
-    pub(crate) async fn insert(&self, record: NewAudit) -> Result<InsertOutcome, StoreError> {
+    /// Stores `record` (its request arrived at `received`), sharing a
+    /// transaction with the records queued beside it; returns once that
+    /// transaction has committed (or failed).
+    pub(crate) async fn insert(
+        &self,
+        record: NewAudit,
+        received: DateTime<Utc>,
+    ) -> Result<InsertOutcome, StoreError> {
         let (reply, answer) = oneshot::channel();
-        metrics::gauge!(SINGLE_POSTS_WAITING).increment(1.0);
-        if self.queue.send(Pending { record, reply }).await.is_err() {
-            metrics::gauge!(SINGLE_POSTS_WAITING).decrement(1.0);
+        // A place in the queue first: a request dropped while it waits for
+        // one has queued nothing and counted nothing.
+        let Ok(place) = self.queue.reserve().await else {
             return Err(StoreError::Unavailable(
                 "the service is shutting down".to_owned(),
             ));
-        }
+        };
+        metrics::gauge!(SINGLE_POSTS_WAITING).increment(1.0);
+        place.send(Pending {
+            record,
+            received,
+            reply,
+        });
         answer.await.unwrap_or_else(|_| {
             Err(StoreError::Unavailable(
                 "the record's writer stopped before answering".to_owned(),
@@ -95,7 +112,16 @@ async fn write_batches(
             }
         }
         let count = remaudit_model::approx_f64(taken.len());
-        write(&*store, &settings, std::mem::take(&mut taken)).await;
+        // In a task of its own, so that a panic costs this batch (its
+        // callers hear that the writer stopped) and not the writer.
+        let (store, settings, pending) =
+            (store.clone(), settings.clone(), std::mem::take(&mut taken));
+        if tokio::spawn(async move { write(&*store, &settings, pending).await })
+            .await
+            .is_err()
+        {
+            tracing::error!("a single-POST batch write panicked; its callers were answered 503");
+        }
         metrics::gauge!(SINGLE_POSTS_WAITING).decrement(count);
     }
 }
@@ -105,24 +131,32 @@ async fn write_batches(
 /// When the database is unavailable, every caller hears so; when the
 /// transaction fails otherwise, each record is stored alone.
 async fn write(store: &dyn Store, settings: &ServerSettings, pending: Vec<Pending>) {
-    let rules = crate::routes::audit::insert_rules(settings, Utc::now());
+    let earliest = pending
+        .iter()
+        .map(|p| p.received)
+        .min()
+        .unwrap_or_else(Utc::now);
+    let rules = crate::routes::audit::insert_rules(settings, earliest);
     if let [_, _, ..] = pending.as_slice() {
         let records: Vec<NewAudit> = pending.iter().map(|p| p.record.clone()).collect();
-        match store.insert_with(&records, &rules).await {
+        let why = match store.insert_with(&records, &rules).await {
             Ok(outcomes) if outcomes.len() == pending.len() => {
                 for (p, outcome) in pending.into_iter().zip(outcomes) {
                     let _ = p.reply.send(Ok(outcome));
                 }
                 return;
             }
-            Err(StoreError::Unavailable(why)) => {
-                for p in pending {
-                    let _ = p.reply.send(Err(StoreError::Unavailable(why.clone())));
-                }
-                return;
-            }
+            // Committed, but not answerable record by record: never written twice.
+            Ok(_) => "the store answered a batch with the wrong number of outcomes".to_owned(),
+            Err(StoreError::Unavailable(why)) => why,
             // Written alone below: a failure one record caused stays its own.
-            Ok(_) | Err(_) => {}
+            Err(_) => String::new(),
+        };
+        if !why.is_empty() {
+            for p in pending {
+                let _ = p.reply.send(Err(StoreError::Unavailable(why.clone())));
+            }
+            return;
         }
     }
     for p in pending {

@@ -316,7 +316,7 @@ pub(crate) async fn create(
     })?;
     let event_id = record.event_id;
     let outcome = match state.coalescer() {
-        Some(coalescer) => coalescer.insert(record.clone()).await,
+        Some(coalescer) => coalescer.insert(record.clone(), now).await,
         None => state
             .store
             .insert_with(

@@ -4,10 +4,12 @@
 -- dictionary maps each key back to its fingerprint for the lists that name
 -- alerts.
 
--- The key of an alert fingerprint. hashtextextended is the hash PostgreSQL
--- uses for hash partitioning, so it is the same on every platform and
--- version. Two fingerprints with one key would share their rollup rows; among
--- ten million alerts the chance that any two do is about three in a million.
+-- The key of an alert fingerprint: hashtextextended, the hash PostgreSQL
+-- uses for hash partitioning, stable across its versions. Its value may
+-- depend on the machine's byte order: a dump restored onto a machine of the
+-- other byte order needs SELECT remaudit_rebuild_rollups(). Two fingerprints
+-- with one key share their rollup rows; among ten million alerts the chance
+-- that any two do is about three in a million.
 CREATE FUNCTION remaudit_alert_key(fingerprint TEXT) RETURNS BIGINT
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
     SELECT hashtextextended(fingerprint, 0)
@@ -44,9 +46,10 @@ CREATE TABLE remediation_rollup_alerts (
 );
 INSERT INTO remediation_rollup_alerts
 SELECT bucket_days, bucket, namespace, remaudit_alert_key(alert_fingerprint),
-       attempts, completed, failed, timed_out, last_start
+       sum(attempts), sum(completed), sum(failed), sum(timed_out), max(last_start)
 FROM remediation_rollup_alerts_0007
-ORDER BY bucket_days, bucket;
+GROUP BY 1, 2, 3, 4
+ORDER BY 1, 2;
 DROP TABLE remediation_rollup_alerts_0007;
 
 ALTER TABLE remediation_rollup_failures RENAME TO remediation_rollup_failures_0007;
@@ -62,9 +65,10 @@ CREATE TABLE remediation_rollup_failures (
     PRIMARY KEY (bucket_days, bucket, outcome, phase, namespace, alert_key)
 );
 INSERT INTO remediation_rollup_failures
-SELECT bucket_days, bucket, outcome, phase, namespace, remaudit_alert_key(alert_fingerprint), failures
+SELECT bucket_days, bucket, outcome, phase, namespace, remaudit_alert_key(alert_fingerprint), sum(failures)
 FROM remediation_rollup_failures_0007
-ORDER BY bucket_days, bucket;
+GROUP BY 1, 2, 3, 4, 5, 6
+ORDER BY 1, 2;
 DROP TABLE remediation_rollup_failures_0007;
 
 -- New tables have no statistics until autovacuum comes by; without them the

@@ -56,14 +56,15 @@ fn alert_row(row: &PgRow) -> Result<AlertRow, sqlx::Error> {
     })
 }
 
-/// Runs a query that reads one alert's latest remediations in index order.
+/// Runs a query that reads the latest rows of a group (one alert's
+/// remediations, one failure phase's reasons) in index order.
 ///
-/// The planner estimates every alert at the average row count, so for a busy
-/// alert (or a parameter it cannot see, as in a lateral join) it would
-/// rather collect all the alert's rows with a bitmap scan and sort them than
-/// walk `idx_alert_fingerprint` and stop after `LIMIT` rows. Bitmap scans
+/// The planner estimates every group at the average row count, so for a busy
+/// group (or a parameter it cannot see, as in a lateral join) it would
+/// rather collect all the group's rows in the window with a bitmap scan and
+/// sort them than walk the index and stop after `LIMIT` rows. Bitmap scans
 /// are turned off for this one transaction.
-async fn latest_of_alert(pool: &PgPool, mut qb: Qb) -> Result<Vec<PgRow>, StoreError> {
+async fn latest_in_index_order(pool: &PgPool, mut qb: Qb) -> Result<Vec<PgRow>, StoreError> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET LOCAL enable_bitmapscan = off")
         .execute(&mut *tx)
@@ -79,7 +80,7 @@ pub(crate) async fn postmortem(
 ) -> Result<RemediationList, StoreError> {
     Ok(RemediationList {
         query: q.echo(Source::Rows, true),
-        items: analytics::briefs(&latest_of_alert(pool, postmortem_sql(q, |t| t)).await?)?,
+        items: analytics::briefs(&latest_in_index_order(pool, postmortem_sql(q, |t| t)).await?)?,
     })
 }
 
@@ -245,8 +246,9 @@ pub(crate) async fn failures_report(
 }
 
 /// The sample reasons of every group, in one query. Each group's latest
-/// failures come from its own walk of the partial index on reasons
-/// (`idx_failure_reasons`, `idx_timeout_reasons`), stopped after
+/// failures come from its own walk of a partial index on reasons
+/// (`idx_failure_reasons`, `idx_timeout_reasons`, or with a namespace
+/// `idx_failure_reasons_namespace`, `idx_timeout_reasons_namespace`), stopped after
 /// [`SAMPLE_SCAN`] rows: a lateral join over the named phases of each
 /// outcome, and a plain branch for the group without a phase.
 async fn sample_reasons(
@@ -296,7 +298,7 @@ async fn sample_reasons(
         }
     }
     push_sample_pick(&mut qb);
-    let rows = qb.build().fetch_all(pool).await?;
+    let rows = latest_in_index_order(pool, qb).await?;
     let rows = rows
         .iter()
         .map(|r| Ok((r.try_get("i")?, r.try_get("reason")?)))
@@ -400,7 +402,7 @@ pub(crate) async fn retries_report(
         .push(") AS p");
     let mut phases: std::collections::HashMap<String, Vec<String>> =
         std::collections::HashMap::new();
-    for r in latest_of_alert(pool, latest).await? {
+    for r in latest_in_index_order(pool, latest).await? {
         phases
             .entry(r.try_get("fp")?)
             .or_default()
