@@ -1002,11 +1002,21 @@ async fn run() -> anyhow::Result<()> {
         return bench::verdict("bench-analytics");
     }
 
-    let store = Arc::new(bench::pg_store(&db.url, bench::StoreOptions::default()).await?);
+    // The exact variants may read every row of 90 days: give them time, in
+    // the database (the reads' statement timeout) and in the service.
+    let store = Arc::new(
+        bench::pg_store(
+            &db.url,
+            bench::StoreOptions {
+                read_statement_timeout: Some(Duration::from_mins(10)),
+                ..bench::StoreOptions::default()
+            },
+        )
+        .await?,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let shutdown = CancellationToken::new();
-    // The exact variants may read every row of 90 days: give them time.
     let settings = ServerSettings {
         request_timeout: Duration::from_mins(10),
         ..ServerSettings::default()

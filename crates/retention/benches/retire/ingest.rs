@@ -43,6 +43,7 @@ pub(crate) async fn step(
                     application: Some(INGEST_APP),
                     max_connections: Some(u32::try_from(options.ingest_tasks + 2)?),
                     acquire_timeout: Some(Duration::from_mins(2)),
+                    ..StoreOptions::default()
                 },
             )
             .await?,

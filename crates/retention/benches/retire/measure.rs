@@ -273,6 +273,7 @@ pub(crate) async fn retention_store(url: &str) -> anyhow::Result<PgStore> {
             application: Some(RETENTION_APP),
             max_connections: Some(4),
             acquire_timeout: Some(Duration::from_mins(1)),
+            ..StoreOptions::default()
         },
     )
     .await

@@ -231,6 +231,8 @@ pub struct StoreOptions {
     pub max_connections: Option<u32>,
     /// How long a call waits for a connection, when not the default.
     pub acquire_timeout: Option<Duration>,
+    /// The statement timeout of reads, when not the default (28 s).
+    pub read_statement_timeout: Option<Duration>,
 }
 
 /// Opens the PostgreSQL store at `url` (applying its migrations).
@@ -246,6 +248,9 @@ pub async fn pg_store(url: &str, options: StoreOptions) -> anyhow::Result<PgStor
     let settings = PoolSettings {
         max_connections: options.max_connections.unwrap_or(defaults.max_connections),
         acquire_timeout: options.acquire_timeout.unwrap_or(defaults.acquire_timeout),
+        read_statement_timeout: options
+            .read_statement_timeout
+            .or(defaults.read_statement_timeout),
         ..defaults
     };
     Ok(PgStore::connect(&url, settings).await?)
