@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use remaudit_model::NewAudit;
-use remaudit_store::{InsertOutcome, Store, StoreError};
+use remaudit_store::{InsertOutcome, InsertRules, Store, StoreError};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::settings::ServerSettings;
@@ -139,7 +139,7 @@ async fn write(store: &dyn Store, settings: &ServerSettings, pending: Vec<Pendin
     let rules = crate::routes::audit::insert_rules(settings, earliest);
     if let [_, _, ..] = pending.as_slice() {
         let records: Vec<NewAudit> = pending.iter().map(|p| p.record.clone()).collect();
-        let why = match store.insert_with(&records, &rules).await {
+        let unavailable = match store.insert_with(&records, &rules).await {
             Ok(outcomes) if outcomes.len() == pending.len() => {
                 for (p, outcome) in pending.into_iter().zip(outcomes) {
                     let _ = p.reply.send(Ok(outcome));
@@ -147,12 +147,14 @@ async fn write(store: &dyn Store, settings: &ServerSettings, pending: Vec<Pendin
                 return;
             }
             // Committed, but not answerable record by record: never written twice.
-            Ok(_) => "the store answered a batch with the wrong number of outcomes".to_owned(),
-            Err(StoreError::Unavailable(why)) => why,
+            Ok(_) => {
+                Some("the store answered a batch with the wrong number of outcomes".to_owned())
+            }
+            Err(StoreError::Unavailable(why)) => Some(why),
             // Written alone below: a failure one record caused stays its own.
-            Err(_) => String::new(),
+            Err(_) => None,
         };
-        if !why.is_empty() {
+        if let Some(why) = unavailable {
             for p in pending {
                 let _ = p.reply.send(Err(StoreError::Unavailable(why.clone())));
             }
@@ -160,14 +162,21 @@ async fn write(store: &dyn Store, settings: &ServerSettings, pending: Vec<Pendin
         }
     }
     for p in pending {
-        let outcome = store
-            .insert_with(std::slice::from_ref(&p.record), &rules)
-            .await
-            .and_then(|outcomes| {
-                outcomes.first().copied().ok_or_else(|| {
-                    StoreError::Unavailable("the store answered no outcome".to_owned())
-                })
-            });
-        let _ = p.reply.send(outcome);
+        let _ = p.reply.send(insert_one(store, &p.record, &rules).await);
     }
+}
+
+/// Stores one record in a transaction of its own: what a single POST does
+/// when it shares no commit, and what a shared batch falls back to.
+pub(crate) async fn insert_one(
+    store: &dyn Store,
+    record: &NewAudit,
+    rules: &InsertRules,
+) -> Result<InsertOutcome, StoreError> {
+    store
+        .insert_with(std::slice::from_ref(record), rules)
+        .await?
+        .first()
+        .copied()
+        .ok_or_else(|| StoreError::Unavailable("the store answered no outcome".to_owned()))
 }

@@ -317,14 +317,10 @@ pub(crate) async fn create(
     let event_id = record.event_id;
     let outcome = match state.coalescer() {
         Some(coalescer) => coalescer.insert(record.clone(), now).await,
-        None => state
-            .store
-            .insert_with(
-                std::slice::from_ref(&record),
-                &insert_rules(&state.settings, now),
-            )
-            .await
-            .map(|outcomes| outcomes[0]),
+        None => {
+            crate::coalesce::insert_one(&*state.store, &record, &insert_rules(&state.settings, now))
+                .await
+        }
     }
     .map_err(|e| ApiError::from_store(&e, state.settings.retry_after))?;
     let (status, errors) = judged(outcome, &record, &state.settings);
