@@ -2,8 +2,9 @@
 //! caller wait on the network, and without losing them when the service is
 //! down or the process dies.
 //!
-//! `publish` appends the record to the on-disk spool (a `write` to the OS,
-//! no fsync, no network) and to a bounded memory queue that caches the
+//! `publish` appends the record to the on-disk spool (a copy into a mapped
+//! segment, which is the kernel's page cache: no system call, no fsync, no
+//! network) and to a bounded memory queue that caches the
 //! spool's tail, then wakes one background task. That task takes batches
 //! (from memory, or from disk when memory overflowed or after a restart),
 //! sends them to the batch endpoint, retries what may succeed later, and

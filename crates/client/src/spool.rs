@@ -12,6 +12,11 @@
 //!   zero-padded so they sort (`00000000000000001234.seg`). Each is a run of
 //!   records: a 24-byte header (magic, seq, payload length, a CRC32 over seq,
 //!   length and payload, and a CRC32 of the header itself) then the payload.
+//!   The segment being written is allocated on disk ahead of its records
+//!   and mapped (see `remaudit_mapped`), so an append is a copy into
+//!   memory; its unwritten rest reads as zeros, which no record starts
+//!   with. It is cut to its records when it is full or the spool is
+//!   dropped.
 //! - `ledger`: the highest acknowledged seq and a floor below which seqs are
 //!   never handed out again, replaced atomically.
 //! - `lock`: held (`flock`) while a [`Spool`] is open, so two processes
@@ -193,8 +198,8 @@ pub struct Spool {
     options: SpoolSettings,
     /// Segment files, oldest first.
     segments: VecDeque<Segment>,
-    /// The newest segment, open for appending, when it is being written.
-    active: Option<File>,
+    /// The newest segment, mapped for appending, when it is being written.
+    active: Option<segment::Active>,
     /// Whether the active segment has writes not yet synced.
     active_dirty: bool,
     /// Earlier segments with writes not yet synced.
@@ -218,8 +223,6 @@ pub struct Spool {
     /// Whether `ledger` was handed out by [`Spool::ack_work`] and no failure
     /// of that write has been reported since.
     ledger_handed_out: bool,
-    /// Reused buffer for encoding a record.
-    frame: Vec<u8>,
     /// Held for as long as the spool is open.
     _lock: File,
 }
@@ -252,7 +255,6 @@ impl Spool {
             ledger,
             written_acked: ledger.acked,
             ledger_handed_out: false,
-            frame: Vec::new(),
             _lock: lock,
         };
         spool.disk_bytes = spool.segments.iter().map(|s| s.bytes).sum();
@@ -283,8 +285,9 @@ impl Spool {
     /// Appends one record; returns its sequence number (strictly
     /// increasing, never reused, survives reopen).
     ///
-    /// The record reaches the OS before this returns, so killing the
-    /// process loses nothing appended; only a flush ([`Spool::sync_work`])
+    /// The record is in the kernel's page cache (copied into the active
+    /// segment's mapping) before this returns, so killing the process
+    /// loses nothing appended; only a flush ([`Spool::sync_work`])
     /// makes it survive a machine crash.
     ///
     /// # Errors
@@ -334,11 +337,12 @@ impl Spool {
             .map(|(base, file)| (dir::segment_path(&self.options.dir, base), file))
             .collect();
         if self.active_dirty
-            && let Some(file) = &self.active
+            && let Some(active) = &self.active
         {
             let base = self.segments.back().map_or(0, |s| s.base);
             let path = dir::segment_path(&self.options.dir, base);
-            let clone = file
+            let clone = active
+                .file
                 .try_clone()
                 .map_err(SpoolError::io("duplicating the handle of", path.clone()))?;
             files.push((path, clone));
@@ -421,6 +425,13 @@ impl Spool {
         self.disk_bytes
     }
 
+    /// Bytes the segment being written has reserved on disk and not yet
+    /// filled: its files take [`Spool::disk_bytes`] plus these.
+    #[must_use]
+    pub fn reserved_bytes(&self) -> u64 {
+        self.active_reserved()
+    }
+
     /// Number of segment files on disk.
     #[must_use]
     pub fn segment_count(&self) -> usize {
@@ -446,6 +457,15 @@ impl Spool {
         self.options
             .max_record_bytes
             .min(usize::try_from(fits).unwrap_or(usize::MAX))
+    }
+}
+
+impl Drop for Spool {
+    /// Hands back the active segment's unused reservation, so a stopped
+    /// spool's files hold only records (recovery would cut the zeros at the
+    /// next open otherwise).
+    fn drop(&mut self) {
+        self.retire_active();
     }
 }
 

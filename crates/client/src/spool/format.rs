@@ -70,18 +70,26 @@ pub(crate) fn payload_crc(seq: u64, len: u32, payload: &[u8]) -> u32 {
     hasher.finalize()
 }
 
+/// The header of record `seq` with `payload`. The caller has checked that
+/// the payload length fits in a u32.
+pub(crate) fn encode_header(seq: u64, payload: &[u8]) -> [u8; HEADER_LEN] {
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    let mut out = [0; HEADER_LEN];
+    out[..4].copy_from_slice(&MAGIC);
+    out[4..12].copy_from_slice(&seq.to_le_bytes());
+    out[12..16].copy_from_slice(&len.to_le_bytes());
+    out[16..20].copy_from_slice(&payload_crc(seq, len, payload).to_le_bytes());
+    let header_crc = crc32fast::hash(&out[..20]);
+    out[20..].copy_from_slice(&header_crc.to_le_bytes());
+    out
+}
+
 /// Writes the whole record (header then payload) into `out`, replacing its
 /// contents. The caller has checked that the payload length fits in a u32.
+#[cfg(test)]
 pub(crate) fn encode_record(seq: u64, payload: &[u8], out: &mut Vec<u8>) {
-    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
     out.clear();
-    out.reserve(HEADER_LEN + payload.len());
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&payload_crc(seq, len, payload).to_le_bytes());
-    let header_crc = crc32fast::hash(&out[..20]);
-    out.extend_from_slice(&header_crc.to_le_bytes());
+    out.extend_from_slice(&encode_header(seq, payload));
     out.extend_from_slice(payload);
 }
 
@@ -119,6 +127,10 @@ pub(crate) enum Step {
     Partial,
     /// A full header's worth of bytes that are not a valid header.
     BadHeader,
+    /// A zero byte where a record would start (a header starts with
+    /// [`MAGIC`], never with zero): the reserved, not yet written part of
+    /// a mapped segment, or damage.
+    Unwritten,
     /// A valid header (its payload may still be incomplete or damaged).
     Header(Header),
 }
@@ -134,8 +146,9 @@ pub(crate) fn read_header(file: &File, offset: u64, max_len: usize) -> io::Resul
 /// file's end, show at that offset.
 pub(crate) fn header_step(bytes: &[u8], max_len: usize) -> Step {
     match bytes.first_chunk::<HEADER_LEN>() {
+        _ if bytes.is_empty() => Step::End,
+        _ if bytes[0] == 0 => Step::Unwritten,
         Some(header) => decode_header(header, max_len).map_or(Step::BadHeader, Step::Header),
-        None if bytes.is_empty() => Step::End,
         None => Step::Partial,
     }
 }
@@ -216,6 +229,24 @@ pub(crate) fn resync(
         }
         pos += n as u64;
     }
+}
+
+/// The end of the last byte of `file` in `from..len` that is not zero, or
+/// `from` when they all are: where a mapped segment's reserved, unwritten
+/// zeros begin.
+pub(crate) fn nonzero_end(file: &File, from: u64, len: u64) -> io::Result<u64> {
+    let mut chunk = vec![0; SCAN_CHUNK];
+    let mut end = len;
+    while end > from {
+        let n = usize::try_from(end - from).map_or(SCAN_CHUNK, |left| left.min(SCAN_CHUNK));
+        let start = end - n as u64;
+        let got = read_full_at(file, &mut chunk[..n], start)?;
+        if let Some(last) = chunk[..got].iter().rposition(|&b| b != 0) {
+            return Ok(start + last as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(from)
 }
 
 /// Reads into `buf` from `offset` until it is full or the file ends;

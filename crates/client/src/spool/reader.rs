@@ -151,7 +151,17 @@ impl SpoolReader {
                 .map_err(failed)?;
             let header = match step {
                 Step::Header(header) if header.seq >= cur.pos => header,
-                Step::Header(_) | Step::BadHeader => {
+                // The reserved, unwritten part of the segment being
+                // appended to: its end for now. Once a newer segment exists
+                // the writer has cut this one to what it wrote, so zeros
+                // then are damage, looked past like a bad header.
+                Step::Unwritten if !cur.finished => {
+                    if self.next_segment(until, from, Tail::Clean)? {
+                        continue;
+                    }
+                    break;
+                }
+                Step::Header(_) | Step::BadHeader | Step::Unwritten => {
                     let found = format::resync(&cur.file, cur.offset + 1, max_len, cur.pos)
                         .map_err(failed)?;
                     match found {
@@ -297,8 +307,11 @@ impl SpoolReader {
         let cur = self.cursor.as_mut().expect("cursor checked above");
         if !cur.finished {
             // The writer creates a new segment only after its last write to
-            // this one, so look at this one again before leaving it.
+            // this one (and, for a mapped one, after cutting its reserved
+            // zeros), so look at this one again, in the file rather than in
+            // what was read ahead, before leaving it.
             cur.finished = true;
+            cur.ahead.clear();
             return Ok(true);
         }
         if tail == Tail::Garbage {

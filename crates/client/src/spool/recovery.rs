@@ -4,7 +4,9 @@
 //!
 //! Every segment that may hold unacknowledged records is read and every
 //! checksum checked. Bytes after the last intact record of the newest
-//! segment are a torn write and are cut off. A damaged record elsewhere is
+//! segment are a torn write and are cut off; zeros at its end are the
+//! reservation of a mapped segment the process never wrote, cut too but
+//! not counted as damage. A damaged record elsewhere is
 //! skipped: a bad payload behind a good header skips exactly that record;
 //! after a bad header the scan looks forward for the next valid header, so
 //! later records of the same segment are still delivered. Sequence numbers
@@ -75,10 +77,10 @@ pub(super) fn recover(
         .max(ledger.floor)
         .max(scan.highest.map_or(0, |h| h + 1))
         .max(bases.last().copied().unwrap_or(0));
-    if let Some(cut) = &scan.cut {
+    if let Some(torn_seq) = scan.cut.and_then(|c| c.torn_seq) {
         // The torn record had the seq after the last one of its segment;
         // it may have been read and delivered, so never reuse it.
-        next_seq = next_seq.max(cut.torn_seq + 1);
+        next_seq = next_seq.max(torn_seq + 1);
     }
     let mut holes = scan.holes;
     if next_seq > scan.expect {
@@ -117,10 +119,11 @@ pub(super) struct Cut {
     base: u64,
     /// Bytes to keep.
     keep: u64,
-    /// Bytes cut off.
+    /// Bytes of a torn record cut off (not counting a mapped segment's
+    /// unwritten zeros, which are cut too).
     dropped: u64,
-    /// Seq the torn record would have had.
-    torn_seq: u64,
+    /// Seq the torn record would have had, when there was one.
+    torn_seq: Option<u64>,
 }
 
 /// What reading the segments at open found.
@@ -175,7 +178,7 @@ fn scan_segments(
                     break;
                 }
                 Step::Header(header) if header.seq >= pos => header,
-                Step::Header(_) | Step::BadHeader => {
+                Step::Header(_) | Step::BadHeader | Step::Unwritten => {
                     garbage = true;
                     match format::resync(&file, offset + 1, max_len, pos).map_err(read_err())? {
                         Some((at, _)) => {
@@ -230,11 +233,15 @@ fn scan_segments(
         let mut bytes = len;
         if i + 1 == bases.len() {
             if good_end < len {
+                // Zeros a mapped segment reserved and never wrote are cut
+                // too, but they are no damage and hide no record.
+                let dropped =
+                    format::nonzero_end(&file, good_end, len).map_err(read_err())? - good_end;
                 scan.cut = Some(Cut {
                     base,
                     keep: good_end,
-                    dropped: len - good_end,
-                    torn_seq: good_pos,
+                    dropped,
+                    torn_seq: (dropped > 0).then_some(good_pos),
                 });
                 bytes = good_end;
             }
@@ -262,8 +269,9 @@ mod tests {
     };
 
     /// Cuts the last record of a one-segment spool of five to `keep` bytes
-    /// and checks what reopening makes of it.
-    fn check_torn_tail(keep: u64) {
+    /// and checks what reopening makes of it: `counted` of them reported
+    /// cut (up to the last byte that is not zero).
+    fn check_torn_tail(keep: u64, counted: u64) {
         let dir = tempfile::tempdir().unwrap();
         let opts = options(dir.path(), 1 << 20, 1 << 20);
         let frame = (FRAME_OVERHEAD + 30) as u64;
@@ -283,7 +291,7 @@ mod tests {
             Recovery {
                 records: 4,
                 corrupt_records: 0,
-                truncated_bytes: keep,
+                truncated_bytes: counted,
             }
         );
         assert_eq!(fs::metadata(segment).unwrap().len(), 4 * frame);
@@ -314,12 +322,52 @@ mod tests {
 
     #[test]
     fn torn_tail_inside_the_payload_is_cut_off() {
-        check_torn_tail(RECORD_OVERHEAD_BYTES + 7);
+        let keep = RECORD_OVERHEAD_BYTES + 7;
+        check_torn_tail(keep, keep);
     }
 
     #[test]
     fn torn_tail_inside_the_header_is_cut_off() {
-        check_torn_tail(10);
+        // Magic and the first byte of seq 5; the seq's other bytes are
+        // zeros, which tell nothing from a mapped segment's reservation.
+        check_torn_tail(10, 5);
+    }
+
+    #[test]
+    fn reserved_zeros_a_kill_leaves_are_cut_as_no_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = options(dir.path(), 1 << 20, 1 << 20);
+        let frame = (FRAME_OVERHEAD + 30) as u64;
+        let (mut spool, _) = open(&opts);
+        for seq in 1..=3 {
+            spool.append(&payload(seq, 30)).unwrap();
+        }
+        let [segment] = &segment_files(dir.path())[..] else {
+            panic!("expected one segment");
+        };
+        // The segment being written has reserved its whole size.
+        assert_eq!(fs::metadata(segment).unwrap().len(), 1 << 20);
+        // A kill leaves the file as it is; dropping the spool would cut it,
+        // so put the reservation back after the drop.
+        drop(spool);
+        assert_eq!(fs::metadata(segment).unwrap().len(), 3 * frame);
+        truncate(segment, 1 << 20);
+
+        let (mut spool, recovery) = open(&opts);
+        assert_eq!(
+            recovery,
+            Recovery {
+                records: 3,
+                corrupt_records: 0,
+                truncated_bytes: 0,
+            }
+        );
+        assert_eq!(fs::metadata(segment).unwrap().len(), 3 * frame);
+        // No record was torn, so no seq is skipped.
+        assert_eq!(spool.next_seq(), 4);
+        assert_eq!(spool.append(&payload(4, 30)).unwrap(), 4);
+        let records = read_all(&spool, &mut spool.reader(), 1);
+        assert_eq!(seqs(&records), [1, 2, 3, 4]);
     }
 
     /// Damages the third of five records in one segment with `damage(path,

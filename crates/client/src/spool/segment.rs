@@ -1,6 +1,6 @@
-//! Segment files: where records are appended, how the writer rolls over to
-//! a new file, flushes and deletes files whose records are all
-//! acknowledged.
+//! Segment files: where records are appended (a copy into the mapped
+//! region of the newest file), how the writer rolls over to a new file,
+//! flushes and deletes files whose records are all acknowledged.
 //!
 //! A segment is named by the sequence number of its first record and holds
 //! a run of records encoded by [`super::format`]. Only the newest segment is
@@ -8,9 +8,11 @@
 //! `segment_bytes`, and after every open.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
+
+use remaudit_mapped::MappedRegion;
 
 use super::dir::{self, FILE_MODE, remove_segment, segment_path};
 use super::format;
@@ -21,56 +23,61 @@ use super::{Spool, SpoolError};
 pub(super) struct Segment {
     /// Seq of its first record, and its name.
     pub(super) base: u64,
-    /// Its size.
+    /// Its size: the bytes its records take (the active segment's file is
+    /// longer by its reserved, unwritten region).
     pub(super) bytes: u64,
+}
+
+/// The segment being appended to: its file, reserved on disk ahead of the
+/// records and mapped, so an append is a copy into memory.
+#[derive(Debug)]
+pub(super) struct Active {
+    /// The file, kept open for flushing.
+    pub(super) file: File,
+    /// The file's reserved bytes, mapped.
+    region: MappedRegion,
 }
 
 impl Spool {
     /// Writes record `seq` (taking `needed` bytes on disk) to the active
-    /// segment, starting a new segment first when the active one is full or
-    /// there is none, and moves the next seq on.
+    /// segment, starting a new segment first when the active one has no
+    /// room left or there is none, and moves the next seq on.
     ///
-    /// On a failed write the segment is cut back to where it was; when even
-    /// that fails, the partial record is left where later appends cannot
-    /// meet it and its seq is never used again.
+    /// The write is a copy into the active segment's mapped region: the
+    /// kernel's page cache, so the record survives the process being killed
+    /// as soon as this returns.
     pub(super) fn write_record(
         &mut self,
         seq: u64,
         payload: &[u8],
         needed: u64,
     ) -> Result<(), SpoolError> {
-        if self.active.is_some()
-            && let Some(last) = self.segments.back()
-            && last.bytes > 0
-            && last.bytes + needed > self.options.segment_bytes
+        if let (Some(active), Some(last)) = (&self.active, self.segments.back())
+            && last.bytes + needed > active.region.len() as u64
         {
             self.retire_active();
         }
         if self.active.is_none() {
-            self.start_segment(seq)?;
+            self.start_segment(seq, needed)?;
         }
-        let Some(segment) = self.segments.back_mut() else {
-            unreachable!("start_segment added the active segment");
+        let (Some(segment), Some(active)) = (self.segments.back_mut(), self.active.as_mut()) else {
+            unreachable!("start_segment added and opened the active segment");
         };
-        let Some(file) = self.active.as_mut() else {
-            unreachable!("start_segment opened the active segment");
-        };
-        format::encode_record(seq, payload, &mut self.frame);
-        if let Err(source) = file.write_all(&self.frame) {
-            let path = segment_path(&self.options.dir, segment.base);
-            if file.set_len(segment.bytes).is_err() {
-                // Part of the record may be left behind; keep it out of the
-                // way of later appends and never reuse its seq.
-                let size = file.metadata().map_or(segment.bytes + needed, |m| m.len());
-                self.disk_bytes += size.saturating_sub(segment.bytes);
-                segment.bytes = size;
-                self.retire_active();
-                self.next_seq += 1;
-                self.holes.push_back((seq, seq + 1));
-            }
+        let header = format::encode_header(seq, payload);
+        let written = usize::try_from(segment.bytes)
+            .map_err(io::Error::other)
+            .and_then(|offset| {
+                active
+                    .region
+                    .write_at(offset, &[&header, payload])
+                    .map_err(io::Error::other)
+            });
+        if let Err(source) = written {
+            // The room was checked above, so this is a bug; nothing was
+            // written and the seq stays unused.
             return Err(SpoolError::Io {
                 action: "appending to",
-                path,
+                path: segment_path(&self.options.dir, segment.base),
                 source,
             });
         }
@@ -81,40 +88,75 @@ impl Spool {
         Ok(())
     }
 
-    /// Creates (or, if an empty one was left behind, reuses) the segment
-    /// file whose first record will be `seq`, and makes it the active one.
-    pub(super) fn start_segment(&mut self, seq: u64) -> Result<(), SpoolError> {
+    /// Creates (or, if one was left behind, reuses) the segment file whose
+    /// first record will be `seq`, reserves and maps its region, and makes
+    /// it the active one.
+    ///
+    /// The region takes `segment_bytes` (at least `needed`, the first
+    /// record's size), but no more than the spool's limit leaves, so the
+    /// files never take more than `max_bytes` together.
+    pub(super) fn start_segment(&mut self, seq: u64, needed: u64) -> Result<(), SpoolError> {
         let path = segment_path(&self.options.dir, seq);
         let file = OpenOptions::new()
+            .read(true)
+            .write(true)
             .create(true)
-            .append(true)
+            .truncate(false)
             .mode(FILE_MODE)
             .open(&path)
             .map_err(SpoolError::io("creating segment", path.clone()))?;
-        match self.segments.back() {
-            Some(last) if last.base == seq => {}
+        let kept = match self.segments.back() {
+            Some(last) if last.base == seq => last.bytes,
             _ => {
                 let bytes = file
                     .metadata()
-                    .map_err(SpoolError::io("reading size of", path))?
+                    .map_err(SpoolError::io("reading size of", path.clone()))?
                     .len();
                 self.segments.push_back(Segment { base: seq, bytes });
                 self.disk_bytes += bytes;
+                bytes
             }
-        }
-        self.active = Some(file);
+        };
+        let left = self.options.max_bytes.saturating_sub(self.disk_bytes);
+        let size = kept + self.options.segment_bytes.min(left).max(needed);
+        let region = MappedRegion::reserve(&file, size)
+            .map_err(SpoolError::io("reserving disk space for segment", path))?;
+        self.active = Some(Active { file, region });
         self.active_dirty = false;
         self.dir_dirty = true;
         Ok(())
     }
 
-    /// Stops appending to the active segment, remembering to sync it.
+    /// Bytes the active segment's region holds beyond its records.
+    pub(super) fn active_reserved(&self) -> u64 {
+        match (&self.active, self.segments.back()) {
+            (Some(active), Some(last)) => (active.region.len() as u64).saturating_sub(last.bytes),
+            _ => 0,
+        }
+    }
+
+    /// Stops appending to the active segment: unmaps it, cuts its file to
+    /// the records it holds and remembers to sync it.
     pub(super) fn retire_active(&mut self) {
-        if let Some(file) = self.active.take()
-            && self.active_dirty
-        {
-            let base = self.segments.back().map_or(0, |s| s.base);
-            self.unsynced.push((base, file));
+        if let Some(Active { file, region }) = self.active.take() {
+            let reserved = region.len() as u64;
+            if let Some(last) = self.segments.back_mut()
+                && let Err(e) = region.finish(&file, last.bytes)
+            {
+                // The file keeps its zeros, which recovery and the reader
+                // pass over; count them, since they take the disk.
+                tracing::warn!(
+                    error = %e,
+                    segment = %segment_path(&self.options.dir, last.base).display(),
+                    "cannot hand back the unused reservation of a spool segment"
+                );
+                self.disk_bytes += reserved.saturating_sub(last.bytes);
+                last.bytes = last.bytes.max(reserved);
+            }
+            if self.active_dirty {
+                let base = self.segments.back().map_or(0, |s| s.base);
+                self.unsynced.push((base, file));
+            }
         }
         self.active_dirty = false;
     }
@@ -130,8 +172,8 @@ impl Spool {
                 break;
             }
             if self.segments.len() == 1 {
-                // The newest segment: stop appending to it first. The next
-                // append starts a new one.
+                // The newest segment: stop appending to it first (unmapping
+                // it). The next append starts a new one.
                 self.active = None;
                 self.active_dirty = false;
             }
@@ -162,6 +204,8 @@ impl SyncWork {
     }
 
     /// Flushes the segments' data, then the directory when files came or went.
+    /// `fdatasync` of a mapped segment's file writes back the pages copied
+    /// through the mapping too: Linux keeps one page cache for both.
     ///
     /// # Errors
     /// When a flush fails; the records may then not survive a power cut.

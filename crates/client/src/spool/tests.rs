@@ -109,7 +109,12 @@ fn round_trip_across_segments_in_batches_then_acks_delete_segments() {
     assert_eq!(spool.segment_count(), 7);
     assert_eq!(segment_files(dir.path()).len(), 7);
     assert_eq!(spool.disk_bytes(), 20 * frame);
-    assert_eq!(bytes_on_disk(dir.path()), 20 * frame);
+    // The segment being written has reserved a whole segment's bytes.
+    assert_eq!(spool.reserved_bytes(), 200 - 2 * frame);
+    assert_eq!(
+        bytes_on_disk(dir.path()),
+        20 * frame + spool.reserved_bytes()
+    );
 
     // Batches limited by record count.
     let mut reader = spool.reader();
@@ -148,7 +153,10 @@ fn round_trip_across_segments_in_batches_then_acks_delete_segments() {
     assert_eq!(spool.pending_records(), 13);
     assert_eq!(segment_files(dir.path()).len(), 5);
     assert_eq!(spool.disk_bytes(), 14 * frame);
-    assert_eq!(bytes_on_disk(dir.path()), 14 * frame);
+    assert_eq!(
+        bytes_on_disk(dir.path()),
+        14 * frame + spool.reserved_bytes()
+    );
     assert_eq!(
         seqs(&read_all(&spool, &mut reader, 8)),
         (8..=20).collect::<Vec<_>>()
@@ -348,15 +356,29 @@ impl Harness {
         self.pending().next().map_or(self.next_seq, |r| r.0)
     }
 
-    fn reopen(&mut self, expected: &Recovery) {
+    /// Ends the spool as `SIGKILL` would: what was copied into the active
+    /// segment stays, and so does its reserved, unwritten tail of zeros
+    /// (dropping the spool would hand that back). Returns the newest
+    /// segment file, if any.
+    fn kill(&mut self) -> Option<std::path::PathBuf> {
+        let last = segment_files(self.dir.path()).pop();
+        let reserved = last.as_ref().map(|p| fs::metadata(p).unwrap().len());
         self.spool = None;
+        if let (Some(path), Some(len)) = (&last, reserved) {
+            truncate(path, len);
+        }
+        last
+    }
+
+    /// Opens the spool again after [`Self::kill`]; returns what recovery found.
+    fn reopen(&mut self) -> Recovery {
         let (spool, recovery) = open(&self.opts);
-        assert_eq!(&recovery, expected);
         self.spool = Some(spool);
         // What the ledger did not acknowledge comes back.
         self.acked = self.model.front().map_or(self.next_seq, |r| r.0) - 1;
         // A restarted publisher reads from the oldest pending record.
         self.cursor = self.model_first_unacked();
+        recovery
     }
 
     fn apply(&mut self, op: Op) {
@@ -432,12 +454,18 @@ impl Harness {
             }
             Op::Sync => sync(self.spool()),
             Op::Reopen => {
-                // Records acknowledged only in memory come back.
+                self.kill();
+                // Records acknowledged only in memory come back, and the
+                // reserved zeros are no damage.
                 let records = self.model.len() as u64;
-                self.reopen(&Recovery {
-                    records,
-                    ..Recovery::default()
-                });
+                let recovery = self.reopen();
+                assert_eq!(
+                    recovery,
+                    Recovery {
+                        records,
+                        ..Recovery::default()
+                    }
+                );
             }
             Op::TornReopen(cut) => {
                 let Some((seq, len)) = self.last_appended else {
@@ -446,21 +474,29 @@ impl Harness {
                 if self.model.back().map(|r| r.0) != Some(seq) {
                     return;
                 }
-                self.spool = None;
-                let last = segment_files(self.dir.path()).pop().unwrap();
-                let file_len = fs::metadata(&last).unwrap().len();
+                // A kill in the middle of copying the record: part of it is
+                // there, zeros (the reservation) after it.
+                let written = self.spool().segments.back().unwrap().bytes;
+                let last = self.kill().unwrap();
+                let reserved = fs::metadata(&last).unwrap().len();
                 let frame = (FRAME_OVERHEAD + len) as u64;
                 // Keep between one byte and all but one byte of it.
                 let keep = 1 + cut as u64 % (frame - 1);
-                truncate(&last, file_len - frame + keep);
+                truncate(&last, written - frame + keep);
+                truncate(&last, reserved);
                 self.model.pop_back();
                 self.last_appended = None;
                 let records = self.model.len() as u64;
-                self.reopen(&Recovery {
-                    records,
-                    corrupt_records: 0,
-                    truncated_bytes: keep,
-                });
+                let recovery = self.reopen();
+                assert_eq!(recovery.records, records);
+                assert_eq!(recovery.corrupt_records, 0);
+                // What is cut counts the torn record's bytes that are not
+                // zero, never the zeros of the reservation.
+                assert!(
+                    (1..=keep).contains(&recovery.truncated_bytes),
+                    "{} bytes cut of a record torn after {keep}",
+                    recovery.truncated_bytes
+                );
             }
             Op::NewReader => self.reader = self.spool().reader(),
         }
@@ -475,7 +511,9 @@ impl Harness {
         assert_eq!(spool.next_seq(), next_seq);
         assert_eq!(spool.first_unacked(), first);
         assert_eq!(spool.pending_records(), model_len);
-        assert_eq!(spool.disk_bytes(), bytes_on_disk(self.dir.path()));
+        let files = bytes_on_disk(self.dir.path());
+        assert_eq!(spool.disk_bytes() + spool.reserved_bytes(), files);
+        assert!(files <= self.opts.max_bytes, "{files} bytes of files");
         assert_eq!(spool.segment_count(), segment_files(self.dir.path()).len());
         let mut fresh = spool.reader();
         let all = read_all(spool, &mut fresh, first);
