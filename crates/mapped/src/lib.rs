@@ -27,7 +27,11 @@
 //!   written, and the kernel answers that with `SIGBUS`. `reserve`
 //!   allocates every block first (`fallocate`, or by writing zeros where the
 //!   file system has no `fallocate`), so a full disk is an error from
-//!   `reserve`, never a signal.
+//!   `reserve`, never a signal. That holds where an allocated block is
+//!   written in place: ext4 and XFS, the file systems of Kubernetes nodes
+//!   and volumes as a rule. A copy-on-write file system (btrfs, ZFS) writes
+//!   a changed block elsewhere, so there a full disk can still end the
+//!   process with `SIGBUS`: keep the spool off those.
 
 use std::fs::File;
 use std::io;

@@ -151,16 +151,12 @@ impl SpoolReader {
                 .map_err(failed)?;
             let header = match step {
                 Step::Header(header) if header.seq >= cur.pos => header,
-                // The reserved, unwritten part of the segment being
-                // appended to: its end for now. Once a newer segment exists
-                // the writer has cut this one to what it wrote, so zeros
-                // then are damage, looked past like a bad header.
-                Step::Unwritten if !cur.finished => {
-                    if self.next_segment(until, from, Tail::Clean)? {
-                        continue;
-                    }
-                    break;
-                }
+                // Zeros where a record would start: the reserved, unwritten
+                // part of the segment being written, when nothing more is
+                // due. Zeros where a record is still due are damage (a
+                // page a power cut lost, say): the segment being written has
+                // no gaps, and one that is done was cut to its records.
+                Step::Unwritten if cur.pos >= until => break,
                 Step::Header(_) | Step::BadHeader | Step::Unwritten => {
                     let found = format::resync(&cur.file, cur.offset + 1, max_len, cur.pos)
                         .map_err(failed)?;

@@ -56,6 +56,15 @@ impl Spool {
             && last.bytes + needed > active.region.len() as u64
         {
             self.retire_active();
+            // A segment that could not be cut keeps its reservation, which
+            // then counts: check the limit again.
+            if self.disk_bytes + needed > self.options.max_bytes {
+                return Err(SpoolError::Full {
+                    needed,
+                    used: self.disk_bytes,
+                    max: self.options.max_bytes,
+                });
+            }
         }
         if self.active.is_none() {
             self.start_segment(seq, needed)?;
@@ -119,8 +128,21 @@ impl Spool {
         };
         let left = self.options.max_bytes.saturating_sub(self.disk_bytes);
         let size = kept + self.options.segment_bytes.min(left).max(needed);
-        let region = MappedRegion::reserve(&file, size)
-            .map_err(SpoolError::io("reserving disk space for segment", path))?;
+        let region = match MappedRegion::reserve(&file, size) {
+            Ok(region) => region,
+            Err(source) => {
+                // A full disk may have let part of the reservation through;
+                // hand it back so the file holds only what is counted.
+                if let Err(e) = file.set_len(kept) {
+                    tracing::warn!(error = %e, segment = %path.display(), "cannot cut a failed reservation");
+                }
+                return Err(SpoolError::Io {
+                    action: "reserving disk space for segment",
+                    path,
+                    source,
+                });
+            }
+        };
         self.active = Some(Active { file, region });
         self.active_dirty = false;
         self.dir_dirty = true;
@@ -173,9 +195,10 @@ impl Spool {
             }
             if self.segments.len() == 1 {
                 // The newest segment: stop appending to it first (unmapping
-                // it). The next append starts a new one.
-                self.active = None;
-                self.active_dirty = false;
+                // it and cutting its reservation, so that a failed deletion
+                // leaves no uncounted bytes). The next append starts a new
+                // one.
+                self.retire_active();
             }
             if let Err(e) = remove_segment(&self.options.dir, oldest.base) {
                 tracing::warn!(error = %e, "cannot delete acknowledged spool segment; will retry");
