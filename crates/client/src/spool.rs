@@ -17,6 +17,10 @@
 //!   memory; its unwritten rest reads as zeros, which no record starts
 //!   with. It is cut to its records when it is full or the spool is
 //!   dropped.
+//! - `spare`: zeros the size of a segment, written in the background
+//!   (`spare.tmp`, then renamed), that the next segment is renamed from,
+//!   so starting a segment writes nothing on the appending thread. Deleted
+//!   at open.
 //! - `ledger`: the highest acknowledged seq and a floor below which seqs are
 //!   never handed out again, replaced atomically.
 //! - `lock`: held (`flock`) while a [`Spool`] is open, so two processes
@@ -55,7 +59,7 @@ use std::path::PathBuf;
 pub use ledger::AckWork;
 pub use reader::SpoolReader;
 pub use recovery::Recovery;
-pub use segment::SyncWork;
+pub use segment::{SpareWork, SyncWork};
 
 use format::{Ledger, MAX_SEQ};
 use segment::Segment;
@@ -223,6 +227,8 @@ pub struct Spool {
     /// Whether `ledger` was handed out by [`Spool::ack_work`] and no failure
     /// of that write has been reported since.
     ledger_handed_out: bool,
+    /// Whether a spare segment is handed out.
+    spare: segment::Spare,
     /// Held for as long as the spool is open.
     _lock: File,
 }
@@ -238,6 +244,7 @@ impl Spool {
         validate(&options)?;
         let dir = options.dir.clone();
         let lock = dir::prepare(&dir)?;
+        dir::remove_spares(&dir)?;
         let ledger = ledger::read(&dir)?;
         let found = recovery::recover(&dir, ledger, options.max_record_bytes)?;
 
@@ -255,6 +262,7 @@ impl Spool {
             ledger,
             written_acked: ledger.acked,
             ledger_handed_out: false,
+            spare: segment::Spare::Idle,
             _lock: lock,
         };
         spool.disk_bytes = spool.segments.iter().map(|s| s.bytes).sum();

@@ -22,23 +22,30 @@
 //!   user that truncates the file anyway makes the next copy fault
 //!   (`SIGBUS`); no safe file API can prevent that, and it is the accepted
 //!   risk of a private spool directory.
-//! - **The disk behind the region is reserved before it is mapped.** A copy
+//! - **The disk behind the region is written before it is mapped.** A copy
 //!   into a sparse file can find the disk full when the page is first
-//!   written, and the kernel answers that with `SIGBUS`. `reserve`
-//!   allocates every block first (`fallocate`, or by writing zeros where the
-//!   file system has no `fallocate`), so a full disk is an error from
-//!   `reserve`, never a signal. That holds where an allocated block is
-//!   written in place: ext4 and XFS, the file systems of Kubernetes nodes
-//!   and volumes as a rule. A copy-on-write file system (btrfs, ZFS) writes
-//!   a changed block elsewhere, so there a full disk can still end the
-//!   process with `SIGBUS`: keep the spool off those.
+//!   written, and the kernel answers that with `SIGBUS`. `reserve` writes
+//!   zeros over every byte past the file's end first, so a full disk is an
+//!   error from `reserve`, never a signal. That holds where a written block
+//!   is rewritten in place: ext4 and XFS, the file systems of Kubernetes
+//!   nodes and volumes as a rule. A copy-on-write file system (btrfs, ZFS)
+//!   writes a changed block elsewhere, so there a full disk can still end
+//!   the process with `SIGBUS`: keep the spool off those.
+//!
+//! # Why zeros rather than `fallocate`
+//! `fallocate` reserves blocks as *unwritten* extents. The first copy into
+//! each page of those then takes a page fault that converts the extent in
+//! the file system's journal: on ext4 here a copy's p90 was 4.4 µs and its
+//! p99 5.8 µs, against 0.2 µs and 0.4 µs for blocks written with zeros
+//! (700-byte copies, 100,000 of them). Writing 8 MiB of zeros takes about
+//! 14 ms, which is why the spool prepares its next segment in the
+//! background.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
 use memmap2::{MmapMut, MmapOptions};
-use rustix::fs::FallocateFlags;
 
 /// The first bytes of a file, reserved on disk and mapped for reading and
 /// writing.
@@ -60,9 +67,10 @@ pub struct OutOfRegion {
 }
 
 impl MappedRegion {
-    /// Reserves the first `len` bytes of `file` on disk, growing the file
-    /// to `len` bytes when it is shorter, and maps them. `file` must be open
-    /// for reading and writing. Bytes past the file's old end read as zeros.
+    /// Reserves the first `len` bytes of `file` on disk, writing zeros from
+    /// its end to `len` when it is shorter, and maps them. `file` must be
+    /// open for reading and writing, and the bytes it already holds must be
+    /// written ones, not holes (every file the spool makes is written).
     ///
     /// # Errors
     /// When the disk is full, `len` is zero or does not fit in memory, or
@@ -77,9 +85,9 @@ impl MappedRegion {
                     format!("cannot map a region of {len} bytes"),
                 )
             })?;
-        allocate(file, len)?;
+        write_zeros(file, len)?;
         // SAFETY: `file` is open for reading and writing and now holds at
-        // least `len` bytes, all allocated on disk, so every page of the
+        // least `len` bytes, all written on disk, so every page of the
         // mapping is backed and a first write to it cannot fail for want of
         // space. No other party changes or shortens the file while the
         // mapping lives (the crate's documentation gives the argument), so
@@ -143,20 +151,12 @@ impl MappedRegion {
     }
 }
 
-/// Allocates the first `len` bytes of `file` on disk.
-fn allocate(file: &File, len: u64) -> io::Result<()> {
-    match rustix::fs::fallocate(file, FallocateFlags::empty(), 0, len) {
-        Ok(()) => Ok(()),
-        Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {
-            write_zeros(file, len)
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Allocates the first `len` bytes of `file` by writing zeros past its end,
-/// for file systems without `fallocate`.
-fn write_zeros(file: &File, len: u64) -> io::Result<()> {
+/// Writes zeros from the end of `file` up to `len` bytes, so every block
+/// of them is allocated and written.
+///
+/// # Errors
+/// When the file cannot be written (a full disk, say).
+pub fn write_zeros(file: &File, len: u64) -> io::Result<()> {
     const CHUNK: usize = 64 * 1024;
     let zeros = vec![0u8; CHUNK];
     let mut at = file.metadata()?.len();
@@ -240,7 +240,7 @@ mod tests {
     }
 
     #[test]
-    fn zeros_reserve_the_same_bytes_as_fallocate() {
+    fn zeros_fill_from_the_end_and_keep_what_the_file_held() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("segment");
         std::fs::write(&path, b"kept").expect("write");

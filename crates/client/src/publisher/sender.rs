@@ -367,12 +367,13 @@ impl Window {
     }
 }
 
-/// Syncs the spool and records in its ledger what was answered for. Done on
+/// Syncs the spool, records in its ledger what was answered for, and
+/// prepares the next segment (a spare of zeros) when none is ready. Done on
 /// a cadence rather than per batch: the ledger write costs two fsyncs, and a
 /// crash before it only means some records are sent again (and deduplicated).
 /// The flush and the ledger write run off the lock, so `publish` is not held up by them.
 async fn maintain(shared: &Shared, window: &mut Window) {
-    let (ack, sync) = {
+    let (ack, sync, spare) = {
         let mut st = shared.lock();
         let Some(spool) = st.spool.as_mut() else {
             return;
@@ -382,19 +383,28 @@ async fn maintain(shared: &Shared, window: &mut Window) {
             .filter(|seq| window.persisted_through < Some(*seq))
             .map(|seq| (seq, spool.ack_work(seq)));
         metrics::gauge!(m::SPOOL_BYTES).set(approx_f64(spool.disk_bytes()));
-        (ack, spool.sync_work())
+        (ack, spool.sync_work(), spool.spare_work())
     };
-    // Data first, then the ledger that lets it go; both off the lock.
-    let (synced, acked) = tokio::task::spawn_blocking(move || {
+    // Data first, then the ledger that lets it go, then the next segment's
+    // zeros; all off the lock.
+    let (synced, acked, prepared) = tokio::task::spawn_blocking(move || {
         let synced = sync.and_then(crate::spool::SyncWork::run);
         let acked = ack.map(|(seq, work)| work.run().map(|()| seq));
-        (synced, acked)
+        let prepared = spare.map(crate::spool::SpareWork::run);
+        (synced, acked, prepared)
     })
     .await
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
     if let Err(e) = synced {
         metrics::counter!(m::SPOOL_ERRORS).increment(1);
         tracing::error!(error = %e, "cannot fsync the spool");
+    }
+    if let Some(Err(e)) = prepared {
+        if let Some(spool) = shared.lock().spool.as_mut() {
+            spool.spare_failed();
+        }
+        metrics::counter!(m::SPOOL_ERRORS).increment(1);
+        tracing::warn!(error = %e, "cannot prepare the next spool segment; it will write its own zeros");
     }
     match acked {
         Some(Ok(seq)) => window.persisted_through = Some(seq),

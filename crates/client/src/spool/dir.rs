@@ -19,6 +19,11 @@ pub(super) const LEDGER_FILE: &str = "ledger";
 pub(super) const LEDGER_TMP_FILE: &str = "ledger.tmp";
 /// Name of the lock file.
 pub(super) const LOCK_FILE: &str = "lock";
+/// Name of the spare segment: zeros written ahead, off the lock, for the
+/// next segment to be renamed from.
+pub(super) const SPARE_FILE: &str = "spare";
+/// Name the spare is written under before it is renamed into place.
+pub(super) const SPARE_TMP_FILE: &str = "spare.tmp";
 /// Ending of a segment file's name.
 pub(super) const SEGMENT_SUFFIX: &str = ".seg";
 /// Mode of the spool directory when the spool creates it: audit records are
@@ -127,6 +132,21 @@ pub(super) fn remove_segment(dir: &Path, base: u64) -> Result<(), SpoolError> {
         }
         _ => Ok(()),
     }
+}
+
+/// Deletes the spare segment and its temporary file, if any; a spool that
+/// opens prepares its own.
+pub(super) fn remove_spares(dir: &Path) -> Result<(), SpoolError> {
+    for name in [SPARE_TMP_FILE, SPARE_FILE] {
+        let path = dir.join(name);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(SpoolError::io("deleting spare segment", path)(e));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Fsyncs the directory, so the files created, renamed or deleted in it

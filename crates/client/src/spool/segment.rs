@@ -7,14 +7,14 @@
 //! appended to; a new one is started when the current one would grow past
 //! `segment_bytes`, and after every open.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use remaudit_mapped::MappedRegion;
 
-use super::dir::{self, FILE_MODE, remove_segment, segment_path};
+use super::dir::{self, FILE_MODE, SPARE_FILE, SPARE_TMP_FILE, remove_segment, segment_path};
 use super::format;
 use super::{Spool, SpoolError};
 
@@ -26,6 +26,16 @@ pub(super) struct Segment {
     /// Its size: the bytes its records take (the active segment's file is
     /// longer by its reserved, unwritten region).
     pub(super) bytes: u64,
+}
+
+/// Where the spare segment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Spare {
+    /// None is handed out.
+    Idle,
+    /// Handed out by [`Spool::spare_work`] and not yet used: on disk, or
+    /// being written.
+    HandedOut,
 }
 
 /// The segment being appended to: its file, reserved on disk ahead of the
@@ -101,11 +111,18 @@ impl Spool {
     /// first record will be `seq`, reserves and maps its region, and makes
     /// it the active one.
     ///
-    /// The region takes `segment_bytes` (at least `needed`, the first
-    /// record's size), but no more than the spool's limit leaves, so the
-    /// files never take more than `max_bytes` together.
+    /// A ready spare segment is renamed into place, so nothing is written
+    /// here. Otherwise the region is written with zeros now: it takes
+    /// `segment_bytes` (at least `needed`, the first record's size), but no
+    /// more than the spool's limit leaves, so the files never take more than
+    /// `max_bytes` together.
     pub(super) fn start_segment(&mut self, seq: u64, needed: u64) -> Result<(), SpoolError> {
         let path = segment_path(&self.options.dir, seq);
+        let reused = matches!(self.segments.back(), Some(last) if last.base == seq);
+        let from_spare = !reused
+            && self.spare == Spare::HandedOut
+            && needed <= self.options.segment_bytes
+            && self.take_spare(&path);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -114,25 +131,42 @@ impl Spool {
             .mode(FILE_MODE)
             .open(&path)
             .map_err(SpoolError::io("creating segment", path.clone()))?;
-        let kept = match self.segments.back() {
-            Some(last) if last.base == seq => last.bytes,
-            _ => {
-                let bytes = file
-                    .metadata()
+        let kept = if reused {
+            self.segments.back().map_or(0, |last| last.bytes)
+        } else {
+            // A spare holds zeros only; a file left behind holds what it holds.
+            let bytes = if from_spare {
+                0
+            } else {
+                file.metadata()
                     .map_err(SpoolError::io("reading size of", path.clone()))?
-                    .len();
-                self.segments.push_back(Segment { base: seq, bytes });
-                self.disk_bytes += bytes;
-                bytes
-            }
+                    .len()
+            };
+            self.segments.push_back(Segment { base: seq, bytes });
+            self.disk_bytes += bytes;
+            bytes
         };
-        let left = self.options.max_bytes.saturating_sub(self.disk_bytes);
-        let size = kept + self.options.segment_bytes.min(left).max(needed);
+        let size = if from_spare {
+            self.options.segment_bytes
+        } else {
+            // A spare handed out may be on disk already: leave it its room.
+            let spare = if self.spare == Spare::HandedOut {
+                self.options.segment_bytes
+            } else {
+                0
+            };
+            let left = self
+                .options
+                .max_bytes
+                .saturating_sub(self.disk_bytes)
+                .saturating_sub(spare);
+            kept + self.options.segment_bytes.min(left).max(needed)
+        };
         let region = match MappedRegion::reserve(&file, size) {
             Ok(region) => region,
             Err(source) => {
-                // A full disk may have let part of the reservation through;
-                // hand it back so the file holds only what is counted.
+                // A full disk may have let part of the zeros through; hand
+                // them back so the file holds only what is counted.
                 if let Err(e) = file.set_len(kept) {
                     tracing::warn!(error = %e, segment = %path.display(), "cannot cut a failed reservation");
                 }
@@ -147,6 +181,45 @@ impl Spool {
         self.active_dirty = false;
         self.dir_dirty = true;
         Ok(())
+    }
+
+    /// Renames the spare segment to `path`; whether there was one. A spare
+    /// still being written is not there yet, and stays handed out.
+    fn take_spare(&mut self, path: &Path) -> bool {
+        let spare = self.options.dir.join(SPARE_FILE);
+        match fs::rename(&spare, path) {
+            Ok(()) => {
+                self.spare = Spare::Idle;
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => {
+                tracing::warn!(error = %e, spare = %spare.display(), "cannot use the spare spool segment");
+                false
+            }
+        }
+    }
+
+    /// Hands out the writing of a spare segment, for [`SpareWork::run`] to
+    /// do without the lock that guards the spool, when a segment is being
+    /// written, no spare is handed out yet, and the limit leaves room for
+    /// one beside the segment's reservation.
+    pub fn spare_work(&mut self) -> Option<SpareWork> {
+        let bytes = self.options.segment_bytes;
+        let room = self.disk_bytes + self.active_reserved() + bytes <= self.options.max_bytes;
+        (self.spare == Spare::Idle && self.active.is_some() && room).then(|| {
+            self.spare = Spare::HandedOut;
+            SpareWork {
+                dir: self.options.dir.clone(),
+                bytes,
+            }
+        })
+    }
+
+    /// Forgets the spare handed out, after its [`SpareWork::run`] failed, so
+    /// another is handed out.
+    pub fn spare_failed(&mut self) {
+        self.spare = Spare::Idle;
     }
 
     /// Bytes the active segment's region holds beyond its records.
@@ -240,6 +313,43 @@ impl SyncWork {
             dir::sync(&dir)?;
         }
         Ok(())
+    }
+}
+
+/// The writing of a spare segment, taken by [`Spool::spare_work`], to run
+/// without the spool's lock.
+#[derive(Debug)]
+pub struct SpareWork {
+    dir: PathBuf,
+    bytes: u64,
+}
+
+impl SpareWork {
+    /// Writes the spare: zeros into `spare.tmp`, renamed to `spare` once
+    /// whole, where the next segment to start finds it.
+    ///
+    /// # Errors
+    /// When the file cannot be written or renamed; call
+    /// [`Spool::spare_failed`] then. Segments start without a spare
+    /// meanwhile, writing their zeros themselves.
+    pub fn run(self) -> Result<(), SpoolError> {
+        let tmp = self.dir.join(SPARE_TMP_FILE);
+        let written = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(FILE_MODE)
+            .open(&tmp)
+            .and_then(|file| remaudit_mapped::write_zeros(&file, self.bytes))
+            .and_then(|()| fs::rename(&tmp, self.dir.join(SPARE_FILE)));
+        written.map_err(|source| {
+            let _ = fs::remove_file(&tmp);
+            SpoolError::Io {
+                action: "writing spare segment",
+                path: tmp,
+                source,
+            }
+        })
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use proptest::prelude::*;
 
-use super::dir::{LEDGER_TMP_FILE, list_segments, segment_path};
+use super::dir::{LEDGER_TMP_FILE, SPARE_FILE, SPARE_TMP_FILE, list_segments, segment_path};
 use super::{Recovery, Spool, SpoolReader, SpoolSettings};
 
 pub(super) const FRAME_OVERHEAD: usize = super::format::HEADER_LEN;
@@ -137,6 +137,79 @@ fn zeros_where_records_are_due_are_damage_not_the_end_of_the_segment() {
     }
     assert_eq!(got, intact);
     assert!(reader.corrupt_records() > 0, "the lost records are counted");
+}
+
+/// The next segment is renamed from the spare written off the lock, so
+/// starting it writes nothing; without a spare ready, it writes its own.
+#[test]
+fn a_segment_starts_from_the_spare_when_one_is_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let frame = (FRAME_OVERHEAD + 40) as u64;
+    // Three records a segment; room for three segments.
+    let opts = options(dir.path(), 3 * frame, 9 * frame);
+    let spare = dir.path().join(SPARE_FILE);
+    let (mut spool, _) = open(&opts);
+    assert!(
+        spool.spare_work().is_none(),
+        "no segment is being written yet"
+    );
+    spool.append(&payload(1, 40)).unwrap();
+    let work = spool.spare_work().expect("a spare is wanted");
+    assert!(spool.spare_work().is_none(), "one spare at a time");
+    // Not written yet: the next segment writes its own zeros.
+    for seq in 2..=4 {
+        spool.append(&payload(seq, 40)).unwrap();
+    }
+    assert_eq!(segment_files(dir.path()).len(), 2);
+    work.run().unwrap();
+    assert_eq!(fs::metadata(&spare).unwrap().len(), 3 * frame);
+    assert!(!dir.path().join(SPARE_TMP_FILE).exists());
+    // The third segment takes the spare: same size, renamed into place.
+    for seq in 5..=7 {
+        spool.append(&payload(seq, 40)).unwrap();
+    }
+    assert!(!spare.exists(), "the spare became the segment");
+    let files = segment_files(dir.path());
+    assert_eq!(files.len(), 3);
+    assert_eq!(fs::metadata(&files[2]).unwrap().len(), 3 * frame);
+    assert_eq!(spool.reserved_bytes(), 2 * frame);
+    let records = read_all(&spool, &mut spool.reader(), 1);
+    assert_eq!(seqs(&records), (1..=7).collect::<Vec<_>>());
+    assert_eq!(records[6].1, payload(7, 40));
+    // No room for a spare beside three full segments' worth.
+    assert!(spool.spare_work().is_none());
+    ack(&mut spool, 3);
+    spool.spare_work().expect("room again").run().unwrap();
+    assert!(spare.exists());
+
+    // A spool that opens deletes a spare left behind.
+    drop(spool);
+    fs::write(dir.path().join(SPARE_TMP_FILE), b"half").unwrap();
+    let (spool, recovery) = open(&opts);
+    assert_eq!(recovery.records, 4);
+    assert!(!spare.exists() && !dir.path().join(SPARE_TMP_FILE).exists());
+    drop(spool);
+}
+
+/// A failed spare is forgotten, and another handed out.
+#[test]
+fn a_failed_spare_is_handed_out_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(dir.path(), 1000, 1 << 20);
+    let (mut spool, _) = open(&opts);
+    spool.append(&payload(1, 40)).unwrap();
+    // A directory where the temporary file goes makes the write fail.
+    fs::create_dir(dir.path().join(SPARE_TMP_FILE)).unwrap();
+    let err = spool.spare_work().unwrap().run().unwrap_err();
+    assert!(err.to_string().contains("spare"), "{err}");
+    assert!(spool.spare_work().is_none(), "still handed out until told");
+    spool.spare_failed();
+    fs::remove_dir(dir.path().join(SPARE_TMP_FILE)).unwrap();
+    spool.spare_work().expect("handed out again").run().unwrap();
+    assert_eq!(
+        fs::metadata(dir.path().join(SPARE_FILE)).unwrap().len(),
+        1000
+    );
 }
 
 #[test]
@@ -496,7 +569,13 @@ impl Harness {
                 self.acked = self.acked.max(seq.min(self.next_seq - 1));
                 self.cursor = self.cursor.max(self.model_first_unacked());
             }
-            Op::Sync => sync(self.spool()),
+            Op::Sync => {
+                // As the publisher's cadence does: flush, then a spare.
+                sync(self.spool());
+                if let Some(work) = self.spool().spare_work() {
+                    work.run().unwrap();
+                }
+            }
             Op::Reopen => {
                 self.kill();
                 // Records acknowledged only in memory come back, and the
@@ -557,7 +636,11 @@ impl Harness {
         assert_eq!(spool.pending_records(), model_len);
         let files = bytes_on_disk(self.dir.path());
         assert_eq!(spool.disk_bytes() + spool.reserved_bytes(), files);
-        assert!(files <= self.opts.max_bytes, "{files} bytes of files");
+        let spare = fs::metadata(self.dir.path().join(SPARE_FILE)).map_or(0, |m| m.len());
+        assert!(
+            files + spare <= self.opts.max_bytes,
+            "{files} bytes of segments and {spare} of spare"
+        );
         assert_eq!(spool.segment_count(), segment_files(self.dir.path()).len());
         let mut fresh = spool.reader();
         let all = read_all(spool, &mut fresh, first);
