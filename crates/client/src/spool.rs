@@ -230,7 +230,7 @@ pub struct Spool {
     /// Whether a spare segment is handed out.
     spare: segment::Spare,
     /// Held for as long as the spool is open.
-    _lock: File,
+    lock: File,
 }
 
 impl Spool {
@@ -263,7 +263,7 @@ impl Spool {
             written_acked: ledger.acked,
             ledger_handed_out: false,
             spare: segment::Spare::Idle,
-            _lock: lock,
+            lock,
         };
         spool.disk_bytes = spool.segments.iter().map(|s| s.bytes).sum();
         // Record the floor before cutting anything off, so the cut seq stays

@@ -367,12 +367,20 @@ impl Window {
     }
 }
 
+/// Whether [`maintain`] runs on the cadence, or once more at shutdown (when
+/// a spare segment would only be deleted by the next start).
+#[derive(Debug, Clone, Copy)]
+enum Cadence {
+    Running,
+    Stopping,
+}
+
 /// Syncs the spool, records in its ledger what was answered for, and
 /// prepares the next segment (a spare of zeros) when none is ready. Done on
 /// a cadence rather than per batch: the ledger write costs two fsyncs, and a
 /// crash before it only means some records are sent again (and deduplicated).
 /// The flush and the ledger write run off the lock, so `publish` is not held up by them.
-async fn maintain(shared: &Shared, window: &mut Window) {
+async fn maintain(shared: &Shared, window: &mut Window, cadence: Cadence) {
     let (ack, sync, spare) = {
         let mut st = shared.lock();
         let Some(spool) = st.spool.as_mut() else {
@@ -383,7 +391,11 @@ async fn maintain(shared: &Shared, window: &mut Window) {
             .filter(|seq| window.persisted_through < Some(*seq))
             .map(|seq| (seq, spool.ack_work(seq)));
         metrics::gauge!(m::SPOOL_BYTES).set(approx_f64(spool.disk_bytes()));
-        (ack, spool.sync_work(), spool.spare_work())
+        let spare = match cadence {
+            Cadence::Running => spool.spare_work(),
+            Cadence::Stopping => None,
+        };
+        (ack, spool.sync_work(), spare)
     };
     // Data first, then the ledger that lets it go, then the next segment's
     // zeros; all off the lock.
@@ -426,7 +438,7 @@ async fn finish(
     unsent: Vec<Entry>,
     acknowledged: u64,
 ) -> ShutdownReport {
-    maintain(shared, window).await;
+    maintain(shared, window, Cadence::Stopping).await;
     let mut st = shared.lock();
     st.in_flight = 0;
     let memory_only: Vec<Entry> = unsent
@@ -538,7 +550,7 @@ pub(crate) async fn run(
             }
             () = shared.wake.notified(), if tasks.len() < max_in_flight => {}
             _ = drain.changed() => {}
-            _ = tick.tick() => maintain(&shared, &mut window).await,
+            _ = tick.tick() => maintain(&shared, &mut window, Cadence::Running).await,
         }
     }
 }

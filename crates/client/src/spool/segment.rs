@@ -36,6 +36,8 @@ pub(super) enum Spare {
     /// Handed out by [`Spool::spare_work`] and not yet used: on disk, or
     /// being written.
     HandedOut,
+    /// The last one failed; none is handed out until a segment starts.
+    Failed,
 }
 
 /// The segment being appended to: its file, reserved on disk ahead of the
@@ -114,42 +116,29 @@ impl Spool {
     /// A ready spare segment is renamed into place, so nothing is written
     /// here. Otherwise the region is written with zeros now: it takes
     /// `segment_bytes` (at least `needed`, the first record's size), but no
-    /// more than the spool's limit leaves, so the files never take more than
-    /// `max_bytes` together.
+    /// more than the spool's limit leaves beside a spare handed out, so the
+    /// files never take more than `max_bytes` together.
+    ///
+    /// # Errors
+    /// [`SpoolError::Full`] when even `needed` does not fit beside a spare
+    /// handed out; [`SpoolError::Io`] when the file cannot be made.
     pub(super) fn start_segment(&mut self, seq: u64, needed: u64) -> Result<(), SpoolError> {
         let path = segment_path(&self.options.dir, seq);
         let reused = matches!(self.segments.back(), Some(last) if last.base == seq);
-        let from_spare = !reused
-            && self.spare == Spare::HandedOut
-            && needed <= self.options.segment_bytes
-            && self.take_spare(&path);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(FILE_MODE)
-            .open(&path)
-            .map_err(SpoolError::io("creating segment", path.clone()))?;
-        let kept = if reused {
-            self.segments.back().map_or(0, |last| last.bytes)
+        let spare = if !reused && needed <= self.options.segment_bytes {
+            self.take_spare(&path)
         } else {
-            // A spare holds zeros only; a file left behind holds what it holds.
-            let bytes = if from_spare {
-                0
-            } else {
-                file.metadata()
-                    .map_err(SpoolError::io("reading size of", path.clone()))?
-                    .len()
-            };
-            self.segments.push_back(Segment { base: seq, bytes });
-            self.disk_bytes += bytes;
-            bytes
+            None
         };
-        let size = if from_spare {
-            self.options.segment_bytes
+        let (file, kept, size) = if let Some(file) = spare {
+            // Zeros only: no record bytes yet, the whole file reserved.
+            self.segments.push_back(Segment {
+                base: seq,
+                bytes: 0,
+            });
+            (file, 0, self.options.segment_bytes)
         } else {
-            // A spare handed out may be on disk already: leave it its room.
+            // A spare handed out may be on disk, or soon: leave it room.
             let spare = if self.spare == Spare::HandedOut {
                 self.options.segment_bytes
             } else {
@@ -160,7 +149,37 @@ impl Spool {
                 .max_bytes
                 .saturating_sub(self.disk_bytes)
                 .saturating_sub(spare);
-            kept + self.options.segment_bytes.min(left).max(needed)
+            if needed > left {
+                return Err(SpoolError::Full {
+                    needed,
+                    used: self.disk_bytes + spare,
+                    max: self.options.max_bytes,
+                });
+            }
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(FILE_MODE)
+                .open(&path)
+                .map_err(SpoolError::io("creating segment", path.clone()))?;
+            let kept = if reused {
+                self.segments.back().map_or(0, |last| last.bytes)
+            } else {
+                let bytes = file
+                    .metadata()
+                    .map_err(SpoolError::io("reading size of", path.clone()))?
+                    .len();
+                self.segments.push_back(Segment { base: seq, bytes });
+                self.disk_bytes += bytes;
+                bytes
+            };
+            (
+                file,
+                kept,
+                kept + self.options.segment_bytes.min(left).max(needed),
+            )
         };
         let region = match MappedRegion::reserve(&file, size) {
             Ok(region) => region,
@@ -180,22 +199,51 @@ impl Spool {
         self.active = Some(Active { file, region });
         self.active_dirty = false;
         self.dir_dirty = true;
+        if self.spare == Spare::Failed {
+            // One more try a segment, not one a flush.
+            self.spare = Spare::Idle;
+        }
         Ok(())
     }
 
-    /// Renames the spare segment to `path`; whether there was one. A spare
-    /// still being written is not there yet, and stays handed out.
-    fn take_spare(&mut self, path: &Path) -> bool {
+    /// Opens the spare segment and renames it to `path`, when one was
+    /// handed out and is ready: exactly `segment_bytes` long. Opening first
+    /// means a file renamed into place is always one this spool holds open.
+    /// A spare still being written is not there yet, and stays handed out;
+    /// one of another size (never expected) is deleted.
+    fn take_spare(&mut self, path: &Path) -> Option<File> {
+        if self.spare != Spare::HandedOut {
+            return None;
+        }
         let spare = self.options.dir.join(SPARE_FILE);
-        match fs::rename(&spare, path) {
+        let file = match OpenOptions::new().read(true).write(true).open(&spare) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, spare = %spare.display(), "cannot open the spare spool segment");
+                self.spare = Spare::Failed;
+                return None;
+            }
+        };
+        let taken = match file.metadata() {
+            Ok(m) if m.len() == self.options.segment_bytes => fs::rename(&spare, path),
+            Ok(m) => Err(io::Error::other(format!(
+                "it holds {} bytes, not the segment size of {}",
+                m.len(),
+                self.options.segment_bytes
+            ))),
+            Err(e) => Err(e),
+        };
+        match taken {
             Ok(()) => {
                 self.spare = Spare::Idle;
-                true
+                Some(file)
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
             Err(e) => {
-                tracing::warn!(error = %e, spare = %spare.display(), "cannot use the spare spool segment");
-                false
+                tracing::warn!(error = %e, spare = %spare.display(), "cannot use the spare spool segment; deleting it");
+                let _ = fs::remove_file(&spare);
+                self.spare = Spare::Failed;
+                None
             }
         }
     }
@@ -207,19 +255,24 @@ impl Spool {
     pub fn spare_work(&mut self) -> Option<SpareWork> {
         let bytes = self.options.segment_bytes;
         let room = self.disk_bytes + self.active_reserved() + bytes <= self.options.max_bytes;
-        (self.spare == Spare::Idle && self.active.is_some() && room).then(|| {
-            self.spare = Spare::HandedOut;
-            SpareWork {
-                dir: self.options.dir.clone(),
-                bytes,
-            }
+        if self.spare != Spare::Idle || self.active.is_none() || !room {
+            return None;
+        }
+        // Without a handle on the lock the spare could outlive the spool.
+        let lock = self.lock.try_clone().ok()?;
+        self.spare = Spare::HandedOut;
+        Some(SpareWork {
+            dir: self.options.dir.clone(),
+            bytes,
+            _lock: lock,
         })
     }
 
-    /// Forgets the spare handed out, after its [`SpareWork::run`] failed, so
-    /// another is handed out.
+    /// Forgets the spare handed out, after its [`SpareWork::run`] failed.
+    /// Another is handed out once the next segment has started, so a full
+    /// disk is not written to again at every flush.
     pub fn spare_failed(&mut self) {
-        self.spare = Spare::Idle;
+        self.spare = Spare::Failed;
     }
 
     /// Bytes the active segment's region holds beyond its records.
@@ -322,6 +375,10 @@ impl SyncWork {
 pub struct SpareWork {
     dir: PathBuf,
     bytes: u64,
+    /// The spool directory's lock, shared: a spool opened again on the
+    /// directory waits out (refuses, as locked) a spare still being written
+    /// for the one before it.
+    _lock: File,
 }
 
 impl SpareWork {
