@@ -153,6 +153,8 @@ pub(crate) struct Shared {
     pub task: Mutex<Option<JoinHandle<ShutdownReport>>>,
     pub counters: Counters,
     pub denials: denied::DenialLog,
+    /// Bytes of the last record's JSON, to size the next one's buffer.
+    pub json_len: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -286,6 +288,7 @@ impl Publisher {
             task: Mutex::new(None),
             counters: Counters::default(),
             denials: denied::DenialLog::default(),
+            json_len: std::sync::atomic::AtomicUsize::new(1024),
         });
         shared.report_pending(&shared.lock());
         let task = tokio::spawn(sender::run(shared.clone(), api, reader));
@@ -302,8 +305,13 @@ impl Publisher {
     /// [`PublishError::Dropped`] when both the memory queue and the spool are
     /// full (counted), [`PublishError::Closed`] after shutdown began.
     pub fn publish(&self, record: RemediationOrchestrationAudit) -> Result<(), PublishError> {
-        let body = serde_json::to_vec(&with_identity(record))
+        // Sized like the last record, so the JSON is written without
+        // growing (and copying) its buffer again and again.
+        let hint = self.shared.json_len.load(Ordering::Relaxed);
+        let mut body = Vec::with_capacity(hint + hint / 4);
+        serde_json::to_writer(&mut body, &with_identity(record))
             .map_err(|e| PublishError::Invalid(e.to_string()))?;
+        self.shared.json_len.store(body.len(), Ordering::Relaxed);
         self.publish_json(Bytes::from(body))
     }
 
