@@ -311,13 +311,7 @@ impl Spool {
             });
         }
         let needed = RECORD_OVERHEAD_BYTES + payload.len() as u64;
-        if self.disk_bytes + needed > self.options.max_bytes {
-            return Err(SpoolError::Full {
-                needed,
-                used: self.disk_bytes,
-                max: self.options.max_bytes,
-            });
-        }
+        self.room_for(needed, 0)?;
         let seq = self.next_seq;
         if seq > MAX_SEQ {
             return Err(SpoolError::Exhausted {
@@ -437,7 +431,10 @@ impl Spool {
     /// filled: its files take [`Spool::disk_bytes`] plus these.
     #[must_use]
     pub fn reserved_bytes(&self) -> u64 {
-        self.active_reserved()
+        match (&self.active, self.segments.back()) {
+            (Some(active), Some(last)) => active.reserved_beyond(last.bytes),
+            _ => 0,
+        }
     }
 
     /// Number of segment files on disk.

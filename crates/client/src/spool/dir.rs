@@ -125,11 +125,13 @@ pub(super) fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
 
 /// Deletes a segment file; one already gone is fine.
 pub(super) fn remove_segment(dir: &Path, base: u64) -> Result<(), SpoolError> {
-    let path = segment_path(dir, base);
+    remove_if_present(segment_path(dir, base), "deleting segment")
+}
+
+/// Deletes a file; one already gone is fine.
+fn remove_if_present(path: PathBuf, action: &'static str) -> Result<(), SpoolError> {
     match fs::remove_file(&path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => {
-            Err(SpoolError::io("deleting segment", path)(e))
-        }
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(SpoolError::io(action, path)(e)),
         _ => Ok(()),
     }
 }
@@ -138,13 +140,7 @@ pub(super) fn remove_segment(dir: &Path, base: u64) -> Result<(), SpoolError> {
 /// opens prepares its own.
 pub(super) fn remove_spares(dir: &Path) -> Result<(), SpoolError> {
     for name in [SPARE_TMP_FILE, SPARE_FILE] {
-        let path = dir.join(name);
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                return Err(SpoolError::io("deleting spare segment", path)(e));
-            }
-            _ => {}
-        }
+        remove_if_present(dir.join(name), "deleting spare segment")?;
     }
     Ok(())
 }

@@ -50,6 +50,13 @@ pub(super) struct Active {
     region: MappedRegion,
 }
 
+impl Active {
+    /// Bytes of the region beyond the first `written`.
+    pub(super) fn reserved_beyond(&self, written: u64) -> u64 {
+        (self.region.len() as u64).saturating_sub(written)
+    }
+}
+
 impl Spool {
     /// Writes record `seq` (taking `needed` bytes on disk) to the active
     /// segment, starting a new segment first when the active one has no
@@ -67,16 +74,9 @@ impl Spool {
         if let (Some(active), Some(last)) = (&self.active, self.segments.back())
             && last.bytes + needed > active.region.len() as u64
         {
+            // A segment that cannot be cut keeps its reservation, which then
+            // counts: start_segment checks the limit again.
             self.retire_active();
-            // A segment that could not be cut keeps its reservation, which
-            // then counts: check the limit again.
-            if self.disk_bytes + needed > self.options.max_bytes {
-                return Err(SpoolError::Full {
-                    needed,
-                    used: self.disk_bytes,
-                    max: self.options.max_bytes,
-                });
-            }
         }
         if self.active.is_none() {
             self.start_segment(seq, needed)?;
@@ -139,23 +139,13 @@ impl Spool {
             (file, 0, self.options.segment_bytes)
         } else {
             // A spare handed out may be on disk, or soon: leave it room.
-            let spare = if self.spare == Spare::HandedOut {
+            let spare_room = if self.spare == Spare::HandedOut {
                 self.options.segment_bytes
             } else {
                 0
             };
-            let left = self
-                .options
-                .max_bytes
-                .saturating_sub(self.disk_bytes)
-                .saturating_sub(spare);
-            if needed > left {
-                return Err(SpoolError::Full {
-                    needed,
-                    used: self.disk_bytes + spare,
-                    max: self.options.max_bytes,
-                });
-            }
+            self.room_for(needed, spare_room)?;
+            let left = self.options.max_bytes - self.disk_bytes - spare_room;
             let file = OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -254,7 +244,7 @@ impl Spool {
     /// one beside the segment's reservation.
     pub fn spare_work(&mut self) -> Option<SpareWork> {
         let bytes = self.options.segment_bytes;
-        let room = self.disk_bytes + self.active_reserved() + bytes <= self.options.max_bytes;
+        let room = self.room_for(bytes, self.reserved_bytes()).is_ok();
         if self.spare != Spare::Idle || self.active.is_none() || !room {
             return None;
         }
@@ -275,12 +265,21 @@ impl Spool {
         self.spare = Spare::Failed;
     }
 
-    /// Bytes the active segment's region holds beyond its records.
-    pub(super) fn active_reserved(&self) -> u64 {
-        match (&self.active, self.segments.back()) {
-            (Some(active), Some(last)) => (active.region.len() as u64).saturating_sub(last.bytes),
-            _ => 0,
+    /// Whether `needed` more bytes fit under the limit beside `besides`
+    /// (bytes that count without being records: a spare's).
+    ///
+    /// # Errors
+    /// [`SpoolError::Full`] when they do not.
+    pub(super) fn room_for(&self, needed: u64, besides: u64) -> Result<(), SpoolError> {
+        let used = self.disk_bytes + besides;
+        if used + needed > self.options.max_bytes {
+            return Err(SpoolError::Full {
+                needed,
+                used,
+                max: self.options.max_bytes,
+            });
         }
+        Ok(())
     }
 
     /// Stops appending to the active segment: unmaps it, cuts its file to
