@@ -18,9 +18,7 @@ use std::time::{Duration, Instant};
 
 use remaudit_client::{Publisher, PublisherSettings, with_identity};
 use remaudit_model::RemediationOrchestrationAudit;
-use remaudit_server::{AppState, ServerSettings};
 use remaudit_testkit::bench::{self, expect_eq, sized_knob};
-use tokio_util::sync::CancellationToken;
 
 fn records(run: &str, count: usize) -> Vec<RemediationOrchestrationAudit> {
     let phases = [
@@ -85,22 +83,15 @@ async fn check_arrived(
     Ok(())
 }
 
-/// The service on a fresh database; returns it, its URL and its stop switch.
-async fn service() -> anyhow::Result<(remaudit_testkit::PgDb, String, CancellationToken)> {
+/// `remaudit serve` on a fresh database, as a child process.
+async fn service(
+    name: &str,
+    http: &reqwest::Client,
+) -> anyhow::Result<(remaudit_testkit::PgDb, bench::Service)> {
     let db = remaudit_testkit::PgDb::create().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let shutdown = CancellationToken::new();
-    tokio::spawn(remaudit_server::serve(
-        listener,
-        AppState::new(
-            db.store().await,
-            ServerSettings::default(),
-            metrics_handle(),
-        ),
-        shutdown.clone(),
-    ));
-    Ok((db, url, shutdown))
+    let args = ["--database-url".to_owned(), db.url().to_owned()];
+    let service = bench::Service::start(name, &args, http, false).await?;
+    Ok((db, service))
 }
 
 async fn bench() -> anyhow::Result<()> {
@@ -112,8 +103,12 @@ async fn bench() -> anyhow::Result<()> {
 
     // Baseline: the storage service's rate, as the ingest benchmark measures it:
     // the same batches of 500 posted straight to it by 4 concurrent senders.
-    let (direct_db, direct_url, direct_stop) = service().await?;
+    // The recorder `remaudit publish` installs, so that publish() records
+    // its metrics as it does there.
+    let _recorder = metrics_handle();
     let http = reqwest::Client::new();
+    let (direct_db, direct) = service("direct posts", &http).await?;
+    let direct_url = direct.base().to_owned();
     let bodies: Vec<Vec<u8>> = records("direct", total)
         .chunks(500)
         .map(|c| serde_json::to_vec(c).expect("json"))
@@ -151,9 +146,10 @@ async fn bench() -> anyhow::Result<()> {
     }
     let direct_secs = t.elapsed().as_secs_f64();
     check_arrived(&direct_db, "direct posts", total).await?;
-    direct_stop.cancel();
+    direct.stop().await?;
 
-    let (db, url, shutdown) = service().await?;
+    let (db, service) = service("publisher", &http).await?;
+    let url = service.base().to_owned();
 
     // Through the publisher, service reachable.
     let spool = tempfile::tempdir()?;
@@ -184,7 +180,7 @@ async fn bench() -> anyhow::Result<()> {
         &report.left_in_spool,
         &u64::try_from(total)?,
     );
-    shutdown.cancel();
+    service.stop().await?;
 
     for (name, timings) in [("reachable", &up), ("down", &spooled)] {
         println!(
@@ -214,14 +210,9 @@ fn main() -> anyhow::Result<()> {
     bench::block_on(bench())
 }
 
-/// The process's recorder, with the request histograms' buckets of the
-/// service and of the publisher, as `remaudit serve` and `remaudit publish`
-/// install them.
+/// The process's recorder, with the publish histogram's buckets, as
+/// `remaudit publish` installs it.
 fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
     use remaudit_client::metrics::{PUBLISH_DURATION, PUBLISH_DURATION_BUCKETS};
-    use remaudit_server::telemetry::{HTTP_DURATION, HTTP_DURATION_BUCKETS};
-    bench::metrics_handle(&[
-        (HTTP_DURATION, &HTTP_DURATION_BUCKETS),
-        (PUBLISH_DURATION, &PUBLISH_DURATION_BUCKETS),
-    ])
+    bench::metrics_handle(&[(PUBLISH_DURATION, &PUBLISH_DURATION_BUCKETS)])
 }

@@ -14,8 +14,9 @@
 //! Then, for each window (7d and 90d), for every namespace and for one
 //! (`team-01`), and for each question, three figures, each from requests sent
 //! one after another over loopback:
-//! - **ours**: `GET /api/v1/audit/analytics/...` on the service, started in
-//!   this process (rollups, windows aligned to hours or days);
+//! - **ours**: `GET /api/v1/audit/analytics/...` on `remaudit serve`, run as
+//!   a child process (rollups, windows aligned to hours or days); its peak
+//!   memory (`VmHWM`) is printed at the end;
 //! - **exact**: the same request with `exact=true` (computed from the rows);
 //! - **raw**: the design's SQL for that question ("Audit Use Cases" in the
 //!   design), with its interval replaced by the window, run through the
@@ -52,7 +53,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -60,12 +60,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use remaudit_model::analytics::{
     DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport,
 };
-use remaudit_server::{AppState, ServerSettings};
-use remaudit_store::HealthStore as _;
 use remaudit_testkit::bench::{self, BenchDb, Job, expect_eq, knob, sized_knob};
 use remaudit_testkit::{design_sql, text_rows};
 use sqlx::{AssertSqlSafe, Connection as _, PgConnection, PgPool};
-use tokio_util::sync::CancellationToken;
 
 /// What every load connection runs first.
 const SESSION: &str = include_str!("analytics/session.sql");
@@ -1002,32 +999,20 @@ async fn run() -> anyhow::Result<()> {
         return bench::verdict("bench-analytics");
     }
 
-    // The exact variants may read every row of 90 days: give them time, in
-    // the database (the reads' statement timeout) and in the service.
-    let store = Arc::new(
-        bench::pg_store(
-            &db.url,
-            bench::StoreOptions {
-                read_statement_timeout: Some(Duration::from_mins(10)),
-                ..bench::StoreOptions::default()
-            },
-        )
-        .await?,
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let shutdown = CancellationToken::new();
-    let settings = ServerSettings {
-        request_timeout: Duration::from_mins(10),
-        ..ServerSettings::default()
-    };
-    let server = tokio::spawn(remaudit_server::serve(
-        listener,
-        AppState::new(store.clone(), settings, metrics_handle()),
-        shutdown.clone(),
-    ));
+    // `remaudit serve` over the database. The exact variants may read every
+    // row of 90 days: give them time, in the service and (2 s less, by
+    // default) in the database.
+    let http_client = reqwest::Client::new();
+    let args = [
+        "--database-url".to_owned(),
+        db.url.clone(),
+        "--request-timeout-secs".to_owned(),
+        "600".to_owned(),
+    ];
+    let service = bench::Service::start("analytics", &args, &http_client, false).await?;
+    let base = service.base().to_owned();
     let targets = Targets {
-        http: reqwest::Client::new(),
+        http: http_client,
         base,
         pool: pool.clone(),
     };
@@ -1120,9 +1105,7 @@ async fn run() -> anyhow::Result<()> {
         }
     }
 
-    shutdown.cancel();
-    server.await??;
-    store.close().await;
+    service.stop().await?;
     pool.close().await;
     db.finish(options.drop).await?;
     bench::verdict("bench-analytics")
@@ -1130,11 +1113,4 @@ async fn run() -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     bench::block_on(run())
-}
-
-/// The process's recorder, with the request histogram's buckets, as
-/// `remaudit serve` installs it.
-fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
-    use remaudit_server::telemetry::{HTTP_DURATION, HTTP_DURATION_BUCKETS};
-    bench::metrics_handle(&[(HTTP_DURATION, &HTTP_DURATION_BUCKETS)])
 }

@@ -12,7 +12,15 @@
 //! - **chain**: the same through the store with a chain key;
 //! - **raw**: a plain multi-row `INSERT ... SELECT FROM UNNEST` of the same
 //!   events into a table of the same columns with no constraints, the floor
-//!   of what PostgreSQL itself costs here.
+//!   of what PostgreSQL itself costs here;
+//! - **shaped**: the same insert into a table shaped and indexed like the
+//!   events table (its columns and defaults, partitioned by start time,
+//!   every one of its indexes), with no summary and no rollups: the raw
+//!   figure the ingest target in `docs/benchmarks.md` compares against.
+//!
+//! The service is `remaudit serve` itself, a child process started afresh
+//! for each run on a fresh database; each run prints the service's peak
+//! memory (`VmHWM`), and the end of the benchmark the largest of them.
 //!
 //! Each run checks what it wrote: every record stored once on each path (the
 //! timeline's rows, one summary row per remediation, every row in a weekly
@@ -35,6 +43,7 @@
 //! `BENCH_CONCURRENCY` (4), `BENCH_ROUNDS` (3 rounds of plain and secure
 //! service runs; 1 with `--smoke`).
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -42,14 +51,11 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use remaudit_model::chain::{ChainKey, KeyRing};
 use remaudit_model::{Limits, NewAudit, RemediationOrchestrationAudit};
+use remaudit_server::auth::Role;
 use remaudit_server::auth::tokens::{TokenRecord, generate_token, hash_token, render};
-use remaudit_server::auth::{AuthPolicy, Role, TokensFile};
-use remaudit_server::tls::{Tls, TlsSettings};
-use remaudit_server::{AppState, ServerSettings};
 use remaudit_store::{AuditStore as _, HealthStore as _};
 use remaudit_testkit::bench::{self, expect_eq, knob, sized_knob};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 /// Records as the orchestrator sends them: five transitions per remediation.
 fn records(count: usize, now: DateTime<Utc>) -> Vec<Value> {
@@ -253,41 +259,20 @@ async fn bench() -> anyhow::Result<()> {
     bench::check_stored(chained.pool(), "chain", total, remediations).await?;
     chained.close().await;
 
-    // Raw PostgreSQL: the same events into an unconstrained table.
+    // Raw PostgreSQL: the same events into an unconstrained table, then
+    // into a table shaped and indexed like the events table (its columns
+    // and defaults, partitioned by start time with one partition holding
+    // the run, and every index of the events table).
     sqlx::query(
         "CREATE TABLE raw_events (event_id uuid, namespace text, remediation_name text, \
-         start_time timestamptz, overall_phase text, event_time timestamptz, record jsonb)",
+         start_time timestamptz, overall_phase text, event_time timestamptz, record jsonb, \
+         content_hash bytea)",
     )
     .execute(pg.pool())
     .await?;
-    let raw_run = {
-        let pool = pg.pool().clone();
-        drive(prepared.clone(), concurrency, move |batches, i| {
-            let pool = pool.clone();
-            async move {
-                let b = &batches[i];
-                sqlx::query(
-                    "INSERT INTO raw_events SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], \
-                     $4::timestamptz[], $5::text[], $6::timestamptz[], $7::text[]::jsonb[])",
-                )
-                .bind(b.iter().map(|r| r.event_id).collect::<Vec<_>>())
-                .bind(b.iter().map(|r| r.namespace.clone()).collect::<Vec<_>>())
-                .bind(b.iter().map(|r| r.remediation_name.clone()).collect::<Vec<_>>())
-                .bind(b.iter().map(|r| r.start_time).collect::<Vec<_>>())
-                .bind(b.iter().map(|r| r.overall_phase.clone()).collect::<Vec<_>>())
-                .bind(b.iter().map(|r| r.event_time).collect::<Vec<_>>())
-                .bind(b.iter().map(|r| r.raw.clone()).collect::<Vec<_>>())
-                .execute(&pool)
-                .await
-                .expect("raw insert");
-            }
-        })
-        .await
-    };
-    let raw_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM raw_events")
-        .fetch_one(pg.pool())
-        .await?;
-    expect_eq("raw: rows", &raw_rows, &i64::try_from(total)?);
+    let raw_run = raw_inserts(pg.pool(), "raw_events", &prepared, concurrency).await?;
+    shape_like_events(pg.pool()).await?;
+    let shaped_run = raw_inserts(pg.pool(), "raw_shaped", &prepared, concurrency).await?;
 
     let line = |name: &str, run: &Run| {
         println!(
@@ -304,6 +289,7 @@ async fn bench() -> anyhow::Result<()> {
     line("store", &store_run);
     line("chain", &chain_run);
     line("raw", &raw_run);
+    line("shaped", &shaped_run);
     println!(
         "request bodies: {:.1} MiB in all",
         bench::mib(i64::try_from(bytes)?)
@@ -313,6 +299,11 @@ async fn bench() -> anyhow::Result<()> {
         http_run.rate(total) / raw_run.rate(total),
         store_run.rate(total) / raw_run.rate(total),
         http_run.rate(total) / store_run.rate(total),
+    );
+    println!(
+        "ratio: http/shaped {:.2}, store/shaped {:.2} (raw into a table shaped and indexed like the events table)",
+        http_run.rate(total) / shaped_run.rate(total),
+        store_run.rate(total) / shaped_run.rate(total),
     );
     println!(
         "ratio: chain/store {:.2} (chained ingest against unchained, both through the store)",
@@ -358,23 +349,17 @@ const SHED: u16 = 1503;
 /// commits (the default); otherwise each has its own (`single_post_batch_records` 1).
 async fn open_loop(rate: u32, seconds: usize, shared: bool) -> anyhow::Result<()> {
     let db = remaudit_testkit::PgDb::create().await;
-    let store = db.store().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    let settings = ServerSettings {
-        single_post_batch_records: if shared { 64 } else { 1 },
-        ..ServerSettings::default()
-    };
-    let state = AppState::new(store.clone(), settings, metrics_handle());
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(remaudit_server::serve_with(
-        listener,
-        state,
-        shutdown.clone(),
-        None,
-    ));
-    let url = format!("http://127.0.0.1:{port}/api/v1/audit/remediation-orchestration");
     let http = reqwest::Client::builder().build()?;
+    let sharing = if shared { "64" } else { "1" };
+    let name = format!("single {rate}/s {}", if shared { "shared" } else { "own" });
+    let args = [
+        "--database-url".to_owned(),
+        db.url().to_owned(),
+        "--single-post-batch-records".to_owned(),
+        sharing.to_owned(),
+    ];
+    let service = bench::Service::start(&name, &args, &http, false).await?;
+    let url = format!("{}/api/v1/audit/remediation-orchestration", service.base());
     let total = usize::try_from(rate)? * seconds;
     let now = Utc::now();
     let bodies: Vec<Vec<u8>> = (0..total)
@@ -479,17 +464,121 @@ async fn open_loop(rate: u32, seconds: usize, shared: bool) -> anyhow::Result<()
         transactions,
     );
     pool.close().await;
-    shutdown.cancel();
-    server.await??;
-    store.close().await;
+    service.stop().await?;
     Ok(())
 }
 
-/// Posts every body to a fresh service on PostgreSQL and checks that each
-/// record was stored once. With a key ring, the service runs as production
-/// does: a writer token from a tokens file, HTTPS, and events chained with
-/// the ring; otherwise plain HTTP, no auth, unchained. `expected` is
-/// (records, remediations).
+/// Writes every batch into `table` with one `INSERT … SELECT FROM UNNEST`
+/// a batch, from `concurrency` workers, and checks the row count.
+async fn raw_inserts(
+    pool: &sqlx::PgPool,
+    table: &'static str,
+    prepared: &Arc<Vec<Vec<NewAudit>>>,
+    concurrency: usize,
+) -> anyhow::Result<Run> {
+    let sql = format!(
+        "INSERT INTO {table} (event_id, namespace, remediation_name, start_time, \
+         overall_phase, event_time, record, content_hash) \
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], \
+         $5::text[], $6::timestamptz[], $7::text[]::jsonb[], $8::bytea[])"
+    );
+    let run = {
+        let pool = pool.clone();
+        drive(prepared.clone(), concurrency, move |batches, i| {
+            let (pool, sql) = (pool.clone(), sql.clone());
+            async move {
+                let b = &batches[i];
+                let inserted = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(b.iter().map(|r| r.event_id).collect::<Vec<_>>())
+                    .bind(b.iter().map(|r| r.namespace.clone()).collect::<Vec<_>>())
+                    .bind(
+                        b.iter()
+                            .map(|r| r.remediation_name.clone())
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(b.iter().map(|r| r.start_time).collect::<Vec<_>>())
+                    .bind(
+                        b.iter()
+                            .map(|r| r.overall_phase.clone())
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(b.iter().map(|r| r.event_time).collect::<Vec<_>>())
+                    .bind(b.iter().map(|r| r.raw.clone()).collect::<Vec<_>>())
+                    .bind(
+                        b.iter()
+                            .map(|r| r.content_hash.to_vec())
+                            .collect::<Vec<_>>(),
+                    )
+                    .execute(&pool)
+                    .await;
+                if let Err(e) = inserted {
+                    bench::surprise(format_args!("{table} batch {i}: {e}"));
+                }
+            }
+        })
+        .await
+    };
+    let rows: i64 =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(pool)
+            .await?;
+    let total: usize = prepared.iter().map(Vec::len).sum();
+    expect_eq(&format!("{table}: rows"), &rows, &i64::try_from(total)?);
+    Ok(run)
+}
+
+/// Creates `raw_shaped`: the events table's columns and defaults,
+/// partitioned by start time into one partition, with each of the events
+/// table's indexes re-created on it from its definition.
+async fn shape_like_events(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    sqlx::query(
+        "CREATE TABLE raw_shaped (LIKE remediation_audit_events INCLUDING DEFAULTS) \
+         PARTITION BY RANGE (start_time)",
+    )
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        "CREATE TABLE raw_shaped_all PARTITION OF raw_shaped FOR VALUES FROM (MINVALUE) TO (MAXVALUE)",
+    )
+    .execute(pool)
+    .await?;
+    let definitions: Vec<String> = sqlx::query_scalar(
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() \
+         AND tablename = 'remediation_audit_events' ORDER BY indexname",
+    )
+    .fetch_all(pool)
+    .await?;
+    anyhow::ensure!(
+        !definitions.is_empty(),
+        "the events table has no index to copy"
+    );
+    for (n, definition) in definitions.iter().enumerate() {
+        // `CREATE [UNIQUE] INDEX name ON [ONLY] schema.table USING ...`
+        let (head, tail) = definition
+            .split_once(" ON ")
+            .ok_or_else(|| anyhow::anyhow!("an index definition without ON: {definition}"))?;
+        let (_, using) = tail
+            .split_once(" USING ")
+            .ok_or_else(|| anyhow::anyhow!("an index definition without USING: {definition}"))?;
+        let unique = if head.starts_with("CREATE UNIQUE") {
+            "UNIQUE "
+        } else {
+            ""
+        };
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE {unique}INDEX raw_shaped_{n} ON raw_shaped USING {using}"
+        )))
+        .execute(pool)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Posts every body to a fresh `remaudit serve` on PostgreSQL and checks
+/// that each record was stored once. With a key ring, the service runs as
+/// production does: a writer token from a tokens file, HTTPS, and events
+/// chained with the ring; otherwise plain HTTP, no auth, unchained.
+/// `expected` is (records, remediations).
 async fn through_service(
     bodies: &Arc<Vec<Vec<u8>>>,
     concurrency: usize,
@@ -499,16 +588,9 @@ async fn through_service(
     let secure = ring.is_some();
     let dir = tempfile::tempdir()?;
     let db = remaudit_testkit::PgDb::create().await;
-    let store = db.store().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    let settings = ServerSettings {
-        chain: ring,
-        ..ServerSettings::default()
-    };
-    let mut state = AppState::new(store.clone(), settings, metrics_handle());
-    let (mut http, mut tls, mut token) = (reqwest::Client::builder(), None, None);
-    if secure {
+    let mut args = vec!["--database-url".to_owned(), db.url().to_owned()];
+    let (mut http, mut token) = (reqwest::Client::builder(), None);
+    if let Some(ring) = ring {
         let secret = generate_token();
         let tokens_path = dir.path().join("tokens.toml");
         std::fs::write(
@@ -521,31 +603,29 @@ async fn through_service(
                 expires: None,
             }]),
         )?;
-        state = state.with_auth(AuthPolicy::Enforced {
-            authenticators: vec![TokensFile::load(&tokens_path)?],
-            anonymous_role: None,
-            metrics_require_reader: false,
-        });
+        let keys_path = dir.path().join("chain.keys");
+        std::fs::write(&keys_path, ring.to_file_text())?;
+        std::fs::set_permissions(&keys_path, std::fs::Permissions::from_mode(0o600))?;
         let ca = remaudit_testkit::pki::TestCa::new("bench");
         let (cert, key) = ca.server(1).write(dir.path(), "server");
-        tls = Some(Tls::load(&TlsSettings {
-            cert: Some(cert),
-            key: Some(key),
-            ..TlsSettings::default()
-        })?);
+        for (flag, path) in [
+            ("--auth-tokens-file", &tokens_path),
+            ("--chain-key-file", &keys_path),
+            ("--tls-cert", &cert),
+            ("--tls-key", &key),
+        ] {
+            args.extend([flag.to_owned(), path.display().to_string()]);
+        }
         http = http.tls_certs_only([reqwest::Certificate::from_pem(ca.pem().as_bytes())?]);
         token = Some(secret);
     }
-    let scheme = if secure { "https" } else { "http" };
-    let url = format!("{scheme}://localhost:{port}/api/v1/audit/remediation-orchestration/batch");
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(remaudit_server::serve_with(
-        listener,
-        state,
-        shutdown.clone(),
-        tls,
-    ));
     let http = http.build()?;
+    let name = if secure { "secure" } else { "http" };
+    let service = bench::Service::start(name, &args, &http, secure).await?;
+    let url = format!(
+        "{}/api/v1/audit/remediation-orchestration/batch",
+        service.base()
+    );
     let run = drive(bodies.clone(), concurrency, move |bodies, i| {
         let (http, url, token) = (http.clone(), url.clone(), token.clone());
         async move {
@@ -572,7 +652,6 @@ async fn through_service(
         }
     })
     .await;
-    let name = if secure { "secure" } else { "http" };
     let pool = db.pool().await;
     bench::check_stored(&pool, name, expected.0, expected.1).await?;
     if secure {
@@ -584,19 +663,10 @@ async fn through_service(
         expect_eq("secure: events without a MAC", &unsigned, &0);
     }
     pool.close().await;
-    shutdown.cancel();
-    server.await??;
-    store.close().await;
+    service.stop().await?;
     Ok(run)
 }
 
 fn main() -> anyhow::Result<()> {
     bench::block_on(bench())
-}
-
-/// The process's recorder, with the request histogram's buckets, as
-/// `remaudit serve` installs it.
-fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
-    use remaudit_server::telemetry::{HTTP_DURATION, HTTP_DURATION_BUCKETS};
-    bench::metrics_handle(&[(HTTP_DURATION, &HTTP_DURATION_BUCKETS)])
 }

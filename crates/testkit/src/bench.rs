@@ -1,8 +1,9 @@
 //! What the benchmarks share, written once: knobs and the smoke switch
 //! (see [Knobs](#knobs)), nearest-rank percentiles and the printing of
 //! figures, the verdict on their own checks and the census of rows, the
-//! benchmark database and the store opened on it, and the fast load of a
-//! database (connections, jobs, partitions, indexes).
+//! benchmark database and the store opened on it, `remaudit serve` run as a
+//! child process whose own peak memory is measured ([`Service`]), and the
+//! fast load of a database (connections, jobs, partitions, indexes).
 //!
 //! A benchmark prints figures and asserts no speed, but it does check what it
 //! measured (counts, answers equal to the design's SQL, every row in exactly
@@ -22,6 +23,7 @@ mod knobs;
 mod load;
 mod recorder;
 mod report;
+mod service;
 
 pub use checks::{Census, census, check_stored, expect_eq, surprise, surprises, verdict};
 pub use database::{BenchDb, StoreOptions, pg_store, pool, print_database_size};
@@ -38,6 +40,7 @@ pub use report::{
     mib, percentile, percentile_f64, percentile_ms, percentile_ns, print_smoke_load, print_step,
     smoke_note, sorted_f64, thousands,
 };
+pub use service::{BIN_VAR, Service};
 
 /// Runs a benchmark's `main` future on a multi-threaded runtime: the body
 /// of every benchmark's `main`.
@@ -60,19 +63,18 @@ where
 /// `None` where `/proc` does not say.
 #[must_use]
 pub fn peak_memory() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kib.checked_mul(1024)
+    service::vm_hwm("/proc/self/status")
 }
 
-/// Prints [`peak_memory`]: the service and the load the benchmark gave it
-/// run in this one process, so this bounds the service's own from above.
+/// Prints [`peak_memory`], and the largest peak of the `remaudit serve`
+/// processes the benchmark ran ([`Service`]): the service's own memory,
+/// apart from the load, which this process generates and checks.
 fn print_peak_memory() {
+    println!();
+    service::print_largest_peak();
     if let Some(bytes) = peak_memory() {
-        println!();
         println!(
-            "peak memory (VmHWM) of the benchmark process, the service and its load together: {:.1} MiB",
+            "peak memory (VmHWM) of the benchmark process (its load, its checks, and whatever it runs in process): {:.1} MiB",
             mib(i64::try_from(bytes).unwrap_or(i64::MAX))
         );
     }
