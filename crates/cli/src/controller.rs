@@ -145,7 +145,10 @@ pub async fn run(
     let app = axum::Router::new()
         .route(
             "/metrics",
-            get(move || std::future::ready(metrics.render())),
+            get(move || {
+                remaudit_server::telemetry::record_process_metrics();
+                std::future::ready(metrics.render())
+            }),
         )
         .route("/healthz", get(|| std::future::ready("ok")));
     let metrics_server = tokio::spawn({

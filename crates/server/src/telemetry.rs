@@ -3,6 +3,7 @@
 //! recorder should give it. The service only emits; the binary installs the
 //! recorder and hands its handle to [`AppState`](crate::AppState).
 
+use std::sync::LazyLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
@@ -45,8 +46,22 @@ pub const HTTP_DURATION_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
+/// The process's own figures: resident and virtual memory, CPU seconds,
+/// threads, open and allowed file descriptors, start time, named
+/// `process_*` as Prometheus' own client libraries name them.
+static PROCESS: LazyLock<metrics_process::Collector> =
+    LazyLock::new(metrics_process::Collector::default);
+
+/// Reads the process's own figures (memory, CPU, threads, file
+/// descriptors) into the recorder; each `/metrics` handler calls it before
+/// rendering.
+pub fn record_process_metrics() {
+    PROCESS.collect();
+}
+
 /// Registers descriptions of the service's metrics with the installed recorder.
 pub fn describe() {
+    PROCESS.describe();
     metrics::describe_histogram!(
         HTTP_DURATION,
         metrics::Unit::Seconds,

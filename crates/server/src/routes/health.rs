@@ -61,6 +61,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Health>
 /// Prometheus metrics of the service.
 #[utoipa::path(get, path = paths::METRICS, tag = "health", responses((status = 200, content_type = "text/plain", body = String)))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    crate::telemetry::record_process_metrics();
     let pool = state.store.pool_stats();
     metrics::gauge!("remaudit_db_pool_connections", "state" => "idle").set(f64::from(pool.idle));
     metrics::gauge!("remaudit_db_pool_connections", "state" => "in_use")

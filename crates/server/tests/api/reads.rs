@@ -196,4 +196,13 @@ pub async fn health_and_metrics_answer(app: &TestApp) {
     ] {
         assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
     }
+    // The process's own figures, read at each scrape.
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    assert!(value("process_resident_memory_bytes") > 1024.0 * 1024.0);
+    assert!(value("process_open_fds") >= 3.0);
 }
