@@ -42,7 +42,9 @@
 //! the checks, and the database dropped at the end; seconds.
 //!
 //! Run with `scripts/bench-analytics [OPTIONS]` (it prepares PostgreSQL), or
-//! `cargo bench -p remaudit-server --bench analytics -- [OPTIONS]`. Options:
+//! `cargo bench --workspace --bench publish --no-run && cargo bench -p remaudit-server
+//! --bench analytics -- [OPTIONS]` (the first command builds the `remaudit` binary
+//! the benchmark runs as its service). Options:
 //! `--smoke`, `--check`, `--reuse`, `--drop` (drop the database at the end),
 //! `--sql-only`, `--load-only`, `--windows 7d,90d`,
 //! `--questions success-rate,durations,…`, `--no-namespace`. Knobs:

@@ -38,7 +38,9 @@
 //! be answered 201 and every 201 stored once.
 //!
 //! Run with `scripts/bench-ingest [--smoke]` (it prepares PostgreSQL), or
-//! `cargo bench -p remaudit-server --bench ingest -- [--smoke]`. Knobs:
+//! `cargo bench --workspace --bench publish --no-run && cargo bench -p remaudit-server
+//! --bench ingest -- [--smoke]` (the first command builds the `remaudit` binary
+//! the benchmark runs as its service). Knobs:
 //! `BENCH_RECORDS` (100,000; 5,000 with `--smoke`), `BENCH_BATCH` (500),
 //! `BENCH_CONCURRENCY` (4), `BENCH_ROUNDS` (3 rounds of plain and secure
 //! service runs; 1 with `--smoke`).

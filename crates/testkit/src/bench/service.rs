@@ -5,7 +5,10 @@
 //!
 //! The binary is `REMAUDIT_BENCH_BIN` when set, else the `remaudit` beside
 //! the benchmark's own build directory (`target/<profile>/remaudit`), which
-//! the `scripts/bench-*` scripts build before each run.
+//! the `scripts/bench-*` scripts build before each run; its path and build
+//! time are printed once. It runs under `setpriv --pdeathsig TERM`, so it
+//! stops when the benchmark dies, and without the benchmark's `REMAUDIT_*`
+//! variables, so only the flags given configure it.
 
 use std::collections::VecDeque;
 use std::io::{BufRead as _, BufReader};
@@ -41,6 +44,9 @@ pub struct Service {
     child: Child,
     base: String,
     log: Arc<Mutex<VecDeque<String>>>,
+    /// The thread that reads the log; joined once the service has exited,
+    /// so that an error message holds its last lines.
+    drain: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Service {
@@ -59,23 +65,45 @@ impl Service {
         http: &reqwest::Client,
         tls: bool,
     ) -> anyhow::Result<Self> {
+        static ANNOUNCED: std::sync::Once = std::sync::Once::new();
         let binary = binary()?;
-        let mut child = Command::new(&binary)
+        ANNOUNCED.call_once(|| println!("remaudit serve: {}", describe_binary(&binary)));
+        // `setpriv --pdeathsig` (util-linux) asks the kernel to send the
+        // service SIGTERM if the thread that started it dies, so a benchmark
+        // killed outright leaves no service behind; it then execs the binary,
+        // so the child's pid (and its VmHWM) is the service's own.
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--pdeathsig", "TERM", "--"])
+            .arg(&binary)
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(["--retention-interval-secs", "0"])
-            .args(args)
+            .args(args);
+        // Only the flags given here configure the service, never settings
+        // the benchmark's own environment happens to carry.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("REMAUDIT_") {
+                command.env_remove(key);
+            }
+        }
+        let mut child = command
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
+            .with_context(|| {
+                format!(
+                    "cannot start {} through setpriv (util-linux)",
+                    binary.display()
+                )
+            })?;
         let stderr = child.stderr.take().context("the child's standard error")?;
         let log = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_TAIL)));
         let (address_tx, address_rx) = tokio::sync::oneshot::channel();
         // Reads the log until the process ends, so that a full pipe never
         // blocks the service; keeps the tail for error messages.
-        std::thread::spawn({
+        let drain = std::thread::spawn({
             let log = log.clone();
             move || drain_log(stderr, &log, address_tx)
         });
@@ -84,6 +112,7 @@ impl Service {
             child,
             base: String::new(),
             log,
+            drain: Some(drain),
         };
         let address = match tokio::time::timeout(START_PATIENCE, address_rx).await {
             Ok(Ok(address)) => address,
@@ -100,6 +129,7 @@ impl Service {
         loop {
             let ready = http
                 .get(format!("{}/readyz", service.base))
+                .timeout(Duration::from_secs(5))
                 .send()
                 .await
                 .is_ok_and(|r| r.status().is_success());
@@ -166,8 +196,14 @@ impl Service {
         }
     }
 
-    /// An error naming the service and `what`, with the end of its log.
-    fn failed(&self, what: &str) -> anyhow::Error {
+    /// An error naming the service and `what`, with the end of its log
+    /// (all of it, when the service has exited).
+    fn failed(&mut self, what: &str) -> anyhow::Error {
+        if matches!(self.child.try_wait(), Ok(Some(_)))
+            && let Some(drain) = self.drain.take()
+        {
+            let _ = drain.join();
+        }
         let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
         let tail: Vec<String> = log.into_iter().collect();
         anyhow::anyhow!(
@@ -230,6 +266,21 @@ fn binary() -> anyhow::Result<PathBuf> {
             exe.display()
         ),
     }
+}
+
+/// The binary's path and when it was built, so that a figure can be
+/// traced to the build it measured.
+fn describe_binary(binary: &Path) -> String {
+    let built = std::fs::metadata(binary)
+        .and_then(|m| m.modified())
+        .map_or_else(
+            |e| format!("unknown ({e})"),
+            |t| {
+                chrono::DateTime::<chrono::Utc>::from(t)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            },
+        );
+    format!("{} (built {built})", binary.display())
 }
 
 /// Keeps the last [`LOG_TAIL`] lines of the service's JSON log, and sends
