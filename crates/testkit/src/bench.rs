@@ -75,7 +75,7 @@ fn print_peak_memory() {
     if let Some(bytes) = peak_memory() {
         println!(
             "peak memory (VmHWM) of the benchmark process (its load, its checks, and whatever it runs in process): {:.1} MiB",
-            mib(i64::try_from(bytes).unwrap_or(i64::MAX))
+            service::peak_mib(bytes)
         );
     }
 }

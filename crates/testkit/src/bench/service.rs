@@ -174,7 +174,7 @@ impl Service {
         println!(
             "{}: peak memory (VmHWM) of remaudit serve: {:.1} MiB",
             self.name,
-            mib(peak)
+            peak_mib(peak)
         );
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -204,12 +204,14 @@ impl Service {
         {
             let _ = drain.join();
         }
-        let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
-        let tail: Vec<String> = log.into_iter().collect();
+        let tail = self
+            .log
+            .lock()
+            .map(|log| Vec::from(log.clone()).join("\n"))
+            .unwrap_or_default();
         anyhow::anyhow!(
-            "{}: remaudit serve {what}; its log ends:\n{}",
-            self.name,
-            tail.join("\n")
+            "{}: remaudit serve {what}; its log ends:\n{tail}",
+            self.name
         )
     }
 }
@@ -230,7 +232,7 @@ pub(super) fn print_largest_peak() {
     if measured > 0 {
         println!(
             "peak memory (VmHWM) of remaudit serve, the largest of its {measured} run(s): {:.1} MiB",
-            mib(LARGEST_PEAK.load(Ordering::Relaxed))
+            peak_mib(LARGEST_PEAK.load(Ordering::Relaxed))
         );
     }
 }
@@ -243,9 +245,9 @@ pub(super) fn vm_hwm(path: &str) -> Option<u64> {
     kib.checked_mul(1024)
 }
 
-#[allow(clippy::cast_precision_loss, reason = "a figure to print")]
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
+/// A peak from [`vm_hwm`] in MiB, through the benchmarks' one [`mib`](super::mib).
+pub(super) fn peak_mib(bytes: u64) -> f64 {
+    super::mib(i64::try_from(bytes).unwrap_or(i64::MAX))
 }
 
 /// The `remaudit` binary: [`BIN_VAR`], or `remaudit` in the directory
