@@ -2,17 +2,18 @@
 //! caller wait on the network, and without losing them when the service is
 //! down or the process dies.
 //!
-//! `publish` appends the record to the on-disk spool (a copy into a mapped
-//! segment, which is the kernel's page cache: no system call, no fsync, no
-//! network) and to a bounded memory queue that caches the
-//! spool's tail, then wakes one background task. That task takes batches
-//! (from memory, or from disk when memory overflowed or after a restart),
-//! sends them to the batch endpoint, retries what may succeed later, and
-//! acknowledges what the service answered for. A record leaves the spool only
+//! `publish` writes the record's JSON into the publishing thread's reusable
+//! buffer and appends it to the on-disk spool (a copy into a mapped segment,
+//! which is the kernel's page cache: no system call, no fsync, no network),
+//! then wakes the background task if it was idle. That task reads batches
+//! back from the spool, sends them to the batch endpoint, retries what may
+//! succeed later, and acknowledges what the service answered for. A record leaves the spool only
 //! after the service stored it, said it already had it, refused it as a
 //! conflict with a different stored record, or rejected it as invalid. A
 //! batch the service refuses as a whole is sent again in halves, down to
-//! single records, so one bad record never costs the others.
+//! single records, so one bad record never costs the others. Without a spool,
+//! or when the spool is full or failing, records wait in a bounded memory
+//! queue instead, and the task takes those first.
 //!
 //! A request refused for the publisher's credentials (401, 403), or that
 //! could not carry them (an unusable token file, a failed TLS handshake),
@@ -112,6 +113,40 @@ pub struct PublisherStats {
     pub denied: u64,
 }
 
+/// A record's JSON as `publish` hands it over: in the caller's buffer, or
+/// owned.
+enum Body<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Bytes),
+}
+
+impl Body<'_> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Body::Borrowed(b) => b,
+            Body::Owned(b) => b,
+        }
+    }
+
+    /// The JSON as the memory queue keeps it (a copy when it was borrowed).
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Body::Borrowed(b) => Bytes::copy_from_slice(b),
+            Body::Owned(b) => b,
+        }
+    }
+}
+
+/// A buffer kept this large or smaller is used again for the thread's next
+/// record; a larger one is given back.
+const SCRATCH_KEEP_BYTES: usize = 64 * 1024;
+
+thread_local! {
+    /// The publishing thread's buffer for a record's JSON on its way into the
+    /// spool.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// One queued record: its spool sequence number when it is on disk, and its JSON.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
@@ -122,7 +157,8 @@ pub(crate) struct Entry {
 /// What the publishing side and the sender share, under one short lock.
 pub(crate) struct State {
     pub spool: Option<Spool>,
-    /// Cached or memory-only records, oldest first, not yet taken by the sender.
+    /// Records only memory holds (there is no spool, or it could not take
+    /// them), oldest first, not yet taken by the sender.
     pub memory: VecDeque<Entry>,
     /// When set, spooled records from this sequence number on are on disk only.
     pub backlog_from: Option<u64>,
@@ -305,14 +341,35 @@ impl Publisher {
     /// [`PublishError::Dropped`] when both the memory queue and the spool are
     /// full (counted), [`PublishError::Closed`] after shutdown began.
     pub fn publish(&self, record: RemediationOrchestrationAudit) -> Result<(), PublishError> {
-        // Sized like the last record, so the JSON is written without
-        // growing (and copying) its buffer again and again.
-        let hint = self.shared.json_len.load(Ordering::Relaxed);
-        let mut body = Vec::with_capacity(hint + hint / 4);
-        serde_json::to_writer(&mut body, &with_identity(record))
-            .map_err(|e| PublishError::Invalid(e.to_string()))?;
-        self.shared.json_len.store(body.len(), Ordering::Relaxed);
-        self.publish_json(Bytes::from(body))
+        let record = with_identity(record);
+        if self.shared.config.spool_dir.is_none() {
+            // The memory queue keeps the JSON, so it gets a buffer of its own,
+            // sized like the last record's so that it is written without
+            // growing (and copying) again and again.
+            let hint = self.shared.json_len.load(Ordering::Relaxed);
+            let mut body = Vec::with_capacity(hint + hint / 4);
+            serde_json::to_writer(&mut body, &record)
+                .map_err(|e| PublishError::Invalid(e.to_string()))?;
+            drop(record);
+            self.shared.json_len.store(body.len(), Ordering::Relaxed);
+            return self.accept(Body::Owned(Bytes::from(body)));
+        }
+        // With a spool, the JSON is only copied into it: it is written into
+        // this thread's buffer, used again for the next record, so that no
+        // allocation is made and kept for each record (a heap that grows
+        // takes a page fault every few records).
+        SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            let written = serde_json::to_writer(&mut *scratch, &record)
+                .map_err(|e| PublishError::Invalid(e.to_string()));
+            drop(record);
+            let accepted = written.and_then(|()| self.accept(Body::Borrowed(scratch)));
+            if scratch.capacity() > SCRATCH_KEEP_BYTES {
+                // One huge record does not pin its buffer for the thread's life.
+                *scratch = Vec::new();
+            }
+            accepted
+        })
     }
 
     /// Hands over a record already serialised as JSON (one object), as
@@ -321,6 +378,13 @@ impl Publisher {
     /// # Errors
     /// As [`Publisher::publish`].
     pub fn publish_json(&self, body: Bytes) -> Result<(), PublishError> {
+        self.accept(Body::Owned(body))
+    }
+
+    /// Spools `body` (then only the spool holds it, and the sender reads it
+    /// back from there), or, when there is no spool or it cannot take the
+    /// record, queues it in memory.
+    fn accept(&self, body: Body<'_>) -> Result<(), PublishError> {
         let shared = &self.shared;
         let mut st = shared.lock();
         if st.closed {
@@ -328,7 +392,8 @@ impl Publisher {
             shared.count_drop("closed");
             return Err(PublishError::Closed);
         }
-        let seq = match st.spool.as_mut().map(|s| s.append(&body)) {
+        let was_idle = st.memory.is_empty() && st.backlog_from.is_none();
+        let seq = match st.spool.as_mut().map(|s| s.append(body.as_slice())) {
             None | Some(Err(SpoolError::Full { .. })) => None,
             Some(Ok(seq)) => Some(seq),
             Some(Err(SpoolError::TooLarge { .. })) => {
@@ -336,7 +401,7 @@ impl Publisher {
                 shared.count_drop("too_large");
                 return Err(PublishError::Invalid(format!(
                     "a record of {} bytes is larger than any request may be",
-                    body.len()
+                    body.as_slice().len()
                 )));
             }
             Some(Err(e)) => {
@@ -345,18 +410,16 @@ impl Publisher {
                 None
             }
         };
-        let room = st.memory.len() < shared.config.memory_records;
         match seq {
-            Some(seq) if room && st.backlog_from.is_none() => st.memory.push_back(Entry {
-                seq: Some(seq),
-                body,
-            }),
             Some(seq) => {
-                // Memory is full: this record and the ones after it wait on disk
-                // until the sender has caught up, so order is kept.
+                // On disk; the sender reads it from there, after any record
+                // spooled before it.
                 st.backlog_from.get_or_insert(seq);
             }
-            None if room => st.memory.push_back(Entry { seq: None, body }),
+            None if st.memory.len() < shared.config.memory_records => st.memory.push_back(Entry {
+                seq: None,
+                body: body.into_bytes(),
+            }),
             None => {
                 drop(st);
                 shared.count_drop(if shared.config.spool_dir.is_some() {
@@ -369,7 +432,11 @@ impl Publisher {
         }
         shared.report_pending(&st);
         drop(st);
-        shared.wake.notify_one();
+        if was_idle {
+            // The sender waits for work only when it has none; while records
+            // wait, it comes back for them by itself.
+            shared.wake.notify_one();
+        }
         Ok(())
     }
 

@@ -22,7 +22,8 @@ pub struct PublisherSettings {
     pub spool_dir: Option<PathBuf>,
     /// Records the memory queue holds (`REMAUDIT_PUBLISHER_MEMORY_RECORDS`; default
     /// 32,768, about 32 MiB at 1 KiB a record, enough for a 25,000-record burst
-    /// with no spool at all). With a spool, it is a cache of the spool's tail.
+    /// with no spool at all). With a spool, it holds only the records the spool
+    /// could not take (it was full, or a write failed).
     pub memory_records: usize,
     /// Most bytes of spool files (`REMAUDIT_SPOOL_MAX_BYTES`; default 1 GiB, about a
     /// million records: days of audit at a busy cluster's rate).

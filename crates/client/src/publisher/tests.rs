@@ -99,7 +99,16 @@ async fn answer(
     let records: Vec<Value> = serde_json::from_slice(&body).expect("a JSON array");
     let ns: Vec<u64> = records
         .iter()
-        .map(|r| r["n"].as_u64().expect("n"))
+        .map(|r| {
+            r["n"].as_u64().unwrap_or_else(|| {
+                // A typed record carries its number in its name, `n-<n>`.
+                r["remediation_name"]
+                    .as_str()
+                    .and_then(|name| name.strip_prefix("n-"))
+                    .and_then(|n| n.parse().ok())
+                    .expect("n, or a remediation named n-<n>")
+            })
+        })
         .collect();
     let request = {
         let mut seen = seen.lock().expect("lock");
@@ -512,6 +521,74 @@ async fn a_shutdown_during_a_split_leaves_the_whole_batch_in_the_spool() {
     let report = publisher.shutdown(Duration::from_secs(5)).await;
     assert_eq!((report.left_in_spool, report.lost), (0, 0));
     gate.notify_waiters();
+}
+
+/// A typed record named `n-<n>`; the record with `n` 7 carries a status
+/// snapshot of about 100 KiB.
+fn typed(n: u64) -> remaudit_model::RemediationOrchestrationAudit {
+    let mut record = json!({
+        "alert_fingerprint": "fp-typed", "remediation_name": format!("n-{n}"),
+        "overall_phase": "processing", "start_time": "2026-12-01T10:00:00Z",
+    });
+    if n == 7 {
+        record["service_crd_statuses"] = json!({ "note": "x".repeat(100 * 1024) });
+    }
+    serde_json::from_value(record).expect("record")
+}
+
+#[tokio::test]
+async fn spooled_records_wait_in_the_spool_only_and_are_sent_from_it_in_order() {
+    let gate = Arc::new(Notify::new());
+    let held = gate.clone();
+    let server = Scripted::start(move |request, ns| {
+        if request == 0 {
+            Reply::Hold(held.clone())
+        } else {
+            created(ns)
+        }
+    })
+    .await;
+    let spool = tempfile::tempdir().expect("tempdir");
+    let publisher = Publisher::start(PublisherSettings {
+        batch_records: 10,
+        max_in_flight: 1,
+        spool_dir: Some(spool.path().to_path_buf()),
+        ..config(&server.url)
+    })
+    .expect("start");
+    for n in 0..50 {
+        publisher.publish(typed(n)).expect("accepted");
+    }
+    // The thread's buffer is not kept at the size of the large record.
+    let kept = super::SCRATCH.with_borrow(Vec::capacity);
+    assert!(
+        kept <= super::SCRATCH_KEEP_BYTES,
+        "the buffer kept {kept} bytes"
+    );
+    until("the first batch in flight", || {
+        !server.requests().is_empty()
+    })
+    .await;
+    {
+        let st = publisher.shared.lock();
+        assert!(
+            st.memory.is_empty(),
+            "{} spooled records also kept in memory",
+            st.memory.len()
+        );
+        assert_eq!(st.pending(), 50, "every record is pending");
+    }
+    gate.notify_waiters();
+    flushed(&publisher).await;
+    let sent: Vec<u64> = server.requests().concat();
+    assert_eq!(
+        sent,
+        (0..50).collect::<Vec<_>>(),
+        "each record once, in order"
+    );
+    assert_eq!(publisher.stats(), stats(50, 0, 0));
+    let report = publisher.shutdown(Duration::from_secs(5)).await;
+    assert_eq!((report.left_in_spool, report.lost), (0, 0));
 }
 
 #[tokio::test]
