@@ -67,7 +67,9 @@ def sql(text):
     return text
 
 
-# 100 remediations finished an hour ago: 80 completed, 15 failed (10 in
+# 100 remediations finished an hour ago (or at midnight, when that is later,
+# so that their day's bucket starts inside the panels' last day whatever the
+# time of day the check runs): 80 completed, 15 failed (10 in
 # workflow_execution, 5 in ai_analysis), 5 timed out; they took 1 to 100 s.
 # The rollups are rebuilt from them, as after a bulk load.
 SEED = """
@@ -75,8 +77,9 @@ INSERT INTO remediation_audit (alert_fingerprint, remediation_name, overall_phas
     completion_time, failure_phase, phase_rank, event_id, event_time, duration_us, duration_bin)
 SELECT 'fp-' || (i % 7), 'rr-' || i,
        CASE WHEN i <= 80 THEN 'completed' WHEN i <= 95 THEN 'failed' ELSE 'timeout' END,
-       date_trunc('hour', now()) - interval '1 hour',
-       date_trunc('hour', now()) - interval '1 hour' + i * interval '1 second',
+       greatest(date_trunc('hour', now()) - interval '1 hour', date_trunc('day', now(), 'UTC')),
+       greatest(date_trunc('hour', now()) - interval '1 hour', date_trunc('day', now(), 'UTC'))
+           + i * interval '1 second',
        CASE WHEN i BETWEEN 81 AND 90 THEN 'workflow_execution'
             WHEN i BETWEEN 91 AND 95 THEN 'ai_analysis' END,
        9, gen_random_uuid(), now(), i * 1000000, remaudit_duration_bin(i * 1000000)
