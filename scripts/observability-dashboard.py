@@ -77,13 +77,13 @@ INSERT INTO remediation_audit (alert_fingerprint, remediation_name, overall_phas
     completion_time, failure_phase, phase_rank, event_id, event_time, duration_us, duration_bin)
 SELECT 'fp-' || (i % 7), 'rr-' || i,
        CASE WHEN i <= 80 THEN 'completed' WHEN i <= 95 THEN 'failed' ELSE 'timeout' END,
-       greatest(date_trunc('hour', now()) - interval '1 hour', date_trunc('day', now(), 'UTC')),
-       greatest(date_trunc('hour', now()) - interval '1 hour', date_trunc('day', now(), 'UTC'))
-           + i * interval '1 second',
+       t.start, t.start + i * interval '1 second',
        CASE WHEN i BETWEEN 81 AND 90 THEN 'workflow_execution'
             WHEN i BETWEEN 91 AND 95 THEN 'ai_analysis' END,
        9, gen_random_uuid(), now(), i * 1000000, remaudit_duration_bin(i * 1000000)
-FROM generate_series(1, 100) AS i;
+FROM generate_series(1, 100) AS i,
+     (SELECT greatest(date_trunc('hour', now()) - interval '1 hour',
+                      date_trunc('day', now(), 'UTC')) AS start) AS t;
 SELECT remaudit_rebuild_rollups();
 """
 

@@ -7,8 +7,8 @@
 //! which is the kernel's page cache: no system call, no fsync, no network),
 //! then wakes the background task if it was idle. That task reads batches
 //! back from the spool, sends them to the batch endpoint, retries what may
-//! succeed later, and acknowledges what the service answered for. A record leaves the spool only
-//! after the service stored it, said it already had it, refused it as a
+//! succeed later, and acknowledges what the service answered for. A record
+//! leaves the spool only after the service stored it, said it already had it, refused it as a
 //! conflict with a different stored record, or rejected it as invalid. A
 //! batch the service refuses as a whole is sent again in halves, down to
 //! single records, so one bad record never costs the others. Without a spool,
@@ -357,19 +357,20 @@ impl Publisher {
         // With a spool, the JSON is only copied into it: it is written into
         // this thread's buffer, used again for the next record, so that no
         // allocation is made and kept for each record (a heap that grows
-        // takes a page fault every few records).
-        SCRATCH.with_borrow_mut(|scratch| {
-            scratch.clear();
-            let written = serde_json::to_writer(&mut *scratch, &record)
-                .map_err(|e| PublishError::Invalid(e.to_string()));
-            drop(record);
-            let accepted = written.and_then(|()| self.accept(Body::Borrowed(scratch)));
-            if scratch.capacity() > SCRATCH_KEEP_BYTES {
-                // One huge record does not pin its buffer for the thread's life.
-                *scratch = Vec::new();
-            }
-            accepted
-        })
+        // takes a page fault every few records). It is taken out rather than
+        // borrowed, so a publish re-entered on this thread (from a log line or
+        // a metric `accept` emits) gets a fresh one instead of a panic.
+        let mut scratch = SCRATCH.take();
+        scratch.clear();
+        let written = serde_json::to_writer(&mut scratch, &record)
+            .map_err(|e| PublishError::Invalid(e.to_string()));
+        drop(record);
+        let accepted = written.and_then(|()| self.accept(Body::Borrowed(&scratch)));
+        // One huge record does not pin its buffer for the thread's life.
+        if scratch.capacity() <= SCRATCH_KEEP_BYTES {
+            SCRATCH.set(scratch);
+        }
+        accepted
     }
 
     /// Hands over a record already serialised as JSON (one object), as
