@@ -89,6 +89,7 @@ pub(crate) struct Counters {
     pub dropped: AtomicU64,
     pub retries: AtomicU64,
     pub denied: AtomicU64,
+    pub spool_errors: AtomicU64,
 }
 
 /// Totals of one publisher since it started.
@@ -111,6 +112,9 @@ pub struct PublisherStats {
     /// unusable token file, a failed TLS handshake); also counted in
     /// `retries`, since their records are sent again.
     pub denied: u64,
+    /// Spool operations that failed: a write (the record then waits in
+    /// memory), a read, an fsync or a ledger write.
+    pub spool_errors: u64,
 }
 
 /// A record's JSON as `publish` hands it over: in the caller's buffer, or
@@ -215,6 +219,12 @@ impl Shared {
         metrics::counter!(m::DROPPED, "reason" => reason).increment(n);
         metrics::counter!(m::PUBLISH_FAILURES).increment(n);
         self.counters.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts a failed spool operation.
+    pub fn count_spool_error(&self) {
+        metrics::counter!(m::SPOOL_ERRORS).increment(1);
+        self.counters.spool_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Publishes the pending count to the gauge and to `flush` waiters.
@@ -406,7 +416,7 @@ impl Publisher {
                 )));
             }
             Some(Err(e)) => {
-                metrics::counter!(m::SPOOL_ERRORS).increment(1);
+                shared.count_spool_error();
                 tracing::warn!(error = %e, "cannot spool audit record; keeping it in memory");
                 None
             }
@@ -453,6 +463,7 @@ impl Publisher {
             dropped: c.dropped.load(Ordering::Relaxed),
             retries: c.retries.load(Ordering::Relaxed),
             denied: c.denied.load(Ordering::Relaxed),
+            spool_errors: c.spool_errors.load(Ordering::Relaxed),
         }
     }
 

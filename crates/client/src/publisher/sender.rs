@@ -309,7 +309,7 @@ async fn take_batch(shared: &Arc<Shared>, reader: &mut Option<SpoolReader>) -> V
     let records = match read {
         Ok(records) => records,
         Err(e) => {
-            metrics::counter!(m::SPOOL_ERRORS).increment(1);
+            shared.count_spool_error();
             tracing::error!(error = %e, "cannot read the spool; retrying");
             return Vec::new();
         }
@@ -408,14 +408,14 @@ async fn maintain(shared: &Shared, window: &mut Window, cadence: Cadence) {
     .await
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
     if let Err(e) = synced {
-        metrics::counter!(m::SPOOL_ERRORS).increment(1);
+        shared.count_spool_error();
         tracing::error!(error = %e, "cannot fsync the spool");
     }
     if let Some(Err(e)) = prepared {
         if let Some(spool) = shared.lock().spool.as_mut() {
             spool.spare_failed();
         }
-        metrics::counter!(m::SPOOL_ERRORS).increment(1);
+        shared.count_spool_error();
         tracing::warn!(error = %e, "cannot prepare the next spool segment; it will write its own zeros");
     }
     match acked {
@@ -424,7 +424,7 @@ async fn maintain(shared: &Shared, window: &mut Window, cadence: Cadence) {
             if let Some(spool) = shared.lock().spool.as_mut() {
                 spool.ledger_unwritten();
             }
-            metrics::counter!(m::SPOOL_ERRORS).increment(1);
+            shared.count_spool_error();
             tracing::error!(error = %e, "cannot record acknowledgements in the spool; records may be sent again after a restart");
         }
         None => {}
@@ -466,7 +466,7 @@ async fn finish(
     if let Some(spool) = st.spool.as_mut()
         && let Err(e) = spool.sync_work().and_then(crate::spool::SyncWork::run)
     {
-        metrics::counter!(m::SPOOL_ERRORS).increment(1);
+        shared.count_spool_error();
         tracing::error!(error = %e, "cannot fsync the spool");
     }
     let left_in_spool = st
@@ -498,6 +498,9 @@ pub(crate) async fn run(
 ) -> ShutdownReport {
     let max_in_flight = shared.config.max_in_flight.max(1);
     let mut drain = shared.drain.subscribe();
+    // A second view of the same channel: `drain` is marked seen each turn,
+    // this one is only waited on for the deadline.
+    let mut deadline = shared.drain.subscribe();
     let mut tick =
         tokio::time::interval(shared.config.fsync_interval.max(Duration::from_millis(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -550,6 +553,10 @@ pub(crate) async fn run(
             }
             () = shared.wake.notified(), if tasks.len() < max_in_flight => {}
             _ = drain.changed() => {}
+            // Batches in flight give up at the deadline by themselves; this
+            // ends the loop also when records wait but none can be taken (a
+            // spool that cannot be read), which would otherwise retry forever.
+            () = deadline_passed(&mut deadline), if !stopping => stopping = true,
             _ = tick.tick() => maintain(&shared, &mut window, Cadence::Running).await,
         }
     }

@@ -201,6 +201,22 @@ async fn until(what: &str, check: impl Fn() -> bool) {
     }
 }
 
+/// A server that holds its first request until the returned gate is
+/// notified, and stores every record after it.
+async fn holding_the_first_request() -> (Scripted, Arc<Notify>) {
+    let gate = Arc::new(Notify::new());
+    let held = gate.clone();
+    let server = Scripted::start(move |request, ns| {
+        if request == 0 {
+            Reply::Hold(held.clone())
+        } else {
+            created(ns)
+        }
+    })
+    .await;
+    (server, gate)
+}
+
 fn stats(created: u64, conflicts: u64, rejected: u64) -> PublisherStats {
     PublisherStats {
         created,
@@ -538,16 +554,7 @@ fn typed(n: u64) -> remaudit_model::RemediationOrchestrationAudit {
 
 #[tokio::test]
 async fn spooled_records_wait_in_the_spool_only_and_are_sent_from_it_in_order() {
-    let gate = Arc::new(Notify::new());
-    let held = gate.clone();
-    let server = Scripted::start(move |request, ns| {
-        if request == 0 {
-            Reply::Hold(held.clone())
-        } else {
-            created(ns)
-        }
-    })
-    .await;
+    let (server, gate) = holding_the_first_request().await;
     let spool = tempfile::tempdir().expect("tempdir");
     let publisher = Publisher::start(PublisherSettings {
         batch_records: 10,
@@ -578,7 +585,8 @@ async fn spooled_records_wait_in_the_spool_only_and_are_sent_from_it_in_order() 
         );
         assert_eq!(st.pending(), 50, "every record is pending");
     }
-    gate.notify_waiters();
+    // A permit, should the held request not be waiting yet.
+    gate.notify_one();
     flushed(&publisher).await;
     let sent: Vec<u64> = server.requests().concat();
     assert_eq!(
@@ -667,4 +675,97 @@ async fn start_exports_the_spool_limit_and_the_loss_counters_at_zero() {
         assert!(lines.contains(&series.as_str()), "{series} in {text}");
     }
     publisher.shutdown(Duration::ZERO).await;
+}
+
+/// A spool directory moved away under the running publisher: the records in
+/// segments the reader has not opened yet can no longer be read back, so
+/// they cannot be sent. Shutdown still ends at its deadline, and the records
+/// are where the spool was moved to.
+#[tokio::test]
+async fn shutdown_ends_at_its_deadline_when_the_spool_cannot_be_read() {
+    let (server, gate) = holding_the_first_request().await;
+    let root = tempfile::tempdir().expect("tempdir");
+    let (dir, moved) = (root.path().join("spool"), root.path().join("moved"));
+    let frame = crate::spool::RECORD_OVERHEAD_BYTES + json!({"n": 0}).to_string().len() as u64;
+    let with = |url: &str, fsync: Duration| PublisherSettings {
+        max_in_flight: 1,
+        // Two records a segment: the records after the first few are in
+        // segments the reader opens later, by name.
+        spool_segment_bytes: 2 * frame,
+        // The timer then turns only at start, so no spool work by name
+        // (a spare segment, the ledger) fails before shutdown; every spool
+        // error counted below is a failed read.
+        fsync_interval: fsync,
+        spool_dir: Some(dir.clone()),
+        ..config(url)
+    };
+    let publisher = Publisher::start(with(&server.url, Duration::from_hours(1))).expect("start");
+    publish(&publisher, [0]);
+    until("record 0 in flight", || !server.requests().is_empty()).await;
+    publish(&publisher, 1..6);
+    std::fs::rename(&dir, &moved).expect("move the spool away");
+    std::fs::write(&dir, b"not a directory").expect("a file in its place");
+    gate.notify_one();
+    until("a failed read of the spool", || {
+        publisher.stats().spool_errors > 0
+    })
+    .await;
+    assert_eq!(publisher.stats().created, 1);
+    let report = tokio::time::timeout(
+        Duration::from_secs(10),
+        publisher.shutdown(Duration::from_millis(100)),
+    )
+    .await
+    .expect("shutdown ends soon after its deadline");
+    assert_eq!((report.acknowledged, report.lost), (1, 0));
+    assert!(report.left_in_spool >= 5, "{report:?}");
+    assert_eq!(
+        server.requests(),
+        vec![vec![0]],
+        "only record 0 could be sent"
+    );
+
+    // Put back, the spool gives up the other five to the next run.
+    std::fs::remove_file(&dir).expect("remove the file");
+    std::fs::rename(&moved, &dir).expect("move the spool back");
+    let publisher =
+        Publisher::start(with(&server.url, Duration::from_millis(10))).expect("restart");
+    flushed(&publisher).await;
+    let mut sent = server.requests().concat();
+    sent.dedup();
+    assert!(sent.ends_with(&[1, 2, 3, 4, 5]), "{sent:?}");
+    let report = publisher.shutdown(Duration::from_secs(5)).await;
+    assert_eq!((report.left_in_spool, report.lost), (0, 0));
+}
+
+/// With an fsync cadence of an hour the sender's timer never turns in this
+/// test, so each record below is sent only if publishing woke the sender:
+/// records published while a batch is held go out when it is answered, and
+/// a record published after the sender went idle goes out on its own.
+#[tokio::test]
+async fn publishing_wakes_the_sender_whether_a_batch_is_held_or_it_is_idle() {
+    let (server, gate) = holding_the_first_request().await;
+    let spool = tempfile::tempdir().expect("tempdir");
+    let publisher = Publisher::start(PublisherSettings {
+        max_in_flight: 1,
+        fsync_interval: Duration::from_hours(1),
+        linger: Duration::from_millis(1),
+        spool_dir: Some(spool.path().to_path_buf()),
+        ..config(&server.url)
+    })
+    .expect("start");
+    publish(&publisher, [0]);
+    until("record 0 in flight", || !server.requests().is_empty()).await;
+    publish(&publisher, 1..4);
+    gate.notify_one();
+    until("records 0 to 3 answered", || publisher.stats().created == 4).await;
+    publish(&publisher, [4]);
+    until("record 4 answered", || publisher.stats().created == 5).await;
+    assert_eq!(
+        server.requests(),
+        vec![vec![0], vec![1, 2, 3], vec![4]],
+        "each record once, in order"
+    );
+    let report = publisher.shutdown(Duration::from_secs(5)).await;
+    assert_eq!((report.left_in_spool, report.lost), (0, 0));
 }
