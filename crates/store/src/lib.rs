@@ -6,6 +6,12 @@ pub mod analytics;
 pub mod chain;
 mod error;
 mod postgres;
+/// The PostgreSQL projector's metrics: names, buckets and descriptions.
+pub mod projection {
+    pub use crate::postgres::projection::{
+        ERRORS, LAG_BUCKETS, LAG_SECONDS, PROJECTED, SKIPPED, describe_metrics,
+    };
+}
 pub mod retention;
 mod sqlite;
 mod store;

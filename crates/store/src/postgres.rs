@@ -12,7 +12,7 @@ use remaudit_model::analytics::{
     DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport,
 };
 use remaudit_model::histogram::duration_bin;
-use remaudit_model::{EventRecord, NewAudit, StoredAudit, supersedes_sql};
+use remaudit_model::{EventRecord, NewAudit, StoredAudit};
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tracing::instrument;
@@ -34,11 +34,12 @@ use crate::{
 mod admin_log;
 mod analytics;
 mod chain;
+pub(crate) mod projection;
 mod retention;
 mod weeks;
 
 /// Hides a row (`$1` id, `$2` time) and takes it out of every rollup it was
-/// counted in, the way `insert.sql` counted it; the caller selects from `gone`.
+/// counted in, the way `project.sql` counted it; the caller selects from `gone`.
 const SOFT_DELETE_SQL: &str = include_str!("postgres/soft_delete.sql");
 
 /// After a soft delete (`$1` start time, `$2` namespace, `$3` alert):
@@ -67,12 +68,12 @@ const BACKEND: &str = "postgres";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// `insert.sql` with its `UNNEST` ([`unnest_sql`]) and the summary rule
-/// ([`supersedes_sql`]) written in.
+/// `insert.sql` with its `UNNEST` ([`unnest_sql`]) and the projection
+/// queue's columns written in.
 static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
     include_str!("postgres/insert.sql")
         .replace("__UNNEST__", &unnest_sql())
-        .replace("__WINS__", &supersedes_sql("ra", "EXCLUDED"))
+        .replace("__QUEUE_COLUMNS__", projection::QUEUE_COLUMNS)
 });
 
 /// Remediation audit records in PostgreSQL.
@@ -85,6 +86,8 @@ pub struct PgStore {
     policy: RetentionPolicy,
     /// The weeks whose partitions the write path knows are made.
     weeks: std::sync::Arc<weeks::WeekCover>,
+    /// The background projector of the summary and rollups, woken by writes.
+    projector: std::sync::Arc<projection::Projector>,
 }
 
 impl PgStore {
@@ -133,11 +136,13 @@ impl PgStore {
         let now = Utc::now();
         retention::ensure_partitions(&pool, now - TimeDelta::weeks(1), now + TimeDelta::weeks(5))
             .await?;
+        let projector = projection::Projector::start(pool.clone());
         Ok(Self {
             pool,
             reads,
             policy: RetentionPolicy::default(),
             weeks: std::sync::Arc::default(),
+            projector,
         })
     }
 
@@ -361,8 +366,10 @@ async fn stored_remediations(
         .into_iter()
         .collect();
     let rows = sqlx::query(
-        "SELECT EXISTS (SELECT 1 FROM remediation_audit r WHERE r.namespace = k.namespace \
-                  AND r.remediation_name = k.remediation_name AND r.start_time = k.start_time) AS live, \
+        "SELECT (EXISTS (SELECT 1 FROM remediation_audit r WHERE r.namespace = k.namespace \
+                  AND r.remediation_name = k.remediation_name AND r.start_time = k.start_time) \
+                OR EXISTS (SELECT 1 FROM remediation_audit_events e WHERE e.namespace = k.namespace \
+                  AND e.remediation_name = k.remediation_name AND e.start_time = k.start_time)) AS live, \
                 EXISTS (SELECT 1 FROM remediation_audit_archive a WHERE a.namespace = k.namespace \
                   AND a.remediation_name = k.remediation_name AND a.start_time = k.start_time) AS archived, \
                 (SELECT count(*) FROM (SELECT 1 FROM remediation_audit_events e \
@@ -476,6 +483,9 @@ impl AuditStore for PgStore {
         }
         chain::write_heads(&mut tx, &moved).await?;
         tx.commit().await?;
+        if !created.is_empty() {
+            self.projector.queued();
+        }
 
         let mut winners: HashMap<usize, StoredEvent> = lost.into_iter().zip(winners).collect();
         let mut first = Vec::with_capacity(candidates.len());
@@ -500,8 +510,14 @@ impl AuditStore for PgStore {
         Ok(outcomes(records, &candidates, &first, &stored))
     }
 
+    #[instrument(skip_all, fields(backend = BACKEND), err)]
+    async fn settle(&self) -> Result<(), StoreError> {
+        self.projector.settle(&self.pool).await
+    }
+
     #[instrument(skip_all, fields(backend = BACKEND, limit = query.limit), err)]
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
+        self.projector.settle(&self.pool).await?;
         let mut qb = list_sql(query, |t| t);
         let rows = qb.build().fetch_all(&self.reads).await?;
         let items = rows
@@ -517,6 +533,7 @@ impl AuditStore for PgStore {
         id: i64,
         query: &TimelineQuery,
     ) -> Result<Option<Timeline>, StoreError> {
+        self.projector.settle(&self.pool).await?;
         let sql = format!(
             "SELECT {SUMMARY_COLUMNS} FROM remediation_audit WHERE id = $1 AND deleted_at IS NULL"
         );
@@ -572,6 +589,7 @@ impl AuditStore for PgStore {
         hold: bool,
         actor: &Actor,
     ) -> Result<Option<StoredAudit>, StoreError> {
+        self.projector.settle(&self.pool).await?;
         let sql = format!(
             "UPDATE remediation_audit SET legal_hold = $2, updated_at = now() \
              WHERE id = $1 AND deleted_at IS NULL RETURNING {SUMMARY_COLUMNS}"
@@ -599,6 +617,7 @@ impl AuditStore for PgStore {
         at: DateTime<Utc>,
         actor: &Actor,
     ) -> Result<DeleteOutcome, StoreError> {
+        self.projector.settle(&self.pool).await?;
         let sql = format!("{SOFT_DELETE_SQL} SELECT {SUMMARY_COLUMNS} FROM gone");
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -673,31 +692,37 @@ impl AuditStore for PgStore {
 impl AnalyticsStore for PgStore {
     #[instrument(skip_all, fields(backend = BACKEND, limit = query.limit), err)]
     async fn postmortem(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
+        self.projector.settle(&self.pool).await?;
         analytics::postmortem(&self.reads, query).await
     }
 
     #[instrument(skip_all, fields(backend = BACKEND, limit = query.limit), err)]
     async fn slowest(&self, query: &AnalyticsQuery) -> Result<RemediationList, StoreError> {
+        self.projector.settle(&self.pool).await?;
         analytics::slowest(&self.reads, query).await
     }
 
     #[instrument(skip_all, fields(backend = BACKEND), err)]
     async fn success_rate(&self, query: &AnalyticsQuery) -> Result<SuccessRateReport, StoreError> {
+        self.projector.settle(&self.pool).await?;
         analytics::success_rate_report(&self.reads, query).await
     }
 
     #[instrument(skip_all, fields(backend = BACKEND), err)]
     async fn durations(&self, query: &AnalyticsQuery) -> Result<DurationsReport, StoreError> {
+        self.projector.settle(&self.pool).await?;
         analytics::durations_report(&self.reads, query).await
     }
 
     #[instrument(skip_all, fields(backend = BACKEND, limit = query.limit), err)]
     async fn failures(&self, query: &AnalyticsQuery) -> Result<FailuresReport, StoreError> {
+        self.projector.settle(&self.pool).await?;
         analytics::failures_report(&self.reads, query).await
     }
 
     #[instrument(skip_all, fields(backend = BACKEND, limit = query.limit), err)]
     async fn retries(&self, query: &AnalyticsQuery) -> Result<RetriesReport, StoreError> {
+        self.projector.settle(&self.pool).await?;
         analytics::retries_report(&self.reads, query).await
     }
 }

@@ -307,7 +307,8 @@ pub trait AuditStore: Send + Sync + 'static {
     }
 
     /// Stores records: each one's event once, and the summary of its
-    /// remediation, which never moves backwards. One outcome per record, in
+    /// remediation, which never moves backwards (on PostgreSQL through the
+    /// projection queue, which every read applies first). One outcome per record, in
     /// order. An event is identified by `(event_id, start_time)`: a record
     /// repeating a stored (or earlier in the batch) key is a duplicate when
     /// its content hash matches (or the stored event has none), a conflict
@@ -318,6 +319,13 @@ pub trait AuditStore: Send + Sync + 'static {
         records: &[NewAudit],
         rules: &InsertRules,
     ) -> Result<Vec<InsertOutcome>, StoreError>;
+
+    /// Applies every write acknowledged so far to the summary and the
+    /// rollups. Reads do this themselves; it is for what reads the tables
+    /// directly. A no-op where writes apply them inline (SQLite).
+    async fn settle(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Lists summary rows, newest first.
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError>;

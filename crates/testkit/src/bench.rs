@@ -25,7 +25,9 @@ mod recorder;
 mod report;
 mod service;
 
-pub use checks::{Census, census, check_stored, expect_eq, surprise, surprises, verdict};
+pub use checks::{
+    Census, census, check_stored, expect_eq, projected_after, surprise, surprises, verdict,
+};
 pub use database::{BenchDb, StoreOptions, pg_store, pool, print_database_size};
 pub use knobs::{
     DATABASE_VAR, REUSE_VAR, SMOKE_ARG, SMOKE_VAR, database_name, knob, reuse, sized_knob, smoke,

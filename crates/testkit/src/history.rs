@@ -79,7 +79,8 @@ pub fn history(now: DateTime<Utc>) -> (Vec<NewAudit>, Written) {
     (records, written)
 }
 
-/// Stores the history in batches, the way the service receives it.
+/// Stores the history in batches, the way the service receives it, and
+/// projects it.
 ///
 /// # Panics
 /// When the store refuses a batch.
@@ -87,7 +88,9 @@ pub async fn load(store: &dyn Store, now: DateTime<Utc>) -> Written {
     load_with(store, now, &InsertRules::default()).await
 }
 
-/// [`load`] under `rules` (a chain key, for one).
+/// [`load`] under `rules` (a chain key, for one). The history is projected
+/// before it returns, so that the summary tables hold it for checks that
+/// read them directly.
 ///
 /// # Panics
 /// When the store refuses a batch.
@@ -99,5 +102,6 @@ pub async fn load_with(store: &dyn Store, now: DateTime<Utc>, rules: &InsertRule
             .await
             .expect("insert history");
     }
+    store.settle().await.expect("project the history");
     written
 }

@@ -58,6 +58,8 @@ async fn two_hundred_simulated_remediations_agree_with_the_design_queries() {
         );
     }
 
+    // The design's SQL reads the summary table directly: project first.
+    service.db.store().await.settle().await.expect("settle");
     let pool = service.db.pool().await;
     // Success rate, as the design writes it.
     let rows = run_sql(&pool, design_sql::SUCCESS_RATE.to_owned()).await;

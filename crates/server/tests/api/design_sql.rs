@@ -145,6 +145,8 @@ async fn design_use_case_queries_run_unchanged_and_agree_with_the_data() {
     for sim in &sims {
         publish(&client, sim).await;
     }
+    // The design's SQL reads the summary table directly: project first.
+    db.store().await.settle().await.expect("settle");
     let pool = db.pool().await;
     let live: Vec<&Sim> = sims.iter().filter(|s| s.fingerprint != "fp-old").collect();
 

@@ -46,6 +46,7 @@ impl RetentionStore for PgStore {
         &self,
         request: &RetireRequest,
     ) -> Result<Vec<DayCount>, StoreError> {
+        self.projector.settle(&self.pool).await?;
         preview(&self.pool, request).await
     }
 
@@ -55,6 +56,7 @@ impl RetentionStore for PgStore {
         request: &RetireRequest,
         locate: Locate<'_>,
     ) -> Result<Option<Retiring<'a>>, StoreError> {
+        self.projector.settle(&self.pool).await?;
         next_batch(&self.pool, request, locate).await
     }
 

@@ -1,5 +1,5 @@
 -- Soft-deletes one remediation ($1 id, $2 deletion time) unless a legal hold
--- keeps it, and subtracts it from the rollups exactly where insert.sql added
+-- keeps it, and subtracts it from the rollups exactly where project.sql added
 -- it: an attempt when it was first stored, an outcome, duration and failure
 -- when it finished. The caller appends the final SELECT ... FROM gone.
 WITH gone AS (

@@ -5,6 +5,7 @@ mod analytics;
 mod cases;
 mod chain;
 mod phase_rule;
+mod projection;
 mod race;
 mod schema;
 mod upgrade;
@@ -82,7 +83,8 @@ mod rollups {
 
     use crate::analytics::{generate, load, questions};
 
-    const ROLLUPS: [&str; 5] = [
+    /// Every rollup (and the alert keys), in a stable order.
+    pub(crate) const ROLLUPS: [&str; 5] = [
         "SELECT * FROM remediation_alert_keys ORDER BY 1",
         "SELECT * FROM remediation_rollup_outcomes ORDER BY 1, 2, 3",
         "SELECT * FROM remediation_rollup_durations ORDER BY 1, 2, 3, 4, 5",
@@ -95,6 +97,7 @@ mod rollups {
         let db = PgDb::create().await;
         let store = db.store().await;
         load(&*store, &generate(5, 700)).await;
+        store.settle().await.expect("settle");
         let pool = db.pool().await;
         let mut kept = Vec::new();
         for sql in ROLLUPS {

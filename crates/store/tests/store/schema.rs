@@ -8,9 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use remaudit_testkit::{PgDb, SqliteDb};
 use sqlx::Row as _;
 
-/// Tables only PostgreSQL has: the analytics rollups, kept on write there
-/// and computed from the rows on SQLite, and the alert keys they use.
-const POSTGRES_ONLY_TABLES: [&str; 5] = [
+/// Tables only PostgreSQL has: the analytics rollups, kept by the projector
+/// there and computed from the rows on SQLite, the alert keys they use, and
+/// the projection queue (SQLite writes the summary inline).
+const POSTGRES_ONLY_TABLES: [&str; 6] = [
+    "remediation_projection_queue",
     "remediation_alert_keys",
     "remediation_rollup_alerts",
     "remediation_rollup_durations",

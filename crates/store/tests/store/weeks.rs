@@ -77,6 +77,7 @@ async fn a_backfill_of_old_weeks_lands_in_weekly_partitions_and_only_weeks_not_y
         store.insert(&[started("rr-old", old)]).await.expect("old"),
         [InsertOutcome::Created]
     );
+    store.settle().await.expect("settle");
 
     let (summaries, events) = homes(&pool).await;
     let mut expected: Vec<String> = vec!["remediation_audit_default".to_owned()];
@@ -148,6 +149,7 @@ async fn rows_that_could_not_get_their_week_wait_in_the_default_partition_until_
         [InsertOutcome::Created],
         "the write is stored even though its week cannot be made now"
     );
+    store.settle().await.expect("settle");
     let (summaries, _) = homes(&pool).await;
     assert_eq!(summaries, ["remediation_audit_default"]);
     reader.rollback().await.expect("rollback");

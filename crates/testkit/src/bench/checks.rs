@@ -148,9 +148,39 @@ pub async fn census(pool: &PgPool, table: &str) -> anyhow::Result<Census> {
     })
 }
 
+/// Waits until the projection queue is empty, so that the summary and the
+/// rollups hold every record acknowledged so far, and returns the seconds
+/// from `started` until then. A queue that does not empty within two
+/// minutes is a surprise (the projector has stalled).
+///
+/// # Errors
+/// When PostgreSQL refuses the look at the queue.
+pub async fn projected_after(pool: &PgPool, started: std::time::Instant) -> anyhow::Result<f64> {
+    let limit = std::time::Duration::from_mins(2);
+    let waited = std::time::Instant::now();
+    loop {
+        let queued: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM remediation_projection_queue)")
+                .fetch_one(pool)
+                .await?;
+        if !queued {
+            return Ok(started.elapsed().as_secs_f64());
+        }
+        if waited.elapsed() > limit {
+            surprise(format_args!(
+                "the projection queue was not empty {} s after the last answer",
+                limit.as_secs()
+            ));
+            return Ok(started.elapsed().as_secs_f64());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
 /// Checks what one write path stored: `records` timeline rows and
 /// `remediations` summary rows, each once and in its weekly partition (none
-/// in the default one). `path` names the path in the surprises.
+/// in the default one), once the projection queue is empty. `path` names
+/// the path in the surprises.
 ///
 /// # Errors
 /// When PostgreSQL refuses a count.
@@ -160,6 +190,7 @@ pub async fn check_stored(
     records: usize,
     remediations: usize,
 ) -> anyhow::Result<()> {
+    projected_after(pool, std::time::Instant::now()).await?;
     for (table, want) in [
         ("remediation_audit_events", records),
         ("remediation_audit", remediations),

@@ -344,21 +344,31 @@ pub(super) async fn retire_rows(
     .fetch_all(&mut *tx)
     .await?;
     let (mut chosen_ids, mut chosen_starts, mut locks) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut chosen_namespaces, mut chosen_names) = (Vec::new(), Vec::new());
     for row in &chosen {
         let start: DateTime<Utc> = row.try_get("start_time")?;
+        let (namespace, name): (String, String) =
+            (row.try_get("namespace")?, row.try_get("remediation_name")?);
         chosen_ids.push(row.try_get::<i64, _>("id")?);
         chosen_starts.push(start);
-        locks.push(crate::postgres::remediation_lock(
-            row.try_get("namespace")?,
-            row.try_get("remediation_name")?,
-            start,
-        ));
+        locks.push(crate::postgres::remediation_lock(&namespace, &name, start));
+        chosen_namespaces.push(namespace);
+        chosen_names.push(name);
     }
     sqlx::query("SELECT pg_advisory_xact_lock($1, k) FROM UNNEST($2::int4[]) AS k")
         .bind(crate::postgres::REMEDIATION_LOCK_CLASS)
         .bind(crate::postgres::sorted_locks(locks.into_iter()))
         .execute(&mut *tx)
         .await?;
+    // Their queued events go into their summaries before the rows move;
+    // holding their locks, nothing more can be queued for them.
+    crate::postgres::projection::settle_remediations(
+        &mut tx,
+        &chosen_namespaces,
+        &chosen_names,
+        &chosen_starts,
+    )
+    .await?;
     let rows = sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO remediation_audit_archive \
          SELECT *, now(), $2 FROM {table} WHERE {condition} \

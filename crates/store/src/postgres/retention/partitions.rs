@@ -415,6 +415,9 @@ async fn try_move_week(
     let mut tx = pool.begin().await?;
     sqlx::query(MOVE_LOCK_TIMEOUT).execute(&mut *tx).await?;
     sqlx::query(MOVE_LOCKS).execute(&mut *tx).await?;
+    // What is still queued for the week goes into its summary before the
+    // week moves; with the tables locked, nothing more can be queued for it.
+    crate::postgres::projection::settle_week(&mut tx, start).await?;
     let mut was_attached = false;
     for (part, parent) in [
         (events.as_str(), "remediation_audit_events"),

@@ -1,0 +1,323 @@
+//! The projector: applies the projection queue that ingest fills to the
+//! summary table and the rollups, in batches.
+//!
+//! Ingest stores each new event with a queue row in one transaction; the
+//! summary and rollups are a projection of those events. A background task
+//! per store takes batches off the queue (rows another projector holds are
+//! skipped, so copies of the service project side by side), and every read
+//! of the summary first projects what is queued, waiting for batches in
+//! flight, so that a read sees every event acknowledged before it began.
+//! Retention projects the rows of what it archives inside its own
+//! transaction. A queue row whose event is no longer live (archived or
+//! dropped since) is skipped, so a late projection never brings an archived
+//! remediation back.
+
+use std::sync::{Arc, LazyLock, Weak};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use remaudit_model::supersedes_sql;
+use sqlx::postgres::PgPool;
+use sqlx::{AssertSqlSafe, PgConnection, Row};
+use tokio::sync::Notify;
+
+use crate::StoreError;
+
+/// The columns of a queue row, named as in `batch_columns!` (postgres.rs).
+pub(super) const QUEUE_COLUMNS: &str = "event_id, namespace, alert_fingerprint, remediation_name, \
+     overall_phase, phase_rank, start_time, completion_time, remediation_processing_name, \
+     ai_analysis_name, workflow_execution_name, kubernetes_execution_name, service_crd_statuses, \
+     timeout_phase, timeout_time, failure_phase, failure_reason, duplicate_count, \
+     last_duplicate_time, event_time, duration_us, duration_bin, retention_expiry_time";
+
+/// Queue rows one statement projects at most.
+pub(super) const BATCH_ROWS: i64 = 5_000;
+
+/// How often the background projector looks at the queue when no write of
+/// its own store woke it (another copy of the service may have written).
+const POLL: Duration = Duration::from_millis(100);
+
+/// Seconds from an event's acknowledgement to its projection: the oldest
+/// row of each batch.
+pub const LAG_SECONDS: &str = "remaudit_projection_lag_seconds";
+/// Buckets of [`LAG_SECONDS`]: the target is under a second.
+pub const LAG_BUCKETS: [f64; 12] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// Queue rows projected.
+pub const PROJECTED: &str = "remaudit_projection_records_total";
+/// Queue rows dropped because their event was no longer live.
+pub const SKIPPED: &str = "remaudit_projection_skipped_total";
+/// Failed projection batches (each is retried).
+pub const ERRORS: &str = "remaudit_projection_errors_total";
+
+/// Registers the projector's metrics' descriptions with the installed
+/// recorder, and starts its counters at 0.
+pub fn describe_metrics() {
+    metrics::describe_histogram!(
+        LAG_SECONDS,
+        metrics::Unit::Seconds,
+        "Seconds from an event's acknowledgement to its projection into the summary and rollups (the oldest event of each projected batch)"
+    );
+    metrics::describe_counter!(PROJECTED, "Events projected into the summary and rollups");
+    metrics::describe_counter!(
+        SKIPPED,
+        "Queued events dropped unprojected because the event was no longer live (archived or deleted first)"
+    );
+    metrics::describe_counter!(
+        ERRORS,
+        "Projection batches that failed and were tried again"
+    );
+    for counter in [PROJECTED, SKIPPED, ERRORS] {
+        metrics::counter!(counter).increment(0);
+    }
+}
+
+/// Which queue rows a projection takes.
+#[derive(Debug, Clone, Copy)]
+enum Pick {
+    /// The oldest, skipping rows another projector holds.
+    Free,
+    /// The oldest up to id `$2`, waiting for rows another projector holds
+    /// (those are then gone): what a read needs.
+    Upto,
+    /// Those of the week starting at `$2`.
+    Week,
+    /// Those of the remediations keyed by `$2` namespaces, `$3` names and
+    /// `$4` start times.
+    Remediations,
+}
+
+impl Pick {
+    fn sql(self) -> String {
+        let (filter, lock) = match self {
+            Pick::Free => ("true", "FOR UPDATE SKIP LOCKED"),
+            Pick::Upto => ("q.id <= $2", "FOR UPDATE"),
+            Pick::Week => (
+                "q.start_time >= $2 AND q.start_time < $2 + INTERVAL '7 days'",
+                "FOR UPDATE",
+            ),
+            Pick::Remediations => (
+                "(q.namespace, q.remediation_name, q.start_time) IN \
+                 (SELECT * FROM UNNEST($2::text[], $3::text[], $4::timestamptz[]))",
+                "FOR UPDATE",
+            ),
+        };
+        format!(
+            "SELECT q.id FROM remediation_projection_queue q WHERE {filter} \
+             ORDER BY q.id LIMIT $1 {lock}"
+        )
+    }
+}
+
+/// `project.sql` with the summary rule written in, one per [`Pick`].
+static PROJECT_SQL: LazyLock<[String; 4]> = LazyLock::new(|| {
+    let base = include_str!("project.sql").replace("__WINS__", &supersedes_sql("ra", "EXCLUDED"));
+    [Pick::Free, Pick::Upto, Pick::Week, Pick::Remediations]
+        .map(|pick| base.replace("__PICK__", &pick.sql()))
+});
+
+/// What one projection statement did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Batch {
+    /// Queue rows taken.
+    taken: u64,
+    /// Of those, rows whose event was live and was applied.
+    projected: u64,
+    /// Seconds since the oldest row taken was queued.
+    lag_seconds: Option<f64>,
+}
+
+impl Batch {
+    fn record(self) {
+        if self.taken == 0 {
+            return;
+        }
+        metrics::counter!(PROJECTED).increment(self.projected);
+        if self.taken > self.projected {
+            let skipped = self.taken - self.projected;
+            metrics::counter!(SKIPPED).increment(skipped);
+            tracing::warn!(
+                rows = skipped,
+                "projection rows whose event is no longer live were dropped (archived or deleted before they were projected)"
+            );
+        }
+        if let Some(lag) = self.lag_seconds {
+            metrics::histogram!(LAG_SECONDS).record(lag.max(0.0));
+        }
+    }
+}
+
+/// What the projection statement's one row says.
+fn batch_of(row: &sqlx::postgres::PgRow) -> Result<Batch, StoreError> {
+    let count = |name: &str| -> Result<u64, StoreError> {
+        Ok(u64::try_from(row.try_get::<i64, _>(name)?).unwrap_or(0))
+    };
+    let batch = Batch {
+        taken: count("taken")?,
+        projected: count("projected")?,
+        lag_seconds: row.try_get("lag_seconds")?,
+    };
+    batch.record();
+    Ok(batch)
+}
+
+/// Runs one projection statement on `conn`, inside the caller's
+/// transaction, which must hold the table locks ingest takes (or stronger).
+async fn project_on(
+    conn: &mut PgConnection,
+    pick: Pick,
+    bind: impl FnOnce(
+        sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> Result<Batch, StoreError> {
+    let sql = &PROJECT_SQL[pick as usize];
+    let query = bind(sqlx::query(AssertSqlSafe(sql.as_str())).bind(BATCH_ROWS));
+    batch_of(&query.fetch_one(&mut *conn).await?)
+}
+
+/// One batch in a transaction of its own, sent as one message (the table
+/// locks, then the statement, with its two numbers written in): the server
+/// runs it to its commit without waiting on this process, so a projector
+/// whose runtime stalls (or whose process stops) between two awaits never
+/// holds queue rows that reads wait for. `upto` bounds a [`Pick::Upto`].
+async fn project_batch(pool: &PgPool, pick: Pick, upto: i64) -> Result<Batch, StoreError> {
+    let statement = PROJECT_SQL[pick as usize]
+        .replace("$1", &BATCH_ROWS.to_string())
+        .replace("$2", &upto.to_string());
+    let rows = sqlx::raw_sql(AssertSqlSafe(format!(
+        "{}; {statement}",
+        super::TABLE_LOCKS
+    )))
+    .fetch_all(pool)
+    .await?;
+    let row = rows
+        .last()
+        .ok_or(StoreError::Database(sqlx::Error::RowNotFound))?;
+    batch_of(row)
+}
+
+/// Projects, inside the caller's transaction (which holds the retention
+/// locks), every queued row of the week starting at `week`.
+pub(super) async fn settle_week(
+    conn: &mut PgConnection,
+    week: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    while project_on(conn, Pick::Week, |q| q.bind(week)).await?.taken > 0 {}
+    Ok(())
+}
+
+/// Projects, inside the caller's transaction (which holds these
+/// remediations' locks), every queued row of the remediations given as
+/// parallel namespace, name and start time lists.
+pub(super) async fn settle_remediations(
+    conn: &mut PgConnection,
+    namespaces: &[String],
+    names: &[String],
+    starts: &[DateTime<Utc>],
+) -> Result<(), StoreError> {
+    loop {
+        let batch = project_on(conn, Pick::Remediations, |q| {
+            q.bind(namespaces.to_vec())
+                .bind(names.to_vec())
+                .bind(starts.to_vec())
+        })
+        .await?;
+        if batch.taken == 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// The store's side of the projector: wakes the background task after a
+/// write, and lets reads settle the queue one at a time.
+#[derive(Debug, Default)]
+pub(super) struct Projector {
+    wake: Notify,
+    /// Held by the read settling the queue: others wait here, not on the
+    /// queue's row locks, so that a backlog costs the pool one connection
+    /// however many reads wait for it.
+    settling: tokio::sync::Mutex<()>,
+}
+
+impl Projector {
+    /// Starts the background projector of a store; it stops once every
+    /// handle to `projector` is dropped or the pool is closed.
+    pub(super) fn start(pool: PgPool) -> Arc<Self> {
+        let projector = Arc::new(Self::default());
+        tokio::spawn(run(pool, Arc::downgrade(&projector)));
+        projector
+    }
+
+    /// Says that events were queued.
+    pub(super) fn queued(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Projects everything queued before the call, waiting for batches
+    /// other projectors have in flight: after it, a read sees every
+    /// acknowledged event in the summary and the rollups. Rows queued after
+    /// the call are left to the background task, so a stream of writes
+    /// cannot hold a read up. Costs one index probe when the queue is empty.
+    pub(super) async fn settle(&self, pool: &PgPool) -> Result<(), StoreError> {
+        let last = |pool| async move {
+            sqlx::query_scalar::<_, Option<i64>>("SELECT max(id) FROM remediation_projection_queue")
+                .fetch_one(pool)
+                .await
+        };
+        let Some(last) = last(pool).await? else {
+            return Ok(());
+        };
+        let _turn = self.settling.lock().await;
+        while project_batch(pool, Pick::Upto, last).await?.taken > 0 {}
+        Ok(())
+    }
+}
+
+/// Whether anything is queued (one index probe).
+async fn queued(pool: &PgPool) -> Result<bool, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM remediation_projection_queue)")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// The background loop: projects batches while there are full ones, then
+/// waits to be woken, or for the poll interval.
+async fn run(pool: PgPool, projector: Weak<Projector>) {
+    let full = u64::try_from(BATCH_ROWS).unwrap_or(u64::MAX);
+    let mut failures: u32 = 0;
+    loop {
+        if pool.is_closed() {
+            return;
+        }
+        let result = match queued(&pool).await {
+            Ok(true) => project_batch(&pool, Pick::Free, 0).await,
+            Ok(false) => Ok(Batch::default()),
+            Err(e) => Err(e),
+        };
+        let Some(projector) = projector.upgrade() else {
+            return;
+        };
+        let pause = match result {
+            Ok(batch) => {
+                failures = 0;
+                if batch.taken >= full {
+                    continue;
+                }
+                POLL
+            }
+            Err(e) => {
+                if pool.is_closed() {
+                    return;
+                }
+                failures = failures.saturating_add(1);
+                metrics::counter!(ERRORS).increment(1);
+                tracing::warn!(error = %e, "projection batch failed; trying again");
+                POLL * failures.min(50)
+            }
+        };
+        let _ = tokio::time::timeout(pause, projector.wake.notified()).await;
+    }
+}
