@@ -4,7 +4,8 @@
 //!
 //! The figures, all over loopback on this machine:
 //! - **http**: `POST .../batch` through the service (JSON parsing, validation,
-//!   idempotent event insert and summary upsert), with no auth, TLS or chain;
+//!   idempotent event insert with its projection queue row), with no auth, TLS
+//!   or chain;
 //! - **secure**: the same with all three on, as a production `serve` runs:
 //!   a bearer token checked against a tokens file, HTTPS (rustls, a test CA),
 //!   and every event signed and chained;
@@ -17,6 +18,11 @@
 //!   events table (its columns and defaults, partitioned by start time,
 //!   every one of its indexes), with no summary and no rollups: the raw
 //!   figure the ingest target in `docs/benchmarks.md` compares against.
+//!
+//! The service and store paths also print their rate counted until the
+//! projector had applied every record to the summary and rollups (the
+//! projection queue empty), and how long after the last answer that was; the
+//! second ratio line compares those rates with the shaped insert.
 //!
 //! The service is `remaudit serve` itself, a child process started afresh
 //! for each run on a fresh database; each run prints the service's peak
