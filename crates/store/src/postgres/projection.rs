@@ -37,6 +37,13 @@ pub(super) const BATCH_ROWS: i64 = 5_000;
 /// its own store woke it (another copy of the service may have written).
 const POLL: Duration = Duration::from_millis(100);
 
+/// How long the projector lets rows gather after a write woke it, so that
+/// it projects them in a few large batches rather than one per write: each
+/// statement is planned afresh (it is sent as one message), and the
+/// summary upserts and rollup counts of one batch are shared by all its
+/// rows. Reads never wait for it: they settle the queue themselves.
+const LINGER: Duration = Duration::from_millis(100);
+
 /// Seconds from an event's acknowledgement to its projection: the oldest
 /// row of each batch.
 pub const LAG_SECONDS: &str = "remaudit_projection_lag_seconds";
@@ -284,7 +291,7 @@ async fn queued(pool: &PgPool) -> Result<bool, StoreError> {
 }
 
 /// The background loop: projects batches while there are full ones, then
-/// waits to be woken, or for the poll interval.
+/// waits to be woken (and lingers), or for the poll interval.
 async fn run(pool: PgPool, projector: Weak<Projector>) {
     let full = u64::try_from(BATCH_ROWS).unwrap_or(u64::MAX);
     let mut failures: u32 = 0;
@@ -318,6 +325,12 @@ async fn run(pool: PgPool, projector: Weak<Projector>) {
                 POLL * failures.min(50)
             }
         };
-        let _ = tokio::time::timeout(pause, projector.wake.notified()).await;
+        if tokio::time::timeout(pause, projector.wake.notified())
+            .await
+            .is_ok()
+        {
+            drop(projector);
+            tokio::time::sleep(LINGER).await;
+        }
     }
 }
