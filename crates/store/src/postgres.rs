@@ -485,6 +485,7 @@ impl AuditStore for PgStore {
         tx.commit().await?;
         if !created.is_empty() {
             self.projector.queued();
+            self.projector.keep_pace().await;
         }
 
         let mut winners: HashMap<usize, StoredEvent> = lost.into_iter().zip(winners).collect();

@@ -236,11 +236,23 @@ pub(super) async fn settle_remediations(
     }
 }
 
+/// A projected batch older than this (seconds since its oldest row was
+/// queued) says the projector is falling behind the writes.
+const LAG_LIMIT_SECONDS: f64 = 0.5;
+
+/// The longest a write waits for the projector to catch up.
+const PACE_WAIT: Duration = Duration::from_secs(2);
+
 /// The store's side of the projector: wakes the background task after a
-/// write, and lets reads settle the queue one at a time.
+/// write, holds writes back while it falls behind, and lets reads settle
+/// the queue one at a time.
 #[derive(Debug, Default)]
 pub(super) struct Projector {
     wake: Notify,
+    /// The last batch was full, or older than [`LAG_LIMIT_SECONDS`].
+    behind: std::sync::atomic::AtomicBool,
+    /// Notified when a batch finds the projector caught up.
+    caught_up: Notify,
     /// Held by the read settling the queue: others wait here, not on the
     /// queue's row locks, so that a backlog costs the pool one connection
     /// however many reads wait for it.
@@ -259,6 +271,35 @@ impl Projector {
     /// Says that events were queued.
     pub(super) fn queued(&self) {
         self.wake.notify_one();
+    }
+
+    /// Records whether the projector is behind, after a batch.
+    fn paced(&self, behind: bool) {
+        self.behind
+            .store(behind, std::sync::atomic::Ordering::Relaxed);
+        if !behind {
+            self.caught_up.notify_waiters();
+        }
+    }
+
+    /// Holds a write's answer while the projector is behind, until it
+    /// catches up or [`PACE_WAIT`] passes: when writes come faster than the
+    /// summary and rollups can take them, the writers slow down instead of
+    /// the projection falling ever further behind (its lag stays bounded,
+    /// and the queue with it).
+    pub(super) async fn keep_pace(&self) {
+        let deadline = tokio::time::Instant::now() + PACE_WAIT;
+        while self.behind.load(std::sync::atomic::Ordering::Relaxed) {
+            // Created before the check below, so a notification between the
+            // two is not lost.
+            let caught_up = self.caught_up.notified();
+            if !self.behind.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, caught_up).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Projects everything queued before the call, waiting for batches
@@ -310,7 +351,10 @@ async fn run(pool: PgPool, projector: Weak<Projector>) {
         let pause = match result {
             Ok(batch) => {
                 failures = 0;
-                if batch.taken >= full {
+                let is_full = batch.taken >= full;
+                projector
+                    .paced(is_full || batch.lag_seconds.is_some_and(|l| l > LAG_LIMIT_SECONDS));
+                if is_full {
                     continue;
                 }
                 POLL
