@@ -366,10 +366,10 @@ async fn stored_remediations(
         .into_iter()
         .collect();
     let rows = sqlx::query(
-        "SELECT (EXISTS (SELECT 1 FROM remediation_audit r WHERE r.namespace = k.namespace \
-                  AND r.remediation_name = k.remediation_name AND r.start_time = k.start_time) \
-                OR EXISTS (SELECT 1 FROM remediation_audit_events e WHERE e.namespace = k.namespace \
-                  AND e.remediation_name = k.remediation_name AND e.start_time = k.start_time)) AS live, \
+        "SELECT EXISTS (SELECT 1 FROM remediation_audit r WHERE r.namespace = k.namespace \
+                  AND r.remediation_name = k.remediation_name AND r.start_time = k.start_time) AS summary, \
+                EXISTS (SELECT 1 FROM remediation_audit_events e WHERE e.namespace = k.namespace \
+                  AND e.remediation_name = k.remediation_name AND e.start_time = k.start_time) AS events_live, \
                 EXISTS (SELECT 1 FROM remediation_audit_archive a WHERE a.namespace = k.namespace \
                   AND a.remediation_name = k.remediation_name AND a.start_time = k.start_time) AS archived, \
                 (SELECT count(*) FROM (SELECT 1 FROM remediation_audit_events e \
@@ -391,7 +391,13 @@ async fn stored_remediations(
             Ok((
                 key,
                 StoredRemediation {
-                    live: row.try_get("live")?,
+                    // Live: a summary row, or events the projector has
+                    // not yet made one of. Events whose summary row is in
+                    // the archive (left behind by SQL run by hand) do not
+                    // make the remediation live again.
+                    live: row.try_get::<bool, _>("summary")?
+                        || (row.try_get::<bool, _>("events_live")?
+                            && !row.try_get::<bool, _>("archived")?),
                     archived: row.try_get("archived")?,
                     events: u64::try_from(row.try_get::<i64, _>("events")?).unwrap_or(0),
                 },

@@ -19,12 +19,21 @@ taken AS (
     RETURNING q.*
 ),
 -- The queue's order stands for arrival order (`ord`): a remediation's
--- writers take turns, so its rows are queued in the order they committed.
+-- writers take turns, so its rows are queued in the order they committed,
+-- and one projection runs at a time (the advisory lock every projection
+-- takes first), so rows are applied in that order.
+-- A row is applied only while its event is live and its remediation is not
+-- archived without a live summary row: a late projection never brings an
+-- archived remediation back.
 input AS (
     SELECT t.*, t.id AS ord
     FROM taken t
     WHERE EXISTS (SELECT 1 FROM remediation_audit_events e
         WHERE e.event_id = t.event_id AND e.start_time = t.start_time)
+      AND (EXISTS (SELECT 1 FROM remediation_audit r WHERE r.namespace = t.namespace
+              AND r.remediation_name = t.remediation_name AND r.start_time = t.start_time)
+          OR NOT EXISTS (SELECT 1 FROM remediation_audit_archive a WHERE a.namespace = t.namespace
+              AND a.remediation_name = t.remediation_name AND a.start_time = t.start_time))
 ),
 inserted AS (
     SELECT event_id, start_time FROM input

@@ -3,14 +3,15 @@
 //!
 //! Ingest stores each new event with a queue row in one transaction; the
 //! summary and rollups are a projection of those events. A background task
-//! per store takes batches off the queue (rows another projector holds are
-//! skipped, so copies of the service project side by side), and every read
+//! per store takes batches off the queue (one projection at a time, across
+//! every copy of the service, under an advisory lock), and every read
 //! of the summary first projects what is queued, waiting for batches in
 //! flight, so that a read sees every event acknowledged before it began.
-//! Retention projects the rows of what it archives inside its own
-//! transaction. A queue row whose event is no longer live (archived or
-//! dropped since) is skipped, so a late projection never brings an archived
-//! remediation back.
+//! Retention projects a week's queued rows inside the transaction that moves
+//! the week, and leaves out of a row-wise batch any remediation that still
+//! has rows queued. A queue row whose event is no longer live, or whose
+//! remediation is archived without a live summary row, is skipped, so a
+//! late projection never brings an archived remediation back.
 
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
@@ -29,6 +30,12 @@ pub(super) const QUEUE_COLUMNS: &str = "event_id, namespace, alert_fingerprint, 
      ai_analysis_name, workflow_execution_name, kubernetes_execution_name, service_crd_statuses, \
      timeout_phase, timeout_time, failure_phase, failure_reason, duplicate_count, \
      last_duplicate_time, event_time, duration_us, duration_bin, retention_expiry_time";
+
+/// Key of the transaction-level advisory lock every projection takes after
+/// the table locks: one projection at a time, across every copy of the
+/// service, so that queued rows are applied in queue order (which of two
+/// terminal records wins depends on it).
+const PROJECTION_LOCK_KEY: i64 = 0x7265_6d61_7072_6f6a;
 
 /// Queue rows one statement projects at most.
 pub(super) const BATCH_ROWS: i64 = 5_000;
@@ -83,45 +90,33 @@ pub fn describe_metrics() {
 /// Which queue rows a projection takes.
 #[derive(Debug, Clone, Copy)]
 enum Pick {
-    /// The oldest, skipping rows another projector holds.
+    /// The oldest.
     Free,
     /// The oldest up to id `$2`, waiting for rows another projector holds
     /// (those are then gone): what a read needs.
     Upto,
     /// Those of the week starting at `$2`.
     Week,
-    /// Those of the remediations keyed by `$2` namespaces, `$3` names and
-    /// `$4` start times.
-    Remediations,
 }
 
 impl Pick {
     fn sql(self) -> String {
-        let (filter, lock) = match self {
-            Pick::Free => ("true", "FOR UPDATE SKIP LOCKED"),
-            Pick::Upto => ("q.id <= $2", "FOR UPDATE"),
-            Pick::Week => (
-                "q.start_time >= $2 AND q.start_time < $2 + INTERVAL '7 days'",
-                "FOR UPDATE",
-            ),
-            Pick::Remediations => (
-                "(q.namespace, q.remediation_name, q.start_time) IN \
-                 (SELECT * FROM UNNEST($2::text[], $3::text[], $4::timestamptz[]))",
-                "FOR UPDATE",
-            ),
+        let filter = match self {
+            Pick::Free => "true",
+            Pick::Upto => "q.id <= $2",
+            Pick::Week => "q.start_time >= $2 AND q.start_time < $2 + INTERVAL '7 days'",
         };
         format!(
             "SELECT q.id FROM remediation_projection_queue q WHERE {filter} \
-             ORDER BY q.id LIMIT $1 {lock}"
+             ORDER BY q.id LIMIT $1 FOR UPDATE"
         )
     }
 }
 
 /// `project.sql` with the summary rule written in, one per [`Pick`].
-static PROJECT_SQL: LazyLock<[String; 4]> = LazyLock::new(|| {
+static PROJECT_SQL: LazyLock<[String; 3]> = LazyLock::new(|| {
     let base = include_str!("project.sql").replace("__WINS__", &supersedes_sql("ra", "EXCLUDED"));
-    [Pick::Free, Pick::Upto, Pick::Week, Pick::Remediations]
-        .map(|pick| base.replace("__PICK__", &pick.sql()))
+    [Pick::Free, Pick::Upto, Pick::Week].map(|pick| base.replace("__PICK__", &pick.sql()))
 });
 
 /// What one projection statement did.
@@ -169,20 +164,6 @@ fn batch_of(row: &sqlx::postgres::PgRow) -> Result<Batch, StoreError> {
     Ok(batch)
 }
 
-/// Runs one projection statement on `conn`, inside the caller's
-/// transaction, which must hold the table locks ingest takes (or stronger).
-async fn project_on(
-    conn: &mut PgConnection,
-    pick: Pick,
-    bind: impl FnOnce(
-        sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    ) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
-) -> Result<Batch, StoreError> {
-    let sql = &PROJECT_SQL[pick as usize];
-    let query = bind(sqlx::query(AssertSqlSafe(sql.as_str())).bind(BATCH_ROWS));
-    batch_of(&query.fetch_one(&mut *conn).await?)
-}
-
 /// One batch in a transaction of its own, sent as one message (the table
 /// locks, then the statement, with its two numbers written in): the server
 /// runs it to its commit without waiting on this process, so a projector
@@ -193,7 +174,7 @@ async fn project_batch(pool: &PgPool, pick: Pick, upto: i64) -> Result<Batch, St
         .replace("$1", &BATCH_ROWS.to_string())
         .replace("$2", &upto.to_string());
     let rows = sqlx::raw_sql(AssertSqlSafe(format!(
-        "{}; {statement}",
+        "{}; SELECT pg_advisory_xact_lock({PROJECTION_LOCK_KEY}); {statement}",
         super::TABLE_LOCKS
     )))
     .fetch_all(pool)
@@ -204,36 +185,22 @@ async fn project_batch(pool: &PgPool, pick: Pick, upto: i64) -> Result<Batch, St
     batch_of(row)
 }
 
-/// Projects, inside the caller's transaction (which holds the retention
-/// locks), every queued row of the week starting at `week`.
+/// Projects, inside the caller's transaction (which holds every table's
+/// lock exclusively, so no other projection runs), every queued row of the
+/// week starting at `week`, in one statement: rows of one new remediation
+/// split over two statements of one transaction would count it new twice.
 pub(super) async fn settle_week(
     conn: &mut PgConnection,
     week: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    while project_on(conn, Pick::Week, |q| q.bind(week)).await?.taken > 0 {}
-    Ok(())
-}
-
-/// Projects, inside the caller's transaction (which holds these
-/// remediations' locks), every queued row of the remediations given as
-/// parallel namespace, name and start time lists.
-pub(super) async fn settle_remediations(
-    conn: &mut PgConnection,
-    namespaces: &[String],
-    names: &[String],
-    starts: &[DateTime<Utc>],
-) -> Result<(), StoreError> {
-    loop {
-        let batch = project_on(conn, Pick::Remediations, |q| {
-            q.bind(namespaces.to_vec())
-                .bind(names.to_vec())
-                .bind(starts.to_vec())
-        })
+    let sql = &PROJECT_SQL[Pick::Week as usize];
+    let row = sqlx::query(AssertSqlSafe(sql.as_str()))
+        .bind(i64::MAX)
+        .bind(week)
+        .fetch_one(&mut *conn)
         .await?;
-        if batch.taken == 0 {
-            return Ok(());
-        }
-    }
+    batch_of(&row)?;
+    Ok(())
 }
 
 /// A projected batch older than this (seconds since its oldest row was

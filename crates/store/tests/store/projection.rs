@@ -258,3 +258,61 @@ async fn reads_see_every_earlier_write_while_writes_go_on() {
     assert_eq!(i64::try_from(listed.items.len()).unwrap(), events);
     assert!(listed.items.iter().all(|r| r.overall_phase == "completed"));
 }
+
+/// The design's own retention SQL, run by hand, archives and deletes
+/// summary rows but leaves their events live. A later record of such a
+/// remediation is refused as archived, as before the projection, and a
+/// row still queued for it is dropped: neither brings the remediation back.
+#[tokio::test]
+async fn summary_rows_archived_by_hand_are_not_brought_back() {
+    use remaudit_store::{InsertRules, Refusal};
+
+    let db = PgDb::create().await;
+    let store = db.store().await;
+    let all_five = transitions("rr-old");
+    store.insert(&all_five[..4]).await.expect("insert");
+    store.settle().await.expect("settle");
+    let pool = db.pool().await;
+    // Hold the projector off while one more record is queued.
+    let mut blocker = pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE remediation_audit IN EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .expect("lock");
+    let queued = store
+        .insert_with(&all_five[4..], &InsertRules::default())
+        .await
+        .expect("insert");
+    assert_eq!(queued, [InsertOutcome::Created]);
+    // The design's archive and delete, the summary row made old first.
+    for sql in [
+        "UPDATE remediation_audit SET created_at = now() - INTERVAL '100 days', overall_phase = 'failed'",
+        remaudit_testkit::design_sql::RETENTION_ARCHIVE,
+        remaudit_testkit::design_sql::RETENTION_DELETE,
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *blocker)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    blocker.commit().await.expect("commit");
+
+    let late = record(json!({
+        "namespace": "team-q", "remediation_name": "rr-old", "alert_fingerprint": "fp-queue",
+        "start_time": at(0).to_rfc3339(), "overall_phase": "failed",
+        "event_time": (at(0) + TimeDelta::minutes(9)).to_rfc3339(),
+    }));
+    assert_eq!(
+        store.insert(&[late]).await.expect("insert"),
+        [InsertOutcome::Refused(Refusal::Archived)]
+    );
+    assert!(store.list(&all()).await.expect("list").items.is_empty());
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM remediation_audit").await,
+        0
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM remediation_projection_queue").await,
+        0
+    );
+}

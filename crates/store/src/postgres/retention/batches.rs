@@ -1,6 +1,8 @@
 //! One batch in flight: a retired week or a row-wise batch, its rows
 //! copied into the archive tables in a transaction the batch holds.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt as _;
 use sqlx::postgres::{PgPool, Postgres};
@@ -360,15 +362,40 @@ pub(super) async fn retire_rows(
         .bind(crate::postgres::sorted_locks(locks.into_iter()))
         .execute(&mut *tx)
         .await?;
-    // Their queued events go into their summaries before the rows move;
-    // holding their locks, nothing more can be queued for them.
-    crate::postgres::projection::settle_remediations(
-        &mut tx,
-        &chosen_namespaces,
-        &chosen_names,
-        &chosen_starts,
+    // A remediation with events still queued for its summary waits for a
+    // later batch (the next run settles the queue first): projecting here,
+    // in a transaction that stays open while the files are written, would
+    // hold every read that settles the queue until then.
+    let queued: Vec<i64> = sqlx::query_scalar(
+        "SELECT k.i FROM UNNEST($1::text[], $2::text[], $3::timestamptz[]) WITH ORDINALITY \
+              AS k(ns, name, st, i) \
+         WHERE EXISTS (SELECT 1 FROM remediation_projection_queue q \
+           WHERE q.namespace = k.ns AND q.remediation_name = k.name AND q.start_time = k.st)",
     )
+    .bind(&chosen_namespaces)
+    .bind(&chosen_names)
+    .bind(&chosen_starts)
+    .fetch_all(&mut *tx)
     .await?;
+    if !queued.is_empty() {
+        let waits: HashSet<usize> = queued
+            .iter()
+            .filter_map(|&i| usize::try_from(i - 1).ok())
+            .collect();
+        let keep = |i: &usize| !waits.contains(i);
+        chosen_ids = chosen_ids
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| keep(i))
+            .map(|(_, id)| id)
+            .collect();
+        chosen_starts = chosen_starts
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| keep(i))
+            .map(|(_, start)| start)
+            .collect();
+    }
     let rows = sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO remediation_audit_archive \
          SELECT *, now(), $2 FROM {table} WHERE {condition} \
