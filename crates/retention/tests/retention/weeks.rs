@@ -154,6 +154,7 @@ async fn postgres_ingest_goes_on_while_a_week_writes_its_files_and_the_week_stay
         "{:?}",
         report.batches
     );
+    store.settle().await.expect("settle");
     let (live, archived, ..) = counter.places().await;
     assert_eq!(live + archived, written.remediations + 1);
     assert_eq!(counter.doubled().await, 0);
@@ -278,6 +279,8 @@ async fn postgres_a_week_left_detached_whose_week_is_archived_goes_back_live_the
         outcomes.iter().all(|o| *o == InsertOutcome::Created),
         "{outcomes:?}"
     );
+    // Their summary rows are made before the week is detached.
+    store.settle().await.expect("settle");
     store
         .ensure_partitions(monday, monday + TimeDelta::days(1))
         .await
