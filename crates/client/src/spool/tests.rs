@@ -701,12 +701,25 @@ impl Harness {
                 }
                 // A kill in the middle of copying the record: part of it is
                 // there, zeros (the reservation) after it.
+                // The cut must lose a byte that is not zero: a record whose
+                // tail is zeros, cut inside them, is whole (the zeros of the
+                // reservation are the bytes it would have had).
+                let mut encoded = Vec::new();
+                let payload = &self.model.back().expect("checked above").1;
+                super::format::encode_record(seq, payload, &mut encoded);
+                let Some(last_nonzero) = encoded.iter().rposition(|&b| b != 0) else {
+                    return;
+                };
+                if last_nonzero == 0 {
+                    return;
+                }
                 let written = self.spool().segments.back().unwrap().bytes;
                 let last = self.kill().unwrap();
                 let reserved = fs::metadata(&last).unwrap().len();
                 let frame = (FRAME_OVERHEAD + len) as u64;
-                // Keep between one byte and all but one byte of it.
-                let keep = 1 + cut as u64 % (frame - 1);
+                // Keep between one byte and the last byte that is not zero,
+                // which is lost.
+                let keep = 1 + cut as u64 % last_nonzero as u64;
                 truncate(&last, written - frame + keep);
                 truncate(&last, reserved);
                 self.model.pop_back();
