@@ -67,15 +67,17 @@ fn code_metrics() -> BTreeMap<String, Kind> {
         remaudit_client::metrics::describe();
         remaudit_retention::describe_metrics();
         remaudit_controller::reconcile::describe_metrics();
+        remaudit_store::projection::describe_metrics();
     });
     names.0.into_inner().expect("names")
 }
 
 /// The histograms given buckets by `remaudit`'s recorder
 /// (`crates/cli/src/telemetry.rs`); the others are exported as summaries.
-const BUCKETED: [&str; 2] = [
+const BUCKETED: [&str; 3] = [
     remaudit_server::telemetry::HTTP_DURATION,
     remaudit_client::metrics::PUBLISH_DURATION,
+    remaudit_store::projection::LAG_SECONDS,
 ];
 
 const PREFIXES: [&str; 2] = ["remaudit_", "kubernaut_"];

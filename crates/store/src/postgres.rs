@@ -113,7 +113,7 @@ impl PgStore {
                 other => other,
             })?;
         let reads = read_pool(options, &settings);
-        Self::with_pools(pool, reads).await
+        Self::with_pools(pool, reads, settings.read_statement_timeout).await
     }
 
     /// Wraps an existing pool, applying pending migrations and creating the
@@ -123,20 +123,24 @@ impl PgStore {
     /// # Errors
     /// When a migration fails.
     pub async fn from_pool(pool: PgPool) -> Result<Self, StoreError> {
-        let reads = read_pool(
-            pool.connect_options().as_ref().clone(),
-            &PoolSettings::default(),
-        );
-        Self::with_pools(pool, reads).await
+        let settings = PoolSettings::default();
+        let reads = read_pool(pool.connect_options().as_ref().clone(), &settings);
+        Self::with_pools(pool, reads, settings.read_statement_timeout).await
     }
 
-    async fn with_pools(pool: PgPool, reads: PgPool) -> Result<Self, StoreError> {
+    /// `read_limit` bounds the reads' statements, and their wait for the
+    /// projection too.
+    async fn with_pools(
+        pool: PgPool,
+        reads: PgPool,
+        read_limit: Option<std::time::Duration>,
+    ) -> Result<Self, StoreError> {
         MIGRATOR.run(&pool).await?;
         // Weeks ahead exist even when no retention job runs here.
         let now = Utc::now();
         retention::ensure_partitions(&pool, now - TimeDelta::weeks(1), now + TimeDelta::weeks(5))
             .await?;
-        let projector = projection::Projector::start(pool.clone());
+        let projector = projection::Projector::start(pool.clone(), read_limit);
         Ok(Self {
             pool,
             reads,

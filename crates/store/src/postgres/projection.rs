@@ -12,6 +12,12 @@
 //! has rows queued. A queue row whose event is no longer live, or whose
 //! remediation is archived without a live summary row, is skipped, so a
 //! late projection never brings an archived remediation back.
+//!
+//! A batch that fails with a data or constraint error is split in halves
+//! until the row at fault is found alone; that row moves to the quarantine
+//! table with its error (migration 0011), so that one bad row never holds
+//! up the rows behind it. A read waits for the projection for at most the
+//! read statement timeout, then fails as a timed-out read would.
 
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
@@ -64,6 +70,8 @@ pub const PROJECTED: &str = "remaudit_projection_records_total";
 pub const SKIPPED: &str = "remaudit_projection_skipped_total";
 /// Failed projection batches (each is retried).
 pub const ERRORS: &str = "remaudit_projection_errors_total";
+/// Queue rows moved to the quarantine table because they failed alone.
+pub const QUARANTINED: &str = "remaudit_projection_quarantined_total";
 
 /// Registers the projector's metrics' descriptions with the installed
 /// recorder, and starts its counters at 0.
@@ -82,7 +90,11 @@ pub fn describe_metrics() {
         ERRORS,
         "Projection batches that failed and were tried again"
     );
-    for counter in [PROJECTED, SKIPPED, ERRORS] {
+    metrics::describe_counter!(
+        QUARANTINED,
+        "Queued events that could not be projected even alone, moved to remediation_projection_quarantine"
+    );
+    for counter in [PROJECTED, SKIPPED, ERRORS, QUARANTINED] {
         metrics::counter!(counter).increment(0);
     }
 }
@@ -97,6 +109,8 @@ enum Pick {
     Upto,
     /// Those of the week starting at `$2`.
     Week,
+    /// The one with id `$2`.
+    One,
 }
 
 impl Pick {
@@ -105,6 +119,7 @@ impl Pick {
             Pick::Free => "true",
             Pick::Upto => "q.id <= $2",
             Pick::Week => "q.start_time >= $2 AND q.start_time < $2 + INTERVAL '7 days'",
+            Pick::One => "q.id = $2",
         };
         format!(
             "SELECT q.id FROM remediation_projection_queue q WHERE {filter} \
@@ -114,15 +129,16 @@ impl Pick {
 }
 
 /// `project.sql` with the summary rule written in, one per [`Pick`].
-static PROJECT_SQL: LazyLock<[String; 3]> = LazyLock::new(|| {
+static PROJECT_SQL: LazyLock<[String; 4]> = LazyLock::new(|| {
     let base = include_str!("project.sql").replace("__WINS__", &supersedes_sql("ra", "EXCLUDED"));
-    [Pick::Free, Pick::Upto, Pick::Week].map(|pick| base.replace("__PICK__", &pick.sql()))
+    [Pick::Free, Pick::Upto, Pick::Week, Pick::One]
+        .map(|pick| base.replace("__PICK__", &pick.sql()))
 });
 
 /// What one projection statement did.
 #[derive(Debug, Default, Clone, Copy)]
 struct Batch {
-    /// Queue rows taken.
+    /// Queue rows taken (quarantined ones included).
     taken: u64,
     /// Of those, rows whose event was live and was applied.
     projected: u64,
@@ -131,6 +147,18 @@ struct Batch {
 }
 
 impl Batch {
+    /// The two batches as one.
+    fn and(self, other: Self) -> Self {
+        Self {
+            taken: self.taken + other.taken,
+            projected: self.projected + other.projected,
+            lag_seconds: match (self.lag_seconds, other.lag_seconds) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            },
+        }
+    }
+
     fn record(self) {
         if self.taken == 0 {
             return;
@@ -168,10 +196,16 @@ fn batch_of(row: &sqlx::postgres::PgRow) -> Result<Batch, StoreError> {
 /// locks, then the statement, with its two numbers written in): the server
 /// runs it to its commit without waiting on this process, so a projector
 /// whose runtime stalls (or whose process stops) between two awaits never
-/// holds queue rows that reads wait for. `upto` bounds a [`Pick::Upto`].
-async fn project_batch(pool: &PgPool, pick: Pick, upto: i64) -> Result<Batch, StoreError> {
+/// holds queue rows that reads wait for. `upto` is the pick's `$2`; `rows`
+/// bounds the batch.
+async fn project_batch(
+    pool: &PgPool,
+    pick: Pick,
+    upto: i64,
+    rows: i64,
+) -> Result<Batch, StoreError> {
     let statement = PROJECT_SQL[pick as usize]
-        .replace("$1", &BATCH_ROWS.to_string())
+        .replace("$1", &rows.to_string())
         .replace("$2", &upto.to_string());
     let rows = sqlx::raw_sql(AssertSqlSafe(format!(
         "{}; SELECT pg_advisory_xact_lock({PROJECTION_LOCK_KEY}); {statement}",
@@ -183,6 +217,99 @@ async fn project_batch(pool: &PgPool, pick: Pick, upto: i64) -> Result<Batch, St
         .last()
         .ok_or(StoreError::Database(sqlx::Error::RowNotFound))?;
     batch_of(row)
+}
+
+/// Whether a projection failed because of what its rows hold (a data
+/// exception, SQLSTATE class 22, or a broken constraint, class 23), which
+/// trying the same rows again cannot mend, as against the database being
+/// unreachable, busy or misconfigured, which every row would meet alike.
+fn is_bad_data(err: &StoreError) -> bool {
+    match err {
+        StoreError::Database(sqlx::Error::Database(db)) => db
+            .code()
+            .is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
+        _ => false,
+    }
+}
+
+/// Projects one batch of `pick` (bounded by `upto`, as [`project_batch`]).
+/// When the batch fails because of what its rows hold, it is split: the
+/// first half is tried, and so on down to the oldest row alone, which, if it
+/// fails too, goes to the quarantine table with its error. The rows before
+/// it are projected in the halves that succeed, so queue order is kept, and
+/// finding one bad row among [`BATCH_ROWS`] costs about thirteen statements.
+async fn project(pool: &PgPool, pick: Pick, upto: i64) -> Result<Batch, StoreError> {
+    let mut rows = BATCH_ROWS;
+    let mut done = Batch::default();
+    loop {
+        match project_batch(pool, pick, upto, rows).await {
+            Ok(batch) => return Ok(done.and(batch)),
+            Err(e) if is_bad_data(&e) && rows > 1 => {
+                tracing::warn!(error = %e, rows, "a projection batch failed on its data; trying its first half");
+                rows /= 2;
+                if rows == 1 {
+                    done = done.and(project_oldest_alone(pool, pick, upto).await?);
+                    if done.taken > 0 {
+                        return Ok(done);
+                    }
+                    rows = BATCH_ROWS;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Projects the oldest row of `pick` alone, and moves it to the quarantine
+/// table when that fails because of its data. Taken by id, so a row another
+/// projector took meanwhile is never mistaken for it.
+async fn project_oldest_alone(pool: &PgPool, pick: Pick, upto: i64) -> Result<Batch, StoreError> {
+    let filter = match pick {
+        Pick::Free => "true",
+        Pick::Upto => "id <= $1",
+        Pick::Week => "start_time >= $1 AND start_time < $1 + INTERVAL '7 days'",
+        Pick::One => "id = $1",
+    };
+    let oldest: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT id FROM remediation_projection_queue WHERE {filter} ORDER BY id LIMIT 1"
+    )))
+    .bind(upto)
+    .fetch_optional(pool)
+    .await?;
+    let Some(id) = oldest else {
+        return Ok(Batch::default());
+    };
+    match project_batch(pool, Pick::One, id, 1).await {
+        Err(e) if is_bad_data(&e) => {
+            quarantine(pool, id, &e).await?;
+            Ok(Batch {
+                taken: 1,
+                ..Batch::default()
+            })
+        }
+        other => other,
+    }
+}
+
+/// Moves queue row `id` to the quarantine table with `why`, in one statement.
+async fn quarantine(pool: &PgPool, id: i64, why: &StoreError) -> Result<(), StoreError> {
+    let moved: Option<(uuid::Uuid, String, String)> = sqlx::query_as(
+        "WITH moved AS (DELETE FROM remediation_projection_queue WHERE id = $1 RETURNING *) \
+         INSERT INTO remediation_projection_quarantine SELECT moved.*, now(), $2 FROM moved \
+         RETURNING event_id, namespace, remediation_name",
+    )
+    .bind(id)
+    .bind(why.to_string())
+    .fetch_optional(pool)
+    .await?;
+    if let Some((event_id, namespace, remediation)) = moved {
+        metrics::counter!(QUARANTINED).increment(1);
+        tracing::error!(
+            %event_id, %namespace, %remediation, error = %why,
+            "an event could not be projected into the summary and rollups; it is kept in remediation_projection_quarantine and the rows behind it go on"
+        );
+    }
+    Ok(())
 }
 
 /// Projects, inside the caller's transaction (which holds every table's
@@ -224,13 +351,19 @@ pub(super) struct Projector {
     /// queue's row locks, so that a backlog costs the pool one connection
     /// however many reads wait for it.
     settling: tokio::sync::Mutex<()>,
+    /// The longest a read waits for [`Projector::settle`]; `None` for no limit.
+    settle_limit: Option<Duration>,
 }
 
 impl Projector {
     /// Starts the background projector of a store; it stops once every
-    /// handle to `projector` is dropped or the pool is closed.
-    pub(super) fn start(pool: PgPool) -> Arc<Self> {
-        let projector = Arc::new(Self::default());
+    /// handle to `projector` is dropped or the pool is closed. Reads wait
+    /// for it at most `settle_limit`.
+    pub(super) fn start(pool: PgPool, settle_limit: Option<Duration>) -> Arc<Self> {
+        let projector = Arc::new(Self {
+            settle_limit,
+            ..Self::default()
+        });
         tokio::spawn(run(pool, Arc::downgrade(&projector)));
         projector
     }
@@ -274,18 +407,36 @@ impl Projector {
     /// acknowledged event in the summary and the rollups. Rows queued after
     /// the call are left to the background task, so a stream of writes
     /// cannot hold a read up. Costs one index probe when the queue is empty.
+    ///
+    /// # Errors
+    /// [`StoreError::Timeout`] when that takes longer than the store's read
+    /// statement timeout (a backlog after an outage, or a projection held up
+    /// by a lock): the read fails as a read that ran too long does, rather
+    /// than holding its caller and a connection without end. What was
+    /// projected meanwhile stays projected.
     pub(super) async fn settle(&self, pool: &PgPool) -> Result<(), StoreError> {
-        let last = |pool| async move {
-            sqlx::query_scalar::<_, Option<i64>>("SELECT max(id) FROM remediation_projection_queue")
-                .fetch_one(pool)
-                .await
+        let work = async {
+            let last = sqlx::query_scalar::<_, Option<i64>>(
+                "SELECT max(id) FROM remediation_projection_queue",
+            )
+            .fetch_one(pool)
+            .await?;
+            let Some(last) = last else {
+                return Ok(());
+            };
+            let _turn = self.settling.lock().await;
+            while project(pool, Pick::Upto, last).await?.taken > 0 {}
+            Ok(())
         };
-        let Some(last) = last(pool).await? else {
-            return Ok(());
+        let Some(limit) = self.settle_limit else {
+            return work.await;
         };
-        let _turn = self.settling.lock().await;
-        while project_batch(pool, Pick::Upto, last).await?.taken > 0 {}
-        Ok(())
+        tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+            Err(StoreError::Timeout(format!(
+                "the summary and rollups were still being brought up to date with the events queued before this read after {} ms (a backlog, or a projection held up by a lock); nothing is lost, retry shortly",
+                limit.as_millis()
+            )))
+        })
     }
 }
 
@@ -308,7 +459,7 @@ async fn run(pool: PgPool, projector: Weak<Projector>) {
             return;
         }
         let result = match queued(&pool).await {
-            Ok(true) => project_batch(&pool, Pick::Free, 0).await,
+            Ok(true) => project(&pool, Pick::Free, 0).await,
             Ok(false) => Ok(Batch::default()),
             Err(e) => Err(e),
         };

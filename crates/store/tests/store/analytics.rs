@@ -123,13 +123,16 @@ pub fn records(truths: &[Truth]) -> Vec<NewAudit> {
     out
 }
 
-/// Stores the records in shuffled batches, as a busy publisher would.
+/// Stores the records in shuffled batches, as a busy publisher would, and
+/// waits for their projection.
 pub async fn load(store: &dyn Store, truths: &[Truth]) {
     let mut all = records(truths);
     all.shuffle(&mut StdRng::seed_from_u64(7));
     for batch in all.chunks(97) {
         store.insert(batch).await.expect("insert");
     }
+    // Callers read the tables directly too, not only through the store.
+    store.settle().await.expect("settle");
 }
 
 fn selected<'a>(truths: &'a [Truth], q: &AnalyticsQuery) -> Vec<&'a Truth> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 use remaudit_store::{InsertOutcome, ListQuery};
-use remaudit_testkit::{PgDb, at, record, text_rows};
+use remaudit_testkit::{PgDb, at, record};
 use serde_json::json;
 
 use crate::analytics::{generate, load};
@@ -161,14 +161,7 @@ async fn two_projectors_side_by_side_project_every_event_once() {
         count(&pool, "SELECT count(*) FROM remediation_projection_queue").await,
         0
     );
-    let mut kept = Vec::new();
-    for sql in crate::rollups::ROLLUPS {
-        kept.push(text_rows(&pool, sql).await);
-    }
-    text_rows(&pool, "SELECT remaudit_rebuild_rollups()").await;
-    for (sql, before) in crate::rollups::ROLLUPS.iter().zip(kept) {
-        assert_eq!(text_rows(&pool, sql).await, before, "{sql}");
-    }
+    crate::rollups::assert_rollups_equal_a_rebuild(&pool).await;
     assert_eq!(
         count(&pool, "SELECT count(*) FROM remediation_audit").await,
         i64::try_from(truths.len()).unwrap()
@@ -314,5 +307,180 @@ async fn summary_rows_archived_by_hand_are_not_brought_back() {
     assert_eq!(
         count(&pool, "SELECT count(*) FROM remediation_projection_queue").await,
         0
+    );
+}
+
+/// Queues, for the first event of `name`, a row the projection cannot
+/// apply: its status snapshot is not JSON, so casting it fails (SQLSTATE
+/// 22P02), as a row left by a defect would.
+async fn queue_a_bad_row(pool: &sqlx::PgPool, name: &str) {
+    let queued = sqlx::query(
+        "INSERT INTO remediation_projection_queue (event_id, namespace, alert_fingerprint, \
+         remediation_name, overall_phase, phase_rank, start_time, duplicate_count, event_time, \
+         service_crd_statuses) \
+         SELECT event_id, namespace, 'fp-queue', remediation_name, 'analyzing', 3, \
+           start_time, 0, event_time + INTERVAL '1 hour', '{not json' \
+         FROM remediation_audit_events WHERE remediation_name = $1 ORDER BY event_time LIMIT 1",
+    )
+    .bind(name)
+    .execute(pool)
+    .await
+    .expect("queue a bad row");
+    assert_eq!(queued.rows_affected(), 1, "{name} has an event");
+}
+
+/// Stores and projects the first two transitions of `rr-bad`, the
+/// remediation [`queue_a_bad_row`] is given.
+async fn start_rr_bad(store: &dyn remaudit_store::Store) {
+    store
+        .insert(&transitions("rr-bad")[..2])
+        .await
+        .expect("insert");
+    store.settle().await.expect("settle");
+}
+
+/// The remediations the summary lists, with their phases.
+async fn listed(store: &dyn remaudit_store::Store) -> Vec<(String, String)> {
+    store
+        .list(&all())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .map(|r| (r.remediation_name, r.overall_phase))
+        .collect()
+}
+
+/// A queued row that cannot be projected, in the middle of a backlog of
+/// good ones, holds none of them up: the batch is split until the bad row
+/// is alone, that row goes to the quarantine table with its error, and
+/// every other event (before it and after it) reaches the summary and the
+/// rollups, which equal a rebuild from the summary.
+#[tokio::test]
+async fn a_row_that_cannot_be_projected_is_quarantined_and_the_rest_go_on() {
+    let db = PgDb::create().await;
+    let store = db.store().await;
+    let pool = db.pool().await;
+    start_rr_bad(&*store).await;
+
+    // Hold the projector off while a backlog gathers around the bad row.
+    let mut blocker = pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE remediation_audit IN EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .expect("lock");
+    for n in 0..30 {
+        store
+            .insert(&transitions(&format!("rr-before-{n:02}")))
+            .await
+            .expect("insert");
+    }
+    queue_a_bad_row(&pool, "rr-bad").await;
+    for n in 0..30 {
+        store
+            .insert(&transitions(&format!("rr-after-{n:02}")))
+            .await
+            .expect("insert");
+    }
+    blocker.rollback().await.expect("unlock");
+
+    let listed = listed(&*store).await;
+    assert_eq!(listed.len(), 61, "{listed:?}");
+    assert!(listed.contains(&("rr-bad".to_owned(), "processing".to_owned())));
+    assert_eq!(
+        listed
+            .iter()
+            .filter(|(_, phase)| phase == "completed")
+            .count(),
+        60
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM remediation_projection_queue").await,
+        0
+    );
+    let (name, error): (String, String) =
+        sqlx::query_as("SELECT remediation_name, error FROM remediation_projection_quarantine")
+            .fetch_one(&pool)
+            .await
+            .expect("one quarantined row");
+    assert_eq!(name, "rr-bad");
+    assert!(error.contains("json"), "{error}");
+
+    crate::rollups::assert_rollups_equal_a_rebuild(&pool).await;
+}
+
+/// The background projector, with no read to drive it, quarantines a bad
+/// row too and goes on with the rows behind it.
+#[tokio::test]
+async fn the_background_projector_quarantines_a_bad_row_without_a_read() {
+    let db = PgDb::create().await;
+    let store = db.store().await;
+    let pool = db.pool().await;
+    start_rr_bad(&*store).await;
+    queue_a_bad_row(&pool, "rr-bad").await;
+    store
+        .insert(&transitions("rr-after"))
+        .await
+        .expect("insert");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while count(&pool, "SELECT count(*) FROM remediation_projection_queue").await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the queue was not drained within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM remediation_projection_quarantine"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM remediation_audit \
+             WHERE remediation_name = 'rr-after' AND overall_phase = 'completed'"
+        )
+        .await,
+        1
+    );
+}
+
+/// A read whose projection cannot finish (here a queued row is locked by
+/// another session) fails after the read statement timeout with a timeout
+/// error, and answers once the lock is gone: it never waits without end.
+#[tokio::test]
+async fn a_read_waits_for_the_projection_no_longer_than_its_timeout() {
+    let db = PgDb::create().await;
+    let settings = remaudit_store::PoolSettings {
+        read_statement_timeout: Some(Duration::from_millis(300)),
+        ..remaudit_store::PoolSettings::default()
+    };
+    let store = remaudit_store::connect(db.url(), settings)
+        .await
+        .expect("store");
+    let pool = db.pool().await;
+    let mut blocker = pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE remediation_audit IN EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .expect("lock");
+    store.insert(&transitions("rr-held")).await.expect("insert");
+
+    let err = tokio::time::timeout(Duration::from_secs(10), store.list(&all()))
+        .await
+        .expect("the read ends")
+        .expect_err("the projection is held up");
+    assert!(err.is_timeout(), "{err}");
+    assert!(err.to_string().contains("retry"), "{err}");
+
+    blocker.rollback().await.expect("unlock");
+    assert_eq!(
+        listed(&*store).await,
+        [("rr-held".to_owned(), "completed".to_owned())]
     );
 }

@@ -10,9 +10,10 @@ use sqlx::Row as _;
 
 /// Tables only PostgreSQL has: the analytics rollups, kept by the projector
 /// there and computed from the rows on SQLite, the alert keys they use, and
-/// the projection queue (SQLite writes the summary inline).
-const POSTGRES_ONLY_TABLES: [&str; 6] = [
+/// the projection queue and its quarantine (SQLite writes the summary inline).
+const POSTGRES_ONLY_TABLES: [&str; 7] = [
     "remediation_projection_queue",
+    "remediation_projection_quarantine",
     "remediation_alert_keys",
     "remediation_rollup_alerts",
     "remediation_rollup_durations",
