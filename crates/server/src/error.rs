@@ -39,6 +39,9 @@ pub enum ApiError {
     Timeout(Duration),
     /// The database cancelled a read that ran past its statement timeout; try again after the delay.
     QueryTimeout(Duration),
+    /// The summary and rollups were still taking in earlier events when the
+    /// read's time was up; try again after the delay.
+    ProjectionBehind(Duration),
     /// The service is handling as many requests as it may; try again after the delay.
     Overloaded(Duration),
     /// The client paused longer than allowed while sending the body.
@@ -62,6 +65,9 @@ impl ApiError {
         } else if err.is_timeout() {
             tracing::warn!(error = %err, "read cancelled by its statement timeout");
             Self::QueryTimeout(retry_after)
+        } else if err.is_behind() {
+            tracing::warn!(error = %err, "read gave up waiting for the projection");
+            Self::ProjectionBehind(retry_after)
         } else {
             tracing::error!(error = %err, "store failure");
             Self::Internal
@@ -140,6 +146,15 @@ impl ApiError {
                 format!(
                     "the database stopped this read when it ran past the analytics statement timeout; narrow it (a shorter window, or an aligned one instead of exact=true) or retry after {} s",
                     after.as_secs()
+                ),
+            ),
+            Self::ProjectionBehind(after) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "projection-behind",
+                "Summary catching up",
+                format!(
+                    "the summary and analytics were still taking in records stored before this read when its time was up (a backlog after an outage, or a held lock); every stored record is kept. Retry after {} s",
+                    after.as_secs().max(1)
                 ),
             ),
             Self::Overloaded(after) => (
@@ -243,7 +258,8 @@ impl IntoResponse for ApiError {
         | Self::AuthUnavailable(after)
         | Self::Timeout(after)
         | Self::Overloaded(after)
-        | Self::QueryTimeout(after) = &self
+        | Self::QueryTimeout(after)
+        | Self::ProjectionBehind(after) = &self
         {
             let secs = if matches!(self, Self::Timeout(_)) {
                 1

@@ -23,6 +23,11 @@ pub enum StoreError {
          its rows stay live and the next run archives them again"
     )]
     NotPending(i64),
+    /// A read waited its whole time limit for the summary and rollups to
+    /// take in the events queued before it (a backlog, or a projection held
+    /// up by a lock); nothing is lost, and the same read may succeed later.
+    #[error("the summary is catching up: {0}")]
+    Behind(String),
     /// Any other database failure.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
@@ -39,6 +44,12 @@ impl StoreError {
     #[must_use]
     pub fn is_timeout(&self) -> bool {
         matches!(self, Self::Timeout(_))
+    }
+
+    /// Whether a read gave up waiting for the projection to catch up.
+    #[must_use]
+    pub fn is_behind(&self) -> bool {
+        matches!(self, Self::Behind(_))
     }
 }
 

@@ -9,7 +9,8 @@ mod postgres;
 /// The PostgreSQL projector's metrics: names, buckets and descriptions.
 pub mod projection {
     pub use crate::postgres::projection::{
-        ERRORS, LAG_BUCKETS, LAG_SECONDS, PROJECTED, QUARANTINED, SKIPPED, describe_metrics,
+        ERRORS, LAG_BUCKETS, LAG_SECONDS, PROJECTED, QUARANTINE_ROWS, QUARANTINED, SKIPPED,
+        describe_metrics,
     };
 }
 pub mod retention;

@@ -280,6 +280,17 @@ const REMEDIATION_LOCK_CLASS: i32 = 0x5241_5544;
 const TABLE_LOCKS: &str = "LOCK TABLE remediation_audit, remediation_audit_archive, \
      remediation_audit_events, remediation_audit_events_archive IN ACCESS SHARE MODE";
 
+/// The write transaction's start, one message: [`TABLE_LOCKS`], and generic
+/// plans for its statements. Without that, PostgreSQL plans the big
+/// `insert.sql` afresh for nearly every execution (the arrays bound to it
+/// make each custom plan look cheaper than the generic one), and for the
+/// one- or two-record transactions of single POSTs that planning was most
+/// of the statement's cost: `scripts/bench-ingest` stored about twice as many
+/// single-record transactions a second with generic plans
+/// (docs/benchmarks.md §3).
+static WRITE_START: LazyLock<String> =
+    LazyLock::new(|| format!("SET LOCAL plan_cache_mode = force_generic_plan; {TABLE_LOCKS}"));
+
 /// The second keys of the batch's remediation locks, sorted so that every
 /// writer takes them in the same order. Two remediations may share a key:
 /// that only makes their writers take turns.
@@ -436,7 +447,9 @@ impl AuditStore for PgStore {
             .bind(remediation_locks(records))
             .execute(&mut *tx)
             .await?;
-        sqlx::query(TABLE_LOCKS).execute(&mut *tx).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(WRITE_START.as_str()))
+            .execute(&mut *tx)
+            .await?;
         let mut stored = stored_events(&mut tx, records, &candidates).await?;
         let mut remediations = stored_remediations(&mut tx, records, rules).await?;
         let verdicts = judge(records, &candidates, &stored, &mut remediations, rules);

@@ -91,6 +91,23 @@ impl PgDb {
             .expect("open PostgreSQL store")
     }
 
+    /// A transaction on `pool` that holds the summary table in EXCLUSIVE
+    /// mode: reads of it go on, writes to it (the projector's) wait until
+    /// the transaction ends (`rollback` lets them go).
+    ///
+    /// # Panics
+    /// When the lock cannot be taken.
+    pub async fn hold_the_summary(
+        pool: &sqlx::PgPool,
+    ) -> sqlx::Transaction<'static, sqlx::Postgres> {
+        let mut blocker = pool.begin().await.expect("begin");
+        sqlx::query("LOCK TABLE remediation_audit IN EXCLUSIVE MODE")
+            .execute(&mut *blocker)
+            .await
+            .expect("lock the summary");
+        blocker
+    }
+
     /// A plain connection pool, for running the design's SQL by hand.
     ///
     /// # Panics

@@ -229,7 +229,7 @@ macro_rules! endpoint {
             responses(
                 (status = 200, description = $summary, body = $body),
                 (status = 400, description = "Invalid window, filter or limit", body = Problem, content_type = "application/problem+json"),
-                (status = 503, description = "Database unavailable (`database-unavailable`), or the question ran past the analytics statement timeout (`query-timeout`); both with Retry-After", body = Problem, content_type = "application/problem+json"),
+                (status = 503, description = "Database unavailable (`database-unavailable`), the question ran past the analytics statement timeout (`query-timeout`), or the rollups were still taking in records stored before it when its time ran out (`projection-behind`); all with Retry-After", body = Problem, content_type = "application/problem+json"),
             )
         )]
         #[instrument(skip_all)]

@@ -412,7 +412,7 @@ pub(crate) async fn create_batch(
     responses(
         (status = 200, description = "A page of remediations", body = ListResponse),
         (status = 400, description = "Invalid query parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable (`database-unavailable`), or the summary was still taking in records stored before the read when its time ran out (`projection-behind`); both with Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[instrument(skip_all)]
@@ -444,7 +444,7 @@ pub(crate) async fn list(
         (status = 200, description = "The remediation and a page of its timeline; follow next_cursor for the rest", body = TimelineResponse),
         (status = 400, description = "The id is not a number, or the paging parameters are invalid", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such remediation", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable (`database-unavailable`), or the summary was still taking in records stored before the read when its time ran out (`projection-behind`); both with Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[instrument(skip_all)]
@@ -513,7 +513,7 @@ async fn set_hold(
         (status = 408, description = "The body stalled; retry", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "A body that is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable (`database-unavailable`), or the summary was still taking in records stored before the request when its time ran out (`projection-behind`); both with Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[instrument(skip_all)]
@@ -545,7 +545,7 @@ pub(crate) async fn hold(
         (status = 408, description = "The body stalled; retry", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "A body that is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable (`database-unavailable`), or the summary was still taking in records stored before the request when its time ran out (`projection-behind`); both with Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[instrument(skip_all)]
@@ -579,7 +579,7 @@ pub(crate) async fn release(
         (status = 409, description = "Under legal hold; clear the hold first", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "A body that is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable (`database-unavailable`), or the summary was still taking in records stored before the request when its time ran out (`projection-behind`); both with Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[instrument(skip_all)]

@@ -142,3 +142,44 @@ async fn service_answers_503_while_the_database_is_away_and_recovers_without_res
     );
     assert_eq!(app.names().await, ["rr-before", "rr-during"]);
 }
+
+/// A listing whose wait for the projection runs past the read statement
+/// timeout (another session holds the summary table) answers 503
+/// `projection-behind` with `Retry-After`, and the listing answers once the
+/// lock is gone; the record written meanwhile was acknowledged all along.
+#[tokio::test]
+async fn a_read_that_outwaits_the_projection_is_a_503_and_answers_later() {
+    let db = remaudit_testkit::PgDb::create().await;
+    let store = remaudit_store::connect(
+        db.url(),
+        PoolSettings {
+            read_statement_timeout: Some(Duration::from_millis(300)),
+            ..PoolSettings::default()
+        },
+    )
+    .await
+    .expect("store");
+    let app = spawn_app(store).await;
+    let pool = db.pool().await;
+    let blocker = remaudit_testkit::PgDb::hold_the_summary(&pool).await;
+    let start = (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339();
+    assert_eq!(
+        app.post_record(&go_record("rr-held", "fp", "pending", &start))
+            .await
+            .status,
+        201
+    );
+
+    let behind = app.get("/api/v1/audit/remediation-orchestration").await;
+    behind.assert_problem(503, "projection-behind");
+    assert!(behind.headers.contains_key("retry-after"));
+
+    blocker.rollback().await.expect("unlock");
+    let answered = app.get("/api/v1/audit/remediation-orchestration").await;
+    assert_eq!(answered.status, 200);
+    assert_eq!(
+        answered.body["items"][0]["remediation_name"], "rr-held",
+        "{}",
+        answered.body
+    );
+}

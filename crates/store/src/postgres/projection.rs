@@ -72,6 +72,9 @@ pub const SKIPPED: &str = "remaudit_projection_skipped_total";
 pub const ERRORS: &str = "remaudit_projection_errors_total";
 /// Queue rows moved to the quarantine table because they failed alone.
 pub const QUARANTINED: &str = "remaudit_projection_quarantined_total";
+/// Rows in the quarantine table now: events missing from the summary until
+/// an operator puts them back.
+pub const QUARANTINE_ROWS: &str = "remaudit_projection_quarantine_rows";
 
 /// Registers the projector's metrics' descriptions with the installed
 /// recorder, and starts its counters at 0.
@@ -93,6 +96,10 @@ pub fn describe_metrics() {
     metrics::describe_counter!(
         QUARANTINED,
         "Queued events that could not be projected even alone, moved to remediation_projection_quarantine"
+    );
+    metrics::describe_gauge!(
+        QUARANTINE_ROWS,
+        "Events in remediation_projection_quarantine: stored, but missing from the summary and rollups until put back"
     );
     for counter in [PROJECTED, SKIPPED, ERRORS, QUARANTINED] {
         metrics::counter!(counter).increment(0);
@@ -197,18 +204,27 @@ fn batch_of(row: &sqlx::postgres::PgRow) -> Result<Batch, StoreError> {
 /// runs it to its commit without waiting on this process, so a projector
 /// whose runtime stalls (or whose process stops) between two awaits never
 /// holds queue rows that reads wait for. `upto` is the pick's `$2`; `rows`
-/// bounds the batch.
+/// bounds the batch. With a `limit`, the server cancels any of its
+/// statements that runs longer (`SET LOCAL statement_timeout`), so a read
+/// that gives up never leaves a statement behind on a pooled connection.
 async fn project_batch(
     pool: &PgPool,
     pick: Pick,
     upto: i64,
     rows: i64,
+    limit: Option<Duration>,
 ) -> Result<Batch, StoreError> {
     let statement = PROJECT_SQL[pick as usize]
         .replace("$1", &rows.to_string())
         .replace("$2", &upto.to_string());
+    let timeout = limit.map_or_else(String::new, |limit| {
+        format!(
+            "SET LOCAL statement_timeout = '{}ms'; ",
+            limit.as_millis().max(1)
+        )
+    });
     let rows = sqlx::raw_sql(AssertSqlSafe(format!(
-        "{}; SELECT pg_advisory_xact_lock({PROJECTION_LOCK_KEY}); {statement}",
+        "{timeout}{}; SELECT pg_advisory_xact_lock({PROJECTION_LOCK_KEY}); {statement}",
         super::TABLE_LOCKS
     )))
     .fetch_all(pool)
@@ -219,69 +235,90 @@ async fn project_batch(
     batch_of(row)
 }
 
-/// Whether a projection failed because of what its rows hold (a data
-/// exception, SQLSTATE class 22, or a broken constraint, class 23), which
-/// trying the same rows again cannot mend, as against the database being
-/// unreachable, busy or misconfigured, which every row would meet alike.
+/// Whether a projection failed because of what one of its rows holds, so
+/// that the same rows will fail again however often they are tried: a value
+/// the summary's types refuse (bad text for a type, too long, out of range,
+/// a bad date, bad JSON) or a NOT NULL or CHECK constraint. Errors that every
+/// row would meet alike (a missing table or column, a lock or statement
+/// timeout, a lost connection, a unique key) are not, so such a failure
+/// stops the projection, to be retried, rather than quarantining the queue.
 fn is_bad_data(err: &StoreError) -> bool {
-    match err {
-        StoreError::Database(sqlx::Error::Database(db)) => db
-            .code()
-            .is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
-        _ => false,
-    }
+    let StoreError::Database(sqlx::Error::Database(db)) = err else {
+        return false;
+    };
+    db.code().is_some_and(|code| {
+        matches!(
+            code.as_ref(),
+            "22P02" // invalid text representation
+                | "22001" // string data right truncation
+                | "22003" // numeric value out of range
+                | "22007" // invalid datetime format
+                | "22008" // datetime field overflow
+                | "22021" // character not in repertoire
+                | "22P05" // untranslatable character
+                | "23502" // not null violation
+                | "23514" // check violation
+        ) || code.starts_with("2203") // the SQL/JSON errors
+    })
 }
 
-/// Projects one batch of `pick` (bounded by `upto`, as [`project_batch`]).
-/// When the batch fails because of what its rows hold, it is split: the
-/// first half is tried, and so on down to the oldest row alone, which, if it
-/// fails too, goes to the quarantine table with its error. The rows before
-/// it are projected in the halves that succeed, so queue order is kept, and
-/// finding one bad row among [`BATCH_ROWS`] costs about thirteen statements.
-async fn project(pool: &PgPool, pick: Pick, upto: i64) -> Result<Batch, StoreError> {
+/// Projects one batch of the oldest queued rows (those with id up to `upto`
+/// when given). When the batch fails because of what a row holds
+/// ([`is_bad_data`]), it is bisected: the first half of the failing block is
+/// tried; whether that fails or is projected, the row at fault lies in the
+/// next block of that size, so the size halves each time, down to the
+/// oldest row alone, which, if it fails too, goes to the quarantine table
+/// with its error. The rows before it are projected in the halves that
+/// succeed, in queue order, and finding one bad row among [`BATCH_ROWS`]
+/// costs about thirteen statements, most of them small.
+async fn project(
+    pool: &PgPool,
+    upto: Option<i64>,
+    limit: Option<Duration>,
+) -> Result<Batch, StoreError> {
+    let (pick, bound) = match upto {
+        Some(upto) => (Pick::Upto, upto),
+        None => (Pick::Free, i64::MAX),
+    };
     let mut rows = BATCH_ROWS;
     let mut done = Batch::default();
     loop {
-        match project_batch(pool, pick, upto, rows).await {
-            Ok(batch) => return Ok(done.and(batch)),
-            Err(e) if is_bad_data(&e) && rows > 1 => {
-                tracing::warn!(error = %e, rows, "a projection batch failed on its data; trying its first half");
-                rows /= 2;
-                if rows == 1 {
-                    done = done.and(project_oldest_alone(pool, pick, upto).await?);
-                    if done.taken > 0 {
-                        return Ok(done);
-                    }
-                    rows = BATCH_ROWS;
-                }
+        match project_batch(pool, pick, bound, rows, limit).await {
+            Ok(batch) if rows == BATCH_ROWS => return Ok(batch),
+            Ok(batch) if batch.taken == 0 => return Ok(done),
+            Ok(batch) => done = done.and(batch),
+            Err(e) if is_bad_data(&e) => {
+                tracing::warn!(error = %e, rows, "a projection batch failed on what a row holds; bisecting it");
             }
             Err(e) => return Err(e),
+        }
+        rows /= 2;
+        if rows <= 1 {
+            return Ok(done.and(project_oldest_alone(pool, bound, limit).await?));
         }
     }
 }
 
-/// Projects the oldest row of `pick` alone, and moves it to the quarantine
-/// table when that fails because of its data. Taken by id, so a row another
-/// projector took meanwhile is never mistaken for it.
-async fn project_oldest_alone(pool: &PgPool, pick: Pick, upto: i64) -> Result<Batch, StoreError> {
-    let filter = match pick {
-        Pick::Free => "true",
-        Pick::Upto => "id <= $1",
-        Pick::Week => "start_time >= $1 AND start_time < $1 + INTERVAL '7 days'",
-        Pick::One => "id = $1",
-    };
-    let oldest: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT id FROM remediation_projection_queue WHERE {filter} ORDER BY id LIMIT 1"
-    )))
+/// Projects the oldest queued row (with id up to `upto`) alone, and moves it
+/// to the quarantine table when that fails because of what it holds. Taken
+/// by id, so a row another projector took meanwhile is never mistaken for it.
+async fn project_oldest_alone(
+    pool: &PgPool,
+    upto: i64,
+    limit: Option<Duration>,
+) -> Result<Batch, StoreError> {
+    let oldest: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM remediation_projection_queue WHERE id <= $1 ORDER BY id LIMIT 1",
+    )
     .bind(upto)
     .fetch_optional(pool)
     .await?;
     let Some(id) = oldest else {
         return Ok(Batch::default());
     };
-    match project_batch(pool, Pick::One, id, 1).await {
+    match project_batch(pool, Pick::One, id, 1, limit).await {
         Err(e) if is_bad_data(&e) => {
-            quarantine(pool, id, &e).await?;
+            quarantine(pool, id, &e, limit).await?;
             Ok(Batch {
                 taken: 1,
                 ..Batch::default()
@@ -291,24 +328,59 @@ async fn project_oldest_alone(pool: &PgPool, pick: Pick, upto: i64) -> Result<Ba
     }
 }
 
-/// Moves queue row `id` to the quarantine table with `why`, in one statement.
-async fn quarantine(pool: &PgPool, id: i64, why: &StoreError) -> Result<(), StoreError> {
-    let moved: Option<(uuid::Uuid, String, String)> = sqlx::query_as(
+/// `quarantine`'s statement: moves one queue row, named by id, with the
+/// error, column by column (so a column the queue gains later cannot shift
+/// the values).
+static QUARANTINE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
         "WITH moved AS (DELETE FROM remediation_projection_queue WHERE id = $1 RETURNING *) \
-         INSERT INTO remediation_projection_quarantine SELECT moved.*, now(), $2 FROM moved \
-         RETURNING event_id, namespace, remediation_name",
+         INSERT INTO remediation_projection_quarantine (id, queued_at, {QUEUE_COLUMNS}, error) \
+         SELECT id, queued_at, {QUEUE_COLUMNS}, $2 FROM moved \
+         RETURNING event_id, namespace, remediation_name"
     )
-    .bind(id)
-    .bind(why.to_string())
-    .fetch_optional(pool)
-    .await?;
+});
+
+/// Moves queue row `id` to the quarantine table with `why`, in one
+/// transaction (bounded by `limit`, as [`project_batch`]).
+async fn quarantine(
+    pool: &PgPool,
+    id: i64,
+    why: &StoreError,
+    limit: Option<Duration>,
+) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    if let Some(limit) = limit {
+        sqlx::query("SELECT set_config('statement_timeout', $1, true)")
+            .bind(format!("{}ms", limit.as_millis().max(1)))
+            .execute(&mut *tx)
+            .await?;
+    }
+    let moved: Option<(uuid::Uuid, String, String)> =
+        sqlx::query_as(AssertSqlSafe(QUARANTINE_SQL.as_str()))
+            .bind(id)
+            .bind(why.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+    tx.commit().await?;
     if let Some((event_id, namespace, remediation)) = moved {
         metrics::counter!(QUARANTINED).increment(1);
+        count_quarantine(pool).await?;
         tracing::error!(
             %event_id, %namespace, %remediation, error = %why,
             "an event could not be projected into the summary and rollups; it is kept in remediation_projection_quarantine and the rows behind it go on"
         );
     }
+    Ok(())
+}
+
+/// Sets [`QUARANTINE_ROWS`] from the quarantine table (small: rows arrive
+/// there only through a defect).
+async fn count_quarantine(pool: &PgPool) -> Result<(), StoreError> {
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM remediation_projection_quarantine")
+        .fetch_one(pool)
+        .await?;
+    #[allow(clippy::cast_precision_loss)]
+    metrics::gauge!(QUARANTINE_ROWS).set(rows as f64);
     Ok(())
 }
 
@@ -327,6 +399,23 @@ pub(super) async fn settle_week(
         .fetch_one(&mut *conn)
         .await?;
     batch_of(&row)?;
+    // The week's events go to the archive whole; quarantined rows of it
+    // would only keep their names and reasons past the week's retention.
+    let purged = sqlx::query(
+        "DELETE FROM remediation_projection_quarantine \
+         WHERE start_time >= $1 AND start_time < $1 + INTERVAL '7 days'",
+    )
+    .bind(week)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if purged > 0 {
+        tracing::warn!(
+            rows = purged,
+            week = %week,
+            "quarantined projection rows of an archived week were dropped (their events are in the archive)"
+        );
+    }
     Ok(())
 }
 
@@ -409,36 +498,91 @@ impl Projector {
     /// cannot hold a read up. Costs one index probe when the queue is empty.
     ///
     /// # Errors
-    /// [`StoreError::Timeout`] when that takes longer than the store's read
+    /// [`StoreError::Behind`] when that takes longer than the store's read
     /// statement timeout (a backlog after an outage, or a projection held up
-    /// by a lock): the read fails as a read that ran too long does, rather
-    /// than holding its caller and a connection without end. What was
-    /// projected meanwhile stays projected.
+    /// by a lock): the read fails with a clear error rather than holding
+    /// its caller without end, and the server cancels the statement it was
+    /// running, so its connection goes back to the pool. What was projected
+    /// meanwhile stays projected.
     pub(super) async fn settle(&self, pool: &PgPool) -> Result<(), StoreError> {
-        let work = async {
-            let last = sqlx::query_scalar::<_, Option<i64>>(
-                "SELECT max(id) FROM remediation_projection_queue",
-            )
-            .fetch_one(pool)
-            .await?;
-            let Some(last) = last else {
-                return Ok(());
-            };
-            let _turn = self.settling.lock().await;
-            while project(pool, Pick::Upto, last).await?.taken > 0 {}
-            Ok(())
+        self.settle_within(pool, self.settle_limit).await
+    }
+
+    /// [`Projector::settle`] without a time limit, for retention, which must
+    /// see every event of what it moves however long the backlog takes.
+    pub(super) async fn settle_fully(&self, pool: &PgPool) -> Result<(), StoreError> {
+        self.settle_within(pool, None).await
+    }
+
+    async fn settle_within(
+        &self,
+        pool: &PgPool,
+        limit: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        let Some(limit) = limit else {
+            return self.settle_until(pool, None).await;
         };
-        let Some(limit) = self.settle_limit else {
-            return work.await;
-        };
-        tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
-            Err(StoreError::Timeout(format!(
-                "the summary and rollups were still being brought up to date with the events queued before this read after {} ms (a backlog, or a projection held up by a lock); nothing is lost, retry shortly",
+        let behind = || {
+            StoreError::Behind(format!(
+                "the events queued before this read were not all projected within {} ms (a backlog, or a projection held up by a lock); nothing is lost, retry shortly",
                 limit.as_millis()
-            )))
-        })
+            ))
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        // The server cancels each statement at the deadline; this bound only
+        // covers a server that stops answering altogether.
+        match tokio::time::timeout_at(
+            deadline + PAST_DEADLINE,
+            self.settle_until(pool, Some(deadline)),
+        )
+        .await
+        {
+            Ok(Err(e)) if e.is_timeout() => Err(behind()),
+            Ok(result) => result.map_err(|e| if e.is_behind() { behind() } else { e }),
+            Err(_) => Err(behind()),
+        }
+    }
+
+    /// Projects up to the newest row queued now, each statement bounded by
+    /// what is left until `deadline`.
+    async fn settle_until(
+        &self,
+        pool: &PgPool,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<(), StoreError> {
+        let last = sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT max(id) FROM remediation_projection_queue",
+        )
+        .fetch_one(pool)
+        .await?;
+        let Some(last) = last else {
+            return Ok(());
+        };
+        let left = || match deadline {
+            None => Ok(None),
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() {
+                    Err(StoreError::Behind(String::new()))
+                } else {
+                    Ok(Some(left))
+                }
+            }
+        };
+        let _turn = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, self.settling.lock())
+                .await
+                .map_err(|_| StoreError::Behind(String::new()))?,
+            None => self.settling.lock().await,
+        };
+        while project(pool, Some(last), left()?).await?.taken > 0 {}
+        Ok(())
     }
 }
+
+/// How long past its deadline a settling read waits for a server that no
+/// longer answers, beyond the statement timeout the server applies itself.
+const PAST_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Whether anything is queued (one index probe).
 async fn queued(pool: &PgPool) -> Result<bool, StoreError> {
@@ -449,17 +593,28 @@ async fn queued(pool: &PgPool) -> Result<bool, StoreError> {
     )
 }
 
+/// How often the background projector refreshes [`QUARANTINE_ROWS`]
+/// (it is also refreshed whenever a row is quarantined).
+const COUNT_QUARANTINE_EVERY: Duration = Duration::from_secs(30);
+
 /// The background loop: projects batches while there are full ones, then
 /// waits to be woken (and lingers), or for the poll interval.
 async fn run(pool: PgPool, projector: Weak<Projector>) {
     let full = u64::try_from(BATCH_ROWS).unwrap_or(u64::MAX);
     let mut failures: u32 = 0;
+    let mut counted: Option<tokio::time::Instant> = None;
     loop {
         if pool.is_closed() {
             return;
         }
+        if counted.is_none_or(|at| at.elapsed() >= COUNT_QUARANTINE_EVERY) {
+            counted = Some(tokio::time::Instant::now());
+            if let Err(e) = count_quarantine(&pool).await {
+                tracing::warn!(error = %e, "could not count the quarantined projection rows");
+            }
+        }
         let result = match queued(&pool).await {
-            Ok(true) => project(&pool, Pick::Free, 0).await,
+            Ok(true) => project(&pool, None, None).await,
             Ok(false) => Ok(Batch::default()),
             Err(e) => Err(e),
         };

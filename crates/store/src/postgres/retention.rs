@@ -46,7 +46,7 @@ impl RetentionStore for PgStore {
         &self,
         request: &RetireRequest,
     ) -> Result<Vec<DayCount>, StoreError> {
-        self.projector.settle(&self.pool).await?;
+        self.projector.settle_fully(&self.pool).await?;
         preview(&self.pool, request).await
     }
 
@@ -56,7 +56,7 @@ impl RetentionStore for PgStore {
         request: &RetireRequest,
         locate: Locate<'_>,
     ) -> Result<Option<Retiring<'a>>, StoreError> {
-        self.projector.settle(&self.pool).await?;
+        self.projector.settle_fully(&self.pool).await?;
         next_batch(&self.pool, request, locate).await
     }
 

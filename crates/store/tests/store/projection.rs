@@ -267,11 +267,7 @@ async fn summary_rows_archived_by_hand_are_not_brought_back() {
     store.settle().await.expect("settle");
     let pool = db.pool().await;
     // Hold the projector off while one more record is queued.
-    let mut blocker = pool.begin().await.expect("begin");
-    sqlx::query("LOCK TABLE remediation_audit IN EXCLUSIVE MODE")
-        .execute(&mut *blocker)
-        .await
-        .expect("lock");
+    let mut blocker = PgDb::hold_the_summary(&pool).await;
     let queued = store
         .insert_with(&all_five[4..], &InsertRules::default())
         .await
@@ -364,18 +360,19 @@ async fn a_row_that_cannot_be_projected_is_quarantined_and_the_rest_go_on() {
     start_rr_bad(&*store).await;
 
     // Hold the projector off while a backlog gathers around the bad row.
-    let mut blocker = pool.begin().await.expect("begin");
-    sqlx::query("LOCK TABLE remediation_audit IN EXCLUSIVE MODE")
-        .execute(&mut *blocker)
-        .await
-        .expect("lock");
+    let blocker = PgDb::hold_the_summary(&pool).await;
+    // rr-split's transitions lie on both sides of the bad row, so the
+    // bisection must apply its halves in order for it to end completed.
+    let split = transitions("rr-split");
     for n in 0..30 {
         store
             .insert(&transitions(&format!("rr-before-{n:02}")))
             .await
             .expect("insert");
     }
+    store.insert(&split[..3]).await.expect("insert");
     queue_a_bad_row(&pool, "rr-bad").await;
+    store.insert(&split[3..]).await.expect("insert");
     for n in 0..30 {
         store
             .insert(&transitions(&format!("rr-after-{n:02}")))
@@ -385,14 +382,15 @@ async fn a_row_that_cannot_be_projected_is_quarantined_and_the_rest_go_on() {
     blocker.rollback().await.expect("unlock");
 
     let listed = listed(&*store).await;
-    assert_eq!(listed.len(), 61, "{listed:?}");
+    assert_eq!(listed.len(), 62, "{listed:?}");
     assert!(listed.contains(&("rr-bad".to_owned(), "processing".to_owned())));
+    assert!(listed.contains(&("rr-split".to_owned(), "completed".to_owned())));
     assert_eq!(
         listed
             .iter()
             .filter(|(_, phase)| phase == "completed")
             .count(),
-        60
+        61
     );
     assert_eq!(
         count(&pool, "SELECT count(*) FROM remediation_projection_queue").await,
@@ -450,9 +448,12 @@ async fn the_background_projector_quarantines_a_bad_row_without_a_read() {
     );
 }
 
-/// A read whose projection cannot finish (here a queued row is locked by
-/// another session) fails after the read statement timeout with a timeout
-/// error, and answers once the lock is gone: it never waits without end.
+/// A read whose projection cannot finish (here another session holds the
+/// summary table, which the projection must write) gives up after the read
+/// statement timeout with a "behind" error, and the database cancels what
+/// it was running: a dozen such reads leave the write pool free for writes,
+/// and no session of the store is left waiting on the lock but the
+/// background projector's. Once the lock is gone, the read answers.
 #[tokio::test]
 async fn a_read_waits_for_the_projection_no_longer_than_its_timeout() {
     let db = PgDb::create().await;
@@ -464,23 +465,85 @@ async fn a_read_waits_for_the_projection_no_longer_than_its_timeout() {
         .await
         .expect("store");
     let pool = db.pool().await;
-    let mut blocker = pool.begin().await.expect("begin");
-    sqlx::query("LOCK TABLE remediation_audit IN EXCLUSIVE MODE")
-        .execute(&mut *blocker)
-        .await
-        .expect("lock");
+    let blocker = PgDb::hold_the_summary(&pool).await;
     store.insert(&transitions("rr-held")).await.expect("insert");
 
-    let err = tokio::time::timeout(Duration::from_secs(10), store.list(&all()))
+    // More reads than the write pool has connections (10).
+    for _ in 0..12 {
+        let err = tokio::time::timeout(Duration::from_secs(10), store.list(&all()))
+            .await
+            .expect("the read ends")
+            .expect_err("the projection is held up");
+        assert!(err.is_behind(), "{err}");
+        assert!(err.to_string().contains("300 ms"), "{err}");
+    }
+    store
+        .insert(&transitions("rr-later"))
         .await
-        .expect("the read ends")
-        .expect_err("the projection is held up");
-    assert!(err.is_timeout(), "{err}");
-    assert!(err.to_string().contains("retry"), "{err}");
+        .expect("a write after the reads gave up");
+    let waiting = count(
+        &pool,
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .await;
+    assert!(
+        waiting <= 1,
+        "{waiting} sessions wait on a lock: the reads that gave up left statements running"
+    );
 
     blocker.rollback().await.expect("unlock");
+    let mut both = listed(&*store).await;
+    both.sort();
+    assert_eq!(
+        both,
+        [
+            ("rr-held".to_owned(), "completed".to_owned()),
+            ("rr-later".to_owned(), "completed".to_owned())
+        ]
+    );
+}
+
+/// A projection that fails for a reason every row meets alike (here a
+/// rollup table is missing) quarantines nothing: the rows stay queued, the
+/// read fails, and once the table is back every event is projected.
+#[tokio::test]
+async fn a_failure_every_row_meets_quarantines_nothing() {
+    let db = PgDb::create().await;
+    let store = db.store().await;
+    let pool = db.pool().await;
+    sqlx::query("ALTER TABLE remediation_rollup_outcomes RENAME TO rollup_outcomes_away")
+        .execute(&pool)
+        .await
+        .expect("rename");
+    store
+        .insert(&transitions("rr-waits"))
+        .await
+        .expect("insert");
+    let err = store.list(&all()).await.expect_err("no rollup table");
+    assert!(
+        err.to_string().contains("remediation_rollup_outcomes"),
+        "{err}"
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM remediation_projection_quarantine"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM remediation_projection_queue").await,
+        5
+    );
+    sqlx::query("ALTER TABLE rollup_outcomes_away RENAME TO remediation_rollup_outcomes")
+        .execute(&pool)
+        .await
+        .expect("rename back");
     assert_eq!(
         listed(&*store).await,
-        [("rr-held".to_owned(), "completed".to_owned())]
+        [("rr-waits".to_owned(), "completed".to_owned())]
     );
+    crate::rollups::assert_rollups_equal_a_rebuild(&pool).await;
 }
