@@ -327,3 +327,41 @@ async fn postgres_a_week_left_detached_whose_week_is_archived_goes_back_live_the
     assert_eq!(counter.doubled().await, 0);
     verified(store.as_ref(), &archive).await;
 }
+
+/// A projection row quarantined in a week that leaves for the archive goes
+/// with the week (its event is archived; the row would only keep its names
+/// past the week's retention), and one of a week still live stays.
+#[tokio::test]
+async fn postgres_quarantined_projection_rows_leave_with_their_week() {
+    let Weekly {
+        _db, store, pool, ..
+    } = Weekly::new().await;
+    for (id, start) in [
+        (1_i64, now() - TimeDelta::days(120)),
+        (2, now() - TimeDelta::days(1)),
+    ] {
+        sqlx::query(
+            "INSERT INTO remediation_projection_quarantine (id, queued_at, event_id, namespace, \
+             alert_fingerprint, remediation_name, overall_phase, phase_rank, start_time, \
+             duplicate_count, event_time, error) \
+             VALUES ($1, now(), gen_random_uuid(), 'prod', 'fp-q', 'rr-q', 'failed', 9, $2, 0, $2, \
+             'new row for relation violates check constraint')",
+        )
+        .bind(id)
+        .bind(start)
+        .execute(&pool)
+        .await
+        .expect("a quarantined row");
+    }
+    let (_dir, _local, url) = local_archive();
+    let archive = Archive::open(&url).expect("archive");
+    remaudit_retention::run_once(store.as_ref(), &archive, &settings(), now(), false, &ops())
+        .await
+        .expect("run");
+    let left: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM remediation_projection_quarantine ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .expect("quarantine");
+    assert_eq!(left, [2]);
+}
