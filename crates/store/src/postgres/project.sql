@@ -9,6 +9,10 @@
 -- record that has one fills the gap, so arrival order does not matter.
 -- Terminal fields (completion, failure, timeout) come from the winner only.
 -- Duplicate counts only grow, whichever record wins.
+-- A new summary row's created_at is when its first event was written (the
+-- queue row's queued_at, that write transaction's start), not when it was
+-- projected, so rows projected together keep the order they were stored in.
+-- The column is set on insert only.
 WITH picked AS (
     __PICK__
 ),
@@ -43,6 +47,7 @@ best AS (
         i.*,
         max(i.duplicate_count) OVER w AS max_duplicate_count,
         max(i.last_duplicate_time) OVER w AS max_last_duplicate_time,
+        min(i.queued_at) OVER w AS first_queued_at,
         first_value(i.remediation_processing_name) OVER (PARTITION BY i.namespace, i.remediation_name, i.start_time
             ORDER BY i.remediation_processing_name IS NULL, i.phase_rank DESC, i.event_time DESC) AS fill_remediation_processing_name,
         first_value(i.ai_analysis_name) OVER (PARTITION BY i.namespace, i.remediation_name, i.start_time
@@ -68,14 +73,16 @@ upserted AS (
         start_time, completion_time, remediation_processing_name, ai_analysis_name,
         workflow_execution_name, kubernetes_execution_name, service_crd_statuses,
         timeout_phase, timeout_time, failure_phase, failure_reason, duplicate_count,
-        last_duplicate_time, event_id, event_time, duration_us, duration_bin, retention_expiry_time
+        last_duplicate_time, event_id, event_time, duration_us, duration_bin, retention_expiry_time,
+        created_at
     )
     SELECT
         namespace, alert_fingerprint, remediation_name, overall_phase, phase_rank,
         start_time, completion_time, fill_remediation_processing_name, fill_ai_analysis_name,
         fill_workflow_execution_name, fill_kubernetes_execution_name, fill_service_crd_statuses::jsonb,
         timeout_phase, timeout_time, failure_phase, failure_reason, max_duplicate_count,
-        max_last_duplicate_time, event_id, event_time, duration_us, duration_bin, retention_expiry_time
+        max_last_duplicate_time, event_id, event_time, duration_us, duration_bin, retention_expiry_time,
+        first_queued_at
     FROM best
     ORDER BY namespace, remediation_name, start_time
     ON CONFLICT (namespace, remediation_name, start_time) DO UPDATE SET
