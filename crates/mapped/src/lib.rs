@@ -154,16 +154,30 @@ impl MappedRegion {
 /// Writes zeros from the end of `file` up to `len` bytes, so every block
 /// of them is allocated and written.
 ///
+/// The zeros go in writes of up to 2 MiB that end on 2 MiB boundaries of
+/// the file. The kernel then keeps them in the page cache as large folios
+/// (ext4 does since Linux 6.16), and a write through a mapping faults once
+/// a folio rather than once every 64 KiB: for 100,000 appends of 700 bytes
+/// into segments zeroed in 64 KiB writes, about 1,070 page faults and an
+/// append p99 of 1.7 µs, against about 35 faults and 0.07 µs with 2 MiB
+/// writes (docs/benchmarks.md, section 7). Kernels without large folios
+/// take the same writes as before.
+///
 /// # Errors
 /// When the file cannot be written (a full disk, say).
 pub fn write_zeros(file: &File, len: u64) -> io::Result<()> {
-    const CHUNK: usize = 64 * 1024;
-    let zeros = vec![0u8; CHUNK];
+    const CHUNK: u64 = 2 * 1024 * 1024;
     let mut at = file.metadata()?.len();
+    if at >= len {
+        return Ok(());
+    }
+    // At most one chunk, and no more than the file needs.
+    let zeros = vec![0u8; usize::try_from((len - at).min(CHUNK)).map_err(io::Error::other)?];
     while at < len {
-        let n = usize::try_from(len - at).map_or(CHUNK, |left| left.min(CHUNK));
+        let end = (at / CHUNK + 1).saturating_mul(CHUNK).min(len);
+        let n = usize::try_from(end - at).map_err(io::Error::other)?;
         file.write_all_at(&zeros[..n], at)?;
-        at += n as u64;
+        at = end;
     }
     Ok(())
 }
@@ -245,10 +259,14 @@ mod tests {
         let path = dir.path().join("segment");
         std::fs::write(&path, b"kept").expect("write");
         let file = open(&path);
-        write_zeros(&file, 200_000).expect("zeros");
+        // From an unaligned end, across two 2 MiB boundaries, to an
+        // unaligned length.
+        write_zeros(&file, 4_200_003).expect("zeros");
         let bytes = std::fs::read(&path).expect("read");
-        assert_eq!(bytes.len(), 200_000);
+        assert_eq!(bytes.len(), 4_200_003);
         assert_eq!(&bytes[..4], b"kept");
         assert!(bytes[4..].iter().all(|&b| b == 0));
+        write_zeros(&file, 100).expect("a shorter length writes nothing");
+        assert_eq!(file.metadata().expect("metadata").len(), 4_200_003);
     }
 }
