@@ -29,9 +29,14 @@ pub struct RemediationOrchestrationAudit {
     /// The phase the remediation entered (lower-case, at most 50 characters).
     pub overall_phase: String,
     /// When the remediation started (its creation time).
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub start_time: DateTime<Utc>,
     /// When the remediation ended, for terminal phases.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::rfc3339::serialize_option"
+    )]
     pub completion_time: Option<DateTime<Utc>>,
     /// Name of the `RemediationProcessing` child.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,7 +63,11 @@ pub struct RemediationOrchestrationAudit {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_phase: Option<String>,
     /// When the timeout fired.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::rfc3339::serialize_option"
+    )]
     pub timeout_time: Option<DateTime<Utc>>,
     /// The phase that failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -70,7 +79,11 @@ pub struct RemediationOrchestrationAudit {
     #[serde(default)]
     pub duplicate_count: i64,
     /// When the last duplicate alert arrived.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::rfc3339::serialize_option"
+    )]
     pub last_duplicate_time: Option<DateTime<Utc>>,
     /// Ignored: the server computes retention.
     #[serde(default, skip_serializing)]
@@ -95,7 +108,11 @@ pub struct RemediationOrchestrationAudit {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// When the transition happened (default: when the server received it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::rfc3339::serialize_option"
+    )]
     pub event_time: Option<DateTime<Utc>>,
 }
 

@@ -9,6 +9,7 @@ pub mod chain;
 pub mod histogram;
 pub mod json_text;
 mod phase;
+mod rfc3339;
 #[cfg(feature = "sqlx")]
 pub mod row;
 mod validate;
