@@ -195,6 +195,9 @@ pub(crate) struct Shared {
     pub denials: denied::DenialLog,
     /// Bytes of the last record's JSON, to size the next one's buffer.
     pub json_len: std::sync::atomic::AtomicUsize,
+    /// The pending-records gauge, taken from the recorder installed when
+    /// the publisher started, so `publish` does not look it up each time.
+    pub pending_gauge: metrics::Gauge,
 }
 
 impl Shared {
@@ -230,8 +233,22 @@ impl Shared {
     /// Publishes the pending count to the gauge and to `flush` waiters.
     pub fn report_pending(&self, state: &State) {
         let pending = state.pending();
-        metrics::gauge!(m::PENDING_RECORDS).set(remaudit_model::approx_f64(pending));
+        self.pending_gauge.set(remaudit_model::approx_f64(pending));
         self.pending.send_replace(pending);
+    }
+
+    /// Publishes the pending count after a record was taken: to the gauge
+    /// and to [`Publisher::pending`], without waking `flush` waiters. They
+    /// wait for the count to reach zero, which taking a record never does;
+    /// waking them costs `publish` a lock of every waiter list the watch
+    /// keeps, whether anyone waits or not.
+    fn report_taken(&self, state: &State) {
+        let pending = state.pending();
+        self.pending_gauge.set(remaudit_model::approx_f64(pending));
+        self.pending.send_if_modified(|current| {
+            *current = pending;
+            false
+        });
     }
 }
 
@@ -335,6 +352,7 @@ impl Publisher {
             counters: Counters::default(),
             denials: denied::DenialLog::default(),
             json_len: std::sync::atomic::AtomicUsize::new(1024),
+            pending_gauge: metrics::gauge!(m::PENDING_RECORDS),
         });
         shared.report_pending(&shared.lock());
         let task = tokio::spawn(sender::run(shared.clone(), api, reader));
@@ -441,7 +459,7 @@ impl Publisher {
                 return Err(PublishError::Dropped);
             }
         }
-        shared.report_pending(&st);
+        shared.report_taken(&st);
         drop(st);
         if was_idle {
             // The sender waits for work only when it has none; while records
