@@ -232,9 +232,7 @@ impl Shared {
 
     /// Publishes the pending count to the gauge and to `flush` waiters.
     pub fn report_pending(&self, state: &State) {
-        let pending = state.pending();
-        self.pending_gauge.set(remaudit_model::approx_f64(pending));
-        self.pending.send_replace(pending);
+        self.pending.send_replace(self.gauge_pending(state));
     }
 
     /// Publishes the pending count after a record was taken: to the gauge
@@ -243,12 +241,18 @@ impl Shared {
     /// waking them costs `publish` a lock of every waiter list the watch
     /// keeps, whether anyone waits or not.
     fn report_taken(&self, state: &State) {
-        let pending = state.pending();
-        self.pending_gauge.set(remaudit_model::approx_f64(pending));
+        let pending = self.gauge_pending(state);
         self.pending.send_if_modified(|current| {
             *current = pending;
             false
         });
+    }
+
+    /// Sets the pending gauge from `state` and returns the count.
+    fn gauge_pending(&self, state: &State) -> u64 {
+        let pending = state.pending();
+        self.pending_gauge.set(remaudit_model::approx_f64(pending));
+        pending
     }
 }
 

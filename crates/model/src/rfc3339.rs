@@ -123,12 +123,16 @@ mod tests {
             .expect("time");
         for nanos in [
             0,
+            1,
+            120,
+            1_000,
             7_000_000,
             7_100_000,
+            100_000_000,
             123_456_000,
+            123_456_700,
             123_456_789,
             999_999_999,
-            1,
         ] {
             let at = base + chrono::Duration::nanoseconds(nanos);
             let (fast, chrono) = both(&at);
@@ -136,22 +140,20 @@ mod tests {
         }
         let (fast, _) = both(&(base + chrono::Duration::nanoseconds(7_100_000)));
         assert_eq!(fast, "\"2026-12-04T13:05:09.007100Z\"");
-        for at in [
-            Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0)
-                .single()
-                .expect("year 0"),
-            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59)
-                .single()
-                .expect("year 9999"),
-            Utc.with_ymd_and_hms(-1, 6, 1, 0, 0, 0)
-                .single()
-                .expect("year -1"),
-            Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0)
-                .single()
-                .expect("year 10000"),
-            DateTime::<Utc>::MIN_UTC,
-            DateTime::<Utc>::MAX_UTC,
+        let mut text = [0; LONGEST];
+        for (at, written_here) in [
+            (Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).single(), true),
+            (
+                Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).single(),
+                true,
+            ),
+            (Utc.with_ymd_and_hms(-1, 6, 1, 0, 0, 0).single(), false),
+            (Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).single(), false),
+            (Some(DateTime::<Utc>::MIN_UTC), false),
+            (Some(DateTime::<Utc>::MAX_UTC), false),
         ] {
+            let at = at.expect("a valid time");
+            assert_eq!(write(&at, &mut text).is_some(), written_here, "{at:?}");
             let (fast, chrono) = both(&at);
             assert_eq!(fast, chrono);
         }
