@@ -35,6 +35,11 @@ pub struct PolicyArgs {
     /// working directory.
     #[arg(long, env = "REMAUDIT_ARCHIVE_URL")]
     archive_url: Option<String>,
+    /// The form new archive files take: `parquet` (typed, one file per table
+    /// and week, readable by any Parquet engine) or `jsonl`
+    /// (gzip-compressed JSON Lines). Files already written stay readable either way.
+    #[arg(long, env = "REMAUDIT_ARCHIVE_FORMAT", default_value = "parquet", value_parser = ["parquet", "jsonl"])]
+    archive_format: String,
 }
 
 /// `remaudit retention`.

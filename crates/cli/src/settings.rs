@@ -21,7 +21,7 @@ use chrono::TimeDelta;
 use clap::ArgMatches;
 use clap::parser::ValueSource;
 use remaudit_client::PublisherSettings;
-use remaudit_retention::Archive;
+use remaudit_retention::{Archive, ArchiveFormat};
 use remaudit_server::ServerSettings;
 use remaudit_server::tls::TlsSettings;
 use remaudit_store::{PoolSettings, RetentionPolicy};
@@ -632,6 +632,8 @@ pub struct RetentionSettings {
     pub exact: bool,
     /// Where archive files go; unset for beside the database.
     pub archive_url: Option<String>,
+    /// The form new archive files take: `parquet` or `jsonl`.
+    pub archive_format: String,
     /// Seconds between runs; 0 turns the job off.
     pub interval_secs: u64,
 }
@@ -645,6 +647,7 @@ impl Default for RetentionSettings {
             batch_rows: job.batch_rows,
             exact: job.exact,
             archive_url: None,
+            archive_format: ArchiveFormat::default().to_string(),
             interval_secs: job.interval.as_secs(),
         }
     }
@@ -668,6 +671,9 @@ impl RetentionSettings {
         if let Some(v) = explicit::<String>(m, "archive_url")? {
             self.archive_url = Some(v);
         }
+        if let Some(v) = explicit::<String>(m, "archive_format")? {
+            self.archive_format = v;
+        }
         Ok(())
     }
 
@@ -682,6 +688,9 @@ impl RetentionSettings {
             "setting retention.batch_rows = {} must be from 1 to 1000000",
             self.batch_rows
         );
+        self.archive_format
+            .parse::<ArchiveFormat>()
+            .map_err(|e| anyhow::anyhow!("setting retention.archive_format: {e}"))?;
         Ok(())
     }
 
@@ -713,7 +722,11 @@ impl RetentionSettings {
             .archive_url
             .clone()
             .unwrap_or_else(|| Archive::default_url(database_url));
-        Ok(Archive::open(&url)?)
+        let format = self
+            .archive_format
+            .parse::<ArchiveFormat>()
+            .map_err(|e| anyhow::anyhow!("setting retention.archive_format: {e}"))?;
+        Ok(Archive::open(&url)?.with_format(format))
     }
 }
 
@@ -883,6 +896,8 @@ mod tests {
             "--retention-exact",
             "--archive-url",
             "file:///a",
+            "--archive-format",
+            "jsonl",
             "--retention-interval-secs",
             "24",
             "--auth-tokens-file",
@@ -951,6 +966,7 @@ include_unfinished = true
 batch_rows = 23
 exact = true
 archive_url = "file:///a"
+archive_format = "jsonl"
 interval_secs = 24
 
 [auth]

@@ -1,12 +1,17 @@
-//! The archive files: gzip-compressed JSON Lines in object storage, one
-//! directory per batch with a manifest of row counts and SHA-256 sums.
+//! The archive files in object storage, one directory per batch with a
+//! manifest of row counts and SHA-256 sums: Parquet by default, or
+//! gzip-compressed JSON Lines.
 //!
 //! Layout under the archive URL's prefix, `{installation}` being the
 //! database's installation id (a UUID) and `{tag}` eight random hex digits
-//! drawn for the batch:
+//! drawn for the batch. Parquet, one file per table and week (and more
+//! parts when a week holds over a million rows), in Hive-style directories:
+//! `{installation}/batch-000000000042-{tag}/table=remediation_audit/week=2026-W33/part-0.parquet`,
+//! `{installation}/batch-000000000042-{tag}/table=remediation_audit_events/week=2026-W33/part-0.parquet`;
+//! JSON Lines, one file per table:
 //! `{installation}/batch-000000000042-{tag}/remediation_audit.jsonl.gz`,
-//! `{installation}/batch-000000000042-{tag}/remediation_audit_events.jsonl.gz`,
-//! `{installation}/batch-000000000042-{tag}/manifest.json`.
+//! `{installation}/batch-000000000042-{tag}/remediation_audit_events.jsonl.gz`;
+//! and either way `{installation}/batch-000000000042-{tag}/manifest.json`.
 //! The installation id keeps databases apart; the tag keeps apart two
 //! histories of one database (a copy of its file, a restored backup), which
 //! share its id and number their batches alike. Batches written before
@@ -34,11 +39,44 @@ use remaudit_store::retention::{ArchiveTable, Lines, PendingBatch};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
 
-use crate::RetentionError;
 use crate::manifest::{ArchivedFile, Manifest};
+use crate::{RetentionError, columnar};
 
 /// Compressed bytes gathered before they are handed to the upload.
 const CHUNK: usize = 1 << 20;
+
+/// The form of the data files a batch writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ArchiveFormat {
+    /// Parquet, one file per table and week, typed and sorted (the default).
+    #[default]
+    Parquet,
+    /// Gzip-compressed JSON Lines, one file per table.
+    Jsonl,
+}
+
+impl std::str::FromStr for ArchiveFormat {
+    type Err = RetentionError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "parquet" => Ok(Self::Parquet),
+            "jsonl" => Ok(Self::Jsonl),
+            other => Err(RetentionError::Config(format!(
+                "unknown archive format {other:?}: use parquet or jsonl"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for ArchiveFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Parquet => "parquet",
+            Self::Jsonl => "jsonl",
+        })
+    }
+}
 
 /// An archive location: an object store and a prefix in it.
 #[derive(Debug, Clone)]
@@ -52,6 +90,8 @@ pub struct Archive {
     claims: Arc<std::sync::Mutex<Claims>>,
     /// The chain keys manifests are signed with; `None` leaves them unsigned.
     chain: Option<Arc<KeyRing>>,
+    /// The form of the data files new batches write.
+    format: ArchiveFormat,
 }
 
 /// The names this process created for one batch's location, and whether a
@@ -128,7 +168,21 @@ impl Archive {
             local_root,
             claims: Arc::default(),
             chain: None,
+            format: ArchiveFormat::default(),
         })
+    }
+
+    /// The same archive, writing new batches' data files as `format`.
+    #[must_use]
+    pub fn with_format(mut self, format: ArchiveFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// The form of the data files new batches write.
+    #[must_use]
+    pub fn format(&self) -> ArchiveFormat {
+        self.format
     }
 
     /// The same archive, signing the manifests it writes with the signing
@@ -156,6 +210,7 @@ impl Archive {
             local_root: None,
             claims: Arc::default(),
             chain: None,
+            format: ArchiveFormat::default(),
         }
     }
 
@@ -213,7 +268,11 @@ impl Archive {
             // names below cover everything the batch writes.
             if let Ok(manifest) = serde_json::from_slice::<Manifest>(&body) {
                 let own = data_files(location);
-                if let Some(stray) = manifest.files.iter().find(|f| !own.contains(&f.path)) {
+                if let Some(stray) = manifest
+                    .files
+                    .iter()
+                    .find(|f| !own.contains(&f.path) && !is_parquet_part(location, &f.path))
+                {
                     return Err(RetentionError::Manifest(format!(
                         "the manifest of interrupted batch {} lists {:?}, outside {location}; \
                          nothing was deleted: check the archive and remove the journal row \
@@ -224,8 +283,10 @@ impl Archive {
             }
         }
         let mut removed = 0;
+        let parts = self.parquet_parts(location).await?;
         for relative in data_files(location)
             .into_iter()
+            .chain(parts)
             .chain([manifest_path(location)])
         {
             let path = self.path(&relative);
@@ -243,6 +304,29 @@ impl Archive {
             removed += remove_local_leftovers(&dir)?;
         }
         Ok(removed)
+    }
+
+    /// The Parquet files a batch at `location` wrote, found by listing its
+    /// own directory; only names such a batch gives its files are returned.
+    async fn parquet_parts(&self, location: &str) -> Result<Vec<String>, RetentionError> {
+        let skip = self.prefix.parts().count();
+        let mut listed = self.store.list(Some(&self.path(location)));
+        let mut parts = Vec::new();
+        while let Some(meta) = listed.next().await {
+            let meta = meta.map_err(|e| unreachable(&format!("listing {location}: {e}")))?;
+            let relative = meta
+                .location
+                .parts()
+                .skip(skip)
+                .map(|p| p.as_ref().to_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            if is_parquet_part(location, &relative) {
+                parts.push(relative);
+            }
+        }
+        parts.sort();
+        Ok(parts)
     }
 
     /// Where `relative` is on disk, for a local archive.
@@ -271,6 +355,63 @@ impl Archive {
             Err(e) => Err(unreachable(&format!("reading {path}: {e}"))),
         }
     }
+}
+
+/// A Parquet file in the making: its writer and its upload.
+struct OpenPart {
+    upload: BufWriter,
+    table: ArchiveTable,
+    relative: String,
+    path: Path,
+    /// Taken while a piece is encoded on the blocking pool.
+    writer: Option<columnar::PartWriter>,
+    sha: Sha256,
+    bytes: u64,
+    rows: u64,
+}
+
+impl OpenPart {
+    /// Runs `step` on the writer on the blocking pool, then uploads what it gave.
+    async fn encode(
+        &mut self,
+        step: impl FnOnce(&mut columnar::PartWriter) -> Result<Vec<u8>, String> + Send + 'static,
+    ) -> Result<(), RetentionError> {
+        let mut writer = self
+            .writer
+            .take()
+            .ok_or_else(|| sink_error("Parquet writer lost"))?;
+        let (writer, out) = tokio::task::spawn_blocking(move || {
+            let out = step(&mut writer);
+            (writer, out)
+        })
+        .await
+        .map_err(|e| sink_error(&format!("encoding {}: {e}", self.path)))?;
+        self.rows = writer.rows();
+        self.writer = Some(writer);
+        let out = out.map_err(|e| data_error(&self.path, &e))?;
+        self.upload(out).await
+    }
+
+    /// Hands encoded bytes to the upload.
+    async fn upload(&mut self, out: Vec<u8>) -> Result<(), RetentionError> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(out);
+        self.sha.update(&chunk);
+        self.bytes += chunk.len() as u64;
+        self.upload
+            .put(chunk)
+            .await
+            .map_err(|e| sink_error(&format!("writing {}: {e}", self.path)))
+    }
+}
+
+/// Rows that cannot be written in the archive's form: the batch stops.
+fn data_error(path: &Path, e: &str) -> RetentionError {
+    RetentionError::Archive(format!(
+        "cannot write {path}: {e}; the batch stops and its rows stay live"
+    ))
 }
 
 /// An object store failure outside a batch's writes.
@@ -332,6 +473,51 @@ fn data_files(location: &str) -> [String; 2] {
         .map(|t| format!("{location}/{}", file_name(t)))
 }
 
+/// The tables whose rows a batch writes, by their live names.
+const TABLES: [&str; 2] = ["remediation_audit", "remediation_audit_events"];
+
+/// The relative path of part `part` of `table`'s rows of ISO week `week`
+/// in a batch at `location`.
+pub(crate) fn parquet_path(location: &str, table: &str, week: &str, part: u32) -> String {
+    format!(
+        "{location}/table={}/week={week}/part-{part}.parquet",
+        table.trim_end_matches("_archive")
+    )
+}
+
+/// Whether `path` is a name a batch at `location` gives a Parquet file:
+/// `{location}/table={table}/week={YYYY}-W{ww}/part-{n}.parquet`.
+pub(crate) fn is_parquet_part(location: &str, path: &str) -> bool {
+    let Some(rest) = path
+        .strip_prefix(location)
+        .and_then(|r| r.strip_prefix("/table="))
+    else {
+        return false;
+    };
+    let mut pieces = rest.split('/');
+    let (Some(table), Some(week), Some(file), None) =
+        (pieces.next(), pieces.next(), pieces.next(), pieces.next())
+    else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    TABLES.contains(&table)
+        && week.strip_prefix("week=").is_some_and(is_week_label)
+        && file
+            .strip_prefix("part-")
+            .and_then(|f| f.strip_suffix(".parquet"))
+            .is_some_and(digits)
+}
+
+/// Whether `label` reads as an ISO week, `2026-W33`.
+fn is_week_label(label: &str) -> bool {
+    let b = label.as_bytes();
+    b.len() == 8
+        && b[..4].iter().all(u8::is_ascii_digit)
+        && &b[4..6] == b"-W"
+        && b[6..].iter().all(u8::is_ascii_digit)
+}
+
 /// Creates `dir` and its missing parents, readable by the owner only.
 fn private_dirs(dir: &std::path::Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
@@ -361,12 +547,12 @@ fn remove_local_leftovers(dir: &std::path::Path) -> Result<u64, RetentionError> 
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(failed(e)),
     };
-    let own = ["remediation_audit", "remediation_audit_events"]
+    let own = TABLES
         .map(file_name)
         .into_iter()
         .chain(["manifest.json".to_owned()])
         .collect::<Vec<_>>();
-    let mut removed = 0;
+    let mut removed = remove_parquet_leftovers(dir)?;
     for entry in entries {
         let entry = entry.map_err(failed)?;
         let name = entry.file_name();
@@ -393,6 +579,70 @@ fn remove_local_leftovers(dir: &std::path::Path) -> Result<u64, RetentionError> 
         Err(e) => return Err(failed(e)),
     }
     Ok(removed)
+}
+
+/// Removes the staging files a cut-short upload of a Parquet part leaves
+/// (`part-{n}.parquet#{m}`) under a batch's `table=…/week=…` directories,
+/// then those directories when they are empty; returns how many files went.
+fn remove_parquet_leftovers(dir: &std::path::Path) -> Result<u64, RetentionError> {
+    let failed =
+        |e: std::io::Error| RetentionError::Archive(format!("cleaning {}: {e}", dir.display()));
+    let mut removed = 0;
+    for table in TABLES {
+        let table_dir = dir.join(format!("table={table}"));
+        let weeks = match std::fs::read_dir(&table_dir) {
+            Ok(weeks) => weeks,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(failed(e)),
+        };
+        for week in weeks {
+            let week = week.map_err(failed)?;
+            let name = week.file_name();
+            let is_week = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("week="))
+                .is_some_and(is_week_label);
+            if !is_week || !week.file_type().map_err(failed)?.is_dir() {
+                continue;
+            }
+            for file in std::fs::read_dir(week.path()).map_err(failed)? {
+                let file = file.map_err(failed)?;
+                let staged = file
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.rsplit_once('#'))
+                    .is_some_and(|(base, n)| {
+                        base.strip_prefix("part-")
+                            .and_then(|b| b.strip_suffix(".parquet"))
+                            .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                            && !n.is_empty()
+                            && n.bytes().all(|b| b.is_ascii_digit())
+                    });
+                if staged && file.file_type().map_err(failed)?.is_file() {
+                    std::fs::remove_file(file.path()).map_err(failed)?;
+                    removed += 1;
+                }
+            }
+            remove_if_empty(&week.path()).map_err(failed)?;
+        }
+        remove_if_empty(&table_dir).map_err(failed)?;
+    }
+    Ok(removed)
+}
+
+/// Removes a directory if it is empty; one that is not, or is gone, stays as it is.
+fn remove_if_empty(dir: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::remove_dir(dir) {
+        Err(e)
+            if !matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::DirectoryNotEmpty
+            ) =>
+        {
+            Err(e)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The file name of a table's rows: the live table's name.
@@ -595,6 +845,116 @@ impl Archive {
             rows,
             bytes,
             sha256: format!("{:x}", sha.finalize()),
+            week: None,
+        })
+    }
+
+    /// Writes one table's rows of a batch that started in ISO week `week`
+    /// (`2026-W33`) as Parquet under `location`, create-only: a file for
+    /// each million rows, none when there are no rows. `meta` goes into
+    /// each file's key-value metadata.
+    pub(crate) async fn write_week(
+        &self,
+        location: &str,
+        table: ArchiveTable,
+        week: &str,
+        meta: &[(&str, String)],
+        mut lines: Lines<'_>,
+    ) -> Result<Vec<ArchivedFile>, RetentionError> {
+        let mut files = Vec::new();
+        let mut open: Option<OpenPart> = None;
+        let mut pending = Vec::with_capacity(columnar::BATCH_ROWS);
+        loop {
+            let next = lines.next().await;
+            let done = next.is_none();
+            if let Some(line) = next {
+                pending.push(line?);
+                if pending.len() < columnar::BATCH_ROWS {
+                    continue;
+                }
+            }
+            if !pending.is_empty() {
+                if open.is_none() {
+                    let number = u32::try_from(files.len()).unwrap_or(u32::MAX);
+                    let relative = parquet_path(location, table.name(), week, number);
+                    open = Some(self.open_part(location, table, relative, meta).await?);
+                }
+                let Some(part) = open.as_mut() else {
+                    return Err(sink_error("Parquet part lost"));
+                };
+                let input =
+                    std::mem::replace(&mut pending, Vec::with_capacity(columnar::BATCH_ROWS));
+                part.encode(move |w| w.write(&input)).await?;
+                if part.rows >= columnar::PART_ROWS
+                    && let Some(full) = open.take()
+                {
+                    files.push(self.close_part(full, week).await?);
+                }
+            }
+            if done {
+                if let Some(last) = open.take() {
+                    files.push(self.close_part(last, week).await?);
+                }
+                return Ok(files);
+            }
+        }
+    }
+
+    /// Claims a Parquet part's name and starts its upload.
+    async fn open_part(
+        &self,
+        location: &str,
+        table: ArchiveTable,
+        relative: String,
+        meta: &[(&str, String)],
+    ) -> Result<OpenPart, RetentionError> {
+        let path = self.path(&relative);
+        // Its `table=…/week=…` directories, owner-only like the batch's.
+        if let Some((dir, _)) = relative.rsplit_once('/') {
+            self.prepare(dir)?;
+        }
+        self.claim(location, &path).await?;
+        let writer = columnar::PartWriter::new(table, meta).map_err(|e| data_error(&path, &e))?;
+        Ok(OpenPart {
+            upload: BufWriter::new(Arc::clone(&self.store), path.clone()),
+            table,
+            relative,
+            path,
+            writer: Some(writer),
+            sha: Sha256::new(),
+            bytes: 0,
+            rows: 0,
+        })
+    }
+
+    /// Ends a Parquet part's file and its upload.
+    async fn close_part(
+        &self,
+        mut part: OpenPart,
+        week: &str,
+    ) -> Result<ArchivedFile, RetentionError> {
+        let writer = part
+            .writer
+            .take()
+            .ok_or_else(|| sink_error("Parquet writer lost"))?;
+        let path = part.path.clone();
+        let out = tokio::task::spawn_blocking(move || writer.finish())
+            .await
+            .map_err(|e| sink_error(&format!("encoding {path}: {e}")))?
+            .map_err(|e| data_error(&path, &e))?;
+        part.upload(out).await?;
+        part.upload
+            .shutdown()
+            .await
+            .map_err(|e| sink_error(&format!("finishing {}: {e}", part.path)))?;
+        self.seal(&part.relative)?;
+        Ok(ArchivedFile {
+            table: part.table.name().trim_end_matches("_archive").to_owned(),
+            path: part.relative,
+            rows: part.rows,
+            bytes: part.bytes,
+            sha256: format!("{:x}", part.sha.finalize()),
+            week: Some(week.to_owned()),
         })
     }
 

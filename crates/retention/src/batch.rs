@@ -5,12 +5,13 @@
 //! crash tests stop the process; each leaves the rows live, or archived and
 //! gone from the live tables, never both and never neither.
 
+use chrono::{DateTime, Datelike as _, NaiveDate, NaiveTime, TimeDelta, Utc, Weekday};
 use remaudit_store::RetentionStore;
 use remaudit_store::retention::{ArchiveTable, BatchTotals, RetireRequest, Retiring};
 
-use crate::RetentionError;
-use crate::manifest::{MANIFEST_FORMAT, Manifest};
+use crate::manifest::{MANIFEST_FORMAT, MANIFEST_FORMAT_V3, Manifest};
 use crate::sink::{ArchiveSink, Step};
+use crate::{ArchiveFormat, RetentionError};
 
 /// What one batch moved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,14 +59,37 @@ pub(crate) async fn retire_next(
     };
     sink.checkpoint(Step::ArchiveInserted);
     let location = batch.location().to_owned();
+    let format = sink.archive().format();
     let mut files = Vec::with_capacity(ArchiveTable::ALL.len());
     for table in ArchiveTable::ALL {
-        files.push(sink.write_file(&location, table, batch.rows(table)).await?);
+        match format {
+            ArchiveFormat::Jsonl => {
+                files.push(sink.write_file(&location, table, batch.rows(table)).await?);
+            }
+            ArchiveFormat::Parquet => {
+                for (week, from, to) in weeks(batch.start_days(table).await?) {
+                    let meta = [
+                        ("batch", batch.number().to_string()),
+                        ("installation", batch.installation().to_owned()),
+                        ("week", week.clone()),
+                    ];
+                    let lines = batch.sorted_rows(table, from, to);
+                    files.extend(
+                        sink.write_week(&location, table, &week, &meta, lines)
+                            .await?,
+                    );
+                }
+            }
+        }
     }
     let (start_time_min, start_time_max) = batch.start_times().await?;
     let chain_heads = batch.chain_heads().await?;
     let mut manifest = Manifest {
-        format: MANIFEST_FORMAT.to_owned(),
+        format: match format {
+            ArchiveFormat::Jsonl => MANIFEST_FORMAT,
+            ArchiveFormat::Parquet => MANIFEST_FORMAT_V3,
+        }
+        .to_owned(),
         batch: batch.number(),
         installation: Some(batch.installation().to_owned()),
         source: batch.source().to_owned(),
@@ -82,8 +106,8 @@ pub(crate) async fn retire_next(
     let manifest_sha256 = sink.write_manifest(&location, &manifest).await?;
     sink.checkpoint(Step::FileWritten);
     let totals = BatchTotals {
-        remediations: manifest.rows(0),
-        events: manifest.rows(1),
+        remediations: manifest.rows("remediation_audit"),
+        events: manifest.rows("remediation_audit_events"),
         bytes: manifest.bytes(),
         start_time_min,
         start_time_max,
@@ -101,4 +125,48 @@ pub(crate) async fn retire_next(
     };
     batch.finish(&totals).await?;
     Ok(Some(report))
+}
+
+/// The ISO weeks (Monday to Monday, UTC) that hold `days`, in order: each
+/// as its label (`2026-W33`) and its bounds.
+fn weeks(days: Vec<NaiveDate>) -> Vec<(String, DateTime<Utc>, DateTime<Utc>)> {
+    let mut mondays = days
+        .into_iter()
+        .map(|day| day.week(Weekday::Mon).first_day())
+        .collect::<Vec<_>>();
+    mondays.dedup();
+    mondays
+        .into_iter()
+        .map(|monday| {
+            let week = monday.iso_week();
+            let from = monday.and_time(NaiveTime::MIN).and_utc();
+            (
+                format!("{:04}-W{:02}", week.year(), week.week()),
+                from,
+                from + TimeDelta::weeks(1),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_fall_into_iso_weeks_including_across_a_year_end() {
+        let day = |s: &str| s.parse::<NaiveDate>().expect("day");
+        let got = weeks(vec![
+            day("2024-12-29"),
+            day("2024-12-30"),
+            day("2025-01-01"),
+            day("2025-01-05"),
+            day("2025-01-06"),
+            day("2026-08-16"),
+        ]);
+        let labels = got.iter().map(|(w, _, _)| w.as_str()).collect::<Vec<_>>();
+        assert_eq!(labels, ["2024-W52", "2025-W01", "2025-W02", "2026-W33"]);
+        assert_eq!(got[1].1.to_rfc3339(), "2024-12-30T00:00:00+00:00");
+        assert_eq!(got[1].2.to_rfc3339(), "2025-01-06T00:00:00+00:00");
+    }
 }

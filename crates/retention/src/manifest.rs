@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 /// The format tag of the manifests this version writes.
 pub const MANIFEST_FORMAT: &str = "remaudit-archive/2";
 
+/// The format tag of the manifests of batches written as Parquet, whose
+/// files carry their week.
+pub const MANIFEST_FORMAT_V3: &str = "remaudit-archive/3";
+
 /// The format tag of manifests written before chain heads and signatures;
 /// still read.
 pub const MANIFEST_FORMAT_V1: &str = "remaudit-archive/1";
@@ -31,6 +35,10 @@ pub struct ArchivedFile {
     pub bytes: u64,
     /// SHA-256 of the compressed file, lowercase hex.
     pub sha256: String,
+    /// The ISO week (`2026-W33`) whose rows a Parquet file holds; absent
+    /// for JSON Lines files, which hold the whole batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub week: Option<String>,
 }
 
 /// A manifest's signature: an HMAC-SHA-256 made with a chain key.
@@ -87,9 +95,13 @@ pub enum SignatureCheck {
 }
 
 impl Manifest {
-    /// Rows of the `i`th file (0: summary rows, 1: events).
-    pub(crate) fn rows(&self, i: usize) -> u64 {
-        self.files.get(i).map_or(0, |f| f.rows)
+    /// Rows of one table's files (`remediation_audit` or `remediation_audit_events`).
+    pub(crate) fn rows(&self, table: &str) -> u64 {
+        self.files
+            .iter()
+            .filter(|f| f.table == table)
+            .map(|f| f.rows)
+            .sum()
     }
 
     /// Compressed bytes of every file.
@@ -158,6 +170,7 @@ mod tests {
                 rows: 3,
                 bytes: 120,
                 sha256: "ab".repeat(32),
+                week: None,
             }],
             chain_heads: vec![ChainHead {
                 remediation: ChainRemediation {

@@ -65,6 +65,20 @@ pub trait ArchiveSink: Send + Sync {
         self.archive().write_file(location, table, lines).await
     }
 
+    /// Writes one table's rows of ISO week `week` as Parquet under `location`.
+    async fn write_week(
+        &self,
+        location: &str,
+        table: ArchiveTable,
+        week: &str,
+        meta: &[(&str, String)],
+        lines: Lines<'_>,
+    ) -> Result<Vec<ArchivedFile>, RetentionError> {
+        self.archive()
+            .write_week(location, table, week, meta, lines)
+            .await
+    }
+
     /// Writes the manifest under `location`; returns its SHA-256.
     async fn write_manifest(
         &self,

@@ -7,7 +7,11 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
 
-use crate::manifest::{MANIFEST_FORMAT, MANIFEST_FORMAT_V1, Manifest, SignatureCheck};
+use remaudit_store::retention::ArchiveTable;
+
+use crate::manifest::{
+    MANIFEST_FORMAT, MANIFEST_FORMAT_V1, MANIFEST_FORMAT_V3, Manifest, SignatureCheck,
+};
 use chrono::{DateTime, Utc};
 use flate2::read::GzDecoder;
 use remaudit_model::RemediationOrchestrationAudit;
@@ -18,7 +22,7 @@ use remaudit_store::RetentionStore;
 use serde::Deserialize;
 
 use crate::archive::{hex_sha256, manifest_path};
-use crate::{Archive, RetentionError};
+use crate::{Archive, RetentionError, columnar};
 
 /// What a verification found.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -163,7 +167,9 @@ pub async fn verify(
                 manifest.batch
             ));
         }
-        if ![MANIFEST_FORMAT, MANIFEST_FORMAT_V1].contains(&manifest.format.as_str()) {
+        if ![MANIFEST_FORMAT, MANIFEST_FORMAT_V1, MANIFEST_FORMAT_V3]
+            .contains(&manifest.format.as_str())
+        {
             problems.push(format!(
                 "batch {id}: the manifest's format {:?} is not one this version reads",
                 manifest.format
@@ -172,12 +178,16 @@ pub async fn verify(
         if let Some(ring) = ring {
             check_signature(id, &manifest, ring, problems);
         }
-        let mut chains: Option<Chains> = None;
+        // The events of every file of the batch, by remediation; `None`
+        // once a file could not be read whole (its chains are not judged).
+        let mut chains: Option<Chains> = ring.map(|_| Chains::new());
         let ids = store.batch_ids(id).await?;
+        let mut found: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
         for file in &manifest.files {
             let is_events = file.table == "remediation_audit_events";
             let Some(bytes) = archive.read(&file.path).await? else {
                 problems.push(format!("batch {id}: file {} is missing", file.path));
+                chains = chains.filter(|_| !is_events);
                 continue;
             };
             if hex_sha256(&bytes) != file.sha256 {
@@ -185,57 +195,69 @@ pub async fn verify(
                     "batch {id}: {} does not match its SHA-256",
                     file.path
                 ));
+                chains = chains.filter(|_| !is_events);
                 continue;
             }
-            let mut found = Vec::new();
-            let mut read = (is_events && ring.is_some()).then(Chains::new);
-            for line in BufReader::new(GzDecoder::new(bytes.as_ref())).lines() {
-                let parsed = line.map_err(|e| e.to_string()).and_then(|l| {
-                    serde_json::from_str::<serde_json::Value>(&l).map_err(|e| e.to_string())
-                });
-                let value = match parsed {
-                    Ok(value) => value,
-                    Err(e) => {
-                        problems.push(format!("batch {id}: {} is unreadable: {e}", file.path));
-                        read = None;
-                        break;
-                    }
-                };
+            let ids_found = found.entry(file.table.as_str()).or_default();
+            let before = ids_found.len();
+            let mut row = |value: serde_json::Value| {
                 match value.get("id").and_then(serde_json::Value::as_i64) {
-                    Some(row) => found.push(row),
+                    Some(row) => ids_found.push(row),
                     None => {
-                        problems.push(format!("batch {id}: a line of {} has no id", file.path));
+                        problems.push(format!("batch {id}: a row of {} has no id", file.path));
                     }
                 }
-                if let Some(chains) = &mut read {
+                if let Some(chains) = chains.as_mut().filter(|_| is_events) {
                     match serde_json::from_value::<ArchivedEvent>(value) {
                         Ok(event) => {
                             let (remediation, event) = event.into_chained();
                             chains.entry(remediation).or_default().push(event);
                         }
                         Err(e) => problems.push(format!(
-                            "batch {id}: a line of {} is not an event: {e}",
+                            "batch {id}: a row of {} is not an event: {e}",
                             file.path
                         )),
                     }
                 }
-            }
-            if read.is_some() {
-                chains = read;
-            }
-            found.sort_unstable();
-            let expected = if file.table == "remediation_audit" {
-                &ids.remediations
-            } else {
-                &ids.events
             };
-            if found.len() as u64 != file.rows || &found != expected {
+            let read = if file.path.ends_with(".parquet") {
+                let table = if is_events {
+                    ArchiveTable::Events
+                } else {
+                    ArchiveTable::Remediations
+                };
+                columnar::read_rows(table, bytes, |r| row(serde_json::Value::Object(r))).map(|_| ())
+            } else {
+                read_lines(&bytes, &mut row)
+            };
+            if let Err(e) = read {
+                problems.push(format!("batch {id}: {} is unreadable: {e}", file.path));
+                chains = chains.filter(|_| !is_events);
+            }
+            let rows = ids_found.len() - before;
+            if rows as u64 != file.rows {
                 problems.push(format!(
-                    "batch {id}: {} holds {} rows, the manifest says {} and the archive table {}",
-                    file.path,
-                    found.len(),
-                    file.rows,
-                    expected.len()
+                    "batch {id}: {} holds {rows} rows, the manifest says {}",
+                    file.path, file.rows
+                ));
+            }
+        }
+        for (table, expected) in [
+            ("remediation_audit", &ids.remediations),
+            ("remediation_audit_events", &ids.events),
+        ] {
+            let mut got = found.remove(table).unwrap_or_default();
+            got.sort_unstable();
+            if &got != expected {
+                problems.push(format!(
+                    "batch {id}: the files of {table} hold {} rows, the archive table {}{}",
+                    got.len(),
+                    expected.len(),
+                    if got.len() == expected.len() {
+                        " with other ids"
+                    } else {
+                        ""
+                    }
                 ));
             }
         }
@@ -260,6 +282,15 @@ pub async fn verify(
         }
     }
     Ok(report)
+}
+
+/// Reads a gzip-compressed JSON Lines file's rows into `row`.
+fn read_lines(bytes: &[u8], row: &mut impl FnMut(serde_json::Value)) -> Result<(), String> {
+    for line in BufReader::new(GzDecoder::new(bytes)).lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        row(serde_json::from_str(&line).map_err(|e| e.to_string())?);
+    }
+    Ok(())
 }
 
 /// Adds a problem when the manifest's signature does not hold.

@@ -101,6 +101,16 @@ impl ArchiveTable {
             Self::Events => "remediation_audit_events_archive",
         }
     }
+
+    /// The columns [`ArchiveBatch::sorted_rows`] orders by: summary rows by
+    /// alert, events by remediation, each then by start time and id.
+    #[must_use]
+    pub fn sort_columns(self) -> &'static [&'static str] {
+        match self {
+            Self::Remediations => &["alert_fingerprint", "start_time", "id"],
+            Self::Events => &["namespace", "remediation_name", "start_time", "id"],
+        }
+    }
 }
 
 /// What a batch's files hold, recorded in the journal when it finishes.
@@ -170,6 +180,17 @@ pub trait ArchiveBatch: Send {
     fn kept(&self) -> u64;
     /// The batch's rows of one archive table, one JSON object a line, by id.
     fn rows(&mut self, table: ArchiveTable) -> Lines<'_>;
+    /// The days (UTC) on which the batch's rows of one archive table started.
+    async fn start_days(&mut self, table: ArchiveTable) -> Result<Vec<NaiveDate>, StoreError>;
+    /// The batch's rows of one archive table that started in `[from, to)`,
+    /// one JSON object a line, ordered by [`ArchiveTable::sort_columns`]
+    /// (text compared byte by byte).
+    fn sorted_rows(
+        &mut self,
+        table: ArchiveTable,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Lines<'_>;
     /// Earliest and latest `start_time` of the batch's summary rows.
     async fn start_times(
         &mut self,

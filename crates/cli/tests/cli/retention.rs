@@ -110,9 +110,15 @@ async fn assert_each_row_in_one_place(pool: &sqlx::PgPool, written: Written, whe
 
 /// Batch directories in the archive directory, `{installation}/batch-…`.
 fn batch_dirs(dir: &std::path::Path) -> Vec<String> {
+    // A batch's directory is the path up to its `batch-…` part; Parquet
+    // files sit deeper, under `table=…/week=…/`.
     let mut names: Vec<String> = archive_files(dir)
         .into_keys()
-        .filter_map(|f| f.rsplit_once('/').map(|(d, _)| d.to_owned()))
+        .filter_map(|f| {
+            let parts: Vec<&str> = f.split('/').collect();
+            let at = parts.iter().position(|p| p.starts_with("batch-"))?;
+            Some(parts[..=at].join("/"))
+        })
         .collect();
     names.sort();
     names.dedup();
@@ -293,8 +299,20 @@ async fn archives_to_an_s3_compatible_server_and_verifies() {
     assert!(verified.status.success(), "{}", text(&verified));
     assert!(text(&verified).contains(&format!("({archived} remediations")));
 
+    let s3 = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(moto.endpoint())
+        .with_allow_http(true)
+        .with_bucket_name("audit-archive")
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .with_region("us-east-1")
+        .build()
+        .expect("s3 client");
+    // A second reader, pyarrow, finds every archived row in the Parquet files.
+    let parquet = parquet_rows_match_the_archive(&pool, &s3, "remaudit/prod").await;
+
     // A second installation on the same prefix numbers its batches alike,
-    // and neither overwrites the other's objects.
+    // and neither overwrites the other's objects; it writes JSON Lines.
     let other = PgDb::create().await;
     let other_written = load(other.store().await.as_ref(), clock()).await;
     let out = retention(
@@ -304,6 +322,8 @@ async fn archives_to_an_s3_compatible_server_and_verifies() {
             other.url(),
             "--archive-url",
             url,
+            "--archive-format",
+            "jsonl",
             "--now",
             &now,
         ],
@@ -324,25 +344,22 @@ async fn archives_to_an_s3_compatible_server_and_verifies() {
         assert!(verified.status.success(), "{}", text(&verified));
     }
 
-    // A damaged file is found: replace one with other bytes.
+    let other_pool = other.pool().await;
     let location: String = sqlx::query_scalar(
         "SELECT location FROM remediation_retention_batches WHERE state = 'done' ORDER BY id LIMIT 1",
     )
-    .fetch_one(&pool)
+    .fetch_one(&other_pool)
     .await
     .expect("batch");
-    let s3 = object_store::aws::AmazonS3Builder::new()
-        .with_endpoint(moto.endpoint())
-        .with_allow_http(true)
-        .with_bucket_name("audit-archive")
-        .with_access_key_id("test")
-        .with_secret_access_key("test")
-        .with_region("us-east-1")
-        .build()
-        .expect("s3 client");
-    let path = object_store::path::Path::from(format!(
+    let jsonl = object_store::path::Path::from(format!(
         "remaudit/prod/{location}/remediation_audit.jsonl.gz"
     ));
+    object_store::ObjectStoreExt::head(&s3, &jsonl)
+        .await
+        .expect("the second installation wrote JSON Lines");
+
+    // A damaged Parquet file is found: replace one with a cut-short copy.
+    let path = object_store::path::Path::from(format!("remaudit/prod/{parquet}"));
     // The server refuses a create-only write to a taken name, as every
     // archive write is: nothing the job writes can replace an object.
     let again = object_store::ObjectStore::put_opts(
@@ -356,7 +373,13 @@ async fn archives_to_an_s3_compatible_server_and_verifies() {
         matches!(again, Err(object_store::Error::AlreadyExists { .. })),
         "{again:?}"
     );
-    object_store::ObjectStoreExt::put(&s3, &path, "not gzip".into())
+    let whole = object_store::ObjectStoreExt::get(&s3, &path)
+        .await
+        .expect("read a Parquet file")
+        .bytes()
+        .await
+        .expect("its bytes");
+    object_store::ObjectStoreExt::put(&s3, &path, whole.slice(..whole.len() / 2).into())
         .await
         .expect("overwrite a file");
     let damaged = retention(
@@ -365,10 +388,191 @@ async fn archives_to_an_s3_compatible_server_and_verifies() {
     );
     assert_eq!(damaged.status.code(), Some(1), "{}", text(&damaged));
     assert!(
-        text(&damaged).contains("does not match its SHA-256"),
+        text(&damaged).contains("does not match its SHA-256")
+            && text(&damaged).contains(parquet.as_str()),
         "{}",
         text(&damaged)
     );
+}
+
+/// Reads every Parquet file of the finished batches under `prefix` with
+/// pyarrow (`scripts/parquet-rows`), and checks that the files hold each
+/// row of the archive tables once, with the same values, sorted, with
+/// min/max statistics for the sort's first column; returns one file's path
+/// under the prefix.
+async fn parquet_rows_match_the_archive(
+    pool: &sqlx::PgPool,
+    s3: &dyn object_store::ObjectStore,
+    prefix: &str,
+) -> String {
+    let locations: Vec<String> = sqlx::query_scalar(
+        "SELECT location FROM remediation_retention_batches WHERE state = 'done' ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("batches");
+    assert!(!locations.is_empty());
+    let read = |path: String| async move {
+        object_store::ObjectStoreExt::get(s3, &object_store::path::Path::from(path.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+            .bytes()
+            .await
+            .expect("bytes")
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let mut files = Vec::new();
+    for location in &locations {
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&read(format!("{prefix}/{location}/manifest.json")).await)
+                .expect("manifest");
+        assert_eq!(manifest["format"], "remaudit-archive/3", "{manifest}");
+        for file in manifest["files"].as_array().expect("files") {
+            let path = file["path"].as_str().expect("path").to_owned();
+            let (table, week) = (file["table"].as_str().expect("table"), &file["week"]);
+            assert!(
+                path.starts_with(&format!(
+                    "{location}/table={table}/week={}/part-",
+                    week.as_str().expect("week")
+                )) && path.ends_with(".parquet"),
+                "{path}"
+            );
+            let local = dir.path().join(format!("{}.parquet", files.len()));
+            std::fs::write(&local, read(format!("{prefix}/{path}")).await).expect("copy");
+            files.push((local, table.to_owned(), path));
+        }
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/parquet-rows");
+    let out = std::process::Command::new(script)
+        .args(files.iter().map(|(local, ..)| local))
+        .output()
+        .expect("run scripts/parquet-rows");
+    assert!(out.status.success(), "{}", text(&out));
+    let mut rows: std::collections::BTreeMap<(String, i64), serde_json::Value> =
+        std::collections::BTreeMap::new();
+    let mut sorted_by = std::collections::BTreeMap::new();
+    let mut last: Option<(String, Vec<serde_json::Value>)> = None;
+    for line in String::from_utf8(out.stdout).expect("utf-8").lines() {
+        let line: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        let local = line["file"].as_str().expect("file");
+        let (_, table, _) = files
+            .iter()
+            .find(|(l, ..)| l.to_str() == Some(local))
+            .expect("a file of ours");
+        let Some(row) = line.get("row") else {
+            let sort = if table == "remediation_audit" {
+                json!(["alert_fingerprint", "start_time", "id"])
+            } else {
+                json!(["namespace", "remediation_name", "start_time", "id"])
+            };
+            assert_eq!(line["sorting"], sort, "{line}");
+            assert_eq!(
+                line["min_max"][sort[0].as_str().expect("name")],
+                true,
+                "{line}"
+            );
+            assert_eq!(
+                line["columns"]["start_time"], "timestamp[us, tz=UTC]",
+                "{line}"
+            );
+            assert_eq!(line["columns"]["id"], "int64", "{line}");
+            sorted_by.insert(table.clone(), sort);
+            continue;
+        };
+        // Rows come in the file's order: by the sort columns within a file.
+        let key: Vec<serde_json::Value> = sorted_by[table]
+            .as_array()
+            .expect("names")
+            .iter()
+            .map(|c| row[c.as_str().expect("name")].clone())
+            .collect();
+        if let Some((file, before)) = &last
+            && file == local
+        {
+            assert!(
+                compare_keys(before, &key).is_le(),
+                "{local}: {before:?} then {key:?}"
+            );
+        }
+        last = Some((local.to_owned(), key));
+        let id = row["id"].as_i64().expect("id");
+        let doubled = rows.insert((table.clone(), id), row.clone());
+        assert!(doubled.is_none(), "{table} row {id} is in two files");
+    }
+    for table in ["remediation_audit", "remediation_audit_events"] {
+        let archived: Vec<(i64, serde_json::Value)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT id, row_to_json(a)::jsonb FROM {table}_archive a ORDER BY id"
+        )))
+        .fetch_all(pool)
+        .await
+        .expect("archived rows");
+        let in_files = rows.keys().filter(|(t, _)| t == table).count();
+        assert_eq!(in_files, archived.len(), "{table}");
+        for (id, want) in archived {
+            let got = &rows[&(table.to_owned(), id)];
+            for (column, value) in want.as_object().expect("an object") {
+                let found = got.get(column).unwrap_or(&serde_json::Value::Null);
+                let same = match (value, found) {
+                    (serde_json::Value::String(time), serde_json::Value::Number(micros))
+                        if column.ends_with("_time")
+                            || column.ends_with("_at")
+                            || column == "completion_time" =>
+                    {
+                        time.parse::<chrono::DateTime<chrono::Utc>>()
+                            .expect("a time")
+                            .timestamp_micros()
+                            == micros.as_i64().expect("micros")
+                    }
+                    (serde_json::Value::String(xid), serde_json::Value::Number(n))
+                        if column == "created_xid" =>
+                    {
+                        xid.parse::<u64>().ok() == n.as_u64()
+                    }
+                    (document, serde_json::Value::String(text))
+                        if column == "record" || column == "service_crd_statuses" =>
+                    {
+                        serde_json::from_str::<serde_json::Value>(text)
+                            .ok()
+                            .as_ref()
+                            == Some(document)
+                    }
+                    _ => value == found,
+                };
+                assert!(
+                    same,
+                    "{table} {id} {column}: {value} in the database, {found} in the file"
+                );
+            }
+            let extra: Vec<&String> = got
+                .as_object()
+                .expect("an object")
+                .keys()
+                .filter(|k| !want.as_object().expect("object").contains_key(*k))
+                .collect();
+            assert!(
+                extra.is_empty(),
+                "{table} {id}: columns {extra:?} are not the table's"
+            );
+        }
+    }
+    files.swap_remove(0).2
+}
+
+/// Orders two sort keys as the archive sorts: text byte by byte, numbers as numbers.
+fn compare_keys(a: &[serde_json::Value], b: &[serde_json::Value]) -> std::cmp::Ordering {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| match (x, y) {
+            (serde_json::Value::String(x), serde_json::Value::String(y)) => {
+                x.as_bytes().cmp(y.as_bytes())
+            }
+            (x, y) => x
+                .as_i64()
+                .unwrap_or_default()
+                .cmp(&y.as_i64().unwrap_or_default()),
+        })
+        .find(|o| o.is_ne())
+        .unwrap_or(std::cmp::Ordering::Equal)
 }
 
 #[tokio::test]

@@ -372,11 +372,7 @@ async fn scale_a_server_killed_holding_a_retention_batch_loses_and_doubles_nothi
                 .fetch_optional(pool)
                 .await
                 .expect("journal");
-                pending.filter(|(_, location)| {
-                    ["remediation_audit.jsonl.gz", "remediation_audit_events.jsonl.gz"]
-                        .iter()
-                        .all(|f| archive.join(location).join(f).is_file())
-                })
+                pending.filter(|(_, location)| wrote_both_tables(&archive.join(location)))
             }
         },
     )
@@ -406,10 +402,7 @@ async fn scale_a_server_killed_holding_a_retention_batch_loses_and_doubles_nothi
         "the killed server's batch is left pending"
     );
     assert!(
-        archive
-            .join(&location)
-            .join("remediation_audit.jsonl.gz")
-            .is_file(),
+        wrote_both_tables(&archive.join(&location)),
         "its files are still there"
     );
     hold.rollback().await.expect("release the chain head");
@@ -446,4 +439,19 @@ async fn scale_a_server_killed_holding_a_retention_batch_loses_and_doubles_nothi
          cohort archived {gate:?} after the stream began; streams done after {streamed:?}; all checked after {:?}",
         started.elapsed()
     );
+}
+
+/// Whether a batch's directory holds a file of each table: JSON Lines, or a
+/// first Parquet part of some week.
+fn wrote_both_tables(dir: &std::path::Path) -> bool {
+    ["remediation_audit", "remediation_audit_events"]
+        .iter()
+        .all(|table| {
+            dir.join(format!("{table}.jsonl.gz")).is_file()
+                || std::fs::read_dir(dir.join(format!("table={table}"))).is_ok_and(|weeks| {
+                    weeks
+                        .flatten()
+                        .any(|week| week.path().join("part-0.parquet").is_file())
+                })
+        })
 }

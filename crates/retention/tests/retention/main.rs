@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use remaudit_model::chain::{ChainKey, KeyRing};
-use remaudit_retention::{Archive, Settings};
+use remaudit_retention::{Archive, ArchiveFormat, Settings};
 use remaudit_store::{Actor, AdminAction, AdminLogQuery, InsertRules, ListQuery, Store};
 use remaudit_testkit::history::{load, load_with};
 use remaudit_testkit::{PgDb, SqliteDb};
@@ -150,7 +150,13 @@ impl Counter {
 }
 
 /// The scenario on either backend: history, a hold, a soft delete, one run.
-async fn scenario(store: Arc<dyn Store>, counter: Counter, exact: bool, partitioned: bool) {
+async fn scenario(
+    store: Arc<dyn Store>,
+    counter: Counter,
+    exact: bool,
+    partitioned: bool,
+    format: ArchiveFormat,
+) {
     let written = load_with(store.as_ref(), now(), &chained()).await;
     if partitioned {
         // As if the service had run all along, creating weeks ahead: the rows
@@ -211,7 +217,8 @@ async fn scenario(store: Arc<dyn Store>, counter: Counter, exact: bool, partitio
     let dir = tempfile::tempdir().expect("dir");
     let archive = Archive::open(&format!("file://{}", dir.path().display()))
         .expect("archive")
-        .with_chain_keys(Some(ring()));
+        .with_chain_keys(Some(ring()))
+        .with_format(format);
     let settings = Settings {
         exact,
         batch_rows: 100,
@@ -402,7 +409,14 @@ async fn scenario(store: Arc<dyn Store>, counter: Counter, exact: bool, partitio
 #[tokio::test]
 async fn postgres_whole_weeks_leave_and_nothing_is_lost() {
     let db = PgDb::create().await;
-    scenario(db.store().await, Counter::Pg(db.pool().await), false, true).await;
+    scenario(
+        db.store().await,
+        Counter::Pg(db.pool().await),
+        false,
+        true,
+        ArchiveFormat::Parquet,
+    )
+    .await;
     let pool = db.pool().await;
     let weeks: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_inherits WHERE inhparent = 'remediation_audit'::regclass \
@@ -428,13 +442,27 @@ async fn postgres_whole_weeks_leave_and_nothing_is_lost() {
 #[tokio::test]
 async fn postgres_exact_runs_leave_nothing_older_than_the_policy() {
     let db = PgDb::create().await;
-    scenario(db.store().await, Counter::Pg(db.pool().await), true, true).await;
+    scenario(
+        db.store().await,
+        Counter::Pg(db.pool().await),
+        true,
+        true,
+        ArchiveFormat::Parquet,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn postgres_rows_outside_every_partition_are_retired_row_by_row() {
     let db = PgDb::create().await;
-    scenario(db.store().await, Counter::Pg(db.pool().await), false, false).await;
+    scenario(
+        db.store().await,
+        Counter::Pg(db.pool().await),
+        false,
+        false,
+        ArchiveFormat::Parquet,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -442,7 +470,42 @@ async fn sqlite_rows_are_retired_row_by_row_and_nothing_is_lost() {
     let db = SqliteDb::create();
     let store = db.store().await;
     let pool = sqlx::SqlitePool::connect(&db.url()).await.expect("pool");
-    scenario(store, Counter::Sqlite(pool), true, false).await;
+    scenario(
+        store,
+        Counter::Sqlite(pool),
+        true,
+        false,
+        ArchiveFormat::Parquet,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn sqlite_rows_retired_as_json_lines_verify_as_before() {
+    let db = SqliteDb::create();
+    let store = db.store().await;
+    let pool = sqlx::SqlitePool::connect(&db.url()).await.expect("pool");
+    scenario(
+        store,
+        Counter::Sqlite(pool),
+        true,
+        false,
+        ArchiveFormat::Jsonl,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_whole_weeks_retired_as_json_lines_verify_as_before() {
+    let db = PgDb::create().await;
+    scenario(
+        db.store().await,
+        Counter::Pg(db.pool().await),
+        false,
+        true,
+        ArchiveFormat::Jsonl,
+    )
+    .await;
 }
 
 /// A local object store that interferes with the first archive file this
@@ -543,7 +606,9 @@ impl object_store::ObjectStore for Contended {
         opts: object_store::PutOptions,
     ) -> object_store::Result<object_store::PutResult> {
         let first = opts.mode == object_store::PutMode::Create
-            && location.as_ref().ends_with("/remediation_audit.jsonl.gz")
+            && (location.as_ref().ends_with("/remediation_audit.jsonl.gz")
+                || (location.as_ref().contains("/table=remediation_audit/")
+                    && location.as_ref().ends_with("/part-0.parquet")))
             && self.planted.lock().expect("lock").is_none();
         if first {
             if self.plant {
@@ -731,7 +796,10 @@ async fn batches_archived_before_installation_ids_stay_where_they_are_and_verify
     let pool = sqlx::SqlitePool::connect(&db.url()).await.expect("pool");
     let written = load(store.as_ref(), now()).await;
     let dir = tempfile::tempdir().expect("dir");
-    let archive = Archive::open(&format!("file://{}", dir.path().display())).expect("archive");
+    // Batches of that time were JSON Lines.
+    let archive = Archive::open(&format!("file://{}", dir.path().display()))
+        .expect("archive")
+        .with_format(remaudit_retention::ArchiveFormat::Jsonl);
     let settings = Settings {
         batch_rows: 20,
         ..Settings::default()

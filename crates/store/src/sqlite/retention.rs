@@ -257,6 +257,52 @@ impl ArchiveBatch for SqliteBatch<'_> {
     }
 
     #[instrument(skip_all, fields(batch = self.begun.batch), err)]
+    async fn start_days(&mut self, table: ArchiveTable) -> Result<Vec<NaiveDate>, StoreError> {
+        // Times are stored as fixed-width RFC 3339 text in UTC: the day is its first ten bytes.
+        let days = sqlx::query_scalar::<_, String>(AssertSqlSafe(format!(
+            "SELECT DISTINCT substr(start_time, 1, 10) FROM {} WHERE archive_batch = ?1 ORDER BY 1",
+            table.name()
+        )))
+        .bind(self.begun.batch)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        days.iter()
+            .map(|d| {
+                NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|e| {
+                    StoreError::from(sqlx::Error::Decode(
+                        format!("bad start day {d:?} in SQLite: {e}").into(),
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    fn sorted_rows(
+        &mut self,
+        table: ArchiveTable,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Lines<'_> {
+        let json = match table {
+            ArchiveTable::Remediations => SUMMARY_JSON,
+            ArchiveTable::Events => EVENT_JSON,
+        };
+        // SQLite compares text byte by byte unless told otherwise.
+        let lines = sqlx::query_scalar::<_, String>(AssertSqlSafe(format!(
+            "SELECT {json} FROM {} WHERE archive_batch = ?1 AND start_time >= ?2 \
+             AND start_time < ?3 ORDER BY {}",
+            table.name(),
+            table.sort_columns().join(", ")
+        )))
+        .bind(self.begun.batch)
+        .bind(encode_time(from))
+        .bind(encode_time(to))
+        .fetch(&mut *self.tx)
+        .map_err(StoreError::from);
+        Box::pin(lines)
+    }
+
+    #[instrument(skip_all, fields(batch = self.begun.batch), err)]
     async fn start_times(
         &mut self,
     ) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), StoreError> {

@@ -1,7 +1,7 @@
 //! What must hold once both streams are sent and retention has settled.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -326,14 +326,18 @@ fn files_under(root: &Path, dir: &Path, out: &mut BTreeSet<String>) {
         let path = entry.expect("entry").path();
         if path.is_dir() {
             files_under(root, &path, out);
-        } else if let Some(parent) = path.parent() {
-            out.insert(
-                parent
-                    .strip_prefix(root)
-                    .expect("under root")
-                    .display()
-                    .to_string(),
-            );
+        } else {
+            // The batch's directory: the path up to its `batch-…` part
+            // (Parquet files sit deeper, under `table=…/week=…/`).
+            let relative = path.strip_prefix(root).expect("under root");
+            let mut batch = PathBuf::new();
+            for part in relative {
+                batch.push(part);
+                if part.to_string_lossy().starts_with("batch-") {
+                    break;
+                }
+            }
+            out.insert(batch.display().to_string());
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use futures::TryStreamExt as _;
 use sqlx::postgres::{PgPool, Postgres};
 use sqlx::{AssertSqlSafe, Row as _, Transaction};
@@ -44,6 +44,21 @@ pub(super) struct PgBatch {
 }
 
 impl PgBatch {
+    /// The condition that picks a row-wise batch's rows of `table` by id
+    /// (`$2`), with the ids; empty for a week, whose rows the batch number picks.
+    fn by_id(&self, table: ArchiveTable) -> (&'static str, Vec<i64>) {
+        match &self.moved {
+            Some(m) => (
+                " AND id = ANY($2)",
+                match table {
+                    ArchiveTable::Remediations => m.remediations.clone(),
+                    ArchiveTable::Events => m.events.clone(),
+                },
+            ),
+            None => ("", Vec::new()),
+        }
+    }
+
     #[instrument(skip_all, fields(batch = self.begun.batch), err)]
     /// Removes the batch's rows from the live tables (not yet committed).
     async fn remove_live(&mut self) -> Result<(), StoreError> {
@@ -95,21 +110,58 @@ impl ArchiveBatch for PgBatch {
     }
 
     fn rows(&mut self, table: ArchiveTable) -> Lines<'_> {
-        let ids = self.moved.as_ref().map(|m| match table {
-            ArchiveTable::Remediations => m.remediations.clone(),
-            ArchiveTable::Events => m.events.clone(),
-        });
-        let by_id = if ids.is_some() {
-            " AND id = ANY($2)"
-        } else {
-            ""
-        };
+        let (by_id, ids) = self.by_id(table);
         let lines = sqlx::query_scalar::<_, String>(AssertSqlSafe(format!(
             "SELECT row_to_json(a)::text FROM {} a WHERE archive_batch = $1{by_id} ORDER BY id",
             table.name()
         )))
         .bind(self.begun.batch)
-        .bind(ids.unwrap_or_default())
+        .bind(ids)
+        .fetch(&mut *self.tx)
+        .map_err(StoreError::from);
+        Box::pin(lines)
+    }
+
+    #[instrument(skip_all, fields(batch = self.begun.batch), err)]
+    async fn start_days(&mut self, table: ArchiveTable) -> Result<Vec<NaiveDate>, StoreError> {
+        let (by_id, ids) = self.by_id(table);
+        Ok(sqlx::query_scalar::<_, NaiveDate>(AssertSqlSafe(format!(
+            "SELECT DISTINCT (start_time AT TIME ZONE 'UTC')::date FROM {} \
+             WHERE archive_batch = $1{by_id} ORDER BY 1",
+            table.name()
+        )))
+        .bind(self.begun.batch)
+        .bind(ids)
+        .fetch_all(&mut *self.tx)
+        .await?)
+    }
+
+    fn sorted_rows(
+        &mut self,
+        table: ArchiveTable,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Lines<'_> {
+        let (by_id, ids) = self.by_id(table);
+        // Text in byte order, as Parquet's statistics compare it.
+        let order = table
+            .sort_columns()
+            .iter()
+            .map(|c| match *c {
+                "start_time" | "id" => (*c).to_owned(),
+                text => format!("{text} COLLATE \"C\""),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let lines = sqlx::query_scalar::<_, String>(AssertSqlSafe(format!(
+            "SELECT row_to_json(a)::text FROM {} a WHERE archive_batch = $1{by_id} \
+             AND start_time >= $3 AND start_time < $4 ORDER BY {order}",
+            table.name()
+        )))
+        .bind(self.begun.batch)
+        .bind(ids)
+        .bind(from)
+        .bind(to)
         .fetch(&mut *self.tx)
         .map_err(StoreError::from);
         Box::pin(lines)
