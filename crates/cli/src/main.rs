@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 mod admin;
+mod archive;
 mod auth;
 mod chain;
 mod config;
@@ -75,6 +76,8 @@ enum Command {
     Controller(controller::ControllerArgs),
     /// Archive and remove expired audit rows, or verify the archive.
     Retention(retention::RetentionArgs),
+    /// Ask the archive (the Parquet files retention writes) questions in SQL.
+    Archive(archive::ArchiveArgs),
     /// Ask a running service analytics questions (post-mortems, success rates,
     /// durations, failures, retries, timelines).
     Query(query::QueryArgs),
@@ -244,6 +247,10 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<u8> {
             let s = settings::RetentionRunSettings::load(f, given)?;
             retention::run(args, &s).await
         }
+        Command::Archive(args) => {
+            without_settings_file(given, file, cli.log_format)?;
+            archive::run(args).await
+        }
         Command::Token(args) => {
             without_settings_file(given, file, cli.log_format)?;
             auth::run(args)
@@ -275,7 +282,7 @@ fn without_settings_file(
         && given.value_source("config") == Some(clap::parser::ValueSource::CommandLine)
     {
         anyhow::bail!(
-            "--config {}: crdgen, token, chain-key and verify read no settings file (serve, migrate, publish, controller, retention and simulate read a settings file)",
+            "--config {}: crdgen, token, chain-key, verify and archive read no settings file (serve, migrate, publish, controller, retention and simulate read a settings file)",
             file.display()
         );
     }

@@ -39,7 +39,7 @@ use remaudit_store::retention::{ArchiveTable, Lines, PendingBatch};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
 
-use crate::manifest::{ArchivedFile, Manifest};
+use crate::manifest::{ArchivedFile, CHECK_CHUNK_BYTES, Manifest};
 use crate::{RetentionError, columnar};
 
 /// Compressed bytes gathered before they are handed to the upload.
@@ -309,24 +309,26 @@ impl Archive {
     /// The Parquet files a batch at `location` wrote, found by listing its
     /// own directory; only names such a batch gives its files are returned.
     async fn parquet_parts(&self, location: &str) -> Result<Vec<String>, RetentionError> {
-        let skip = self.prefix.parts().count();
         let mut listed = self.store.list(Some(&self.path(location)));
         let mut parts = Vec::new();
         while let Some(meta) = listed.next().await {
             let meta = meta.map_err(|e| unreachable(&format!("listing {location}: {e}")))?;
-            let relative = meta
-                .location
-                .parts()
-                .skip(skip)
-                .map(|p| p.as_ref().to_owned())
-                .collect::<Vec<_>>()
-                .join("/");
+            let relative = self.relative(&meta.location);
             if is_parquet_part(location, &relative) {
                 parts.push(relative);
             }
         }
         parts.sort();
         Ok(parts)
+    }
+
+    /// An object's path relative to the archive's prefix.
+    fn relative(&self, path: &Path) -> String {
+        path.parts()
+            .skip(self.prefix.parts().count())
+            .map(|p| p.as_ref().to_owned())
+            .collect::<Vec<_>>()
+            .join("/")
     }
 
     /// Where `relative` is on disk, for a local archive.
@@ -357,6 +359,59 @@ impl Archive {
     }
 }
 
+impl Archive {
+    /// Every batch manifest in the archive, found by listing it, sorted by
+    /// location. A manifest is written after its batch's data files, so a
+    /// batch without one is incomplete and left out; a batch whose run
+    /// stopped after its manifest is listed until the next run removes it.
+    ///
+    /// # Errors
+    /// When the object store fails, or a manifest does not parse (the
+    /// message names it).
+    pub async fn manifests(&self) -> Result<Vec<StoredManifest>, RetentionError> {
+        let mut listed = self.store.list(Some(&self.prefix));
+        let mut found = Vec::new();
+        while let Some(meta) = listed.next().await {
+            let meta = meta.map_err(|e| unreachable(&format!("listing {}: {e}", self.url)))?;
+            let relative = self.relative(&meta.location);
+            if let Some(location) = relative.strip_suffix("/manifest.json") {
+                found.push(location.to_owned());
+            }
+        }
+        found.sort();
+        let mut manifests = Vec::with_capacity(found.len());
+        for location in found {
+            let path = manifest_path(&location);
+            let Some(body) = self.read(&path).await? else {
+                continue;
+            };
+            let manifest = serde_json::from_slice(&body).map_err(|e| {
+                RetentionError::Manifest(format!("{path} in {} does not parse: {e}", self.url))
+            })?;
+            manifests.push(StoredManifest { location, manifest });
+        }
+        Ok(manifests)
+    }
+
+    /// Where `relative` is, as an engine outside remaudit names it.
+    #[must_use]
+    pub fn file_url(&self, relative: &str) -> FileUrl {
+        if let Some(local) = self.local_path(relative) {
+            return FileUrl::Local(local);
+        }
+        let bucket = self
+            .url
+            .strip_prefix("s3://")
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_default()
+            .to_owned();
+        FileUrl::S3 {
+            bucket,
+            key: self.path(relative).to_string(),
+        }
+    }
+}
+
 /// A Parquet file in the making: its writer and its upload.
 struct OpenPart {
     upload: BufWriter,
@@ -366,6 +421,10 @@ struct OpenPart {
     /// Taken while a piece is encoded on the blocking pool.
     writer: Option<columnar::PartWriter>,
     sha: Sha256,
+    /// The chunk being hashed, its length, and the digests of those before it.
+    chunk: Sha256,
+    chunk_len: u64,
+    chunks: Vec<String>,
     bytes: u64,
     rows: u64,
 }
@@ -400,6 +459,19 @@ impl OpenPart {
         let chunk = Bytes::from(out);
         self.sha.update(&chunk);
         self.bytes += chunk.len() as u64;
+        let mut rest = &chunk[..];
+        while !rest.is_empty() {
+            let room = usize::try_from(CHECK_CHUNK_BYTES - self.chunk_len).unwrap_or(usize::MAX);
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            self.chunk.update(now);
+            self.chunk_len += now.len() as u64;
+            if self.chunk_len == CHECK_CHUNK_BYTES {
+                self.chunks
+                    .push(format!("{:x}", self.chunk.finalize_reset()));
+                self.chunk_len = 0;
+            }
+            rest = later;
+        }
         self.upload
             .put(chunk)
             .await
@@ -412,6 +484,29 @@ fn data_error(path: &Path, e: &str) -> RetentionError {
     RetentionError::Archive(format!(
         "cannot write {path}: {e}; the batch stops and its rows stay live"
     ))
+}
+
+/// A batch's manifest as it stands in the archive, with where it is.
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    /// The batch's location: the manifest's directory, relative to the archive.
+    pub location: String,
+    /// The manifest.
+    pub manifest: Manifest,
+}
+
+/// How one archive file is named to an engine that reads the archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileUrl {
+    /// A local file: its absolute path.
+    Local(std::path::PathBuf),
+    /// An S3 object: its bucket and key.
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// The object's key.
+        key: String,
+    },
 }
 
 /// An object store failure outside a batch's writes.
@@ -846,6 +941,7 @@ impl Archive {
             bytes,
             sha256: format!("{:x}", sha.finalize()),
             week: None,
+            chunk_sha256: Vec::new(),
         })
     }
 
@@ -922,6 +1018,9 @@ impl Archive {
             path,
             writer: Some(writer),
             sha: Sha256::new(),
+            chunk: Sha256::new(),
+            chunk_len: 0,
+            chunks: Vec::new(),
             bytes: 0,
             rows: 0,
         })
@@ -943,6 +1042,10 @@ impl Archive {
             .map_err(|e| sink_error(&format!("encoding {path}: {e}")))?
             .map_err(|e| data_error(&path, &e))?;
         part.upload(out).await?;
+        if part.chunk_len > 0 {
+            part.chunks
+                .push(format!("{:x}", part.chunk.finalize_reset()));
+        }
         part.upload
             .shutdown()
             .await
@@ -955,6 +1058,7 @@ impl Archive {
             bytes: part.bytes,
             sha256: format!("{:x}", part.sha.finalize()),
             week: Some(week.to_owned()),
+            chunk_sha256: part.chunks,
         })
     }
 

@@ -7,7 +7,7 @@
 mod admin_log;
 mod archive;
 mod batch;
-mod columnar;
+pub mod columnar;
 mod error;
 mod manifest;
 mod sink;
@@ -23,12 +23,12 @@ use remaudit_store::{Actor, RetentionPolicy, RetentionStore, RetireRequest};
 use tokio_util::sync::CancellationToken;
 
 pub use admin_log::scheduled_actor;
-pub use archive::{Archive, ArchiveFormat};
+pub use archive::{Archive, ArchiveFormat, FileUrl, StoredManifest};
 pub use batch::BatchReport;
 pub use error::RetentionError;
 pub use manifest::{
-    ArchivedFile, MANIFEST_FORMAT, MANIFEST_FORMAT_V1, MANIFEST_FORMAT_V3, Manifest, Signature,
-    SignatureCheck,
+    ArchivedFile, CHECK_CHUNK_BYTES, MANIFEST_FORMAT, MANIFEST_FORMAT_V1, MANIFEST_FORMAT_V3,
+    Manifest, Signature, SignatureCheck,
 };
 pub use sink::{ArchiveSink, CRASH_AT_VAR, CrashAt, Step, crash_step_from_env};
 pub use telemetry::describe_metrics;

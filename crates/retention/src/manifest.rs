@@ -39,7 +39,15 @@ pub struct ArchivedFile {
     /// for JSON Lines files, which hold the whole batch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub week: Option<String>,
+    /// SHA-256 of each successive [`CHECK_CHUNK_BYTES`] of a Parquet file
+    /// (the last may be shorter), lowercase hex: a reader of part of the
+    /// file checks the chunks it reads. Empty for JSON Lines files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunk_sha256: Vec<String>,
 }
+
+/// The size of the chunks of a Parquet file whose SHA-256 the manifest lists.
+pub const CHECK_CHUNK_BYTES: u64 = 1 << 20;
 
 /// A manifest's signature: an HMAC-SHA-256 made with a chain key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +179,7 @@ mod tests {
                 bytes: 120,
                 sha256: "ab".repeat(32),
                 week: None,
+                chunk_sha256: Vec::new(),
             }],
             chain_heads: vec![ChainHead {
                 remediation: ChainRemediation {

@@ -10,7 +10,8 @@ use std::io::{BufRead as _, BufReader};
 use remaudit_store::retention::ArchiveTable;
 
 use crate::manifest::{
-    MANIFEST_FORMAT, MANIFEST_FORMAT_V1, MANIFEST_FORMAT_V3, Manifest, SignatureCheck,
+    CHECK_CHUNK_BYTES, MANIFEST_FORMAT, MANIFEST_FORMAT_V1, MANIFEST_FORMAT_V3, Manifest,
+    SignatureCheck,
 };
 use chrono::{DateTime, Utc};
 use flate2::read::GzDecoder;
@@ -198,6 +199,12 @@ pub async fn verify(
                 chains = chains.filter(|_| !is_events);
                 continue;
             }
+            if !file.chunk_sha256.is_empty() && chunk_digests(&bytes) != file.chunk_sha256 {
+                problems.push(format!(
+                    "batch {id}: the chunk checksums of {} in the manifest do not match it",
+                    file.path
+                ));
+            }
             let ids_found = found.entry(file.table.as_str()).or_default();
             let before = ids_found.len();
             let mut row = |value: serde_json::Value| {
@@ -282,6 +289,14 @@ pub async fn verify(
         }
     }
     Ok(report)
+}
+
+/// SHA-256 of each [`CHECK_CHUNK_BYTES`] of `bytes`, lowercase hex.
+fn chunk_digests(bytes: &[u8]) -> Vec<String> {
+    bytes
+        .chunks(usize::try_from(CHECK_CHUNK_BYTES).unwrap_or(usize::MAX))
+        .map(hex_sha256)
+        .collect()
 }
 
 /// Reads a gzip-compressed JSON Lines file's rows into `row`.

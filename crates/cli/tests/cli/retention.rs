@@ -310,6 +310,24 @@ async fn archives_to_an_s3_compatible_server_and_verifies() {
         .expect("s3 client");
     // A second reader, pyarrow, finds every archived row in the Parquet files.
     let parquet = parquet_rows_match_the_archive(&pool, &s3, "remaudit/prod").await;
+    // SQL over the archive on S3 counts what the archive tables hold.
+    let counted = archive_sql(
+        url,
+        "json",
+        "SELECT count(*) AS n, count(DISTINCT alert_fingerprint) AS alerts FROM remediation_audit",
+        &env,
+    );
+    assert!(counted.status.success(), "{}", text(&counted));
+    let want: (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT alert_fingerprint) FROM remediation_audit_archive",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("archived");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&counted.stdout).expect("json"),
+        json!([{"n": want.0, "alerts": want.1}])
+    );
 
     // A second installation on the same prefix numbers its batches alike,
     // and neither overwrites the other's objects; it writes JSON Lines.
@@ -392,6 +410,128 @@ async fn archives_to_an_s3_compatible_server_and_verifies() {
             && text(&damaged).contains(parquet.as_str()),
         "{}",
         text(&damaged)
+    );
+    // A query meets the damaged file: it fails, naming it, with no answer.
+    let refused = archive_sql(
+        url,
+        "json",
+        "SELECT count(*) AS n FROM remediation_audit_events",
+        &env,
+    );
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(refused.stdout.is_empty(), "{}", text(&refused));
+    assert!(
+        text(&refused).contains(parquet.as_str()),
+        "{}",
+        text(&refused)
+    );
+}
+
+/// `remaudit archive sql --output OUTPUT SQL` over the archive at `url`.
+fn archive_sql(url: &str, output: &str, sql: &str, env: &[(String, String)]) -> Output {
+    let mut cmd = remaudit();
+    cmd.args([
+        "archive",
+        "sql",
+        "--archive-url",
+        url,
+        "--output",
+        output,
+        sql,
+    ])
+    .env_remove("REMAUDIT_ARCHIVE_URL");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run remaudit")
+}
+
+#[tokio::test]
+async fn archive_sql_prints_table_json_and_csv_and_refuses_what_is_not_a_read() {
+    let db = SqliteDb::create();
+    let store = db.store().await;
+    load(store.as_ref(), clock()).await;
+    store.close().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("file://{}", dir.path().display());
+    let now = clock().to_rfc3339();
+    let out = retention(
+        &[
+            "run",
+            "--database-url",
+            &db.url(),
+            "--archive-url",
+            &url,
+            "--now",
+            &now,
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let sql = "SELECT overall_phase, count(*) AS n FROM remediation_audit \
+               GROUP BY overall_phase ORDER BY overall_phase";
+    let json_out = archive_sql(&url, "json", sql, &[]);
+    assert!(json_out.status.success(), "{}", text(&json_out));
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&json_out.stdout).expect("a JSON array");
+    assert!(rows.len() >= 3, "{rows:?}");
+    let csv = archive_sql(&url, "csv", sql, &[]);
+    assert!(csv.status.success(), "{}", text(&csv));
+    let csv = String::from_utf8(csv.stdout).expect("utf-8");
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("overall_phase,n"));
+    for (line, row) in lines.zip(&rows) {
+        assert_eq!(
+            line,
+            format!(
+                "{},{}",
+                row["overall_phase"].as_str().expect("phase"),
+                row["n"]
+            )
+        );
+    }
+    let table = archive_sql(&url, "table", sql, &[]);
+    assert!(table.status.success(), "{}", text(&table));
+    let table = String::from_utf8(table.stdout).expect("utf-8");
+    assert!(table.contains("| overall_phase |"), "{table}");
+    assert!(table.contains("| completed"), "{table}");
+
+    // What is not a read, or not SQL, exits 1 with the reason.
+    for bad in [
+        "CREATE TABLE t AS SELECT 1",
+        "INSERT INTO remediation_audit (id) VALUES (1)",
+        "SELEKT 1",
+        "SELECT * FROM no_such_table",
+    ] {
+        let out = archive_sql(&url, "json", bad, &[]);
+        assert_eq!(out.status.code(), Some(1), "{bad}: {}", text(&out));
+        assert!(text(&out).contains("query failed"), "{bad}: {}", text(&out));
+        assert!(out.stdout.is_empty(), "{bad}");
+    }
+    // Bad arguments exit 2.
+    let out = archive_sql(&url, "xml", sql, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let mut cmd = remaudit();
+    let out = cmd
+        .args([
+            "archive",
+            "sql",
+            "--archive-url",
+            &url,
+            "--max-rows",
+            "0",
+            sql,
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // An archive URL that is not one exits 1 and says why.
+    let out = archive_sql("ftp://x", "json", sql, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("unsupported archive URL"),
+        "{}",
+        text(&out)
     );
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use remaudit_retention::{Archive, RunReport, Settings};
+use remaudit_retention::{Archive, ArchiveFormat, RunReport, Settings};
 use remaudit_store::PgStore;
 use remaudit_testkit::bench::{self, StoreOptions, surprise};
 use sqlx::postgres::PgConnectOptions;
@@ -312,11 +312,12 @@ pub(crate) struct Retirer<'a> {
 }
 
 impl Retirer<'_> {
+    /// The archive, in the form `BENCH_ARCHIVE_FORMAT` names (`parquet`, the default, or `jsonl`).
     fn archive(&self) -> anyhow::Result<Archive> {
-        Ok(Archive::open(&format!(
-            "file://{}",
-            self.archive_dir.display()
-        ))?)
+        Ok(
+            Archive::open(&format!("file://{}", self.archive_dir.display()))?
+                .with_format(archive_format()?),
+        )
     }
 
     /// Runs the job once at `clock`, measured and sampled.
@@ -371,4 +372,11 @@ impl Retirer<'_> {
         )
         .await?)
     }
+}
+
+/// The archive form the run writes: `BENCH_ARCHIVE_FORMAT`, `parquet` when unset.
+pub(crate) fn archive_format() -> anyhow::Result<ArchiveFormat> {
+    Ok(std::env::var("BENCH_ARCHIVE_FORMAT")
+        .unwrap_or_else(|_| "parquet".to_owned())
+        .parse()?)
 }

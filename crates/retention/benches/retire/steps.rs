@@ -178,7 +178,7 @@ pub(crate) async fn by_partition(
     );
     println!(
         "   it readies the week (one index, a bounds check), moves it from the live tables into the \
-         archive tables in one short transaction, then writes its gzip JSON Lines files"
+         archive tables in one short transaction, then writes its archive files"
     );
     let s1 = summary_week(w1);
     let keep_c = count(
@@ -204,10 +204,14 @@ pub(crate) async fn by_partition(
         cost_c,
     );
     println!(
-        "    archive: {} bytes in the batches, {} files, {:.1} MiB on disk",
+        "    archive: {} bytes in the batches, {} files, {:.1} MiB on disk; {:.1} MiB per million \
+         remediations with their events ({})",
         thousands(as_i64(report_c.bytes())),
         files_c.0,
-        mib(as_i64(files_c.1))
+        mib(as_i64(files_c.1)),
+        mib(as_i64(report_c.bytes())) * 1e6
+            / remaudit_model::approx_f64(as_i64(report_c.remediations()).max(1)),
+        crate::measure::archive_format()?
     );
     let (want_r, want_e) = expected;
     let kept_c: u64 = report_c.batches.iter().map(|b| b.kept).sum();

@@ -1,0 +1,366 @@
+//! The archive tier: read-only SQL over the Parquet files the retention job
+//! writes, with Apache DataFusion.
+//!
+//! [`ArchiveQuery::open`] reads the archive's manifests and registers two
+//! tables over the Parquet files they list, `remediation_audit` and
+//! `remediation_audit_events`, with the columns of the live tables (times
+//! as UTC timestamps, JSON documents as text). Only the files a manifest
+//! lists are read, so an interrupted batch (no manifest yet) never shows;
+//! each file's size is checked against its manifest before a query runs,
+//! and a file that does not decode fails the query with its name. Batches
+//! written as JSON Lines are not queried: they are counted in
+//! [`ArchiveQuery::skipped`].
+
+mod checked;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use object_store_df::{ObjectStore, ObjectStoreExt as _};
+use remaudit_retention::{Archive, CHECK_CHUNK_BYTES, FileUrl, columnar};
+use remaudit_store::retention::ArchiveTable;
+
+/// What can go wrong with a query of the archive.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveQueryError {
+    /// The archive cannot be opened or listed, or a manifest is unreadable.
+    #[error("{0}")]
+    Archive(String),
+    /// A file a manifest lists is missing or is not the size it records:
+    /// the archive is damaged, so no answer is given.
+    #[error(
+        "archive file {path} {what}; no answer is given from a damaged archive: \
+         run `remaudit retention verify` and restore the file from a copy"
+    )]
+    Damaged {
+        /// The file, relative to the archive.
+        path: String,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// The SQL is not valid, not read-only, or failed while it ran (a file
+    /// that does not decode fails it here, with the file's name).
+    #[error("query failed: {0}")]
+    Query(String),
+    /// The query ran longer than its time limit.
+    #[error("query took longer than {0:?} and was stopped")]
+    Timeout(Duration),
+    /// The answer has more rows than the row limit.
+    #[error("the answer has more than {0} rows: narrow the query or add LIMIT")]
+    TooManyRows(usize),
+}
+
+/// The limits every query runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest a query may run.
+    pub time: Duration,
+    /// Most rows an answer may have.
+    pub rows: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            time: Duration::from_mins(1),
+            rows: 100_000,
+        }
+    }
+}
+
+/// A file a table reads: its name in the archive, its URL for the engine and its size.
+#[derive(Debug, Clone)]
+struct Listed {
+    path: String,
+    url: String,
+    bytes: u64,
+}
+
+/// The archive's Parquet files, registered as tables for SQL.
+pub struct ArchiveQuery {
+    ctx: SessionContext,
+    archive: Archive,
+    /// The store the files are read from, unchecked (for their sizes).
+    store: Arc<dyn ObjectStore>,
+    files: Vec<Listed>,
+    batches: usize,
+    skipped: usize,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for ArchiveQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveQuery")
+            .field("archive", &self.archive.url())
+            .field("files", &self.files.len())
+            .field("batches", &self.batches)
+            .field("skipped", &self.skipped)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ArchiveQuery {
+    /// Reads the manifests of the archive at `url` (`file:///dir` or
+    /// `s3://bucket/prefix`, S3 configured by the `AWS_*` variables) and
+    /// registers its tables.
+    ///
+    /// # Errors
+    /// [`ArchiveQueryError::Archive`] when the archive cannot be opened or
+    /// listed, or a manifest is unreadable.
+    pub async fn open(url: &str, limits: Limits) -> Result<Self, ArchiveQueryError> {
+        let archive = Archive::open(url).map_err(|e| ArchiveQueryError::Archive(e.to_string()))?;
+        let manifests = archive
+            .manifests()
+            .await
+            .map_err(|e| ArchiveQueryError::Archive(e.to_string()))?;
+        // Pruning by row-group statistics and the page index, and filters
+        // applied while decoding, so that one alert's rows cost few reads.
+        let config = SessionConfig::new()
+            .set_bool("datafusion.execution.parquet.pushdown_filters", true)
+            .set_bool("datafusion.execution.parquet.reorder_filters", true)
+            .set_bool("datafusion.execution.parquet.enable_page_index", true);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        let (store, base): (Arc<dyn ObjectStore>, String) =
+            if let Some(rest) = url.strip_prefix("s3://") {
+                let bucket = rest.split('/').next().unwrap_or_default();
+                let s3 = object_store_df::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()
+                    .map_err(|e| ArchiveQueryError::Archive(format!("cannot read {url}: {e}")))?;
+                (Arc::new(s3), format!("s3://{bucket}"))
+            } else {
+                (
+                    Arc::new(object_store_df::local::LocalFileSystem::new()),
+                    "file://".to_owned(),
+                )
+            };
+        let mut files = Vec::new();
+        let mut expected = HashMap::new();
+        let (mut batches, mut skipped) = (0, 0);
+        let mut by_table: [Vec<Listed>; 2] = [Vec::new(), Vec::new()];
+        for stored in &manifests {
+            if !stored
+                .manifest
+                .files
+                .iter()
+                .all(|f| f.path.ends_with(".parquet"))
+            {
+                skipped += 1;
+                continue;
+            }
+            batches += 1;
+            for file in &stored.manifest.files {
+                let listed = Listed {
+                    path: file.path.clone(),
+                    url: engine_url(&archive.file_url(&file.path)),
+                    bytes: file.bytes,
+                };
+                // Files written before chunk checksums are checked whole.
+                let (chunk, digests) = if file.chunk_sha256.is_empty() {
+                    (file.bytes, vec![file.sha256.clone()])
+                } else {
+                    (CHECK_CHUNK_BYTES, file.chunk_sha256.clone())
+                };
+                expected.insert(
+                    location_of(&listed.url)?,
+                    checked::Expected {
+                        name: file.path.clone(),
+                        bytes: file.bytes,
+                        chunk,
+                        digests,
+                    },
+                );
+                let at = usize::from(file.table == "remediation_audit_events");
+                by_table[at].push(listed.clone());
+                files.push(listed);
+            }
+        }
+        let base = url::Url::parse(&base)
+            .map_err(|e| ArchiveQueryError::Archive(format!("{url}: {e}")))?;
+        ctx.register_object_store(
+            &base,
+            Arc::new(checked::Checked::new(Arc::clone(&store), expected)),
+        );
+        for (table, listed) in ArchiveTable::ALL.into_iter().zip(&by_table) {
+            register(&ctx, table, listed)?;
+        }
+        Ok(Self {
+            ctx,
+            archive,
+            store,
+            files,
+            batches,
+            skipped,
+            limits,
+        })
+    }
+
+    /// Batches whose Parquet files the tables read.
+    #[must_use]
+    pub fn batches(&self) -> usize {
+        self.batches
+    }
+
+    /// Batches left out because they were written as JSON Lines.
+    #[must_use]
+    pub fn skipped(&self) -> usize {
+        self.skipped
+    }
+
+    /// Runs one read-only SQL statement over the archive's tables and
+    /// returns its answer; any statement that would change something
+    /// (DDL, DML, `SET`, `COPY`) is refused.
+    ///
+    /// # Errors
+    /// [`ArchiveQueryError::Damaged`] when a file is missing or not its
+    /// recorded size, [`ArchiveQueryError::Query`] for bad SQL or a file
+    /// that does not decode, [`ArchiveQueryError::Timeout`] and
+    /// [`ArchiveQueryError::TooManyRows`] past the limits.
+    pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>, ArchiveQueryError> {
+        self.check_sizes().await?;
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let run = async {
+            let frame = self
+                .ctx
+                .sql_with_options(sql, options)
+                .await
+                .map_err(|e| ArchiveQueryError::Query(e.to_string()))?;
+            // One row past the limit says whether the answer is over it.
+            let frame = frame
+                .limit(0, Some(self.limits.rows.saturating_add(1)))
+                .map_err(|e| ArchiveQueryError::Query(e.to_string()))?;
+            frame
+                .collect()
+                .await
+                .map_err(|e| ArchiveQueryError::Query(e.to_string()))
+        };
+        let batches = tokio::time::timeout(self.limits.time, run)
+            .await
+            .map_err(|_| ArchiveQueryError::Timeout(self.limits.time))??;
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        if rows > self.limits.rows {
+            return Err(ArchiveQueryError::TooManyRows(self.limits.rows));
+        }
+        Ok(batches)
+    }
+
+    /// Checks that every listed file is there at its recorded size.
+    async fn check_sizes(&self) -> Result<(), ArchiveQueryError> {
+        for file in &self.files {
+            match self.store.head(&location_of(&file.url)?).await {
+                Ok(meta) if meta.size == file.bytes => {}
+                Ok(meta) => {
+                    return Err(ArchiveQueryError::Damaged {
+                        path: file.path.clone(),
+                        what: format!(
+                            "holds {} bytes where its manifest records {}",
+                            meta.size, file.bytes
+                        ),
+                    });
+                }
+                Err(object_store_df::Error::NotFound { .. }) => {
+                    return Err(ArchiveQueryError::Damaged {
+                        path: file.path.clone(),
+                        what: "is missing".to_owned(),
+                    });
+                }
+                Err(e) => {
+                    return Err(ArchiveQueryError::Archive(format!(
+                        "reading {}: {e}",
+                        file.path
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An answer's rows as JSON objects (times as RFC 3339 text, nulls left out).
+///
+/// # Errors
+/// When a value cannot be written as JSON.
+pub fn json_rows(
+    answer: &[RecordBatch],
+) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, ArchiveQueryError> {
+    let mut text = Vec::new();
+    let mut writer = arrow_json::LineDelimitedWriter::new(&mut text);
+    for batch in answer {
+        writer
+            .write(batch)
+            .map_err(|e| ArchiveQueryError::Query(e.to_string()))?;
+    }
+    writer
+        .finish()
+        .map_err(|e| ArchiveQueryError::Query(e.to_string()))?;
+    text.split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            serde_json::from_slice(line).map_err(|e| ArchiveQueryError::Query(e.to_string()))
+        })
+        .collect()
+}
+
+/// The object store path DataFusion asks for a file's URL by.
+fn location_of(url: &str) -> Result<object_store_df::path::Path, ArchiveQueryError> {
+    Ok(ListingTableUrl::parse(url)
+        .map_err(|e| ArchiveQueryError::Archive(format!("{url}: {e}")))?
+        .prefix()
+        .clone())
+}
+
+/// The URL DataFusion reads a file by.
+fn engine_url(file: &FileUrl) -> String {
+    match file {
+        FileUrl::Local(path) => format!("file://{}", path.display()),
+        FileUrl::S3 { bucket, key } => format!("s3://{bucket}/{key}"),
+    }
+}
+
+/// Registers `table` over its files, or as an empty table when it has none.
+fn register(
+    ctx: &SessionContext,
+    table: ArchiveTable,
+    files: &[Listed],
+) -> Result<(), ArchiveQueryError> {
+    let name = table.name().trim_end_matches("_archive");
+    let schema = columnar::schema(table);
+    let failed = |e: datafusion::error::DataFusionError| {
+        ArchiveQueryError::Archive(format!("cannot register {name}: {e}"))
+    };
+    if files.is_empty() {
+        let empty = MemTable::try_new(schema, vec![Vec::new()]).map_err(failed)?;
+        ctx.register_table(name, Arc::new(empty)).map_err(failed)?;
+        return Ok(());
+    }
+    let urls = files
+        .iter()
+        .map(|f| ListingTableUrl::parse(&f.url))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(failed)?;
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(schema);
+    let listing = ListingTable::try_new(config).map_err(failed)?;
+    ctx.register_table(name, Arc::new(listing))
+        .map_err(failed)?;
+    Ok(())
+}
