@@ -17,7 +17,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use datafusion::arrow::array::RecordBatch;
+use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -26,6 +28,8 @@ use datafusion::datasource::listing::{
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use object_store_df::{ObjectStore, ObjectStoreExt as _};
+use remaudit_model::analytics::RemediationBrief;
+use remaudit_model::approx_f64;
 use remaudit_retention::{Archive, CHECK_CHUNK_BYTES, FileUrl, columnar};
 use remaudit_store::retention::ArchiveTable;
 
@@ -231,14 +235,10 @@ impl ArchiveQuery {
     /// [`ArchiveQueryError::TooManyRows`] past the limits.
     pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>, ArchiveQueryError> {
         self.check_sizes().await?;
-        let options = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
         let run = async {
             let frame = self
                 .ctx
-                .sql_with_options(sql, options)
+                .sql_with_options(sql, read_only())
                 .await
                 .map_err(|e| ArchiveQueryError::Query(e.to_string()))?;
             // One row past the limit says whether the answer is over it.
@@ -258,6 +258,74 @@ impl ArchiveQuery {
             return Err(ArchiveQueryError::TooManyRows(self.limits.rows));
         }
         Ok(batches)
+    }
+
+    /// One alert's archived remediations that started in `[since, until)`,
+    /// optionally in one namespace, newest first, at most `limit`: what the
+    /// live post-mortem listed before they were archived. Soft-deleted
+    /// remediations, which reads never showed, are left out.
+    ///
+    /// # Errors
+    /// As [`ArchiveQuery::sql`].
+    pub async fn postmortem(
+        &self,
+        fingerprint: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        namespace: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RemediationBrief>, ArchiveQueryError> {
+        let time = |t: DateTime<Utc>| {
+            ScalarValue::TimestampMicrosecond(Some(t.timestamp_micros()), Some("UTC".into()))
+        };
+        let mut params = vec![
+            ScalarValue::from(fingerprint),
+            time(since),
+            time(until),
+            ScalarValue::from(i64::from(limit)),
+        ];
+        let in_namespace = match namespace {
+            Some(ns) => {
+                params.push(ScalarValue::from(ns));
+                " AND namespace = $5"
+            }
+            None => "",
+        };
+        let sql = format!(
+            "SELECT id, namespace, alert_fingerprint, remediation_name, overall_phase, \
+             start_time, completion_time, duration_us, failure_phase, failure_reason, \
+             timeout_phase, timeout_time FROM remediation_audit \
+             WHERE alert_fingerprint = $1 AND start_time >= $2 AND start_time < $3 \
+             AND deleted_at IS NULL{in_namespace} ORDER BY start_time DESC, id DESC LIMIT $4"
+        );
+        let answer = self.run(&sql, params).await?;
+        json_rows(&answer)?
+            .into_iter()
+            .map(|row| brief(&row))
+            .collect()
+    }
+
+    /// Runs `sql` with `$n` parameters, under the limits.
+    async fn run(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<Vec<RecordBatch>, ArchiveQueryError> {
+        self.check_sizes().await?;
+        let query = |e: datafusion::error::DataFusionError| ArchiveQueryError::Query(e.to_string());
+        let run = async {
+            let frame = self
+                .ctx
+                .sql_with_options(sql, read_only())
+                .await
+                .map_err(query)?
+                .with_param_values(params)
+                .map_err(query)?;
+            frame.collect().await.map_err(query)
+        };
+        tokio::time::timeout(self.limits.time, run)
+            .await
+            .map_err(|_| ArchiveQueryError::Timeout(self.limits.time))?
     }
 
     /// Checks that every listed file is there at its recorded size.
@@ -315,6 +383,57 @@ pub fn json_rows(
             serde_json::from_slice(line).map_err(|e| ArchiveQueryError::Query(e.to_string()))
         })
         .collect()
+}
+
+/// What a query may do: read.
+fn read_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+/// A post-mortem row as the live list shows it.
+fn brief(
+    row: &serde_json::Map<String, serde_json::Value>,
+) -> Result<RemediationBrief, ArchiveQueryError> {
+    let text = |k: &str| {
+        row.get(k)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    };
+    let time = |k: &str| -> Result<Option<DateTime<Utc>>, ArchiveQueryError> {
+        text(k)
+            .map(|t| {
+                t.parse::<DateTime<Utc>>()
+                    .map_err(|e| ArchiveQueryError::Query(format!("{k} {t:?}: {e}")))
+            })
+            .transpose()
+    };
+    let missing = |k: &str| ArchiveQueryError::Query(format!("an archived row has no {k}"));
+    let id = row
+        .get("id")
+        .and_then(serde_json::Value::as_i64)
+        .ok_or_else(|| missing("id"))?;
+    Ok(RemediationBrief {
+        id,
+        namespace: text("namespace").ok_or_else(|| missing("namespace"))?,
+        alert_fingerprint: text("alert_fingerprint").ok_or_else(|| missing("alert_fingerprint"))?,
+        remediation_name: text("remediation_name").ok_or_else(|| missing("remediation_name"))?,
+        overall_phase: text("overall_phase").ok_or_else(|| missing("overall_phase"))?,
+        start_time: time("start_time")?.ok_or_else(|| missing("start_time"))?,
+        completion_time: time("completion_time")?,
+        duration_seconds: row
+            .get("duration_us")
+            .and_then(serde_json::Value::as_i64)
+            .map(|us| approx_f64(us) / 1e6),
+        failure_phase: text("failure_phase"),
+        failure_reason: text("failure_reason"),
+        timeout_phase: text("timeout_phase"),
+        timeout_time: time("timeout_time")?,
+        service_crd_statuses: None,
+        timeline: RemediationBrief::timeline_path(id),
+    })
 }
 
 /// The object store path DataFusion asks for a file's URL by.

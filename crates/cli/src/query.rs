@@ -14,7 +14,7 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
-use remaudit_api::analytics::AnalyticsParams;
+use remaudit_api::analytics::{AnalyticsParams, RemediationList};
 use remaudit_api::{Problem, paths};
 use remaudit_client::{ApiClient, ApiError};
 
@@ -101,6 +101,14 @@ pub enum QueryCommand {
         /// Most remediations listed.
         #[arg(long, value_name = "N")]
         limit: Option<u32>,
+        /// Also list the alert's remediations in the archive (the Parquet
+        /// files retention wrote), merged with the live ones; needs
+        /// `--archive-url` or `REMAUDIT_ARCHIVE_URL`.
+        #[arg(long)]
+        archive: bool,
+        /// Where the archive is, for --archive: `file:///dir` or `s3://bucket/prefix`.
+        #[arg(long, env = "REMAUDIT_ARCHIVE_URL", value_name = "URL")]
+        archive_url: Option<String>,
     },
     /// How many remediations completed, failed or timed out.
     SuccessRate {
@@ -214,12 +222,26 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
             fingerprint,
             window,
             limit,
+            archive,
+            archive_url,
         } => {
+            let archive_url = match (archive, archive_url) {
+                (false, _) => None,
+                (true, Some(url)) => Some(url),
+                (true, None) => {
+                    return Err(anyhow!(
+                        "--archive needs the archive's location: set --archive-url or REMAUDIT_ARCHIVE_URL"
+                    ));
+                }
+            };
             let params = AnalyticsParams {
-                alert_fingerprint: Some(fingerprint),
+                alert_fingerprint: Some(fingerprint.clone()),
                 ..window.params()
             };
-            let answer = api.postmortem(&with_limit(params, limit)).await;
+            let mut answer = api.postmortem(&with_limit(params, limit)).await;
+            if let (Some(url), Ok(live)) = (archive_url, &mut answer) {
+                merge_archived(live, &url, &fingerprint).await?;
+            }
             show(
                 &api,
                 paths::ANALYTICS_POSTMORTEM,
@@ -278,6 +300,38 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
         Err(e) => Err(e).context("cannot write to standard output"),
         Ok(()) => Ok(0),
     }
+}
+
+/// Adds the alert's archived remediations of the answer's window to a live
+/// post-mortem: one list, newest first, within the answer's limit; a
+/// remediation in both places (its batch was still being written) is listed once.
+async fn merge_archived(
+    live: &mut RemediationList,
+    url: &str,
+    fingerprint: &str,
+) -> anyhow::Result<()> {
+    let limit = live.query.limit.unwrap_or(10);
+    let archive = remaudit_archive::ArchiveQuery::open(url, remaudit_archive::Limits::default())
+        .await
+        .context("cannot read the archive")?;
+    let archived = archive
+        .postmortem(
+            fingerprint,
+            live.query.window.since,
+            live.query.window.until,
+            live.query.namespace.as_deref(),
+            limit,
+        )
+        .await
+        .context("cannot read the archive")?;
+    let known: std::collections::HashSet<i64> = live.items.iter().map(|r| r.id).collect();
+    live.items
+        .extend(archived.into_iter().filter(|r| !known.contains(&r.id)));
+    live.items
+        .sort_by(|a, b| b.start_time.cmp(&a.start_time).then(b.id.cmp(&a.id)));
+    live.items
+        .truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    Ok(())
 }
 
 /// The API client for `url`, after checking it is an http(s) URL, with

@@ -1357,3 +1357,108 @@ async fn each_run_is_in_the_admin_log_with_its_subject_and_reason() {
         );
     }
 }
+
+/// `remaudit serve` on `database`, without the retention job.
+async fn serve(database: &str) -> (crate::helpers::Running, String) {
+    let port = crate::helpers::free_port();
+    let server = crate::helpers::Running(
+        remaudit()
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--database-url",
+                database,
+                "--retention-interval-secs",
+                "0",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn remaudit serve"),
+    );
+    crate::helpers::wait_healthy(port).await;
+    (server, format!("http://127.0.0.1:{port}"))
+}
+
+/// `remaudit query postmortem FP` over 90 days of the history, as JSON.
+fn postmortem(url: &str, fingerprint: &str, archive: Option<&str>) -> serde_json::Value {
+    let mut cmd = remaudit();
+    cmd.args([
+        "query",
+        "postmortem",
+        fingerprint,
+        // 90 days, the longest window the service takes: the first weeks
+        // leave at the retention run, the rest stay live.
+        "--since",
+        "2026-05-10T00:00:00Z",
+        "--until",
+        "2026-08-08T00:00:00Z",
+        "--limit",
+        "1000",
+        "--output",
+        "json",
+    ])
+    .env("REMAUDIT_URL", url)
+    .env_remove("REMAUDIT_ARCHIVE_URL");
+    if let Some(archive) = archive {
+        cmd.args(["--archive", "--archive-url", archive]);
+    }
+    let out = cmd.output().expect("run remaudit query");
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+#[tokio::test]
+async fn a_postmortem_across_the_archive_boundary_answers_as_before_archiving() {
+    let db = SqliteDb::create();
+    let store = db.store().await;
+    load(store.as_ref(), clock()).await;
+    store.close().await;
+    let (server, url) = serve(&db.url()).await;
+    let before: Vec<serde_json::Value> = (0..3)
+        .map(|n| postmortem(&url, &format!("fp-{n}"), None))
+        .collect();
+    drop(server);
+
+    let dir = tempfile::tempdir().expect("dir");
+    let archive = format!("file://{}", dir.path().display());
+    let now = clock().to_rfc3339();
+    let out = retention(
+        &[
+            "run",
+            "--database-url",
+            &db.url(),
+            "--archive-url",
+            &archive,
+            "--now",
+            &now,
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    let (_server, url) = serve(&db.url()).await;
+    for (n, before) in before.iter().enumerate() {
+        let fingerprint = format!("fp-{n}");
+        let live_only = postmortem(&url, &fingerprint, None);
+        let merged = postmortem(&url, &fingerprint, Some(&archive));
+        let count = |v: &serde_json::Value| v["items"].as_array().expect("items").len();
+        assert!(
+            count(&live_only) < count(before) && count(&live_only) > 0,
+            "{fingerprint}: some of its remediations are archived, some live: {} of {}",
+            count(&live_only),
+            count(before)
+        );
+        assert_eq!(&merged, before, "{fingerprint}");
+    }
+    // Without a location, --archive says what it needs.
+    let out = remaudit()
+        .args(["query", "postmortem", "fp-0", "--archive"])
+        .env("REMAUDIT_URL", &url)
+        .env_remove("REMAUDIT_ARCHIVE_URL")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(text(&out).contains("--archive-url"), "{}", text(&out));
+}
