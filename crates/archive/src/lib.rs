@@ -27,10 +27,11 @@ use datafusion::datasource::listing::{
 };
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use futures::StreamExt as _;
 use object_store_df::{ObjectStore, ObjectStoreExt as _};
 use remaudit_model::analytics::RemediationBrief;
 use remaudit_model::approx_f64;
-use remaudit_retention::{Archive, CHECK_CHUNK_BYTES, FileUrl, columnar};
+use remaudit_retention::{Archive, CHECK_CHUNK_BYTES, FileUrl, columnar, is_parquet_part};
 use remaudit_store::retention::ArchiveTable;
 
 /// What can go wrong with a query of the archive.
@@ -62,6 +63,9 @@ pub enum ArchiveQueryError {
     #[error("the answer has more than {0} rows: narrow the query or add LIMIT")]
     TooManyRows(usize),
 }
+
+/// Files whose sizes are asked for at once before a query.
+const HEADS_AT_ONCE: usize = 16;
 
 /// The limits every query runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +171,15 @@ impl ArchiveQuery {
             }
             batches += 1;
             for file in &stored.manifest.files {
+                // A manifest names only its own batch's files: a name
+                // elsewhere means the manifest was altered.
+                if !is_parquet_part(&stored.location, &file.path) {
+                    return Err(ArchiveQueryError::Archive(format!(
+                        "the manifest of {} lists {}, which is not a file of its batch; \
+                         run `remaudit retention verify`",
+                        stored.location, file.path
+                    )));
+                }
                 let listed = Listed {
                     path: file.path.clone(),
                     url: engine_url(&archive.file_url(&file.path)),
@@ -330,8 +343,15 @@ impl ArchiveQuery {
 
     /// Checks that every listed file is there at its recorded size.
     async fn check_sizes(&self) -> Result<(), ArchiveQueryError> {
-        for file in &self.files {
-            match self.store.head(&location_of(&file.url)?).await {
+        let mut heads = futures::stream::iter(&self.files)
+            .map(|file| async move {
+                let location = location_of(&file.url)?;
+                Ok::<_, ArchiveQueryError>((file, self.store.head(&location).await))
+            })
+            .buffer_unordered(HEADS_AT_ONCE);
+        while let Some(head) = heads.next().await {
+            let (file, head) = head?;
+            match head {
                 Ok(meta) if meta.size == file.bytes => {}
                 Ok(meta) => {
                     return Err(ArchiveQueryError::Damaged {

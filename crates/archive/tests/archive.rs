@@ -216,6 +216,22 @@ async fn a_damaged_file_fails_the_query_with_its_name_and_never_answers() {
         }
         other => panic!("a garbled file gives no answer: {other:?}"),
     }
+    // A manifest altered to list a file outside its batch is refused.
+    let manifest = events
+        .ancestors()
+        .find(|d| d.join("manifest.json").is_file())
+        .expect("the batch directory")
+        .join("manifest.json");
+    let original = std::fs::read_to_string(&manifest).expect("manifest");
+    let mut altered: Value = serde_json::from_str(&original).expect("json");
+    altered["files"][0]["path"] =
+        json!("../../../etc/table=remediation_audit/week=2026-W01/part-0.parquet");
+    std::fs::write(&manifest, altered.to_string()).expect("alter");
+    let err = ArchiveQuery::open(&url, Limits::default())
+        .await
+        .expect_err("altered manifest");
+    assert!(err.to_string().contains("not a file of its batch"), "{err}");
+    std::fs::write(&manifest, original).expect("restore");
     // A missing file is named too.
     std::fs::remove_file(events).expect("remove");
     let err = query.sql(count).await.expect_err("missing");

@@ -582,7 +582,8 @@ pub(crate) fn parquet_path(location: &str, table: &str, week: &str, part: u32) -
 
 /// Whether `path` is a name a batch at `location` gives a Parquet file:
 /// `{location}/table={table}/week={YYYY}-W{ww}/part-{n}.parquet`.
-pub(crate) fn is_parquet_part(location: &str, path: &str) -> bool {
+#[must_use]
+pub fn is_parquet_part(location: &str, path: &str) -> bool {
     let Some(rest) = path
         .strip_prefix(location)
         .and_then(|r| r.strip_prefix("/table="))
@@ -1407,6 +1408,30 @@ mod tests {
             .expect_err("exists")
             .to_string();
         assert!(err.contains("already exists"), "{err}");
+    }
+
+    #[test]
+    fn only_a_batch_s_own_parquet_names_are_its_parts() {
+        let at = "inst/batch-000000000001-0a1b2c3d";
+        let own = parquet_path(at, "remediation_audit_events_archive", "2026-W33", 2);
+        assert_eq!(
+            own,
+            format!("{at}/table=remediation_audit_events/week=2026-W33/part-2.parquet")
+        );
+        assert!(is_parquet_part(at, &own));
+        for other in [
+            format!("{at}/table=remediation_audit/week=2026-W33/part-.parquet"),
+            format!("{at}/table=remediation_audit/week=2026-33/part-0.parquet"),
+            format!("{at}/table=other/week=2026-W33/part-0.parquet"),
+            format!("{at}/table=remediation_audit/week=2026-W33/part-0.parquet/x"),
+            format!("{at}/table=remediation_audit/week=2026-W33/../part-0.parquet"),
+            format!("{at}/table=remediation_audit/week=2026-W33/part-0.parquet#1"),
+            format!("{at}x/table=remediation_audit/week=2026-W33/part-0.parquet"),
+            "../../etc/table=remediation_audit/week=2026-W33/part-0.parquet".to_owned(),
+            format!("{at}/remediation_audit.jsonl.gz"),
+        ] {
+            assert!(!is_parquet_part(at, &other), "{other}");
+        }
     }
 
     #[test]

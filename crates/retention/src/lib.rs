@@ -23,7 +23,7 @@ use remaudit_store::{Actor, RetentionPolicy, RetentionStore, RetireRequest};
 use tokio_util::sync::CancellationToken;
 
 pub use admin_log::scheduled_actor;
-pub use archive::{Archive, ArchiveFormat, FileUrl, StoredManifest};
+pub use archive::{Archive, ArchiveFormat, FileUrl, StoredManifest, is_parquet_part};
 pub use batch::BatchReport;
 pub use error::RetentionError;
 pub use manifest::{
