@@ -26,12 +26,15 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt as _;
 use object_store_df::{ObjectStore, ObjectStoreExt as _};
 use remaudit_model::analytics::RemediationBrief;
 use remaudit_model::approx_f64;
-use remaudit_retention::{Archive, CHECK_CHUNK_BYTES, FileUrl, columnar, is_parquet_part};
+use remaudit_retention::{
+    Archive, CHECK_CHUNK_BYTES, FileUrl, StoredManifest, columnar, is_parquet_part,
+};
 use remaudit_store::retention::ArchiveTable;
 
 /// What can go wrong with a query of the archive.
@@ -62,6 +65,55 @@ pub enum ArchiveQueryError {
     /// The answer has more rows than the row limit.
     #[error("the answer has more than {0} rows: narrow the query or add LIMIT")]
     TooManyRows(usize),
+}
+
+/// Memory a query may use (its hash tables, sorts and buffers); past it the
+/// query fails rather than the process running out.
+const QUERY_MEMORY: usize = 512 << 20;
+
+/// Keeps the manifests of one installation: the one named, or the only one
+/// there is. Two manifests of one batch number (an interrupted batch whose
+/// rows were moved again, a restored backup) are refused: one of them is
+/// not the batch the database finished.
+fn one_installation(
+    url: &str,
+    installation: Option<&str>,
+    manifests: &mut Vec<StoredManifest>,
+) -> Result<(), ArchiveQueryError> {
+    let owner = |m: &StoredManifest| {
+        m.manifest
+            .installation
+            .clone()
+            .unwrap_or_else(|| "(before installation ids)".to_owned())
+    };
+    let mut owners: Vec<String> = manifests.iter().map(owner).collect();
+    owners.sort();
+    owners.dedup();
+    match installation {
+        Some(wanted) => manifests.retain(|m| owner(m) == wanted),
+        None if owners.len() > 1 => {
+            return Err(ArchiveQueryError::Archive(format!(
+                "{url} holds the batches of {} databases ({}): name one with --installation",
+                owners.len(),
+                owners.join(", ")
+            )));
+        }
+        None => {}
+    }
+    let mut numbers: Vec<(i64, &str)> = manifests
+        .iter()
+        .map(|m| (m.manifest.batch, m.location.as_str()))
+        .collect();
+    numbers.sort_unstable();
+    if let Some(pair) = numbers.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(ArchiveQueryError::Archive(format!(
+            "batch {} has two manifests, at {} and {}: one is a batch the database did not \
+             finish; run `remaudit retention run` (it removes interrupted batches) and \
+             `remaudit retention verify`",
+            pair[0].0, pair[0].1, pair[1].1
+        )));
+    }
+    Ok(())
 }
 
 /// Files whose sizes are asked for at once before a query.
@@ -124,20 +176,31 @@ impl ArchiveQuery {
     /// # Errors
     /// [`ArchiveQueryError::Archive`] when the archive cannot be opened or
     /// listed, or a manifest is unreadable.
-    pub async fn open(url: &str, limits: Limits) -> Result<Self, ArchiveQueryError> {
-        let archive = Archive::open(url).map_err(|e| ArchiveQueryError::Archive(e.to_string()))?;
-        let manifests = archive
+    pub async fn open(
+        url: &str,
+        installation: Option<&str>,
+        limits: Limits,
+    ) -> Result<Self, ArchiveQueryError> {
+        let archive =
+            Archive::open_to_read(url).map_err(|e| ArchiveQueryError::Archive(e.to_string()))?;
+        let mut manifests = archive
             .manifests()
             .await
             .map_err(|e| ArchiveQueryError::Archive(e.to_string()))?;
+        one_installation(url, installation, &mut manifests)?;
         // Pruning by row-group statistics and the page index, and filters
         // applied while decoding, so that one alert's rows cost few reads.
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(QUERY_MEMORY, 1.0)
+            .build_arc()
+            .map_err(|e| ArchiveQueryError::Archive(e.to_string()))?;
         let config = SessionConfig::new()
             .set_bool("datafusion.execution.parquet.pushdown_filters", true)
             .set_bool("datafusion.execution.parquet.reorder_filters", true)
             .set_bool("datafusion.execution.parquet.enable_page_index", true);
         let state = SessionStateBuilder::new()
             .with_config(config)
+            .with_runtime_env(runtime)
             .with_default_features()
             .build();
         let ctx = SessionContext::new_with_state(state);
@@ -247,8 +310,8 @@ impl ArchiveQuery {
     /// that does not decode, [`ArchiveQueryError::Timeout`] and
     /// [`ArchiveQueryError::TooManyRows`] past the limits.
     pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>, ArchiveQueryError> {
-        self.check_sizes().await?;
         let run = async {
+            self.check_sizes().await?;
             let frame = self
                 .ctx
                 .sql_with_options(sql, read_only())
@@ -324,9 +387,9 @@ impl ArchiveQuery {
         sql: &str,
         params: Vec<ScalarValue>,
     ) -> Result<Vec<RecordBatch>, ArchiveQueryError> {
-        self.check_sizes().await?;
         let query = |e: datafusion::error::DataFusionError| ArchiveQueryError::Query(e.to_string());
         let run = async {
+            self.check_sizes().await?;
             let frame = self
                 .ctx
                 .sql_with_options(sql, read_only())

@@ -88,7 +88,7 @@ async fn postgres_answers_over_the_archive_equal_the_archive_tables() {
     let db = PgDb::create().await;
     let (_dir, url) = archived(db.store().await.as_ref()).await;
     let pool = db.pool().await;
-    let query = ArchiveQuery::open(&url, Limits::default())
+    let query = ArchiveQuery::open(&url, None, Limits::default())
         .await
         .expect("open");
     assert!(query.batches() > 1);
@@ -118,7 +118,7 @@ async fn sqlite_answers_over_the_archive_equal_the_archive_tables() {
     let db = SqliteDb::create();
     let (_dir, url) = archived(db.store().await.as_ref()).await;
     let pool = sqlx::SqlitePool::connect(&db.url()).await.expect("pool");
-    let query = ArchiveQuery::open(&url, Limits::default())
+    let query = ArchiveQuery::open(&url, None, Limits::default())
         .await
         .expect("open");
     for (archive_sql, table_sql) in QUESTIONS {
@@ -184,7 +184,7 @@ async fn a_damaged_file_fails_the_query_with_its_name_and_never_answers() {
         .expect("an events file");
     let whole = std::fs::read(events).expect("read");
     std::fs::write(events, &whole[..whole.len() / 2]).expect("cut");
-    let query = ArchiveQuery::open(&url, Limits::default())
+    let query = ArchiveQuery::open(&url, None, Limits::default())
         .await
         .expect("open");
     let err = query.sql(count).await.expect_err("damaged");
@@ -227,7 +227,7 @@ async fn a_damaged_file_fails_the_query_with_its_name_and_never_answers() {
     altered["files"][0]["path"] =
         json!("../../../etc/table=remediation_audit/week=2026-W01/part-0.parquet");
     std::fs::write(&manifest, altered.to_string()).expect("alter");
-    let err = ArchiveQuery::open(&url, Limits::default())
+    let err = ArchiveQuery::open(&url, None, Limits::default())
         .await
         .expect_err("altered manifest");
     assert!(err.to_string().contains("not a file of its batch"), "{err}");
@@ -244,6 +244,7 @@ async fn only_reads_are_allowed_and_limits_hold() {
     let (dir, url) = archived(db.store().await.as_ref()).await;
     let query = ArchiveQuery::open(
         &url,
+        None,
         Limits {
             rows: 3,
             ..Limits::default()
@@ -280,4 +281,96 @@ async fn only_reads_are_allowed_and_limits_hold() {
         .await
         .expect("three rows");
     assert_eq!(json_rows(&three).expect("rows").len(), 3);
+}
+
+#[tokio::test]
+async fn two_databases_in_one_archive_are_read_one_at_a_time() {
+    let (a, b) = (SqliteDb::create(), SqliteDb::create());
+    let (dir, url) = archived(a.store().await.as_ref()).await;
+    let store = b.store().await;
+    load(store.as_ref(), clock()).await;
+    let actor = Actor::new("test".to_owned(), "archive queries".to_owned());
+    let archive = Archive::open(&url).expect("archive");
+    remaudit_retention::run_once(
+        store.as_ref(),
+        &archive,
+        &Settings::default(),
+        clock(),
+        false,
+        &actor,
+    )
+    .await
+    .expect("second database's run");
+    let err = ArchiveQuery::open(&url, None, Limits::default())
+        .await
+        .expect_err("two databases");
+    assert!(err.to_string().contains("--installation"), "{err}");
+    let mut installations: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    installations.sort();
+    assert_eq!(installations.len(), 2);
+    let mut total = 0;
+    for installation in &installations {
+        let query = ArchiveQuery::open(&url, Some(installation), Limits::default())
+            .await
+            .expect("one database");
+        let rows = answer(&query, "SELECT count(*) AS n FROM remediation_audit").await;
+        total += rows[0]["n"].as_i64().expect("count");
+    }
+    let mut archived = 0;
+    for db in [&a, &b] {
+        let pool = sqlx::SqlitePool::connect(&db.url()).await.expect("pool");
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM remediation_audit_archive")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        archived += n;
+    }
+    assert_eq!(total, archived);
+
+    // A copy of a batch under another name (a second history of the
+    // database) makes its number ambiguous: refused.
+    let batch = std::fs::read_dir(dir.path().join(&installations[0]))
+        .expect("batches")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.join("manifest.json").is_file())
+        .expect("a batch");
+    let name = batch
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let copy = batch.with_file_name(format!("{}ffffffff", &name[..name.len() - 8]));
+    copy_dir(&batch, &copy);
+    let err = ArchiveQuery::open(&url, Some(&installations[0]), Limits::default())
+        .await
+        .expect_err("two manifests of one batch");
+    assert!(err.to_string().contains("has two manifests"), "{err}");
+
+    // A directory that is not there is an error, and is not made.
+    let missing = dir.path().join("nowhere");
+    let err = ArchiveQuery::open(
+        &format!("file://{}", missing.display()),
+        None,
+        Limits::default(),
+    )
+    .await
+    .expect_err("missing directory");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    assert!(!missing.exists());
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("dir") {
+        let path = entry.expect("entry").path();
+        let target = to.join(path.file_name().expect("name"));
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).expect("copy");
+        }
+    }
 }

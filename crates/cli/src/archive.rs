@@ -24,6 +24,11 @@ enum ArchiveCommand {
         /// Where the archive is: `file:///dir` or `s3://bucket/prefix` (`AWS_*` variables configure S3).
         #[arg(long, env = "REMAUDIT_ARCHIVE_URL")]
         archive_url: String,
+        /// The database whose batches to read (its installation id, the
+        /// archive's first directory level); needed when the archive holds
+        /// more than one database's.
+        #[arg(long, value_name = "ID")]
+        installation: Option<String>,
         /// How the answer is printed.
         #[arg(long, default_value = "table", value_parser = ["table", "json", "csv"])]
         output: String,
@@ -42,6 +47,7 @@ enum ArchiveCommand {
 pub async fn run(args: ArchiveArgs) -> anyhow::Result<u8> {
     let ArchiveCommand::Sql {
         archive_url,
+        installation,
         output,
         timeout_secs,
         max_rows,
@@ -51,7 +57,7 @@ pub async fn run(args: ArchiveArgs) -> anyhow::Result<u8> {
         time: Duration::from_secs(timeout_secs),
         rows: usize::try_from(max_rows).unwrap_or(usize::MAX),
     };
-    let query = match ArchiveQuery::open(&archive_url, limits).await {
+    let query = match ArchiveQuery::open(&archive_url, installation.as_deref(), limits).await {
         Ok(query) => query,
         Err(e) => {
             eprintln!("remaudit archive sql: {e}");
@@ -59,9 +65,9 @@ pub async fn run(args: ArchiveArgs) -> anyhow::Result<u8> {
         }
     };
     if query.skipped() > 0 {
-        tracing::warn!(
-            batches = query.skipped(),
-            "batches written as JSON Lines are not part of the tables"
+        eprintln!(
+            "remaudit archive sql: {} batches written as JSON Lines are not part of the tables",
+            query.skipped()
         );
     }
     let answer = match query.sql(&sql).await {
@@ -85,14 +91,12 @@ fn print(
 ) -> anyhow::Result<()> {
     match output {
         "json" => {
+            // The writer prints `[]` for an answer without rows.
             let mut writer = arrow_json::ArrayWriter::new(&mut *out);
             for batch in answer {
                 writer.write(batch)?;
             }
             writer.finish()?;
-            if answer.iter().all(|b| b.num_rows() == 0) {
-                out.write_all(b"[]")?;
-            }
             out.write_all(b"\n")?;
         }
         "csv" => {

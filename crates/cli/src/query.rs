@@ -109,6 +109,10 @@ pub enum QueryCommand {
         /// Where the archive is, for --archive: `file:///dir` or `s3://bucket/prefix`.
         #[arg(long, env = "REMAUDIT_ARCHIVE_URL", value_name = "URL")]
         archive_url: Option<String>,
+        /// For --archive: the database whose batches to read (its
+        /// installation id), when the archive holds more than one's.
+        #[arg(long, value_name = "ID")]
+        installation: Option<String>,
     },
     /// How many remediations completed, failed or timed out.
     SuccessRate {
@@ -224,6 +228,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
             limit,
             archive,
             archive_url,
+            installation,
         } => {
             let archive_url = match (archive, archive_url) {
                 (false, _) => None,
@@ -240,7 +245,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
             };
             let mut answer = api.postmortem(&with_limit(params, limit)).await;
             if let (Some(url), Ok(live)) = (archive_url, &mut answer) {
-                merge_archived(live, &url, &fingerprint).await?;
+                merge_archived(live, &url, installation.as_deref(), &fingerprint).await?;
             }
             show(
                 &api,
@@ -308,12 +313,24 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
 async fn merge_archived(
     live: &mut RemediationList,
     url: &str,
+    installation: Option<&str>,
     fingerprint: &str,
 ) -> anyhow::Result<()> {
     let limit = live.query.limit.unwrap_or(10);
-    let archive = remaudit_archive::ArchiveQuery::open(url, remaudit_archive::Limits::default())
-        .await
-        .context("cannot read the archive")?;
+    let archive = remaudit_archive::ArchiveQuery::open(
+        url,
+        installation,
+        remaudit_archive::Limits::default(),
+    )
+    .await
+    .context("cannot read the archive")?;
+    if archive.skipped() > 0 {
+        eprintln!(
+            "remaudit query: {} archive batches are JSON Lines and were not searched; \
+             the list may miss remediations archived before the archive's files became Parquet",
+            archive.skipped()
+        );
+    }
     let archived = archive
         .postmortem(
             fingerprint,

@@ -120,47 +120,67 @@ impl Archive {
     /// # Errors
     /// [`RetentionError::Config`] for an unknown scheme or an unusable location.
     pub fn open(url: &str) -> Result<Self, RetentionError> {
+        Self::open_with(url, true)
+    }
+
+    /// Opens an archive to read it: as [`Archive::open`], but a `file://`
+    /// directory that does not exist is an error rather than created.
+    ///
+    /// # Errors
+    /// As [`Archive::open`], and when a local archive's directory is missing.
+    pub fn open_to_read(url: &str) -> Result<Self, RetentionError> {
+        Self::open_with(url, false)
+    }
+
+    fn open_with(url: &str, create: bool) -> Result<Self, RetentionError> {
         let mut local_root = None;
-        let (store, prefix): (Arc<dyn ObjectStore>, &str) = if let Some(dir) =
-            url.strip_prefix("file://")
-        {
-            if dir.is_empty() {
+        let (store, prefix): (Arc<dyn ObjectStore>, &str) =
+            if let Some(dir) = url.strip_prefix("file://") {
+                if dir.is_empty() {
+                    return Err(RetentionError::Config(format!(
+                        "archive URL {url:?} names no directory: use file:///absolute/dir"
+                    )));
+                }
+                if create {
+                    private_dirs(std::path::Path::new(dir)).map_err(|e| {
+                        RetentionError::Config(format!(
+                            "cannot create the archive directory {dir:?}: {e}"
+                        ))
+                    })?;
+                } else if !std::path::Path::new(dir).is_dir() {
+                    return Err(RetentionError::Config(format!(
+                        "the archive directory {dir:?} does not exist: check --archive-url"
+                    )));
+                }
+                let fs = LocalFileSystem::new_with_prefix(dir)
+                    .map_err(|e| {
+                        RetentionError::Config(format!(
+                            "cannot open the archive directory {dir:?}: {e}"
+                        ))
+                    })?
+                    // A file is on disk before the rows it holds leave the database.
+                    .with_fsync(true);
+                local_root = Some(std::path::PathBuf::from(dir));
+                (Arc::new(fs), "")
+            } else if let Some(rest) = url.strip_prefix("s3://") {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    return Err(RetentionError::Config(format!(
+                        "archive URL {url:?} names no bucket: use s3://bucket/prefix"
+                    )));
+                }
+                let s3 = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()
+                    .map_err(|e| {
+                        RetentionError::Config(format!("cannot use the archive {url:?}: {e}"))
+                    })?;
+                (Arc::new(s3), prefix)
+            } else {
                 return Err(RetentionError::Config(format!(
-                    "archive URL {url:?} names no directory: use file:///absolute/dir"
+                    "unsupported archive URL {url:?}: use file:///dir or s3://bucket/prefix"
                 )));
-            }
-            private_dirs(std::path::Path::new(dir)).map_err(|e| {
-                RetentionError::Config(format!("cannot create the archive directory {dir:?}: {e}"))
-            })?;
-            let fs = LocalFileSystem::new_with_prefix(dir)
-                .map_err(|e| {
-                    RetentionError::Config(format!(
-                        "cannot open the archive directory {dir:?}: {e}"
-                    ))
-                })?
-                // A file is on disk before the rows it holds leave the database.
-                .with_fsync(true);
-            local_root = Some(std::path::PathBuf::from(dir));
-            (Arc::new(fs), "")
-        } else if let Some(rest) = url.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                return Err(RetentionError::Config(format!(
-                    "archive URL {url:?} names no bucket: use s3://bucket/prefix"
-                )));
-            }
-            let s3 = AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                .build()
-                .map_err(|e| {
-                    RetentionError::Config(format!("cannot use the archive {url:?}: {e}"))
-                })?;
-            (Arc::new(s3), prefix)
-        } else {
-            return Err(RetentionError::Config(format!(
-                "unsupported archive URL {url:?}: use file:///dir or s3://bucket/prefix"
-            )));
-        };
+            };
         Ok(Self {
             store,
             prefix: Path::from(prefix.trim_matches('/')),
@@ -284,10 +304,13 @@ impl Archive {
         }
         let mut removed = 0;
         let parts = self.parquet_parts(location).await?;
-        for relative in data_files(location)
+        // The manifest first: a clean-up cut short leaves data files without
+        // one, which readers skip as incomplete, rather than a manifest
+        // whose files are gone.
+        for relative in [manifest_path(location)]
             .into_iter()
+            .chain(data_files(location))
             .chain(parts)
-            .chain([manifest_path(location)])
         {
             let path = self.path(&relative);
             match self.store.head(&path).await {
@@ -948,9 +971,13 @@ impl Archive {
 
     /// Writes one table's rows of a batch that started in ISO week `week`
     /// (`2026-W33`) as Parquet under `location`, create-only: a file for
-    /// each million rows, none when there are no rows. `meta` goes into
-    /// each file's key-value metadata.
-    pub(crate) async fn write_week(
+    /// each million rows (or 512 MiB), none when there are no rows. `meta`
+    /// goes into each file's key-value metadata.
+    ///
+    /// # Errors
+    /// When a row does not fit the schema or the object store fails: the
+    /// batch stops and its rows stay live.
+    pub async fn write_week(
         &self,
         location: &str,
         table: ArchiveTable,
@@ -961,15 +988,19 @@ impl Archive {
         let mut files = Vec::new();
         let mut open: Option<OpenPart> = None;
         let mut pending = Vec::with_capacity(columnar::BATCH_ROWS);
+        let mut pending_bytes = 0;
         loop {
             let next = lines.next().await;
             let done = next.is_none();
             if let Some(line) = next {
-                pending.push(line?);
-                if pending.len() < columnar::BATCH_ROWS {
+                let line = line?;
+                pending_bytes += line.len();
+                pending.push(line);
+                if pending.len() < columnar::BATCH_ROWS && pending_bytes < columnar::BATCH_BYTES {
                     continue;
                 }
             }
+            pending_bytes = 0;
             if !pending.is_empty() {
                 if open.is_none() {
                     let number = u32::try_from(files.len()).unwrap_or(u32::MAX);
@@ -982,7 +1013,7 @@ impl Archive {
                 let input =
                     std::mem::replace(&mut pending, Vec::with_capacity(columnar::BATCH_ROWS));
                 part.encode(move |w| w.write(&input)).await?;
-                if part.rows >= columnar::PART_ROWS
+                if (part.rows >= columnar::PART_ROWS || part.bytes >= columnar::PART_BYTES)
                     && let Some(full) = open.take()
                 {
                     files.push(self.close_part(full, week).await?);

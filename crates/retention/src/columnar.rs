@@ -33,6 +33,16 @@ const ROW_GROUP_ROWS: usize = 16 * 1024;
 /// Rows in one file before the week goes on in the next part.
 pub(crate) const PART_ROWS: u64 = 1_000_000;
 
+/// Bytes of one file before the week goes on in the next part, whatever its rows.
+pub(crate) const PART_BYTES: u64 = 512 << 20;
+
+/// Bytes of JSON lines gathered before they are encoded, whatever their count.
+pub(crate) const BATCH_BYTES: usize = 8 << 20;
+
+/// Encoded bytes a row group may hold in memory before it is written out,
+/// whatever its rows: large records cannot make the writer hold gigabytes.
+const ROW_GROUP_BYTES: usize = 64 << 20;
+
 /// How a column's JSON value becomes a Parquet value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -259,6 +269,9 @@ impl PartWriter {
     fn write_batch(&mut self, batch: &RecordBatch) -> Result<(), String> {
         let batch = in_zone(batch, &self.schema, "UTC")?;
         self.writer.write(&batch).map_err(|e| e.to_string())?;
+        if self.writer.in_progress_size() >= ROW_GROUP_BYTES {
+            self.writer.flush().map_err(|e| e.to_string())?;
+        }
         self.rows += batch.num_rows() as u64;
         Ok(())
     }

@@ -180,6 +180,8 @@ pub trait ArchiveBatch: Send {
     fn kept(&self) -> u64;
     /// The batch's rows of one archive table, one JSON object a line, by id.
     fn rows(&mut self, table: ArchiveTable) -> Lines<'_>;
+    /// How many rows of one archive table the batch holds: what its files must hold.
+    async fn row_count(&mut self, table: ArchiveTable) -> Result<u64, StoreError>;
     /// The days (UTC) on which the batch's rows of one archive table started.
     async fn start_days(&mut self, table: ArchiveTable) -> Result<Vec<NaiveDate>, StoreError>;
     /// The batch's rows of one archive table that started in `[from, to)`,

@@ -411,12 +411,22 @@ async fn archives_to_an_s3_compatible_server_and_verifies() {
         "{}",
         text(&damaged)
     );
+    // Two databases now share the prefix: a query names the one it reads.
+    let both = archive_sql(url, "json", "SELECT 1 AS one", &env);
+    assert_eq!(both.status.code(), Some(1), "{}", text(&both));
+    assert!(text(&both).contains("--installation"), "{}", text(&both));
     // A query meets the damaged file: it fails, naming it, with no answer.
+    let installation = parquet.split('/').next().expect("installation");
+    let mut env_one = env.clone();
+    env_one.push((
+        "REMAUDIT_TEST_INSTALLATION".to_owned(),
+        installation.to_owned(),
+    ));
     let refused = archive_sql(
         url,
         "json",
         "SELECT count(*) AS n FROM remediation_audit_events",
-        &env,
+        &env_one,
     );
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
     assert!(refused.stdout.is_empty(), "{}", text(&refused));
@@ -430,19 +440,17 @@ async fn archives_to_an_s3_compatible_server_and_verifies() {
 /// `remaudit archive sql --output OUTPUT SQL` over the archive at `url`.
 fn archive_sql(url: &str, output: &str, sql: &str, env: &[(String, String)]) -> Output {
     let mut cmd = remaudit();
-    cmd.args([
-        "archive",
-        "sql",
-        "--archive-url",
-        url,
-        "--output",
-        output,
-        sql,
-    ])
-    .env_remove("REMAUDIT_ARCHIVE_URL");
+    cmd.args(["archive", "sql", "--archive-url", url, "--output", output])
+        .env_remove("REMAUDIT_ARCHIVE_URL");
     for (k, v) in env {
-        cmd.env(k, v);
+        // Not the binary's: names the installation to read.
+        if k == "REMAUDIT_TEST_INSTALLATION" {
+            cmd.args(["--installation", v]);
+        } else {
+            cmd.env(k, v);
+        }
     }
+    cmd.arg(sql);
     cmd.output().expect("run remaudit")
 }
 
@@ -496,6 +504,15 @@ async fn archive_sql_prints_table_json_and_csv_and_refuses_what_is_not_a_read() 
     assert!(table.contains("| overall_phase |"), "{table}");
     assert!(table.contains("| completed"), "{table}");
 
+    // An answer without rows is an empty array.
+    let none = archive_sql(
+        &url,
+        "json",
+        "SELECT id FROM remediation_audit WHERE id < 0",
+        &[],
+    );
+    assert!(none.status.success(), "{}", text(&none));
+    assert_eq!(String::from_utf8_lossy(&none.stdout), "[]\n");
     // What is not a read, or not SQL, exits 1 with the reason.
     for bad in [
         "CREATE TABLE t AS SELECT 1",

@@ -888,3 +888,66 @@ async fn batches_archived_before_installation_ids_stay_where_they_are_and_verify
     assert_eq!(live + archived, written.remediations);
     assert_eq!(live_events + archived_events, written.events);
 }
+
+/// An archive whose Parquet writer loses the first row of each file it
+/// writes, as a writer with a bug would.
+struct Lossy(Archive);
+
+#[async_trait::async_trait]
+impl remaudit_retention::ArchiveSink for Lossy {
+    fn archive(&self) -> &Archive {
+        &self.0
+    }
+
+    async fn write_week(
+        &self,
+        location: &str,
+        table: remaudit_store::retention::ArchiveTable,
+        week: &str,
+        meta: &[(&str, String)],
+        lines: remaudit_store::retention::Lines<'_>,
+    ) -> Result<Vec<remaudit_retention::ArchivedFile>, remaudit_retention::RetentionError> {
+        use futures::StreamExt as _;
+        self.0
+            .write_week(location, table, week, meta, Box::pin(lines.skip(1)))
+            .await
+    }
+}
+
+async fn files_short_of_a_row_stop_the_batch(store: Arc<dyn Store>, counter: Counter) {
+    let written = load(store.as_ref(), now()).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let lossy = Lossy(Archive::open(&format!("file://{}", dir.path().display())).expect("archive"));
+    let err = remaudit_retention::run_once(
+        store.as_ref(),
+        &lossy,
+        &Settings::default(),
+        now(),
+        false,
+        &ops(),
+    )
+    .await
+    .expect_err("the files miss rows");
+    assert!(err.to_string().contains("rows stay live"), "{err}");
+    let (live, archived, live_events, archived_events) = counter.places().await;
+    assert_eq!(
+        (live, archived),
+        (written.remediations, 0),
+        "every row stays live"
+    );
+    assert_eq!((live_events, archived_events), (written.events, 0));
+}
+
+#[tokio::test]
+async fn sqlite_files_short_of_a_row_stop_the_batch_and_every_row_stays_live() {
+    let db = SqliteDb::create();
+    let store = db.store().await;
+    let pool = sqlx::SqlitePool::connect(&db.url()).await.expect("pool");
+    files_short_of_a_row_stop_the_batch(store, Counter::Sqlite(pool)).await;
+}
+
+#[tokio::test]
+async fn postgres_files_short_of_a_row_stop_the_batch_and_every_row_stays_live() {
+    let db = PgDb::create().await;
+    files_short_of_a_row_stop_the_batch(db.store().await, Counter::Pg(db.pool().await)).await;
+}

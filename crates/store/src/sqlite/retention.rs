@@ -257,6 +257,18 @@ impl ArchiveBatch for SqliteBatch<'_> {
     }
 
     #[instrument(skip_all, fields(batch = self.begun.batch), err)]
+    async fn row_count(&mut self, table: ArchiveTable) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT count(*) FROM {} WHERE archive_batch = ?1",
+            table.name()
+        )))
+        .bind(self.begun.batch)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(u64::try_from(count).unwrap_or_default())
+    }
+
+    #[instrument(skip_all, fields(batch = self.begun.batch), err)]
     async fn start_days(&mut self, table: ArchiveTable) -> Result<Vec<NaiveDate>, StoreError> {
         // Times are stored as fixed-width RFC 3339 text in UTC: the day is its first ten bytes.
         let days = sqlx::query_scalar::<_, String>(AssertSqlSafe(format!(

@@ -123,6 +123,20 @@ impl ArchiveBatch for PgBatch {
     }
 
     #[instrument(skip_all, fields(batch = self.begun.batch), err)]
+    async fn row_count(&mut self, table: ArchiveTable) -> Result<u64, StoreError> {
+        let (by_id, ids) = self.by_id(table);
+        let count: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT count(*) FROM {} WHERE archive_batch = $1{by_id}",
+            table.name()
+        )))
+        .bind(self.begun.batch)
+        .bind(ids)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(u64::try_from(count).unwrap_or_default())
+    }
+
+    #[instrument(skip_all, fields(batch = self.begun.batch), err)]
     async fn start_days(&mut self, table: ArchiveTable) -> Result<Vec<NaiveDate>, StoreError> {
         let (by_id, ids) = self.by_id(table);
         Ok(sqlx::query_scalar::<_, NaiveDate>(AssertSqlSafe(format!(
