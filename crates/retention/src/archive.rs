@@ -1441,6 +1441,54 @@ mod tests {
         assert!(err.contains("already exists"), "{err}");
     }
 
+    #[tokio::test]
+    async fn removing_an_interrupted_parquet_batch_leaves_nothing_of_it() {
+        let dir = tempfile::tempdir().expect("dir");
+        let archive = local(dir.path());
+        let location = archive.location(INSTALLATION, 9);
+        let other = archive.location(INSTALLATION, 10);
+        let lines = |n: i64| -> Lines<'static> {
+            let rows: Vec<Result<String, remaudit_store::StoreError>> = (0..n)
+                .map(|i| Ok(format!("{{\"id\":{i},\"namespace\":\"prod\"}}")))
+                .collect();
+            Box::pin(futures::stream::iter(rows))
+        };
+        for at in [&location, &other] {
+            let files = archive
+                .write_week(at, ArchiveTable::Events, "2026-W33", &[], lines(3))
+                .await
+                .expect("part");
+            assert_eq!(files.len(), 1);
+            assert_eq!(files[0].rows, 3);
+        }
+        // A second part whose upload was cut short, as a killed run leaves it.
+        let week = dir
+            .path()
+            .join(&location)
+            .join("table=remediation_audit_events/week=2026-W33");
+        std::fs::write(week.join("part-1.parquet#3"), b"part").expect("staging");
+        std::fs::write(week.join("part-1.parquet"), b"").expect("claimed name");
+        let before_other = files(&dir.path().join(&other));
+        assert_eq!(
+            archive
+                .remove(&pending(9, &location))
+                .await
+                .expect("remove"),
+            3,
+            "the two parts and the staging file"
+        );
+        assert!(
+            !dir.path().join(&location).exists(),
+            "{:?}",
+            files(dir.path())
+        );
+        assert_eq!(
+            files(&dir.path().join(&other)),
+            before_other,
+            "the other batch stays"
+        );
+    }
+
     #[test]
     fn only_a_batch_s_own_parquet_names_are_its_parts() {
         let at = "inst/batch-000000000001-0a1b2c3d";
