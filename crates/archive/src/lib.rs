@@ -17,7 +17,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, NaiveDate, NaiveTime, TimeDelta, Utc, Weekday};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
@@ -143,6 +145,10 @@ struct Listed {
     path: String,
     url: String,
     bytes: u64,
+    /// The table whose rows it holds.
+    table: ArchiveTable,
+    /// The Monday (UTC) that starts the week whose rows it holds.
+    week: Option<NaiveDate>,
 }
 
 /// The archive's Parquet files, registered as tables for SQL.
@@ -152,6 +158,8 @@ pub struct ArchiveQuery {
     /// The store the files are read from, unchecked (for their sizes).
     store: Arc<dyn ObjectStore>,
     files: Vec<Listed>,
+    /// Numbers the tables a post-mortem registers for its window.
+    windows: AtomicU64,
     batches: usize,
     skipped: usize,
     limits: Limits,
@@ -243,10 +251,17 @@ impl ArchiveQuery {
                         stored.location, file.path
                     )));
                 }
+                let table = if file.table == "remediation_audit_events" {
+                    ArchiveTable::Events
+                } else {
+                    ArchiveTable::Remediations
+                };
                 let listed = Listed {
                     path: file.path.clone(),
                     url: engine_url(&archive.file_url(&file.path)),
                     bytes: file.bytes,
+                    table,
+                    week: file.week.as_deref().and_then(monday_of),
                 };
                 // Files written before chunk checksums are checked whole.
                 let (chunk, digests) = if file.chunk_sha256.is_empty() {
@@ -263,7 +278,7 @@ impl ArchiveQuery {
                         digests,
                     },
                 );
-                let at = usize::from(file.table == "remediation_audit_events");
+                let at = usize::from(table == ArchiveTable::Events);
                 by_table[at].push(listed.clone());
                 files.push(listed);
             }
@@ -275,13 +290,15 @@ impl ArchiveQuery {
             Arc::new(checked::Checked::new(Arc::clone(&store), expected)),
         );
         for (table, listed) in ArchiveTable::ALL.into_iter().zip(&by_table) {
-            register(&ctx, table, listed)?;
+            let name = table.name().trim_end_matches("_archive");
+            register(&ctx, name, table, &listed.iter().collect::<Vec<_>>())?;
         }
         Ok(Self {
             ctx,
             archive,
             store,
             files,
+            windows: AtomicU64::new(0),
             batches,
             skipped,
             limits,
@@ -311,7 +328,7 @@ impl ArchiveQuery {
     /// [`ArchiveQueryError::TooManyRows`] past the limits.
     pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>, ArchiveQueryError> {
         let run = async {
-            self.check_sizes().await?;
+            self.check_sizes(self.files.iter()).await?;
             let frame = self
                 .ctx
                 .sql_with_options(sql, read_only())
@@ -367,14 +384,33 @@ impl ArchiveQuery {
             }
             None => "",
         };
+        // Only the summary files of the weeks the window touches are read.
+        let files: Vec<&Listed> = self
+            .files
+            .iter()
+            .filter(|f| f.table == ArchiveTable::Remediations)
+            .filter(|f| {
+                f.week.is_none_or(|monday| {
+                    let from = monday.and_time(NaiveTime::MIN).and_utc();
+                    from < until && from + TimeDelta::weeks(1) > since
+                })
+            })
+            .collect();
+        let name = format!(
+            "remediation_audit_window_{}",
+            self.windows.fetch_add(1, Ordering::Relaxed)
+        );
+        register(&self.ctx, &name, ArchiveTable::Remediations, &files)?;
         let sql = format!(
             "SELECT id, namespace, alert_fingerprint, remediation_name, overall_phase, \
              start_time, completion_time, duration_us, failure_phase, failure_reason, \
-             timeout_phase, timeout_time FROM remediation_audit \
+             timeout_phase, timeout_time FROM {name} \
              WHERE alert_fingerprint = $1 AND start_time >= $2 AND start_time < $3 \
              AND deleted_at IS NULL{in_namespace} ORDER BY start_time DESC, id DESC LIMIT $4"
         );
-        let answer = self.run(&sql, params).await?;
+        let answer = self.run(&sql, params, &files).await;
+        let _ = self.ctx.deregister_table(name.as_str());
+        let answer = answer?;
         json_rows(&answer)?
             .into_iter()
             .map(|row| brief(&row))
@@ -386,10 +422,11 @@ impl ArchiveQuery {
         &self,
         sql: &str,
         params: Vec<ScalarValue>,
+        files: &[&Listed],
     ) -> Result<Vec<RecordBatch>, ArchiveQueryError> {
         let query = |e: datafusion::error::DataFusionError| ArchiveQueryError::Query(e.to_string());
         let run = async {
-            self.check_sizes().await?;
+            self.check_sizes(files.iter().copied()).await?;
             let frame = self
                 .ctx
                 .sql_with_options(sql, read_only())
@@ -404,9 +441,12 @@ impl ArchiveQuery {
             .map_err(|_| ArchiveQueryError::Timeout(self.limits.time))?
     }
 
-    /// Checks that every listed file is there at its recorded size.
-    async fn check_sizes(&self) -> Result<(), ArchiveQueryError> {
-        let mut heads = futures::stream::iter(&self.files)
+    /// Checks that each of `files` is there at its recorded size.
+    async fn check_sizes(
+        &self,
+        files: impl Iterator<Item = &Listed>,
+    ) -> Result<(), ArchiveQueryError> {
+        let mut heads = futures::stream::iter(files)
             .map(|file| async move {
                 let location = location_of(&file.url)?;
                 Ok::<_, ArchiveQueryError>((file, self.store.head(&location).await))
@@ -535,13 +575,19 @@ fn engine_url(file: &FileUrl) -> String {
     }
 }
 
-/// Registers `table` over its files, or as an empty table when it has none.
+/// The Monday of ISO week `label` (`2026-W33`).
+fn monday_of(label: &str) -> Option<NaiveDate> {
+    let (year, week) = label.split_once("-W")?;
+    NaiveDate::from_isoywd_opt(year.parse().ok()?, week.parse().ok()?, Weekday::Mon)
+}
+
+/// Registers `table`'s rows in `files` as table `name`, or an empty table when there are none.
 fn register(
     ctx: &SessionContext,
+    name: &str,
     table: ArchiveTable,
-    files: &[Listed],
+    files: &[&Listed],
 ) -> Result<(), ArchiveQueryError> {
-    let name = table.name().trim_end_matches("_archive");
     let schema = columnar::schema(table);
     let failed = |e: datafusion::error::DataFusionError| {
         ArchiveQueryError::Archive(format!("cannot register {name}: {e}"))

@@ -374,3 +374,54 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+#[tokio::test]
+async fn a_postmortem_reads_only_its_weeks_and_misses_no_row() {
+    let db = SqliteDb::create();
+    let (_dir, url) = archived(db.store().await.as_ref()).await;
+    let query = ArchiveQuery::open(&url, None, Limits::default())
+        .await
+        .expect("open");
+    let first = clock() - chrono::TimeDelta::days(125);
+    let mut found = 0;
+    // Windows of odd lengths starting at odd hours, across week boundaries.
+    for (offset_hours, length_hours) in [(0, 24 * 40), (31, 24 * 7), (200, 24 * 9 + 5), (700, 50)] {
+        let since = first + chrono::TimeDelta::hours(offset_hours);
+        let until = since + chrono::TimeDelta::hours(length_hours);
+        for fingerprint in ["fp-0", "fp-4"] {
+            let listed: Vec<i64> = query
+                .postmortem(fingerprint, since, until, None, 1000)
+                .await
+                .expect("postmortem")
+                .iter()
+                .map(|r| r.id)
+                .collect();
+            let sql = format!(
+                "SELECT id FROM remediation_audit WHERE alert_fingerprint = '{fingerprint}' \
+                 AND start_time >= TIMESTAMP '{}' AND start_time < TIMESTAMP '{}' \
+                 AND deleted_at IS NULL ORDER BY start_time DESC, id DESC",
+                since.format("%Y-%m-%dT%H:%M:%S"),
+                until.format("%Y-%m-%dT%H:%M:%S")
+            );
+            let want: Vec<i64> = answer(&query, &sql)
+                .await
+                .iter()
+                .map(|r| r["id"].as_i64().expect("id"))
+                .collect();
+            assert_eq!(listed, want, "{fingerprint} {since}..{until}");
+            found += listed.len();
+        }
+    }
+    assert!(
+        found > 10,
+        "the windows hold archived remediations: {found}"
+    );
+    // A namespace narrows it.
+    let since = first;
+    let until = clock();
+    let prod = query
+        .postmortem("fp-0", since, until, Some("prod"), 1000)
+        .await
+        .expect("postmortem");
+    assert!(!prod.is_empty() && prod.iter().all(|r| r.namespace == "prod"));
+}
