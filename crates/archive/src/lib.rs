@@ -34,6 +34,7 @@ use futures::StreamExt as _;
 use object_store_df::{ObjectStore, ObjectStoreExt as _};
 use remaudit_model::analytics::RemediationBrief;
 use remaudit_model::approx_f64;
+use remaudit_model::{EventRecord, StoredAudit};
 use remaudit_retention::{
     Archive, CHECK_CHUNK_BYTES, FileUrl, StoredManifest, columnar, is_parquet_part,
 };
@@ -417,6 +418,75 @@ impl ArchiveQuery {
             .collect()
     }
 
+    /// An archived remediation's summary row and its events, oldest first,
+    /// as the live timeline showed them; `None` when the archive holds no
+    /// remediation `id` (or holds it soft-deleted, which reads never show).
+    ///
+    /// # Errors
+    /// As [`ArchiveQuery::sql`], and when an archived row does not read as
+    /// a summary row or an event.
+    pub async fn timeline(
+        &self,
+        id: i64,
+    ) -> Result<Option<(StoredAudit, Vec<EventRecord>)>, ArchiveQueryError> {
+        let summaries: Vec<&Listed> = self
+            .files
+            .iter()
+            .filter(|f| f.table == ArchiveTable::Remediations)
+            .collect();
+        let rows = self
+            .run(
+                "SELECT * FROM remediation_audit WHERE id = $1 AND deleted_at IS NULL",
+                vec![ScalarValue::from(id)],
+                &summaries,
+            )
+            .await?;
+        let Some(summary) = json_rows(&rows)?.into_iter().next() else {
+            return Ok(None);
+        };
+        let remediation: StoredAudit = from_row(summary, ArchiveTable::Remediations)?;
+        // The events of one remediation are in the files of its start's week.
+        let monday = remediation
+            .start_time
+            .date_naive()
+            .week(Weekday::Mon)
+            .first_day();
+        let events: Vec<&Listed> = self
+            .files
+            .iter()
+            .filter(|f| f.table == ArchiveTable::Events && f.week.is_none_or(|w| w == monday))
+            .collect();
+        let name = format!(
+            "remediation_audit_events_week_{}",
+            self.windows.fetch_add(1, Ordering::Relaxed)
+        );
+        register(&self.ctx, &name, ArchiveTable::Events, &events)?;
+        let start = ScalarValue::TimestampMicrosecond(
+            Some(remediation.start_time.timestamp_micros()),
+            Some("UTC".into()),
+        );
+        let answer = self
+            .run(
+                &format!(
+                    "SELECT * FROM {name} WHERE namespace = $1 AND remediation_name = $2 \
+                     AND start_time = $3 ORDER BY event_time, id"
+                ),
+                vec![
+                    ScalarValue::from(remediation.namespace.as_str()),
+                    ScalarValue::from(remediation.remediation_name.as_str()),
+                    start,
+                ],
+                &events,
+            )
+            .await;
+        let _ = self.ctx.deregister_table(name.as_str());
+        let timeline = json_rows(&answer?)?
+            .into_iter()
+            .map(|row| from_row(row, ArchiveTable::Events))
+            .collect::<Result<Vec<EventRecord>, _>>()?;
+        Ok(Some((remediation, timeline)))
+    }
+
     /// Runs `sql` with `$n` parameters, under the limits.
     async fn run(
         &self,
@@ -573,6 +643,32 @@ fn engine_url(file: &FileUrl) -> String {
         FileUrl::Local(path) => format!("file://{}", path.display()),
         FileUrl::S3 { bucket, key } => format!("s3://{bucket}/{key}"),
     }
+}
+
+/// An archived row as the type the live reads give, its JSON documents
+/// parsed back from their text.
+fn from_row<T: serde::de::DeserializeOwned>(
+    mut row: serde_json::Map<String, serde_json::Value>,
+    table: ArchiveTable,
+) -> Result<T, ArchiveQueryError> {
+    let documents: &[&str] = match table {
+        ArchiveTable::Remediations => &["service_crd_statuses"],
+        ArchiveTable::Events => &["record"],
+    };
+    for column in documents {
+        if let Some(serde_json::Value::String(text)) = row.get(*column) {
+            let parsed = serde_json::from_str(text).map_err(|e| {
+                ArchiveQueryError::Query(format!("archived {column} is not a JSON document: {e}"))
+            })?;
+            row.insert((*column).to_owned(), parsed);
+        }
+    }
+    serde_json::from_value(serde_json::Value::Object(row)).map_err(|e| {
+        ArchiveQueryError::Query(format!(
+            "an archived row of {} does not read: {e}",
+            table.name()
+        ))
+    })
 }
 
 /// The Monday of ISO week `label` (`2026-W33`).

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use remaudit_api::analytics::{AnalyticsParams, RemediationList};
+use remaudit_api::audit::TimelineResponse;
 use remaudit_api::{Problem, paths};
 use remaudit_client::{ApiClient, ApiError};
 
@@ -79,6 +80,51 @@ pub struct WindowArgs {
     exact: bool,
 }
 
+/// Where the archive is, for the questions that can also read it.
+#[derive(Debug, Default, clap::Args)]
+pub struct ArchiveFlags {
+    /// Also read the archive (the Parquet files retention wrote); needs
+    /// `--archive-url` or `REMAUDIT_ARCHIVE_URL`.
+    #[arg(long)]
+    archive: bool,
+    /// Where the archive is, for --archive: `file:///dir` or `s3://bucket/prefix`.
+    #[arg(long, env = "REMAUDIT_ARCHIVE_URL", value_name = "URL")]
+    archive_url: Option<String>,
+    /// For --archive: the database whose batches to read (its installation
+    /// id), when the archive holds more than one's.
+    #[arg(long, value_name = "ID")]
+    installation: Option<String>,
+}
+
+impl ArchiveFlags {
+    /// The archive to read, when --archive asks for one.
+    async fn open(&self) -> anyhow::Result<Option<remaudit_archive::ArchiveQuery>> {
+        if !self.archive {
+            return Ok(None);
+        }
+        let Some(url) = &self.archive_url else {
+            return Err(anyhow!(
+                "--archive needs the archive's location: set --archive-url or REMAUDIT_ARCHIVE_URL"
+            ));
+        };
+        let archive = remaudit_archive::ArchiveQuery::open(
+            url,
+            self.installation.as_deref(),
+            remaudit_archive::Limits::default(),
+        )
+        .await
+        .context("cannot read the archive")?;
+        if archive.skipped() > 0 {
+            eprintln!(
+                "remaudit query: {} archive batches are JSON Lines and were not searched; \
+                 remediations archived before the archive's files became Parquet are not found",
+                archive.skipped()
+            );
+        }
+        Ok(Some(archive))
+    }
+}
+
 /// The window, plus an alert filter.
 #[derive(Debug, Default, clap::Args)]
 pub struct Filters {
@@ -101,18 +147,9 @@ pub enum QueryCommand {
         /// Most remediations listed.
         #[arg(long, value_name = "N")]
         limit: Option<u32>,
-        /// Also list the alert's remediations in the archive (the Parquet
-        /// files retention wrote), merged with the live ones; needs
-        /// `--archive-url` or `REMAUDIT_ARCHIVE_URL`.
-        #[arg(long)]
-        archive: bool,
-        /// Where the archive is, for --archive: `file:///dir` or `s3://bucket/prefix`.
-        #[arg(long, env = "REMAUDIT_ARCHIVE_URL", value_name = "URL")]
-        archive_url: Option<String>,
-        /// For --archive: the database whose batches to read (its
-        /// installation id), when the archive holds more than one's.
-        #[arg(long, value_name = "ID")]
-        installation: Option<String>,
+        /// Also list the alert's archived remediations, merged with the live ones.
+        #[command(flatten)]
+        archive: ArchiveFlags,
     },
     /// How many remediations completed, failed or timed out.
     SuccessRate {
@@ -155,6 +192,9 @@ pub enum QueryCommand {
     Timeline {
         /// The remediation's id (as the other queries list it).
         id: i64,
+        /// Look in the archive when the service no longer holds it.
+        #[command(flatten)]
+        archive: ArchiveFlags,
     },
     /// The admin log: every legal hold set or cleared, soft delete and
     /// retention run, with who, when and why, newest first (needs the admin role).
@@ -227,25 +267,15 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
             window,
             limit,
             archive,
-            archive_url,
-            installation,
         } => {
-            let archive_url = match (archive, archive_url) {
-                (false, _) => None,
-                (true, Some(url)) => Some(url),
-                (true, None) => {
-                    return Err(anyhow!(
-                        "--archive needs the archive's location: set --archive-url or REMAUDIT_ARCHIVE_URL"
-                    ));
-                }
-            };
+            let archive = archive.open().await?;
             let params = AnalyticsParams {
                 alert_fingerprint: Some(fingerprint.clone()),
                 ..window.params()
             };
             let mut answer = api.postmortem(&with_limit(params, limit)).await;
-            if let (Some(url), Ok(live)) = (archive_url, &mut answer) {
-                merge_archived(live, &url, installation.as_deref(), &fingerprint).await?;
+            if let (Some(archive), Ok(live)) = (archive, &mut answer) {
+                merge_archived(live, &archive, &fingerprint).await?;
             }
             show(
                 &api,
@@ -278,16 +308,45 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
             let answer = api.retries(&with_limit(filters.params(), limit)).await;
             show(&api, paths::ANALYTICS_RETRIES, answer, output)?
         }
-        QueryCommand::Timeline { id } => {
+        QueryCommand::Timeline { id, archive } => {
+            let archive = archive.open().await?;
             // The service answers the timeline a page at a time; the client
             // follows every page.
-            let report = api.timeline_all(id).await.map_err(|err| {
-                let not_found = format!(
-                    "no remediation with id {id} at {}; the other queries list the ids",
-                    api.base_url()
-                );
-                explain(&api, err, &not_found)
-            })?;
+            let report = match (api.timeline_all(id).await, archive) {
+                (Ok(report), _) => report,
+                (
+                    Err(
+                        ApiError::Unavailable { status: 404, .. }
+                        | ApiError::Refused { status: 404, .. },
+                    ),
+                    Some(archive),
+                ) => match archive
+                    .timeline(id)
+                    .await
+                    .context("cannot read the archive")?
+                {
+                    Some((remediation, timeline)) => TimelineResponse {
+                        remediation,
+                        timeline,
+                        next_cursor: None,
+                    },
+                    None => {
+                        return Err(anyhow!(
+                            "no remediation with id {id} at {} nor in the archive; the other \
+                             queries list the ids",
+                            api.base_url()
+                        ));
+                    }
+                },
+                (Err(err), _) => {
+                    let not_found = format!(
+                        "no remediation with id {id} at {}; the other queries list the ids \
+                         (--archive also looks in the archive)",
+                        api.base_url()
+                    );
+                    return Err(explain(&api, err, &not_found));
+                }
+            };
             render(&report, output)?
         }
         QueryCommand::AdminLog(args) => {
@@ -312,25 +371,10 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
 /// remediation in both places (its batch was still being written) is listed once.
 async fn merge_archived(
     live: &mut RemediationList,
-    url: &str,
-    installation: Option<&str>,
+    archive: &remaudit_archive::ArchiveQuery,
     fingerprint: &str,
 ) -> anyhow::Result<()> {
     let limit = live.query.limit.unwrap_or(10);
-    let archive = remaudit_archive::ArchiveQuery::open(
-        url,
-        installation,
-        remaudit_archive::Limits::default(),
-    )
-    .await
-    .context("cannot read the archive")?;
-    if archive.skipped() > 0 {
-        eprintln!(
-            "remaudit query: {} archive batches are JSON Lines and were not searched; \
-             the list may miss remediations archived before the archive's files became Parquet",
-            archive.skipped()
-        );
-    }
     let archived = archive
         .postmortem(
             fingerprint,

@@ -1398,6 +1398,18 @@ async fn serve(database: &str) -> (crate::helpers::Running, String) {
     (server, format!("http://127.0.0.1:{port}"))
 }
 
+/// `remaudit query timeline ID --output json`, with `--archive` when given one.
+fn timeline(url: &str, id: i64, archive: Option<&str>) -> Output {
+    let mut cmd = remaudit();
+    cmd.args(["query", "timeline", &id.to_string(), "--output", "json"])
+        .env("REMAUDIT_URL", url)
+        .env_remove("REMAUDIT_ARCHIVE_URL");
+    if let Some(archive) = archive {
+        cmd.args(["--archive", "--archive-url", archive]);
+    }
+    cmd.output().expect("run remaudit query")
+}
+
 /// `remaudit query postmortem FP` over 90 days of the history, as JSON.
 fn postmortem(url: &str, fingerprint: &str, archive: Option<&str>) -> serde_json::Value {
     let mut cmd = remaudit();
@@ -1436,6 +1448,22 @@ async fn a_postmortem_across_the_archive_boundary_answers_as_before_archiving() 
     let before: Vec<serde_json::Value> = (0..3)
         .map(|n| postmortem(&url, &format!("fp-{n}"), None))
         .collect();
+    // The oldest completed remediation of the first alert: archived below.
+    let oldest = before[0]["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .rev()
+        .find(|r| r["overall_phase"] == "completed")
+        .expect("a completed remediation")["id"]
+        .as_i64()
+        .expect("id");
+    let timeline_before = timeline(&url, oldest, None);
+    assert!(
+        timeline_before.status.success(),
+        "{}",
+        text(&timeline_before)
+    );
     drop(server);
 
     let dir = tempfile::tempdir().expect("dir");
@@ -1469,6 +1497,23 @@ async fn a_postmortem_across_the_archive_boundary_answers_as_before_archiving() 
         );
         assert_eq!(&merged, before, "{fingerprint}");
     }
+    // Its timeline has left the service; the archive answers it as before.
+    let gone = timeline(&url, oldest, None);
+    assert!(!gone.status.success(), "{}", text(&gone));
+    assert!(text(&gone).contains("--archive"), "{}", text(&gone));
+    let archived = timeline(&url, oldest, Some(&archive));
+    assert!(archived.status.success(), "{}", text(&archived));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&archived.stdout).expect("json"),
+        serde_json::from_slice::<serde_json::Value>(&timeline_before.stdout).expect("json"),
+    );
+    let nowhere = timeline(&url, 999_999, Some(&archive));
+    assert!(!nowhere.status.success());
+    assert!(
+        text(&nowhere).contains("nor in the archive"),
+        "{}",
+        text(&nowhere)
+    );
     // Without a location, --archive says what it needs.
     let out = remaudit()
         .args(["query", "postmortem", "fp-0", "--archive"])
