@@ -37,14 +37,13 @@ impl Expected {
         if size == self.bytes {
             return Ok(());
         }
-        Err(damaged(
-            &self.name,
-            &format!(
-                "holds {size} bytes where its manifest records {}",
-                self.bytes
-            ),
-        ))
+        Err(damaged(&self.name, &size_mismatch(size, self.bytes)))
     }
+}
+
+/// How a file that is not its recorded size is described.
+pub(crate) fn size_mismatch(size: u64, recorded: u64) -> String {
+    format!("holds {size} bytes where its manifest records {recorded}")
 }
 
 /// A read-only object store over the archive's files that checks each read.
@@ -69,13 +68,13 @@ impl Checked {
 
 /// An error naming the file, for DataFusion to pass on.
 fn damaged(name: &str, what: &str) -> object_store_df::Error {
+    let damaged = crate::ArchiveQueryError::Damaged {
+        path: name.to_owned(),
+        what: what.to_owned(),
+    };
     object_store_df::Error::Generic {
         store: "remaudit archive",
-        source: format!(
-            "archive file {name} {what}; no answer is given from a damaged archive: run \
-             `remaudit retention verify` and restore the file from a copy"
-        )
-        .into(),
+        source: damaged.to_string().into(),
     }
 }
 

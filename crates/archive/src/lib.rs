@@ -230,7 +230,6 @@ impl ArchiveQuery {
         let mut files = Vec::new();
         let mut expected = HashMap::new();
         let (mut batches, mut skipped) = (0, 0);
-        let mut by_table: [Vec<Listed>; 2] = [Vec::new(), Vec::new()];
         for stored in &manifests {
             if !stored
                 .manifest
@@ -252,11 +251,8 @@ impl ArchiveQuery {
                         stored.location, file.path
                     )));
                 }
-                let table = if file.table == "remediation_audit_events" {
-                    ArchiveTable::Events
-                } else {
-                    ArchiveTable::Remediations
-                };
+                let table =
+                    ArchiveTable::of_live(&file.table).unwrap_or(ArchiveTable::Remediations);
                 let listed = Listed {
                     path: file.path.clone(),
                     url: engine_url(&archive.file_url(&file.path)),
@@ -279,8 +275,6 @@ impl ArchiveQuery {
                         digests,
                     },
                 );
-                let at = usize::from(table == ArchiveTable::Events);
-                by_table[at].push(listed.clone());
                 files.push(listed);
             }
         }
@@ -290,9 +284,9 @@ impl ArchiveQuery {
             &base,
             Arc::new(checked::Checked::new(Arc::clone(&store), expected)),
         );
-        for (table, listed) in ArchiveTable::ALL.into_iter().zip(&by_table) {
-            let name = table.name().trim_end_matches("_archive");
-            register(&ctx, name, table, &listed.iter().collect::<Vec<_>>())?;
+        for table in ArchiveTable::ALL {
+            let of_table: Vec<&Listed> = files.iter().filter(|f| f.table == table).collect();
+            register(&ctx, table.live_name(), table, &of_table)?;
         }
         Ok(Self {
             ctx,
@@ -369,13 +363,10 @@ impl ArchiveQuery {
         namespace: Option<&str>,
         limit: u32,
     ) -> Result<Vec<RemediationBrief>, ArchiveQueryError> {
-        let time = |t: DateTime<Utc>| {
-            ScalarValue::TimestampMicrosecond(Some(t.timestamp_micros()), Some("UTC".into()))
-        };
         let mut params = vec![
             ScalarValue::from(fingerprint),
-            time(since),
-            time(until),
+            utc(since),
+            utc(until),
             ScalarValue::from(i64::from(limit)),
         ];
         let in_namespace = match namespace {
@@ -397,21 +388,18 @@ impl ArchiveQuery {
                 })
             })
             .collect();
-        let name = format!(
-            "remediation_audit_window_{}",
-            self.windows.fetch_add(1, Ordering::Relaxed)
-        );
-        register(&self.ctx, &name, ArchiveTable::Remediations, &files)?;
-        let sql = format!(
-            "SELECT id, namespace, alert_fingerprint, remediation_name, overall_phase, \
-             start_time, completion_time, duration_us, failure_phase, failure_reason, \
-             timeout_phase, timeout_time FROM {name} \
-             WHERE alert_fingerprint = $1 AND start_time >= $2 AND start_time < $3 \
-             AND deleted_at IS NULL{in_namespace} ORDER BY start_time DESC, id DESC LIMIT $4"
-        );
-        let answer = self.run(&sql, params, &files).await;
-        let _ = self.ctx.deregister_table(name.as_str());
-        let answer = answer?;
+        let sql = |table: &str| {
+            format!(
+                "SELECT id, namespace, alert_fingerprint, remediation_name, overall_phase, \
+                 start_time, completion_time, duration_us, failure_phase, failure_reason, \
+                 timeout_phase, timeout_time FROM {table} \
+                 WHERE alert_fingerprint = $1 AND start_time >= $2 AND start_time < $3 \
+                 AND deleted_at IS NULL{in_namespace} ORDER BY start_time DESC, id DESC LIMIT $4"
+            )
+        };
+        let answer = self
+            .run_over(ArchiveTable::Remediations, &files, sql, params)
+            .await?;
         json_rows(&answer)?
             .into_iter()
             .map(|row| brief(&row))
@@ -456,35 +444,45 @@ impl ArchiveQuery {
             .iter()
             .filter(|f| f.table == ArchiveTable::Events && f.week.is_none_or(|w| w == monday))
             .collect();
-        let name = format!(
-            "remediation_audit_events_week_{}",
-            self.windows.fetch_add(1, Ordering::Relaxed)
-        );
-        register(&self.ctx, &name, ArchiveTable::Events, &events)?;
-        let start = ScalarValue::TimestampMicrosecond(
-            Some(remediation.start_time.timestamp_micros()),
-            Some("UTC".into()),
-        );
-        let answer = self
-            .run(
-                &format!(
-                    "SELECT * FROM {name} WHERE namespace = $1 AND remediation_name = $2 \
-                     AND start_time = $3 ORDER BY event_time, id"
-                ),
-                vec![
-                    ScalarValue::from(remediation.namespace.as_str()),
-                    ScalarValue::from(remediation.remediation_name.as_str()),
-                    start,
-                ],
-                &events,
+        let sql = |table: &str| {
+            format!(
+                "SELECT * FROM {table} WHERE namespace = $1 AND remediation_name = $2 \
+                 AND start_time = $3 ORDER BY event_time, id"
             )
-            .await;
-        let _ = self.ctx.deregister_table(name.as_str());
-        let timeline = json_rows(&answer?)?
+        };
+        let params = vec![
+            ScalarValue::from(remediation.namespace.as_str()),
+            ScalarValue::from(remediation.remediation_name.as_str()),
+            utc(remediation.start_time),
+        ];
+        let answer = self
+            .run_over(ArchiveTable::Events, &events, sql, params)
+            .await?;
+        let timeline = json_rows(&answer)?
             .into_iter()
             .map(|row| from_row(row, ArchiveTable::Events))
             .collect::<Result<Vec<EventRecord>, _>>()?;
         Ok(Some((remediation, timeline)))
+    }
+
+    /// Runs the SQL `sql` makes of a table name over a table of `table`'s
+    /// rows in `files` alone, registered for this query and dropped after it.
+    async fn run_over(
+        &self,
+        table: ArchiveTable,
+        files: &[&Listed],
+        sql: impl FnOnce(&str) -> String,
+        params: Vec<ScalarValue>,
+    ) -> Result<Vec<RecordBatch>, ArchiveQueryError> {
+        let name = format!(
+            "{}_part_{}",
+            table.live_name(),
+            self.windows.fetch_add(1, Ordering::Relaxed)
+        );
+        register(&self.ctx, &name, table, files)?;
+        let answer = self.run(&sql(&name), params, files).await;
+        let _ = self.ctx.deregister_table(name.as_str());
+        answer
     }
 
     /// Runs `sql` with `$n` parameters, under the limits.
@@ -529,10 +527,7 @@ impl ArchiveQuery {
                 Ok(meta) => {
                     return Err(ArchiveQueryError::Damaged {
                         path: file.path.clone(),
-                        what: format!(
-                            "holds {} bytes where its manifest records {}",
-                            meta.size, file.bytes
-                        ),
+                        what: checked::size_mismatch(meta.size, file.bytes),
                     });
                 }
                 Err(object_store_df::Error::NotFound { .. }) => {
@@ -560,22 +555,12 @@ impl ArchiveQuery {
 pub fn json_rows(
     answer: &[RecordBatch],
 ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, ArchiveQueryError> {
-    let mut text = Vec::new();
-    let mut writer = arrow_json::LineDelimitedWriter::new(&mut text);
-    for batch in answer {
-        writer
-            .write(batch)
-            .map_err(|e| ArchiveQueryError::Query(e.to_string()))?;
-    }
-    writer
-        .finish()
-        .map_err(|e| ArchiveQueryError::Query(e.to_string()))?;
-    text.split(|b| *b == b'\n')
-        .filter(|line| !line.is_empty())
-        .map(|line| {
-            serde_json::from_slice(line).map_err(|e| ArchiveQueryError::Query(e.to_string()))
-        })
-        .collect()
+    columnar::json_objects(answer).map_err(ArchiveQueryError::Query)
+}
+
+/// A time as a query parameter.
+fn utc(t: DateTime<Utc>) -> ScalarValue {
+    ScalarValue::TimestampMicrosecond(Some(t.timestamp_micros()), Some("UTC".into()))
 }
 
 /// What a query may do: read.
@@ -651,18 +636,8 @@ fn from_row<T: serde::de::DeserializeOwned>(
     mut row: serde_json::Map<String, serde_json::Value>,
     table: ArchiveTable,
 ) -> Result<T, ArchiveQueryError> {
-    let documents: &[&str] = match table {
-        ArchiveTable::Remediations => &["service_crd_statuses"],
-        ArchiveTable::Events => &["record"],
-    };
-    for column in documents {
-        if let Some(serde_json::Value::String(text)) = row.get(*column) {
-            let parsed = serde_json::from_str(text).map_err(|e| {
-                ArchiveQueryError::Query(format!("archived {column} is not a JSON document: {e}"))
-            })?;
-            row.insert((*column).to_owned(), parsed);
-        }
-    }
+    columnar::parse_documents(table, &mut row)
+        .map_err(|e| ArchiveQueryError::Query(format!("archived {e}")))?;
     serde_json::from_value(serde_json::Value::Object(row)).map_err(|e| {
         ArchiveQueryError::Query(format!(
             "an archived row of {} does not read: {e}",

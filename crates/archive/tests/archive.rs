@@ -28,6 +28,7 @@ async fn archived(store: &dyn remaudit_store::Store) -> (tempfile::TempDir, Stri
     (dir, url)
 }
 
+/// The answer to `sql`, each row [`normalise`]d.
 async fn answer(query: &ArchiveQuery, sql: &str) -> Vec<Value> {
     let rows = json_rows(
         &query
@@ -36,7 +37,9 @@ async fn answer(query: &ArchiveQuery, sql: &str) -> Vec<Value> {
             .unwrap_or_else(|e| panic!("{sql}: {e}")),
     )
     .expect("rows");
-    rows.into_iter().map(Value::Object).collect()
+    rows.into_iter()
+        .map(|row| normalise(Value::Object(row)))
+        .collect()
 }
 
 /// The questions, asked of the archive and of the archive tables.
@@ -104,11 +107,7 @@ async fn postgres_answers_over_the_archive_equal_the_archive_tables() {
         .map(normalise)
         .collect();
         assert!(!want.is_empty(), "{table_sql}");
-        let got: Vec<Value> = answer(&query, archive_sql)
-            .await
-            .into_iter()
-            .map(normalise)
-            .collect();
+        let got = answer(&query, archive_sql).await;
         assert_eq!(got, want, "{archive_sql}");
     }
 }
@@ -140,11 +139,7 @@ async fn sqlite_answers_over_the_archive_equal_the_archive_tables() {
         .into_iter()
         .map(|text| normalise(serde_json::from_str(&text).expect("json")))
         .collect();
-        let got: Vec<Value> = answer(&query, archive_sql)
-            .await
-            .into_iter()
-            .map(normalise)
-            .collect();
+        let got = answer(&query, archive_sql).await;
         assert_eq!(got, want, "{archive_sql}");
     }
 }

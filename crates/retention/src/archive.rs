@@ -587,19 +587,21 @@ fn own_location(pending: &PendingBatch) -> Result<(), RetentionError> {
 
 /// The data files a batch writes under `location`, summary rows first.
 fn data_files(location: &str) -> [String; 2] {
-    ["remediation_audit", "remediation_audit_events"]
-        .map(|t| format!("{location}/{}", file_name(t)))
+    TABLES.map(|t| format!("{location}/{}", file_name(t)))
 }
 
 /// The tables whose rows a batch writes, by their live names.
-const TABLES: [&str; 2] = ["remediation_audit", "remediation_audit_events"];
+const TABLES: [&str; 2] = [
+    ArchiveTable::Remediations.live_name(),
+    ArchiveTable::Events.live_name(),
+];
 
 /// The relative path of part `part` of `table`'s rows of ISO week `week`
 /// in a batch at `location`.
-pub(crate) fn parquet_path(location: &str, table: &str, week: &str, part: u32) -> String {
+pub(crate) fn parquet_path(location: &str, table: ArchiveTable, week: &str, part: u32) -> String {
     format!(
         "{location}/table={}/week={week}/part-{part}.parquet",
-        table.trim_end_matches("_archive")
+        table.live_name()
     )
 }
 
@@ -1004,7 +1006,7 @@ impl Archive {
             if !pending.is_empty() {
                 if open.is_none() {
                     let number = u32::try_from(files.len()).unwrap_or(u32::MAX);
-                    let relative = parquet_path(location, table.name(), week, number);
+                    let relative = parquet_path(location, table, week, number);
                     open = Some(self.open_part(location, table, relative, meta).await?);
                 }
                 let Some(part) = open.as_mut() else {
@@ -1084,7 +1086,7 @@ impl Archive {
             .map_err(|e| sink_error(&format!("finishing {}: {e}", part.path)))?;
         self.seal(&part.relative)?;
         Ok(ArchivedFile {
-            table: part.table.name().trim_end_matches("_archive").to_owned(),
+            table: part.table.live_name().to_owned(),
             path: part.relative,
             rows: part.rows,
             bytes: part.bytes,
@@ -1492,7 +1494,7 @@ mod tests {
     #[test]
     fn only_a_batch_s_own_parquet_names_are_its_parts() {
         let at = "inst/batch-000000000001-0a1b2c3d";
-        let own = parquet_path(at, "remediation_audit_events_archive", "2026-W33", 2);
+        let own = parquet_path(at, ArchiveTable::Events, "2026-W33", 2);
         assert_eq!(
             own,
             format!("{at}/table=remediation_audit_events/week=2026-W33/part-2.parquet")

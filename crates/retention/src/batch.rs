@@ -82,25 +82,6 @@ pub(crate) async fn retire_next(
             }
         }
     }
-    // The files must hold every row the batch is about to remove from the
-    // live tables: a batch whose files hold fewer (or more) stops here, its
-    // rows staying live.
-    for table in ArchiveTable::ALL {
-        let name = table.name().trim_end_matches("_archive");
-        let in_files: u64 = files
-            .iter()
-            .filter(|f| f.table == name)
-            .map(|f| f.rows)
-            .sum();
-        let in_batch = batch.row_count(table).await?;
-        if in_files != in_batch {
-            return Err(RetentionError::Archive(format!(
-                "batch {}: its files hold {in_files} rows of {name} where the batch has \
-                 {in_batch}; the batch stops and its rows stay live",
-                batch.number()
-            )));
-        }
-    }
     let (start_time_min, start_time_max) = batch.start_times().await?;
     let chain_heads = batch.chain_heads().await?;
     let mut manifest = Manifest {
@@ -119,14 +100,28 @@ pub(crate) async fn retire_next(
         chain_heads,
         signature: None,
     };
+    // The files must hold every row the batch is about to remove from the
+    // live tables: a batch whose files hold fewer (or more) stops here, its
+    // rows staying live.
+    for table in ArchiveTable::ALL {
+        let (name, in_batch) = (table.live_name(), batch.row_count(table).await?);
+        let in_files = manifest.rows(name);
+        if in_files != in_batch {
+            return Err(RetentionError::Archive(format!(
+                "batch {}: its files hold {in_files} rows of {name} where the batch has \
+                 {in_batch}; the batch stops and its rows stay live",
+                batch.number()
+            )));
+        }
+    }
     if let Some(ring) = sink.archive().chain_keys() {
         manifest.sign(ring);
     }
     let manifest_sha256 = sink.write_manifest(&location, &manifest).await?;
     sink.checkpoint(Step::FileWritten);
     let totals = BatchTotals {
-        remediations: manifest.rows("remediation_audit"),
-        events: manifest.rows("remediation_audit_events"),
+        remediations: manifest.rows(ArchiveTable::Remediations.live_name()),
+        events: manifest.rows(ArchiveTable::Events.live_name()),
         bytes: manifest.bytes(),
         start_time_min,
         start_time_max,

@@ -315,35 +315,54 @@ pub(crate) fn read_rows(
         .with_batch_size(BATCH_ROWS)
         .build()
         .map_err(|e| e.to_string())?;
-    let json_columns: Vec<&str> = columns(table)
-        .iter()
-        .filter(|(_, k)| *k == Kind::Json)
-        .map(|(name, _)| *name)
-        .collect();
     // Times are written as text with an offset, which needs no zone database.
     let offset = schema_in(table, "+00:00");
     let mut rows = 0;
     for batch in reader {
         let batch = in_zone(&batch.map_err(|e| e.to_string())?, &offset, "+00:00")?;
-        let mut text = Vec::new();
-        let mut lines = arrow_json::LineDelimitedWriter::new(&mut text);
-        lines.write(&batch).map_err(|e| e.to_string())?;
-        lines.finish().map_err(|e| e.to_string())?;
-        for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let mut row: Map<String, Value> =
-                serde_json::from_slice(line).map_err(|e| e.to_string())?;
-            for column in &json_columns {
-                if let Some(Value::String(doc)) = row.get(*column) {
-                    let parsed = serde_json::from_str(doc)
-                        .map_err(|e| format!("{column} is not a JSON document: {e}"))?;
-                    row.insert((*column).to_owned(), parsed);
-                }
-            }
+        for mut row in json_objects(std::slice::from_ref(&batch))? {
+            parse_documents(table, &mut row)?;
             rows += 1;
             each(row);
         }
     }
     Ok(rows)
+}
+
+/// Rows as JSON objects (times as RFC 3339 text, nulls left out).
+///
+/// # Errors
+/// When a value cannot be written as JSON.
+pub fn json_objects(batches: &[RecordBatch]) -> Result<Vec<Map<String, Value>>, String> {
+    let mut text = Vec::new();
+    let mut lines = arrow_json::LineDelimitedWriter::new(&mut text);
+    for batch in batches {
+        lines.write(batch).map_err(|e| e.to_string())?;
+    }
+    lines.finish().map_err(|e| e.to_string())?;
+    text.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|line| serde_json::from_slice(line).map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// Parses the JSON documents of one of `table`'s rows back from the text
+/// the files keep them as.
+///
+/// # Errors
+/// When such a column's text is not a JSON document.
+pub fn parse_documents(table: ArchiveTable, row: &mut Map<String, Value>) -> Result<(), String> {
+    for (column, kind) in columns(table) {
+        if *kind != Kind::Json {
+            continue;
+        }
+        if let Some(Value::String(doc)) = row.get(*column) {
+            let parsed = serde_json::from_str(doc)
+                .map_err(|e| format!("{column} is not a JSON document: {e}"))?;
+            row.insert((*column).to_owned(), parsed);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

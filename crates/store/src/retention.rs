@@ -102,6 +102,21 @@ impl ArchiveTable {
         }
     }
 
+    /// The live table whose rows it keeps, as manifests and file names call it.
+    #[must_use]
+    pub const fn live_name(self) -> &'static str {
+        match self {
+            Self::Remediations => "remediation_audit",
+            Self::Events => "remediation_audit_events",
+        }
+    }
+
+    /// The archive table of the live table `name`, if it is one.
+    #[must_use]
+    pub fn of_live(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.live_name() == name)
+    }
+
     /// The columns [`ArchiveBatch::sorted_rows`] orders by: summary rows by
     /// alert, events by remediation, each then by start time and id.
     #[must_use]

@@ -80,6 +80,29 @@ impl Drop for Running {
     }
 }
 
+/// `remaudit serve` on a free loopback port with `database` and the extra
+/// `args`, its output discarded, once it answers `/healthz`; its base URL.
+pub async fn serve_on(database: &str, args: &[&str]) -> (Running, String) {
+    let port = free_port();
+    let server = Running(
+        remaudit()
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--database-url",
+                database,
+            ])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn remaudit serve"),
+    );
+    wait_healthy(port).await;
+    (server, format!("http://127.0.0.1:{port}"))
+}
+
 /// Waits until something answers 200 on `/healthz` at `port`.
 pub async fn wait_healthy(port: u16) {
     wait_answering(

@@ -3,11 +3,11 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Running, free_port, remaudit, wait_healthy};
+use crate::helpers::{Running, free_port, remaudit, serve_on};
 
 /// The window every query below covers: it holds the whole data set.
 const SINCE: &str = "2026-11-20T09:00:00Z";
@@ -185,28 +185,10 @@ struct Fixture {
 impl Fixture {
     async fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
         let database = format!("sqlite://{}/query.db", dir.path().display());
-        let server = Running(
-            remaudit()
-                .args([
-                    "serve",
-                    "--listen",
-                    &format!("127.0.0.1:{port}"),
-                    "--database-url",
-                    &database,
-                    // The data set has fixed dates: keep them younger than
-                    // the retention age, which refuses older new remediations.
-                    "--retention-days",
-                    "36500",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn remaudit serve"),
-        );
-        wait_healthy(port).await;
-        let url = format!("http://127.0.0.1:{port}");
+        // The data set has fixed dates: keep them younger than the
+        // retention age, which refuses older new remediations.
+        let (server, url) = serve_on(&database, &["--retention-days", "36500"]).await;
         let http = reqwest::Client::new();
         let records = data_set();
         let answer: Value = http

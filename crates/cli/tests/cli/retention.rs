@@ -1377,25 +1377,7 @@ async fn each_run_is_in_the_admin_log_with_its_subject_and_reason() {
 
 /// `remaudit serve` on `database`, without the retention job.
 async fn serve(database: &str) -> (crate::helpers::Running, String) {
-    let port = crate::helpers::free_port();
-    let server = crate::helpers::Running(
-        remaudit()
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--database-url",
-                database,
-                "--retention-interval-secs",
-                "0",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn remaudit serve"),
-    );
-    crate::helpers::wait_healthy(port).await;
-    (server, format!("http://127.0.0.1:{port}"))
+    crate::helpers::serve_on(database, &["--retention-interval-secs", "0"]).await
 }
 
 /// `remaudit query timeline ID --output json`, with `--archive` when given one.
