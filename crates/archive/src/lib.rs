@@ -11,6 +11,7 @@
 //! written as JSON Lines are not queried: they are counted in
 //! [`ArchiveQuery::skipped`].
 
+mod analytics;
 mod checked;
 
 use std::collections::HashMap;
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use chrono::{DateTime, NaiveDate, NaiveTime, TimeDelta, Utc, Weekday};
+use chrono::{DateTime, NaiveDate, Utc, Weekday};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
@@ -377,17 +378,7 @@ impl ArchiveQuery {
             None => "",
         };
         // Only the summary files of the weeks the window touches are read.
-        let files: Vec<&Listed> = self
-            .files
-            .iter()
-            .filter(|f| f.table == ArchiveTable::Remediations)
-            .filter(|f| {
-                f.week.is_none_or(|monday| {
-                    let from = monday.and_time(NaiveTime::MIN).and_utc();
-                    from < until && from + TimeDelta::weeks(1) > since
-                })
-            })
-            .collect();
+        let files = self.summaries(since, until);
         let sql = |table: &str| {
             format!(
                 "SELECT id, namespace, alert_fingerprint, remediation_name, overall_phase, \
@@ -609,7 +600,15 @@ fn brief(
         failure_reason: text("failure_reason"),
         timeout_phase: text("timeout_phase"),
         timeout_time: time("timeout_time")?,
-        service_crd_statuses: None,
+        service_crd_statuses: text("service_crd_statuses")
+            .map(|doc| {
+                serde_json::from_str(&doc).map_err(|e| {
+                    ArchiveQueryError::Query(format!(
+                        "remediation {id}'s archived service_crd_statuses is not JSON: {e}"
+                    ))
+                })
+            })
+            .transpose()?,
         timeline: RemediationBrief::timeline_path(id),
     })
 }

@@ -158,11 +158,17 @@ pub enum QueryCommand {
         /// Also break the window into buckets of this length, such as 1h or 1d.
         #[arg(long, value_name = "LENGTH")]
         bucket: Option<String>,
+        /// Also count the archived remediations of the window.
+        #[command(flatten)]
+        archive: ArchiveFlags,
     },
     /// How long remediations took, by final phase.
     Durations {
         #[command(flatten)]
         filters: Filters,
+        /// Also count the archived remediations of the window.
+        #[command(flatten)]
+        archive: ArchiveFlags,
     },
     /// The remediations that took longest.
     Slowest {
@@ -171,6 +177,9 @@ pub enum QueryCommand {
         /// Most remediations listed.
         #[arg(long, value_name = "N")]
         limit: Option<u32>,
+        /// Also list the archived remediations of the window.
+        #[command(flatten)]
+        archive: ArchiveFlags,
     },
     /// Failures and timeouts, grouped by the phase they happened in.
     Failures {
@@ -179,6 +188,9 @@ pub enum QueryCommand {
         /// Most groups listed.
         #[arg(long, value_name = "N")]
         limit: Option<u32>,
+        /// Also count the archived remediations of the window.
+        #[command(flatten)]
+        archive: ArchiveFlags,
     },
     /// Alerts remediated more than once.
     Retries {
@@ -187,6 +199,9 @@ pub enum QueryCommand {
         /// Most alerts listed.
         #[arg(long, value_name = "N")]
         limit: Option<u32>,
+        /// Also count the archived remediations of the window.
+        #[command(flatten)]
+        archive: ArchiveFlags,
     },
     /// One remediation and every transition it went through.
     Timeline {
@@ -284,28 +299,84 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
                 output,
             )?
         }
-        QueryCommand::SuccessRate { filters, bucket } => {
+        QueryCommand::SuccessRate {
+            filters,
+            bucket,
+            archive,
+        } => {
+            let archive = archive.open().await?;
             let params = AnalyticsParams {
                 bucket,
                 ..filters.params()
             };
-            let answer = api.success_rate(&params).await;
+            let answer = with_archive(
+                &api,
+                archive.as_ref(),
+                api.success_rate(&params).await,
+                |r| (r.query.clone(), r.bucket_seconds),
+                async |a, q, rows| a.success_rate(q, rows).await,
+            )
+            .await?;
             show(&api, paths::ANALYTICS_SUCCESS_RATE, answer, output)?
         }
-        QueryCommand::Durations { filters } => {
-            let answer = api.durations(&filters.params()).await;
+        QueryCommand::Durations { filters, archive } => {
+            let archive = archive.open().await?;
+            let answer = with_archive(
+                &api,
+                archive.as_ref(),
+                api.durations(&filters.params()).await,
+                |r| (r.query.clone(), None),
+                async |a, q, rows| a.durations(q, rows).await,
+            )
+            .await?;
             show(&api, paths::ANALYTICS_DURATIONS, answer, output)?
         }
-        QueryCommand::Slowest { filters, limit } => {
-            let answer = api.slowest(&with_limit(filters.params(), limit)).await;
+        QueryCommand::Slowest {
+            filters,
+            limit,
+            archive,
+        } => {
+            let archive = archive.open().await?;
+            let answer = with_archive(
+                &api,
+                archive.as_ref(),
+                api.slowest(&with_limit(filters.params(), limit)).await,
+                |r| (r.query.clone(), None),
+                async |a, q, rows| a.slowest(q, rows).await,
+            )
+            .await?;
             show(&api, paths::ANALYTICS_SLOWEST, answer.map(Slowest), output)?
         }
-        QueryCommand::Failures { filters, limit } => {
-            let answer = api.failures(&with_limit(filters.params(), limit)).await;
+        QueryCommand::Failures {
+            filters,
+            limit,
+            archive,
+        } => {
+            let archive = archive.open().await?;
+            let answer = with_archive(
+                &api,
+                archive.as_ref(),
+                api.failures(&with_limit(filters.params(), limit)).await,
+                |r| (r.query.clone(), None),
+                async |a, q, rows| a.failures(q, rows).await,
+            )
+            .await?;
             show(&api, paths::ANALYTICS_FAILURES, answer, output)?
         }
-        QueryCommand::Retries { filters, limit } => {
-            let answer = api.retries(&with_limit(filters.params(), limit)).await;
+        QueryCommand::Retries {
+            filters,
+            limit,
+            archive,
+        } => {
+            let archive = archive.open().await?;
+            let answer = with_archive(
+                &api,
+                archive.as_ref(),
+                api.retries(&with_limit(filters.params(), limit)).await,
+                |r| (r.query.clone(), None),
+                async |a, q, rows| a.retries(q, rows).await,
+            )
+            .await?;
             show(&api, paths::ANALYTICS_RETRIES, answer, output)?
         }
         QueryCommand::Timeline { id, archive } => {
@@ -364,6 +435,105 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
         Err(e) => Err(e).context("cannot write to standard output"),
         Ok(()) => Ok(0),
     }
+}
+
+/// Most live remediations `--archive` reads to combine with the archive's.
+const MAX_LIVE_ROWS: usize = 200_000;
+
+/// The service's `answer`, or with `--archive` (an `archive` to read) the
+/// same question asked by `ask` of the archive and the remediations the
+/// service holds in the answer's window; `echo` gives the answer's query and
+/// bucket length.
+async fn with_archive<R>(
+    api: &ApiClient,
+    archive: Option<&remaudit_archive::ArchiveQuery>,
+    answer: Result<R, ApiError>,
+    echo: impl FnOnce(&R) -> (remaudit_api::analytics::QueryEcho, Option<i64>),
+    ask: impl AsyncFnOnce(
+        &remaudit_archive::ArchiveQuery,
+        &remaudit_store::AnalyticsQuery,
+        &[remaudit_model::StoredAudit],
+    ) -> Result<R, remaudit_archive::ArchiveQueryError>,
+) -> anyhow::Result<Result<R, ApiError>> {
+    let (Some(archive), Ok(live)) = (archive, &answer) else {
+        return Ok(answer);
+    };
+    let (echo, bucket_seconds) = echo(live);
+    match archived_window(api, archive, &echo, bucket_seconds).await? {
+        Some((q, rows)) => Ok(Ok(ask(archive, &q, &rows)
+            .await
+            .context("cannot read the archive")?)),
+        None => Ok(answer),
+    }
+}
+
+/// What `--archive` asks of the archive for a live answer whose query was
+/// `echo`: the same question, over the window the service resolved, and the
+/// remediations the service still holds in that window, read a page at a
+/// time. `None` when the archive holds none of the window's weeks: the live
+/// answer is then the whole answer.
+///
+/// # Errors
+/// When the service does not list the window's remediations, or holds more
+/// than [`MAX_LIVE_ROWS`] of them.
+async fn archived_window(
+    api: &ApiClient,
+    archive: &remaudit_archive::ArchiveQuery,
+    echo: &remaudit_api::analytics::QueryEcho,
+    bucket_seconds: Option<i64>,
+) -> anyhow::Result<
+    Option<(
+        remaudit_store::AnalyticsQuery,
+        Vec<remaudit_model::StoredAudit>,
+    )>,
+> {
+    let window = echo.window;
+    if !archive.holds(window.since, window.until) {
+        return Ok(None);
+    }
+    let time =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+    let mut params = remaudit_api::audit::ListParams {
+        alert_fingerprint: echo.alert_fingerprint.clone(),
+        namespace: echo.namespace.clone(),
+        since: Some(time(window.since)),
+        until: Some(time(window.until)),
+        limit: Some("1000".to_owned()),
+        ..remaudit_api::audit::ListParams::default()
+    };
+    let mut live = Vec::new();
+    loop {
+        let page = api.list(&params).await.map_err(|err| {
+            explain(
+                api,
+                err,
+                &format!(
+                    "the server at {} does not list remediations: it may run a remaudit older than this command",
+                    api.base_url()
+                ),
+            )
+        })?;
+        live.extend(page.items);
+        if live.len() > MAX_LIVE_ROWS {
+            return Err(anyhow!(
+                "the window holds more than {MAX_LIVE_ROWS} remediations the service still keeps, \
+                 and --archive reads each of them to count them with the archive's: \
+                 end the window nearer the archive's weeks, or ask without --archive"
+            ));
+        }
+        match page.next_cursor {
+            Some(cursor) => params.cursor = Some(cursor),
+            None => break,
+        }
+    }
+    let query = remaudit_store::AnalyticsQuery {
+        window,
+        namespace: echo.namespace.clone(),
+        alert_fingerprint: echo.alert_fingerprint.clone(),
+        limit: echo.limit.unwrap_or(20),
+        bucket: bucket_seconds.map(chrono::Duration::seconds),
+    };
+    Ok(Some((query, live)))
 }
 
 /// Adds the alert's archived remediations of the answer's window to a live

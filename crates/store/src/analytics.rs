@@ -22,7 +22,7 @@ pub const MAX_PROGRESSION: usize = 100;
 pub const SAMPLE_REASONS: usize = 5;
 
 /// Failures read per group to find the sample reasons.
-pub(crate) const SAMPLE_SCAN: i64 = 500;
+pub const SAMPLE_SCAN: i64 = 500;
 
 /// One analytics question.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,12 +53,14 @@ impl AnalyticsQuery {
     }
 
     /// Whether percentiles and counts must come from the remediations themselves.
-    pub(crate) fn exact(&self) -> bool {
+    #[must_use]
+    pub fn exact(&self) -> bool {
         self.window.aligned_to == Alignment::None
     }
 
     /// The echo of this query, answered from `source`.
-    pub(crate) fn echo(&self, source: Source, limit: bool) -> QueryEcho {
+    #[must_use]
+    pub fn echo(&self, source: Source, limit: bool) -> QueryEcho {
         QueryEcho {
             window: self.window,
             namespace: self.namespace.clone(),
@@ -103,6 +105,8 @@ pub enum Source {
     Rollup,
     /// The remediations themselves.
     Rows,
+    /// The live remediations and the archive's, read together.
+    Archive,
 }
 
 impl Source {
@@ -112,6 +116,7 @@ impl Source {
         match self {
             Self::Rollup => "rollup",
             Self::Rows => "rows",
+            Self::Archive => "archive",
         }
     }
 }
@@ -318,9 +323,12 @@ pub(crate) fn whole_weeks(
 
 /// Remediations of one hour with one outcome (`None`: still in progress).
 #[derive(Debug, Clone)]
-pub(crate) struct OutcomeRow {
+pub struct OutcomeRow {
+    /// The hour's start.
     pub hour: DateTime<Utc>,
+    /// The final phase; `None` while in progress.
     pub phase: Option<String>,
+    /// How many.
     pub count: i64,
 }
 
@@ -329,10 +337,8 @@ fn unsigned(n: i64) -> u64 {
 }
 
 /// The totals and, when a bucket was asked for, the series of a success-rate answer.
-pub(crate) fn success_rate(
-    q: &AnalyticsQuery,
-    rows: &[OutcomeRow],
-) -> (OutcomeCounts, Vec<SeriesPoint>) {
+#[must_use]
+pub fn success_rate(q: &AnalyticsQuery, rows: &[OutcomeRow]) -> (OutcomeCounts, Vec<SeriesPoint>) {
     let mut totals = OutcomeCounts::default();
     for row in rows {
         totals.add(row.phase.as_deref(), unsigned(row.count));
@@ -370,11 +376,15 @@ pub(crate) fn success_rate(
 
 /// Duration bins of one final phase, summed; decoded alike on both backends.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct BinRow {
+pub struct BinRow {
+    /// The final phase.
     pub phase: String,
+    /// The histogram bin ([`duration_bin`](remaudit_model::histogram::duration_bin)).
     pub bin: i32,
+    /// Remediations in the bin.
     #[sqlx(rename = "n")]
     pub count: i64,
+    /// Their durations' sum, in microseconds.
     #[sqlx(rename = "total")]
     pub sum_micros: i64,
 }
@@ -389,11 +399,8 @@ fn phase_order(phase: &str) -> (usize, String) {
 }
 
 /// Durations per final phase and overall, read off merged histograms.
-pub(crate) fn durations_from_bins(
-    q: &AnalyticsQuery,
-    source: Source,
-    rows: &[BinRow],
-) -> DurationsReport {
+#[must_use]
+pub fn durations_from_bins(q: &AnalyticsQuery, source: Source, rows: &[BinRow]) -> DurationsReport {
     let mut by_phase: BTreeMap<(usize, String), Histogram> = BTreeMap::new();
     let mut all = Histogram::new();
     for row in rows {
@@ -427,7 +434,7 @@ pub(crate) fn durations_from_bins(
 /// ascending order once the count of each phase is known: only the values at
 /// the ranks the percentiles read are kept, so memory does not grow with the
 /// window. The figures are those of [`percentile_cont`](remaudit_model::histogram::percentile_cont) over the sorted values.
-pub(crate) struct ExactDurations {
+pub struct ExactDurations {
     phases: HashMap<String, Ranks>,
     all: Ranks,
 }
@@ -501,7 +508,7 @@ impl Ranks {
 
 impl ExactDurations {
     /// Ready for the durations of phases with these counts.
-    pub(crate) fn new(counts: impl IntoIterator<Item = (String, i64)>) -> Self {
+    pub fn new(counts: impl IntoIterator<Item = (String, i64)>) -> Self {
         let mut total = 0;
         let phases = counts
             .into_iter()
@@ -518,15 +525,16 @@ impl ExactDurations {
     }
 
     /// Takes the next duration; they must come in ascending order.
-    pub(crate) fn add(&mut self, phase: &str, micros: i64) {
+    pub fn add(&mut self, phase: &str, micros: i64) {
         if let Some(ranks) = self.phases.get_mut(phase) {
             ranks.add(micros);
             self.all.add(micros);
         }
     }
 
-    /// The answer: the phases in their order, then `all`.
-    pub(crate) fn report(self, q: &AnalyticsQuery) -> DurationsReport {
+    /// The answer, from `source`: the phases in their order, then `all`.
+    #[must_use]
+    pub fn report(self, q: &AnalyticsQuery, source: Source) -> DurationsReport {
         let mut by_phase: Vec<((usize, String), Ranks)> = self
             .phases
             .into_iter()
@@ -542,7 +550,7 @@ impl ExactDurations {
             phases.push(self.all.figures("all".to_owned()));
         }
         DurationsReport {
-            query: q.echo(Source::Rows, false),
+            query: q.echo(source, false),
             relative_error: 0.0,
             phases,
         }
@@ -563,17 +571,22 @@ pub(crate) fn order_phases(mut phases: Vec<PhaseDurations>) -> Vec<PhaseDuration
 
 /// A failure group before its sample reasons are read; decoded alike on both backends.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct FailureRow {
+pub struct FailureRow {
+    /// `failed` or `timeout`.
     pub outcome: String,
+    /// The phase it happened in; empty when none was recorded.
     pub phase: String,
+    /// Remediations in the group.
     #[sqlx(rename = "failures")]
     pub count: i64,
+    /// Distinct alerts among them.
     pub unique_alerts: i64,
 }
 
 impl FailureRow {
     /// The group, with its reasons.
-    pub(crate) fn into_group(self, sample_reasons: Vec<String>) -> FailureGroup {
+    #[must_use]
+    pub fn into_group(self, sample_reasons: Vec<String>) -> FailureGroup {
         FailureGroup {
             outcome: self.outcome,
             phase: (!self.phase.is_empty()).then_some(self.phase),
@@ -586,18 +599,25 @@ impl FailureRow {
 
 /// One alert's attempts in the window.
 #[derive(Debug, Clone)]
-pub(crate) struct AlertRow {
+pub struct AlertRow {
+    /// The alert.
     pub alert_fingerprint: String,
+    /// Its remediations.
     pub attempts: i64,
+    /// Those that completed.
     pub completed: i64,
+    /// Those that failed.
     pub failed: i64,
+    /// Those that ended otherwise (timed out).
     pub timed_out: i64,
+    /// The latest start.
     pub last_start: DateTime<Utc>,
 }
 
 impl AlertRow {
     /// The retry entry, with the phases of its latest attempts (newest first in `latest`).
-    pub(crate) fn into_group(self, mut latest: Vec<String>) -> RetryGroup {
+    #[must_use]
+    pub fn into_group(self, mut latest: Vec<String>) -> RetryGroup {
         latest.reverse();
         let finished = self.completed + self.failed + self.timed_out;
         RetryGroup {
@@ -612,6 +632,22 @@ impl AlertRow {
             phase_progression: latest,
         }
     }
+}
+
+/// The retry entries of `groups`, each with the phases of its latest
+/// attempts from `latest` (by alert, newest first).
+#[must_use]
+pub fn retry_groups<S: std::hash::BuildHasher>(
+    groups: Vec<AlertRow>,
+    mut latest: HashMap<String, Vec<String>, S>,
+) -> Vec<RetryGroup> {
+    groups
+        .into_iter()
+        .map(|g| {
+            let phases = latest.remove(&g.alert_fingerprint).unwrap_or_default();
+            g.into_group(phases)
+        })
+        .collect()
 }
 
 /// Columns of a [`RemediationBrief`] in `remediation_audit`.
@@ -783,7 +819,7 @@ mod tests {
                 exact.add(p, *v);
             }
             let q = AnalyticsQuery::new(Window::new(t("2026-11-20T00:00:00Z"), t("2026-11-21T00:00:00Z"), true).unwrap());
-            let got = exact.report(&q).phases;
+            let got = exact.report(&q, Source::Rows).phases;
             let mut want = Vec::new();
             for name in ["completed", "failed", "timeout", "odd"] {
                 let values: Vec<i64> = rows.iter().filter(|(p, _)| p == name).map(|(_, v)| *v).collect();

@@ -1,6 +1,7 @@
 //! The `remaudit` binary as an operator runs it, and the publisher against a
 //! real service on PostgreSQL.
 
+mod archive_analytics;
 mod auth;
 mod chain;
 mod chart;

@@ -12,7 +12,7 @@ use crate::analytics::{
     self, ALERT_GROUP_SQL, AlertRow, AnalyticsQuery, BinRow, FailureRow, MAX_PROGRESSION,
     OutcomeRow, SAMPLE_SCAN, Source, bins_sql, durations_from_bins, failure_groups_sql,
     failure_phase_column, order_phases, postmortem_sql, push_failure_order, push_filters,
-    push_sample_pick, samples_by_group, slowest_sql, success_rate, whole_weeks,
+    push_sample_pick, retry_groups, samples_by_group, slowest_sql, success_rate, whole_weeks,
 };
 use remaudit_model::analytics::PhaseDurations;
 
@@ -408,13 +408,7 @@ pub(crate) async fn retries_report(
             .or_default()
             .push(r.try_get("overall_phase")?);
     }
-    let items = groups
-        .into_iter()
-        .map(|g| {
-            let latest = phases.remove(&g.alert_fingerprint).unwrap_or_default();
-            g.into_group(latest)
-        })
-        .collect();
+    let items = retry_groups(groups, phases);
     Ok(RetriesReport {
         query: q.echo(source, true),
         alerts,

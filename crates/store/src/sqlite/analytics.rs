@@ -153,7 +153,7 @@ async fn exact_durations(
         }
     }
     tx.commit().await?;
-    Ok(exact.report(q))
+    Ok(exact.report(q, Source::Rows))
 }
 
 /// The sample reasons of every group, in one query: the failures with a

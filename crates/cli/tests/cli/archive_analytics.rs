@@ -1,0 +1,304 @@
+//! The analytics questions over archived weeks, as an operator asks them:
+//! `remaudit query …` against a running service, before the retention job
+//! archives the oldest weeks and again, with `--archive`, after. The answers
+//! must be the same, on PostgreSQL (whose aligned answers come from its
+//! rollups) and on SQLite.
+
+use std::process::Output;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use remaudit_model::NewAudit;
+use remaudit_store::{Actor, DeleteOutcome, InsertRules, ListQuery, Store};
+use remaudit_testkit::history::clock;
+use remaudit_testkit::{PgDb, SqliteDb, record};
+use serde_json::{Value, json};
+
+use crate::helpers::{remaudit, serve_on};
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A history of the 120 days before [`clock`], varied so that every
+/// figure of every answer depends on the rows: durations over four orders
+/// of magnitude, failures in three phases with several reasons (one longer
+/// than a sample shows, in two-byte characters), timeouts with and without
+/// a completion time, unfinished remediations, three namespaces, and
+/// thirteen alerts retried many times.
+fn varied(now: DateTime<Utc>) -> Vec<NewAudit> {
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        state >> 33
+    };
+    let reasons = [
+        "pod OOMKilled".to_owned(),
+        "image pull back-off".to_owned(),
+        "workflow step exited 1".to_owned(),
+        "é".repeat(130),
+    ];
+    let mut records = Vec::new();
+    for day in 0..120_i64 {
+        for n in 0..(5 + day % 4) {
+            let r = next();
+            let start = now - TimeDelta::days(120 - day)
+                + TimeDelta::seconds(i64::try_from(r % 86_000).expect("small"));
+            let seconds = [3, 45, 300, 1_800, 7_200][usize::try_from(r % 5).expect("small")];
+            let took = TimeDelta::seconds(seconds + i64::try_from(r % 97).expect("small"))
+                + TimeDelta::milliseconds(i64::try_from(r % 1_000).expect("small"));
+            let end = start + took;
+            let namespace = ["prod", "staging", "dev"][usize::try_from(r % 3).expect("small")];
+            let base = json!({
+                "alert_fingerprint": format!("fp-{}", r % 13),
+                "remediation_name": format!("rr-{day}-{n}"),
+                "namespace": namespace,
+                "start_time": start.to_rfc3339(),
+            });
+            let mut first = base.clone();
+            first["overall_phase"] = json!("processing");
+            first["event_time"] = json!((start + TimeDelta::seconds(1)).to_rfc3339());
+            records.push(record(first));
+            let mut last = base;
+            last["event_time"] = json!(end.to_rfc3339());
+            match r % 10 {
+                0..=5 => {
+                    last["overall_phase"] = json!("completed");
+                    last["completion_time"] = json!(end.to_rfc3339());
+                }
+                6 | 7 => {
+                    last["overall_phase"] = json!("failed");
+                    last["completion_time"] = json!(end.to_rfc3339());
+                    let phase = ["processing", "analyzing", "executing"]
+                        [usize::try_from((r >> 8) % 3).expect("small")];
+                    last["failure_phase"] = json!(phase);
+                    last["failure_reason"] =
+                        json!(reasons[usize::try_from((r >> 4) % 4).expect("small")]);
+                }
+                8 => {
+                    last["overall_phase"] = json!("timeout");
+                    last["timeout_phase"] =
+                        json!(if r % 2 == 0 { "analyzing" } else { "executing" });
+                    last["timeout_time"] = json!(end.to_rfc3339());
+                    if r % 4 == 0 {
+                        last["completion_time"] = json!(end.to_rfc3339());
+                        last["failure_reason"] = json!("no answer from the analysis");
+                    }
+                }
+                _ => last["overall_phase"] = json!("executing"),
+            }
+            records.push(record(last));
+        }
+    }
+    records
+}
+
+/// Stores the history, then soft-deletes one remediation of an old week and
+/// puts another under legal hold: the first is archived marked deleted (and
+/// must stay out of every answer), the second stays live in its archived
+/// week (and must stay in).
+async fn load(store: &dyn Store) {
+    for chunk in varied(clock()).chunks(500) {
+        store
+            .insert_with(chunk, &InsertRules::default())
+            .await
+            .expect("insert");
+    }
+    store.settle().await.expect("project");
+    let old = store
+        .list(&ListQuery {
+            since: Some("2026-05-12T00:00:00Z".parse().expect("time")),
+            until: Some("2026-05-14T00:00:00Z".parse().expect("time")),
+            limit: 20,
+            ..ListQuery::default()
+        })
+        .await
+        .expect("list");
+    let finished: Vec<i64> = old
+        .items
+        .iter()
+        .filter(|r| r.completion_time.is_some())
+        .map(|r| r.id)
+        .collect();
+    assert!(finished.len() >= 2, "{old:?}");
+    let actor = Actor::new("ops", "archive analytics");
+    let deleted = store
+        .soft_delete(finished[0], clock(), &actor)
+        .await
+        .expect("delete");
+    assert!(matches!(deleted, DeleteOutcome::Deleted(_)), "{deleted:?}");
+    let held = store
+        .set_legal_hold(finished[1], true, &actor)
+        .await
+        .expect("hold");
+    assert!(held.is_some());
+    store.close().await;
+}
+
+/// The questions: windows wholly in archived weeks and windows across the
+/// boundary, aligned (from rollups on PostgreSQL) and exact, with filters.
+fn questions() -> Vec<Vec<&'static str>> {
+    const ACROSS: [&str; 4] = [
+        "--since",
+        "2026-05-10T00:00:00Z",
+        "--until",
+        "2026-08-08T00:00:00Z",
+    ];
+    const ARCHIVED: [&str; 4] = [
+        "--since",
+        "2026-05-04T00:00:00Z",
+        "--until",
+        "2026-05-31T00:00:00Z",
+    ];
+    const HOURS: [&str; 4] = [
+        "--since",
+        "2026-05-20T00:00:00Z",
+        "--until",
+        "2026-05-21T12:00:00Z",
+    ];
+    const EXACT: [&str; 5] = [
+        "--since",
+        "2026-05-06T03:17:00Z",
+        "--until",
+        "2026-06-20T11:00:00Z",
+        "--exact",
+    ];
+    let mut asked = Vec::new();
+    for window in [&ACROSS[..], &ARCHIVED[..], &HOURS[..], &EXACT[..]] {
+        for question in [
+            &["success-rate", "--bucket", "1d"][..],
+            &["durations"][..],
+            &["slowest", "--limit", "15"][..],
+            &["failures"][..],
+            &["retries", "--limit", "6"][..],
+        ] {
+            let mut args = question.to_vec();
+            args.extend_from_slice(window);
+            asked.push(args.clone());
+            args.extend_from_slice(&["--namespace", "prod"]);
+            asked.push(args);
+        }
+    }
+    asked.push([&["retries", "--alert-fingerprint", "fp-4"][..], &ACROSS[..]].concat());
+    asked.push(
+        [
+            &["durations", "--alert-fingerprint", "fp-7"][..],
+            &EXACT[..],
+        ]
+        .concat(),
+    );
+    asked
+}
+
+/// `remaudit query ARGS --output json`, with `--archive` when given one.
+fn ask(url: &str, args: &[&str], archive: Option<&str>) -> Value {
+    let mut cmd = remaudit();
+    cmd.arg("query")
+        .args(args)
+        .args(["--output", "json"])
+        .env("REMAUDIT_URL", url)
+        .env_remove("REMAUDIT_ARCHIVE_URL");
+    if let Some(archive) = archive {
+        cmd.args(["--archive", "--archive-url", archive]);
+    }
+    let out = cmd.output().expect("run remaudit query");
+    assert!(out.status.success(), "{args:?}: {}", text(&out));
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// `answer` without the name of the source it was read from.
+fn sourceless(mut answer: Value) -> Value {
+    if let Some(query) = answer.get_mut("query").and_then(Value::as_object_mut) {
+        query.remove("source");
+    }
+    answer
+}
+
+/// Whether two answers are equal, numbers that are not integers to 1e-9
+/// relative (the service computes an exact average and percentiles in
+/// PostgreSQL's arithmetic, the archive in Rust's).
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) if !(x.is_i64() && y.is_i64()) => {
+            let (x, y) = (
+                x.as_f64().unwrap_or(f64::NAN),
+                y.as_f64().unwrap_or(f64::NAN),
+            );
+            (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1e-9)
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+async fn answers_as_before_archiving(database: &str, store: &dyn Store) {
+    load(store).await;
+    let asked = questions();
+    let (server, url) = serve_on(database, &["--retention-interval-secs", "0"]).await;
+    let before: Vec<Value> = asked.iter().map(|args| ask(&url, args, None)).collect();
+    drop(server);
+
+    let dir = tempfile::tempdir().expect("dir");
+    let archive = format!("file://{}", dir.path().display());
+    let cwd = tempfile::tempdir().expect("dir");
+    let out = remaudit()
+        .current_dir(cwd.path())
+        .args([
+            "retention",
+            "run",
+            "--database-url",
+            database,
+            "--archive-url",
+            &archive,
+        ])
+        .args(["--now", &clock().to_rfc3339()])
+        .output()
+        .expect("run retention");
+    assert!(out.status.success(), "{}", text(&out));
+
+    let (_server, url) = serve_on(database, &["--retention-interval-secs", "0"]).await;
+    let mut changed = 0;
+    for (args, before) in asked.iter().zip(&before) {
+        let live = ask(&url, args, None);
+        if !same(&sourceless(live), &sourceless(before.clone())) {
+            changed += 1;
+        }
+        let merged = ask(&url, args, Some(&archive));
+        assert_eq!(merged["query"]["source"], "archive", "{args:?}");
+        assert!(
+            same(&sourceless(merged.clone()), &sourceless(before.clone())),
+            "{args:?}\nbefore archiving: {before:#}\nwith --archive: {merged:#}"
+        );
+    }
+    // Without --archive, every question over archived weeks answers
+    // differently now: the archive really holds what the answers count.
+    assert!(
+        changed > asked.len() / 2,
+        "only {changed} of {} answers changed when their weeks were archived",
+        asked.len()
+    );
+}
+
+#[tokio::test]
+async fn analytics_over_archived_weeks_answer_as_before_archiving_on_postgres() {
+    let db = PgDb::create().await;
+    let store = db.store().await;
+    answers_as_before_archiving(db.url(), store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn analytics_over_archived_weeks_answer_as_before_archiving_on_sqlite() {
+    let db = SqliteDb::create();
+    let store = db.store().await;
+    answers_as_before_archiving(&db.url(), store.as_ref()).await;
+}
