@@ -57,6 +57,10 @@ pub struct AnalyticsParams {
     /// Series bucket size, a whole number of hours such as `1h` or `1d` (success rate only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket: Option<String>,
+    /// `true` to answer over the archive too: the remediations retention moved to the service's archive, with those still held live in the window (at most 100,000 of them). Answers then name `archive` as their source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<bool>)]
+    pub archive: Option<String>,
 }
 
 impl AnalyticsParams {

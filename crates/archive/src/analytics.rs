@@ -25,7 +25,8 @@ use futures::StreamExt as _;
 use remaudit_model::Phase;
 use remaudit_model::StoredAudit;
 use remaudit_model::analytics::{
-    DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport,
+    DurationsReport, FailuresReport, RemediationBrief, RemediationList, RetriesReport,
+    SuccessRateReport,
 };
 use remaudit_model::histogram::duration_bin;
 use remaudit_store::analytics::{
@@ -35,6 +36,26 @@ use remaudit_store::analytics::{
 use remaudit_store::retention::ArchiveTable;
 
 use crate::{ArchiveQuery, ArchiveQueryError, Listed, brief, json_rows, read_only, register, utc};
+
+/// Most live remediations a question over the archive takes in with the
+/// archive's: they are held in memory while it runs.
+pub const MAX_LIVE_ROWS: usize = 100_000;
+
+/// Adds `archived` (an alert's archived remediations of `live`'s window, as
+/// [`ArchiveQuery::postmortem`] gives them) to a live post-mortem: one list,
+/// newest first, within the answer's limit; a remediation in both places
+/// (its batch was still being written) is listed once.
+pub fn merge_postmortem(live: &mut RemediationList, archived: Vec<RemediationBrief>) {
+    let limit = live.query.limit.unwrap_or(10);
+    let known: std::collections::HashSet<i64> = live.items.iter().map(|r| r.id).collect();
+    live.items
+        .extend(archived.into_iter().filter(|r| !known.contains(&r.id)));
+    live.items
+        .sort_by(|a, b| b.start_time.cmp(&a.start_time).then(b.id.cmp(&a.id)));
+    live.items
+        .truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    Source::Archive.name().clone_into(&mut live.query.source);
+}
 
 /// The columns a question reads, as the archive files type them.
 const COLUMNS: [(&str, Kind); 15] = [

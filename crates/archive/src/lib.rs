@@ -14,6 +14,8 @@
 mod analytics;
 mod checked;
 
+pub use analytics::{MAX_LIVE_ROWS, merge_postmortem};
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -505,10 +507,14 @@ impl ArchiveQuery {
         &self,
         files: impl Iterator<Item = &Listed>,
     ) -> Result<(), ArchiveQueryError> {
+        // Owned values, so that the stream's futures borrow only `self`.
+        let files: Vec<Listed> = files.cloned().collect();
+        let store = &self.store;
         let mut heads = futures::stream::iter(files)
             .map(|file| async move {
                 let location = location_of(&file.url)?;
-                Ok::<_, ArchiveQueryError>((file, self.store.head(&location).await))
+                let head = store.head(&location).await;
+                Ok::<_, ArchiveQueryError>((file, head))
             })
             .buffer_unordered(HEADS_AT_ONCE);
         while let Some(head) = heads.next().await {

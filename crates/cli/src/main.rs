@@ -362,7 +362,11 @@ async fn serve(settings: ServeSettings, metrics: PrometheusHandle) -> anyhow::Re
                 shutdown.clone(),
             )
         });
-    let state = AppState::new(store.clone(), server, metrics).with_auth(policy);
+    let state = AppState::new(store.clone(), server, metrics)
+        .with_auth(policy)
+        .with_archive(remaudit_server::archive::ArchiveReader::new(
+            retention.archive_url(database_url),
+        ));
     remaudit_server::serve_with(listener, state, shutdown.clone(), tls).await?;
     shutdown.cancel();
     if let Some(job) = job {

@@ -437,9 +437,6 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
     }
 }
 
-/// Most live remediations `--archive` reads to combine with the archive's.
-const MAX_LIVE_ROWS: usize = 200_000;
-
 /// The service's `answer`, or with `--archive` (an `archive` to read) the
 /// same question asked by `ask` of the archive and the remediations the
 /// service holds in the answer's window; `echo` gives the answer's query and
@@ -475,7 +472,7 @@ async fn with_archive<R>(
 ///
 /// # Errors
 /// When the service does not list the window's remediations, or holds more
-/// than [`MAX_LIVE_ROWS`] of them.
+/// than [`MAX_LIVE_ROWS`](remaudit_archive::MAX_LIVE_ROWS) of them.
 async fn archived_window(
     api: &ApiClient,
     archive: &remaudit_archive::ArchiveQuery,
@@ -514,11 +511,12 @@ async fn archived_window(
             )
         })?;
         live.extend(page.items);
-        if live.len() > MAX_LIVE_ROWS {
+        if live.len() > remaudit_archive::MAX_LIVE_ROWS {
             return Err(anyhow!(
-                "the window holds more than {MAX_LIVE_ROWS} remediations the service still keeps, \
+                "the window holds more than {} remediations the service still keeps, \
                  and --archive reads each of them to count them with the archive's: \
-                 end the window nearer the archive's weeks, or ask without --archive"
+                 end the window nearer the archive's weeks, or ask without --archive",
+                remaudit_archive::MAX_LIVE_ROWS
             ));
         }
         match page.next_cursor {
@@ -537,31 +535,23 @@ async fn archived_window(
 }
 
 /// Adds the alert's archived remediations of the answer's window to a live
-/// post-mortem: one list, newest first, within the answer's limit; a
-/// remediation in both places (its batch was still being written) is listed once.
+/// post-mortem.
 async fn merge_archived(
     live: &mut RemediationList,
     archive: &remaudit_archive::ArchiveQuery,
     fingerprint: &str,
 ) -> anyhow::Result<()> {
-    let limit = live.query.limit.unwrap_or(10);
     let archived = archive
         .postmortem(
             fingerprint,
             live.query.window.since,
             live.query.window.until,
             live.query.namespace.as_deref(),
-            limit,
+            live.query.limit.unwrap_or(10),
         )
         .await
         .context("cannot read the archive")?;
-    let known: std::collections::HashSet<i64> = live.items.iter().map(|r| r.id).collect();
-    live.items
-        .extend(archived.into_iter().filter(|r| !known.contains(&r.id)));
-    live.items
-        .sort_by(|a, b| b.start_time.cmp(&a.start_time).then(b.id.cmp(&a.id)));
-    live.items
-        .truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    remaudit_archive::merge_postmortem(live, archived);
     Ok(())
 }
 

@@ -713,15 +713,19 @@ impl RetentionSettings {
         }
     }
 
+    /// The archive's URL, the default one for `database_url` when none is set.
+    pub fn archive_url(&self, database_url: &str) -> String {
+        self.archive_url
+            .clone()
+            .unwrap_or_else(|| Archive::default_url(database_url))
+    }
+
     /// Opens the archive, the default one for `database_url` when none is set.
     ///
     /// # Errors
     /// An archive URL that cannot be opened.
     pub fn archive(&self, database_url: &str) -> anyhow::Result<Archive> {
-        let url = self
-            .archive_url
-            .clone()
-            .unwrap_or_else(|| Archive::default_url(database_url));
+        let url = self.archive_url(database_url);
         let format = self
             .archive_format
             .parse::<ArchiveFormat>()

@@ -52,6 +52,12 @@ pub enum ApiError {
     Forbidden(Role),
     /// The identity service could not be asked; try again after the delay (503).
     AuthUnavailable(Duration),
+    /// The archive cannot be read (`archive=true`); try again after the delay.
+    ArchiveUnavailable(String, Duration),
+    /// A file of the archive is missing or damaged (`archive=true`): no answer is given.
+    ArchiveDamaged(String),
+    /// A question over the archive ran past its time limit (`archive=true`).
+    ArchiveTimeout(Duration),
     /// A fault of the server; details are in its log.
     Internal,
 }
@@ -201,6 +207,30 @@ impl ApiError {
                     after.as_secs().max(1)
                 ),
             ),
+            Self::ArchiveUnavailable(why, after) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "archive-unavailable",
+                "Archive unavailable",
+                format!(
+                    "the archive cannot be read ({why}); ask without archive=true for the live remediations, or retry after {} s",
+                    after.as_secs().max(1)
+                ),
+            ),
+            Self::ArchiveDamaged(what) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "archive-damaged",
+                "Archive damaged",
+                what.clone(),
+            ),
+            Self::ArchiveTimeout(limit) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "query-timeout",
+                "Query took too long",
+                format!(
+                    "the question over the archive ran past its {} s limit and was stopped; narrow it (a shorter window, or an aligned one instead of exact=true)",
+                    limit.as_secs()
+                ),
+            ),
             Self::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -259,6 +289,7 @@ impl IntoResponse for ApiError {
         | Self::Timeout(after)
         | Self::Overloaded(after)
         | Self::QueryTimeout(after)
+        | Self::ArchiveUnavailable(_, after)
         | Self::ProjectionBehind(after) = &self
         {
             let secs = if matches!(self, Self::Timeout(_)) {

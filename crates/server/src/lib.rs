@@ -1,6 +1,7 @@
 //! The remaudit HTTP service: ingestion, reads, health, metrics and the
 //! OpenAPI document, over any [`remaudit_store::Store`].
 
+pub mod archive;
 pub mod auth;
 mod chain;
 mod coalesce;

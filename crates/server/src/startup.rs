@@ -46,6 +46,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Who may call what.
     pub auth: Arc<AuthPolicy>,
+    /// The archive `archive=true` reads, when the service has one.
+    pub archive: Option<Arc<crate::archive::ArchiveReader>>,
     /// The writers single POSTs share, started on the first one.
     coalescer: Arc<std::sync::OnceLock<crate::coalesce::Coalescer>>,
 }
@@ -60,6 +62,7 @@ impl AppState {
             settings: Arc::new(settings),
             metrics,
             auth: Arc::new(AuthPolicy::default()),
+            archive: None,
             coalescer: Arc::new(std::sync::OnceLock::new()),
         }
     }
@@ -77,6 +80,13 @@ impl AppState {
     #[must_use]
     pub fn with_auth(mut self, policy: AuthPolicy) -> Self {
         self.auth = Arc::new(policy);
+        self
+    }
+
+    /// The same state, answering `archive=true` from `archive`.
+    #[must_use]
+    pub fn with_archive(mut self, archive: crate::archive::ArchiveReader) -> Self {
+        self.archive = Some(Arc::new(archive));
         self
     }
 }

@@ -260,6 +260,9 @@ pub trait RetentionStore: AdminLogStore {
     /// Batches that an interrupted run left pending.
     async fn pending_batches(&self) -> Result<Vec<PendingBatch>, StoreError>;
 
+    /// This database's installation id, which its archive batches are under.
+    async fn installation_id(&self) -> Result<String, StoreError>;
+
     /// Drops the journal entry of a pending batch whose files are removed,
     /// unless its rows are committed in the archive tables: then it stays
     /// pending, for the next run to write its files again.

@@ -7,6 +7,7 @@
 use std::process::Output;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use remaudit_api::paths;
 use remaudit_model::NewAudit;
 use remaudit_store::{Actor, DeleteOutcome, InsertRules, ListQuery, Store};
 use remaudit_testkit::history::clock;
@@ -211,6 +212,41 @@ fn ask(url: &str, args: &[&str], archive: Option<&str>) -> Value {
     serde_json::from_slice(&out.stdout).expect("json")
 }
 
+/// The same question through the API with `archive=true`: `args` as
+/// `remaudit query` takes them, turned into the endpoint and its parameters.
+async fn ask_api(url: &str, args: &[&str]) -> Value {
+    let (question, mut rest) = args.split_first().expect("a question");
+    let path = match *question {
+        "success-rate" => paths::ANALYTICS_SUCCESS_RATE,
+        "durations" => paths::ANALYTICS_DURATIONS,
+        "slowest" => paths::ANALYTICS_SLOWEST,
+        "failures" => paths::ANALYTICS_FAILURES,
+        "retries" => paths::ANALYTICS_RETRIES,
+        "postmortem" => paths::ANALYTICS_POSTMORTEM,
+        other => panic!("no endpoint for {other}"),
+    };
+    let mut params = vec![("archive".to_owned(), "true".to_owned())];
+    while let Some((flag, more)) = rest.split_first() {
+        let name = flag.trim_start_matches("--").replace('-', "_");
+        if *flag == "--exact" {
+            params.push((name, "true".to_owned()));
+            rest = more;
+        } else {
+            let (value, more) = more.split_first().expect("a value");
+            params.push((name, (*value).to_owned()));
+            rest = more;
+        }
+    }
+    let address = reqwest::Url::parse_with_params(&format!("{url}{path}"), &params).expect("url");
+    let response = reqwest::Client::new()
+        .get(address)
+        .send()
+        .await
+        .expect("ask");
+    assert_eq!(response.status(), 200, "{args:?}");
+    response.json().await.expect("json")
+}
+
 /// `answer` without the name of the source it was read from.
 fn sourceless(mut answer: Value) -> Value {
     if let Some(query) = answer.get_mut("query").and_then(Value::as_object_mut) {
@@ -266,7 +302,11 @@ async fn answers_as_before_archiving(database: &str, store: &dyn Store) {
         .expect("run retention");
     assert!(out.status.success(), "{}", text(&out));
 
-    let (_server, url) = serve_on(database, &["--retention-interval-secs", "0"]).await;
+    let (_server, url) = serve_on(
+        database,
+        &["--retention-interval-secs", "0", "--archive-url", &archive],
+    )
+    .await;
     let mut changed = 0;
     for (args, before) in asked.iter().zip(&before) {
         let live = ask(&url, args, None);
@@ -279,7 +319,41 @@ async fn answers_as_before_archiving(database: &str, store: &dyn Store) {
             same(&sourceless(merged.clone()), &sourceless(before.clone())),
             "{args:?}\nbefore archiving: {before:#}\nwith --archive: {merged:#}"
         );
+        // The service answers archive=true with the same computation.
+        assert_eq!(ask_api(&url, args).await, merged, "{args:?}");
     }
+    assert_eq!(
+        ask_api(
+            &url,
+            &[
+                "postmortem",
+                "--alert-fingerprint",
+                "fp-3",
+                "--since",
+                "2026-05-10T00:00:00Z",
+                "--until",
+                "2026-08-08T00:00:00Z",
+                "--limit",
+                "1000"
+            ]
+        )
+        .await["items"],
+        ask(
+            &url,
+            &[
+                "postmortem",
+                "fp-3",
+                "--since",
+                "2026-05-10T00:00:00Z",
+                "--until",
+                "2026-08-08T00:00:00Z",
+                "--limit",
+                "1000"
+            ],
+            Some(&archive)
+        )["items"],
+    );
+    refusals(&url, dir.path(), &archive).await;
     // Without --archive, every question over archived weeks answers
     // differently now: the archive really holds what the answers count.
     assert!(
@@ -301,4 +375,120 @@ async fn analytics_over_archived_weeks_answer_as_before_archiving_on_sqlite() {
     let db = SqliteDb::create();
     let store = db.store().await;
     answers_as_before_archiving(&db.url(), store.as_ref()).await;
+}
+
+/// `GET url` as (status, `Retry-After`, body).
+async fn get(url: &str) -> (u16, Option<String>, Value) {
+    let response = reqwest::get(url).await.expect("ask");
+    let status = response.status().as_u16();
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().expect("text").to_owned());
+    (status, retry, response.json().await.expect("json"))
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// What `archive=true` and `--archive` answer to a bad flag, an archive that
+/// is not there, and a damaged file: a precise problem, never an answer.
+async fn refusals(url: &str, dir: &std::path::Path, archive: &str) {
+    let success = format!("{url}{}", paths::ANALYTICS_SUCCESS_RATE);
+    let (status, _, problem) = get(&format!("{success}?archive=maybe")).await;
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "archive", "{problem}");
+
+    // One summary file of an archived week, cut in half.
+    let victim = files_under(dir)
+        .into_iter()
+        .find(|p| {
+            p.to_string_lossy()
+                .contains("table=remediation_audit/week=2026-W20")
+        })
+        .expect("a summary file of week 20");
+    let bytes = std::fs::read(&victim).expect("read");
+    std::fs::write(&victim, &bytes[..bytes.len() / 2]).expect("cut");
+    let name = victim
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let week = "week=2026-W20";
+    let (status, _, problem) = get(&format!(
+        "{success}?archive=true&since=2026-05-04T00:00:00Z&until=2026-05-31T00:00:00Z"
+    ))
+    .await;
+    assert_eq!(status, 500, "{problem}");
+    assert_eq!(
+        problem["type"], "urn:remaudit:problem:archive-damaged",
+        "{problem}"
+    );
+    let detail = problem["detail"].as_str().expect("detail");
+    assert!(detail.contains(week) && detail.contains(&name), "{detail}");
+    let mut cmd = remaudit();
+    let out = cmd
+        .args(["query", "success-rate", "--since", "2026-05-04T00:00:00Z"])
+        .args([
+            "--until",
+            "2026-05-31T00:00:00Z",
+            "--archive",
+            "--archive-url",
+            archive,
+        ])
+        .env("REMAUDIT_URL", url)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(out.stdout.is_empty(), "{}", text(&out));
+    assert!(text(&out).contains(week), "{}", text(&out));
+    // A window the damaged week is not in still answers.
+    let (status, _, answer) = get(&format!(
+        "{success}?archive=true&since=2026-05-25T00:00:00Z&until=2026-06-08T00:00:00Z"
+    ))
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    std::fs::write(&victim, &bytes).expect("restore");
+}
+
+#[tokio::test]
+async fn archive_true_without_a_readable_archive_is_unavailable() {
+    let db = SqliteDb::create();
+    db.store().await.close().await;
+    let missing = tempfile::tempdir().expect("dir");
+    let archive = format!("file://{}/nothing-here", missing.path().display());
+    let (_server, url) = serve_on(
+        &db.url(),
+        &["--retention-interval-secs", "0", "--archive-url", &archive],
+    )
+    .await;
+    let (status, retry, problem) =
+        get(&format!("{url}{}?archive=true", paths::ANALYTICS_DURATIONS)).await;
+    assert_eq!(status, 503, "{problem}");
+    assert_eq!(
+        problem["type"], "urn:remaudit:problem:archive-unavailable",
+        "{problem}"
+    );
+    assert!(retry.is_some(), "Retry-After");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("nothing-here"),
+        "{problem}"
+    );
+    // Without archive=true, the same question answers from the database.
+    let (status, _, answer) = get(&format!("{url}{}", paths::ANALYTICS_DURATIONS)).await;
+    assert_eq!(status, 200, "{answer}");
 }

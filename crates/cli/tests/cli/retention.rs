@@ -1477,6 +1477,9 @@ async fn a_postmortem_across_the_archive_boundary_answers_as_before_archiving() 
             count(&live_only),
             count(before)
         );
+        assert_eq!(merged["query"]["source"], "archive", "{fingerprint}");
+        let mut merged = merged;
+        merged["query"]["source"] = before["query"]["source"].clone();
         assert_eq!(&merged, before, "{fingerprint}");
     }
     // Its timeline has left the service; the archive answers it as before.

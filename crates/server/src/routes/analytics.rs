@@ -62,6 +62,22 @@ fn unexpected(field: &str, given: bool, errors: &mut Vec<FieldError>) {
     }
 }
 
+/// A `true` or `false` parameter, false when absent.
+fn bool_param(field: &str, value: Option<&str>, errors: &mut Vec<FieldError>) -> bool {
+    match value {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            errors.push(FieldError::new(
+                field,
+                "boolean",
+                format!("must be true or false, got {other:?}"),
+            ));
+            false
+        }
+    }
+}
+
 /// The ends of the window the parameters ask for.
 fn ends(
     since: Option<DateTime<Utc>>,
@@ -87,28 +103,19 @@ fn ends(
     })
 }
 
-/// The analytics query the parameters ask for, at `now`.
+/// The analytics query the parameters ask for, at `now`, and whether it
+/// reads the archive too.
 fn analytics_query(
     params: AnalyticsParams,
     spec: &Spec,
     now: DateTime<Utc>,
-) -> Result<AnalyticsQuery, ApiError> {
+) -> Result<(AnalyticsQuery, bool), ApiError> {
     let mut errors = Vec::new();
     let since = time_param("since", params.since.as_deref(), &mut errors);
     let until = time_param("until", params.until.as_deref(), &mut errors);
     let length = length_param("window", params.window.as_deref(), &mut errors);
-    let exact = match params.exact.as_deref() {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => {
-            errors.push(FieldError::new(
-                "exact",
-                "boolean",
-                format!("must be true or false, got {other:?}"),
-            ));
-            false
-        }
-    };
+    let exact = bool_param("exact", params.exact.as_deref(), &mut errors);
+    let archive = bool_param("archive", params.archive.as_deref(), &mut errors);
     let namespace = text_param("namespace", params.namespace, 63, &mut errors);
     let alert_fingerprint = text_param(
         "alert_fingerprint",
@@ -198,13 +205,16 @@ fn analytics_query(
         }
     }
     match window {
-        Some(window) if errors.is_empty() => Ok(AnalyticsQuery {
-            window,
-            namespace,
-            alert_fingerprint,
-            limit,
-            bucket,
-        }),
+        Some(window) if errors.is_empty() => Ok((
+            AnalyticsQuery {
+                window,
+                namespace,
+                alert_fingerprint,
+                limit,
+                bucket,
+            },
+            archive,
+        )),
         _ => Err(ApiError::InvalidQuery(errors)),
     }
 }
@@ -212,7 +222,7 @@ fn analytics_query(
 fn parse(
     params: Result<Query<AnalyticsParams>, QueryRejection>,
     spec: &Spec,
-) -> Result<AnalyticsQuery, ApiError> {
+) -> Result<(AnalyticsQuery, bool), ApiError> {
     let Query(params) = params
         .map_err(|e| ApiError::InvalidQuery(vec![FieldError::new("", "query", e.body_text())]))?;
     analytics_query(params, spec, Utc::now())
@@ -229,7 +239,8 @@ macro_rules! endpoint {
             responses(
                 (status = 200, description = $summary, body = $body),
                 (status = 400, description = "Invalid window, filter or limit", body = Problem, content_type = "application/problem+json"),
-                (status = 503, description = "Database unavailable (`database-unavailable`), the question ran past the analytics statement timeout (`query-timeout`), or the rollups were still taking in records stored before it when its time ran out (`projection-behind`); all with Retry-After", body = Problem, content_type = "application/problem+json"),
+                (status = 500, description = "With archive=true, a file of the archive is missing or damaged (`archive-damaged`, naming it): no answer is given", body = Problem, content_type = "application/problem+json"),
+                (status = 503, description = "Database unavailable (`database-unavailable`), the question ran past the analytics statement timeout (`query-timeout`), or the rollups were still taking in records stored before it when its time ran out (`projection-behind`); with archive=true, also the archive cannot be read (`archive-unavailable`) or another archive question is running (`overloaded`); all with Retry-After", body = Problem, content_type = "application/problem+json"),
             )
         )]
         #[instrument(skip_all)]
@@ -237,12 +248,16 @@ macro_rules! endpoint {
             State(state): State<AppState>,
             params: Result<Query<AnalyticsParams>, QueryRejection>,
         ) -> Result<Json<$body>, ApiError> {
-            let query = parse(params, &$spec)?;
-            let report = state
-                .store
-                .$method(&query)
-                .await
-                .map_err(|e| ApiError::from_store(&e, state.settings.retry_after))?;
+            let (query, archive) = parse(params, &$spec)?;
+            let report = if archive {
+                crate::archive::$method(&state, &query).await?
+            } else {
+                state
+                    .store
+                    .$method(&query)
+                    .await
+                    .map_err(|e| ApiError::from_store(&e, state.settings.retry_after))?
+            };
             Ok(Json(report))
         }
     };
@@ -297,7 +312,9 @@ mod tests {
 
     fn query(params: AnalyticsParams, spec: &Spec) -> Result<AnalyticsQuery, Vec<FieldError>> {
         let now = "2026-11-30T12:34:56Z".parse().expect("time");
-        analytics_query(params, spec, now).map_err(|e| e.problem().errors)
+        analytics_query(params, spec, now)
+            .map(|(q, _)| q)
+            .map_err(|e| e.problem().errors)
     }
 
     #[test]

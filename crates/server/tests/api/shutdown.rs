@@ -124,6 +124,9 @@ impl RetentionStore for GatedStore {
     async fn pending_batches(&self) -> Result<Vec<PendingBatch>, StoreError> {
         self.inner.pending_batches().await
     }
+    async fn installation_id(&self) -> Result<String, StoreError> {
+        self.inner.installation_id().await
+    }
     async fn forget_batch(&self, batch: i64) -> Result<(), StoreError> {
         self.inner.forget_batch(batch).await
     }

@@ -87,6 +87,15 @@ impl RetentionStore for SqliteStore {
         pending_batches(&self.pool).await
     }
 
+    #[instrument(skip_all, err)]
+    async fn installation_id(&self) -> Result<String, StoreError> {
+        crate::retention::installation(
+            sqlx::query_scalar(crate::retention::INSTALLATION_SQL)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
     #[instrument(skip_all, fields(batch = batch), err)]
     async fn forget_batch(&self, batch: i64) -> Result<(), StoreError> {
         let _turn = self.writer.lock().await;

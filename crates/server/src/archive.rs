@@ -1,0 +1,199 @@
+//! `archive=true` on the analytics endpoints: each question asked of the
+//! archive's weeks of the window together with the remediations the
+//! database still holds there, computed as the store computes it.
+//!
+//! The archive is opened for each question (its manifests read afresh), so
+//! that a batch retention has just finished is never missed. One question
+//! runs at a time: each may hold the archive engine's memory limit and up to
+//! [`MAX_LIVE_ROWS`] live rows, and ingest must not pay for them; a second
+//! one is told to retry.
+
+use remaudit_archive::{ArchiveQuery, ArchiveQueryError, Limits, MAX_LIVE_ROWS, merge_postmortem};
+use remaudit_model::FieldError;
+use remaudit_model::StoredAudit;
+use remaudit_model::analytics::{
+    DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport,
+};
+use remaudit_store::{AnalyticsQuery, ListQuery, StoreError};
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+/// Where the service's archive is, and the turn its questions take.
+#[derive(Debug)]
+pub struct ArchiveReader {
+    url: String,
+    limits: Limits,
+    turn: Semaphore,
+}
+
+impl ArchiveReader {
+    /// Reads the archive at `url` (`file:///dir` or `s3://bucket/prefix`),
+    /// each question under the default time limit.
+    #[must_use]
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            limits: Limits::default(),
+            turn: Semaphore::new(1),
+        }
+    }
+
+    /// The archive's URL.
+    #[must_use]
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+/// The store's failure as the API's.
+fn store_error(state: &AppState) -> impl Fn(StoreError) -> ApiError + '_ {
+    |e| ApiError::from_store(&e, state.settings.retry_after)
+}
+
+/// The archive's failure as the API's.
+fn archive_error(state: &AppState, e: ArchiveQueryError) -> ApiError {
+    match e {
+        ArchiveQueryError::Archive(why) => {
+            tracing::warn!(error = %why, "archive unreadable");
+            ApiError::ArchiveUnavailable(why, state.settings.retry_after)
+        }
+        e @ ArchiveQueryError::Damaged { .. } => {
+            tracing::error!(error = %e, "archive damaged");
+            ApiError::ArchiveDamaged(e.to_string())
+        }
+        ArchiveQueryError::Timeout(limit) => ApiError::ArchiveTimeout(limit),
+        e @ (ArchiveQueryError::Query(_) | ArchiveQueryError::TooManyRows(_)) => {
+            tracing::error!(error = %e, "archive question failed");
+            ApiError::Internal
+        }
+    }
+}
+
+/// The archive's turn, or [`ApiError::Overloaded`] while another question has it.
+fn turn(state: &AppState) -> Result<(&ArchiveReader, SemaphorePermit<'_>), ApiError> {
+    let Some(reader) = state.archive.as_deref() else {
+        return Err(ApiError::ArchiveUnavailable(
+            "this service was started without an archive to read".to_owned(),
+            state.settings.retry_after,
+        ));
+    };
+    match reader.turn.try_acquire() {
+        Ok(permit) => Ok((reader, permit)),
+        Err(_) => Err(ApiError::Overloaded(state.settings.retry_after)),
+    }
+}
+
+/// The service's archive, opened for one question: the batches of this
+/// database's installation.
+async fn open(state: &AppState, reader: &ArchiveReader) -> Result<ArchiveQuery, ApiError> {
+    let installation = state
+        .store
+        .installation_id()
+        .await
+        .map_err(store_error(state))?;
+    ArchiveQuery::open(&reader.url, Some(&installation), reader.limits)
+        .await
+        .map_err(|e| archive_error(state, e))
+}
+
+/// The remediations the store holds in `q`'s window, a page at a time.
+async fn live_rows(state: &AppState, q: &AnalyticsQuery) -> Result<Vec<StoredAudit>, ApiError> {
+    let mut list = ListQuery {
+        alert_fingerprint: q.alert_fingerprint.clone(),
+        namespace: q.namespace.clone(),
+        since: Some(q.window.since),
+        until: Some(q.window.until),
+        limit: remaudit_api::audit::MAX_PAGE,
+        ..ListQuery::default()
+    };
+    let mut rows = Vec::new();
+    loop {
+        let page = state.store.list(&list).await.map_err(store_error(state))?;
+        rows.extend(page.items);
+        if rows.len() > MAX_LIVE_ROWS {
+            return Err(ApiError::InvalidQuery(vec![FieldError::new(
+                "archive",
+                "live_rows",
+                format!(
+                    "the window holds more than {MAX_LIVE_ROWS} remediations the service still keeps, \
+                     and archive=true reads each of them to count them with the archive's: end the \
+                     window nearer the archive's weeks, or ask without archive=true"
+                ),
+            )]));
+        }
+        match page.next {
+            Some(cursor) => list.after = Some(cursor),
+            None => return Ok(rows),
+        }
+    }
+}
+
+/// The post-mortem: the store's list and the archive's, merged.
+pub(crate) async fn postmortem(
+    state: &AppState,
+    q: &AnalyticsQuery,
+) -> Result<RemediationList, ApiError> {
+    let (reader, _turn) = turn(state)?;
+    let archive = open(state, reader).await?;
+    let mut answer = state
+        .store
+        .postmortem(q)
+        .await
+        .map_err(store_error(state))?;
+    let archived = archive
+        .postmortem(
+            q.alert_fingerprint.as_deref().unwrap_or_default(),
+            q.window.since,
+            q.window.until,
+            q.namespace.as_deref(),
+            q.limit,
+        )
+        .await
+        .map_err(|e| archive_error(state, e))?;
+    merge_postmortem(&mut answer, archived);
+    Ok(answer)
+}
+
+/// Defines `$name`: the question over the archive and the live rows of its
+/// window; the store's own answer when the archive holds none of the
+/// window's weeks.
+macro_rules! over_archive {
+    ($name:ident, $report:ty, $doc:literal) => {
+        #[doc = $doc]
+        pub(crate) async fn $name(
+            state: &AppState,
+            q: &AnalyticsQuery,
+        ) -> Result<$report, ApiError> {
+            let (reader, _turn) = turn(state)?;
+            let archive = open(state, reader).await?;
+            if !archive.holds(q.window.since, q.window.until) {
+                return state.store.$name(q).await.map_err(store_error(state));
+            }
+            let rows = live_rows(state, q).await?;
+            archive
+                .$name(q, &rows)
+                .await
+                .map_err(|e| archive_error(state, e))
+        }
+    };
+}
+
+over_archive!(
+    success_rate,
+    SuccessRateReport,
+    "Outcomes over the archive too."
+);
+over_archive!(
+    durations,
+    DurationsReport,
+    "Durations over the archive too."
+);
+over_archive!(
+    slowest,
+    RemediationList,
+    "The slowest over the archive too."
+);
+over_archive!(failures, FailuresReport, "Failures over the archive too.");
+over_archive!(retries, RetriesReport, "Retries over the archive too.");
