@@ -297,6 +297,7 @@ async fn serve(settings: ServeSettings, metrics: PrometheusHandle) -> anyhow::Re
     let chain = settings.chain.ring()?;
     let database_url = settings.database.url.expose_secret();
     let retention = &settings.retention;
+    retention.check_backend(database_url)?;
     let archive = (retention.interval_secs > 0)
         .then(|| retention.archive(database_url))
         .transpose()?

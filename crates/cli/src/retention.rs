@@ -40,6 +40,14 @@ pub struct PolicyArgs {
     /// (gzip-compressed JSON Lines). Files already written stay readable either way.
     #[arg(long, env = "REMAUDIT_ARCHIVE_FORMAT", default_value = "parquet", value_parser = ["parquet", "jsonl"])]
     archive_format: String,
+    /// On PostgreSQL, the tablespace weekly partitions move to 7 days after
+    /// their week ends (the warm tier); unset keeps them where they are.
+    #[arg(long, env = "REMAUDIT_WARM_TABLESPACE", value_parser = crate::settings::parse_tablespace)]
+    warm_tablespace: Option<String>,
+    /// On PostgreSQL, the tablespace weekly partitions move to 30 days after
+    /// their week ends (the cold tier); unset keeps them where they are.
+    #[arg(long, env = "REMAUDIT_COLD_TABLESPACE", value_parser = crate::settings::parse_tablespace)]
+    cold_tablespace: Option<String>,
 }
 
 /// `remaudit retention`.
@@ -120,6 +128,7 @@ pub async fn run(args: RetentionArgs, settings: &RetentionRunSettings) -> anyhow
             ..
         } => {
             let actor = Actor::new(subject.unwrap_or_else(admin::default_subject), reason);
+            retention.check_backend(database.url.expose_secret())?;
             let archive = retention
                 .archive(database.url.expose_secret())?
                 .with_chain_keys(ring);
@@ -197,6 +206,14 @@ pub async fn run(args: RetentionArgs, settings: &RetentionRunSettings) -> anyhow
                     sink.archive().url(),
                     now.to_rfc3339()
                 );
+                for (week, tablespace) in &report.tiers.moved {
+                    println!("moved the week of {week} to tablespace {tablespace}");
+                }
+                for week in &report.tiers.busy {
+                    println!(
+                        "the week of {week} stayed locked and was not moved; the next run moves it"
+                    );
+                }
             }
             Ok(0)
         }

@@ -634,8 +634,31 @@ pub struct RetentionSettings {
     pub archive_url: Option<String>,
     /// The form new archive files take: `parquet` or `jsonl`.
     pub archive_format: String,
+    /// On PostgreSQL, where weekly partitions go 7 days after their week ends.
+    pub warm_tablespace: Option<String>,
+    /// On PostgreSQL, where weekly partitions go 30 days after their week ends.
+    pub cold_tablespace: Option<String>,
     /// Seconds between runs; 0 turns the job off.
     pub interval_secs: u64,
+}
+
+/// Reads a tablespace name: an SQL identifier of 1 to 63 letters, digits
+/// and underscores, not starting with a digit (PostgreSQL folds nothing in
+/// it, since remaudit quotes it).
+///
+/// # Errors
+/// Any other text, with the rule it breaks.
+pub fn parse_tablespace(name: &str) -> Result<String, String> {
+    let valid = (1..=63).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "{name:?} is not a tablespace name: 1 to 63 letters, digits and underscores, not starting with a digit"
+        ))
+    }
 }
 
 impl Default for RetentionSettings {
@@ -648,6 +671,8 @@ impl Default for RetentionSettings {
             exact: job.exact,
             archive_url: None,
             archive_format: ArchiveFormat::default().to_string(),
+            warm_tablespace: None,
+            cold_tablespace: None,
             interval_secs: job.interval.as_secs(),
         }
     }
@@ -674,6 +699,12 @@ impl RetentionSettings {
         if let Some(v) = explicit::<String>(m, "archive_format")? {
             self.archive_format = v;
         }
+        if let Some(v) = explicit::<String>(m, "warm_tablespace")? {
+            self.warm_tablespace = Some(v);
+        }
+        if let Some(v) = explicit::<String>(m, "cold_tablespace")? {
+            self.cold_tablespace = Some(v);
+        }
         Ok(())
     }
 
@@ -691,7 +722,39 @@ impl RetentionSettings {
         self.archive_format
             .parse::<ArchiveFormat>()
             .map_err(|e| anyhow::anyhow!("setting retention.archive_format: {e}"))?;
+        for (key, name) in [
+            ("warm_tablespace", &self.warm_tablespace),
+            ("cold_tablespace", &self.cold_tablespace),
+        ] {
+            if let Some(name) = name {
+                parse_tablespace(name)
+                    .map_err(|e| anyhow::anyhow!("setting retention.{key}: {e}"))?;
+            }
+        }
         Ok(())
+    }
+
+    /// Refuses tiers on a database that has no tablespaces (SQLite).
+    ///
+    /// # Errors
+    /// When a tier is set and `database_url` is not PostgreSQL's.
+    pub fn check_backend(&self, database_url: &str) -> anyhow::Result<()> {
+        let postgres =
+            database_url.starts_with("postgres://") || database_url.starts_with("postgresql://");
+        ensure!(
+            postgres || self.tiers().is_empty(),
+            "--warm-tablespace and --cold-tablespace (retention.warm_tablespace, \
+             retention.cold_tablespace) need PostgreSQL; this database is SQLite, which has no tablespaces"
+        );
+        Ok(())
+    }
+
+    /// The warm and cold tiers.
+    pub fn tiers(&self) -> remaudit_store::Tiers {
+        remaudit_store::Tiers {
+            warm: self.warm_tablespace.clone(),
+            cold: self.cold_tablespace.clone(),
+        }
     }
 
     /// The store's policy.
@@ -709,6 +772,7 @@ impl RetentionSettings {
             interval: Duration::from_secs(self.interval_secs),
             batch_rows: self.batch_rows,
             exact: self.exact,
+            tiers: self.tiers(),
             ..remaudit_retention::Settings::default()
         }
     }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use remaudit_store::retention::DayCount;
-use remaudit_store::{Actor, RetentionPolicy, RetentionStore, RetireRequest};
+use remaudit_store::{Actor, RetentionPolicy, RetentionStore, RetireRequest, TierReport, Tiers};
 use tokio_util::sync::CancellationToken;
 
 pub use admin_log::scheduled_actor;
@@ -35,7 +35,7 @@ pub use telemetry::describe_metrics;
 pub use verify::{VerifyReport, all_time, verify};
 
 /// How the job runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// Which rows expire and when.
     pub policy: RetentionPolicy,
@@ -47,6 +47,8 @@ pub struct Settings {
     pub exact: bool,
     /// Weeks of partitions kept ready ahead of the clock (PostgreSQL).
     pub weeks_ahead: u32,
+    /// Tablespaces aged weeks move to (PostgreSQL); none by default.
+    pub tiers: Tiers,
 }
 
 impl Default for Settings {
@@ -57,6 +59,7 @@ impl Default for Settings {
             batch_rows: 5000,
             exact: false,
             weeks_ahead: 4,
+            tiers: Tiers::default(),
         }
     }
 }
@@ -76,6 +79,8 @@ pub struct RunReport {
     pub cleaned: Vec<i64>,
     /// Partitions created: ahead, and for rows that waited in a default partition.
     pub partitions_created: u32,
+    /// Weeks moved to the warm or cold tablespace, and weeks left locked.
+    pub tiers: TierReport,
 }
 
 impl RunReport {
@@ -203,6 +208,7 @@ async fn run_locked(
     retired?;
     let upkeep = upkeep?;
     report.partitions_created += upkeep.tables_made;
+    report.tiers = store.move_to_tiers(&settings.tiers, now).await?;
     for (table, rows) in [
         ("remediation_audit", upkeep.default_remediations),
         ("remediation_audit_events", upkeep.default_events),

@@ -25,7 +25,10 @@ pub use analytics::AnalyticsQuery;
 pub use chain::{ChainStore, VerifyPage, verify_page};
 pub use error::StoreError;
 pub use postgres::PgStore;
-pub use retention::{DeleteOutcome, RetentionPolicy, RetentionStore, RetireRequest};
+pub use retention::{
+    COLD_AFTER_DAYS, DeleteOutcome, RetentionPolicy, RetentionStore, RetireRequest, TierReport,
+    Tiers, WARM_AFTER_DAYS,
+};
 pub use sqlite::SqliteStore;
 pub use store::{
     AnalyticsStore, AuditStore, Backfill, Cursor, DEFAULT_MAX_EVENTS_PER_REMEDIATION, HealthStore,

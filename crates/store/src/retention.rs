@@ -263,6 +263,20 @@ pub trait RetentionStore: AdminLogStore {
     /// This database's installation id, which its archive batches are under.
     async fn installation_id(&self) -> Result<String, StoreError>;
 
+    /// Moves each weekly partition (of the live and the archive tables, with
+    /// their indexes) whose week is old enough into the tablespace `tiers`
+    /// gives it at `now`, one week's tables in one short transaction that
+    /// gives up rather than wait for their locks. Nothing on SQLite, whose
+    /// settings refuse tiers.
+    async fn move_to_tiers(
+        &self,
+        tiers: &Tiers,
+        now: DateTime<Utc>,
+    ) -> Result<TierReport, StoreError> {
+        let _ = (tiers, now);
+        Ok(TierReport::default())
+    }
+
     /// Drops the journal entry of a pending batch whose files are removed,
     /// unless its rows are committed in the archive tables: then it stays
     /// pending, for the next run to write its files again.
@@ -313,6 +327,53 @@ pub struct Upkeep {
     pub default_remediations: u64,
     /// Events likewise.
     pub default_events: u64,
+}
+
+/// Days after its end that a weekly partition moves to the warm tablespace.
+pub const WARM_AFTER_DAYS: i64 = 7;
+
+/// Days after its end that a weekly partition moves to the cold tablespace.
+pub const COLD_AFTER_DAYS: i64 = 30;
+
+/// Tablespaces for whole weekly partitions by age (PostgreSQL): the warm
+/// tier from [`WARM_AFTER_DAYS`] after a week ends, the cold tier from
+/// [`COLD_AFTER_DAYS`]. Both are off (`None`) by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tiers {
+    /// The warm tier's tablespace.
+    pub warm: Option<String>,
+    /// The cold tier's tablespace.
+    pub cold: Option<String>,
+}
+
+impl Tiers {
+    /// Whether neither tier is set.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.warm.is_none() && self.cold.is_none()
+    }
+
+    /// The tablespace a week starting on `monday` belongs in at `now`, if any.
+    #[must_use]
+    pub fn of_week(&self, monday: NaiveDate, now: DateTime<Utc>) -> Option<&str> {
+        let end = monday.and_time(chrono::NaiveTime::MIN).and_utc() + TimeDelta::days(7);
+        let age = now - end;
+        match (&self.cold, &self.warm) {
+            (Some(cold), _) if age >= TimeDelta::days(COLD_AFTER_DAYS) => Some(cold),
+            (_, Some(warm)) if age >= TimeDelta::days(WARM_AFTER_DAYS) => Some(warm),
+            _ => None,
+        }
+    }
+}
+
+/// What moving weeks between tiers did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TierReport {
+    /// Weeks moved (by their Monday) and the tablespace each went to.
+    pub moved: Vec<(NaiveDate, String)>,
+    /// Weeks left where they were because their tables stayed locked; the
+    /// next run moves them.
+    pub busy: Vec<NaiveDate>,
 }
 
 /// A batch that did not finish, whose files must go.

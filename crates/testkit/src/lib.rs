@@ -121,27 +121,33 @@ impl PgDb {
 
 impl Drop for PgDb {
     fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop runs outside async context: use a thread with its own runtime.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                if let Ok(mut conn) = PgConnection::connect(&admin_url()).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
+        execute_now(
+            admin_url(),
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+/// Runs `sql` on the PostgreSQL server at `url` and waits for it, from code
+/// that may not be async (a `Drop`): on a thread with a runtime of its own.
+/// Failures are ignored: it cleans up after tests.
+pub fn execute_now(url: String, sql: String) {
+    let _ = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            if let Ok(mut conn) = PgConnection::connect(&url).await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .execute(&mut conn)
                     .await;
-                }
-            });
-        })
-        .join();
-    }
+            }
+        });
+    })
+    .join();
 }
 
 /// A SQLite store in a temporary directory, removed when dropped.

@@ -1509,3 +1509,28 @@ async fn a_postmortem_across_the_archive_boundary_answers_as_before_archiving() 
     assert!(!out.status.success());
     assert!(text(&out).contains("--archive-url"), "{}", text(&out));
 }
+
+#[test]
+fn tablespaces_are_names_and_need_postgresql() {
+    let out = retention(
+        &[
+            "run",
+            "--database-url",
+            "sqlite://remaudit.db",
+            "--warm-tablespace",
+            "warm_disks",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("need PostgreSQL"), "{}", text(&out));
+    for bad in ["1cold", "cold disks", "", "x\"; DROP TABLE y"] {
+        let out = retention(&["run", "--cold-tablespace", bad], &[]);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("not a tablespace name"),
+            "{bad:?}: {}",
+            text(&out)
+        );
+    }
+}

@@ -2,6 +2,7 @@
 //! in a real directory: 120 days of remediations under a fixed clock.
 
 mod chain;
+mod tiers;
 mod weeks;
 
 use std::sync::Arc;

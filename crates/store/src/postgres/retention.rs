@@ -2,11 +2,13 @@
 //! row-wise batches for the default partition and soft-deleted rows.
 //! `partitions` moves a due week into the archive in one short transaction;
 //! `batches` takes one batch (a week or rows) through its files; `journal`
-//! records batches.
+//! records batches; `tiers` moves aged weeks to the warm and cold
+//! tablespaces.
 
 mod batches;
 mod journal;
 mod partitions;
+mod tiers;
 
 use chrono::{DateTime, Utc};
 use sqlx::Row as _;
@@ -17,7 +19,7 @@ use super::PgStore;
 use crate::StoreError;
 use crate::retention::{
     BatchIds, BatchPlaces, BatchRecord, DayCount, Locate, PendingBatch, RetentionLock,
-    RetentionStore, RetireRequest, Retiring, Upkeep,
+    RetentionStore, RetireRequest, Retiring, TierReport, Tiers, Upkeep,
 };
 use batches::next_batch;
 use journal::{
@@ -63,6 +65,15 @@ impl RetentionStore for PgStore {
     #[instrument(skip_all, err)]
     async fn pending_batches(&self) -> Result<Vec<PendingBatch>, StoreError> {
         pending_batches(&self.pool).await
+    }
+
+    #[instrument(skip_all, err)]
+    async fn move_to_tiers(
+        &self,
+        tiers: &Tiers,
+        now: DateTime<Utc>,
+    ) -> Result<TierReport, StoreError> {
+        tiers::move_to_tiers(&self.pool, tiers, now).await
     }
 
     #[instrument(skip_all, err)]
