@@ -32,6 +32,7 @@ use remaudit_model::histogram::duration_bin;
 use remaudit_store::analytics::{
     AlertRow, AnalyticsQuery, BinRow, ExactDurations, FailureRow, MAX_PROGRESSION, OutcomeRow,
     SAMPLE_REASONS, SAMPLE_SCAN, Source, durations_from_bins, retry_groups, success_rate,
+    top_failure_groups,
 };
 use remaudit_store::retention::ArchiveTable;
 
@@ -40,6 +41,71 @@ use crate::{ArchiveQuery, ArchiveQueryError, Listed, brief, json_rows, read_only
 /// Most live remediations a question over the archive takes in with the
 /// archive's: they are held in memory while it runs.
 pub const MAX_LIVE_ROWS: usize = 100_000;
+
+/// Most bytes of text (names, reasons, status snapshots) those live
+/// remediations may hold.
+pub const MAX_LIVE_BYTES: usize = 256 << 20;
+
+/// The live remediations of a question's window, read a page at a time,
+/// within [`MAX_LIVE_ROWS`] and [`MAX_LIVE_BYTES`].
+#[derive(Debug, Default)]
+pub struct LiveRows {
+    rows: Vec<StoredAudit>,
+    bytes: usize,
+}
+
+impl LiveRows {
+    /// Takes in one page.
+    ///
+    /// # Errors
+    /// Past either bound, with the reason, in words for the caller.
+    pub fn take(&mut self, page: Vec<StoredAudit>) -> Result<(), String> {
+        for row in &page {
+            self.bytes += row_bytes(row);
+        }
+        self.rows.extend(page);
+        if self.rows.len() > MAX_LIVE_ROWS || self.bytes > MAX_LIVE_BYTES {
+            return Err(format!(
+                "the window holds more than {MAX_LIVE_ROWS} remediations (or {} MiB of them) that \
+                 the service still keeps, and a question over the archive holds each of them to \
+                 count them with the archive's: end the window nearer the archive's weeks, or ask \
+                 without the archive",
+                MAX_LIVE_BYTES >> 20
+            ));
+        }
+        Ok(())
+    }
+
+    /// The rows taken in.
+    #[must_use]
+    pub fn rows(&self) -> &[StoredAudit] {
+        &self.rows
+    }
+}
+
+/// About how many bytes of text a row holds.
+fn row_bytes(r: &StoredAudit) -> usize {
+    let texts = [
+        Some(&r.namespace),
+        Some(&r.alert_fingerprint),
+        Some(&r.remediation_name),
+        Some(&r.overall_phase),
+        r.remediation_processing_name.as_ref(),
+        r.ai_analysis_name.as_ref(),
+        r.workflow_execution_name.as_ref(),
+        r.kubernetes_execution_name.as_ref(),
+        r.timeout_phase.as_ref(),
+        r.failure_phase.as_ref(),
+        r.failure_reason.as_ref(),
+    ];
+    let statuses = r
+        .service_crd_statuses
+        .as_ref()
+        .map_or(0, |v| v.to_string().len());
+    std::mem::size_of::<StoredAudit>()
+        + statuses
+        + texts.iter().flatten().map(|t| t.len()).sum::<usize>()
+}
 
 /// Adds `archived` (an alert's archived remediations of `live`'s window, as
 /// [`ArchiveQuery::postmortem`] gives them) to a live post-mortem: one list,
@@ -386,10 +452,9 @@ impl ArchiveQuery {
                 &format!(
                     "SELECT overall_phase AS outcome, {FAILURE_PHASE} AS phase, \
                      count(*) AS failures, count(DISTINCT alert_fingerprint) AS unique_alerts \
-                     {FAILURES} GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT ${}",
-                    rows.next(0)
+                     {FAILURES} GROUP BY 1, 2"
                 ),
-                vec![ScalarValue::from(i64::from(q.limit))],
+                Vec::new(),
             )
             .await?
             .iter()
@@ -402,34 +467,48 @@ impl ArchiveQuery {
                 })
             })
             .collect::<Result<Vec<_>, ArchiveQueryError>>()?;
-        // Each group's latest failures with a reason, newest first.
-        let latest = rows
-            .run(
-                &format!(
-                    "SELECT outcome, phase, failure_reason FROM (SELECT overall_phase AS outcome, \
-                     {FAILURE_PHASE} AS phase, failure_reason, row_number() OVER \
-                     (PARTITION BY overall_phase, {FAILURE_PHASE} ORDER BY start_time DESC, id DESC) AS rn \
-                     {FAILURES} AND failure_reason IS NOT NULL) AS s WHERE rn <= ${} \
-                     ORDER BY outcome, phase, rn",
-                    rows.next(0)
-                ),
-                vec![ScalarValue::from(SAMPLE_SCAN)],
-            )
-            .await?;
+        let groups = top_failure_groups(groups, q.limit);
         let mut samples: HashMap<(String, String), Vec<String>> = HashMap::new();
-        for row in &latest {
-            let key = (
-                text(row, "outcome").unwrap_or_default(),
-                text(row, "phase").unwrap_or_default(),
-            );
-            let reason: String = text(row, "failure_reason")
-                .unwrap_or_default()
-                .chars()
-                .take(SAMPLE_REASON_CHARS)
+        if !groups.is_empty() {
+            // The listed groups' latest failures with a reason, newest first
+            // (their reasons cut to the length a sample shows), and of those
+            // each group's first distinct reasons, all in the engine.
+            let keys: Vec<String> = (0..groups.len())
+                .map(|i| format!("${}", rows.next(i + 1)))
                 .collect();
-            let picked = samples.entry(key).or_default();
-            if picked.len() < SAMPLE_REASONS && !picked.contains(&reason) {
-                picked.push(reason);
+            let mut more = vec![ScalarValue::from(SAMPLE_SCAN)];
+            more.extend(
+                groups
+                    .iter()
+                    .map(|g| ScalarValue::from(format!("{}\u{1f}{}", g.outcome, g.phase))),
+            );
+            let latest = rows
+                .run(
+                    &format!(
+                        ", s AS (SELECT overall_phase AS outcome, {FAILURE_PHASE} AS phase, \
+                         substr(failure_reason, 1, {SAMPLE_REASON_CHARS}) AS reason, row_number() OVER \
+                         (PARTITION BY overall_phase, {FAILURE_PHASE} ORDER BY start_time DESC, id DESC) AS rn \
+                         {FAILURES} AND failure_reason IS NOT NULL \
+                         AND concat(overall_phase, chr(31), {FAILURE_PHASE}) IN ({})), \
+                         firsts AS (SELECT outcome, phase, reason, min(rn) AS first FROM s \
+                         WHERE rn <= ${} GROUP BY outcome, phase, reason) \
+                         SELECT outcome, phase, reason FROM (SELECT outcome, phase, reason, \
+                         row_number() OVER (PARTITION BY outcome, phase ORDER BY first) AS k \
+                         FROM firsts) AS picked WHERE k <= {SAMPLE_REASONS} ORDER BY outcome, phase, k",
+                        keys.join(", "),
+                        rows.next(0)
+                    ),
+                    more,
+                )
+                .await?;
+            for row in &latest {
+                samples
+                    .entry((
+                        text(row, "outcome").unwrap_or_default(),
+                        text(row, "phase").unwrap_or_default(),
+                    ))
+                    .or_default()
+                    .push(text(row, "reason").unwrap_or_default());
             }
         }
         let items = groups

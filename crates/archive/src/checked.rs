@@ -51,6 +51,8 @@ pub(crate) fn size_mismatch(size: u64, recorded: u64) -> String {
 pub(crate) struct Checked {
     inner: Arc<dyn ObjectStore>,
     files: HashMap<Path, Expected>,
+    /// Bytes fetched from `inner` so far, whole chunks included.
+    fetched: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Display for Checked {
@@ -62,7 +64,16 @@ impl std::fmt::Display for Checked {
 impl Checked {
     /// Reads through `inner`, checking the files of `files` (by their path in `inner`).
     pub(crate) fn new(inner: Arc<dyn ObjectStore>, files: HashMap<Path, Expected>) -> Self {
-        Self { inner, files }
+        Self {
+            inner,
+            files,
+            fetched: Arc::default(),
+        }
+    }
+
+    /// The count of bytes fetched, shared.
+    pub(crate) fn fetched(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        Arc::clone(&self.fetched)
     }
 }
 
@@ -193,6 +204,8 @@ impl Checked {
         let meta = got.meta.clone();
         expected.check_size(meta.size)?;
         let read = got.bytes().await?;
+        self.fetched
+            .fetch_add(read.len() as u64, std::sync::atomic::Ordering::Relaxed);
         if read.len() as u64 != span.end - span.start {
             return Err(damaged(&expected.name, "could not be read whole"));
         }

@@ -14,7 +14,7 @@
 mod analytics;
 mod checked;
 
-pub use analytics::{MAX_LIVE_ROWS, merge_postmortem};
+pub use analytics::{LiveRows, MAX_LIVE_BYTES, MAX_LIVE_ROWS, merge_postmortem};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -72,6 +72,22 @@ pub enum ArchiveQueryError {
     #[error("the answer has more than {0} rows: narrow the query or add LIMIT")]
     TooManyRows(usize),
 }
+
+impl ArchiveQueryError {
+    /// Whether the archive is damaged: a file missing, of the wrong size, or
+    /// not matching its manifest's checksums (found while a query read it).
+    #[must_use]
+    pub fn is_damage(&self) -> bool {
+        match self {
+            Self::Damaged { .. } => true,
+            Self::Query(message) => message.contains(DAMAGE_NOTE),
+            _ => false,
+        }
+    }
+}
+
+/// The words every damaged-file error carries, also when a query passes it on.
+const DAMAGE_NOTE: &str = "no answer is given from a damaged archive";
 
 /// Memory a query may use (its hash tables, sorts and buffers); past it the
 /// query fails rather than the process running out.
@@ -132,6 +148,8 @@ pub struct Limits {
     pub time: Duration,
     /// Most rows an answer may have.
     pub rows: usize,
+    /// Parts a query is split into, run at once (0: one per core).
+    pub partitions: usize,
 }
 
 impl Default for Limits {
@@ -139,6 +157,7 @@ impl Default for Limits {
         Self {
             time: Duration::from_mins(1),
             rows: 100_000,
+            partitions: 0,
         }
     }
 }
@@ -155,6 +174,9 @@ struct Listed {
     week: Option<NaiveDate>,
 }
 
+/// The first and last start time of a batch's rows, as its manifest records them.
+type Span = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// The archive's Parquet files, registered as tables for SQL.
 pub struct ArchiveQuery {
     ctx: SessionContext,
@@ -166,7 +188,13 @@ pub struct ArchiveQuery {
     windows: AtomicU64,
     batches: usize,
     skipped: usize,
+    /// The start times (first, last) of the batches left out as JSON Lines.
+    skipped_spans: Vec<Span>,
+    /// The installation asked for when opened.
+    installation: Option<String>,
     limits: Limits,
+    /// Bytes the checked store has fetched.
+    fetched: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for ArchiveQuery {
@@ -206,7 +234,11 @@ impl ArchiveQuery {
             .with_memory_limit(QUERY_MEMORY, 1.0)
             .build_arc()
             .map_err(|e| ArchiveQueryError::Archive(e.to_string()))?;
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new();
+        if limits.partitions > 0 {
+            config = config.with_target_partitions(limits.partitions);
+        }
+        let config = config
             .set_bool("datafusion.execution.parquet.pushdown_filters", true)
             .set_bool("datafusion.execution.parquet.reorder_filters", true)
             .set_bool("datafusion.execution.parquet.enable_page_index", true);
@@ -233,6 +265,7 @@ impl ArchiveQuery {
         let mut files = Vec::new();
         let mut expected = HashMap::new();
         let (mut batches, mut skipped) = (0, 0);
+        let mut skipped_spans = Vec::new();
         for stored in &manifests {
             if !stored
                 .manifest
@@ -241,6 +274,10 @@ impl ArchiveQuery {
                 .all(|f| f.path.ends_with(".parquet"))
             {
                 skipped += 1;
+                skipped_spans.push((
+                    stored.manifest.start_time_min,
+                    stored.manifest.start_time_max,
+                ));
                 continue;
             }
             batches += 1;
@@ -283,10 +320,9 @@ impl ArchiveQuery {
         }
         let base = url::Url::parse(&base)
             .map_err(|e| ArchiveQueryError::Archive(format!("{url}: {e}")))?;
-        ctx.register_object_store(
-            &base,
-            Arc::new(checked::Checked::new(Arc::clone(&store), expected)),
-        );
+        let checked = checked::Checked::new(Arc::clone(&store), expected);
+        let fetched = checked.fetched();
+        ctx.register_object_store(&base, Arc::new(checked));
         for table in ArchiveTable::ALL {
             let of_table: Vec<&Listed> = files.iter().filter(|f| f.table == table).collect();
             register(&ctx, table.live_name(), table, &of_table)?;
@@ -299,8 +335,44 @@ impl ArchiveQuery {
             windows: AtomicU64::new(0),
             batches,
             skipped,
+            skipped_spans,
+            installation: installation.map(str::to_owned),
             limits,
+            fetched,
         })
+    }
+
+    /// Bytes of archive files read so far by this archive's queries (whole
+    /// checked chunks; the size checks read none).
+    #[must_use]
+    pub fn bytes_read(&self) -> u64 {
+        self.fetched.load(Ordering::Relaxed)
+    }
+
+    /// The same archive opened again: its manifests read afresh, so that it
+    /// holds every batch finished since this one was opened.
+    ///
+    /// # Errors
+    /// As [`ArchiveQuery::open`].
+    pub async fn reopen(&self) -> Result<Self, ArchiveQueryError> {
+        Self::open(
+            self.archive.url(),
+            self.installation.as_deref(),
+            self.limits,
+        )
+        .await
+    }
+
+    /// Batches left out as JSON Lines whose rows may have started in
+    /// `[since, until)`: a question over that window cannot count them.
+    #[must_use]
+    pub fn unreadable_in(&self, since: DateTime<Utc>, until: DateTime<Utc>) -> usize {
+        self.skipped_spans
+            .iter()
+            .filter(|(first, last)| {
+                first.is_none_or(|first| first < until) && last.is_none_or(|last| last >= since)
+            })
+            .count()
     }
 
     /// Batches whose Parquet files the tables read.

@@ -56,6 +56,7 @@ pub async fn run(args: ArchiveArgs) -> anyhow::Result<u8> {
     let limits = Limits {
         time: Duration::from_secs(timeout_secs),
         rows: usize::try_from(max_rows).unwrap_or(usize::MAX),
+        ..Limits::default()
     };
     let query = match ArchiveQuery::open(&archive_url, installation.as_deref(), limits).await {
         Ok(query) => query,

@@ -363,10 +363,16 @@ async fn serve(settings: ServeSettings, metrics: PrometheusHandle) -> anyhow::Re
                 shutdown.clone(),
             )
         });
+    // A question over the archive ends before the request's own time does.
+    let archive_time = server
+        .request_timeout
+        .saturating_sub(std::time::Duration::from_secs(2))
+        .max(std::time::Duration::from_secs(1));
     let state = AppState::new(store.clone(), server, metrics)
         .with_auth(policy)
         .with_archive(remaudit_server::archive::ArchiveReader::new(
             retention.archive_url(database_url),
+            archive_time,
         ));
     remaudit_server::serve_with(listener, state, shutdown.clone(), tls).await?;
     shutdown.cancel();

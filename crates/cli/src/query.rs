@@ -456,12 +456,24 @@ async fn with_archive<R>(
         return Ok(answer);
     };
     let (echo, bucket_seconds) = echo(live);
-    match archived_window(api, archive, &echo, bucket_seconds).await? {
-        Some((q, rows)) => Ok(Ok(ask(archive, &q, &rows)
-            .await
-            .context("cannot read the archive")?)),
-        None => Ok(answer),
+    let Some((q, rows)) = archived_window(api, archive, &echo, bucket_seconds).await? else {
+        return Ok(answer);
+    };
+    // Read again after the live rows: a batch finished meanwhile (its rows
+    // gone from the service) is in the archive now.
+    let archive = archive.reopen().await.context("cannot read the archive")?;
+    match archive.unreadable_in(q.window.since, q.window.until) {
+        0 => {}
+        n => {
+            return Err(anyhow!(
+                "{n} archive batches that may hold remediations of this window are JSON Lines, \
+                 which questions cannot read; an answer would leave them out"
+            ));
+        }
     }
+    Ok(Ok(ask(&archive, &q, rows.rows())
+        .await
+        .context("cannot read the archive")?))
 }
 
 /// What `--archive` asks of the archive for a live answer whose query was
@@ -472,18 +484,13 @@ async fn with_archive<R>(
 ///
 /// # Errors
 /// When the service does not list the window's remediations, or holds more
-/// than [`MAX_LIVE_ROWS`](remaudit_archive::MAX_LIVE_ROWS) of them.
+/// than [`LiveRows`](remaudit_archive::LiveRows) takes.
 async fn archived_window(
     api: &ApiClient,
     archive: &remaudit_archive::ArchiveQuery,
     echo: &remaudit_api::analytics::QueryEcho,
     bucket_seconds: Option<i64>,
-) -> anyhow::Result<
-    Option<(
-        remaudit_store::AnalyticsQuery,
-        Vec<remaudit_model::StoredAudit>,
-    )>,
-> {
+) -> anyhow::Result<Option<(remaudit_store::AnalyticsQuery, remaudit_archive::LiveRows)>> {
     let window = echo.window;
     if !archive.holds(window.since, window.until) {
         return Ok(None);
@@ -498,7 +505,7 @@ async fn archived_window(
         limit: Some("1000".to_owned()),
         ..remaudit_api::audit::ListParams::default()
     };
-    let mut live = Vec::new();
+    let mut live = remaudit_archive::LiveRows::default();
     loop {
         let page = api.list(&params).await.map_err(|err| {
             explain(
@@ -510,15 +517,7 @@ async fn archived_window(
                 ),
             )
         })?;
-        live.extend(page.items);
-        if live.len() > remaudit_archive::MAX_LIVE_ROWS {
-            return Err(anyhow!(
-                "the window holds more than {} remediations the service still keeps, \
-                 and --archive reads each of them to count them with the archive's: \
-                 end the window nearer the archive's weeks, or ask without --archive",
-                remaudit_archive::MAX_LIVE_ROWS
-            ));
-        }
+        live.take(page.items).map_err(|why| anyhow!("{why}"))?;
         match page.next_cursor {
             Some(cursor) => params.cursor = Some(cursor),
             None => break,

@@ -4,13 +4,13 @@
 //!
 //! The archive is opened for each question (its manifests read afresh), so
 //! that a batch retention has just finished is never missed. One question
-//! runs at a time: each may hold the archive engine's memory limit and up to
-//! [`MAX_LIVE_ROWS`] live rows, and ingest must not pay for them; a second
-//! one is told to retry.
+//! runs at a time, its engine on one core: each may hold the archive
+//! engine's memory limit and the live rows of its window (within
+//! [`remaudit_archive::MAX_LIVE_ROWS`]), and ingest must not pay for them; a
+//! second one is told to retry.
 
-use remaudit_archive::{ArchiveQuery, ArchiveQueryError, Limits, MAX_LIVE_ROWS, merge_postmortem};
+use remaudit_archive::{ArchiveQuery, ArchiveQueryError, Limits, LiveRows, merge_postmortem};
 use remaudit_model::FieldError;
-use remaudit_model::StoredAudit;
 use remaudit_model::analytics::{
     DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport,
 };
@@ -29,13 +29,18 @@ pub struct ArchiveReader {
 }
 
 impl ArchiveReader {
-    /// Reads the archive at `url` (`file:///dir` or `s3://bucket/prefix`),
-    /// each question under the default time limit.
+    /// Reads the archive at `url` (`file:///dir` or `s3://bucket/prefix`):
+    /// each question within `time` (keep it under the request timeout), its
+    /// engine on one core.
     #[must_use]
-    pub fn new(url: impl Into<String>) -> Self {
+    pub fn new(url: impl Into<String>, time: std::time::Duration) -> Self {
         Self {
             url: url.into(),
-            limits: Limits::default(),
+            limits: Limits {
+                time,
+                partitions: 1,
+                ..Limits::default()
+            },
             turn: Semaphore::new(1),
         }
     }
@@ -55,6 +60,10 @@ fn store_error(state: &AppState) -> impl Fn(StoreError) -> ApiError + '_ {
 /// The archive's failure as the API's.
 fn archive_error(state: &AppState, e: ArchiveQueryError) -> ApiError {
     match e {
+        e if e.is_damage() => {
+            tracing::error!(error = %e, "archive damaged");
+            ApiError::ArchiveDamaged(e.to_string())
+        }
         ArchiveQueryError::Archive(why) => {
             tracing::warn!(error = %why, "archive unreadable");
             ApiError::ArchiveUnavailable(why, state.settings.retry_after)
@@ -81,7 +90,11 @@ fn turn(state: &AppState) -> Result<(&ArchiveReader, SemaphorePermit<'_>), ApiEr
     };
     match reader.turn.try_acquire() {
         Ok(permit) => Ok((reader, permit)),
-        Err(_) => Err(ApiError::Overloaded(state.settings.retry_after)),
+        Err(_) => Err(ApiError::ArchiveUnavailable(
+            "another question over the archive is running; the service answers one at a time"
+                .to_owned(),
+            state.settings.retry_after,
+        )),
     }
 }
 
@@ -99,7 +112,7 @@ async fn open(state: &AppState, reader: &ArchiveReader) -> Result<ArchiveQuery, 
 }
 
 /// The remediations the store holds in `q`'s window, a page at a time.
-async fn live_rows(state: &AppState, q: &AnalyticsQuery) -> Result<Vec<StoredAudit>, ApiError> {
+async fn live_rows(state: &AppState, q: &AnalyticsQuery) -> Result<LiveRows, ApiError> {
     let mut list = ListQuery {
         alert_fingerprint: q.alert_fingerprint.clone(),
         namespace: q.namespace.clone(),
@@ -108,26 +121,42 @@ async fn live_rows(state: &AppState, q: &AnalyticsQuery) -> Result<Vec<StoredAud
         limit: remaudit_api::audit::MAX_PAGE,
         ..ListQuery::default()
     };
-    let mut rows = Vec::new();
+    let mut rows = LiveRows::default();
     loop {
         let page = state.store.list(&list).await.map_err(store_error(state))?;
-        rows.extend(page.items);
-        if rows.len() > MAX_LIVE_ROWS {
-            return Err(ApiError::InvalidQuery(vec![FieldError::new(
-                "archive",
-                "live_rows",
-                format!(
-                    "the window holds more than {MAX_LIVE_ROWS} remediations the service still keeps, \
-                     and archive=true reads each of them to count them with the archive's: end the \
-                     window nearer the archive's weeks, or ask without archive=true"
-                ),
-            )]));
-        }
+        rows.take(page.items).map_err(|why| {
+            ApiError::InvalidQuery(vec![FieldError::new("archive", "live_rows", why)])
+        })?;
         match page.next {
             Some(cursor) => list.after = Some(cursor),
             None => return Ok(rows),
         }
     }
+}
+
+/// Refuses a window in which the archive holds batches it cannot read.
+fn readable(archive: &ArchiveQuery, q: &AnalyticsQuery) -> Result<(), ApiError> {
+    match archive.unreadable_in(q.window.since, q.window.until) {
+        0 => Ok(()),
+        n => Err(ApiError::InvalidQuery(vec![FieldError::new(
+            "archive",
+            "jsonl_batches",
+            format!(
+                "{n} archive batches that may hold remediations of this window are JSON Lines, \
+                 which questions cannot read, so an answer would leave them out"
+            ),
+        )])),
+    }
+}
+
+/// Runs `ask` within the archive's time limit.
+async fn in_time<R>(
+    reader: &ArchiveReader,
+    ask: impl Future<Output = Result<R, ApiError>>,
+) -> Result<R, ApiError> {
+    tokio::time::timeout(reader.limits.time, ask)
+        .await
+        .map_err(|_| ApiError::ArchiveTimeout(reader.limits.time))?
 }
 
 /// The post-mortem: the store's list and the archive's, merged.
@@ -136,24 +165,28 @@ pub(crate) async fn postmortem(
     q: &AnalyticsQuery,
 ) -> Result<RemediationList, ApiError> {
     let (reader, _turn) = turn(state)?;
-    let archive = open(state, reader).await?;
-    let mut answer = state
-        .store
-        .postmortem(q)
-        .await
-        .map_err(store_error(state))?;
-    let archived = archive
-        .postmortem(
-            q.alert_fingerprint.as_deref().unwrap_or_default(),
-            q.window.since,
-            q.window.until,
-            q.namespace.as_deref(),
-            q.limit,
-        )
-        .await
-        .map_err(|e| archive_error(state, e))?;
-    merge_postmortem(&mut answer, archived);
-    Ok(answer)
+    in_time(reader, async {
+        let archive = open(state, reader).await?;
+        readable(&archive, q)?;
+        let mut answer = state
+            .store
+            .postmortem(q)
+            .await
+            .map_err(store_error(state))?;
+        let archived = archive
+            .postmortem(
+                q.alert_fingerprint.as_deref().unwrap_or_default(),
+                q.window.since,
+                q.window.until,
+                q.namespace.as_deref(),
+                q.limit,
+            )
+            .await
+            .map_err(|e| archive_error(state, e))?;
+        merge_postmortem(&mut answer, archived);
+        Ok(answer)
+    })
+    .await
 }
 
 /// Defines `$name`: the question over the archive and the live rows of its
@@ -167,15 +200,25 @@ macro_rules! over_archive {
             q: &AnalyticsQuery,
         ) -> Result<$report, ApiError> {
             let (reader, _turn) = turn(state)?;
-            let archive = open(state, reader).await?;
-            if !archive.holds(q.window.since, q.window.until) {
-                return state.store.$name(q).await.map_err(store_error(state));
-            }
-            let rows = live_rows(state, q).await?;
-            archive
-                .$name(q, &rows)
-                .await
-                .map_err(|e| archive_error(state, e))
+            in_time(reader, async {
+                let archive = open(state, reader).await?;
+                if !archive.holds(q.window.since, q.window.until) {
+                    return state.store.$name(q).await.map_err(store_error(state));
+                }
+                let rows = live_rows(state, q).await?;
+                // Read again after the live rows: a batch finished meanwhile
+                // (its rows gone from the live tables) is in the archive now.
+                let archive = archive
+                    .reopen()
+                    .await
+                    .map_err(|e| archive_error(state, e))?;
+                readable(&archive, q)?;
+                archive
+                    .$name(q, rows.rows())
+                    .await
+                    .map_err(|e| archive_error(state, e))
+            })
+            .await
         }
     };
 }

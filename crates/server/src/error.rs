@@ -290,6 +290,7 @@ impl IntoResponse for ApiError {
         | Self::Overloaded(after)
         | Self::QueryTimeout(after)
         | Self::ArchiveUnavailable(_, after)
+        | Self::ArchiveTimeout(after)
         | Self::ProjectionBehind(after) = &self
         {
             let secs = if matches!(self, Self::Timeout(_)) {

@@ -221,19 +221,23 @@ where
     T: for<'t> Encode<'t, DB> + Type<DB> + 'static,
 {
     let mut qb = filtered(FAILURE_GROUP_SQL, q, time);
-    push_failure_order(&mut qb, q);
+    qb.push(" GROUP BY 1, 2");
     qb
 }
 
-/// Groups, orders and limits failure groups (rows or rollup alike).
-pub(crate) fn push_failure_order<DB>(qb: &mut QueryBuilder<DB>, q: &AnalyticsQuery)
-where
-    DB: Database,
-    DB::Arguments: Default,
-    i64: for<'t> Encode<'t, DB> + Type<DB>,
-{
-    qb.push(" GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT ")
-        .push_bind(i64::from(q.limit));
+/// The failure groups an answer lists: most failures first, then by
+/// outcome and phase compared byte by byte (the same on every backend and
+/// in the archive, whatever a database's collation), at most `limit`.
+#[must_use]
+pub fn top_failure_groups(mut groups: Vec<FailureRow>, limit: u32) -> Vec<FailureRow> {
+    groups.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.outcome.as_bytes().cmp(b.outcome.as_bytes()))
+            .then_with(|| a.phase.as_bytes().cmp(b.phase.as_bytes()))
+    });
+    groups.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    groups
 }
 
 /// Ends the one query that reads every group's sample reasons: from

@@ -9,6 +9,7 @@ use std::process::Output;
 use chrono::{DateTime, TimeDelta, Utc};
 use remaudit_api::paths;
 use remaudit_model::NewAudit;
+use remaudit_retention::CRASH_AT_VAR;
 use remaudit_store::{Actor, DeleteOutcome, InsertRules, ListQuery, Store};
 use remaudit_testkit::history::clock;
 use remaudit_testkit::{PgDb, SqliteDb, record};
@@ -287,19 +288,39 @@ async fn answers_as_before_archiving(database: &str, store: &dyn Store) {
     let dir = tempfile::tempdir().expect("dir");
     let archive = format!("file://{}", dir.path().display());
     let cwd = tempfile::tempdir().expect("dir");
-    let out = remaudit()
-        .current_dir(cwd.path())
-        .args([
-            "retention",
-            "run",
-            "--database-url",
-            database,
-            "--archive-url",
-            &archive,
-        ])
-        .args(["--now", &clock().to_rfc3339()])
-        .output()
-        .expect("run retention");
+    let retention = |crash: Option<&str>| {
+        let mut cmd = remaudit();
+        cmd.current_dir(cwd.path())
+            .args([
+                "retention",
+                "run",
+                "--database-url",
+                database,
+                "--archive-url",
+                &archive,
+            ])
+            .args(["--now", &clock().to_rfc3339()])
+            .env_remove(CRASH_AT_VAR);
+        if let Some(step) = crash {
+            cmd.env(CRASH_AT_VAR, step);
+        }
+        cmd.output().expect("run retention")
+    };
+    // A run killed after its first batch's manifest and before its rows
+    // leave: that batch's remediations are in the archive and still live.
+    let out = retention(Some("before-delete"));
+    assert!(!out.status.success(), "{}", text(&out));
+    {
+        let (_server, url) = serve_on(database, &["--retention-interval-secs", "0"]).await;
+        for (args, before) in asked.iter().zip(&before) {
+            let merged = ask(&url, args, Some(&archive));
+            assert!(
+                same(&sourceless(merged.clone()), &sourceless(before.clone())),
+                "{args:?}, a batch both live and archived\nbefore: {before:#}\nwith --archive: {merged:#}"
+            );
+        }
+    }
+    let out = retention(None);
     assert!(out.status.success(), "{}", text(&out));
 
     let (_server, url) = serve_on(
@@ -426,17 +447,20 @@ async fn refusals(url: &str, dir: &std::path::Path, archive: &str) {
         .to_string_lossy()
         .into_owned();
     let week = "week=2026-W20";
-    let (status, _, problem) = get(&format!(
-        "{success}?archive=true&since=2026-05-04T00:00:00Z&until=2026-05-31T00:00:00Z"
-    ))
-    .await;
-    assert_eq!(status, 500, "{problem}");
-    assert_eq!(
-        problem["type"], "urn:remaudit:problem:archive-damaged",
-        "{problem}"
-    );
-    let detail = problem["detail"].as_str().expect("detail");
-    assert!(detail.contains(week) && detail.contains(&name), "{detail}");
+    let damaged = async |more: &str| {
+        let (status, _, problem) = get(&format!(
+            "{success}?archive=true&since=2026-05-04T00:00:00Z&until=2026-05-31T00:00:00Z{more}"
+        ))
+        .await;
+        assert_eq!(status, 500, "{problem}");
+        assert_eq!(
+            problem["type"], "urn:remaudit:problem:archive-damaged",
+            "{problem}"
+        );
+        let detail = problem["detail"].as_str().expect("detail");
+        assert!(detail.contains(week) && detail.contains(&name), "{detail}");
+    };
+    damaged("").await;
     let mut cmd = remaudit();
     let out = cmd
         .args(["query", "success-rate", "--since", "2026-05-04T00:00:00Z"])
@@ -453,6 +477,13 @@ async fn refusals(url: &str, dir: &std::path::Path, archive: &str) {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(out.stdout.is_empty(), "{}", text(&out));
     assert!(text(&out).contains(week), "{}", text(&out));
+    // The same file, its size kept and one byte in its middle changed: the
+    // chunk checksums find it while the question reads.
+    let mut garbled = bytes.clone();
+    let middle = garbled.len() / 2;
+    garbled[middle] ^= 0xff;
+    std::fs::write(&victim, &garbled).expect("garble");
+    damaged("&exact=true").await;
     // A window the damaged week is not in still answers.
     let (status, _, answer) = get(&format!(
         "{success}?archive=true&since=2026-05-25T00:00:00Z&until=2026-06-08T00:00:00Z"

@@ -11,8 +11,8 @@ use crate::StoreError;
 use crate::analytics::{
     self, ALERT_GROUP_SQL, AlertRow, AnalyticsQuery, BinRow, FailureRow, MAX_PROGRESSION,
     OutcomeRow, SAMPLE_SCAN, Source, bins_sql, durations_from_bins, failure_groups_sql,
-    failure_phase_column, order_phases, postmortem_sql, push_failure_order, push_filters,
-    push_sample_pick, retry_groups, samples_by_group, slowest_sql, success_rate, whole_weeks,
+    failure_phase_column, order_phases, postmortem_sql, push_filters, push_sample_pick,
+    retry_groups, samples_by_group, slowest_sql, success_rate, top_failure_groups, whole_weeks,
 };
 use remaudit_model::analytics::PhaseDurations;
 
@@ -226,13 +226,15 @@ pub(crate) async fn failures_report(
         push_day_buckets(&mut qb, q);
         // Grouping by alert first lets a hash aggregate count distinct alerts
         // instead of the sort that count(DISTINCT …) would need.
-        qb.push(" GROUP BY 1, 2, 3) AS per_alert");
-        push_failure_order(&mut qb, q);
+        qb.push(" GROUP BY 1, 2, 3) AS per_alert GROUP BY 1, 2");
         (Source::Rollup, qb)
     } else {
         (Source::Rows, failure_groups_sql(q, |t| t))
     };
-    let groups = qb.build_query_as::<FailureRow>().fetch_all(pool).await?;
+    let groups = top_failure_groups(
+        qb.build_query_as::<FailureRow>().fetch_all(pool).await?,
+        q.limit,
+    );
     let samples = sample_reasons(pool, q, &groups).await?;
     let items = groups
         .into_iter()
@@ -348,7 +350,7 @@ pub(crate) async fn retries_report(
             " ROWS WITH TIES), \
              top AS (SELECT k.alert_fingerprint, ties.* FROM ties \
              JOIN remediation_alert_keys k USING (alert_key) \
-             ORDER BY attempts DESC, last_start DESC, k.alert_fingerprint LIMIT ",
+             ORDER BY attempts DESC, last_start DESC, k.alert_fingerprint COLLATE \"C\" LIMIT ",
         );
         (Source::Rollup, qb)
     } else {
@@ -357,7 +359,7 @@ pub(crate) async fn retries_report(
         qb.push(
             " GROUP BY alert_fingerprint), \
              top AS (SELECT * FROM g WHERE attempts > 1 \
-             ORDER BY attempts DESC, last_start DESC, alert_fingerprint LIMIT ",
+             ORDER BY attempts DESC, last_start DESC, alert_fingerprint COLLATE \"C\" LIMIT ",
         );
         (Source::Rows, qb)
     };
@@ -368,7 +370,7 @@ pub(crate) async fn retries_report(
          SELECT totals.*, top.alert_fingerprint, top.attempts::int8, top.completed::int8, \
          top.failed::int8, top.timed_out::int8, top.last_start \
          FROM totals LEFT JOIN top ON true \
-         ORDER BY top.attempts DESC, top.last_start DESC, top.alert_fingerprint",
+         ORDER BY top.attempts DESC, top.last_start DESC, top.alert_fingerprint COLLATE \"C\"",
     );
     let rows = qb.build().fetch_all(pool).await?;
     let total = |column: &str| -> Result<u64, sqlx::Error> {

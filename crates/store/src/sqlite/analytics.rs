@@ -16,7 +16,7 @@ use crate::analytics::{
     self, ALERT_GROUP_SQL, AlertRow, AnalyticsQuery, BinRow, ExactDurations, FailureRow,
     MAX_PROGRESSION, OutcomeRow, SAMPLE_SCAN, Source, bins_sql, durations_from_bins,
     failure_groups_sql, failure_phase_column, postmortem_sql, push_filters, push_sample_pick,
-    samples_by_group, slowest_sql, success_rate,
+    samples_by_group, slowest_sql, success_rate, top_failure_groups,
 };
 
 type Qb = QueryBuilder<Sqlite>;
@@ -101,10 +101,13 @@ pub(crate) async fn failures_report(
     pool: &SqlitePool,
     q: &AnalyticsQuery,
 ) -> Result<FailuresReport, StoreError> {
-    let groups = failure_groups_sql(q, encode_time)
-        .build_query_as::<FailureRow>()
-        .fetch_all(pool)
-        .await?;
+    let groups = top_failure_groups(
+        failure_groups_sql(q, encode_time)
+            .build_query_as::<FailureRow>()
+            .fetch_all(pool)
+            .await?,
+        q.limit,
+    );
     let samples = sample_reasons(pool, q, &groups).await?;
     let items = groups
         .into_iter()
