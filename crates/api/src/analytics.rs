@@ -27,7 +27,7 @@ pub struct AnalyticsParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[param(value_type = Option<String>, format = DateTime)]
     pub until: Option<String>,
-    /// Length of the window, such as `24h`, `7d` or `2w` (units m, h, d, w); with `since` or `until`, or alone (ending now). At most 90 days.
+    /// Length of the window, such as `24h`, `7d` or `2w` (units m, h, d, w); with `since` or `until`, or alone (ending now). At most 90 days (1,098 with `archive=true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<String>,
     /// Only this namespace.

@@ -410,6 +410,51 @@ impl ArchiveQuery {
         Ok(exact.report(q, Source::Archive))
     }
 
+    /// One alert's remediations of `q`'s window (`q` names the alert),
+    /// archived and `live` together, newest first, at most `q.limit`: the
+    /// post-mortem, for windows the service does not answer alone.
+    ///
+    /// # Errors
+    /// As [`ArchiveQuery::sql`].
+    pub async fn postmortem_over(
+        &self,
+        q: &AnalyticsQuery,
+        live: &[StoredAudit],
+    ) -> Result<RemediationList, ArchiveQueryError> {
+        let columns = COLUMNS
+            .iter()
+            .map(|(name, _)| *name)
+            .filter(|name| *name != "service_crd_statuses")
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.list(
+            q,
+            live,
+            &format!("SELECT {columns} FROM r ORDER BY start_time DESC, id DESC"),
+        )
+        .await
+    }
+
+    /// The remediations `select` (over `r`, ordered) lists, at most `q.limit`.
+    async fn list(
+        &self,
+        q: &AnalyticsQuery,
+        live: &[StoredAudit],
+        select: &str,
+    ) -> Result<RemediationList, ArchiveQueryError> {
+        let rows = self.rows(q, live)?;
+        let answer = rows
+            .run(
+                &format!("{select} LIMIT ${}", rows.next(0)),
+                vec![ScalarValue::from(i64::from(q.limit))],
+            )
+            .await?;
+        Ok(RemediationList {
+            query: q.echo(Source::Archive, true),
+            items: answer.iter().map(brief).collect::<Result<_, _>>()?,
+        })
+    }
+
     /// The finished remediations of `q`'s window that took longest.
     ///
     /// # Errors
@@ -419,21 +464,13 @@ impl ArchiveQuery {
         q: &AnalyticsQuery,
         live: &[StoredAudit],
     ) -> Result<RemediationList, ArchiveQueryError> {
-        let rows = self.rows(q, live)?;
-        let answer = rows
-            .run(
-                &format!(
-                    "SELECT * FROM r WHERE duration_us IS NOT NULL \
-                     ORDER BY duration_us DESC, start_time DESC, id DESC LIMIT ${}",
-                    rows.next(0)
-                ),
-                vec![ScalarValue::from(i64::from(q.limit))],
-            )
-            .await?;
-        Ok(RemediationList {
-            query: q.echo(Source::Archive, true),
-            items: answer.iter().map(brief).collect::<Result<_, _>>()?,
-        })
+        self.list(
+            q,
+            live,
+            "SELECT * FROM r WHERE duration_us IS NOT NULL \
+             ORDER BY duration_us DESC, start_time DESC, id DESC",
+        )
+        .await
     }
 
     /// Failures and timeouts of `q`'s window grouped by the phase they

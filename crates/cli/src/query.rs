@@ -14,10 +14,12 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
-use remaudit_api::analytics::{AnalyticsParams, RemediationList};
+use chrono::{DateTime, Utc};
+use remaudit_api::analytics::{AnalyticsParams, Endpoint as Spec, Window};
 use remaudit_api::audit::TimelineResponse;
 use remaudit_api::{Problem, paths};
 use remaudit_client::{ApiClient, ApiError};
+use remaudit_model::analytics::{parse_window, window_ends};
 
 use crate::credentials::CredentialArgs;
 use render::{Report, clean_text, render};
@@ -288,10 +290,22 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
                 alert_fingerprint: Some(fingerprint.clone()),
                 ..window.params()
             };
-            let mut answer = api.postmortem(&with_limit(params, limit)).await;
-            if let (Some(archive), Ok(live)) = (archive, &mut answer) {
-                merge_archived(live, &archive, &fingerprint).await?;
-            }
+            let asked = Asked {
+                window: &window,
+                alert_fingerprint: Some(&fingerprint),
+                limit,
+                bucket: None,
+                spec: &Spec::POSTMORTEM,
+            };
+            let answer = with_archive(
+                &api,
+                archive.as_ref(),
+                api.postmortem(&with_limit(params, limit)).await,
+                &asked,
+                |r| (r.query.clone(), None),
+                async |a, q, rows| a.postmortem_over(q, rows).await,
+            )
+            .await?;
             show(
                 &api,
                 paths::ANALYTICS_POSTMORTEM,
@@ -306,13 +320,20 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
         } => {
             let archive = archive.open().await?;
             let params = AnalyticsParams {
-                bucket,
+                bucket: bucket.clone(),
                 ..filters.params()
             };
             let answer = with_archive(
                 &api,
                 archive.as_ref(),
                 api.success_rate(&params).await,
+                &Asked {
+                    window: &filters.window,
+                    alert_fingerprint: filters.alert_fingerprint.as_deref(),
+                    limit: None,
+                    bucket: bucket.as_deref(),
+                    spec: &Spec::SUCCESS_RATE,
+                },
                 |r| (r.query.clone(), r.bucket_seconds),
                 async |a, q, rows| a.success_rate(q, rows).await,
             )
@@ -325,6 +346,13 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
                 &api,
                 archive.as_ref(),
                 api.durations(&filters.params()).await,
+                &Asked {
+                    window: &filters.window,
+                    alert_fingerprint: filters.alert_fingerprint.as_deref(),
+                    limit: None,
+                    bucket: None,
+                    spec: &Spec::DURATIONS,
+                },
                 |r| (r.query.clone(), None),
                 async |a, q, rows| a.durations(q, rows).await,
             )
@@ -341,6 +369,13 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
                 &api,
                 archive.as_ref(),
                 api.slowest(&with_limit(filters.params(), limit)).await,
+                &Asked {
+                    window: &filters.window,
+                    alert_fingerprint: filters.alert_fingerprint.as_deref(),
+                    limit,
+                    bucket: None,
+                    spec: &Spec::SLOWEST,
+                },
                 |r| (r.query.clone(), None),
                 async |a, q, rows| a.slowest(q, rows).await,
             )
@@ -357,6 +392,13 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
                 &api,
                 archive.as_ref(),
                 api.failures(&with_limit(filters.params(), limit)).await,
+                &Asked {
+                    window: &filters.window,
+                    alert_fingerprint: filters.alert_fingerprint.as_deref(),
+                    limit,
+                    bucket: None,
+                    spec: &Spec::FAILURES,
+                },
                 |r| (r.query.clone(), None),
                 async |a, q, rows| a.failures(q, rows).await,
             )
@@ -373,6 +415,13 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
                 &api,
                 archive.as_ref(),
                 api.retries(&with_limit(filters.params(), limit)).await,
+                &Asked {
+                    window: &filters.window,
+                    alert_fingerprint: filters.alert_fingerprint.as_deref(),
+                    limit,
+                    bucket: None,
+                    spec: &Spec::RETRIES,
+                },
                 |r| (r.query.clone(), None),
                 async |a, q, rows| a.retries(q, rows).await,
             )
@@ -437,14 +486,70 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
     }
 }
 
+/// What a question asked, to resolve its window here when the service
+/// takes it only over the archive (a window longer than the retention period).
+struct Asked<'a> {
+    window: &'a WindowArgs,
+    alert_fingerprint: Option<&'a str>,
+    limit: Option<u32>,
+    bucket: Option<&'a str>,
+    spec: &'a Spec,
+}
+
+impl Asked<'_> {
+    /// The question at `now`, its window resolved as the service resolves it
+    /// with `archive=true` (the service has checked every other parameter).
+    fn query(&self, now: DateTime<Utc>) -> anyhow::Result<remaudit_store::AnalyticsQuery> {
+        let time = |flag: &str, text: Option<&str>| {
+            text.map(|t| {
+                DateTime::parse_from_rfc3339(t)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|e| anyhow!("--{flag} {t:?} is not an RFC 3339 time: {e}"))
+            })
+            .transpose()
+        };
+        let length = self
+            .window
+            .window
+            .as_deref()
+            .map(parse_window)
+            .transpose()?;
+        let (since, until) = window_ends(
+            time("since", self.window.since.as_deref())?,
+            time("until", self.window.until.as_deref())?,
+            length,
+            chrono::Duration::days(self.spec.default_window_days),
+            now,
+        )
+        .ok_or_else(|| anyhow!("give at most two of --since, --until and --window"))?;
+        Ok(remaudit_store::AnalyticsQuery {
+            window: Window::over_archive(since, until, self.window.exact)?,
+            namespace: self.window.namespace.clone(),
+            alert_fingerprint: self.alert_fingerprint.map(str::to_owned),
+            limit: self.limit.or(self.spec.default_limit).unwrap_or(0),
+            bucket: self.bucket.map(parse_window).transpose()?,
+        })
+    }
+}
+
+/// Whether the service refused only because the window is longer than it
+/// takes without the archive.
+fn beyond_retention(err: &ApiError) -> bool {
+    matches!(err, ApiError::Refused { problem: Some(p), .. }
+        if !p.errors.is_empty() && p.errors.iter().all(|e| e.rule == "max_retention"))
+}
+
 /// The service's `answer`, or with `--archive` (an `archive` to read) the
 /// same question asked by `ask` of the archive and the remediations the
-/// service holds in the answer's window; `echo` gives the answer's query and
-/// bucket length.
+/// service holds in the window: the answer's window (`echo` gives the
+/// answer's query and bucket length), or, when the service refused the
+/// window only for its length, the window `asked` resolves here. The
+/// service's answer stands when the archive holds none of its weeks.
 async fn with_archive<R>(
     api: &ApiClient,
     archive: Option<&remaudit_archive::ArchiveQuery>,
     answer: Result<R, ApiError>,
+    asked: &Asked<'_>,
     echo: impl FnOnce(&R) -> (remaudit_api::analytics::QueryEcho, Option<i64>),
     ask: impl AsyncFnOnce(
         &remaudit_archive::ArchiveQuery,
@@ -452,13 +557,27 @@ async fn with_archive<R>(
         &[remaudit_model::StoredAudit],
     ) -> Result<R, remaudit_archive::ArchiveQueryError>,
 ) -> anyhow::Result<Result<R, ApiError>> {
-    let (Some(archive), Ok(live)) = (archive, &answer) else {
+    let Some(archive) = archive else {
         return Ok(answer);
     };
-    let (echo, bucket_seconds) = echo(live);
-    let Some((q, rows)) = archived_window(api, archive, &echo, bucket_seconds).await? else {
-        return Ok(answer);
+    let q = match &answer {
+        Ok(live) => {
+            let (echo, bucket_seconds) = echo(live);
+            if !archive.holds(echo.window.since, echo.window.until) {
+                return Ok(answer);
+            }
+            remaudit_store::AnalyticsQuery {
+                window: echo.window,
+                namespace: echo.namespace.clone(),
+                alert_fingerprint: echo.alert_fingerprint.clone(),
+                limit: echo.limit.unwrap_or(0),
+                bucket: bucket_seconds.map(chrono::Duration::seconds),
+            }
+        }
+        Err(err) if beyond_retention(err) => asked.query(Utc::now())?,
+        Err(_) => return Ok(answer),
     };
+    let rows = live_rows(api, &q).await?;
     // Read again after the live rows: a batch finished meanwhile (its rows
     // gone from the service) is in the archive now.
     let archive = archive.reopen().await.context("cannot read the archive")?;
@@ -476,32 +595,21 @@ async fn with_archive<R>(
         .context("cannot read the archive")?))
 }
 
-/// What `--archive` asks of the archive for a live answer whose query was
-/// `echo`: the same question, over the window the service resolved, and the
-/// remediations the service still holds in that window, read a page at a
-/// time. `None` when the archive holds none of the window's weeks: the live
-/// answer is then the whole answer.
+/// The remediations the service holds in `q`'s window, read a page at a time.
 ///
 /// # Errors
-/// When the service does not list the window's remediations, or holds more
-/// than [`LiveRows`](remaudit_archive::LiveRows) takes.
-async fn archived_window(
+/// When the service does not list them, or holds more than
+/// [`LiveRows`](remaudit_archive::LiveRows) takes.
+async fn live_rows(
     api: &ApiClient,
-    archive: &remaudit_archive::ArchiveQuery,
-    echo: &remaudit_api::analytics::QueryEcho,
-    bucket_seconds: Option<i64>,
-) -> anyhow::Result<Option<(remaudit_store::AnalyticsQuery, remaudit_archive::LiveRows)>> {
-    let window = echo.window;
-    if !archive.holds(window.since, window.until) {
-        return Ok(None);
-    }
-    let time =
-        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+    q: &remaudit_store::AnalyticsQuery,
+) -> anyhow::Result<remaudit_archive::LiveRows> {
+    let time = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
     let mut params = remaudit_api::audit::ListParams {
-        alert_fingerprint: echo.alert_fingerprint.clone(),
-        namespace: echo.namespace.clone(),
-        since: Some(time(window.since)),
-        until: Some(time(window.until)),
+        alert_fingerprint: q.alert_fingerprint.clone(),
+        namespace: q.namespace.clone(),
+        since: Some(time(q.window.since)),
+        until: Some(time(q.window.until)),
         limit: Some("1000".to_owned()),
         ..remaudit_api::audit::ListParams::default()
     };
@@ -520,38 +628,9 @@ async fn archived_window(
         live.take(page.items).map_err(|why| anyhow!("{why}"))?;
         match page.next_cursor {
             Some(cursor) => params.cursor = Some(cursor),
-            None => break,
+            None => return Ok(live),
         }
     }
-    let query = remaudit_store::AnalyticsQuery {
-        window,
-        namespace: echo.namespace.clone(),
-        alert_fingerprint: echo.alert_fingerprint.clone(),
-        limit: echo.limit.unwrap_or(20),
-        bucket: bucket_seconds.map(chrono::Duration::seconds),
-    };
-    Ok(Some((query, live)))
-}
-
-/// Adds the alert's archived remediations of the answer's window to a live
-/// post-mortem.
-async fn merge_archived(
-    live: &mut RemediationList,
-    archive: &remaudit_archive::ArchiveQuery,
-    fingerprint: &str,
-) -> anyhow::Result<()> {
-    let archived = archive
-        .postmortem(
-            fingerprint,
-            live.query.window.since,
-            live.query.window.until,
-            live.query.namespace.as_deref(),
-            live.query.limit.unwrap_or(10),
-        )
-        .await
-        .context("cannot read the archive")?;
-    remaudit_archive::merge_postmortem(live, archived);
-    Ok(())
 }
 
 /// The API client for `url`, after checking it is an http(s) URL, with

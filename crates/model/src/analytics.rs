@@ -8,6 +8,10 @@ use utoipa::ToSchema;
 /// The longest window an analytics query may cover: the retention period.
 pub const MAX_WINDOW_DAYS: i64 = 90;
 
+/// The longest window a question that also reads the archive may cover:
+/// three years of archived weeks.
+pub const MAX_ARCHIVE_WINDOW_DAYS: i64 = 3 * 366;
+
 /// Windows at least this long are aligned to whole days, shorter ones to hours.
 pub const DAY_ALIGNMENT_FROM_HOURS: i64 = 48;
 
@@ -53,9 +57,15 @@ pub enum WindowError {
     },
     /// The window is longer than the retention period.
     #[error(
-        "the window covers {0} hours; at most {MAX_WINDOW_DAYS} days (the retention period) are kept"
+        "the window covers {0} hours; at most {MAX_WINDOW_DAYS} days (the retention period) are kept: \
+         with archive=true (--archive) a window may cover up to {MAX_ARCHIVE_WINDOW_DAYS} days"
     )]
     TooLong(i64),
+    /// The window is longer than a question over the archive may cover.
+    #[error(
+        "the window covers {0} hours; a question over the archive covers at most {MAX_ARCHIVE_WINDOW_DAYS} days"
+    )]
+    TooLongForArchive(i64),
 }
 
 /// Reads a window length such as `30m`, `24h`, `7d` or `2w`.
@@ -85,6 +95,26 @@ pub fn parse_window(text: &str) -> Result<Duration, WindowError> {
     }
 }
 
+/// The ends of the window that `since`, `until` and a `length` ask for at
+/// `now`: two of them, or one (with `default` as the length, `now` as the
+/// end); `None` when all three are given.
+#[must_use]
+pub fn window_ends(
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    length: Option<Duration>,
+    default: Duration,
+    now: DateTime<Utc>,
+) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    Some(match (since, until, length) {
+        (Some(_), Some(_), Some(_)) => return None,
+        (Some(s), Some(u), None) => (s, u),
+        (Some(s), None, w) => (s, w.map_or(now, |w| s + w)),
+        (None, Some(u), w) => (u - w.unwrap_or(default), u),
+        (None, None, w) => (now - w.unwrap_or(default), now),
+    })
+}
+
 /// The time range an analytics answer covers: remediations whose
 /// `start_time` is in `[since, until)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -109,12 +139,30 @@ impl Window {
         until: DateTime<Utc>,
         exact: bool,
     ) -> Result<Self, WindowError> {
+        let length = until - since;
+        if since < until && length > Duration::days(MAX_WINDOW_DAYS) {
+            return Err(WindowError::TooLong(length.num_hours()));
+        }
+        Self::over_archive(since, until, exact)
+    }
+
+    /// As [`Window::new`], for a question that also reads the archive: up
+    /// to [`MAX_ARCHIVE_WINDOW_DAYS`] long.
+    ///
+    /// # Errors
+    /// When `since` is not before `until`, or the window (before alignment)
+    /// is longer than [`MAX_ARCHIVE_WINDOW_DAYS`].
+    pub fn over_archive(
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        exact: bool,
+    ) -> Result<Self, WindowError> {
         if since >= until {
             return Err(WindowError::Reversed { since, until });
         }
         let length = until - since;
-        if length > Duration::days(MAX_WINDOW_DAYS) {
-            return Err(WindowError::TooLong(length.num_hours()));
+        if length > Duration::days(MAX_ARCHIVE_WINDOW_DAYS) {
+            return Err(WindowError::TooLongForArchive(length.num_hours()));
         }
         if exact {
             return Ok(Self {
@@ -450,6 +498,13 @@ mod tests {
             Err(WindowError::TooLong(91 * 24))
         );
         assert!(Window::new(a, a + Duration::days(90), false).is_ok());
+        assert!(Window::over_archive(a, a + Duration::days(365), false).is_ok());
+        assert_eq!(
+            Window::over_archive(a, a + Duration::days(MAX_ARCHIVE_WINDOW_DAYS + 1), false),
+            Err(WindowError::TooLongForArchive(
+                (MAX_ARCHIVE_WINDOW_DAYS + 1) * 24
+            ))
+        );
     }
 
     #[test]

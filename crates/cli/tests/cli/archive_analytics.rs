@@ -283,6 +283,21 @@ async fn answers_as_before_archiving(database: &str, store: &dyn Store) {
     let asked = questions();
     let (server, url) = serve_on(database, &["--retention-interval-secs", "0"]).await;
     let before: Vec<Value> = asked.iter().map(|args| ask(&url, args, None)).collect();
+    // Two windows of at most 90 days that together make one of 119 days,
+    // longer than the service takes without the archive.
+    let halves: Vec<(Value, Value)> = [LATER, EARLIER]
+        .iter()
+        .map(|half| {
+            (
+                ask(
+                    &url,
+                    &[&["postmortem", "fp-3", "--limit", "1000"][..], half].concat(),
+                    None,
+                ),
+                ask(&url, &[&["success-rate"][..], half].concat(), None),
+            )
+        })
+        .collect();
     drop(server);
 
     let dir = tempfile::tempdir().expect("dir");
@@ -374,6 +389,7 @@ async fn answers_as_before_archiving(database: &str, store: &dyn Store) {
             Some(&archive)
         )["items"],
     );
+    long_windows(&url, &archive, &halves).await;
     refusals(&url, dir.path(), &archive).await;
     // Without --archive, every question over archived weeks answers
     // differently now: the archive really holds what the answers count.
@@ -396,6 +412,76 @@ async fn analytics_over_archived_weeks_answer_as_before_archiving_on_sqlite() {
     let db = SqliteDb::create();
     let store = db.store().await;
     answers_as_before_archiving(&db.url(), store.as_ref()).await;
+}
+
+/// The later and the earlier half of [`LONG`].
+const LATER: [&str; 4] = [
+    "--since",
+    "2026-07-03T00:00:00Z",
+    "--until",
+    "2026-08-31T00:00:00Z",
+];
+const EARLIER: [&str; 4] = [
+    "--since",
+    "2026-05-04T00:00:00Z",
+    "--until",
+    "2026-07-03T00:00:00Z",
+];
+/// 119 days: longer than the retention period.
+const LONG: [&str; 4] = [
+    "--since",
+    "2026-05-04T00:00:00Z",
+    "--until",
+    "2026-08-31T00:00:00Z",
+];
+
+/// Windows longer than the service takes alone: with the archive they
+/// answer what the two halves answered before archiving, put together.
+async fn long_windows(url: &str, archive: &str, halves: &[(Value, Value)]) {
+    let postmortem = ask(
+        url,
+        &[&["postmortem", "fp-3", "--limit", "1000"][..], &LONG[..]].concat(),
+        Some(archive),
+    );
+    let items = |v: &Value| v["items"].as_array().expect("items").clone();
+    let joined: Vec<Value> = halves.iter().flat_map(|(p, _)| items(p)).collect();
+    assert!(!joined.is_empty());
+    assert_eq!(
+        items(&postmortem),
+        joined,
+        "a 119-day post-mortem is its halves' lists, newest first"
+    );
+    let success = ask(
+        url,
+        &[&["success-rate"][..], &LONG[..]].concat(),
+        Some(archive),
+    );
+    for field in ["started", "completed", "failed", "timed_out", "in_progress"] {
+        let sum: u64 = halves
+            .iter()
+            .map(|(_, r)| r["totals"][field].as_u64().expect("count"))
+            .sum();
+        assert_eq!(success["totals"][field].as_u64(), Some(sum), "{field}");
+    }
+    assert_eq!(
+        ask_api(url, &[&["success-rate"][..], &LONG[..]].concat()).await,
+        success,
+        "the service answers the long window with archive=true too"
+    );
+    // Without the archive the service refuses it, saying what takes it.
+    let out = remaudit()
+        .args(["query", "success-rate"])
+        .args(LONG)
+        .env("REMAUDIT_URL", url)
+        .env_remove("REMAUDIT_ARCHIVE_URL")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("archive=true (--archive)"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// `GET url` as (status, `Retry-After`, body).

@@ -9,7 +9,7 @@ use remaudit_api::analytics::{AnalyticsParams, Endpoint as Spec};
 use remaudit_model::FieldError;
 use remaudit_model::analytics::{
     DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport, Window,
-    WindowError, parse_window,
+    WindowError, parse_window, window_ends,
 };
 use remaudit_store::AnalyticsQuery;
 use remaudit_store::analytics::MAX_SERIES_BUCKETS;
@@ -87,20 +87,15 @@ fn ends(
     now: DateTime<Utc>,
     errors: &mut Vec<FieldError>,
 ) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
-    Some(match (since, until, window) {
-        (Some(_), Some(_), Some(_)) => {
-            errors.push(FieldError::new(
-                "window",
-                "conflict",
-                "give at most two of since, until and window",
-            ));
-            return None;
-        }
-        (Some(s), Some(u), None) => (s, u),
-        (Some(s), None, w) => (s, w.map_or(now, |w| s + w)),
-        (None, Some(u), w) => (u - w.unwrap_or(default), u),
-        (None, None, w) => (now - w.unwrap_or(default), now),
-    })
+    let ends = window_ends(since, until, window, default, now);
+    if ends.is_none() {
+        errors.push(FieldError::new(
+            "window",
+            "conflict",
+            "give at most two of since, until and window",
+        ));
+    }
+    ends
 }
 
 /// The analytics query the parameters ask for, at `now`, and whether it
@@ -163,16 +158,23 @@ fn analytics_query(
         now,
         &mut errors,
     )
-    .and_then(|(s, u)| match Window::new(s, u, exact) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            let (field, rule) = match e {
-                WindowError::Reversed { .. } => ("since", "before_until"),
-                WindowError::TooLong(_) => ("window", "max_retention"),
-                WindowError::Syntax(_) => ("window", "duration"),
-            };
-            errors.push(FieldError::new(field, rule, e.to_string()));
-            None
+    .and_then(|(s, u)| {
+        match if archive {
+            Window::over_archive(s, u, exact)
+        } else {
+            Window::new(s, u, exact)
+        } {
+            Ok(w) => Some(w),
+            Err(e) => {
+                let (field, rule) = match e {
+                    WindowError::Reversed { .. } => ("since", "before_until"),
+                    WindowError::TooLong(_) => ("window", "max_retention"),
+                    WindowError::TooLongForArchive(_) => ("window", "max_archive"),
+                    WindowError::Syntax(_) => ("window", "duration"),
+                };
+                errors.push(FieldError::new(field, rule, e.to_string()));
+                None
+            }
         }
     });
     // Answers echo the window's ends as RFC 3339 times, which have four-digit years.
