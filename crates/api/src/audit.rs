@@ -144,6 +144,12 @@ pub struct TimelineParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[param(min_length = 1)]
     pub cursor: Option<String>,
+    /// `true` to look in the service's archive when the database no longer
+    /// holds the remediation: the archived summary row and its whole
+    /// timeline, in one page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<bool>)]
+    pub archive: Option<String>,
 }
 
 impl TimelineParams {

@@ -10,10 +10,10 @@
 //! second one is told to retry.
 
 use remaudit_archive::{ArchiveQuery, ArchiveQueryError, Limits, LiveRows, merge_postmortem};
-use remaudit_model::FieldError;
 use remaudit_model::analytics::{
     DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport,
 };
+use remaudit_model::{EventRecord, FieldError, StoredAudit};
 use remaudit_store::{AnalyticsQuery, ListQuery, StoreError};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
@@ -185,6 +185,23 @@ pub(crate) async fn postmortem(
             .map_err(|e| archive_error(state, e))?;
         merge_postmortem(&mut answer, archived);
         Ok(answer)
+    })
+    .await
+}
+
+/// An archived remediation and its whole timeline, for a timeline the
+/// database no longer holds; `None` when the archive holds none by `id`.
+pub(crate) async fn timeline(
+    state: &AppState,
+    id: i64,
+) -> Result<Option<(StoredAudit, Vec<EventRecord>)>, ApiError> {
+    let (reader, _turn) = turn(state)?;
+    in_time(reader, async {
+        let archive = open(state, reader).await?;
+        archive
+            .timeline(id)
+            .await
+            .map_err(|e| archive_error(state, e))
     })
     .await
 }

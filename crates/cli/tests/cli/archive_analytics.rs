@@ -298,6 +298,17 @@ async fn answers_as_before_archiving(database: &str, store: &dyn Store) {
             )
         })
         .collect();
+    // A remediation of an archived week, and its timeline as the service shows it.
+    let (_, _, listed) = get(&format!(
+        "{url}{}?since=2026-05-19T00:00:00Z&until=2026-05-20T00:00:00Z&limit=1",
+        paths::AUDIT
+    ))
+    .await;
+    let old_id = listed["items"][0]["id"]
+        .as_i64()
+        .expect("an old remediation");
+    let (status, _, old_timeline) = get(&format!("{url}{}", paths::audit_item(old_id))).await;
+    assert_eq!(status, 200, "{old_timeline}");
     drop(server);
 
     let dir = tempfile::tempdir().expect("dir");
@@ -390,6 +401,23 @@ async fn answers_as_before_archiving(database: &str, store: &dyn Store) {
         )["items"],
     );
     long_windows(&url, &archive, &halves).await;
+    // Its timeline has left the service; archive=true finds it as it was.
+    let item = format!("{url}{}", paths::audit_item(old_id));
+    let (status, _, _) = get(&item).await;
+    assert_eq!(status, 404);
+    let (status, _, archived) = get(&format!("{item}?archive=true")).await;
+    assert_eq!(status, 200, "{archived}");
+    assert_eq!(archived, old_timeline);
+    let (status, _, problem) =
+        get(&format!("{url}{}?archive=true", paths::audit_item(999_999))).await;
+    assert_eq!(status, 404, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("nor in the archive"),
+        "{problem}"
+    );
     refusals(&url, dir.path(), &archive).await;
     // Without --archive, every question over archived weeks answers
     // differently now: the archive really holds what the answers count.

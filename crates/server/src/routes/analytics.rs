@@ -63,7 +63,7 @@ fn unexpected(field: &str, given: bool, errors: &mut Vec<FieldError>) {
 }
 
 /// A `true` or `false` parameter, false when absent.
-fn bool_param(field: &str, value: Option<&str>, errors: &mut Vec<FieldError>) -> bool {
+pub(crate) fn bool_param(field: &str, value: Option<&str>, errors: &mut Vec<FieldError>) -> bool {
     match value {
         None | Some("false") => false,
         Some("true") => true,

@@ -101,10 +101,12 @@ pub(crate) fn insert_rules(settings: &ServerSettings, now: DateTime<Utc>) -> Ins
     }
 }
 
-/// A timeline query from its parameters.
-fn timeline_query(params: &TimelineParams) -> Result<TimelineQuery, ApiError> {
+/// A timeline query from its parameters, and whether it may read the archive.
+fn timeline_query(params: &TimelineParams) -> Result<(TimelineQuery, bool), ApiError> {
     let mut errors = Vec::new();
     let limit = page_limit(params.limit.as_deref(), &mut errors);
+    let archive =
+        crate::routes::analytics::bool_param("archive", params.archive.as_deref(), &mut errors);
     let after = params.cursor.as_deref().and_then(|token| {
         let cursor = TimelineCursor::decode(token);
         if cursor.is_none() {
@@ -115,7 +117,7 @@ fn timeline_query(params: &TimelineParams) -> Result<TimelineQuery, ApiError> {
     if !errors.is_empty() {
         return Err(ApiError::InvalidQuery(errors));
     }
-    Ok(TimelineQuery { after, limit })
+    Ok((TimelineQuery { after, limit }, archive))
 }
 
 /// A page size from the `limit` parameter, 1 to [`MAX_PAGE`].
@@ -443,8 +445,9 @@ pub(crate) async fn list(
     responses(
         (status = 200, description = "The remediation and a page of its timeline; follow next_cursor for the rest", body = TimelineResponse),
         (status = 400, description = "The id is not a number, or the paging parameters are invalid", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such remediation", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable (`database-unavailable`), or the summary was still taking in records stored before the read when its time ran out (`projection-behind`); both with Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such remediation (with archive=true, nor in the archive)", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "With archive=true, a file of the archive is missing or damaged (`archive-damaged`, naming it)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable (`database-unavailable`), or the summary was still taking in records stored before the read when its time ran out (`projection-behind`); with archive=true, also the archive cannot be read or another archive question is running (`archive-unavailable`), or the search ran past its time (`query-timeout`); all with Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[instrument(skip_all)]
@@ -458,13 +461,26 @@ pub(crate) async fn get(
     })?;
     let Query(params) = params
         .map_err(|e| ApiError::InvalidQuery(vec![FieldError::new("", "query", e.body_text())]))?;
-    let query = timeline_query(&params)?;
-    let timeline = state
+    let (query, archive) = timeline_query(&params)?;
+    let found = state
         .store
         .timeline_page(id, &query)
         .await
-        .map_err(|e| ApiError::from_store(&e, state.settings.retry_after))?
-        .ok_or_else(|| ApiError::NotFound(format!("no remediation with id {id}")))?;
+        .map_err(|e| ApiError::from_store(&e, state.settings.retry_after))?;
+    let Some(timeline) = found else {
+        if !archive {
+            return Err(ApiError::NotFound(format!("no remediation with id {id}")));
+        }
+        let (remediation, timeline) =
+            crate::archive::timeline(&state, id).await?.ok_or_else(|| {
+                ApiError::NotFound(format!("no remediation with id {id}, nor in the archive"))
+            })?;
+        return Ok(Json(TimelineResponse {
+            remediation,
+            timeline,
+            next_cursor: None,
+        }));
+    };
     Ok(Json(TimelineResponse {
         remediation: timeline.remediation,
         timeline: timeline.events,
