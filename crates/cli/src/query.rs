@@ -14,7 +14,7 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike as _, Utc};
 use remaudit_api::analytics::{AnalyticsParams, Endpoint as Spec, Window};
 use remaudit_api::audit::TimelineResponse;
 use remaudit_api::{Problem, paths};
@@ -522,12 +522,37 @@ impl Asked<'_> {
             now,
         )
         .ok_or_else(|| anyhow!("give at most two of --since, --until and --window"))?;
+        let window = Window::over_archive(since, until, self.window.exact)?;
+        // The checks the service makes of a window it accepts.
+        if window.since.year() < 0 || window.until.year() > 9999 {
+            return Err(anyhow!(
+                "the window must lie within the years 0000 to 9999, got {} to {}",
+                window.since.to_rfc3339(),
+                window.until.to_rfc3339()
+            ));
+        }
+        let bucket = self.bucket.map(parse_window).transpose()?;
+        if let Some(b) = bucket {
+            if b.num_seconds() % 3600 != 0 {
+                return Err(anyhow!(
+                    "--bucket must be a whole number of hours, such as 1h, 6h or 1d"
+                ));
+            }
+            if (window.until - window.since).num_seconds() / b.num_seconds()
+                > remaudit_store::analytics::MAX_SERIES_BUCKETS
+            {
+                return Err(anyhow!(
+                    "--bucket gives more than {} buckets over this window; choose a larger bucket",
+                    remaudit_store::analytics::MAX_SERIES_BUCKETS
+                ));
+            }
+        }
         Ok(remaudit_store::AnalyticsQuery {
-            window: Window::over_archive(since, until, self.window.exact)?,
+            window,
             namespace: self.window.namespace.clone(),
             alert_fingerprint: self.alert_fingerprint.map(str::to_owned),
             limit: self.limit.or(self.spec.default_limit).unwrap_or(0),
-            bucket: self.bucket.map(parse_window).transpose()?,
+            bucket,
         })
     }
 }
@@ -563,7 +588,11 @@ async fn with_archive<R>(
     let q = match &answer {
         Ok(live) => {
             let (echo, bucket_seconds) = echo(live);
-            if !archive.holds(echo.window.since, echo.window.until) {
+            // The archive as it is after the service answered: a batch that
+            // left the service before is in it.
+            let after = archive.reopen().await.context("cannot read the archive")?;
+            readable(&after, echo.window.since, echo.window.until)?;
+            if !after.holds(echo.window.since, echo.window.until) {
                 return Ok(answer);
             }
             remaudit_store::AnalyticsQuery {
@@ -581,18 +610,25 @@ async fn with_archive<R>(
     // Read again after the live rows: a batch finished meanwhile (its rows
     // gone from the service) is in the archive now.
     let archive = archive.reopen().await.context("cannot read the archive")?;
-    match archive.unreadable_in(q.window.since, q.window.until) {
-        0 => {}
-        n => {
-            return Err(anyhow!(
-                "{n} archive batches that may hold remediations of this window are JSON Lines, \
-                 which questions cannot read; an answer would leave them out"
-            ));
-        }
-    }
+    readable(&archive, q.window.since, q.window.until)?;
     Ok(Ok(ask(&archive, &q, rows.rows())
         .await
         .context("cannot read the archive")?))
+}
+
+/// Refuses a window in which the archive holds batches it cannot read.
+fn readable(
+    archive: &remaudit_archive::ArchiveQuery,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    match archive.unreadable_in(since, until) {
+        0 => Ok(()),
+        n => Err(anyhow!(
+            "{n} archive batches that may hold remediations of this window are JSON Lines, \
+             which questions cannot read; an answer would leave them out"
+        )),
+    }
 }
 
 /// The remediations the service holds in `q`'s window, read a page at a time.

@@ -309,6 +309,11 @@ async fn answers_as_before_archiving(database: &str, store: &dyn Store) {
         .expect("an old remediation");
     let (status, _, old_timeline) = get(&format!("{url}{}", paths::audit_item(old_id))).await;
     assert_eq!(status, 200, "{old_timeline}");
+    let (_, _, first_page) = get(&format!("{url}{}?limit=1", paths::audit_item(old_id))).await;
+    let cursor = first_page["next_cursor"]
+        .as_str()
+        .expect("a second page")
+        .to_owned();
     drop(server);
 
     let dir = tempfile::tempdir().expect("dir");
@@ -408,6 +413,10 @@ async fn answers_as_before_archiving(database: &str, store: &dyn Store) {
     let (status, _, archived) = get(&format!("{item}?archive=true")).await;
     assert_eq!(status, 200, "{archived}");
     assert_eq!(archived, old_timeline);
+    // A page the database began cannot go on from the archive.
+    let (status, _, problem) = get(&format!("{item}?archive=true&cursor={cursor}")).await;
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "cursor", "{problem}");
     let (status, _, problem) =
         get(&format!("{url}{}?archive=true", paths::audit_item(999_999))).await;
     assert_eq!(status, 404, "{problem}");
@@ -495,6 +504,27 @@ async fn long_windows(url: &str, archive: &str, halves: &[(Value, Value)]) {
         ask_api(url, &[&["success-rate"][..], &LONG[..]].concat()).await,
         success,
         "the service answers the long window with archive=true too"
+    );
+    // A long window is checked here as the service checks the ones it takes.
+    let out = remaudit()
+        .args([
+            "query",
+            "success-rate",
+            "--bucket",
+            "30m",
+            "--archive",
+            "--archive-url",
+            archive,
+        ])
+        .args(LONG)
+        .env("REMAUDIT_URL", url)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("whole number of hours"),
+        "{}",
+        text(&out)
     );
     // Without the archive the service refuses it, saying what takes it.
     let out = remaudit()

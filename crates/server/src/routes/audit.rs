@@ -471,6 +471,18 @@ pub(crate) async fn get(
         if !archive {
             return Err(ApiError::NotFound(format!("no remediation with id {id}")));
         }
+        if query.after.is_some() {
+            // The archive answers a whole timeline, not the rest of a page
+            // the database began.
+            return Err(ApiError::InvalidQuery(vec![FieldError::new(
+                "cursor",
+                "archived",
+                format!(
+                    "remediation {id} is not in the database (it may have been archived since \
+                     the first page): ask again without cursor for its whole timeline from the archive"
+                ),
+            )]));
+        }
         let (remediation, timeline) =
             crate::archive::timeline(&state, id).await?.ok_or_else(|| {
                 ApiError::NotFound(format!("no remediation with id {id}, nor in the archive"))
