@@ -100,7 +100,14 @@ fn turn(state: &AppState) -> Result<(&ArchiveReader, SemaphorePermit<'_>), ApiEr
 
 /// The service's archive, opened for one question: the batches of this
 /// database's installation.
-async fn open(state: &AppState, reader: &ArchiveReader) -> Result<ArchiveQuery, ApiError> {
+/// `None` while the archive is a local directory that does not exist yet:
+/// the retention job makes it with its first batch, so nothing is archived.
+async fn open(state: &AppState, reader: &ArchiveReader) -> Result<Option<ArchiveQuery>, ApiError> {
+    if let Some(dir) = reader.url.strip_prefix("file://")
+        && !std::path::Path::new(dir).exists()
+    {
+        return Ok(None);
+    }
     let installation = state
         .store
         .installation_id()
@@ -108,7 +115,17 @@ async fn open(state: &AppState, reader: &ArchiveReader) -> Result<ArchiveQuery, 
         .map_err(store_error(state))?;
     ArchiveQuery::open(&reader.url, Some(&installation), reader.limits)
         .await
+        .map(Some)
         .map_err(|e| archive_error(state, e))
+}
+
+/// Whether `archive` holds any week of `q`'s window (refusing one it cannot read).
+fn holds(archive: Option<&ArchiveQuery>, q: &AnalyticsQuery) -> Result<bool, ApiError> {
+    let Some(archive) = archive else {
+        return Ok(false);
+    };
+    readable(archive, q)?;
+    Ok(archive.holds(q.window.since, q.window.until))
 }
 
 /// The remediations the store holds in `q`'s window, a page at a time.
@@ -173,7 +190,9 @@ pub(crate) async fn postmortem(
             .postmortem(q)
             .await
             .map_err(store_error(state))?;
-        let archive = open(state, reader).await?;
+        let Some(archive) = open(state, reader).await? else {
+            return Ok(answer);
+        };
         readable(&archive, q)?;
         let archived = archive
             .postmortem(
@@ -199,7 +218,9 @@ pub(crate) async fn timeline(
 ) -> Result<Option<(StoredAudit, Vec<EventRecord>)>, ApiError> {
     let (reader, _turn) = turn(state)?;
     in_time(reader, async {
-        let archive = open(state, reader).await?;
+        let Some(archive) = open(state, reader).await? else {
+            return Ok(None);
+        };
         archive
             .timeline(id)
             .await
@@ -220,27 +241,23 @@ macro_rules! over_archive {
         ) -> Result<$report, ApiError> {
             let (reader, _turn) = turn(state)?;
             in_time(reader, async {
-                let archive = open(state, reader).await?;
-                readable(&archive, q)?;
-                if !archive.holds(q.window.since, q.window.until) {
+                if !holds(open(state, reader).await?.as_ref(), q)? {
                     let answer = state.store.$name(q).await.map_err(store_error(state))?;
                     // Still none after the database answered: no batch of
                     // the window left it in between, so its answer is whole.
-                    let again = archive
-                        .reopen()
-                        .await
-                        .map_err(|e| archive_error(state, e))?;
-                    if !again.holds(q.window.since, q.window.until) {
+                    if !holds(open(state, reader).await?.as_ref(), q)? {
                         return Ok(answer);
                     }
                 }
                 let rows = live_rows(state, q).await?;
                 // Read again after the live rows: a batch finished meanwhile
                 // (its rows gone from the live tables) is in the archive now.
-                let archive = archive
-                    .reopen()
-                    .await
-                    .map_err(|e| archive_error(state, e))?;
+                let Some(archive) = open(state, reader).await? else {
+                    return Err(ApiError::ArchiveUnavailable(
+                        "the archive directory went away during the question".to_owned(),
+                        state.settings.retry_after,
+                    ));
+                };
                 readable(&archive, q)?;
                 archive
                     .$name(q, rows.rows())

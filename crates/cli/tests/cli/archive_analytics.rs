@@ -638,18 +638,37 @@ async fn refusals(url: &str, dir: &std::path::Path, archive: &str) {
 }
 
 #[tokio::test]
-async fn archive_true_without_a_readable_archive_is_unavailable() {
+async fn archive_true_before_any_archive_answers_from_the_database_and_an_unreadable_one_is_refused()
+ {
     let db = SqliteDb::create();
     db.store().await.close().await;
-    let missing = tempfile::tempdir().expect("dir");
-    let archive = format!("file://{}/nothing-here", missing.path().display());
+    let dir = tempfile::tempdir().expect("dir");
+    let archive = format!("file://{}/archive", dir.path().display());
+    let durations = |url: &str| format!("{url}{}?archive=true", paths::ANALYTICS_DURATIONS);
+    {
+        // No archive directory yet: retention has archived nothing, so the
+        // database's answer is the whole answer.
+        let (_server, url) = serve_on(
+            &db.url(),
+            &["--retention-interval-secs", "0", "--archive-url", &archive],
+        )
+        .await;
+        let (status, _, answer) = get(&durations(&url)).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["query"]["source"], "rows", "{answer}");
+    }
+    // An archive whose manifest does not read cannot answer.
+    let batch = dir
+        .path()
+        .join("archive/00000000-0000-4000-8000-000000000000/batch-1-abcdef");
+    std::fs::create_dir_all(&batch).expect("dir");
+    std::fs::write(batch.join("manifest.json"), "not a manifest").expect("write");
     let (_server, url) = serve_on(
         &db.url(),
         &["--retention-interval-secs", "0", "--archive-url", &archive],
     )
     .await;
-    let (status, retry, problem) =
-        get(&format!("{url}{}?archive=true", paths::ANALYTICS_DURATIONS)).await;
+    let (status, retry, problem) = get(&durations(&url)).await;
     assert_eq!(status, 503, "{problem}");
     assert_eq!(
         problem["type"], "urn:remaudit:problem:archive-unavailable",
@@ -660,7 +679,7 @@ async fn archive_true_without_a_readable_archive_is_unavailable() {
         problem["detail"]
             .as_str()
             .expect("detail")
-            .contains("nothing-here"),
+            .contains("manifest"),
         "{problem}"
     );
     // Without archive=true, the same question answers from the database.
