@@ -242,6 +242,24 @@ impl Filters {
     }
 }
 
+impl Filters {
+    /// What a question over these filters asked, for `--archive`.
+    fn asked<'a>(
+        &'a self,
+        limit: Option<u32>,
+        bucket: Option<&'a str>,
+        spec: &'a Spec,
+    ) -> Asked<'a> {
+        Asked {
+            window: &self.window,
+            alert_fingerprint: self.alert_fingerprint.as_deref(),
+            limit,
+            bucket,
+            spec,
+        }
+    }
+}
+
 /// `params` with `limit`, when one is given.
 fn with_limit(params: AnalyticsParams, limit: Option<u32>) -> AnalyticsParams {
     match limit {
@@ -327,13 +345,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
                 &api,
                 archive.as_ref(),
                 api.success_rate(&params).await,
-                &Asked {
-                    window: &filters.window,
-                    alert_fingerprint: filters.alert_fingerprint.as_deref(),
-                    limit: None,
-                    bucket: bucket.as_deref(),
-                    spec: &Spec::SUCCESS_RATE,
-                },
+                &filters.asked(None, bucket.as_deref(), &Spec::SUCCESS_RATE),
                 |r| (r.query.clone(), r.bucket_seconds),
                 async |a, q, rows| a.success_rate(q, rows).await,
             )
@@ -346,13 +358,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
                 &api,
                 archive.as_ref(),
                 api.durations(&filters.params()).await,
-                &Asked {
-                    window: &filters.window,
-                    alert_fingerprint: filters.alert_fingerprint.as_deref(),
-                    limit: None,
-                    bucket: None,
-                    spec: &Spec::DURATIONS,
-                },
+                &filters.asked(None, None, &Spec::DURATIONS),
                 |r| (r.query.clone(), None),
                 async |a, q, rows| a.durations(q, rows).await,
             )
@@ -369,13 +375,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
                 &api,
                 archive.as_ref(),
                 api.slowest(&with_limit(filters.params(), limit)).await,
-                &Asked {
-                    window: &filters.window,
-                    alert_fingerprint: filters.alert_fingerprint.as_deref(),
-                    limit,
-                    bucket: None,
-                    spec: &Spec::SLOWEST,
-                },
+                &filters.asked(limit, None, &Spec::SLOWEST),
                 |r| (r.query.clone(), None),
                 async |a, q, rows| a.slowest(q, rows).await,
             )
@@ -392,13 +392,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
                 &api,
                 archive.as_ref(),
                 api.failures(&with_limit(filters.params(), limit)).await,
-                &Asked {
-                    window: &filters.window,
-                    alert_fingerprint: filters.alert_fingerprint.as_deref(),
-                    limit,
-                    bucket: None,
-                    spec: &Spec::FAILURES,
-                },
+                &filters.asked(limit, None, &Spec::FAILURES),
                 |r| (r.query.clone(), None),
                 async |a, q, rows| a.failures(q, rows).await,
             )
@@ -415,13 +409,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
                 &api,
                 archive.as_ref(),
                 api.retries(&with_limit(filters.params(), limit)).await,
-                &Asked {
-                    window: &filters.window,
-                    alert_fingerprint: filters.alert_fingerprint.as_deref(),
-                    limit,
-                    bucket: None,
-                    spec: &Spec::RETRIES,
-                },
+                &filters.asked(limit, None, &Spec::RETRIES),
                 |r| (r.query.clone(), None),
                 async |a, q, rows| a.retries(q, rows).await,
             )
