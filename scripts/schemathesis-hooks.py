@@ -11,13 +11,15 @@ so that a request the document calls valid is one the server must take:
   with `completion_time` not before `start_time`;
 - `alert_processing_name`, an alias, matches `remediation_processing_name`;
 - `failure_reason` is at most 16384 bytes and the status snapshot holds no NUL;
-- `duplicate_count` is written as an integer (JSON Schema also counts `3.0` as
+- `duplicate_count` and `max_rows` are written as integers (JSON Schema also counts `3.0` as
   one; the record's decoder in remaudit-model does not);
 - a window has `since` before `until`, at most 90 days apart, at most two of
   `since`, `until` and `window`, and ends within the years 0000 to 9999;
 - `cursor` is a token the server issued, so a made-up one is dropped;
 - a hold, a release or a delete gives its `reason` in the query or in the
   body (the document can mark neither required), and not two different ones.
+- a statement over the archive is SQL the tables answer: any text the
+  document admits is replaced by one (the engine's grammar is no schema).
 
 Only values that are already valid are changed, so a request generated to
 break a rule still breaks it (schemathesis revalidates after each hook).
@@ -32,6 +34,9 @@ from schemathesis.core import NOT_SET
 TIME_FIELDS = ("start_time", "completion_time", "timeout_time", "last_duplicate_time", "event_time")
 MAX_FAILURE_REASON_BYTES = 16384
 MAX_WINDOW = timedelta(days=90)
+MAX_SQL_CHARS = 16384
+# One row whatever the archive holds, so that any `max_rows` takes it.
+ARCHIVE_SQL = "SELECT count(*) AS n, max(start_time) AS newest FROM remediation_audit"
 
 
 # The document's pattern of a time (remaudit_api::openapi::DATE_TIME_PATTERN).
@@ -184,6 +189,14 @@ def map_case(context, case):
             for end, at in (("since", now - timedelta(days=1)), ("until", now)):
                 if is_time(case.query.get(end)):
                     case.query[end] = text(at)
+    if case.method.upper() == "POST" and path == "/api/v1/archive/sql" and isinstance(case.body, dict):
+        sql = case.body.get("sql")
+        if isinstance(sql, str) and 1 <= len(sql) <= MAX_SQL_CHARS:
+            case.body = {**case.body, "sql": ARCHIVE_SQL}
+        rows = case.body.get("max_rows")
+        if isinstance(rows, float) and rows.is_integer():
+            # As `duplicate_count`: the server reads integers as written.
+            case.body = {**case.body, "max_rows": int(rows)}
     if (case.method.upper(), path) in ADMIN_ACTIONS:
         fix_reason(case)
     return case

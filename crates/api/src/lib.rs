@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod analytics;
+pub mod archive;
 pub mod audit;
 pub mod chain;
 pub mod health;

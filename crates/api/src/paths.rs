@@ -21,6 +21,8 @@ pub const ANALYTICS_SLOWEST: &str = "/api/v1/audit/analytics/slowest";
 pub const ANALYTICS_FAILURES: &str = "/api/v1/audit/analytics/failures";
 /// Alerts remediated more than once (`GET`).
 pub const ANALYTICS_RETRIES: &str = "/api/v1/audit/analytics/retries";
+/// One read-only SQL statement over the archive (`POST`).
+pub const ARCHIVE_SQL: &str = "/api/v1/archive/sql";
 /// The append-only log of admin actions (`GET`).
 pub const ADMIN_LOG: &str = "/api/v1/admin/log";
 /// Checks the hash chains of a time range (`GET`).

@@ -71,6 +71,9 @@ pub enum ArchiveQueryError {
     /// The answer has more rows than the row limit.
     #[error("the answer has more than {0} rows: narrow the query or add LIMIT")]
     TooManyRows(usize),
+    /// The query needed more memory than a query may use.
+    #[error("the query needs more memory than it may use ({0}): narrow it")]
+    TooLarge(String),
 }
 
 impl ArchiveQueryError {
@@ -388,7 +391,8 @@ impl ArchiveQuery {
     }
 
     /// Runs one read-only SQL statement over the archive's tables and
-    /// returns its answer; any statement that would change something
+    /// returns its answer (at least one batch, empty when no row answers,
+    /// so that its columns are known); any statement that would change something
     /// (DDL, DML, `SET`, `COPY`) is refused.
     ///
     /// # Errors
@@ -408,10 +412,13 @@ impl ArchiveQuery {
             let frame = frame
                 .limit(0, Some(self.limits.rows.saturating_add(1)))
                 .map_err(|e| ArchiveQueryError::Query(e.to_string()))?;
-            frame
-                .collect()
-                .await
-                .map_err(|e| ArchiveQueryError::Query(e.to_string()))
+            let schema = Arc::clone(frame.schema().inner());
+            let mut batches = frame.collect().await.map_err(|e| failed(&e))?;
+            // An answer without rows still has its columns.
+            if batches.is_empty() {
+                batches.push(RecordBatch::new_empty(schema));
+            }
+            Ok::<_, ArchiveQueryError>(batches)
         };
         let batches = tokio::time::timeout(self.limits.time, run)
             .await
@@ -625,6 +632,24 @@ pub fn json_rows(
     answer: &[RecordBatch],
 ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, ArchiveQueryError> {
     columnar::json_objects(answer).map_err(ArchiveQueryError::Query)
+}
+
+/// A failure met while a query ran, by its cause: the memory limit, the
+/// archive's storage, or the statement itself. Damage found by the checked
+/// store keeps its words, so that [`ArchiveQueryError::is_damage`] finds it.
+fn failed(e: &datafusion::error::DataFusionError) -> ArchiveQueryError {
+    use datafusion::error::DataFusionError;
+    let message = e.to_string();
+    if message.contains(DAMAGE_NOTE) {
+        return ArchiveQueryError::Query(message);
+    }
+    match e.find_root() {
+        DataFusionError::ResourcesExhausted(why) => ArchiveQueryError::TooLarge(why.clone()),
+        DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => {
+            ArchiveQueryError::Archive(message)
+        }
+        _ => ArchiveQueryError::Query(message),
+    }
 }
 
 /// A time as a query parameter.

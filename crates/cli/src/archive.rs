@@ -1,11 +1,13 @@
 //! `remaudit archive sql`: read-only SQL over the Parquet archive.
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use datafusion::arrow::array::RecordBatch;
-use remaudit_archive::{ArchiveQuery, Limits};
+use datafusion::arrow::datatypes::{Field, Schema};
+use remaudit_api::archive::{SqlAnswer, SqlColumn};
+use remaudit_archive::{ArchiveQuery, ArchiveQueryError, Limits};
 
 /// `remaudit archive`.
 #[derive(Debug, clap::Args)]
@@ -20,47 +22,102 @@ enum ArchiveCommand {
     /// tables `remediation_audit` and `remediation_audit_events` (the live
     /// tables' columns, times in UTC). Exits 0 with the answer, 1 when the
     /// query fails or meets a damaged file, 2 for bad arguments.
-    Sql {
-        /// Where the archive is: `file:///dir` or `s3://bucket/prefix` (`AWS_*` variables configure S3).
-        #[arg(long, env = "REMAUDIT_ARCHIVE_URL")]
-        archive_url: String,
-        /// The database whose batches to read (its installation id, the
-        /// archive's first directory level); needed when the archive holds
-        /// more than one database's.
-        #[arg(long, value_name = "ID")]
-        installation: Option<String>,
-        /// How the answer is printed.
-        #[arg(long, default_value = "table", value_parser = ["table", "json", "csv"])]
-        output: String,
-        /// Longest the query may run, in seconds.
-        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-        timeout_secs: u64,
-        /// Most rows the answer may have; a larger answer is refused, not cut.
-        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
-        max_rows: u64,
-        /// The statement: `SELECT …` (or `WITH …`, `EXPLAIN …`).
-        sql: String,
-    },
+    Sql(SqlArgs),
+}
+
+/// `remaudit archive sql`.
+#[derive(Debug, clap::Args)]
+struct SqlArgs {
+    /// Where the archive is: `file:///dir` or `s3://bucket/prefix` (`AWS_*` variables configure S3).
+    #[arg(long, env = "REMAUDIT_ARCHIVE_URL")]
+    archive_url: String,
+    /// The database whose batches to read (its installation id, the
+    /// archive's first directory level); needed when the archive holds
+    /// more than one database's.
+    #[arg(long, value_name = "ID")]
+    installation: Option<String>,
+    /// How the answer is printed: `table`, `json` (an array of objects),
+    /// `csv` (with a header), or `answer` (the service's answer document:
+    /// columns, then rows as arrays; a failure is printed as
+    /// `{"error": {"kind", "message"}}` too).
+    #[arg(long, default_value = "table", value_parser = ["table", "json", "csv", "answer"])]
+    output: String,
+    /// Longest the query may run, in seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    timeout_secs: u64,
+    /// Most rows the answer may have; a larger answer is refused, not cut.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    max_rows: u64,
+    /// Parts the query is split into and run at once (0: one per core).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=256))]
+    partitions: u16,
+    /// Caps this process's heap at this many MiB (the data segment limit),
+    /// so that a statement building huge values fails instead of taking the
+    /// machine's memory, and makes it the first the kernel kills when memory
+    /// runs out.
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(256..=1_048_576))]
+    memory_limit_mib: Option<u64>,
+    /// Reads a local archive directory that does not exist as an empty
+    /// archive instead of failing (the service does, before retention's
+    /// first batch makes the directory).
+    #[arg(long)]
+    missing_ok: bool,
+    /// The statement: `SELECT …` (or `WITH …`, `EXPLAIN …`); `-` reads it from standard input.
+    sql: String,
 }
 
 /// Runs `remaudit archive …`; the exit code.
 pub async fn run(args: ArchiveArgs) -> anyhow::Result<u8> {
-    let ArchiveCommand::Sql {
-        archive_url,
-        installation,
-        output,
-        timeout_secs,
-        max_rows,
-        sql,
-    } = args.command;
-    let limits = Limits {
-        time: Duration::from_secs(timeout_secs),
-        rows: usize::try_from(max_rows).unwrap_or(usize::MAX),
-        ..Limits::default()
+    let ArchiveCommand::Sql(args) = args.command;
+    if let Some(mib) = args.memory_limit_mib {
+        let bytes = mib.saturating_mul(1 << 20);
+        rlimit::setrlimit(rlimit::Resource::DATA, bytes, bytes)
+            .context("cannot set the memory limit (RLIMIT_DATA)")?;
+        // Raising one's own score needs no privilege; where /proc is not
+        // writable the heap cap still holds.
+        let _ = std::fs::write("/proc/self/oom_score_adj", "1000");
+    }
+    let sql = if args.sql == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the statement from standard input")?;
+        text
+    } else {
+        args.sql.clone()
     };
-    let query = match ArchiveQuery::open(&archive_url, installation.as_deref(), limits).await {
-        Ok(query) => query,
+    let limits = Limits {
+        time: Duration::from_secs(args.timeout_secs),
+        rows: usize::try_from(args.max_rows).unwrap_or(usize::MAX),
+        partitions: usize::from(args.partitions),
+    };
+    // An empty directory of its own stands for an archive not made yet.
+    let empty = match args.archive_url.strip_prefix("file://") {
+        Some(dir) if args.missing_ok && !std::path::Path::new(dir).exists() => {
+            Some(tempfile::tempdir().context("cannot make an empty directory")?)
+        }
+        _ => None,
+    };
+    let url = empty.as_ref().map_or_else(
+        || args.archive_url.clone(),
+        |dir| format!("file://{}", dir.path().display()),
+    );
+    let answer = async {
+        let query = ArchiveQuery::open(&url, args.installation.as_deref(), limits).await?;
+        let batches = query.sql(&sql).await?;
+        Ok::<_, ArchiveQueryError>((query, batches))
+    }
+    .await;
+    let mut out = std::io::stdout().lock();
+    let (query, batches) = match answer {
+        Ok(answer) => answer,
         Err(e) => {
+            if args.output == "answer" {
+                let failure = serde_json::json!({
+                    "error": {"kind": kind(&e), "message": e.to_string()}
+                });
+                writeln!(out, "{failure}").context("cannot print the failure")?;
+            }
             eprintln!("remaudit archive sql: {e}");
             return Ok(1);
         }
@@ -71,23 +128,41 @@ pub async fn run(args: ArchiveArgs) -> anyhow::Result<u8> {
             query.skipped()
         );
     }
-    let answer = match query.sql(&sql).await {
-        Ok(answer) => answer,
-        Err(e) => {
-            eprintln!("remaudit archive sql: {e}");
+    match print(&mut out, &args.output, &query, &batches) {
+        Ok(()) => {}
+        Err(e) if args.output == "answer" => {
+            let failure = serde_json::json!({
+                "error": {"kind": "query", "message": format!("{e:#}")}
+            });
+            writeln!(out, "{failure}").context("cannot print the failure")?;
+            eprintln!("remaudit archive sql: {e:#}");
             return Ok(1);
         }
-    };
-    let mut out = std::io::stdout().lock();
-    print(&mut out, &output, &answer).context("cannot print the answer")?;
+        Err(e) => return Err(e.context("cannot print the answer")),
+    }
     out.flush().context("cannot print the answer")?;
     Ok(0)
 }
 
-/// Prints the answer as a table, JSON (an array of objects) or CSV with a header.
+/// The kind of failure the `answer` output names, for the service to answer by.
+fn kind(e: &ArchiveQueryError) -> &'static str {
+    match e {
+        e if e.is_damage() => "damaged",
+        ArchiveQueryError::Archive(_) => "archive",
+        ArchiveQueryError::Damaged { .. } => "damaged",
+        ArchiveQueryError::Query(_) => "query",
+        ArchiveQueryError::Timeout(_) => "timeout",
+        ArchiveQueryError::TooManyRows(_) => "too_many_rows",
+        ArchiveQueryError::TooLarge(_) => "too_large",
+    }
+}
+
+/// Prints the answer as a table, JSON (an array of objects), CSV with a
+/// header, or the service's answer document.
 fn print(
     out: &mut impl std::io::Write,
     output: &str,
+    query: &ArchiveQuery,
     answer: &[RecordBatch],
 ) -> anyhow::Result<()> {
     match output {
@@ -108,6 +183,20 @@ fn print(
                 writer.write(batch)?;
             }
         }
+        "answer" => {
+            let document = SqlAnswer {
+                columns: answer
+                    .first()
+                    .map(|b| columns(b.schema_ref()))
+                    .unwrap_or_default(),
+                rows: serde_json::value::RawValue::from_string(rows_as_arrays(answer)?)?,
+                row_count: answer.iter().map(RecordBatch::num_rows).sum(),
+                batches: query.batches(),
+                jsonl_batches: query.skipped(),
+            };
+            serde_json::to_writer(&mut *out, &document)?;
+            out.write_all(b"\n")?;
+        }
         _ => writeln!(
             out,
             "{}",
@@ -115,4 +204,61 @@ fn print(
         )?,
     }
     Ok(())
+}
+
+/// The answer's columns: name, Arrow type and whether nulls may appear.
+fn columns(schema: &Schema) -> Vec<SqlColumn> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| SqlColumn {
+            name: f.name().clone(),
+            data_type: f.data_type().to_string(),
+            nullable: f.is_nullable(),
+        })
+        .collect()
+}
+
+/// The rows as a JSON array of arrays, values in column order (the JSON
+/// writer is given the columns under their positions as names).
+fn rows_as_arrays(answer: &[RecordBatch]) -> anyhow::Result<String> {
+    let mut text = String::from("[");
+    let mut first = true;
+    for batch in answer {
+        let width = batch.num_columns();
+        let positional = Schema::new(
+            batch
+                .schema_ref()
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(i, f)| Field::new(i.to_string(), f.data_type().clone(), true))
+                .collect::<Vec<_>>(),
+        );
+        let batch = RecordBatch::try_new(positional.into(), batch.columns().to_vec())?;
+        let mut lines = Vec::new();
+        let mut writer = arrow_json::WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, arrow_json::writer::LineDelimited>(&mut lines);
+        writer.write(&batch).context(
+            "a column of the answer has a type JSON cannot show: cast it to text (CAST(x AS VARCHAR))",
+        )?;
+        writer.finish()?;
+        for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let mut row: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line)?;
+            let values: Vec<serde_json::Value> = (0..width)
+                .map(|i| {
+                    row.remove(&i.to_string())
+                        .unwrap_or(serde_json::Value::Null)
+                })
+                .collect();
+            if !first {
+                text.push(',');
+            }
+            first = false;
+            text.push_str(&serde_json::to_string(&values)?);
+        }
+    }
+    text.push(']');
+    Ok(text)
 }

@@ -370,10 +370,15 @@ async fn serve(settings: ServeSettings, metrics: PrometheusHandle) -> anyhow::Re
         .max(std::time::Duration::from_secs(1));
     let state = AppState::new(store.clone(), server, metrics)
         .with_auth(policy)
-        .with_archive(remaudit_server::archive::ArchiveReader::new(
-            retention.archive_url(database_url),
-            archive_time,
-        ));
+        .with_archive(
+            remaudit_server::archive::ArchiveReader::new(
+                retention.archive_url(database_url),
+                archive_time,
+            )
+            .with_sql_program(
+                std::env::current_exe().context("cannot find this program's own path")?,
+            ),
+        );
     remaudit_server::serve_with(listener, state, shutdown.clone(), tls).await?;
     shutdown.cancel();
     if let Some(job) = job {

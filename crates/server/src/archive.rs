@@ -8,13 +8,28 @@
 //! engine's memory limit and the live rows of its window (within
 //! [`remaudit_archive::MAX_LIVE_ROWS`]), and ingest must not pay for them; a
 //! second one is told to retry.
+//!
+//! SQL over the archive (`POST /api/v1/archive/sql`) runs in a child
+//! process, `remaudit archive sql`, with its heap capped: a statement is the
+//! caller's own, and one that builds huge values (`repeat`, `replace` over
+//! long text) must fail there rather than take the service's memory. The
+//! child is killed when the question's time is up or its answer outgrows
+//! [`MAX_SQL_ANSWER_BYTES`].
 
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Instant;
+
+use remaudit_api::archive::{
+    DEFAULT_SQL_ROWS, MAX_SQL_ANSWER_BYTES, MAX_SQL_BYTES, MAX_SQL_ROWS, SqlAnswer, SqlRequest,
+};
 use remaudit_archive::{ArchiveQuery, ArchiveQueryError, Limits, LiveRows, merge_postmortem};
 use remaudit_model::analytics::{
     DurationsReport, FailuresReport, RemediationList, RetriesReport, SuccessRateReport,
 };
 use remaudit_model::{EventRecord, FieldError, StoredAudit};
 use remaudit_store::{AnalyticsQuery, ListQuery, StoreError};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::error::ApiError;
@@ -26,6 +41,8 @@ pub struct ArchiveReader {
     url: String,
     limits: Limits,
     turn: Semaphore,
+    /// The `remaudit` program that runs SQL over the archive.
+    program: Option<PathBuf>,
 }
 
 impl ArchiveReader {
@@ -42,7 +59,16 @@ impl ArchiveReader {
                 ..Limits::default()
             },
             turn: Semaphore::new(1),
+            program: None,
         }
+    }
+
+    /// The same reader, answering SQL over the archive with `program`, the
+    /// `remaudit` binary (`remaudit serve` gives its own).
+    #[must_use]
+    pub fn with_sql_program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.program = Some(program.into());
+        self
     }
 
     /// The archive's URL.
@@ -73,6 +99,7 @@ fn archive_error(state: &AppState, e: ArchiveQueryError) -> ApiError {
             ApiError::ArchiveDamaged(e.to_string())
         }
         ArchiveQueryError::Timeout(limit) => ApiError::ArchiveTimeout(limit),
+        e @ ArchiveQueryError::TooLarge(_) => ApiError::AnswerTooLarge(e.to_string()),
         e @ (ArchiveQueryError::Query(_) | ArchiveQueryError::TooManyRows(_)) => {
             tracing::error!(error = %e, "archive question failed");
             ApiError::Internal
@@ -286,3 +313,216 @@ over_archive!(
 );
 over_archive!(failures, FailuresReport, "Failures over the archive too.");
 over_archive!(retries, RetriesReport, "Retries over the archive too.");
+
+/// Heap the child that runs a statement may take, in MiB: the engine's own
+/// limit (512 MiB) with room for the answer and the process, and within the
+/// chart's 1 GiB pod limit beside the service.
+const SQL_MEMORY_MIB: u64 = 768;
+
+/// Bytes of the child's error output kept for the log.
+const SQL_STDERR_BYTES: u64 = 16 * 1024;
+
+/// Checks a statement request: its text and row limit.
+fn check_sql(request: &SqlRequest) -> Result<usize, ApiError> {
+    let mut errors = Vec::new();
+    if request.sql.trim().is_empty() {
+        errors.push(FieldError::new(
+            "sql",
+            "required",
+            "must be a statement, not empty",
+        ));
+    } else if request.sql.len() > MAX_SQL_BYTES {
+        errors.push(FieldError::new(
+            "sql",
+            "max_length",
+            format!(
+                "must be at most {MAX_SQL_BYTES} bytes, got {}",
+                request.sql.len()
+            ),
+        ));
+    }
+    let rows = request.max_rows.unwrap_or(DEFAULT_SQL_ROWS);
+    if !(1..=MAX_SQL_ROWS).contains(&rows) {
+        errors.push(FieldError::new(
+            "max_rows",
+            "range",
+            format!("must be 1 to {MAX_SQL_ROWS}, got {rows}"),
+        ));
+    }
+    if errors.is_empty() {
+        Ok(usize::try_from(rows).unwrap_or(usize::MAX))
+    } else {
+        Err(ApiError::InvalidQuery(errors))
+    }
+}
+
+/// A failure the child reported, as `{"error": {"kind", "message"}}`.
+#[derive(serde::Deserialize)]
+struct ChildFailure {
+    error: ChildError,
+}
+
+#[derive(serde::Deserialize)]
+struct ChildError {
+    kind: String,
+    message: String,
+}
+
+/// One read-only statement over the service's archive, run by the child
+/// `remaudit archive sql` under the archive's time limit, the request's row
+/// limit and [`SQL_MEMORY_MIB`]; `subject` is logged with it.
+pub(crate) async fn sql(
+    state: &AppState,
+    request: &SqlRequest,
+    subject: &str,
+) -> Result<SqlAnswer, ApiError> {
+    let rows = check_sql(request)?;
+    let (reader, _turn) = turn(state)?;
+    let Some(program) = reader.program.as_deref() else {
+        return Err(ApiError::ArchiveUnavailable(
+            "this service was started without the program that runs statements".to_owned(),
+            state.settings.retry_after,
+        ));
+    };
+    let installation = state
+        .store
+        .installation_id()
+        .await
+        .map_err(store_error(state))?;
+    let started = Instant::now();
+    let answer = in_time(
+        reader,
+        run_child(state, reader, program, &installation, request, rows),
+    )
+    .await;
+    let outcome = match &answer {
+        Ok(answer) => format!("{} rows", answer.row_count),
+        Err(e) => e.problem().kind,
+    };
+    tracing::info!(
+        subject,
+        sql_bytes = request.sql.len(),
+        outcome,
+        elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "statement over the archive"
+    );
+    answer
+}
+
+/// Runs the child and reads its answer, killing it (on drop) when the
+/// answer is too large or the caller stops waiting.
+async fn run_child(
+    state: &AppState,
+    reader: &ArchiveReader,
+    program: &std::path::Path,
+    installation: &str,
+    request: &SqlRequest,
+    rows: usize,
+) -> Result<SqlAnswer, ApiError> {
+    let mut child = tokio::process::Command::new(program)
+        .args(["archive", "sql", "--archive-url"])
+        .arg(&reader.url)
+        .args(["--installation", installation, "--output", "answer", "--missing-ok"])
+        .arg("--timeout-secs")
+        .arg(reader.limits.time.as_secs().max(1).to_string())
+        .arg("--max-rows")
+        .arg(rows.to_string())
+        .args(["--partitions", "1", "--memory-limit-mib"])
+        .arg(SQL_MEMORY_MIB.to_string())
+        .arg("-")
+        .env_remove("REMAUDIT_CONFIG")
+        .env("RUST_LOG", "off")
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            tracing::error!(error = %e, program = %program.display(), "cannot start the statement's process");
+            ApiError::Internal
+        })?;
+    let (Some(mut stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(ApiError::Internal);
+    };
+    let text = request.sql.clone();
+    let write = async move {
+        // A child that fails before reading its statement closes the pipe:
+        // its own answer says why.
+        let _ = stdin.write_all(text.as_bytes()).await;
+        drop(stdin);
+    };
+    let limit = u64::try_from(MAX_SQL_ANSWER_BYTES).unwrap_or(u64::MAX) + 64 * 1024;
+    let read_out = async {
+        let mut out = Vec::new();
+        stdout
+            .take(limit + 1)
+            .read_to_end(&mut out)
+            .await
+            .map(|_| out)
+    };
+    let read_err = async {
+        let mut err = Vec::new();
+        let mut stderr = stderr;
+        let kept = (&mut stderr)
+            .take(SQL_STDERR_BYTES)
+            .read_to_end(&mut err)
+            .await;
+        // Drain the rest, so that the child never blocks on a full pipe.
+        let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
+        kept.map(|_| err)
+    };
+    let ((), out, err) = tokio::join!(write, read_out, read_err);
+    let internal = |e: std::io::Error| {
+        tracing::error!(error = %e, "cannot read the statement's process");
+        ApiError::Internal
+    };
+    let (out, err) = (out.map_err(internal)?, err.map_err(internal)?);
+    if u64::try_from(out.len()).unwrap_or(u64::MAX) > limit {
+        return Err(ApiError::AnswerTooLarge(format!(
+            "the answer is larger than {} MiB as JSON: select fewer columns or rows",
+            MAX_SQL_ANSWER_BYTES >> 20
+        )));
+    }
+    let status = child.wait().await.map_err(internal)?;
+    let err = String::from_utf8_lossy(&err);
+    if status.success() {
+        let answer: SqlAnswer = serde_json::from_slice(&out).map_err(|e| {
+            tracing::error!(error = %e, stderr = %err, "the statement's process answered no document");
+            ApiError::Internal
+        })?;
+        if answer.rows.get().len() > MAX_SQL_ANSWER_BYTES {
+            return Err(ApiError::AnswerTooLarge(format!(
+                "the answer is larger than {} MiB as JSON: select fewer columns or rows",
+                MAX_SQL_ANSWER_BYTES >> 20
+            )));
+        }
+        return Ok(answer);
+    }
+    if let Ok(ChildFailure { error }) = serde_json::from_slice::<ChildFailure>(&out) {
+        return Err(match error.kind.as_str() {
+            "query" => ApiError::InvalidSql(error.message),
+            "too_many_rows" | "too_large" => ApiError::AnswerTooLarge(error.message),
+            "damaged" => {
+                tracing::error!(error = %error.message, "archive damaged");
+                ApiError::ArchiveDamaged(error.message)
+            }
+            "timeout" => ApiError::ArchiveTimeout(reader.limits.time),
+            _ => {
+                tracing::warn!(error = %error.message, "archive unreadable");
+                ApiError::ArchiveUnavailable(error.message, state.settings.retry_after)
+            }
+        });
+    }
+    // No document: the child died, most likely of its heap limit (an
+    // allocation it could not make aborts it).
+    if err.contains("memory allocation of") {
+        return Err(ApiError::AnswerTooLarge(format!(
+            "the statement needs more than {SQL_MEMORY_MIB} MiB of memory: narrow it"
+        )));
+    }
+    tracing::error!(status = %status, stderr = %err, "the statement's process failed");
+    Err(ApiError::Internal)
+}

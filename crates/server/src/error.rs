@@ -58,6 +58,12 @@ pub enum ApiError {
     ArchiveDamaged(String),
     /// A question over the archive ran past its time limit (`archive=true`).
     ArchiveTimeout(Duration),
+    /// A statement over the archive that is not valid, not read-only, or
+    /// failed on its own terms (400).
+    InvalidSql(String),
+    /// An answer over the archive with more rows or bytes than allowed, or
+    /// needing more memory than a question may use (422).
+    AnswerTooLarge(String),
     /// A fault of the server; details are in its log.
     Internal,
 }
@@ -212,7 +218,7 @@ impl ApiError {
                 "archive-unavailable",
                 "Archive unavailable",
                 format!(
-                    "the archive cannot be read ({why}); ask without archive=true for the live remediations, or retry after {} s",
+                    "the archive cannot be read ({why}); retry after {} s (questions without archive=true read only the database, and still answer)",
                     after.as_secs().max(1)
                 ),
             ),
@@ -227,9 +233,21 @@ impl ApiError {
                 "query-timeout",
                 "Query took too long",
                 format!(
-                    "the question over the archive ran past its {} s limit and was stopped; narrow it (a shorter window, or an aligned one instead of exact=true)",
+                    "the question over the archive ran past its {} s limit and was stopped; narrow it (fewer weeks, an aligned window instead of exact=true, or a more selective statement)",
                     limit.as_secs()
                 ),
+            ),
+            Self::InvalidSql(why) => (
+                StatusCode::BAD_REQUEST,
+                "invalid-sql",
+                "Statement refused",
+                format!("the statement cannot be answered: {why}"),
+            ),
+            Self::AnswerTooLarge(why) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "answer-too-large",
+                "Answer too large",
+                why.clone(),
             ),
             Self::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,6 +1,10 @@
 //! The remaudit HTTP service: ingestion, reads, health, metrics and the
 //! OpenAPI document, over any [`remaudit_store::Store`].
 
+#[cfg(feature = "archive")]
+pub mod archive;
+#[cfg(not(feature = "archive"))]
+#[path = "archive_off.rs"]
 pub mod archive;
 pub mod auth;
 mod chain;

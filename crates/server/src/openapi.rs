@@ -8,7 +8,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::auth::Role;
 use crate::chain;
-use crate::routes::{admin, analytics, audit, health, session};
+use crate::routes::{admin, analytics, archive, audit, health, session};
 use crate::startup::api_routes;
 
 /// Name of the bearer security scheme in the document.
@@ -35,6 +35,7 @@ pub const BEARER_SCHEME: &str = "bearer";
         analytics::slowest,
         analytics::failures,
         analytics::retries,
+        archive::sql,
         admin::log,
         chain::verify,
         session::whoami,
@@ -48,6 +49,7 @@ pub const BEARER_SCHEME: &str = "bearer";
     tags(
         (name = "audit", description = "Store and read remediation audit records"),
         (name = "analytics", description = "Post-mortems, success rates, durations, failures and retries"),
+        (name = "archive", description = "Read-only SQL over the archived weeks"),
         (name = "admin", description = "The append-only log of admin actions: legal holds, soft deletes, retention runs"),
         (name = "health", description = "Liveness, readiness and metrics"),
         (name = "admin", description = "Administration: tamper evidence"),

@@ -30,7 +30,7 @@ use crate::auth::{AuthPolicy, ClientCertificate, Role};
 use crate::chain;
 use crate::error::ApiError;
 use crate::openapi;
-use crate::routes::{admin, analytics, audit, health, session};
+use crate::routes::{admin, analytics, archive, audit, health, session};
 use crate::settings::ServerSettings;
 use crate::telemetry;
 use crate::tls::{self, Tls};
@@ -198,6 +198,7 @@ pub fn api_routes() -> Vec<ApiRoute> {
             Reader,
             get(analytics::retries),
         ),
+        row(Method::POST, paths::ARCHIVE_SQL, Reader, post(archive::sql)),
         row(Method::GET, paths::ADMIN_LOG, Admin, get(admin::log)),
         row(Method::GET, paths::WHOAMI, Reader, get(session::whoami)),
         // The document describes the API, not its data; still a reader's,

@@ -8,28 +8,9 @@ use std::time::Duration;
 
 use remaudit_testkit::wait_for;
 
-use crate::helpers::{Running, free_port, remaudit, wait_healthy};
+use crate::helpers::{Running, create_token, free_port, remaudit, wait_healthy};
 
 const LIST: &str = "/api/v1/audit/remediation-orchestration";
-
-/// `remaudit token create`; the token it printed.
-fn create_token(file: &Path, subject: &str, role: &str) -> String {
-    let out = remaudit()
-        .args(["token", "create", "--subject", subject, "--role", role])
-        .arg("--tokens-file")
-        .arg(file)
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout).expect("utf-8");
-    let token = token.trim();
-    assert!(token.starts_with("rmt_"), "{token}");
-    token.to_owned()
-}
 
 /// `remaudit serve` on SQLite in `dir`, on `listen`, with `extra` flags; its
 /// log goes to `dir/serve.log`.

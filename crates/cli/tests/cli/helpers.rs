@@ -61,6 +61,25 @@ pub fn output_with_stdin(command: &mut Command, input: &str) -> std::process::Ou
     child.wait_with_output().expect("wait")
 }
 
+/// `remaudit token create`; the token it printed.
+pub fn create_token(file: &std::path::Path, subject: &str, role: &str) -> String {
+    let out = remaudit()
+        .args(["token", "create", "--subject", subject, "--role", role])
+        .arg("--tokens-file")
+        .arg(file)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).expect("utf-8");
+    let token = token.trim();
+    assert!(token.starts_with("rmt_"), "{token}");
+    token.to_owned()
+}
+
 /// A free loopback port (bound, then released for someone else to take).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -2,6 +2,7 @@
 //! real service on PostgreSQL.
 
 mod archive_analytics;
+mod archive_sql;
 mod auth;
 mod chain;
 mod chart;

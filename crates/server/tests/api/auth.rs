@@ -224,6 +224,11 @@ async fn happy(app: &TestApp, route: &ApiRoute, n: usize) -> (String, Option<Val
             | paths::WHOAMI
             | paths::OPENAPI,
         ) => (route.path.to_owned(), None, 200),
+        // This app has no archive: past the guard, the caller is told so
+        // (503). The CLI's archive tests answer statements for real.
+        ("POST", paths::ARCHIVE_SQL) => {
+            (route.path.to_owned(), Some(json!({"sql": "SELECT 1"})), 503)
+        }
         (method, path) => {
             panic!("no sample request for {method} {path}: add one to happy() in tests/api/auth.rs")
         }

@@ -1,0 +1,516 @@
+//! `POST /api/v1/archive/sql` on `remaudit serve`, as a reader asks it: the
+//! same answer the CLI prints, for readers and admins only, within its row,
+//! byte, memory and time limits, and never at the service's expense.
+
+use std::path::Path;
+use std::process::Output;
+
+use remaudit_testkit::SqliteDb;
+use remaudit_testkit::history::{clock, load};
+use remaudit_testkit::wait_for;
+use serde_json::{Value, json};
+
+use crate::helpers::{Running, create_token, remaudit, serve_on};
+
+const SQL: &str = remaudit_api::paths::ARCHIVE_SQL;
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A SQLite database whose history's old weeks a retention run archived.
+struct Archived {
+    db: SqliteDb,
+    dir: tempfile::TempDir,
+    url: String,
+    tokens: std::path::PathBuf,
+    reader: String,
+    admin: String,
+    writer: String,
+}
+
+async fn archived() -> Archived {
+    let db = SqliteDb::create();
+    let store = db.store().await;
+    load(store.as_ref(), clock()).await;
+    store.close().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("file://{}", dir.path().join("archive").display());
+    let out = remaudit()
+        .current_dir(dir.path())
+        .args(["retention", "run", "--database-url", &db.url()])
+        .args(["--archive-url", &url, "--now", &clock().to_rfc3339()])
+        .env_remove("REMAUDIT_ARCHIVE_URL")
+        .output()
+        .expect("run remaudit retention");
+    assert!(out.status.success(), "{}", text(&out));
+    let tokens = dir.path().join("tokens.toml");
+    Archived {
+        reader: create_token(&tokens, "sre", "reader"),
+        admin: create_token(&tokens, "ops", "admin"),
+        writer: create_token(&tokens, "orchestrator", "writer"),
+        db,
+        dir,
+        url,
+        tokens,
+    }
+}
+
+impl Archived {
+    /// `remaudit serve` over it, reading its archive, with `args`.
+    async fn serve(&self, args: &[&str]) -> (Running, String) {
+        let tokens = self.tokens.to_str().expect("utf-8");
+        let mut all = vec![
+            "--retention-interval-secs",
+            "0",
+            "--archive-url",
+            &self.url,
+            "--auth-tokens-file",
+            tokens,
+        ];
+        all.extend_from_slice(args);
+        serve_on(&self.db.url(), &all).await
+    }
+
+    /// `remaudit archive sql --output json SQL` over the archive.
+    fn cli(&self, sql: &str) -> Vec<serde_json::Map<String, Value>> {
+        let out = remaudit()
+            .args([
+                "archive",
+                "sql",
+                "--archive-url",
+                &self.url,
+                "--output",
+                "json",
+            ])
+            .arg(sql)
+            .env_remove("REMAUDIT_ARCHIVE_URL")
+            .output()
+            .expect("run remaudit archive sql");
+        assert!(out.status.success(), "{sql}: {}", text(&out));
+        serde_json::from_slice(&out.stdout).expect("a JSON array of objects")
+    }
+}
+
+/// Posts `body` with `token`; the status and the JSON answer.
+async fn post(
+    http: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+    body: &Value,
+) -> (u16, Value) {
+    let mut request = http.post(format!("{base}{SQL}")).json(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("send");
+    let status = response.status().as_u16();
+    let value = response.json().await.unwrap_or(Value::Null);
+    (status, value)
+}
+
+/// The answer's rows as objects by column name, nulls left out, as the
+/// CLI's JSON prints them.
+fn as_objects(answer: &Value) -> Vec<serde_json::Map<String, Value>> {
+    let names: Vec<&str> = answer["columns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .map(|c| c["name"].as_str().expect("name"))
+        .collect();
+    answer["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|row| {
+            names
+                .iter()
+                .zip(row.as_array().expect("a row is an array"))
+                .filter(|(_, v)| !v.is_null())
+                .map(|(n, v)| ((*n).to_owned(), v.clone()))
+                .collect()
+        })
+        .collect()
+}
+
+/// The `remaudit archive sql` children of process `parent` still running.
+fn statement_children(parent: u32) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let dir = e.path();
+            let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+            // The parent's pid is the second field after the command's `)`.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .unwrap_or_default()
+                .to_owned();
+            let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+            ppid == Some(parent)
+                && state != "Z"
+                && String::from_utf8_lossy(&cmdline).contains("archive\0sql")
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn statements_answer_as_the_cli_does_for_readers_and_admins_only() {
+    let archive = archived().await;
+    let (_server, base) = archive.serve(&[]).await;
+    let http = reqwest::Client::new();
+    let grouped = "SELECT overall_phase, count(*) AS n FROM remediation_audit \
+                   GROUP BY overall_phase ORDER BY overall_phase";
+    let (status, answer) = post(
+        &http,
+        &base,
+        Some(&archive.reader),
+        &json!({"sql": grouped}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["columns"],
+        json!([
+            {"name": "overall_phase", "type": "Utf8", "nullable": true},
+            {"name": "n", "type": "Int64", "nullable": false},
+        ])
+    );
+    let cli = archive.cli(grouped);
+    assert!(cli.len() >= 3, "{cli:?}");
+    assert_eq!(as_objects(&answer), cli);
+    assert_eq!(answer["row_count"], json!(cli.len()));
+    assert!(
+        answer["batches"].as_u64().expect("batches") >= 1,
+        "{answer}"
+    );
+    assert_eq!(answer["jsonl_batches"], json!(0));
+
+    // Whole rows, times and nulls included, equal the CLI's too.
+    let rows = "SELECT * FROM remediation_audit ORDER BY id LIMIT 50";
+    let (status, answer) = post(&http, &base, Some(&archive.admin), &json!({"sql": rows})).await;
+    assert_eq!(status, 200, "an admin reads too: {answer}");
+    assert_eq!(as_objects(&answer), archive.cli(rows));
+    let start = answer["columns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .position(|c| c["name"] == "start_time")
+        .expect("start_time");
+    let first = answer["rows"][0][start].as_str().expect("a time as text");
+    first
+        .parse::<chrono::DateTime<chrono::Utc>>()
+        .unwrap_or_else(|e| panic!("{first}: {e}"));
+    assert!(
+        answer["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .any(|row| row.as_array().expect("row").contains(&Value::Null)),
+        "nulls show as null: {answer}"
+    );
+
+    // An answer without rows still names its columns.
+    let (status, answer) = post(
+        &http,
+        &base,
+        Some(&archive.reader),
+        &json!({"sql": "SELECT id, namespace FROM remediation_audit WHERE id < 0"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["rows"], json!([]));
+    assert_eq!(answer["row_count"], json!(0));
+    assert_eq!(answer["columns"][1]["name"], "namespace");
+
+    // Only readers and admins.
+    let body = json!({"sql": grouped});
+    let (status, _) = post(&http, &base, Some(&archive.writer), &body).await;
+    assert_eq!(status, 403, "a writer may not read the archive");
+    let (status, _) = post(&http, &base, None, &body).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn bad_statements_and_large_answers_are_refused_and_the_service_goes_on() {
+    let archive = archived().await;
+    let (_server, base) = archive.serve(&[]).await;
+    let http = reqwest::Client::new();
+    let reader = Some(archive.reader.as_str());
+    let copied = archive.dir.path().join("copied.csv");
+    let copy = format!("COPY (SELECT 1) TO '{}'", copied.display());
+    for (sql, why) in [
+        ("SELEKT 1", "not SQL"),
+        ("SELECT * FROM no_such_table", "no such table"),
+        ("CREATE TABLE t AS SELECT 1", "DDL"),
+        ("INSERT INTO remediation_audit (id) VALUES (1)", "DML"),
+        (copy.as_str(), "COPY"),
+        ("SET datafusion.execution.batch_size = 1", "SET"),
+    ] {
+        let (status, answer) = post(&http, &base, reader, &json!({"sql": sql})).await;
+        assert_eq!(status, 400, "{why}: {answer}");
+        assert_eq!(
+            answer["type"], "urn:remaudit:problem:invalid-sql",
+            "{why}: {answer}"
+        );
+        assert!(
+            answer["detail"].as_str().expect("detail").len()
+                > "the statement cannot be answered: ".len(),
+            "{why}: the engine's reason is given: {answer}"
+        );
+    }
+    assert!(!copied.exists(), "COPY wrote a file");
+    // Any text is a statement's to hold, a NUL included.
+    let (status, answer) = post(
+        &http,
+        &base,
+        reader,
+        &json!({"sql": "SELECT '\u{0}' AS nul"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["rows"], json!([["\u{0}"]]));
+
+    // The request itself.
+    for (body, field) in [
+        (json!({"sql": ""}), "sql"),
+        (json!({"sql": "   "}), "sql"),
+        (
+            json!({"sql": format!("SELECT 1{}", " ".repeat(16_384))}),
+            "sql",
+        ),
+        (json!({"sql": "SELECT 1", "max_rows": 0}), "max_rows"),
+        (json!({"sql": "SELECT 1", "max_rows": 10_001}), "max_rows"),
+    ] {
+        let (status, answer) = post(&http, &base, reader, &body).await;
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(answer["errors"][0]["field"], field, "{answer}");
+    }
+    for body in [
+        json!({"sql": 1}),
+        json!({"sql": "SELECT 1", "limit": 3}),
+        json!(["SELECT 1"]),
+    ] {
+        let (status, answer) = post(&http, &base, reader, &body).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_eq!(answer["type"], "urn:remaudit:problem:malformed-json");
+    }
+
+    // Too many rows, too many bytes, too much memory: refused, never cut.
+    let (status, answer) = post(
+        &http,
+        &base,
+        reader,
+        &json!({"sql": "SELECT value FROM generate_series(1, 11)", "max_rows": 10}),
+    )
+    .await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("more than 10 rows"),
+        "{answer}"
+    );
+    let (status, answer) = post(
+        &http,
+        &base,
+        reader,
+        &json!({"sql": "SELECT value FROM generate_series(1, 10)", "max_rows": 10}),
+    )
+    .await;
+    assert_eq!(status, 200, "exactly the limit answers: {answer}");
+    assert_eq!(answer["row_count"], json!(10));
+    let (status, answer) = post(
+        &http,
+        &base,
+        reader,
+        &json!({"sql": "SELECT repeat('x', 100000) AS wide FROM generate_series(1, 200)"}),
+    )
+    .await;
+    assert_eq!(status, 422, "20 MB of JSON: {answer}");
+    assert!(
+        answer["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("16 MiB"),
+        "{answer}"
+    );
+    let (status, answer) = post(
+        &http,
+        &base,
+        reader,
+        &json!({"sql": "SELECT length(repeat('x', 1500000000)) AS n"}),
+    )
+    .await;
+    assert_eq!(status, 422, "a 1.5 GB value: {answer}");
+    assert!(
+        answer["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("memory"),
+        "{answer}"
+    );
+
+    // The service is whole, and the archive's turn is free again.
+    let (status, answer) = post(
+        &http,
+        &base,
+        reader,
+        &json!({"sql": "SELECT count(*) AS n FROM remediation_audit"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["rows"][0][0].as_i64().expect("a count") > 0,
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_statement_past_its_time_is_stopped_and_holds_the_archive_meanwhile() {
+    let archive = archived().await;
+    // Questions over the archive end 2 s before the request's 3 s.
+    let (server, base) = archive.serve(&["--request-timeout-secs", "3"]).await;
+    let http = reqwest::Client::new();
+    let endless = json!({"sql": "SELECT count(*) FROM generate_series(1, 1000000000000)"});
+    let first = tokio::spawn({
+        let (http, base, reader) = (http.clone(), base.clone(), archive.reader.clone());
+        async move { post(&http, &base, Some(&reader), &endless).await }
+    });
+    let pid = server.0.id();
+    wait_for(
+        "the statement's process to start",
+        std::time::Duration::from_secs(30),
+        || async move { (statement_children(pid) > 0).then_some(()) },
+    )
+    .await;
+    // While it runs, another question over the archive is told to retry.
+    let (status, answer) = post(
+        &http,
+        &base,
+        Some(&archive.reader),
+        &json!({"sql": "SELECT 1"}),
+    )
+    .await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["type"], "urn:remaudit:problem:archive-unavailable");
+    let (status, answer) = first.await.expect("first question");
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(
+        answer["type"], "urn:remaudit:problem:query-timeout",
+        "{answer}"
+    );
+    // Its process is gone, and the archive answers again.
+    wait_for(
+        "the statement's process to be killed",
+        std::time::Duration::from_secs(30),
+        || async move { (statement_children(pid) == 0).then_some(()) },
+    )
+    .await;
+    let (status, answer) = post(
+        &http,
+        &base,
+        Some(&archive.reader),
+        &json!({"sql": "SELECT 1 AS one"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["rows"], json!([[1]]));
+}
+
+#[tokio::test]
+async fn a_damaged_file_gets_no_answer_and_is_named() {
+    let archive = archived().await;
+    let (_server, base) = archive.serve(&[]).await;
+    let parquet = walk(&archive.dir.path().join("archive"))
+        .into_iter()
+        .find(|p| {
+            p.to_string_lossy().contains("table=remediation_audit/")
+                && p.extension().is_some_and(|e| e == "parquet")
+        })
+        .expect("a summary file");
+    let bytes = std::fs::read(&parquet).expect("read");
+    std::fs::write(&parquet, &bytes[..bytes.len() / 2]).expect("cut");
+    let (status, answer) = post(
+        &reqwest::Client::new(),
+        &base,
+        Some(&archive.reader),
+        &json!({"sql": "SELECT count(*) FROM remediation_audit"}),
+    )
+    .await;
+    assert_eq!(status, 500, "{answer}");
+    assert_eq!(answer["type"], "urn:remaudit:problem:archive-damaged");
+    let name = parquet
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        answer["detail"].as_str().expect("detail").contains(&name),
+        "{answer}"
+    );
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)
+        .expect("read dir")
+        .filter_map(Result::ok)
+    {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[tokio::test]
+async fn before_the_first_batch_the_tables_are_empty() {
+    let db = SqliteDb::create();
+    let dir = tempfile::tempdir().expect("dir");
+    let tokens = dir.path().join("tokens.toml");
+    let reader = create_token(&tokens, "sre", "reader");
+    let missing = format!("file://{}", dir.path().join("not-yet").display());
+    let (_server, base) = serve_on(
+        &db.url(),
+        &[
+            "--retention-interval-secs",
+            "0",
+            "--archive-url",
+            &missing,
+            "--auth-tokens-file",
+            tokens.to_str().expect("utf-8"),
+        ],
+    )
+    .await;
+    let (status, answer) = post(
+        &reqwest::Client::new(),
+        &base,
+        Some(&reader),
+        &json!({"sql": "SELECT count(*) AS n FROM remediation_audit_events"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["rows"], json!([[0]]));
+    assert_eq!(answer["batches"], json!(0));
+    assert!(
+        !dir.path().join("not-yet").exists(),
+        "reading made the archive directory"
+    );
+}
