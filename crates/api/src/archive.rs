@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
-/// Longest statement taken, in bytes.
-pub const MAX_SQL_BYTES: usize = 16 * 1024;
+/// Longest statement taken, in characters.
+pub const MAX_SQL_CHARS: usize = 16 * 1024;
 /// Rows an answer may have when the request names no limit.
 pub const DEFAULT_SQL_ROWS: u32 = 1000;
 /// Most rows an answer may have.
@@ -18,12 +18,13 @@ pub const MAX_SQL_ANSWER_BYTES: usize = 16 << 20;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SqlRequest {
-    /// The statement: `SELECT …`, `WITH …` or `EXPLAIN …` over the tables
+    /// The statement (not only whitespace): `SELECT …`, `WITH …` or `EXPLAIN …` over the tables
     /// `remediation_audit` and `remediation_audit_events` (the live tables'
     /// columns, times as UTC timestamps, JSON documents as text).
     #[schema(
         min_length = 1,
         max_length = 16384,
+        pattern = r"\S",
         example = "SELECT overall_phase, count(*) AS n FROM remediation_audit GROUP BY overall_phase"
     )]
     pub sql: String,
@@ -53,8 +54,9 @@ pub struct SqlColumn {
 pub struct SqlAnswer {
     /// The answer's columns, in order.
     pub columns: Vec<SqlColumn>,
-    /// The rows, each an array of its values in column order: numbers and
-    /// booleans as JSON's, times as RFC 3339 text, nulls as `null`.
+    /// The rows, each an array of its values in column order: integers,
+    /// floats and booleans as JSON's, decimals and times (RFC 3339) as
+    /// text, nulls as `null`.
     #[schema(value_type = Vec<Vec<serde_json::Value>>)]
     pub rows: Box<RawValue>,
     /// How many rows there are.

@@ -393,9 +393,9 @@ impl ArchiveQuery {
             let mut batches = frame
                 .execute_stream()
                 .await
-                .map_err(|e| ArchiveQueryError::Query(e.to_string()))?;
+                .map_err(|e| crate::failed(&e))?;
             while let Some(batch) = batches.next().await {
-                let batch = batch.map_err(|e| ArchiveQueryError::Query(e.to_string()))?;
+                let batch = batch.map_err(|e| crate::failed(&e))?;
                 let phases = column::<StringArray>(&batch, 0)?;
                 let micros = column::<Int64Array>(&batch, 1)?;
                 for i in 0..batch.num_rows() {

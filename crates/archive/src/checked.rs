@@ -85,7 +85,9 @@ fn damaged(name: &str, what: &str) -> object_store_df::Error {
     };
     object_store_df::Error::Generic {
         store: "remaudit archive",
-        source: damaged.to_string().into(),
+        // The error itself, so that the query's failure is known as damage
+        // by its type.
+        source: Box::new(damaged),
     }
 }
 

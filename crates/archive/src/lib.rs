@@ -31,6 +31,7 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt as _;
@@ -74,6 +75,10 @@ pub enum ArchiveQueryError {
     /// The query needed more memory than a query may use.
     #[error("the query needs more memory than it may use ({0}): narrow it")]
     TooLarge(String),
+    /// The engine failed on a file that passed its checksums (a file the
+    /// archive's writer got wrong), or on its own: a fault of the service.
+    #[error("the query engine failed: {0}")]
+    Engine(String),
 }
 
 impl ArchiveQueryError {
@@ -81,16 +86,9 @@ impl ArchiveQueryError {
     /// not matching its manifest's checksums (found while a query read it).
     #[must_use]
     pub fn is_damage(&self) -> bool {
-        match self {
-            Self::Damaged { .. } => true,
-            Self::Query(message) => message.contains(DAMAGE_NOTE),
-            _ => false,
-        }
+        matches!(self, Self::Damaged { .. })
     }
 }
-
-/// The words every damaged-file error carries, also when a query passes it on.
-const DAMAGE_NOTE: &str = "no answer is given from a damaged archive";
 
 /// Memory a query may use (its hash tables, sorts and buffers); past it the
 /// query fails rather than the process running out.
@@ -183,7 +181,8 @@ type Span = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 /// The archive's Parquet files, registered as tables for SQL.
 pub struct ArchiveQuery {
     ctx: SessionContext,
-    archive: Archive,
+    /// Where the archive is.
+    url: String,
     /// The store the files are read from, unchecked (for their sizes).
     store: Arc<dyn ObjectStore>,
     files: Vec<Listed>,
@@ -203,7 +202,7 @@ pub struct ArchiveQuery {
 impl std::fmt::Debug for ArchiveQuery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ArchiveQuery")
-            .field("archive", &self.archive.url())
+            .field("archive", &self.url)
             .field("files", &self.files.len())
             .field("batches", &self.batches)
             .field("skipped", &self.skipped)
@@ -224,17 +223,57 @@ impl ArchiveQuery {
         installation: Option<&str>,
         limits: Limits,
     ) -> Result<Self, ArchiveQueryError> {
-        let archive =
-            Archive::open_to_read(url).map_err(|e| ArchiveQueryError::Archive(e.to_string()))?;
-        let mut manifests = archive
-            .manifests()
-            .await
-            .map_err(|e| ArchiveQueryError::Archive(e.to_string()))?;
+        Self::open_with(url, installation, limits, false).await
+    }
+
+    /// As [`ArchiveQuery::open`], but a local archive directory that does
+    /// not exist yet (retention makes it with its first batch) reads as an
+    /// empty archive instead of failing.
+    ///
+    /// # Errors
+    /// As [`ArchiveQuery::open`].
+    pub async fn open_or_empty(
+        url: &str,
+        installation: Option<&str>,
+        limits: Limits,
+    ) -> Result<Self, ArchiveQueryError> {
+        Self::open_with(url, installation, limits, true).await
+    }
+
+    async fn open_with(
+        url: &str,
+        installation: Option<&str>,
+        limits: Limits,
+        missing_is_empty: bool,
+    ) -> Result<Self, ArchiveQueryError> {
+        let missing = url
+            .strip_prefix("file://")
+            .is_some_and(|dir| !dir.is_empty() && !std::path::Path::new(dir).exists());
+        let archive = if missing && missing_is_empty {
+            None
+        } else {
+            Some(
+                Archive::open_to_read(url)
+                    .map_err(|e| ArchiveQueryError::Archive(e.to_string()))?,
+            )
+        };
+        let mut manifests = match &archive {
+            Some(archive) => archive
+                .manifests()
+                .await
+                .map_err(|e| ArchiveQueryError::Archive(e.to_string()))?,
+            None => Vec::new(),
+        };
         one_installation(url, installation, &mut manifests)?;
         // Pruning by row-group statistics and the page index, and filters
         // applied while decoding, so that one alert's rows cost few reads.
+        // Past the memory limit a query fails: nothing spills to disk,
+        // whose temporary space (a pod's small /tmp) no limit here covers.
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(QUERY_MEMORY, 1.0)
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
             .build_arc()
             .map_err(|e| ArchiveQueryError::Archive(e.to_string()))?;
         let mut config = SessionConfig::new();
@@ -270,6 +309,8 @@ impl ArchiveQuery {
         let (mut batches, mut skipped) = (0, 0);
         let mut skipped_spans = Vec::new();
         for stored in &manifests {
+            // Only an archive that was opened has manifests.
+            let Some(archive) = &archive else { break };
             if !stored
                 .manifest
                 .files
@@ -332,7 +373,7 @@ impl ArchiveQuery {
         }
         Ok(Self {
             ctx,
-            archive,
+            url: url.to_owned(),
             store,
             files,
             windows: AtomicU64::new(0),
@@ -358,12 +399,7 @@ impl ArchiveQuery {
     /// # Errors
     /// As [`ArchiveQuery::open`].
     pub async fn reopen(&self) -> Result<Self, ArchiveQueryError> {
-        Self::open(
-            self.archive.url(),
-            self.installation.as_deref(),
-            self.limits,
-        )
-        .await
+        Self::open(&self.url, self.installation.as_deref(), self.limits).await
     }
 
     /// Batches left out as JSON Lines whose rows may have started in
@@ -574,7 +610,7 @@ impl ArchiveQuery {
                 .map_err(query)?
                 .with_param_values(params)
                 .map_err(query)?;
-            frame.collect().await.map_err(query)
+            frame.collect().await.map_err(|e| failed(&e))
         };
         tokio::time::timeout(self.limits.time, run)
             .await
@@ -634,20 +670,31 @@ pub fn json_rows(
     columnar::json_objects(answer).map_err(ArchiveQueryError::Query)
 }
 
-/// A failure met while a query ran, by its cause: the memory limit, the
-/// archive's storage, or the statement itself. Damage found by the checked
-/// store keeps its words, so that [`ArchiveQueryError::is_damage`] finds it.
-fn failed(e: &datafusion::error::DataFusionError) -> ArchiveQueryError {
+/// A failure met while a query ran, by its cause: damage the checked store
+/// found (by its type, anywhere in the chain of causes, never by its
+/// words, which a statement could echo), the memory limit, the archive's
+/// storage, a file that does not decode, or the statement itself.
+pub(crate) fn failed(e: &datafusion::error::DataFusionError) -> ArchiveQueryError {
     use datafusion::error::DataFusionError;
-    let message = e.to_string();
-    if message.contains(DAMAGE_NOTE) {
-        return ArchiveQueryError::Query(message);
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = cause {
+        if let Some(ArchiveQueryError::Damaged { path, what }) =
+            error.downcast_ref::<ArchiveQueryError>()
+        {
+            return ArchiveQueryError::Damaged {
+                path: path.clone(),
+                what: what.clone(),
+            };
+        }
+        cause = error.source();
     }
+    let message = e.to_string();
     match e.find_root() {
         DataFusionError::ResourcesExhausted(why) => ArchiveQueryError::TooLarge(why.clone()),
         DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => {
             ArchiveQueryError::Archive(message)
         }
+        DataFusionError::ParquetError(_) => ArchiveQueryError::Engine(message),
         _ => ArchiveQueryError::Query(message),
     }
 }

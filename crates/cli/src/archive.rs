@@ -1,11 +1,13 @@
 //! `remaudit archive sql`: read-only SQL over the Parquet archive.
 
 use std::io::{Read as _, Write as _};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use remaudit_api::archive::{SqlAnswer, SqlColumn};
 use remaudit_archive::{ArchiveQuery, ArchiveQueryError, Limits};
 
@@ -62,6 +64,10 @@ struct SqlArgs {
     /// first batch makes the directory).
     #[arg(long)]
     missing_ok: bool,
+    /// Lowers the query's CPU priority by this much (as `nice`), so that
+    /// the machine's other work goes first.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=19))]
+    nice: u8,
     /// The statement: `SELECT …` (or `WITH …`, `EXPLAIN …`); `-` reads it from standard input.
     sql: String,
 }
@@ -91,23 +97,20 @@ pub async fn run(args: ArchiveArgs) -> anyhow::Result<u8> {
         rows: usize::try_from(args.max_rows).unwrap_or(usize::MAX),
         partitions: usize::from(args.partitions),
     };
-    // An empty directory of its own stands for an archive not made yet.
-    let empty = match args.archive_url.strip_prefix("file://") {
-        Some(dir) if args.missing_ok && !std::path::Path::new(dir).exists() => {
-            Some(tempfile::tempdir().context("cannot make an empty directory")?)
+    let answer = on_own_runtime(limits.partitions, args.nice, {
+        let (url, installation) = (args.archive_url.clone(), args.installation.clone());
+        let missing_ok = args.missing_ok;
+        async move {
+            let query = if missing_ok {
+                ArchiveQuery::open_or_empty(&url, installation.as_deref(), limits).await?
+            } else {
+                ArchiveQuery::open(&url, installation.as_deref(), limits).await?
+            };
+            let batches = query.sql(&sql).await?;
+            Ok::<_, ArchiveQueryError>((query, batches))
         }
-        _ => None,
-    };
-    let url = empty.as_ref().map_or_else(
-        || args.archive_url.clone(),
-        |dir| format!("file://{}", dir.path().display()),
-    );
-    let answer = async {
-        let query = ArchiveQuery::open(&url, args.installation.as_deref(), limits).await?;
-        let batches = query.sql(&sql).await?;
-        Ok::<_, ArchiveQueryError>((query, batches))
-    }
-    .await;
+    })
+    .await?;
     let mut out = std::io::stdout().lock();
     let (query, batches) = match answer {
         Ok(answer) => answer,
@@ -144,6 +147,46 @@ pub async fn run(args: ArchiveArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// Stack of each thread that runs a query: deep expressions recurse.
+const QUERY_STACK_BYTES: usize = 16 << 20;
+
+/// Runs `work` on a thread of its own with a runtime of its own: `partitions`
+/// workers (one per core for 0) and at most four blocking threads, each with
+/// [`QUERY_STACK_BYTES`] of stack, all at `nice` lower CPU priority. Made
+/// after the heap cap, its threads' stacks count within it, few and known.
+async fn on_own_runtime<T: Send + 'static>(
+    partitions: usize,
+    nice: u8,
+    work: impl Future<Output = T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let workers = if partitions == 0 {
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+    } else {
+        partitions
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("archive-sql".to_owned())
+        .stack_size(QUERY_STACK_BYTES)
+        .spawn(move || {
+            // Threads inherit their creator's priority: lower it first.
+            if nice > 0 {
+                let _ = rustix::process::nice(i32::from(nice));
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .max_blocking_threads(4)
+                .thread_stack_size(QUERY_STACK_BYTES)
+                .enable_all()
+                .build();
+            let _ = tx.send(runtime.map(|runtime| runtime.block_on(work)));
+        })
+        .context("cannot start the query's thread")?;
+    rx.await
+        .context("the query's thread stopped without an answer")?
+        .context("cannot start the query's runtime")
+}
+
 /// The kind of failure the `answer` output names, for the service to answer by.
 fn kind(e: &ArchiveQueryError) -> &'static str {
     match e {
@@ -154,6 +197,7 @@ fn kind(e: &ArchiveQueryError) -> &'static str {
         ArchiveQueryError::Timeout(_) => "timeout",
         ArchiveQueryError::TooManyRows(_) => "too_many_rows",
         ArchiveQueryError::TooLarge(_) => "too_large",
+        ArchiveQueryError::Engine(_) => "engine",
     }
 }
 
@@ -226,16 +270,21 @@ fn rows_as_arrays(answer: &[RecordBatch]) -> anyhow::Result<String> {
     let mut first = true;
     for batch in answer {
         let width = batch.num_columns();
-        let positional = Schema::new(
-            batch
-                .schema_ref()
-                .fields()
-                .iter()
-                .enumerate()
-                .map(|(i, f)| Field::new(i.to_string(), f.data_type().clone(), true))
-                .collect::<Vec<_>>(),
-        );
-        let batch = RecordBatch::try_new(positional.into(), batch.columns().to_vec())?;
+        // Decimals as text: JSON numbers would come back as binary floats.
+        let mut fields = Vec::with_capacity(width);
+        let mut columns = Vec::with_capacity(width);
+        for (i, column) in batch.columns().iter().enumerate() {
+            let column = match column.data_type() {
+                DataType::Decimal32(..)
+                | DataType::Decimal64(..)
+                | DataType::Decimal128(..)
+                | DataType::Decimal256(..) => cast(column, &DataType::Utf8)?,
+                _ => Arc::clone(column),
+            };
+            fields.push(Field::new(i.to_string(), column.data_type().clone(), true));
+            columns.push(column);
+        }
+        let batch = RecordBatch::try_new(Schema::new(fields).into(), columns)?;
         let mut lines = Vec::new();
         let mut writer = arrow_json::WriterBuilder::new()
             .with_explicit_nulls(true)

@@ -105,6 +105,17 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// This program, to run again as a child: on Linux the running binary
+/// itself (`/proc/self/exe`), which stays the same file when a package
+/// upgrade replaces the one at its path.
+fn own_program() -> anyhow::Result<std::path::PathBuf> {
+    let proc = std::path::Path::new("/proc/self/exe");
+    if proc.exists() {
+        return Ok(proc.to_path_buf());
+    }
+    std::env::current_exe().context("cannot find this program's own path")
+}
+
 /// Resolves when SIGINT or SIGTERM arrives.
 async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
@@ -375,9 +386,7 @@ async fn serve(settings: ServeSettings, metrics: PrometheusHandle) -> anyhow::Re
                 retention.archive_url(database_url),
                 archive_time,
             )
-            .with_sql_program(
-                std::env::current_exe().context("cannot find this program's own path")?,
-            ),
+            .with_sql_program(own_program()?),
         );
     remaudit_server::serve_with(listener, state, shutdown.clone(), tls).await?;
     shutdown.cancel();

@@ -13,15 +13,17 @@
 //! process, `remaudit archive sql`, with its heap capped: a statement is the
 //! caller's own, and one that builds huge values (`repeat`, `replace` over
 //! long text) must fail there rather than take the service's memory. The
-//! child is killed when the question's time is up or its answer outgrows
-//! [`MAX_SQL_ANSWER_BYTES`].
+//! child runs at a lower CPU priority, stops itself a second before the
+//! question's time is up (and is killed and reaped if it has not), and ends
+//! when its answer outgrows [`MAX_SQL_ANSWER_BYTES`] (its output is closed).
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Instant;
 
 use remaudit_api::archive::{
-    DEFAULT_SQL_ROWS, MAX_SQL_ANSWER_BYTES, MAX_SQL_BYTES, MAX_SQL_ROWS, SqlAnswer, SqlRequest,
+    DEFAULT_SQL_ROWS, MAX_SQL_ANSWER_BYTES, MAX_SQL_CHARS, MAX_SQL_ROWS, SqlAnswer, SqlRequest,
 };
 use remaudit_archive::{ArchiveQuery, ArchiveQueryError, Limits, LiveRows, merge_postmortem};
 use remaudit_model::analytics::{
@@ -30,7 +32,7 @@ use remaudit_model::analytics::{
 use remaudit_model::{EventRecord, FieldError, StoredAudit};
 use remaudit_store::{AnalyticsQuery, ListQuery, StoreError};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 use crate::startup::AppState;
@@ -40,7 +42,7 @@ use crate::startup::AppState;
 pub struct ArchiveReader {
     url: String,
     limits: Limits,
-    turn: Semaphore,
+    turn: Arc<Semaphore>,
     /// The `remaudit` program that runs SQL over the archive.
     program: Option<PathBuf>,
 }
@@ -58,7 +60,7 @@ impl ArchiveReader {
                 partitions: 1,
                 ..Limits::default()
             },
-            turn: Semaphore::new(1),
+            turn: Arc::new(Semaphore::new(1)),
             program: None,
         }
     }
@@ -98,8 +100,14 @@ fn archive_error(state: &AppState, e: ArchiveQueryError) -> ApiError {
             tracing::error!(error = %e, "archive damaged");
             ApiError::ArchiveDamaged(e.to_string())
         }
-        ArchiveQueryError::Timeout(limit) => ApiError::ArchiveTimeout(limit),
+        ArchiveQueryError::Timeout(limit) => {
+            ApiError::ArchiveTimeout(limit, state.settings.retry_after)
+        }
         e @ ArchiveQueryError::TooLarge(_) => ApiError::AnswerTooLarge(e.to_string()),
+        e @ ArchiveQueryError::Engine(_) => {
+            tracing::error!(error = %e, "archive engine failed");
+            ApiError::Internal
+        }
         e @ (ArchiveQueryError::Query(_) | ArchiveQueryError::TooManyRows(_)) => {
             tracing::error!(error = %e, "archive question failed");
             ApiError::Internal
@@ -107,21 +115,17 @@ fn archive_error(state: &AppState, e: ArchiveQueryError) -> ApiError {
     }
 }
 
-/// The archive's turn, or [`ApiError::Overloaded`] while another question has it.
-fn turn(state: &AppState) -> Result<(&ArchiveReader, SemaphorePermit<'_>), ApiError> {
+/// The archive's turn, or [`ApiError::ArchiveBusy`] while another question has it.
+fn turn(state: &AppState) -> Result<(&ArchiveReader, OwnedSemaphorePermit), ApiError> {
     let Some(reader) = state.archive.as_deref() else {
         return Err(ApiError::ArchiveUnavailable(
             "this service was started without an archive to read".to_owned(),
             state.settings.retry_after,
         ));
     };
-    match reader.turn.try_acquire() {
+    match Arc::clone(&reader.turn).try_acquire_owned() {
         Ok(permit) => Ok((reader, permit)),
-        Err(_) => Err(ApiError::ArchiveUnavailable(
-            "another question over the archive is running; the service answers one at a time"
-                .to_owned(),
-            state.settings.retry_after,
-        )),
+        Err(_) => Err(ApiError::ArchiveBusy(state.settings.retry_after)),
     }
 }
 
@@ -195,12 +199,13 @@ fn readable(archive: &ArchiveQuery, q: &AnalyticsQuery) -> Result<(), ApiError> 
 
 /// Runs `ask` within the archive's time limit.
 async fn in_time<R>(
+    state: &AppState,
     reader: &ArchiveReader,
     ask: impl Future<Output = Result<R, ApiError>>,
 ) -> Result<R, ApiError> {
     tokio::time::timeout(reader.limits.time, ask)
         .await
-        .map_err(|_| ApiError::ArchiveTimeout(reader.limits.time))?
+        .map_err(|_| ApiError::ArchiveTimeout(reader.limits.time, state.settings.retry_after))?
 }
 
 /// The post-mortem: the store's list and the archive's, merged.
@@ -209,7 +214,7 @@ pub(crate) async fn postmortem(
     q: &AnalyticsQuery,
 ) -> Result<RemediationList, ApiError> {
     let (reader, _turn) = turn(state)?;
-    in_time(reader, async {
+    in_time(state, reader, async {
         // The database first, then the archive: a batch retention finishes
         // in between has its manifest before its rows leave, so it is read.
         let mut answer = state
@@ -244,7 +249,7 @@ pub(crate) async fn timeline(
     id: i64,
 ) -> Result<Option<(StoredAudit, Vec<EventRecord>)>, ApiError> {
     let (reader, _turn) = turn(state)?;
-    in_time(reader, async {
+    in_time(state, reader, async {
         let Some(archive) = open(state, reader).await? else {
             return Ok(None);
         };
@@ -267,7 +272,7 @@ macro_rules! over_archive {
             q: &AnalyticsQuery,
         ) -> Result<$report, ApiError> {
             let (reader, _turn) = turn(state)?;
-            in_time(reader, async {
+            in_time(state, reader, async {
                 if !holds(open(state, reader).await?.as_ref(), q)? {
                     let answer = state.store.$name(q).await.map_err(store_error(state))?;
                     // Still none after the database answered: no batch of
@@ -315,9 +320,11 @@ over_archive!(failures, FailuresReport, "Failures over the archive too.");
 over_archive!(retries, RetriesReport, "Retries over the archive too.");
 
 /// Heap the child that runs a statement may take, in MiB: the engine's own
-/// limit (512 MiB) with room for the answer and the process, and within the
-/// chart's 1 GiB pod limit beside the service.
+/// limit (512 MiB) with room for the answer, its threads and the process.
 const SQL_MEMORY_MIB: u64 = 768;
+
+/// How much lower the child's CPU priority is than the service's.
+const SQL_NICE: &str = "10";
 
 /// Bytes of the child's error output kept for the log.
 const SQL_STDERR_BYTES: u64 = 16 * 1024;
@@ -325,20 +332,18 @@ const SQL_STDERR_BYTES: u64 = 16 * 1024;
 /// Checks a statement request: its text and row limit.
 fn check_sql(request: &SqlRequest) -> Result<usize, ApiError> {
     let mut errors = Vec::new();
+    let chars = request.sql.chars().count();
     if request.sql.trim().is_empty() {
         errors.push(FieldError::new(
             "sql",
             "required",
-            "must be a statement, not empty",
+            "must be a statement, not empty or only whitespace",
         ));
-    } else if request.sql.len() > MAX_SQL_BYTES {
+    } else if chars > MAX_SQL_CHARS {
         errors.push(FieldError::new(
             "sql",
             "max_length",
-            format!(
-                "must be at most {MAX_SQL_BYTES} bytes, got {}",
-                request.sql.len()
-            ),
+            format!("must be at most {MAX_SQL_CHARS} characters, got {chars}"),
         ));
     }
     let rows = request.max_rows.unwrap_or(DEFAULT_SQL_ROWS);
@@ -370,14 +375,16 @@ struct ChildError {
 
 /// One read-only statement over the service's archive, run by the child
 /// `remaudit archive sql` under the archive's time limit, the request's row
-/// limit and [`SQL_MEMORY_MIB`]; `subject` is logged with it.
+/// limit and [`SQL_MEMORY_MIB`]; `subject` is logged with it. The answer
+/// comes with the archive's turn, which the caller keeps until the answer
+/// is sent, so that one answer at a time is held in memory.
 pub(crate) async fn sql(
     state: &AppState,
     request: &SqlRequest,
     subject: &str,
-) -> Result<SqlAnswer, ApiError> {
+) -> Result<(SqlAnswer, OwnedSemaphorePermit), ApiError> {
     let rows = check_sql(request)?;
-    let (reader, _turn) = turn(state)?;
+    let (reader, turn) = turn(state)?;
     let Some(program) = reader.program.as_deref() else {
         return Err(ApiError::ArchiveUnavailable(
             "this service was started without the program that runs statements".to_owned(),
@@ -390,27 +397,24 @@ pub(crate) async fn sql(
         .await
         .map_err(store_error(state))?;
     let started = Instant::now();
-    let answer = in_time(
-        reader,
-        run_child(state, reader, program, &installation, request, rows),
-    )
-    .await;
+    let answer = run_child(state, reader, program, &installation, request, rows).await;
     let outcome = match &answer {
         Ok(answer) => format!("{} rows", answer.row_count),
         Err(e) => e.problem().kind,
     };
     tracing::info!(
         subject,
-        sql_bytes = request.sql.len(),
+        sql_chars = request.sql.chars().count(),
         outcome,
         elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "statement over the archive"
     );
-    answer
+    answer.map(|answer| (answer, turn))
 }
 
-/// Runs the child and reads its answer, killing it (on drop) when the
-/// answer is too large or the caller stops waiting.
+/// Runs the child and reads its answer. Past the archive's time limit the
+/// child is killed and reaped before the turn is given back; when the
+/// caller goes away, dropping the child kills it (`kill_on_drop`).
 async fn run_child(
     state: &AppState,
     reader: &ArchiveReader,
@@ -419,16 +423,33 @@ async fn run_child(
     request: &SqlRequest,
     rows: usize,
 ) -> Result<SqlAnswer, ApiError> {
+    let internal = |what: &'static str| {
+        move |e: std::io::Error| {
+            tracing::error!(error = %e, program = %program.display(), "{what}");
+            ApiError::Internal
+        }
+    };
+    // The child stops itself a second before the service would kill it.
+    let own_limit = reader
+        .limits
+        .time
+        .saturating_sub(std::time::Duration::from_secs(1))
+        .as_secs()
+        .max(1);
     let mut child = tokio::process::Command::new(program)
         .args(["archive", "sql", "--archive-url"])
         .arg(&reader.url)
-        .args(["--installation", installation, "--output", "answer", "--missing-ok"])
-        .arg("--timeout-secs")
-        .arg(reader.limits.time.as_secs().max(1).to_string())
-        .arg("--max-rows")
-        .arg(rows.to_string())
-        .args(["--partitions", "1", "--memory-limit-mib"])
-        .arg(SQL_MEMORY_MIB.to_string())
+        .args([
+            "--installation",
+            installation,
+            "--output",
+            "answer",
+            "--missing-ok",
+        ])
+        .args(["--timeout-secs", &own_limit.to_string()])
+        .args(["--max-rows", &rows.to_string()])
+        .args(["--partitions", "1", "--nice", SQL_NICE])
+        .args(["--memory-limit-mib", &SQL_MEMORY_MIB.to_string()])
         .arg("-")
         .env_remove("REMAUDIT_CONFIG")
         .env("RUST_LOG", "off")
@@ -438,11 +459,8 @@ async fn run_child(
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| {
-            tracing::error!(error = %e, program = %program.display(), "cannot start the statement's process");
-            ApiError::Internal
-        })?;
-    let (Some(mut stdin), Some(stdout), Some(stderr)) =
+        .map_err(internal("cannot start the statement's process"))?;
+    let (Some(mut stdin), Some(stdout), Some(mut stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
         return Err(ApiError::Internal);
@@ -457,6 +475,7 @@ async fn run_child(
     let limit = u64::try_from(MAX_SQL_ANSWER_BYTES).unwrap_or(u64::MAX) + 64 * 1024;
     let read_out = async {
         let mut out = Vec::new();
+        // Past the limit the pipe is closed, and the child's next write ends it.
         stdout
             .take(limit + 1)
             .read_to_end(&mut out)
@@ -465,7 +484,6 @@ async fn run_child(
     };
     let read_err = async {
         let mut err = Vec::new();
-        let mut stderr = stderr;
         let kept = (&mut stderr)
             .take(SQL_STDERR_BYTES)
             .read_to_end(&mut err)
@@ -474,19 +492,27 @@ async fn run_child(
         let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
         kept.map(|_| err)
     };
-    let ((), out, err) = tokio::join!(write, read_out, read_err);
-    let internal = |e: std::io::Error| {
-        tracing::error!(error = %e, "cannot read the statement's process");
-        ApiError::Internal
+    let talk = async {
+        let ((), out, err) = tokio::join!(write, read_out, read_err);
+        Ok::<_, std::io::Error>((out?, err?))
     };
-    let (out, err) = (out.map_err(internal)?, err.map_err(internal)?);
+    let Ok(talked) = tokio::time::timeout(reader.limits.time, talk).await else {
+        // Killed and reaped while the turn is still held.
+        let _ = child.kill().await;
+        return Err(ApiError::ArchiveTimeout(
+            reader.limits.time,
+            state.settings.retry_after,
+        ));
+    };
+    let (out, err) = talked.map_err(internal("cannot read the statement's process"))?;
     if u64::try_from(out.len()).unwrap_or(u64::MAX) > limit {
-        return Err(ApiError::AnswerTooLarge(format!(
-            "the answer is larger than {} MiB as JSON: select fewer columns or rows",
-            MAX_SQL_ANSWER_BYTES >> 20
-        )));
+        let _ = child.kill().await;
+        return Err(too_large_answer());
     }
-    let status = child.wait().await.map_err(internal)?;
+    let status = child
+        .wait()
+        .await
+        .map_err(internal("cannot wait for the statement's process"))?;
     let err = String::from_utf8_lossy(&err);
     if status.success() {
         let answer: SqlAnswer = serde_json::from_slice(&out).map_err(|e| {
@@ -494,35 +520,69 @@ async fn run_child(
             ApiError::Internal
         })?;
         if answer.rows.get().len() > MAX_SQL_ANSWER_BYTES {
-            return Err(ApiError::AnswerTooLarge(format!(
-                "the answer is larger than {} MiB as JSON: select fewer columns or rows",
-                MAX_SQL_ANSWER_BYTES >> 20
-            )));
+            return Err(too_large_answer());
         }
         return Ok(answer);
     }
     if let Ok(ChildFailure { error }) = serde_json::from_slice::<ChildFailure>(&out) {
-        return Err(match error.kind.as_str() {
-            "query" => ApiError::InvalidSql(error.message),
-            "too_many_rows" | "too_large" => ApiError::AnswerTooLarge(error.message),
-            "damaged" => {
-                tracing::error!(error = %error.message, "archive damaged");
-                ApiError::ArchiveDamaged(error.message)
-            }
-            "timeout" => ApiError::ArchiveTimeout(reader.limits.time),
-            _ => {
-                tracing::warn!(error = %error.message, "archive unreadable");
-                ApiError::ArchiveUnavailable(error.message, state.settings.retry_after)
-            }
-        });
+        return Err(child_failure(state, reader, error));
     }
-    // No document: the child died, most likely of its heap limit (an
-    // allocation it could not make aborts it).
+    Err(child_death(state, status, &err))
+}
+
+/// An answer past [`MAX_SQL_ANSWER_BYTES`].
+fn too_large_answer() -> ApiError {
+    ApiError::AnswerTooLarge(format!(
+        "the answer is larger than {} MiB as JSON: select fewer columns or rows",
+        MAX_SQL_ANSWER_BYTES >> 20
+    ))
+}
+
+/// The answer to a failure the child reported.
+fn child_failure(state: &AppState, reader: &ArchiveReader, error: ChildError) -> ApiError {
+    match error.kind.as_str() {
+        "query" => ApiError::InvalidSql(error.message),
+        "too_many_rows" | "too_large" => ApiError::AnswerTooLarge(error.message),
+        "damaged" => {
+            tracing::error!(error = %error.message, "archive damaged");
+            ApiError::ArchiveDamaged(error.message)
+        }
+        "timeout" => ApiError::ArchiveTimeout(reader.limits.time, state.settings.retry_after),
+        "archive" => {
+            tracing::warn!(error = %error.message, "archive unreadable");
+            ApiError::ArchiveUnavailable(error.message, state.settings.retry_after)
+        }
+        kind => {
+            tracing::error!(kind, error = %error.message, "the statement's process failed");
+            ApiError::Internal
+        }
+    }
+}
+
+/// The answer to a child that died without a document: of its heap cap (an
+/// allocation it could not make aborts it), of a statement nested deeper
+/// than its stack, or killed from outside (the kernel when the pod's memory
+/// runs out, an operator).
+fn child_death(state: &AppState, status: std::process::ExitStatus, err: &str) -> ApiError {
+    use std::os::unix::process::ExitStatusExt as _;
     if err.contains("memory allocation of") {
-        return Err(ApiError::AnswerTooLarge(format!(
+        return ApiError::AnswerTooLarge(format!(
             "the statement needs more than {SQL_MEMORY_MIB} MiB of memory: narrow it"
-        )));
+        ));
+    }
+    if err.contains("has overflowed its stack") {
+        return ApiError::InvalidSql(
+            "the statement nests deeper than the engine can follow: split it or flatten its expressions"
+                .to_owned(),
+        );
+    }
+    if status.signal() == Some(9) {
+        tracing::warn!(stderr = %err, "the statement's process was killed");
+        return ApiError::ArchiveUnavailable(
+            "the statement's process was killed, most likely because memory ran out".to_owned(),
+            state.settings.retry_after,
+        );
     }
     tracing::error!(status = %status, stderr = %err, "the statement's process failed");
-    Err(ApiError::Internal)
+    ApiError::Internal
 }

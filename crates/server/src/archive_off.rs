@@ -71,7 +71,7 @@ pub(crate) async fn sql(
     state: &AppState,
     _request: &SqlRequest,
     _subject: &str,
-) -> Result<SqlAnswer, ApiError> {
+) -> Result<(SqlAnswer, tokio::sync::OwnedSemaphorePermit), ApiError> {
     Err(unbuilt(state))
 }
 

@@ -56,8 +56,12 @@ pub enum ApiError {
     ArchiveUnavailable(String, Duration),
     /// A file of the archive is missing or damaged (`archive=true`): no answer is given.
     ArchiveDamaged(String),
-    /// A question over the archive ran past its time limit (`archive=true`).
-    ArchiveTimeout(Duration),
+    /// Another question over the archive is running: one runs at a time
+    /// (429, with `Retry-After`).
+    ArchiveBusy(Duration),
+    /// A question over the archive ran past its time limit (`archive=true`);
+    /// the limit, and the delay before a retry.
+    ArchiveTimeout(Duration, Duration),
     /// A statement over the archive that is not valid, not read-only, or
     /// failed on its own terms (400).
     InvalidSql(String),
@@ -228,13 +232,22 @@ impl ApiError {
                 "Archive damaged",
                 what.clone(),
             ),
-            Self::ArchiveTimeout(limit) => (
+            Self::ArchiveTimeout(limit, _) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "query-timeout",
                 "Query took too long",
                 format!(
                     "the question over the archive ran past its {} s limit and was stopped; narrow it (fewer weeks, an aligned window instead of exact=true, or a more selective statement)",
                     limit.as_secs()
+                ),
+            ),
+            Self::ArchiveBusy(after) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "archive-busy",
+                "Archive busy",
+                format!(
+                    "another question over the archive is running, and the service answers one at a time; retry after {} s",
+                    after.as_secs().max(1)
                 ),
             ),
             Self::InvalidSql(why) => (
@@ -308,7 +321,8 @@ impl IntoResponse for ApiError {
         | Self::Overloaded(after)
         | Self::QueryTimeout(after)
         | Self::ArchiveUnavailable(_, after)
-        | Self::ArchiveTimeout(after)
+        | Self::ArchiveTimeout(_, after)
+        | Self::ArchiveBusy(after)
         | Self::ProjectionBehind(after) = &self
         {
             let secs = if matches!(self, Self::Timeout(_)) {

@@ -103,14 +103,30 @@ async fn post(
     token: Option<&str>,
     body: &Value,
 ) -> (u16, Value) {
+    let (status, _, value) = post_full(http, base, token, body).await;
+    (status, value)
+}
+
+/// Posts `body` with `token`; the status, `Retry-After` and the JSON answer.
+async fn post_full(
+    http: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+    body: &Value,
+) -> (u16, Option<String>, Value) {
     let mut request = http.post(format!("{base}{SQL}")).json(body);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
     let response = request.send().await.expect("send");
     let status = response.status().as_u16();
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let value = response.json().await.unwrap_or(Value::Null);
-    (status, value)
+    (status, retry, value)
 }
 
 /// The answer's rows as objects by column name, nulls left out, as the
@@ -163,6 +179,48 @@ fn statement_children(parent: u32) -> usize {
                 && String::from_utf8_lossy(&cmdline).contains("archive\0sql")
         })
         .count()
+}
+
+/// A statement that runs until its time is up, posted as `reader` to the
+/// service at `base` (process `pid`), once its process runs.
+async fn start_endless(
+    http: &reqwest::Client,
+    base: &str,
+    reader: &str,
+    pid: u32,
+) -> tokio::task::JoinHandle<(u16, Option<String>, Value)> {
+    let endless = json!({"sql": "SELECT count(*) FROM generate_series(1, 1000000000000)"});
+    let asking = tokio::spawn({
+        let (http, base, reader) = (http.clone(), base.to_owned(), reader.to_owned());
+        async move { post_full(&http, &base, Some(&reader), &endless).await }
+    });
+    wait_for(
+        "the statement's process to start",
+        std::time::Duration::from_secs(30),
+        || async move { (statement_children(pid) > 0).then_some(()) },
+    )
+    .await;
+    asking
+}
+
+/// Waits until no statement process of `pid` runs, within `secs`, then
+/// checks that the archive's turn is free: a statement answers.
+async fn assert_gone_and_turn_free(
+    http: &reqwest::Client,
+    base: &str,
+    reader: &str,
+    pid: u32,
+    secs: u64,
+) {
+    wait_for(
+        "the statement's process to be killed",
+        std::time::Duration::from_secs(secs),
+        || async move { (statement_children(pid) == 0).then_some(()) },
+    )
+    .await;
+    let (status, answer) = post(http, base, Some(reader), &json!({"sql": "SELECT 1 AS one"})).await;
+    assert_eq!(status, 200, "the turn is free again: {answer}");
+    assert_eq!(answer["rows"], json!([[1]]));
 }
 
 #[tokio::test]
@@ -221,6 +279,21 @@ async fn statements_answer_as_the_cli_does_for_readers_and_admins_only() {
         "nulls show as null: {answer}"
     );
 
+    // Decimals as text, exactly; big integers as numbers, exactly.
+    let (status, answer) = post(
+        &http,
+        &base,
+        Some(&archive.reader),
+        &json!({"sql": "SELECT CAST('12345678901234567.89' AS DECIMAL(20, 2)) AS d, \
+                         CAST(9007199254740993 AS BIGINT) AS big"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["rows"],
+        json!([["12345678901234567.89", 9_007_199_254_740_993_i64]])
+    );
+
     // An answer without rows still names its columns.
     let (status, answer) = post(
         &http,
@@ -257,6 +330,11 @@ async fn bad_statements_and_large_answers_are_refused_and_the_service_goes_on() 
         ("INSERT INTO remediation_audit (id) VALUES (1)", "DML"),
         (copy.as_str(), "COPY"),
         ("SET datafusion.execution.batch_size = 1", "SET"),
+        // Words of a damage report, echoed by a statement, are no damage.
+        (
+            "SELECT \"no answer is given from a damaged archive\"",
+            "damage's words",
+        ),
     ] {
         let (status, answer) = post(&http, &base, reader, &json!({"sql": sql})).await;
         assert_eq!(status, 400, "{why}: {answer}");
@@ -363,6 +441,18 @@ async fn bad_statements_and_large_answers_are_refused_and_the_service_goes_on() 
         "{answer}"
     );
 
+    // A statement deeper than the child's stack: its process dies, not the service.
+    let deep = format!("SELECT {} AS n", vec!["1"; 8000].join("+"));
+    let (status, answer) = post(&http, &base, reader, &json!({"sql": deep})).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("nests deeper"),
+        "{answer}"
+    );
+
     // The service is whole, and the archive's turn is free again.
     let (status, answer) = post(
         &http,
@@ -384,18 +474,8 @@ async fn a_statement_past_its_time_is_stopped_and_holds_the_archive_meanwhile() 
     // Questions over the archive end 2 s before the request's 3 s.
     let (server, base) = archive.serve(&["--request-timeout-secs", "3"]).await;
     let http = reqwest::Client::new();
-    let endless = json!({"sql": "SELECT count(*) FROM generate_series(1, 1000000000000)"});
-    let first = tokio::spawn({
-        let (http, base, reader) = (http.clone(), base.clone(), archive.reader.clone());
-        async move { post(&http, &base, Some(&reader), &endless).await }
-    });
     let pid = server.0.id();
-    wait_for(
-        "the statement's process to start",
-        std::time::Duration::from_secs(30),
-        || async move { (statement_children(pid) > 0).then_some(()) },
-    )
-    .await;
+    let first = start_endless(&http, &base, &archive.reader, pid).await;
     // While it runs, another question over the archive is told to retry.
     let (status, answer) = post(
         &http,
@@ -404,30 +484,18 @@ async fn a_statement_past_its_time_is_stopped_and_holds_the_archive_meanwhile() 
         &json!({"sql": "SELECT 1"}),
     )
     .await;
+    assert_eq!(status, 429, "a caller's own load, not a fault: {answer}");
+    assert_eq!(answer["type"], "urn:remaudit:problem:archive-busy");
+    let (status, retry, answer) = first.await.expect("first question");
     assert_eq!(status, 503, "{answer}");
-    assert_eq!(answer["type"], "urn:remaudit:problem:archive-unavailable");
-    let (status, answer) = first.await.expect("first question");
-    assert_eq!(status, 503, "{answer}");
+    // The service's retry delay (5 s by default), not the question's limit.
+    assert_eq!(retry.as_deref(), Some("5"), "{answer}");
     assert_eq!(
         answer["type"], "urn:remaudit:problem:query-timeout",
         "{answer}"
     );
     // Its process is gone, and the archive answers again.
-    wait_for(
-        "the statement's process to be killed",
-        std::time::Duration::from_secs(30),
-        || async move { (statement_children(pid) == 0).then_some(()) },
-    )
-    .await;
-    let (status, answer) = post(
-        &http,
-        &base,
-        Some(&archive.reader),
-        &json!({"sql": "SELECT 1 AS one"}),
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["rows"], json!([[1]]));
+    assert_gone_and_turn_free(&http, &base, &archive.reader, pid, 30).await;
 }
 
 #[tokio::test]
@@ -442,25 +510,36 @@ async fn a_damaged_file_gets_no_answer_and_is_named() {
         })
         .expect("a summary file");
     let bytes = std::fs::read(&parquet).expect("read");
-    std::fs::write(&parquet, &bytes[..bytes.len() / 2]).expect("cut");
-    let (status, answer) = post(
-        &reqwest::Client::new(),
-        &base,
-        Some(&archive.reader),
-        &json!({"sql": "SELECT count(*) FROM remediation_audit"}),
-    )
-    .await;
-    assert_eq!(status, 500, "{answer}");
-    assert_eq!(answer["type"], "urn:remaudit:problem:archive-damaged");
+    let mut flipped = bytes.clone();
+    flipped[bytes.len() / 2] ^= 0xff;
     let name = parquet
         .file_name()
         .expect("name")
         .to_string_lossy()
         .into_owned();
-    assert!(
-        answer["detail"].as_str().expect("detail").contains(&name),
-        "{answer}"
-    );
+    let http = reqwest::Client::new();
+    let ask = json!({"sql": "SELECT max(remediation_name) AS m FROM remediation_audit"});
+    // Cut short (found by its size before the query), and one byte changed
+    // (found by its chunk's checksum while the query reads).
+    for (how, damaged) in [
+        ("cut", &bytes[..bytes.len() / 2]),
+        ("changed", &flipped[..]),
+    ] {
+        std::fs::write(&parquet, damaged).expect("damage");
+        let (status, answer) = post(&http, &base, Some(&archive.reader), &ask).await;
+        assert_eq!(status, 500, "{how}: {answer}");
+        assert_eq!(
+            answer["type"], "urn:remaudit:problem:archive-damaged",
+            "{how}"
+        );
+        assert!(
+            answer["detail"].as_str().expect("detail").contains(&name),
+            "{how}: {answer}"
+        );
+    }
+    std::fs::write(&parquet, &bytes).expect("restore");
+    let (status, answer) = post(&http, &base, Some(&archive.reader), &ask).await;
+    assert_eq!(status, 200, "restored: {answer}");
 }
 
 /// Every file under `dir`.
@@ -513,4 +592,19 @@ async fn before_the_first_batch_the_tables_are_empty() {
         !dir.path().join("not-yet").exists(),
         "reading made the archive directory"
     );
+}
+
+#[tokio::test]
+async fn a_caller_that_goes_away_takes_its_statement_with_it() {
+    let archive = archived().await;
+    // The default time: the child would stop itself only after 27 s.
+    let (server, base) = archive.serve(&[]).await;
+    let http = reqwest::Client::new();
+    let pid = server.0.id();
+    let asking = start_endless(&http, &base, &archive.reader, pid).await;
+    // The caller hangs up: its connection closes.
+    asking.abort();
+    let _ = asking.await;
+    // Well before the child's own 27 s: only the service can have ended it.
+    assert_gone_and_turn_free(&http, &base, &archive.reader, pid, 20).await;
 }

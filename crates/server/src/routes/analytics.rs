@@ -242,7 +242,8 @@ macro_rules! endpoint {
                 (status = 200, description = $summary, body = $body),
                 (status = 400, description = "Invalid window, filter or limit", body = Problem, content_type = "application/problem+json"),
                 (status = 500, description = "With archive=true, a file of the archive is missing or damaged (`archive-damaged`, naming it): no answer is given", body = Problem, content_type = "application/problem+json"),
-                (status = 503, description = "Database unavailable (`database-unavailable`), the question ran past the analytics statement timeout (`query-timeout`), or the rollups were still taking in records stored before it when its time ran out (`projection-behind`); with archive=true, also the archive cannot be read (`archive-unavailable`) or another archive question is running (`overloaded`); all with Retry-After", body = Problem, content_type = "application/problem+json"),
+                (status = 503, description = "Database unavailable (`database-unavailable`), the question ran past the analytics statement timeout (`query-timeout`), or the rollups were still taking in records stored before it when its time ran out (`projection-behind`); with archive=true, also the archive cannot be read (`archive-unavailable`); all with Retry-After", body = Problem, content_type = "application/problem+json"),
+                (status = 429, description = "With archive=true, another question over the archive is running; the service answers one at a time (`archive-busy`, with Retry-After)", body = Problem, content_type = "application/problem+json"),
             )
         )]
         #[instrument(skip_all)]

@@ -1,10 +1,13 @@
 //! `POST /api/v1/archive/sql`: one read-only statement over the archive.
 
-use axum::body::Body;
+use std::time::{Duration, Instant};
+
+use axum::Extension;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::{Extension, Json};
-use remaudit_api::archive::{MAX_SQL_BYTES, SqlAnswer, SqlRequest};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse as _, Response};
+use remaudit_api::archive::{MAX_SQL_CHARS, SqlAnswer, SqlRequest};
 use remaudit_api::{Problem, paths};
 use tracing::instrument;
 
@@ -14,8 +17,15 @@ use crate::routes::body::read_json_body;
 use crate::startup::AppState;
 
 /// Most bytes of the request body: the longest statement with every
-/// character escaped as `\uXXXX`, and room to spare.
-const MAX_SQL_BODY_BYTES: usize = 6 * MAX_SQL_BYTES + 1024;
+/// character escaped as a `\uXXXX\uXXXX` pair, and room to spare.
+const MAX_SQL_BODY_BYTES: usize = 12 * MAX_SQL_CHARS + 1024;
+
+/// Pieces the answer is sent in: the next is made once the last is taken.
+const SEND_PIECE_BYTES: usize = 64 * 1024;
+
+/// Longest a caller may take to read an answer; past it the connection is
+/// closed, and the archive's turn, held while the answer is sent, is free.
+const SEND_TIME: Duration = Duration::from_mins(1);
 
 /// Runs one read-only SQL statement over the service's archive.
 #[utoipa::path(
@@ -28,9 +38,10 @@ const MAX_SQL_BODY_BYTES: usize = 6 * MAX_SQL_BYTES + 1024;
         (status = 400, description = "The body is not the request (`malformed-json`, `invalid-query`: an empty or longer than 16384-byte statement, max_rows outside 1 to 10000), or the statement is not valid SQL over the archive's tables, is not read-only, or failed on its own terms (`invalid-sql`, with the engine's reason)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is larger than allowed", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not declared as JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Another question over the archive is running; the service answers one at a time (`archive-busy`, with Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The answer has more rows than max_rows, is larger than 16 MiB as JSON, or needs more memory than a statement may use (`answer-too-large`): it is refused, never cut", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "A file of the archive is missing or damaged (`archive-damaged`, naming it): no answer is given", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The archive cannot be read or another archive question is running (`archive-unavailable`), or the statement ran past its time (`query-timeout`); both with Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The archive cannot be read, or the statement's process was killed from outside (`archive-unavailable`), or the statement ran past its time (`query-timeout`); both with Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[instrument(skip_all)]
@@ -39,7 +50,7 @@ pub(crate) async fn sql(
     caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<SqlAnswer>, ApiError> {
+) -> Result<Response, ApiError> {
     let bytes = read_json_body(
         &headers,
         body,
@@ -60,7 +71,36 @@ pub(crate) async fn sql(
     }
     let request: SqlRequest = serde_json::from_value(body).map_err(|e| malformed(e.to_string()))?;
     let subject = caller.map_or_else(|| Caller::anonymous().subject, |c| c.0.subject);
-    crate::archive::sql(&state, &request, &subject)
-        .await
-        .map(Json)
+    let (answer, turn) = crate::archive::sql(&state, &request, &subject).await?;
+    let body = serde_json::to_vec(&answer).map_err(|e| {
+        tracing::error!(error = %e, "cannot write the answer");
+        ApiError::Internal
+    })?;
+    drop(answer);
+    // Sent a piece at a time, the turn held until the last piece is taken:
+    // one answer is in memory at a time, however slowly callers read.
+    let deadline = Instant::now() + SEND_TIME;
+    let pieces = futures::stream::unfold(
+        (Bytes::from(body), Some(turn)),
+        move |(rest, turn)| async move {
+            if rest.is_empty() || turn.is_none() {
+                return None;
+            }
+            if Instant::now() > deadline {
+                tracing::warn!("answer over the archive not read in time; connection closed");
+                let late =
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "answer not read in time");
+                return Some((Err(late), (Bytes::new(), None)));
+            }
+            let piece = rest.slice(..rest.len().min(SEND_PIECE_BYTES));
+            let rest = rest.slice(piece.len()..);
+            Some((Ok(piece), (rest, turn)))
+        },
+    );
+    let mut response = Body::from_stream(pieces).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
 }

@@ -447,7 +447,8 @@ pub(crate) async fn list(
         (status = 400, description = "The id is not a number, or the paging parameters are invalid", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such remediation (with archive=true, nor in the archive)", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "With archive=true, a file of the archive is missing or damaged (`archive-damaged`, naming it)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable (`database-unavailable`), or the summary was still taking in records stored before the read when its time ran out (`projection-behind`); with archive=true, also the archive cannot be read or another archive question is running (`archive-unavailable`), or the search ran past its time (`query-timeout`); all with Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable (`database-unavailable`), or the summary was still taking in records stored before the read when its time ran out (`projection-behind`); with archive=true, also the archive cannot be read (`archive-unavailable`), or the search ran past its time (`query-timeout`); all with Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "With archive=true, another question over the archive is running; the service answers one at a time (`archive-busy`, with Retry-After)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[instrument(skip_all)]
