@@ -432,9 +432,11 @@ impl ArchiveQuery {
     /// (DDL, DML, `SET`, `COPY`) is refused.
     ///
     /// # Errors
-    /// [`ArchiveQueryError::Damaged`] when a file is missing or not its
-    /// recorded size, [`ArchiveQueryError::Query`] for bad SQL or a file
-    /// that does not decode, [`ArchiveQueryError::Timeout`] and
+    /// [`ArchiveQueryError::Damaged`] when a file is missing, not its
+    /// recorded size or not its checksums, [`ArchiveQueryError::Query`] for
+    /// bad SQL, [`ArchiveQueryError::Engine`] for a file that does not
+    /// decode, [`ArchiveQueryError::Archive`] when storage fails,
+    /// [`ArchiveQueryError::TooLarge`], [`ArchiveQueryError::Timeout`] and
     /// [`ArchiveQueryError::TooManyRows`] past the limits.
     pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>, ArchiveQueryError> {
         let run = async {
@@ -675,7 +677,10 @@ pub fn json_rows(
 /// words, which a statement could echo), the memory limit, the archive's
 /// storage, a file that does not decode, or the statement itself.
 pub(crate) fn failed(e: &datafusion::error::DataFusionError) -> ArchiveQueryError {
+    use datafusion::arrow::error::ArrowError;
     use datafusion::error::DataFusionError;
+    use datafusion::parquet::errors::ParquetError;
+    let (mut storage, mut decoding) = (false, false);
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(error) = cause {
         if let Some(ArchiveQueryError::Damaged { path, what }) =
@@ -686,16 +691,24 @@ pub(crate) fn failed(e: &datafusion::error::DataFusionError) -> ArchiveQueryErro
                 what: what.clone(),
             };
         }
+        storage |= error.is::<object_store_df::Error>() || error.is::<std::io::Error>();
+        decoding |= error.is::<ParquetError>()
+            || matches!(
+                error.downcast_ref::<ArrowError>(),
+                Some(ArrowError::ParquetError(_))
+            );
         cause = error.source();
     }
     let message = e.to_string();
-    match e.find_root() {
-        DataFusionError::ResourcesExhausted(why) => ArchiveQueryError::TooLarge(why.clone()),
-        DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => {
-            ArchiveQueryError::Archive(message)
-        }
-        DataFusionError::ParquetError(_) => ArchiveQueryError::Engine(message),
-        _ => ArchiveQueryError::Query(message),
+    if let DataFusionError::ResourcesExhausted(why) = e.find_root() {
+        return ArchiveQueryError::TooLarge(why.clone());
+    }
+    if storage {
+        ArchiveQueryError::Archive(message)
+    } else if decoding {
+        ArchiveQueryError::Engine(message)
+    } else {
+        ArchiveQueryError::Query(message)
     }
 }
 

@@ -101,13 +101,19 @@ pub async fn run(args: ArchiveArgs) -> anyhow::Result<u8> {
         let (url, installation) = (args.archive_url.clone(), args.installation.clone());
         let missing_ok = args.missing_ok;
         async move {
-            let query = if missing_ok {
-                ArchiveQuery::open_or_empty(&url, installation.as_deref(), limits).await?
-            } else {
-                ArchiveQuery::open(&url, installation.as_deref(), limits).await?
+            // The limit covers reading the manifests too.
+            let ask = async {
+                let query = if missing_ok {
+                    ArchiveQuery::open_or_empty(&url, installation.as_deref(), limits).await?
+                } else {
+                    ArchiveQuery::open(&url, installation.as_deref(), limits).await?
+                };
+                let batches = query.sql(&sql).await?;
+                Ok::<_, ArchiveQueryError>((query, batches))
             };
-            let batches = query.sql(&sql).await?;
-            Ok::<_, ArchiveQueryError>((query, batches))
+            tokio::time::timeout(limits.time, ask)
+                .await
+                .unwrap_or(Err(ArchiveQueryError::Timeout(limits.time)))
         }
     })
     .await?;
@@ -147,13 +153,18 @@ pub async fn run(args: ArchiveArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// Stack of each thread that runs a query: deep expressions recurse.
+/// Stack of the thread that plans a query: planning recurses as deep as
+/// the statement's expressions.
 const QUERY_STACK_BYTES: usize = 16 << 20;
 
-/// Runs `work` on a thread of its own with a runtime of its own: `partitions`
-/// workers (one per core for 0) and at most four blocking threads, each with
-/// [`QUERY_STACK_BYTES`] of stack, all at `nice` lower CPU priority. Made
-/// after the heap cap, its threads' stacks count within it, few and known.
+/// Most worker threads a query's runtime has.
+const MAX_QUERY_WORKERS: usize = 8;
+
+/// Runs `work` on a thread of its own ([`QUERY_STACK_BYTES`] of stack, where
+/// the statement is planned) with a runtime of its own: `partitions` workers
+/// (one per core for 0, at most [`MAX_QUERY_WORKERS`]) and at most four
+/// blocking threads, all at `nice` lower CPU priority. Made after the heap
+/// cap, their stacks count within it, and are few.
 async fn on_own_runtime<T: Send + 'static>(
     partitions: usize,
     nice: u8,
@@ -163,7 +174,8 @@ async fn on_own_runtime<T: Send + 'static>(
         std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
     } else {
         partitions
-    };
+    }
+    .min(MAX_QUERY_WORKERS);
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("archive-sql".to_owned())
@@ -176,10 +188,15 @@ async fn on_own_runtime<T: Send + 'static>(
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(workers)
                 .max_blocking_threads(4)
-                .thread_stack_size(QUERY_STACK_BYTES)
                 .enable_all()
                 .build();
-            let _ = tx.send(runtime.map(|runtime| runtime.block_on(work)));
+            let _ = tx.send(runtime.map(|runtime| {
+                let out = runtime.block_on(work);
+                // Not waiting for a step that does not yield: the answer
+                // (a timeout, say) goes out now.
+                runtime.shutdown_background();
+                out
+            }));
         })
         .context("cannot start the query's thread")?;
     rx.await
@@ -263,17 +280,20 @@ fn columns(schema: &Schema) -> Vec<SqlColumn> {
         .collect()
 }
 
-/// The rows as a JSON array of arrays, values in column order (the JSON
-/// writer is given the columns under their positions as names).
+/// The rows as a JSON array of arrays, values in column order, written as
+/// the JSON writer writes them (lists, nulls explicit), never parsed again:
+/// a number keeps every digit it was written with. Decimal columns are
+/// written as text, so that readers that parse JSON numbers as binary
+/// floats keep every digit too.
 fn rows_as_arrays(answer: &[RecordBatch]) -> anyhow::Result<String> {
-    let mut text = String::from("[");
-    let mut first = true;
+    let mut lines = Vec::new();
+    let mut writer = arrow_json::WriterBuilder::new()
+        .with_struct_mode(arrow_json::StructMode::ListOnly)
+        .build::<_, arrow_json::writer::LineDelimited>(&mut lines);
     for batch in answer {
-        let width = batch.num_columns();
-        // Decimals as text: JSON numbers would come back as binary floats.
-        let mut fields = Vec::with_capacity(width);
-        let mut columns = Vec::with_capacity(width);
-        for (i, column) in batch.columns().iter().enumerate() {
+        let mut fields = Vec::with_capacity(batch.num_columns());
+        let mut columns = Vec::with_capacity(batch.num_columns());
+        for (field, column) in batch.schema_ref().fields().iter().zip(batch.columns()) {
             let column = match column.data_type() {
                 DataType::Decimal32(..)
                 | DataType::Decimal64(..)
@@ -281,32 +301,26 @@ fn rows_as_arrays(answer: &[RecordBatch]) -> anyhow::Result<String> {
                 | DataType::Decimal256(..) => cast(column, &DataType::Utf8)?,
                 _ => Arc::clone(column),
             };
-            fields.push(Field::new(i.to_string(), column.data_type().clone(), true));
+            fields.push(Field::new(field.name(), column.data_type().clone(), true));
             columns.push(column);
         }
         let batch = RecordBatch::try_new(Schema::new(fields).into(), columns)?;
-        let mut lines = Vec::new();
-        let mut writer = arrow_json::WriterBuilder::new()
-            .with_explicit_nulls(true)
-            .build::<_, arrow_json::writer::LineDelimited>(&mut lines);
         writer.write(&batch).context(
             "a column of the answer has a type JSON cannot show: cast it to text (CAST(x AS VARCHAR))",
         )?;
-        writer.finish()?;
-        for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let mut row: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line)?;
-            let values: Vec<serde_json::Value> = (0..width)
-                .map(|i| {
-                    row.remove(&i.to_string())
-                        .unwrap_or(serde_json::Value::Null)
-                })
-                .collect();
-            if !first {
-                text.push(',');
-            }
-            first = false;
-            text.push_str(&serde_json::to_string(&values)?);
+    }
+    writer.finish()?;
+    let mut text = String::with_capacity(lines.len() + 2);
+    text.push('[');
+    for (i, line) in lines
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+    {
+        if i > 0 {
+            text.push(',');
         }
+        text.push_str(std::str::from_utf8(line)?);
     }
     text.push(']');
     Ok(text)

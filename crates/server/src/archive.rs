@@ -43,6 +43,8 @@ pub struct ArchiveReader {
     url: String,
     limits: Limits,
     turn: Arc<Semaphore>,
+    /// Answers to statements held in memory while they are sent.
+    answers: Arc<Semaphore>,
     /// The `remaudit` program that runs SQL over the archive.
     program: Option<PathBuf>,
 }
@@ -61,6 +63,7 @@ impl ArchiveReader {
                 ..Limits::default()
             },
             turn: Arc::new(Semaphore::new(1)),
+            answers: Arc::new(Semaphore::new(SQL_ANSWERS_HELD)),
             program: None,
         }
     }
@@ -326,8 +329,13 @@ const SQL_MEMORY_MIB: u64 = 768;
 /// How much lower the child's CPU priority is than the service's.
 const SQL_NICE: &str = "10";
 
-/// Bytes of the child's error output kept for the log.
-const SQL_STDERR_BYTES: u64 = 16 * 1024;
+/// Bytes of the end of the child's error output kept: where a process that
+/// aborts says why.
+const SQL_STDERR_BYTES: usize = 16 * 1024;
+
+/// Answers to statements that may be in memory at once while their callers
+/// read them, each at most [`MAX_SQL_ANSWER_BYTES`].
+const SQL_ANSWERS_HELD: usize = 2;
 
 /// Checks a statement request: its text and row limit.
 fn check_sql(request: &SqlRequest) -> Result<usize, ApiError> {
@@ -376,14 +384,23 @@ struct ChildError {
 /// One read-only statement over the service's archive, run by the child
 /// `remaudit archive sql` under the archive's time limit, the request's row
 /// limit and [`SQL_MEMORY_MIB`]; `subject` is logged with it. The answer
-/// comes with the archive's turn, which the caller keeps until the answer
-/// is sent, so that one answer at a time is held in memory.
+/// comes with one of [`SQL_ANSWERS_HELD`] places, which the caller keeps
+/// until the answer is sent; the archive's turn is free once it is read.
 pub(crate) async fn sql(
     state: &AppState,
     request: &SqlRequest,
     subject: &str,
 ) -> Result<(SqlAnswer, OwnedSemaphorePermit), ApiError> {
     let rows = check_sql(request)?;
+    let Some(reader) = state.archive.as_deref() else {
+        return Err(ApiError::ArchiveUnavailable(
+            "this service was started without an archive to read".to_owned(),
+            state.settings.retry_after,
+        ));
+    };
+    let Ok(place) = Arc::clone(&reader.answers).try_acquire_owned() else {
+        return Err(ApiError::ArchiveBusy(state.settings.retry_after));
+    };
     let (reader, turn) = turn(state)?;
     let Some(program) = reader.program.as_deref() else {
         return Err(ApiError::ArchiveUnavailable(
@@ -409,7 +426,8 @@ pub(crate) async fn sql(
         elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "statement over the archive"
     );
-    answer.map(|answer| (answer, turn))
+    drop(turn);
+    answer.map(|answer| (answer, place))
 }
 
 /// Runs the child and reads its answer. Past the archive's time limit the
@@ -454,6 +472,8 @@ async fn run_child(
         .env_remove("REMAUDIT_CONFIG")
         .env("RUST_LOG", "off")
         .env("RUST_BACKTRACE", "0")
+        // The child's own main runtime: one worker, whose stack counts in its cap.
+        .env("TOKIO_WORKER_THREADS", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -483,14 +503,20 @@ async fn run_child(
             .map(|_| out)
     };
     let read_err = async {
-        let mut err = Vec::new();
-        let kept = (&mut stderr)
-            .take(SQL_STDERR_BYTES)
-            .read_to_end(&mut err)
-            .await;
-        // Drain the rest, so that the child never blocks on a full pipe.
-        let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
-        kept.map(|_| err)
+        // All of it is read, so that the child never blocks on a full
+        // pipe; its end is kept.
+        let mut kept: Vec<u8> = Vec::new();
+        let mut piece = [0_u8; 4096];
+        loop {
+            let n = stderr.read(&mut piece).await?;
+            if n == 0 {
+                return Ok::<_, std::io::Error>(kept);
+            }
+            kept.extend_from_slice(&piece[..n]);
+            if kept.len() > SQL_STDERR_BYTES {
+                kept.drain(..kept.len() - SQL_STDERR_BYTES);
+            }
+        }
     };
     let talk = async {
         let ((), out, err) = tokio::join!(write, read_out, read_err);
@@ -538,6 +564,20 @@ fn too_large_answer() -> ApiError {
     ))
 }
 
+/// Whether `line` is the runtime's line before it aborts for an
+/// allocation it could not make: `memory allocation of N bytes failed`.
+fn is_allocation_failure(line: &str) -> bool {
+    line.strip_prefix("memory allocation of ")
+        .and_then(|rest| rest.strip_suffix(" bytes failed"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Whether `line` is the runtime's line before it aborts for a stack
+/// overflow: `thread 'NAME' (ID) has overflowed its stack`.
+fn is_stack_overflow(line: &str) -> bool {
+    line.starts_with("thread '") && line.ends_with(" has overflowed its stack")
+}
+
 /// The answer to a failure the child reported.
 fn child_failure(state: &AppState, reader: &ArchiveReader, error: ChildError) -> ApiError {
     match error.kind.as_str() {
@@ -565,22 +605,27 @@ fn child_failure(state: &AppState, reader: &ArchiveReader, error: ChildError) ->
 /// runs out, an operator).
 fn child_death(state: &AppState, status: std::process::ExitStatus, err: &str) -> ApiError {
     use std::os::unix::process::ExitStatusExt as _;
-    if err.contains("memory allocation of") {
-        return ApiError::AnswerTooLarge(format!(
-            "the statement needs more than {SQL_MEMORY_MIB} MiB of memory: narrow it"
-        ));
-    }
-    if err.contains("has overflowed its stack") {
-        return ApiError::InvalidSql(
-            "the statement nests deeper than the engine can follow: split it or flatten its expressions"
-                .to_owned(),
-        );
-    }
-    if status.signal() == Some(9) {
+    const SIGKILL: i32 = 9;
+    const SIGABRT: i32 = 6;
+    if status.signal() == Some(SIGKILL) {
         tracing::warn!(stderr = %err, "the statement's process was killed");
         return ApiError::ArchiveUnavailable(
             "the statement's process was killed, most likely because memory ran out".to_owned(),
             state.settings.retry_after,
+        );
+    }
+    // What the Rust runtime prints, on a line of its own, before it aborts;
+    // a panic, whose message could echo the statement, exits instead.
+    let aborted = status.signal() == Some(SIGABRT);
+    if aborted && err.lines().any(is_allocation_failure) {
+        return ApiError::AnswerTooLarge(format!(
+            "the statement needs more than {SQL_MEMORY_MIB} MiB of memory: narrow it"
+        ));
+    }
+    if aborted && err.lines().any(is_stack_overflow) {
+        return ApiError::InvalidSql(
+            "the statement nests deeper than the engine can follow: split it or flatten its expressions"
+                .to_owned(),
         );
     }
     tracing::error!(status = %status, stderr = %err, "the statement's process failed");

@@ -333,7 +333,11 @@ async fn bad_statements_and_large_answers_are_refused_and_the_service_goes_on() 
         // Words of a damage report, echoed by a statement, are no damage.
         (
             "SELECT \"no answer is given from a damaged archive\"",
-            "damage's words",
+            "damage's words, planning",
+        ),
+        (
+            "SELECT CAST('no answer is given from a damaged archive' AS INT)",
+            "damage's words, running",
         ),
     ] {
         let (status, answer) = post(&http, &base, reader, &json!({"sql": sql})).await;
@@ -488,6 +492,12 @@ async fn a_statement_past_its_time_is_stopped_and_holds_the_archive_meanwhile() 
     assert_eq!(answer["type"], "urn:remaudit:problem:archive-busy");
     let (status, retry, answer) = first.await.expect("first question");
     assert_eq!(status, 503, "{answer}");
+    // Killed and reaped before the answer, not after.
+    assert_eq!(
+        statement_children(pid),
+        0,
+        "a statement's process outlived its answer"
+    );
     // The service's retry delay (5 s by default), not the question's limit.
     assert_eq!(retry.as_deref(), Some("5"), "{answer}");
     assert_eq!(

@@ -1,6 +1,7 @@
 //! `POST /api/v1/archive/sql`: one read-only statement over the archive.
 
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use axum::Extension;
 use axum::body::{Body, Bytes};
@@ -24,7 +25,7 @@ const MAX_SQL_BODY_BYTES: usize = 12 * MAX_SQL_CHARS + 1024;
 const SEND_PIECE_BYTES: usize = 64 * 1024;
 
 /// Longest a caller may take to read an answer; past it the connection is
-/// closed, and the archive's turn, held while the answer is sent, is free.
+/// closed, and the answer's place in memory is free.
 const SEND_TIME: Duration = Duration::from_mins(1);
 
 /// Runs one read-only SQL statement over the service's archive.
@@ -35,7 +36,7 @@ const SEND_TIME: Duration = Duration::from_mins(1);
     request_body = SqlRequest,
     responses(
         (status = 200, description = "The answer: its columns, then its rows as arrays of values in column order", body = SqlAnswer),
-        (status = 400, description = "The body is not the request (`malformed-json`, `invalid-query`: an empty or longer than 16384-byte statement, max_rows outside 1 to 10000), or the statement is not valid SQL over the archive's tables, is not read-only, or failed on its own terms (`invalid-sql`, with the engine's reason)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The body is not the request (`malformed-json`, `invalid-query`: an empty, whitespace-only or longer than 16384-character statement, max_rows outside 1 to 10000), or the statement is not valid SQL over the archive's tables, is not read-only, or failed on its own terms (`invalid-sql`, with the engine's reason)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is larger than allowed", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not declared as JSON", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Another question over the archive is running; the service answers one at a time (`archive-busy`, with Retry-After)", body = Problem, content_type = "application/problem+json"),
@@ -71,32 +72,48 @@ pub(crate) async fn sql(
     }
     let request: SqlRequest = serde_json::from_value(body).map_err(|e| malformed(e.to_string()))?;
     let subject = caller.map_or_else(|| Caller::anonymous().subject, |c| c.0.subject);
-    let (answer, turn) = crate::archive::sql(&state, &request, &subject).await?;
+    let (answer, place) = crate::archive::sql(&state, &request, &subject).await?;
     let body = serde_json::to_vec(&answer).map_err(|e| {
         tracing::error!(error = %e, "cannot write the answer");
         ApiError::Internal
     })?;
     drop(answer);
-    // Sent a piece at a time, the turn held until the last piece is taken:
-    // one answer is in memory at a time, however slowly callers read.
-    let deadline = Instant::now() + SEND_TIME;
-    let pieces = futures::stream::unfold(
-        (Bytes::from(body), Some(turn)),
-        move |(rest, turn)| async move {
-            if rest.is_empty() || turn.is_none() {
-                return None;
-            }
-            if Instant::now() > deadline {
+    // Sent a piece at a time, holding one of the few places for answers in
+    // memory until the last piece is taken. A timer, not the caller's
+    // reading, ends a slow send: at the deadline it drops the answer and
+    // the place, and the next piece asked for closes the connection.
+    let held = Arc::new(Mutex::new(Some((Bytes::from(body), place))));
+    tokio::spawn({
+        let held = Arc::clone(&held);
+        async move {
+            tokio::time::sleep(SEND_TIME).await;
+            if held
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+                .is_some()
+            {
                 tracing::warn!("answer over the archive not read in time; connection closed");
-                let late =
-                    std::io::Error::new(std::io::ErrorKind::TimedOut, "answer not read in time");
-                return Some((Err(late), (Bytes::new(), None)));
             }
-            let piece = rest.slice(..rest.len().min(SEND_PIECE_BYTES));
-            let rest = rest.slice(piece.len()..);
-            Some((Ok(piece), (rest, turn)))
-        },
-    );
+        }
+    });
+    let pieces = futures::stream::unfold(Some(held), |held| async move {
+        let held = held?;
+        let mut slot = held.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some((rest, _place)) = slot.as_mut() else {
+            let late = std::io::Error::new(std::io::ErrorKind::TimedOut, "answer not read in time");
+            drop(slot);
+            return Some((Err(late), None));
+        };
+        if rest.is_empty() {
+            // All taken: the answer and its place go.
+            *slot = None;
+            return None;
+        }
+        let piece = rest.split_to(rest.len().min(SEND_PIECE_BYTES));
+        drop(slot);
+        Some((Ok(piece), Some(held)))
+    });
     let mut response = Body::from_stream(pieces).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
