@@ -618,3 +618,68 @@ async fn a_caller_that_goes_away_takes_its_statement_with_it() {
     // Well before the child's own 27 s: only the service can have ended it.
     assert_gone_and_turn_free(&http, &base, &archive.reader, pid, 20).await;
 }
+
+/// Sends `body` as `token` on a connection of its own, reads the first
+/// bytes of the answer (its status line), and leaves the rest unread.
+async fn ask_and_leave_unread(base: &str, token: &str, body: &Value) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let address = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    let body = body.to_string();
+    let request = format!(
+        "POST {SQL} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut first = [0_u8; 12];
+    stream.read_exact(&mut first).await.expect("status line");
+    assert_eq!(
+        &first,
+        b"HTTP/1.1 200",
+        "{}",
+        String::from_utf8_lossy(&first)
+    );
+    stream
+}
+
+#[tokio::test]
+async fn two_answers_at_most_are_held_while_callers_read_them() {
+    use tokio::io::AsyncReadExt as _;
+    let archive = archived().await;
+    let (_server, base) = archive.serve(&[]).await;
+    let http = reqwest::Client::new();
+    // Nearly 16 MiB each: more than the sockets between take while unread.
+    let wide = json!({"sql": "SELECT repeat('x', 100000) AS wide FROM generate_series(1, 160)"});
+    let hung_up = ask_and_leave_unread(&base, &archive.reader, &wide).await;
+    let mut slow = ask_and_leave_unread(&base, &archive.reader, &wide).await;
+    let small = json!({"sql": "SELECT 1 AS one"});
+    let (status, answer) = post(&http, &base, Some(&archive.reader), &small).await;
+    assert_eq!(status, 429, "two answers are held: {answer}");
+    assert_eq!(answer["type"], "urn:remaudit:problem:archive-busy");
+
+    // A caller that hangs up frees its place.
+    drop(hung_up);
+    let (http, base, reader) = (&http, base.as_str(), archive.reader.as_str());
+    let small = &small;
+    wait_for(
+        "a place freed by the caller that hung up",
+        std::time::Duration::from_secs(30),
+        || async move {
+            let (status, answer) = post(http, base, Some(reader), small).await;
+            (status == 200).then_some(answer)
+        },
+    )
+    .await;
+    // The other answer, read at last, arrives whole: its last chunk ends it.
+    let mut read = Vec::new();
+    let mut piece = vec![0_u8; 1 << 16];
+    while !read.ends_with(b"\r\n0\r\n\r\n") {
+        let n = slow.read(&mut piece).await.expect("read");
+        assert!(n > 0, "the answer ended early, after {} bytes", read.len());
+        read.extend_from_slice(&piece[..n]);
+    }
+    assert!(read.len() > 16_000_000, "{} bytes", read.len());
+}

@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse as _, Response};
 use remaudit_api::archive::{MAX_SQL_CHARS, SqlAnswer, SqlRequest};
 use remaudit_api::{Problem, paths};
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::instrument;
 
 use crate::auth::Caller;
@@ -27,6 +28,20 @@ const SEND_PIECE_BYTES: usize = 64 * 1024;
 /// Longest a caller may take to read an answer; past it the connection is
 /// closed, and the answer's place in memory is free.
 const SEND_TIME: Duration = Duration::from_mins(1);
+
+/// An answer being sent, and its place in memory.
+type Held = Arc<Mutex<Option<(Bytes, OwnedSemaphorePermit)>>>;
+
+/// The answer a response body is sending: dropped with the body (the caller
+/// hung up, or the connection failed), it frees the answer and its place at
+/// once, not when the send timer would.
+struct Sending(Held);
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+    }
+}
 
 /// Runs one read-only SQL statement over the service's archive.
 #[utoipa::path(
@@ -82,7 +97,7 @@ pub(crate) async fn sql(
     // memory until the last piece is taken. A timer, not the caller's
     // reading, ends a slow send: at the deadline it drops the answer and
     // the place, and the next piece asked for closes the connection.
-    let held = Arc::new(Mutex::new(Some((Bytes::from(body), place))));
+    let held: Held = Arc::new(Mutex::new(Some((Bytes::from(body), place))));
     tokio::spawn({
         let held = Arc::clone(&held);
         async move {
@@ -97,9 +112,9 @@ pub(crate) async fn sql(
             }
         }
     });
-    let pieces = futures::stream::unfold(Some(held), |held| async move {
-        let held = held?;
-        let mut slot = held.lock().unwrap_or_else(PoisonError::into_inner);
+    let pieces = futures::stream::unfold(Some(Sending(held)), |sending| async move {
+        let sending = sending?;
+        let mut slot = sending.0.lock().unwrap_or_else(PoisonError::into_inner);
         let Some((rest, _place)) = slot.as_mut() else {
             let late = std::io::Error::new(std::io::ErrorKind::TimedOut, "answer not read in time");
             drop(slot);
@@ -112,7 +127,7 @@ pub(crate) async fn sql(
         }
         let piece = rest.split_to(rest.len().min(SEND_PIECE_BYTES));
         drop(slot);
-        Some((Ok(piece), Some(held)))
+        Some((Ok(piece), Some(sending)))
     });
     let mut response = Body::from_stream(pieces).into_response();
     response.headers_mut().insert(
