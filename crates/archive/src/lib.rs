@@ -81,15 +81,6 @@ pub enum ArchiveQueryError {
     Engine(String),
 }
 
-impl ArchiveQueryError {
-    /// Whether the archive is damaged: a file missing, of the wrong size, or
-    /// not matching its manifest's checksums (found while a query read it).
-    #[must_use]
-    pub fn is_damage(&self) -> bool {
-        matches!(self, Self::Damaged { .. })
-    }
-}
-
 /// Memory a query may use (its hash tables, sorts and buffers); past it the
 /// query fails rather than the process running out.
 const QUERY_MEMORY: usize = 512 << 20;

@@ -120,16 +120,7 @@ pub async fn run(args: ArchiveArgs) -> anyhow::Result<u8> {
     let mut out = std::io::stdout().lock();
     let (query, batches) = match answer {
         Ok(answer) => answer,
-        Err(e) => {
-            if args.output == "answer" {
-                let failure = serde_json::json!({
-                    "error": {"kind": kind(&e), "message": e.to_string()}
-                });
-                writeln!(out, "{failure}").context("cannot print the failure")?;
-            }
-            eprintln!("remaudit archive sql: {e}");
-            return Ok(1);
-        }
+        Err(e) => return failure(&mut out, &args.output, kind(&e), &e.to_string()),
     };
     if query.skipped() > 0 {
         eprintln!(
@@ -140,12 +131,7 @@ pub async fn run(args: ArchiveArgs) -> anyhow::Result<u8> {
     match print(&mut out, &args.output, &query, &batches) {
         Ok(()) => {}
         Err(e) if args.output == "answer" => {
-            let failure = serde_json::json!({
-                "error": {"kind": "query", "message": format!("{e:#}")}
-            });
-            writeln!(out, "{failure}").context("cannot print the failure")?;
-            eprintln!("remaudit archive sql: {e:#}");
-            return Ok(1);
+            return failure(&mut out, &args.output, "query", &format!("{e:#}"));
         }
         Err(e) => return Err(e.context("cannot print the answer")),
     }
@@ -204,10 +190,25 @@ async fn on_own_runtime<T: Send + 'static>(
         .context("cannot start the query's runtime")
 }
 
+/// Reports a failure on standard error and, with `--output answer`, as the
+/// document `{"error": {"kind", "message"}}`; exit code 1.
+fn failure(
+    out: &mut impl std::io::Write,
+    output: &str,
+    kind: &str,
+    message: &str,
+) -> anyhow::Result<u8> {
+    if output == "answer" {
+        let failure = serde_json::json!({"error": {"kind": kind, "message": message}});
+        writeln!(out, "{failure}").context("cannot print the failure")?;
+    }
+    eprintln!("remaudit archive sql: {message}");
+    Ok(1)
+}
+
 /// The kind of failure the `answer` output names, for the service to answer by.
 fn kind(e: &ArchiveQueryError) -> &'static str {
     match e {
-        e if e.is_damage() => "damaged",
         ArchiveQueryError::Archive(_) => "archive",
         ArchiveQueryError::Damaged { .. } => "damaged",
         ArchiveQueryError::Query(_) => "query",

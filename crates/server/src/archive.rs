@@ -91,10 +91,6 @@ fn store_error(state: &AppState) -> impl Fn(StoreError) -> ApiError + '_ {
 /// The archive's failure as the API's.
 fn archive_error(state: &AppState, e: ArchiveQueryError) -> ApiError {
     match e {
-        e if e.is_damage() => {
-            tracing::error!(error = %e, "archive damaged");
-            ApiError::ArchiveDamaged(e.to_string())
-        }
         ArchiveQueryError::Archive(why) => {
             tracing::warn!(error = %why, "archive unreadable");
             ApiError::ArchiveUnavailable(why, state.settings.retry_after)
@@ -118,18 +114,27 @@ fn archive_error(state: &AppState, e: ArchiveQueryError) -> ApiError {
     }
 }
 
-/// The archive's turn, or [`ApiError::ArchiveBusy`] while another question has it.
-fn turn(state: &AppState) -> Result<(&ArchiveReader, OwnedSemaphorePermit), ApiError> {
-    let Some(reader) = state.archive.as_deref() else {
-        return Err(ApiError::ArchiveUnavailable(
+/// The service's archive reader, or [`ApiError::ArchiveUnavailable`] when it has none.
+fn reader(state: &AppState) -> Result<&ArchiveReader, ApiError> {
+    state.archive.as_deref().ok_or_else(|| {
+        ApiError::ArchiveUnavailable(
             "this service was started without an archive to read".to_owned(),
             state.settings.retry_after,
-        ));
-    };
-    match Arc::clone(&reader.turn).try_acquire_owned() {
-        Ok(permit) => Ok((reader, permit)),
-        Err(_) => Err(ApiError::ArchiveBusy(state.settings.retry_after)),
-    }
+        )
+    })
+}
+
+/// A permit of `places`, or [`ApiError::ArchiveBusy`] while all are taken.
+fn place(state: &AppState, places: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit, ApiError> {
+    Arc::clone(places)
+        .try_acquire_owned()
+        .map_err(|_| ApiError::ArchiveBusy(state.settings.retry_after))
+}
+
+/// The archive's turn, or [`ApiError::ArchiveBusy`] while another question has it.
+fn turn(state: &AppState) -> Result<(&ArchiveReader, OwnedSemaphorePermit), ApiError> {
+    let reader = reader(state)?;
+    Ok((reader, place(state, &reader.turn)?))
 }
 
 /// The service's archive, opened for one question: the batches of this
@@ -392,16 +397,9 @@ pub(crate) async fn sql(
     subject: &str,
 ) -> Result<(SqlAnswer, OwnedSemaphorePermit), ApiError> {
     let rows = check_sql(request)?;
-    let Some(reader) = state.archive.as_deref() else {
-        return Err(ApiError::ArchiveUnavailable(
-            "this service was started without an archive to read".to_owned(),
-            state.settings.retry_after,
-        ));
-    };
-    let Ok(place) = Arc::clone(&reader.answers).try_acquire_owned() else {
-        return Err(ApiError::ArchiveBusy(state.settings.retry_after));
-    };
-    let (reader, turn) = turn(state)?;
+    let reader = reader(state)?;
+    let answer_place = place(state, &reader.answers)?;
+    let turn = place(state, &reader.turn)?;
     let Some(program) = reader.program.as_deref() else {
         return Err(ApiError::ArchiveUnavailable(
             "this service was started without the program that runs statements".to_owned(),
@@ -427,7 +425,7 @@ pub(crate) async fn sql(
         "statement over the archive"
     );
     drop(turn);
-    answer.map(|answer| (answer, place))
+    answer.map(|answer| (answer, answer_place))
 }
 
 /// Runs the child and reads its answer. Past the archive's time limit the
